@@ -1,0 +1,43 @@
+//! One error type for every handler: a status and a message that names the problem. Internal
+//! details are logged, never sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, message: m.into() }
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, message: m.into() }
+    }
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!("{context}: {e}");
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("{context}; see the daemon's log") }
+    }
+    pub fn unavailable(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::warn!("{context}: {e}");
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message: format!("{context}; retry later") }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Closed => ApiError::unavailable("the store is shutting down", e),
+            other => ApiError::internal("storage failed", other),
+        }
+    }
+}

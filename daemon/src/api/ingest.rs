@@ -1,0 +1,154 @@
+//! Ingest endpoints: gateway batches and InfluxDB line protocol (v1 and v2 write APIs).
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{ApiError, Shared};
+use crate::config::UnknownMeter;
+use crate::ingest::lineproto::Precision;
+use crate::ingest::{check_time, lines_to_points};
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Decompresses a gzip body within the size limit.
+fn body_bytes(s: &Shared, headers: &HeaderMap, body: Bytes, source: &str) -> Result<Vec<u8>, ApiError> {
+    let enc = headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_ascii_lowercase();
+    match enc.as_str() {
+        "" | "identity" => Ok(body.to_vec()),
+        "gzip" => {
+            let mut out = Vec::new();
+            let limit = s.max_body_bytes as u64;
+            let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit + 1);
+            if let Err(e) = dec.read_to_end(&mut out) {
+                s.metrics.rejected.with_label_values(&[source, "bad_gzip"]).inc();
+                return Err(ApiError::bad_request(format!("body is not valid gzip: {e}")));
+            }
+            if out.len() as u64 > limit {
+                s.metrics.rejected.with_label_values(&[source, "too_large"]).inc();
+                return Err(ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, message: format!("decompressed body exceeds the limit of {limit} bytes") });
+            }
+            Ok(out)
+        }
+        other => {
+            s.metrics.rejected.with_label_values(&[source, "bad_encoding"]).inc();
+            Err(ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, message: format!("content-encoding `{other}` is not supported (use gzip or none)") })
+        }
+    }
+}
+
+/// `POST /api/v1/ingest`: a gateway batch. Answers 200 only after the commit; idempotent on
+/// (gateway, sequence).
+pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok()) {
+        if !ct.starts_with("application/json") {
+            s.metrics.rejected.with_label_values(&["batch", "content_type"]).inc();
+            return Err(ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, message: format!("content-type `{ct}` is not application/json") });
+        }
+    }
+    let bytes = body_bytes(&s, &headers, body, "batch")?;
+    let batch = match energy_wire::decode_batch(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            s.metrics.batches.with_label_values(&["invalid"]).inc();
+            s.metrics.rejected.with_label_values(&["batch", "invalid_batch"]).inc();
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+    };
+    let now = now_ms();
+    for (i, smp) in batch.samples.iter().enumerate() {
+        if let Err(e) = check_time(smp.t, now) {
+            s.metrics.batches.with_label_values(&["invalid"]).inc();
+            s.metrics.rejected.with_label_values(&["batch", "bad_time"]).inc();
+            return Err(ApiError::bad_request(format!("invalid batch at `samples[{i}].t`: {e}")));
+        }
+    }
+    let unknown: Vec<String> = {
+        let mut u: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
+        u.sort();
+        u.dedup();
+        u
+    };
+    if !unknown.is_empty() {
+        s.metrics.rejected.with_label_values(&["batch", "unknown_meter"]).inc();
+        tracing::warn!(gateway = %batch.gateway, meters = ?unknown, "batch has meters not in the registry; kept as unassigned");
+        s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unknown.iter().cloned());
+    }
+    let gateway = batch.gateway.clone();
+    let out = s.store.write_batch(batch).await?;
+    let result = if out.samples_stored == 0 && out.samples_duplicate > 0 { "duplicate" } else { "stored" };
+    s.metrics.batches.with_label_values(&[result]).inc();
+    let mut v = serde_json::to_value(&out).unwrap_or_default();
+    v["gateway"] = gateway.into();
+    if !unknown.is_empty() {
+        v["unassigned_meters"] = serde_json::json!(unknown);
+        v["warning"] = "some meters are not in the registry; their readings are kept as unassigned".into();
+    }
+    Ok((StatusCode::OK, Json(v)).into_response())
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavour {
+    V1,
+    V2,
+}
+
+async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, String>, body: Bytes, flavour: Flavour) -> Result<Response, ApiError> {
+    let source = "line_protocol";
+    let precision = Precision::parse(params.get("precision").map_or("", String::as_str)).map_err(|e| {
+        s.metrics.rejected.with_label_values(&[source, "bad_precision"]).inc();
+        ApiError::bad_request(e)
+    })?;
+    let bytes = body_bytes(&s, &headers, body, source)?;
+    let text = match std::str::from_utf8(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            s.metrics.rejected.with_label_values(&[source, "invalid_utf8"]).inc();
+            return Err(ApiError::bad_request(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())));
+        }
+    };
+    let accept_unknown = s.ingest.unknown_meter == UnknownMeter::Accept;
+    let reg = s.registry.clone();
+    let report = lines_to_points(text, precision, now_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
+    for e in &report.errors {
+        s.metrics.rejected.with_label_values(&[source, e.label]).inc();
+    }
+    if !report.unassigned.is_empty() {
+        s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(report.unassigned.iter().cloned());
+    }
+    let written = report.points.len();
+    if written > 0 {
+        s.store.write_points(report.points).await?;
+    }
+    if report.errors.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let shown: Vec<String> = report.errors.iter().take(20).map(|e| format!("line {}: {} (`{}`)", e.line, e.reason, e.text)).collect();
+    let more = report.errors.len().saturating_sub(20);
+    let mut message = format!("partial write: {} points written, {} lines rejected: {}", written, report.errors.len(), shown.join("; "));
+    if more > 0 {
+        message.push_str(&format!("; and {more} more"));
+    }
+    let body = match flavour {
+        Flavour::V1 => serde_json::json!({ "error": message }),
+        Flavour::V2 => serde_json::json!({ "code": "invalid", "message": message }),
+    };
+    Ok((StatusCode::BAD_REQUEST, Json(body)).into_response())
+}
+
+/// `POST /api/v2/write?bucket=..&precision=..` (InfluxDB 2.x/3.x write API).
+pub(super) async fn write_v2(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
+    write_lines(s, headers, params, body, Flavour::V2).await
+}
+
+/// `POST /write?db=..&precision=..` (InfluxDB 1.x write API).
+pub(super) async fn write_v1(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
+    write_lines(s, headers, params, body, Flavour::V1).await
+}

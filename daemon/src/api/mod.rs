@@ -1,0 +1,110 @@
+//! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
+
+mod error;
+mod ingest;
+mod query;
+mod registry;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::config::IngestConfig;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub tz: chrono_tz::Tz,
+    pub metrics: Metrics,
+    pub ingest: IngestConfig,
+    pub max_body_bytes: usize,
+    /// Meters seen in input but absent from the registry.
+    pub unassigned: Mutex<BTreeSet<String>>,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The daemon's router.
+pub fn app(state: Shared) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/ingest", post(ingest::batch))
+        .route("/api/v2/write", post(ingest::write_v2))
+        .route("/write", post(ingest::write_v1))
+        .route("/api/v1/agencies", get(registry::agencies))
+        .route("/api/v1/buildings", get(registry::buildings))
+        .route("/api/v1/meters", get(registry::meters))
+        .route("/api/v1/gateways", get(registry::gateways))
+        .route("/api/v1/quantities", get(registry::quantities))
+        .route("/api/v1/series", get(query::series))
+        .route("/api/v1/consumption", get(query::consumption))
+        .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    let class = format!("{}xx", resp.status().as_u16() / 100);
+    s.metrics.requests.with_label_values(&[route.as_str(), class.as_str()]).inc();
+    resp
+}
+
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    s.metrics.store_bytes.set(s.store.bytes() as i64);
+    s.metrics.meters_known.set(s.registry.file.meters.len() as i64);
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn index(State(s): State<Shared>) -> Html<String> {
+    let mut links = String::new();
+    for a in &s.registry.file.agencies {
+        links.push_str(&format!(
+            "<li>{} (<code>{}</code>): <a href=\"/api/v1/consumption?agency={}&amp;from={}&amp;to={}&amp;interval=month\">consumption this year by month</a></li>\n",
+            html_escape(&a.name),
+            html_escape(&a.id),
+            html_escape(&a.id),
+            year_start(s.tz),
+            tomorrow(s.tz)
+        ));
+    }
+    Html(format!(
+        "<!doctype html><html lang=\"zh\"><meta charset=\"utf-8\"><title>energyd</title>\
+         <body style=\"font-family:sans-serif;max-width:60em;margin:2em auto\"><h1>energyd</h1>\
+         <p>Registry: <a href=\"/api/v1/agencies\">agencies</a> · <a href=\"/api/v1/buildings\">buildings</a> · \
+         <a href=\"/api/v1/meters\">meters</a> · <a href=\"/api/v1/gateways\">gateways</a> · \
+         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p><h2>Agencies</h2><ul>{links}</ul></body></html>"
+    ))
+}
+
+fn year_start(tz: chrono_tz::Tz) -> String {
+    use chrono::Datelike;
+    format!("{}-01-01", chrono::Utc::now().with_timezone(&tz).year())
+}
+
+fn tomorrow(tz: chrono_tz::Tz) -> String {
+    (chrono::Utc::now().with_timezone(&tz).date_naive() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string()
+}
+
+pub(crate) fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! Registry endpoints.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, Shared};
+
+fn rfc3339(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339())
+}
+
+pub(super) async fn agencies(State(s): State<Shared>) -> Json<Value> {
+    let r = &s.registry;
+    let items: Vec<Value> = r
+        .file
+        .agencies
+        .iter()
+        .map(|a| {
+            let buildings: Vec<Value> = r
+                .file
+                .buildings
+                .iter()
+                .filter_map(|b| b.occupants.iter().find(|o| o.agency == a.id).map(|o| json!({ "building": b.id, "share": o.share })))
+                .collect();
+            json!({ "id": a.id, "name": a.name, "level": a.level, "parent": a.parent, "buildings": buildings })
+        })
+        .collect();
+    Json(json!({ "items": items }))
+}
+
+pub(super) async fn buildings(State(s): State<Shared>) -> Json<Value> {
+    let r = &s.registry;
+    let items: Vec<Value> = r
+        .file
+        .buildings
+        .iter()
+        .map(|b| {
+            let meters: Vec<&str> = r.meters_of_building(&b.id).iter().map(|m| m.id.as_str()).collect();
+            json!({
+                "id": b.id, "name": b.name, "floor_area": b.floor_area,
+                "heated_area": b.heated_area.unwrap_or(b.floor_area),
+                "occupants": b.occupants.iter().map(|o| json!({ "agency": o.agency, "share": o.share })).collect::<Vec<_>>(),
+                "meters": meters,
+            })
+        })
+        .collect();
+    Json(json!({ "items": items }))
+}
+
+pub(super) async fn meters(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let r = &s.registry;
+    let items: Vec<Value> = r
+        .file
+        .meters
+        .iter()
+        .map(|m| {
+            let q = m.counter();
+            json!({
+                "id": m.id, "name": m.name, "building": m.building, "carrier": m.carrier, "quantity": q.name(), "unit": q.unit(),
+                "multiplier": m.multiplier, "end_use": m.end_use, "agency": m.agency,
+                "last_reading": s.store.last_seen(&m.id).and_then(|t| rfc3339(t, s.tz)),
+            })
+        })
+        .collect();
+    // Meters with stored readings that the registry does not know.
+    let mut unassigned: std::collections::BTreeSet<String> = s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    unassigned.extend(s.store.stored_meters().await?.into_iter().filter(|m| r.meter(m).is_none()));
+    let unassigned: Vec<Value> = unassigned
+        .into_iter()
+        .map(|m| json!({ "id": m, "last_reading": s.store.last_seen(&m).and_then(|t| rfc3339(t, s.tz)) }))
+        .collect();
+    Ok(Json(json!({ "items": items, "unassigned": unassigned })))
+}
+
+pub(super) async fn gateways(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let items: Vec<Value> = s
+        .store
+        .gateways()
+        .await?
+        .into_iter()
+        .map(|(g, ranges)| {
+            json!({
+                "id": g,
+                "acked_through": ranges.first().map_or(0, |r| r.1),
+                "stored_ranges": ranges.iter().map(|r| [r.0, r.1]).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub(super) async fn quantities() -> Json<Value> {
+    let items: Vec<Value> = energy_wire::Quantity::ALL
+        .iter()
+        .map(|q| json!({ "id": q.name(), "unit": q.unit(), "kind": q.kind(), "carrier": q.carrier() }))
+        .collect();
+    Json(json!({ "items": items }))
+}

@@ -1,0 +1,272 @@
+//! Router tests without a socket: every endpoint of the contract, good and bad input.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use energy_wire::{encode_batch, Batch, Quantity, Sample};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{app, AppState};
+use crate::config::{IngestConfig, UnknownMeter};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+const REGISTRY: &str = r#"
+[[agency]]
+id = "a"
+name = "Agency A"
+level = "province"
+[[agency]]
+id = "b"
+name = "Agency B"
+level = "city"
+[[building]]
+id = "b1"
+name = "Building 1"
+floor_area = 1000.0
+occupants = [ { agency = "a", share = 0.25 }, { agency = "b", share = 0.75 } ]
+[[meter]]
+id = "m1"
+building = "b1"
+carrier = "electricity"
+multiplier = 2.0
+[[meter]]
+id = "w1"
+building = "b1"
+carrier = "water"
+agency = "b"
+"#;
+
+/// 2026-03-01T00:00:00+08:00
+const T0: i64 = 1_772_294_400_000;
+const H: i64 = 3_600_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: Arc<AppState>,
+}
+
+fn fixture(unknown: UnknownMeter) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
+    let state = Arc::new(AppState {
+        store,
+        registry: Arc::new(Registry::parse(REGISTRY).unwrap()),
+        tz: chrono_tz::Asia::Shanghai,
+        metrics,
+        ingest: IngestConfig { unknown_meter: unknown },
+        max_body_bytes: 64 * 1024,
+        unassigned: Mutex::new(BTreeSet::new()),
+    });
+    Fixture { _dir: dir, state }
+}
+
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app(f.state.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+async fn get(f: &Fixture, uri: &str) -> (StatusCode, Value) {
+    let (s, body) = call(f, Request::get(uri).body(Body::empty()).unwrap()).await;
+    (s, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+async fn post(f: &Fixture, uri: &str, ct: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    let mut b = Request::post(uri);
+    if let Some(ct) = ct {
+        b = b.header("content-type", ct);
+    }
+    let (s, body) = call(f, b.body(Body::from(body)).unwrap()).await;
+    (s, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+fn counter_batch(seq: u64, meter: &str, q: Quantity, readings: &[(i64, f64)]) -> Vec<u8> {
+    let samples = readings.iter().map(|&(t, v)| Sample { meter: meter.into(), t, v: [(q, v)].into_iter().collect() }).collect();
+    encode_batch(&Batch::new("gw1", seq, samples))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_is_idempotent_and_consumption_follows_shares() {
+    let f = fixture(UnknownMeter::Reject);
+    // Electricity counter: 100 at 00:00, 110 at 01:00, 130 at 02:00 (kWh, before the x2 multiplier).
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + H, 110.0), (T0 + 2 * H, 130.0)]);
+    let (s, v) = post(&f, "/api/v1/ingest", Some("application/json"), body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["samples_stored"], 3);
+    assert_eq!(v["acked_through"], 3);
+    let (s, v) = post(&f, "/api/v1/ingest", Some("application/json"), body).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["samples_duplicate"], 3);
+    assert_eq!(v["samples_stored"], 0);
+    // Water on a sub-meter of agency b: 5 m³ -> 8 m³.
+    let body = counter_batch(4, "w1", Quantity::WaterVolume, &[(T0, 5.0), (T0 + 2 * H, 8.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+
+    // Agency a: 25 % of m1 x 2 = 0.25 * 2 * 30 = 15 kWh over two hours, 5 + 10 per hour.
+    let (s, v) = get(&f, "/api/v1/consumption?agency=a&from=2026-03-01T00:00:00%2B08:00&to=2026-03-01T02:00:00%2B08:00&interval=hour").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let c = &v["carriers"][0];
+    assert_eq!(c["carrier"], "electricity");
+    assert_eq!(c["unit"], "kWh");
+    assert_eq!(c["total"], 15.0);
+    assert_eq!(c["periods"][0]["value"], 5.0);
+    assert_eq!(c["periods"][1]["value"], 10.0);
+    assert_eq!(c["periods"][0]["start"], "2026-03-01T00:00:00+08:00");
+    assert_eq!(v["carriers"].as_array().unwrap().len(), 1, "agency a has no water sub-meter");
+    // Agency b: 75 % x 2 x 30 = 45 kWh and all of the water, 3 m³.
+    let (_, v) = get(&f, "/api/v1/consumption?agency=b&from=2026-03-01&to=2026-03-02&interval=day").await;
+    let by: std::collections::HashMap<String, f64> =
+        v["carriers"].as_array().unwrap().iter().map(|c| (c["carrier"].as_str().unwrap().to_string(), c["total"].as_f64().unwrap())).collect();
+    assert_eq!(by["electricity"], 45.0);
+    assert_eq!(by["water"], 3.0);
+    // The sum over agencies equals the building's meters net of allocation.
+    let (_, v) = get(&f, "/api/v1/consumption?building=b1&from=2026-03-01&to=2026-03-02&interval=day&carrier=electricity").await;
+    assert_eq!(v["carriers"][0]["total"], 60.0);
+    // Meter scope and the month interval.
+    let (_, v) = get(&f, "/api/v1/consumption?meter=m1&from=2026-01-01&to=2027-01-01&interval=month").await;
+    assert_eq!(v["carriers"][0]["periods"].as_array().unwrap().len(), 12);
+    assert_eq!(v["carriers"][0]["periods"][2]["value"], 60.0);
+
+    // Registry endpoints carry ids, and meters their last reading time.
+    let (_, v) = get(&f, "/api/v1/meters").await;
+    assert_eq!(v["items"][0]["id"], "m1");
+    assert_eq!(v["items"][0]["last_reading"], "2026-03-01T02:00:00+08:00");
+    let (_, v) = get(&f, "/api/v1/agencies").await;
+    assert_eq!(v["items"][1]["id"], "b");
+    let (_, v) = get(&f, "/api/v1/buildings").await;
+    assert_eq!(v["items"][0]["meters"], serde_json::json!(["m1", "w1"]));
+    let (_, v) = get(&f, "/api/v1/gateways").await;
+    assert_eq!(v["items"][0]["acked_through"], 5);
+
+    // Series, raw and stepped.
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_energy_import&from=2026-03-01&to=2026-03-02").await;
+    assert_eq!(v["points"].as_array().unwrap().len(), 3);
+    assert_eq!(v["unit"], "kWh");
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_energy_import&from=2026-03-01&to=2026-03-02&step=2h&agg=max").await;
+    assert_eq!(v["points"][0]["v"], 110.0);
+    assert_eq!(v["points"][1]["v"], 130.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_batches_are_named_counted_and_harmless() {
+    let f = fixture(UnknownMeter::Reject);
+    let cases: &[(&str, Option<&str>, &[u8], StatusCode, &str)] = &[
+        ("not json", None, b"{", StatusCode::BAD_REQUEST, "malformed batch"),
+        ("wrong type", Some("text/plain"), b"{}", StatusCode::UNSUPPORTED_MEDIA_TYPE, "not application/json"),
+        (
+            "non-numeric value",
+            None,
+            br#"{"schema":1,"gateway":"g","seq":1,"samples":[{"meter":"m1","t":1772294400000,"v":{"active_power":"x"}}]}"#,
+            StatusCode::BAD_REQUEST,
+            "samples[0].v.active_power",
+        ),
+        (
+            "far future",
+            None,
+            br#"{"schema":1,"gateway":"g","seq":1,"samples":[{"meter":"m1","t":4000000000000,"v":{"active_power":1}}]}"#,
+            StatusCode::BAD_REQUEST,
+            "in the future",
+        ),
+    ];
+    for (name, ct, body, status, needle) in cases {
+        let (s, v) = post(&f, "/api/v1/ingest", *ct, body.to_vec()).await;
+        assert_eq!(s, *status, "{name}: {v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{name}: {v}");
+    }
+    // Too large: 413.
+    let (s, _) = post(&f, "/api/v1/ingest", None, vec![b' '; 70 * 1024]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // An unknown meter in a batch is kept as unassigned, never dropped.
+    let body = counter_batch(1, "ghost", Quantity::ActiveEnergyImport, &[(T0, 1.0)]);
+    let (s, v) = post(&f, "/api/v1/ingest", None, body).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["unassigned_meters"], serde_json::json!(["ghost"]));
+    let (_, v) = get(&f, "/api/v1/meters").await;
+    assert_eq!(v["unassigned"][0]["id"], "ghost");
+    let metrics = f.state.metrics.render();
+    assert!(metrics.contains("energyd_ingest_rejected_total{reason=\"invalid_batch\",source=\"batch\"} 2"), "{metrics}");
+    assert!(metrics.contains("reason=\"unknown_meter\""));
+    // And the daemon still serves.
+    assert_eq!(get(&f, "/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_protocol_partial_writes_like_influxdb() {
+    let f = fixture(UnknownMeter::Reject);
+    let body = "energy,meter=m1 active_energy_import=100 1772294400\n\
+                energy,meter=nope active_energy_import=1 1772294400\n\
+                energy,meter=m1 active_energy_import=110,active_power=5i 1772298000\n\
+                energy,meter=m1 bogus=1 1772298000\n";
+    let (s, v) = post(&f, "/api/v2/write?bucket=x&precision=s", None, body.as_bytes().to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["code"], "invalid");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("3 points written, 2 lines rejected"), "{msg}");
+    assert!(msg.contains("line 2: meter `nope` is not in the registry"), "{msg}");
+    assert!(msg.contains("line 4: field `bogus`"), "{msg}");
+    // v1 flavour, gzip body, ms precision; everything valid gives 204.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"e,meter=m1 active_energy_import=130 1772301600000\n").unwrap();
+    let req = Request::post("/write?db=energy&precision=ms").header("content-encoding", "gzip").body(Body::from(gz.finish().unwrap())).unwrap();
+    let (s, body) = call(&f, req).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (_, v) = get(&f, "/api/v1/consumption?meter=m1&from=2026-03-01&to=2026-03-02&interval=day").await;
+    assert_eq!(v["carriers"][0]["total"], 60.0); // (130 - 100) x multiplier 2
+    // v1 error shape, bad precision, invalid UTF-8, bad gzip.
+    let (s, v) = post(&f, "/write?db=x", None, b"m f=".to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("partial write"));
+    let (s, v) = post(&f, "/write?precision=fortnight", None, b"m,meter=m1 active_power=1".to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("precision"));
+    let (s, v) = post(&f, "/api/v2/write", None, vec![b'm', 0xff, 0xfe]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("UTF-8"));
+    let req = Request::post("/api/v2/write").header("content-encoding", "gzip").body(Body::from("nope")).unwrap();
+    assert_eq!(call(&f, req).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_meters_can_be_accepted_as_unassigned() {
+    let f = fixture(UnknownMeter::Accept);
+    let (s, _) = post(&f, "/write", None, b"e,meter=newone active_power=1".to_vec()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = get(&f, "/api/v1/meters").await;
+    assert_eq!(v["unassigned"][0]["id"], "newone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_errors_name_the_parameter() {
+    let f = fixture(UnknownMeter::Reject);
+    let cases: &[(&str, StatusCode, &str)] = &[
+        ("/api/v1/consumption?from=2026-01-01&to=2026-02-01&interval=day", StatusCode::BAD_REQUEST, "give one of"),
+        ("/api/v1/consumption?agency=a&meter=m1&from=2026-01-01&to=2026-02-01&interval=day", StatusCode::BAD_REQUEST, "only one"),
+        ("/api/v1/consumption?agency=zz&from=2026-01-01&to=2026-02-01&interval=day", StatusCode::NOT_FOUND, "agency `zz`"),
+        ("/api/v1/consumption?agency=a&from=yesterday&to=2026-02-01&interval=day", StatusCode::BAD_REQUEST, "from:"),
+        ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01&interval=week", StatusCode::BAD_REQUEST, "interval `week`"),
+        ("/api/v1/consumption?agency=a&from=2026-02-01&to=2026-01-01&interval=day", StatusCode::BAD_REQUEST, "before"),
+        ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01&interval=day&carrier=steam", StatusCode::BAD_REQUEST, "carrier `steam`"),
+        ("/api/v1/consumption?agency=a&from=2000-01-01&to=2026-02-01&interval=hour", StatusCode::BAD_REQUEST, "more than"),
+        ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01", StatusCode::BAD_REQUEST, "missing query parameter `interval`"),
+        ("/api/v1/series?meter=m1&quantity=volts&from=2026-01-01&to=2026-02-01", StatusCode::BAD_REQUEST, "unknown quantity `volts`"),
+        ("/api/v1/series?meter=zz&quantity=active_power&from=2026-01-01&to=2026-02-01", StatusCode::NOT_FOUND, "meter `zz`"),
+        ("/api/v1/series?meter=m1&quantity=active_power&from=2026-01-01&to=2026-02-01&step=-3", StatusCode::BAD_REQUEST, "step"),
+        ("/api/v1/series?meter=m1&quantity=active_power&from=2026-01-01&to=2026-02-01&step=1h&agg=median", StatusCode::BAD_REQUEST, "agg"),
+        ("/api/v1/nothing", StatusCode::NOT_FOUND, "no such endpoint"),
+    ];
+    for (uri, status, needle) in cases {
+        let (s, v) = get(&f, uri).await;
+        assert_eq!(s, *status, "{uri}: {v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{uri}: {v}");
+    }
+    let (s, text) = call(&f, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text.contains("energyd_http_requests_total"));
+}

@@ -1,0 +1,170 @@
+//! The daemon's configuration file (TOML). Every field can be overridden from the environment
+//! as `ENERGYD__SECTION__FIELD` (for example `ENERGYD__HTTP__LISTEN=0.0.0.0:8080`).
+//!
+//! ```toml
+//! data_dir = "/var/lib/energyd"
+//! registry = "/etc/energyd/registry.toml"   # relative paths are relative to this file
+//! timezone = "Asia/Shanghai"
+//!
+//! [http]
+//! listen = "127.0.0.1:8080"
+//! max_body_bytes = 33554432
+//!
+//! [ingest]
+//! unknown_meter = "reject"      # or "accept": keep the points and list the meter as unassigned
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Registry;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub data_dir: PathBuf,
+    pub registry: PathBuf,
+    #[serde(default = "default_tz")]
+    pub timezone: String,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted (after decompression); larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen(), max_body_bytes: default_max_body() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownMeter {
+    #[default]
+    Reject,
+    Accept,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Line protocol for a meter not in the registry: refuse the line (default) or keep it and
+    /// list the meter as unassigned. Gateway batches are always kept (the gateway cannot fix
+    /// them); their unknown meters are listed as unassigned.
+    #[serde(default)]
+    pub unknown_meter: UnknownMeter,
+}
+
+fn default_tz() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    32 << 20
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+/// A loaded and validated configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: DaemonConfig,
+    pub registry: Registry,
+    pub tz: chrono_tz::Tz,
+}
+
+impl DaemonConfig {
+    fn read(path: &Path) -> Result<DaemonConfig, ConfigErrors> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .add_source(config::Environment::with_prefix("ENERGYD").prefix_separator("__").separator("__"))
+            .build()
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let mut c: DaemonConfig = cfg.try_deserialize().map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if c.registry.is_relative() {
+            c.registry = base.join(&c.registry);
+        }
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        Ok(c)
+    }
+
+    /// Loads the file and the registry it names; every problem in either is reported at once.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+        let config = DaemonConfig::read(path)?;
+        config.validate()
+    }
+
+    pub fn validate(self) -> Result<Loaded, ConfigErrors> {
+        let mut errors = Vec::new();
+        let tz = match self.timezone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                errors.push(format!("timezone `{}` is not an IANA time zone name such as Asia/Shanghai", self.timezone));
+                None
+            }
+        };
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(format!("http.listen `{}` is not an address such as 127.0.0.1:8080", self.http.listen));
+        }
+        if self.http.max_body_bytes < 1024 {
+            errors.push("http.max_body_bytes must be at least 1024".into());
+        }
+        let registry = match Registry::load(&self.registry) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errors.extend(e.0);
+                None
+            }
+        };
+        match (tz, registry) {
+            (Some(tz), Some(registry)) if errors.is_empty() => Ok(Loaded { config: self, registry, tz }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_problems_of_config_and_registry_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registry.toml"), "[[agency]]\nid = \"a a\"\nname = \"x\"\nlevel = \"city\"\n").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        std::fs::write(&cfg, "data_dir = \"data\"\nregistry = \"registry.toml\"\ntimezone = \"Mars/Olympus\"\n[http]\nlisten = \"nowhere\"\n").unwrap();
+        let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("timezone `Mars/Olympus`"), "{e}");
+        assert!(e.contains("http.listen `nowhere`"), "{e}");
+        assert!(e.contains("agency `a a`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        std::fs::write(&cfg, "data_dir = \"d\"\nregistry = \"r.toml\"\nlisten = \"x\"\n").unwrap();
+        let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Ingest: turning what arrives (gateway batches, InfluxDB line protocol) into points, with
+//! every refusal named and counted.
+
+pub mod lineproto;
+
+use energy_wire::Quantity;
+
+use crate::store::Point;
+use lineproto::{FieldValue, Precision};
+
+/// Latest accepted time, relative to the daemon's clock.
+pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
+/// Earliest accepted time: 2000-01-01T00:00:00Z.
+pub const MIN_TIME_MS: i64 = 946_684_800_000;
+
+/// Why a line was refused, with a short reason label for metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LineError {
+    /// 1-based line number in the request body.
+    pub line: usize,
+    pub text: String,
+    pub reason: String,
+    pub label: &'static str,
+}
+
+/// What one line-protocol body gave.
+#[derive(Debug, Default)]
+pub struct LineReport {
+    pub points: Vec<Point>,
+    pub errors: Vec<LineError>,
+    /// Meters not in the registry that were accepted (policy `accept`).
+    pub unassigned: Vec<String>,
+}
+
+/// Checks a point's time against the accepted window.
+pub fn check_time(ts_ms: i64, now_ms: i64) -> Result<(), String> {
+    if ts_ms < MIN_TIME_MS {
+        return Err(format!("timestamp {ts_ms} ms is before 2000-01-01; check the precision parameter"));
+    }
+    if ts_ms > now_ms + MAX_FUTURE_MS {
+        return Err(format!("timestamp {ts_ms} ms is more than 24 h in the future; check the precision parameter and the clock"));
+    }
+    Ok(())
+}
+
+/// Converts a line-protocol body to points. A bad line is refused with its reason; the good
+/// lines of the same body are kept (InfluxDB's partial write).
+pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, known_meter: &dyn Fn(&str) -> bool, accept_unknown: bool) -> LineReport {
+    let mut rep = LineReport::default();
+    for (i, text) in body.split('\n').enumerate() {
+        let err = |reason: String, label: &'static str| LineError {
+            line: i + 1,
+            text: text.chars().take(120).collect(),
+            reason,
+            label,
+        };
+        let line = match lineproto::parse_line(text) {
+            Ok(Some(l)) => l,
+            Ok(None) => continue,
+            Err(e) => {
+                rep.errors.push(err(e, "malformed"));
+                continue;
+            }
+        };
+        let Some(meter) = line.tags.iter().find(|(k, _)| k == "meter").map(|(_, v)| v.clone()) else {
+            rep.errors.push(err("no `meter` tag naming the meter".into(), "no_meter_tag"));
+            continue;
+        };
+        if let Err(e) = energy_wire::validate_id(&meter) {
+            rep.errors.push(err(format!("tag meter: {e}"), "bad_meter_id"));
+            continue;
+        }
+        if !known_meter(&meter) {
+            if accept_unknown {
+                if !rep.unassigned.contains(&meter) {
+                    rep.unassigned.push(meter.clone());
+                }
+            } else {
+                rep.errors.push(err(format!("meter `{meter}` is not in the registry"), "unknown_meter"));
+                continue;
+            }
+        }
+        let ts = match line.timestamp {
+            None => now_ms,
+            Some(t) => match precision.to_millis(t) {
+                Some(ms) => ms,
+                None => {
+                    rep.errors.push(err(format!("timestamp {t} overflows at this precision"), "bad_time"));
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = check_time(ts, now_ms) {
+            rep.errors.push(err(e, "bad_time"));
+            continue;
+        }
+        let mut points = Vec::with_capacity(line.fields.len());
+        let mut bad = None;
+        for (k, v) in &line.fields {
+            let q: Quantity = match k.parse() {
+                Ok(q) => q,
+                Err(e) => {
+                    bad = Some((format!("field `{k}`: {e}"), "unknown_quantity"));
+                    break;
+                }
+            };
+            let value = match v {
+                FieldValue::Float(f) => *f,
+                FieldValue::Int(n) => *n as f64,
+                FieldValue::UInt(n) => *n as f64,
+                FieldValue::Bool(_) | FieldValue::Str(_) => {
+                    bad = Some((format!("field `{k}`: a quantity needs a numeric value"), "non_numeric"));
+                    break;
+                }
+            };
+            points.push(Point { meter: meter.clone(), quantity: q, ts, value });
+        }
+        match bad {
+            Some((reason, label)) => rep.errors.push(err(reason, label)),
+            None => rep.points.extend(points),
+        }
+    }
+    rep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_764_288_000_000;
+
+    #[test]
+    fn partial_write_keeps_good_lines_and_names_bad_ones() {
+        let body = "e,meter=m1 active_power=1.5 1764288000\n\
+                    e,meter=m1 active_power=\"x\" 1764288000\n\
+                    e,meter=zz active_power=1 1764288000\n\
+                    e,site=a active_power=1 1764288000\n\
+                    e,meter=m1 bogus=1 1764288000\n\
+                    \n\
+                    e,meter=m1 water_volume=3i,active_power=2 1764287000\n\
+                    e,meter=m1 active_power=1 99\n\
+                    garbage";
+        let known = |m: &str| m == "m1";
+        let r = lines_to_points(body, Precision::Seconds, NOW, &known, false);
+        assert_eq!(r.points.len(), 3);
+        assert_eq!(r.points[0], Point { meter: "m1".into(), quantity: Quantity::ActivePower, ts: NOW, value: 1.5 });
+        assert_eq!(r.points[1].quantity, Quantity::WaterVolume);
+        assert_eq!(r.points[1].ts, 1_764_287_000_000);
+        let summary: Vec<(usize, &str)> = r.errors.iter().map(|e| (e.line, e.label)).collect();
+        assert_eq!(
+            summary,
+            vec![(2, "non_numeric"), (3, "unknown_meter"), (4, "no_meter_tag"), (5, "unknown_quantity"), (8, "bad_time"), (9, "malformed")]
+        );
+        assert!(r.errors[1].reason.contains("meter `zz` is not in the registry"));
+    }
+
+    #[test]
+    fn unknown_meters_can_be_accepted_as_unassigned() {
+        let r = lines_to_points("e,meter=new active_power=1", Precision::Nanoseconds, NOW, &|_| false, true);
+        assert_eq!(r.points.len(), 1);
+        assert_eq!(r.points[0].ts, NOW);
+        assert_eq!(r.unassigned, vec!["new".to_string()]);
+    }
+
+    #[test]
+    fn future_and_ancient_times_are_refused() {
+        assert!(check_time(NOW + MAX_FUTURE_MS + 1, NOW).is_err());
+        assert!(check_time(NOW + MAX_FUTURE_MS, NOW).is_ok());
+        assert!(check_time(MIN_TIME_MS - 1, NOW).is_err());
+    }
+}

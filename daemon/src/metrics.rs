@@ -1,0 +1,87 @@
+//! The daemon's Prometheus metrics (own registry per instance).
+
+use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub points_written: IntCounter,
+    pub points_unchanged: IntCounter,
+    pub points_conflicting: IntCounter,
+    pub samples_duplicate: IntCounter,
+    pub batches: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub store_commit_seconds: Histogram,
+    pub query_seconds: Histogram,
+    pub store_bytes: IntGauge,
+    pub meters_known: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        let m = Metrics {
+            registry: Registry::new(),
+            points_written: must(IntCounter::new("energyd_points_written_total", "Points newly written to the store")),
+            points_unchanged: must(IntCounter::new(
+                "energyd_points_duplicate_total",
+                "Points received again with the value already stored (no-op)",
+            )),
+            points_conflicting: must(IntCounter::new(
+                "energyd_points_conflicting_total",
+                "Points that replaced a different stored value for the same meter, quantity and time (last write wins)",
+            )),
+            samples_duplicate: must(IntCounter::new(
+                "energyd_samples_duplicate_total",
+                "Gateway samples dropped because their (gateway, sequence) was already stored",
+            )),
+            batches: must(IntCounterVec::new(Opts::new("energyd_ingest_batches_total", "Gateway batches received, by result"), &["result"])),
+            rejected: must(IntCounterVec::new(
+                Opts::new("energyd_ingest_rejected_total", "Input refused at ingest, by source and reason"),
+                &["source", "reason"],
+            )),
+            requests: must(IntCounterVec::new(
+                Opts::new("energyd_http_requests_total", "HTTP requests, by route and status class"),
+                &["route", "status"],
+            )),
+            store_commit_seconds: must(Histogram::with_opts(
+                HistogramOpts::new("energyd_store_commit_duration_seconds", "Time to commit one group of writes (fsync included)").buckets(buckets.clone()),
+            )),
+            query_seconds: must(Histogram::with_opts(
+                HistogramOpts::new("energyd_query_duration_seconds", "Time to answer a series or consumption query").buckets(buckets),
+            )),
+            store_bytes: must(IntGauge::new("energyd_store_bytes", "Bytes of the embedded store on disk")),
+            meters_known: must(IntGauge::new("energyd_registry_meters", "Meters in the registry")),
+        };
+        let r = &m.registry;
+        must(r.register(Box::new(m.points_written.clone())));
+        must(r.register(Box::new(m.points_unchanged.clone())));
+        must(r.register(Box::new(m.points_conflicting.clone())));
+        must(r.register(Box::new(m.samples_duplicate.clone())));
+        must(r.register(Box::new(m.batches.clone())));
+        must(r.register(Box::new(m.rejected.clone())));
+        must(r.register(Box::new(m.requests.clone())));
+        must(r.register(Box::new(m.store_commit_seconds.clone())));
+        must(r.register(Box::new(m.query_seconds.clone())));
+        must(r.register(Box::new(m.store_bytes.clone())));
+        must(r.register(Box::new(m.meters_known.clone())));
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

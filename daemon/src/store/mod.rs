@@ -1,0 +1,40 @@
+//! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`, so that a write is
+//! on disk when its transaction commits, and an acknowledged write survives SIGKILL and power loss.
+//!
+//! # Layout (format version 1)
+//!
+//! * `meta(key, value)`: `format_version`.
+//! * `series(id, meter, quantity)`: one row per (meter, quantity).
+//! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): one reading;
+//!   `ts` in milliseconds since the Unix epoch.
+//! * `gateway_seq(gateway, start, end)`: the ranges of sample sequence numbers stored per gateway,
+//!   merged; used to drop duplicate samples by identity.
+//!
+//! # Threads
+//!
+//! One writer thread owns the write connection. Writes arrive on a channel; the writer takes all
+//! that are waiting, commits them in one transaction (group commit), and only then answers each
+//! request. Reads use separate connections (WAL readers never block the writer).
+//!
+//! # Duplicates
+//!
+//! A sample whose (gateway, sequence) is already stored is dropped. A point whose
+//! (meter, quantity, time) is already stored with the same value is a no-op; with a different
+//! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
+//! counted.
+
+mod sqlite;
+
+pub use sqlite::{open, Store, StoreError, WriteOutcome};
+
+/// One value to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub meter: String,
+    pub quantity: energy_wire::Quantity,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// The storage format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;

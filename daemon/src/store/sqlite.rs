@@ -1,0 +1,476 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use energy_wire::{Batch, Quantity};
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::{Point, FORMAT_VERSION};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} only. Use the energyd release that wrote it, or restore a backup made by this version")]
+    Version { path: PathBuf, found: String },
+    #[error("cannot create data directory {path}: {source}")]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("the store's writer has stopped")]
+    Closed,
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// What one write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteOutcome {
+    /// Samples stored (batches only).
+    pub samples_stored: u64,
+    /// Samples dropped because their (gateway, sequence) was already stored.
+    pub samples_duplicate: u64,
+    /// Points newly written.
+    pub points_written: u64,
+    /// Points already stored with the same value.
+    pub points_unchanged: u64,
+    /// Points that replaced a different stored value.
+    pub points_conflicting: u64,
+    /// Highest sequence number up to which this gateway's samples are stored without a gap
+    /// (batches only).
+    pub acked_through: u64,
+}
+
+enum WriteOp {
+    Batch(Batch),
+    Points(Vec<Point>),
+}
+
+struct WriteReq {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<WriteOutcome, String>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// Newest reading time per meter, kept in memory.
+    last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    path: PathBuf,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Opens (creating if needed) the store in `dir`.
+pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+    let path = dir.join("energyd.sqlite");
+    let conn = Connection::open(&path)?;
+    configure(&conn)?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;",
+    )?;
+    let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
+    match version {
+        None => {
+            conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
+        }
+        Some(v) if v == FORMAT_VERSION.to_string() => {}
+        Some(found) => return Err(StoreError::Version { path, found }),
+    }
+    // Newest reading per meter, from the primary key (one index probe per series).
+    let mut last_seen: HashMap<String, i64> = HashMap::new();
+    {
+        let mut series = conn.prepare("SELECT id, meter FROM series")?;
+        let mut max = conn.prepare("SELECT max(ts) FROM points WHERE series = ?1")?;
+        let rows: Vec<(i64, String)> = series.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, meter) in rows {
+            if let Some(ts) = max.query_row([id], |r| r.get::<_, Option<i64>>(0))? {
+                let e = last_seen.entry(meter).or_insert(ts);
+                *e = (*e).max(ts);
+            }
+        }
+    }
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        r.busy_timeout(std::time::Duration::from_secs(30))?;
+        readers.push(Mutex::new(r));
+    }
+    let last_seen = Arc::new(RwLock::new(last_seen));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
+    let ls = last_seen.clone();
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer_loop(conn, rx, ls, metrics))
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    Ok(Store {
+        tx: Arc::new(Mutex::new(Some(tx))),
+        readers: Arc::new(readers),
+        next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        last_seen,
+        path,
+        writer: Arc::new(Mutex::new(Some(handle))),
+    })
+}
+
+struct Writer<'c> {
+    conn: &'c Connection,
+    series: HashMap<(String, Quantity), i64>,
+}
+
+impl Writer<'_> {
+    fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
+        if let Some(&id) = self.series.get(&(meter.to_string(), q)) {
+            return Ok(id);
+        }
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?
+            .query_row(params![meter, q.name()], |r| r.get(0))
+            .optional()?;
+        let id = match id {
+            Some(id) => id,
+            None => {
+                self.conn.prepare_cached("INSERT INTO series(meter, quantity) VALUES (?1, ?2)")?.execute(params![meter, q.name()])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.series.insert((meter.to_string(), q), id);
+        Ok(id)
+    }
+
+    fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
+        let sid = self.series_id(meter, q)?;
+        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        if n == 1 {
+            out.points_written += 1;
+        } else {
+            let c = self
+                .conn
+                .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
+                .execute(params![sid, ts, value])?;
+            if c == 1 {
+                out.points_conflicting += 1;
+            } else {
+                out.points_unchanged += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stored sequence ranges of a gateway, sorted.
+    fn ranges(&self, gateway: &str) -> rusqlite::Result<Vec<(u64, u64)>> {
+        let mut st = self.conn.prepare_cached("SELECT start, end FROM gateway_seq WHERE gateway = ?1 ORDER BY start")?;
+        let rows = st.query_map([gateway], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+        rows.collect()
+    }
+
+    fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut HashMap<String, i64>) -> rusqlite::Result<()> {
+        let mut ranges = self.ranges(&b.gateway)?;
+        for (i, s) in b.samples.iter().enumerate() {
+            let seq = b.seq + i as u64;
+            if ranges.iter().any(|&(a, z)| a <= seq && seq <= z) {
+                out.samples_duplicate += 1;
+                continue;
+            }
+            for (q, v) in &s.v {
+                self.put(&s.meter, *q, s.t, *v, out)?;
+            }
+            let e = last.entry(s.meter.clone()).or_insert(s.t);
+            *e = (*e).max(s.t);
+            out.samples_stored += 1;
+        }
+        if !b.samples.is_empty() {
+            ranges.push((b.seq, b.last_seq()));
+            let merged = merge_ranges(ranges);
+            self.conn.prepare_cached("DELETE FROM gateway_seq WHERE gateway = ?1")?.execute([&b.gateway])?;
+            for &(a, z) in &merged {
+                self.conn
+                    .prepare_cached("INSERT INTO gateway_seq(gateway, start, end) VALUES (?1, ?2, ?3)")?
+                    .execute(params![b.gateway, a as i64, z as i64])?;
+            }
+            ranges = merged;
+        }
+        out.acked_through = ranges.first().map_or(0, |r| r.1);
+        Ok(())
+    }
+}
+
+/// Merges overlapping and adjacent ranges; the result is sorted.
+pub(crate) fn merge_ranges(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    r.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+    for (a, z) in r {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(z),
+            _ => out.push((a, z)),
+        }
+    }
+    out
+}
+
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics) {
+    let mut w = Writer { conn: &conn, series: HashMap::new() };
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < 256 {
+            match rx.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut last = HashMap::new();
+        let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
+            let tx = conn.unchecked_transaction()?;
+            let mut outs = Vec::with_capacity(group.len());
+            for req in &group {
+                let mut out = WriteOutcome::default();
+                // A failed statement fails the whole group's transaction; every request of the
+                // group then gets the error and its sender retries (nothing is half-written).
+                match &req.op {
+                    WriteOp::Batch(b) => w.write_batch(b, &mut out, &mut last)?,
+                    WriteOp::Points(ps) => {
+                        for p in ps {
+                            w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
+                            let e = last.entry(p.meter.clone()).or_insert(p.ts);
+                            *e = (*e).max(p.ts);
+                        }
+                    }
+                }
+                outs.push(out);
+            }
+            tx.commit()?;
+            Ok(outs)
+        })();
+        metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outs) => {
+                {
+                    let mut ls = last_seen.write().unwrap_or_else(|e| e.into_inner());
+                    for (m, t) in last {
+                        let e = ls.entry(m).or_insert(t);
+                        *e = (*e).max(t);
+                    }
+                }
+                for (req, out) in group.into_iter().zip(outs) {
+                    metrics.points_written.inc_by(out.points_written);
+                    metrics.points_conflicting.inc_by(out.points_conflicting);
+                    metrics.points_unchanged.inc_by(out.points_unchanged);
+                    metrics.samples_duplicate.inc_by(out.samples_duplicate);
+                    let _ = req.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                // The series cache may hold ids of rolled-back rows.
+                w.series.clear();
+                tracing::error!("store commit failed: {e}");
+                for req in group {
+                    let _ = req.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+    // Channel closed: checkpoint the WAL so that the database file is complete on its own.
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!("WAL checkpoint at shutdown failed: {e}");
+    }
+}
+
+impl Store {
+    async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || tx.send(WriteReq { op, reply }))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Task)
+    }
+
+    /// Stores a gateway batch; returns after the commit.
+    pub async fn write_batch(&self, batch: Batch) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Batch(batch)).await
+    }
+
+    /// Stores loose points (line protocol); returns after the commit.
+    pub async fn write_points(&self, points: Vec<Point>) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Points(points)).await
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i].lock().unwrap_or_else(|e| e.into_inner());
+            f(&conn).map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Readings of one series in `[from, to)`, by time.
+    pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.ts, p.value FROM points p JOIN series s ON s.id = p.series
+                 WHERE s.meter = ?1 AND s.quantity = ?2 AND p.ts >= ?3 AND p.ts < ?4 ORDER BY p.ts",
+            )?;
+            let rows = st.query_map(params![meter, q.name(), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Readings of a counter covering `[from, to)`: those inside, plus the nearest one before and
+    /// the nearest one at or after the end, so that boundary values can be interpolated.
+    pub async fn counter_window(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let sid: Option<i64> = c
+                .prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?
+                .query_row(params![meter, q.name()], |r| r.get(0))
+                .optional()?;
+            let Some(sid) = sid else { return Ok(Vec::new()) };
+            let before: Option<(i64, f64)> = c
+                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
+                .query_row(params![sid, from], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let mut out: Vec<(i64, f64)> = before.into_iter().collect();
+            let mut st = c.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
+            for r in st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                out.push(r?);
+            }
+            let after: Option<(i64, f64)> = c
+                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1")?
+                .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            out.extend(after);
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Stored sequence ranges per gateway.
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT gateway, start, end FROM gateway_seq ORDER BY gateway, start")?;
+            let rows: Vec<(String, i64, i64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+            let mut out: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
+            for (g, a, z) in rows {
+                match out.last_mut() {
+                    Some((lg, v)) if *lg == g => v.push((a as u64, z as u64)),
+                    _ => out.push((g, vec![(a as u64, z as u64)])),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Meters that have stored readings, with the count of series.
+    pub async fn stored_meters(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT DISTINCT meter FROM series ORDER BY meter")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Newest reading time per meter.
+    pub fn last_seen(&self, meter: &str) -> Option<i64> {
+        self.last_seen.read().unwrap_or_else(|e| e.into_inner()).get(meter).copied()
+    }
+
+    /// Size of the database files on disk.
+    pub fn bytes(&self) -> u64 {
+        ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", self.path.display())).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Stops the writer after it has committed every write already sent, and checkpoints the
+    /// WAL. Later writes fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use energy_wire::Sample;
+
+    #[test]
+    fn ranges_merge() {
+        assert_eq!(merge_ranges(vec![(5, 9), (1, 3), (4, 4), (20, 21), (21, 25)]), vec![(1, 9), (20, 25)]);
+        assert_eq!(merge_ranges(vec![]), vec![]);
+    }
+
+    fn sample(meter: &str, t: i64, v: f64) -> Sample {
+        Sample { meter: meter.into(), t, v: [(Quantity::ActiveEnergyImport, v)].into_iter().collect() }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_are_idempotent_and_points_dedupe() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let t = 1_764_288_000_000;
+        let b = Batch::new("gw", 1, vec![sample("m", t, 1.0), sample("m", t + 1000, 2.0)]);
+        let o = store.write_batch(b.clone()).await.unwrap();
+        assert_eq!((o.samples_stored, o.points_written, o.acked_through), (2, 2, 2));
+        let o = store.write_batch(b).await.unwrap();
+        assert_eq!((o.samples_stored, o.samples_duplicate, o.acked_through), (0, 2, 2));
+        // Re-batched differently after a restart: seq 2..3, only 3 is new.
+        let b = Batch::new("gw", 2, vec![sample("m", t + 1000, 2.0), sample("m", t + 2000, 3.0)]);
+        let o = store.write_batch(b).await.unwrap();
+        assert_eq!((o.samples_stored, o.samples_duplicate, o.acked_through), (1, 1, 3));
+        // A gap: 10..10 stored, acked_through stays at 3.
+        let o = store.write_batch(Batch::new("gw", 10, vec![sample("m", t + 9000, 9.0)])).await.unwrap();
+        assert_eq!(o.acked_through, 3);
+        // Line-protocol style points: same value is unchanged, different value conflicts.
+        let p = |v| Point { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts: t, value: v };
+        let o = store.write_points(vec![p(1.0), p(1.5)]).await.unwrap();
+        assert_eq!((o.points_unchanged, o.points_conflicting), (1, 1));
+        let pts = store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!(pts, vec![(t, 1.5), (t + 1000, 2.0), (t + 2000, 3.0), (t + 9000, 9.0)]);
+        let w = store.counter_window("m", Quantity::ActiveEnergyImport, t + 500, t + 2000).await.unwrap();
+        assert_eq!(w, vec![(t, 1.5), (t + 1000, 2.0), (t + 2000, 3.0)]);
+        assert_eq!(store.last_seen("m"), Some(t + 9000));
+        store.close();
+        // Reopen: state persists.
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        assert_eq!(store.last_seen("m"), Some(t + 9000));
+        assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)])]);
+    }
+
+    #[test]
+    fn a_store_of_another_format_version_is_refused_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), Metrics::new()).unwrap());
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
+        drop(c);
+        let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
+        assert!(e.contains("format version 99") && e.contains("reads version 1"), "{e}");
+    }
+}

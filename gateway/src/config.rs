@@ -1,0 +1,234 @@
+//! The gateway's configuration file (TOML), with every field overridable from the environment
+//! as `ENERGY_GATEWAY__SECTION__FIELD` (for example `ENERGY_GATEWAY__UPLINK__URL`).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Profile;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// This gateway's id: part of every batch's identity. Letters, digits, `-`, `_`, `.`.
+    pub gateway_id: String,
+    /// Where device profiles are read from.
+    #[serde(default = "default_profiles_dir")]
+    pub profiles_dir: PathBuf,
+    pub queue: QueueConfig,
+    pub uplink: UplinkConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub modbus: ModbusConfig,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<DeviceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub dir: PathBuf,
+    /// Bound on the queue's size on disk; when reached, new samples are refused and counted.
+    #[serde(default = "default_queue_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// The daemon's ingest endpoint, e.g. `http://127.0.0.1:8080/api/v1/ingest`.
+    pub url: String,
+    /// Bearer token sent with every batch, if the daemon requires one.
+    #[serde(default)]
+    pub token: Option<String>,
+    #[serde(default = "default_batch_max_samples")]
+    pub batch_max_samples: usize,
+    #[serde(default = "default_uplink_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Longest wait between retries after failures.
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// On shutdown, how long to keep sending what is queued before leaving it on disk.
+    #[serde(default = "default_drain_ms")]
+    pub drain_on_shutdown_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Address of the local `/healthz`, `/metrics` and `/status` server, e.g. `127.0.0.1:9108`.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusConfig {
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra attempts of a failed request before the poll counts as failed.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Wait after connecting before the first request (some serial servers need it).
+    #[serde(default)]
+    pub connect_delay_ms: u64,
+    /// Wait between two requests on one connection.
+    #[serde(default)]
+    pub request_delay_ms: u64,
+    /// Longest back-off of a device that keeps failing.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        ModbusConfig {
+            timeout_ms: default_timeout_ms(),
+            retries: default_retries(),
+            connect_delay_ms: 0,
+            request_delay_ms: 0,
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The meter id this device's readings are stored under (the daemon's registry id).
+    pub meter: String,
+    /// Profile name, `vendor/model`.
+    pub profile: String,
+    /// Modbus TCP endpoint `host:port`.
+    pub tcp: String,
+    /// Modbus unit (slave) id.
+    #[serde(default = "default_unit")]
+    pub unit: u8,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Current transformer ratio applied to registers marked `ratio = "ct"` or `"ct_pt"`.
+    #[serde(default = "one")]
+    pub ct_ratio: f64,
+    /// Voltage transformer ratio applied to registers marked `ratio = "pt"` or `"ct_pt"`.
+    #[serde(default = "one")]
+    pub pt_ratio: f64,
+}
+
+fn default_profiles_dir() -> PathBuf {
+    PathBuf::from("device-profiles")
+}
+fn default_queue_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_segment_bytes() -> u64 {
+    16 << 20
+}
+fn default_batch_max_samples() -> usize {
+    2000
+}
+fn default_uplink_timeout_ms() -> u64 {
+    10_000
+}
+fn default_retry_max_ms() -> u64 {
+    30_000
+}
+fn default_drain_ms() -> u64 {
+    5_000
+}
+fn default_timeout_ms() -> u64 {
+    1_000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_max_backoff_ms() -> u64 {
+    300_000
+}
+fn default_unit() -> u8 {
+    1
+}
+fn default_interval_ms() -> u64 {
+    10_000
+}
+fn one() -> f64 {
+    1.0
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl GatewayConfig {
+    /// Reads the file, applies `ENERGY_GATEWAY__*` environment overrides, and deserialises.
+    pub fn load(path: &Path) -> Result<GatewayConfig, ConfigErrors> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml).required(true))
+            .add_source(config::Environment::with_prefix("ENERGY_GATEWAY").prefix_separator("__").separator("__"))
+            .build()
+            .map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))?;
+        cfg.try_deserialize().map_err(|e| ConfigErrors(vec![format!("{}: {e}", path.display())]))
+    }
+
+    /// Checks everything serde does not; returns every problem at once.
+    pub fn validate(&self, profiles: &BTreeMap<String, Profile>) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        if let Err(e) = energy_wire::validate_id(&self.gateway_id) {
+            errors.push(format!("gateway_id: {e}"));
+        }
+        if !(self.uplink.url.starts_with("http://") || self.uplink.url.starts_with("https://")) {
+            errors.push(format!("uplink.url `{}` must start with http:// or https://", self.uplink.url));
+        }
+        if self.uplink.batch_max_samples == 0 || self.uplink.batch_max_samples > energy_wire::MAX_SAMPLES_PER_BATCH {
+            errors.push(format!("uplink.batch_max_samples must be 1..={}", energy_wire::MAX_SAMPLES_PER_BATCH));
+        }
+        if self.queue.max_bytes < 4096 {
+            errors.push("queue.max_bytes must be at least 4096".into());
+        }
+        if let Some(l) = &self.health.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                errors.push(format!("health.listen `{l}` is not an address like 127.0.0.1:9108"));
+            }
+        }
+        let mut meters = HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            let at = format!("device[{i}] ({})", d.meter);
+            if let Err(e) = energy_wire::validate_id(&d.meter) {
+                errors.push(format!("{at}: meter: {e}"));
+            }
+            if !meters.insert(d.meter.clone()) {
+                errors.push(format!("{at}: meter `{}` is configured twice", d.meter));
+            }
+            if !profiles.contains_key(&d.profile) {
+                errors.push(format!(
+                    "{at}: profile `{}` not found in {} (see `energy-gateway profiles list`)",
+                    d.profile,
+                    self.profiles_dir.display()
+                ));
+            }
+            if d.tcp.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then(|| p.parse::<u16>().ok()).flatten()).is_none() {
+                errors.push(format!("{at}: tcp `{}` is not host:port", d.tcp));
+            }
+            if d.interval_ms < 100 {
+                errors.push(format!("{at}: interval_ms {} is below the minimum of 100", d.interval_ms));
+            }
+            if d.unit > 247 {
+                errors.push(format!("{at}: unit {} is outside 0..=247", d.unit));
+            }
+            for (name, r) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
+                if !(r.is_finite() && r > 0.0) {
+                    errors.push(format!("{at}: {name} must be a positive number"));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Device profiles: a meter model's register map, kept as data in
+//! `device-profiles/<vendor>/<model>.toml`.
+//!
+//! A profile's name is its path below the profile directory without the extension
+//! (`eastron/sdm630`). The loader validates every file and reports every error at once.
+
+mod codec;
+mod load;
+mod plan;
+
+pub use codec::{decode, encode, Order, Raw, ValueType};
+pub use load::{load_dir, load_file, parse_profile, ProfileError, ProfileErrors};
+pub use plan::{plan_reads, Block};
+
+use energy_wire::Quantity;
+use serde::{Deserialize, Serialize};
+
+/// Modbus register table a register lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Function {
+    /// Holding registers, read with function code 3.
+    Holding,
+    /// Input registers, read with function code 4.
+    Input,
+}
+
+impl Function {
+    pub fn code(self) -> u8 {
+        match self {
+            Function::Holding => 3,
+            Function::Input => 4,
+        }
+    }
+}
+
+/// Which of the device's instrument-transformer ratios multiplies a register's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ratio {
+    #[default]
+    None,
+    /// Current transformer ratio (currents).
+    Ct,
+    /// Voltage transformer ratio (voltages).
+    Pt,
+    /// Both (powers and energies).
+    CtPt,
+}
+
+/// One value in a device's register map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    pub quantity: Quantity,
+    #[serde(default = "default_function")]
+    pub function: Function,
+    /// Protocol address, 0-based (register 30001 in a manual is address 0).
+    pub address: u16,
+    #[serde(rename = "type")]
+    pub ty: ValueType,
+    #[serde(default)]
+    pub order: Option<Order>,
+    /// value = raw * scale + offset, in the quantity's contract unit.
+    #[serde(default = "one")]
+    pub scale: f64,
+    #[serde(default)]
+    pub offset: f64,
+    /// The unit after scaling; must be the quantity's contract unit.
+    pub unit: String,
+    /// Raw values that mean "not available" (for example 65535 or -32768).
+    #[serde(default)]
+    pub not_available: Vec<f64>,
+    #[serde(default)]
+    pub ratio: Ratio,
+}
+
+impl Register {
+    pub fn end(&self) -> u32 {
+        u32::from(self.address) + u32::from(self.ty.registers())
+    }
+
+    /// Turns registers into a value in the contract unit; `None` for NaN, infinities and the
+    /// profile's "not available" sentinels (never 0).
+    pub fn value(&self, regs: &[u16], default_order: Order, ct: f64, pt: f64) -> Option<f64> {
+        let raw = decode(regs, self.ty, self.order.unwrap_or(default_order));
+        let r = raw.as_f64();
+        if !r.is_finite() || self.not_available.iter().any(|na| *na == r) {
+            return None;
+        }
+        let ratio = match self.ratio {
+            Ratio::None => 1.0,
+            Ratio::Ct => ct,
+            Ratio::Pt => pt,
+            Ratio::CtPt => ct * pt,
+        };
+        let v = (r * self.scale + self.offset) * ratio;
+        v.is_finite().then_some(v)
+    }
+
+    /// Registers that a device would send for `value` (used by simulated meters and tests).
+    pub fn encode_value(&self, value: f64, default_order: Order) -> Vec<u16> {
+        encode((value - self.offset) / self.scale, self.ty, self.order.unwrap_or(default_order))
+    }
+}
+
+fn default_function() -> Function {
+    Function::Holding
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Limits of how a device may be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Most registers in one read (at most 125, the protocol's limit).
+    #[serde(default = "default_max_registers")]
+    pub max_registers: u16,
+    /// Most unused registers a read may span between two wanted ones.
+    #[serde(default = "default_max_gap")]
+    pub max_gap: u16,
+    /// Addresses that a read never spans across (a read may start at one).
+    #[serde(default)]
+    pub boundaries: Vec<u16>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_registers: default_max_registers(), max_gap: default_max_gap(), boundaries: Vec::new() }
+    }
+}
+
+fn default_max_registers() -> u16 {
+    125
+}
+
+fn default_max_gap() -> u16 {
+    16
+}
+
+/// A device model's register map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// `vendor/model`, filled in from the file's path.
+    #[serde(default, skip_deserializing)]
+    pub name: String,
+    pub vendor: String,
+    pub model: String,
+    #[serde(default)]
+    pub description: String,
+    /// The published register map this profile was checked against (manual name and version).
+    pub source: String,
+    /// Byte/word order of registers that do not give their own.
+    #[serde(default)]
+    pub order: Order,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(rename = "register")]
+    pub registers: Vec<Register>,
+}

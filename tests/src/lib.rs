@@ -1,0 +1,143 @@
+//! Helpers for end-to-end tests: find the real binaries, run them as child processes that are
+//! killed when the test ends, read their output, and talk HTTP to them.
+//!
+//! The binaries are built by the test command (`cargo build --bins` before the tests); a test
+//! that cannot find one fails with a message that says so.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The device profiles shipped in the repository.
+pub fn profiles_dir() -> PathBuf {
+    repo_root().join("device-profiles")
+}
+
+/// Path of a workspace binary built next to this test (target/<profile>/<name>).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first with `cargo build --workspace --bins` (the README's test command, .ci/run, does this)",
+        p.display()
+    );
+    p
+}
+
+/// A child process, killed on drop, whose stdout lines are collected.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, args: &[&str], cwd: &Path) -> Proc {
+        let mut child = Command::new(bin(name))
+            .args(args)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info,tokio_modbus=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc { child, lines: rx, seen: Vec::new(), name: name.to_string() }
+    }
+
+    /// Waits for a stdout line containing `needle`; returns it.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("{}: no line with `{needle}` within {timeout:?}; saw:\n{}", self.name, self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Collects what has been printed so far without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().map(|s| s.success()).unwrap_or(false);
+        assert!(ok, "cannot send {sig} to {}", self.name);
+    }
+
+    /// Waits for exit; panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread deliver the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                self.drain();
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within {timeout:?}", self.name);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a binary to completion; returns (exit code, stdout, stderr).
+pub fn run(name: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(bin(name)).args(args).current_dir(cwd).output().unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// GET a URL and parse the JSON body; panics on failure with the URL in the message.
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.unwrap_or_default();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())))
+}
+
+/// The URL printed by `energyd` as `energyd listening on http://ADDR`.
+pub fn listening_url(line: &str) -> String {
+    line.split_whitespace().find(|w| w.starts_with("http://")).expect("url in line").trim_end_matches('/').to_string()
+}
+
+/// Percent-encodes `+` in RFC 3339 times for query strings.
+pub fn q(t: &str) -> String {
+    t.replace('+', "%2B")
+}
