@@ -107,7 +107,7 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             let cancel = tokio_util::sync::CancellationToken::new();
             let c = cancel.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                energy_gateway::shutdown_signal().await;
                 tracing::info!("shutting down: stopping polls, syncing the queue, draining the uplink");
                 c.cancel();
             });
@@ -234,26 +234,4 @@ async fn probe(dir: &std::path::Path, name: &str, tcp: &str, unit: u8, json: boo
         return Err(ExitCode::from(1));
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

@@ -163,26 +163,7 @@ pub async fn simulate_from_file(path: &Path) -> Result<(), DemoError> {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub use energy_gateway::shutdown_signal;
 
 /// The demo's registry: five agencies of province and city level sharing three buildings.
 pub const DEMO_REGISTRY: &str = r#"# Demo registry written by `energyd demo`: five agencies in three buildings in Taiyuan.
