@@ -40,13 +40,48 @@ pub struct QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UplinkConfig {
-    /// The daemon's ingest endpoint, e.g. `http://127.0.0.1:8080/api/v1/ingest`.
+    /// Where batches go; the scheme picks the transport:
+    /// `http://` / `https://` the daemon's `POST /api/v1/ingest` (e.g.
+    /// `http://127.0.0.1:8080/api/v1/ingest`), `mqtt://host:1883` / `mqtts://host:8883` a broker.
     pub url: String,
-    /// Bearer token sent with every batch, if the daemon requires one.
+    /// Bearer token sent with every HTTP batch, if the daemon requires one.
     #[serde(default)]
     pub token: Option<String>,
+    /// Site name, the second level of the MQTT topics `<prefix>/<site>/<gateway>/...`.
+    #[serde(default = "default_site")]
+    pub site: String,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// MQTT user name and password (the password preferably from the environment,
+    /// `ENERGY_GATEWAY__UPLINK__PASSWORD`, or from `password_file`).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate(s), PEM, that signed the broker's or daemon's certificate (mqtts, https);
+    /// the system's roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// gzip batch bodies (HTTP `Content-Encoding: gzip`; MQTT payloads start with the gzip magic).
+    #[serde(default = "yes")]
+    pub compress: bool,
     #[serde(default = "default_batch_max_samples")]
     pub batch_max_samples: usize,
+    /// Longest wait to fill a batch when fewer samples than `batch_max_samples` are queued.
+    #[serde(default = "default_batch_max_delay_ms")]
+    pub batch_max_delay_ms: u64,
+    /// MQTT: most samples published and not yet acknowledged by the daemon.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_samples: usize,
+    /// MQTT: resend what is unacknowledged when no acknowledgement came for this long.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// With a backlog, at most this many history samples per second are sent, interleaved with
+    /// the newest samples so that dashboards stay current while history drains. 0: no limit.
+    #[serde(default = "default_backfill_rate")]
+    pub backfill_samples_per_second: u64,
     #[serde(default = "default_uplink_timeout_ms")]
     pub timeout_ms: u64,
     /// Longest wait between retries after failures.
@@ -55,6 +90,68 @@ pub struct UplinkConfig {
     /// On shutdown, how long to keep sending what is queued before leaving it on disk.
     #[serde(default = "default_drain_ms")]
     pub drain_on_shutdown_ms: u64,
+}
+
+impl UplinkConfig {
+    /// An uplink to `url` with every other setting at its default.
+    pub fn with_url(url: impl Into<String>) -> UplinkConfig {
+        UplinkConfig {
+            url: url.into(),
+            token: None,
+            site: default_site(),
+            topic_prefix: default_topic_prefix(),
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            compress: true,
+            batch_max_samples: default_batch_max_samples(),
+            batch_max_delay_ms: default_batch_max_delay_ms(),
+            max_in_flight_samples: default_max_in_flight(),
+            ack_timeout_ms: default_ack_timeout_ms(),
+            backfill_samples_per_second: default_backfill_rate(),
+            timeout_ms: default_uplink_timeout_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            drain_on_shutdown_ms: default_drain_ms(),
+        }
+    }
+
+    /// The password, from `password` or `password_file`.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        match &self.password_file {
+            None => Ok(None),
+            Some(f) => std::fs::read_to_string(f)
+                .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| format!("uplink.password_file {}: {e}", f.display())),
+        }
+    }
+
+    pub fn is_mqtt(&self) -> bool {
+        self.url.starts_with("mqtt://") || self.url.starts_with("mqtts://")
+    }
+
+    /// (host, port, tls) of an MQTT URL.
+    pub fn mqtt_endpoint(&self) -> Result<(String, u16, bool), String> {
+        let (rest, tls, default_port) = if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (r, true, 8883)
+        } else if let Some(r) = self.url.strip_prefix("mqtt://") {
+            (r, false, 1883)
+        } else {
+            return Err(format!("uplink.url `{}` is not an mqtt:// or mqtts:// URL", self.url));
+        };
+        let rest = rest.trim_end_matches('/');
+        match rest.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() => {
+                let port = p.parse::<u16>().map_err(|_| format!("uplink.url `{}`: bad port `{p}`", self.url))?;
+                Ok((h.trim_start_matches('[').trim_end_matches(']').to_string(), port, tls))
+            }
+            _ if !rest.is_empty() && !rest.contains('/') => Ok((rest.to_string(), default_port, tls)),
+            _ => Err(format!("uplink.url `{}` has no host", self.url)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,6 +227,27 @@ fn default_segment_bytes() -> u64 {
 fn default_batch_max_samples() -> usize {
     2000
 }
+fn default_site() -> String {
+    "default".into()
+}
+fn default_topic_prefix() -> String {
+    "energy/v1".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_batch_max_delay_ms() -> u64 {
+    200
+}
+fn default_max_in_flight() -> usize {
+    20_000
+}
+fn default_ack_timeout_ms() -> u64 {
+    30_000
+}
+fn default_backfill_rate() -> u64 {
+    20_000
+}
 fn default_uplink_timeout_ms() -> u64 {
     10_000
 }
@@ -180,8 +298,32 @@ impl GatewayConfig {
         if let Err(e) = energy_wire::validate_id(&self.gateway_id) {
             errors.push(format!("gateway_id: {e}"));
         }
-        if !(self.uplink.url.starts_with("http://") || self.uplink.url.starts_with("https://")) {
-            errors.push(format!("uplink.url `{}` must start with http:// or https://", self.uplink.url));
+        let u = &self.uplink;
+        if u.is_mqtt() {
+            if let Err(e) = u.mqtt_endpoint() {
+                errors.push(e);
+            }
+            for (name, v) in [("site", &u.site), ("gateway_id", &self.gateway_id)] {
+                if v.contains(['/', '+', '#']) || v.is_empty() {
+                    errors.push(format!("{name} `{v}` cannot be part of an MQTT topic (no /, + or #)"));
+                }
+            }
+            if u.topic_prefix.contains(['+', '#']) || u.topic_prefix.is_empty() {
+                errors.push(format!("uplink.topic_prefix `{}` must be a topic without wildcards", u.topic_prefix));
+            }
+        } else if !(u.url.starts_with("http://") || u.url.starts_with("https://")) {
+            errors.push(format!("uplink.url `{}` must start with http://, https://, mqtt:// or mqtts://", u.url));
+        }
+        if let Err(e) = u.password() {
+            errors.push(e);
+        }
+        if let Some(ca) = &u.ca_file {
+            if !ca.is_file() {
+                errors.push(format!("uplink.ca_file {} does not exist", ca.display()));
+            }
+        }
+        if u.max_in_flight_samples < u.batch_max_samples {
+            errors.push("uplink.max_in_flight_samples must be at least uplink.batch_max_samples".into());
         }
         if self.uplink.batch_max_samples == 0 || self.uplink.batch_max_samples > energy_wire::MAX_SAMPLES_PER_BATCH {
             errors.push(format!("uplink.batch_max_samples must be 1..={}", energy_wire::MAX_SAMPLES_PER_BATCH));

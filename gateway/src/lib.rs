@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod poll;
 pub mod profile;
 pub mod queue;
+pub mod tls;
 pub mod uplink;
 
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::poll::{DeviceStatus, StatusMap};
 use crate::profile::Profile;
 use crate::queue::Queue;
-use crate::uplink::{SharedQueue, Uplink, UplinkStatus};
+use crate::uplink::{Common, SharedQueue, UplinkStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -196,18 +197,22 @@ pub async fn start(
         })
         .map_err(|e| GatewayError::Queue(queue::QueueError::Io { path: cfg.queue.dir.clone(), source: e }))?;
 
-    let uplink = Uplink {
-        cfg: cfg.uplink.clone(),
-        gateway_id: cfg.gateway_id.clone(),
-        queue: queue.clone(),
-        notify: notify.clone(),
-        metrics: metrics.clone(),
-        status: uplink_status,
-        dead_letter_path: cfg.queue.dir.join("dead-letter.jsonl"),
-    };
+    let common = Common::new(
+        cfg.uplink.clone(),
+        cfg.gateway_id.clone(),
+        queue.clone(),
+        notify.clone(),
+        metrics.clone(),
+        uplink_status,
+        cfg.queue.dir.join("dead-letter.jsonl"),
+    );
     // The uplink starts its drain only after pollers have stopped and the writer has synced.
     let uplink_cancel = CancellationToken::new();
-    let uplink_task = tokio::spawn(uplink.run(uplink_cancel.clone()));
+    let uplink_task = if cfg.uplink.is_mqtt() {
+        tokio::spawn(uplink::mqtt::run(common, uplink_cancel.clone()))
+    } else {
+        tokio::spawn(uplink::http::run(common, uplink_cancel.clone()))
+    };
     let supervisor = tokio::spawn(async move {
         cancel.cancelled().await;
         for p in pollers {

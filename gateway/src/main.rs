@@ -87,6 +87,7 @@ fn load_profiles(dir: &std::path::Path) -> Result<std::collections::BTreeMap<Str
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    energy_gateway::tls::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

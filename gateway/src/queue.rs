@@ -229,9 +229,16 @@ impl Queue {
     /// acknowledged one. Stops early at a gap in sequence numbers so that what it returns is
     /// always contiguous.
     pub fn peek(&self, max: usize) -> Result<Vec<Record>, QueueError> {
+        self.peek_after(self.acked, max)
+    }
+
+    /// Like [`Queue::peek`], starting after sequence number `after` (at least the acknowledged
+    /// position): the uplink uses it to send ahead of what is acknowledged.
+    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<Record>, QueueError> {
+        let after = after.max(self.acked);
         let mut out: Vec<Record> = Vec::new();
         for seg in &self.segments {
-            if seg.next_seq <= self.acked + 1 || out.len() >= max {
+            if seg.next_seq <= after + 1 || out.len() >= max {
                 continue;
             }
             if let Some(last) = out.last() {
@@ -248,7 +255,7 @@ impl Queue {
                 let Some(payload) = data.get(pos + HEADER..pos + HEADER + len) else { break };
                 let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
                 pos += HEADER + len;
-                if seq <= self.acked {
+                if seq <= after {
                     continue;
                 }
                 if let Some(last) = out.last() {
