@@ -35,6 +35,25 @@ pub struct QueueConfig {
     pub max_bytes: u64,
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// What to do when the queue is full: `thin` (default: keep counters, one per meter and
+    /// `thin_period_ms`, drop gauges) or `refuse` (drop new samples).
+    #[serde(default)]
+    pub when_full: crate::full::WhenFull,
+    #[serde(default = "default_thin_period_ms")]
+    pub thin_period_ms: u64,
+}
+
+impl QueueConfig {
+    /// A queue in `dir` with every other setting at its default.
+    pub fn in_dir(dir: PathBuf) -> QueueConfig {
+        QueueConfig {
+            dir,
+            max_bytes: default_queue_max_bytes(),
+            segment_bytes: default_segment_bytes(),
+            when_full: crate::full::WhenFull::default(),
+            thin_period_ms: default_thin_period_ms(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +239,9 @@ fn default_profiles_dir() -> PathBuf {
 }
 fn default_queue_max_bytes() -> u64 {
     1 << 30
+}
+fn default_thin_period_ms() -> u64 {
+    900_000
 }
 fn default_segment_bytes() -> u64 {
     16 << 20

@@ -112,7 +112,7 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
                 tracing::info!("shutting down: stopping polls, syncing the queue, draining the uplink");
                 c.cancel();
             });
-            energy_gateway::run(cfg, profiles, cancel).await.map_err(|e| {
+            energy_gateway::run_with_reload(cfg, profiles, cancel, Some(config)).await.map_err(|e| {
                 eprintln!("{e}");
                 ExitCode::from(1)
             })

@@ -15,7 +15,8 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub queue_bytes: IntGauge,
     pub queue_oldest_age: prometheus::Gauge,
-    pub queue_dropped: IntCounter,
+    pub queue_dropped: IntCounterVec,
+    pub queue_thinned: IntCounter,
     pub queue_truncated_bytes: IntCounter,
     pub uplink_batches: IntCounterVec,
     pub uplink_samples: IntCounter,
@@ -58,9 +59,16 @@ impl Metrics {
                 "energy_gateway_queue_oldest_age_seconds",
                 "Age of the oldest unacknowledged sample",
             )),
-            queue_dropped: must(IntCounter::new(
-                "energy_gateway_queue_dropped_total",
-                "Samples refused because the queue was full",
+            queue_dropped: must(IntCounterVec::new(
+                Opts::new(
+                    "energy_gateway_queue_dropped_total",
+                    "Data dropped because the queue was full: kind=samples (whole samples), kind=values (gauge values of thinned samples)",
+                ),
+                &["kind"],
+            )),
+            queue_thinned: must(IntCounter::new(
+                "energy_gateway_queue_thinned_samples_total",
+                "Samples kept as counters only because the queue was full",
             )),
             queue_truncated_bytes: must(IntCounter::new(
                 "energy_gateway_queue_truncated_bytes_total",
@@ -92,6 +100,7 @@ impl Metrics {
         must(r.register(Box::new(m.queue_bytes.clone())));
         must(r.register(Box::new(m.queue_oldest_age.clone())));
         must(r.register(Box::new(m.queue_dropped.clone())));
+        must(r.register(Box::new(m.queue_thinned.clone())));
         must(r.register(Box::new(m.queue_truncated_bytes.clone())));
         must(r.register(Box::new(m.uplink_batches.clone())));
         must(r.register(Box::new(m.uplink_samples.clone())));

@@ -20,8 +20,9 @@
 //!
 //! # Bound
 //!
-//! `max_bytes` bounds the segments on disk. When an append would exceed it, the new sample is
-//! refused and counted as dropped: the oldest unsent data is kept (see ARCHITECTURE.md).
+//! `max_bytes` bounds the segments on disk. When an append would exceed it, the append fails
+//! with [`QueueError::Full`]; what the gateway then does is its full-queue policy
+//! ([`crate::full`]): the oldest unsent data is always kept.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -160,15 +161,26 @@ impl Queue {
 
     /// Appends a record and returns its sequence number. Durable after [`Queue::sync`].
     pub fn append(&mut self, body: &[u8]) -> Result<u64, QueueError> {
+        self.append_within(body, self.max_bytes)
+    }
+
+    /// The configured bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Appends unless the queue would exceed `limit` bytes (the full-queue policy appends
+    /// thinned counter samples into a reserve above `max_bytes`).
+    pub fn append_within(&mut self, body: &[u8], limit: u64) -> Result<u64, QueueError> {
         let len = body.len() + 8;
         if len > MAX_RECORD as usize {
             return Err(QueueError::TooLarge(body.len()));
         }
         let rec_len = (HEADER + len) as u64;
         let used = self.bytes();
-        if used + rec_len > self.max_bytes {
+        if used + rec_len > limit {
             self.dropped += 1;
-            return Err(QueueError::Full { used, max: self.max_bytes });
+            return Err(QueueError::Full { used, max: limit });
         }
         let need_new = match self.segments.back() {
             None => true,

@@ -441,7 +441,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let gw_cfg = energy_gateway::config::GatewayConfig {
         gateway_id: "demo-gw".into(),
         profiles_dir: profiles_dir.clone(),
-        queue: energy_gateway::config::QueueConfig { dir: args.data.join("gateway-queue"), max_bytes: 1 << 30, segment_bytes: 16 << 20 },
+        queue: energy_gateway::config::QueueConfig::in_dir(args.data.join("gateway-queue")),
         uplink: energy_gateway::config::UplinkConfig {
             retry_max_ms: 10_000,
             ..energy_gateway::config::UplinkConfig::with_url(format!("{base}/api/v1/ingest"))
