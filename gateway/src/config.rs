@@ -24,6 +24,50 @@ pub struct GatewayConfig {
     pub modbus: ModbusConfig,
     #[serde(default, rename = "device")]
     pub devices: Vec<DeviceConfig>,
+    /// The broker that MQTT meters publish to (often a local Mosquitto).
+    #[serde(default)]
+    pub mqtt_input: Option<MqttInputConfig>,
+    #[serde(default, rename = "mqtt_device")]
+    pub mqtt_devices: Vec<MqttDeviceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttInputConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl MqttInputConfig {
+    /// The same URL and credential rules as the uplink.
+    pub fn as_uplink(&self) -> UplinkConfig {
+        let mut u = UplinkConfig::with_url(self.url.clone());
+        u.username.clone_from(&self.username);
+        u.password.clone_from(&self.password);
+        u.password_file.clone_from(&self.password_file);
+        u.ca_file.clone_from(&self.ca_file);
+        u
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttDeviceConfig {
+    /// The meter id its readings are stored under.
+    pub meter: String,
+    /// MQTT profile name, `mqtt/<vendor>/<model>`.
+    pub profile: String,
+    /// Values of the profile's topic variables, e.g. `{ topic = "plug1" }`.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -316,6 +360,11 @@ impl GatewayConfig {
 
     /// Checks everything serde does not; returns every problem at once.
     pub fn validate(&self, profiles: &BTreeMap<String, Profile>) -> Result<(), ConfigErrors> {
+        self.validate_all(profiles, &BTreeMap::new())
+    }
+
+    /// Like [`GatewayConfig::validate`], with the MQTT meter profiles.
+    pub fn validate_all(&self, profiles: &BTreeMap<String, Profile>, mqtt_profiles: &BTreeMap<String, crate::mqtt_in::MqttProfile>) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
         if let Err(e) = energy_wire::validate_id(&self.gateway_id) {
             errors.push(format!("gateway_id: {e}"));
@@ -386,6 +435,44 @@ impl GatewayConfig {
             for (name, r) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
                 if !(r.is_finite() && r > 0.0) {
                     errors.push(format!("{at}: {name} must be a positive number"));
+                }
+            }
+        }
+        if !self.mqtt_devices.is_empty() && self.mqtt_input.is_none() {
+            errors.push("mqtt_device entries need an [mqtt_input] broker".into());
+        }
+        if let Some(mi) = &self.mqtt_input {
+            let u = mi.as_uplink();
+            if let Err(e) = u.mqtt_endpoint() {
+                errors.push(format!("mqtt_input.url: {e}"));
+            }
+            if let Err(e) = u.password() {
+                errors.push(format!("mqtt_input: {e}"));
+            }
+        }
+        for (i, d) in self.mqtt_devices.iter().enumerate() {
+            let at = format!("mqtt_device[{i}] ({})", d.meter);
+            if let Err(e) = energy_wire::validate_id(&d.meter) {
+                errors.push(format!("{at}: meter: {e}"));
+            }
+            if !meters.insert(d.meter.clone()) {
+                errors.push(format!("{at}: meter `{}` is configured twice", d.meter));
+            }
+            match mqtt_profiles.get(&d.profile) {
+                None => errors.push(format!("{at}: MQTT profile `{}` not found in {}/mqtt", d.profile, self.profiles_dir.display())),
+                Some(p) => {
+                    for m in &p.messages {
+                        for v in crate::mqtt_in::topic_vars(&m.topic) {
+                            if !d.vars.contains_key(&v) {
+                                errors.push(format!("{at}: the profile's topic `{}` needs vars.{v}", m.topic));
+                            }
+                        }
+                    }
+                }
+            }
+            for (k, v) in &d.vars {
+                if v.is_empty() || v.contains(['+', '#']) {
+                    errors.push(format!("{at}: vars.{k} `{v}` must be a non-empty topic part without wildcards"));
                 }
             }
         }

@@ -12,6 +12,7 @@
 pub mod config;
 pub mod full;
 pub mod metrics;
+pub mod mqtt_in;
 pub mod poll;
 pub mod profile;
 pub mod queue;
@@ -96,8 +97,20 @@ impl Handle {
 /// Loads profiles and validates the configuration against them; every problem at once.
 pub fn load_and_validate(cfg: &GatewayConfig) -> Result<BTreeMap<String, Profile>, GatewayError> {
     let profiles = profile::load_dir(&cfg.profiles_dir)?;
-    cfg.validate(&profiles)?;
+    let mqtt = mqtt_in::load_mqtt_dir(&cfg.profiles_dir)?;
+    cfg.validate_all(&profiles, &mqtt)?;
     Ok(profiles)
+}
+
+/// The MQTT meter profiles a configuration needs (none when it has no MQTT meters).
+fn mqtt_profiles_for(cfg: &GatewayConfig) -> BTreeMap<String, mqtt_in::MqttProfile> {
+    if cfg.mqtt_devices.is_empty() {
+        return BTreeMap::new();
+    }
+    mqtt_in::load_mqtt_dir(&cfg.profiles_dir).unwrap_or_else(|e| {
+        tracing::error!("MQTT profiles: {e}");
+        BTreeMap::new()
+    })
 }
 
 /// Runs the gateway until `cancel` fires, then stops polling, syncs the queue and gives the
@@ -132,7 +145,8 @@ pub async fn run_with_reload(
                             if cfg.queue.dir != queue_dir || cfg.uplink.url != uplink_url {
                                 tracing::warn!("SIGHUP reloads the device list only; queue and uplink changes take effect at the next start");
                             }
-                            h.reload(Reload { devices: cfg.devices, profiles, modbus: cfg.modbus }).await;
+                            let mqtt_profiles = mqtt_profiles_for(&cfg);
+                            h.reload(Reload { cfg, profiles, mqtt_profiles }).await;
                         }
                         Err(e) => tracing::error!("SIGHUP: {} is not valid, keeping the running device list:\n{e}", path.display()),
                     }
@@ -191,7 +205,8 @@ pub async fn start(
     // Pollers -> channel -> queue writer thread.
     let (tx, mut rx) = mpsc::channel::<Sample>(4096);
     let mut poll_cancel = CancellationToken::new();
-    let mut pollers = spawn_pollers(&cfg.devices, &profiles, &cfg.modbus, &tx, &metrics, &devices, &poll_cancel);
+    let first = Reload { profiles, mqtt_profiles: mqtt_profiles_for(&cfg), cfg: cfg.clone() };
+    let mut pollers = spawn_pollers(&first, &tx, &metrics, &devices, &poll_cancel);
     let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(4);
     let wq = queue.clone();
     let wn = notify.clone();
@@ -249,8 +264,8 @@ pub async fn start(
                     }
                     sup_devices.lock().unwrap_or_else(|e| e.into_inner()).clear();
                     poll_cancel = CancellationToken::new();
-                    pollers = spawn_pollers(&r.devices, &r.profiles, &r.modbus, &tx, &sup_metrics, &sup_devices, &poll_cancel);
-                    tracing::info!(devices = r.devices.len(), "device list reloaded");
+                    pollers = spawn_pollers(&r, &tx, &sup_metrics, &sup_devices, &poll_cancel);
+                    tracing::info!(devices = r.cfg.devices.len(), mqtt_devices = r.cfg.mqtt_devices.len(), "device list reloaded");
                 }
             }
         }
@@ -268,35 +283,48 @@ pub async fn start(
     Ok((handle, vec![supervisor]))
 }
 
-/// A new device list for a running gateway.
+/// A new device list for a running gateway: the configuration it comes from and its profiles.
+/// Only `device`, `mqtt_device`, `mqtt_input` and `modbus` take effect on a reload.
 pub struct Reload {
-    pub devices: Vec<config::DeviceConfig>,
+    pub cfg: GatewayConfig,
     pub profiles: BTreeMap<String, Profile>,
-    pub modbus: config::ModbusConfig,
+    pub mqtt_profiles: BTreeMap<String, mqtt_in::MqttProfile>,
 }
 
-/// Starts one poller per endpoint for `devices`.
+/// Starts one poller per Modbus endpoint, and the MQTT meter input when configured.
 fn spawn_pollers(
-    devices: &[config::DeviceConfig],
-    profiles: &BTreeMap<String, Profile>,
-    modbus: &config::ModbusConfig,
+    r: &Reload,
     tx: &mpsc::Sender<Sample>,
     metrics: &Metrics,
     status: &StatusMap,
     cancel: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut by_endpoint: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for d in devices {
-        if let Some(p) = profiles.get(&d.profile) {
+    for d in &r.cfg.devices {
+        if let Some(p) = r.profiles.get(&d.profile) {
             by_endpoint.entry(d.tcp.clone()).or_default().push((d.clone(), Arc::new(p.clone())));
         }
     }
-    by_endpoint
+    let mut tasks: Vec<_> = by_endpoint
         .into_iter()
         .map(|(endpoint, devs)| {
-            tokio::spawn(poll::run_endpoint(endpoint, devs, modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
+            tokio::spawn(poll::run_endpoint(endpoint, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
         })
-        .collect()
+        .collect();
+    if let Some(input) = &r.cfg.mqtt_input {
+        if !r.cfg.mqtt_devices.is_empty() {
+            tasks.push(tokio::spawn(mqtt_in::run(
+                input.clone(),
+                r.cfg.mqtt_devices.clone(),
+                r.mqtt_profiles.clone(),
+                r.cfg.gateway_id.clone(),
+                tx.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            )));
+        }
+    }
+    tasks
 }
 
 /// Appends one sample under the full-queue policy ([`full`]).

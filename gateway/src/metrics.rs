@@ -22,6 +22,7 @@ pub struct Metrics {
     pub uplink_samples: IntCounter,
     pub uplink_latency: Histogram,
     pub dead_letters: IntCounter,
+    pub mqtt_input_errors: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -87,6 +88,10 @@ impl Metrics {
                 "energy_gateway_dead_letter_batches_total",
                 "Batches the daemon rejected as invalid, set aside in the dead-letter file",
             )),
+            mqtt_input_errors: must(IntCounterVec::new(
+                Opts::new("energy_gateway_mqtt_input_errors_total", "Problems with MQTT meter messages, by kind"),
+                &["kind"],
+            )),
             registry,
         };
         let r = &m.registry;
@@ -106,6 +111,7 @@ impl Metrics {
         must(r.register(Box::new(m.uplink_samples.clone())));
         must(r.register(Box::new(m.uplink_latency.clone())));
         must(r.register(Box::new(m.dead_letters.clone())));
+        must(r.register(Box::new(m.mqtt_input_errors.clone())));
         m
     }
 

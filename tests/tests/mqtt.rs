@@ -138,3 +138,68 @@ async fn every_reading_arrives_exactly_once_through_broker_daemon_and_gateway_fa
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_meters_publishing_json_become_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Mosquitto::start(&d.join("broker"));
+    let dport = energy_e2e::free_port();
+    let hport = energy_e2e::free_port();
+    std::fs::write(
+        d.join("registry.toml"),
+        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n\
+         [[meter]]\nid = \"plug-1\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n[[meter]]\nid = \"shelly-1\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("energyd.toml"), format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:{dport}\"\n")).unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "gateway_id = \"mi-gw\"\nprofiles_dir = {:?}\n[queue]\ndir = \"queue\"\n[uplink]\nurl = \"{url}/api/v1/ingest\"\n[health]\nlisten = \"127.0.0.1:{hport}\"\n\
+             [mqtt_input]\nurl = \"{}\"\n\
+             [[mqtt_device]]\nmeter = \"plug-1\"\nprofile = \"mqtt/tasmota/energy\"\nvars = {{ topic = \"plug1\" }}\n\
+             [[mqtt_device]]\nmeter = \"shelly-1\"\nprofile = \"mqtt/shelly/plus-pm-switch\"\nvars = {{ prefix = \"shellyplus1pm-abc\", channel = \"0\" }}\n",
+            profiles_dir(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = energy_e2e::run("energy-gateway", &["check-config", "--config", "gateway.toml"], d);
+    assert_eq!(code, 0, "{out}{err}");
+    let mut gw = Proc::spawn("energy-gateway", &["run", "--config", "gateway.toml"], d);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut opts = rumqttc::MqttOptions::new("test-meters", "127.0.0.1", broker.port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 64);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let qos = rumqttc::QoS::AtLeastOnce;
+    for i in 0..5 {
+        let tas = format!(r#"{{"Time":"2026-11-28T10:00:0{i}","ENERGY":{{"Total":{},"Power":{},"Voltage":230,"Current":0.5,"Factor":0.9}}}}"#, 100.0 + f64::from(i), 500 + i);
+        client.publish("tele/plug1/SENSOR", qos, false, tas).await.unwrap();
+        let sh = format!(r#"{{"id":0,"apower":{},"voltage":229.5,"current":0.4,"freq":50.0,"aenergy":{{"total":{}}}}}"#, 90 + i, 20_000.0 + 1000.0 * f64::from(i));
+        client.publish("shellyplus1pm-abc/status/switch:0", qos, false, sh).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client.publish("tele/plug1/SENSOR", qos, false, "not json").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let now = chrono::Utc::now();
+    let (from, to) = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
+    let (_, v) = get_json(&format!("{url}/api/v1/series?meter=plug-1&quantity=active_energy_import&from={}&to={}", q(&from), q(&to))).await;
+    let vals: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    assert_eq!(vals, vec![100.0, 101.0, 102.0, 103.0, 104.0]);
+    let (_, v) = get_json(&format!("{url}/api/v1/series?meter=plug-1&quantity=active_power&from={}&to={}", q(&from), q(&to))).await;
+    assert_eq!(v["points"][0]["v"], 0.5, "W -> kW");
+    let (_, v) = get_json(&format!("{url}/api/v1/consumption?meter=shelly-1&from={}&to={}&interval=hour", q(&from), q(&to))).await;
+    assert!((v["carriers"][0]["total"].as_f64().unwrap() - 4.0).abs() < 1e-9, "4000 Wh = 4 kWh: {v}");
+    let (_, metrics) = get_json(&format!("http://127.0.0.1:{hport}/metrics")).await;
+    assert!(metrics.as_str().unwrap().contains("energy_gateway_mqtt_input_errors_total{kind=\"not_json\"} 1"), "{metrics}");
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(20)).success());
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(20));
+}

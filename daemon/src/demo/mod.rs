@@ -449,6 +449,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         health: energy_gateway::config::HealthConfig::default(),
         modbus: energy_gateway::config::ModbusConfig::default(),
         devices,
+        mqtt_input: None,
+        mqtt_devices: Vec::new(),
     };
     gw_cfg.validate(&profiles).map_err(|e| DemoError::Msg(e.to_string()))?;
     let gw_cancel = CancellationToken::new();
