@@ -156,13 +156,20 @@ pub struct Mosquitto {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Extra configuration for the listener (TLS, authentication).
+    extra: String,
 }
 
 impl Mosquitto {
     /// Starts `mosquitto` (Debian package `mosquitto`; tests/run.sh installs it).
     pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// Starts a broker whose listener has `conf` (e.g. TLS files, `password_file`).
+    pub fn start_with(dir: &Path, conf: &str) -> Mosquitto {
         let port = free_port();
-        let mut m = Mosquitto { port, dir: dir.to_path_buf(), child: None };
+        let mut m = Mosquitto { port, dir: dir.to_path_buf(), child: None, extra: conf.to_string() };
         m.restart();
         m
     }
@@ -183,8 +190,9 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {}\n",
+                "user root\nlistener {} 127.0.0.1\n{}persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {}\n",
                 self.port,
+                self.extra,
                 self.dir.join("persist").display(),
                 self.dir.join("mosquitto.log").display()
             ),
