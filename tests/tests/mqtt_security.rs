@@ -105,3 +105,59 @@ async fn tls_and_passwords_refused_login_loses_nothing() {
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_acl_keeps_gateways_to_their_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (u, p) in [("gw-a", "pa"), ("energyd", "pd")] {
+        let mut c = Command::new("mosquitto_passwd");
+        if u == "gw-a" {
+            c.args(["-b", "-c", "passwd", u, p]);
+        } else {
+            c.args(["-b", "passwd", u, p]);
+        }
+        assert!(c.current_dir(d).status().unwrap().success());
+    }
+    let acl = energy_e2e::repo_root().join("deploy/mosquitto/acl");
+    let conf = format!("allow_anonymous false\npassword_file {}/passwd\nacl_file {}\n", d.display(), acl.display());
+    let broker = Mosquitto::start_with(&d.join("broker"), &conf);
+    std::fs::write(
+        d.join("registry.toml"),
+        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("energyd.toml"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\nusername = \"energyd\"\npassword = \"pd\"\n", broker.url()),
+    )
+    .unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut opts = rumqttc::MqttOptions::new("gw-a-test", "127.0.0.1", broker.port);
+    opts.set_credentials("gw-a", "pa");
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 16);
+    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let t = chrono::Utc::now().timestamp_millis();
+    let batch = |gw: &str, seq: u64, v: f64| format!(r#"{{"schema":1,"gateway":"{gw}","seq":{seq},"samples":[{{"meter":"m","t":{},"v":{{"active_energy_import":{v}}}}}]}}"#, t + seq as i64);
+    let qos = rumqttc::QoS::AtLeastOnce;
+    // Its own topic: stored.
+    client.publish("energy/v1/s/gw-a/batch", qos, false, batch("gw-a", 1, 10.0)).await.unwrap();
+    // Its own topic, claiming another gateway: the daemon refuses it.
+    client.publish("energy/v1/s/gw-a/batch", qos, false, batch("gw-b", 2, 30.0)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Another gateway's topic: the broker's ACL drops it.
+    client.publish("energy/v1/s/gw-b/batch", qos, false, batch("gw-b", 1, 20.0)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = chrono::Utc::now();
+    let (from, to) = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
+    let (_, v) = get_json(&format!("{url}/api/v1/series?meter=m&quantity=active_energy_import&from={}&to={}", q(&from), q(&to))).await;
+    let vals: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    assert_eq!(vals, vec![10.0]);
+    let (_, m) = get_json(&format!("{url}/metrics")).await;
+    assert!(m.as_str().unwrap().contains("reason=\"wrong_gateway\""), "{m}");
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(20));
+}
