@@ -106,6 +106,25 @@ async fn main() {
     let hours = args.get(1).copied().unwrap_or(24);
     let quantities = args.get(2).copied().unwrap_or(10).clamp(1, Quantity::ALL.len());
     println!("backlog: {meters} meters x {hours} h at 1 sample/min x {quantities} quantities");
+    // Compression of one full batch of the same data.
+    let qs: Vec<Quantity> = Quantity::ALL.iter().copied().take(quantities).collect();
+    let samples: Vec<Sample> = (0..2000)
+        .map(|i| Sample {
+            meter: format!("bm-{:04}", i % meters.max(1)),
+            t: 1_764_288_000_000 + (i / meters.max(1)) as i64 * 60_000,
+            v: qs.iter().enumerate().map(|(k, q)| (*q, 1000.0 + (i * 7 + k) as f64 * 0.37)).collect(),
+        })
+        .collect();
+    let batch = energy_wire::Batch::new("bench-gw", 1, samples);
+    let raw = energy_wire::encode_batch(&batch).len();
+    let (gz, _) = energy_gateway::uplink::encode(&batch, true);
+    let readings = 2000 * quantities;
+    println!(
+        "batch of 2000 samples: JSON {:.1} bytes/reading, gzip {:.1} bytes/reading ({:.1}x)",
+        raw as f64 / readings as f64,
+        gz.len() as f64 / readings as f64,
+        raw as f64 / gz.len() as f64
+    );
     let mut rows = Vec::new();
     for t in ["mqtt", "http"] {
         rows.push(run(t, meters, hours * 60, quantities).await);
