@@ -3,7 +3,7 @@
 //! Data path inside the gateway:
 //!
 //! ```text
-//! poll (one task per Modbus endpoint) --mpsc--> queue writer (thread: append + fsync)
+//! poll (one task per Modbus bus) --mpsc--> queue writer (thread: append + fsync)
 //!     --notify--> uplink (task: peek batch, POST, ack on 2xx) --> energyd
 //! ```
 //!
@@ -12,8 +12,10 @@
 pub mod config;
 pub mod metrics;
 pub mod poll;
+pub mod probe;
 pub mod profile;
 pub mod queue;
+pub mod transport;
 pub mod uplink;
 
 use std::collections::BTreeMap;
@@ -146,16 +148,16 @@ pub async fn start(
     // Pollers -> channel -> queue writer thread.
     let (tx, mut rx) = mpsc::channel::<Sample>(4096);
     let poll_cancel = cancel.child_token();
-    let mut by_endpoint: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut by_bus: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
     for d in &cfg.devices {
-        if let Some(p) = profiles.get(&d.profile) {
-            by_endpoint.entry(d.tcp.clone()).or_default().push((d.clone(), Arc::new(p.clone())));
+        if let (Some(p), Ok(t)) = (profiles.get(&d.profile), d.transport()) {
+            by_bus.entry(t.bus()).or_insert_with(|| (t, Vec::new())).1.push((d.clone(), Arc::new(p.clone())));
         }
     }
     let mut pollers = Vec::new();
-    for (endpoint, devs) in by_endpoint {
-        pollers.push(tokio::spawn(poll::run_endpoint(
-            endpoint,
+    for (_, (transport, devs)) in by_bus {
+        pollers.push(tokio::spawn(poll::run_bus(
+            transport,
             devs,
             cfg.modbus.clone(),
             tx.clone(),
