@@ -93,16 +93,24 @@ fn word_order_hints(profile: &Profile, read: &DeviceRead) -> Vec<String> {
             }
         }
     }
-    suspects
+    // One hint per (configured order, better order), with the first values as examples.
+    let mut groups: Vec<((Order, Order), Vec<String>)> = Vec::new();
+    for (q, order, got, o, v) in suspects {
+        let example = format!("{} reads {} {unit} but would be {} {unit}", q.name(), fmt_value(got), fmt_value(v), unit = q.unit());
+        match groups.iter_mut().find(|(k, _)| *k == (order, o)) {
+            Some((_, xs)) => xs.push(example),
+            None => groups.push(((order, o), vec![example])),
+        }
+    }
+    groups
         .into_iter()
-        .map(|(q, order, got, o, v)| {
+        .map(|((order, o), xs)| {
+            let shown: Vec<&str> = xs.iter().take(3).map(String::as_str).collect();
             format!(
-                "wrong word order? {} reads {} {} in order {order:?}, which is implausible; in order {o:?} it would be {} {}: check the profile's `order` against the device",
-                q.name(),
-                fmt_value(got),
-                q.unit(),
-                fmt_value(v),
-                q.unit()
+                "wrong word order? {} value(s) are implausible in order {order:?} and plausible in order {o:?} ({}{}): check the profile's `order` against the device",
+                xs.len(),
+                shown.join("; "),
+                if xs.len() > 3 { "; ..." } else { "" }
             )
         })
         .collect()
@@ -116,7 +124,8 @@ fn fmt_value(v: f64) -> String {
     if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e9) {
         format!("{v:.4e}")
     } else {
-        format!("{v}")
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -197,6 +206,7 @@ unit = "Hz"
         let read = DeviceRead { answers: vec![(block, regs)], ..Default::default() };
         let hints = word_order_hints(&p, &read);
         assert_eq!(hints.len(), 1, "{hints:?}");
-        assert!(hints[0].contains("voltage_l1") && hints[0].contains("in order ABCD it would be 230 V"), "{}", hints[0]);
+        assert!(hints[0].contains("1 value(s) are implausible in order CDAB and plausible in order ABCD"), "{}", hints[0]);
+        assert!(hints[0].contains("voltage_l1 reads 2.4178e-41 V but would be 230 V"), "{}", hints[0]);
     }
 }
