@@ -286,6 +286,7 @@ pub async fn run_bus(
     let mut jitter = Jitter::new(&bus);
     let mut link: Option<Link> = None;
     let mut connect_failures = 0u32;
+    let mut silent_polls = 0u32;
     let mut next_connect = start;
     loop {
         let Some(idx) = (0..devs.len()).min_by_key(|&i| devs[i].next_due) else { return };
@@ -336,8 +337,18 @@ pub async fn run_bus(
         for e in &read.errors {
             metrics.modbus_errors.with_label_values(&[bus.as_str(), e.kind()]).inc();
         }
-        if read.errors.iter().any(ReadError::breaks_connection) && link.is_some() {
+        // A transport error breaks the connection. A timeout alone is what an absent or dead
+        // device on a healthy bus gives, so the connection is reopened only when the next
+        // device does not answer either.
+        if !read.answers.is_empty() {
+            silent_polls = 0;
+        } else if read.errors.iter().any(|e| matches!(e, ReadError::Timeout(_))) {
+            silent_polls += 1;
+        }
+        let broken = read.errors.iter().any(|e| matches!(e, ReadError::Transport(_))) || silent_polls >= 2;
+        if broken && link.is_some() {
             link = None;
+            silent_polls = 0;
             next_connect = Instant::now() + jitter.apply(Duration::from_millis(mcfg.reconnect_min_ms));
         }
         let ok = !read.values.is_empty() || (read.errors.is_empty() && !read.unavailable.is_empty());

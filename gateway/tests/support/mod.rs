@@ -5,11 +5,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use energy_gateway::profile::{Function, Order, Profile, Register};
 use energy_wire::Quantity;
@@ -44,7 +42,6 @@ struct Service {
     log: Arc<Mutex<Log>>,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response, ExceptionCode>> + Send>>;
 
 impl Service {
     fn read(&self, unit: u8, function: Function, addr: u16, cnt: u16) -> Result<Option<Vec<u16>>, ExceptionCode> {
@@ -66,9 +63,10 @@ impl Service {
 
 impl tokio_modbus::server::Service for Service {
     type Request = SlaveRequest<'static>;
-    type Response = Response;
+    /// `None`: no answer at all (the connection stays usable, as a serial server's does).
+    type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = Answer;
+    type Future = std::future::Ready<Result<Option<Response>, ExceptionCode>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
         let unit = req.slave;
@@ -76,19 +74,14 @@ impl tokio_modbus::server::Service for Service {
         let (function, a, n) = match req.request {
             Request::ReadHoldingRegisters(a, n) => (Function::Holding, a, n),
             Request::ReadInputRegisters(a, n) => (Function::Input, a, n),
-            _ => return Box::pin(std::future::ready(Err(ExceptionCode::IllegalFunction))),
+            _ => return std::future::ready(Err(ExceptionCode::IllegalFunction)),
         };
-        match self.read(unit, function, a, n) {
-            Ok(Some(regs)) => Box::pin(std::future::ready(Ok(match function {
+        std::future::ready(self.read(unit, function, a, n).map(|regs| {
+            regs.map(|regs| match function {
                 Function::Holding => Response::ReadHoldingRegisters(regs),
                 Function::Input => Response::ReadInputRegisters(regs),
-            }))),
-            Ok(None) => Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Err(ExceptionCode::GatewayTargetDevice)
-            }),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
-        }
+            })
+        }))
     }
 }
 
