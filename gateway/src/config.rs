@@ -384,3 +384,107 @@ impl GatewayConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(devices: &str) -> GatewayConfig {
+        let text = format!("gateway_id = \"gw\"\n[queue]\ndir = \"/tmp/q\"\n[uplink]\nurl = \"http://127.0.0.1:8080/api/v1/ingest\"\n{devices}");
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn profiles() -> BTreeMap<String, Profile> {
+        let p = crate::profile::parse_profile(
+            "t/t",
+            "t.toml",
+            "vendor = \"T\"\nmodel = \"T\"\nsource = \"s\"\n[[register]]\nquantity = \"frequency\"\naddress = 0\ntype = \"u16\"\nunit = \"Hz\"\n",
+        )
+        .unwrap();
+        BTreeMap::from([("t/t".to_string(), p)])
+    }
+
+    #[test]
+    fn every_transport_is_accepted_and_old_tcp_configs_still_load() {
+        let cfg = config(
+            r#"
+[[device]]
+meter = "a"
+profile = "t/t"
+tcp = "10.0.0.1:502"
+[[device]]
+meter = "b"
+profile = "t/t"
+rtu_over_tcp = "10.0.0.2:4001"
+unit = 2
+[[device]]
+meter = "c"
+profile = "t/t"
+serial = "/dev/ttyUSB0"
+baud = 19200
+parity = "even"
+stop_bits = 1
+timeout_ms = 300
+request_delay_ms = 50
+"#,
+        );
+        cfg.validate(&profiles()).unwrap();
+        assert_eq!(cfg.devices[0].transport().unwrap(), Transport::Tcp("10.0.0.1:502".into()));
+        assert_eq!(cfg.devices[1].transport().unwrap(), Transport::RtuOverTcp("10.0.0.2:4001".into()));
+        let Transport::Serial(line) = cfg.devices[2].transport().unwrap() else { panic!("serial") };
+        assert_eq!((line.baud, line.parity, line.data_bits, line.stop_bits), (19_200, Parity::Even, 8, 1));
+        let m = cfg.devices[2].modbus(&cfg.modbus);
+        assert_eq!((m.timeout_ms, m.request_delay_ms, m.retries), (300, 50, cfg.modbus.retries));
+    }
+
+    #[test]
+    fn every_transport_problem_is_reported_at_once() {
+        let cfg = config(
+            r#"
+[[device]]
+meter = "none"
+profile = "t/t"
+[[device]]
+meter = "two"
+profile = "t/t"
+tcp = "10.0.0.1:502"
+serial = "/dev/ttyUSB0"
+[[device]]
+meter = "badline"
+profile = "t/t"
+serial = "/dev/ttyUSB1"
+baud = 9601
+data_bits = 5
+[[device]]
+meter = "tcp-side"
+profile = "t/t"
+tcp = "10.0.0.9:4001"
+[[device]]
+meter = "rtu-side"
+profile = "t/t"
+rtu_over_tcp = "10.0.0.9:4001"
+[[device]]
+meter = "port-a"
+profile = "t/t"
+serial = "/dev/ttyS0"
+baud = 9600
+[[device]]
+meter = "port-b"
+profile = "t/t"
+serial = "/dev/ttyS0"
+baud = 19200
+"#,
+        );
+        let text = cfg.validate(&profiles()).unwrap_err().to_string();
+        for expected in [
+            "device[0] (none): has no transport: set one of tcp, rtu_over_tcp or serial",
+            "device[1] (two): sets tcp and serial: exactly one transport is allowed",
+            "device[2] (badline): baud 9601 is not one of",
+            "device[2] (badline): data_bits 5 must be 7 or 8",
+            "device[4] (rtu-side): 10.0.0.9:4001 is used as rtu-over-tcp://10.0.0.9:4001 and as tcp://10.0.0.9:4001",
+            "device[6] (port-b): serial port /dev/ttyS0 is configured with other line settings",
+        ] {
+            assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+}
