@@ -139,6 +139,19 @@ pub async fn serve(listen: &str, framing: Framing, units: HashMap<u8, Behaviour>
     Server { addr, log, cancel }
 }
 
+/// Starts an RTU server on the serial port at `path` (one end of a pseudo-terminal pair).
+pub fn serve_serial(path: &str, baud: u32, units: HashMap<u8, Behaviour>) -> Server {
+    let server = tokio_modbus::server::rtu::Server::new_from_path(path, baud).expect("open the serial port");
+    let log = Arc::new(Mutex::new(Log::default()));
+    let svc = Arc::new(Service { units, log: log.clone() });
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let _ = server.serve_until(svc, c.cancelled_owned()).await;
+    });
+    Server { addr: SocketAddr::from(([127, 0, 0, 1], 0)), log, cancel }
+}
+
 /// A value of a kind a real meter shows for `q`.
 fn typical(q: Quantity) -> f64 {
     let name = q.name();
