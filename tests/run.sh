@@ -10,6 +10,7 @@ need=(
   "mosquitto:mosquitto"          # MQTT broker: uplink, MQTT ingest and MQTT meter tests
   "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
   "openssl:openssl"              # certificates for the TLS test
+  "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
 )
 missing=()
 for item in "${need[@]}"; do

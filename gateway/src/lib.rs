@@ -3,7 +3,7 @@
 //! Data path inside the gateway:
 //!
 //! ```text
-//! poll (one task per Modbus endpoint) --mpsc--> queue writer (thread: append + fsync)
+//! poll (one task per Modbus bus) --mpsc--> queue writer (thread: append + fsync)
 //!     --notify--> uplink (task: peek batch, POST, ack on 2xx) --> energyd
 //! ```
 //!
@@ -14,9 +14,11 @@ pub mod full;
 pub mod metrics;
 pub mod mqtt_in;
 pub mod poll;
+pub mod probe;
 pub mod profile;
 pub mod queue;
 pub mod tls;
+pub mod transport;
 pub mod uplink;
 
 use std::collections::BTreeMap;
@@ -299,16 +301,16 @@ fn spawn_pollers(
     status: &StatusMap,
     cancel: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut by_endpoint: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    let mut by_bus: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
     for d in &r.cfg.devices {
-        if let Some(p) = r.profiles.get(&d.profile) {
-            by_endpoint.entry(d.tcp.clone()).or_default().push((d.clone(), Arc::new(p.clone())));
+        if let (Some(p), Ok(t)) = (r.profiles.get(&d.profile), d.transport()) {
+            by_bus.entry(t.bus()).or_insert_with(|| (t, Vec::new())).1.push((d.clone(), Arc::new(p.clone())));
         }
     }
-    let mut tasks: Vec<_> = by_endpoint
+    let mut tasks: Vec<_> = by_bus
         .into_iter()
-        .map(|(endpoint, devs)| {
-            tokio::spawn(poll::run_endpoint(endpoint, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
+        .map(|(_, (transport, devs))| {
+            tokio::spawn(poll::run_bus(transport, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
         })
         .collect();
     if let Some(input) = &r.cfg.mqtt_input {

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use energy_gateway::config::{GatewayConfig, ModbusConfig};
-use energy_gateway::{poll, profile};
+use energy_gateway::config::{DeviceConfig, GatewayConfig, ModbusConfig};
+use energy_gateway::transport::{Parity, Transport};
+use energy_gateway::profile;
 
 #[derive(Parser)]
 #[command(name = "energy-gateway", version, about = "Polls building meters and forwards their readings to energyd without loss")]
@@ -32,12 +32,29 @@ enum Cmd {
         #[arg(long, env = "ENERGY_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Read one device once and print every decoded value with its unit.
+    /// Read one device once and print every decoded value with its unit, the requests used, and
+    /// what looks wrong (other framing, other word order).
+    #[command(group = clap::ArgGroup::new("transport").required(true).args(["tcp", "rtu_over_tcp", "serial"]))]
     Probe {
         #[arg(long)]
         profile: String,
+        /// Modbus TCP device or gateway, HOST:PORT.
         #[arg(long)]
-        tcp: String,
+        tcp: Option<String>,
+        /// Serial server in transparent mode (RTU frames over TCP), HOST:PORT.
+        #[arg(long)]
+        rtu_over_tcp: Option<String>,
+        /// Local serial port with RTU framing, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long, default_value_t = 9600)]
+        baud: u32,
+        #[arg(long, default_value = "none", value_parser = ["none", "even", "odd"])]
+        parity: String,
+        #[arg(long, default_value_t = 8)]
+        data_bits: u8,
+        #[arg(long, default_value_t = 1)]
+        stop_bits: u8,
         #[arg(long, default_value_t = 1)]
         unit: u8,
         #[arg(long)]
@@ -138,7 +155,26 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(())
         }
-        Cmd::Probe { profile, tcp, unit, json, profiles_dir, timeout_ms } => probe(&profiles_dir, &profile, &tcp, unit, json, timeout_ms).await,
+        Cmd::Probe { profile, tcp, rtu_over_tcp, serial, baud, parity, data_bits, stop_bits, unit, json, profiles_dir, timeout_ms } => {
+            // The same rules as a [[device]] in the configuration.
+            let mut dev = DeviceConfig::tcp("probe", &profile, "", unit);
+            dev.tcp = tcp;
+            dev.rtu_over_tcp = rtu_over_tcp;
+            dev.serial = serial;
+            dev.baud = baud;
+            dev.parity = match parity.as_str() {
+                "even" => Parity::Even,
+                "odd" => Parity::Odd,
+                _ => Parity::None,
+            };
+            dev.data_bits = data_bits;
+            dev.stop_bits = stop_bits;
+            let transport = dev.transport().map_err(|e| {
+                eprintln!("{}", e.join("\n"));
+                ExitCode::from(2)
+            })?;
+            probe(&profiles_dir, &profile, &transport, unit, json, timeout_ms).await
+        }
         Cmd::Profiles { cmd } => match cmd {
             ProfilesCmd::List { profiles_dir } => {
                 for (name, p) in load_profiles(&profiles_dir)? {
@@ -213,43 +249,41 @@ fn load_config(path: &std::path::Path) -> Result<(GatewayConfig, std::collection
     Ok((cfg, profiles))
 }
 
-async fn probe(dir: &std::path::Path, name: &str, tcp: &str, unit: u8, json: bool, timeout_ms: u64) -> Result<(), ExitCode> {
+async fn probe(dir: &std::path::Path, name: &str, transport: &Transport, unit: u8, json: bool, timeout_ms: u64) -> Result<(), ExitCode> {
     let profiles = load_profiles(dir)?;
     let Some(p) = profiles.get(name) else {
         eprintln!("no profile `{name}` in {}", dir.display());
         return Err(ExitCode::from(1));
     };
     let mcfg = ModbusConfig { timeout_ms, retries: 0, ..ModbusConfig::default() };
-    let mut ctx = poll::connect(tcp, Duration::from_millis(timeout_ms)).await.map_err(|e| {
-        eprintln!("cannot connect to {tcp}: {e}");
+    let report = energy_gateway::probe::probe(p, transport, unit, &mcfg).await.map_err(|e| {
+        eprintln!("cannot connect to {transport}: {e}");
         ExitCode::from(1)
     })?;
-    let plan = profile::plan_reads(&p.registers, &p.limits);
-    let read = poll::read_device(&mut ctx, unit, p, &plan, 1.0, 1.0, &mcfg).await;
-    for r in &p.registers {
-        let value = read.values.get(&r.quantity);
+    for (q, value) in &report.values {
         if json {
-            let line = serde_json::json!({ "quantity": r.quantity.name(), "value": value, "unit": r.quantity.unit() });
+            let line = serde_json::json!({ "quantity": q.name(), "value": value, "unit": q.unit() });
             println!("{line}");
         } else {
             match value {
-                Some(v) => println!("{:<24} {:>14.4} {}", r.quantity.name(), v, r.quantity.unit()),
-                None => println!("{:<24} {:>14} {}", r.quantity.name(), "n/a", r.quantity.unit()),
+                Some(v) => println!("{:<24} {:>14.4} {}", q.name(), v, q.unit()),
+                None => println!("{:<24} {:>14} {}", q.name(), "n/a", q.unit()),
             }
         }
     }
-    for l in &read.reads {
+    for l in &report.read.reads {
         let res = match &l.result {
             Ok(()) => "ok".to_string(),
             Err(e) => e.to_string(),
         };
         eprintln!("request fc{} addr {} count {}: {res} ({:.1} ms)", l.function.code(), l.address, l.count, l.duration.as_secs_f64() * 1e3);
     }
-    if read.values.is_empty() {
-        if read.errors.iter().any(|e| matches!(e, poll::ReadError::Timeout(_) | poll::ReadError::Transport(_))) {
-            eprintln!("hint: no valid Modbus TCP answer. If {tcp} is a serial server in transparent mode, the device speaks RTU over TCP: try --rtu-over-tcp (not in this build yet).");
-        }
-        return Err(ExitCode::from(1));
+    for h in &report.hints {
+        eprintln!("hint: {h}");
     }
-    Ok(())
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(ExitCode::from(1))
+    }
 }

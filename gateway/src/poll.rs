@@ -1,13 +1,13 @@
 //! The Modbus polling engine.
 //!
-//! One task per endpoint (a `host:port`): devices behind one endpoint share one connection and
-//! are read one request at a time, which is what serial servers need; separate endpoints are
-//! polled in parallel. Each device has its own interval. A device that fails is backed off
-//! exponentially (up to `max_backoff_ms`) without delaying the other devices of its endpoint,
-//! and comes back by itself on the first good poll.
+//! One task per bus ([`Transport::bus`]: a TCP endpoint, a serial server, a serial port): the
+//! devices of a bus share one connection and are read one request at a time, which is what
+//! RS-485 and serial servers need; separate buses are polled in parallel. Each device has its
+//! own interval. A device that fails is backed off exponentially with jitter (up to
+//! `max_backoff_ms`) without delaying the other devices of its bus, and comes back by itself on
+//! the first good poll. A broken connection is reopened with its own back-off and jitter.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DeviceConfig, ModbusConfig};
 use crate::metrics::Metrics;
 use crate::profile::{plan_reads, Block, Function, Profile};
+use crate::transport::Transport;
 
 /// Why one request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,51 +72,66 @@ pub struct DeviceRead {
     pub errors: Vec<ReadError>,
     /// The plan after any splitting of blocks the device refused.
     pub plan: Vec<Block>,
+    /// The registers each answered block returned (what the probe's diagnosis looks at).
+    pub answers: Vec<(Block, Vec<u16>)>,
 }
 
-/// Reads one block with a timeout.
-async fn read_block(ctx: &mut Context, b: &Block, timeout: Duration) -> Result<Vec<u16>, ReadError> {
-    let fut = async {
-        match b.function {
-            Function::Holding => ctx.read_holding_registers(b.address, b.count).await,
-            Function::Input => ctx.read_input_registers(b.address, b.count).await,
+/// One connection to a bus, with the pacing its frames need: before each request the link waits
+/// until `gap` has passed since the end of the last answer (the RTU inter-frame silence, or the
+/// configured delay between requests, whichever is longer).
+pub struct Link {
+    ctx: Context,
+    silence: Duration,
+    last: Option<Instant>,
+}
+
+impl Link {
+    /// Wraps a connected context; `silence` is the transport's least gap between frames.
+    pub fn new(ctx: Context, silence: Duration) -> Link {
+        Link { ctx, silence, last: None }
+    }
+
+    /// Reads one block from `unit` within `timeout`, after the gap since the last frame.
+    pub async fn read(&mut self, unit: u8, b: &Block, timeout: Duration, delay: Duration) -> Result<Vec<u16>, ReadError> {
+        if let Some(last) = self.last {
+            tokio::time::sleep_until((last + self.silence.max(delay)).into()).await;
         }
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Err(_) => Err(ReadError::Timeout(timeout.as_millis() as u64)),
-        Ok(Err(e)) => Err(ReadError::Transport(e.to_string())),
-        Ok(Ok(Err(code))) => Err(ReadError::Exception(format!("{code:?}"))),
-        Ok(Ok(Ok(regs))) if regs.len() < usize::from(b.count) => Err(ReadError::Short { got: regs.len(), want: b.count }),
-        Ok(Ok(Ok(regs))) => Ok(regs),
+        self.ctx.set_slave(Slave(unit));
+        let ctx = &mut self.ctx;
+        let fut = async {
+            match b.function {
+                Function::Holding => ctx.read_holding_registers(b.address, b.count).await,
+                Function::Input => ctx.read_input_registers(b.address, b.count).await,
+            }
+        };
+        let r = tokio::time::timeout(timeout, fut).await;
+        self.last = Some(Instant::now());
+        match r {
+            Err(_) => Err(ReadError::Timeout(timeout.as_millis() as u64)),
+            Ok(Err(e)) => Err(ReadError::Transport(e.to_string())),
+            Ok(Ok(Err(code))) => Err(ReadError::Exception(format!("{code:?}"))),
+            Ok(Ok(Ok(regs))) if regs.len() != usize::from(b.count) => {
+                Err(ReadError::Short { got: regs.len(), want: b.count })
+            }
+            Ok(Ok(Ok(regs))) => Ok(regs),
+        }
     }
 }
 
-/// Reads every block of `plan` from the device at `unit` on `ctx` and decodes the values.
+/// Reads every block of `plan` from the device at `unit` and decodes the values.
 /// A block refused with "illegal data address" is split into single-register reads, which are
 /// kept in the returned plan. Stops early on an error that breaks the connection.
-pub async fn read_device(
-    ctx: &mut Context,
-    unit: u8,
-    profile: &Profile,
-    plan: &[Block],
-    ct: f64,
-    pt: f64,
-    mcfg: &ModbusConfig,
-) -> DeviceRead {
-    ctx.set_slave(Slave(unit));
+pub async fn read_device(link: &mut Link, unit: u8, profile: &Profile, plan: &[Block], ct: f64, pt: f64, mcfg: &ModbusConfig) -> DeviceRead {
     let timeout = Duration::from_millis(mcfg.timeout_ms);
+    let delay = Duration::from_millis(mcfg.request_delay_ms);
     let mut out = DeviceRead::default();
     let mut queue: std::collections::VecDeque<Block> = plan.iter().cloned().collect();
-    let mut first = true;
+    let mut answers: Vec<(Block, Vec<u16>)> = Vec::with_capacity(plan.len());
     while let Some(b) = queue.pop_front() {
-        if !first && mcfg.request_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(mcfg.request_delay_ms)).await;
-        }
-        first = false;
         let mut attempt = 0;
         let result = loop {
             let start = Instant::now();
-            let r = read_block(ctx, &b, timeout).await;
+            let r = link.read(unit, &b, timeout, delay).await;
             out.reads.push(ReadLog {
                 function: b.function,
                 address: b.address,
@@ -131,27 +147,13 @@ pub async fn read_device(
             }
         };
         match result {
-            Ok(regs) => {
-                for &i in &b.registers {
-                    let r = &profile.registers[i];
-                    let off = usize::from(r.address - b.address);
-                    let slice = &regs[off..off + usize::from(r.ty.registers())];
-                    match r.value(slice, profile.order, ct, pt) {
-                        Some(v) => {
-                            out.values.insert(r.quantity, v);
-                        }
-                        None => out.unavailable.push(r.quantity),
-                    }
-                }
-                out.plan.push(b);
-            }
+            Ok(regs) => answers.push((b, regs)),
             Err(ReadError::Exception(code))
-                if code == format!("{:?}", ExceptionCode::IllegalDataAddress) && b.registers.len() > 1 =>
+                if code == format!("{:?}", ExceptionCode::IllegalDataAddress) && b.registers.len() + b.scale_factors.len() > 1 =>
             {
                 tracing::info!(unit, address = b.address, count = b.count, "device refused a block read; splitting it");
-                for &i in b.registers.iter().rev() {
-                    let r = &profile.registers[i];
-                    queue.push_front(Block { function: r.function, address: r.address, count: r.ty.registers(), registers: vec![i] });
+                for s in b.split(&profile.registers).into_iter().rev() {
+                    queue.push_front(s);
                 }
             }
             Err(e) => {
@@ -165,24 +167,31 @@ pub async fn read_device(
             }
         }
     }
+    // Scale factors first: a value may use one read by another block.
+    let mut sfs: BTreeMap<(Function, u16), u16> = BTreeMap::new();
+    for (b, regs) in &answers {
+        for &a in &b.scale_factors {
+            sfs.insert((b.function, a), regs[usize::from(a - b.address)]);
+        }
+    }
+    for (b, regs) in &answers {
+        for &i in &b.registers {
+            let r = &profile.registers[i];
+            let off = usize::from(r.address - b.address);
+            let slice = &regs[off..off + usize::from(r.ty.registers())];
+            let sf = r.scale_factor.and_then(|a| sfs.get(&(r.function, a)).copied());
+            match r.value_with_sf(slice, profile.order, sf, ct, pt) {
+                Some(v) => {
+                    out.values.insert(r.quantity, v);
+                }
+                None => out.unavailable.push(r.quantity),
+            }
+        }
+        out.plan.push(b.clone());
+    }
+    out.plan.sort_by_key(|b| (b.function, b.address));
+    out.answers = answers;
     out
-}
-
-/// Connects to a Modbus TCP endpoint within `timeout`.
-pub async fn connect(endpoint: &str, timeout: Duration) -> Result<Context, ReadError> {
-    let addr: SocketAddr = match endpoint.parse() {
-        Ok(a) => a,
-        Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host(endpoint))
-            .await
-            .map_err(|_| ReadError::Timeout(timeout.as_millis() as u64))?
-            .map_err(|e| ReadError::Transport(format!("cannot resolve {endpoint}: {e}")))?
-            .next()
-            .ok_or_else(|| ReadError::Transport(format!("{endpoint} resolves to no address")))?,
-    };
-    tokio::time::timeout(timeout, tokio_modbus::client::tcp::connect(addr))
-        .await
-        .map_err(|_| ReadError::Timeout(timeout.as_millis() as u64))?
-        .map_err(|e| ReadError::Transport(format!("connect {endpoint}: {e}")))
 }
 
 /// What `/status` shows of a device.
@@ -200,6 +209,7 @@ pub type StatusMap = Arc<Mutex<BTreeMap<String, DeviceStatus>>>;
 
 struct Device {
     cfg: DeviceConfig,
+    mcfg: ModbusConfig,
     profile: Arc<Profile>,
     plan: Vec<Block>,
     failures: u32,
@@ -210,9 +220,42 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Polls every device of one endpoint until cancelled, sending samples to `out`.
-pub async fn run_endpoint(
-    endpoint: String,
+/// A small xorshift generator for jitter, seeded from the clock and the bus name (no need for
+/// cryptographic quality; only that buses and gateways do not retry in lockstep).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(bus: &str) -> Jitter {
+        let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1;
+        for b in bus.bytes() {
+            seed = seed.rotate_left(5) ^ u64::from(b);
+        }
+        Jitter(seed | 1)
+    }
+
+    /// `d` scaled by a random factor in [0.5, 1.0).
+    fn apply(&mut self, d: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let f = 0.5 + (self.0 >> 11) as f64 / (1u64 << 53) as f64 * 0.5;
+        d.mul_f64(f)
+    }
+}
+
+/// `base x 2^(n-1)`, at most `max` (n >= 1).
+pub fn backoff(base: Duration, n: u32, max: Duration) -> Duration {
+    base.saturating_mul(1u32 << n.clamp(1, 17).saturating_sub(1)).min(max)
+}
+
+/// Polls every device of one bus until cancelled, sending samples to `out`.
+///
+/// One request is in flight at a time; frames are paced by the [`Link`]. The device that is due
+/// first is polled next. A device that fails is backed off (its interval doubled per failure up
+/// to `max_backoff_ms`, with jitter) and the others keep their own intervals. When the
+/// connection breaks, it is reopened no sooner than the reconnect back-off allows.
+pub async fn run_bus(
+    transport: Transport,
     devices: Vec<(DeviceConfig, Arc<Profile>)>,
     mcfg: ModbusConfig,
     out: mpsc::Sender<Sample>,
@@ -220,6 +263,7 @@ pub async fn run_endpoint(
     status: StatusMap,
     cancel: CancellationToken,
 ) {
+    let bus = transport.bus();
     let start = Instant::now();
     let mut devs: Vec<Device> = devices
         .into_iter()
@@ -228,55 +272,84 @@ pub async fn run_endpoint(
             let plan = plan_reads(&profile.registers, &profile.limits);
             // Spread first polls a little so that devices with one interval do not all fire at once.
             let next_due = start + Duration::from_millis(i as u64 * 20);
-            Device { cfg, profile, plan, failures: 0, next_due }
+            Device { mcfg: cfg.modbus(&mcfg), cfg, profile, plan, failures: 0, next_due }
         })
         .collect();
     {
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         for d in &devs {
-            st.insert(d.cfg.meter.clone(), DeviceStatus { meter: d.cfg.meter.clone(), endpoint: endpoint.clone(), ..Default::default() });
+            st.insert(d.cfg.meter.clone(), DeviceStatus { meter: d.cfg.meter.clone(), endpoint: bus.clone(), ..Default::default() });
         }
     }
-    let timeout = Duration::from_millis(mcfg.timeout_ms);
-    let mut ctx: Option<Context> = None;
+    let silence = transport.silence(Duration::from_micros(mcfg.rtu_min_silence_us));
+    let connect_delay = Duration::from_millis(devs.iter().map(|d| d.mcfg.connect_delay_ms).max().unwrap_or(0));
+    let mut jitter = Jitter::new(&bus);
+    let mut link: Option<Link> = None;
+    let mut connect_failures = 0u32;
+    let mut silent_polls = 0u32;
+    let mut next_connect = start;
     loop {
         let Some(idx) = (0..devs.len()).min_by_key(|&i| devs[i].next_due) else { return };
+        let wake = if link.is_none() { devs[idx].next_due.max(next_connect) } else { devs[idx].next_due };
         tokio::select! {
             () = cancel.cancelled() => break,
-            () = tokio::time::sleep_until(devs[idx].next_due.into()) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
         let dev = &mut devs[idx];
         let due = dev.next_due;
         let t = now_ms();
-        let result = match ctx.as_mut() {
-            Some(c) => Ok(c),
-            None => match connect(&endpoint, timeout).await {
-                Ok(c) => {
-                    if mcfg.connect_delay_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(mcfg.connect_delay_ms)).await;
+        let connected = match link {
+            Some(ref mut l) => Ok(l),
+            None => match transport.connect(Duration::from_millis(dev.mcfg.timeout_ms)).await {
+                Ok(ctx) => {
+                    if connect_failures > 0 {
+                        tracing::info!(%bus, "connected again");
                     }
-                    Ok(ctx.insert(c))
+                    connect_failures = 0;
+                    tokio::time::sleep(connect_delay).await;
+                    Ok(link.insert(Link::new(ctx, silence)))
                 }
-                Err(e) => Err(e),
+                Err(e) => {
+                    connect_failures = connect_failures.saturating_add(1);
+                    let wait = jitter.apply(backoff(
+                        Duration::from_millis(mcfg.reconnect_min_ms),
+                        connect_failures,
+                        Duration::from_millis(mcfg.reconnect_max_ms),
+                    ));
+                    next_connect = Instant::now() + wait;
+                    tracing::warn!(%bus, failures = connect_failures, "cannot connect: {e}; next attempt in {} ms", wait.as_millis());
+                    Err(e)
+                }
             },
         };
-        let read = match result {
-            Ok(c) => {
-                let r = read_device(c, dev.cfg.unit, &dev.profile, &dev.plan, dev.cfg.ct_ratio, dev.cfg.pt_ratio, &mcfg).await;
+        let read = match connected {
+            Ok(l) => {
+                let r = read_device(l, dev.cfg.unit, &dev.profile, &dev.plan, dev.cfg.ct_ratio, dev.cfg.pt_ratio, &dev.mcfg).await;
                 dev.plan.clone_from(&r.plan);
                 r
             }
             Err(e) => DeviceRead { errors: vec![e], plan: dev.plan.clone(), ..Default::default() },
         };
         for l in &read.reads {
-            metrics.modbus_requests.with_label_values(&[endpoint.as_str()]).inc();
-            metrics.modbus_latency.with_label_values(&[endpoint.as_str()]).observe(l.duration.as_secs_f64());
+            metrics.modbus_requests.with_label_values(&[bus.as_str()]).inc();
+            metrics.modbus_latency.with_label_values(&[bus.as_str()]).observe(l.duration.as_secs_f64());
         }
         for e in &read.errors {
-            metrics.modbus_errors.with_label_values(&[endpoint.as_str(), e.kind()]).inc();
+            metrics.modbus_errors.with_label_values(&[bus.as_str(), e.kind()]).inc();
         }
-        if read.errors.iter().any(ReadError::breaks_connection) {
-            ctx = None;
+        // A transport error breaks the connection. A timeout alone is what an absent or dead
+        // device on a healthy bus gives, so the connection is reopened only when the next
+        // device does not answer either.
+        if !read.answers.is_empty() {
+            silent_polls = 0;
+        } else if read.errors.iter().any(|e| matches!(e, ReadError::Timeout(_))) {
+            silent_polls += 1;
+        }
+        let broken = read.errors.iter().any(|e| matches!(e, ReadError::Transport(_))) || silent_polls >= 2;
+        if broken && link.is_some() {
+            link = None;
+            silent_polls = 0;
+            next_connect = Instant::now() + jitter.apply(Duration::from_millis(mcfg.reconnect_min_ms));
         }
         let ok = !read.values.is_empty() || (read.errors.is_empty() && !read.unavailable.is_empty());
         let interval = Duration::from_millis(dev.cfg.interval_ms);
@@ -301,12 +374,11 @@ pub async fn run_endpoint(
             }
         } else {
             dev.failures = dev.failures.saturating_add(1);
-            let backoff = interval
-                .saturating_mul(1u32 << dev.failures.min(16).saturating_sub(1))
-                .min(Duration::from_millis(mcfg.max_backoff_ms.max(dev.cfg.interval_ms)));
-            dev.next_due = Instant::now() + backoff;
+            let max = Duration::from_millis(mcfg.max_backoff_ms.max(dev.cfg.interval_ms));
+            let wait = if dev.failures == 1 { interval } else { jitter.apply(backoff(interval, dev.failures, max)).max(interval) };
+            dev.next_due = Instant::now() + wait;
             if dev.failures == 1 || dev.failures.is_power_of_two() {
-                tracing::warn!(meter = %dev.cfg.meter, %endpoint, failures = dev.failures, error = ?read.errors.first(), "poll failed; backing off {} ms", backoff.as_millis());
+                tracing::warn!(meter = %dev.cfg.meter, %bus, failures = dev.failures, error = ?read.errors.first(), "poll failed; next attempt in {} ms", wait.as_millis());
             }
         }
         {
@@ -323,5 +395,29 @@ pub async fn run_endpoint(
             metrics.devices_up.set(st.values().filter(|s| s.up).count() as i64);
         }
         metrics.device_up.with_label_values(&[dev.cfg.meter.as_str()]).set(i64::from(ok));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let s = Duration::from_secs(1);
+        let max = Duration::from_secs(10);
+        let got: Vec<u64> = (1..=6).map(|n| backoff(s, n, max).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 10, 10]);
+        assert_eq!(backoff(s, u32::MAX, Duration::MAX), Duration::from_secs(65_536));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_the_whole() {
+        let mut j = Jitter::new("tcp://127.0.0.1:502");
+        let d = Duration::from_millis(1000);
+        let xs: Vec<Duration> = (0..1000).map(|_| j.apply(d)).collect();
+        assert!(xs.iter().all(|x| *x >= d / 2 && *x < d));
+        // Not constant: retries of several buses spread out.
+        assert!(xs.iter().any(|x| *x != xs[0]));
     }
 }

@@ -428,13 +428,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         .iter()
         .flat_map(|(a, ms)| {
             ms.iter().map(move |m| energy_gateway::config::DeviceConfig {
-                meter: m.id.clone(),
-                profile: m.profile.clone(),
-                tcp: a.to_string(),
-                unit: m.unit,
                 interval_ms: args.interval_ms,
-                ct_ratio: 1.0,
-                pt_ratio: 1.0,
+                ..energy_gateway::config::DeviceConfig::tcp(&m.id, &m.profile, &a.to_string(), m.unit)
             })
         })
         .collect();

@@ -87,6 +87,13 @@ fn validate(p: &Profile) -> Vec<String> {
                 errors.push(format!("{at}: limits.boundaries has {b}, inside this register"));
             }
         }
+        if let Some(sf) = r.scale_factor {
+            if let Some((j, o)) =
+                p.registers.iter().enumerate().find(|(_, o)| o.function == r.function && o.address <= sf && u32::from(sf) < o.end())
+            {
+                errors.push(format!("{at}: scale_factor address {sf} is inside register[{j}] ({})", o.quantity));
+            }
+        }
         if let Some(j) = quantities.insert(r.quantity, i) {
             errors.push(format!("{at}: quantity {} is already read by register[{j}]", r.quantity));
         }
@@ -235,6 +242,14 @@ unit = "V"
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
         assert!(errs.iter().all(|e| e.file == "t.toml"));
+    }
+
+    #[test]
+    fn a_scale_factor_inside_a_value_is_refused() {
+        let text = GOOD.replace("scale = 0.01", "scale_factor = 1");
+        let errs = parse_profile("t", "t.toml", &text).unwrap_err();
+        assert!(errs[0].message.contains("scale_factor address 1 is inside register[0] (voltage_l1)"), "{}", errs[0]);
+        assert!(parse_profile("t", "t.toml", &GOOD.replace("scale = 0.01", "scale_factor = 9")).is_ok());
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub struct Register {
     pub not_available: Vec<f64>,
     #[serde(default)]
     pub ratio: Ratio,
+    /// Address of a scale-factor register (SunSpec style) in the same table: a signed 16-bit
+    /// power of ten, so that value = raw x 10^sf x scale + offset. Its "not implemented" value
+    /// 0x8000 makes the value missing.
+    #[serde(default)]
+    pub scale_factor: Option<u16>,
 }
 
 impl Register {
@@ -81,13 +86,27 @@ impl Register {
     }
 
     /// Turns registers into a value in the contract unit; `None` for NaN, infinities and the
-    /// profile's "not available" sentinels (never 0).
+    /// profile's "not available" sentinels (never 0). A register with a scale factor needs
+    /// [`Register::value_with_sf`].
     pub fn value(&self, regs: &[u16], default_order: Order, ct: f64, pt: f64) -> Option<f64> {
+        self.value_with_sf(regs, default_order, None, ct, pt)
+    }
+
+    /// [`Register::value`] with the raw content of the register's scale-factor register, if it
+    /// has one. `None` also when the scale factor is missing, "not implemented" (0x8000) or
+    /// outside -10..=10.
+    pub fn value_with_sf(&self, regs: &[u16], default_order: Order, sf: Option<u16>, ct: f64, pt: f64) -> Option<f64> {
+        let power = match (self.scale_factor, sf) {
+            (None, _) => 0,
+            (Some(_), Some(raw)) => scale_factor_power(raw)?,
+            (Some(_), None) => return None,
+        };
         let raw = decode(regs, self.ty, self.order.unwrap_or(default_order));
         let r = raw.as_f64();
         if !r.is_finite() || self.not_available.iter().any(|na| *na == r) {
             return None;
         }
+        let r = r * 10f64.powi(power);
         let ratio = match self.ratio {
             Ratio::None => 1.0,
             Ratio::Ct => ct,
@@ -102,6 +121,13 @@ impl Register {
     pub fn encode_value(&self, value: f64, default_order: Order) -> Vec<u16> {
         encode((value - self.offset) / self.scale, self.ty, self.order.unwrap_or(default_order))
     }
+}
+
+/// The power of ten a scale-factor register holds; `None` for "not implemented" (0x8000) and
+/// values outside -10..=10, which no meter uses and which mean a wrong address.
+pub fn scale_factor_power(raw: u16) -> Option<i32> {
+    let sf = raw as i16;
+    (-10..=10).contains(&sf).then_some(i32::from(sf))
 }
 
 fn default_function() -> Function {

@@ -15,6 +15,8 @@ pub struct Block {
     pub count: u16,
     /// Indexes into the profile's register list of the registers this read covers.
     pub registers: Vec<usize>,
+    /// Addresses of scale-factor registers this read covers.
+    pub scale_factors: Vec<u16>,
 }
 
 impl Block {
@@ -23,10 +25,22 @@ impl Block {
     }
 }
 
-/// Plans reads for `registers` under `limits`.
+/// What a read must cover: a profile register, or a scale-factor register some of them use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Item {
+    Register(usize),
+    ScaleFactor(u16),
+}
+
+/// Plans reads for `registers` (and the scale-factor registers they name) under `limits`.
 pub fn plan_reads(registers: &[Register], limits: &Limits) -> Vec<Block> {
-    let mut order: Vec<usize> = (0..registers.len()).collect();
-    order.sort_by_key(|&i| (registers[i].function, registers[i].address));
+    let mut items: Vec<(Function, u16, u16, Item)> =
+        registers.iter().enumerate().map(|(i, r)| (r.function, r.address, r.ty.registers(), Item::Register(i))).collect();
+    let mut sfs: Vec<(Function, u16)> = registers.iter().filter_map(|r| r.scale_factor.map(|a| (r.function, a))).collect();
+    sfs.sort_unstable();
+    sfs.dedup();
+    items.extend(sfs.into_iter().map(|(f, a)| (f, a, 1, Item::ScaleFactor(a))));
+    items.sort_by_key(|&(f, a, _, item)| (f, a, item));
     let max = u32::from(limits.max_registers.clamp(1, 125));
     let mut boundaries: Vec<u32> = limits.boundaries.iter().map(|&b| u32::from(b)).collect();
     boundaries.sort_unstable();
@@ -36,25 +50,46 @@ pub fn plan_reads(registers: &[Register], limits: &Limits) -> Vec<Block> {
         boundaries.get(i).is_some_and(|&b| b < end)
     };
     let mut blocks: Vec<Block> = Vec::new();
-    for i in order {
-        let r = &registers[i];
-        let (start, end) = (u32::from(r.address), r.end());
+    for (function, address, len, item) in items {
+        let (start, end) = (u32::from(address), u32::from(address) + u32::from(len));
         if let Some(b) = blocks.last_mut() {
             let b_end = b.end();
-            let fits = b.function == r.function
+            let fits = b.function == function
                 && start >= u32::from(b.address)
                 && end.max(b_end) - u32::from(b.address) <= max
                 && start.saturating_sub(b_end) <= u32::from(limits.max_gap)
                 && !crosses(u32::from(b.address), end.max(b_end));
             if fits {
                 b.count = (end.max(b_end) - u32::from(b.address)) as u16;
-                b.registers.push(i);
+                b.add(item);
                 continue;
             }
         }
-        blocks.push(Block { function: r.function, address: r.address, count: r.ty.registers(), registers: vec![i] });
+        let mut b = Block { function, address, count: len, registers: Vec::new(), scale_factors: Vec::new() };
+        b.add(item);
+        blocks.push(b);
     }
     blocks
+}
+
+impl Block {
+    fn add(&mut self, item: Item) {
+        match item {
+            Item::Register(i) => self.registers.push(i),
+            Item::ScaleFactor(a) => self.scale_factors.push(a),
+        }
+    }
+
+    /// This block as single reads: one per register and scale factor it covers (what a device
+    /// that refuses the whole block is asked instead).
+    pub fn split(&self, registers: &[Register]) -> Vec<Block> {
+        let one = |address, count, registers, scale_factors| Block { function: self.function, address, count, registers, scale_factors };
+        let mut out: Vec<Block> =
+            self.registers.iter().map(|&i| one(registers[i].address, registers[i].ty.registers(), vec![i], vec![])).collect();
+        out.extend(self.scale_factors.iter().map(|&a| one(a, 1, vec![], vec![a])));
+        out.sort_by_key(|b| b.address);
+        out
+    }
 }
 
 #[cfg(test)]
@@ -76,6 +111,7 @@ mod tests {
             unit: "kW".into(),
             not_available: vec![],
             ratio: Ratio::None,
+            scale_factor: None,
         }
     }
 
@@ -107,6 +143,23 @@ mod tests {
             spans(&plan_reads(&[reg(Function::Holding, 0, F32), reg(I, 2, F32), reg(I, 0, F32)], &limits)),
             vec![(0, 2), (0, 4)]
         );
+    }
+
+    #[test]
+    fn scale_factor_registers_are_read_in_the_blocks() {
+        use Function::Holding as H;
+        use ValueType::U16;
+        let limits = Limits { max_registers: 125, max_gap: 2, boundaries: vec![] };
+        // Values at 0 and 1 share the scale factor at 3 (read once); a value at 10 uses one at 20.
+        let mut regs = vec![reg(H, 0, U16), reg(H, 1, U16), reg(H, 10, U16)];
+        regs[0].scale_factor = Some(3);
+        regs[1].scale_factor = Some(3);
+        regs[2].scale_factor = Some(20);
+        let plan = plan_reads(&regs, &limits);
+        assert_eq!(spans(&plan), vec![(0, 4), (10, 1), (20, 1)]);
+        assert_eq!(plan[0].scale_factors, vec![3]);
+        assert_eq!(plan[2].scale_factors, vec![20]);
+        assert_eq!(spans(&plan[0].split(&regs)), vec![(0, 1), (1, 1), (3, 1)]);
     }
 
     fn arb_registers() -> impl Strategy<Value = Vec<Register>> {
