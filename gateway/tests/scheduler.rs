@@ -18,31 +18,14 @@ use tokio::sync::mpsc;
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
-const METER: &str = r#"
-vendor = "Test"
-model = "T1"
-source = "test profile"
-[[register]]
-quantity = "voltage_l1"
-function = "input"
-address = 0
-type = "f32"
-unit = "V"
-[[register]]
-quantity = "active_energy_import"
-function = "input"
-address = 2
-type = "u32"
-scale = 0.1
-unit = "kWh"
-"#;
-
+/// A shipped single-phase meter profile (input registers, f32).
 fn meter() -> Arc<Profile> {
-    Arc::new(parse_profile("test/t1", "t1.toml", METER).unwrap())
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    Arc::new(energy_gateway::profile::load_dir(&dir).unwrap()["eastron/sdm120"].clone())
 }
 
 fn device(id: &str, unit: u8, interval_ms: u64) -> (DeviceConfig, Arc<Profile>) {
-    let mut d = DeviceConfig::tcp(id, "test/t1", "", unit);
+    let mut d = DeviceConfig::tcp(id, "eastron/sdm120", "", unit);
     d.interval_ms = interval_ms;
     (d, meter())
 }
