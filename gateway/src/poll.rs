@@ -140,7 +140,10 @@ pub async fn read_device(link: &mut Link, unit: u8, profile: &Profile, plan: &[B
                 duration: start.elapsed(),
             });
             match r {
-                Err(ref e) if attempt < mcfg.retries && !matches!(e, ReadError::Exception(_)) && !e.breaks_connection() => {
+                // A timeout or a short answer is retried on the same connection (noise on a
+                // line); an exception is the device's answer and a transport error needs a
+                // new connection.
+                Err(ReadError::Timeout(_) | ReadError::Short { .. }) if attempt < mcfg.retries => {
                     attempt += 1;
                 }
                 other => break other,

@@ -90,6 +90,29 @@ async fn failing_devices_are_backed_off_without_delaying_the_good_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_is_retried_on_the_same_connection() {
+    // sdm120 is read in 2 requests; every other request goes unanswered.
+    let (img, _) = image(&meter(), None);
+    let flaky = |img: &Behaviour| Behaviour::Flaky(Box::new(img.clone()), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let units = HashMap::from([(1, flaky(&img)), (2, flaky(&img))]);
+    let server = serve("127.0.0.1:0", Framing::RtuOverTcp, units).await;
+    let with = |retries| ModbusConfig { timeout_ms: 100, retries, max_backoff_ms: 200, ..ModbusConfig::default() };
+    let mut d1 = device("retried", 1, 300);
+    d1.0.retries = Some(1);
+    let mut d2 = device("not-retried", 2, 300);
+    d2.0.retries = Some(0);
+    let mut run = start(Transport::RtuOverTcp(server.endpoint()), vec![d1, d2], with(0));
+    let samples = run.collect_for(Duration::from_secs(3)).await;
+    run.stop().await;
+    let full = meter().registers.len();
+    let of = |m: &str| samples.iter().filter(|(_, s)| s.meter == m).map(|(_, s)| s.v.len()).collect::<Vec<_>>();
+    // With one retry every poll gets every value; without, no poll gets both of its requests
+    // answered (what it did get is still sent).
+    assert!(of("retried").len() >= 6 && of("retried").iter().all(|&n| n == full), "retried: {:?}", of("retried"));
+    assert!(of("not-retried").iter().all(|&n| n < full), "not retried: {:?}", of("not-retried"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_at_a_time_with_the_configured_gap_between_frames() {
     let (img, _) = image(&meter(), None);
     let units = HashMap::from([(1, img.clone()), (2, img.clone()), (3, img)]);
