@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs what the tests need, builds the real binaries
-# that the end-to-end tests run, and runs every test of the workspace.
+# The test command (README, .ci/run): installs the servers and tools the tests run for real,
+# builds the binaries that the end-to-end tests start, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The gateway's serial (RTU) tests talk over a pseudo-terminal pair made by socat.
-if ! command -v socat >/dev/null 2>&1; then
+# Debian packages the tests need, as "command:package". apt-get update runs once, and only
+# when something is missing.
+need=(
+  "mosquitto:mosquitto"          # MQTT broker: uplink, MQTT ingest and MQTT meter tests
+  "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
+  "openssl:openssl"              # certificates for the TLS test
+  "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
+)
+missing=()
+for item in "${need[@]}"; do
+  cmd="${item%%:*}"; pkg="${item##*:}"
+  if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ]; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get install -y socat >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y socat >/dev/null; }
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "tests need socat (Debian package socat): apt-get install socat" >&2
+    echo "tests/run.sh: missing Debian packages: ${missing[*]} (install them, or run as root)" >&2
+    exit 1
   fi
 fi
 

@@ -31,6 +31,57 @@ pub struct DaemonConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// MQTT ingest: subscribe to gateways' batches on a broker. Off when absent.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: String,
+    /// Unique per daemon: the broker keeps this client's session (and the batches it has not yet
+    /// acknowledged) across restarts.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Shared-subscription group (`$share/<group>/...`): daemons in one group split the
+    /// gateways' batches between them. Empty: every daemon gets every batch.
+    #[serde(default = "default_share_group")]
+    pub share_group: String,
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl MqttConfig {
+    /// The same URL rules as the gateway's uplink.
+    pub fn as_uplink(&self) -> energy_gateway::config::UplinkConfig {
+        let mut u = energy_gateway::config::UplinkConfig::with_url(self.url.clone());
+        u.topic_prefix.clone_from(&self.topic_prefix);
+        u.username.clone_from(&self.username);
+        u.password.clone_from(&self.password);
+        u.password_file.clone_from(&self.password_file);
+        u.ca_file.clone_from(&self.ca_file);
+        u
+    }
+}
+
+fn default_client_id() -> String {
+    "energyd".into()
+}
+fn default_share_group() -> String {
+    "energyd".into()
+}
+fn default_topic_prefix() -> String {
+    "energy/v1".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +179,26 @@ impl DaemonConfig {
         }
         if self.http.max_body_bytes < 1024 {
             errors.push("http.max_body_bytes must be at least 1024".into());
+        }
+        if let Some(m) = &self.mqtt {
+            let u = m.as_uplink();
+            if let Err(e) = u.mqtt_endpoint() {
+                errors.push(format!("mqtt.url: {e}"));
+            }
+            if let Err(e) = u.password() {
+                errors.push(format!("mqtt: {e}"));
+            }
+            if m.client_id.is_empty() || m.client_id.contains(['/', '+', '#']) {
+                errors.push(format!("mqtt.client_id `{}` must be a non-empty name without / + #", m.client_id));
+            }
+            if m.share_group.contains(['/', '+', '#']) {
+                errors.push(format!("mqtt.share_group `{}` cannot contain / + #", m.share_group));
+            }
+            if let Some(ca) = &m.ca_file {
+                if !ca.is_file() {
+                    errors.push(format!("mqtt.ca_file {} does not exist", ca.display()));
+                }
+            }
         }
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),

@@ -40,6 +40,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    mqtt: Option<config::MqttConfig>,
 }
 
 impl Daemon {
@@ -58,8 +59,10 @@ impl Daemon {
             ingest: loaded.config.ingest.clone(),
             max_body_bytes: loaded.config.http.max_body_bytes,
             unassigned: Mutex::new(BTreeSet::new()),
+            gateways: Mutex::new(Default::default()),
         });
-        Ok(Daemon { addr, state, listener })
+        let mqtt = loaded.config.mqtt.clone();
+        Ok(Daemon { addr, state, listener, mqtt })
     }
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
@@ -70,7 +73,13 @@ impl Daemon {
         println!("energyd listening on http://{}", self.addr);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
+        let mqtt_cancel = CancellationToken::new();
+        let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
         let res = axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        mqtt_cancel.cancel();
+        if let Some(t) = mqtt_task {
+            let _ = t.await;
+        }
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");

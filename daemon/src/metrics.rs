@@ -16,6 +16,7 @@ pub struct Metrics {
     pub query_seconds: Histogram,
     pub store_bytes: IntGauge,
     pub meters_known: IntGauge,
+    pub gateway_up: prometheus::IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -57,6 +58,10 @@ impl Metrics {
             )),
             store_bytes: must(IntGauge::new("energyd_store_bytes", "Bytes of the embedded store on disk")),
             meters_known: must(IntGauge::new("energyd_registry_meters", "Meters in the registry")),
+            gateway_up: must(prometheus::IntGaugeVec::new(
+                Opts::new("energyd_gateway_up", "1 while a gateway's MQTT status is online, 0 after its last will"),
+                &["gateway"],
+            )),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.points_written.clone())));
@@ -70,6 +75,7 @@ impl Metrics {
         must(r.register(Box::new(m.query_seconds.clone())));
         must(r.register(Box::new(m.store_bytes.clone())));
         must(r.register(Box::new(m.meters_known.clone())));
+        must(r.register(Box::new(m.gateway_up.clone())));
         m
     }
 

@@ -10,12 +10,15 @@
 //! See ARCHITECTURE.md at the repository root for what is durable when.
 
 pub mod config;
+pub mod full;
 pub mod metrics;
+pub mod mqtt_in;
 pub mod poll;
 pub mod probe;
 pub mod profile;
 pub mod queue;
 pub mod transport;
+pub mod tls;
 pub mod uplink;
 
 use std::collections::BTreeMap;
@@ -30,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::poll::{DeviceStatus, StatusMap};
 use crate::profile::Profile;
 use crate::queue::Queue;
-use crate::uplink::{SharedQueue, Uplink, UplinkStatus};
+use crate::uplink::{Common, SharedQueue, UplinkStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -65,9 +68,15 @@ pub struct Handle {
     queue: SharedQueue,
     devices: StatusMap,
     uplink: Arc<Mutex<UplinkStatus>>,
+    reload: mpsc::Sender<Reload>,
 }
 
 impl Handle {
+    /// Replaces the device list of the running gateway (SIGHUP). The queue is not touched.
+    pub async fn reload(&self, r: Reload) -> bool {
+        self.reload.send(r).await.is_ok()
+    }
+
     pub fn status(&self) -> Status {
         let (depth, bytes, dropped, next_seq, oldest) = {
             let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -90,14 +99,63 @@ impl Handle {
 /// Loads profiles and validates the configuration against them; every problem at once.
 pub fn load_and_validate(cfg: &GatewayConfig) -> Result<BTreeMap<String, Profile>, GatewayError> {
     let profiles = profile::load_dir(&cfg.profiles_dir)?;
-    cfg.validate(&profiles)?;
+    let mqtt = mqtt_in::load_mqtt_dir(&cfg.profiles_dir)?;
+    cfg.validate_all(&profiles, &mqtt)?;
     Ok(profiles)
+}
+
+/// The MQTT meter profiles a configuration needs (none when it has no MQTT meters).
+fn mqtt_profiles_for(cfg: &GatewayConfig) -> BTreeMap<String, mqtt_in::MqttProfile> {
+    if cfg.mqtt_devices.is_empty() {
+        return BTreeMap::new();
+    }
+    mqtt_in::load_mqtt_dir(&cfg.profiles_dir).unwrap_or_else(|e| {
+        tracing::error!("MQTT profiles: {e}");
+        BTreeMap::new()
+    })
 }
 
 /// Runs the gateway until `cancel` fires, then stops polling, syncs the queue and gives the
 /// uplink `drain_on_shutdown_ms` to send what is queued. Returns once everything has stopped.
 pub async fn run(cfg: GatewayConfig, profiles: BTreeMap<String, Profile>, cancel: CancellationToken) -> Result<(), GatewayError> {
-    let (handle, tasks) = start(cfg, profiles, cancel).await?;
+    run_with_reload(cfg, profiles, cancel, None).await
+}
+
+/// Like [`run`]; with a configuration path, SIGHUP re-reads it and replaces the device list
+/// (an invalid file is reported and the running list kept).
+pub async fn run_with_reload(
+    cfg: GatewayConfig,
+    profiles: BTreeMap<String, Profile>,
+    cancel: CancellationToken,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<(), GatewayError> {
+    let (queue_dir, uplink_url) = (cfg.queue.dir.clone(), cfg.uplink.url.clone());
+    let (handle, tasks) = start(cfg, profiles, cancel.clone()).await?;
+    #[cfg(unix)]
+    if let Some(path) = config_path {
+        let h = handle.clone();
+        let c = cancel.clone();
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = c.cancelled() => break,
+                        r = hup.recv() => if r.is_none() { break },
+                    }
+                    match GatewayConfig::load(&path).map_err(GatewayError::from).and_then(|cfg| load_and_validate(&cfg).map(|p| (cfg, p))) {
+                        Ok((cfg, profiles)) => {
+                            if cfg.queue.dir != queue_dir || cfg.uplink.url != uplink_url {
+                                tracing::warn!("SIGHUP reloads the device list only; queue and uplink changes take effect at the next start");
+                            }
+                            let mqtt_profiles = mqtt_profiles_for(&cfg);
+                            h.reload(Reload { cfg, profiles, mqtt_profiles }).await;
+                        }
+                        Err(e) => tracing::error!("SIGHUP: {} is not valid, keeping the running device list:\n{e}", path.display()),
+                    }
+                }
+            });
+        }
+    }
     for t in tasks {
         let _ = t.await;
     }
@@ -134,6 +192,7 @@ pub async fn start(
         queue: queue.clone(),
         devices: devices.clone(),
         uplink: uplink_status.clone(),
+        reload: mpsc::channel(1).0,
     };
 
     if let Some(addr) = &cfg.health.listen {
@@ -147,44 +206,23 @@ pub async fn start(
 
     // Pollers -> channel -> queue writer thread.
     let (tx, mut rx) = mpsc::channel::<Sample>(4096);
-    let poll_cancel = cancel.child_token();
-    let mut by_bus: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
-    for d in &cfg.devices {
-        if let (Some(p), Ok(t)) = (profiles.get(&d.profile), d.transport()) {
-            by_bus.entry(t.bus()).or_insert_with(|| (t, Vec::new())).1.push((d.clone(), Arc::new(p.clone())));
-        }
-    }
-    let mut pollers = Vec::new();
-    for (_, (transport, devs)) in by_bus {
-        pollers.push(tokio::spawn(poll::run_bus(
-            transport,
-            devs,
-            cfg.modbus.clone(),
-            tx.clone(),
-            metrics.clone(),
-            devices.clone(),
-            poll_cancel.clone(),
-        )));
-    }
-    drop(tx);
-
+    let mut poll_cancel = CancellationToken::new();
+    let first = Reload { profiles, mqtt_profiles: mqtt_profiles_for(&cfg), cfg: cfg.clone() };
+    let mut pollers = spawn_pollers(&first, &tx, &metrics, &devices, &poll_cancel);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(4);
     let wq = queue.clone();
     let wn = notify.clone();
     let wm = metrics.clone();
+    let (when_full, thin_period) = (cfg.queue.when_full, cfg.queue.thin_period_ms);
     let writer = std::thread::Builder::new()
         .name("queue-writer".into())
         .spawn(move || {
+            let mut thinner = full::Thinner::new(thin_period);
             while let Some(first) = rx.blocking_recv() {
                 let mut q = wq.lock().unwrap_or_else(|e| e.into_inner());
                 let mut next = Some(first);
                 while let Some(s) = next {
-                    let body = serde_json::to_vec(&s).unwrap_or_default();
-                    if let Err(e) = q.append(&body) {
-                        if matches!(e, queue::QueueError::Full { .. }) {
-                            wm.queue_dropped.inc();
-                        }
-                        tracing::error!(meter = %s.meter, "sample not queued: {e}");
-                    }
+                    write_sample(&mut q, &s, when_full, &mut thinner, &wm);
                     next = rx.try_recv().ok();
                 }
                 if let Err(e) = q.sync() {
@@ -198,29 +236,135 @@ pub async fn start(
         })
         .map_err(|e| GatewayError::Queue(queue::QueueError::Io { path: cfg.queue.dir.clone(), source: e }))?;
 
-    let uplink = Uplink {
-        cfg: cfg.uplink.clone(),
-        gateway_id: cfg.gateway_id.clone(),
-        queue: queue.clone(),
-        notify: notify.clone(),
-        metrics: metrics.clone(),
-        status: uplink_status,
-        dead_letter_path: cfg.queue.dir.join("dead-letter.jsonl"),
-    };
+    let common = Common::new(
+        cfg.uplink.clone(),
+        cfg.gateway_id.clone(),
+        queue.clone(),
+        notify.clone(),
+        metrics.clone(),
+        uplink_status,
+        cfg.queue.dir.join("dead-letter.jsonl"),
+    );
     // The uplink starts its drain only after pollers have stopped and the writer has synced.
     let uplink_cancel = CancellationToken::new();
-    let uplink_task = tokio::spawn(uplink.run(uplink_cancel.clone()));
+    let uplink_task = if cfg.uplink.is_mqtt() {
+        tokio::spawn(uplink::mqtt::run(common, uplink_cancel.clone()))
+    } else {
+        tokio::spawn(uplink::http::run(common, uplink_cancel.clone()))
+    };
+    let (sup_metrics, sup_devices) = (metrics.clone(), devices.clone());
     let supervisor = tokio::spawn(async move {
-        cancel.cancelled().await;
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(r) = reload_rx.recv() => {
+                    // Stop the pollers, then start the new device list; the queue, the writer
+                    // and the uplink go on untouched, so nothing queued is lost.
+                    poll_cancel.cancel();
+                    for p in pollers.drain(..) {
+                        let _ = p.await;
+                    }
+                    sup_devices.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    poll_cancel = CancellationToken::new();
+                    pollers = spawn_pollers(&r, &tx, &sup_metrics, &sup_devices, &poll_cancel);
+                    tracing::info!(devices = r.cfg.devices.len(), mqtt_devices = r.cfg.mqtt_devices.len(), "device list reloaded");
+                }
+            }
+        }
+        poll_cancel.cancel();
         for p in pollers {
             let _ = p.await;
         }
+        drop(tx);
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         notify.notify_one();
         uplink_cancel.cancel();
         let _ = uplink_task.await;
     });
+    let handle = Handle { reload: reload_tx, ..handle };
     Ok((handle, vec![supervisor]))
+}
+
+/// A new device list for a running gateway: the configuration it comes from and its profiles.
+/// Only `device`, `mqtt_device`, `mqtt_input` and `modbus` take effect on a reload.
+pub struct Reload {
+    pub cfg: GatewayConfig,
+    pub profiles: BTreeMap<String, Profile>,
+    pub mqtt_profiles: BTreeMap<String, mqtt_in::MqttProfile>,
+}
+
+/// Starts one poller per Modbus endpoint, and the MQTT meter input when configured.
+fn spawn_pollers(
+    r: &Reload,
+    tx: &mpsc::Sender<Sample>,
+    metrics: &Metrics,
+    status: &StatusMap,
+    cancel: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    // One poller per bus: devices on one TCP endpoint, serial server or serial port.
+    let mut by_bus: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
+    for d in &r.cfg.devices {
+        if let (Some(p), Ok(t)) = (r.profiles.get(&d.profile), d.transport()) {
+            by_bus.entry(t.bus()).or_insert_with(|| (t, Vec::new())).1.push((d.clone(), Arc::new(p.clone())));
+        }
+    }
+    let mut tasks: Vec<_> = by_bus
+        .into_values()
+        .map(|(transport, devs)| {
+            tokio::spawn(poll::run_bus(transport, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
+        })
+        .collect();
+    if let Some(input) = &r.cfg.mqtt_input {
+        if !r.cfg.mqtt_devices.is_empty() {
+            tasks.push(tokio::spawn(mqtt_in::run(
+                input.clone(),
+                r.cfg.mqtt_devices.clone(),
+                r.mqtt_profiles.clone(),
+                r.cfg.gateway_id.clone(),
+                tx.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            )));
+        }
+    }
+    tasks
+}
+
+/// Appends one sample under the full-queue policy ([`full`]).
+fn write_sample(q: &mut Queue, s: &Sample, when_full: full::WhenFull, thinner: &mut full::Thinner, m: &Metrics) {
+    let body = serde_json::to_vec(s).unwrap_or_default();
+    match q.append(&body) {
+        Ok(_) => thinner.kept_in_full(s),
+        Err(queue::QueueError::Full { .. }) => {
+            let thinned = match when_full {
+                full::WhenFull::Thin => thinner.thin(s),
+                full::WhenFull::Refuse => None,
+            };
+            match thinned {
+                Some(t) => {
+                    let body = serde_json::to_vec(&t).unwrap_or_default();
+                    match q.append_within(&body, full::reserve_limit(q.max_bytes())) {
+                        Ok(_) => {
+                            m.queue_thinned.inc();
+                            m.queue_dropped.with_label_values(&["values"]).inc_by((s.v.len() - t.v.len()) as u64);
+                        }
+                        Err(e) => {
+                            m.queue_dropped.with_label_values(&["samples"]).inc();
+                            tracing::error!(meter = %s.meter, "sample not queued, the queue's reserve is full too: {e}");
+                        }
+                    }
+                }
+                None => {
+                    m.queue_dropped.with_label_values(&["samples"]).inc();
+                    tracing::debug!(meter = %s.meter, "queue full: sample dropped by the full-queue policy");
+                }
+            }
+        }
+        Err(e) => {
+            m.queue_dropped.with_label_values(&["samples"]).inc();
+            tracing::error!(meter = %s.meter, "sample not queued: {e}");
+        }
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM.

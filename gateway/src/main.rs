@@ -104,6 +104,7 @@ fn load_profiles(dir: &std::path::Path) -> Result<std::collections::BTreeMap<Str
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    energy_gateway::tls::install_crypto_provider();
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -128,7 +129,7 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
                 tracing::info!("shutting down: stopping polls, syncing the queue, draining the uplink");
                 c.cancel();
             });
-            energy_gateway::run(cfg, profiles, cancel).await.map_err(|e| {
+            energy_gateway::run_with_reload(cfg, profiles, cancel, Some(config)).await.map_err(|e| {
                 eprintln!("{e}");
                 ExitCode::from(1)
             })
@@ -179,6 +180,14 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
                 for (name, p) in load_profiles(&profiles_dir)? {
                     println!("{name}\t{} {}\t{} registers\t{}", p.vendor, p.model, p.registers.len(), p.source);
                 }
+                let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&profiles_dir).map_err(|e| {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                })?;
+                for (name, p) in mqtt {
+                    let n: usize = p.messages.iter().map(|m| m.values.len()).sum();
+                    println!("{name}\t{} {}\t{n} values (MQTT)\t{}", p.vendor, p.model, p.source);
+                }
                 Ok(())
             }
             ProfilesCmd::Show { name, profiles_dir } => {
@@ -211,8 +220,17 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             }
             ProfilesCmd::Check { dir } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from("device-profiles"));
-                let profiles = load_profiles(&dir)?;
-                println!("{}: {} profiles, all valid", dir.display(), profiles.len());
+                let modbus = profile::load_dir(&dir);
+                let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&dir);
+                match (modbus, mqtt) {
+                    (Ok(p), Ok(m)) => println!("{}: {} Modbus and {} MQTT profiles, all valid", dir.display(), p.len(), m.len()),
+                    (a, b) => {
+                        for e in [a.err(), b.err()].into_iter().flatten() {
+                            eprintln!("{e}");
+                        }
+                        return Err(ExitCode::from(1));
+                    }
+                }
                 Ok(())
             }
         },

@@ -15,12 +15,14 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     pub queue_bytes: IntGauge,
     pub queue_oldest_age: prometheus::Gauge,
-    pub queue_dropped: IntCounter,
+    pub queue_dropped: IntCounterVec,
+    pub queue_thinned: IntCounter,
     pub queue_truncated_bytes: IntCounter,
     pub uplink_batches: IntCounterVec,
     pub uplink_samples: IntCounter,
     pub uplink_latency: Histogram,
     pub dead_letters: IntCounter,
+    pub mqtt_input_errors: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -58,9 +60,16 @@ impl Metrics {
                 "energy_gateway_queue_oldest_age_seconds",
                 "Age of the oldest unacknowledged sample",
             )),
-            queue_dropped: must(IntCounter::new(
-                "energy_gateway_queue_dropped_total",
-                "Samples refused because the queue was full",
+            queue_dropped: must(IntCounterVec::new(
+                Opts::new(
+                    "energy_gateway_queue_dropped_total",
+                    "Data dropped because the queue was full: kind=samples (whole samples), kind=values (gauge values of thinned samples)",
+                ),
+                &["kind"],
+            )),
+            queue_thinned: must(IntCounter::new(
+                "energy_gateway_queue_thinned_samples_total",
+                "Samples kept as counters only because the queue was full",
             )),
             queue_truncated_bytes: must(IntCounter::new(
                 "energy_gateway_queue_truncated_bytes_total",
@@ -79,6 +88,10 @@ impl Metrics {
                 "energy_gateway_dead_letter_batches_total",
                 "Batches the daemon rejected as invalid, set aside in the dead-letter file",
             )),
+            mqtt_input_errors: must(IntCounterVec::new(
+                Opts::new("energy_gateway_mqtt_input_errors_total", "Problems with MQTT meter messages, by kind"),
+                &["kind"],
+            )),
             registry,
         };
         let r = &m.registry;
@@ -92,11 +105,13 @@ impl Metrics {
         must(r.register(Box::new(m.queue_bytes.clone())));
         must(r.register(Box::new(m.queue_oldest_age.clone())));
         must(r.register(Box::new(m.queue_dropped.clone())));
+        must(r.register(Box::new(m.queue_thinned.clone())));
         must(r.register(Box::new(m.queue_truncated_bytes.clone())));
         must(r.register(Box::new(m.uplink_batches.clone())));
         must(r.register(Box::new(m.uplink_samples.clone())));
         must(r.register(Box::new(m.uplink_latency.clone())));
         must(r.register(Box::new(m.dead_letters.clone())));
+        must(r.register(Box::new(m.mqtt_input_errors.clone())));
         m
     }
 

@@ -20,8 +20,9 @@
 //!
 //! # Bound
 //!
-//! `max_bytes` bounds the segments on disk. When an append would exceed it, the new sample is
-//! refused and counted as dropped: the oldest unsent data is kept (see ARCHITECTURE.md).
+//! `max_bytes` bounds the segments on disk. When an append would exceed it, the append fails
+//! with [`QueueError::Full`]; what the gateway then does is its full-queue policy
+//! ([`crate::full`]): the oldest unsent data is always kept.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -160,15 +161,26 @@ impl Queue {
 
     /// Appends a record and returns its sequence number. Durable after [`Queue::sync`].
     pub fn append(&mut self, body: &[u8]) -> Result<u64, QueueError> {
+        self.append_within(body, self.max_bytes)
+    }
+
+    /// The configured bound.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Appends unless the queue would exceed `limit` bytes (the full-queue policy appends
+    /// thinned counter samples into a reserve above `max_bytes`).
+    pub fn append_within(&mut self, body: &[u8], limit: u64) -> Result<u64, QueueError> {
         let len = body.len() + 8;
         if len > MAX_RECORD as usize {
             return Err(QueueError::TooLarge(body.len()));
         }
         let rec_len = (HEADER + len) as u64;
         let used = self.bytes();
-        if used + rec_len > self.max_bytes {
+        if used + rec_len > limit {
             self.dropped += 1;
-            return Err(QueueError::Full { used, max: self.max_bytes });
+            return Err(QueueError::Full { used, max: limit });
         }
         let need_new = match self.segments.back() {
             None => true,
@@ -229,9 +241,16 @@ impl Queue {
     /// acknowledged one. Stops early at a gap in sequence numbers so that what it returns is
     /// always contiguous.
     pub fn peek(&self, max: usize) -> Result<Vec<Record>, QueueError> {
+        self.peek_after(self.acked, max)
+    }
+
+    /// Like [`Queue::peek`], starting after sequence number `after` (at least the acknowledged
+    /// position): the uplink uses it to send ahead of what is acknowledged.
+    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<Record>, QueueError> {
+        let after = after.max(self.acked);
         let mut out: Vec<Record> = Vec::new();
         for seg in &self.segments {
-            if seg.next_seq <= self.acked + 1 || out.len() >= max {
+            if seg.next_seq <= after + 1 || out.len() >= max {
                 continue;
             }
             if let Some(last) = out.last() {
@@ -248,7 +267,7 @@ impl Queue {
                 let Some(payload) = data.get(pos + HEADER..pos + HEADER + len) else { break };
                 let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
                 pos += HEADER + len;
-                if seq <= self.acked {
+                if seq <= after {
                     continue;
                 }
                 if let Some(last) = out.last() {

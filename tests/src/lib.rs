@@ -66,8 +66,11 @@ impl Proc {
         Proc { child, lines: rx, seen: Vec::new(), name: name.to_string() }
     }
 
-    /// Waits for a stdout line containing `needle`; returns it.
+    /// Waits for a stdout line containing `needle` (or finds one already printed); returns it.
     pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -126,6 +129,7 @@ pub fn run(name: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
 
 /// GET a URL and parse the JSON body; panics on failure with the URL in the message.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let r = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = r.status().as_u16();
     let bytes = r.bytes().await.unwrap_or_default();
@@ -140,4 +144,87 @@ pub fn listening_url(line: &str) -> String {
 /// Percent-encodes `+` in RFC 3339 times for query strings.
 pub fn q(t: &str) -> String {
     t.replace('+', "%2B")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server under test to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A Mosquitto broker on a loopback port with its own persistence directory.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    /// Extra configuration for the listener (TLS, authentication).
+    extra: String,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` (Debian package `mosquitto`; tests/run.sh installs it).
+    pub fn start(dir: &Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "allow_anonymous true\n")
+    }
+
+    /// Starts a broker whose listener has `conf` (e.g. TLS files, `password_file`).
+    pub fn start_with(dir: &Path, conf: &str) -> Mosquitto {
+        let port = free_port();
+        let mut m = Mosquitto { port, dir: dir.to_path_buf(), child: None, extra: conf.to_string() };
+        m.restart();
+        m
+    }
+
+    fn binary() -> PathBuf {
+        for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+            if Path::new(p).exists() {
+                return PathBuf::from(p);
+            }
+        }
+        panic!("mosquitto not found: install the Debian package `mosquitto` (tests/run.sh does: apt-get install -y mosquitto)");
+    }
+
+    /// Starts the broker again on the same port and persistence directory.
+    pub fn restart(&mut self) {
+        std::fs::create_dir_all(self.dir.join("persist")).expect("broker dir");
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "user root\nlistener {} 127.0.0.1\n{}persistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest file {}\n",
+                self.port,
+                self.extra,
+                self.dir.join("persist").display(),
+                self.dir.join("mosquitto.log").display()
+            ),
+        )
+        .expect("broker conf");
+        let child = Command::new(Self::binary()).arg("-c").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start mosquitto");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the broker (SIGTERM: it saves its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

@@ -124,6 +124,19 @@ pub fn encode_batch(batch: &Batch) -> Vec<u8> {
     serde_json::to_vec(batch).unwrap_or_default()
 }
 
+/// The identity of a batch that may not decode: (gateway, first sequence, number of samples),
+/// read leniently so that a rejection can still say which samples it concerns.
+pub fn batch_identity(bytes: &[u8]) -> Option<(String, u64, usize)> {
+    #[derive(serde::Deserialize)]
+    struct Ident {
+        gateway: String,
+        seq: u64,
+        samples: Vec<serde::de::IgnoredAny>,
+    }
+    let i: Ident = serde_json::from_slice(bytes).ok()?;
+    (i.seq > 0 && !i.samples.is_empty()).then_some((i.gateway, i.seq, i.samples.len()))
+}
+
 /// Decodes and validates a batch. Errors name the field at fault.
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, WireError> {
     // Read the version first so that a future version gets a clear message, not a shape error.
@@ -209,6 +222,14 @@ mod tests {
             let err = decode_batch(input.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(expected), "input {input}\n  error {err}\n  expected to contain {expected}");
         }
+    }
+
+    #[test]
+    fn identity_of_a_batch_that_does_not_validate() {
+        let bad = br#"{"schema":1,"gateway":"g","seq":7,"samples":[{"meter":"m","t":5,"v":{}},{"x":1}]}"#;
+        assert!(decode_batch(bad).is_err());
+        assert_eq!(batch_identity(bad), Some(("g".to_string(), 7, 2)));
+        assert_eq!(batch_identity(b"nonsense"), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use axum::Json;
 use super::{ApiError, Shared};
 use crate::config::UnknownMeter;
 use crate::ingest::lineproto::Precision;
-use crate::ingest::{check_time, lines_to_points};
+use crate::ingest::batch::{ingest_batch, BatchError};
+use crate::ingest::lines_to_points;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -54,44 +55,19 @@ pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Byt
         }
     }
     let bytes = body_bytes(&s, &headers, body, "batch")?;
-    let batch = match energy_wire::decode_batch(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            s.metrics.batches.with_label_values(&["invalid"]).inc();
-            s.metrics.rejected.with_label_values(&["batch", "invalid_batch"]).inc();
-            return Err(ApiError::bad_request(e.to_string()));
+    match ingest_batch(&s, &bytes, None, now_ms()).await {
+        Ok(stored) => {
+            let mut v = serde_json::to_value(&stored.outcome).unwrap_or_default();
+            v["gateway"] = stored.gateway.into();
+            if !stored.unassigned.is_empty() {
+                v["unassigned_meters"] = serde_json::json!(stored.unassigned);
+                v["warning"] = "some meters are not in the registry; their readings are kept as unassigned".into();
+            }
+            Ok((StatusCode::OK, Json(v)).into_response())
         }
-    };
-    let now = now_ms();
-    for (i, smp) in batch.samples.iter().enumerate() {
-        if let Err(e) = check_time(smp.t, now) {
-            s.metrics.batches.with_label_values(&["invalid"]).inc();
-            s.metrics.rejected.with_label_values(&["batch", "bad_time"]).inc();
-            return Err(ApiError::bad_request(format!("invalid batch at `samples[{i}].t`: {e}")));
-        }
+        Err(BatchError::Rejected(r)) => Err(ApiError { status: if r.too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST }, message: r.reason }),
+        Err(BatchError::Store(e)) => Err(e.into()),
     }
-    let unknown: Vec<String> = {
-        let mut u: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
-        u.sort();
-        u.dedup();
-        u
-    };
-    if !unknown.is_empty() {
-        s.metrics.rejected.with_label_values(&["batch", "unknown_meter"]).inc();
-        tracing::warn!(gateway = %batch.gateway, meters = ?unknown, "batch has meters not in the registry; kept as unassigned");
-        s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unknown.iter().cloned());
-    }
-    let gateway = batch.gateway.clone();
-    let out = s.store.write_batch(batch).await?;
-    let result = if out.samples_stored == 0 && out.samples_duplicate > 0 { "duplicate" } else { "stored" };
-    s.metrics.batches.with_label_values(&[result]).inc();
-    let mut v = serde_json::to_value(&out).unwrap_or_default();
-    v["gateway"] = gateway.into();
-    if !unknown.is_empty() {
-        v["unassigned_meters"] = serde_json::json!(unknown);
-        v["warning"] = "some meters are not in the registry; their readings are kept as unassigned".into();
-    }
-    Ok((StatusCode::OK, Json(v)).into_response())
 }
 
 #[derive(Clone, Copy, PartialEq)]

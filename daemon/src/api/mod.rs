@@ -31,6 +31,37 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Meters seen in input but absent from the registry.
     pub unassigned: Mutex<BTreeSet<String>>,
+    /// Gateways seen over MQTT: site, online (from their status topic), since when.
+    pub gateways: Mutex<std::collections::BTreeMap<String, GatewayState>>,
+}
+
+/// What the daemon knows of a gateway's connection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatewayState {
+    pub site: String,
+    pub online: Option<bool>,
+    pub since_ms: i64,
+}
+
+impl AppState {
+    pub fn set_gateway_online(&self, gateway: &str, site: &str, online: bool) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now });
+        if e.online != Some(online) {
+            e.online = Some(online);
+            e.since_ms = now;
+        }
+        e.site = site.to_string();
+        self.metrics.gateway_up.with_label_values(&[gateway]).set(i64::from(online));
+    }
+
+    pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.contains_key(gateway) {
+            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis() });
+        }
+    }
 }
 
 pub type Shared = Arc<AppState>;

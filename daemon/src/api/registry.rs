@@ -74,16 +74,22 @@ pub(super) async fn meters(State(s): State<Shared>) -> Result<Json<Value>, ApiEr
 }
 
 pub(super) async fn gateways(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let items: Vec<Value> = s
-        .store
-        .gateways()
-        .await?
+    let seen = s.gateways.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let stored = s.store.gateways().await?;
+    let mut ids: std::collections::BTreeSet<String> = seen.keys().cloned().collect();
+    ids.extend(stored.iter().map(|(g, _)| g.clone()));
+    let items: Vec<Value> = ids
         .into_iter()
-        .map(|(g, ranges)| {
+        .map(|g| {
+            let ranges = stored.iter().find(|(x, _)| *x == g).map(|(_, r)| r.clone()).unwrap_or_default();
+            let st = seen.get(&g);
             json!({
                 "id": g,
                 "acked_through": ranges.first().map_or(0, |r| r.1),
                 "stored_ranges": ranges.iter().map(|r| [r.0, r.1]).collect::<Vec<_>>(),
+                "site": st.map(|x| x.site.clone()),
+                "online": st.and_then(|x| x.online),
+                "online_since": st.filter(|x| x.online.is_some()).and_then(|x| rfc3339(x.since_ms, s.tz)),
             })
         })
         .collect();

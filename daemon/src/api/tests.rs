@@ -62,6 +62,7 @@ fn fixture(unknown: UnknownMeter) -> Fixture {
         ingest: IngestConfig { unknown_meter: unknown },
         max_body_bytes: 64 * 1024,
         unassigned: Mutex::new(BTreeSet::new()),
+        gateways: Mutex::new(Default::default()),
     });
     Fixture { _dir: dir, state }
 }

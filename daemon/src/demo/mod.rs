@@ -327,6 +327,7 @@ pub async fn seed_history(
         .map(|m| (m.id.clone(), MeterModel::new(m.model, m.size, m.seed, m.initial)))
         .collect();
     let n = meters.len() as u64;
+    energy_gateway::tls::install_crypto_provider();
     let client = reqwest::Client::new();
     // Resume after the highest contiguous sequence the daemon has stored for the seeder.
     let acked: u64 = match client.get(format!("{base_url}/api/v1/gateways")).send().await {
@@ -406,6 +407,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         timezone: "Asia/Shanghai".into(),
         http: crate::config::HttpConfig { listen: args.listen.clone(), ..Default::default() },
         ingest: crate::config::IngestConfig::default(),
+        mqtt: None,
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 
@@ -434,18 +436,16 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let gw_cfg = energy_gateway::config::GatewayConfig {
         gateway_id: "demo-gw".into(),
         profiles_dir: profiles_dir.clone(),
-        queue: energy_gateway::config::QueueConfig { dir: args.data.join("gateway-queue"), max_bytes: 1 << 30, segment_bytes: 16 << 20 },
+        queue: energy_gateway::config::QueueConfig::in_dir(args.data.join("gateway-queue")),
         uplink: energy_gateway::config::UplinkConfig {
-            url: format!("{base}/api/v1/ingest"),
-            token: None,
-            batch_max_samples: 2000,
-            timeout_ms: 10_000,
             retry_max_ms: 10_000,
-            drain_on_shutdown_ms: 5_000,
+            ..energy_gateway::config::UplinkConfig::with_url(format!("{base}/api/v1/ingest"))
         },
         health: energy_gateway::config::HealthConfig::default(),
         modbus: energy_gateway::config::ModbusConfig::default(),
         devices,
+        mqtt_input: None,
+        mqtt_devices: Vec::new(),
     };
     gw_cfg.validate(&profiles).map_err(|e| DemoError::Msg(e.to_string()))?;
     let gw_cancel = CancellationToken::new();

@@ -1,7 +1,9 @@
 //! Ingest: turning what arrives (gateway batches, InfluxDB line protocol) into points, with
 //! every refusal named and counted.
 
+pub mod batch;
 pub mod lineproto;
+pub mod mqtt;
 
 use energy_wire::Quantity;
 

@@ -40,6 +40,9 @@ pub struct WriteOutcome {
     /// Highest sequence number up to which this gateway's samples are stored without a gap
     /// (batches only).
     pub acked_through: u64,
+    /// All stored sequence ranges of the batch's gateway after this write (batches only).
+    #[serde(skip)]
+    pub ranges: Vec<(u64, u64)>,
 }
 
 enum WriteOp {
@@ -207,6 +210,7 @@ impl Writer<'_> {
             ranges = merged;
         }
         out.acked_through = ranges.first().map_or(0, |r| r.1);
+        out.ranges = ranges;
         Ok(())
     }
 }

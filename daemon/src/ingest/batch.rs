@@ -1,0 +1,86 @@
+//! Gateway batches, from HTTP or MQTT: decode, validate, store, and say what happened.
+
+use std::io::Read;
+
+use crate::api::AppState;
+use crate::store::{StoreError, WriteOutcome};
+
+use super::check_time;
+
+/// A batch refused before storage. `identity` names the samples concerned when the batch could
+/// be read that far: (gateway, first sequence, count).
+#[derive(Debug)]
+pub struct Rejection {
+    pub identity: Option<(String, u64, usize)>,
+    pub reason: String,
+    pub label: &'static str,
+    /// Over the size limit (HTTP 413) rather than invalid (400).
+    pub too_large: bool,
+}
+
+#[derive(Debug)]
+pub enum BatchError {
+    Rejected(Rejection),
+    Store(StoreError),
+}
+
+/// What storing a batch did.
+#[derive(Debug)]
+pub struct Stored {
+    pub gateway: String,
+    pub outcome: WriteOutcome,
+    pub unassigned: Vec<String>,
+}
+
+/// gzip bodies start with 1f 8b; JSON never does.
+pub fn gunzip_if_needed(bytes: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, Rejection> {
+    if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    let mut dec = flate2::read::GzDecoder::new(bytes).take(limit as u64 + 1);
+    if let Err(e) = dec.read_to_end(&mut out) {
+        return Err(Rejection { identity: None, reason: format!("body is not valid gzip: {e}"), label: "bad_gzip", too_large: false });
+    }
+    if out.len() > limit {
+        return Err(Rejection { identity: None, reason: format!("decompressed body exceeds the limit of {limit} bytes"), label: "too_large", too_large: true });
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// Decodes, validates and stores a batch. `from_gateway` is the sender's identity where the
+/// transport gives one (the MQTT topic); a batch claiming another gateway is refused.
+pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>, now_ms: i64) -> Result<Stored, BatchError> {
+    let reject = |reason: String, label: &'static str| {
+        s.metrics.batches.with_label_values(&["invalid"]).inc();
+        s.metrics.rejected.with_label_values(&["batch", label]).inc();
+        BatchError::Rejected(Rejection { identity: energy_wire::batch_identity(bytes), reason, label, too_large: false })
+    };
+    let batch = match energy_wire::decode_batch(bytes) {
+        Ok(b) => b,
+        Err(e) => return Err(reject(e.to_string(), "invalid_batch")),
+    };
+    if let Some(g) = from_gateway {
+        if g != batch.gateway {
+            return Err(reject(format!("batch from gateway `{}` arrived on the topic of gateway `{g}`", batch.gateway), "wrong_gateway"));
+        }
+    }
+    for (i, smp) in batch.samples.iter().enumerate() {
+        if let Err(e) = check_time(smp.t, now_ms) {
+            return Err(reject(format!("invalid batch at `samples[{i}].t`: {e}"), "bad_time"));
+        }
+    }
+    let mut unassigned: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
+    unassigned.sort();
+    unassigned.dedup();
+    if !unassigned.is_empty() {
+        s.metrics.rejected.with_label_values(&["batch", "unknown_meter"]).inc();
+        tracing::warn!(gateway = %batch.gateway, meters = ?unassigned, "batch has meters not in the registry; kept as unassigned");
+        s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unassigned.iter().cloned());
+    }
+    let gateway = batch.gateway.clone();
+    let outcome = s.store.write_batch(batch).await.map_err(BatchError::Store)?;
+    let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
+    s.metrics.batches.with_label_values(&[result]).inc();
+    Ok(Stored { gateway, outcome, unassigned })
+}

@@ -1,0 +1,181 @@
+//! MQTT ingest: the daemon side of the gateways' MQTT uplink.
+//!
+//! Subscribes (QoS 1, persistent session, manual acknowledgements) to
+//! `$share/<group>/<prefix>/+/+/batch`, so that several daemons can split the gateways between
+//! them, and to `<prefix>/+/+/status` (every daemon) to see gateways go on- and offline. For each
+//! batch: decode, store (commit), then publish on `<prefix>/<site>/<gateway>/ack` the ranges of
+//! sequence numbers stored for that gateway, and only then acknowledge the message to the broker.
+//! A batch that cannot be stored (the store is closing) is not acknowledged, so the broker
+//! delivers it again. A batch that will never be valid gets `{"rejected": [first, last],
+//! "reason": ..}` on the ack topic, so that the gateway sets it aside.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{gunzip_if_needed, ingest_batch, BatchError};
+use crate::api::Shared;
+use crate::config::MqttConfig;
+
+/// Where a gateway's messages come from, parsed from a topic `<prefix>/<site>/<gateway>/<kind>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicParts<'a> {
+    pub site: &'a str,
+    pub gateway: &'a str,
+    pub kind: &'a str,
+}
+
+pub fn parse_topic<'a>(prefix: &str, topic: &'a str) -> Option<TopicParts<'a>> {
+    let rest = topic.strip_prefix(prefix.trim_end_matches('/'))?.strip_prefix('/')?;
+    let mut it = rest.split('/');
+    let (site, gateway, kind) = (it.next()?, it.next()?, it.next()?);
+    (it.next().is_none() && !site.is_empty() && !gateway.is_empty()).then_some(TopicParts { site, gateway, kind })
+}
+
+fn options(cfg: &MqttConfig) -> Result<MqttOptions, String> {
+    let u = cfg.as_uplink();
+    let (host, port, tls) = u.mqtt_endpoint()?;
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false);
+    o.set_manual_acks(true);
+    o.set_inflight(100);
+    o.set_max_packet_size(64 << 20, 1 << 20);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user.clone(), u.password()?.unwrap_or_default());
+    }
+    if tls {
+        let c = energy_gateway::tls::client_config(cfg.ca_file.as_deref())?;
+        o.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(c))));
+    }
+    Ok(o)
+}
+
+/// Runs the MQTT ingest until `cancel` fires.
+pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
+    let opts = match options(&cfg) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("MQTT ingest: {e}");
+            return;
+        }
+    };
+    let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+    let (tx, mut rx) = mpsc::channel::<Publish>(256);
+    let prefix = cfg.topic_prefix.trim_end_matches('/').to_string();
+    let batch_filter = if cfg.share_group.is_empty() {
+        format!("{prefix}/+/+/batch")
+    } else {
+        format!("$share/{}/{prefix}/+/+/batch", cfg.share_group)
+    };
+    let status_filter = format!("{prefix}/+/+/status");
+    let sub_client = client.clone();
+    let metrics = s.metrics.clone();
+    let url = cfg.url.clone();
+    let el_cancel = cancel.clone();
+    let events = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let ev = tokio::select! {
+                ev = eventloop.poll() => ev,
+                () = el_cancel.cancelled() => break,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(200);
+                    tracing::info!(%url, "MQTT ingest connected; subscribing to {batch_filter} and {status_filter}");
+                    let c = sub_client.clone();
+                    let (b, st) = (batch_filter.clone(), status_filter.clone());
+                    tokio::spawn(async move {
+                        let _ = c.subscribe(b, QoS::AtLeastOnce).await;
+                        let _ = c.subscribe(st, QoS::AtLeastOnce).await;
+                    });
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(p).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.rejected.with_label_values(&["mqtt", "connection"]).inc();
+                    tracing::warn!(%url, "MQTT ingest: {e}; reconnecting");
+                    tokio::select! {
+                        () = tokio::time::sleep(energy_gateway::uplink::jittered(backoff)) => {}
+                        () = el_cancel.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    });
+    while let Some(p) = tokio::select! {
+        p = rx.recv() => p,
+        () = cancel.cancelled() => None,
+    } {
+        let Some(parts) = parse_topic(&prefix, &p.topic) else {
+            tracing::warn!(topic = %p.topic, "message on an unexpected topic; ignored");
+            let _ = client.ack(&p).await;
+            continue;
+        };
+        match parts.kind {
+            "status" => {
+                let online = p.payload.as_ref() == b"online";
+                s.set_gateway_online(parts.gateway, parts.site, online);
+                tracing::info!(gateway = parts.gateway, site = parts.site, online, "gateway status");
+                let _ = client.ack(&p).await;
+            }
+            "batch" => {
+                let ack_topic = format!("{prefix}/{}/{}/ack", parts.site, parts.gateway);
+                s.set_gateway_seen(parts.gateway, parts.site);
+                let now = chrono::Utc::now().timestamp_millis();
+                let result = match gunzip_if_needed(&p.payload, s.max_body_bytes) {
+                    Ok(bytes) => ingest_batch(&s, &bytes, Some(parts.gateway), now).await,
+                    Err(r) => Err(BatchError::Rejected(r)),
+                };
+                match result {
+                    Ok(stored) => {
+                        let ranges: Vec<[u64; 2]> = stored.outcome.ranges.iter().rev().take(64).rev().map(|r| [r.0, r.1]).collect();
+                        let body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
+                        if client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok() {
+                            let _ = client.ack(&p).await;
+                        }
+                    }
+                    Err(BatchError::Rejected(r)) => {
+                        tracing::warn!(gateway = parts.gateway, reason = %r.reason, "batch rejected");
+                        if let Some((_, first, n)) = r.identity {
+                            let body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
+                            let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
+                        }
+                        let _ = client.ack(&p).await;
+                    }
+                    Err(BatchError::Store(e)) => {
+                        // Not acknowledged: the broker delivers it again after a reconnect.
+                        tracing::warn!(gateway = parts.gateway, "batch not stored, left for redelivery: {e}");
+                    }
+                }
+            }
+            _ => {
+                let _ = client.ack(&p).await;
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_parsed_strictly() {
+        assert_eq!(parse_topic("energy/v1", "energy/v1/ty/gw-1/batch"), Some(TopicParts { site: "ty", gateway: "gw-1", kind: "batch" }));
+        assert_eq!(parse_topic("energy/v1/", "energy/v1/ty/gw-1/status").map(|p| p.kind), Some("status"));
+        assert_eq!(parse_topic("energy/v1", "energy/v1/ty/gw-1/batch/x"), None);
+        assert_eq!(parse_topic("energy/v1", "energy/v1//gw/batch"), None);
+        assert_eq!(parse_topic("energy/v1", "other/ty/gw/batch"), None);
+    }
+}

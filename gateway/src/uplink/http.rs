@@ -1,0 +1,160 @@
+//! The HTTP uplink: `POST /api/v1/ingest`, one batch at a time; the daemon's 2xx (sent after its
+//! commit) acknowledges it.
+//!
+//! Responses: 2xx acknowledges the batch. 400 and 422 mean the daemon will never accept the batch:
+//! it is appended to `dead-letter.jsonl` in the queue directory with the daemon's reason and then
+//! settled, so that it cannot block the queue (it is never silently dropped). 413 halves the
+//! batch size. Anything else (401, 403, 404, 429, 5xx, network errors) is retried with
+//! exponential back-off and jitter; the reason is logged and counted.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{jittered, Common, Lanes, Outgoing};
+
+enum Outcome {
+    Acked,
+    Rejected(u16, String),
+    TooLarge,
+    Retry(String),
+}
+
+async fn post(c: &Common, client: &reqwest::Client, out: &Outgoing) -> Outcome {
+    let mut req = client
+        .post(&c.cfg.url)
+        .header("content-type", "application/json")
+        .timeout(Duration::from_millis(c.cfg.timeout_ms))
+        .body(out.body.clone());
+    if out.gzipped {
+        req = req.header("content-encoding", "gzip");
+    }
+    if let Some(t) = &c.cfg.token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    match req.send().await {
+        Err(e) => Outcome::Retry(format!("cannot reach {}: {e}", c.cfg.url)),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap_or_default();
+            match status {
+                200..=299 => Outcome::Acked,
+                400 | 422 => Outcome::Rejected(status, body),
+                413 => Outcome::TooLarge,
+                _ => Outcome::Retry(format!("daemon answered {status}: {}", body.chars().take(300).collect::<String>())),
+            }
+        }
+    }
+}
+
+/// Runs until cancelled; then keeps sending for at most `drain_on_shutdown_ms`.
+pub async fn run(c: Common, cancel: CancellationToken) {
+    crate::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder();
+    if c.cfg.url.starts_with("https://") {
+        match crate::tls::client_config(c.cfg.ca_file.as_deref()) {
+            Ok(tls) => builder = builder.use_preconfigured_tls(tls),
+            Err(e) => {
+                tracing::error!("uplink TLS: {e}");
+                c.set_error(e);
+                return;
+            }
+        }
+    }
+    let client = match builder.build() {
+        Ok(cl) => cl,
+        Err(e) => {
+            tracing::error!("cannot build HTTP client: {e}");
+            return;
+        }
+    };
+    {
+        let mut st = c.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.transport = "http".into();
+        st.acked_through = c.acked();
+    }
+    let mut max_samples = c.cfg.batch_max_samples;
+    let mut backoff = Duration::from_millis(100);
+    let mut drain_deadline: Option<Instant> = None;
+    let mut lanes = Lanes::new(c.acked(), c.cfg.backfill_samples_per_second);
+    loop {
+        if cancel.is_cancelled() && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
+        }
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let acked = c.acked();
+        let last = c.last_queued();
+        let Some(pick) = lanes.pick(acked, last, max_samples) else {
+            c.update_queue_metrics(None);
+            if drain_deadline.is_some() && last <= acked {
+                break;
+            }
+            tokio::select! {
+                () = c.notify.notified() => {}
+                () = cancel.cancelled(), if drain_deadline.is_none() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+            continue;
+        };
+        // Let a batch fill up when only a few samples wait and nothing is behind.
+        if drain_deadline.is_none() && !pick.live && last.saturating_sub(pick.after) < max_samples as u64 && c.cfg.batch_max_delay_ms > 0 {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(c.cfg.batch_max_delay_ms)) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+        let Some(out) = c.load(pick.after, pick.max).await else { continue };
+        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            o = post(&c, &client, &out) => o,
+            () = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => break,
+        };
+        c.metrics.uplink_latency.observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Outcome::Acked => {
+                c.set_connected(true);
+                c.metrics.uplink_batches.with_label_values(&["acked"]).inc();
+                c.metrics.uplink_samples.inc_by(out.batch.samples.len() as u64);
+                lanes.sent(pick, first, last_seq);
+                c.settle(first, last_seq).await;
+                backoff = Duration::from_millis(100);
+                max_samples = c.cfg.batch_max_samples;
+            }
+            Outcome::Rejected(status, reason) => {
+                c.metrics.uplink_batches.with_label_values(&["rejected"]).inc();
+                c.dead_letter(&out.batch, status, &reason);
+                lanes.sent(pick, first, last_seq);
+                c.settle(first, last_seq).await;
+            }
+            Outcome::TooLarge if out.batch.samples.len() > 1 => {
+                c.metrics.uplink_batches.with_label_values(&["too_large"]).inc();
+                max_samples = (out.batch.samples.len() / 2).max(1);
+                tracing::warn!(max_samples, "daemon refused the batch as too large; halving the batch size");
+            }
+            Outcome::TooLarge => {
+                c.metrics.uplink_batches.with_label_values(&["rejected"]).inc();
+                c.dead_letter(&out.batch, 413, "a single sample is larger than the daemon's body limit");
+                lanes.sent(pick, first, last_seq);
+                c.settle(first, last_seq).await;
+            }
+            Outcome::Retry(reason) => {
+                c.set_connected(false);
+                c.metrics.uplink_batches.with_label_values(&["retry"]).inc();
+                tracing::warn!(seq = first, "uplink failed, will retry in {} ms: {reason}", backoff.as_millis());
+                c.set_error(reason);
+                tokio::select! {
+                    () = tokio::time::sleep(jittered(backoff)) => {}
+                    () = cancel.cancelled(), if drain_deadline.is_none() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(c.cfg.retry_max_ms));
+            }
+        }
+    }
+    let depth = super::lock(&c.queue).depth();
+    if depth > 0 {
+        tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
+    }
+}

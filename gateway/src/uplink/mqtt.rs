@@ -1,0 +1,261 @@
+//! The MQTT uplink (rumqttc, MQTT 3.1.1, QoS 1, persistent session).
+//!
+//! Topics, under `topic_prefix` (default `energy/v1`):
+//!
+//! | topic | direction | payload |
+//! |---|---|---|
+//! | `<prefix>/<site>/<gateway>/batch` | gateway → daemon, QoS 1 | a batch (energy-wire JSON, gzipped when that pays) |
+//! | `<prefix>/<site>/<gateway>/ack` | daemon → gateway, QoS 1 | `{"acked_through": N, "ranges": [[a, b], ...]}` after the daemon's commit, or `{"rejected": [a, b], "reason": ".."}` |
+//! | `<prefix>/<site>/<gateway>/status` | gateway, retained | `online`; the last will sets `offline` |
+//!
+//! The broker's PUBACK only means the broker has the batch; a sample leaves the queue when the
+//! daemon's acknowledgement covers it. After a reconnect, or when no acknowledgement came for
+//! `ack_timeout_ms`, everything unacknowledged is sent again (the daemon drops duplicates).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{jittered, Common, Lanes};
+
+/// What the event loop tells the sender.
+enum Note {
+    Connected,
+    Disconnected(String),
+    Ack(serde_json::Value),
+}
+
+/// Topics of one gateway.
+pub struct Topics {
+    pub batch: String,
+    pub ack: String,
+    pub status: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, site: &str, gateway: &str) -> Topics {
+        let base = format!("{}/{site}/{gateway}", prefix.trim_end_matches('/'));
+        Topics { batch: format!("{base}/batch"), ack: format!("{base}/ack"), status: format!("{base}/status") }
+    }
+}
+
+fn options(c: &Common, topics: &Topics) -> Result<MqttOptions, String> {
+    let (host, port, tls) = c.cfg.mqtt_endpoint()?;
+    let mut o = MqttOptions::new(format!("energy-gateway-{}", c.gateway_id), host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(false);
+    o.set_inflight(100);
+    o.set_max_packet_size(16 << 20, 16 << 20);
+    o.set_last_will(LastWill::new(&topics.status, "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &c.cfg.username {
+        o.set_credentials(user.clone(), c.cfg.password()?.unwrap_or_default());
+    }
+    if tls {
+        let cfg = crate::tls::client_config(c.cfg.ca_file.as_deref())?;
+        o.set_transport(Transport::Tls(TlsConfiguration::Rustls(Arc::new(cfg))));
+    }
+    Ok(o)
+}
+
+/// Runs until cancelled; then keeps sending for at most `drain_on_shutdown_ms`.
+pub async fn run(c: Common, cancel: CancellationToken) {
+    let topics = Topics::new(&c.cfg.topic_prefix, &c.cfg.site, &c.gateway_id);
+    let opts = match options(&c, &topics) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("MQTT uplink: {e}");
+            c.set_error(e);
+            return;
+        }
+    };
+    {
+        let mut st = c.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.transport = "mqtt".into();
+        st.acked_through = c.acked();
+    }
+    let (client, mut eventloop) = AsyncClient::new(opts, 256);
+    let (tx, mut rx) = mpsc::channel::<Note>(256);
+    let ack_topic = topics.ack.clone();
+    let metrics = c.metrics.clone();
+    let url = c.cfg.url.clone();
+    let retry_max = Duration::from_millis(c.cfg.retry_max_ms);
+    let el_cancel = CancellationToken::new();
+    let el_stop = el_cancel.clone();
+    let event_task = tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let ev = tokio::select! {
+                ev = eventloop.poll() => ev,
+                () = el_stop.cancelled() => break,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(200);
+                    let _ = tx.send(Note::Connected).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                    match serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                        Ok(v) => {
+                            let _ = tx.send(Note::Ack(v)).await;
+                        }
+                        Err(e) => tracing::warn!("unreadable acknowledgement on {ack_topic}: {e}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let kind = match &e {
+                        rumqttc::ConnectionError::ConnectionRefused(_) => "refused",
+                        rumqttc::ConnectionError::Tls(_) => "tls",
+                        _ => "connection",
+                    };
+                    metrics.uplink_batches.with_label_values(&[kind]).inc();
+                    let msg = format!("MQTT {url}: {e}");
+                    let _ = tx.send(Note::Disconnected(msg)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(jittered(backoff)) => {}
+                        () = el_stop.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(retry_max);
+                }
+            }
+        }
+    });
+
+    let mut connected = false;
+    let mut lanes = Lanes::new(c.acked(), c.cfg.backfill_samples_per_second);
+    let mut last_progress = Instant::now();
+    let mut last_acked = c.acked();
+    let mut drain_deadline: Option<Instant> = None;
+    let mut last_error_logged = Instant::now() - Duration::from_secs(60);
+    loop {
+        if cancel.is_cancelled() && drain_deadline.is_none() {
+            drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
+        }
+        let acked = c.acked();
+        let last = c.last_queued();
+        if drain_deadline.is_some_and(|d| Instant::now() >= d) || (drain_deadline.is_some() && acked >= last) {
+            break;
+        }
+        if acked > last_acked {
+            last_acked = acked;
+            last_progress = Instant::now();
+        }
+        // Send while connected and the window allows.
+        if connected {
+            let outstanding = lanes.history_through.saturating_sub(acked)
+                + lanes.live_from.map_or(0, |f| lanes.live_through.saturating_sub(f.saturating_sub(1)));
+            if outstanding > 0 && last_progress.elapsed() > Duration::from_millis(c.cfg.ack_timeout_ms) {
+                tracing::warn!(acked, outstanding, "no acknowledgement from the daemon in time; sending again what is unacknowledged");
+                lanes.reset(acked);
+                last_progress = Instant::now();
+                continue;
+            }
+            if outstanding + (c.cfg.batch_max_samples as u64) <= c.cfg.max_in_flight_samples as u64 {
+                if let Some(pick) = lanes.pick(acked, last, c.cfg.batch_max_samples) {
+                    if let Some(out) = c.load(pick.after, pick.max).await {
+                        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
+                        let n = out.batch.samples.len() as u64;
+                        match client.publish(&topics.batch, QoS::AtLeastOnce, false, out.body).await {
+                            Ok(()) => {
+                                c.metrics.uplink_batches.with_label_values(&["published"]).inc();
+                                if outstanding == 0 {
+                                    last_progress = Instant::now();
+                                }
+                                lanes.sent(pick, first, last_seq);
+                                tracing::trace!(first, last_seq, n, "batch published");
+                            }
+                            Err(e) => tracing::warn!("cannot publish: {e}"),
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
+        let wait = if connected && last > lanes.history_through.max(lanes.live_through) { 20 } else { 200 };
+        tokio::select! {
+            note = rx.recv() => match note {
+                Some(Note::Connected) => {
+                    connected = true;
+                    c.set_connected(true);
+                    tracing::info!(url = %c.cfg.url, "MQTT uplink connected");
+                    if let Err(e) = client.subscribe(&topics.ack, QoS::AtLeastOnce).await {
+                        tracing::warn!("cannot subscribe to {}: {e}", topics.ack);
+                    }
+                    let _ = client.publish(&topics.status, QoS::AtLeastOnce, true, "online").await;
+                    // Whatever was in flight may be lost with the connection: send it again.
+                    lanes.reset(c.acked());
+                    last_progress = Instant::now();
+                }
+                Some(Note::Disconnected(msg)) => {
+                    if connected || last_error_logged.elapsed() > Duration::from_secs(30) {
+                        tracing::warn!("{msg}");
+                        last_error_logged = Instant::now();
+                    }
+                    connected = false;
+                    c.set_connected(false);
+                    c.set_error(msg);
+                }
+                Some(Note::Ack(v)) => apply_ack(&c, &v).await,
+                None => break,
+            },
+            () = c.notify.notified() => {}
+            () = cancel.cancelled(), if drain_deadline.is_none() => {}
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+        }
+    }
+    if connected {
+        let _ = client.publish(&topics.status, QoS::AtLeastOnce, true, "offline").await;
+        let _ = client.disconnect().await;
+        // Give the event loop a moment to send the last packets.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    el_cancel.cancel();
+    let _ = event_task.await;
+    let depth = super::lock(&c.queue).depth();
+    if depth > 0 {
+        tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
+    }
+}
+
+/// Applies an acknowledgement or rejection published by the daemon.
+async fn apply_ack(c: &Common, v: &serde_json::Value) {
+    if let Some(r) = v.get("rejected").and_then(|r| r.as_array()) {
+        let (Some(first), Some(last)) = (r.first().and_then(serde_json::Value::as_u64), r.get(1).and_then(serde_json::Value::as_u64)) else {
+            return;
+        };
+        let reason = v.get("reason").and_then(|x| x.as_str()).unwrap_or("rejected by the daemon");
+        if first > c.acked() && last >= first {
+            if let Some(out) = c.load(first - 1, (last - first + 1) as usize).await {
+                c.dead_letter(&out.batch, 400, reason);
+            }
+            c.metrics.uplink_batches.with_label_values(&["rejected"]).inc();
+            c.settle(first, last).await;
+        }
+        return;
+    }
+    let mut settled = 0u64;
+    if let Some(ranges) = v.get("ranges").and_then(|r| r.as_array()) {
+        for r in ranges {
+            if let (Some(a), Some(z)) = (r.get(0).and_then(serde_json::Value::as_u64), r.get(1).and_then(serde_json::Value::as_u64)) {
+                let acked = c.acked();
+                if z > acked && a <= z {
+                    settled += z - a.max(acked + 1) + 1;
+                    c.settle(a.max(acked + 1), z).await;
+                }
+            }
+        }
+    } else if let Some(n) = v.get("acked_through").and_then(serde_json::Value::as_u64) {
+        let acked = c.acked();
+        if n > acked {
+            settled += n - acked;
+            c.settle(acked + 1, n).await;
+        }
+    }
+    if settled > 0 {
+        c.metrics.uplink_samples.inc_by(settled);
+        c.metrics.uplink_batches.with_label_values(&["acked"]).inc();
+    }
+}
