@@ -17,8 +17,8 @@ pub mod poll;
 pub mod probe;
 pub mod profile;
 pub mod queue;
-pub mod transport;
 pub mod tls;
+pub mod transport;
 pub mod uplink;
 
 use std::collections::BTreeMap;
@@ -301,7 +301,6 @@ fn spawn_pollers(
     status: &StatusMap,
     cancel: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    // One poller per bus: devices on one TCP endpoint, serial server or serial port.
     let mut by_bus: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
     for d in &r.cfg.devices {
         if let (Some(p), Ok(t)) = (r.profiles.get(&d.profile), d.transport()) {
@@ -309,8 +308,8 @@ fn spawn_pollers(
         }
     }
     let mut tasks: Vec<_> = by_bus
-        .into_values()
-        .map(|(transport, devs)| {
+        .into_iter()
+        .map(|(_, (transport, devs))| {
             tokio::spawn(poll::run_bus(transport, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
         })
         .collect();

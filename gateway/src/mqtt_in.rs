@@ -292,11 +292,9 @@ pub async fn run(
             Err(e) => {
                 metrics.mqtt_input_errors.with_label_values(&["connection"]).inc();
                 tracing::warn!("MQTT meter input: {e}");
-                tokio::select! {
-                    () = tokio::time::sleep(crate::uplink::jittered(backoff)) => {}
-                    () = cancel.cancelled() => break,
+                if !crate::uplink::pause_before_retry(&mut backoff, Duration::from_secs(30), &cancel).await {
+                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }

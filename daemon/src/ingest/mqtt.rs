@@ -102,11 +102,9 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
                 Err(e) => {
                     metrics.rejected.with_label_values(&["mqtt", "connection"]).inc();
                     tracing::warn!(%url, "MQTT ingest: {e}; reconnecting");
-                    tokio::select! {
-                        () = tokio::time::sleep(energy_gateway::uplink::jittered(backoff)) => {}
-                        () = el_cancel.cancelled() => break,
+                    if !energy_gateway::uplink::pause_before_retry(&mut backoff, Duration::from_secs(30), &el_cancel).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -305,6 +305,16 @@ impl Lanes {
     }
 }
 
+/// Sleeps the jittered back-off, then doubles it up to `max`. `false` if cancelled meanwhile.
+pub async fn pause_before_retry(backoff: &mut Duration, max: Duration, cancel: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(jittered(*backoff)) => {}
+        () = cancel.cancelled() => return false,
+    }
+    *backoff = (*backoff * 2).min(max);
+    true
+}
+
 /// Exponential back-off with jitter from the clock's low bits.
 pub fn jittered(backoff: Duration) -> Duration {
     let jitter = 0.5 + f64::from(now_ms().rem_euclid(1000) as u32) / 2000.0;

@@ -19,7 +19,7 @@ use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfigu
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{jittered, Common, Lanes};
+use super::{Common, Lanes};
 
 /// What the event loop tells the sender.
 enum Note {
@@ -114,11 +114,9 @@ pub async fn run(c: Common, cancel: CancellationToken) {
                     metrics.uplink_batches.with_label_values(&[kind]).inc();
                     let msg = format!("MQTT {url}: {e}");
                     let _ = tx.send(Note::Disconnected(msg)).await;
-                    tokio::select! {
-                        () = tokio::time::sleep(jittered(backoff)) => {}
-                        () = el_stop.cancelled() => break,
+                    if !super::pause_before_retry(&mut backoff, retry_max, &el_stop).await {
+                        break;
                     }
-                    backoff = (backoff * 2).min(retry_max);
                 }
             }
         }
