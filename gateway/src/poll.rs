@@ -93,8 +93,8 @@ impl Link {
 
     /// Reads one block from `unit` within `timeout`, after the gap since the last frame.
     pub async fn read(&mut self, unit: u8, b: &Block, timeout: Duration, delay: Duration) -> Result<Vec<u16>, ReadError> {
-        if let Some(last) = self.last {
-            tokio::time::sleep_until((last + self.silence.max(delay)).into()).await;
+        if let Some(due) = self.last.map(|last| last + self.silence.max(delay)).filter(|&due| due > Instant::now()) {
+            tokio::time::sleep_until(due.into()).await;
         }
         self.ctx.set_slave(Slave(unit));
         let ctx = &mut self.ctx;
@@ -140,7 +140,10 @@ pub async fn read_device(link: &mut Link, unit: u8, profile: &Profile, plan: &[B
                 duration: start.elapsed(),
             });
             match r {
-                Err(ref e) if attempt < mcfg.retries && !matches!(e, ReadError::Exception(_)) && !e.breaks_connection() => {
+                // A timeout or a short answer is retried on the same connection (noise on a
+                // line); an exception is the device's answer and a transport error needs a
+                // new connection.
+                Err(ReadError::Timeout(_) | ReadError::Short { .. }) if attempt < mcfg.retries => {
                     attempt += 1;
                 }
                 other => break other,
@@ -291,9 +294,15 @@ pub async fn run_bus(
     loop {
         let Some(idx) = (0..devs.len()).min_by_key(|&i| devs[i].next_due) else { return };
         let wake = if link.is_none() { devs[idx].next_due.max(next_connect) } else { devs[idx].next_due };
-        tokio::select! {
-            () = cancel.cancelled() => break,
-            () = tokio::time::sleep_until(wake.into()) => {}
+        // A timer rounds up to the next millisecond: only sleep when the device is not due yet.
+        if cancel.is_cancelled() {
+            break;
+        }
+        if wake > Instant::now() {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
         }
         let dev = &mut devs[idx];
         let due = dev.next_due;

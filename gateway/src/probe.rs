@@ -159,7 +159,7 @@ pub fn plausible(q: Quantity, v: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{encode, parse_profile, Block, Function, ValueType};
+    use crate::profile::{encode, Block, ValueType};
 
     #[test]
     fn plausibility_catches_swapped_floats_and_integers() {
@@ -175,34 +175,15 @@ mod tests {
 
     #[test]
     fn a_value_plausible_only_in_another_order_gives_a_hint() {
-        let p = parse_profile(
-            "t/t",
-            "t.toml",
-            r#"
-vendor = "T"
-model = "T"
-source = "test"
-order = "CDAB"
-[[register]]
-quantity = "voltage_l1"
-function = "input"
-address = 0
-type = "f32"
-unit = "V"
-[[register]]
-quantity = "frequency"
-function = "input"
-address = 2
-type = "u16"
-scale = 0.01
-unit = "Hz"
-"#,
-        )
-        .unwrap();
-        // The device sends ABCD.
-        let mut regs = encode(230.0, ValueType::F32, Order::ABCD);
-        regs.push(5000);
-        let block = Block { function: Function::Input, address: 0, count: 3, registers: vec![0, 1], scale_factors: vec![] };
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+        let mut p = crate::profile::load_dir(&dir).unwrap()["eastron/sdm120"].clone();
+        p.registers.truncate(1);
+        assert_eq!((p.registers[0].quantity, p.registers[0].ty), (Quantity::VoltageL1, ValueType::F32));
+        // The profile says CDAB; the device sends ABCD.
+        p.order = Order::CDAB;
+        let r = &p.registers[0];
+        let regs = encode(230.0, ValueType::F32, Order::ABCD);
+        let block = Block { function: r.function, address: r.address, count: 2, registers: vec![0], scale_factors: vec![] };
         let read = DeviceRead { answers: vec![(block, regs)], ..Default::default() };
         let hints = word_order_hints(&p, &read);
         assert_eq!(hints.len(), 1, "{hints:?}");

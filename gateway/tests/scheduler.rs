@@ -18,31 +18,14 @@ use tokio::sync::mpsc;
 use tokio_modbus::ExceptionCode;
 use tokio_util::sync::CancellationToken;
 
-const METER: &str = r#"
-vendor = "Test"
-model = "T1"
-source = "test profile"
-[[register]]
-quantity = "voltage_l1"
-function = "input"
-address = 0
-type = "f32"
-unit = "V"
-[[register]]
-quantity = "active_energy_import"
-function = "input"
-address = 2
-type = "u32"
-scale = 0.1
-unit = "kWh"
-"#;
-
+/// A shipped single-phase meter profile (input registers, f32).
 fn meter() -> Arc<Profile> {
-    Arc::new(parse_profile("test/t1", "t1.toml", METER).unwrap())
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    Arc::new(energy_gateway::profile::load_dir(&dir).unwrap()["eastron/sdm120"].clone())
 }
 
 fn device(id: &str, unit: u8, interval_ms: u64) -> (DeviceConfig, Arc<Profile>) {
-    let mut d = DeviceConfig::tcp(id, "test/t1", "", unit);
+    let mut d = DeviceConfig::tcp(id, "eastron/sdm120", "", unit);
     d.interval_ms = interval_ms;
     (d, meter())
 }
@@ -104,6 +87,29 @@ async fn failing_devices_are_backed_off_without_delaying_the_good_one() {
     assert!(asked(2) < asked(1) / 2 && asked(3) < asked(1) / 2, "good {} silent {} broken {}", asked(1), asked(2), asked(3));
     assert!(metrics.contains("kind=\"timeout\""), "{metrics}");
     assert!(metrics.contains("kind=\"exception\""), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_times_out_is_retried_on_the_same_connection() {
+    // sdm120 is read in 2 requests; every other request goes unanswered.
+    let (img, _) = image(&meter(), None);
+    let flaky = |img: &Behaviour| Behaviour::Flaky(Box::new(img.clone()), Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+    let units = HashMap::from([(1, flaky(&img)), (2, flaky(&img))]);
+    let server = serve("127.0.0.1:0", Framing::RtuOverTcp, units).await;
+    let with = |retries| ModbusConfig { timeout_ms: 100, retries, max_backoff_ms: 200, ..ModbusConfig::default() };
+    let mut d1 = device("retried", 1, 300);
+    d1.0.retries = Some(1);
+    let mut d2 = device("not-retried", 2, 300);
+    d2.0.retries = Some(0);
+    let mut run = start(Transport::RtuOverTcp(server.endpoint()), vec![d1, d2], with(0));
+    let samples = run.collect_for(Duration::from_secs(3)).await;
+    run.stop().await;
+    let full = meter().registers.len();
+    let of = |m: &str| samples.iter().filter(|(_, s)| s.meter == m).map(|(_, s)| s.v.len()).collect::<Vec<_>>();
+    // With one retry every poll gets every value; without, no poll gets both of its requests
+    // answered (what it did get is still sent).
+    assert!(of("retried").len() >= 6 && of("retried").iter().all(|&n| n == full), "retried: {:?}", of("retried"));
+    assert!(of("not-retried").iter().all(|&n| n < full), "not retried: {:?}", of("not-retried"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

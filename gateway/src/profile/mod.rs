@@ -103,7 +103,7 @@ impl Register {
         };
         let raw = decode(regs, self.ty, self.order.unwrap_or(default_order));
         let r = raw.as_f64();
-        if !r.is_finite() || self.not_available.iter().any(|na| *na == r) {
+        if !r.is_finite() || self.not_available.contains(&r) {
             return None;
         }
         let r = r * 10f64.powi(power);

@@ -23,6 +23,8 @@ pub enum Behaviour {
     Exception(ExceptionCode),
     /// Never answers (the client times out).
     Silent,
+    /// Leaves every other request unanswered (a noisy line), and serves the image otherwise.
+    Flaky(Box<Behaviour>, Arc<std::sync::atomic::AtomicUsize>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -45,8 +47,19 @@ struct Service {
 
 impl Service {
     fn read(&self, unit: u8, function: Function, addr: u16, cnt: u16) -> Result<Option<Vec<u16>>, ExceptionCode> {
-        match self.units.get(&unit) {
+        Self::answer(self.units.get(&unit), function, addr, cnt)
+    }
+
+    fn answer(b: Option<&Behaviour>, function: Function, addr: u16, cnt: u16) -> Result<Option<Vec<u16>>, ExceptionCode> {
+        match b {
             None => Err(ExceptionCode::GatewayTargetDevice),
+            Some(Behaviour::Flaky(inner, n)) => {
+                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+                    Ok(None)
+                } else {
+                    Self::answer(Some(inner), function, addr, cnt)
+                }
+            }
             Some(Behaviour::Exception(e)) => Err(*e),
             Some(Behaviour::Silent) => Ok(None),
             Some(Behaviour::Image { holding, input }) => {
