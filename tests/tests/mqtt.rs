@@ -203,3 +203,61 @@ async fn mqtt_meters_publishing_json_become_samples() {
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(20));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_in_one_share_group_split_the_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let broker = Mosquitto::start(&d.join("broker"));
+    setup(d, &broker.url());
+    let mut sim = Proc::spawn("energyd", &["simulate", "--config", "sim.toml"], d);
+    let bus: serde_json::Value = serde_json::from_str(&sim.wait_line("listen", Duration::from_secs(30))).unwrap();
+    let mut daemons = Vec::new();
+    let mut urls = Vec::new();
+    for i in 0..2 {
+        let sub = d.join(format!("d{i}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(d.join("registry.toml"), sub.join("registry.toml")).unwrap();
+        std::fs::write(
+            sub.join("energyd.toml"),
+            format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[mqtt]\nurl = \"{}\"\nclient_id = \"energyd-{i}\"\nshare_group = \"split\"\n", broker.url()),
+        )
+        .unwrap();
+        let mut p = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], &sub);
+        urls.push(listening_url(&p.wait_line("listening on", Duration::from_secs(30))));
+        daemons.push(p);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gateway_config(d, &broker.url(), bus["listen"].as_str().unwrap());
+    // Small batches so that there are many of them to split.
+    let cfg = std::fs::read_to_string(d.join("gateway.toml")).unwrap().replace("batch_max_samples = 20", "batch_max_samples = 2\nbatch_max_delay_ms = 0");
+    std::fs::write(d.join("gateway.toml"), cfg).unwrap();
+    let mut gw = Proc::spawn("energy-gateway", &["run", "--config", "gateway.toml"], d);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    gw.signal("TERM");
+    assert!(gw.wait_exit(Duration::from_secs(30)).success());
+    sim.signal("TERM");
+    sim.wait_exit(Duration::from_secs(10));
+    let served = served(d);
+    let now = chrono::Utc::now();
+    let (from, to) = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
+    for (id, _, _, quantity, _) in METERS {
+        let mut all: Vec<(String, f64)> = Vec::new();
+        let mut per_daemon = Vec::new();
+        for u in &urls {
+            let (_, v) = get_json(&format!("{u}/api/v1/series?meter={id}&quantity={quantity}&from={}&to={}", q(&from), q(&to))).await;
+            let pts: Vec<(String, f64)> = v["points"].as_array().unwrap().iter().map(|p| (p["t"].as_str().unwrap().to_string(), p["v"].as_f64().unwrap())).collect();
+            per_daemon.push(pts.len());
+            all.extend(pts);
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let values: Vec<f64> = all.iter().map(|p| p.1).collect();
+        let s: Vec<f64> = served[*id].iter().map(|x| x.0).collect();
+        assert_eq!(values, s, "{id}: the two stores together hold every reading once");
+        assert!(per_daemon.iter().all(|&n| n > 0), "{id}: both daemons took a share: {per_daemon:?}");
+    }
+    for mut p in daemons {
+        p.signal("TERM");
+        p.wait_exit(Duration::from_secs(20));
+    }
+}
