@@ -9,6 +9,7 @@
 //! delivers it again. A batch that will never be valid gets `{"rejected": [first, last],
 //! "reason": ..}` on the ack topic, so that the gateway sets it aside.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
@@ -109,59 +110,88 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
             }
         }
     });
-    while let Some(p) = tokio::select! {
-        p = rx.recv() => p,
-        () = cancel.cancelled() => None,
-    } {
-        let Some(parts) = parse_topic(&prefix, &p.topic) else {
-            tracing::warn!(topic = %p.topic, "message on an unexpected topic; ignored");
-            let _ = client.ack(&p).await;
-            continue;
-        };
-        match parts.kind {
-            "status" => {
-                let online = p.payload.as_ref() == b"online";
-                s.set_gateway_online(parts.gateway, parts.site, online);
-                tracing::info!(gateway = parts.gateway, site = parts.site, online, "gateway status");
-                let _ = client.ack(&p).await;
+    // Batches are stored concurrently (up to MAX_IN_PROGRESS), so that the store's writer can
+    // commit several in one transaction; the broker gets its acknowledgements in arrival order.
+    let mut in_progress: VecDeque<(tokio::task::JoinHandle<bool>, Publish)> = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            done = async { (&mut in_progress.front_mut().expect("not empty").0).await }, if !in_progress.is_empty() => {
+                if let Some((_, p)) = in_progress.pop_front() {
+                    if done.unwrap_or(false) {
+                        let _ = client.ack(&p).await;
+                    }
+                }
             }
-            "batch" => {
-                let ack_topic = format!("{prefix}/{}/{}/ack", parts.site, parts.gateway);
-                s.set_gateway_seen(parts.gateway, parts.site);
+            p = rx.recv(), if in_progress.len() < MAX_IN_PROGRESS => {
+                let Some(p) = p else { break };
+                let task = handle_message(&s, &client, &prefix, &p);
+                in_progress.push_back((task, p));
+            }
+            () = cancel.cancelled() => break,
+        }
+    }
+    // Let what is being stored finish and be acknowledged.
+    for (t, p) in in_progress {
+        if t.await.unwrap_or(false) {
+            let _ = client.ack(&p).await;
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
+}
+
+/// Batches stored at the same time.
+const MAX_IN_PROGRESS: usize = 8;
+
+/// Starts handling one message; the task's result says whether to acknowledge it to the broker.
+fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -> tokio::task::JoinHandle<bool> {
+    let Some(parts) = parse_topic(prefix, &p.topic) else {
+        tracing::warn!(topic = %p.topic, "message on an unexpected topic; ignored");
+        return tokio::spawn(async { true });
+    };
+    let (site, gateway) = (parts.site.to_string(), parts.gateway.to_string());
+    match parts.kind {
+        "status" => {
+            let online = p.payload.as_ref() == b"online";
+            s.set_gateway_online(&gateway, &site, online);
+            tracing::info!(%gateway, %site, online, "gateway status");
+            tokio::spawn(async { true })
+        }
+        "batch" => {
+            let (s, client, payload) = (s.clone(), client.clone(), p.payload.clone());
+            let ack_topic = format!("{prefix}/{site}/{gateway}/ack");
+            s.set_gateway_seen(&gateway, &site);
+            tokio::spawn(async move {
                 let now = chrono::Utc::now().timestamp_millis();
-                let result = match gunzip_if_needed(&p.payload, s.max_body_bytes) {
-                    Ok(bytes) => ingest_batch(&s, &bytes, Some(parts.gateway), now).await,
+                let result = match gunzip_if_needed(&payload, s.max_body_bytes) {
+                    Ok(bytes) => ingest_batch(&s, &bytes, Some(&gateway), now).await,
                     Err(r) => Err(BatchError::Rejected(r)),
                 };
                 match result {
                     Ok(stored) => {
                         let ranges: Vec<[u64; 2]> = stored.outcome.ranges.iter().rev().take(64).rev().map(|r| [r.0, r.1]).collect();
                         let body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
-                        if client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok() {
-                            let _ = client.ack(&p).await;
-                        }
+                        client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok()
                     }
                     Err(BatchError::Rejected(r)) => {
-                        tracing::warn!(gateway = parts.gateway, reason = %r.reason, "batch rejected");
+                        tracing::warn!(%gateway, reason = %r.reason, "batch rejected");
                         if let Some((_, first, n)) = r.identity {
                             let body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
                             let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
                         }
-                        let _ = client.ack(&p).await;
+                        true
                     }
                     Err(BatchError::Store(e)) => {
                         // Not acknowledged: the broker delivers it again after a reconnect.
-                        tracing::warn!(gateway = parts.gateway, "batch not stored, left for redelivery: {e}");
+                        tracing::warn!(%gateway, "batch not stored, left for redelivery: {e}");
+                        false
                     }
                 }
-            }
-            _ => {
-                let _ = client.ack(&p).await;
-            }
+            })
         }
+        _ => tokio::spawn(async { true }),
     }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), events).await;
 }
 
 #[cfg(test)]
