@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -8,13 +8,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::{Point, FORMAT_VERSION};
+use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} only. Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades version 1 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -78,19 +79,27 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
     configure(&conn)?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
-         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;",
-    )?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
-    match version {
+    // Refuse an unknown version before touching anything.
+    if let Some(found) = version.as_ref().filter(|v| **v != "1" && **v != FORMAT_VERSION.to_string()) {
+        return Err(StoreError::Version { path, found: found.clone() });
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
+             first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
+             min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+             PRIMARY KEY(series, hour)) WITHOUT ROWID;",
+    )?;
+    match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
         }
-        Some(v) if v == FORMAT_VERSION.to_string() => {}
-        Some(found) => return Err(StoreError::Version { path, found }),
+        Some("1") => upgrade_from_v1(&conn)?,
+        Some(_) => {}
     }
     // Newest reading per meter, from the primary key (one index probe per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
@@ -128,9 +137,76 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
     })
 }
 
+/// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
+/// version change, so that an interrupted upgrade is simply done again at the next start.
+fn upgrade_from_v1(conn: &Connection) -> rusqlite::Result<()> {
+    tracing::info!("upgrading the store from format version 1 to {FORMAT_VERSION}: building hourly roll-ups");
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM rollup_hour", [])?;
+    {
+        let mut st = tx.prepare("SELECT series, ts, value FROM points ORDER BY series, ts")?;
+        let mut rows = st.query([])?;
+        let mut cur: Option<(i64, HourRollup)> = None;
+        while let Some(r) = rows.next()? {
+            let (sid, ts, v): (i64, i64, f64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let p = HourRollup::of_point(ts, v);
+            cur = match cur {
+                Some((s, acc)) if s == sid && acc.hour == p.hour => Some((s, acc.merge(&p))),
+                Some((s, acc)) => {
+                    put_rollup(&tx, s, &acc)?;
+                    Some((sid, p))
+                }
+                None => Some((sid, p)),
+            };
+        }
+        if let Some((s, acc)) = cur {
+            put_rollup(&tx, s, &acc)?;
+        }
+    }
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
+    tx.commit()
+}
+
+fn put_rollup(conn: &Connection, sid: i64, r: &HourRollup) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![sid, r.hour, r.first_ts, r.first_v, r.last_ts, r.last_v, r.min, r.max, r.sum, r.count as i64])?;
+    Ok(())
+}
+
+const ROLLUP_COLUMNS: &str = "hour, first_ts, first_v, last_ts, last_v, min, max, sum, count";
+
+fn rollup_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HourRollup> {
+    Ok(HourRollup {
+        hour: r.get(0)?,
+        first_ts: r.get(1)?,
+        first_v: r.get(2)?,
+        last_ts: r.get(3)?,
+        last_v: r.get(4)?,
+        min: r.get(5)?,
+        max: r.get(6)?,
+        sum: r.get(7)?,
+        count: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+/// What storing one point did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Put {
+    New,
+    Unchanged,
+    Replaced,
+}
+
 struct Writer<'c> {
     conn: &'c Connection,
     series: HashMap<(String, Quantity), i64>,
+    /// Roll-ups of the points newly written in the open transaction, per (series, hour).
+    pending: HashMap<(i64, i64), HourRollup>,
+    /// Hours where a stored value was replaced: recomputed from the raw points.
+    dirty: HashSet<(i64, i64)>,
 }
 
 impl Writer<'_> {
@@ -156,21 +232,65 @@ impl Writer<'_> {
 
     fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
         let sid = self.series_id(meter, q)?;
-        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
-        if n == 1 {
-            out.points_written += 1;
-        } else {
-            let c = self
-                .conn
-                .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
-                .execute(params![sid, ts, value])?;
-            if c == 1 {
-                out.points_conflicting += 1;
-            } else {
-                out.points_unchanged += 1;
+        let put = self.put_raw(sid, ts, value)?;
+        let key = (sid, hour_of(ts));
+        match put {
+            Put::New => {
+                out.points_written += 1;
+                if !self.dirty.contains(&key) {
+                    let r = HourRollup::of_point(ts, value);
+                    self.pending.entry(key).and_modify(|x| *x = x.merge(&r)).or_insert(r);
+                }
             }
+            Put::Replaced => {
+                out.points_conflicting += 1;
+                self.pending.remove(&key);
+                self.dirty.insert(key);
+            }
+            Put::Unchanged => out.points_unchanged += 1,
         }
         Ok(())
+    }
+
+    fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
+        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        if n == 1 {
+            return Ok(Put::New);
+        }
+        let c = self
+            .conn
+            .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
+            .execute(params![sid, ts, value])?;
+        Ok(if c == 1 { Put::Replaced } else { Put::Unchanged })
+    }
+
+    /// Writes the roll-ups of the open transaction: merges the new points into the stored
+    /// roll-ups, and recomputes the hours where a value was replaced.
+    fn flush_rollups(&mut self) -> rusqlite::Result<()> {
+        for (sid, hour) in std::mem::take(&mut self.dirty) {
+            let pts = self.raw_points(sid, hour, hour + HOUR_MS)?;
+            match HourRollup::of_points(&pts) {
+                Some(r) => put_rollup(self.conn, sid, &r)?,
+                None => {
+                    self.conn.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour = ?2")?.execute(params![sid, hour])?;
+                }
+            }
+        }
+        for ((sid, hour), r) in std::mem::take(&mut self.pending) {
+            let stored = self
+                .conn
+                .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour = ?2"))?
+                .query_row(params![sid, hour], rollup_row)
+                .optional()?;
+            put_rollup(self.conn, sid, &stored.map_or(r, |s| s.merge(&r)))?;
+        }
+        Ok(())
+    }
+
+    fn raw_points(&self, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
+        let mut st = self.conn.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
+        let rows = st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
     }
 
     /// Stored sequence ranges of a gateway, sorted.
@@ -225,7 +345,7 @@ pub(crate) fn merge_ranges(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
 }
 
 fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics) {
-    let mut w = Writer { conn: &conn, series: HashMap::new() };
+    let mut w = Writer { conn: &conn, series: HashMap::new(), pending: HashMap::new(), dirty: HashSet::new() };
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < 256 {
@@ -255,6 +375,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                 }
                 outs.push(out);
             }
+            w.flush_rollups()?;
             tx.commit()?;
             Ok(outs)
         })();
@@ -279,6 +400,8 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
             Err(e) => {
                 // The series cache may hold ids of rolled-back rows.
                 w.series.clear();
+                w.pending.clear();
+                w.dirty.clear();
                 tracing::error!("store commit failed: {e}");
                 for req in group {
                     let _ = req.reply.send(Err(e.to_string()));
@@ -368,6 +491,37 @@ impl Store {
         .await
     }
 
+    /// Hourly roll-ups of one series for the hours in `[from, to)`.
+    pub async fn rollups(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
+            read_rollups(c, sid, from, to)
+        })
+        .await
+    }
+
+    /// What consumption over `[from, to)` needs, from the roll-ups (`from`, `to` hour-aligned):
+    /// the last reading before `from`, the roll-ups of the hours inside, and the first reading at
+    /// or after `to`.
+    pub async fn counter_rollups(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<CounterRollups, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok((None, Vec::new(), None)) };
+            let before = c
+                .prepare_cached("SELECT last_ts, last_v FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1")?
+                .query_row(params![sid, hour_of(from)], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let hours = read_rollups(c, sid, from, to)?;
+            let after = c
+                .prepare_cached("SELECT first_ts, first_v FROM rollup_hour WHERE series = ?1 AND hour >= ?2 ORDER BY hour LIMIT 1")?
+                .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok((before, hours, after))
+        })
+        .await
+    }
+
     /// Stored sequence ranges per gateway.
     pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
         self.read(|c| {
@@ -413,6 +567,19 @@ impl Store {
             let _ = h.join();
         }
     }
+}
+
+/// The last reading before a window, the roll-ups inside, the first reading after it.
+pub type CounterRollups = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+
+fn series_id(c: &Connection, meter: &str, q: Quantity) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?.query_row(params![meter, q.name()], |r| r.get(0)).optional()
+}
+
+fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<HourRollup>> {
+    let mut st = c.prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour"))?;
+    let rows = st.query_map(params![sid, hour_of(from), to], rollup_row)?;
+    rows.collect()
 }
 
 #[cfg(test)]
@@ -471,6 +638,72 @@ mod tests {
         c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
         drop(c);
         let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
-        assert!(e.contains("format version 99") && e.contains("reads version 1"), "{e}");
+        assert!(e.contains("format version 99") && e.contains("reads version 2"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_1_store_is_upgraded_with_its_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The version 1 layout, as that release wrote it.
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('format_version', '1');
+                 CREATE TABLE series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+                 CREATE TABLE points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+                 CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+                 INSERT INTO series VALUES (1, 'm', 'active_energy_import');
+                 INSERT INTO points VALUES (1, 1764288000000, 1.0), (1, 1764288600000, 3.0), (1, 1764291600000, 4.0);",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let r = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].first_v, r[0].last_v, r[0].count, r[1].sum), (1.0, 3.0, 2, 4.0));
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, FORMAT_VERSION.to_string());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// The stored roll-ups depend only on the distinct points stored, whatever the order,
+        /// the duplication and the grouping into writes; and a replaced value is rolled up as
+        /// the value that replaced it.
+        #[test]
+        fn stored_rollups_ignore_order_and_duplication(
+            points in proptest::collection::btree_map(0i64..5 * HOUR_MS, -400i32..400, 1..40),
+            dups in proptest::collection::vec(0usize..40, 0..20),
+            cut in 1usize..9, seed in proptest::prelude::any::<u64>(),
+        ) {
+            let t0 = 1_764_288_000_000;
+            let pts: Vec<(i64, f64)> = points.into_iter().map(|(t, v)| (t0 + t, f64::from(v) / 4.0)).collect();
+            let mut sent: Vec<(i64, f64)> = pts.clone();
+            sent.extend(dups.iter().map(|&i| pts[i % pts.len()]));
+            let mut s = seed | 1;
+            for i in (1..sent.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                sent.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            // A wrong value first for one point: replaced later by the right one.
+            let wrong = Point { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1 + 1000.0 };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let got = rt.block_on(async {
+                let store = open(dir.path(), Metrics::new()).unwrap();
+                store.write_points(vec![wrong]).await.unwrap();
+                for group in sent.chunks(cut) {
+                    let ps = group.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: Quantity::ActivePower, ts, value }).collect();
+                    store.write_points(ps).await.unwrap();
+                }
+                let r = store.rollups("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
+                store.close();
+                r
+            });
+            proptest::prop_assert_eq!(got, crate::accounting::rollup::rollups_of(&pts));
+        }
     }
 }
