@@ -63,12 +63,27 @@ pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Byt
         }
     };
     let now = now_ms();
-    for (i, smp) in batch.samples.iter().enumerate() {
-        if let Err(e) = check_time(smp.t, now) {
-            s.metrics.batches.with_label_values(&["invalid"]).inc();
-            s.metrics.rejected.with_label_values(&["batch", "bad_time"]).inc();
-            return Err(ApiError::bad_request(format!("invalid batch at `samples[{i}].t`: {e}")));
+    let mut batch = batch;
+    let mut too_old = 0u64;
+    for (i, smp) in batch.samples.iter_mut().enumerate() {
+        match check_time(smp.t, now, s.retention.raw_ms()) {
+            Ok(()) => {}
+            // Older than the retention: nothing to store, but the sample is done with (its
+            // sequence number is acknowledged, so the gateway does not resend it forever).
+            Err(e) if e.label == "too_old" => {
+                smp.v.clear();
+                too_old += 1;
+            }
+            Err(e) => {
+                s.metrics.batches.with_label_values(&["invalid"]).inc();
+                s.metrics.rejected.with_label_values(&["batch", e.label]).inc();
+                return Err(ApiError::bad_request(format!("invalid batch at `samples[{i}].t`: {e}")));
+            }
         }
+    }
+    if too_old > 0 {
+        s.metrics.rejected.with_label_values(&["batch", "too_old"]).inc_by(too_old);
+        tracing::warn!(gateway = %batch.gateway, samples = too_old, "samples older than the raw retention were dropped");
     }
     let unknown: Vec<String> = {
         let mut u: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
@@ -90,6 +105,10 @@ pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Byt
     if !unknown.is_empty() {
         v["unassigned_meters"] = serde_json::json!(unknown);
         v["warning"] = "some meters are not in the registry; their readings are kept as unassigned".into();
+    }
+    if too_old > 0 {
+        v["samples_too_old"] = too_old.into();
+        v["warning"] = format!("{too_old} samples are older than the retention of raw data ({} days) and were not stored", s.retention.raw_days).into();
     }
     Ok((StatusCode::OK, Json(v)).into_response())
 }
@@ -116,7 +135,7 @@ async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, Stri
     };
     let accept_unknown = s.ingest.unknown_meter == UnknownMeter::Accept;
     let reg = s.registry.clone();
-    let report = lines_to_points(text, precision, now_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
+    let report = lines_to_points(text, precision, now_ms(), s.retention.raw_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
     for e in &report.errors {
         s.metrics.rejected.with_label_values(&[source, e.label]).inc();
     }

@@ -406,6 +406,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         timezone: "Asia/Shanghai".into(),
         http: crate::config::HttpConfig { listen: args.listen.clone(), ..Default::default() },
         ingest: crate::config::IngestConfig::default(),
+        retention: crate::config::RetentionConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 

@@ -31,7 +31,7 @@
 
 mod sqlite;
 
-pub use sqlite::{open, CounterRollups, Store, StoreError, WriteOutcome};
+pub use sqlite::{open, open_with, CounterRollups, Store, StoreError, StoreOptions, WriteOutcome};
 
 /// One value to store.
 #[derive(Debug, Clone, PartialEq)]

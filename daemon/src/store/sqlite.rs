@@ -73,8 +73,24 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Opens (creating if needed) the store in `dir`.
+/// Retention applied by the writer: at start and then once an hour it deletes raw points and
+/// roll-ups older than these (whole hours only). `None` keeps them forever.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreOptions {
+    pub raw_retention_ms: Option<i64>,
+    pub rollup_retention_ms: Option<i64>,
+}
+
+/// How often the writer applies the retention.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Opens (creating if needed) the store in `dir`, keeping everything forever.
 pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
+    open_with(dir, metrics, StoreOptions::default())
+}
+
+/// Opens (creating if needed) the store in `dir`.
+pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
@@ -101,6 +117,13 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
         Some("1") => upgrade_from_v1(&conn)?,
         Some(_) => {}
     }
+    // The number of raw points, kept in `meta` by the writer (counted once if absent).
+    let count: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'point_count'", [], |r| r.get(0)).optional()?;
+    if count.is_none() {
+        conn.execute("INSERT INTO meta(key, value) SELECT 'point_count', count(*) FROM points", [])?;
+    }
+    let point_count: i64 = conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0))?;
+    metrics.store_points.set(point_count);
     // Newest reading per meter, from the primary key (one index probe per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     {
@@ -125,7 +148,7 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
     let ls = last_seen.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Store {
         tx: Arc::new(Mutex::new(Some(tx))),
@@ -344,9 +367,57 @@ pub(crate) fn merge_ranges(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics) {
+/// Deletes raw points and roll-ups older than the retention, whole hours only, in one
+/// transaction. Returns the number of raw points deleted.
+fn prune(conn: &Connection, options: StoreOptions, now_ms: i64) -> rusqlite::Result<u64> {
+    if options.raw_retention_ms.is_none() && options.rollup_retention_ms.is_none() {
+        return Ok(0);
+    }
+    let tx = conn.unchecked_transaction()?;
+    let ids: Vec<i64> = tx.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut deleted = 0u64;
+    for id in ids {
+        if let Some(r) = options.raw_retention_ms {
+            deleted += tx.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts < ?2")?.execute(params![id, hour_of(now_ms - r)])? as u64;
+        }
+        if let Some(r) = options.rollup_retention_ms {
+            tx.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour < ?2")?.execute(params![id, hour_of(now_ms - r)])?;
+        }
+    }
+    add_point_count(&tx, -(deleted as i64))?;
+    tx.commit()?;
+    Ok(deleted)
+}
+
+fn add_point_count(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
+    if delta != 0 {
+        conn.prepare_cached("UPDATE meta SET value = CAST(value AS INTEGER) + ?1 WHERE key = 'point_count'")?.execute([delta])?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics, options: StoreOptions) {
     let mut w = Writer { conn: &conn, series: HashMap::new(), pending: HashMap::new(), dirty: HashSet::new() };
-    while let Ok(first) = rx.recv() {
+    let mut next_prune = Instant::now();
+    loop {
+        if Instant::now() >= next_prune {
+            match prune(&conn, options, chrono::Utc::now().timestamp_millis()) {
+                Ok(n) => {
+                    metrics.points_pruned.inc_by(n);
+                    metrics.store_points.sub(n as i64);
+                    if n > 0 {
+                        tracing::info!(points = n, "raw points older than the retention deleted");
+                    }
+                }
+                Err(e) => tracing::error!("applying the retention failed: {e}"),
+            }
+            next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        let first = match rx.recv_timeout(next_prune.saturating_duration_since(Instant::now())) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < 256 {
             match rx.try_recv() {
@@ -376,6 +447,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                 outs.push(out);
             }
             w.flush_rollups()?;
+            add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
             tx.commit()?;
             Ok(outs)
         })();
@@ -390,6 +462,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                     }
                 }
                 for (req, out) in group.into_iter().zip(outs) {
+                    metrics.store_points.add(out.points_written as i64);
                     metrics.points_written.inc_by(out.points_written);
                     metrics.points_conflicting.inc_by(out.points_conflicting);
                     metrics.points_unchanged.inc_by(out.points_unchanged);
@@ -666,6 +739,29 @@ mod tests {
         let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
         let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
         assert_eq!(v, FORMAT_VERSION.to_string());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_deletes_old_raw_points_and_keeps_their_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let day = 86_400_000;
+        let p = |ts, value| Point { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts, value };
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(vec![p(now - 3 * day, 1.0), p(now - 2 * day, 2.0), p(now, 3.0)]).await.unwrap();
+        store.close();
+        let metrics = Metrics::new();
+        let options = StoreOptions { raw_retention_ms: Some(day), rollup_retention_ms: Some(2 * day + 2 * HOUR_MS) };
+        let store = open_with(dir.path(), metrics.clone(), options).unwrap();
+        // The writer applies the retention before it takes this write.
+        store.write_points(vec![p(now + 1, 4.0)]).await.unwrap();
+        let raw = store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!(raw, vec![(now, 3.0), (now + 1, 4.0)]);
+        let hours: Vec<f64> = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap().iter().map(|r| r.first_v).collect();
+        assert_eq!(hours.first(), Some(&2.0), "the roll-up of 2 days ago outlives its raw point; 3 days ago is past its retention");
+        assert_eq!(metrics.store_points.get(), 2);
+        assert_eq!(metrics.points_pruned.get(), 2);
+        store.close();
     }
 
     proptest::proptest! {
