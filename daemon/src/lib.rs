@@ -47,7 +47,7 @@ impl Daemon {
     pub async fn bind(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let metrics = metrics::Metrics::new();
         let retention = loaded.config.retention;
-        let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms() };
+        let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
         let store = store::open_with(&loaded.config.data_dir, metrics.clone(), options)?;
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub store_points: IntGauge,
     pub bytes_per_point: prometheus::Gauge,
     pub points_pruned: IntCounter,
+    pub points_sealed: IntCounter,
     pub meters_known: IntGauge,
 }
 
@@ -62,6 +63,7 @@ impl Metrics {
             store_points: must(IntGauge::new("energyd_store_points", "Raw points held by the store")),
             bytes_per_point: must(prometheus::Gauge::new("energyd_store_bytes_per_point", "Bytes on disk per raw point held (roll-ups and catalog included)")),
             points_pruned: must(IntCounter::new("energyd_points_pruned_total", "Raw points deleted because they were older than the retention")),
+            points_sealed: must(IntCounter::new("energyd_points_sealed_total", "Raw points moved from the head into compressed chunks")),
             meters_known: must(IntGauge::new("energyd_registry_meters", "Meters in the registry")),
         };
         let r = &m.registry;
@@ -78,6 +80,7 @@ impl Metrics {
         must(r.register(Box::new(m.store_points.clone())));
         must(r.register(Box::new(m.bytes_per_point.clone())));
         must(r.register(Box::new(m.points_pruned.clone())));
+        must(r.register(Box::new(m.points_sealed.clone())));
         must(r.register(Box::new(m.meters_known.clone())));
         m
     }

@@ -29,6 +29,8 @@
 //! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
 //! counted.
 
+mod chunks;
+pub mod codec;
 mod sqlite;
 
 pub use sqlite::{open, open_with, CounterRollups, Store, StoreError, StoreOptions, WriteOutcome};

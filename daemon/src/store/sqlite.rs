@@ -7,6 +7,7 @@ use energy_wire::{Batch, Quantity};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::chunks::{self, day_of};
 use super::{Point, FORMAT_VERSION};
 use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
 use crate::metrics::Metrics;
@@ -41,11 +42,19 @@ pub struct WriteOutcome {
     /// Highest sequence number up to which this gateway's samples are stored without a gap
     /// (batches only).
     pub acked_through: u64,
+    /// Raw points sealed into compressed chunks ([`Store::compact`] only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub points_sealed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 enum WriteOp {
     Batch(Batch),
     Points(Vec<Point>),
+    Compact,
 }
 
 struct WriteReq {
@@ -75,11 +84,24 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Retention applied by the writer: at start and then once an hour it deletes raw points and
 /// roll-ups older than these (whole hours only). `None` keeps them forever.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
     pub raw_retention_ms: Option<i64>,
     pub rollup_retention_ms: Option<i64>,
+    /// Whole UTC days ending more than this long ago are sealed into compressed chunks.
+    pub seal_after_ms: i64,
 }
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS }
+    }
+}
+
+/// How often the writer looks for days to seal, and how many chunks one pass writes at most
+/// (a pass is one transaction; writes wait for it).
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const CHUNKS_PER_PASS: usize = 256;
 
 /// How often the writer applies the retention.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -94,6 +116,8 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
+    // Pages freed by sealing can be given back to the file system (takes effect on a new store).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     configure(&conn)?;
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
@@ -108,7 +132,9 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
          CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
              first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
              min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
-             PRIMARY KEY(series, hour)) WITHOUT ROWID;",
+             PRIMARY KEY(series, hour)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
+             PRIMARY KEY(series, day)) WITHOUT ROWID;",
     )?;
     match version.as_deref() {
         None => {
@@ -124,19 +150,19 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     }
     let point_count: i64 = conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0))?;
     metrics.store_points.set(point_count);
-    // Newest reading per meter, from the primary key (one index probe per series).
+    // Newest reading per meter (index probes and at most one chunk decoded per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     {
         let mut series = conn.prepare("SELECT id, meter FROM series")?;
-        let mut max = conn.prepare("SELECT max(ts) FROM points WHERE series = ?1")?;
         let rows: Vec<(i64, String)> = series.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         for (id, meter) in rows {
-            if let Some(ts) = max.query_row([id], |r| r.get::<_, Option<i64>>(0))? {
+            if let Some(ts) = chunks::newest(&conn, id)? {
                 let e = last_seen.entry(meter).or_insert(ts);
                 *e = (*e).max(ts);
             }
         }
     }
+    let sealed: HashMap<i64, i64> = chunks::sealed_ends(&conn)?.into_iter().collect();
     let mut readers = Vec::new();
     for _ in 0..3 {
         let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -148,7 +174,7 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     let ls = last_seen.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics, options))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Store {
         tx: Arc::new(Mutex::new(Some(tx))),
@@ -230,6 +256,10 @@ struct Writer<'c> {
     pending: HashMap<(i64, i64), HourRollup>,
     /// Hours where a stored value was replaced: recomputed from the raw points.
     dirty: HashSet<(i64, i64)>,
+    /// Per series, the end of its newest sealed day: earlier points may be in a chunk.
+    sealed: HashMap<i64, i64>,
+    /// The last chunk decoded to check a late point, by (series, day).
+    chunk_cache: Option<((i64, i64), Vec<(i64, f64)>)>,
 }
 
 impl Writer<'_> {
@@ -278,6 +308,22 @@ impl Writer<'_> {
     fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
         let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
         if n == 1 {
+            // A late point for a sealed day: compare with the chunk's reading at that time.
+            if ts < self.sealed.get(&sid).copied().unwrap_or(i64::MIN) {
+                let key = (sid, day_of(ts));
+                if self.chunk_cache.as_ref().is_none_or(|(k, _)| *k != key) {
+                    self.chunk_cache = Some((key, chunks::chunk(self.conn, sid, key.1)?.unwrap_or_default()));
+                }
+                let pts = self.chunk_cache.as_ref().map_or(&[][..], |(_, p)| p.as_slice());
+                if let Ok(i) = pts.binary_search_by_key(&ts, |p| p.0) {
+                    if pts[i].1.to_bits() == value.to_bits() {
+                        self.conn.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts = ?2")?.execute(params![sid, ts])?;
+                        return Ok(Put::Unchanged);
+                    }
+                    // Kept in `points`, where it wins over the chunk's value.
+                    return Ok(Put::Replaced);
+                }
+            }
             return Ok(Put::New);
         }
         let c = self
@@ -291,7 +337,7 @@ impl Writer<'_> {
     /// roll-ups, and recomputes the hours where a value was replaced.
     fn flush_rollups(&mut self) -> rusqlite::Result<()> {
         for (sid, hour) in std::mem::take(&mut self.dirty) {
-            let pts = self.raw_points(sid, hour, hour + HOUR_MS)?;
+            let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
             match HourRollup::of_points(&pts) {
                 Some(r) => put_rollup(self.conn, sid, &r)?,
                 None => {
@@ -310,10 +356,18 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn raw_points(&self, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
-        let mut st = self.conn.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
-        let rows = st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+    /// One compaction pass in its own transaction: seals up to [`CHUNKS_PER_PASS`] days.
+    fn compact_pass(&mut self, seal_after_ms: i64) -> rusqlite::Result<chunks::Compacted> {
+        let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        let tx = self.conn.unchecked_transaction()?;
+        let (done, sealed) = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS)?;
+        tx.commit()?;
+        for (sid, end) in sealed {
+            let e = self.sealed.entry(sid).or_insert(end);
+            *e = (*e).max(end);
+        }
+        self.chunk_cache = None;
+        Ok(done)
     }
 
     /// Stored sequence ranges of a gateway, sorted.
@@ -380,6 +434,15 @@ fn prune(conn: &Connection, options: StoreOptions, now_ms: i64) -> rusqlite::Res
         if let Some(r) = options.raw_retention_ms {
             deleted += tx.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts < ?2")?.execute(params![id, hour_of(now_ms - r)])? as u64;
         }
+        if let Some(r) = options.raw_retention_ms {
+            // Whole days only: a chunk goes when all of it is past the retention.
+            let before = hour_of(now_ms - r) - chunks::DAY_MS + 1;
+            let n: i64 = tx
+                .prepare_cached("SELECT coalesce(sum(count), 0) FROM chunks WHERE series = ?1 AND day < ?2")?
+                .query_row(params![id, before], |r| r.get(0))?;
+            tx.prepare_cached("DELETE FROM chunks WHERE series = ?1 AND day < ?2")?.execute(params![id, before])?;
+            deleted += n as u64;
+        }
         if let Some(r) = options.rollup_retention_ms {
             tx.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour < ?2")?.execute(params![id, hour_of(now_ms - r)])?;
         }
@@ -396,10 +459,31 @@ fn add_point_count(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics, options: StoreOptions) {
-    let mut w = Writer { conn: &conn, series: HashMap::new(), pending: HashMap::new(), dirty: HashSet::new() };
+fn writer_loop(
+    conn: Connection,
+    rx: std::sync::mpsc::Receiver<WriteReq>,
+    last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    metrics: Metrics,
+    options: StoreOptions,
+    sealed: HashMap<i64, i64>,
+) {
+    let mut w = Writer { conn: &conn, series: HashMap::new(), pending: HashMap::new(), dirty: HashSet::new(), sealed, chunk_cache: None };
     let mut next_prune = Instant::now();
+    let mut next_compact = Instant::now();
     loop {
+        if Instant::now() >= next_compact {
+            next_compact = Instant::now() + COMPACT_EVERY;
+            match w.compact_pass(options.seal_after_ms) {
+                Ok(done) => {
+                    metrics.points_sealed.inc_by(done.points);
+                    if done.chunks as usize >= CHUNKS_PER_PASS {
+                        // More to do: another pass right after the next group of writes.
+                        next_compact = Instant::now();
+                    }
+                }
+                Err(e) => tracing::error!("sealing raw points into chunks failed: {e}"),
+            }
+        }
         if Instant::now() >= next_prune {
             match prune(&conn, options, chrono::Utc::now().timestamp_millis()) {
                 Ok(n) => {
@@ -413,7 +497,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
             }
             next_prune = Instant::now() + PRUNE_EVERY;
         }
-        let first = match rx.recv_timeout(next_prune.saturating_duration_since(Instant::now())) {
+        let first = match rx.recv_timeout(next_prune.min(next_compact).saturating_duration_since(Instant::now())) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -427,10 +511,14 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
         }
         let started = Instant::now();
         let mut last = HashMap::new();
+        let mut wants_compact = false;
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
             let tx = conn.unchecked_transaction()?;
             let mut outs = Vec::with_capacity(group.len());
             for req in &group {
+                if matches!(req.op, WriteOp::Compact) {
+                    wants_compact = true;
+                }
                 let mut out = WriteOutcome::default();
                 // A failed statement fails the whole group's transaction; every request of the
                 // group then gets the error and its sender retries (nothing is half-written).
@@ -443,6 +531,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                             *e = (*e).max(p.ts);
                         }
                     }
+                    WriteOp::Compact => {}
                 }
                 outs.push(out);
             }
@@ -452,6 +541,31 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
             Ok(outs)
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        // Compaction asked for: every day due is sealed before the answer.
+        let result = result.and_then(|mut outs| {
+            if wants_compact {
+                let mut sealed = 0;
+                loop {
+                    let done = w.compact_pass(options.seal_after_ms)?;
+                    sealed += done.points;
+                    if done.chunks == 0 {
+                        break;
+                    }
+                }
+                metrics.points_sealed.inc_by(sealed);
+                // Give the freed pages back and fold the WAL into the database file.
+                let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+                let mut rows = vacuum.query([])?;
+                while rows.next()?.is_some() {}
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                for (o, req) in outs.iter_mut().zip(&group) {
+                    if matches!(req.op, WriteOp::Compact) {
+                        o.points_sealed = sealed;
+                    }
+                }
+            }
+            Ok(outs)
+        });
         match result {
             Ok(outs) => {
                 {
@@ -509,6 +623,12 @@ impl Store {
         self.write(WriteOp::Points(points)).await
     }
 
+    /// Seals every day due (older than the head) into compressed chunks now; returns after the
+    /// last commit, with the number of raw points sealed in `points_sealed`.
+    pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Compact).await
+    }
+
     /// Runs `f` on a read connection on the blocking pool.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
         let readers = self.readers.clone();
@@ -525,12 +645,8 @@ impl Store {
     pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
         let meter = meter.to_string();
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT p.ts, p.value FROM points p JOIN series s ON s.id = p.series
-                 WHERE s.meter = ?1 AND s.quantity = ?2 AND p.ts >= ?3 AND p.ts < ?4 ORDER BY p.ts",
-            )?;
-            let rows = st.query_map(params![meter, q.name(), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
+            chunks::read_series(c, sid, from, to)
         })
         .await
     }
@@ -545,20 +661,9 @@ impl Store {
                 .query_row(params![meter, q.name()], |r| r.get(0))
                 .optional()?;
             let Some(sid) = sid else { return Ok(Vec::new()) };
-            let before: Option<(i64, f64)> = c
-                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
-                .query_row(params![sid, from], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let mut out: Vec<(i64, f64)> = before.into_iter().collect();
-            let mut st = c.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
-            for r in st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                out.push(r?);
-            }
-            let after: Option<(i64, f64)> = c
-                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1")?
-                .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            out.extend(after);
+            let mut out: Vec<(i64, f64)> = chunks::last_before(c, sid, from)?.into_iter().collect();
+            out.extend(chunks::read_series(c, sid, from, to)?);
+            out.extend(chunks::first_from(c, sid, to)?);
             Ok(out)
         })
         .await
@@ -751,7 +856,7 @@ mod tests {
         store.write_points(vec![p(now - 3 * day, 1.0), p(now - 2 * day, 2.0), p(now, 3.0)]).await.unwrap();
         store.close();
         let metrics = Metrics::new();
-        let options = StoreOptions { raw_retention_ms: Some(day), rollup_retention_ms: Some(2 * day + 2 * HOUR_MS) };
+        let options = StoreOptions { raw_retention_ms: Some(day), rollup_retention_ms: Some(2 * day + 2 * HOUR_MS), ..Default::default() };
         let store = open_with(dir.path(), metrics.clone(), options).unwrap();
         // The writer applies the retention before it takes this write.
         store.write_points(vec![p(now + 1, 4.0)]).await.unwrap();
@@ -761,6 +866,47 @@ mod tests {
         assert_eq!(hours.first(), Some(&2.0), "the roll-up of 2 days ago outlives its raw point; 3 days ago is past its retention");
         assert_eq!(metrics.store_points.get(), 2);
         assert_eq!(metrics.points_pruned.get(), 2);
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_days_read_like_raw_points_and_take_late_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let store = open(dir.path(), metrics.clone()).unwrap();
+        let q = Quantity::ActiveEnergyImport;
+        let day0 = day_of(1_764_288_000_000);
+        // Three days of one-minute counter readings with two decimals.
+        let pts: Vec<(i64, f64)> = (0..3 * 1440).map(|i| (day0 + i * 60_000, 1000.0 + (i as f64 * 0.37 * 100.0).round() / 100.0)).collect();
+        let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+        for c in pts.chunks(1000) {
+            store.write_points(write(c)).await.unwrap();
+        }
+        let before_bytes = store.bytes();
+        let o = store.compact().await.unwrap();
+        assert_eq!(o.points_sealed, pts.len() as u64);
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), pts);
+        let w = store.counter_window("m", q, day0 + chunks::DAY_MS + 30_000, day0 + 2 * chunks::DAY_MS).await.unwrap();
+        assert_eq!(w.first(), Some(&pts[1440]), "the reading before the window comes from the previous chunk");
+        assert_eq!(w.last(), Some(&pts[2880]), "and the one after from the next");
+        assert_eq!(w.len(), 1440 + 1);
+        // Late data for a sealed day: the same value is a no-op, a new time is new, a different
+        // value replaces the chunk's and its hour is rolled up again.
+        let o = store.write_points(write(&[pts[10], (pts[10].0 + 1, pts[10].1), (pts[20].0, 5000.0)])).await.unwrap();
+        assert_eq!((o.points_unchanged, o.points_written, o.points_conflicting), (1, 1, 1));
+        let mut want = pts.clone();
+        want.insert(11, (pts[10].0 + 1, pts[10].1));
+        want[21].1 = 5000.0;
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        let r = store.rollups("m", q, day0, day0 + HOUR_MS).await.unwrap();
+        assert_eq!((r[0].count, r[0].max), (61, 5000.0));
+        // Compacting again merges the late points into the chunk; a restart reads it all back.
+        assert_eq!(store.compact().await.unwrap().points_sealed, 2);
+        store.close();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        assert_eq!(store.last_seen("m"), Some(pts.last().unwrap().0));
+        assert!(store.bytes() < before_bytes, "{} bytes after sealing, {before_bytes} before", store.bytes());
         store.close();
     }
 
