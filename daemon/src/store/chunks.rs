@@ -127,10 +127,10 @@ pub(super) struct Compacted {
     pub(super) points: u64,
 }
 
-/// Seals up to `max_chunks` (series, day) pairs with raw points before `cutoff` (a day
+/// Seals up to `max_chunks` (series, day) pairs, except those `busy` says are being written, with raw points before `cutoff` (a day
 /// boundary; the oldest day of each series first) into chunks, merging any chunk already there. Runs inside the caller's
 /// transaction. Returns what it did and the sealed (series, day end) pairs.
-pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize) -> rusqlite::Result<(Compacted, Vec<(i64, i64)>)> {
+pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn Fn(i64, i64) -> bool) -> rusqlite::Result<(Compacted, Vec<(i64, i64)>)> {
     // One index probe per series for its oldest raw point (the raw table is mostly the head, so
     // scanning it would cost far more).
     let ids: Vec<i64> = c.prepare_cached("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
@@ -141,7 +141,7 @@ pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize) -> rusqlit
             break;
         }
         if let Some(ts) = oldest.query_row([sid], |r| r.get::<_, Option<i64>>(0))? {
-            if ts < cutoff {
+            if ts < cutoff && !busy(sid, day_of(ts)) {
                 todo.push((sid, day_of(ts)));
             }
         }

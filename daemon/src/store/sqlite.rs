@@ -262,8 +262,18 @@ struct Writer<'c> {
     /// Per series, the end of its newest sealed day: earlier points may be in a chunk.
     sealed: HashMap<i64, i64>,
     /// The last chunk decoded to check a late point, by (series, day).
-    chunk_cache: Option<((i64, i64), Vec<(i64, f64)>)>,
+    chunk_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
+    /// (series, day) pairs of old days written recently (a backfill): not sealed while they
+    /// are, so that a day being loaded is not sealed and reopened for every point.
+    backfill: HashMap<(i64, i64), Instant>,
+    /// Points older than this (the start of the newest sealable day) are backfill.
+    seal_cutoff: i64,
 }
+
+/// Most decoded chunks kept for checking late points; the cache is emptied when full.
+const CHUNK_CACHE: usize = 256;
+/// A day written to within this long is not sealed by the background passes.
+const BACKFILL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Writer<'_> {
     fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
@@ -288,6 +298,9 @@ impl Writer<'_> {
 
     fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
         let sid = self.series_id(meter, q)?;
+        if ts < self.seal_cutoff {
+            self.backfill.insert((sid, day_of(ts)), Instant::now());
+        }
         let put = self.put_raw(sid, ts, value)?;
         let key = (sid, hour_of(ts));
         match put {
@@ -314,10 +327,13 @@ impl Writer<'_> {
             // A late point for a sealed day: compare with the chunk's reading at that time.
             if ts < self.sealed.get(&sid).copied().unwrap_or(i64::MIN) {
                 let key = (sid, day_of(ts));
-                if self.chunk_cache.as_ref().is_none_or(|(k, _)| *k != key) {
-                    self.chunk_cache = Some((key, chunks::chunk(self.conn, sid, key.1)?.unwrap_or_default()));
+                if !self.chunk_cache.contains_key(&key) {
+                    if self.chunk_cache.len() >= CHUNK_CACHE {
+                        self.chunk_cache.clear();
+                    }
+                    self.chunk_cache.insert(key, chunks::chunk(self.conn, sid, key.1)?.unwrap_or_default());
                 }
-                let pts = self.chunk_cache.as_ref().map_or(&[][..], |(_, p)| p.as_slice());
+                let pts = self.chunk_cache.get(&key).map_or(&[][..], Vec::as_slice);
                 if let Ok(i) = pts.binary_search_by_key(&ts, |p| p.0) {
                     if pts[i].1.to_bits() == value.to_bits() {
                         self.conn.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts = ?2")?.execute(params![sid, ts])?;
@@ -360,16 +376,21 @@ impl Writer<'_> {
     }
 
     /// One compaction pass in its own transaction: seals up to [`CHUNKS_PER_PASS`] days.
-    fn compact_pass(&mut self, seal_after_ms: i64) -> rusqlite::Result<chunks::Compacted> {
+    /// With `all`, days being backfilled are sealed too.
+    fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
         let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        self.seal_cutoff = cutoff;
+        self.backfill.retain(|_, t| t.elapsed() < BACKFILL_QUIET);
+        let backfill = &self.backfill;
+        let busy = |sid: i64, day: i64| !all && backfill.contains_key(&(sid, day));
         let tx = self.conn.unchecked_transaction()?;
-        let (done, sealed) = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS)?;
+        let (done, sealed) = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         tx.commit()?;
         for (sid, end) in sealed {
             let e = self.sealed.entry(sid).or_insert(end);
             *e = (*e).max(end);
         }
-        self.chunk_cache = None;
+        self.chunk_cache.clear();
         Ok(done)
     }
 
@@ -470,13 +491,22 @@ fn writer_loop(
     options: StoreOptions,
     sealed: HashMap<i64, i64>,
 ) {
-    let mut w = Writer { conn: &conn, series: HashMap::new(), pending: HashMap::new(), dirty: HashSet::new(), sealed, chunk_cache: None };
+    let mut w = Writer {
+        conn: &conn,
+        series: HashMap::new(),
+        pending: HashMap::new(),
+        dirty: HashSet::new(),
+        sealed,
+        chunk_cache: HashMap::new(),
+        backfill: HashMap::new(),
+        seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
+    };
     let mut next_prune = Instant::now();
     let mut next_compact = Instant::now();
     loop {
         if Instant::now() >= next_compact {
             next_compact = Instant::now() + COMPACT_EVERY;
-            match w.compact_pass(options.seal_after_ms) {
+            match w.compact_pass(options.seal_after_ms, false) {
                 Ok(done) => {
                     metrics.points_sealed.inc_by(done.points);
                     if done.chunks as usize >= CHUNKS_PER_PASS {
@@ -549,7 +579,7 @@ fn writer_loop(
             if wants_compact {
                 let mut sealed = 0;
                 loop {
-                    let done = w.compact_pass(options.seal_after_ms)?;
+                    let done = w.compact_pass(options.seal_after_ms, true)?;
                     sealed += done.points;
                     if done.chunks == 0 {
                         break;
