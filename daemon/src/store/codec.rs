@@ -251,7 +251,9 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>, CodecError> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    if n > data.len() * 8 {
+    // Every block of up to 128 numbers takes at least its 7-bit width: a bound on `n` that keeps
+    // corrupt input from allocating much.
+    if n > (data.len() * 8 / 7 + 1) * BLOCK + 1 {
         return Err(CodecError::Truncated);
     }
     let t0 = r.get(64)? as i64;
@@ -330,6 +332,8 @@ mod tests {
             ("non-finite", vec![(1, f64::NAN), (2, f64::INFINITY), (3, f64::NEG_INFINITY), (4, f64::MAX)]),
             ("extreme times", vec![(i64::MIN, 1.0), (0, 2.0), (i64::MAX, 3.0)]),
             ("large integers", vec![(1, 8.9e15), (2, -8.9e15), (3, 1e300)]),
+            ("perfectly regular, a few bytes for thousands", (0..20_000).map(|i| (i * 1000, 1000.0 + i as f64 * 0.5)).collect()),
+            ("constant", (0..5000).map(|i| (i * 60_000, 7.0)).collect()),
         ];
         for (name, pts) in cases {
             let data = encode(pts);
