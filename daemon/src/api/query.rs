@@ -163,20 +163,24 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
     }
     let mut by_carrier: BTreeMap<Carrier, Acc> = BTreeMap::new();
     let mut meter_rows = Vec::new();
-    for (m, share) in meters {
-        if carrier.is_some_and(|c| c != m.carrier) || end_use.as_ref().is_some_and(|e| *e != m.end_use) {
-            continue;
+    let meters: Vec<(&crate::registry::Meter, f64)> = meters
+        .into_iter()
+        .filter(|(m, _)| carrier.is_none_or(|c| c == m.carrier) && end_use.as_ref().is_none_or(|e| *e == m.end_use))
+        .collect();
+    let (from_ms, to_ms) = (bounds_ms[0], *bounds_ms.last().unwrap_or(&bounds_ms[0]));
+    // Hour-aligned windows (every calendar boundary in a whole-hour time zone) are answered from
+    // the hourly roll-ups, all meters at once over the read connections; the raw points are read
+    // only when those cannot give the same answer (a bad reading in the window) or the
+    // boundaries are not whole hours.
+    let mut from_rollups: Vec<Option<Vec<(i64, f64)>>> = vec![None; meters.len()];
+    if bounds_ms.iter().all(|&b| b == hour_of(b)) {
+        let series = meters.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
+        for (slot, (before, hours, after)) in from_rollups.iter_mut().zip(s.store.counter_rollups_many(series, from_ms, to_ms).await?) {
+            *slot = counter_readings(before, &hours, after);
         }
+    }
+    for ((m, share), readings) in meters.into_iter().zip(from_rollups) {
         let q = m.counter();
-        let (from_ms, to_ms) = (bounds_ms[0], *bounds_ms.last().unwrap_or(&bounds_ms[0]));
-        // Hour-aligned windows (every calendar boundary in a whole-hour time zone) are answered
-        // from the hourly roll-ups; the raw points are read only when those cannot give the same
-        // answer (a bad reading in the window) or the boundaries are not whole hours.
-        let mut readings = None;
-        if bounds_ms.iter().all(|&b| b == hour_of(b)) {
-            let (before, hours, after) = s.store.counter_rollups(&m.id, q, from_ms, to_ms).await?;
-            readings = counter_readings(before, &hours, after);
-        }
         let readings = match readings {
             Some(r) => r,
             None => s.store.counter_window(&m.id, q, from_ms, to_ms).await?,
