@@ -12,6 +12,10 @@
 //!
 //! [ingest]
 //! unknown_meter = "reject"      # or "accept": keep the points and list the meter as unassigned
+//!
+//! [retention]
+//! raw_days = 1096               # raw points (default: three years and a day); older input is refused
+//! rollup_days = 0               # hourly roll-ups; 0 keeps them forever (the default)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +38,54 @@ pub struct DaemonConfig {
     /// MQTT ingest: subscribe to gateways' batches on a broker. Off when absent.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// How long each resolution is kept. Points older than the raw retention are refused at ingest
+/// and deleted from the store; roll-ups outlive them, so reports of old years still work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default = "default_raw_days")]
+    pub raw_days: u32,
+    /// 0: forever.
+    #[serde(default)]
+    pub rollup_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { raw_days: default_raw_days(), rollup_days: 0 }
+    }
+}
+
+impl RetentionConfig {
+    const DAY_MS: i64 = 86_400_000;
+
+    pub fn raw_ms(&self) -> i64 {
+        i64::from(self.raw_days) * Self::DAY_MS
+    }
+
+    /// `None`: kept forever.
+    pub fn rollup_ms(&self) -> Option<i64> {
+        (self.rollup_days > 0).then(|| i64::from(self.rollup_days) * Self::DAY_MS)
+    }
+
+    /// Every problem, named by its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.raw_days == 0 {
+            out.push("retention.raw_days must be at least 1".to_string());
+        }
+        if self.rollup_days != 0 && self.rollup_days < self.raw_days {
+            out.push(format!(
+                "retention.rollup_days ({}) is shorter than retention.raw_days ({}); roll-ups must outlive the raw points (0 keeps them forever)",
+                self.rollup_days, self.raw_days
+            ));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +170,10 @@ pub struct IngestConfig {
     pub unknown_meter: UnknownMeter,
 }
 
+/// Three years and a day: a full three-year history is always there.
+fn default_raw_days() -> u32 {
+    3 * 365 + 1
+}
 fn default_tz() -> String {
     "Asia/Shanghai".into()
 }
@@ -200,6 +256,7 @@ impl DaemonConfig {
                 }
             }
         }
+        errors.extend(self.retention.problems());
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -228,6 +285,25 @@ mod tests {
         assert!(e.contains("timezone `Mars/Olympus`"), "{e}");
         assert!(e.contains("http.listen `nowhere`"), "{e}");
         assert!(e.contains("agency `a a`"), "{e}");
+    }
+
+    #[test]
+    fn retention_defaults_to_three_years_and_is_checked() {
+        let r = RetentionConfig::default();
+        assert!(r.raw_days >= 3 * 365 && r.rollup_ms().is_none());
+        let cases: &[(u32, u32, Option<&str>)] = &[
+            (30, 0, None),
+            (30, 365, None),
+            (0, 0, Some("raw_days must be at least 1")),
+            (365, 30, Some("roll-ups must outlive")),
+        ];
+        for &(raw_days, rollup_days, want) in cases {
+            let p = RetentionConfig { raw_days, rollup_days }.problems();
+            match want {
+                None => assert!(p.is_empty(), "{raw_days}/{rollup_days}: {p:?}"),
+                Some(w) => assert!(p.iter().any(|x| x.contains(w)), "{raw_days}/{rollup_days}: {p:?}"),
+            }
+        }
     }
 
     #[test]

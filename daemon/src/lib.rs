@@ -47,7 +47,9 @@ impl Daemon {
     /// Opens the store and binds the HTTP listener.
     pub async fn bind(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let metrics = metrics::Metrics::new();
-        let store = store::open(&loaded.config.data_dir, metrics.clone())?;
+        let retention = loaded.config.retention;
+        let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
+        let store = store::open_with(&loaded.config.data_dir, metrics.clone(), options)?;
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
@@ -57,6 +59,7 @@ impl Daemon {
             tz: loaded.tz,
             metrics,
             ingest: loaded.config.ingest.clone(),
+            retention,
             max_body_bytes: loaded.config.http.max_body_bytes,
             unassigned: Mutex::new(BTreeSet::new()),
             gateways: Mutex::new(Default::default()),

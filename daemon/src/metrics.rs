@@ -15,6 +15,10 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub query_seconds: Histogram,
     pub store_bytes: IntGauge,
+    pub store_points: IntGauge,
+    pub bytes_per_point: prometheus::Gauge,
+    pub points_pruned: IntCounter,
+    pub points_sealed: IntCounter,
     pub meters_known: IntGauge,
     pub gateway_up: prometheus::IntGaugeVec,
 }
@@ -57,6 +61,10 @@ impl Metrics {
                 HistogramOpts::new("energyd_query_duration_seconds", "Time to answer a series or consumption query").buckets(buckets),
             )),
             store_bytes: must(IntGauge::new("energyd_store_bytes", "Bytes of the embedded store on disk")),
+            store_points: must(IntGauge::new("energyd_store_points", "Raw points held by the store")),
+            bytes_per_point: must(prometheus::Gauge::new("energyd_store_bytes_per_point", "Bytes on disk per raw point held (roll-ups and catalog included)")),
+            points_pruned: must(IntCounter::new("energyd_points_pruned_total", "Raw points deleted because they were older than the retention")),
+            points_sealed: must(IntCounter::new("energyd_points_sealed_total", "Raw points moved from the head into compressed chunks")),
             meters_known: must(IntGauge::new("energyd_registry_meters", "Meters in the registry")),
             gateway_up: must(prometheus::IntGaugeVec::new(
                 Opts::new("energyd_gateway_up", "1 while a gateway's MQTT status is online, 0 after its last will"),
@@ -74,6 +82,10 @@ impl Metrics {
         must(r.register(Box::new(m.store_commit_seconds.clone())));
         must(r.register(Box::new(m.query_seconds.clone())));
         must(r.register(Box::new(m.store_bytes.clone())));
+        must(r.register(Box::new(m.store_points.clone())));
+        must(r.register(Box::new(m.bytes_per_point.clone())));
+        must(r.register(Box::new(m.points_pruned.clone())));
+        must(r.register(Box::new(m.points_sealed.clone())));
         must(r.register(Box::new(m.meters_known.clone())));
         must(r.register(Box::new(m.gateway_up.clone())));
         m

@@ -127,6 +127,12 @@ pub fn run(name: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// An HTTP client (installs the rustls crypto provider reqwest needs first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// GET a URL and parse the JSON body; panics on failure with the URL in the message.
 pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -63,6 +63,14 @@ pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Byt
                 v["unassigned_meters"] = serde_json::json!(stored.unassigned);
                 v["warning"] = "some meters are not in the registry; their readings are kept as unassigned".into();
             }
+            if stored.too_old > 0 {
+                v["samples_too_old"] = stored.too_old.into();
+                v["warning"] = format!(
+                    "{} samples are older than the retention of raw data ({} days) and were not stored",
+                    stored.too_old, s.retention.raw_days
+                )
+                .into();
+            }
             Ok((StatusCode::OK, Json(v)).into_response())
         }
         Err(BatchError::Rejected(r)) => Err(ApiError { status: if r.too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST }, message: r.reason }),
@@ -92,7 +100,7 @@ async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, Stri
     };
     let accept_unknown = s.ingest.unknown_meter == UnknownMeter::Accept;
     let reg = s.registry.clone();
-    let report = lines_to_points(text, precision, now_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
+    let report = lines_to_points(text, precision, now_ms(), s.retention.raw_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
     for e in &report.errors {
         s.metrics.rejected.with_label_values(&[source, e.label]).inc();
     }

@@ -16,7 +16,7 @@ use axum::Router;
 
 pub use error::ApiError;
 
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, RetentionConfig};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -28,6 +28,7 @@ pub struct AppState {
     pub tz: chrono_tz::Tz,
     pub metrics: Metrics,
     pub ingest: IngestConfig,
+    pub retention: RetentionConfig,
     pub max_body_bytes: usize,
     /// Meters seen in input but absent from the registry.
     pub unassigned: Mutex<BTreeSet<String>>,
@@ -83,6 +84,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/quantities", get(registry::quantities))
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/consumption", get(query::consumption))
+        .route("/api/v1/store/compact", post(compact))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
@@ -98,9 +100,19 @@ async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Re
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
-    s.metrics.store_bytes.set(s.store.bytes() as i64);
+    let bytes = s.store.bytes();
+    s.metrics.store_bytes.set(bytes as i64);
+    let points = s.metrics.store_points.get();
+    s.metrics.bytes_per_point.set(if points > 0 { bytes as f64 / points as f64 } else { 0.0 });
     s.metrics.meters_known.set(s.registry.file.meters.len() as i64);
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+/// `POST /api/v1/store/compact`: seals every day older than the head into compressed chunks now
+/// (the writer does it by itself in the background); answers after the last commit.
+async fn compact(State(s): State<Shared>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let out = s.store.compact().await?;
+    Ok(axum::Json(serde_json::json!({ "points_sealed": out.points_sealed, "store_bytes": s.store.bytes() })))
 }
 
 async fn index(State(s): State<Shared>) -> Html<String> {

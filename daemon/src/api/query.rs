@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Shared};
 use crate::accounting::calendar::{boundaries, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
+use crate::accounting::rollup::{counter_readings, hour_of, HourRollup, HOUR_MS};
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
 pub(super) const MAX_GAP_MS: i64 = 3_600_000;
@@ -62,9 +63,21 @@ pub(super) async fn series(State(s): State<Shared>, Query(p): Query<HashMap<Stri
     if !matches!(agg, "mean" | "min" | "max" | "last" | "first" | "sum" | "count") {
         return Err(ApiError::bad_request(format!("agg `{agg}` is not one of mean, min, max, last, first, sum, count")));
     }
-    let pts = s.store.points(&meter, q, from.timestamp_millis(), to.timestamp_millis()).await?;
+    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
     let tz = s.tz;
     let fmt = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339());
+    // Whole-hour steps on whole-hour ranges come from the hourly roll-ups.
+    if let Some(step) = step.filter(|st| st % HOUR_MS == 0 && from_ms == hour_of(from_ms) && to_ms == hour_of(to_ms)) {
+        let mut buckets: BTreeMap<i64, HourRollup> = BTreeMap::new();
+        for r in s.store.rollups(&meter, q, from_ms, to_ms).await? {
+            let k = from_ms + (r.hour - from_ms).div_euclid(step) * step;
+            buckets.entry(k).and_modify(|x| *x = x.merge(&r)).or_insert(r);
+        }
+        let points: Vec<Value> = buckets.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": rollup_value(&r, agg) })).collect();
+        s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+        return Ok(series_json(&meter, q, &from, &to, Some(step), agg, points));
+    }
+    let pts = s.store.points(&meter, q, from_ms, to_ms).await?;
     let points: Vec<Value> = match step {
         None => {
             if pts.len() > MAX_RAW_POINTS {
@@ -77,39 +90,38 @@ pub(super) async fn series(State(s): State<Shared>, Query(p): Query<HashMap<Stri
         }
         Some(step) => {
             let origin = from.timestamp_millis();
-            let mut buckets: BTreeMap<i64, (f64, f64, f64, f64, f64, u64)> = BTreeMap::new();
+            let mut buckets: BTreeMap<i64, HourRollup> = BTreeMap::new();
             for &(t, v) in &pts {
                 let k = origin + (t - origin).div_euclid(step) * step;
-                let e = buckets.entry(k).or_insert((v, f64::INFINITY, f64::NEG_INFINITY, 0.0, v, 0));
-                e.1 = e.1.min(v);
-                e.2 = e.2.max(v);
-                e.3 += v;
-                e.4 = v;
-                e.5 += 1;
+                let r = HourRollup::of_point(t, v);
+                buckets.entry(k).and_modify(|x| *x = x.merge(&r)).or_insert(r);
             }
-            buckets
-                .into_iter()
-                .map(|(k, (first, min, max, sum, last, n))| {
-                    let v = match agg {
-                        "min" => min,
-                        "max" => max,
-                        "last" => last,
-                        "first" => first,
-                        "sum" => sum,
-                        "count" => n as f64,
-                        _ => sum / n as f64,
-                    };
-                    json!({ "t": fmt(k), "v": v })
-                })
-                .collect()
+            buckets.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": rollup_value(&r, agg) })).collect()
         }
     };
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(Json(json!({
+    Ok(series_json(&meter, q, &from, &to, step, agg, points))
+}
+
+/// The aggregate `agg` of a summary (its `hour` field is unused here).
+fn rollup_value(r: &HourRollup, agg: &str) -> f64 {
+    match agg {
+        "min" => r.min,
+        "max" => r.max,
+        "last" => r.last_v,
+        "first" => r.first_v,
+        "sum" => r.sum,
+        "count" => r.count as f64,
+        _ => r.mean(),
+    }
+}
+
+fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &DateTime<chrono_tz::Tz>, step: Option<i64>, agg: &str, points: Vec<Value>) -> Json<Value> {
+    Json(json!({
         "meter": meter, "quantity": q.name(), "unit": q.unit(),
         "from": from.to_rfc3339(), "to": to.to_rfc3339(), "step_seconds": step.map(|x| x / 1000), "agg": step.map(|_| agg),
         "points": points,
-    })))
+    }))
 }
 
 /// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=hour|day|month|year[&carrier=..]`
@@ -151,13 +163,29 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
     }
     let mut by_carrier: BTreeMap<Carrier, Acc> = BTreeMap::new();
     let mut meter_rows = Vec::new();
-    for (m, share) in meters {
-        if carrier.is_some_and(|c| c != m.carrier) || end_use.as_ref().is_some_and(|e| *e != m.end_use) {
-            continue;
+    let meters: Vec<(&crate::registry::Meter, f64)> = meters
+        .into_iter()
+        .filter(|(m, _)| carrier.is_none_or(|c| c == m.carrier) && end_use.as_ref().is_none_or(|e| *e == m.end_use))
+        .collect();
+    let (from_ms, to_ms) = (bounds_ms[0], *bounds_ms.last().unwrap_or(&bounds_ms[0]));
+    // Hour-aligned windows (every calendar boundary in a whole-hour time zone) are answered from
+    // the hourly roll-ups, all meters at once over the read connections; the raw points are read
+    // only when those cannot give the same answer (a bad reading in the window) or the
+    // boundaries are not whole hours.
+    let mut from_rollups: Vec<Option<Vec<(i64, f64)>>> = vec![None; meters.len()];
+    if bounds_ms.iter().all(|&b| b == hour_of(b)) {
+        let series = meters.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
+        for (slot, (before, hours, after)) in from_rollups.iter_mut().zip(s.store.counter_rollups_many(series, from_ms, to_ms).await?) {
+            *slot = counter_readings(before, &hours, after);
         }
+    }
+    for ((m, share), readings) in meters.into_iter().zip(from_rollups) {
         let q = m.counter();
-        let window = s.store.counter_window(&m.id, q, bounds_ms[0], *bounds_ms.last().unwrap_or(&bounds_ms[0])).await?;
-        let c = counter_consumption(&window, &bounds_ms, MAX_GAP_MS);
+        let readings = match readings {
+            Some(r) => r,
+            None => s.store.counter_window(&m.id, q, from_ms, to_ms).await?,
+        };
+        let c = counter_consumption(&readings, &bounds_ms, MAX_GAP_MS);
         let acc = by_carrier.entry(m.carrier).or_insert_with(|| Acc { values: vec![0.0; n], coverage: vec![0.0; n], estimated: vec![false; n], meters: 0 });
         acc.meters += 1;
         let mut total = 0.0;

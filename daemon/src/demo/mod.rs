@@ -408,6 +408,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         http: crate::config::HttpConfig { listen: args.listen.clone(), ..Default::default() },
         ingest: crate::config::IngestConfig::default(),
         mqtt: None,
+        retention: crate::config::RetentionConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 

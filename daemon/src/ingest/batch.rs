@@ -30,6 +30,9 @@ pub struct Stored {
     pub gateway: String,
     pub outcome: WriteOutcome,
     pub unassigned: Vec<String>,
+    /// Samples older than the raw retention: acknowledged (so that the gateway does not resend
+    /// them forever) but not stored.
+    pub too_old: u64,
 }
 
 /// gzip bodies start with 1f 8b; JSON never does.
@@ -65,10 +68,22 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
             return Err(reject(format!("batch from gateway `{}` arrived on the topic of gateway `{g}`", batch.gateway), "wrong_gateway"));
         }
     }
-    for (i, smp) in batch.samples.iter().enumerate() {
-        if let Err(e) = check_time(smp.t, now_ms) {
-            return Err(reject(format!("invalid batch at `samples[{i}].t`: {e}"), "bad_time"));
+    let mut batch = batch;
+    let mut too_old = 0u64;
+    for (i, smp) in batch.samples.iter_mut().enumerate() {
+        match check_time(smp.t, now_ms, s.retention.raw_ms()) {
+            Ok(()) => {}
+            // Older than the retention: nothing to store, but the sample is done with.
+            Err(e) if e.label == "too_old" => {
+                smp.v.clear();
+                too_old += 1;
+            }
+            Err(e) => return Err(reject(format!("invalid batch at `samples[{i}].t`: {e}"), e.label)),
         }
+    }
+    if too_old > 0 {
+        s.metrics.rejected.with_label_values(&["batch", "too_old"]).inc_by(too_old);
+        tracing::warn!(gateway = %batch.gateway, samples = too_old, "samples older than the raw retention were not stored");
     }
     let mut unassigned: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
     unassigned.sort();
@@ -82,5 +97,5 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
     let outcome = s.store.write_batch(batch).await.map_err(BatchError::Store)?;
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
-    Ok(Stored { gateway, outcome, unassigned })
+    Ok(Stored { gateway, outcome, unassigned, too_old })
 }

@@ -34,20 +34,39 @@ pub struct LineReport {
     pub unassigned: Vec<String>,
 }
 
-/// Checks a point's time against the accepted window.
-pub fn check_time(ts_ms: i64, now_ms: i64) -> Result<(), String> {
+/// Why a time was refused, with its metrics label (`bad_time` or `too_old`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeRefusal {
+    pub reason: String,
+    pub label: &'static str,
+}
+
+impl std::fmt::Display for TimeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Checks a point's time against the accepted window: not before 2000, not more than 24 h
+/// ahead of `now_ms`, not older than the raw retention `retention_ms`.
+pub fn check_time(ts_ms: i64, now_ms: i64, retention_ms: i64) -> Result<(), TimeRefusal> {
+    let bad = |reason: String| Err(TimeRefusal { reason, label: "bad_time" });
     if ts_ms < MIN_TIME_MS {
-        return Err(format!("timestamp {ts_ms} ms is before 2000-01-01; check the precision parameter"));
+        return bad(format!("timestamp {ts_ms} ms is before 2000-01-01; check the precision parameter"));
     }
     if ts_ms > now_ms + MAX_FUTURE_MS {
-        return Err(format!("timestamp {ts_ms} ms is more than 24 h in the future; check the precision parameter and the clock"));
+        return bad(format!("timestamp {ts_ms} ms is more than 24 h in the future; check the precision parameter and the clock"));
+    }
+    if ts_ms < now_ms.saturating_sub(retention_ms) {
+        let days = retention_ms / 86_400_000;
+        return Err(TimeRefusal { reason: format!("timestamp {ts_ms} ms is older than the retention of raw data ({days} days)"), label: "too_old" });
     }
     Ok(())
 }
 
 /// Converts a line-protocol body to points. A bad line is refused with its reason; the good
 /// lines of the same body are kept (InfluxDB's partial write).
-pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, known_meter: &dyn Fn(&str) -> bool, accept_unknown: bool) -> LineReport {
+pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_ms: i64, known_meter: &dyn Fn(&str) -> bool, accept_unknown: bool) -> LineReport {
     let mut rep = LineReport::default();
     for (i, text) in body.split('\n').enumerate() {
         let err = |reason: String, label: &'static str| LineError {
@@ -92,8 +111,8 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, known_mete
                 }
             },
         };
-        if let Err(e) = check_time(ts, now_ms) {
-            rep.errors.push(err(e, "bad_time"));
+        if let Err(e) = check_time(ts, now_ms, retention_ms) {
+            rep.errors.push(err(e.reason, e.label));
             continue;
         }
         let mut points = Vec::with_capacity(line.fields.len());
@@ -130,6 +149,7 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_764_288_000_000;
+    const YEARS: i64 = 20 * 365 * 86_400_000;
 
     #[test]
     fn partial_write_keeps_good_lines_and_names_bad_ones() {
@@ -143,7 +163,7 @@ mod tests {
                     e,meter=m1 active_power=1 99\n\
                     garbage";
         let known = |m: &str| m == "m1";
-        let r = lines_to_points(body, Precision::Seconds, NOW, &known, false);
+        let r = lines_to_points(body, Precision::Seconds, NOW, YEARS, &known, false);
         assert_eq!(r.points.len(), 3);
         assert_eq!(r.points[0], Point { meter: "m1".into(), quantity: Quantity::ActivePower, ts: NOW, value: 1.5 });
         assert_eq!(r.points[1].quantity, Quantity::WaterVolume);
@@ -158,7 +178,7 @@ mod tests {
 
     #[test]
     fn unknown_meters_can_be_accepted_as_unassigned() {
-        let r = lines_to_points("e,meter=new active_power=1", Precision::Nanoseconds, NOW, &|_| false, true);
+        let r = lines_to_points("e,meter=new active_power=1", Precision::Nanoseconds, NOW, YEARS, &|_| false, true);
         assert_eq!(r.points.len(), 1);
         assert_eq!(r.points[0].ts, NOW);
         assert_eq!(r.unassigned, vec!["new".to_string()]);
@@ -166,8 +186,18 @@ mod tests {
 
     #[test]
     fn future_and_ancient_times_are_refused() {
-        assert!(check_time(NOW + MAX_FUTURE_MS + 1, NOW).is_err());
-        assert!(check_time(NOW + MAX_FUTURE_MS, NOW).is_ok());
-        assert!(check_time(MIN_TIME_MS - 1, NOW).is_err());
+        const DAY: i64 = 86_400_000;
+        let cases: &[(i64, i64, Option<&str>)] = &[
+            (NOW + MAX_FUTURE_MS + 1, YEARS, Some("bad_time")),
+            (NOW + MAX_FUTURE_MS, YEARS, None),
+            (MIN_TIME_MS - 1, YEARS, Some("bad_time")),
+            (NOW - 30 * DAY, 30 * DAY, None),
+            (NOW - 30 * DAY - 1, 30 * DAY, Some("too_old")),
+        ];
+        for &(ts, retention, want) in cases {
+            assert_eq!(check_time(ts, NOW, retention).err().map(|e| e.label), want, "{ts} with retention {retention}");
+        }
+        let e = check_time(NOW - 31 * DAY, NOW, 30 * DAY).unwrap_err();
+        assert!(e.reason.contains("older than the retention of raw data (30 days)"), "{e}");
     }
 }

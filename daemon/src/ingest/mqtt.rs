@@ -94,6 +94,12 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
                         let _ = c.subscribe(st, QoS::AtLeastOnce).await;
                     });
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    // On stdout too, for operators and tests waiting for the daemon to be ready.
+                    println!("energyd MQTT ingest subscribed on {url}");
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().flush();
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if tx.send(p).await.is_err() {
                         break;

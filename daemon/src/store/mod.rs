@@ -1,14 +1,20 @@
 //! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`, so that a write is
 //! on disk when its transaction commits, and an acknowledged write survives SIGKILL and power loss.
 //!
-//! # Layout (format version 1)
+//! # Layout (format version 2)
 //!
-//! * `meta(key, value)`: `format_version`.
+//! * `meta(key, value)`: `format_version`. Version 1 (no roll-ups) is upgraded in place at open;
+//!   any other version is refused with a message naming it.
 //! * `series(id, meter, quantity)`: one row per (meter, quantity).
 //! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): one reading;
 //!   `ts` in milliseconds since the Unix epoch.
 //! * `gateway_seq(gateway, start, end)`: the ranges of sample sequence numbers stored per gateway,
 //!   merged; used to drop duplicate samples by identity.
+//! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
+//!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up of each series
+//!   ([`crate::accounting::rollup::HourRollup`]), kept in the same transaction as the points:
+//!   a new point is merged in, a duplicate changes nothing, a replaced value makes the writer
+//!   recompute that hour from the raw points. Reports read these, never the raw points.
 //!
 //! # Threads
 //!
@@ -23,9 +29,11 @@
 //! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
 //! counted.
 
+mod chunks;
+pub mod codec;
 mod sqlite;
 
-pub use sqlite::{open, Store, StoreError, WriteOutcome};
+pub use sqlite::{open, open_with, CounterRollups, Store, StoreError, StoreOptions, WriteOutcome};
 
 /// One value to store.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,4 +45,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;

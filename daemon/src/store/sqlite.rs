@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -7,14 +7,16 @@ use energy_wire::{Batch, Quantity};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::chunks::{self, day_of};
 use super::{Point, FORMAT_VERSION};
+use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} only. Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades version 1 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -43,11 +45,19 @@ pub struct WriteOutcome {
     /// All stored sequence ranges of the batch's gateway after this write (batches only).
     #[serde(skip)]
     pub ranges: Vec<(u64, u64)>,
+    /// Raw points sealed into compressed chunks ([`Store::compact`] only).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub points_sealed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 enum WriteOp {
     Batch(Batch),
     Points(Vec<Point>),
+    Compact,
 }
 
 struct WriteReq {
@@ -75,39 +85,93 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Opens (creating if needed) the store in `dir`.
+/// Retention applied by the writer: at start and then once an hour it deletes raw points and
+/// roll-ups older than these (whole hours only). `None` keeps them forever.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub raw_retention_ms: Option<i64>,
+    pub rollup_retention_ms: Option<i64>,
+    /// Whole UTC days ending more than this long ago are sealed into compressed chunks.
+    pub seal_after_ms: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS }
+    }
+}
+
+/// How often the writer looks for days to seal, and how many chunks one pass writes at most
+/// (a pass is one transaction; writes wait for it).
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+const CHUNKS_PER_PASS: usize = 256;
+
+/// How often the writer applies the retention.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Opens (creating if needed) the store in `dir`, keeping everything forever.
 pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
+    open_with(dir, metrics, StoreOptions::default())
+}
+
+/// Opens (creating if needed) the store in `dir`.
+pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
+    // Pages freed by sealing can be given back to the file system (takes effect on a new store).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     configure(&conn)?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
-         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;",
-    )?;
+    // The writer touches one page per series per group: a cache that holds the head's pages
+    // (64 MiB) keeps ingest from rereading them.
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    // Consecutive groups dirty the same pages (the newest leaf of each series): checkpointing
+    // every 64 MiB of WAL instead of every 4 MiB copies each of them once instead of many times.
+    conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
-    match version {
+    // Refuse an unknown version before touching anything.
+    if let Some(found) = version.as_ref().filter(|v| **v != "1" && **v != FORMAT_VERSION.to_string()) {
+        return Err(StoreError::Version { path, found: found.clone() });
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
+             first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
+             min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
+             PRIMARY KEY(series, hour)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
+             PRIMARY KEY(series, day));",
+    )?;
+    match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
         }
-        Some(v) if v == FORMAT_VERSION.to_string() => {}
-        Some(found) => return Err(StoreError::Version { path, found }),
+        Some("1") => upgrade_from_v1(&conn)?,
+        Some(_) => {}
     }
-    // Newest reading per meter, from the primary key (one index probe per series).
+    // The number of raw points, kept in `meta` by the writer (counted once if absent).
+    let count: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'point_count'", [], |r| r.get(0)).optional()?;
+    if count.is_none() {
+        conn.execute("INSERT INTO meta(key, value) SELECT 'point_count', count(*) FROM points", [])?;
+    }
+    let point_count: i64 = conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0))?;
+    metrics.store_points.set(point_count);
+    // Newest reading per meter (index probes and at most one chunk decoded per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     {
         let mut series = conn.prepare("SELECT id, meter FROM series")?;
-        let mut max = conn.prepare("SELECT max(ts) FROM points WHERE series = ?1")?;
         let rows: Vec<(i64, String)> = series.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
         for (id, meter) in rows {
-            if let Some(ts) = max.query_row([id], |r| r.get::<_, Option<i64>>(0))? {
+            if let Some(ts) = chunks::newest(&conn, id)? {
                 let e = last_seen.entry(meter).or_insert(ts);
                 *e = (*e).max(ts);
             }
         }
     }
+    let sealed: HashMap<i64, i64> = chunks::sealed_ends(&conn)?.into_iter().collect();
     let mut readers = Vec::new();
     for _ in 0..3 {
         let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -119,7 +183,7 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
     let ls = last_seen.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Store {
         tx: Arc::new(Mutex::new(Some(tx))),
@@ -131,14 +195,95 @@ pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
     })
 }
 
+/// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
+/// version change, so that an interrupted upgrade is simply done again at the next start.
+fn upgrade_from_v1(conn: &Connection) -> rusqlite::Result<()> {
+    tracing::info!("upgrading the store from format version 1 to {FORMAT_VERSION}: building hourly roll-ups");
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM rollup_hour", [])?;
+    {
+        let mut st = tx.prepare("SELECT series, ts, value FROM points ORDER BY series, ts")?;
+        let mut rows = st.query([])?;
+        let mut cur: Option<(i64, HourRollup)> = None;
+        while let Some(r) = rows.next()? {
+            let (sid, ts, v): (i64, i64, f64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            let p = HourRollup::of_point(ts, v);
+            cur = match cur {
+                Some((s, acc)) if s == sid && acc.hour == p.hour => Some((s, acc.merge(&p))),
+                Some((s, acc)) => {
+                    put_rollup(&tx, s, &acc)?;
+                    Some((sid, p))
+                }
+                None => Some((sid, p)),
+            };
+        }
+        if let Some((s, acc)) = cur {
+            put_rollup(&tx, s, &acc)?;
+        }
+    }
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
+    tx.commit()
+}
+
+fn put_rollup(conn: &Connection, sid: i64, r: &HourRollup) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![sid, r.hour, r.first_ts, r.first_v, r.last_ts, r.last_v, r.min, r.max, r.sum, r.count as i64])?;
+    Ok(())
+}
+
+const ROLLUP_COLUMNS: &str = "hour, first_ts, first_v, last_ts, last_v, min, max, sum, count";
+
+fn rollup_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HourRollup> {
+    Ok(HourRollup {
+        hour: r.get(0)?,
+        first_ts: r.get(1)?,
+        first_v: r.get(2)?,
+        last_ts: r.get(3)?,
+        last_v: r.get(4)?,
+        min: r.get(5)?,
+        max: r.get(6)?,
+        sum: r.get(7)?,
+        count: r.get::<_, i64>(8)? as u64,
+    })
+}
+
+/// What storing one point did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Put {
+    New,
+    Unchanged,
+    Replaced,
+}
+
 struct Writer<'c> {
     conn: &'c Connection,
-    series: HashMap<(String, Quantity), i64>,
+    series: HashMap<String, HashMap<Quantity, i64>>,
+    /// Roll-ups of the points newly written in the open transaction, per (series, hour).
+    pending: HashMap<(i64, i64), HourRollup>,
+    /// Hours where a stored value was replaced: recomputed from the raw points.
+    dirty: HashSet<(i64, i64)>,
+    /// Per series, the end of its newest sealed day: earlier points may be in a chunk.
+    sealed: HashMap<i64, i64>,
+    /// The last chunk decoded to check a late point, by (series, day).
+    chunk_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
+    /// (series, day) pairs of old days written recently (a backfill): not sealed while they
+    /// are, so that a day being loaded is not sealed and reopened for every point.
+    backfill: HashMap<(i64, i64), Instant>,
+    /// Points older than this (the start of the newest sealable day) are backfill.
+    seal_cutoff: i64,
 }
+
+/// Most decoded chunks kept for checking late points; the cache is emptied when full.
+const CHUNK_CACHE: usize = 256;
+/// A day written to within this long is not sealed by the background passes.
+const BACKFILL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Writer<'_> {
     fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
-        if let Some(&id) = self.series.get(&(meter.to_string(), q)) {
+        if let Some(&id) = self.series.get(meter).and_then(|m| m.get(&q)) {
             return Ok(id);
         }
         let id: Option<i64> = self
@@ -153,27 +298,106 @@ impl Writer<'_> {
                 self.conn.last_insert_rowid()
             }
         };
-        self.series.insert((meter.to_string(), q), id);
+        self.series.entry(meter.to_string()).or_default().insert(q, id);
         Ok(id)
     }
 
     fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
         let sid = self.series_id(meter, q)?;
-        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
-        if n == 1 {
-            out.points_written += 1;
-        } else {
-            let c = self
-                .conn
-                .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
-                .execute(params![sid, ts, value])?;
-            if c == 1 {
-                out.points_conflicting += 1;
-            } else {
-                out.points_unchanged += 1;
+        if ts < self.seal_cutoff {
+            self.backfill.insert((sid, day_of(ts)), Instant::now());
+        }
+        let put = self.put_raw(sid, ts, value)?;
+        let key = (sid, hour_of(ts));
+        match put {
+            Put::New => {
+                out.points_written += 1;
+                if !self.dirty.contains(&key) {
+                    let r = HourRollup::of_point(ts, value);
+                    self.pending.entry(key).and_modify(|x| *x = x.merge(&r)).or_insert(r);
+                }
             }
+            Put::Replaced => {
+                out.points_conflicting += 1;
+                self.pending.remove(&key);
+                self.dirty.insert(key);
+            }
+            Put::Unchanged => out.points_unchanged += 1,
         }
         Ok(())
+    }
+
+    fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
+        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        if n == 1 {
+            // A late point for a sealed day: compare with the chunk's reading at that time.
+            if ts < self.sealed.get(&sid).copied().unwrap_or(i64::MIN) {
+                let key = (sid, day_of(ts));
+                if !self.chunk_cache.contains_key(&key) {
+                    if self.chunk_cache.len() >= CHUNK_CACHE {
+                        self.chunk_cache.clear();
+                    }
+                    self.chunk_cache.insert(key, chunks::chunk(self.conn, sid, key.1)?.unwrap_or_default());
+                }
+                let pts = self.chunk_cache.get(&key).map_or(&[][..], Vec::as_slice);
+                if let Ok(i) = pts.binary_search_by_key(&ts, |p| p.0) {
+                    if pts[i].1.to_bits() == value.to_bits() {
+                        self.conn.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts = ?2")?.execute(params![sid, ts])?;
+                        return Ok(Put::Unchanged);
+                    }
+                    // Kept in `points`, where it wins over the chunk's value.
+                    return Ok(Put::Replaced);
+                }
+            }
+            return Ok(Put::New);
+        }
+        let c = self
+            .conn
+            .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
+            .execute(params![sid, ts, value])?;
+        Ok(if c == 1 { Put::Replaced } else { Put::Unchanged })
+    }
+
+    /// Writes the roll-ups of the open transaction: merges the new points into the stored
+    /// roll-ups, and recomputes the hours where a value was replaced.
+    fn flush_rollups(&mut self) -> rusqlite::Result<()> {
+        for (sid, hour) in std::mem::take(&mut self.dirty) {
+            let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
+            match HourRollup::of_points(&pts) {
+                Some(r) => put_rollup(self.conn, sid, &r)?,
+                None => {
+                    self.conn.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour = ?2")?.execute(params![sid, hour])?;
+                }
+            }
+        }
+        for ((sid, hour), r) in std::mem::take(&mut self.pending) {
+            let stored = self
+                .conn
+                .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour = ?2"))?
+                .query_row(params![sid, hour], rollup_row)
+                .optional()?;
+            put_rollup(self.conn, sid, &stored.map_or(r, |s| s.merge(&r)))?;
+        }
+        Ok(())
+    }
+
+    /// One compaction pass in its own transaction: seals up to [`CHUNKS_PER_PASS`] days.
+    /// With `all`, days being backfilled are sealed too.
+    fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
+        let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        self.seal_cutoff = cutoff;
+        self.backfill.retain(|_, t| t.elapsed() < BACKFILL_QUIET);
+        let backfill = &self.backfill;
+        let busy = |sid: i64, day: i64| !all && backfill.contains_key(&(sid, day));
+        let tx = self.conn.unchecked_transaction()?;
+        let (done, sealed) = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
+        tx.commit()?;
+        for (sid, end) in sealed {
+            let e = self.sealed.entry(sid).or_insert(end);
+            *e = (*e).max(end);
+        }
+        self.chunk_cache.clear();
+        Ok(done)
     }
 
     /// Stored sequence ranges of a gateway, sorted.
@@ -228,9 +452,96 @@ pub(crate) fn merge_ranges(mut r: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     out
 }
 
-fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_seen: Arc<RwLock<HashMap<String, i64>>>, metrics: Metrics) {
-    let mut w = Writer { conn: &conn, series: HashMap::new() };
-    while let Ok(first) = rx.recv() {
+/// Deletes raw points and roll-ups older than the retention, whole hours only, in one
+/// transaction. Returns the number of raw points deleted.
+fn prune(conn: &Connection, options: StoreOptions, now_ms: i64) -> rusqlite::Result<u64> {
+    if options.raw_retention_ms.is_none() && options.rollup_retention_ms.is_none() {
+        return Ok(0);
+    }
+    let tx = conn.unchecked_transaction()?;
+    let ids: Vec<i64> = tx.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut deleted = 0u64;
+    for id in ids {
+        if let Some(r) = options.raw_retention_ms {
+            deleted += tx.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts < ?2")?.execute(params![id, hour_of(now_ms - r)])? as u64;
+        }
+        if let Some(r) = options.raw_retention_ms {
+            // Whole days only: a chunk goes when all of it is past the retention.
+            let before = hour_of(now_ms - r) - chunks::DAY_MS + 1;
+            let n: i64 = tx
+                .prepare_cached("SELECT coalesce(sum(count), 0) FROM chunks WHERE series = ?1 AND day < ?2")?
+                .query_row(params![id, before], |r| r.get(0))?;
+            tx.prepare_cached("DELETE FROM chunks WHERE series = ?1 AND day < ?2")?.execute(params![id, before])?;
+            deleted += n as u64;
+        }
+        if let Some(r) = options.rollup_retention_ms {
+            tx.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour < ?2")?.execute(params![id, hour_of(now_ms - r)])?;
+        }
+    }
+    add_point_count(&tx, -(deleted as i64))?;
+    tx.commit()?;
+    Ok(deleted)
+}
+
+fn add_point_count(conn: &Connection, delta: i64) -> rusqlite::Result<()> {
+    if delta != 0 {
+        conn.prepare_cached("UPDATE meta SET value = CAST(value AS INTEGER) + ?1 WHERE key = 'point_count'")?.execute([delta])?;
+    }
+    Ok(())
+}
+
+fn writer_loop(
+    conn: Connection,
+    rx: std::sync::mpsc::Receiver<WriteReq>,
+    last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    metrics: Metrics,
+    options: StoreOptions,
+    sealed: HashMap<i64, i64>,
+) {
+    let mut w = Writer {
+        conn: &conn,
+        series: HashMap::new(),
+        pending: HashMap::new(),
+        dirty: HashSet::new(),
+        sealed,
+        chunk_cache: HashMap::new(),
+        backfill: HashMap::new(),
+        seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
+    };
+    let mut next_prune = Instant::now();
+    let mut next_compact = Instant::now();
+    loop {
+        if Instant::now() >= next_compact {
+            next_compact = Instant::now() + COMPACT_EVERY;
+            match w.compact_pass(options.seal_after_ms, false) {
+                Ok(done) => {
+                    metrics.points_sealed.inc_by(done.points);
+                    if done.chunks as usize >= CHUNKS_PER_PASS {
+                        // More to do: another pass right after the next group of writes.
+                        next_compact = Instant::now();
+                    }
+                }
+                Err(e) => tracing::error!("sealing raw points into chunks failed: {e}"),
+            }
+        }
+        if Instant::now() >= next_prune {
+            match prune(&conn, options, chrono::Utc::now().timestamp_millis()) {
+                Ok(n) => {
+                    metrics.points_pruned.inc_by(n);
+                    metrics.store_points.sub(n as i64);
+                    if n > 0 {
+                        tracing::info!(points = n, "raw points older than the retention deleted");
+                    }
+                }
+                Err(e) => tracing::error!("applying the retention failed: {e}"),
+            }
+            next_prune = Instant::now() + PRUNE_EVERY;
+        }
+        let first = match rx.recv_timeout(next_prune.min(next_compact).saturating_duration_since(Instant::now())) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < 256 {
             match rx.try_recv() {
@@ -240,10 +551,14 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
         }
         let started = Instant::now();
         let mut last = HashMap::new();
+        let mut wants_compact = false;
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
             let tx = conn.unchecked_transaction()?;
             let mut outs = Vec::with_capacity(group.len());
             for req in &group {
+                if matches!(req.op, WriteOp::Compact) {
+                    wants_compact = true;
+                }
                 let mut out = WriteOutcome::default();
                 // A failed statement fails the whole group's transaction; every request of the
                 // group then gets the error and its sender retries (nothing is half-written).
@@ -256,13 +571,41 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                             *e = (*e).max(p.ts);
                         }
                     }
+                    WriteOp::Compact => {}
                 }
                 outs.push(out);
             }
+            w.flush_rollups()?;
+            add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
             tx.commit()?;
             Ok(outs)
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        // Compaction asked for: every day due is sealed before the answer.
+        let result = result.and_then(|mut outs| {
+            if wants_compact {
+                let mut sealed = 0;
+                loop {
+                    let done = w.compact_pass(options.seal_after_ms, true)?;
+                    sealed += done.points;
+                    if done.chunks == 0 {
+                        break;
+                    }
+                }
+                metrics.points_sealed.inc_by(sealed);
+                // Give the freed pages back and fold the WAL into the database file.
+                let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+                let mut rows = vacuum.query([])?;
+                while rows.next()?.is_some() {}
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                for (o, req) in outs.iter_mut().zip(&group) {
+                    if matches!(req.op, WriteOp::Compact) {
+                        o.points_sealed = sealed;
+                    }
+                }
+            }
+            Ok(outs)
+        });
         match result {
             Ok(outs) => {
                 {
@@ -273,6 +616,7 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
                     }
                 }
                 for (req, out) in group.into_iter().zip(outs) {
+                    metrics.store_points.add(out.points_written as i64);
                     metrics.points_written.inc_by(out.points_written);
                     metrics.points_conflicting.inc_by(out.points_conflicting);
                     metrics.points_unchanged.inc_by(out.points_unchanged);
@@ -283,6 +627,8 @@ fn writer_loop(conn: Connection, rx: std::sync::mpsc::Receiver<WriteReq>, last_s
             Err(e) => {
                 // The series cache may hold ids of rolled-back rows.
                 w.series.clear();
+                w.pending.clear();
+                w.dirty.clear();
                 tracing::error!("store commit failed: {e}");
                 for req in group {
                     let _ = req.reply.send(Err(e.to_string()));
@@ -317,6 +663,12 @@ impl Store {
         self.write(WriteOp::Points(points)).await
     }
 
+    /// Seals every day due (older than the head) into compressed chunks now; returns after the
+    /// last commit, with the number of raw points sealed in `points_sealed`.
+    pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Compact).await
+    }
+
     /// Runs `f` on a read connection on the blocking pool.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
         let readers = self.readers.clone();
@@ -333,12 +685,8 @@ impl Store {
     pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
         let meter = meter.to_string();
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT p.ts, p.value FROM points p JOIN series s ON s.id = p.series
-                 WHERE s.meter = ?1 AND s.quantity = ?2 AND p.ts >= ?3 AND p.ts < ?4 ORDER BY p.ts",
-            )?;
-            let rows = st.query_map(params![meter, q.name(), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
+            chunks::read_series(c, sid, from, to)
         })
         .await
     }
@@ -353,23 +701,43 @@ impl Store {
                 .query_row(params![meter, q.name()], |r| r.get(0))
                 .optional()?;
             let Some(sid) = sid else { return Ok(Vec::new()) };
-            let before: Option<(i64, f64)> = c
-                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
-                .query_row(params![sid, from], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let mut out: Vec<(i64, f64)> = before.into_iter().collect();
-            let mut st = c.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
-            for r in st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                out.push(r?);
-            }
-            let after: Option<(i64, f64)> = c
-                .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1")?
-                .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            out.extend(after);
+            let mut out: Vec<(i64, f64)> = chunks::last_before(c, sid, from)?.into_iter().collect();
+            out.extend(chunks::read_series(c, sid, from, to)?);
+            out.extend(chunks::first_from(c, sid, to)?);
             Ok(out)
         })
         .await
+    }
+
+    /// Hourly roll-ups of one series for the hours in `[from, to)`.
+    pub async fn rollups(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
+            read_rollups(c, sid, from, to)
+        })
+        .await
+    }
+
+    /// What consumption over `[from, to)` needs, from the roll-ups (`from`, `to` hour-aligned):
+    /// the last reading before `from`, the roll-ups of the hours inside, and the first reading at
+    /// or after `to`; one entry per series, in order, the work split over the read connections.
+    pub async fn counter_rollups_many(&self, series: Vec<(String, Quantity)>, from: i64, to: i64) -> Result<Vec<CounterRollups>, StoreError> {
+        let per = series.len().div_ceil(self.readers.len()).max(1);
+        let mut reads = tokio::task::JoinSet::new();
+        for (i, part) in series.chunks(per).enumerate() {
+            let (store, part) = (self.clone(), part.to_vec());
+            reads.spawn(async move {
+                let r = store.read(move |c| part.iter().map(|(m, q)| counter_rollups_of(c, m, *q, from, to)).collect::<rusqlite::Result<Vec<_>>>()).await;
+                (i, r)
+            });
+        }
+        let mut parts: Vec<Option<Vec<CounterRollups>>> = vec![None; reads.len()];
+        while let Some(done) = reads.join_next().await {
+            let (i, r) = done.map_err(|e| StoreError::Task(e.to_string()))?;
+            parts[i] = Some(r?);
+        }
+        Ok(parts.into_iter().flatten().flatten().collect())
     }
 
     /// Stored sequence ranges per gateway.
@@ -417,6 +785,33 @@ impl Store {
             let _ = h.join();
         }
     }
+}
+
+/// The last reading before a window, the roll-ups inside, the first reading after it.
+pub type CounterRollups = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+
+fn counter_rollups_of(c: &Connection, meter: &str, q: Quantity, from: i64, to: i64) -> rusqlite::Result<CounterRollups> {
+    let Some(sid) = series_id(c, meter, q)? else { return Ok((None, Vec::new(), None)) };
+    let before = c
+        .prepare_cached("SELECT last_ts, last_v FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1")?
+        .query_row(params![sid, hour_of(from)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let hours = read_rollups(c, sid, from, to)?;
+    let after = c
+        .prepare_cached("SELECT first_ts, first_v FROM rollup_hour WHERE series = ?1 AND hour >= ?2 ORDER BY hour LIMIT 1")?
+        .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok((before, hours, after))
+}
+
+fn series_id(c: &Connection, meter: &str, q: Quantity) -> rusqlite::Result<Option<i64>> {
+    c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?.query_row(params![meter, q.name()], |r| r.get(0)).optional()
+}
+
+fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<HourRollup>> {
+    let mut st = c.prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour"))?;
+    let rows = st.query_map(params![sid, hour_of(from), to], rollup_row)?;
+    rows.collect()
 }
 
 #[cfg(test)]
@@ -475,6 +870,136 @@ mod tests {
         c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
         drop(c);
         let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
-        assert!(e.contains("format version 99") && e.contains("reads version 1"), "{e}");
+        assert!(e.contains("format version 99") && e.contains("reads version 2"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_1_store_is_upgraded_with_its_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // The version 1 layout, as that release wrote it.
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('format_version', '1');
+                 CREATE TABLE series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+                 CREATE TABLE points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+                 CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+                 INSERT INTO series VALUES (1, 'm', 'active_energy_import');
+                 INSERT INTO points VALUES (1, 1764288000000, 1.0), (1, 1764288600000, 3.0), (1, 1764291600000, 4.0);",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let r = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].first_v, r[0].last_v, r[0].count, r[1].sum), (1.0, 3.0, 2, 4.0));
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, FORMAT_VERSION.to_string());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_deletes_old_raw_points_and_keeps_their_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let day = 86_400_000;
+        let p = |ts, value| Point { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts, value };
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(vec![p(now - 3 * day, 1.0), p(now - 2 * day, 2.0), p(now, 3.0)]).await.unwrap();
+        store.close();
+        let metrics = Metrics::new();
+        let options = StoreOptions { raw_retention_ms: Some(day), rollup_retention_ms: Some(2 * day + 2 * HOUR_MS), ..Default::default() };
+        let store = open_with(dir.path(), metrics.clone(), options).unwrap();
+        // The writer applies the retention before it takes this write.
+        store.write_points(vec![p(now + 1, 4.0)]).await.unwrap();
+        let raw = store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!(raw, vec![(now, 3.0), (now + 1, 4.0)]);
+        let hours: Vec<f64> = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap().iter().map(|r| r.first_v).collect();
+        assert_eq!(hours.first(), Some(&2.0), "the roll-up of 2 days ago outlives its raw point; 3 days ago is past its retention");
+        assert_eq!(metrics.store_points.get(), 2);
+        assert_eq!(metrics.points_pruned.get(), 2);
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sealed_days_read_like_raw_points_and_take_late_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let store = open(dir.path(), metrics.clone()).unwrap();
+        let q = Quantity::ActiveEnergyImport;
+        let day0 = day_of(1_764_288_000_000);
+        // Three days of one-minute counter readings with two decimals.
+        let pts: Vec<(i64, f64)> = (0..3 * 1440).map(|i| (day0 + i * 60_000, 1000.0 + (i as f64 * 0.37 * 100.0).round() / 100.0)).collect();
+        let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+        for c in pts.chunks(1000) {
+            store.write_points(write(c)).await.unwrap();
+        }
+        let before_bytes = store.bytes();
+        let o = store.compact().await.unwrap();
+        assert_eq!(o.points_sealed, pts.len() as u64);
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), pts);
+        let w = store.counter_window("m", q, day0 + chunks::DAY_MS + 30_000, day0 + 2 * chunks::DAY_MS).await.unwrap();
+        assert_eq!(w.first(), Some(&pts[1440]), "the reading before the window comes from the previous chunk");
+        assert_eq!(w.last(), Some(&pts[2880]), "and the one after from the next");
+        assert_eq!(w.len(), 1440 + 1);
+        // Late data for a sealed day: the same value is a no-op, a new time is new, a different
+        // value replaces the chunk's and its hour is rolled up again.
+        let o = store.write_points(write(&[pts[10], (pts[10].0 + 1, pts[10].1), (pts[20].0, 5000.0)])).await.unwrap();
+        assert_eq!((o.points_unchanged, o.points_written, o.points_conflicting), (1, 1, 1));
+        let mut want = pts.clone();
+        want.insert(11, (pts[10].0 + 1, pts[10].1));
+        want[21].1 = 5000.0;
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        let r = store.rollups("m", q, day0, day0 + HOUR_MS).await.unwrap();
+        assert_eq!((r[0].count, r[0].max), (61, 5000.0));
+        // Compacting again merges the late points into the chunk; a restart reads it all back.
+        assert_eq!(store.compact().await.unwrap().points_sealed, 2);
+        store.close();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        assert_eq!(store.last_seen("m"), Some(pts.last().unwrap().0));
+        assert!(store.bytes() < before_bytes, "{} bytes after sealing, {before_bytes} before", store.bytes());
+        store.close();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+        /// The stored roll-ups depend only on the distinct points stored, whatever the order,
+        /// the duplication and the grouping into writes; and a replaced value is rolled up as
+        /// the value that replaced it.
+        #[test]
+        fn stored_rollups_ignore_order_and_duplication(
+            points in proptest::collection::btree_map(0i64..5 * HOUR_MS, -400i32..400, 1..40),
+            dups in proptest::collection::vec(0usize..40, 0..20),
+            cut in 1usize..9, seed in proptest::prelude::any::<u64>(),
+        ) {
+            let t0 = 1_764_288_000_000;
+            let pts: Vec<(i64, f64)> = points.into_iter().map(|(t, v)| (t0 + t, f64::from(v) / 4.0)).collect();
+            let mut sent: Vec<(i64, f64)> = pts.clone();
+            sent.extend(dups.iter().map(|&i| pts[i % pts.len()]));
+            let mut s = seed | 1;
+            for i in (1..sent.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                sent.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            // A wrong value first for one point: replaced later by the right one.
+            let wrong = Point { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1 + 1000.0 };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let got = rt.block_on(async {
+                let store = open(dir.path(), Metrics::new()).unwrap();
+                store.write_points(vec![wrong]).await.unwrap();
+                for group in sent.chunks(cut) {
+                    let ps = group.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: Quantity::ActivePower, ts, value }).collect();
+                    store.write_points(ps).await.unwrap();
+                }
+                let r = store.rollups("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
+                store.close();
+                r
+            });
+            proptest::prop_assert_eq!(got, crate::accounting::rollup::rollups_of(&pts));
+        }
     }
 }

@@ -1,0 +1,181 @@
+//! Compressed chunks: the readings of one series in one UTC day, encoded by [`super::codec`],
+//! in table `chunks(series, day, count, data)`. Recent readings (the head) stay in `points`;
+//! the writer seals whole days older than the head into chunks, the chunk insert and the raw
+//! delete in one transaction. A reading that arrives late for a sealed day goes to `points` and
+//! wins over the chunk's value for the same time; the next compaction merges it into the chunk.
+//! Every read merges both.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::codec;
+
+/// One day in milliseconds.
+pub(super) const DAY_MS: i64 = 86_400_000;
+
+/// Start of the UTC day containing `ts`.
+pub(super) fn day_of(ts: i64) -> i64 {
+    ts.div_euclid(DAY_MS) * DAY_MS
+}
+
+fn corrupt(e: codec::CodecError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+}
+
+/// The decoded chunk of a series and day, if sealed.
+pub(super) fn chunk(c: &Connection, sid: i64, day: i64) -> rusqlite::Result<Option<Vec<(i64, f64)>>> {
+    let data: Option<Vec<u8>> = c.prepare_cached("SELECT data FROM chunks WHERE series = ?1 AND day = ?2")?.query_row(params![sid, day], |r| r.get(0)).optional()?;
+    data.map(|d| codec::decode(&d).map_err(corrupt)).transpose()
+}
+
+/// Both runs sorted by time into one; on equal times the raw reading wins (it came later).
+pub(super) fn merge(chunked: Vec<(i64, f64)>, raw: Vec<(i64, f64)>) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(chunked.len() + raw.len());
+    let (mut a, mut b) = (chunked.into_iter().peekable(), raw.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => out.extend(a.next()),
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                a.next();
+                out.extend(b.next());
+            }
+            (_, Some(_)) => out.extend(b.next()),
+            (Some(_), None) => out.extend(a.next()),
+            (None, None) => return out,
+        }
+    }
+}
+
+fn raw(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
+    let mut st = c.prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")?;
+    let rows = st.query_map(params![sid, from, to], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+/// Readings of a series in `[from, to)`, from chunks and raw points.
+pub(super) fn read_series(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<(i64, f64)>> {
+    let mut chunked = Vec::new();
+    let mut st = c.prepare_cached("SELECT data FROM chunks WHERE series = ?1 AND day >= ?2 AND day < ?3 ORDER BY day")?;
+    let mut rows = st.query(params![sid, day_of(from), to])?;
+    while let Some(r) = rows.next()? {
+        let data: Vec<u8> = r.get(0)?;
+        chunked.extend(codec::decode(&data).map_err(corrupt)?.into_iter().filter(|p| p.0 >= from && p.0 < to));
+    }
+    Ok(merge(chunked, raw(c, sid, from, to)?))
+}
+
+/// The last reading before `t`.
+pub(super) fn last_before(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<(i64, f64)>> {
+    let raw: Option<(i64, f64)> = c
+        .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts < ?2 ORDER BY ts DESC LIMIT 1")?
+        .query_row(params![sid, t], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // The chunk holding `t` may have nothing before it; then the one before that does.
+    let mut chunked = None;
+    let mut st = c.prepare_cached("SELECT data FROM chunks WHERE series = ?1 AND day < ?2 ORDER BY day DESC LIMIT 2")?;
+    let mut rows = st.query(params![sid, t])?;
+    while let Some(r) = rows.next()? {
+        let data: Vec<u8> = r.get(0)?;
+        if let Some(p) = codec::decode(&data).map_err(corrupt)?.into_iter().rev().find(|p| p.0 < t) {
+            chunked = Some(p);
+            break;
+        }
+    }
+    Ok(match (chunked, raw) {
+        (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
+        (a, b) => b.or(a),
+    })
+}
+
+/// The first reading at or after `t`.
+pub(super) fn first_from(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<(i64, f64)>> {
+    let raw: Option<(i64, f64)> = c
+        .prepare_cached("SELECT ts, value FROM points WHERE series = ?1 AND ts >= ?2 ORDER BY ts LIMIT 1")?
+        .query_row(params![sid, t], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let mut chunked = None;
+    let mut st = c.prepare_cached("SELECT data FROM chunks WHERE series = ?1 AND day >= ?2 ORDER BY day LIMIT 2")?;
+    let mut rows = st.query(params![sid, day_of(t)])?;
+    while let Some(r) = rows.next()? {
+        let data: Vec<u8> = r.get(0)?;
+        if let Some(p) = codec::decode(&data).map_err(corrupt)?.into_iter().find(|p| p.0 >= t) {
+            chunked = Some(p);
+            break;
+        }
+    }
+    Ok(match (chunked, raw) {
+        (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+        (a, b) => b.or(a),
+    })
+}
+
+/// The newest reading time of a series.
+pub(super) fn newest(c: &Connection, sid: i64) -> rusqlite::Result<Option<i64>> {
+    Ok(last_before(c, sid, i64::MAX)?.map(|p| p.0))
+}
+
+/// Days sealed per series: the end of the newest chunk (exclusive), for every series with one.
+pub(super) fn sealed_ends(c: &Connection) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut st = c.prepare("SELECT series, max(day) FROM chunks GROUP BY series")?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? + DAY_MS)))?;
+    rows.collect()
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Compacted {
+    pub(super) chunks: u64,
+    pub(super) points: u64,
+}
+
+/// Seals up to `max_chunks` (series, day) pairs, except those `busy` says are being written, with raw points before `cutoff` (a day
+/// boundary; the oldest day of each series first) into chunks, merging any chunk already there. Runs inside the caller's
+/// transaction. Returns what it did and the sealed (series, day end) pairs.
+pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn Fn(i64, i64) -> bool) -> rusqlite::Result<(Compacted, Vec<(i64, i64)>)> {
+    // One index probe per series for its oldest raw point (the raw table is mostly the head, so
+    // scanning it would cost far more).
+    let ids: Vec<i64> = c.prepare_cached("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut todo: Vec<(i64, i64)> = Vec::new();
+    let mut oldest = c.prepare_cached("SELECT min(ts) FROM points WHERE series = ?1")?;
+    for sid in ids {
+        if todo.len() >= max_chunks {
+            break;
+        }
+        if let Some(ts) = oldest.query_row([sid], |r| r.get::<_, Option<i64>>(0))? {
+            if ts < cutoff && !busy(sid, day_of(ts)) {
+                todo.push((sid, day_of(ts)));
+            }
+        }
+    }
+    let mut done = Compacted::default();
+    let mut sealed = Vec::with_capacity(todo.len());
+    for (sid, day) in todo {
+        let fresh = raw(c, sid, day, day + DAY_MS)?;
+        let n_raw = fresh.len() as u64;
+        let pts = merge(chunk(c, sid, day)?.unwrap_or_default(), fresh);
+        c.prepare_cached("INSERT OR REPLACE INTO chunks(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![sid, day, pts.len() as i64, codec::encode(&pts)])?;
+        c.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3")?.execute(params![sid, day, day + DAY_MS])?;
+        done.chunks += 1;
+        done.points += n_raw;
+        sealed.push((sid, day + DAY_MS));
+    }
+    Ok((done, sealed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_prefers_the_raw_reading() {
+        let cases: &[(&[(i64, f64)], &[(i64, f64)], &[(i64, f64)])] = &[
+            (&[], &[], &[]),
+            (&[(1, 1.0), (3, 3.0)], &[(2, 2.0)], &[(1, 1.0), (2, 2.0), (3, 3.0)]),
+            (&[(1, 1.0), (2, 2.0)], &[(2, 9.0), (4, 4.0)], &[(1, 1.0), (2, 9.0), (4, 4.0)]),
+            (&[], &[(5, 5.0)], &[(5, 5.0)]),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(merge(a.to_vec(), b.to_vec()), want.to_vec());
+        }
+    }
+}
