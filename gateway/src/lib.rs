@@ -79,7 +79,7 @@ impl Handle {
 
     pub fn status(&self) -> Status {
         let (depth, bytes, dropped, next_seq, oldest) = {
-            let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             let oldest = q.peek(1).ok().and_then(|r| r.first().and_then(|r| serde_json::from_slice::<Sample>(&r.body).ok())).map(|s| s.t);
             (q.depth(), q.bytes(), q.dropped, q.next_seq(), oldest)
         };

@@ -84,6 +84,8 @@ pub struct Queue {
     /// Samples refused because the queue was full, since open.
     pub dropped: u64,
     pub recovery: Recovery,
+    /// Where recent reads stopped: (next sequence number, its segment's first sequence, offset).
+    cursors: Vec<(u64, u64, u64)>,
 }
 
 impl Queue {
@@ -133,6 +135,7 @@ impl Queue {
             dirty: false,
             dropped: 0,
             recovery,
+            cursors: Vec::new(),
         };
         q.remove_acked_segments()?;
         Ok(q)
@@ -240,42 +243,81 @@ impl Queue {
     /// Reads up to `max` unacknowledged records in sequence order, starting after the last
     /// acknowledged one. Stops early at a gap in sequence numbers so that what it returns is
     /// always contiguous.
-    pub fn peek(&self, max: usize) -> Result<Vec<Record>, QueueError> {
+    pub fn peek(&mut self, max: usize) -> Result<Vec<Record>, QueueError> {
         self.peek_after(self.acked, max)
     }
 
     /// Like [`Queue::peek`], starting after sequence number `after` (at least the acknowledged
-    /// position): the uplink uses it to send ahead of what is acknowledged.
-    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<Record>, QueueError> {
+    /// position): the uplink uses it to send ahead of what is acknowledged. Reads only the
+    /// records it returns: where the last reads stopped is remembered (a few positions, for the
+    /// uplink's live and history lanes), so draining a long backlog reads each record once.
+    pub fn peek_after(&mut self, after: u64, max: usize) -> Result<Vec<Record>, QueueError> {
         let after = after.max(self.acked);
+        let want = after + 1;
+        let start = self
+            .cursors
+            .iter()
+            .find(|c| c.0 == want)
+            .and_then(|c| self.segments.iter().position(|s| s.first_seq == c.1).map(|i| (i, c.2)));
+        let (mut idx, mut offset) = match start {
+            Some(x) => x,
+            None => match self.segments.iter().position(|s| s.next_seq > want) {
+                Some(i) => (i, 0),
+                None => return Ok(Vec::new()),
+            },
+        };
         let mut out: Vec<Record> = Vec::new();
-        for seg in &self.segments {
-            if seg.next_seq <= after + 1 || out.len() >= max {
-                continue;
-            }
+        'segments: while idx < self.segments.len() && out.len() < max {
+            let seg = &self.segments[idx];
             if let Some(last) = out.last() {
-                if seg.first_seq != last.seq + 1 {
+                if offset == 0 && seg.first_seq != last.seq + 1 {
                     break;
                 }
             }
-            let mut f = File::open(&seg.path).map_err(io_err(&seg.path))?;
-            let mut data = Vec::new();
-            (&mut f).take(seg.len).read_to_end(&mut data).map_err(io_err(&seg.path))?;
-            let mut pos = 0usize;
-            while pos + HEADER <= data.len() && out.len() < max {
-                let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default()) as usize;
-                let Some(payload) = data.get(pos + HEADER..pos + HEADER + len) else { break };
-                let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
-                pos += HEADER + len;
-                if seq <= after {
-                    continue;
-                }
-                if let Some(last) = out.last() {
-                    if seq != last.seq + 1 {
-                        return Ok(out);
+            if offset < seg.len {
+                let mut f = File::open(&seg.path).map_err(io_err(&seg.path))?;
+                f.seek(SeekFrom::Start(offset)).map_err(io_err(&seg.path))?;
+                let mut r = io::BufReader::with_capacity(64 * 1024, f.take(seg.len - offset));
+                let mut header = [0u8; HEADER];
+                while out.len() < max && offset + HEADER as u64 <= seg.len {
+                    r.read_exact(&mut header).map_err(io_err(&seg.path))?;
+                    let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as u64;
+                    if offset + HEADER as u64 + len > seg.len || len < 8 {
+                        break;
                     }
+                    let mut payload = vec![0u8; len as usize];
+                    r.read_exact(&mut payload).map_err(io_err(&seg.path))?;
+                    offset += HEADER as u64 + len;
+                    let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
+                    if seq <= after {
+                        continue;
+                    }
+                    if let Some(last) = out.last() {
+                        if seq != last.seq + 1 {
+                            break 'segments;
+                        }
+                    }
+                    payload.drain(..8);
+                    out.push(Record { seq, body: payload });
                 }
-                out.push(Record { seq, body: payload[8..].to_vec() });
+            }
+            if out.len() < max {
+                idx += 1;
+                offset = 0;
+            }
+        }
+        if let Some(last) = out.last() {
+            let pos = match self.segments.get(idx) {
+                Some(seg) => (last.seq + 1, seg.first_seq, offset),
+                None => {
+                    let seg = &self.segments[self.segments.len() - 1];
+                    (last.seq + 1, seg.first_seq, seg.len)
+                }
+            };
+            self.cursors.retain(|c| c.0 != want && c.0 > self.acked);
+            self.cursors.push(pos);
+            if self.cursors.len() > 4 {
+                self.cursors.remove(0);
             }
         }
         Ok(out)
@@ -434,6 +476,8 @@ mod tests {
         Ack(usize),
         Reopen,
         Tear(usize),
+        /// Read everything unacknowledged in chunks of this size, as the uplink does.
+        Chunks(usize),
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
@@ -442,11 +486,12 @@ mod tests {
             2 => (0usize..5).prop_map(Op::Ack),
             1 => Just(Op::Reopen),
             1 => (1usize..12).prop_map(Op::Tear),
+            2 => (1usize..7).prop_map(Op::Chunks),
         ]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
         /// The queue behaves like a model: a list of (seq, body) with an ack pointer. Synced
         /// records survive reopen; tearing bytes off an unsynced tail loses only unsynced records.
         #[test]
@@ -474,6 +519,19 @@ mod tests {
                     Op::Reopen => {
                         drop(q);
                         q = Queue::open(dir.path(), 256, 1 << 30).unwrap();
+                    }
+                    Op::Chunks(n) => {
+                        let mut got = Vec::new();
+                        let mut after = acked;
+                        loop {
+                            let part = q.peek_after(after, n).unwrap();
+                            let Some(last) = part.last() else { break };
+                            prop_assert!(part.len() <= n);
+                            after = last.seq;
+                            got.extend(part.into_iter().map(|r| (r.seq, r.body)));
+                        }
+                        let expect: Vec<(u64, Vec<u8>)> = model.iter().filter(|m| m.0 > acked).cloned().collect();
+                        prop_assert_eq!(got, expect);
                     }
                     Op::Tear(n) => {
                         // Append an unsynced partial record: garbage bytes at the end of the
