@@ -367,18 +367,23 @@ fn scan_segment(path: &Path, first_seq: u64) -> Result<(u64, u64, u64), QueueErr
     let mut f = File::open(path).map_err(io_err(path))?;
     let file_len = f.seek(SeekFrom::End(0)).map_err(io_err(path))?;
     f.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    let mut data = Vec::with_capacity(file_len as usize);
-    f.read_to_end(&mut data).map_err(io_err(path))?;
-    let mut pos = 0usize;
+    // Streamed, one record at a time: memory stays small whatever the segment size.
+    let mut r = io::BufReader::with_capacity(64 * 1024, f);
+    let mut pos = 0u64;
     let mut next = first_seq;
-    while pos + HEADER <= data.len() {
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or_default());
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or_default());
-        if !(8..=MAX_RECORD).contains(&len) {
+    let mut header = [0u8; HEADER];
+    let mut payload = Vec::new();
+    while pos + HEADER as u64 <= file_len {
+        if r.read_exact(&mut header).is_err() {
             break;
         }
-        let Some(payload) = data.get(pos + HEADER..pos + HEADER + len as usize) else { break };
-        if crc32fast::hash(payload) != crc {
+        let len = u32::from_le_bytes(header[..4].try_into().unwrap_or_default());
+        let crc = u32::from_le_bytes(header[4..].try_into().unwrap_or_default());
+        if !(8..=MAX_RECORD).contains(&len) || pos + HEADER as u64 + u64::from(len) > file_len {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        if r.read_exact(&mut payload).is_err() || crc32fast::hash(&payload) != crc {
             break;
         }
         let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or_default());
@@ -386,9 +391,9 @@ fn scan_segment(path: &Path, first_seq: u64) -> Result<(u64, u64, u64), QueueErr
             break;
         }
         next += 1;
-        pos += HEADER + len as usize;
+        pos += HEADER as u64 + u64::from(len);
     }
-    Ok((next, pos as u64, file_len))
+    Ok((next, pos, file_len))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), QueueError> {
