@@ -234,3 +234,27 @@ impl Drop for Mosquitto {
         }
     }
 }
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The raw values of a meter's quantity stored in the last hour (and the next, for clock skew).
+pub async fn recent_values(url: &str, meter: &str, quantity: &str) -> Vec<f64> {
+    let now = chrono::Utc::now();
+    let (from, to) = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
+    let (_, v) = get_json(&format!("{url}/api/v1/series?meter={meter}&quantity={quantity}&from={}&to={}", q(&from), q(&to))).await;
+    v["points"].as_array().map(|a| a.iter().filter_map(|p| p["v"].as_f64()).collect()).unwrap_or_default()
+}

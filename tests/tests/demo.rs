@@ -41,7 +41,6 @@ async fn demo_runs_stops_cleanly_and_resumes() {
     }
     let seeded = demo.wait_line("history seeded", Duration::from_secs(120));
     assert!(!seeded.contains(" 0 samples"), "{seeded}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Consumption for an agency from the seeded days is there at once.
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
@@ -53,10 +52,13 @@ async fn demo_runs_stops_cleanly_and_resumes() {
     let water = v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "water").unwrap().clone();
     assert!(water["total"].as_f64().unwrap() > 0.0);
     // Live polling reaches the store.
-    let (_, v) = get_json(&format!("{url}/api/v1/gateways")).await;
-    let first_run = ranges(&v, "demo-gw");
+    let first_run = energy_e2e::eventually(Duration::from_secs(30), "live samples of demo-gw stored", || async {
+        let (_, v) = get_json(&format!("{url}/api/v1/gateways")).await;
+        let r = ranges(&v, "demo-gw");
+        (r[0][1].as_u64().unwrap_or(0) > 0).then_some(r)
+    })
+    .await;
     let acked_1 = first_run[0][1].as_u64().unwrap_or(0);
-    assert!(acked_1 > 0, "{v}");
 
     demo.signal("INT");
     assert!(demo.wait_exit(Duration::from_secs(30)).success());
@@ -66,12 +68,14 @@ async fn demo_runs_stops_cleanly_and_resumes() {
     let mut demo = Proc::spawn("energyd", &args, dir.path());
     let url = listening_url(&demo.wait_line("listening on", Duration::from_secs(30)));
     demo.wait_line("history seeded", Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, v) = get_json(&format!("{url}/api/v1/gateways")).await;
+    let v = energy_e2e::eventually(Duration::from_secs(30), "demo-gw goes on after the restart", || async {
+        let (_, v) = get_json(&format!("{url}/api/v1/gateways")).await;
+        (ranges(&v, "demo-gw")[0][1].as_u64().unwrap_or(0) > acked_1).then_some(v)
+    })
+    .await;
     let second = ranges(&v, "demo-gw");
-    assert_eq!(second.as_array().unwrap().len(), 1, "one contiguous range, no gap: {second}");
+    assert_eq!(second.as_array().unwrap().len(), 1, "one contiguous range, no gap: {second} after {first_run}");
     assert_eq!(second[0][0], 1);
-    assert!(second[0][1].as_u64().unwrap() > acked_1, "the gateway went on: {second} after {first_run}");
     assert_eq!(ranges(&v, "demo-history").as_array().unwrap().len(), 1, "{v}");
     demo.signal("INT");
     assert!(demo.wait_exit(Duration::from_secs(30)).success());

@@ -185,13 +185,20 @@ async fn mqtt_meters_publishing_json_become_samples() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     client.publish("tele/plug1/SENSOR", qos, false, "not json").await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let vals: Vec<f64> = energy_e2e::eventually(Duration::from_secs(20), "five Tasmota readings stored", || async {
+        let vals = energy_e2e::recent_values(&url, "plug-1", "active_energy_import").await;
+        (vals.len() >= 5).then_some(vals)
+    })
+    .await;
+    assert_eq!(vals, vec![100.0, 101.0, 102.0, 103.0, 104.0]);
     let now = chrono::Utc::now();
     let (from, to) = ((now - chrono::Duration::hours(1)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
-    let (_, v) = get_json(&format!("{url}/api/v1/series?meter=plug-1&quantity=active_energy_import&from={}&to={}", q(&from), q(&to))).await;
-    let vals: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
-    assert_eq!(vals, vec![100.0, 101.0, 102.0, 103.0, 104.0]);
+    energy_e2e::eventually(Duration::from_secs(20), "the bad payload counted", || async {
+        let (_, m) = get_json(&format!("http://127.0.0.1:{hport}/metrics")).await;
+        m.as_str()?.contains("energy_gateway_mqtt_input_errors_total{kind=\"not_json\"} 1").then_some(())
+    })
+    .await;
     let (_, v) = get_json(&format!("{url}/api/v1/series?meter=plug-1&quantity=active_power&from={}&to={}", q(&from), q(&to))).await;
     assert_eq!(v["points"][0]["v"], 0.5, "W -> kW");
     let (_, v) = get_json(&format!("{url}/api/v1/consumption?meter=shelly-1&from={}&to={}&interval=hour", q(&from), q(&to))).await;

@@ -137,9 +137,12 @@ async fn sighup_reloads_the_device_list_without_losing_the_queue() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     gateway(d, dport, hport, &sim_addr, 2, "");
     gw.signal("HUP");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, status) = get_json(&format!("http://127.0.0.1:{hport}/status")).await;
-    assert_eq!(status["devices"].as_array().unwrap().len(), 2, "{status}");
+    energy_e2e::eventually(Duration::from_secs(20), "two devices after the reload", || async {
+        let (_, status) = get_json(&format!("http://127.0.0.1:{hport}/status")).await;
+        (status["devices"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    energy_e2e::eventually(Duration::from_secs(20), "readings of the added meter", || async { (!stored(&url, "sf-elec2").await.is_empty()).then_some(()) }).await;
     gw.signal("TERM");
     assert!(gw.wait_exit(Duration::from_secs(20)).success());
     sim.signal("TERM");

@@ -122,7 +122,12 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
     loop {
         tokio::select! {
             biased;
-            done = async { (&mut in_progress.front_mut().expect("not empty").0).await }, if !in_progress.is_empty() => {
+            done = async {
+                match in_progress.front_mut() {
+                    Some(front) => (&mut front.0).await,
+                    None => std::future::pending().await,
+                }
+            }, if !in_progress.is_empty() => {
                 if let Some((_, p)) = in_progress.pop_front() {
                     if done.unwrap_or(false) {
                         let _ = client.ack(&p).await;
