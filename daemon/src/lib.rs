@@ -29,6 +29,8 @@ pub enum DaemonError {
     Config(#[from] config::ConfigErrors),
     #[error("{0}")]
     Store(#[from] store::StoreError),
+    #[error("accounting: {0}")]
+    Engine(#[from] accounting::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
@@ -53,7 +55,9 @@ impl Daemon {
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
+        let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
         let state = Arc::new(AppState {
+            engine: Arc::new(engine),
             store,
             registry: Arc::new(loaded.registry),
             tz: loaded.tz,

@@ -20,10 +20,28 @@ pub enum Carrier {
     Water,
     NaturalGas,
     DistrictHeat,
+    /// Low-pressure steam bought from a supplier.
+    Steam,
+    Diesel,
+    Gasoline,
+    FuelOil,
+    Lpg,
+    Coal,
 }
 
 impl Carrier {
-    pub const ALL: [Carrier; 4] = [Carrier::Electricity, Carrier::Water, Carrier::NaturalGas, Carrier::DistrictHeat];
+    pub const ALL: [Carrier; 10] = [
+        Carrier::Electricity,
+        Carrier::Water,
+        Carrier::NaturalGas,
+        Carrier::DistrictHeat,
+        Carrier::Steam,
+        Carrier::Diesel,
+        Carrier::Gasoline,
+        Carrier::FuelOil,
+        Carrier::Lpg,
+        Carrier::Coal,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +49,12 @@ impl Carrier {
             Carrier::Water => "water",
             Carrier::NaturalGas => "natural_gas",
             Carrier::DistrictHeat => "district_heat",
+            Carrier::Steam => "steam",
+            Carrier::Diesel => "diesel",
+            Carrier::Gasoline => "gasoline",
+            Carrier::FuelOil => "fuel_oil",
+            Carrier::Lpg => "lpg",
+            Carrier::Coal => "coal",
         }
     }
 
@@ -41,6 +65,23 @@ impl Carrier {
             Carrier::Water => Quantity::WaterVolume,
             Carrier::NaturalGas => Quantity::GasVolume,
             Carrier::DistrictHeat => Quantity::HeatEnergy,
+            Carrier::Steam => Quantity::SteamMass,
+            Carrier::Diesel | Carrier::Gasoline | Carrier::FuelOil => Quantity::FuelVolume,
+            Carrier::Lpg | Carrier::Coal => Quantity::FuelMass,
+        }
+    }
+
+    /// Counter quantities that may measure this carrier: liquid fuels are metered in litres or
+    /// weighed in kg (a density converts litres).
+    pub fn counters(self) -> &'static [Quantity] {
+        match self {
+            Carrier::Electricity => &[Quantity::ActiveEnergyImport],
+            Carrier::Water => &[Quantity::WaterVolume],
+            Carrier::NaturalGas => &[Quantity::GasVolume],
+            Carrier::DistrictHeat => &[Quantity::HeatEnergy],
+            Carrier::Steam => &[Quantity::SteamMass],
+            Carrier::Diesel | Carrier::Gasoline | Carrier::FuelOil => &[Quantity::FuelVolume, Quantity::FuelMass],
+            Carrier::Lpg | Carrier::Coal => &[Quantity::FuelMass],
         }
     }
 }
@@ -51,7 +92,7 @@ impl FromStr for Carrier {
         Carrier::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown carrier `{s}` (known: electricity, water, natural_gas, district_heat)"))
+            .ok_or_else(|| format!("unknown carrier `{s}` (known: {})", Carrier::ALL.map(Carrier::as_str).join(", ")))
     }
 }
 
@@ -111,6 +152,9 @@ quantities! {
     SupplyTemperature => "supply_temperature", "°C", Gauge;
     ReturnTemperature => "return_temperature", "°C", Gauge;
     OutdoorTemperature => "outdoor_temperature", "°C", Gauge;
+    FuelVolume => "fuel_volume", "L", Counter;
+    FuelMass => "fuel_mass", "kg", Counter;
+    SteamMass => "steam_mass", "kg", Counter;
 }
 
 impl Quantity {
@@ -126,6 +170,7 @@ impl Quantity {
             Quantity::WaterVolume => Some(Carrier::Water),
             Quantity::GasVolume => Some(Carrier::NaturalGas),
             Quantity::HeatEnergy => Some(Carrier::DistrictHeat),
+            Quantity::SteamMass => Some(Carrier::Steam),
             _ => None,
         }
     }
@@ -137,6 +182,8 @@ impl Quantity {
             "kvarh" => Some("kvar"),
             "m³" => Some("m³/h"),
             "GJ" => Some("GJ/h"),
+            "L" => Some("L/h"),
+            "kg" => Some("kg/h"),
             _ => None,
         }
     }
@@ -214,6 +261,9 @@ mod tests {
             ("supply_temperature", "°C", Kind::Gauge),
             ("return_temperature", "°C", Kind::Gauge),
             ("outdoor_temperature", "°C", Kind::Gauge),
+            ("fuel_volume", "L", Kind::Counter),
+            ("fuel_mass", "kg", Kind::Counter),
+            ("steam_mass", "kg", Kind::Counter),
         ];
         for (name, unit, kind) in table {
             let q: Quantity = name.parse().unwrap();
@@ -243,7 +293,12 @@ mod tests {
     #[test]
     fn carriers_map_to_counters() {
         for c in Carrier::ALL {
-            assert_eq!(c.counter().carrier(), Some(c));
+            // Fuels share their counters; the others name their carrier.
+            if c.counters().len() == 1 && c.counter() != Quantity::FuelMass {
+                assert_eq!(c.counter().carrier(), Some(c));
+            }
+            assert!(c.counters().contains(&c.counter()));
+            assert!(c.counters().iter().all(|q| q.is_counter()));
             assert!(c.counter().is_counter());
             assert_eq!(c.as_str().parse::<Carrier>().unwrap(), c);
         }

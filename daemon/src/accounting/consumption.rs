@@ -20,6 +20,8 @@ pub struct PeriodConsumption {
     pub coverage: f64,
     /// Part of the value was spread across a gap longer than the gap limit.
     pub estimated: bool,
+    /// That part: the rest of `value` is measured.
+    pub estimated_value: f64,
 }
 
 /// Readings set aside by cleaning, and the result per period.
@@ -71,16 +73,31 @@ pub fn consumption(readings: &[(i64, f64)], bounds: &[i64], max_gap_ms: i64) -> 
     let (r, rejected_readings) = clean(readings);
     let n_periods = bounds.len().saturating_sub(1);
     let mut periods = Vec::with_capacity(n_periods);
-    // big[k] = number of gaps longer than max_gap among the first k reading pairs.
+    // big[k] = number of gaps longer than max_gap among the first k reading pairs;
+    // est[k] = the counter increase across those gaps.
     let mut big = Vec::with_capacity(r.len());
+    let mut est = Vec::with_capacity(r.len());
     big.push(0usize);
+    est.push(0.0f64);
     for w in r.windows(2) {
+        let is_big = w[1].0 - w[0].0 > max_gap_ms;
         let last = *big.last().unwrap_or(&0);
-        big.push(last + usize::from(w[1].0 - w[0].0 > max_gap_ms));
+        big.push(last + usize::from(is_big));
+        let last_e = *est.last().unwrap_or(&0.0);
+        est.push(last_e + if is_big { w[1].1 - w[0].1 } else { 0.0 });
     }
+    // Counter increase across long gaps up to `t` (within the readings' span).
+    let est_at = |t: i64| -> f64 {
+        let j = r.partition_point(|&(rt, _)| rt <= t).max(1) - 1;
+        let base = est[j];
+        match r.get(j + 1) {
+            Some(&(t1, _)) if t1 - r[j].0 > max_gap_ms => base + (at(&r, t) - r[j].1),
+            _ => base,
+        }
+    };
     for w in bounds.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let empty = PeriodConsumption { value: 0.0, coverage: 0.0, estimated: false };
+        let empty = PeriodConsumption { value: 0.0, coverage: 0.0, estimated: false, estimated_value: 0.0 };
         let (Some(&(first, _)), Some(&(last, _))) = (r.first(), r.last()) else {
             periods.push(empty);
             continue;
@@ -96,7 +113,8 @@ pub fn consumption(readings: &[(i64, f64)], bounds: &[i64], max_gap_ms: i64) -> 
         let i0 = r.partition_point(|&(t, _)| t <= lo).saturating_sub(1);
         let i1 = r.partition_point(|&(t, _)| t < hi).min(r.len() - 1);
         let estimated = i1 > i0 && big[i1] - big[i0] > 0;
-        periods.push(PeriodConsumption { value, coverage: (hi - lo) as f64 / (b - a) as f64, estimated });
+        let estimated_value = if estimated { (est_at(hi) - est_at(lo)).clamp(0.0, value.max(0.0)) } else { 0.0 };
+        periods.push(PeriodConsumption { value, coverage: (hi - lo) as f64 / (b - a) as f64, estimated, estimated_value });
     }
     Consumption { periods, rejected_readings }
 }

@@ -1,6 +1,12 @@
-//! Accounting: from meter counters to consumption per meter, building and agency.
-//! Everything here is pure; the API does the I/O.
+//! Accounting: from meter counters to consumption per meter, building and agency, and to the
+//! indicators against quotas and targets. Everything here is pure except [`engine`], which
+//! reads the store and caches meters' years.
 
+pub mod allocate;
 pub mod calendar;
 pub mod consumption;
+pub mod counter;
+pub mod engine;
+pub mod indicators;
+pub mod ledger;
 pub mod rollup;

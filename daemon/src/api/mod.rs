@@ -1,5 +1,6 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
+pub mod accounting;
 mod error;
 mod ingest;
 mod query;
@@ -24,6 +25,8 @@ use crate::store::Store;
 /// Everything a handler needs.
 pub struct AppState {
     pub store: Store,
+    /// The accounting engine: meters' years, cached; meter events.
+    pub engine: Arc<crate::accounting::engine::Engine>,
     pub registry: Arc<Registry>,
     pub tz: chrono_tz::Tz,
     pub metrics: Metrics,
@@ -84,6 +87,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/quantities", get(registry::quantities))
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/consumption", get(query::consumption))
+        .route("/api/v1/indicators", get(accounting::all_indicators))
+        .route("/api/v1/agencies/{id}/indicators", get(accounting::agency_indicators))
+        .route("/api/v1/meters/{id}/events", get(accounting::list_events).post(accounting::post_event))
+        .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))
         .route("/api/v1/store/compact", post(compact))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))

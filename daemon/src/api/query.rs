@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Shared};
 use crate::accounting::calendar::{boundaries, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
-use crate::accounting::rollup::{counter_readings, hour_of, HourRollup, HOUR_MS};
+use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
 pub(super) const MAX_GAP_MS: i64 = 3_600_000;
@@ -124,8 +124,39 @@ fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &Da
     }))
 }
 
-/// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=hour|day|month|year[&carrier=..]`
+/// Consumption of one meter per period.
+#[derive(Clone)]
+struct Periods {
+    value: Vec<f64>,
+    estimated_value: Vec<f64>,
+    coverage: Vec<f64>,
+    estimated: Vec<bool>,
+    rejected: usize,
+    flags: Vec<crate::accounting::counter::Flag>,
+}
+
+impl Periods {
+    fn zero(n: usize) -> Periods {
+        Periods { value: vec![0.0; n], estimated_value: vec![0.0; n], coverage: vec![0.0; n], estimated: vec![false; n], rejected: 0, flags: Vec::new() }
+    }
+    fn add(&mut self, o: &Periods, k: f64, first: bool) {
+        for i in 0..self.value.len() {
+            self.value[i] += k * o.value[i];
+            self.estimated_value[i] += k.abs() * o.estimated_value[i];
+            self.coverage[i] = if first { o.coverage[i] } else { self.coverage[i].min(o.coverage[i]) };
+            self.estimated[i] |= o.estimated[i];
+        }
+    }
+}
+
+/// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=hour|day|month|year[&carrier=..][&end_use=..]`
+///
+/// A meter's figure is its full consumption (after its multiplier; a virtual meter's from its
+/// formula). A building's or an agency's is the sum of the **own** parts of the accounted meters
+/// (a meter less its sub-meters), an agency's times its allocation share, so that nothing is
+/// counted twice. Meter events (replacements, manual readings, exclusions) apply.
 pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    use crate::registry::{parse_formula, EndUse, Meter};
     let started = Instant::now();
     let reg = s.registry.clone();
     let scopes: Vec<(&str, &String)> = ["agency", "building", "meter"].iter().filter_map(|k| p.get(*k).map(|v| (*k, v))).collect();
@@ -134,20 +165,22 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
         [] => return Err(ApiError::bad_request("give one of `agency`, `building` or `meter`")),
         _ => return Err(ApiError::bad_request("give only one of `agency`, `building` or `meter`")),
     };
-    // (meter, share) pairs in scope.
-    let meters: Vec<(&crate::registry::Meter, f64)> = match kind {
+    let carrier: Option<Carrier> = p.get("carrier").map(|c| c.parse::<Carrier>().map_err(ApiError::bad_request)).transpose()?;
+    let end_use: Option<EndUse> = p.get("end_use").map(|c| c.parse::<EndUse>().map_err(ApiError::bad_request)).transpose()?;
+    // (meter, share, own part?) in scope.
+    let scope: Vec<(&Meter, f64, bool)> = match kind {
         "agency" => {
             reg.agency(id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
-            reg.meters_of_agency(id)
+            reg.file.meters.iter().filter(|m| m.accounted).map(|m| (m, reg.share(m, id), true)).filter(|(_, sh, _)| *sh > 0.0).collect()
         }
         "building" => {
             reg.building(id).ok_or_else(|| ApiError::not_found(format!("building `{id}` is not in the registry")))?;
-            reg.meters_of_building(id).into_iter().map(|m| (m, 1.0)).collect()
+            reg.meters_of_building(id).into_iter().filter(|m| m.accounted).map(|m| (m, 1.0, true)).collect()
         }
-        _ => vec![(reg.meter(id).ok_or_else(|| ApiError::not_found(format!("meter `{id}` is not in the registry")))?, 1.0)],
+        _ => vec![(reg.meter(id).ok_or_else(|| ApiError::not_found(format!("meter `{id}` is not in the registry")))?, 1.0, false)],
     };
-    let carrier: Option<Carrier> = p.get("carrier").map(|c| c.parse::<Carrier>().map_err(ApiError::bad_request)).transpose()?;
-    let end_use = p.get("end_use").cloned();
+    let scope: Vec<(&Meter, f64, bool)> =
+        scope.into_iter().filter(|(m, _, _)| carrier.is_none_or(|c| c == m.carrier) && end_use.is_none_or(|e| e == m.end_use())).collect();
     let (from, to) = time_range(&s, &p)?;
     let interval: Interval = param(&p, "interval")?.parse().map_err(ApiError::bad_request)?;
     let bounds = boundaries(from, to, interval, MAX_PERIODS)
@@ -155,51 +188,125 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
     let bounds_ms: Vec<i64> = bounds.iter().map(DateTime::timestamp_millis).collect();
     let n = bounds.len().saturating_sub(1);
 
-    struct Acc {
-        values: Vec<f64>,
-        coverage: Vec<f64>,
-        estimated: Vec<bool>,
-        meters: usize,
+    // Physical meters to read: the scope's, their sub-meters (for own parts) and the operands
+    // of virtual meters.
+    let mut ids: Vec<String> = Vec::new();
+    for (m, _, own) in &scope {
+        let mut push = |id: &str| {
+            if !ids.iter().any(|x| x == id) {
+                ids.push(id.to_string());
+            }
+        };
+        for (op, _) in m.formula.as_deref().map(parse_formula).and_then(Result::ok).unwrap_or_default() {
+            push(&op);
+        }
+        push(&m.id);
+        if *own {
+            for c in reg.children(&m.id) {
+                push(&c.id);
+            }
+        }
     }
-    let mut by_carrier: BTreeMap<Carrier, Acc> = BTreeMap::new();
-    let mut meter_rows = Vec::new();
-    let meters: Vec<(&crate::registry::Meter, f64)> = meters
-        .into_iter()
-        .filter(|(m, _)| carrier.is_none_or(|c| c == m.carrier) && end_use.as_ref().is_none_or(|e| *e == m.end_use))
-        .collect();
+    let needed: Vec<&Meter> = ids.iter().filter_map(|id| reg.meter(id)).filter(|m| !m.is_virtual()).collect();
     let (from_ms, to_ms) = (bounds_ms[0], *bounds_ms.last().unwrap_or(&bounds_ms[0]));
     // Hour-aligned windows (every calendar boundary in a whole-hour time zone) are answered from
     // the hourly roll-ups, all meters at once over the read connections; the raw points are read
-    // only when those cannot give the same answer (a bad reading in the window) or the
-    // boundaries are not whole hours.
-    let mut from_rollups: Vec<Option<Vec<(i64, f64)>>> = vec![None; meters.len()];
+    // only when the boundaries are not whole hours.
+    let mut windows: Vec<Option<Vec<(i64, f64)>>> = vec![None; needed.len()];
     if bounds_ms.iter().all(|&b| b == hour_of(b)) {
-        let series = meters.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
-        for (slot, (before, hours, after)) in from_rollups.iter_mut().zip(s.store.counter_rollups_many(series, from_ms, to_ms).await?) {
-            *slot = counter_readings(before, &hours, after);
+        let series = needed.iter().map(|m| (m.id.clone(), m.counter())).collect();
+        for (slot, (before, hours, after)) in windows.iter_mut().zip(s.store.counter_rollups_many(series, from_ms, to_ms).await?) {
+            let mut r: Vec<(i64, f64)> = before.into_iter().collect();
+            for h in &hours {
+                r.push((h.first_ts, h.first_v));
+                if h.last_ts != h.first_ts {
+                    r.push((h.last_ts, h.last_v));
+                }
+            }
+            r.extend(after);
+            *slot = Some(r);
         }
     }
-    for ((m, share), readings) in meters.into_iter().zip(from_rollups) {
-        let q = m.counter();
+    let events = s.engine.events_by_meter();
+    let mut full: HashMap<String, Periods> = HashMap::new();
+    for (m, readings) in needed.iter().zip(windows) {
         let readings = match readings {
             Some(r) => r,
-            None => s.store.counter_window(&m.id, q, from_ms, to_ms).await?,
+            None => s.store.counter_window(&m.id, m.counter(), from_ms, to_ms).await?,
         };
-        let c = counter_consumption(&readings, &bounds_ms, MAX_GAP_MS);
-        let acc = by_carrier.entry(m.carrier).or_insert_with(|| Acc { values: vec![0.0; n], coverage: vec![0.0; n], estimated: vec![false; n], meters: 0 });
+        let ev = events.get(&m.id).cloned().unwrap_or_default();
+        let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
+        let pc = counter_consumption(&c.readings, &bounds_ms, MAX_GAP_MS);
+        let mut per = Periods::zero(n);
+        for (i, x) in pc.periods.iter().enumerate() {
+            per.value[i] = x.value * m.multiplier;
+            per.estimated_value[i] = x.estimated_value * m.multiplier;
+            per.coverage[i] = x.coverage;
+            per.estimated[i] = x.estimated;
+        }
+        per.rejected = c.rejected + pc.rejected_readings;
+        per.flags = c.flags;
+        full.insert(m.id.clone(), per);
+    }
+    // Virtual meters in scope.
+    for (m, _, _) in &scope {
+        if let Some(f) = &m.formula {
+            let mut per = Periods::zero(n);
+            for (i, (op, k)) in parse_formula(f).unwrap_or_default().iter().enumerate() {
+                if let Some(o) = full.get(op) {
+                    let o = o.clone();
+                    per.add(&o, *k * m.multiplier, i == 0);
+                }
+            }
+            full.insert(m.id.clone(), per);
+        }
+    }
+
+    struct Acc {
+        values: Vec<f64>,
+        estimated_values: Vec<f64>,
+        coverage: Vec<f64>,
+        estimated: Vec<bool>,
+        meters: usize,
+        end_uses: BTreeMap<EndUse, f64>,
+    }
+    let mut by_carrier: BTreeMap<Carrier, Acc> = BTreeMap::new();
+    let mut meter_rows = Vec::new();
+    for (m, share, own) in &scope {
+        let Some(f) = full.get(&m.id) else { continue };
+        let mut part = f.clone();
+        if *own {
+            for c in reg.children(&m.id) {
+                if let Some(cp) = full.get(&c.id) {
+                    part.add(cp, -1.0, false);
+                }
+            }
+        }
+        let acc = by_carrier.entry(m.carrier).or_insert_with(|| Acc {
+            values: vec![0.0; n],
+            estimated_values: vec![0.0; n],
+            coverage: vec![0.0; n],
+            estimated: vec![false; n],
+            meters: 0,
+            end_uses: BTreeMap::new(),
+        });
         acc.meters += 1;
         let mut total = 0.0;
-        for (i, pc) in c.periods.iter().enumerate() {
-            let v = pc.value * m.multiplier * share;
+        for i in 0..n {
+            let v = part.value[i] * share;
             acc.values[i] += v;
-            acc.coverage[i] += pc.coverage;
-            acc.estimated[i] |= pc.estimated;
+            acc.estimated_values[i] += part.estimated_value[i] * share;
+            acc.coverage[i] += part.coverage[i];
+            acc.estimated[i] |= part.estimated[i];
             total += v;
         }
-        let cov = if n == 0 { 0.0 } else { c.periods.iter().map(|p| p.coverage).sum::<f64>() / n as f64 };
+        *acc.end_uses.entry(m.end_use()).or_insert(0.0) += total;
+        let cov = if n == 0 { 0.0 } else { part.coverage.iter().sum::<f64>() / n as f64 };
+        let q = m.counter();
         meter_rows.push(json!({
-            "id": m.id, "carrier": m.carrier, "share": share, "multiplier": m.multiplier,
-            "total": total, "unit": q.unit(), "coverage": cov, "rejected_readings": c.rejected_readings,
+            "id": m.id, "carrier": m.carrier, "end_use": m.end_use(), "share": share, "multiplier": m.multiplier,
+            "part": if *own { "own" } else { "full" }, "virtual": m.is_virtual(),
+            "total": total, "unit": q.unit(), "coverage": cov, "rejected_readings": part.rejected, "flags": part.flags,
         }));
     }
     let carriers: Vec<Value> = by_carrier
@@ -209,13 +316,20 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
                 .map(|i| {
                     json!({
                         "start": bounds[i].to_rfc3339(), "end": bounds[i + 1].to_rfc3339(),
-                        "value": acc.values[i], "coverage": acc.coverage[i] / acc.meters as f64, "estimated": acc.estimated[i],
+                        "value": acc.values[i], "estimated_value": acc.estimated_values[i],
+                        "coverage": acc.coverage[i] / acc.meters as f64, "estimated": acc.estimated[i],
                     })
                 })
                 .collect();
             let total: f64 = acc.values.iter().sum();
+            let estimated: f64 = acc.estimated_values.iter().sum();
             let coverage = if n == 0 { 0.0 } else { acc.coverage.iter().sum::<f64>() / (n * acc.meters) as f64 };
-            json!({ "carrier": c, "unit": c.counter().unit(), "total": total, "coverage": coverage, "meters": acc.meters, "periods": periods })
+            let end_uses: Vec<Value> = acc.end_uses.iter().map(|(e, v)| json!({ "end_use": e, "total": v })).collect();
+            json!({
+                "carrier": c, "unit": c.counter().unit(), "total": total, "estimated": estimated,
+                "measured_share": if total > 0.0 { (1.0 - estimated / total).clamp(0.0, 1.0) } else { 1.0 },
+                "coverage": coverage, "meters": acc.meters, "end_uses": end_uses, "periods": periods,
+            })
         })
         .collect();
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
@@ -223,6 +337,7 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
         "scope": { kind: id },
         "from": from.to_rfc3339(), "to": to.to_rfc3339(),
         "interval": interval, "timezone": s.tz.name(),
+        "carrier": carrier, "end_use": end_use,
         "carriers": carriers,
         "meters": meter_rows,
     })))

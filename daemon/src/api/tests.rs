@@ -54,9 +54,12 @@ fn fixture(unknown: UnknownMeter) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
+    let registry = Registry::parse(REGISTRY).unwrap();
+    let engine = crate::accounting::engine::Engine::open(dir.path(), &registry, chrono_tz::Asia::Shanghai).unwrap();
     let state = Arc::new(AppState {
         store,
-        registry: Arc::new(Registry::parse(REGISTRY).unwrap()),
+        engine: Arc::new(engine),
+        registry: Arc::new(registry),
         tz: chrono_tz::Asia::Shanghai,
         metrics,
         ingest: IngestConfig { unknown_meter: unknown },
@@ -254,7 +257,7 @@ async fn query_errors_name_the_parameter() {
         ("/api/v1/consumption?agency=a&from=yesterday&to=2026-02-01&interval=day", StatusCode::BAD_REQUEST, "from:"),
         ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01&interval=week", StatusCode::BAD_REQUEST, "interval `week`"),
         ("/api/v1/consumption?agency=a&from=2026-02-01&to=2026-01-01&interval=day", StatusCode::BAD_REQUEST, "before"),
-        ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01&interval=day&carrier=steam", StatusCode::BAD_REQUEST, "carrier `steam`"),
+        ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01&interval=day&carrier=hydrogen", StatusCode::BAD_REQUEST, "carrier `hydrogen`"),
         ("/api/v1/consumption?agency=a&from=2000-01-01&to=2026-02-01&interval=hour", StatusCode::BAD_REQUEST, "more than"),
         ("/api/v1/consumption?agency=a&from=2026-01-01&to=2026-02-01", StatusCode::BAD_REQUEST, "missing query parameter `interval`"),
         ("/api/v1/series?meter=m1&quantity=volts&from=2026-01-01&to=2026-02-01", StatusCode::BAD_REQUEST, "unknown quantity `volts`"),

@@ -73,6 +73,8 @@ pub struct Store {
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// Newest reading time per meter, kept in memory.
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    /// Earliest reading time written per meter since the accounting cache last took them.
+    dirty: Arc<Mutex<HashMap<String, i64>>>,
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -181,15 +183,18 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     let last_seen = Arc::new(RwLock::new(last_seen));
     let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
     let ls = last_seen.clone();
+    let dirty = Arc::new(Mutex::new(HashMap::new()));
+    let d = dirty.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed))
+        .spawn(move || writer_loop(conn, rx, ls, d, metrics, options, sealed))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Store {
         tx: Arc::new(Mutex::new(Some(tx))),
         readers: Arc::new(readers),
         next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         last_seen,
+        dirty,
         path,
         writer: Arc::new(Mutex::new(Some(handle))),
     })
@@ -494,6 +499,7 @@ fn writer_loop(
     conn: Connection,
     rx: std::sync::mpsc::Receiver<WriteReq>,
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    dirty: Arc<Mutex<HashMap<String, i64>>>,
     metrics: Metrics,
     options: StoreOptions,
     sealed: HashMap<i64, i64>,
@@ -551,6 +557,25 @@ fn writer_loop(
         }
         let started = Instant::now();
         let mut last = HashMap::new();
+        // Earliest time per meter in this group, for the accounting cache.
+        let mut earliest: HashMap<&str, i64> = HashMap::new();
+        for req in &group {
+            match &req.op {
+                WriteOp::Batch(b) => {
+                    for smp in &b.samples {
+                        let e = earliest.entry(smp.meter.as_str()).or_insert(smp.t);
+                        *e = (*e).min(smp.t);
+                    }
+                }
+                WriteOp::Points(ps) => {
+                    for p in ps {
+                        let e = earliest.entry(p.meter.as_str()).or_insert(p.ts);
+                        *e = (*e).min(p.ts);
+                    }
+                }
+                WriteOp::Compact => {}
+            }
+        }
         let mut wants_compact = false;
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
             let tx = conn.unchecked_transaction()?;
@@ -608,6 +633,13 @@ fn writer_loop(
         });
         match result {
             Ok(outs) => {
+                {
+                    let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
+                    for (m, t) in &earliest {
+                        let e = d.entry((*m).to_string()).or_insert(*t);
+                        *e = (*e).min(*t);
+                    }
+                }
                 {
                     let mut ls = last_seen.write().unwrap_or_else(|e| e.into_inner());
                     for (m, t) in last {
@@ -768,6 +800,23 @@ impl Store {
     }
 
     /// Newest reading time per meter.
+    /// Takes the earliest reading time written per meter since the last call.
+    pub fn take_dirty(&self) -> HashMap<String, i64> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Time of the last counter reading of a series before `t`, from the roll-ups.
+    pub async fn reading_before(&self, meter: &str, q: Quantity, t: i64) -> Result<Option<i64>, StoreError> {
+        let meter = meter.to_string();
+        self.read(move |c| {
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(None) };
+            c.prepare_cached("SELECT last_ts FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1")?
+                .query_row(params![sid, hour_of(t)], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
     pub fn last_seen(&self, meter: &str) -> Option<i64> {
         self.last_seen.read().unwrap_or_else(|e| e.into_inner()).get(meter).copied()
     }

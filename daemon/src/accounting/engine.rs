@@ -1,0 +1,320 @@
+//! The accounting engine: meters' years computed from the store's hourly roll-ups and the
+//! meter events, cached, and recomputed only where something changed.
+//!
+//! * A meter's year is computed from the first and last reading of each hour (the roll-ups) and
+//!   the readings just around the year, through [`counter::continuous`] (events, rollovers, bad
+//!   readings) and [`ledger::meter_year`]. Raw points are never scanned.
+//! * The cache holds one entry per (meter, year). The store reports, per meter, the earliest
+//!   reading time written since the engine last asked; the engine drops that meter's years from
+//!   the year of the reading before it on (a late reading after a gap changes the periods the gap
+//!   spanned, back to the reading before). A meter event drops that meter's years. Nothing else
+//!   is recomputed.
+//! * Meter events come from the registry's `[[event]]` lists and from the API; the API's are
+//!   appended to `<data_dir>/meter-events.jsonl` and fsynced before the API answers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Datelike};
+use chrono_tz::Tz;
+
+use super::allocate::{agency_groups, contributions, full_series, Contribution, GroupKey, NegativeRemainder};
+use super::calendar::parse_time;
+use super::counter::{continuous, event_of, Event};
+use super::indicators::{indicators, AgencyIndicators, Input};
+use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
+use crate::registry::{EventRecord, Indicator, Registry};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("year {0} is outside the calendar this daemon accounts (1970-2200)")]
+    Year(i32),
+    #[error("meter events log {path}: {msg}")]
+    Log { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything computed for one year.
+pub struct YearData {
+    pub cal: Arc<YearCalendar>,
+    pub meters: HashMap<String, Arc<MeterYear>>,
+    pub contributions: Vec<Contribution>,
+    pub negative: Vec<NegativeRemainder>,
+}
+
+impl YearData {
+    pub fn groups(&self, agencies: &[&str]) -> BTreeMap<GroupKey, Series> {
+        agency_groups(self.contributions.iter().filter(|c| agencies.contains(&c.agency.as_str())), self.cal.days())
+    }
+}
+
+pub struct Engine {
+    tz: Tz,
+    log_path: PathBuf,
+    cache: Mutex<HashMap<(String, i32), Arc<MeterYear>>>,
+    calendars: Mutex<HashMap<i32, Arc<YearCalendar>>>,
+    /// Events by meter, from the registry and the log.
+    events: RwLock<HashMap<String, Vec<Event>>>,
+    /// Every event record, registry first, then the API's in order.
+    records: RwLock<Vec<EventRecord>>,
+    /// Serialises appends to the log.
+    log: Mutex<()>,
+    /// Meter-years computed since start (for the benchmark and metrics).
+    pub computed: std::sync::atomic::AtomicU64,
+}
+
+fn to_ms(tz: Tz) -> impl Fn(&str) -> Result<i64, String> {
+    move |s| parse_time(s, tz).map(|t| t.timestamp_millis())
+}
+
+impl Engine {
+    /// Loads the events of the registry and of `<data_dir>/meter-events.jsonl`.
+    pub fn open(data_dir: &Path, reg: &Registry, tz: Tz) -> Result<Engine, EngineError> {
+        let log_path = data_dir.join("meter-events.jsonl");
+        let mut records = reg.file.events.clone();
+        match std::fs::read_to_string(&log_path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<EventRecord>(line) {
+                        Ok(r) => records.push(r),
+                        // A torn last line (power cut during an append) is dropped: its API call
+                        // never got an answer.
+                        Err(_) if n + 1 == text.lines().count() && !text.ends_with('\n') => {
+                            tracing::warn!(path = %log_path.display(), "dropping a torn last line of the meter events log");
+                        }
+                        Err(e) => return Err(EngineError::Log { path: log_path, msg: format!("line {}: {e}", n + 1) }),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::Log { path: log_path, msg: e.to_string() }),
+        }
+        let mut events: HashMap<String, Vec<Event>> = HashMap::new();
+        for r in &records {
+            // Events of meters that left the registry are kept in the log but not applied.
+            if reg.meter(&r.meter).is_none() {
+                continue;
+            }
+            let e = event_of(r, to_ms(tz)).map_err(|m| EngineError::Invalid(format!("event of meter `{}` at {}: {m}", r.meter, r.time)))?;
+            events.entry(r.meter.clone()).or_default().push(e);
+        }
+        Ok(Engine {
+            tz,
+            log_path,
+            cache: Mutex::new(HashMap::new()),
+            calendars: Mutex::new(HashMap::new()),
+            events: RwLock::new(events),
+            records: RwLock::new(records),
+            log: Mutex::new(()),
+            computed: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    pub fn calendar(&self, year: i32) -> Result<Arc<YearCalendar>, EngineError> {
+        if !(1970..=2200).contains(&year) {
+            return Err(EngineError::Year(year));
+        }
+        let mut c = self.calendars.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cal) = c.get(&year) {
+            return Ok(cal.clone());
+        }
+        let cal = Arc::new(YearCalendar::new(self.tz, year).ok_or(EngineError::Year(year))?);
+        c.insert(year, cal.clone());
+        Ok(cal)
+    }
+
+    fn year_of(&self, ms: i64) -> i32 {
+        DateTime::from_timestamp_millis(ms).map_or(1970, |t| t.with_timezone(&self.tz).year())
+    }
+
+    /// Records an event posted to the API: checked, appended to the log and fsynced, applied.
+    pub fn record_event(&self, reg: &Registry, mut rec: EventRecord) -> Result<EventRecord, EngineError> {
+        if reg.meter(&rec.meter).is_none_or(|m| m.is_virtual()) {
+            return Err(EngineError::Invalid(format!("`{}` is not a physical meter of the registry", rec.meter)));
+        }
+        let ev = event_of(&rec, to_ms(self.tz)).map_err(EngineError::Invalid)?;
+        rec.recorded_at = Some(chrono::Utc::now().with_timezone(&self.tz).to_rfc3339());
+        let line = serde_json::to_string(&rec).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        {
+            let _g = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let io = |e: std::io::Error| EngineError::Log { path: self.log_path.clone(), msg: e.to_string() };
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).map_err(io)?;
+            f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        self.events.write().unwrap_or_else(|e| e.into_inner()).entry(rec.meter.clone()).or_default().push(ev);
+        self.records.write().unwrap_or_else(|e| e.into_inner()).push(rec.clone());
+        self.invalidate(&rec.meter, i32::MIN);
+        Ok(rec)
+    }
+
+    /// Events by meter, as applied.
+    pub fn events_by_meter(&self) -> HashMap<String, Vec<Event>> {
+        self.events.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Event records of a meter (all meters when `None`).
+    pub fn event_records(&self, meter: Option<&str>) -> Vec<EventRecord> {
+        self.records.read().unwrap_or_else(|e| e.into_inner()).iter().filter(|r| meter.is_none_or(|m| r.meter == m)).cloned().collect()
+    }
+
+    /// Drops the cached years of a meter from `from_year` on.
+    pub fn invalidate(&self, meter: &str, from_year: i32) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|(m, y), _| m != meter || *y < from_year);
+    }
+
+    /// Applies what the store wrote since the last call.
+    async fn apply_dirty(&self, store: &Store, reg: &Registry) -> Result<(), EngineError> {
+        let dirty = store.take_dirty();
+        for (meter, t) in dirty {
+            let Some(m) = reg.meter(&meter) else { continue };
+            let before = store.reading_before(&meter, m.counter(), t).await?;
+            let from = self.year_of(before.unwrap_or(t).min(t));
+            self.invalidate(&meter, from);
+        }
+        Ok(())
+    }
+
+    /// Every physical meter's year, from the cache or computed.
+    pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<HashMap<String, Arc<MeterYear>>, EngineError> {
+        let cal = self.calendar(year)?;
+        self.apply_dirty(store, reg).await?;
+        let mut out = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
+                match c.get(&(m.id.clone(), year)) {
+                    Some(y) => {
+                        out.insert(m.id.clone(), y.clone());
+                    }
+                    None => missing.push(m),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let series = missing.iter().map(|m| (m.id.clone(), m.counter())).collect();
+        let windows = store.counter_rollups_many(series, cal.start(), cal.end()).await?;
+        let events = self.events.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let no_events = Vec::new();
+        let mut computed = Vec::with_capacity(missing.len());
+        for (m, (before, hours, after)) in missing.into_iter().zip(windows) {
+            let mut readings: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
+            readings.extend(before);
+            for h in &hours {
+                readings.push((h.first_ts, h.first_v));
+                if h.last_ts != h.first_ts {
+                    readings.push((h.last_ts, h.last_v));
+                }
+            }
+            readings.extend(after);
+            let ev = events.get(&m.id).unwrap_or(&no_events);
+            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
+            let y = Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected));
+            computed.push((m.id.clone(), y));
+        }
+        self.computed.fetch_add(computed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, y) in computed {
+            c.insert((id.clone(), year), y.clone());
+            out.insert(id, y);
+        }
+        Ok(out)
+    }
+
+    /// The year's meters, allocated to agencies.
+    pub async fn year(&self, store: &Store, reg: &Registry, year: i32) -> Result<YearData, EngineError> {
+        let cal = self.calendar(year)?;
+        let meters = self.meter_years(store, reg, year).await?;
+        let plain: HashMap<String, MeterYear> = meters.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect();
+        let full = full_series(reg, &plain, cal.days());
+        let (contributions, negative) = contributions(reg, &full, cal.days());
+        Ok(YearData { cal, meters, contributions, negative })
+    }
+
+    /// Indicators of every agency for `year` (a year in progress up to `now_ms`), each over
+    /// `scope(agency)`: the agencies whose consumption it sums (itself, or its jurisdiction).
+    pub async fn indicators(
+        &self,
+        store: &Store,
+        reg: &Registry,
+        year: i32,
+        now_ms: i64,
+        agencies: &[(&crate::registry::Agency, Vec<&str>)],
+    ) -> Result<Vec<AgencyIndicators>, EngineError> {
+        let this = self.year(store, reg, year).await?;
+        let last = self.year(store, reg, year - 1).await.ok();
+        let as_of = this.cal.days_before(now_ms);
+        // Baseline years of reduction targets without a given baseline value.
+        let mut baseline_years: Vec<i32> =
+            reg.file.reductions.iter().filter(|r| r.baseline_value.is_none() && r.baseline_year < year).map(|r| r.baseline_year).collect();
+        baseline_years.sort_unstable();
+        baseline_years.dedup();
+        let mut base_data = Vec::new();
+        for y in baseline_years {
+            if y == year - 1 {
+                continue;
+            }
+            if let Ok(d) = self.year(store, reg, y).await {
+                base_data.push(d);
+            }
+        }
+        let mut out = Vec::with_capacity(agencies.len());
+        for (agency, scope) in agencies {
+            let groups = this.groups(scope);
+            let last_groups = last.as_ref().map(|l| (l.cal.clone(), l.groups(scope)));
+            let mut baselines: BTreeMap<(Indicator, i32), f64> = BTreeMap::new();
+            for d in base_data.iter().chain(last.as_ref()) {
+                let g = d.groups(scope);
+                if g.values().all(|s| s.total() == 0.0) {
+                    continue;
+                }
+                let ind = indicators(&Input { reg, agency, cal: &d.cal, groups: &g, last: None, as_of: d.cal.days(), baselines: &BTreeMap::new() });
+                for v in ind.indicators {
+                    if let Some(x) = v.value {
+                        baselines.insert((v.indicator, d.cal.year), x);
+                    }
+                }
+            }
+            let input = Input {
+                reg,
+                agency,
+                cal: &this.cal,
+                groups: &groups,
+                last: last_groups.as_ref().filter(|(_, g)| g.values().any(|s| s.total() != 0.0)).map(|(c, g)| (c.as_ref(), g)),
+                as_of,
+                baselines: &baselines,
+            };
+            let mut ind = indicators(&input);
+            for n in &this.negative {
+                if this.contributions.iter().any(|c| c.meter == n.meter && scope.contains(&c.agency.as_str())) {
+                    ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
+                }
+            }
+            for (id, y) in &this.meters {
+                if y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))
+                    && this.contributions.iter().any(|c| &c.meter == id && scope.contains(&c.agency.as_str()))
+                {
+                    ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
+                }
+            }
+            out.push(ind);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! Accounting endpoints: indicators per agency and year, and meter events.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::Datelike;
+use serde_json::{json, Value};
+
+use super::{ApiError, Shared};
+use crate::accounting::engine::EngineError;
+use crate::accounting::indicators::AgencyIndicators;
+use crate::registry::{Agency, EventRecord, Registry};
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::Year(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Log { .. } => ApiError::internal("writing the meter events log failed", e),
+        }
+    }
+}
+
+/// Which agencies an agency's figures sum: itself; 本级 (itself and the agencies of its
+/// jurisdiction at its own level); or its whole jurisdiction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Agency,
+    Level,
+    Tree,
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "agency" => Ok(Scope::Agency),
+            "level" => Ok(Scope::Level),
+            "tree" => Ok(Scope::Tree),
+            _ => Err(format!("scope `{s}` is not one of agency, level (本级), tree (the whole jurisdiction)")),
+        }
+    }
+}
+
+pub fn scope_members<'a>(reg: &'a Registry, agency: &'a Agency, scope: Scope) -> Vec<&'a str> {
+    match scope {
+        Scope::Agency => vec![agency.id.as_str()],
+        Scope::Level => reg.subtree(&agency.id).into_iter().filter(|a| a.level == agency.level).map(|a| a.id.as_str()).collect(),
+        Scope::Tree => reg.subtree(&agency.id).into_iter().map(|a| a.id.as_str()).collect(),
+    }
+}
+
+/// The year asked (default: the current year) and the instant figures run to: now for the
+/// current year, `as_of` when given, the year's end for a past year.
+pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64), ApiError> {
+    let now = chrono::Utc::now().with_timezone(&s.tz);
+    let year = match p.get("year") {
+        Some(y) => y.parse::<i32>().map_err(|_| ApiError::bad_request(format!("year `{y}` is not a year such as 2026")))?,
+        None => now.year(),
+    };
+    if !(1970..=2200).contains(&year) {
+        return Err(ApiError::bad_request(format!("year {year} is outside 1970-2200")));
+    }
+    let now_ms = match p.get("as_of") {
+        Some(a) => crate::accounting::calendar::parse_time(a, s.tz).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?.timestamp_millis(),
+        None => now.timestamp_millis(),
+    };
+    Ok((year, now_ms))
+}
+
+/// Indicators of the given agencies (each over its scope).
+pub async fn compute(s: &Shared, year: i32, now_ms: i64, agencies: &[&Agency], scope: Scope) -> Result<Vec<AgencyIndicators>, ApiError> {
+    let reg = s.registry.clone();
+    let list: Vec<(&Agency, Vec<&str>)> = agencies.iter().map(|a| (*a, scope_members(&reg, a, scope))).collect();
+    let started = std::time::Instant::now();
+    let out = s.engine.indicators(&s.store, &reg, year, now_ms, &list).await?;
+    s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// `GET /api/v1/agencies/{id}/indicators?year=..[&scope=agency|level|tree][&as_of=..]`
+pub(super) async fn agency_indicators(State(s): State<Shared>, Path(id): Path<String>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let reg = s.registry.clone();
+    let agency = reg.agency(&id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
+    let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(ApiError::bad_request))?;
+    let (year, now_ms) = year_and_now(&s, &p)?;
+    let mut out = compute(&s, year, now_ms, &[agency], scope).await?;
+    let ind = out.pop().ok_or_else(|| ApiError::internal("indicators", "no result computed"))?;
+    let members = scope_members(&reg, agency, scope);
+    let mut v = serde_json::to_value(&ind).map_err(|e| ApiError::internal("encoding indicators", e))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("scope".into(), json!(match scope { Scope::Agency => "agency", Scope::Level => "level", Scope::Tree => "tree" }));
+        o.insert("members".into(), json!(members));
+        o.insert("timezone".into(), json!(s.tz.name()));
+    }
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/indicators?year=..[&as_of=..]`: every agency's own indicators, in registry order.
+pub(super) async fn all_indicators(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let reg = s.registry.clone();
+    let (year, now_ms) = year_and_now(&s, &p)?;
+    let agencies: Vec<&Agency> = reg.file.agencies.iter().collect();
+    let out = compute(&s, year, now_ms, &agencies, Scope::Agency).await?;
+    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "items": out })))
+}
+
+/// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who
+/// and why. Stored durably before the answer; the meter's figures are recomputed.
+pub(super) async fn post_event(State(s): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let mut v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    match v.as_object_mut() {
+        Some(o) => {
+            if let Some(m) = o.get("meter").and_then(Value::as_str) {
+                if m != id {
+                    return Err(ApiError::bad_request(format!("body names meter `{m}`, the path `{id}`")));
+                }
+            }
+            o.insert("meter".into(), json!(id));
+            o.remove("recorded_at");
+        }
+        None => return Err(ApiError::bad_request("body must be a JSON object")),
+    }
+    let rec: EventRecord = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    let reg = s.registry.clone();
+    if reg.meter(&id).is_none() {
+        return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
+    }
+    let engine = s.engine.clone();
+    let stored = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e))??;
+    Ok((axum::http::StatusCode::CREATED, Json(json!({ "stored": stored }))))
+}
+
+/// `GET /api/v1/meters/{id}/events`
+pub(super) async fn list_events(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if s.registry.meter(&id).is_none() {
+        return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
+    }
+    Ok(Json(json!({ "meter": id, "items": s.engine.event_records(Some(&id)) })))
+}
+
+/// `GET /api/v1/meters/{id}/flags?year=..`: what the engine found in a meter's counter that
+/// year (replacements, rollovers, spikes, and decreases an engineer must explain).
+pub(super) async fn meter_flags(State(s): State<Shared>, Path(id): Path<String>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+    let reg = s.registry.clone();
+    if reg.meter(&id).is_none() {
+        return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
+    }
+    let (year, _) = year_and_now(&s, &p)?;
+    let years = s.engine.meter_years(&s.store, &reg, year).await?;
+    let y = years.get(&id);
+    Ok(Json(json!({
+        "meter": id, "year": year,
+        "flags": y.map(|y| y.flags.clone()).unwrap_or_default(),
+        "rejected_readings": y.map_or(0, |y| y.rejected),
+    })))
+}

@@ -1,0 +1,980 @@
+//! The registry: agencies, buildings, meters, meter events, targets, quota bands and the
+//! accounting parameters, kept as TOML files a bureau can keep in version control (the main
+//! file may `include` others, such as a quota table). Loaded and validated with every error
+//! reported at once. The schema is documented in the README ("Registry") and in
+//! `deploy/registry.example.toml`.
+//!
+//! ```toml
+//! include = ["quotas/shandong-db37-2672-2019.toml"]   # optional, relative to this file
+//!
+//! [accounting]
+//! electricity_basis = "calorific"   # 当量值 (0.1229 kgce/kWh) or "equivalent" (等价值)
+//! grid_region = "shanxi"
+//!
+//! [[agency]]
+//! id = "prov-finance"
+//! name = "省财政厅"
+//! level = "province"          # province | city | county
+//! parent = "prov-gov"         # optional: the agency whose jurisdiction it is in
+//! kind = "government"         # optional: agencies of one kind are compared with each other
+//! headcount = { 2025 = 310, 2026 = 320 }   # 用能人数 by year
+//!
+//! [[building]]
+//! id = "bldg-a"
+//! name = "省政务中心A座"
+//! floor_area = 14000.0        # m²
+//! heated_area = 12500.0       # m², optional (defaults to floor_area)
+//! excluded = [ { use = "garage", area = 1500.0 }, { use = "data_centre", area = 200.0 } ]
+//! climate_zone = "cold"       # a key of the quota tables
+//! heating = "district"        # district | gas | electric | none
+//! occupants = [ { agency = "prov-drc", share = 0.6 }, { agency = "prov-finance", share = 0.4 } ]
+//! # or by area: [ { agency = "prov-drc", area = 7200.0 }, { agency = "prov-finance", area = 4800.0 } ]
+//!
+//! [[meter]]
+//! id = "bldg-a-elec"
+//! building = "bldg-a"
+//! carrier = "electricity"     # electricity | water | natural_gas | district_heat | steam | diesel | ...
+//! quantity = "active_energy_import"   # optional: the carrier's counter by default
+//! multiplier = 1.0            # optional: CT/PT ratio applied to the counter
+//! end_use = "general"         # general | heating | cooling | data_centre | kitchen | transport | ev_charging | other
+//! agency = "prov-drc"         # optional: a sub-meter that serves one agency only
+//! parent = "bldg-a-main"      # optional: the meter upstream of this one (sub-metering tree)
+//! rollover = 99999999.0       # optional: the counter wraps to 0 after this value
+//! formula = "bldg-a-main - bldg-a-tenant"   # a virtual meter: a sum of other meters
+//! accounted = true            # false: shown, but not counted in any total
+//! ```
+
+pub mod params;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use energy_wire::{Carrier, Quantity};
+use serde::{Deserialize, Serialize};
+
+pub use params::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Province,
+    City,
+    County,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Province => "province",
+            Level::City => "city",
+            Level::County => "county",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agency {
+    pub id: String,
+    pub name: String,
+    pub level: Level,
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Agency type; agencies of one type are scored against each other's average.
+    #[serde(default = "general")]
+    pub kind: String,
+    /// 用能人数 (staff on post plus non-establishment staff, daily average) by year.
+    #[serde(default)]
+    pub headcount: BTreeMap<String, f64>,
+}
+
+impl Agency {
+    /// Headcount of `year`, or of the latest earlier year given.
+    pub fn headcount(&self, year: i32) -> Option<f64> {
+        self.headcount.iter().filter_map(|(y, n)| y.parse::<i32>().ok().map(|y| (y, *n))).filter(|(y, _)| *y <= year).max_by_key(|(y, _)| *y).map(|(_, n)| n)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Occupant {
+    pub agency: String,
+    /// Explicit share, or computed from `area` at load.
+    #[serde(default)]
+    pub share: f64,
+    /// Area the agency uses, m², when the allocation key is area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<f64>,
+}
+
+/// Part of a building left out of area indicators.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Excluded {
+    #[serde(rename = "use")]
+    pub what: ExcludedUse,
+    pub area: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExcludedUse {
+    Garage,
+    DataCentre,
+    Canteen,
+    Other,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Building {
+    pub id: String,
+    pub name: String,
+    pub floor_area: f64,
+    #[serde(default)]
+    pub heated_area: Option<f64>,
+    #[serde(default)]
+    pub excluded: Vec<Excluded>,
+    #[serde(default)]
+    pub climate_zone: Option<String>,
+    #[serde(default)]
+    pub building_type: Option<String>,
+    #[serde(default)]
+    pub heating: Heating,
+    pub occupants: Vec<Occupant>,
+}
+
+impl Building {
+    /// Floor area for indicators: floor area less garages, data centres, canteens and the rest
+    /// of `excluded` (DB37/T 2671).
+    pub fn indicator_area(&self) -> f64 {
+        self.floor_area - self.excluded.iter().map(|e| e.area).sum::<f64>()
+    }
+    pub fn heated(&self) -> f64 {
+        self.heated_area.unwrap_or(self.floor_area)
+    }
+}
+
+/// What a meter's energy is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndUse {
+    General,
+    Heating,
+    Cooling,
+    DataCentre,
+    Kitchen,
+    Transport,
+    EvCharging,
+    Other,
+}
+
+impl EndUse {
+    pub const ALL: [EndUse; 8] =
+        [EndUse::General, EndUse::Heating, EndUse::Cooling, EndUse::DataCentre, EndUse::Kitchen, EndUse::Transport, EndUse::EvCharging, EndUse::Other];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndUse::General => "general",
+            EndUse::Heating => "heating",
+            EndUse::Cooling => "cooling",
+            EndUse::DataCentre => "data_centre",
+            EndUse::Kitchen => "kitchen",
+            EndUse::Transport => "transport",
+            EndUse::EvCharging => "ev_charging",
+            EndUse::Other => "other",
+        }
+    }
+    /// Special loads: counted in total energy, left out of area indicators (DB37/T 2671).
+    pub fn is_special(self) -> bool {
+        matches!(self, EndUse::DataCentre | EndUse::Kitchen | EndUse::EvCharging)
+    }
+}
+
+impl std::str::FromStr for EndUse {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        EndUse::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| {
+            format!("unknown end use `{s}` (known: {})", EndUse::ALL.map(EndUse::as_str).join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Meter {
+    pub id: String,
+    pub building: String,
+    pub carrier: Carrier,
+    #[serde(default)]
+    pub quantity: Option<Quantity>,
+    #[serde(default = "one")]
+    pub multiplier: f64,
+    /// Default: heating for district heat and steam, general otherwise.
+    #[serde(default)]
+    pub end_use: Option<EndUse>,
+    #[serde(default)]
+    pub agency: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub parent: Option<String>,
+    #[serde(default)]
+    pub rollover: Option<f64>,
+    /// A virtual meter: `a + b - c` over other meters' consumption.
+    #[serde(default)]
+    pub formula: Option<String>,
+    #[serde(default = "yes")]
+    pub accounted: bool,
+    /// Physical maximum consumption per hour (counter units after the multiplier); a larger jump
+    /// is a bad reading.
+    #[serde(default)]
+    pub max_per_hour: Option<f64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn general() -> String {
+    "general".into()
+}
+
+impl Meter {
+    /// The counter quantity consumption is computed from.
+    pub fn counter(&self) -> Quantity {
+        self.quantity.unwrap_or(self.carrier.counter())
+    }
+    pub fn end_use(&self) -> EndUse {
+        self.end_use.unwrap_or(match self.carrier {
+            Carrier::DistrictHeat | Carrier::Steam => EndUse::Heating,
+            _ => EndUse::General,
+        })
+    }
+    pub fn is_virtual(&self) -> bool {
+        self.formula.is_some()
+    }
+}
+
+/// A meter event as written in the registry or posted to the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRecord {
+    pub meter: String,
+    /// `replacement`, `reading` (a manual reading, or a correction of the reading at that
+    /// time) or `exclude` (readings in `[time, to]` are bad).
+    pub kind: String,
+    /// RFC 3339, or a date meaning local midnight.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_final: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_initial: Option<f64>,
+    /// Who entered it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When it was recorded (set by the daemon for API events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    /// Further files merged into this one, relative to it.
+    #[serde(default)]
+    pub include: Vec<PathBuf>,
+    #[serde(default)]
+    pub accounting: AccountingSettings,
+    #[serde(default)]
+    pub coefficients: Coefficients,
+    #[serde(default)]
+    pub densities: Densities,
+    #[serde(default)]
+    pub co2: Co2Factors,
+    #[serde(default = "default_grid_factors", rename = "grid_factor")]
+    pub grid_factors: Vec<GridFactor>,
+    #[serde(default, rename = "tariff")]
+    pub tariffs: Vec<Tariff>,
+    #[serde(default, rename = "quota")]
+    pub quotas: Vec<Quota>,
+    #[serde(default, rename = "budget")]
+    pub budgets: Vec<Budget>,
+    #[serde(default, rename = "reduction")]
+    pub reductions: Vec<Reduction>,
+    #[serde(default, rename = "agency")]
+    pub agencies: Vec<Agency>,
+    #[serde(default, rename = "building")]
+    pub buildings: Vec<Building>,
+    #[serde(default, rename = "meter")]
+    pub meters: Vec<Meter>,
+    #[serde(default, rename = "event")]
+    pub events: Vec<EventRecord>,
+}
+
+/// An included file holds lists only; they are appended to the main file's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludedFile {
+    #[serde(default, rename = "grid_factor")]
+    grid_factors: Vec<GridFactor>,
+    #[serde(default, rename = "tariff")]
+    tariffs: Vec<Tariff>,
+    #[serde(default, rename = "quota")]
+    quotas: Vec<Quota>,
+    #[serde(default, rename = "budget")]
+    budgets: Vec<Budget>,
+    #[serde(default, rename = "reduction")]
+    reductions: Vec<Reduction>,
+    #[serde(default, rename = "agency")]
+    agencies: Vec<Agency>,
+    #[serde(default, rename = "building")]
+    buildings: Vec<Building>,
+    #[serde(default, rename = "meter")]
+    meters: Vec<Meter>,
+    #[serde(default, rename = "event")]
+    events: Vec<EventRecord>,
+}
+
+/// A validated registry with indexes.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub file: RegistryFile,
+    agencies: HashMap<String, usize>,
+    buildings: HashMap<String, usize>,
+    meters: HashMap<String, usize>,
+    children: HashMap<String, Vec<usize>>,
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct RegistryErrors(pub Vec<String>);
+
+impl Registry {
+    pub fn load(path: &Path) -> Result<Registry, RegistryErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| RegistryErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+        let mut file: RegistryFile =
+            toml::from_str(&text).map_err(|e| RegistryErrors(vec![format!("{}: {}", path.display(), e.to_string().trim_end().replace('\n', " "))]))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut errors = Vec::new();
+        for inc in file.include.clone() {
+            let p = base.join(&inc);
+            let parsed = std::fs::read_to_string(&p)
+                .map_err(|e| format!("{}: include `{}`: cannot read: {e}", path.display(), inc.display()))
+                .and_then(|t| toml::from_str::<IncludedFile>(&t).map_err(|e| format!("{}: {}", p.display(), e.to_string().trim_end().replace('\n', " "))));
+            match parsed {
+                Ok(i) => {
+                    file.grid_factors.extend(i.grid_factors);
+                    file.tariffs.extend(i.tariffs);
+                    file.quotas.extend(i.quotas);
+                    file.budgets.extend(i.budgets);
+                    file.reductions.extend(i.reductions);
+                    file.agencies.extend(i.agencies);
+                    file.buildings.extend(i.buildings);
+                    file.meters.extend(i.meters);
+                    file.events.extend(i.events);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RegistryErrors(errors));
+        }
+        Registry::new(file).map_err(|e| RegistryErrors(e.0.into_iter().map(|m| format!("{}: {m}", path.display())).collect()))
+    }
+
+    /// Parses one file's text (no includes).
+    pub fn parse(text: &str) -> Result<Registry, RegistryErrors> {
+        let file: RegistryFile = toml::from_str(text).map_err(|e| RegistryErrors(vec![e.to_string().trim_end().replace('\n', " ")]))?;
+        if !file.include.is_empty() {
+            return Err(RegistryErrors(vec!["`include` needs a file path: load the registry from its file".into()]));
+        }
+        Registry::new(file)
+    }
+
+    pub fn new(mut file: RegistryFile) -> Result<Registry, RegistryErrors> {
+        let errors = validate(&file);
+        if !errors.is_empty() {
+            return Err(RegistryErrors(errors));
+        }
+        // Area allocation keys become shares.
+        for b in &mut file.buildings {
+            let total: f64 = b.occupants.iter().filter_map(|o| o.area).sum();
+            if total > 0.0 {
+                for o in &mut b.occupants {
+                    o.share = o.area.unwrap_or(0.0) / total;
+                }
+            }
+        }
+        let agencies = file.agencies.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
+        let buildings = file.buildings.iter().enumerate().map(|(i, b)| (b.id.clone(), i)).collect();
+        let meters = file.meters.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+        let mut children: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, m) in file.meters.iter().enumerate() {
+            if let Some(p) = &m.parent {
+                children.entry(p.clone()).or_default().push(i);
+            }
+        }
+        Ok(Registry { file, agencies, buildings, meters, children })
+    }
+
+    pub fn agency(&self, id: &str) -> Option<&Agency> {
+        self.agencies.get(id).map(|&i| &self.file.agencies[i])
+    }
+    pub fn building(&self, id: &str) -> Option<&Building> {
+        self.buildings.get(id).map(|&i| &self.file.buildings[i])
+    }
+    pub fn meter(&self, id: &str) -> Option<&Meter> {
+        self.meters.get(id).map(|&i| &self.file.meters[i])
+    }
+    /// Meters whose `parent` is `id`.
+    pub fn children(&self, id: &str) -> impl Iterator<Item = &Meter> {
+        self.children.get(id).into_iter().flatten().map(|&i| &self.file.meters[i])
+    }
+
+    /// The share of a meter's own consumption attributed to an agency: 1 for a sub-meter
+    /// assigned to it, otherwise the agency's allocation share of the meter's building.
+    pub fn share(&self, meter: &Meter, agency: &str) -> f64 {
+        match &meter.agency {
+            Some(a) => f64::from(u8::from(a == agency)),
+            None => self
+                .building(&meter.building)
+                .map(|b| b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum())
+                .unwrap_or(0.0),
+        }
+    }
+
+    /// Agencies a meter's own consumption goes to, with their shares (adding up to 1).
+    pub fn attribution<'a>(&'a self, meter: &'a Meter) -> Vec<(&'a str, f64)> {
+        match &meter.agency {
+            Some(a) => vec![(a.as_str(), 1.0)],
+            None => self.building(&meter.building).map(|b| b.occupants.iter().map(|o| (o.agency.as_str(), o.share)).collect()).unwrap_or_default(),
+        }
+    }
+
+    /// Meters with a non-zero share for the agency, with that share.
+    pub fn meters_of_agency(&self, agency: &str) -> Vec<(&Meter, f64)> {
+        self.file.meters.iter().map(|m| (m, self.share(m, agency))).filter(|(_, s)| *s > 0.0).collect()
+    }
+
+    pub fn meters_of_building(&self, building: &str) -> Vec<&Meter> {
+        self.file.meters.iter().filter(|m| m.building == building).collect()
+    }
+
+    /// The agency and every agency below it (its jurisdiction), the agency first.
+    pub fn subtree(&self, agency: &str) -> Vec<&Agency> {
+        let mut out: Vec<&Agency> = self.agency(agency).into_iter().collect();
+        let mut i = 0;
+        while i < out.len() {
+            let id = out[i].id.clone();
+            out.extend(self.file.agencies.iter().filter(|a| a.parent.as_deref() == Some(id.as_str())));
+            i += 1;
+        }
+        out
+    }
+
+    /// Floor area (for indicators), heated area and the largest building of an agency: the sum
+    /// over the buildings it occupies of its share of each.
+    pub fn agency_areas(&self, agency: &str) -> AgencyAreas {
+        let mut out = AgencyAreas::default();
+        let mut largest = 0.0;
+        for b in &self.file.buildings {
+            let share: f64 = b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum();
+            if share > 0.0 {
+                out.floor_area += share * b.indicator_area();
+                out.heated_area += share * b.heated();
+                if share * b.floor_area > largest {
+                    largest = share * b.floor_area;
+                    out.main_building = Some(b.id.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// kgce per counter unit of a meter's carrier (litres converted with the density).
+    pub fn kgce_per_unit(&self, carrier: Carrier, unit_is_litre: bool) -> f64 {
+        let c = &self.file.coefficients;
+        let d = &self.file.densities;
+        match carrier {
+            Carrier::Electricity => match self.file.accounting.electricity_basis {
+                ElectricityBasis::Calorific => c.electricity_calorific,
+                ElectricityBasis::Equivalent => c.electricity_equivalent,
+            },
+            Carrier::Water => 0.0,
+            Carrier::NaturalGas => c.natural_gas,
+            Carrier::DistrictHeat => c.district_heat,
+            Carrier::Steam => c.steam,
+            Carrier::Diesel => c.diesel * if unit_is_litre { d.diesel } else { 1.0 },
+            Carrier::Gasoline => c.gasoline * if unit_is_litre { d.gasoline } else { 1.0 },
+            Carrier::FuelOil => c.fuel_oil * if unit_is_litre { d.fuel_oil } else { 1.0 },
+            Carrier::Lpg => c.lpg,
+            Carrier::Coal => c.coal,
+        }
+    }
+
+    /// kgCO2 per counter unit in `year`. Grid electricity takes the factor of the configured
+    /// region for the latest data year not after `year` (the earliest one when all are later).
+    pub fn co2_per_unit(&self, carrier: Carrier, unit_is_litre: bool, year: i32) -> f64 {
+        let f = &self.file.co2;
+        let d = &self.file.densities;
+        match carrier {
+            Carrier::Electricity => self.grid_factor(year).map_or(0.0, |g| g.kg_per_kwh),
+            Carrier::Water => 0.0,
+            Carrier::NaturalGas => f.natural_gas,
+            Carrier::DistrictHeat => f.district_heat,
+            Carrier::Steam => f.steam,
+            Carrier::Diesel => f.diesel * if unit_is_litre { d.diesel } else { 1.0 },
+            Carrier::Gasoline => f.gasoline * if unit_is_litre { d.gasoline } else { 1.0 },
+            Carrier::FuelOil => f.fuel_oil * if unit_is_litre { d.fuel_oil } else { 1.0 },
+            Carrier::Lpg => f.lpg,
+            Carrier::Coal => f.coal,
+        }
+    }
+
+    /// The grid factor used for `year`.
+    pub fn grid_factor(&self, year: i32) -> Option<&GridFactor> {
+        let region = &self.file.accounting.grid_region;
+        let of_region = || self.file.grid_factors.iter().filter(move |g| &g.region == region);
+        of_region().filter(|g| g.year <= year).max_by_key(|g| g.year).or_else(|| of_region().min_by_key(|g| g.year))
+    }
+
+    /// The tariff of a carrier in `year`: the year's own, else the one without a year.
+    pub fn tariff(&self, carrier: Carrier, year: i32) -> Option<&Tariff> {
+        let t = self.file.tariffs.iter().filter(|t| t.carrier == carrier);
+        t.clone().find(|t| t.year == Some(year)).or_else(|| t.clone().find(|t| t.year.is_none()))
+    }
+
+    /// The quota row for an agency's indicator: every key given must match the agency's level
+    /// and its main building's climate zone, heating type and building type. The most specific
+    /// row wins (most keys given).
+    pub fn quota(&self, agency: &Agency, indicator: Indicator) -> Option<&Quota> {
+        let main = self.agency_areas(&agency.id).main_building.and_then(|b| self.building(&b).cloned());
+        self.file
+            .quotas
+            .iter()
+            .filter(|q| q.indicator == indicator)
+            .filter(|q| q.levels.is_empty() || q.levels.contains(&agency.level))
+            .filter(|q| q.climate_zone.is_none() || q.climate_zone == main.as_ref().and_then(|b| b.climate_zone.clone()))
+            .filter(|q| q.heating.is_none() || q.heating == main.as_ref().map(|b| b.heating))
+            .filter(|q| q.building_type.is_none() || q.building_type == main.as_ref().and_then(|b| b.building_type.clone()))
+            .max_by_key(|q| usize::from(!q.levels.is_empty()) + usize::from(q.climate_zone.is_some()) + usize::from(q.heating.is_some()) + usize::from(q.building_type.is_some()))
+    }
+
+    /// The budget of an agency and year.
+    pub fn budget(&self, agency: &str, year: i32) -> Option<&Budget> {
+        self.file.budgets.iter().find(|b| b.agency == agency && b.year == year)
+    }
+
+    /// Reduction targets that cover `year` for the agency: its own, else the general ones.
+    pub fn reductions(&self, agency: &str, year: i32) -> Vec<&Reduction> {
+        let covers = |r: &&Reduction| r.baseline_year < year && year <= r.target_year;
+        let own: Vec<&Reduction> = self.file.reductions.iter().filter(|r| r.agency.as_deref() == Some(agency)).filter(covers).collect();
+        let general = self.file.reductions.iter().filter(|r| r.agency.is_none()).filter(covers).filter(|g| !own.iter().any(|o| o.indicator == g.indicator));
+        own.iter().copied().chain(general).collect()
+    }
+}
+
+/// An agency's share of the areas of the buildings it occupies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgencyAreas {
+    pub floor_area: f64,
+    pub heated_area: f64,
+    pub main_building: Option<String>,
+}
+
+/// Parses a virtual meter's formula into (meter, coefficient) terms: terms separated by ` + `
+/// and ` - ` (spaces around the operators, since identifiers may hold `-`), each term a meter id
+/// or `0.5*meter`.
+pub fn parse_formula(f: &str) -> Result<Vec<(String, f64)>, String> {
+    let mut out = Vec::new();
+    let mut sign = 1.0;
+    let mut want_term = true;
+    for tok in f.split_whitespace() {
+        match (tok, want_term) {
+            ("+", false) => (sign, want_term) = (1.0, true),
+            ("-", false) => (sign, want_term) = (-1.0, true),
+            ("-", true) if out.is_empty() => sign = -sign,
+            (t, true) if t != "+" && t != "-" => {
+                let (k, id) = match t.split_once('*') {
+                    Some((k, id)) => (k.trim().parse::<f64>().map_err(|_| format!("formula `{f}`: `{k}` is not a number"))?, id.trim()),
+                    None => (1.0, t),
+                };
+                if !k.is_finite() {
+                    return Err(format!("formula `{f}`: `{k}` is not a finite number"));
+                }
+                out.push((id.to_string(), sign * k));
+                want_term = false;
+            }
+            (t, _) => return Err(format!("formula `{f}`: unexpected `{t}` (write terms and operators apart: `a - b`)")),
+        }
+    }
+    if want_term {
+        return Err(format!("formula `{f}` is incomplete"));
+    }
+    Ok(out)
+}
+
+fn validate(f: &RegistryFile) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut ids = |kind: &str, list: Vec<&str>| -> HashSet<String> {
+        let mut seen = HashSet::new();
+        for id in list {
+            if let Err(e) = energy_wire::validate_id(id) {
+                errors.push(format!("{kind} `{id}`: {e}"));
+            }
+            if !seen.insert(id.to_string()) {
+                errors.push(format!("{kind} `{id}` is defined twice"));
+            }
+        }
+        seen
+    };
+    let agencies = ids("agency", f.agencies.iter().map(|a| a.id.as_str()).collect());
+    let buildings = ids("building", f.buildings.iter().map(|b| b.id.as_str()).collect());
+    let _meters = ids("meter", f.meters.iter().map(|m| m.id.as_str()).collect());
+    for a in &f.agencies {
+        if let Some(p) = &a.parent {
+            if !agencies.contains(p) {
+                errors.push(format!("agency `{}`: parent `{p}` is not an agency", a.id));
+            }
+            if p == &a.id {
+                errors.push(format!("agency `{}` is its own parent", a.id));
+            }
+        }
+    }
+    // Parent cycles.
+    let parent: BTreeMap<&str, &str> = f.agencies.iter().filter_map(|a| a.parent.as_deref().map(|p| (a.id.as_str(), p))).collect();
+    for a in &f.agencies {
+        let mut cur = a.id.as_str();
+        for _ in 0..=f.agencies.len() {
+            match parent.get(cur) {
+                Some(p) => cur = p,
+                None => break,
+            }
+            if cur == a.id {
+                errors.push(format!("agency `{}`: the parent chain loops back to itself", a.id));
+                break;
+            }
+        }
+    }
+    for a in &f.agencies {
+        for (y, n) in &a.headcount {
+            if y.parse::<i32>().map_or(true, |y| !(1900..=2200).contains(&y)) {
+                errors.push(format!("agency `{}`: headcount key `{y}` is not a year", a.id));
+            }
+            if !(n.is_finite() && *n > 0.0) {
+                errors.push(format!("agency `{}`: headcount of {y} must be a positive number", a.id));
+            }
+        }
+    }
+    for b in &f.buildings {
+        let at = format!("building `{}`", b.id);
+        if !(b.floor_area.is_finite() && b.floor_area > 0.0) {
+            errors.push(format!("{at}: floor_area must be a positive number of m²"));
+        }
+        if let Some(h) = b.heated_area {
+            if !(h.is_finite() && h >= 0.0) {
+                errors.push(format!("{at}: heated_area must be a non-negative number of m²"));
+            } else if h > b.floor_area {
+                errors.push(format!("{at}: heated_area {h} is larger than floor_area {}", b.floor_area));
+            }
+        }
+        for e in &b.excluded {
+            if !(e.area.is_finite() && e.area >= 0.0) {
+                errors.push(format!("{at}: excluded area of {:?} must be a non-negative number of m²", e.what));
+            }
+        }
+        if b.indicator_area() <= 0.0 {
+            errors.push(format!("{at}: excluded areas leave no floor area for indicators"));
+        }
+        if b.occupants.is_empty() {
+            errors.push(format!("{at}: no occupants; list the agencies with their shares or areas"));
+        }
+        let mut sum = 0.0;
+        let mut seen = HashSet::new();
+        let by_area = b.occupants.iter().filter(|o| o.area.is_some()).count();
+        if by_area > 0 && by_area < b.occupants.len() {
+            errors.push(format!("{at}: give every occupant a `share` or every occupant an `area`, not a mix"));
+        }
+        for o in &b.occupants {
+            if !agencies.contains(&o.agency) {
+                errors.push(format!("{at}: occupant `{}` is not an agency", o.agency));
+            }
+            if !seen.insert(&o.agency) {
+                errors.push(format!("{at}: occupant `{}` is listed twice", o.agency));
+            }
+            match o.area {
+                Some(a) => {
+                    if !(a.is_finite() && a > 0.0) {
+                        errors.push(format!("{at}: area of `{}` must be a positive number of m²", o.agency));
+                    }
+                    if o.share != 0.0 {
+                        errors.push(format!("{at}: occupant `{}` has both a share and an area", o.agency));
+                    }
+                }
+                None => {
+                    if !(o.share.is_finite() && o.share > 0.0 && o.share <= 1.0) {
+                        errors.push(format!("{at}: share of `{}` must be in (0, 1]", o.agency));
+                    }
+                    sum += o.share;
+                }
+            }
+        }
+        if by_area == 0 && !b.occupants.is_empty() && (sum - 1.0).abs() > 1e-6 {
+            errors.push(format!("{at}: occupant shares add up to {sum}, not 1"));
+        }
+    }
+    let meter_ids: HashMap<&str, &Meter> = f.meters.iter().map(|m| (m.id.as_str(), m)).collect();
+    for m in &f.meters {
+        let at = format!("meter `{}`", m.id);
+        if !buildings.contains(&m.building) {
+            errors.push(format!("{at}: building `{}` is not a building", m.building));
+        }
+        if let Some(a) = &m.agency {
+            if !agencies.contains(a) {
+                errors.push(format!("{at}: agency `{a}` is not an agency"));
+            }
+        }
+        if !(m.multiplier.is_finite() && m.multiplier > 0.0) {
+            errors.push(format!("{at}: multiplier must be a positive number"));
+        }
+        if let Some(r) = m.rollover {
+            if !(r.is_finite() && r > 0.0) {
+                errors.push(format!("{at}: rollover must be a positive number (the largest value before the counter wraps)"));
+            }
+        }
+        if let Some(x) = m.max_per_hour {
+            if !(x.is_finite() && x > 0.0) {
+                errors.push(format!("{at}: max_per_hour must be a positive number"));
+            }
+        }
+        if let Some(q) = m.quantity {
+            if !q.is_counter() {
+                errors.push(format!("{at}: quantity `{q}` is not a counter; consumption needs a cumulative counter"));
+            } else if !m.carrier.counters().iter().any(|c| c.unit() == q.unit()) {
+                errors.push(format!("{at}: quantity `{q}` is in {}, but {} is accounted in {}", q.unit(), m.carrier.as_str(), m.carrier.counter().unit()));
+            }
+        }
+        if let Some(p) = &m.parent {
+            match meter_ids.get(p.as_str()) {
+                None => errors.push(format!("{at}: parent `{p}` is not a meter")),
+                Some(pm) => {
+                    if pm.carrier != m.carrier {
+                        errors.push(format!("{at}: parent `{p}` measures {}, this meter {}", pm.carrier.as_str(), m.carrier.as_str()));
+                    }
+                    if pm.building != m.building {
+                        errors.push(format!("{at}: parent `{p}` is in building `{}`, this meter in `{}`", pm.building, m.building));
+                    }
+                }
+            }
+            // Parent cycles.
+            let mut cur = p.as_str();
+            for _ in 0..=f.meters.len() {
+                if cur == m.id {
+                    errors.push(format!("{at}: the parent chain loops back to itself"));
+                    break;
+                }
+                match meter_ids.get(cur).and_then(|x| x.parent.as_deref()) {
+                    Some(n) => cur = n,
+                    None => break,
+                }
+            }
+        }
+        if let Some(formula) = &m.formula {
+            if m.parent.is_some() {
+                errors.push(format!("{at}: a virtual meter cannot have a parent"));
+            }
+            match parse_formula(formula) {
+                Err(e) => errors.push(format!("{at}: {e}")),
+                Ok(terms) => {
+                    for (id, _) in &terms {
+                        match meter_ids.get(id.as_str()) {
+                            None => errors.push(format!("{at}: formula names `{id}`, which is not a meter")),
+                            Some(o) if o.is_virtual() => errors.push(format!("{at}: formula names virtual meter `{id}`; use physical meters")),
+                            Some(o) if o.carrier != m.carrier => {
+                                errors.push(format!("{at}: formula names `{id}`, which measures {}, not {}", o.carrier.as_str(), m.carrier.as_str()))
+                            }
+                            Some(o) if m.accounted && o.accounted && o.parent.is_none() => errors.push(format!(
+                                "{at}: `{id}` would be counted twice, directly and through this virtual meter; set `accounted = false` on one of them"
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for e in &f.events {
+        let at = format!("event of meter `{}` at {}", e.meter, e.time);
+        if !meter_ids.contains_key(e.meter.as_str()) {
+            errors.push(format!("{at}: `{}` is not a meter", e.meter));
+        }
+        if let Err(msg) = crate::accounting::counter::check_record(e) {
+            errors.push(format!("{at}: {msg}"));
+        }
+    }
+    let num = |what: String, v: f64, errors: &mut Vec<String>| {
+        if !(v.is_finite() && v >= 0.0) {
+            errors.push(format!("{what} must be a non-negative number"));
+        }
+    };
+    for g in &f.grid_factors {
+        num(format!("grid_factor {} {}", g.year, g.region), g.kg_per_kwh, &mut errors);
+    }
+    if !f.grid_factors.iter().any(|g| g.region == f.accounting.grid_region) {
+        errors.push(format!("accounting.grid_region `{}` has no grid_factor", f.accounting.grid_region));
+    }
+    if f.accounting.heating_season.parse().is_none() {
+        errors.push(format!(
+            "accounting.heating_season: `{}` to `{}` is not a pair of month-day dates such as \"11-01\" and \"03-31\"",
+            f.accounting.heating_season.start, f.accounting.heating_season.end
+        ));
+    }
+    if !(0.0..=1.0).contains(&f.accounting.complete_coverage) {
+        errors.push("accounting.complete_coverage must be between 0 and 1".into());
+    }
+    for t in &f.tariffs {
+        let at = format!("tariff of {}", t.carrier.as_str());
+        num(format!("{at}: price"), t.price, &mut errors);
+        for band in &t.tou {
+            if band.from > 23 || band.to > 24 {
+                errors.push(format!("{at}: band {}-{} is not within the hours 0 to 24", band.from, band.to));
+            }
+            num(format!("{at}: band {}-{} price", band.from, band.to), band.price, &mut errors);
+        }
+    }
+    for q in &f.quotas {
+        let at = format!("quota {} ({})", q.indicator.name(), q.source);
+        if !(q.guide <= q.benchmark && q.benchmark <= q.binding) {
+            errors.push(format!("{at}: values must rise from guide ({}) to benchmark ({}) to binding ({})", q.guide, q.benchmark, q.binding));
+        }
+    }
+    for b in &f.budgets {
+        let at = format!("budget of `{}` for {}", b.agency, b.year);
+        if !agencies.contains(&b.agency) {
+            errors.push(format!("{at}: `{}` is not an agency", b.agency));
+        }
+        for (c, v) in &b.carriers {
+            num(format!("{at}: {}", c.as_str()), *v, &mut errors);
+        }
+        if f.budgets.iter().filter(|o| o.agency == b.agency && o.year == b.year).count() > 1 {
+            errors.push(format!("{at}: given twice"));
+        }
+    }
+    for r in &f.reductions {
+        let at = format!("reduction of {} from {}", r.indicator.name(), r.baseline_year);
+        if let Some(a) = &r.agency {
+            if !agencies.contains(a) {
+                errors.push(format!("{at}: `{a}` is not an agency"));
+            }
+        }
+        if r.target_year <= r.baseline_year {
+            errors.push(format!("{at}: target_year {} must be after baseline_year", r.target_year));
+        }
+        if !(r.percent.is_finite() && r.percent > -100.0 && r.percent < 100.0) {
+            errors.push(format!("{at}: percent must be between -100 and 100"));
+        }
+    }
+    errors.sort();
+    errors.dedup();
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[agency]]
+id = "a"
+name = "A"
+level = "province"
+[[agency]]
+id = "b"
+name = "B"
+level = "city"
+parent = "a"
+[[building]]
+id = "b1"
+name = "B1"
+floor_area = 1000.0
+occupants = [ { agency = "a", share = 0.25 }, { agency = "b", share = 0.75 } ]
+[[meter]]
+id = "m1"
+building = "b1"
+carrier = "electricity"
+[[meter]]
+id = "m2"
+building = "b1"
+carrier = "water"
+agency = "b"
+"#;
+
+    #[test]
+    fn shares_follow_building_or_sub_meter() {
+        let r = Registry::parse(GOOD).unwrap();
+        let m1 = r.meter("m1").unwrap();
+        let m2 = r.meter("m2").unwrap();
+        assert_eq!(r.share(m1, "a"), 0.25);
+        assert_eq!(r.share(m1, "b"), 0.75);
+        assert_eq!(r.share(m2, "a"), 0.0);
+        assert_eq!(r.share(m2, "b"), 1.0);
+        assert_eq!(m1.counter(), Quantity::ActiveEnergyImport);
+        assert_eq!(r.meters_of_agency("a").len(), 1);
+    }
+
+    #[test]
+    fn every_error_at_once() {
+        let bad = r#"
+[[agency]]
+id = "a"
+name = "A"
+level = "province"
+parent = "zz"
+[[agency]]
+id = "a"
+name = "A2"
+level = "city"
+[[building]]
+id = "b1"
+name = "B1"
+floor_area = -5.0
+occupants = [ { agency = "a", share = 0.5 }, { agency = "nobody", share = 0.2 } ]
+[[meter]]
+id = "m 1"
+building = "b9"
+carrier = "water"
+quantity = "active_power"
+multiplier = 0
+"#;
+        let e = Registry::parse(bad).unwrap_err().to_string();
+        for expected in [
+            "agency `a` is defined twice",
+            "parent `zz` is not an agency",
+            "floor_area must be a positive",
+            "occupant `nobody` is not an agency",
+            "shares add up to 0.7",
+            "meter `m 1`: identifier",
+            "building `b9` is not a building",
+            "not a counter",
+            "multiplier must be a positive",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in\n{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_carriers_are_named() {
+        let e = Registry::parse(&GOOD.replace("carrier = \"water\"", "carrier = \"hydrogen\"")).unwrap_err().to_string();
+        assert!(e.contains("hydrogen"), "{e}");
+        let e = Registry::parse(&GOOD.replace("floor_area", "floorarea")).unwrap_err().to_string();
+        assert!(e.contains("floorarea"), "{e}");
+    }
+}
