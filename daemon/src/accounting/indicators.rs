@@ -9,7 +9,8 @@
 //!   by default), over the heated area.
 //! * **Projection** of a year in progress, per carrier and end use: when last year's data of the
 //!   same group is complete, this year so far times last year's whole year over last year's same
-//!   period (the season's shape, heating included, comes from last year); otherwise the trend so
+//!   period (the season's shape, heating included, comes from last year; when last year's same
+//!   period had nothing, last year's rest as it was); otherwise the trend so
 //!   far: non-heating energy at the daily rate so far over the remaining days, heating energy at
 //!   the rate per heating-season day over the heating-season days left (so a projection made in
 //!   summer does not spread winter's heating over the rest of the year).
@@ -292,9 +293,11 @@ pub fn project(
         let mut weights = vec![0.0; days];
         let ly = last.and_then(|(lcal, lg)| lg.get(key).map(|l| (lcal, l))).filter(|(lcal, l)| l.coverage_of(0, lcal.days()) >= complete);
         match ly {
-            Some((lcal, l)) if l.sum(0, as_of.min(lcal.days())) > 0.0 => {
+            Some((lcal, l)) => {
+                // Scaled by this year against last year's same period; when that period had
+                // nothing, last year's rest as it was.
                 let same = l.sum(0, as_of.min(lcal.days()));
-                rest = ytd * l.total() / same - ytd;
+                rest = if same > 0.0 { ytd * l.total() / same - ytd } else { l.total() - same };
                 for (d, w) in weights.iter_mut().enumerate().skip(as_of) {
                     *w = l.value.get(d.min(lcal.days() - 1)).copied().unwrap_or(0.0).max(0.0);
                 }
@@ -508,5 +511,186 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
         quality: Quality { coverage, measured_share, complete: coverage >= complete_at },
         energy_budget_crossed_day,
         notes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::allocate::{agency_groups, contributions, full_series};
+    use crate::accounting::ledger::MeterYear;
+    use std::collections::HashMap;
+
+    const REG: &str = r#"
+[[agency]]
+id = "a"
+name = "A"
+level = "city"
+headcount = { 2024 = 100 }
+[[building]]
+id = "b"
+name = "B"
+floor_area = 1200.0
+heated_area = 800.0
+excluded = [ { use = "garage", area = 200.0 } ]
+occupants = [ { agency = "a", share = 1.0 } ]
+[[meter]]
+id = "elec"
+building = "b"
+carrier = "electricity"
+[[meter]]
+id = "kitchen"
+building = "b"
+carrier = "electricity"
+parent = "elec"
+end_use = "kitchen"
+[[meter]]
+id = "heat"
+building = "b"
+carrier = "district_heat"
+[[meter]]
+id = "water"
+building = "b"
+carrier = "water"
+[[tariff]]
+carrier = "electricity"
+price = 0.6
+[[quota]]
+source = "DB37/T 2672-2019 (example)"
+indicator = "non_heating_energy_per_area"
+levels = ["city"]
+binding = 21.9
+benchmark = 14.9
+guide = 7.2
+[[budget]]
+agency = "a"
+year = 2025
+energy_kgce = 30000.0
+[[reduction]]
+indicator = "energy_per_area"
+baseline_year = 2020
+target_year = 2025
+percent = 5.0
+baseline_value = 20.0
+"#;
+
+    fn groups_of(reg: &Registry, cal: &YearCalendar, per_day: &[(&str, Vec<f64>)]) -> BTreeMap<GroupKey, Series> {
+        // Every meter fully covered; the ones not given read nothing.
+        let years: HashMap<String, MeterYear> = reg
+            .file
+            .meters
+            .iter()
+            .map(|m| {
+                let mut s = Series::zero(cal.days());
+                s.coverage = vec![1.0; cal.days()];
+                for (_, days) in per_day.iter().filter(|(id, _)| *id == m.id) {
+                    s.value[..days.len()].copy_from_slice(days);
+                }
+                (m.id.clone(), MeterYear { series: s, flags: vec![], rejected: 0 })
+            })
+            .collect();
+        let full = full_series(reg, &years, cal.days());
+        let (c, _) = contributions(reg, &full, cal.days());
+        agency_groups(c.iter(), cal.days())
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-6 * b.abs().max(1.0))
+    }
+
+    /// A closed year worked by hand (see the numbers in the comments).
+    #[test]
+    fn a_closed_year_worked_by_hand() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        // elec 110 000 kWh of which the kitchen 10 000; heat 500 GJ; water 3 000 m³.
+        let g = groups_of(&reg, &cal, &[("elec", vec![110_000.0]), ("kitchen", vec![10_000.0]), ("heat", vec![500.0]), ("water", vec![3_000.0])]);
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: cal.days(), baselines: &BTreeMap::new() });
+        let v = |i: Indicator| r.get(i).and_then(|x| x.value);
+        // 110 000 × 0.1229 = 13 519; 500 × 34.12 = 17 060; total 30 579 kgce.
+        assert!(close(v(Indicator::TotalEnergy), 30_579.0), "{:?}", v(Indicator::TotalEnergy));
+        // Area 1200 - 200 garage = 1000 m². Per area leaves the kitchen out: (12 290 + 17 060) / 1000.
+        assert!(close(v(Indicator::EnergyPerArea), 29.35));
+        assert!(close(v(Indicator::NonHeatingEnergyPerArea), 12.29));
+        assert!(close(v(Indicator::HeatingEnergyPerHeatedArea), 21.325));
+        // Headcount of 2024 carries over to 2025.
+        assert!(close(v(Indicator::EnergyPerPerson), 305.79));
+        assert!(close(v(Indicator::WaterPerPerson), 30.0));
+        assert!(close(v(Indicator::ElectricityPerArea), 100.0));
+        // 2023 Shanxi grid factor 0.6634 (the latest not after 2025); heat 110 kg/GJ.
+        // 110 000 × 0.6634 + 500 × 110 = 127 974 kg.
+        assert!(close(v(Indicator::CarbonTotal), 127.974));
+        assert!(close(v(Indicator::CarbonPerArea), (100_000.0 * 0.6634 + 55_000.0) / 1000.0));
+        assert!(close(v(Indicator::EnergyCost), 66_000.0));
+        let nh = r.get(Indicator::NonHeatingEnergyPerArea).unwrap();
+        assert_eq!(nh.band.as_ref().unwrap().class, BandClass::AboveGuide);
+        // -5 % from 20.0 by 2025: 19.0, missed.
+        let t = r.get(Indicator::EnergyPerArea).unwrap().target.as_ref().unwrap();
+        assert!((t.value - 19.0).abs() < 1e-9 && !t.met);
+        // Budget 30 000 kgce, used 30 579: missed, crossed on day 0 (everything on day 0 here).
+        let b = r.get(Indicator::TotalEnergy).unwrap().target.as_ref().unwrap();
+        assert_eq!((b.kind, b.met), ("budget", false));
+        assert_eq!(r.energy_budget_crossed_day, Some(0));
+        assert!(!r.in_progress);
+        assert_eq!(r.quality.measured_share, 1.0);
+    }
+
+    /// A year in progress with no last year: the trend, heating per heating-season day.
+    #[test]
+    fn projection_by_trend_weights_the_heating_season() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        // 100 days elapsed (to 10 April): electricity 1 000 kWh a day; heat 10 GJ a day in the
+        // heating season (1 Jan - 31 Mar, 90 days).
+        let elec = vec![1_000.0; 100];
+        let heat: Vec<f64> = (0..100).map(|d| if d < 90 { 10.0 } else { 0.0 }).collect();
+        let g = groups_of(&reg, &cal, &[("elec", elec), ("heat", heat)]);
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: 100, baselines: &BTreeMap::new() });
+        let e = r.carriers.iter().find(|c| c.carrier == Carrier::Electricity).unwrap();
+        // 100 000 so far; 1 000 a day over the 365 days.
+        assert!((e.value - 100_000.0).abs() < 1e-6 && (e.projected - 365_000.0).abs() < 1e-6, "{e:?}");
+        let h = r.carriers.iter().find(|c| c.carrier == Carrier::DistrictHeat).unwrap();
+        // 900 GJ in 90 heating days; 61 heating days left (1 Nov - 31 Dec): 900 + 610.
+        assert!((h.value - 900.0).abs() < 1e-6 && (h.projected - 1_510.0).abs() < 1e-6, "{h:?}");
+        assert!(r.in_progress);
+        assert!(r.projection_method.starts_with("trend"));
+        // Budget 30 000 kgce: projected daily kgce crosses it; the day is reported.
+        assert!(r.energy_budget_crossed_day.is_some());
+    }
+
+    /// With a complete last year, the projection follows last year's shape.
+    #[test]
+    fn projection_from_last_years_profile() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        let lcal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2024).unwrap();
+        // Last year: 2 000 a day for the first 100 days, 1 000 after: 200 000 + 266 000 = 466 000.
+        let last: Vec<f64> = (0..366).map(|d| if d < 100 { 2_000.0 } else { 1_000.0 }).collect();
+        let lg = groups_of(&reg, &lcal, &[("elec", last)]);
+        // This year so far: 1 500 a day for 100 days = 150 000, i.e. 0.75 of last year's same
+        // period: projected 0.75 × 466 000 = 349 500.
+        let g = groups_of(&reg, &cal, &[("elec", vec![1_500.0; 100])]);
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: Some((&lcal, &lg)), as_of: 100, baselines: &BTreeMap::new() });
+        let e = r.carriers.iter().find(|c| c.carrier == Carrier::Electricity).unwrap();
+        assert!((e.projected - 349_500.0).abs() < 1e-6, "{e:?}");
+        assert_eq!(r.projection_method, "last year's profile");
+        let change = r.get(Indicator::ElectricityPerArea).unwrap().change_pct.unwrap();
+        assert!((change - (349_500.0 / 466_000.0 - 1.0) * 100.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn band_classes_at_the_edges() {
+        for (v, want) in [
+            (21.91, BandClass::AboveBinding),
+            (21.9, BandClass::AboveBenchmark),
+            (14.9, BandClass::AboveGuide),
+            (7.2, BandClass::AtOrBelowGuide),
+            (0.0, BandClass::AtOrBelowGuide),
+        ] {
+            assert_eq!(BandClass::of(v, 21.9, 14.9, 7.2), want, "{v}");
+        }
     }
 }
