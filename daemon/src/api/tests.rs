@@ -319,3 +319,66 @@ async fn consumption_is_the_same_from_rollups_and_from_raw_points() {
     assert_eq!(a["points"], b["points"]);
     assert_eq!(a["points"][0]["v"], 4.0);
 }
+
+/// Indicators through the API, and a meter event that changes them: the replacement is stored,
+/// listed, and the figures are recomputed for that meter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indicators_follow_meter_events() {
+    let f = fixture(UnknownMeter::Reject);
+    // m1 (x2 multiplier): 100 at 00:00, 110 at 01:00; replaced at 01:30 (old meter read 115,
+    // the new one starts at 0); the new one reads 5 at 02:00 and 9 at 03:00.
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + H, 110.0), (T0 + 2 * H, 5.0), (T0 + 3 * H, 9.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+    let url = "/api/v1/agencies/b/indicators?year=2026&as_of=2026-03-02";
+    let (s, v) = get(&f, url).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Before the event the drop to 5 is set aside: 10 kWh x 2 x 0.75 = 15 kWh.
+    let elec = |v: &Value| v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").map(|c| c["value"].as_f64().unwrap());
+    assert!((elec(&v).unwrap() - 15.0).abs() < 1e-9, "{v}");
+    let (s, e) = get(&f, "/api/v1/meters/m1/flags?year=2026").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["rejected_readings"], 2, "{e}");
+
+    let event = serde_json::json!({
+        "kind": "replacement", "time": "2026-03-01T01:30:00+08:00", "old_final": 115.0, "new_initial": 0.0,
+        "by": "王工", "reason": "电表故障更换",
+    });
+    let (s, r) = post(&f, "/api/v1/meters/m1/events", Some("application/json"), event.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert!(r["stored"]["recorded_at"].is_string());
+    let (_, list) = get(&f, "/api/v1/meters/m1/events").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // After: (115 - 100) + (9 - 0) = 24 kWh, x2 x 0.75 = 36 kWh.
+    let (_, v) = get(&f, url).await;
+    assert!((elec(&v).unwrap() - 36.0).abs() < 1e-9, "{v}");
+    let (_, c) = get(&f, "/api/v1/consumption?meter=m1&from=2026-03-01&to=2026-03-02&interval=day").await;
+    assert!((c["carriers"][0]["total"].as_f64().unwrap() - 48.0).abs() < 1e-9, "{c}");
+    // The event survives a restart of the engine (its log is fsynced).
+    let again = crate::accounting::engine::Engine::open(f._dir.path(), &f.state.registry, chrono_tz::Asia::Shanghai).unwrap();
+    assert_eq!(again.event_records(Some("m1")).len(), 1);
+
+    // Bad events are named.
+    for (body, want) in [
+        (r#"{"kind":"replacement","time":"2026-03-01","old_final":1,"by":"x","reason":"y"}"#, "new_initial"),
+        (r#"{"kind":"reset","time":"2026-03-01","by":"x","reason":"y"}"#, "not one of"),
+        (r#"{"kind":"reading","time":"yesterday","value":1,"by":"x","reason":"y"}"#, "time"),
+        (r#"{"kind":"reading","time":"2026-03-01","value":1}"#, "by"),
+        (r#"[1,2]"#, "JSON object"),
+        (r#"{"meter":"w1","kind":"reading","time":"2026-03-01","value":1,"by":"x","reason":"y"}"#, "names meter"),
+    ] {
+        let (s, v) = post(&f, "/api/v1/meters/m1/events", None, body.as_bytes().to_vec()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{body}: {v}");
+    }
+    assert_eq!(post(&f, "/api/v1/meters/nope/events", None, event.to_string().into_bytes()).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&f, "/api/v1/agencies/nope/indicators?year=2026").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=20x6").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=2026&scope=world").await.0, StatusCode::BAD_REQUEST);
+    // Jurisdiction: b is not below a in this registry, so a's tree is a alone.
+    let (s, v) = get(&f, "/api/v1/agencies/a/indicators?year=2026&scope=tree&as_of=2026-03-02").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["members"], serde_json::json!(["a"]));
+    let (s, v) = get(&f, "/api/v1/indicators?year=2026&as_of=2026-03-02").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+}
