@@ -50,7 +50,7 @@ pub struct DemoArgs {
     /// Poll interval of the simulated meters, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub interval_ms: u64,
-    /// First day of seeded history (default: 1 January of the current year).
+    /// First day of seeded history (default: 1 January of last year, so that this year compares with last year).
     #[arg(long)]
     pub seed_from: Option<chrono::NaiveDate>,
     /// Do not seed history.
@@ -165,40 +165,62 @@ pub async fn simulate_from_file(path: &Path) -> Result<(), DemoError> {
 /// Waits for Ctrl-C or SIGTERM.
 pub use energy_gateway::shutdown_signal;
 
+/// The example quota table shipped in `deploy/quotas/`, written beside the demo's registry.
+pub const EXAMPLE_QUOTAS: &str = include_str!("../../../deploy/quotas/shandong-db37-2672-2019.toml");
+
 /// The demo's registry: five agencies of province and city level sharing three buildings.
 pub const DEMO_REGISTRY: &str = r#"# Demo registry written by `energyd demo`: five agencies in three buildings in Taiyuan.
 # Edit freely; the demo rewrites this file only when it is missing.
+
+include = ["quotas/shandong-db37-2672-2019.toml"]   # quota bands: an EXAMPLE dataset (Shandong)
+
+[accounting]
+electricity_basis = "calorific"    # 当量值 0.1229 kgce/kWh; "equivalent" for 等价值 (0.31)
+grid_region = "shanxi"             # grid CO2 factors of the Ministry of Ecology and Environment
+heating_season = { start = "11-01", end = "03-31" }   # Taiyuan
 
 [[agency]]
 id = "prov-drc"
 name = "省发展和改革委员会"
 level = "province"
+kind = "government"
+headcount = { 2025 = 420, 2026 = 425 }
 
 [[agency]]
 id = "prov-finance"
 name = "省财政厅"
 level = "province"
+kind = "government"
+headcount = { 2025 = 360, 2026 = 365 }
 
 [[agency]]
 id = "prov-ecology"
 name = "省生态环境厅"
 level = "province"
+kind = "government"
+headcount = { 2025 = 280, 2026 = 285 }
 
 [[agency]]
 id = "ty-finance"
 name = "太原市财政局"
 level = "city"
+kind = "government"
+headcount = { 2025 = 190, 2026 = 195 }
 
 [[agency]]
 id = "ty-affairs"
 name = "太原市机关事务管理局"
 level = "city"
+kind = "government"
+headcount = { 2025 = 240, 2026 = 245 }
 
 [[building]]
 id = "bldg-a"
 name = "省政务大楼A座"
 floor_area = 16000.0
 heated_area = 15000.0
+climate_zone = "cold"
+heating = "district"
 occupants = [ { agency = "prov-drc", share = 0.55 }, { agency = "prov-finance", share = 0.45 } ]
 
 [[building]]
@@ -206,6 +228,8 @@ id = "bldg-b"
 name = "省生态环境厅办公楼"
 floor_area = 9000.0
 heated_area = 8500.0
+climate_zone = "cold"
+heating = "district"
 occupants = [ { agency = "prov-ecology", share = 1.0 } ]
 
 [[building]]
@@ -213,6 +237,8 @@ id = "bldg-c"
 name = "太原市机关综合楼"
 floor_area = 12000.0
 heated_area = 11000.0
+climate_zone = "cold"
+heating = "district"
 occupants = [ { agency = "ty-finance", share = 0.4 }, { agency = "ty-affairs", share = 0.6 } ]
 
 [[meter]]
@@ -262,6 +288,43 @@ id = "bldg-c-heat"
 building = "bldg-c"
 carrier = "district_heat"
 end_use = "heating"
+
+# Prices, yuan per counter unit. Electricity with time-of-use bands (local hours).
+[[tariff]]
+carrier = "electricity"
+price = 0.65
+tou = [ { from = 8, to = 11, price = 1.05 }, { from = 18, to = 23, price = 1.05 }, { from = 23, to = 7, price = 0.32 } ]
+
+[[tariff]]
+carrier = "water"
+price = 6.0
+
+[[tariff]]
+carrier = "district_heat"
+price = 68.0
+
+# Absolute budgets of the annual plan (per carrier in counter units; energy in kgce; cost in yuan).
+[[budget]]
+agency = "prov-ecology"
+year = 2026
+carriers = { electricity = 520000.0, water = 9000.0 }
+energy_kgce = 150000.0
+cost_yuan = 800000.0
+
+# Reduction targets on a straight path from the baseline year (general: every agency).
+[[reduction]]
+indicator = "energy_per_area"
+baseline_year = 2025
+target_year = 2030
+percent = 5.0
+label = "十五五"
+
+[[reduction]]
+indicator = "water_per_person"
+baseline_year = 2025
+target_year = 2030
+percent = 3.0
+label = "十五五"
 "#;
 
 /// The demo's simulated buses, matching [`DEMO_REGISTRY`].
@@ -398,6 +461,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     if !registry_path.exists() {
         std::fs::write(&registry_path, DEMO_REGISTRY)?;
     }
+    let quotas = args.data.join("quotas").join("shandong-db37-2672-2019.toml");
+    if !quotas.exists() {
+        std::fs::create_dir_all(args.data.join("quotas"))?;
+        std::fs::write(&quotas, EXAMPLE_QUOTAS)?;
+    }
     let profiles_dir = args.profiles.clone().unwrap_or_else(default_profiles_dir);
     let profiles = energy_gateway::profile::load_dir(&profiles_dir).map_err(|e| DemoError::Msg(format!("device profiles: {e}")))?;
     let tz: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
@@ -454,7 +522,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     // History.
     let now = chrono::Utc::now().with_timezone(&tz);
-    let seed_from = args.seed_from.unwrap_or_else(|| chrono::NaiveDate::from_ymd_opt(now.year(), 1, 1).unwrap_or_default());
+    let seed_from = args.seed_from.unwrap_or_else(|| chrono::NaiveDate::from_ymd_opt(now.year() - 1, 1, 1).unwrap_or_default());
     let seed_from_ms = tz
         .from_local_datetime(&seed_from.and_hms_opt(0, 0, 0).unwrap_or_default())
         .earliest()
