@@ -1,0 +1,159 @@
+//! Accounting benchmark: every agency's indicators for a year, from the hourly roll-ups of
+//! `BENCH_METERS` meters (default 1000) holding a year of one-minute data, and the work done
+//! again after a meter event and after a live reading.
+//!
+//! ```sh
+//! cargo bench -p energyd --bench accounting
+//! ```
+//!
+//! * The store is filled directly with the hourly roll-ups that a year of one-minute readings
+//!   produces (60 readings an hour: first at :00, last at :59), for last year and this year so
+//!   far: ingesting 525 million raw points would take hours and is not what is measured here
+//!   (the accounting engine reads only roll-ups; the ingest benchmark measures ingest).
+//! * Registry: buildings of four meters (electricity, water, district heat, natural gas), each
+//!   shared by two agencies; one jurisdiction above them.
+//! * Figures: all agencies' indicators for last year (a closed year) and for this year (in
+//!   progress, projected), cold (nothing cached) and warm; then after a replacement posted for
+//!   one meter, and after a live reading of one meter: time, and meter-years recomputed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::{Datelike, TimeZone};
+use energyd::accounting::engine::Engine;
+use energyd::metrics::Metrics;
+use energyd::registry::{Agency, EventRecord, Registry};
+use energyd::store::Point;
+use energy_wire::Quantity;
+
+const H: i64 = 3_600_000;
+
+fn registry(meters: usize) -> String {
+    let buildings = meters.div_ceil(4);
+    let mut s = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
+    for a in 0..buildings * 2 {
+        let _ = write!(s, "[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = {} }}\n", 80 + a % 50);
+    }
+    for b in 0..buildings {
+        let _ = write!(
+            s,
+            "[[building]]\nid = \"b{b}\"\nname = \"楼{b}\"\nfloor_area = {}\noccupants = [ {{ agency = \"a{}\", share = 0.6 }}, {{ agency = \"a{}\", share = 0.4 }} ]\n",
+            5000 + b % 7 * 1000,
+            2 * b,
+            2 * b + 1
+        );
+    }
+    let carriers = ["electricity", "water", "district_heat", "natural_gas"];
+    for m in 0..meters {
+        let _ = write!(s, "[[meter]]\nid = \"m{m}\"\nbuilding = \"b{}\"\ncarrier = \"{}\"\n", m / 4, carriers[m % 4]);
+    }
+    s
+}
+
+fn counter_of(m: usize) -> Quantity {
+    [Quantity::ActiveEnergyImport, Quantity::WaterVolume, Quantity::HeatEnergy, Quantity::GasVolume][m % 4]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let meters: usize = std::env::var("BENCH_METERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let tz = chrono_tz::Asia::Shanghai;
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let year = now.year();
+    let start = tz.with_ymd_and_hms(year - 1, 1, 1, 0, 0, 0).earliest().map(|t| t.timestamp_millis()).unwrap_or(0);
+    let end = now.timestamp_millis() / H * H;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let reg = Registry::parse(&registry(meters)).expect("the generated registry is valid");
+
+    // Roll-ups as a year of one-minute readings gives them, written straight into the store.
+    let t0 = Instant::now();
+    {
+        let store = energyd::store::open(dir.path(), Metrics::new()).expect("store");
+        store.close();
+        let mut c = rusqlite::Connection::open(dir.path().join("energyd.sqlite")).expect("sqlite");
+        c.pragma_update(None, "synchronous", "OFF").expect("pragma");
+        let tx = c.transaction().expect("tx");
+        {
+            let mut series = tx.prepare("INSERT INTO series(id, meter, quantity) VALUES (?1, ?2, ?3)").expect("prepare");
+            let mut roll = tx
+                .prepare("INSERT INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 60)")
+                .expect("prepare");
+            for m in 0..meters {
+                let sid = m as i64 + 1;
+                series.execute(rusqlite::params![sid, format!("m{m}"), counter_of(m).name()]).expect("series");
+                // A rate per minute that varies by hour of day and meter.
+                let mut v = 1000.0 * (m % 13 + 1) as f64;
+                let mut h = start;
+                while h < end {
+                    let hod = (h / H + 8) % 24;
+                    let per_min = (0.5 + (m % 5) as f64 * 0.1) * if (8..19).contains(&hod) { 3.0 } else { 1.0 };
+                    let first = v;
+                    let last = v + per_min * 59.0;
+                    let sum = 60.0 * first + per_min * (59.0 * 60.0 / 2.0);
+                    roll.execute(rusqlite::params![sid, h, h, first, h + 59 * 60_000, last, first, last, sum]).expect("rollup");
+                    v = last + per_min;
+                    h += H;
+                }
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    let rows = meters as i64 * ((end - start) / H);
+    println!("prepared {meters} meters, {rows} hourly roll-ups ({} one-minute readings' worth) in {:.1} s", rows * 60, t0.elapsed().as_secs_f64());
+
+    let store = energyd::store::open(dir.path(), Metrics::new()).expect("store");
+    let engine = Engine::open(dir.path(), &reg, tz).expect("engine");
+    let agencies: Vec<(&Agency, Vec<&str>)> = reg.file.agencies.iter().map(|a| (a, vec![a.id.as_str()])).collect();
+    let now_ms = now.timestamp_millis();
+    let mut table: BTreeMap<usize, (String, f64, u64)> = BTreeMap::new();
+    let mut run = |n: usize, name: String, secs: f64, computed: u64| {
+        table.insert(n, (name, secs, computed));
+    };
+    let computed = || engine.computed.load(Ordering::Relaxed);
+
+    for (i, (label, y)) in [("last year (closed)", year - 1), ("this year (in progress, projected)", year)].into_iter().enumerate() {
+        let c0 = computed();
+        let t = Instant::now();
+        let out = engine.indicators(&store, &reg, y, now_ms, &agencies).await.expect("indicators");
+        run(i * 2, format!("{} agencies, {label}, cold", out.len()), t.elapsed().as_secs_f64(), computed() - c0);
+        let c0 = computed();
+        let t = Instant::now();
+        let out = engine.indicators(&store, &reg, y, now_ms, &agencies).await.expect("indicators");
+        run(i * 2 + 1, format!("{} agencies, {label}, warm", out.len()), t.elapsed().as_secs_f64(), computed() - c0);
+    }
+    // A replacement on one meter.
+    let ev = EventRecord {
+        meter: "m0".into(),
+        kind: "replacement".into(),
+        time: format!("{year}-03-01T10:00:00+08:00"),
+        to: None,
+        value: None,
+        old_final: Some(1_000_000.0),
+        new_initial: Some(0.0),
+        by: "bench".into(),
+        reason: "benchmark".into(),
+        recorded_at: None,
+    };
+    engine.record_event(&reg, ev).expect("event");
+    let c0 = computed();
+    let t = Instant::now();
+    engine.indicators(&store, &reg, year, now_ms, &agencies).await.expect("indicators");
+    run(4, "after a replacement on one meter".into(), t.elapsed().as_secs_f64(), computed() - c0);
+    // A live reading on one meter.
+    store
+        .write_points(vec![Point { meter: "m1".into(), quantity: counter_of(1), ts: end + 60_000, value: 1e9 }])
+        .await
+        .expect("write");
+    let c0 = computed();
+    let t = Instant::now();
+    engine.indicators(&store, &reg, year, now_ms, &agencies).await.expect("indicators");
+    run(5, "after a live reading of one meter".into(), t.elapsed().as_secs_f64(), computed() - c0);
+
+    println!("\n| all agencies' indicators | time | meter-years computed |\n|---|---:|---:|");
+    for (_, (name, secs, n)) in table {
+        println!("| {name} | {:.3} s | {n} |", secs);
+    }
+    store.close();
+}
