@@ -41,12 +41,12 @@ pub struct NegativeRemainder {
 
 /// Full consumption of every meter (physical ones from `years`, virtual ones from their
 /// formula), after the multiplier. Meters without a year count as zero with no coverage.
-pub fn full_series(reg: &Registry, years: &HashMap<String, MeterYear>, days: usize) -> HashMap<String, Series> {
+pub fn full_series<Y: std::borrow::Borrow<MeterYear>>(reg: &Registry, years: &HashMap<String, Y>, days: usize) -> HashMap<String, Series> {
     let mut full: HashMap<String, Series> = HashMap::new();
     for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
         let mut s = Series::zero(days);
         if let Some(y) = years.get(&m.id) {
-            s.add_scaled(&y.series, m.multiplier, true);
+            s.add_scaled(&y.borrow().series, m.multiplier, true);
         }
         full.insert(m.id.clone(), s);
     }

@@ -17,7 +17,7 @@
 //!   reading before the last kept one, that last one was a **spike**, and it is set aside.
 //! * A jump beyond the meter's physical maximum (`max_per_hour`) is a bad reading too.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::registry::EventRecord;
 
@@ -84,7 +84,7 @@ pub fn event_of(e: &EventRecord, parse_time: impl Fn(&str) -> Result<i64, String
 }
 
 /// Something an engineer should look at, or know about.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Flag {
     /// The counter went down and kept running from the lower value: no replacement or rollover

@@ -4,11 +4,16 @@
 //! * A meter's year is computed from the first and last reading of each hour (the roll-ups) and
 //!   the readings just around the year, through [`counter::continuous`] (events, rollovers, bad
 //!   readings) and [`ledger::meter_year`]. Raw points are never scanned.
-//! * The cache holds one entry per (meter, year). The store reports, per meter, the earliest
-//!   reading time written since the engine last asked; the engine drops that meter's years from
-//!   the year of the reading before it on (a late reading after a gap changes the periods the gap
-//!   spanned, back to the reading before). A meter event drops that meter's years. Nothing else
-//!   is recomputed.
+//! * The cache holds one entry per (meter, year), in memory and on disk ([`super::cache`]), keyed
+//!   by the meter's definition and events. The store records, per meter and in the transaction
+//!   that writes the points, the earliest reading time written since the engine last applied it;
+//!   the engine drops that meter's years from the year of the reading before it on (a late
+//!   reading after a gap changes the periods the gap spanned, back to the reading before). A
+//!   meter event drops that meter's years. Nothing else is recomputed. Computations are
+//!   serialised (one at a time), so that a result read before a write is never stored after
+//!   that write's record was applied.
+//! * Missing years are computed 64 meters at a time, each batch read over the store's read
+//!   connections and computed on the blocking pool, two halves in parallel.
 //! * Meter events come from the registry's `[[event]]` lists and from the API; the API's are
 //!   appended to `<data_dir>/meter-events.jsonl` and fsynced before the API answers.
 
@@ -21,6 +26,7 @@ use chrono::{DateTime, Datelike};
 use chrono_tz::Tz;
 
 use super::allocate::{agency_groups, contributions, full_series, Contribution, GroupKey, NegativeRemainder};
+use super::cache::{key_of, DiskCache, ENGINE_VERSION};
 use super::calendar::parse_time;
 use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
@@ -46,11 +52,20 @@ pub struct YearData {
     pub meters: HashMap<String, Arc<MeterYear>>,
     pub contributions: Vec<Contribution>,
     pub negative: Vec<NegativeRemainder>,
+    /// Contributions by agency.
+    by_agency: HashMap<String, Vec<usize>>,
 }
 
 impl YearData {
+    /// Consumption groups of the agencies together.
     pub fn groups(&self, agencies: &[&str]) -> BTreeMap<GroupKey, Series> {
-        agency_groups(self.contributions.iter().filter(|c| agencies.contains(&c.agency.as_str())), self.cal.days())
+        let idx = agencies.iter().flat_map(|a| self.by_agency.get(*a).into_iter().flatten());
+        agency_groups(idx.map(|&i| &self.contributions[i]), self.cal.days())
+    }
+
+    /// Whether a meter contributes to any of the agencies.
+    pub fn serves(&self, meter: &str, agencies: &[&str]) -> bool {
+        agencies.iter().flat_map(|a| self.by_agency.get(*a).into_iter().flatten()).any(|&i| self.contributions[i].meter == meter)
     }
 }
 
@@ -58,6 +73,10 @@ pub struct Engine {
     tz: Tz,
     log_path: PathBuf,
     cache: Mutex<HashMap<(String, i32), Arc<MeterYear>>>,
+    disk: Arc<DiskCache>,
+    /// Held while applying change records and computing; `true` once the disk cache's epoch was
+    /// checked against the store's.
+    compute: tokio::sync::Mutex<bool>,
     calendars: Mutex<HashMap<i32, Arc<YearCalendar>>>,
     /// Events by meter, from the registry and the log.
     events: RwLock<HashMap<String, Vec<Event>>>,
@@ -111,6 +130,8 @@ impl Engine {
             tz,
             log_path,
             cache: Mutex::new(HashMap::new()),
+            disk: Arc::new(DiskCache::open(data_dir.join("accounting-cache.sqlite"))),
+            compute: tokio::sync::Mutex::new(false),
             calendars: Mutex::new(HashMap::new()),
             events: RwLock::new(events),
             records: RwLock::new(records),
@@ -171,29 +192,58 @@ impl Engine {
         self.records.read().unwrap_or_else(|e| e.into_inner()).iter().filter(|r| meter.is_none_or(|m| r.meter == m)).cloned().collect()
     }
 
-    /// Drops the cached years of a meter from `from_year` on.
+    /// Drops the cached years of a meter from `from_year` on (a meter event changes the
+    /// meter's key, so its disk rows are missed anyway).
     pub fn invalidate(&self, meter: &str, from_year: i32) {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).retain(|(m, y), _| m != meter || *y < from_year);
     }
 
-    /// Applies what the store wrote since the last call.
+    /// The disk cache key of a meter: its definition, its events, the time zone, the engine.
+    fn key(&self, m: &crate::registry::Meter, events: &[Event]) -> String {
+        let def = serde_json::to_string(m).unwrap_or_default();
+        key_of(&[&ENGINE_VERSION.to_string(), self.tz.name(), &def, &format!("{events:?}")])
+    }
+
+    /// Applies the store's change records: drops what they touch, then forgets them.
     async fn apply_dirty(&self, store: &Store, reg: &Registry) -> Result<(), EngineError> {
-        let dirty = store.take_dirty();
-        for (meter, t) in dirty {
-            let Some(m) = reg.meter(&meter) else { continue };
-            let before = store.reading_before(&meter, m.counter(), t).await?;
-            let from = self.year_of(before.unwrap_or(t).min(t));
-            self.invalidate(&meter, from);
+        let marks = store.dirty_marks().await?;
+        if marks.is_empty() {
+            return Ok(());
         }
+        let mut applied = Vec::with_capacity(marks.len());
+        for (meter, t, seq) in marks {
+            let from = match reg.meter(&meter) {
+                Some(m) => {
+                    let before = store.reading_before(&meter, m.counter(), t).await?;
+                    self.year_of(before.unwrap_or(t).min(t))
+                }
+                None => i32::MIN,
+            };
+            self.invalidate(&meter, from);
+            let disk = self.disk.clone();
+            let m = meter.clone();
+            tokio::task::spawn_blocking(move || disk.invalidate(&m, from)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
+            applied.push((meter, seq));
+        }
+        store.clear_dirty(applied).await?;
         Ok(())
     }
 
-    /// Every physical meter's year, from the cache or computed.
+    /// Every physical meter's year, from the caches or computed.
     pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<HashMap<String, Arc<MeterYear>>, EngineError> {
         let cal = self.calendar(year)?;
+        let mut checked = self.compute.lock().await;
+        if !*checked {
+            let epoch = store.dirty_epoch().await?;
+            let disk = self.disk.clone();
+            tokio::task::spawn_blocking(move || disk.check_epoch(&epoch)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
+            *checked = true;
+        }
         self.apply_dirty(store, reg).await?;
+        let events = self.events_by_meter();
+        let no_events = Vec::new();
         let mut out = HashMap::new();
-        let mut missing = Vec::new();
+        let mut missing: Vec<(crate::registry::Meter, String)> = Vec::new();
         {
             let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
@@ -201,38 +251,81 @@ impl Engine {
                     Some(y) => {
                         out.insert(m.id.clone(), y.clone());
                     }
-                    None => missing.push(m),
+                    None => missing.push((m.clone(), self.key(m, events.get(&m.id).unwrap_or(&no_events)))),
                 }
             }
         }
         if missing.is_empty() {
             return Ok(out);
         }
-        let series = missing.iter().map(|m| (m.id.clone(), m.counter())).collect();
-        let windows = store.counter_rollups_many(series, cal.start(), cal.end()).await?;
-        let events = self.events.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let no_events = Vec::new();
-        let mut computed = Vec::with_capacity(missing.len());
-        for (m, (before, hours, after)) in missing.into_iter().zip(windows) {
-            let mut readings: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
-            readings.extend(before);
-            for h in &hours {
-                readings.push((h.first_ts, h.first_v));
-                if h.last_ts != h.first_ts {
-                    readings.push((h.last_ts, h.last_v));
+        // From the disk cache.
+        let disk = self.disk.clone();
+        let (found, missing) = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let mut rest = Vec::new();
+            for (m, key) in missing {
+                match disk.get(&m.id, year, &key) {
+                    Some(y) => found.push((m.id.clone(), Arc::new(y))),
+                    None => rest.push((m, key)),
                 }
             }
-            readings.extend(after);
-            let ev = events.get(&m.id).unwrap_or(&no_events);
-            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
-            let y = Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected));
-            computed.push((m.id.clone(), y));
+            (found, rest)
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        {
+            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, y) in found {
+                c.insert((id.clone(), year), y.clone());
+                out.insert(id, y);
+            }
         }
-        self.computed.fetch_add(computed.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, y) in computed {
-            c.insert((id.clone(), year), y.clone());
-            out.insert(id, y);
+        // Computed, a batch at a time.
+        let events = Arc::new(events);
+        for batch in missing.chunks(64) {
+            let series = batch.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
+            let windows = store.counter_rollups_many(series, cal.start(), cal.end()).await?;
+            let mut jobs = tokio::task::JoinSet::new();
+            let half = batch.len().div_ceil(2).max(1);
+            let mut windows = windows.into_iter();
+            for part in batch.chunks(half) {
+                let part: Vec<(crate::registry::Meter, String, _)> = part.iter().map(|(m, k)| (m.clone(), k.clone(), windows.next().unwrap_or_default())).collect();
+                let (cal, events) = (cal.clone(), events.clone());
+                jobs.spawn_blocking(move || {
+                    part.into_iter()
+                        .map(|(m, key, (before, hours, after))| {
+                            let mut readings: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
+                            readings.extend(before);
+                            for h in &hours {
+                                readings.push((h.first_ts, h.first_v));
+                                if h.last_ts != h.first_ts {
+                                    readings.push((h.last_ts, h.last_v));
+                                }
+                            }
+                            readings.extend(after);
+                            let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
+                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
+                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected)))
+                        })
+                        .collect::<Vec<_>>()
+                });
+            }
+            let mut rows = Vec::with_capacity(batch.len());
+            while let Some(done) = jobs.join_next().await {
+                for (id, key, y) in done.map_err(|e| EngineError::Invalid(e.to_string()))? {
+                    rows.push((id, year, key, y));
+                }
+            }
+            self.computed.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            {
+                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, _, _, y) in &rows {
+                    c.insert((id.clone(), year), y.clone());
+                    out.insert(id.clone(), y.clone());
+                }
+            }
+            let disk = self.disk.clone();
+            tokio::task::spawn_blocking(move || disk.put(&rows)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         Ok(out)
     }
@@ -241,10 +334,13 @@ impl Engine {
     pub async fn year(&self, store: &Store, reg: &Registry, year: i32) -> Result<YearData, EngineError> {
         let cal = self.calendar(year)?;
         let meters = self.meter_years(store, reg, year).await?;
-        let plain: HashMap<String, MeterYear> = meters.iter().map(|(k, v)| (k.clone(), (**v).clone())).collect();
-        let full = full_series(reg, &plain, cal.days());
+        let full = full_series(reg, &meters, cal.days());
         let (contributions, negative) = contributions(reg, &full, cal.days());
-        Ok(YearData { cal, meters, contributions, negative })
+        let mut by_agency: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, c) in contributions.iter().enumerate() {
+            by_agency.entry(c.agency.clone()).or_default().push(i);
+        }
+        Ok(YearData { cal, meters, contributions, negative, by_agency })
     }
 
     /// Indicators of every agency for `year` (a year in progress up to `now_ms`), each over
@@ -266,6 +362,7 @@ impl Engine {
         baseline_years.sort_unstable();
         baseline_years.dedup();
         let mut base_data = Vec::new();
+        let last_is_baseline = baseline_years.contains(&(year - 1));
         for y in baseline_years {
             if y == year - 1 {
                 continue;
@@ -279,7 +376,7 @@ impl Engine {
             let groups = this.groups(scope);
             let last_groups = last.as_ref().map(|l| (l.cal.clone(), l.groups(scope)));
             let mut baselines: BTreeMap<(Indicator, i32), f64> = BTreeMap::new();
-            for d in base_data.iter().chain(last.as_ref()) {
+            for d in base_data.iter().chain(last.as_ref().filter(|_| last_is_baseline)) {
                 let g = d.groups(scope);
                 if g.values().all(|s| s.total() == 0.0) {
                     continue;
@@ -302,13 +399,13 @@ impl Engine {
             };
             let mut ind = indicators(&input);
             for n in &this.negative {
-                if this.contributions.iter().any(|c| c.meter == n.meter && scope.contains(&c.agency.as_str())) {
+                if this.serves(&n.meter, scope) {
                     ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
                 }
             }
             for (id, y) in &this.meters {
                 if y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))
-                    && this.contributions.iter().any(|c| &c.meter == id && scope.contains(&c.agency.as_str()))
+                    && this.serves(id, scope)
                 {
                     ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
                 }

@@ -3,6 +3,7 @@
 //! reads the store and caches meters' years.
 
 pub mod allocate;
+pub mod cache;
 pub mod calendar;
 pub mod consumption;
 pub mod counter;

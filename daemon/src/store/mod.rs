@@ -1,10 +1,11 @@
 //! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`, so that a write is
 //! on disk when its transaction commits, and an acknowledged write survives SIGKILL and power loss.
 //!
-//! # Layout (format version 2)
+//! # Layout (format version 3)
 //!
-//! * `meta(key, value)`: `format_version`. Version 1 (no roll-ups) is upgraded in place at open;
-//!   any other version is refused with a message naming it.
+//! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups)
+//!   and 2 (no change records) are upgraded in place at open; any other version is refused with a
+//!   message naming it.
 //! * `series(id, meter, quantity)`: one row per (meter, quantity).
 //! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): one reading;
 //!   `ts` in milliseconds since the Unix epoch.
@@ -15,6 +16,11 @@
 //!   ([`crate::accounting::rollup::HourRollup`]), kept in the same transaction as the points:
 //!   a new point is merged in, a duplicate changes nothing, a replaced value makes the writer
 //!   recompute that hour from the raw points. Reports read these, never the raw points.
+//! * `dirty_meters(meter, min_ts, seq)`: per meter, the earliest reading time written since the
+//!   accounting cache last applied it, and a sequence number bumped by every write; kept in the
+//!   same transaction as the points, so that a cache of figures built from the store is never
+//!   stale after a crash. `dirty_epoch` (random, set when the table is created) ties such a cache
+//!   to this store.
 //!
 //! # Threads
 //!
@@ -45,4 +51,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;

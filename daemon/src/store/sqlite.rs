@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades version 1 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 and 2 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -58,6 +58,8 @@ enum WriteOp {
     Batch(Batch),
     Points(Vec<Point>),
     Compact,
+    /// (meter, seq) change records to forget.
+    ClearDirty(Vec<(String, i64)>),
 }
 
 struct WriteReq {
@@ -73,8 +75,6 @@ pub struct Store {
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
     /// Newest reading time per meter, kept in memory.
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
-    /// Earliest reading time written per meter since the accounting cache last took them.
-    dirty: Arc<Mutex<HashMap<String, i64>>>,
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -133,7 +133,7 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| **v != "1" && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| **v != "1" && **v != "2" && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
@@ -145,15 +145,24 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
              min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
              PRIMARY KEY(series, hour)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
-             PRIMARY KEY(series, day));",
+             PRIMARY KEY(series, day));
+         CREATE TABLE IF NOT EXISTS dirty_meters(meter TEXT PRIMARY KEY, min_ts INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;",
     )?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
         }
         Some("1") => upgrade_from_v1(&conn)?,
+        // Version 2 had no record of what changed for the accounting cache: the table above is
+        // all it needs (a cache built before is in another file, and a new epoch discards it).
+        Some("2") => {
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
+        }
         Some(_) => {}
     }
+    // The epoch of the change records: a cache of figures computed from this store is valid only
+    // for the epoch it was built in.
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('dirty_epoch', lower(hex(randomblob(8))))", [])?;
     // The number of raw points, kept in `meta` by the writer (counted once if absent).
     let count: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'point_count'", [], |r| r.get(0)).optional()?;
     if count.is_none() {
@@ -183,18 +192,15 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     let last_seen = Arc::new(RwLock::new(last_seen));
     let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
     let ls = last_seen.clone();
-    let dirty = Arc::new(Mutex::new(HashMap::new()));
-    let d = dirty.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, d, metrics, options, sealed))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Store {
         tx: Arc::new(Mutex::new(Some(tx))),
         readers: Arc::new(readers),
         next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         last_seen,
-        dirty,
         path,
         writer: Arc::new(Mutex::new(Some(handle))),
     })
@@ -499,7 +505,6 @@ fn writer_loop(
     conn: Connection,
     rx: std::sync::mpsc::Receiver<WriteReq>,
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
-    dirty: Arc<Mutex<HashMap<String, i64>>>,
     metrics: Metrics,
     options: StoreOptions,
     sealed: HashMap<i64, i64>,
@@ -573,7 +578,7 @@ fn writer_loop(
                         *e = (*e).min(p.ts);
                     }
                 }
-                WriteOp::Compact => {}
+                WriteOp::Compact | WriteOp::ClearDirty(_) => {}
             }
         }
         let mut wants_compact = false;
@@ -597,11 +602,26 @@ fn writer_loop(
                         }
                     }
                     WriteOp::Compact => {}
+                    WriteOp::ClearDirty(marks) => {
+                        let mut st = tx.prepare_cached("DELETE FROM dirty_meters WHERE meter = ?1 AND seq = ?2")?;
+                        for (m, seq) in marks {
+                            st.execute(params![m, seq])?;
+                        }
+                    }
                 }
                 outs.push(out);
             }
             w.flush_rollups()?;
             add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO dirty_meters(meter, min_ts, seq) VALUES (?1, ?2, 1)
+                     ON CONFLICT(meter) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), seq = seq + 1",
+                )?;
+                for (m, t) in &earliest {
+                    st.execute(params![m, t])?;
+                }
+            }
             tx.commit()?;
             Ok(outs)
         })();
@@ -633,13 +653,6 @@ fn writer_loop(
         });
         match result {
             Ok(outs) => {
-                {
-                    let mut d = dirty.lock().unwrap_or_else(|e| e.into_inner());
-                    for (m, t) in &earliest {
-                        let e = d.entry((*m).to_string()).or_insert(*t);
-                        *e = (*e).min(*t);
-                    }
-                }
                 {
                     let mut ls = last_seen.write().unwrap_or_else(|e| e.into_inner());
                     for (m, t) in last {
@@ -800,9 +813,27 @@ impl Store {
     }
 
     /// Newest reading time per meter.
-    /// Takes the earliest reading time written per meter since the last call.
-    pub fn take_dirty(&self) -> HashMap<String, i64> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    /// What changed since the accounting cache last looked: per meter, the earliest reading
+    /// time written and a sequence number that grows with every write. Recorded in the
+    /// transaction that stores the points, so it survives a crash with them.
+    pub async fn dirty_marks(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare_cached("SELECT meter, min_ts, seq FROM dirty_meters")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Forgets marks the cache has applied; a mark written again since (another sequence
+    /// number) stays.
+    pub async fn clear_dirty(&self, marks: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.write(WriteOp::ClearDirty(marks)).await.map(|_| ())
+    }
+
+    /// The epoch of the change records (see [`Store::dirty_marks`]).
+    pub async fn dirty_epoch(&self) -> Result<String, StoreError> {
+        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = 'dirty_epoch'", [], |r| r.get(0))).await
     }
 
     /// Time of the last counter reading of a series before `t`, from the roll-ups.
@@ -911,6 +942,39 @@ mod tests {
         assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)])]);
     }
 
+    /// Change records: the earliest time per meter, kept across reopening; a record written
+    /// again after it was read survives the clearing of the old one. A version 2 store is
+    /// upgraded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn change_records_survive_and_clear_by_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |m: &str, ts: i64| Point { meter: m.into(), quantity: Quantity::ActiveEnergyImport, ts, value: 1.0 };
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(vec![p("a", 5_000), p("a", 2_000), p("b", 9_000)]).await.unwrap();
+        store.write_points(vec![p("a", 7_000)]).await.unwrap();
+        let epoch = store.dirty_epoch().await.unwrap();
+        store.close();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        assert_eq!(store.dirty_epoch().await.unwrap(), epoch);
+        let mut marks = store.dirty_marks().await.unwrap();
+        marks.sort();
+        assert_eq!(marks, vec![("a".to_string(), 2_000, 2), ("b".to_string(), 9_000, 1)]);
+        // A write after reading the marks bumps a's sequence: clearing the old one keeps it.
+        store.write_points(vec![p("a", 8_000)]).await.unwrap();
+        store.clear_dirty(marks.into_iter().map(|(m, _, s)| (m, s)).collect()).await.unwrap();
+        assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 3)]);
+        store.close();
+        // Version 2 upgrades to 3 in place.
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'", []).unwrap();
+        drop(c);
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "3");
+    }
+
     #[test]
     fn a_store_of_another_format_version_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
@@ -919,7 +983,7 @@ mod tests {
         c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
         drop(c);
         let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
-        assert!(e.contains("format version 99") && e.contains("reads version 2"), "{e}");
+        assert!(e.contains("format version 99") && e.contains("reads version 3"), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
