@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 use crate::config::UnknownMeter;
 use crate::ingest::lineproto::Precision;
 use crate::ingest::batch::{ingest_batch, BatchError};
@@ -47,7 +47,17 @@ fn body_bytes(s: &Shared, headers: &HeaderMap, body: Bytes, source: &str) -> Res
 
 /// `POST /api/v1/ingest`: a gateway batch. Answers 200 only after the commit; idempotent on
 /// (gateway, sequence).
-pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+/// The rate-limit key of an ingest request: the gateway token's id, else the batch's claimed
+/// gateway, else the token's name.
+fn throttle(s: &Shared, principal: &Principal, claimed: Option<&str>) -> Result<(), Response> {
+    let key = principal.gateway.as_deref().or(claimed).unwrap_or(&principal.name);
+    s.ingest_limiter.check(key, std::time::Instant::now()).map_err(|wait| {
+        s.metrics.ingest_throttled.inc();
+        super::limits::too_many(key, wait)
+    })
+}
+
+pub(super) async fn batch(State(s): State<Shared>, principal: Principal, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok()) {
         if !ct.starts_with("application/json") {
             s.metrics.rejected.with_label_values(&["batch", "content_type"]).inc();
@@ -55,7 +65,18 @@ pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Byt
         }
     }
     let bytes = body_bytes(&s, &headers, body, "batch")?;
-    match ingest_batch(&s, &bytes, None, now_ms()).await {
+    let claimed = energy_wire::batch_identity(&bytes).map(|i| i.0);
+    if let Some(g) = &claimed {
+        if let Err(e) = principal.require_gateway(g) {
+            s.metrics.rejected.with_label_values(&["batch", "wrong_gateway"]).inc();
+            return Err(e.into());
+        }
+    }
+    if let Err(r) = throttle(&s, &principal, claimed.as_deref()) {
+        return Ok(r);
+    }
+    // A gateway token's batches must be its own gateway's, whatever the quick look above saw.
+    match ingest_batch(&s, &bytes, principal.gateway.as_deref(), now_ms()).await {
         Ok(stored) => {
             let mut v = serde_json::to_value(&stored.outcome).unwrap_or_default();
             v["gateway"] = stored.gateway.into();
@@ -84,8 +105,11 @@ enum Flavour {
     V2,
 }
 
-async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, String>, body: Bytes, flavour: Flavour) -> Result<Response, ApiError> {
+async fn write_lines(s: Shared, principal: Principal, headers: HeaderMap, params: HashMap<String, String>, body: Bytes, flavour: Flavour) -> Result<Response, ApiError> {
     let source = "line_protocol";
+    if let Err(r) = throttle(&s, &principal, None) {
+        return Ok(r);
+    }
     let precision = Precision::parse(params.get("precision").map_or("", String::as_str)).map_err(|e| {
         s.metrics.rejected.with_label_values(&[source, "bad_precision"]).inc();
         ApiError::bad_request(e)
@@ -128,11 +152,11 @@ async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, Stri
 }
 
 /// `POST /api/v2/write?bucket=..&precision=..` (InfluxDB 2.x/3.x write API).
-pub(super) async fn write_v2(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
-    write_lines(s, headers, params, body, Flavour::V2).await
+pub(super) async fn write_v2(State(s): State<Shared>, principal: Principal, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
+    write_lines(s, principal, headers, params, body, Flavour::V2).await
 }
 
 /// `POST /write?db=..&precision=..` (InfluxDB 1.x write API).
-pub(super) async fn write_v1(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
-    write_lines(s, headers, params, body, Flavour::V1).await
+pub(super) async fn write_v1(State(s): State<Shared>, principal: Principal, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
+    write_lines(s, principal, headers, params, body, Flavour::V1).await
 }

@@ -9,7 +9,7 @@ use chrono::DateTime;
 use energy_wire::{Carrier, Quantity};
 use serde_json::{json, Value};
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 use crate::accounting::calendar::{boundaries, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
 use crate::accounting::rollup::{counter_readings, hour_of, HourRollup, HOUR_MS};
@@ -50,9 +50,10 @@ fn parse_step(s: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/series?meter=..&quantity=..&from=..&to=..[&step=..&agg=mean|min|max|last]`
-pub(super) async fn series(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let meter = param(&p, "meter")?.to_string();
+    principal.require_meter(&s.registry, &meter)?;
     let q: Quantity = param(&p, "quantity")?.parse().map_err(|e: energy_wire::UnknownQuantity| ApiError::bad_request(e.to_string()))?;
     if s.registry.meter(&meter).is_none() && s.store.last_seen(&meter).is_none() {
         return Err(ApiError::not_found(format!("meter `{meter}` is not in the registry and has no readings")));
@@ -125,7 +126,7 @@ fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &Da
 }
 
 /// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=hour|day|month|year[&carrier=..]`
-pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let reg = s.registry.clone();
     let scopes: Vec<(&str, &String)> = ["agency", "building", "meter"].iter().filter_map(|k| p.get(*k).map(|v| (*k, v))).collect();
@@ -134,6 +135,12 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
         [] => return Err(ApiError::bad_request("give one of `agency`, `building` or `meter`")),
         _ => return Err(ApiError::bad_request("give only one of `agency`, `building` or `meter`")),
     };
+    // Before the existence checks, so that an agency token cannot probe other ids.
+    match kind {
+        "agency" => principal.require_agency(&reg, id)?,
+        "building" => principal.require_building(&reg, id)?,
+        _ => principal.require_meter(&reg, id)?,
+    }
     // (meter, share) pairs in scope.
     let meters: Vec<(&crate::registry::Meter, f64)> = match kind {
         "agency" => {
