@@ -199,3 +199,5 @@ pub(crate) fn html_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod auth_tests;

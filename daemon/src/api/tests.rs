@@ -15,7 +15,7 @@ use crate::config::{IngestConfig, RetentionConfig, UnknownMeter};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
-const REGISTRY: &str = r#"
+pub(super) const REGISTRY: &str = r#"
 [[agency]]
 id = "a"
 name = "Agency A"
@@ -42,28 +42,37 @@ agency = "b"
 "#;
 
 /// 2026-03-01T00:00:00+08:00
-const T0: i64 = 1_772_294_400_000;
+pub(super) const T0: i64 = 1_772_294_400_000;
 const H: i64 = 3_600_000;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: Arc<AppState>,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) state: Arc<AppState>,
 }
 
 fn fixture(unknown: UnknownMeter) -> Fixture {
+    fixture_with(REGISTRY, unknown, None, super::limits::RateLimiter::unlimited())
+}
+
+/// A fixture with tokens (`None`: authentication off) and an ingest rate limiter.
+pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: super::limits::RateLimiter) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
     let state = Arc::new(AppState {
         store,
-        registry: Arc::new(Registry::parse(REGISTRY).unwrap()),
+        registry: Arc::new(Registry::parse(registry).unwrap()),
         tz: chrono_tz::Asia::Shanghai,
         metrics,
-        ingest: IngestConfig { unknown_meter: unknown },
+        ingest: IngestConfig { unknown_meter: unknown, ..Default::default() },
         retention: RetentionConfig::default(),
         max_body_bytes: 64 * 1024,
         unassigned: Mutex::new(BTreeSet::new()),
         gateways: Mutex::new(Default::default()),
+        auth,
+        audit: crate::audit::AuditLog::open(dir.path()).unwrap(),
+        ingest_limiter,
+        request_timeout: std::time::Duration::from_secs(60),
     });
     Fixture { _dir: dir, state }
 }
