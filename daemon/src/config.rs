@@ -426,4 +426,26 @@ mod tests {
         let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
     }
+
+    #[test]
+    fn open_api_beyond_loopback_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        let load = |extra: &str| {
+            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
+            DaemonConfig::load(&cfg)
+        };
+        let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
+        assert!(e.contains("http.listen `0.0.0.0:8080` is not a loopback address") && e.contains("allow_insecure_open"), "{e}");
+        assert!(load("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_open = true\n").is_ok());
+        assert!(load("[http]\nlisten = \"[::1]:8080\"\n").is_ok());
+        let token = format!("[auth]\n[[auth.token]]\nname = \"ops\"\nrole = \"admin\"\nsha256 = \"{}\"\n", crate::auth::hash_token("t"));
+        let l = load(&format!("[http]\nlisten = \"0.0.0.0:8080\"\n{token}")).unwrap();
+        assert!(l.tokens.unwrap().authenticate("t").is_some());
+        let e = load("[http]\ntls_cert_file = \"c.pem\"\n").unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        let e = load("[http]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n[auth]\n").unwrap_err().to_string();
+        assert!(e.contains("c.pem does not exist") && e.contains("holds no tokens"), "{e}");
+    }
 }
