@@ -203,8 +203,8 @@ async fn bad_input_barrage_gets_the_right_statuses_and_the_daemon_keeps_serving(
     cases.push(case("wrong password in ?p=", "POST", "/write?db=x&u=gw&p=wrong", None, b"energy,meter=sec-elec active_energy_import=1\n".to_vec(), &[401]));
     // Queries with bad parameters, and huge query strings.
     let q = |what: &str, path: String, want: &'static [u16]| case(what, "GET", &path, adm, vec![], want);
-    cases.push(q("bad time", format!("/api/v1/consumption?agency=ag-a&from=yesterday&to=2026-01-02&interval=day"), &[400]));
-    cases.push(q("bad interval", format!("/api/v1/consumption?agency=ag-a&from=2026-01-01&to=2026-01-02&interval=fortnight"), &[400]));
+    cases.push(q("bad time", "/api/v1/consumption?agency=ag-a&from=yesterday&to=2026-01-02&interval=day".into(), &[400]));
+    cases.push(q("bad interval", "/api/v1/consumption?agency=ag-a&from=2026-01-01&to=2026-01-02&interval=fortnight".into(), &[400]));
     cases.push(q("two scopes", format!("/api/v1/consumption?agency=ag-a&building=bl-a&{w}"), &[400]));
     cases.push(q("to before from", "/api/v1/consumption?agency=ag-a&from=2026-02-01&to=2026-01-01&interval=day".into(), &[400]));
     cases.push(q("too many periods", "/api/v1/consumption?agency=ag-a&from=2000-01-01&to=2026-01-01&interval=hour".into(), &[400]));

@@ -41,6 +41,17 @@ pub enum Access {
     Roles(&'static [Role]),
     /// Admin only.
     Admin,
+    /// A read under `/api/v1/agencies/{id}/...`, `/buildings/{id}/...` or `/meters/{id}/...`:
+    /// any reader who may see that agency, building or meter (checked here, from the path).
+    InPath(PathScope),
+}
+
+/// Which registry id a route's path carries (its fifth segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathScope {
+    Agency,
+    Building,
+    Meter,
 }
 
 /// The access class of a route (its matched path, e.g. `/api/v1/meters/{id}/events`).
@@ -54,10 +65,18 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
             Access::Scoped
         }
         Some("/api/v1/audit") if read => Access::Roles(&[Role::Bureau]),
-        Some("/api/v1/meters/{id}/events" | "/api/v1/meters/{id}/corrections") if !read => Access::Roles(&[Role::Engineer]),
+        Some(r) if !read && r.starts_with("/api/v1/meters/{") && (r.ends_with("/events") || r.ends_with("/corrections")) => Access::Roles(&[Role::Engineer]),
+        Some(r) if read && r.starts_with("/api/v1/agencies/{") => Access::InPath(PathScope::Agency),
+        Some(r) if read && r.starts_with("/api/v1/buildings/{") => Access::InPath(PathScope::Building),
+        Some(r) if read && r.starts_with("/api/v1/meters/{") => Access::InPath(PathScope::Meter),
         _ if read => Access::ReadAll,
         _ => Access::Admin,
     }
+}
+
+/// The id in a path such as `/api/v1/agencies/prov-drc/indicators`, percent-decoded.
+fn path_id(path: &str) -> Option<String> {
+    path.split('/').nth(4).filter(|s| !s.is_empty()).map(percent_decode)
 }
 
 fn is_line_protocol(route: Option<&str>) -> bool {
@@ -186,6 +205,14 @@ pub(super) async fn authenticate(State(s): State<Shared>, mut req: Request, next
         Access::ReadAll => principal.require_read_all(),
         Access::Roles(roles) => principal.require_any(roles),
         Access::Admin => principal.require_role(Role::Admin),
+        Access::InPath(scope) => match path_id(req.uri().path()) {
+            None => principal.require_read_all(),
+            Some(id) => match scope {
+                PathScope::Agency => principal.require_agency(&s.registry, &id),
+                PathScope::Building => principal.require_building(&s.registry, &id),
+                PathScope::Meter => principal.require_meter(&s.registry, &id),
+            },
+        },
     };
     if let Err(e) = allowed {
         s.metrics.auth_forbidden.with_label_values(&[principal.role.name()]).inc();
@@ -245,5 +272,10 @@ mod tests {
         assert_eq!(access(&Method::POST, Some("/api/v1/meters/{id}/events")), Access::Roles(&[Role::Engineer]));
         assert_eq!(access(&Method::POST, Some("/api/v1/consumption")), Access::Admin);
         assert_eq!(access(&Method::GET, None), Access::ReadAll);
+        assert_eq!(access(&Method::POST, Some("/api/v1/meters/{meter}/corrections")), Access::Roles(&[Role::Engineer]));
+        assert_eq!(access(&Method::GET, Some("/api/v1/agencies/{id}/indicators")), Access::InPath(PathScope::Agency));
+        assert_eq!(access(&Method::GET, Some("/api/v1/meters/{id}/events")), Access::InPath(PathScope::Meter));
+        assert_eq!(path_id("/api/v1/agencies/prov%2Ddrc/indicators").as_deref(), Some("prov-drc"));
+        assert_eq!(path_id("/api/v1/agencies/"), None);
     }
 }

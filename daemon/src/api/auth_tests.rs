@@ -2,6 +2,8 @@
 //! or with a wrong token, 403 outside the role or scope, lists filtered for agency tokens,
 //! gateway tokens only for their own batches, 429 over the ingest rate.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use energy_wire::{encode_batch, Batch, Quantity, Sample};
@@ -264,4 +266,14 @@ async fn without_auth_everyone_is_admin_and_metrics_can_need_a_token() {
     assert_eq!(as_role(&f, "none", "GET", "/metrics", Vec::new()).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(as_role(&f, "gateway", "GET", "/metrics", Vec::new()).await.0, StatusCode::OK);
     assert_eq!(hash_token("tok-admin").len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_timeout_gets_503() {
+    let mut f = fx();
+    Arc::get_mut(&mut f.state).unwrap().request_timeout = std::time::Duration::from_nanos(1);
+    // The consumption query waits for the store's read threads, so it cannot answer in 1 ns.
+    let (s, v) = as_role(&f, "admin", "GET", &format!("/api/v1/consumption?agency=a&{W}"), Vec::new()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("http.request_timeout_ms"), "{v}");
 }

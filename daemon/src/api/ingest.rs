@@ -64,12 +64,12 @@ fn body_bytes(s: &Shared, headers: &HeaderMap, body: Bytes, source: &str) -> Res
 /// (gateway, sequence).
 /// The rate-limit key of an ingest request: the gateway token's id, else the batch's claimed
 /// gateway, else the token's name.
-fn throttle(s: &Shared, principal: &Principal, claimed: Option<&str>) -> Result<(), Response> {
+/// `Some(429 answer)` when over the rate.
+fn throttle(s: &Shared, principal: &Principal, claimed: Option<&str>) -> Option<Response> {
     let key = principal.gateway.as_deref().or(claimed).unwrap_or(&principal.name);
-    s.ingest_limiter.check(key, std::time::Instant::now()).map_err(|wait| {
-        s.metrics.ingest_throttled.inc();
-        super::limits::too_many(key, wait)
-    })
+    let wait = s.ingest_limiter.check(key, std::time::Instant::now()).err()?;
+    s.metrics.ingest_throttled.inc();
+    Some(super::limits::too_many(key, wait))
 }
 
 pub(super) async fn batch(State(s): State<Shared>, principal: Principal, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -88,7 +88,7 @@ pub(super) async fn batch(State(s): State<Shared>, principal: Principal, headers
             return Err(e.into());
         }
     }
-    if let Err(r) = throttle(&s, &principal, claimed.as_deref()) {
+    if let Some(r) = throttle(&s, &principal, claimed.as_deref()) {
         return Ok(r);
     }
     // A gateway token's batches must be its own gateway's, whatever the quick look above saw.
@@ -123,7 +123,7 @@ enum Flavour {
 
 async fn write_lines(s: Shared, principal: Principal, headers: HeaderMap, params: HashMap<String, String>, body: Result<Bytes, BytesRejection>, flavour: Flavour) -> Result<Response, ApiError> {
     let source = "line_protocol";
-    if let Err(r) = throttle(&s, &principal, None) {
+    if let Some(r) = throttle(&s, &principal, None) {
         return Ok(r);
     }
     let precision = Precision::parse(params.get("precision").map_or("", String::as_str)).map_err(|e| {
