@@ -146,3 +146,29 @@ fn record_config(audit: &audit::AuditLog, loaded: &Loaded) -> Result<(), audit::
     }
     audit.record(&who, "config.load", &target, detail)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_loads_and_changes_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("r.toml"), "").unwrap();
+        std::fs::write(d.join("energyd.toml"), "data_dir = \"data\"\nregistry = \"r.toml\"\n").unwrap();
+        let audit = audit::AuditLog::open(d).unwrap();
+        let load = || config::DaemonConfig::load(&d.join("energyd.toml")).unwrap();
+        record_config(&audit, &load()).unwrap();
+        record_config(&audit, &load()).unwrap();
+        std::fs::write(d.join("r.toml"), "[[agency]]\nid = \"a\"\nname = \"A\"\nlevel = \"city\"\n").unwrap();
+        record_config(&audit, &load()).unwrap();
+        let (items, _) = audit.read_page(0, 10).unwrap();
+        let actions: Vec<&str> = items.iter().filter_map(|r| r["action"].as_str()).collect();
+        assert_eq!(actions, ["config.load", "config.load", "config.change", "config.load"]);
+        assert_eq!(items[0]["who"], "energyd");
+        let files = items[0]["detail"]["files"].as_object().unwrap();
+        assert!(files.values().all(|h| h.as_str().is_some_and(|h| h.len() == 64)), "{files:?}");
+        assert_ne!(items[2]["detail"]["before"], items[2]["detail"]["after"]);
+    }
+}
