@@ -187,6 +187,7 @@ pub(super) async fn authenticate(State(s): State<Shared>, mut req: Request, next
                     };
                     return refuse(&s, remote, &route_name, "missing", how);
                 }
+                Some(t) if t.is_empty() && open => return next.run(req).await,
                 Some(t) if t.is_empty() => {
                     return refuse(&s, remote, &route_name, "malformed", "the Authorization header is not `Bearer <token>`");
                 }
