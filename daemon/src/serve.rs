@@ -132,3 +132,48 @@ where
         tracing::debug!(%peer, "connection ended: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One connection at a time: an idle client holds the only slot until the header read
+    /// timeout cuts it; then the next client is served. Shutdown returns.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_clients_are_cut_and_free_their_slot() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+        let limits = ConnLimits { max_connections: 1, header_read_timeout: Duration::from_millis(500) };
+        let cancel = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, None, limits, Metrics::new(), cancel.clone()));
+
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        // Let the server take the idle connection first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t0 = std::time::Instant::now();
+        let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+        next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), next.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(t0.elapsed() >= Duration::from_millis(300), "served while the only slot was taken: {:?}", t0.elapsed());
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest)).await.unwrap().unwrap_or(0);
+        assert!(!String::from_utf8_lossy(&rest[..n]).contains(" 200 "), "the idle client was answered");
+
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    }
+
+    #[test]
+    fn tls_files_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let e = tls_acceptor(&cert, &dir.path().join("key.pem")).err().unwrap();
+        assert!(e.contains("cert.pem") && e.contains("no PEM certificate"), "{e}");
+    }
+}
