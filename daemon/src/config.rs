@@ -9,9 +9,19 @@
 //! [http]
 //! listen = "127.0.0.1:8080"
 //! max_body_bytes = 33554432
+//! # allow_insecure_open = false   # listen beyond loopback without [auth] (behind an authenticating proxy)
+//! # tls_cert_file = "cert.pem"    # HTTPS: certificate chain and key, PEM
+//! # tls_key_file = "key.pem"
+//! request_timeout_ms = 60000      # a request not answered by then gets 503
+//! header_read_timeout_ms = 10000  # a client sending its headers slower is disconnected
+//! max_connections = 1024          # more wait in the listen backlog
+//!
+//! [auth]                          # see auth.rs; absent: open (implicit admin), loopback only
 //!
 //! [ingest]
 //! unknown_meter = "reject"      # or "accept": keep the points and list the meter as unassigned
+//! rate_per_gateway = 0.0        # ingest requests per second per gateway (0: no limit); over it: 429
+//! burst_per_gateway = 0         # bucket size (0: twice the rate, at least 1)
 //!
 //! [retention]
 //! raw_days = 1096               # raw points (default: three years and a day); older input is refused
@@ -40,6 +50,10 @@ pub struct DaemonConfig {
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Bearer-token authentication. Absent: every request acts as an implicit admin, which
+    /// `validate` allows on loopback addresses only.
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 /// How long each resolution is kept. Points older than the raw retention are refused at ingest
@@ -144,12 +158,51 @@ pub struct HttpConfig {
     /// Largest request body accepted (after decompression); larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Listen on a non-loopback address without `[auth]`: only behind a reverse proxy that
+    /// authenticates every request itself.
+    #[serde(default)]
+    pub allow_insecure_open: bool,
+    /// HTTPS: the certificate chain (PEM), with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// HTTPS: the private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// A request not answered within this gets 503 (reading its body included).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// A connection that does not send a request's headers within this is closed (slowloris);
+    /// also the TLS handshake's limit.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen(), max_body_bytes: default_max_body() }
+        HttpConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            allow_insecure_open: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            max_connections: default_max_connections(),
+        }
     }
+}
+
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -168,6 +221,14 @@ pub struct IngestConfig {
     /// them); their unknown meters are listed as unassigned.
     #[serde(default)]
     pub unknown_meter: UnknownMeter,
+    /// Ingest requests (batches or line-protocol writes) per second per gateway (the gateway
+    /// token's id, else the batch's `gateway`, else the token's name); 0: no limit. Over it: 429
+    /// with `Retry-After`, which the gateway's uplink honours.
+    #[serde(default)]
+    pub rate_per_gateway: f64,
+    /// Token-bucket size: requests allowed in a burst (0: twice the rate, at least 1).
+    #[serde(default)]
+    pub burst_per_gateway: u32,
 }
 
 /// Three years and a day: a full three-year history is always there.
@@ -195,6 +256,10 @@ pub struct Loaded {
     pub config: DaemonConfig,
     pub registry: Registry,
     pub tz: chrono_tz::Tz,
+    /// The token table when `[auth]` is configured; `None`: open (implicit admin).
+    pub tokens: Option<crate::auth::Tokens>,
+    /// The file this was loaded from (hashed into the audit log at startup).
+    pub source: Option<PathBuf>,
 }
 
 impl DaemonConfig {
@@ -212,13 +277,20 @@ impl DaemonConfig {
         if c.data_dir.is_relative() {
             c.data_dir = base.join(&c.data_dir);
         }
+        for f in [c.http.tls_cert_file.as_mut(), c.http.tls_key_file.as_mut(), c.auth.as_mut().and_then(|a| a.tokens_file.as_mut())].into_iter().flatten() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         Ok(c)
     }
 
     /// Loads the file and the registry it names; every problem in either is reported at once.
     pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         let config = DaemonConfig::read(path)?;
-        config.validate()
+        let mut loaded = config.validate()?;
+        loaded.source = Some(path.to_path_buf());
+        Ok(loaded)
     }
 
     pub fn validate(self) -> Result<Loaded, ConfigErrors> {
@@ -230,8 +302,38 @@ impl DaemonConfig {
                 None
             }
         };
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        let listen = self.http.listen.parse::<std::net::SocketAddr>();
+        if listen.is_err() {
             errors.push(format!("http.listen `{}` is not an address such as 127.0.0.1:8080", self.http.listen));
+        }
+        if let Ok(addr) = listen {
+            if !addr.ip().is_loopback() && self.auth.is_none() && !self.http.allow_insecure_open {
+                errors.push(format!(
+                    "http.listen `{}` is not a loopback address and no [auth] tokens are configured: add [auth] tokens (`energyd token new`), \
+                     or listen on 127.0.0.1, or set http.allow_insecure_open = true only behind a proxy that authenticates every request",
+                    self.http.listen
+                ));
+            }
+        }
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (Some(c), Some(k)) => {
+                for (key, f) in [("http.tls_cert_file", c), ("http.tls_key_file", k)] {
+                    if !f.is_file() {
+                        errors.push(format!("{key} {} does not exist", f.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => errors.push("http.tls_cert_file and http.tls_key_file go together: give both for HTTPS, or neither".into()),
+        }
+        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 {
+            errors.push("http.request_timeout_ms and http.header_read_timeout_ms must be at least 100".into());
+        }
+        if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
+            errors.push("http.max_connections must be 1..=1000000".into());
+        }
+        if !(self.ingest.rate_per_gateway.is_finite() && self.ingest.rate_per_gateway >= 0.0) {
+            errors.push("ingest.rate_per_gateway must be a number of requests per second, 0 or more".into());
         }
         if self.http.max_body_bytes < 1024 {
             errors.push("http.max_body_bytes must be at least 1024".into());
@@ -264,8 +366,18 @@ impl DaemonConfig {
                 None
             }
         };
+        let tokens = match &self.auth {
+            None => None,
+            Some(a) => match crate::auth::Tokens::load(a, Path::new("."), registry.as_ref()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            },
+        };
         match (tz, registry) {
-            (Some(tz), Some(registry)) if errors.is_empty() => Ok(Loaded { config: self, registry, tz }),
+            (Some(tz), Some(registry)) if errors.is_empty() => Ok(Loaded { config: self, registry, tz, tokens, source: None }),
             _ => Err(ConfigErrors(errors)),
         }
     }
@@ -313,5 +425,27 @@ mod tests {
         std::fs::write(&cfg, "data_dir = \"d\"\nregistry = \"r.toml\"\nlisten = \"x\"\n").unwrap();
         let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
         assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn open_api_beyond_loopback_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        let load = |extra: &str| {
+            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
+            DaemonConfig::load(&cfg)
+        };
+        let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
+        assert!(e.contains("http.listen `0.0.0.0:8080` is not a loopback address") && e.contains("allow_insecure_open"), "{e}");
+        assert!(load("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_open = true\n").is_ok());
+        assert!(load("[http]\nlisten = \"[::1]:8080\"\n").is_ok());
+        let token = format!("[auth]\n[[auth.token]]\nname = \"ops\"\nrole = \"admin\"\nsha256 = \"{}\"\n", crate::auth::hash_token("t"));
+        let l = load(&format!("[http]\nlisten = \"0.0.0.0:8080\"\n{token}")).unwrap();
+        assert!(l.tokens.unwrap().authenticate("t").is_some());
+        let e = load("[http]\ntls_cert_file = \"c.pem\"\n").unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        let e = load("[http]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n[auth]\n").unwrap_err().to_string();
+        assert!(e.contains("c.pem does not exist") && e.contains("holds no tokens"), "{e}");
     }
 }

@@ -7,11 +7,14 @@
 
 pub mod accounting;
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod registry;
+pub mod serve;
 pub mod store;
 
 use std::collections::BTreeSet;
@@ -35,6 +38,10 @@ pub enum DaemonError {
     Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Tls(String),
+    #[error("{0}")]
+    Audit(#[from] audit::AuditError),
 }
 
 /// A daemon whose store is open and whose listener is bound, ready to serve.
@@ -43,6 +50,8 @@ pub struct Daemon {
     pub state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     mqtt: Option<config::MqttConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: serve::ConnLimits,
 }
 
 impl Daemon {
@@ -51,6 +60,12 @@ impl Daemon {
         let metrics = metrics::Metrics::new();
         let retention = loaded.config.retention;
         let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
+        let tls = match (&loaded.config.http.tls_cert_file, &loaded.config.http.tls_key_file) {
+            (Some(c), Some(k)) => Some(serve::tls_acceptor(c, k).map_err(DaemonError::Tls)?),
+            _ => None,
+        };
+        let audit = audit::AuditLog::open(&loaded.config.data_dir)?;
+        record_config(&audit, &loaded)?;
         let store = store::open_with(&loaded.config.data_dir, metrics.clone(), options)?;
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
@@ -67,22 +82,35 @@ impl Daemon {
             max_body_bytes: loaded.config.http.max_body_bytes,
             unassigned: Mutex::new(BTreeSet::new()),
             gateways: Mutex::new(Default::default()),
+            ingest_limiter: api::limits::RateLimiter::new(loaded.config.ingest.rate_per_gateway, loaded.config.ingest.burst_per_gateway),
+            request_timeout: std::time::Duration::from_millis(loaded.config.http.request_timeout_ms),
+            auth: loaded.tokens,
+            audit,
         });
         let mqtt = loaded.config.mqtt.clone();
-        Ok(Daemon { addr, state, listener, mqtt })
+        let limits = serve::ConnLimits {
+            max_connections: loaded.config.http.max_connections,
+            header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
+        };
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits })
     }
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
     /// closes the store after its last commit.
     pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
         let app = api::app(self.state.clone());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.addr, "energyd listening");
-        println!("energyd listening on http://{}", self.addr);
+        println!("energyd listening on {scheme}://{}", self.addr);
+        match &self.state.auth {
+            None => println!("authentication is off: every request acts as admin (allowed on loopback, or with http.allow_insecure_open)"),
+            Some(t) => println!("authentication is on: {} tokens", t.len()),
+        }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
-        let res = axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+        let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         mqtt_cancel.cancel();
         if let Some(t) = mqtt_task {
             let _ = t.await;
@@ -91,5 +119,60 @@ impl Daemon {
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");
         res.map_err(DaemonError::Serve)
+    }
+}
+
+/// Records the configuration at startup in the audit log: each file's SHA-256, whether
+/// authentication and TLS are on; `config.change` when the hashes differ from the last start.
+fn record_config(audit: &audit::AuditLog, loaded: &Loaded) -> Result<(), audit::AuditError> {
+    let c = &loaded.config;
+    let mut files = serde_json::Map::new();
+    if let Some(p) = &loaded.source {
+        files.insert(p.display().to_string(), audit::file_sha256(p).into());
+    }
+    files.insert(c.registry.display().to_string(), audit::file_sha256(&c.registry).into());
+    if let Some(f) = c.auth.as_ref().and_then(|a| a.tokens_file.as_ref()) {
+        files.insert(f.display().to_string(), audit::file_sha256(f).into());
+    }
+    let detail = serde_json::json!({
+        "files": files,
+        "listen": c.http.listen,
+        "auth": loaded.tokens.as_ref().map_or(0, auth::Tokens::len),
+        "tls": c.http.tls_cert_file.is_some(),
+        "allow_insecure_open": c.http.allow_insecure_open,
+    });
+    let target = loaded.source.as_ref().map_or_else(|| "(built-in)".to_string(), |p| p.display().to_string());
+    let who = auth::Principal::system();
+    if let Some(prev) = audit.last_detail("config.load") {
+        if prev.get("files") != detail.get("files") {
+            audit.record(&who, "config.change", &target, serde_json::json!({ "before": prev["files"], "after": detail["files"] }))?;
+        }
+    }
+    audit.record(&who, "config.load", &target, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_loads_and_changes_are_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("r.toml"), "").unwrap();
+        std::fs::write(d.join("energyd.toml"), "data_dir = \"data\"\nregistry = \"r.toml\"\n").unwrap();
+        let audit = audit::AuditLog::open(d).unwrap();
+        let load = || config::DaemonConfig::load(&d.join("energyd.toml")).unwrap();
+        record_config(&audit, &load()).unwrap();
+        record_config(&audit, &load()).unwrap();
+        std::fs::write(d.join("r.toml"), "[[agency]]\nid = \"a\"\nname = \"A\"\nlevel = \"city\"\n").unwrap();
+        record_config(&audit, &load()).unwrap();
+        let (items, _) = audit.read_page(0, 10).unwrap();
+        let actions: Vec<&str> = items.iter().filter_map(|r| r["action"].as_str()).collect();
+        assert_eq!(actions, ["config.load", "config.load", "config.change", "config.load"]);
+        assert_eq!(items[0]["who"], "energyd");
+        let files = items[0]["detail"]["files"].as_object().unwrap();
+        assert!(files.values().all(|h| h.as_str().is_some_and(|h| h.len() == 64)), "{files:?}");
+        assert_ne!(items[2]["detail"]["before"], items[2]["detail"]["after"]);
     }
 }

@@ -32,12 +32,64 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// API tokens: `token new` prints a fresh token once and the entry (with its hash) to paste
+    /// into the configuration.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Make a random token; prints it once (only its SHA-256 goes into the configuration).
+    New {
+        /// admin | bureau | agency | engineer | gateway
+        #[arg(long)]
+        role: energyd::auth::Role,
+        /// Who or what holds it (shown in the audit log).
+        #[arg(long)]
+        name: String,
+        /// Role agency: the agency id it may read.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Role gateway: the gateway id it may post for.
+        #[arg(long)]
+        gateway: Option<String>,
+    },
+    /// Print the SHA-256 of a token read from standard input (to check a configured entry).
+    Hash,
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_modbus=warn"));
     use std::io::IsTerminal as _;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
+}
+
+fn token(cmd: TokenCmd) -> Result<(), String> {
+    use energyd::auth::{entry_toml, hash_token, new_token, Role, TokenEntry, Tokens};
+    match cmd {
+        TokenCmd::New { role, name, agency, gateway } => {
+            let entry = TokenEntry { name, role, agency, gateway, sha256: String::new() };
+            let token = new_token()?;
+            let entry = TokenEntry { sha256: hash_token(&token), ..entry };
+            // The same checks as the configuration (the registry is not read here).
+            let cfg = energyd::auth::AuthConfig { tokens: vec![entry.clone()], ..Default::default() };
+            Tokens::load(&cfg, std::path::Path::new("."), None).map_err(|e| e.join("\n"))?;
+            let hint = match role {
+                Role::Gateway => "the gateway's uplink.token_file (or ENERGY_GATEWAY__UPLINK__TOKEN)",
+                _ => "the client's `Authorization: Bearer` header",
+            };
+            println!("token (shown only now; give it to its holder, for {hint}):\n{token}\n");
+            println!("add to the [auth] section of energyd.toml (or, as [[token]], to auth.tokens_file):\n{}", entry_toml(&entry));
+            Ok(())
+        }
+        TokenCmd::Hash => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(|e| format!("cannot read standard input: {e}"))?;
+            println!("{}", hash_token(line.trim_end_matches(['\n', '\r'])));
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -78,6 +130,7 @@ fn main() -> ExitCode {
             }
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),
             Cmd::Simulate { config } => energyd::demo::simulate_from_file(&config).await.map_err(|e| e.to_string()),
+            Cmd::Token(t) => token(t),
         }
     });
     match result {

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub points_sealed: IntCounter,
     pub meters_known: IntGauge,
     pub gateway_up: prometheus::IntGaugeVec,
+    pub auth_refused: IntCounterVec,
+    pub auth_forbidden: IntCounterVec,
+    pub ingest_throttled: IntCounter,
+    pub http_connections: IntGauge,
+    pub tls_handshake_failures: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -70,6 +75,14 @@ impl Metrics {
                 Opts::new("energyd_gateway_up", "1 while a gateway's MQTT status is online, 0 after its last will"),
                 &["gateway"],
             )),
+            auth_refused: must(IntCounterVec::new(
+                Opts::new("energyd_auth_refused_total", "Requests refused with 401, by reason (missing, malformed, invalid)"),
+                &["reason"],
+            )),
+            auth_forbidden: must(IntCounterVec::new(Opts::new("energyd_auth_forbidden_total", "Requests refused with 403 by the route rules, by role"), &["role"])),
+            ingest_throttled: must(IntCounter::new("energyd_ingest_throttled_total", "Ingest requests refused with 429 (ingest.rate_per_gateway)")),
+            http_connections: must(IntGauge::new("energyd_http_connections", "HTTP connections open now")),
+            tls_handshake_failures: must(IntCounter::new("energyd_tls_handshake_failures_total", "TLS handshakes that failed or timed out")),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.points_written.clone())));
@@ -88,6 +101,11 @@ impl Metrics {
         must(r.register(Box::new(m.points_sealed.clone())));
         must(r.register(Box::new(m.meters_known.clone())));
         must(r.register(Box::new(m.gateway_up.clone())));
+        must(r.register(Box::new(m.auth_refused.clone())));
+        must(r.register(Box::new(m.auth_forbidden.clone())));
+        must(r.register(Box::new(m.ingest_throttled.clone())));
+        must(r.register(Box::new(m.http_connections.clone())));
+        must(r.register(Box::new(m.tls_handshake_failures.clone())));
         m
     }
 

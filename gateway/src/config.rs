@@ -108,9 +108,13 @@ pub struct UplinkConfig {
     /// `http://` / `https://` the daemon's `POST /api/v1/ingest` (e.g.
     /// `http://127.0.0.1:8080/api/v1/ingest`), `mqtt://host:1883` / `mqtts://host:8883` a broker.
     pub url: String,
-    /// Bearer token sent with every HTTP batch, if the daemon requires one.
+    /// Bearer token sent with every HTTP batch, if the daemon requires one (preferably from the
+    /// environment, `ENERGY_GATEWAY__UPLINK__TOKEN`, or from `token_file`). Never logged.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the token (surrounding whitespace ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     /// Site name, the second level of the MQTT topics `<prefix>/<site>/<gateway>/...`.
     #[serde(default = "default_site")]
     pub site: String,
@@ -162,6 +166,7 @@ impl UplinkConfig {
         UplinkConfig {
             url: url.into(),
             token: None,
+            token_file: None,
             site: default_site(),
             topic_prefix: default_topic_prefix(),
             username: None,
@@ -190,6 +195,21 @@ impl UplinkConfig {
             Some(f) => std::fs::read_to_string(f)
                 .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
                 .map_err(|e| format!("uplink.password_file {}: {e}", f.display())),
+        }
+    }
+
+    /// The HTTP bearer token, from `token` or `token_file`; errors name the file, never the token.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.trim().to_string()));
+        }
+        match &self.token_file {
+            None => Ok(None),
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(s) if s.trim().is_empty() => Err(format!("uplink.token_file {} is empty", f.display())),
+                Ok(s) => Ok(Some(s.trim().to_string())),
+                Err(e) => Err(format!("uplink.token_file {}: {e}", f.display())),
+            },
         }
     }
 
@@ -509,6 +529,12 @@ impl GatewayConfig {
         if let Err(e) = u.password() {
             errors.push(e);
         }
+        if let Err(e) = u.token() {
+            errors.push(e);
+        }
+        if u.token.is_some() && u.token_file.is_some() {
+            errors.push("uplink.token and uplink.token_file: give one, not both".into());
+        }
         if let Some(ca) = &u.ca_file {
             if !ca.is_file() {
                 errors.push(format!("uplink.ca_file {} does not exist", ca.display()));
@@ -638,6 +664,20 @@ impl GatewayConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_from_file_and_problems_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "edt_abc\n").unwrap();
+        let mut u = UplinkConfig::with_url("https://127.0.0.1:1/api/v1/ingest");
+        u.token_file = Some(f);
+        assert_eq!(u.token().unwrap().as_deref(), Some("edt_abc"));
+        u.token_file = Some(dir.path().join("missing"));
+        let e = u.token().unwrap_err();
+        assert!(e.contains("uplink.token_file") && e.contains("missing"), "{e}");
+    }
+
     use super::*;
 
     fn config(devices: &str) -> GatewayConfig {

@@ -7,7 +7,7 @@ use axum::Json;
 use chrono::Datelike;
 use serde_json::{json, Value};
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
 use crate::registry::{Agency, EventRecord, Registry};
@@ -80,10 +80,20 @@ pub async fn compute(s: &Shared, year: i32, now_ms: i64, agencies: &[&Agency], s
 }
 
 /// `GET /api/v1/agencies/{id}/indicators?year=..[&scope=agency|level|tree][&as_of=..]`
-pub(super) async fn agency_indicators(State(s): State<Shared>, Path(id): Path<String>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn agency_indicators(
+    State(s): State<Shared>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let reg = s.registry.clone();
+    principal.require_agency(&reg, &id)?;
     let agency = reg.agency(&id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
     let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(ApiError::bad_request))?;
+    // A jurisdiction's figures hold other agencies' data.
+    if scope != Scope::Agency {
+        principal.require_read_all()?;
+    }
     let (year, now_ms) = year_and_now(&s, &p)?;
     let mut out = compute(&s, year, now_ms, &[agency], scope).await?;
     let ind = out.pop().ok_or_else(|| ApiError::internal("indicators", "no result computed"))?;
@@ -97,18 +107,27 @@ pub(super) async fn agency_indicators(State(s): State<Shared>, Path(id): Path<St
     Ok(Json(v))
 }
 
-/// `GET /api/v1/indicators?year=..[&as_of=..]`: every agency's own indicators, in registry order.
-pub(super) async fn all_indicators(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/indicators?year=..[&as_of=..]`: every agency's own indicators, in registry order
+/// (an agency token sees its own only).
+pub(super) async fn all_indicators(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let reg = s.registry.clone();
+    principal.require_read()?;
     let (year, now_ms) = year_and_now(&s, &p)?;
-    let agencies: Vec<&Agency> = reg.file.agencies.iter().collect();
+    let agencies: Vec<&Agency> = reg.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)).collect();
     let out = compute(&s, year, now_ms, &agencies, Scope::Agency).await?;
     Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "items": out })))
 }
 
 /// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who
 /// and why. Stored durably before the answer; the meter's figures are recomputed.
-pub(super) async fn post_event(State(s): State<Shared>, Path(id): Path<String>, body: axum::body::Bytes) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+/// `by` defaults to the token's name. The event is written to the audit log too.
+pub(super) async fn post_event(
+    State(s): State<Shared>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    principal.require_role(crate::auth::Role::Engineer)?;
     let mut v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     match v.as_object_mut() {
         Some(o) => {
@@ -119,6 +138,9 @@ pub(super) async fn post_event(State(s): State<Shared>, Path(id): Path<String>, 
             }
             o.insert("meter".into(), json!(id));
             o.remove("recorded_at");
+            if !o.contains_key("by") && s.auth.is_some() {
+                o.insert("by".into(), json!(principal.name));
+            }
         }
         None => return Err(ApiError::bad_request("body must be a JSON object")),
     }
@@ -129,6 +151,8 @@ pub(super) async fn post_event(State(s): State<Shared>, Path(id): Path<String>, 
     }
     let engine = s.engine.clone();
     let stored = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e))??;
+    let detail = serde_json::to_value(&stored).unwrap_or_default();
+    s.record(&principal, "meter.event", &id, detail).await;
     Ok((axum::http::StatusCode::CREATED, Json(json!({ "stored": stored }))))
 }
 

@@ -17,6 +17,14 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> Self {
         ApiError { status: StatusCode::NOT_FOUND, message: m.into() }
     }
+    /// 401: no or bad credentials. The response carries `WWW-Authenticate: Bearer`.
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::UNAUTHORIZED, message: m.into() }
+    }
+    /// 403: authenticated, but not allowed.
+    pub fn forbidden(m: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::FORBIDDEN, message: m.into() }
+    }
     pub fn internal(context: &str, e: impl std::fmt::Display) -> Self {
         tracing::error!("{context}: {e}");
         ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("{context}; see the daemon's log") }
@@ -29,7 +37,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response()
+        let mut r = (self.status, axum::Json(serde_json::json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer realm=\"energyd\""));
+        }
+        r
     }
 }
 

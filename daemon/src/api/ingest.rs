@@ -4,12 +4,13 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 use crate::config::UnknownMeter;
 use crate::ingest::lineproto::Precision;
 use crate::ingest::batch::{ingest_batch, BatchError};
@@ -17,6 +18,20 @@ use crate::ingest::lines_to_points;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The body, or the reason it could not be read as a JSON error (axum's own rejection is plain
+/// text): 413 over `http.max_body_bytes`, counted as `too_large`.
+fn read_body(s: &Shared, body: Result<Bytes, BytesRejection>, source: &str) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            s.metrics.rejected.with_label_values(&[source, "too_large"]).inc();
+            ApiError { status, message: format!("body exceeds the limit of {} bytes (http.max_body_bytes)", s.max_body_bytes) }
+        } else {
+            ApiError { status, message: format!("cannot read the request body: {}", e.body_text()) }
+        }
+    })
 }
 
 /// Decompresses a gzip body within the size limit.
@@ -47,15 +62,37 @@ fn body_bytes(s: &Shared, headers: &HeaderMap, body: Bytes, source: &str) -> Res
 
 /// `POST /api/v1/ingest`: a gateway batch. Answers 200 only after the commit; idempotent on
 /// (gateway, sequence).
-pub(super) async fn batch(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+/// The rate-limit key of an ingest request: the gateway token's id, else the batch's claimed
+/// gateway, else the token's name.
+/// `Some(429 answer)` when over the rate.
+fn throttle(s: &Shared, principal: &Principal, claimed: Option<&str>) -> Option<Response> {
+    let key = principal.gateway.as_deref().or(claimed).unwrap_or(&principal.name);
+    let wait = s.ingest_limiter.check(key, std::time::Instant::now()).err()?;
+    s.metrics.ingest_throttled.inc();
+    Some(super::limits::too_many(key, wait))
+}
+
+pub(super) async fn batch(State(s): State<Shared>, principal: Principal, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     if let Some(ct) = headers.get("content-type").and_then(|v| v.to_str().ok()) {
         if !ct.starts_with("application/json") {
             s.metrics.rejected.with_label_values(&["batch", "content_type"]).inc();
             return Err(ApiError { status: StatusCode::UNSUPPORTED_MEDIA_TYPE, message: format!("content-type `{ct}` is not application/json") });
         }
     }
+    let body = read_body(&s, body, "batch")?;
     let bytes = body_bytes(&s, &headers, body, "batch")?;
-    match ingest_batch(&s, &bytes, None, now_ms()).await {
+    let claimed = energy_wire::batch_identity(&bytes).map(|i| i.0);
+    if let Some(g) = &claimed {
+        if let Err(e) = principal.require_gateway(g) {
+            s.metrics.rejected.with_label_values(&["batch", "wrong_gateway"]).inc();
+            return Err(e.into());
+        }
+    }
+    if let Some(r) = throttle(&s, &principal, claimed.as_deref()) {
+        return Ok(r);
+    }
+    // A gateway token's batches must be its own gateway's, whatever the quick look above saw.
+    match ingest_batch(&s, &bytes, principal.gateway.as_deref(), now_ms()).await {
         Ok(stored) => {
             let mut v = serde_json::to_value(&stored.outcome).unwrap_or_default();
             v["gateway"] = stored.gateway.into();
@@ -84,12 +121,16 @@ enum Flavour {
     V2,
 }
 
-async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, String>, body: Bytes, flavour: Flavour) -> Result<Response, ApiError> {
+async fn write_lines(s: Shared, principal: Principal, headers: HeaderMap, params: HashMap<String, String>, body: Result<Bytes, BytesRejection>, flavour: Flavour) -> Result<Response, ApiError> {
     let source = "line_protocol";
+    if let Some(r) = throttle(&s, &principal, None) {
+        return Ok(r);
+    }
     let precision = Precision::parse(params.get("precision").map_or("", String::as_str)).map_err(|e| {
         s.metrics.rejected.with_label_values(&[source, "bad_precision"]).inc();
         ApiError::bad_request(e)
     })?;
+    let body = read_body(&s, body, source)?;
     let bytes = body_bytes(&s, &headers, body, source)?;
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => t,
@@ -128,11 +169,11 @@ async fn write_lines(s: Shared, headers: HeaderMap, params: HashMap<String, Stri
 }
 
 /// `POST /api/v2/write?bucket=..&precision=..` (InfluxDB 2.x/3.x write API).
-pub(super) async fn write_v2(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
-    write_lines(s, headers, params, body, Flavour::V2).await
+pub(super) async fn write_v2(State(s): State<Shared>, principal: Principal, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    write_lines(s, principal, headers, params, body, Flavour::V2).await
 }
 
 /// `POST /write?db=..&precision=..` (InfluxDB 1.x write API).
-pub(super) async fn write_v1(State(s): State<Shared>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Result<Response, ApiError> {
-    write_lines(s, headers, params, body, Flavour::V1).await
+pub(super) async fn write_v1(State(s): State<Shared>, principal: Principal, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    write_lines(s, principal, headers, params, body, Flavour::V1).await
 }

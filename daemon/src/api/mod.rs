@@ -1,21 +1,25 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
 pub mod accounting;
+mod auth;
 mod error;
 mod ingest;
+pub mod limits;
 mod query;
 mod registry;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use auth::{access, Access};
 pub use error::ApiError;
+pub use crate::auth::{Principal, Role};
 
 use crate::config::{IngestConfig, RetentionConfig};
 use crate::metrics::Metrics;
@@ -37,6 +41,14 @@ pub struct AppState {
     pub unassigned: Mutex<BTreeSet<String>>,
     /// Gateways seen over MQTT: site, online (from their status topic), since when.
     pub gateways: Mutex<std::collections::BTreeMap<String, GatewayState>>,
+    /// Bearer tokens; `None`: authentication off, every request acts as an implicit admin.
+    pub auth: Option<crate::auth::Tokens>,
+    /// The audit log (`<data_dir>/audit.log`).
+    pub audit: crate::audit::AuditLog,
+    /// Ingest requests per gateway (`ingest.rate_per_gateway`).
+    pub ingest_limiter: limits::RateLimiter,
+    /// `http.request_timeout_ms`.
+    pub request_timeout: std::time::Duration,
 }
 
 /// What the daemon knows of a gateway's connection.
@@ -58,6 +70,18 @@ impl AppState {
         }
         e.site = site.to_string();
         self.metrics.gateway_up.with_label_values(&[gateway]).set(i64::from(online));
+    }
+
+    /// Appends to the audit log off the async threads (it fsyncs); a failure is logged, and
+    /// the action it records has happened anyway. Handlers that must not act unrecorded call
+    /// `self.audit.record` directly and fail on its error.
+    pub async fn record(self: &Arc<Self>, who: &Principal, action: &str, target: &str, detail: serde_json::Value) {
+        let (s, who, action, target) = (self.clone(), who.clone(), action.to_string(), target.to_string());
+        match tokio::task::spawn_blocking(move || s.audit.record(&who, &action, &target, detail)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("{e}"),
+            Err(e) => tracing::error!("audit log: {e}"),
+        }
     }
 
     pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
@@ -92,8 +116,11 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/meters/{id}/events", get(accounting::list_events).post(accounting::post_event))
         .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))
         .route("/api/v1/store/compact", post(compact))
+        .route("/api/v1/audit", get(audit))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::timeout))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
@@ -117,14 +144,35 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 
 /// `POST /api/v1/store/compact`: seals every day older than the head into compressed chunks now
 /// (the writer does it by itself in the background); answers after the last commit.
-async fn compact(State(s): State<Shared>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+async fn compact(State(s): State<Shared>, principal: Principal) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let out = s.store.compact().await?;
-    Ok(axum::Json(serde_json::json!({ "points_sealed": out.points_sealed, "store_bytes": s.store.bytes() })))
+    let detail = serde_json::json!({ "points_sealed": out.points_sealed, "store_bytes": s.store.bytes() });
+    s.record(&principal, "store.compact", "store", detail.clone()).await;
+    Ok(axum::Json(detail))
 }
 
-async fn index(State(s): State<Shared>) -> Html<String> {
+/// `GET /api/v1/audit?offset=0&limit=100` (admin, bureau): audit records in the order written.
+async fn audit(State(s): State<Shared>, Query(p): Query<std::collections::HashMap<String, String>>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let num = |k: &str, default: usize| -> Result<usize, ApiError> {
+        p.get(k).map_or(Ok(default), |v| v.parse::<usize>().map_err(|_| ApiError::bad_request(format!("`{k}` must be a whole number 0 or more"))))
+    };
+    let offset = num("offset", 0)?;
+    let limit = num("limit", 100)?;
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("`limit` must be 1..=1000"));
+    }
+    let st = s.clone();
+    let (items, total) = tokio::task::spawn_blocking(move || st.audit.read_page(offset, limit))
+        .await
+        .map_err(|e| ApiError::internal("reading the audit log", e))?
+        .map_err(|e| ApiError::internal("reading the audit log", e))?;
+    let next = (offset + items.len() < total).then_some(offset + items.len());
+    Ok(axum::Json(serde_json::json!({ "items": items, "offset": offset, "total": total, "next": next })))
+}
+
+async fn index(State(s): State<Shared>, principal: Principal) -> Html<String> {
     let mut links = String::new();
-    for a in &s.registry.file.agencies {
+    for a in s.registry.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)) {
         links.push_str(&format!(
             "<li>{} (<code>{}</code>): <a href=\"/api/v1/consumption?agency={}&amp;from={}&amp;to={}&amp;interval=month\">consumption this year by month</a></li>\n",
             html_escape(&a.name),
@@ -158,3 +206,5 @@ pub(crate) fn html_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod auth_tests;

@@ -9,7 +9,7 @@ use chrono::DateTime;
 use energy_wire::{Carrier, Quantity};
 use serde_json::{json, Value};
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 use crate::accounting::calendar::{boundaries, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
 use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
@@ -50,9 +50,10 @@ fn parse_step(s: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /api/v1/series?meter=..&quantity=..&from=..&to=..[&step=..&agg=mean|min|max|last]`
-pub(super) async fn series(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
     let meter = param(&p, "meter")?.to_string();
+    principal.require_meter(&s.registry, &meter)?;
     let q: Quantity = param(&p, "quantity")?.parse().map_err(|e: energy_wire::UnknownQuantity| ApiError::bad_request(e.to_string()))?;
     if s.registry.meter(&meter).is_none() && s.store.last_seen(&meter).is_none() {
         return Err(ApiError::not_found(format!("meter `{meter}` is not in the registry and has no readings")));
@@ -155,7 +156,7 @@ impl Periods {
 /// formula). A building's or an agency's is the sum of the **own** parts of the accounted meters
 /// (a meter less its sub-meters), an agency's times its allocation share, so that nothing is
 /// counted twice. Meter events (replacements, manual readings, exclusions) apply.
-pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     use crate::registry::{parse_formula, EndUse, Meter};
     let started = Instant::now();
     let reg = s.registry.clone();
@@ -165,6 +166,12 @@ pub(super) async fn consumption(State(s): State<Shared>, Query(p): Query<HashMap
         [] => return Err(ApiError::bad_request("give one of `agency`, `building` or `meter`")),
         _ => return Err(ApiError::bad_request("give only one of `agency`, `building` or `meter`")),
     };
+    // Before the existence checks, so that an agency token cannot probe other ids.
+    match kind {
+        "agency" => principal.require_agency(&reg, id)?,
+        "building" => principal.require_building(&reg, id)?,
+        _ => principal.require_meter(&reg, id)?,
+    }
     let carrier: Option<Carrier> = p.get("carrier").map(|c| c.parse::<Carrier>().map_err(ApiError::bad_request)).transpose()?;
     let end_use: Option<EndUse> = p.get("end_use").map(|c| c.parse::<EndUse>().map_err(ApiError::bad_request)).transpose()?;
     // (meter, share, own part?) in scope.

@@ -4,18 +4,21 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{ApiError, Shared};
+use super::{ApiError, Principal, Shared};
 
 fn rfc3339(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339())
 }
 
-pub(super) async fn agencies(State(s): State<Shared>) -> Json<Value> {
+/// Lists are filtered to what the principal may see (an agency token: its own agency, the
+/// buildings it occupies, the meters serving it).
+pub(super) async fn agencies(State(s): State<Shared>, principal: Principal) -> Json<Value> {
     let r = &s.registry;
     let items: Vec<Value> = r
         .file
         .agencies
         .iter()
+        .filter(|a| principal.sees_agency(&a.id))
         .map(|a| {
             let buildings: Vec<Value> = r
                 .file
@@ -29,14 +32,15 @@ pub(super) async fn agencies(State(s): State<Shared>) -> Json<Value> {
     Json(json!({ "items": items }))
 }
 
-pub(super) async fn buildings(State(s): State<Shared>) -> Json<Value> {
+pub(super) async fn buildings(State(s): State<Shared>, principal: Principal) -> Json<Value> {
     let r = &s.registry;
     let items: Vec<Value> = r
         .file
         .buildings
         .iter()
+        .filter(|b| principal.sees_building(r, &b.id))
         .map(|b| {
-            let meters: Vec<&str> = r.meters_of_building(&b.id).iter().map(|m| m.id.as_str()).collect();
+            let meters: Vec<&str> = r.meters_of_building(&b.id).iter().filter(|m| principal.sees_meter(r, &m.id)).map(|m| m.id.as_str()).collect();
             json!({
                 "id": b.id, "name": b.name, "floor_area": b.floor_area,
                 "heated_area": b.heated_area.unwrap_or(b.floor_area),
@@ -48,12 +52,13 @@ pub(super) async fn buildings(State(s): State<Shared>) -> Json<Value> {
     Json(json!({ "items": items }))
 }
 
-pub(super) async fn meters(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn meters(State(s): State<Shared>, principal: Principal) -> Result<Json<Value>, ApiError> {
     let r = &s.registry;
     let items: Vec<Value> = r
         .file
         .meters
         .iter()
+        .filter(|m| principal.sees_meter(r, &m.id))
         .map(|m| {
             let q = m.counter();
             json!({
@@ -63,6 +68,9 @@ pub(super) async fn meters(State(s): State<Shared>) -> Result<Json<Value>, ApiEr
             })
         })
         .collect();
+    if !principal.reads_all() {
+        return Ok(Json(json!({ "items": items, "unassigned": [] })));
+    }
     // Meters with stored readings that the registry does not know.
     let mut unassigned: std::collections::BTreeSet<String> = s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
     unassigned.extend(s.store.stored_meters().await?.into_iter().filter(|m| r.meter(m).is_none()));

@@ -15,7 +15,7 @@ use crate::config::{IngestConfig, RetentionConfig, UnknownMeter};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
-const REGISTRY: &str = r#"
+pub(super) const REGISTRY: &str = r#"
 [[agency]]
 id = "a"
 name = "Agency A"
@@ -42,19 +42,24 @@ agency = "b"
 "#;
 
 /// 2026-03-01T00:00:00+08:00
-const T0: i64 = 1_772_294_400_000;
+pub(super) const T0: i64 = 1_772_294_400_000;
 const H: i64 = 3_600_000;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    state: Arc<AppState>,
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) state: Arc<AppState>,
 }
 
 fn fixture(unknown: UnknownMeter) -> Fixture {
+    fixture_with(REGISTRY, unknown, None, super::limits::RateLimiter::unlimited())
+}
+
+/// A fixture with tokens (`None`: authentication off) and an ingest rate limiter.
+pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: super::limits::RateLimiter) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
-    let registry = Registry::parse(REGISTRY).unwrap();
+    let registry = Registry::parse(registry).unwrap();
     let engine = crate::accounting::engine::Engine::open(dir.path(), &registry, chrono_tz::Asia::Shanghai).unwrap();
     let state = Arc::new(AppState {
         store,
@@ -62,11 +67,15 @@ fn fixture(unknown: UnknownMeter) -> Fixture {
         registry: Arc::new(registry),
         tz: chrono_tz::Asia::Shanghai,
         metrics,
-        ingest: IngestConfig { unknown_meter: unknown },
+        ingest: IngestConfig { unknown_meter: unknown, ..Default::default() },
         retention: RetentionConfig::default(),
         max_body_bytes: 64 * 1024,
         unassigned: Mutex::new(BTreeSet::new()),
         gateways: Mutex::new(Default::default()),
+        auth,
+        audit: crate::audit::AuditLog::open(dir.path()).unwrap(),
+        ingest_limiter,
+        request_timeout: std::time::Duration::from_secs(60),
     });
     Fixture { _dir: dir, state }
 }
@@ -348,6 +357,9 @@ async fn indicators_follow_meter_events() {
     assert!(r["stored"]["recorded_at"].is_string());
     let (_, list) = get(&f, "/api/v1/meters/m1/events").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // Audited: who, what, which meter.
+    let (audit, _) = f.state.audit.read_page(0, 100).unwrap();
+    assert!(audit.iter().any(|r| r["action"] == "meter.event" && r["target"] == "m1"), "{audit:?}");
     // After: (115 - 100) + (9 - 0) = 24 kWh, x2 x 0.75 = 36 kWh.
     let (_, v) = get(&f, url).await;
     assert!((elec(&v).unwrap() - 36.0).abs() < 1e-9, "{v}");

@@ -65,7 +65,7 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
     };
     if let Some(g) = from_gateway {
         if g != batch.gateway {
-            return Err(reject(format!("batch from gateway `{}` arrived on the topic of gateway `{g}`", batch.gateway), "wrong_gateway"));
+            return Err(reject(format!("batch from gateway `{}` was sent as gateway `{g}` (its MQTT topic or its token)", batch.gateway), "wrong_gateway"));
         }
     }
     let mut batch = batch;

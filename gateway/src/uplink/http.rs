@@ -5,7 +5,9 @@
 //! it is appended to `dead-letter.jsonl` in the queue directory with the daemon's reason and then
 //! settled, so that it cannot block the queue (it is never silently dropped). 413 halves the
 //! batch size. Anything else (401, 403, 404, 429, 5xx, network errors) is retried with
-//! exponential back-off and jitter; the reason is logged and counted.
+//! exponential back-off and jitter; the reason is logged and counted. A 429 or 503 with
+//! `Retry-After: <seconds>` waits that long instead (at most `retry_max_ms`, at least the
+//! back-off).
 
 use std::time::{Duration, Instant};
 
@@ -17,10 +19,16 @@ enum Outcome {
     Acked,
     Rejected(u16, String),
     TooLarge,
-    Retry(String),
+    /// The reason, and the daemon's `Retry-After` if it gave one.
+    Retry(String, Option<Duration>),
 }
 
-async fn post(c: &Common, client: &reqwest::Client, out: &Outgoing) -> Outcome {
+/// `Retry-After` in seconds (the HTTP-date form is not used by energyd and is ignored).
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    h.get("retry-after")?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+async fn post(c: &Common, client: &reqwest::Client, token: Option<&str>, out: &Outgoing) -> Outcome {
     let mut req = client
         .post(&c.cfg.url)
         .header("content-type", "application/json")
@@ -29,19 +37,20 @@ async fn post(c: &Common, client: &reqwest::Client, out: &Outgoing) -> Outcome {
     if out.gzipped {
         req = req.header("content-encoding", "gzip");
     }
-    if let Some(t) = &c.cfg.token {
+    if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
     match req.send().await {
-        Err(e) => Outcome::Retry(format!("cannot reach {}: {e}", c.cfg.url)),
+        Err(e) => Outcome::Retry(format!("cannot reach {}: {e}", c.cfg.url), None),
         Ok(resp) => {
             let status = resp.status().as_u16();
+            let wait = retry_after(resp.headers());
             let body = resp.text().await.unwrap_or_default();
             match status {
                 200..=299 => Outcome::Acked,
                 400 | 422 => Outcome::Rejected(status, body),
                 413 => Outcome::TooLarge,
-                _ => Outcome::Retry(format!("daemon answered {status}: {}", body.chars().take(300).collect::<String>())),
+                _ => Outcome::Retry(format!("daemon answered {status}: {}", body.chars().take(300).collect::<String>()), wait),
             }
         }
     }
@@ -61,6 +70,14 @@ pub async fn run(c: Common, cancel: CancellationToken) {
             }
         }
     }
+    let token = match c.cfg.token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("uplink: {e}");
+            c.set_error(e);
+            return;
+        }
+    };
     let client = match builder.build() {
         Ok(cl) => cl,
         Err(e) => {
@@ -109,7 +126,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
         let started = Instant::now();
         let outcome = tokio::select! {
-            o = post(&c, &client, &out) => o,
+            o = post(&c, &client, token.as_deref(), &out) => o,
             () = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => break,
         };
         c.metrics.uplink_latency.observe(started.elapsed().as_secs_f64());
@@ -140,13 +157,17 @@ pub async fn run(c: Common, cancel: CancellationToken) {
                 lanes.sent(pick, first, last_seq);
                 c.settle(first, last_seq).await;
             }
-            Outcome::Retry(reason) => {
+            Outcome::Retry(reason, retry_after) => {
                 c.set_connected(false);
                 c.metrics.uplink_batches.with_label_values(&["retry"]).inc();
-                tracing::warn!(seq = first, "uplink failed, will retry in {} ms: {reason}", backoff.as_millis());
+                let wait = match retry_after {
+                    Some(d) => d.min(Duration::from_millis(c.cfg.retry_max_ms)).max(backoff),
+                    None => jittered(backoff),
+                };
+                tracing::warn!(seq = first, "uplink failed, will retry in {} ms: {reason}", wait.as_millis());
                 c.set_error(reason);
                 tokio::select! {
-                    () = tokio::time::sleep(jittered(backoff)) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = cancel.cancelled(), if drain_deadline.is_none() => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_millis(c.cfg.retry_max_ms));
@@ -156,5 +177,20 @@ pub async fn run(c: Common, cancel: CancellationToken) {
     let depth = super::lock(&c.queue).depth();
     if depth > 0 {
         tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
     }
 }
