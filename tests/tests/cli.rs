@@ -18,6 +18,31 @@ fn check_config_reports_every_problem_at_once() {
     for needle in ["timezone `Nowhere/City`", "floor_area must be a positive", "occupant `x` is not an agency", "building `nope` is not a building"] {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
+    // Accounting parts: a quota table included from a file that has a bad row, an event at a time
+    // that is not a time, a budget for nobody; all named at once (the time zone is valid here).
+    std::fs::write(
+        d.join("quotas.toml"),
+        "[[quota]]\nsource = \"x\"\nindicator = \"energy_per_area\"\nbinding = 1.0\nbenchmark = 2.0\nguide = 3.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("registry.toml"),
+        "include = [\"quotas.toml\", \"missing.toml\"]\n[[agency]]\nid = \"a\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 10.0\noccupants = [ { agency = \"a\", share = 1.0 } ]\n\
+         [[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n[[event]]\nmeter = \"m\"\nkind = \"reading\"\ntime = \"soon\"\nvalue = 1.0\nby = \"x\"\nreason = \"y\"\n\
+         [[budget]]\nagency = \"nobody\"\nyear = 2026\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("energyd.toml"), "data_dir = \"d\"\nregistry = \"registry.toml\"\n").unwrap();
+    let (code, _, err) = run("energyd", &["check-config", "--config", "energyd.toml"], d);
+    assert_eq!(code, 1);
+    assert!(err.contains("missing.toml"), "{err}");
+    // The missing include stops the load before the rest; without it the others all show.
+    std::fs::write(d.join("registry.toml"), std::fs::read_to_string(d.join("registry.toml")).unwrap().replace(", \"missing.toml\"", "")).unwrap();
+    let (code, _, err) = run("energyd", &["check-config", "--config", "energyd.toml"], d);
+    assert_eq!(code, 1);
+    for needle in ["values must rise from guide", "`nobody` is not an agency", "event of meter `m` at soon"] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
     // A good one passes.
     std::fs::write(
         d.join("registry.toml"),

@@ -816,7 +816,9 @@ fn validate(f: &RegistryFile) -> Vec<String> {
         if !meter_ids.contains_key(e.meter.as_str()) {
             errors.push(format!("{at}: `{}` is not a meter", e.meter));
         }
-        if let Err(msg) = crate::accounting::counter::check_record(e) {
+        // The times' syntax does not depend on the time zone (a date is local midnight anywhere).
+        let parse = |t: &str| crate::accounting::calendar::parse_time(t, chrono_tz::UTC).map(|t| t.timestamp_millis());
+        if let Err(msg) = crate::accounting::counter::event_of(e, parse) {
             errors.push(format!("{at}: {msg}"));
         }
     }
