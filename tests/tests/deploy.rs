@@ -180,7 +180,16 @@ fn example_configs_at_the_units_paths_pass_check_config() {
     std::fs::write(etc.path().join("k8s-registry.toml"), reg).unwrap();
     let conf = cm["data"]["energyd.toml"].as_str().expect("energyd.toml in the ConfigMap");
     let k8s_reg = etc.path().join("k8s-registry.toml");
-    check_config("energyd", etc.path(), "k8s-energyd.toml", conf, &[("/etc/energyd/registry.toml", k8s_reg.to_str().unwrap())]);
+    // The broker's CA comes from a Secret mounted at /etc/energyd/tls.
+    let ca = etc.path().join("ca.crt");
+    std::fs::write(&ca, "").unwrap();
+    check_config(
+        "energyd",
+        etc.path(),
+        "k8s-energyd.toml",
+        conf,
+        &[("/etc/energyd/registry.toml", k8s_reg.to_str().unwrap()), ("/etc/energyd/tls/ca.crt", ca.to_str().unwrap())],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,7 +518,7 @@ async fn metrics_of_the_running_daemon_and_gateway_pass_promtool_check_metrics()
     let client = http_client();
     let now = chrono::Utc::now().timestamp_millis();
     let ok = serde_json::json!({"schema":1,"gateway":"metrics-test","seq":1,"samples":[{"meter":"m-elec","t":now,"v":{"active_energy_import":1.5}}]});
-    let r = client.post(format!("{url}/api/v1/ingest")).json(&ok).send().await.expect("ingest");
+    let r = client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(ok.to_string()).send().await.expect("ingest");
     assert_eq!(r.status().as_u16(), 200);
     let r = client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body("{").send().await.expect("ingest");
     assert_eq!(r.status().as_u16(), 400);
