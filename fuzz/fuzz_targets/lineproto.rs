@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_line(line);
     }
     for precision in [Precision::Nanoseconds, Precision::Seconds] {
-        let report = lines_to_points(body, precision, NOW_MS, 1096 * 86_400_000, &|m| m.starts_with('b'), false);
+        let report = lines_to_points(body, precision, NOW_MS, 1096 * 86_400_000, &|m: &str| m.starts_with('b'), false);
         for p in &report.points {
             assert!(p.value.is_finite(), "a stored value must be a finite number: {p:?}");
         }
