@@ -2,7 +2,7 @@
 # A short coverage-guided fuzz run of every target (cargo-fuzz, libFuzzer), called by
 # tests/run.sh after the tests. Each target starts from its seed corpus in fuzz/corpus/<target>/
 # (never modified here; new inputs go to a scratch corpus in the target directory) and runs for
-# FUZZ_SECONDS (default 15). Prints each target's executions; fails on any crash, whose input
+# FUZZ_SECONDS (default 10). Prints each target's executions; fails on any crash, whose input
 # libFuzzer leaves in fuzz/artifacts/<target>/.
 #
 # cargo-fuzz wants a nightly toolchain; the stable one accepts its flags with RUSTC_BOOTSTRAP=1.
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-secs="${FUZZ_SECONDS:-15}"
+secs="${FUZZ_SECONDS:-10}"
 targets=(wire_decode lineproto profile_load registry_load modbus_decode)
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
 

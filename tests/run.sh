@@ -43,7 +43,7 @@ else
 fi
 
 # Fuzzing (fuzz/README.md): every target briefly from its seed corpus, FUZZ_SECONDS each
-# (default 15); FUZZ_SECONDS=0 skips it.
-if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
+# (default 10); FUZZ_SECONDS=0 skips it.
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
   fuzz/run.sh
 fi

@@ -3,8 +3,10 @@
 //! value type and word order. A value is a finite number or missing, never a panic or a NaN.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use energy_gateway::poll::decode_answers;
-use energy_gateway::profile::{decode, parse_profile, plan_reads, Order, ValueType};
+use energy_gateway::profile::{decode, parse_profile, plan_reads, Block, Order, Profile, ValueType};
 use libfuzzer_sys::fuzz_target;
 
 /// Shipped profiles with different types, orders and scale factors.
@@ -15,6 +17,21 @@ const PROFILES: &[(&str, &str)] = &[
     ("janitza/umg96rm", include_str!("../../device-profiles/janitza/umg96rm.toml")),
     ("schneider/iem3255", include_str!("../../device-profiles/schneider/iem3255.toml")),
 ];
+/// The profiles parsed and planned once (parsing TOML on every input would dominate the run).
+fn profiles() -> &'static [(Profile, Vec<Block>)] {
+    static PARSED: OnceLock<Vec<(Profile, Vec<Block>)>> = OnceLock::new();
+    PARSED.get_or_init(|| {
+        PROFILES
+            .iter()
+            .map(|(name, text)| {
+                let p = parse_profile(name, name, text).unwrap_or_else(|e| panic!("shipped profile {name} does not parse: {e:?}"));
+                let plan = plan_reads(&p.registers, &p.limits);
+                (p, plan)
+            })
+            .collect()
+    })
+}
+
 const TYPES: [ValueType; 8] =
     [ValueType::U16, ValueType::I16, ValueType::U32, ValueType::I32, ValueType::U64, ValueType::I64, ValueType::F32, ValueType::F64];
 const ORDERS: [Order; 4] = [Order::ABCD, Order::DCBA, Order::BADC, Order::CDAB];
@@ -32,18 +49,18 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode(&regs, ty, order).as_f64();
         }
     }
-    let (name, text) = PROFILES[usize::from(pick) % PROFILES.len()];
-    let profile = parse_profile(name, name, text).unwrap_or_else(|e| panic!("shipped profile {name} does not parse: {e:?}"));
+    let (profile, plan) = &profiles()[usize::from(pick) % PROFILES.len()];
+    let name = &profile.name;
     let mut next = words.iter().copied().cycle();
-    let answers: Vec<_> = plan_reads(&profile.registers, &profile.limits)
-        .into_iter()
+    let answers: Vec<_> = plan
+        .iter()
         .map(|b| {
             let regs: Vec<u16> = next.by_ref().take(usize::from(b.count)).collect();
-            (b, regs)
+            (b.clone(), regs)
         })
         .collect();
     let ct = f64::from(pick % 7 + 1) * 5.0;
-    let (values, _unavailable) = decode_answers(&profile, &answers, ct, 1.0);
+    let (values, _unavailable) = decode_answers(profile, &answers, ct, 1.0);
     for (q, v) in values {
         assert!(v.is_finite(), "{name}: {q:?} decoded to {v}");
     }
