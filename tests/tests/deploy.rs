@@ -386,7 +386,7 @@ fn dockerfile_copies_only_existing_files_and_runs_as_non_root() {
     }
     assert!(instructions.iter().any(|l| l.contains("cargo build --release --locked") && l.contains("energyd") && l.contains("energy-gateway")));
     let last = &instructions[*stages.last().unwrap()..];
-    let user = last.iter().filter_map(|l| l.strip_prefix("USER ")).last().expect("the final stage sets USER");
+    let user = last.iter().filter_map(|l| l.strip_prefix("USER ")).next_back().expect("the final stage sets USER");
     let uid = user.split(':').next().unwrap_or_default();
     assert!(uid != "root" && uid != "0", "the final stage runs as root");
     assert!(last.iter().any(|l| l.starts_with("COPY --from=") && l.contains("energyd") && l.contains("energy-gateway")));
