@@ -11,6 +11,11 @@ need=(
   "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
   "openssl:openssl"              # certificates for the TLS test
   "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
+  "systemd-analyze:systemd"      # deploy tests: systemd-analyze verify on the units
+  "promtool:prometheus"          # deploy tests: rule checks and unit tests, check metrics
+  "amtool:prometheus-alertmanager"  # deploy tests: Alertmanager configuration
+  "kubectl:kubernetes-client"    # deploy tests: offline parse of the Kubernetes manifest
+  "c++:g++"                      # fuzz/run.sh: libFuzzer is C++
 )
 missing=()
 for item in "${need[@]}"; do
@@ -22,7 +27,7 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "tests/run.sh: missing Debian packages: ${missing[*]} (install them, or run as root)" >&2
     exit 1
@@ -35,4 +40,10 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
+fi
+
+# Fuzzing (fuzz/README.md): every target briefly from its seed corpus, FUZZ_SECONDS each
+# (default 10); FUZZ_SECONDS=0 skips it.
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+  fuzz/run.sh
 fi

@@ -172,6 +172,9 @@ pub async fn start(
 ) -> Result<(Handle, Vec<tokio::task::JoinHandle<()>>), GatewayError> {
     let metrics = Metrics::new();
     let queue = Queue::open(&cfg.queue.dir, cfg.queue.segment_bytes, cfg.queue.max_bytes)?;
+    metrics.queue_max_bytes.set(i64::try_from(cfg.queue.max_bytes).unwrap_or(i64::MAX));
+    metrics.queue_depth.set(queue.depth() as i64);
+    metrics.queue_bytes.set(queue.bytes() as i64);
     if queue.recovery.truncated_bytes > 0 {
         metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
     }

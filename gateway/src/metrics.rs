@@ -14,6 +14,7 @@ pub struct Metrics {
     pub samples: IntCounter,
     pub queue_depth: IntGauge,
     pub queue_bytes: IntGauge,
+    pub queue_max_bytes: IntGauge,
     pub queue_oldest_age: prometheus::Gauge,
     pub queue_dropped: IntCounterVec,
     pub queue_thinned: IntCounter,
@@ -36,17 +37,17 @@ impl Metrics {
         let lat_buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
         let m = Metrics {
             modbus_requests: must(IntCounterVec::new(
-                Opts::new("energy_gateway_modbus_requests_total", "Modbus read requests sent, per endpoint"),
-                &["endpoint"],
+                Opts::new("energy_gateway_modbus_requests_total", "Modbus read requests sent, per bus (a TCP endpoint, a serial server or a serial port)"),
+                &["bus"],
             )),
             modbus_errors: must(IntCounterVec::new(
-                Opts::new("energy_gateway_modbus_errors_total", "Failed Modbus requests, per endpoint and kind"),
-                &["endpoint", "kind"],
+                Opts::new("energy_gateway_modbus_errors_total", "Failed Modbus requests, per bus and kind (timeout, transport, exception, short_response)"),
+                &["bus", "kind"],
             )),
             modbus_latency: must(HistogramVec::new(
-                HistogramOpts::new("energy_gateway_modbus_request_duration_seconds", "Modbus request latency, per endpoint")
+                HistogramOpts::new("energy_gateway_modbus_request_duration_seconds", "Modbus request latency, per bus")
                     .buckets(lat_buckets.clone()),
-                &["endpoint"],
+                &["bus"],
             )),
             devices_up: must(IntGauge::new("energy_gateway_devices_up", "Devices whose last poll succeeded")),
             device_up: must(IntGaugeVec::new(
@@ -56,6 +57,7 @@ impl Metrics {
             samples: must(IntCounter::new("energy_gateway_samples_total", "Samples taken and queued")),
             queue_depth: must(IntGauge::new("energy_gateway_queue_depth", "Samples queued and not yet acknowledged")),
             queue_bytes: must(IntGauge::new("energy_gateway_queue_bytes", "Bytes of queue segments on disk")),
+            queue_max_bytes: must(IntGauge::new("energy_gateway_queue_max_bytes", "The queue's bound (queue.max_bytes); the full-queue policy applies above it")),
             queue_oldest_age: must(prometheus::Gauge::new(
                 "energy_gateway_queue_oldest_age_seconds",
                 "Age of the oldest unacknowledged sample",
@@ -103,6 +105,7 @@ impl Metrics {
         must(r.register(Box::new(m.samples.clone())));
         must(r.register(Box::new(m.queue_depth.clone())));
         must(r.register(Box::new(m.queue_bytes.clone())));
+        must(r.register(Box::new(m.queue_max_bytes.clone())));
         must(r.register(Box::new(m.queue_oldest_age.clone())));
         must(r.register(Box::new(m.queue_dropped.clone())));
         must(r.register(Box::new(m.queue_thinned.clone())));
@@ -136,6 +139,6 @@ mod tests {
         let m = super::Metrics::new();
         m.modbus_requests.with_label_values(&["127.0.0.1:502"]).inc();
         let text = m.render();
-        assert!(text.contains("energy_gateway_modbus_requests_total{endpoint=\"127.0.0.1:502\"} 1"));
+        assert!(text.contains("energy_gateway_modbus_requests_total{bus=\"127.0.0.1:502\"} 1"));
     }
 }

@@ -170,31 +170,47 @@ pub async fn read_device(link: &mut Link, unit: u8, profile: &Profile, plan: &[B
             }
         }
     }
-    // Scale factors first: a value may use one read by another block.
-    let mut sfs: BTreeMap<(Function, u16), u16> = BTreeMap::new();
-    for (b, regs) in &answers {
-        for &a in &b.scale_factors {
-            sfs.insert((b.function, a), regs[usize::from(a - b.address)]);
-        }
-    }
-    for (b, regs) in &answers {
-        for &i in &b.registers {
-            let r = &profile.registers[i];
-            let off = usize::from(r.address - b.address);
-            let slice = &regs[off..off + usize::from(r.ty.registers())];
-            let sf = r.scale_factor.and_then(|a| sfs.get(&(r.function, a)).copied());
-            match r.value_with_sf(slice, profile.order, sf, ct, pt) {
-                Some(v) => {
-                    out.values.insert(r.quantity, v);
-                }
-                None => out.unavailable.push(r.quantity),
-            }
-        }
-        out.plan.push(b.clone());
-    }
+    let (values, unavailable) = decode_answers(profile, &answers, ct, pt);
+    out.values = values;
+    out.unavailable = unavailable;
+    out.plan.extend(answers.iter().map(|(b, _)| b.clone()));
     out.plan.sort_by_key(|b| (b.function, b.address));
     out.answers = answers;
     out
+}
+
+/// Decodes the values of a profile from the answers to its planned reads (each answer holds
+/// exactly its block's `count` registers, as [`read_device`] checks): scale factors first, as a
+/// value may use one read by another block. Returns the values, and the quantities whose
+/// registers held NaN or a "not available" value.
+pub fn decode_answers(profile: &Profile, answers: &[(Block, Vec<u16>)], ct: f64, pt: f64) -> (BTreeMap<Quantity, f64>, Vec<Quantity>) {
+    let mut sfs: BTreeMap<(Function, u16), u16> = BTreeMap::new();
+    for (b, regs) in answers {
+        for &a in &b.scale_factors {
+            if let Some(&v) = regs.get(usize::from(a.wrapping_sub(b.address))) {
+                sfs.insert((b.function, a), v);
+            }
+        }
+    }
+    let (mut values, mut unavailable) = (BTreeMap::new(), Vec::new());
+    for (b, regs) in answers {
+        for &i in &b.registers {
+            let Some(r) = profile.registers.get(i) else { continue };
+            let off = usize::from(r.address.wrapping_sub(b.address));
+            let Some(slice) = regs.get(off..off + usize::from(r.ty.registers())) else {
+                unavailable.push(r.quantity);
+                continue;
+            };
+            let sf = r.scale_factor.and_then(|a| sfs.get(&(r.function, a)).copied());
+            match r.value_with_sf(slice, profile.order, sf, ct, pt) {
+                Some(v) => {
+                    values.insert(r.quantity, v);
+                }
+                None => unavailable.push(r.quantity),
+            }
+        }
+    }
+    (values, unavailable)
 }
 
 /// What `/status` shows of a device.

@@ -151,7 +151,7 @@ async fn a_bus_whose_server_is_down_connects_once_it_is_up() {
     let metrics = run.metrics.render();
     run.stop().await;
     assert!(!samples.is_empty(), "no sample after the server came up");
-    assert!(metrics.contains("energy_gateway_modbus_errors_total{endpoint=\"tcp://"), "{metrics}");
+    assert!(metrics.contains("energy_gateway_modbus_errors_total{bus=\"tcp://"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
