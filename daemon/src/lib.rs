@@ -110,8 +110,25 @@ impl Daemon {
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
+        // Warm the accounting cache (this year and last) in the background, so that the first
+        // indicators asked for do not wait for every meter's year to be computed.
+        let warm = {
+            let st = self.state.clone();
+            tokio::spawn(async move {
+                use chrono::Datelike;
+                let year = chrono::Utc::now().with_timezone(&st.tz).year();
+                for y in [year, year - 1] {
+                    let started = std::time::Instant::now();
+                    match st.engine.year(&st.store, &st.registry, y).await {
+                        Ok(_) => tracing::info!(year = y, seconds = started.elapsed().as_secs_f64(), "accounting cache warm"),
+                        Err(e) => tracing::warn!(year = y, "warming the accounting cache failed: {e}"),
+                    }
+                }
+            })
+        };
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         mqtt_cancel.cancel();
+        warm.abort();
         if let Some(t) = mqtt_task {
             let _ = t.await;
         }
