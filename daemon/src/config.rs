@@ -40,6 +40,9 @@ pub struct DaemonConfig {
     pub mqtt: Option<MqttConfig>,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The alert engine: rules, Alertmanager and webhook (defaults when absent).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// How long each resolution is kept. Points older than the raw retention are refused at ingest
@@ -257,6 +260,7 @@ impl DaemonConfig {
             }
         }
         errors.extend(self.retention.problems());
+        errors.extend(self.alerts.problems());
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),
             Err(e) => {

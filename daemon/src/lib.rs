@@ -6,6 +6,7 @@
 //! ```
 
 pub mod accounting;
+pub mod alerts;
 pub mod api;
 pub mod config;
 pub mod demo;
@@ -67,6 +68,7 @@ impl Daemon {
             max_body_bytes: loaded.config.http.max_body_bytes,
             unassigned: Mutex::new(BTreeSet::new()),
             gateways: Mutex::new(Default::default()),
+            alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
         });
         let mqtt = loaded.config.mqtt.clone();
         Ok(Daemon { addr, state, listener, mqtt })
@@ -82,9 +84,13 @@ impl Daemon {
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
+        let alerts_task = self.state.alerts.config.enabled.then(|| tokio::spawn(alerts::run(self.state.clone(), mqtt_cancel.clone())));
         let res = axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
         mqtt_cancel.cancel();
         if let Some(t) = mqtt_task {
+            let _ = t.await;
+        }
+        if let Some(t) = alerts_task {
             let _ = t.await;
         }
         let store = self.state.store.clone();

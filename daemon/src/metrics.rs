@@ -21,6 +21,13 @@ pub struct Metrics {
     pub points_sealed: IntCounter,
     pub meters_known: IntGauge,
     pub gateway_up: prometheus::IntGaugeVec,
+    /// Firing alerts by label set (bounded: rules x meters).
+    pub alerts_firing: prometheus::IntGaugeVec,
+    pub alert_rule_errors: IntCounterVec,
+    pub alert_notifications: IntCounterVec,
+    /// Per-meter gauges (`alerts.per_meter_metrics`), set at each scrape.
+    pub meter_reading_age: prometheus::GaugeVec,
+    pub meter_power: prometheus::GaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -70,6 +77,23 @@ impl Metrics {
                 Opts::new("energyd_gateway_up", "1 while a gateway's MQTT status is online, 0 after its last will"),
                 &["gateway"],
             )),
+            alerts_firing: must(prometheus::IntGaugeVec::new(
+                Opts::new("energyd_alerts_firing", "Alerts firing, by rule and routing labels"),
+                &["alertname", "severity", "agency", "building", "meter"],
+            )),
+            alert_rule_errors: must(IntCounterVec::new(Opts::new("energyd_alert_rule_errors_total", "Alert rule evaluations that failed, by rule"), &["rule"])),
+            alert_notifications: must(IntCounterVec::new(
+                Opts::new("energyd_alert_notifications_total", "Alert notifications sent, by receiver (alertmanager, webhook) and result"),
+                &["receiver", "result"],
+            )),
+            meter_reading_age: must(prometheus::GaugeVec::new(
+                Opts::new("energyd_meter_last_reading_age_seconds", "Seconds since a meter's newest stored reading"),
+                &["meter", "building"],
+            )),
+            meter_power: must(prometheus::GaugeVec::new(
+                Opts::new("energyd_meter_active_power_watts", "A meter's newest active power reading (within the last hour), in watts"),
+                &["meter", "building"],
+            )),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.points_written.clone())));
@@ -88,6 +112,11 @@ impl Metrics {
         must(r.register(Box::new(m.points_sealed.clone())));
         must(r.register(Box::new(m.meters_known.clone())));
         must(r.register(Box::new(m.gateway_up.clone())));
+        must(r.register(Box::new(m.alerts_firing.clone())));
+        must(r.register(Box::new(m.alert_rule_errors.clone())));
+        must(r.register(Box::new(m.alert_notifications.clone())));
+        must(r.register(Box::new(m.meter_reading_age.clone())));
+        must(r.register(Box::new(m.meter_power.clone())));
         m
     }
 

@@ -1,7 +1,9 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
 pub mod accounting;
+mod alerts;
 mod error;
+mod profile;
 mod ingest;
 mod query;
 mod registry;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub unassigned: Mutex<BTreeSet<String>>,
     /// Gateways seen over MQTT: site, online (from their status topic), since when.
     pub gateways: Mutex<std::collections::BTreeMap<String, GatewayState>>,
+    /// The alert engine's rules and alerts.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What the daemon knows of a gateway's connection.
@@ -45,13 +49,17 @@ pub struct GatewayState {
     pub site: String,
     pub online: Option<bool>,
     pub since_ms: i64,
+    /// When its last batch arrived (HTTP or MQTT).
+    pub last_batch_ms: Option<i64>,
+    /// Age of the oldest sample of its last batch on arrival.
+    pub last_lag_ms: Option<i64>,
 }
 
 impl AppState {
     pub fn set_gateway_online(&self, gateway: &str, site: &str, online: bool) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now });
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now, last_batch_ms: None, last_lag_ms: None });
         if e.online != Some(online) {
             e.online = Some(online);
             e.since_ms = now;
@@ -63,8 +71,16 @@ impl AppState {
     pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
         if !g.contains_key(gateway) {
-            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis() });
+            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis(), last_batch_ms: None, last_lag_ms: None });
         }
+    }
+
+    /// Notes a batch that arrived at `now` whose oldest sample was taken at `oldest`.
+    pub fn note_batch(&self, gateway: &str, now: i64, oldest: Option<i64>) {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: String::new(), online: None, since_ms: now, last_batch_ms: None, last_lag_ms: None });
+        e.last_batch_ms = Some(now);
+        e.last_lag_ms = oldest.map(|t| (now - t).max(0));
     }
 }
 
@@ -92,6 +108,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/meters/{id}/events", get(accounting::list_events).post(accounting::post_event))
         .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))
         .route("/api/v1/store/compact", post(compact))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/indicators/ranking", get(profile::ranking))
+        .route("/api/v1/buildings/{id}/summary", get(profile::summary))
+        .route("/api/v1/buildings/{id}/profile", get(profile::profile))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
@@ -112,6 +132,9 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let points = s.metrics.store_points.get();
     s.metrics.bytes_per_point.set(if points > 0 { bytes as f64 / points as f64 } else { 0.0 });
     s.metrics.meters_known.set(s.registry.file.meters.len() as i64);
+    if s.alerts.config.per_meter_metrics {
+        profile::set_meter_gauges(&s).await;
+    }
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }
 

@@ -67,6 +67,7 @@ fn fixture(unknown: UnknownMeter) -> Fixture {
         max_body_bytes: 64 * 1024,
         unassigned: Mutex::new(BTreeSet::new()),
         gateways: Mutex::new(Default::default()),
+        alerts: Arc::new(crate::alerts::Alerts::default()),
     });
     Fixture { _dir: dir, state }
 }
