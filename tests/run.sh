@@ -11,6 +11,9 @@ need=(
   "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
   "openssl:openssl"              # certificates for the TLS test
   "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
+  "prometheus-alertmanager:prometheus-alertmanager"   # alerts e2e: alerts posted to a real Alertmanager
+  "prometheus:prometheus"        # dashboards e2e: every PromQL panel query runs on a real Prometheus
+  "influxd:influxdb"             # dashboards e2e: every InfluxQL panel query runs on a real influxd
 )
 missing=()
 for item in "${need[@]}"; do
