@@ -126,7 +126,7 @@ async fn learned_interval(s: &AppState, m: &Meter, now: i64) -> Result<Option<i6
 fn gateways(s: &AppState) -> Vec<rules::SeenGateway> {
     lock(&s.gateways)
         .iter()
-        .map(|(id, g)| rules::SeenGateway { id: id.clone(), online: g.online, since_ms: g.since_ms, last_batch_ms: g.last_batch_ms, last_lag_ms: g.last_lag_ms })
+        .map(|(id, g)| rules::SeenGateway { id: id.clone(), online: g.online, since_ms: g.since_ms, first_batch_ms: g.first_batch_ms, last_batch_ms: g.last_batch_ms, last_lag_ms: g.last_lag_ms })
         .collect()
 }
 

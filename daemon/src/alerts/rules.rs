@@ -124,7 +124,8 @@ pub struct SeenGateway {
     pub online: Option<bool>,
     /// Since when `online` has its value.
     pub since_ms: i64,
-    /// When its last batch arrived.
+    /// When its first batch (since the daemon started) and its last batch arrived.
+    pub first_batch_ms: Option<i64>,
     pub last_batch_ms: Option<i64>,
     /// Age of the oldest sample of its last batch when it arrived.
     pub last_lag_ms: Option<i64>,
@@ -134,13 +135,20 @@ fn gw_labels(id: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("gateway".to_string(), id.to_string())])
 }
 
-/// Gateways whose MQTT status is `offline` (their last will), or that sent no batch for `silence`.
+/// Whether a gateway has delivered over at least `span`: only such a gateway is expected to
+/// keep delivering (a one-off import through the ingest API is not a gateway that went silent).
+fn delivering(g: &SeenGateway, span: i64) -> bool {
+    matches!((g.first_batch_ms, g.last_batch_ms), (Some(a), Some(z)) if z - a >= span)
+}
+
+/// Gateways whose MQTT status is `offline` (their last will), or that delivered batches over at
+/// least `silence` and then sent none for `silence`.
 pub fn gateway_offline(gws: &[SeenGateway], now: i64, silence: i64, tz: Tz) -> Vec<Finding> {
     let mut out = Vec::new();
     for g in gws {
         let (zh, en, value) = if g.online == Some(false) {
             (format!("网关 {} 离线（MQTT 遗嘱，自 {}）", g.id, fmt_time(g.since_ms, tz)), format!("gateway {} offline (MQTT last will, since {})", g.id, fmt_time(g.since_ms, tz)), (now - g.since_ms) as f64 / 1000.0)
-        } else if let Some(last) = g.last_batch_ms.filter(|&t| now - t > silence) {
+        } else if let Some(last) = g.last_batch_ms.filter(|&t| now - t > silence && delivering(g, silence)) {
             let (dz, de) = fmt_dur(now - last);
             (format!("网关 {} 已 {dz} 未上送数据（最后一批 {}）", g.id, fmt_time(last, tz)), format!("gateway {} sent nothing for {de} (last batch {})", g.id, fmt_time(last, tz)), (now - last) as f64 / 1000.0)
         } else {
@@ -151,13 +159,13 @@ pub fn gateway_offline(gws: &[SeenGateway], now: i64, silence: i64, tz: Tz) -> V
     out
 }
 
-/// Gateways still sending (a batch within `silence`) whose last batch held samples older than
-/// `max_lag` on arrival: their queue holds a backlog.
+/// Gateways still sending (a batch within `silence`, having delivered over at least `silence`)
+/// whose last batch held samples older than `max_lag` on arrival: their queue holds a backlog.
 pub fn gateway_backlog(gws: &[SeenGateway], now: i64, max_lag: i64, silence: i64) -> Vec<Finding> {
     let mut out = Vec::new();
     for g in gws {
         let (Some(last), Some(lag)) = (g.last_batch_ms, g.last_lag_ms) else { continue };
-        if now - last <= silence && lag > max_lag {
+        if now - last <= silence && lag > max_lag && delivering(g, silence) {
             let (zh, en) = fmt_dur(lag);
             out.push(Finding {
                 key: g.id.clone(),

@@ -69,13 +69,13 @@ fn a_meter_going_silent_pends_fires_and_resolves_at_exact_times() {
         let got = drive(&every(at(0, 10, 0), at(0, 11, 30), 5 * M), *for_ms, "m1", |t| rules::meter_silent(&[meter(t)], t, 3.0, None, TZ));
         assert_eq!(&got, want, "for = {} min", for_ms / M);
     }
-    // The configured interval wins over the learned one: 5 min x 3 = 15 min, silent at 10:20.
-    let f = rules::meter_silent(&[meter(at(0, 10, 20))], at(0, 10, 20), 3.0, Some(5 * M), TZ);
+    // The configured interval wins over the learned one: 5 min x 3 = 15 min, silent after 10:15.
+    let f = rules::meter_silent(&[meter(at(0, 10, 15))], at(0, 10, 15), 3.0, Some(5 * M), TZ);
     assert!(f.is_empty(), "exactly 15 min is not more than 15 min");
-    let f = rules::meter_silent(&[meter(at(0, 10, 21))], at(0, 10, 21), 3.0, Some(5 * M), TZ);
+    let f = rules::meter_silent(&[meter(at(0, 10, 16))], at(0, 10, 16), 3.0, Some(5 * M), TZ);
     assert_eq!(f.len(), 1);
-    assert_eq!(f[0].summary_en, "meter m1 silent for 21 min (last reading 2026-03-02 10:00, expected every 300 s)");
-    assert!(f[0].summary_zh.contains("已 21 分钟无读数"), "{}", f[0].summary_zh);
+    assert_eq!(f[0].summary_en, "meter m1 silent for 16 min (last reading 2026-03-02 10:00, expected every 300 s)");
+    assert!(f[0].summary_zh.contains("已 16 分钟 无读数"), "{}", f[0].summary_zh);
     // Never seen: not silent.
     let never = SeenMeter { last_seen: None, ..meter(0) };
     assert!(rules::meter_silent(&[never], at(5, 0, 0), 3.0, None, TZ).is_empty());
@@ -197,12 +197,22 @@ fn base_load_against_its_learned_level() {
 #[test]
 fn gateways_offline_by_last_will_or_silence_and_backing_up_by_lag() {
     let now = at(0, 12, 0);
-    let g = |id: &str, online: Option<bool>, last: Option<i64>, lag: Option<i64>| SeenGateway { id: id.into(), online, since_ms: at(0, 11, 0), last_batch_ms: last, last_lag_ms: lag };
+    let g = |id: &str, online: Option<bool>, last: Option<i64>, lag: Option<i64>| SeenGateway {
+        id: id.into(),
+        online,
+        since_ms: at(0, 11, 0),
+        first_batch_ms: last.map(|_| at(0, 8, 0)),
+        last_batch_ms: last,
+        last_lag_ms: lag,
+    };
     let gws = vec![
         g("will", Some(false), Some(now - M), Some(0)),
         g("quiet", None, Some(now - 16 * M), Some(0)),
         g("fresh", Some(true), Some(now - 14 * M), Some(20 * M)),
         g("never", None, None, None),
+        // A one-off import: 10 s of batches of old samples, silent since.
+        SeenGateway { first_batch_ms: Some(now - 20 * M - 10_000), ..g("import", None, Some(now - 20 * M), Some(30 * D)) },
+        SeenGateway { first_batch_ms: Some(now - 5 * M - 10_000), ..g("import2", None, Some(now - 5 * M), Some(30 * D)) },
     ];
     let off: Vec<String> = rules::gateway_offline(&gws, now, 15 * M, TZ).into_iter().map(|f| f.key).collect();
     assert_eq!(off, vec!["will", "quiet"]);

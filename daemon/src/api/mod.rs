@@ -49,7 +49,8 @@ pub struct GatewayState {
     pub site: String,
     pub online: Option<bool>,
     pub since_ms: i64,
-    /// When its last batch arrived (HTTP or MQTT).
+    /// When its first and last batch arrived since the daemon started (HTTP or MQTT).
+    pub first_batch_ms: Option<i64>,
     pub last_batch_ms: Option<i64>,
     /// Age of the oldest sample of its last batch on arrival.
     pub last_lag_ms: Option<i64>,
@@ -59,7 +60,7 @@ impl AppState {
     pub fn set_gateway_online(&self, gateway: &str, site: &str, online: bool) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now, last_batch_ms: None, last_lag_ms: None });
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
         if e.online != Some(online) {
             e.online = Some(online);
             e.since_ms = now;
@@ -71,14 +72,15 @@ impl AppState {
     pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
         if !g.contains_key(gateway) {
-            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis(), last_batch_ms: None, last_lag_ms: None });
+            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis(), first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
         }
     }
 
     /// Notes a batch that arrived at `now` whose oldest sample was taken at `oldest`.
     pub fn note_batch(&self, gateway: &str, now: i64, oldest: Option<i64>) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: String::new(), online: None, since_ms: now, last_batch_ms: None, last_lag_ms: None });
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: String::new(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
+        e.first_batch_ms.get_or_insert(now);
         e.last_batch_ms = Some(now);
         e.last_lag_ms = oldest.map(|t| (now - t).max(0));
     }
