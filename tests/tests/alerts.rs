@@ -118,6 +118,7 @@ async fn am_alerts(am: &str) -> Vec<serde_json::Value> {
 async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let client = http_client();
     let am = Alertmanager::start(d);
     let am_url = am.url();
     eventually(Duration::from_secs(30), "alertmanager ready", || {
@@ -142,7 +143,6 @@ async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again
     .unwrap();
     let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
     let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
-    let client = http_client();
     post_sample(&client, &url, 1, 100.0).await;
     let started = Instant::now();
 

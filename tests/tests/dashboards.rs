@@ -254,6 +254,7 @@ fn scenario(now: i64) -> Vec<(String, i64, Vec<(&'static str, f64)>)> {
 async fn every_panel_query_returns_data() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let client = http_client();
     let boards = dashboards();
 
     // Structure: unique uids and panel ids, known datasources, a refId on every target.
@@ -337,7 +338,6 @@ async fn every_panel_query_returns_data() {
     let _influx = spawn(&which(&["influxd"], "influxdb"), &["-config".to_string(), d.join("influxdb.conf").display().to_string()]);
 
     // Seed the daemon through its ingest API, and InfluxDB with the same readings.
-    let client = http_client();
     let now = chrono::Utc::now().timestamp_millis();
     let samples = scenario(now);
     for (i, chunk) in samples.chunks(2000).enumerate() {

@@ -68,6 +68,8 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(cfg: &AlertsConfig) -> Notifier {
+        // reqwest uses rustls without a built-in provider: the same one as the rest of the daemon.
+        energy_gateway::tls::install_crypto_provider();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
         Notifier {
             client,
