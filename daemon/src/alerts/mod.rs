@@ -119,7 +119,10 @@ async fn learned_interval(s: &AppState, m: &Meter, now: i64) -> Result<Option<i6
     }
     let rollups = s.store.rollups(&m.id, m.counter(), now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
     let v = rules::learn_interval(&rollups);
-    lock(&s.alerts.intervals).insert(m.id.clone(), (hour, v));
+    // Nothing to learn from yet: asked again at the next evaluation.
+    if v.is_some() {
+        lock(&s.alerts.intervals).insert(m.id.clone(), (hour, v));
+    }
     Ok(v)
 }
 
