@@ -311,6 +311,33 @@ mod tests {
     }
 
     #[test]
+    fn alert_rules_load_through_the_config_file_with_every_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registry.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"d\"\nregistry = \"registry.toml\"\n[alerts]\ninterval = \"30s\"\nalertmanager_url = \"http://127.0.0.1:9093\"\n\
+             [[alerts.rule]]\nname = \"Base\"\nkind = \"base_load\"\nseverity = \"info\"\nfor = \"1h\"\ncarrier = \"electricity\"\nnight = [1, 5]\nweeks = 3\nfactor = 2\nholidays = [\"2026-10-01\"]\nlabels = { team = \"facilities\" }\n\
+             [[alerts.rule]]\nname = \"Silent\"\nkind = \"meter_silent\"\nintervals = 4\nexpected_interval = 900\nmeters = [\"m1\"]\n",
+        )
+        .unwrap();
+        let l = DaemonConfig::load(&cfg).unwrap();
+        let a = &l.config.alerts;
+        assert_eq!(a.interval, crate::alerts::config::Dur::secs(30));
+        assert_eq!(a.rules.len(), 2);
+        let b = &a.rules[0];
+        assert_eq!((b.night, b.weeks, b.factor, b.for_), (Some([1, 5]), Some(3), Some(2.0), crate::alerts::config::Dur::hours(1)));
+        assert_eq!(b.holidays[0].to_string(), "2026-10-01");
+        assert_eq!(b.labels["team"], "facilities");
+        assert_eq!(a.rules[1].expected_interval, Some(crate::alerts::config::Dur::mins(15)));
+        // A parameter of another kind is named.
+        std::fs::write(&cfg, "data_dir = \"d\"\nregistry = \"registry.toml\"\n[[alerts.rule]]\nname = \"X\"\nkind = \"gateway_offline\"\nfactor = 2\n").unwrap();
+        let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("alerts.rule[0] `X`: `factor` does not apply to kind gateway_offline"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("energyd.toml");

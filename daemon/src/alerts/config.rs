@@ -378,10 +378,10 @@ impl AlertsConfig {
                     out.push(format!("{at}: `{k}` does not apply to kind {} (it uses: {})", r.kind.as_str(), uses.join(", ")));
                 }
             }
-            if r.intervals.is_some_and(|x| !(x > 0.0)) {
+            if r.intervals.is_some_and(|x| x.is_nan() || x <= 0.0) {
                 out.push(format!("{at}: intervals must be positive"));
             }
-            if r.factor.is_some_and(|x| !(x >= 1.0)) {
+            if r.factor.is_some_and(|x| x.is_nan() || x < 1.0) {
                 out.push(format!("{at}: factor must be at least 1"));
             }
             if r.weeks == Some(0) {
@@ -395,7 +395,7 @@ impl AlertsConfig {
             if r.min_coverage.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
                 out.push(format!("{at}: min_coverage must be within 0..=1"));
             }
-            if r.threshold.is_some_and(|x| !(x >= 0.0)) {
+            if r.threshold.is_some_and(|x| x.is_nan() || x < 0.0) {
                 out.push(format!("{at}: threshold must not be negative"));
             }
             for d in [r.expected_interval, r.silence, r.max_lag, r.lookback].into_iter().flatten() {

@@ -33,6 +33,9 @@ use state::{Book, RuleMeta};
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
 
+/// Hourly consumption and the hour (since the epoch) it was read in.
+type Cached = (i64, BTreeMap<i64, f64>);
+
 /// The alert engine's state, shared with the API.
 pub struct Alerts {
     pub config: AlertsConfig,
@@ -40,7 +43,7 @@ pub struct Alerts {
     /// When the rules were last evaluated (ms).
     pub evaluated_at: Mutex<Option<i64>>,
     /// Hourly consumption per (meter, days of history), with the hour it was read in.
-    cache: Mutex<HashMap<(String, i64), (i64, BTreeMap<i64, f64>)>>,
+    cache: Mutex<HashMap<(String, i64), Cached>>,
     /// Learned reading interval per meter, with the hour it was learned in.
     intervals: Mutex<HashMap<String, (i64, Option<i64>)>>,
     /// Rule errors of the last evaluation, by rule name.
@@ -142,13 +145,11 @@ async fn outlooks(s: &AppState, now: i64) -> Result<Vec<rules::Outlook>, String>
     Ok(ind.iter().map(rules::Outlook::from).collect())
 }
 
-type MeterSeries = Vec<(String, BTreeMap<String, String>, String, BTreeMap<i64, f64>)>;
-
-async fn meter_series(s: &AppState, ms: &[&Meter], days: i64, now: i64) -> Result<MeterSeries, String> {
+async fn meter_series(s: &AppState, ms: &[&Meter], days: i64, now: i64) -> Result<Vec<rules::MeterHours>, String> {
     let mut out = Vec::with_capacity(ms.len());
     for m in ms {
-        let c = consumption(s, m, days, now).await?;
-        out.push((m.id.clone(), labels_of(&s.registry, m), m.counter().unit().to_string(), c));
+        let hours = consumption(s, m, days, now).await?;
+        out.push(rules::MeterHours { id: m.id.clone(), labels: labels_of(&s.registry, m), unit: m.counter().unit().to_string(), hours });
     }
     Ok(out)
 }
@@ -183,7 +184,8 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64) -> Result<Vec<Find
             let weeks = r.weeks.unwrap_or(4);
             let ms = meters_for(&reg, r, Some(Carrier::Electricity));
             let series = meter_series(s, &ms, i64::from(weeks) * 7 + 3, now).await?;
-            rules::base_load_high(&series, now, tz, night, weeks, &r.holidays, r.factor.unwrap_or(1.5), r.threshold.unwrap_or(0.0))
+            let p = rules::BaseLoadRule { night, weeks, holidays: &r.holidays, factor: r.factor.unwrap_or(1.5), min_excess: r.threshold.unwrap_or(0.0) };
+            rules::base_load_high(&series, now, tz, &p)
         }
         RuleKind::NightFlow => {
             let ms = meters_for(&reg, r, Some(Carrier::Water));

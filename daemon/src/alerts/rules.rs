@@ -212,16 +212,17 @@ pub fn counter_anomaly(meters: &[(String, BTreeMap<String, String>, Vec<Flag>)],
 // ---------------------------------------------------------------------------------------------
 // Hourly consumption, nights, base load
 
-/// Consumption per hour (start of the hour, ms) from a counter's hourly roll-ups: the last
-/// reading of an hour minus the last reading of the hour before, when both are there and the
-/// difference is not negative; times `multiplier`.
+/// Consumption per hour (start of the hour, ms) from a counter's hourly roll-ups: the first
+/// reading of the next hour minus the first reading of the hour (the readings nearest the hour's
+/// boundaries), when both hours are there and the difference is not negative; times
+/// `multiplier`. An hour is known once a reading of the next hour is.
 pub fn hourly_consumption(rollups: &[HourRollup], multiplier: f64) -> BTreeMap<i64, f64> {
     let mut out = BTreeMap::new();
     for w in rollups.windows(2) {
         if w[1].hour - w[0].hour == HOUR_MS {
-            let d = w[1].last_v - w[0].last_v;
+            let d = w[1].first_v - w[0].first_v;
             if d >= 0.0 {
-                out.insert(w[1].hour, d * multiplier);
+                out.insert(w[0].hour, d * multiplier);
             }
         }
     }
@@ -298,13 +299,36 @@ pub fn base_load(cons: &BTreeMap<i64, f64>, now: i64, tz: Tz, night: [u32; 2], w
     Some(BaseLoad { date, off_day: kind, base, learned })
 }
 
+/// A meter's hourly consumption ([`hourly_consumption`]), for the night, base-load and heating
+/// rules.
+#[derive(Debug, Clone)]
+pub struct MeterHours {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Counter unit.
+    pub unit: String,
+    pub hours: BTreeMap<i64, f64>,
+}
+
+/// Parameters of the base-load rule.
+#[derive(Debug, Clone, Copy)]
+pub struct BaseLoadRule<'a> {
+    pub night: [u32; 2],
+    pub weeks: u32,
+    pub holidays: &'a [NaiveDate],
+    pub factor: f64,
+    /// Least excess over the learned base, per hour.
+    pub min_excess: f64,
+}
+
 /// Base-load findings: the last off period above `factor` x the learned base, and above it by
 /// more than `min_excess` per hour.
-pub fn base_load_high(meters: &[(String, BTreeMap<String, String>, String, BTreeMap<i64, f64>)], now: i64, tz: Tz, night: [u32; 2], weeks: u32, holidays: &[NaiveDate], factor: f64, min_excess: f64) -> Vec<Finding> {
+pub fn base_load_high(meters: &[MeterHours], now: i64, tz: Tz, p: &BaseLoadRule<'_>) -> Vec<Finding> {
+    let (night, weeks, factor) = (p.night, p.weeks, p.factor);
     let mut out = Vec::new();
-    for (id, labels, unit, cons) in meters {
-        let Some(b) = base_load(cons, now, tz, night, weeks, holidays) else { continue };
-        if b.base > factor * b.learned && b.base - b.learned > min_excess {
+    for MeterHours { id, labels, unit, hours: cons } in meters {
+        let Some(b) = base_load(cons, now, tz, night, weeks, p.holidays) else { continue };
+        if b.base > factor * b.learned && b.base - b.learned > p.min_excess {
             let (pz, pe) = if b.off_day { ("全天（周末或节假日）", "whole day (weekend or holiday)") } else { ("夜间", "night") };
             out.push(Finding {
                 key: id.clone(),
@@ -320,9 +344,9 @@ pub fn base_load_high(meters: &[(String, BTreeMap<String, String>, String, BTree
 
 /// Meters with consumption of at least `threshold` in every hour of the last complete night
 /// (`night` = local hours `[from, to)`): continuous flow, a leak.
-pub fn night_flow(meters: &[(String, BTreeMap<String, String>, String, BTreeMap<i64, f64>)], now: i64, tz: Tz, night: [u32; 2], threshold: f64) -> Vec<Finding> {
+pub fn night_flow(meters: &[MeterHours], now: i64, tz: Tz, night: [u32; 2], threshold: f64) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (id, labels, unit, cons) in meters {
+    for MeterHours { id, labels, unit, hours: cons } in meters {
         let Some(date) = last_complete(now, tz, |d| local_hours(d, night[0], night[1], tz)) else { continue };
         let hours = local_hours(date, night[0], night[1], tz);
         let vals: Option<Vec<f64>> = hours.iter().map(|h| cons.get(h).copied()).collect();
@@ -344,13 +368,13 @@ pub fn night_flow(meters: &[(String, BTreeMap<String, String>, String, BTreeMap<
 
 /// Heat meters that consumed more than `threshold` in the 24 hours before `now` while the local
 /// date is outside the heating season.
-pub fn heating_off_season(meters: &[(String, BTreeMap<String, String>, String, BTreeMap<i64, f64>)], now: i64, tz: Tz, season: &HeatingSeason, threshold: f64) -> Vec<Finding> {
+pub fn heating_off_season(meters: &[MeterHours], now: i64, tz: Tz, season: &HeatingSeason, threshold: f64) -> Vec<Finding> {
     let Some(t) = local(now, tz) else { return Vec::new() };
     if season.contains(t.month(), t.day()) {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for (id, labels, unit, cons) in meters {
+    for MeterHours { id, labels, unit, hours: cons } in meters {
         let day: f64 = cons.range(now - 24 * HOUR_MS..=now - HOUR_MS).map(|(_, v)| v).sum();
         if day > threshold {
             out.push(Finding {

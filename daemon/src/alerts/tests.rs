@@ -98,18 +98,23 @@ fn the_reading_interval_is_learned_from_the_roll_ups() {
 }
 
 #[test]
-fn hourly_consumption_is_the_difference_of_the_hours_last_readings() {
+fn hourly_consumption_is_the_difference_of_the_hours_first_readings() {
     let h0 = at(0, 0, 0);
     let r = vec![
         hr(h0, (h0, 100.0), (h0 + 50 * M, 101.0), 2),
         hr(h0 + H, (h0 + H, 101.5), (h0 + H + 50 * M, 103.0), 2),
-        // Hour 2 missing: hour 3 has no predecessor.
+        // Hour 2 missing: hour 1 has no next hour.
         hr(h0 + 3 * H, (h0 + 3 * H, 105.0), (h0 + 3 * H + 50 * M, 106.0), 2),
         // A counter that went down: no value.
         hr(h0 + 4 * H, (h0 + 4 * H, 10.0), (h0 + 4 * H + 50 * M, 10.0), 2),
     ];
+    // Hour 0: (101.5 - 100) x 2; hour 1 has no next hour, hour 3's next went down.
     let c = rules::hourly_consumption(&r, 2.0);
-    assert_eq!(c, BTreeMap::from([(h0 + H, 4.0)]));
+    assert_eq!(c, BTreeMap::from([(h0, 3.0)]));
+}
+
+fn mh(id: &str, unit: &str, hours: BTreeMap<i64, f64>) -> rules::MeterHours {
+    rules::MeterHours { id: id.into(), labels: labels(), unit: unit.into(), hours }
 }
 
 /// Hourly consumption for `days` days from Monday 00:00, by a function of (day, hour).
@@ -131,17 +136,17 @@ fn a_night_leak_fires_when_the_night_ends_and_resolves_after_a_dry_night() {
     let times = every(at(0, 0, 0), at(3, 6, 0), H);
     let run = |for_ms: i64| {
         drive(&times, for_ms, "m1", |t| {
-            let m = vec![("m1".to_string(), labels(), "m³".to_string(), known(&water, t))];
+            let m = vec![mh("m1", "m³", known(&water, t))];
             rules::night_flow(&m, t, TZ, [0, 5], 0.01)
         })
     };
     assert_eq!(run(0), vec![(at(1, 5, 0), State::Firing), (at(2, 5, 0), State::Resolved)]);
     assert_eq!(run(2 * H), vec![(at(1, 5, 0), State::Pending), (at(1, 7, 0), State::Firing), (at(2, 5, 0), State::Resolved)]);
-    let f = rules::night_flow(&[("m1".to_string(), labels(), "m³".to_string(), known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.01);
+    let f = rules::night_flow(&[mh("m1", "m³", known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.01);
     assert_eq!(f[0].summary_en, "meter m1: flow in every night hour 0-5 h on 2026-03-03 (least 0.050 m³/h, 0.250 m³ in all): possible leak");
     assert_eq!(f[0].labels["agency"], "ag1");
     // Above a threshold of 0.1 the same night is not a leak.
-    assert!(rules::night_flow(&[("m1".to_string(), labels(), "m³".to_string(), known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.1).is_empty());
+    assert!(rules::night_flow(&[mh("m1", "m³", known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.1).is_empty());
 }
 
 #[test]
@@ -181,7 +186,8 @@ fn base_load_against_its_learned_level() {
         let s = known(&build(last, sat), now);
         let got = rules::base_load(&s, now, TZ, [0, 5], 4, &[]).map(|b| (b.date.to_string(), b.base, b.learned));
         assert_eq!(got, want.map(|(d, b, l)| (d.to_string(), b, l)), "last {last} now {now}");
-        let f = rules::base_load_high(&[("m1".to_string(), labels(), "kWh".to_string(), s)], now, TZ, [0, 5], 4, &[], 1.5, 0.0);
+        let p = rules::BaseLoadRule { night: [0, 5], weeks: 4, holidays: &[], factor: 1.5, min_excess: 0.0 };
+        let f = rules::base_load_high(&[mh("m1", "kWh", s)], now, TZ, &p);
         assert_eq!(f.len(), usize::from(fires), "last {last}: {f:?}");
     }
     // A holiday counts like a weekend day: Monday 2026-04-06 as a holiday is a whole day, not
@@ -244,14 +250,14 @@ fn heat_outside_the_heating_season() {
     let heat = |t0: i64| -> BTreeMap<i64, f64> { (0..48).map(|i| (t0 - 48 * H + i * H, 0.01)).collect() };
     // 2026-04-02 12:00: 24 hours of 0.01 GJ = 0.24 GJ > 0.1.
     let apr = at(31, 12, 0);
-    let f = rules::heating_off_season(&[("h1".to_string(), labels(), "GJ".to_string(), heat(apr))], apr, TZ, &season, 0.1);
+    let f = rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], apr, TZ, &season, 0.1);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].summary_en, "meter h1: 0.24 GJ of heat in the last 24 h outside the heating season (11-01 to 03-31)");
     // 2026-03-31 is in the season.
     let mar = at(29, 12, 0);
-    assert!(rules::heating_off_season(&[("h1".to_string(), labels(), "GJ".to_string(), heat(mar))], mar, TZ, &season, 0.1).is_empty());
+    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(mar))], mar, TZ, &season, 0.1).is_empty());
     // Below the threshold.
-    assert!(rules::heating_off_season(&[("h1".to_string(), labels(), "GJ".to_string(), heat(apr))], apr, TZ, &season, 0.5).is_empty());
+    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], apr, TZ, &season, 0.5).is_empty());
 }
 
 fn outlook(crossed: Option<usize>, days_elapsed: usize) -> Outlook {

@@ -34,7 +34,7 @@ fn top_meters<'a>(s: &'a Shared, building: &str) -> Result<Vec<&'a Meter>, ApiEr
 async fn summed(s: &Shared, meters: &[&Meter], from: i64, to: i64) -> Result<BTreeMap<i64, f64>, ApiError> {
     let mut out: BTreeMap<i64, f64> = BTreeMap::new();
     for m in meters {
-        let r = s.store.rollups(&m.id, m.counter(), from - HOUR_MS, to).await?;
+        let r = s.store.rollups(&m.id, m.counter(), from, to + HOUR_MS).await?;
         for (h, v) in hourly_consumption(&r, m.multiplier) {
             if h >= from && h < to {
                 *out.entry(h).or_default() += v;
@@ -158,7 +158,7 @@ pub(super) async fn profile(State(s): State<Shared>, Path(id): Path<String>, Que
     let night_base: Vec<Value> = nights
         .iter()
         .filter(|(_, (_, n))| *n == full)
-        .map(|(d, (sum, n))| json!({ "date": d.to_string(), "time": local_midnight(s.tz, *d).and_then(|t| chrono::DateTime::from_timestamp_millis(t)).map(|t| t.with_timezone(&s.tz).to_rfc3339()), "base": sum / f64::from(*n) }))
+        .map(|(d, (sum, n))| json!({ "date": d.to_string(), "time": local_midnight(s.tz, *d).and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.with_timezone(&s.tz).to_rfc3339()), "base": sum / f64::from(*n) }))
         .collect();
     Ok(Json(json!({
         "building": id, "carrier": carrier.as_str(), "unit": format!("{unit}/h"), "weeks": weeks, "night": night,
