@@ -10,7 +10,8 @@
 //!   in the InfluxDB backend's schema (measurement `energy`, tags meter, building, carrier,
 //!   agency, one field per quantity).
 //!
-//! A query that answers nothing fails the test, naming the dashboard and the panel.
+//! A query that answers nothing fails the test, naming the dashboard and the panel. The daemon's
+//! `/metrics` must also pass `promtool check metrics`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -457,6 +458,17 @@ async fn every_panel_query_returns_data() {
         }
     }
     assert!(counted >= 30, "only {counted} queries found");
+    // The daemon's exposition (alert and per-meter gauges included) passes `promtool check metrics`.
+    let (_, metrics) = get_json(&format!("{url}/metrics")).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(metrics.contains("energyd_alerts_firing{") && metrics.contains("energyd_meter_last_reading_age_seconds{"), "{metrics}");
+    let mut check = Command::new(which(&["promtool"], "prometheus")).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    {
+        use std::io::Write as _;
+        check.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    }
+    let out = check.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool check metrics: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(failures.is_empty(), "{} of {counted} queries failed:\n{}", failures.len(), failures.join("\n"));
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
