@@ -154,8 +154,23 @@ async fn meter_series(s: &AppState, ms: &[&Meter], days: i64, now: i64) -> Resul
     Ok(out)
 }
 
+/// What one evaluation computes once for several rules.
+#[derive(Default)]
+pub struct Pass {
+    outlooks: Option<Vec<rules::Outlook>>,
+}
+
+impl Pass {
+    async fn outlooks(&mut self, s: &AppState, now: i64) -> Result<&[rules::Outlook], String> {
+        if self.outlooks.is_none() {
+            self.outlooks = Some(outlooks(s, now).await?);
+        }
+        Ok(self.outlooks.as_deref().unwrap_or_default())
+    }
+}
+
 /// The findings of one rule at `now`.
-pub async fn findings(s: &AppState, r: &RuleConfig, now: i64) -> Result<Vec<Finding>, String> {
+pub async fn findings(s: &AppState, r: &RuleConfig, now: i64, pass: &mut Pass) -> Result<Vec<Finding>, String> {
     let reg = s.registry.clone();
     let tz = s.tz;
     let night = r.night.unwrap_or([0, 5]);
@@ -172,13 +187,18 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64) -> Result<Vec<Find
         RuleKind::GatewayBacklog => rules::gateway_backlog(&gateways(s), now, r.max_lag.map_or(15 * 60_000, |d| d.ms()), 15 * 60_000),
         RuleKind::CounterAnomaly => {
             use chrono::Datelike;
-            let year = chrono::DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&tz).year()).ok_or("time out of range")?;
-            let years = s.engine.meter_years(&s.store, &reg, year).await.map_err(|e| format!("meter years: {e}"))?;
-            let list: Vec<_> = meters_for(&reg, r, None)
-                .into_iter()
-                .filter_map(|m| years.get(&m.id).map(|y| (m.id.clone(), labels_of(&reg, m), y.flags.clone())))
-                .collect();
-            rules::counter_anomaly(&list, now, r.lookback.map_or(7 * DAY_MS, |d| d.ms()), tz)
+            let lookback = r.lookback.map_or(7 * DAY_MS, |d| d.ms());
+            let year_of = |t: i64| chrono::DateTime::from_timestamp_millis(t).map(|t| t.with_timezone(&tz).year()).ok_or("time out of range");
+            // The flags of this year, and of last year while the lookback reaches into it.
+            let mut flags: HashMap<String, Vec<crate::accounting::counter::Flag>> = HashMap::new();
+            for year in year_of(now - lookback)?..=year_of(now)? {
+                let years = s.engine.meter_years(&s.store, &reg, year).await.map_err(|e| format!("meter years {year}: {e}"))?;
+                for (id, y) in years {
+                    flags.entry(id).or_default().extend(y.flags.iter().cloned());
+                }
+            }
+            let list: Vec<_> = meters_for(&reg, r, None).into_iter().filter_map(|m| flags.remove(&m.id).map(|f| (m.id.clone(), labels_of(&reg, m), f))).collect();
+            rules::counter_anomaly(&list, now, lookback, tz)
         }
         RuleKind::BaseLoad => {
             let weeks = r.weeks.unwrap_or(4);
@@ -197,8 +217,8 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64) -> Result<Vec<Find
             let series = meter_series(s, &ms, 2, now).await?;
             rules::heating_off_season(&series, now, tz, &reg.file.accounting.heating_season, r.threshold.unwrap_or(0.1))
         }
-        RuleKind::BudgetOverrun => rules::budget_overrun(&outlooks(s, now).await?, r.band.unwrap_or_default()),
-        RuleKind::DataCompleteness => rules::data_completeness(&outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),
+        RuleKind::BudgetOverrun => rules::budget_overrun(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
+        RuleKind::DataCompleteness => rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),
     })
 }
 
@@ -207,8 +227,9 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64) -> Result<Vec<Find
 pub async fn evaluate(s: &AppState, now: i64) -> bool {
     let mut changed = false;
     let mut errors = BTreeMap::new();
+    let mut pass = Pass::default();
     for r in &s.alerts.config.rules {
-        match findings(s, r, now).await {
+        match findings(s, r, now, &mut pass).await {
             Ok(f) => {
                 let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels };
                 let changes = lock(&s.alerts.book).apply(&meta, f, now);
