@@ -98,11 +98,13 @@ fn meters_for<'a>(reg: &'a Registry, r: &RuleConfig, carrier: Option<Carrier>) -
         .collect()
 }
 
-/// Hourly consumption of a meter's counter over the `days` before `now` (cached per hour).
+/// Hourly consumption of a meter's counter over the `days` before `now`, cached while the hour
+/// lasts once the last hour's consumption is known (until then it is read at every evaluation:
+/// the reading that closes the hour may arrive late).
 async fn consumption(s: &AppState, m: &Meter, days: i64, now: i64) -> Result<BTreeMap<i64, f64>, String> {
     let hour = now.div_euclid(HOUR_MS);
     if let Some((h, c)) = lock(&s.alerts.cache).get(&(m.id.clone(), days)) {
-        if *h == hour {
+        if *h == hour && c.contains_key(&((hour - 1) * HOUR_MS)) {
             return Ok(c.clone());
         }
     }
