@@ -123,7 +123,8 @@ pub enum RuleKind {
     BaseLoad,
     /// Every hour of the last night had consumption of at least `threshold` (a leak).
     NightFlow,
-    /// Heat consumed in the last 24 h above `threshold` outside the registry's heating season.
+    /// Heat consumed in the last 24 h above `threshold`, or a mean supply temperature above
+    /// `max_supply_temperature`, outside the registry's heating season.
     HeatingOffSeason,
     /// An agency is projected to exceed its annual budget, or its projected indicator is above
     /// the quota band's `band` value.
@@ -219,6 +220,10 @@ pub struct RuleConfig {
     /// data_completeness: least coverage of the year so far, 0..=1 (default 0.9).
     #[serde(default)]
     pub min_coverage: Option<f64>,
+    /// heating_off_season: mean supply temperature (°C) over the last 24 h above which the heating
+    /// is on (default: not checked).
+    #[serde(default)]
+    pub max_supply_temperature: Option<f64>,
 }
 
 fn default_severity() -> Severity {
@@ -292,6 +297,7 @@ fn rule(name: &str, kind: RuleKind, severity: Severity, for_: Dur) -> RuleConfig
         threshold: None,
         band: None,
         min_coverage: None,
+        max_supply_temperature: None,
     }
 }
 
@@ -353,11 +359,12 @@ impl AlertsConfig {
                 RuleKind::CounterAnomaly => &["lookback", "meters", "carrier"],
                 RuleKind::BaseLoad => &["weeks", "factor", "night", "holidays", "threshold", "meters", "carrier"],
                 RuleKind::NightFlow => &["night", "threshold", "meters", "carrier"],
-                RuleKind::HeatingOffSeason => &["threshold", "meters"],
+                RuleKind::HeatingOffSeason => &["threshold", "max_supply_temperature", "meters"],
                 RuleKind::BudgetOverrun => &["band"],
                 RuleKind::DataCompleteness => &["min_coverage"],
             };
-            let set: [(&str, bool); 14] = [
+            let set: [(&str, bool); 15] = [
+                ("max_supply_temperature", r.max_supply_temperature.is_some()),
                 ("intervals", r.intervals.is_some()),
                 ("expected_interval", r.expected_interval.is_some()),
                 ("silence", r.silence.is_some()),

@@ -217,7 +217,17 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64, pass: &mut Pass) -
         RuleKind::HeatingOffSeason => {
             let ms: Vec<&Meter> = meters_for(&reg, r, None).into_iter().filter(|m| matches!(m.carrier, Carrier::DistrictHeat | Carrier::Steam) || m.counter() == Quantity::HeatEnergy).collect();
             let series = meter_series(s, &ms, 2, now).await?;
-            rules::heating_off_season(&series, now, tz, &reg.file.accounting.heating_season, r.threshold.unwrap_or(0.1))
+            let mut supply = BTreeMap::new();
+            if r.max_supply_temperature.is_some() {
+                for m in &ms {
+                    let rs = s.store.rollups(&m.id, Quantity::SupplyTemperature, now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the supply temperature of meter `{}`: {e}", m.id))?;
+                    let (sum, n) = rs.iter().filter(|x| x.hour >= now - DAY_MS).fold((0.0, 0u64), |(a, n), x| (a + x.sum, n + x.count));
+                    if n > 0 {
+                        supply.insert(m.id.clone(), sum / n as f64);
+                    }
+                }
+            }
+            rules::heating_off_season(&series, &supply, now, tz, &reg.file.accounting.heating_season, r.threshold.unwrap_or(0.1), r.max_supply_temperature)
         }
         RuleKind::BudgetOverrun => rules::budget_overrun(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
         RuleKind::DataCompleteness => rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),

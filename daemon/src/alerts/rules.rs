@@ -366,9 +366,10 @@ pub fn night_flow(meters: &[MeterHours], now: i64, tz: Tz, night: [u32; 2], thre
     out
 }
 
-/// Heat meters that consumed more than `threshold` in the 24 hours before `now` while the local
-/// date is outside the heating season.
-pub fn heating_off_season(meters: &[MeterHours], now: i64, tz: Tz, season: &HeatingSeason, threshold: f64) -> Vec<Finding> {
+/// Heat meters that consumed more than `threshold` in the 24 hours before `now`, or whose mean
+/// supply temperature over those hours (`supply`, by meter) is above `max_supply`, while the
+/// local date is outside the heating season.
+pub fn heating_off_season(meters: &[MeterHours], supply: &BTreeMap<String, f64>, now: i64, tz: Tz, season: &HeatingSeason, threshold: f64, max_supply: Option<f64>) -> Vec<Finding> {
     let Some(t) = local(now, tz) else { return Vec::new() };
     if season.contains(t.month(), t.day()) {
         return Vec::new();
@@ -376,13 +377,23 @@ pub fn heating_off_season(meters: &[MeterHours], now: i64, tz: Tz, season: &Heat
     let mut out = Vec::new();
     for MeterHours { id, labels, unit, hours: cons } in meters {
         let day: f64 = cons.range(now - 24 * HOUR_MS..=now - HOUR_MS).map(|(_, v)| v).sum();
+        let temp = supply.get(id).copied().filter(|x| max_supply.is_some_and(|m| *x > m));
+        let (season_zh, season_en) = (format!("采暖季（{} 至 {}）外", season.start, season.end), format!("outside the heating season ({} to {})", season.start, season.end));
         if day > threshold {
             out.push(Finding {
                 key: id.clone(),
                 labels: labels.clone(),
-                summary_zh: format!("表计 {id} 在采暖季（{} 至 {}）外 24 小时内供热 {day:.2} {unit}", season.start, season.end),
-                summary_en: format!("meter {id}: {day:.2} {unit} of heat in the last 24 h outside the heating season ({} to {})", season.start, season.end),
+                summary_zh: format!("表计 {id} 在{season_zh} 24 小时内供热 {day:.2} {unit}"),
+                summary_en: format!("meter {id}: {day:.2} {unit} of heat in the last 24 h {season_en}"),
                 value: Some(day),
+            });
+        } else if let Some(x) = temp {
+            out.push(Finding {
+                key: id.clone(),
+                labels: labels.clone(),
+                summary_zh: format!("表计 {id} 在{season_zh} 24 小时平均供水温度 {x:.1} °C"),
+                summary_en: format!("meter {id}: supply temperature {x:.1} °C on average over the last 24 h {season_en}"),
+                value: Some(x),
             });
         }
     }

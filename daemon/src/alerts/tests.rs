@@ -247,17 +247,27 @@ fn counter_anomalies_from_the_engine_flags_within_the_lookback() {
 #[test]
 fn heat_outside_the_heating_season() {
     let season = HeatingSeason::default(); // 11-01 to 03-31
+    let none = BTreeMap::new();
     let heat = |t0: i64| -> BTreeMap<i64, f64> { (0..48).map(|i| (t0 - 48 * H + i * H, 0.01)).collect() };
     // 2026-04-02 12:00: 24 hours of 0.01 GJ = 0.24 GJ > 0.1.
     let apr = at(31, 12, 0);
-    let f = rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], apr, TZ, &season, 0.1);
+    let f = rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], &none, apr, TZ, &season, 0.1, None);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].summary_en, "meter h1: 0.24 GJ of heat in the last 24 h outside the heating season (11-01 to 03-31)");
     // 2026-03-31 is in the season.
     let mar = at(29, 12, 0);
-    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(mar))], mar, TZ, &season, 0.1).is_empty());
+    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(mar))], &none, mar, TZ, &season, 0.1, None).is_empty());
     // Below the threshold.
-    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], apr, TZ, &season, 0.5).is_empty());
+    assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], &none, apr, TZ, &season, 0.5, None).is_empty());
+    // No heat counted, but the supply is at 55 °C: on, when a maximum of 40 °C is set.
+    let hot = BTreeMap::from([("h1".to_string(), 55.0)]);
+    let cases: &[(Option<f64>, usize)] = &[(None, 0), (Some(40.0), 1), (Some(60.0), 0)];
+    for &(max, n) in cases {
+        let f = rules::heating_off_season(&[mh("h1", "GJ", BTreeMap::new())], &hot, apr, TZ, &season, 0.1, max);
+        assert_eq!(f.len(), n, "{max:?}");
+    }
+    let f = rules::heating_off_season(&[mh("h1", "GJ", BTreeMap::new())], &hot, apr, TZ, &season, 0.1, Some(40.0));
+    assert_eq!(f[0].summary_en, "meter h1: supply temperature 55.0 °C on average over the last 24 h outside the heating season (11-01 to 03-31)");
 }
 
 fn outlook(crossed: Option<usize>, days_elapsed: usize) -> Outlook {
