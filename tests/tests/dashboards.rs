@@ -226,10 +226,13 @@ carrier = "district_heat"
 
 const H: i64 = 3_600_000;
 
+/// A sample: meter, time (ms), values by quantity.
+type Reading = (String, i64, Vec<(&'static str, f64)>);
+
 /// Hourly readings over the 6 weeks before now and the same 6 weeks a year before (the last two
 /// hours every 10 minutes); the heat meter stops 5 hours ago, so that the MeterSilent alert
 /// fires. Samples as (meter, t, quantity values).
-fn scenario(now: i64) -> Vec<(String, i64, Vec<(&'static str, f64)>)> {
+fn scenario(now: i64) -> Vec<Reading> {
     let mut out = Vec::new();
     let (mut e, mut w, mut h) = (10_000.0, 500.0, 100.0);
     for (start, end) in [((now / H - (365 + 42) * 24) * H, now - 365 * 24 * H), ((now / H - 42 * 24) * H, now)] {
@@ -346,7 +349,7 @@ async fn every_panel_query_returns_data() {
     let late = |m: &str, t: i64| m == "e1" && t > now - 5 * H;
     let early: Vec<_> = samples.iter().filter(|(m, t, _)| !late(m, *t)).cloned().collect();
     let later: Vec<_> = samples.iter().filter(|(m, t, _)| late(m, *t)).cloned().collect();
-    let post = |part: Vec<(String, i64, Vec<(&'static str, f64)>)>, seq0: u64| {
+    let post = |part: Vec<Reading>, seq0: u64| {
         let (client, url) = (client.clone(), url.clone());
         async move {
             for (i, chunk) in part.chunks(2000).enumerate() {
@@ -425,16 +428,14 @@ async fn every_panel_query_returns_data() {
                     "prometheus" => {
                         let expr = substitute(t["expr"].as_str().unwrap_or(""), &vars, &from, &to);
                         // Scrapes come every second: wait for the series to be there.
-                        let mut last = String::new();
                         let deadline = std::time::Instant::now() + Duration::from_secs(60);
                         loop {
                             let (status, v) = get_json(&format!("{prom}/api/v1/query?query={}", enc(&expr))).await;
                             if status == 200 && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
                                 break Ok(());
                             }
-                            last = format!("{status} {v}");
                             if std::time::Instant::now() > deadline {
-                                break Err(format!("PromQL `{expr}` returned nothing: {last}"));
+                                break Err(format!("PromQL `{expr}` returned nothing: {status} {v}"));
                             }
                             tokio::time::sleep(Duration::from_millis(500)).await;
                         }
