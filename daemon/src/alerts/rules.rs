@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, NaiveDate, TimeZone, Timelike, Weekday};
+use chrono::{Datelike, NaiveDate, TimeZone, Weekday};
 use chrono_tz::Tz;
 
 use crate::accounting::counter::Flag;
@@ -521,9 +521,4 @@ pub fn data_completeness(agencies: &[Outlook], min: f64) -> Vec<Finding> {
             value: Some(a.coverage),
         })
         .collect()
-}
-
-/// Hour of a local time, for tests and the profile endpoint.
-pub fn local_hour(ms: i64, tz: Tz) -> Option<u32> {
-    local(ms, tz).map(|t| t.hour())
 }
