@@ -16,6 +16,9 @@ need=(
   "amtool:prometheus-alertmanager"  # deploy tests: Alertmanager configuration
   "kubectl:kubernetes-client"    # deploy tests: offline parse of the Kubernetes manifest
   "c++:g++"                      # fuzz/run.sh: libFuzzer is C++
+  "prometheus-alertmanager:prometheus-alertmanager"   # alerts e2e: alerts posted to a real Alertmanager
+  "prometheus:prometheus"        # dashboards e2e: every PromQL panel query runs on a real Prometheus
+  "influxd:influxdb"             # dashboards e2e: every InfluxQL panel query runs on a real influxd
 )
 missing=()
 for item in "${need[@]}"; do

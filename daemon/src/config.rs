@@ -54,6 +54,9 @@ pub struct DaemonConfig {
     /// `validate` allows on loopback addresses only.
     #[serde(default)]
     pub auth: Option<crate::auth::AuthConfig>,
+    /// The alert engine: rules, Alertmanager and webhook (defaults when absent).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// How long each resolution is kept. Points older than the raw retention are refused at ingest
@@ -359,6 +362,7 @@ impl DaemonConfig {
             }
         }
         errors.extend(self.retention.problems());
+        errors.extend(self.alerts.problems());
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -416,6 +420,33 @@ mod tests {
                 Some(w) => assert!(p.iter().any(|x| x.contains(w)), "{raw_days}/{rollup_days}: {p:?}"),
             }
         }
+    }
+
+    #[test]
+    fn alert_rules_load_through_the_config_file_with_every_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registry.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"d\"\nregistry = \"registry.toml\"\n[alerts]\ninterval = \"30s\"\nalertmanager_url = \"http://127.0.0.1:9093\"\n\
+             [[alerts.rule]]\nname = \"Base\"\nkind = \"base_load\"\nseverity = \"info\"\nfor = \"1h\"\ncarrier = \"electricity\"\nnight = [1, 5]\nweeks = 3\nfactor = 2\nholidays = [\"2026-10-01\"]\nlabels = { team = \"facilities\" }\n\
+             [[alerts.rule]]\nname = \"Silent\"\nkind = \"meter_silent\"\nintervals = 4\nexpected_interval = 900\nmeters = [\"m1\"]\n",
+        )
+        .unwrap();
+        let l = DaemonConfig::load(&cfg).unwrap();
+        let a = &l.config.alerts;
+        assert_eq!(a.interval, crate::alerts::config::Dur::secs(30));
+        assert_eq!(a.rules.len(), 2);
+        let b = &a.rules[0];
+        assert_eq!((b.night, b.weeks, b.factor, b.for_), (Some([1, 5]), Some(3), Some(2.0), crate::alerts::config::Dur::hours(1)));
+        assert_eq!(b.holidays[0].to_string(), "2026-10-01");
+        assert_eq!(b.labels["team"], "facilities");
+        assert_eq!(a.rules[1].expected_interval, Some(crate::alerts::config::Dur::mins(15)));
+        // A parameter of another kind is named.
+        std::fs::write(&cfg, "data_dir = \"d\"\nregistry = \"registry.toml\"\n[[alerts.rule]]\nname = \"X\"\nkind = \"gateway_offline\"\nfactor = 2\n").unwrap();
+        let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
+        assert!(e.contains("alerts.rule[0] `X`: `factor` does not apply to kind gateway_offline"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ```
 
 pub mod accounting;
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -86,6 +87,7 @@ impl Daemon {
             request_timeout: std::time::Duration::from_millis(loaded.config.http.request_timeout_ms),
             auth: loaded.tokens,
             audit,
+            alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
         });
         let mqtt = loaded.config.mqtt.clone();
         let limits = serve::ConnLimits {
@@ -126,10 +128,14 @@ impl Daemon {
                 }
             })
         };
+        let alerts_task = self.state.alerts.config.enabled.then(|| tokio::spawn(alerts::run(self.state.clone(), mqtt_cancel.clone())));
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         mqtt_cancel.cancel();
         warm.abort();
         if let Some(t) = mqtt_task {
+            let _ = t.await;
+        }
+        if let Some(t) = alerts_task {
             let _ = t.await;
         }
         let store = self.state.store.clone();

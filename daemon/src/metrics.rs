@@ -26,6 +26,13 @@ pub struct Metrics {
     pub ingest_throttled: IntCounter,
     pub http_connections: IntGauge,
     pub tls_handshake_failures: IntCounter,
+    /// Firing alerts by label set (bounded: rules x meters).
+    pub alerts_firing: prometheus::IntGaugeVec,
+    pub alert_rule_errors: IntCounterVec,
+    pub alert_notifications: IntCounterVec,
+    /// Per-meter gauges (`alerts.per_meter_metrics`), set at each scrape.
+    pub meter_reading_age: prometheus::GaugeVec,
+    pub meter_power: prometheus::GaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -83,6 +90,23 @@ impl Metrics {
             ingest_throttled: must(IntCounter::new("energyd_ingest_throttled_total", "Ingest requests refused with 429 (ingest.rate_per_gateway)")),
             http_connections: must(IntGauge::new("energyd_http_connections", "HTTP connections open now")),
             tls_handshake_failures: must(IntCounter::new("energyd_tls_handshake_failures_total", "TLS handshakes that failed or timed out")),
+            alerts_firing: must(prometheus::IntGaugeVec::new(
+                Opts::new("energyd_alerts_firing", "Alerts firing, by rule and routing labels"),
+                &["alertname", "severity", "agency", "building", "meter"],
+            )),
+            alert_rule_errors: must(IntCounterVec::new(Opts::new("energyd_alert_rule_errors_total", "Alert rule evaluations that failed, by rule"), &["rule"])),
+            alert_notifications: must(IntCounterVec::new(
+                Opts::new("energyd_alert_notifications_total", "Alert notifications sent, by receiver (alertmanager, webhook) and result"),
+                &["receiver", "result"],
+            )),
+            meter_reading_age: must(prometheus::GaugeVec::new(
+                Opts::new("energyd_meter_last_reading_age_seconds", "Seconds since a meter's newest stored reading"),
+                &["meter", "building"],
+            )),
+            meter_power: must(prometheus::GaugeVec::new(
+                Opts::new("energyd_meter_active_power_watts", "A meter's newest active power reading (within the last hour), in watts"),
+                &["meter", "building"],
+            )),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.points_written.clone())));
@@ -106,6 +130,11 @@ impl Metrics {
         must(r.register(Box::new(m.ingest_throttled.clone())));
         must(r.register(Box::new(m.http_connections.clone())));
         must(r.register(Box::new(m.tls_handshake_failures.clone())));
+        must(r.register(Box::new(m.alerts_firing.clone())));
+        must(r.register(Box::new(m.alert_rule_errors.clone())));
+        must(r.register(Box::new(m.alert_notifications.clone())));
+        must(r.register(Box::new(m.meter_reading_age.clone())));
+        must(r.register(Box::new(m.meter_power.clone())));
         m
     }
 

@@ -2,7 +2,9 @@
 
 pub mod accounting;
 mod auth;
+mod alerts;
 mod error;
+mod profile;
 mod ingest;
 pub mod limits;
 mod query;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub ingest_limiter: limits::RateLimiter,
     /// `http.request_timeout_ms`.
     pub request_timeout: std::time::Duration,
+    /// The alert engine's rules and alerts.
+    pub alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What the daemon knows of a gateway's connection.
@@ -57,13 +61,18 @@ pub struct GatewayState {
     pub site: String,
     pub online: Option<bool>,
     pub since_ms: i64,
+    /// When its first and last batch arrived since the daemon started (HTTP or MQTT).
+    pub first_batch_ms: Option<i64>,
+    pub last_batch_ms: Option<i64>,
+    /// Age of the oldest sample of its last batch on arrival.
+    pub last_lag_ms: Option<i64>,
 }
 
 impl AppState {
     pub fn set_gateway_online(&self, gateway: &str, site: &str, online: bool) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now });
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
         if e.online != Some(online) {
             e.online = Some(online);
             e.since_ms = now;
@@ -87,8 +96,17 @@ impl AppState {
     pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
         let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
         if !g.contains_key(gateway) {
-            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis() });
+            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis(), first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
         }
+    }
+
+    /// Notes a batch that arrived at `now` whose oldest sample was taken at `oldest`.
+    pub fn note_batch(&self, gateway: &str, now: i64, oldest: Option<i64>) {
+        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
+        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: String::new(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
+        e.first_batch_ms.get_or_insert(now);
+        e.last_batch_ms = Some(now);
+        e.last_lag_ms = oldest.map(|t| (now - t).max(0));
     }
 }
 
@@ -117,6 +135,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))
         .route("/api/v1/store/compact", post(compact))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/indicators/ranking", get(profile::ranking))
+        .route("/api/v1/buildings/{id}/summary", get(profile::summary))
+        .route("/api/v1/buildings/{id}/profile", get(profile::profile))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
@@ -139,6 +161,9 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let points = s.metrics.store_points.get();
     s.metrics.bytes_per_point.set(if points > 0 { bytes as f64 / points as f64 } else { 0.0 });
     s.metrics.meters_known.set(s.registry.file.meters.len() as i64);
+    if s.alerts.config.per_meter_metrics {
+        profile::set_meter_gauges(&s).await;
+    }
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }
 

@@ -478,6 +478,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         mqtt: None,
         retention: crate::config::RetentionConfig::default(),
         auth: None,
+        alerts: crate::alerts::AlertsConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 

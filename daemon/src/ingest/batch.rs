@@ -94,8 +94,10 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
         s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unassigned.iter().cloned());
     }
     let gateway = batch.gateway.clone();
+    let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
     let outcome = s.store.write_batch(batch).await.map_err(BatchError::Store)?;
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
+    s.note_batch(&gateway, now_ms, oldest);
     Ok(Stored { gateway, outcome, unassigned, too_old })
 }
