@@ -158,6 +158,10 @@ fn example_configs_at_the_units_paths_pass_check_config() {
     // /etc/energyd as the unit sees it: deploy/energyd.toml next to the example registry.
     let etc = tempfile::tempdir().unwrap();
     std::fs::copy(deploy().join("registry.example.toml"), etc.path().join("registry.example.toml")).unwrap();
+    // The quota table the example registry includes, installed beside it.
+    std::fs::create_dir_all(etc.path().join("quotas")).unwrap();
+    let quotas = "quotas/shandong-db37-2672-2019.toml";
+    std::fs::copy(deploy().join(quotas), etc.path().join(quotas)).unwrap();
     let text = std::fs::read_to_string(deploy().join("energyd.toml")).unwrap();
     check_config("energyd", etc.path(), "energyd.toml", &text, &[]);
     // /etc/energy-gateway: the profiles live in /usr/share/energy (the repository's here).
@@ -169,7 +173,14 @@ fn example_configs_at_the_units_paths_pass_check_config() {
     let registry = etc.path().join("registry.toml");
     std::fs::copy(deploy().join("registry.example.toml"), &registry).unwrap();
     let text = std::fs::read_to_string(deploy().join("compose/energyd.toml")).unwrap();
-    check_config("energyd", etc.path(), "compose-energyd.toml", &text, &[("/etc/energyd/registry.toml", registry.to_str().unwrap())]);
+    let tokens = deploy().join("compose/tokens.toml");
+    check_config(
+        "energyd",
+        etc.path(),
+        "compose-energyd.toml",
+        &text,
+        &[("/etc/energyd/registry.toml", registry.to_str().unwrap()), ("/run/secrets/energyd_tokens", tokens.to_str().unwrap())],
+    );
     let text = std::fs::read_to_string(deploy().join("compose/energy-gateway.toml")).unwrap();
     check_config("energy-gateway", etc.path(), "compose-gateway.toml", &text, &[("/usr/share/energy/device-profiles", pd.to_str().unwrap())]);
 
@@ -183,12 +194,19 @@ fn example_configs_at_the_units_paths_pass_check_config() {
     // The broker's CA comes from a Secret mounted at /etc/energyd/tls.
     let ca = etc.path().join("ca.crt");
     std::fs::write(&ca, "").unwrap();
+    let secret = docs.iter().find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == "energyd-tokens").expect("the energyd-tokens Secret");
+    let k8s_tokens = etc.path().join("k8s-tokens.toml");
+    std::fs::write(&k8s_tokens, secret["stringData"]["tokens.toml"].as_str().expect("tokens.toml in the Secret")).unwrap();
     check_config(
         "energyd",
         etc.path(),
         "k8s-energyd.toml",
         conf,
-        &[("/etc/energyd/registry.toml", k8s_reg.to_str().unwrap()), ("/etc/energyd/tls/ca.crt", ca.to_str().unwrap())],
+        &[
+            ("/etc/energyd/registry.toml", k8s_reg.to_str().unwrap()),
+            ("/etc/energyd/tls/ca.crt", ca.to_str().unwrap()),
+            ("/etc/energyd/tokens/tokens.toml", k8s_tokens.to_str().unwrap()),
+        ],
     );
 }
 
