@@ -11,7 +11,8 @@
 //!   a daily swing of ±4.5 °C peaking at 15:00, and day-to-day weather noise.
 //! * Electricity: a night base load of 4.5 W/m², 14 W/m² in working hours (08:00-18:00, a dip at
 //!   lunch), some overtime until 20:00, cooling above 24 °C outdoors, winter lighting.
-//! * Water: 0.008 m³ per person-hour in working hours (one person per 25 m²), a small night flow.
+//! * Water: 0.008 m³ per person-hour in working hours (one person per 25 m²), none outside them
+//!   (a flow through the night is a leak, which the alert rule `night_flow` reports).
 //! * District heat: heating season 1 November - 31 March; 45 W/m² at -10 °C outdoors, 18 °C
 //!   inside in working hours and a set-back to 15 °C (14 °C at weekends) otherwise.
 //! * Kitchen gas: a canteen cooking breakfast and lunch on working days.
@@ -171,7 +172,7 @@ impl MeterModel {
             }
             Model::OfficeWater => {
                 let persons = self.size / 25.0;
-                let m3h = if work && (8.0..18.0).contains(&h) { 0.008 * persons } else { 0.002 * persons.sqrt() };
+                let m3h = if work && (8.0..18.0).contains(&h) { 0.008 * persons } else { 0.0 };
                 (m3h * noise, 0.0)
             }
             Model::DistrictHeat => {
