@@ -140,6 +140,7 @@ fn matrix() -> Vec<(&'static str, String, [u16; 7])> {
         ("GET", "/api/v1/audit".into(), [401, 401, 200, 200, 403, 403, 403]),
         ("POST", "/api/v1/store/compact".into(), [401, 401, 200, 403, 403, 403, 403]),
         ("GET", "/api/v1/indicators?year=2026".into(), [401, 401, 200, 200, 200, 200, 403]),
+        ("GET", "/api/v1/registry/accounting".into(), [401, 401, 200, 200, 403, 200, 403]),
         ("GET", "/api/v1/agencies/a/indicators?year=2026".into(), [401, 401, 200, 200, 200, 200, 403]),
         ("GET", "/api/v1/agencies/b/indicators?year=2026".into(), [401, 401, 200, 200, 403, 200, 403]),
         ("GET", "/api/v1/agencies/a/indicators?year=2026&scope=tree".into(), [401, 401, 200, 200, 403, 200, 403]),

@@ -130,6 +130,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/consumption", get(query::consumption))
         .route("/api/v1/indicators", get(accounting::all_indicators))
+        .route("/api/v1/registry/accounting", get(registry::accounting))
         .route("/api/v1/agencies/{id}/indicators", get(accounting::agency_indicators))
         .route("/api/v1/meters/{id}/events", get(accounting::list_events).post(accounting::post_event))
         .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))

@@ -26,7 +26,12 @@ pub(super) async fn agencies(State(s): State<Shared>, principal: Principal) -> J
                 .iter()
                 .filter_map(|b| b.occupants.iter().find(|o| o.agency == a.id).map(|o| json!({ "building": b.id, "share": o.share })))
                 .collect();
-            json!({ "id": a.id, "name": a.name, "level": a.level, "parent": a.parent, "buildings": buildings })
+            let areas = r.agency_areas(&a.id);
+            json!({
+                "id": a.id, "name": a.name, "level": a.level, "parent": a.parent, "kind": a.kind,
+                "headcount": a.headcount, "floor_area": areas.floor_area, "heated_area": areas.heated_area,
+                "buildings": buildings,
+            })
         })
         .collect();
     Json(json!({ "items": items }))
@@ -43,8 +48,9 @@ pub(super) async fn buildings(State(s): State<Shared>, principal: Principal) -> 
             let meters: Vec<&str> = r.meters_of_building(&b.id).iter().filter(|m| principal.sees_meter(r, &m.id)).map(|m| m.id.as_str()).collect();
             json!({
                 "id": b.id, "name": b.name, "floor_area": b.floor_area,
-                "heated_area": b.heated_area.unwrap_or(b.floor_area),
-                "occupants": b.occupants.iter().map(|o| json!({ "agency": o.agency, "share": o.share })).collect::<Vec<_>>(),
+                "heated_area": b.heated_area.unwrap_or(b.floor_area), "indicator_area": b.indicator_area(),
+                "excluded": b.excluded, "climate_zone": b.climate_zone, "building_type": b.building_type, "heating": b.heating,
+                "occupants": b.occupants.iter().map(|o| json!({ "agency": o.agency, "share": o.share, "area": o.area })).collect::<Vec<_>>(),
                 "meters": meters,
             })
         })
@@ -63,7 +69,9 @@ pub(super) async fn meters(State(s): State<Shared>, principal: Principal) -> Res
             let q = m.counter();
             json!({
                 "id": m.id, "name": m.name, "building": m.building, "carrier": m.carrier, "quantity": q.name(), "unit": q.unit(),
-                "multiplier": m.multiplier, "end_use": m.end_use, "agency": m.agency,
+                "multiplier": m.multiplier, "end_use": m.end_use(), "agency": m.agency, "parent": m.parent,
+                "rollover": m.rollover, "max_per_hour": m.max_per_hour, "formula": m.formula, "virtual": m.is_virtual(),
+                "accounted": m.accounted,
                 "last_reading": s.store.last_seen(&m.id).and_then(|t| rfc3339(t, s.tz)),
             })
         })
@@ -102,6 +110,18 @@ pub(super) async fn gateways(State(s): State<Shared>) -> Result<Json<Value>, Api
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// `GET /api/v1/registry/accounting`: the accounting parameters in force (electricity basis,
+/// coefficients, densities, CO2 and grid factors, tariffs, quota bands, budgets, reduction
+/// targets, heating season), defaults filled in.
+pub(super) async fn accounting(State(s): State<Shared>) -> Json<Value> {
+    let f = &s.registry.file;
+    Json(json!({
+        "accounting": f.accounting, "coefficients": f.coefficients, "densities": f.densities, "co2": f.co2,
+        "grid_factors": f.grid_factors, "tariffs": f.tariffs, "quotas": f.quotas, "budgets": f.budgets,
+        "reductions": f.reductions, "events": f.events.len(),
+    }))
 }
 
 pub(super) async fn quantities() -> Json<Value> {
