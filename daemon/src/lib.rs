@@ -33,6 +33,8 @@ pub enum DaemonError {
     Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
+    #[error("storage.influxdb: {0}")]
+    Influx(String),
 }
 
 /// A daemon whose store is open and whose listener is bound, ready to serve.
@@ -41,6 +43,21 @@ pub struct Daemon {
     pub state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     mqtt: Option<config::MqttConfig>,
+    /// The InfluxDB backend, when configured: its forwarder runs while the daemon serves.
+    influx: Option<Arc<store::influx::Influx>>,
+}
+
+/// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
+/// `agency` for a sub-meter serving one agency.
+fn influx_tags(reg: &registry::Registry) -> std::collections::HashMap<String, String> {
+    reg.file
+        .meters
+        .iter()
+        .map(|m| {
+            let tags = [("building", m.building.as_str()), ("carrier", m.carrier.as_str()), ("agency", m.agency.as_deref().unwrap_or_default())];
+            (m.id.clone(), store::influx::encode::tag_suffix(&tags))
+        })
+        .collect()
 }
 
 impl Daemon {
@@ -48,8 +65,20 @@ impl Daemon {
     pub async fn bind(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let metrics = metrics::Metrics::new();
         let retention = loaded.config.retention;
-        let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
-        let store = store::open_with(&loaded.config.data_dir, metrics.clone(), options)?;
+        let mut options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
+        let (store, influx) = match loaded.config.storage.influx() {
+            None => (store::open_with(&loaded.config.data_dir, metrics.clone(), options)?, None),
+            Some(cfg) => {
+                if let Some(days) = cfg.local_raw_days {
+                    options.raw_retention_ms = Some(options.raw_retention_ms.unwrap_or(i64::MAX).min(i64::from(days) * 86_400_000));
+                }
+                let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(DaemonError::Influx)?);
+                let forwarding = store::Forwarding { measurement: cfg.measurement.clone(), tags: influx_tags(&loaded.registry), max_bytes: cfg.max_spool_bytes };
+                let local = store::open_forwarding(&loaded.config.data_dir, metrics.clone(), options, Some(forwarding))?;
+                tracing::info!(url = %cfg.url, api = ?cfg.api, read = ?cfg.read, "storage backend: InfluxDB (local store keeps the spool and the roll-ups)");
+                (store::Store::with_influx(local, influx.clone()), Some(influx))
+            }
+        };
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
@@ -65,7 +94,7 @@ impl Daemon {
             gateways: Mutex::new(Default::default()),
         });
         let mqtt = loaded.config.mqtt.clone();
-        Ok(Daemon { addr, state, listener, mqtt })
+        Ok(Daemon { addr, state, listener, mqtt, influx })
     }
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
@@ -78,9 +107,18 @@ impl Daemon {
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
+        let forward_cancel = CancellationToken::new();
+        let forward_task = self.influx.clone().map(|i| {
+            tokio::spawn(store::influx::forward(self.state.store.local().clone(), i, self.state.metrics.clone(), forward_cancel.clone()))
+        });
         let res = axum::serve(self.listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
         mqtt_cancel.cancel();
         if let Some(t) = mqtt_task {
+            let _ = t.await;
+        }
+        // The forwarder stops before the store closes; what it has not sent stays in the spool.
+        forward_cancel.cancel();
+        if let Some(t) = forward_task {
             let _ = t.await;
         }
         let store = self.state.store.clone();

@@ -409,6 +409,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         ingest: crate::config::IngestConfig::default(),
         mqtt: None,
         retention: crate::config::RetentionConfig::default(),
+        storage: crate::config::StorageConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 
