@@ -11,6 +11,8 @@ need=(
   "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
   "openssl:openssl"              # certificates for the TLS test
   "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
+  "influxd:influxdb"             # InfluxDB 1.x: the InfluxDB storage backend test (tests/tests/influx.rs)
+  "victoria-metrics:victoria-metrics"  # the same backend's v2 write path
 )
 missing=()
 for item in "${need[@]}"; do

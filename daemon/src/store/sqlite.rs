@@ -197,7 +197,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
              PRIMARY KEY(series, hour)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
              PRIMARY KEY(series, day));
-         CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
+         CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
     match version.as_deref() {
         None => {
@@ -1108,6 +1108,9 @@ mod tests {
         let rows = store.spool_rows(0, 1000).await.unwrap();
         store.spool_forwarded(rows[rows.len() - 1].id).await.unwrap();
         store.write_points(vec![p(t + 10)]).await.unwrap();
+        // Ids keep growing after the spool was emptied: the forwarder's cursor stays valid.
+        let next = store.spool_rows(rows[rows.len() - 1].id, 1000).await.unwrap();
+        assert_eq!(next.len(), 1);
         store.close();
     }
 
