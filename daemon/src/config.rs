@@ -217,9 +217,9 @@ pub enum InfluxRead {
     Local,
 }
 
-/// `[storage.influxdb]`. The token and password are never logged; give them through
-/// `token_file` / `password_file` or `ENERGYD__STORAGE__INFLUXDB__TOKEN`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[storage.influxdb]`. The token and password are never logged (its `Debug` hides them); give
+/// them through `token_file` / `password_file` or `ENERGYD__STORAGE__INFLUXDB__TOKEN`.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// `http://host:8086` (InfluxDB) or `http://host:8428` (VictoriaMetrics).
@@ -277,6 +277,33 @@ pub struct InfluxConfig {
     /// The measurement written and read.
     #[serde(default = "default_measurement")]
     pub measurement: String,
+}
+
+impl std::fmt::Debug for InfluxConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<hidden>");
+        f.debug_struct("InfluxConfig")
+            .field("url", &self.url)
+            .field("api", &self.api)
+            .field("database", &self.database)
+            .field("retention_policy", &self.retention_policy)
+            .field("org", &self.org)
+            .field("bucket", &self.bucket)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("password_file", &self.password_file)
+            .field("token", &hidden(&self.token))
+            .field("token_file", &self.token_file)
+            .field("read", &self.read)
+            .field("batch_lines", &self.batch_lines)
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("gzip", &self.gzip)
+            .field("max_spool_bytes", &self.max_spool_bytes)
+            .field("local_raw_days", &self.local_raw_days)
+            .field("measurement", &self.measurement)
+            .finish_non_exhaustive()
+    }
 }
 
 impl InfluxConfig {
@@ -522,6 +549,38 @@ mod tests {
                 Some(w) => assert!(p.iter().any(|x| x.contains(w)), "{raw_days}/{rollup_days}: {p:?}"),
             }
         }
+    }
+
+    #[test]
+    fn storage_problems_are_all_named_and_secrets_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registry.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        std::fs::write(
+            &cfg,
+            "data_dir = \"d\"\nregistry = \"registry.toml\"\n[storage]\nbackend = \"influxdb\"\n[storage.influxdb]\nurl = \"influx:8086\"\napi = \"v2\"\n\
+             token = \"s3cret\"\ntoken_file = \"nowhere\"\nbatch_lines = 0\nmax_spool_bytes = 10\n",
+        )
+        .unwrap();
+        let e = DaemonConfig::load(&cfg).unwrap_err().to_string();
+        for want in ["storage.influxdb.url `influx:8086`", "storage.influxdb.bucket is needed", "either token or token_file", "batch_lines", "max_spool_bytes"] {
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        assert!(!e.contains("s3cret"), "{e}");
+        // Backend on without its section.
+        std::fs::write(&cfg, "data_dir = \"d\"\nregistry = \"registry.toml\"\n[storage]\nbackend = \"influxdb\"\n").unwrap();
+        assert!(DaemonConfig::load(&cfg).unwrap_err().to_string().contains("needs a [storage.influxdb] section"));
+        // A good v1 section; its Debug hides the password.
+        std::fs::write(
+            &cfg,
+            "data_dir = \"d\"\nregistry = \"registry.toml\"\n[storage]\nbackend = \"influxdb\"\n[storage.influxdb]\nurl = \"http://127.0.0.1:8086\"\ndatabase = \"energy\"\nusername = \"u\"\npassword = \"s3cret\"\n",
+        )
+        .unwrap();
+        let loaded = DaemonConfig::load(&cfg).unwrap();
+        let i = loaded.config.storage.influx().unwrap();
+        assert_eq!((i.batch_lines, i.gzip, i.measurement.as_str(), i.read), (5000, true, "energy", InfluxRead::Influxql));
+        assert!(!format!("{loaded:?}").contains("s3cret"));
+        assert!(DaemonConfig { storage: StorageConfig::default(), ..loaded.config }.storage.influx().is_none());
     }
 
     #[test]

@@ -103,6 +103,7 @@ struct Outbox {
     builder: super::influx::encode::LineBuilder,
     tags: HashMap<String, String>,
     points: u64,
+    spool: Arc<Spool>,
 }
 
 struct WriteReq {
@@ -242,14 +243,14 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
             let spool = Spool { bytes: (bytes.max(0) as u64).into(), points: (points.max(0) as u64).into(), max_bytes: f.max_bytes, added: Default::default() };
             metrics.spool_bytes.set(bytes);
             metrics.spool_points.set(points);
-            (Some(Arc::new(spool)), Some(Outbox { builder: super::influx::encode::LineBuilder::new(&f.measurement), tags: f.tags, points: 0 }))
+            let spool = Arc::new(spool);
+            (Some(spool.clone()), Some(Outbox { builder: super::influx::encode::LineBuilder::new(&f.measurement), tags: f.tags, points: 0, spool }))
         }
         None => (None, None),
     };
-    let sp = spool.clone();
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed, outbox, sp))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed, outbox))
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Embedded {
         tx: Arc::new(Mutex::new(Some(tx))),
@@ -574,8 +575,8 @@ fn writer_loop(
     options: StoreOptions,
     sealed: HashMap<i64, i64>,
     outbox: Option<Outbox>,
-    spool: Option<Arc<Spool>>,
 ) {
+    let spool = outbox.as_ref().map(|o| o.spool.clone());
     let mut w = Writer {
         conn: &conn,
         series: HashMap::new(),
