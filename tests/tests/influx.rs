@@ -296,7 +296,7 @@ async fn influxd_down_spools_up_to_the_bound_then_503_and_the_drain_stores_every
     let mut influxd = Server::influxd(&dir.path().join("influxd"));
     let influx = influxd.url();
     influxql(&influx, "CREATE DATABASE energy").await;
-    let (_daemon, url) = start_energyd(dir.path(), &v1_storage(&influx, "max_spool_bytes = 16384\n"));
+    let (mut daemon, url) = start_energyd(dir.path(), &v1_storage(&influx, "max_spool_bytes = 16384\n"));
     let t0 = start_time();
 
     let (b, mut sent) = batch(1, t0, 10);
@@ -329,6 +329,14 @@ async fn influxd_down_spools_up_to_the_bound_then_503_and_the_drain_stores_every
     let (status, _, v) = series(&url, "e1", "active_power", t0, t0 + 3_600_000, "").await;
     assert_eq!(status, 503, "{v}");
 
+    // The spool is part of the local store's commit: a daemon killed now keeps it.
+    daemon.signal("KILL");
+    daemon.wait_exit(Duration::from_secs(10));
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], dir.path());
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    assert!(metric(&url, "energyd_forward_spool_bytes").await >= 16384.0, "the spool survives a SIGKILL");
+    assert_eq!(post_batch(&url, &refused).await.0, 503, "still full after the restart");
+
     // Back: the spool drains, and the gateway's resend of the refused batch is stored.
     influxd.start();
     eventually(Duration::from_secs(60), "spool drained", || async { (metric(&url, "energyd_forward_spool_points").await == 0.0).then_some(()) }).await;
@@ -347,7 +355,9 @@ async fn influxd_down_spools_up_to_the_bound_then_503_and_the_drain_stores_every
     assert_eq!(influx_rows(&influx, "SELECT active_power FROM energy WHERE meter = 'e1'").await, want_p);
     let count = influx_rows(&influx, "SELECT count(active_power) FROM energy WHERE meter = 'e1'").await;
     assert_eq!(count[0].1, sent.len() as f64);
-    assert_eq!(metric(&url, "energyd_forward_points_total").await, (2 * sent.len()) as f64);
+    // This daemon forwarded what was spooled before the kill plus the resent batch.
+    assert_eq!(metric(&url, "energyd_forward_points_total").await, (2 * (sent.len() - 10)) as f64);
+    daemon.drain();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
