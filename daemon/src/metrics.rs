@@ -23,7 +23,7 @@ pub struct Metrics {
     pub gateway_up: prometheus::IntGaugeVec,
     pub forwarded_points: IntCounter,
     pub forward_errors: IntCounterVec,
-    pub forward_rejected_points: IntCounter,
+    pub forward_rejected_lines: IntCounter,
     pub spool_bytes: IntGauge,
     pub spool_points: IntGauge,
     pub forward_lag_seconds: prometheus::Gauge,
@@ -82,9 +82,9 @@ impl Metrics {
                 Opts::new("energyd_forward_errors_total", "Failed writes to InfluxDB, by kind (connect, timeout, status, rejected)"),
                 &["kind"],
             )),
-            forward_rejected_points: must(IntCounter::new(
-                "energyd_forward_rejected_points_total",
-                "Points InfluxDB refused as invalid (HTTP 400/413) and that were therefore not retried; they stay in the local store",
+            forward_rejected_lines: must(IntCounter::new(
+                "energyd_forward_rejected_lines_total",
+                "Lines of write requests InfluxDB refused as invalid (HTTP 400/413, partial writes included), not retried; their points stay in the local store",
             )),
             spool_bytes: must(IntGauge::new("energyd_forward_spool_bytes", "Bytes of line protocol waiting in the spool for InfluxDB")),
             spool_points: must(IntGauge::new("energyd_forward_spool_points", "Points waiting in the spool for InfluxDB")),
@@ -116,7 +116,7 @@ impl Metrics {
         must(r.register(Box::new(m.gateway_up.clone())));
         must(r.register(Box::new(m.forwarded_points.clone())));
         must(r.register(Box::new(m.forward_errors.clone())));
-        must(r.register(Box::new(m.forward_rejected_points.clone())));
+        must(r.register(Box::new(m.forward_rejected_lines.clone())));
         must(r.register(Box::new(m.spool_bytes.clone())));
         must(r.register(Box::new(m.spool_points.clone())));
         must(r.register(Box::new(m.forward_lag_seconds.clone())));

@@ -361,6 +361,29 @@ async fn influxd_down_spools_up_to_the_bound_then_503_and_the_drain_stores_every
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_influxd_refuses_is_counted_and_does_not_block_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let influxd = Server::influxd(&dir.path().join("influxd"));
+    let influx = influxd.url();
+    influxql(&influx, "CREATE DATABASE energy").await;
+    let t0 = start_time();
+    // Someone else wrote active_power as an integer: our float lines for it conflict.
+    let r = http_client().post(format!("{influx}/write?db=energy&precision=ms")).body(format!("energy,meter=other active_power=1i {t0}\n")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (_daemon, url) = start_energyd(dir.path(), &v1_storage(&influx, ""));
+    let (b, _) = batch(1, t0, 5);
+    assert_eq!(post_batch(&url, &b).await.0, 200);
+    eventually(Duration::from_secs(30), "refused lines counted", || async { (metric(&url, "energyd_forward_rejected_lines_total").await == 5.0).then_some(()) }).await;
+    // The next write goes through: the refused one did not block the spool.
+    let lp: String = (0..3).map(|i| format!("energy,meter=w1 water_volume={} {}\n", 10.0 + i as f64, t0 + i * MINUTE)).collect();
+    let r = http_client().post(format!("{url}/write?db=energy&precision=ms")).body(lp).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    eventually(Duration::from_secs(30), "spool drained", || async { (metric(&url, "energyd_forward_spool_points").await == 0.0).then_some(()) }).await;
+    assert_eq!(influx_rows(&influx, "SELECT water_volume FROM energy WHERE meter = 'w1'").await.len(), 3);
+    assert!(metric(&url, "energyd_forward_errors_total{kind=\"rejected\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn victoria_metrics_takes_the_v2_write_with_a_token_and_exports_what_was_sent() {
     let dir = tempfile::tempdir().unwrap();
     let vm = Server::victoria(&dir.path().join("vm"));

@@ -76,8 +76,8 @@ pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel:
                     }
                     Err(WriteError::Rejected(e)) => {
                         let n = piece.lines().count() as u64;
-                        tracing::error!(lines = n, "InfluxDB refused a batch as invalid, dropped from the spool (kept in the local store): {e}");
-                        metrics.forward_rejected_points.inc_by(n);
+                        tracing::error!(lines = n, "InfluxDB refused a write as invalid (all of it, or part of it in a partial write); not retried, its points stay in the local store: {e}");
+                        metrics.forward_rejected_lines.inc_by(n);
                         break;
                     }
                     Err(WriteError::Retry(e)) => {
