@@ -89,6 +89,23 @@ pub struct Spool {
     pub added: tokio::sync::Notify,
 }
 
+impl Spool {
+    /// Counts what a commit added (+) and removed (-), as (bytes, points); wakes the forwarder
+    /// when something was added. Only the writer calls this.
+    fn apply(&self, delta: (i64, i64), metrics: &Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes = (self.bytes.load(Relaxed) as i64 + delta.0).max(0);
+        let points = (self.points.load(Relaxed) as i64 + delta.1).max(0);
+        self.bytes.store(bytes as u64, Relaxed);
+        self.points.store(points as u64, Relaxed);
+        metrics.spool_bytes.set(bytes);
+        metrics.spool_points.set(points);
+        if delta.0 > 0 {
+            self.added.notify_one();
+        }
+    }
+}
+
 /// One spool row: line protocol of the points of one commit.
 #[derive(Debug, Clone)]
 pub struct SpoolRow {
@@ -676,6 +693,9 @@ fn writer_loop(
             w.flush_rollups()?;
             add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
             tx.commit()?;
+            if let Some(sp) = &spool {
+                sp.apply(spool_delta, &metrics);
+            }
             Ok(outs)
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -706,18 +726,6 @@ fn writer_loop(
         });
         match result {
             Ok(outs) => {
-                if let Some(sp) = &spool {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    let bytes = (sp.bytes.load(Relaxed) as i64 + spool_delta.0).max(0);
-                    let points = (sp.points.load(Relaxed) as i64 + spool_delta.1).max(0);
-                    sp.bytes.store(bytes as u64, Relaxed);
-                    sp.points.store(points as u64, Relaxed);
-                    metrics.spool_bytes.set(bytes);
-                    metrics.spool_points.set(points);
-                    if spool_delta.0 > 0 {
-                        sp.added.notify_one();
-                    }
-                }
                 {
                     let mut ls = last_seen.write().unwrap_or_else(|e| e.into_inner());
                     for (m, t) in last {
