@@ -391,9 +391,11 @@ async fn run() {
         forward = Some(bench_forward(root.path(), &file, meters, lines, points).await);
     }
     let _ = end;
-    println!();
-    println!("| system | ingest (points/s, acknowledged) | bytes on disk per point | month of hourly consumption, all meters | peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
+    if !rows.is_empty() {
+        println!();
+        println!("| system | ingest (points/s, acknowledged) | bytes on disk per point | month of hourly consumption, all meters | peak RSS |");
+        println!("|---|---:|---:|---:|---:|");
+    }
     for r in rows {
         println!("| {} | {:.0} | {:.2} | {:.3} s ({}) | {:.0} MiB |", r.name, r.ingest, r.bytes_per_point, r.query_s, r.query_note, r.peak_mib);
     }
