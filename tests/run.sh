@@ -19,6 +19,8 @@ need=(
   "prometheus-alertmanager:prometheus-alertmanager"   # alerts e2e: alerts posted to a real Alertmanager
   "prometheus:prometheus"        # dashboards e2e: every PromQL panel query runs on a real Prometheus
   "influxd:influxdb"             # dashboards e2e: every InfluxQL panel query runs on a real influxd
+  "influxd:influxdb"             # InfluxDB 1.x: the InfluxDB storage backend test (tests/tests/influx.rs)
+  "victoria-metrics:victoria-metrics"  # the same backend's v2 write path
 )
 missing=()
 for item in "${need[@]}"; do

@@ -21,6 +21,11 @@
 //!   boundaries, all meters); influxd: `difference(last())` per hour and meter (InfluxQL);
 //!   VictoriaMetrics: `increase(...[1h])` per meter, step 1h (PromQL).
 //! * Peak memory: `VmHWM` of each server process at the end.
+//! * The InfluxDB backend (`BENCH_ONLY=forward`, also part of the default run): a fresh influxd,
+//!   the file written straight to it (database `direct`), then the same file through energyd with
+//!   `[storage] backend = "influxdb"` (database `bench`): the rate energyd acknowledges (local
+//!   commit with the spool) and the end-to-end rate until the spool is empty, i.e. every point
+//!   accepted by influxd. Printed as a second table.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -214,7 +219,11 @@ fn pct(s: &str) -> String {
 }
 
 fn start_energyd(root: &Path, meters: i64) -> Server {
-    let dir = root.join("energyd");
+    start_energyd_with(root, "energyd", meters, "", "energyd (embedded)")
+}
+
+fn start_energyd_with(root: &Path, sub: &str, meters: i64, extra: &str, name: &'static str) -> Server {
+    let dir = root.join(sub);
     std::fs::create_dir_all(&dir).unwrap();
     let mut reg = String::from(
         "[[agency]]\nid = \"bench\"\nname = \"基准\"\nlevel = \"province\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 1.0\noccupants = [ { agency = \"bench\", share = 1.0 } ]\n",
@@ -226,7 +235,7 @@ fn start_energyd(root: &Path, meters: i64) -> Server {
     let port = free_port();
     std::fs::write(
         dir.join("energyd.toml"),
-        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 268435456\n"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 268435456\n{extra}"),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_energyd"))
@@ -236,12 +245,15 @@ fn start_energyd(root: &Path, meters: i64) -> Server {
         .stdout(Stdio::null())
         .spawn()
         .expect("start energyd");
-    Server { name: "energyd (embedded)", child, url: format!("http://127.0.0.1:{port}"), dir: dir.join("store") }
+    Server { name, child, url: format!("http://127.0.0.1:{port}"), dir: dir.join("store") }
 }
 
 fn start_influxd(root: &Path) -> Server {
+    start_influxd_in(root.join("influxd"))
+}
+
+fn start_influxd_in(dir: PathBuf) -> Server {
     let bin = which("influxd", "influxdb");
-    let dir = root.join("influxd");
     std::fs::create_dir_all(&dir).unwrap();
     let (port, rpc) = (free_port(), free_port());
     let d = dir.display();
@@ -374,11 +386,72 @@ async fn run() {
         .await;
         rows.push(Row { name: s.name, ingest: ingest_rate, bytes_per_point: bytes as f64 / points as f64, query_s: qs, query_note: format!("{n} meters"), peak_mib: s.peak_rss_mib() });
     }
+    let mut forward = None;
+    if only.is_empty() || only.contains("forward") {
+        forward = Some(bench_forward(root.path(), &file, meters, lines, points).await);
+    }
     let _ = end;
-    println!();
-    println!("| system | ingest (points/s, acknowledged) | bytes on disk per point | month of hourly consumption, all meters | peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
+    if !rows.is_empty() {
+        println!();
+        println!("| system | ingest (points/s, acknowledged) | bytes on disk per point | month of hourly consumption, all meters | peak RSS |");
+        println!("|---|---:|---:|---:|---:|");
+    }
     for r in rows {
         println!("| {} | {:.0} | {:.2} | {:.3} s ({}) | {:.0} MiB |", r.name, r.ingest, r.bytes_per_point, r.query_s, r.query_note, r.peak_mib);
     }
+    if let Some(f) = forward {
+        println!();
+        println!("| into influxd | acknowledged (points/s) | in influxd (points/s, end to end) | peak RSS of energyd |");
+        println!("|---|---:|---:|---:|");
+        println!("| direct: POST /write to influxd | {:.0} | {:.0} | - |", f.direct, f.direct);
+        println!("| energyd, backend influxdb (local commit + spool, forwarder) | {:.0} | {:.0} | {:.0} MiB |", f.acked, f.end_to_end, f.peak_mib);
+    }
+}
+
+struct Forward {
+    direct: f64,
+    acked: f64,
+    end_to_end: f64,
+    peak_mib: f64,
+}
+
+/// A metric's value from a Prometheus text page.
+async fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = get_text(&format!("{url}/metrics")).await;
+    text.lines().find(|l| l.split_whitespace().next() == Some(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// The same file straight into influxd and through energyd's InfluxDB backend.
+async fn bench_forward(root: &Path, file: &Path, meters: i64, lines: usize, points: u64) -> Forward {
+    let influx = start_influxd_in(root.join("influxd-forward"));
+    wait_up(&influx.url, "/ping").await;
+    let client = reqwest::Client::new();
+    for db in ["direct", "bench"] {
+        let r = client.post(format!("{}/query?q=CREATE%20DATABASE%20{db}", influx.url)).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+    let direct = ingest(file, &format!("{}/write?db=direct&precision=ms", influx.url), lines, points).await;
+    let extra = format!(
+        "[storage]\nbackend = \"influxdb\"\n[storage.influxdb]\nurl = \"{}\"\ndatabase = \"bench\"\nbatch_lines = {lines}\nflush_interval_ms = 200\nmax_spool_bytes = 17179869184\n",
+        influx.url
+    );
+    let s = start_energyd_with(root, "energyd-forward", meters, &extra, "energyd (influxdb backend)");
+    wait_up(&s.url, "/healthz").await;
+    let started = Instant::now();
+    let acked = ingest(file, &format!("{}/write?db=bench&precision=ms", s.url), lines, points).await;
+    loop {
+        let forwarded = metric(&s.url, "energyd_forward_points_total").await.unwrap_or(0.0);
+        if forwarded as u64 >= points && metric(&s.url, "energyd_forward_spool_points").await == Some(0.0) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3600), "the spool did not drain within an hour ({forwarded} of {points} points)");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let end_to_end = points as f64 / started.elapsed().as_secs_f64();
+    // Every point arrived: the same count in both databases.
+    let count = |db: &str| format!("{}/query?db={db}&q={}", influx.url, pct("SELECT count(active_power) FROM energy"));
+    let (a, b) = (get_text(&count("direct")).await, get_text(&count("bench")).await);
+    let n = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["results"][0]["series"][0]["values"][0][1].as_u64();
+    assert_eq!(n(&a), n(&b), "direct: {a}, through energyd: {b}");
+    Forward { direct, acked, end_to_end, peak_mib: s.peak_rss_mib() }
 }

@@ -43,6 +43,8 @@ pub enum DaemonError {
     Tls(String),
     #[error("{0}")]
     Audit(#[from] audit::AuditError),
+    #[error("storage.influxdb: {0}")]
+    Influx(String),
 }
 
 /// A daemon whose store is open and whose listener is bound, ready to serve.
@@ -53,6 +55,21 @@ pub struct Daemon {
     mqtt: Option<config::MqttConfig>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: serve::ConnLimits,
+    /// The InfluxDB backend, when configured: its forwarder runs while the daemon serves.
+    influx: Option<Arc<store::influx::Influx>>,
+}
+
+/// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
+/// `agency` for a sub-meter serving one agency.
+fn influx_tags(reg: &registry::Registry) -> std::collections::HashMap<String, String> {
+    reg.file
+        .meters
+        .iter()
+        .map(|m| {
+            let tags = [("building", m.building.as_str()), ("carrier", m.carrier.as_str()), ("agency", m.agency.as_deref().unwrap_or_default())];
+            (m.id.clone(), store::influx::encode::tag_suffix(&tags))
+        })
+        .collect()
 }
 
 impl Daemon {
@@ -60,14 +77,26 @@ impl Daemon {
     pub async fn bind(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let metrics = metrics::Metrics::new();
         let retention = loaded.config.retention;
-        let options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
         let tls = match (&loaded.config.http.tls_cert_file, &loaded.config.http.tls_key_file) {
             (Some(c), Some(k)) => Some(serve::tls_acceptor(c, k).map_err(DaemonError::Tls)?),
             _ => None,
         };
         let audit = audit::AuditLog::open(&loaded.config.data_dir)?;
         record_config(&audit, &loaded)?;
-        let store = store::open_with(&loaded.config.data_dir, metrics.clone(), options)?;
+        let mut options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
+        let (store, influx) = match loaded.config.storage.influx() {
+            None => (store::open_with(&loaded.config.data_dir, metrics.clone(), options)?, None),
+            Some(cfg) => {
+                if let Some(days) = cfg.local_raw_days {
+                    options.raw_retention_ms = Some(options.raw_retention_ms.unwrap_or(i64::MAX).min(i64::from(days) * 86_400_000));
+                }
+                let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(DaemonError::Influx)?);
+                let forwarding = store::Forwarding { measurement: cfg.measurement.clone(), tags: influx_tags(&loaded.registry), max_bytes: cfg.max_spool_bytes };
+                let local = store::open_forwarding(&loaded.config.data_dir, metrics.clone(), options, Some(forwarding))?;
+                tracing::info!(url = %cfg.url, api = ?cfg.api, read = ?cfg.read, "storage backend: InfluxDB (local store keeps the spool and the roll-ups)");
+                (store::Store::with_influx(local, influx.clone()), Some(influx))
+            }
+        };
         let listen = loaded.config.http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
@@ -94,7 +123,7 @@ impl Daemon {
             max_connections: loaded.config.http.max_connections,
             header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
         };
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx })
     }
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
@@ -129,6 +158,10 @@ impl Daemon {
             })
         };
         let alerts_task = self.state.alerts.config.enabled.then(|| tokio::spawn(alerts::run(self.state.clone(), mqtt_cancel.clone())));
+        let forward_cancel = CancellationToken::new();
+        let forward_task = self.influx.clone().map(|i| {
+            tokio::spawn(store::influx::forward(self.state.store.local().clone(), i, self.state.metrics.clone(), forward_cancel.clone()))
+        });
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         mqtt_cancel.cancel();
         warm.abort();
@@ -136,6 +169,11 @@ impl Daemon {
             let _ = t.await;
         }
         if let Some(t) = alerts_task {
+            let _ = t.await;
+        }
+        // The forwarder stops before the store closes; what it has not sent stays in the spool.
+        forward_cancel.cancel();
+        if let Some(t) = forward_task {
             let _ = t.await;
         }
         let store = self.state.store.clone();

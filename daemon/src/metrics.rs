@@ -33,6 +33,13 @@ pub struct Metrics {
     /// Per-meter gauges (`alerts.per_meter_metrics`), set at each scrape.
     pub meter_reading_age: prometheus::GaugeVec,
     pub meter_power: prometheus::GaugeVec,
+    pub forwarded_points: IntCounter,
+    pub forward_errors: IntCounterVec,
+    pub forward_rejected_lines: IntCounter,
+    pub spool_bytes: IntGauge,
+    pub spool_points: IntGauge,
+    pub forward_lag_seconds: prometheus::Gauge,
+    pub forward_write_seconds: Histogram,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -107,6 +114,25 @@ impl Metrics {
                 Opts::new("energyd_meter_active_power_watts", "A meter's newest active power reading (within the last hour), in watts"),
                 &["meter", "building"],
             )),
+            forwarded_points: must(IntCounter::new("energyd_forward_points_total", "Points accepted by InfluxDB (storage backend influxdb)")),
+            forward_errors: must(IntCounterVec::new(
+                Opts::new("energyd_forward_errors_total", "Failed writes to InfluxDB, by kind (connect, timeout, status, rejected)"),
+                &["kind"],
+            )),
+            forward_rejected_lines: must(IntCounter::new(
+                "energyd_forward_rejected_lines_total",
+                "Lines of write requests InfluxDB refused as invalid (HTTP 400/413, partial writes included), not retried; their points stay in the local store",
+            )),
+            spool_bytes: must(IntGauge::new("energyd_forward_spool_bytes", "Bytes of line protocol waiting in the spool for InfluxDB")),
+            spool_points: must(IntGauge::new("energyd_forward_spool_points", "Points waiting in the spool for InfluxDB")),
+            forward_lag_seconds: must(prometheus::Gauge::new(
+                "energyd_forward_lag_seconds",
+                "Age of the oldest point waiting in the spool (0 when it is empty)",
+            )),
+            forward_write_seconds: must(Histogram::with_opts(
+                HistogramOpts::new("energyd_forward_write_duration_seconds", "Time of one write request to InfluxDB, failed ones included")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            )),
         };
         let r = &m.registry;
         must(r.register(Box::new(m.points_written.clone())));
@@ -135,6 +161,13 @@ impl Metrics {
         must(r.register(Box::new(m.alert_notifications.clone())));
         must(r.register(Box::new(m.meter_reading_age.clone())));
         must(r.register(Box::new(m.meter_power.clone())));
+        must(r.register(Box::new(m.forwarded_points.clone())));
+        must(r.register(Box::new(m.forward_errors.clone())));
+        must(r.register(Box::new(m.forward_rejected_lines.clone())));
+        must(r.register(Box::new(m.spool_bytes.clone())));
+        must(r.register(Box::new(m.spool_points.clone())));
+        must(r.register(Box::new(m.forward_lag_seconds.clone())));
+        must(r.register(Box::new(m.forward_write_seconds.clone())));
         m
     }
 

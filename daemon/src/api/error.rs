@@ -49,6 +49,12 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Closed => ApiError::unavailable("the store is shutting down", e),
+            crate::store::StoreError::SpoolFull { .. } => {
+                let message = e.to_string();
+                tracing::warn!("{message}");
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message }
+            }
+            crate::store::StoreError::Remote(_) => ApiError::unavailable("the InfluxDB backend did not answer (see the daemon's log)", e),
             other => ApiError::internal("storage failed", other),
         }
     }

@@ -479,6 +479,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         retention: crate::config::RetentionConfig::default(),
         auth: None,
         alerts: crate::alerts::AlertsConfig::default(),
+        storage: crate::config::StorageConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 

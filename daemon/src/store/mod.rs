@@ -35,11 +35,160 @@
 //! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
 //! counted.
 
+//!
+//! # Backends
+//!
+//! [`Store`] is what the API uses. It is the embedded store, plus, with `[storage] backend =
+//! "influxdb"`, an InfluxDB client ([`influx`]): the embedded store still takes every write
+//! (it is the durable log and keeps the roll-ups) and spools it for InfluxDB; raw-point reads
+//! (`points`, `counter_window`, stepped series) go to InfluxDB over InfluxQL unless its
+//! `read = "local"`. Roll-up reads always stay local.
+
 mod chunks;
 pub mod codec;
+pub mod influx;
 mod sqlite;
 
-pub use sqlite::{open, open_with, CounterRollups, Store, StoreError, StoreOptions, WriteOutcome};
+use std::sync::Arc;
+
+use energy_wire::{Batch, Quantity};
+
+use crate::accounting::rollup::HourRollup;
+use crate::config::InfluxRead;
+use crate::metrics::Metrics;
+
+pub use sqlite::{open_forwarding, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome};
+
+/// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
+pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {
+    Ok(Store::embedded(sqlite::open(dir, metrics)?))
+}
+
+/// Opens (creating if needed) the embedded store in `dir`.
+pub fn open_with(dir: &std::path::Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
+    Ok(Store::embedded(sqlite::open_with(dir, metrics, options)?))
+}
+
+/// The store the API uses: the embedded store, and InfluxDB when configured. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    local: Embedded,
+    /// Set when raw-point reads go to InfluxDB.
+    remote: Option<Arc<influx::Influx>>,
+}
+
+impl Store {
+    /// Only the embedded store.
+    pub fn embedded(local: Embedded) -> Store {
+        Store { local, remote: None }
+    }
+
+    /// The embedded store (opened with [`open_forwarding`]) and InfluxDB.
+    pub fn with_influx(local: Embedded, influx: Arc<influx::Influx>) -> Store {
+        let remote = (influx.config().read == InfluxRead::Influxql).then_some(influx);
+        Store { local, remote }
+    }
+
+    /// The embedded store.
+    pub fn local(&self) -> &Embedded {
+        &self.local
+    }
+
+    /// Stores a gateway batch; returns after the local commit. [`StoreError::SpoolFull`] when
+    /// InfluxDB is behind by more than the spool's bound.
+    pub async fn write_batch(&self, batch: Batch) -> Result<WriteOutcome, StoreError> {
+        self.local.write_batch(batch).await
+    }
+
+    /// Stores loose points (line protocol); returns after the local commit.
+    pub async fn write_points(&self, points: Vec<Point>) -> Result<WriteOutcome, StoreError> {
+        self.local.write_points(points).await
+    }
+
+    pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
+        self.local.compact().await
+    }
+
+    /// Runs `f` on a local read connection.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        self.local.read(f).await
+    }
+
+    /// Readings of one series in `[from, to)`, by time, from the backend holding raw points.
+    pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        match &self.remote {
+            Some(r) => r.points(meter, q, from, to).await.map_err(StoreError::Remote),
+            None => self.local.points(meter, q, from, to).await,
+        }
+    }
+
+    /// `agg` per `step` computed by the backend, when it does that itself (InfluxDB); `None`:
+    /// the caller aggregates [`Store::points`].
+    pub async fn aggregate(&self, meter: &str, q: Quantity, from: i64, to: i64, step: i64, agg: &str) -> Result<Option<Vec<(i64, f64)>>, StoreError> {
+        match &self.remote {
+            Some(r) => r.aggregate(meter, q, from, to, step, agg).await.map(Some).map_err(StoreError::Remote),
+            None => Ok(None),
+        }
+    }
+
+    /// Readings of a counter covering `[from, to)` (see [`Embedded::counter_window`]), from the
+    /// backend holding raw points.
+    pub async fn counter_window(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
+        match &self.remote {
+            Some(r) => r.counter_window(meter, q, from, to).await.map_err(StoreError::Remote),
+            None => self.local.counter_window(meter, q, from, to).await,
+        }
+    }
+
+    /// Hourly roll-ups (always local).
+    pub async fn rollups(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
+        self.local.rollups(meter, q, from, to).await
+    }
+
+    /// Counter roll-ups of many series (always local).
+    pub async fn counter_rollups_many(&self, series: Vec<(String, Quantity)>, from: i64, to: i64) -> Result<Vec<CounterRollups>, StoreError> {
+        self.local.counter_rollups_many(series, from, to).await
+    }
+
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
+        self.local.gateways().await
+    }
+
+    pub async fn stored_meters(&self) -> Result<Vec<String>, StoreError> {
+        self.local.stored_meters().await
+    }
+
+    pub fn last_seen(&self, meter: &str) -> Option<i64> {
+        self.local.last_seen(meter)
+    }
+
+    /// Change records for the accounting cache (kept locally whatever the backend).
+    pub async fn dirty_marks(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        self.local.dirty_marks().await
+    }
+
+    pub async fn clear_dirty(&self, marks: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.local.clear_dirty(marks).await
+    }
+
+    pub async fn dirty_epoch(&self) -> Result<String, StoreError> {
+        self.local.dirty_epoch().await
+    }
+
+    /// Time of the last counter reading of a series before `t`, from the local roll-ups.
+    pub async fn reading_before(&self, meter: &str, q: Quantity, t: i64) -> Result<Option<i64>, StoreError> {
+        self.local.reading_before(meter, q, t).await
+    }
+
+    /// Size of the embedded store's files (spool included).
+    pub fn bytes(&self) -> u64 {
+        self.local.bytes()
+    }
+
+    pub fn close(&self) {
+        self.local.close();
+    }
+}
 
 /// One value to store.
 #[derive(Debug, Clone, PartialEq)]

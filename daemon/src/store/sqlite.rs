@@ -24,6 +24,10 @@ pub enum StoreError {
     Closed,
     #[error("storage task failed: {0}")]
     Task(String),
+    #[error("the spool of points waiting for InfluxDB is full ({bytes} bytes, bound {max} bytes): InfluxDB is down or slower than ingest; retry later")]
+    SpoolFull { bytes: u64, max: u64 },
+    #[error("InfluxDB query failed: {0}")]
+    Remote(String),
 }
 
 /// What one write did.
@@ -60,6 +64,65 @@ enum WriteOp {
     Compact,
     /// (meter, seq) change records to forget.
     ClearDirty(Vec<(String, i64)>),
+    /// The spool rows up to this id are in InfluxDB: delete them.
+    Forwarded(i64),
+}
+
+/// Forwarding to InfluxDB: every point newly written (or replaced) is also written, as line
+/// protocol, into table `outbox` in the same transaction; the forwarder sends the rows in id
+/// order and deletes them once the database has accepted them.
+pub struct Forwarding {
+    /// The measurement of every line.
+    pub measurement: String,
+    /// Per meter, its tag suffix (`,building=..,carrier=..`, escaped); other meters get only
+    /// the `meter` tag.
+    pub tags: HashMap<String, String>,
+    /// At or above this many bytes in the spool, writes are refused ([`StoreError::SpoolFull`]).
+    pub max_bytes: u64,
+}
+
+/// What the spool holds, shared by the writer, the forwarder and ingest.
+#[derive(Debug, Default)]
+pub struct Spool {
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub points: std::sync::atomic::AtomicU64,
+    pub max_bytes: u64,
+    /// Woken after each commit that added to the spool.
+    pub added: tokio::sync::Notify,
+}
+
+impl Spool {
+    /// Counts what a commit added (+) and removed (-), as (bytes, points); wakes the forwarder
+    /// when something was added. Only the writer calls this.
+    fn apply(&self, delta: (i64, i64), metrics: &Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes = (self.bytes.load(Relaxed) as i64 + delta.0).max(0);
+        let points = (self.points.load(Relaxed) as i64 + delta.1).max(0);
+        self.bytes.store(bytes as u64, Relaxed);
+        self.points.store(points as u64, Relaxed);
+        metrics.spool_bytes.set(bytes);
+        metrics.spool_points.set(points);
+        if delta.0 > 0 {
+            self.added.notify_one();
+        }
+    }
+}
+
+/// One spool row: line protocol of the points of one commit.
+#[derive(Debug, Clone)]
+pub struct SpoolRow {
+    pub id: i64,
+    pub created_ms: i64,
+    pub points: u64,
+    pub data: String,
+}
+
+/// The writer's side of the spool: the lines of the open transaction.
+struct Outbox {
+    builder: super::influx::encode::LineBuilder,
+    tags: HashMap<String, String>,
+    points: u64,
+    spool: Arc<Spool>,
 }
 
 struct WriteReq {
@@ -67,9 +130,9 @@ struct WriteReq {
     reply: oneshot::Sender<Result<WriteOutcome, String>>,
 }
 
-/// Handle to the store; cheap to clone.
+/// Handle to the embedded store; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct Embedded {
     tx: Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
@@ -77,6 +140,8 @@ pub struct Store {
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
     path: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set when forwarding to InfluxDB.
+    spool: Option<Arc<Spool>>,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -112,12 +177,18 @@ const CHUNKS_PER_PASS: usize = 256;
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Opens (creating if needed) the store in `dir`, keeping everything forever.
-pub fn open(dir: &Path, metrics: Metrics) -> Result<Store, StoreError> {
+pub(super) fn open(dir: &Path, metrics: Metrics) -> Result<Embedded, StoreError> {
     open_with(dir, metrics, StoreOptions::default())
 }
 
 /// Opens (creating if needed) the store in `dir`.
-pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
+pub(super) fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<Embedded, StoreError> {
+    open_forwarding(dir, metrics, options, None)
+}
+
+/// Opens (creating if needed) the store in `dir`; with `forwarding`, every point written is also
+/// spooled for InfluxDB.
+pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forwarding: Option<Forwarding>) -> Result<Embedded, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
@@ -146,7 +217,9 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
              PRIMARY KEY(series, hour)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
              PRIMARY KEY(series, day));
-         CREATE TABLE IF NOT EXISTS dirty_meters(meter TEXT PRIMARY KEY, min_ts INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;",
+         CREATE TABLE IF NOT EXISTS dirty_meters(meter TEXT PRIMARY KEY, min_ts INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+
+         CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
     match version.as_deref() {
         None => {
@@ -192,17 +265,30 @@ pub fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<
     let last_seen = Arc::new(RwLock::new(last_seen));
     let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
     let ls = last_seen.clone();
+    // What the spool holds (rows left from before a restart are sent first).
+    let (spool, outbox) = match forwarding {
+        Some(f) => {
+            let (bytes, points): (i64, i64) = conn.query_row("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let spool = Spool { bytes: (bytes.max(0) as u64).into(), points: (points.max(0) as u64).into(), max_bytes: f.max_bytes, added: Default::default() };
+            metrics.spool_bytes.set(bytes);
+            metrics.spool_points.set(points);
+            let spool = Arc::new(spool);
+            (Some(spool.clone()), Some(Outbox { builder: super::influx::encode::LineBuilder::new(&f.measurement), tags: f.tags, points: 0, spool }))
+        }
+        None => (None, None),
+    };
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed))
+        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed, outbox))
         .map_err(|e| StoreError::Task(e.to_string()))?;
-    Ok(Store {
+    Ok(Embedded {
         tx: Arc::new(Mutex::new(Some(tx))),
         readers: Arc::new(readers),
         next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         last_seen,
         path,
         writer: Arc::new(Mutex::new(Some(handle))),
+        spool,
     })
 }
 
@@ -285,6 +371,8 @@ struct Writer<'c> {
     backfill: HashMap<(i64, i64), Instant>,
     /// Points older than this (the start of the newest sealable day) are backfill.
     seal_cutoff: i64,
+    /// Forwarding to InfluxDB: the lines of the open transaction.
+    outbox: Option<Outbox>,
 }
 
 /// Most decoded chunks kept for checking late points; the cache is emptied when full.
@@ -319,6 +407,13 @@ impl Writer<'_> {
             self.backfill.insert((sid, day_of(ts)), Instant::now());
         }
         let put = self.put_raw(sid, ts, value)?;
+        if put != Put::Unchanged {
+            if let Some(o) = &mut self.outbox {
+                let tags = o.tags.get(meter).map_or("", String::as_str);
+                o.builder.add(meter, tags, q, ts, value);
+                o.points += 1;
+            }
+        }
         let key = (sid, hour_of(ts));
         match put {
             Put::New => {
@@ -508,7 +603,9 @@ fn writer_loop(
     metrics: Metrics,
     options: StoreOptions,
     sealed: HashMap<i64, i64>,
+    outbox: Option<Outbox>,
 ) {
+    let spool = outbox.as_ref().map(|o| o.spool.clone());
     let mut w = Writer {
         conn: &conn,
         series: HashMap::new(),
@@ -518,6 +615,7 @@ fn writer_loop(
         chunk_cache: HashMap::new(),
         backfill: HashMap::new(),
         seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
+        outbox,
     };
     let mut next_prune = Instant::now();
     let mut next_compact = Instant::now();
@@ -578,10 +676,12 @@ fn writer_loop(
                         *e = (*e).min(p.ts);
                     }
                 }
-                WriteOp::Compact | WriteOp::ClearDirty(_) => {}
+                WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) => {}
             }
         }
         let mut wants_compact = false;
+        // Spool bytes and points added (+) and removed (-) by this group.
+        let mut spool_delta = (0i64, 0i64);
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
             let tx = conn.unchecked_transaction()?;
             let mut outs = Vec::with_capacity(group.len());
@@ -608,8 +708,24 @@ fn writer_loop(
                             st.execute(params![m, seq])?;
                         }
                     }
+                    WriteOp::Forwarded(id) => {
+                        let (b, p): (i64, i64) = conn
+                            .prepare_cached("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox WHERE id <= ?1")?
+                            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([id])?;
+                        spool_delta.0 -= b;
+                        spool_delta.1 -= p;
+                    }
                 }
                 outs.push(out);
+            }
+            if let Some(o) = w.outbox.as_mut().filter(|o| !o.builder.is_empty()) {
+                let (data, _) = o.builder.take();
+                let points = std::mem::take(&mut o.points);
+                conn.prepare_cached("INSERT INTO outbox(created_ms, points, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![chrono::Utc::now().timestamp_millis(), points as i64, data])?;
+                spool_delta.0 += data.len() as i64;
+                spool_delta.1 += points as i64;
             }
             w.flush_rollups()?;
             add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
@@ -623,6 +739,9 @@ fn writer_loop(
                 }
             }
             tx.commit()?;
+            if let Some(sp) = &spool {
+                sp.apply(spool_delta, &metrics);
+            }
             Ok(outs)
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
@@ -674,6 +793,10 @@ fn writer_loop(
                 w.series.clear();
                 w.pending.clear();
                 w.dirty.clear();
+                if let Some(o) = &mut w.outbox {
+                    o.builder.clear();
+                    o.points = 0;
+                }
                 tracing::error!("store commit failed: {e}");
                 for req in group {
                     let _ = req.reply.send(Err(e.to_string()));
@@ -687,8 +810,14 @@ fn writer_loop(
     }
 }
 
-impl Store {
+impl Embedded {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        if let (Some(sp), WriteOp::Batch(_) | WriteOp::Points(_)) = (&self.spool, &op) {
+            let bytes = sp.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            if bytes >= sp.max_bytes {
+                return Err(StoreError::SpoolFull { bytes, max: sp.max_bytes });
+            }
+        }
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Closed)?;
         tokio::task::spawn_blocking(move || tx.send(WriteReq { op, reply }))
@@ -712,6 +841,36 @@ impl Store {
     /// last commit, with the number of raw points sealed in `points_sealed`.
     pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
         self.write(WriteOp::Compact).await
+    }
+
+    /// The spool, when forwarding to InfluxDB.
+    pub fn spool(&self) -> Option<Arc<Spool>> {
+        self.spool.clone()
+    }
+
+    /// Spool rows after `after`, in order, until they hold at least `max_points` points (at
+    /// least one row when there is one).
+    pub async fn spool_rows(&self, after: i64, max_points: u64) -> Result<Vec<SpoolRow>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT id, created_ms, points, data FROM outbox WHERE id > ?1 ORDER BY id")?;
+            let mut rows = st.query([after])?;
+            let (mut out, mut n) = (Vec::new(), 0u64);
+            while let Some(r) = rows.next()? {
+                let row = SpoolRow { id: r.get(0)?, created_ms: r.get(1)?, points: r.get::<_, i64>(2)?.max(0) as u64, data: r.get(3)? };
+                n += row.points;
+                out.push(row);
+                if n >= max_points {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The spool rows up to `id` are in InfluxDB: deletes them (in the writer's next commit).
+    pub async fn spool_forwarded(&self, id: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::Forwarded(id)).await.map(|_| ())
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -1011,6 +1170,71 @@ mod tests {
         let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
         let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
         assert_eq!(v, FORMAT_VERSION.to_string());
+    }
+
+    fn forwarding(max_bytes: u64) -> Option<Forwarding> {
+        let tags = HashMap::from([("m".to_string(), ",building=b\\ 1,carrier=electricity".to_string())]);
+        Some(Forwarding { measurement: "energy".into(), tags, max_bytes })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_and_replaced_points_are_spooled_in_the_commit_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let p = |meter: &str, quantity, ts, value| Point { meter: meter.into(), quantity, ts, value };
+        let t = 1_764_288_000_000;
+        let store = open_forwarding(dir.path(), metrics.clone(), StoreOptions::default(), forwarding(1 << 20)).unwrap();
+        store
+            .write_points(vec![p("m", Quantity::ActiveEnergyImport, t, 1.5), p("m", Quantity::ActivePower, t, 2.0), p("x", Quantity::WaterVolume, t, 3.0)])
+            .await
+            .unwrap();
+        // Unchanged: nothing to forward; replaced: forwarded again (last write wins there too).
+        store.write_points(vec![p("m", Quantity::ActiveEnergyImport, t, 1.5), p("m", Quantity::ActivePower, t, 2.5)]).await.unwrap();
+        let rows = store.spool_rows(0, 1000).await.unwrap();
+        let text: String = rows.iter().map(|r| r.data.as_str()).collect();
+        assert_eq!(
+            text,
+            format!(
+                "energy,meter=m,building=b\\ 1,carrier=electricity active_energy_import=1.5,active_power=2 {t}\nenergy,meter=x water_volume=3 {t}\n\
+                 energy,meter=m,building=b\\ 1,carrier=electricity active_power=2.5 {t}\n"
+            )
+        );
+        assert_eq!(rows.iter().map(|r| r.points).sum::<u64>(), 4);
+        let spool = store.spool().unwrap();
+        assert_eq!(spool.bytes.load(std::sync::atomic::Ordering::Relaxed), text.len() as u64);
+        assert_eq!(metrics.spool_points.get(), 4);
+        store.close();
+        // After a restart the spool is still there, counted again; forwarding removes it.
+        let store = open_forwarding(dir.path(), metrics.clone(), StoreOptions::default(), forwarding(1 << 20)).unwrap();
+        let rows = store.spool_rows(0, 3).await.unwrap();
+        assert_eq!(rows.len(), 1, "stops once the rows hold enough points");
+        store.spool_forwarded(rows[0].id).await.unwrap();
+        assert_eq!(metrics.spool_points.get(), 1);
+        let rest = store.spool_rows(0, 1000).await.unwrap();
+        store.spool_forwarded(rest[0].id).await.unwrap();
+        assert!(store.spool_rows(0, 1000).await.unwrap().is_empty());
+        assert_eq!((metrics.spool_points.get(), metrics.spool_bytes.get()), (0, 0));
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_spool_refuses_writes_until_forwarding_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_forwarding(dir.path(), Metrics::new(), StoreOptions::default(), forwarding(100)).unwrap();
+        let p = |ts| Point { meter: "m".into(), quantity: Quantity::ActivePower, ts, value: 1.0 };
+        let t = 1_764_288_000_000;
+        store.write_points((0..5).map(|i| p(t + i)).collect()).await.unwrap();
+        let e = store.write_points(vec![p(t + 10)]).await.unwrap_err();
+        assert!(matches!(e, StoreError::SpoolFull { max: 100, .. }), "{e}");
+        assert!(e.to_string().contains("spool"), "{e}");
+        assert!(store.points("m", Quantity::ActivePower, t + 10, t + 11).await.unwrap().is_empty(), "a refused write stores nothing");
+        let rows = store.spool_rows(0, 1000).await.unwrap();
+        store.spool_forwarded(rows[rows.len() - 1].id).await.unwrap();
+        store.write_points(vec![p(t + 10)]).await.unwrap();
+        // Ids keep growing after the spool was emptied: the forwarder's cursor stays valid.
+        let next = store.spool_rows(rows[rows.len() - 1].id, 1000).await.unwrap();
+        assert_eq!(next.len(), 1);
+        store.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
