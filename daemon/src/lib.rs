@@ -12,6 +12,7 @@ pub mod demo;
 pub mod ingest;
 pub mod metrics;
 pub mod registry;
+pub mod reports;
 pub mod store;
 
 use std::collections::BTreeSet;

@@ -5,13 +5,14 @@ mod error;
 mod ingest;
 mod query;
 mod registry;
+pub mod reports;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -74,7 +75,7 @@ pub type Shared = Arc<AppState>;
 pub fn app(state: Shared) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/", get(index))
+        .route("/", get(reports::index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/ingest", post(ingest::batch))
@@ -92,6 +93,10 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/meters/{id}/events", get(accounting::list_events).post(accounting::post_event))
         .route("/api/v1/meters/{id}/flags", get(accounting::meter_flags))
         .route("/api/v1/store/compact", post(compact))
+        .route("/api/v1/reports/annual", get(reports::annual))
+        .route("/api/v1/reports/assessment", get(reports::assessment))
+        .route("/api/v1/plans/energy", get(reports::plan))
+        .route("/api/v1/deadlines", get(reports::deadlines))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
@@ -120,40 +125,6 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 async fn compact(State(s): State<Shared>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let out = s.store.compact().await?;
     Ok(axum::Json(serde_json::json!({ "points_sealed": out.points_sealed, "store_bytes": s.store.bytes() })))
-}
-
-async fn index(State(s): State<Shared>) -> Html<String> {
-    let mut links = String::new();
-    for a in &s.registry.file.agencies {
-        links.push_str(&format!(
-            "<li>{} (<code>{}</code>): <a href=\"/api/v1/consumption?agency={}&amp;from={}&amp;to={}&amp;interval=month\">consumption this year by month</a></li>\n",
-            html_escape(&a.name),
-            html_escape(&a.id),
-            html_escape(&a.id),
-            year_start(s.tz),
-            tomorrow(s.tz)
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html lang=\"zh\"><meta charset=\"utf-8\"><title>energyd</title>\
-         <body style=\"font-family:sans-serif;max-width:60em;margin:2em auto\"><h1>energyd</h1>\
-         <p>Registry: <a href=\"/api/v1/agencies\">agencies</a> · <a href=\"/api/v1/buildings\">buildings</a> · \
-         <a href=\"/api/v1/meters\">meters</a> · <a href=\"/api/v1/gateways\">gateways</a> · \
-         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p><h2>Agencies</h2><ul>{links}</ul></body></html>"
-    ))
-}
-
-fn year_start(tz: chrono_tz::Tz) -> String {
-    use chrono::Datelike;
-    format!("{}-01-01", chrono::Utc::now().with_timezone(&tz).year())
-}
-
-fn tomorrow(tz: chrono_tz::Tz) -> String {
-    (chrono::Utc::now().with_timezone(&tz).date_naive() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string()
-}
-
-pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -316,6 +316,9 @@ pub struct RegistryFile {
     pub meters: Vec<Meter>,
     #[serde(default, rename = "event")]
     pub events: Vec<EventRecord>,
+    /// Scoring rules of the assessment (reports); the reference's defaults when absent.
+    #[serde(default)]
+    pub assessment: AssessmentRules,
 }
 
 /// An included file holds lists only; they are appended to the main file's.
@@ -882,6 +885,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
             errors.push(format!("{at}: percent must be between -100 and 100"));
         }
     }
+    errors.extend(f.assessment.problems());
     errors.sort();
     errors.dedup();
     errors
