@@ -11,6 +11,7 @@ need=(
   "mosquitto_passwd:mosquitto"   # password file for the TLS/authentication test
   "openssl:openssl"              # certificates for the TLS test
   "socat:socat"                  # pseudo-terminal pair for the gateway's serial (RTU) tests
+  "chromium:chromium"            # headless browser: the bureau's page and the printable reports
 )
 missing=()
 for item in "${need[@]}"; do
@@ -19,6 +20,10 @@ for item in "${need[@]}"; do
     missing+=("$pkg")
   fi
 done
+# A Chinese font, so that the reports' screenshots show the text (tests/tests/reports.rs).
+if ! fc-list 2>/dev/null | grep -qiE "wqy|noto sans cjk"; then
+  missing+=("fonts-wqy-microhei")
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

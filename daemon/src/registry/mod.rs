@@ -11,6 +11,10 @@
 //! electricity_basis = "calorific"   # 当量值 (0.1229 kgce/kWh) or "equivalent" (等价值)
 //! grid_region = "shanxi"
 //!
+//! [assessment]                      # optional: scoring rules of the assessment (reports);
+//! grades = [ { min = 95, name = "超额完成" }, { min = 80, name = "完成" },   # defaults: see
+//!            { min = 65, name = "基本完成" }, { min = 0, name = "未完成" } ]  # params::AssessmentRules
+//!
 //! [[agency]]
 //! id = "prov-finance"
 //! name = "省财政厅"

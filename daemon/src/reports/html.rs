@@ -311,7 +311,12 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     out.push_str("</section>\n");
     // Downloads.
     let _ = write!(out, "<section id=\"downloads\"><h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>HTML</th><th>XLSX</th><th>CSV</th><th>JSON</th></tr></thead><tbody>", esc(&t(lang, "downloads")), esc(&t(lang, "item")), esc(&t(lang, "year")));
-    let docs = [("annual", "/api/v1/reports/annual", year - 1), ("annual", "/api/v1/reports/annual", year), ("assessment", "/api/v1/reports/assessment", year - 1), ("plan", "/api/v1/plans/energy", year + 1)];
+    // Last year's documents (due this year), this year's report so far, next year's plan.
+    let mut docs = vec![("annual", "/api/v1/reports/annual", d.year), ("assessment", "/api/v1/reports/assessment", d.year)];
+    if year != d.year {
+        docs.push(("annual", "/api/v1/reports/annual", year));
+    }
+    docs.push(("plan", "/api/v1/plans/energy", year + 1));
     for (k, path, y) in docs {
         let _ = write!(out, "<tr><td>{}</td><td class=\"n\">{y}</td>", esc(&t(lang, k)));
         for f in ["html", "xlsx", "csv", "json"] {
