@@ -36,8 +36,7 @@ fn cell_html(c: &Cell) -> String {
 /// A table, leaving out the columns `skip`.
 pub fn table_html(tb: &Table, skip: &[usize]) -> String {
     let mut out = String::from("<table><thead><tr>");
-    for (i, h) in tb.headers.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
-        let _ = i;
+    for (_, h) in tb.headers.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
     out.push_str("</tr></thead><tbody>\n");
@@ -136,9 +135,9 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> String {
     for e in &r.entries {
         let one = AnnualReport { entries: vec![e.clone()], ..r.clone() };
         let tbs = tables::annual(&one, lang);
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<section id=\"{}-{}\"><h2>{} <small>({} · {})</small></h2>\n",
+            "<section id=\"{}-{}\"><h2>{} <small>({} · {})</small></h2>",
             esc(scope_name(e.scope)),
             esc(&e.agency),
             esc(&e.name),
@@ -150,9 +149,9 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> String {
         }
         let bc = band_chart(lang, e);
         if !bc.is_empty() {
-            let _ = write!(out, "<h3>{}</h3>{bc}\n", esc(&t(lang, "chart_band")));
+            let _ = writeln!(out, "<h3>{}</h3>{bc}", esc(&t(lang, "chart_band")));
         }
-        let _ = write!(out, "<h3>{}</h3>{}\n", esc(&t(lang, "chart_monthly")), monthly_chart(lang, e));
+        let _ = writeln!(out, "<h3>{}</h3>{}", esc(&t(lang, "chart_monthly")), monthly_chart(lang, e));
         if let Some(tb) = tbs.get(1) {
             let _ = write!(out, "<h3>{}</h3>", esc(&tb.title));
             out.push_str(&table_html(tb, &[0, 1]));
@@ -205,12 +204,12 @@ pub fn assessment(a: &Assessment, lang: Lang) -> String {
     }
     out.push_str("</header>\n");
     let tbs = tables::assessment(a, lang);
-    let _ = write!(out, "<section><h2>{}</h2>{}\n", esc(&t(lang, "chart_ranking")), ranking_chart(lang, a));
+    let _ = writeln!(out, "<section><h2>{}</h2>{}", esc(&t(lang, "chart_ranking")), ranking_chart(lang, a));
     if let Some(tb) = tbs.first() {
         out.push_str(&table_html(tb, &[6, 7, 9]));
     }
     out.push_str("</section>\n");
-    let _ = write!(out, "<section><h2>{}</h2>\n", esc(&t(lang, "reasons")));
+    let _ = writeln!(out, "<section><h2>{}</h2>", esc(&t(lang, "reasons")));
     for s in &a.agencies {
         let reasons = tables::reasons(lang, s);
         let _ = write!(out, "<h3>{}. {} ({})</h3>", s.rank, esc(&s.name), esc(&s.agency));
@@ -226,7 +225,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> String {
     }
     out.push_str("</section>\n");
     for tb in tbs.iter().skip(1) {
-        let _ = write!(out, "<section><h2>{}</h2>{}</section>\n", esc(&tb.title), table_html(tb, &[]));
+        let _ = writeln!(out, "<section><h2>{}</h2>{}</section>", esc(&tb.title), table_html(tb, &[]));
     }
     out.push_str("</body></html>\n");
     out
@@ -251,7 +250,7 @@ pub fn plan(p: &EnergyPlan, lang: Lang) -> String {
     for i in [3usize, 1, 0, 2] {
         if let Some(tb) = tbs.get(i) {
             let skip: &[usize] = if i == 0 { &[3] } else { &[] };
-            let _ = write!(out, "<section><h2>{}</h2>{}</section>\n", esc(&tb.title), table_html(tb, skip));
+            let _ = writeln!(out, "<section><h2>{}</h2>{}</section>", esc(&tb.title), table_html(tb, skip));
         }
     }
     let notes: Vec<String> = p.agencies.iter().flat_map(|a| a.notes.iter().map(move |n| format!("{}: {n}", a.name))).collect();
@@ -277,10 +276,10 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     let q = if lang == Lang::En { "&amp;lang=en" } else { "" };
     let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
     out.push_str(&meta(lang, &[("year", year.to_string()), ("as_of", as_of.to_string())]));
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<nav class=\"noprint\"><a href=\"/?lang=zh\">中文</a><a href=\"/?lang=en\">English</a><a href=\"#deadlines\">{}</a><a href=\"#downloads\">{}</a>\
-         <a href=\"/api/v1/agencies\">agencies</a><a href=\"/api/v1/meters\">meters</a><a href=\"/api/v1/gateways\">gateways</a><a href=\"/metrics\">metrics</a></nav></header>\n",
+         <a href=\"/api/v1/agencies\">agencies</a><a href=\"/api/v1/meters\">meters</a><a href=\"/api/v1/gateways\">gateways</a><a href=\"/metrics\">metrics</a></nav></header>",
         esc(&t(lang, "deadlines")),
         esc(&t(lang, "downloads"))
     );
@@ -326,7 +325,7 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     }
     out.push_str("</tbody></table></section>\n");
     // Agencies.
-    let _ = write!(out, "<section><h2>{} ({year})</h2>\n", esc(&t(lang, "overview")));
+    let _ = writeln!(out, "<section><h2>{} ({year})</h2>", esc(&t(lang, "overview")));
     for f in figures {
         let _ = write!(
             out,

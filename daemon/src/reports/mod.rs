@@ -275,13 +275,13 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
         name.push('-');
         name.push_str(a);
     }
-    let (bytes, cut) = match req.kind {
+    let bytes = match req.kind {
         Kind::Annual => {
             let (day, ms) = year_cut(tz, year, as_of)?;
             let inputs = annual_inputs(engine, store, reg, year, ms, req.agency.as_deref(), visible).await?;
             let r = model::annual(reg, year, &day.to_string(), tzname, inputs);
             let title = format!("{} {}", year, labels::t(lang, "annual"));
-            (render_any(fmt, &r, || tables::annual(&r, lang), || html::annual(&r, lang), &title, day)?, day)
+            render_any(fmt, &r, || tables::annual(&r, lang), || html::annual(&r, lang), &title, day)?
         }
         Kind::Assessment => {
             let (day, ms) = year_cut(tz, year, as_of)?;
@@ -289,7 +289,7 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let mut a = model::assessment(&reg.file.assessment, year, &day.to_string(), tzname, &figures);
             a.agencies.retain(|s| visible.allows(&s.agency));
             let title = format!("{} {}", year, labels::t(lang, "assessment"));
-            (render_any(fmt, &a, || tables::assessment(&a, lang), || html::assessment(&a, lang), &title, day)?, day)
+            render_any(fmt, &a, || tables::assessment(&a, lang), || html::assessment(&a, lang), &title, day)?
         }
         Kind::Plan => {
             let (day, ms) = year_cut(tz, year - 1, as_of)?;
@@ -299,10 +299,9 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let current: Vec<AgencyIndicators> = current.into_iter().filter(|f| visible.allows(&f.agency)).collect();
             let p = model::plan(reg, year, &day.to_string(), tzname, &current, &last_full);
             let title = format!("{} {}", year, labels::t(lang, "plan"));
-            (render_any(fmt, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?, day)
+            render_any(fmt, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
         }
     };
-    let _ = cut;
     Ok(Output { bytes, content_type: fmt.content_type(), filename: format!("{name}.{}", fmt.as_str()), format: fmt })
 }
 
@@ -327,6 +326,7 @@ fn render_any<T: serde::Serialize>(
 }
 
 /// Art. 39 deadlines of `year` (default: last year) and what each visible agency is missing.
+#[allow(clippy::too_many_arguments)] // the sources of `produce`, plus the two parameters of the endpoint
 pub async fn deadlines(
     engine: &Engine,
     store: &Store,
