@@ -216,8 +216,9 @@ pub fn fmt(x: f64) -> String {
     }
 }
 
+/// A ratio to an average, to three decimals (1.004 earns fewer points than 1.000).
 fn fmt2(x: f64) -> String {
-    format!("{x:.2}")
+    format!("{x:.3}")
 }
 
 /// Tables of the assessment: ranking (the CSV), items, averages.

@@ -153,7 +153,7 @@ async fn reports_of_the_fixed_scenario_match_the_figures_worked_by_hand() {
     assert_close!(tax.binding_missed[0].limit, 2.112);
     // The reasons name every point lost.
     let why = tables::reasons(Lang::En, by("edu"));
-    assert!(why.iter().any(|w| w.contains("1.20 times the same-kind average") && w.contains("3 lost")), "{why:?}");
+    assert!(why.iter().any(|w| w.contains("1.200 times the same-kind average") && w.contains("3 lost")), "{why:?}");
     assert!(why.iter().any(|w| w.contains("above binding value: 0 of 7 points, 7 lost")), "{why:?}");
 
     // ---- plan 2026: current year 2025 (closed on 2026-01-01), last full year 2024.
