@@ -18,9 +18,9 @@ need=(
   "c++:g++"                      # fuzz/run.sh: libFuzzer is C++
   "prometheus-alertmanager:prometheus-alertmanager"   # alerts e2e: alerts posted to a real Alertmanager
   "prometheus:prometheus"        # dashboards e2e: every PromQL panel query runs on a real Prometheus
-  "influxd:influxdb"             # dashboards e2e: every InfluxQL panel query runs on a real influxd
   "influxd:influxdb"             # InfluxDB 1.x: the InfluxDB storage backend test (tests/tests/influx.rs)
   "victoria-metrics:victoria-metrics"  # the same backend's v2 write path
+  "chromium:chromium"            # headless browser: the bureau's page and the printable reports
 )
 missing=()
 for item in "${need[@]}"; do
@@ -29,6 +29,10 @@ for item in "${need[@]}"; do
     missing+=("$pkg")
   fi
 done
+# A Chinese font, so that the reports' screenshots show the text (tests/tests/reports.rs).
+if ! fc-list 2>/dev/null | grep -qiE "wqy|noto sans cjk"; then
+  missing+=("fonts-wqy-microhei")
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

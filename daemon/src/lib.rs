@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod registry;
 pub mod serve;
+pub mod reports;
 pub mod store;
 
 use std::collections::BTreeSet;

@@ -32,6 +32,31 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Write a report offline, the same bytes as the API gives (README, "Reports").
+    Report {
+        /// annual | assessment | plan
+        kind: String,
+        #[arg(long, env = "ENERGYD_CONFIG")]
+        config: PathBuf,
+        /// The year reported (annual, assessment) or the plan year (plan).
+        #[arg(long)]
+        year: Option<i32>,
+        /// json | csv | xlsx | html
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// zh | en
+        #[arg(long, default_value = "zh")]
+        lang: String,
+        /// Annual report only: one agency.
+        #[arg(long)]
+        agency: Option<String>,
+        /// Figures run to the start of this local day (default: today).
+        #[arg(long)]
+        as_of: Option<String>,
+        /// Output file; `-` for standard output.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// API tokens: `token new` prints a fresh token once and the entry (with its hash) to paste
     /// into the configuration.
     #[command(subcommand)]
@@ -131,6 +156,18 @@ fn main() -> ExitCode {
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),
             Cmd::Simulate { config } => energyd::demo::simulate_from_file(&config).await.map_err(|e| e.to_string()),
             Cmd::Token(t) => token(t),
+            Cmd::Report { kind, config, year, format, lang, agency, as_of, out } => {
+                let req = energyd::reports::Request {
+                    kind: kind.parse()?,
+                    year,
+                    format: format.parse()?,
+                    lang: lang.parse()?,
+                    agency,
+                    as_of,
+                };
+                let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
+                energyd::reports::write_offline(loaded, &req, &out).await.map_err(|e| e.to_string())
+            }
         }
     });
     match result {

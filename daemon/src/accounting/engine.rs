@@ -398,16 +398,24 @@ impl Engine {
                 baselines: &baselines,
             };
             let mut ind = indicators(&input);
+            if scope.len() != 1 || scope[0] != agency.id {
+                let members: Vec<String> = scope.iter().map(|m| m.to_string()).collect();
+                super::indicators::aggregate_over(reg, &mut ind, &members);
+            }
             for n in &this.negative {
                 if this.serves(&n.meter, scope) {
                     ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
                 }
             }
-            for (id, y) in &this.meters {
+            let mut ids: Vec<&String> = this.meters.keys().collect();
+            ids.sort();
+            for id in ids {
+                let y = &this.meters[id];
                 if y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))
                     && this.serves(id, scope)
                 {
                     ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
+                    ind.meters_to_check.push(id.clone());
                 }
             }
             out.push(ind);

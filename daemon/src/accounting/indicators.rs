@@ -168,6 +168,9 @@ pub struct AgencyIndicators {
     pub quality: Quality,
     /// The energy budget (kgce) crossing day, if any.
     pub energy_budget_crossed_day: Option<usize>,
+    /// Meters whose counter went down without a recorded replacement: an engineer must check
+    /// them (their consumption after the drop is left out until an event explains it).
+    pub meters_to_check: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -510,9 +513,65 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
         carriers: carriers.into_values().collect(),
         quality: Quality { coverage, measured_share, complete: coverage >= complete_at },
         energy_budget_crossed_day,
+        meters_to_check: Vec::new(),
         notes,
     }
 }
+
+/// Per-area and per-person figures of an aggregate over the members' summed areas and
+/// headcounts (the computation divides by the bureau agency's own). Targets are per agency and are
+/// left out of aggregates; band classes are recomputed.
+pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[String]) {
+    let year = f.year;
+    let (mut floor, mut heated, mut head, mut head_last) = (0.0, 0.0, 0.0, 0.0);
+    let mut head_known = true;
+    for m in members {
+        let a = reg.agency_areas(m);
+        floor += a.floor_area;
+        heated += a.heated_area;
+        match reg.agency(m).and_then(|a| a.headcount(year)) {
+            Some(h) => head += h,
+            None => head_known = false,
+        }
+        head_last += reg.agency(m).and_then(|a| a.headcount(year - 1)).unwrap_or(0.0);
+    }
+    let own = reg.agency_areas(&f.agency);
+    let own_head = reg.agency(&f.agency).and_then(|a| a.headcount(year));
+    let own_head_last = reg.agency(&f.agency).and_then(|a| a.headcount(year - 1));
+    let ratio = |own: f64, sum: f64| if own > 0.0 && sum > 0.0 { Some(own / sum) } else { None };
+    for v in &mut f.indicators {
+        let (k_now, k_last) = match v.indicator {
+            Indicator::EnergyPerArea | Indicator::NonHeatingEnergyPerArea | Indicator::ElectricityPerArea | Indicator::CarbonPerArea => {
+                (ratio(own.floor_area, floor), ratio(own.floor_area, floor))
+            }
+            Indicator::HeatingEnergyPerHeatedArea => (ratio(own.heated_area, heated), ratio(own.heated_area, heated)),
+            Indicator::EnergyPerPerson | Indicator::WaterPerPerson => {
+                (own_head.and_then(|h| ratio(h, if head_known { head } else { 0.0 })), own_head_last.and_then(|h| ratio(h, head_last)))
+            }
+            _ => (Some(1.0), Some(1.0)),
+        };
+        v.value = v.value.zip(k_now).map(|(x, k)| x * k);
+        v.projected = v.projected.zip(k_now).map(|(x, k)| x * k);
+        v.last_year = v.last_year.zip(k_last).map(|(x, k)| x * k);
+        v.change_pct = match (v.projected, v.last_year) {
+            (Some(p), Some(l)) if l.abs() > 1e-12 => Some((p - l) / l * 100.0),
+            _ => None,
+        };
+        if let (Some(b), Some(p)) = (v.band.as_mut(), v.projected) {
+            b.class = BandClass::of(p, b.binding, b.benchmark, b.guide);
+        }
+        if v.projected.is_none() {
+            v.band = None;
+        }
+        v.target = None;
+    }
+    f.floor_area = floor;
+    f.heated_area = heated;
+    f.headcount = if head_known && head > 0.0 { Some(head) } else { None };
+    f.notes.retain(|n| !n.starts_with("no headcount for") && !n.contains("occupies no building"));
+    f.notes.push("aggregate: per-area and per-person figures over the members' summed areas and headcounts; targets are per agency".into());
+}
+
 
 #[cfg(test)]
 mod tests {

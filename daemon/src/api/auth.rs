@@ -62,7 +62,17 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
         Some("/metrics") => Access::Metrics,
         Some("/api/v1/ingest" | "/write" | "/api/v2/write") => Access::Ingest,
         Some(
-            "/" | "/api/v1/agencies" | "/api/v1/buildings" | "/api/v1/meters" | "/api/v1/series" | "/api/v1/consumption" | "/api/v1/quantities" | "/api/v1/indicators",
+            "/" | "/api/v1/agencies"
+            | "/api/v1/buildings"
+            | "/api/v1/meters"
+            | "/api/v1/series"
+            | "/api/v1/consumption"
+            | "/api/v1/quantities"
+            | "/api/v1/indicators"
+            | "/api/v1/reports/annual"
+            | "/api/v1/reports/assessment"
+            | "/api/v1/plans/energy"
+            | "/api/v1/deadlines",
         ) if read => {
             Access::Scoped
         }
@@ -270,7 +280,8 @@ mod tests {
 
     #[test]
     fn unlisted_routes_fail_closed() {
-        assert_eq!(access(&Method::GET, Some("/api/v1/reports/annual")), Access::ReadAll);
+        assert_eq!(access(&Method::GET, Some("/api/v1/alerts")), Access::ReadAll);
+        assert_eq!(access(&Method::GET, Some("/api/v1/reports/annual")), Access::Scoped);
         assert_eq!(access(&Method::POST, Some("/api/v1/plans/energy")), Access::Admin);
         assert_eq!(access(&Method::POST, Some("/api/v1/meters/{id}/events")), Access::Roles(&[Role::Engineer]));
         assert_eq!(access(&Method::POST, Some("/api/v1/consumption")), Access::Admin);

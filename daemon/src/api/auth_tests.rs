@@ -149,9 +149,13 @@ fn matrix() -> Vec<(&'static str, String, [u16; 7])> {
         ("GET", "/api/v1/meters/m1/flags?year=2026".into(), [401, 401, 200, 200, 200, 200, 403]),
         // An empty body: 400 once past the role check.
         ("POST", "/api/v1/meters/m1/events".into(), [401, 401, 400, 403, 403, 400, 403]),
-        // Not wired yet (main's reports): fails closed for agency and gateway tokens.
-        ("GET", "/api/v1/reports/annual".into(), [401, 401, 404, 404, 403, 404, 403]),
-        ("POST", "/api/v1/plans/energy".into(), [401, 401, 404, 403, 403, 403, 403]),
+        // Reports: an agency token gets its own rows only; another agency asked by name is 404.
+        ("GET", "/api/v1/reports/annual?year=2026&format=json".into(), [401, 401, 200, 200, 200, 200, 403]),
+        ("GET", "/api/v1/reports/annual?year=2026&format=json&agency=b".into(), [401, 401, 200, 200, 404, 200, 403]),
+        ("GET", "/api/v1/reports/assessment?year=2026&format=csv".into(), [401, 401, 200, 200, 200, 200, 403]),
+        ("GET", "/api/v1/plans/energy?year=2027&format=json".into(), [401, 401, 200, 200, 200, 200, 403]),
+        ("GET", "/api/v1/deadlines?year=2026".into(), [401, 401, 200, 200, 200, 200, 403]),
+        ("POST", "/api/v1/plans/energy".into(), [401, 401, 405, 403, 403, 403, 403]),
     ]
 }
 

@@ -9,13 +9,14 @@ mod ingest;
 pub mod limits;
 mod query;
 mod registry;
+pub mod reports;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -116,7 +117,7 @@ pub type Shared = Arc<AppState>;
 pub fn app(state: Shared) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/", get(index))
+        .route("/", get(reports::index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/ingest", post(ingest::batch))
@@ -140,7 +141,14 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/indicators/ranking", get(profile::ranking))
         .route("/api/v1/buildings/{id}/summary", get(profile::summary))
         .route("/api/v1/buildings/{id}/profile", get(profile::profile))
+        .route("/api/v1/reports/annual", get(reports::annual))
+        .route("/api/v1/reports/assessment", get(reports::assessment))
+        .route("/api/v1/plans/energy", get(reports::plan))
+        .route("/api/v1/deadlines", get(reports::deadlines))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
+        .method_not_allowed_fallback(|| async {
+            ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, message: "this endpoint does not take that method; see the README's contract section".into() }
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::timeout))
@@ -194,40 +202,6 @@ async fn audit(State(s): State<Shared>, Query(p): Query<std::collections::HashMa
         .map_err(|e| ApiError::internal("reading the audit log", e))?;
     let next = (offset + items.len() < total).then_some(offset + items.len());
     Ok(axum::Json(serde_json::json!({ "items": items, "offset": offset, "total": total, "next": next })))
-}
-
-async fn index(State(s): State<Shared>, principal: Principal) -> Html<String> {
-    let mut links = String::new();
-    for a in s.registry.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)) {
-        links.push_str(&format!(
-            "<li>{} (<code>{}</code>): <a href=\"/api/v1/consumption?agency={}&amp;from={}&amp;to={}&amp;interval=month\">consumption this year by month</a></li>\n",
-            html_escape(&a.name),
-            html_escape(&a.id),
-            html_escape(&a.id),
-            year_start(s.tz),
-            tomorrow(s.tz)
-        ));
-    }
-    Html(format!(
-        "<!doctype html><html lang=\"zh\"><meta charset=\"utf-8\"><title>energyd</title>\
-         <body style=\"font-family:sans-serif;max-width:60em;margin:2em auto\"><h1>energyd</h1>\
-         <p>Registry: <a href=\"/api/v1/agencies\">agencies</a> · <a href=\"/api/v1/buildings\">buildings</a> · \
-         <a href=\"/api/v1/meters\">meters</a> · <a href=\"/api/v1/gateways\">gateways</a> · \
-         <a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p><h2>Agencies</h2><ul>{links}</ul></body></html>"
-    ))
-}
-
-fn year_start(tz: chrono_tz::Tz) -> String {
-    use chrono::Datelike;
-    format!("{}-01-01", chrono::Utc::now().with_timezone(&tz).year())
-}
-
-fn tomorrow(tz: chrono_tz::Tz) -> String {
-    (chrono::Utc::now().with_timezone(&tz).date_naive() + chrono::Duration::days(1)).format("%Y-%m-%d").to_string()
-}
-
-pub(crate) fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -11,6 +11,10 @@
 //! electricity_basis = "calorific"   # 当量值 (0.1229 kgce/kWh) or "equivalent" (等价值)
 //! grid_region = "shanxi"
 //!
+//! [assessment]                      # optional: scoring rules of the assessment (reports);
+//! grades = [ { min = 95, name = "超额完成" }, { min = 80, name = "完成" },   # defaults: see
+//!            { min = 65, name = "基本完成" }, { min = 0, name = "未完成" } ]  # params::AssessmentRules
+//!
 //! [[agency]]
 //! id = "prov-finance"
 //! name = "省财政厅"
@@ -316,6 +320,9 @@ pub struct RegistryFile {
     pub meters: Vec<Meter>,
     #[serde(default, rename = "event")]
     pub events: Vec<EventRecord>,
+    /// Scoring rules of the assessment (reports); the reference's defaults when absent.
+    #[serde(default)]
+    pub assessment: AssessmentRules,
 }
 
 /// An included file holds lists only; they are appended to the main file's.
@@ -884,6 +891,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
             errors.push(format!("{at}: percent must be between -100 and 100"));
         }
     }
+    errors.extend(f.assessment.problems());
     errors.sort();
     errors.dedup();
     errors

@@ -396,3 +396,167 @@ impl Default for AccountingSettings {
         AccountingSettings { electricity_basis: ElectricityBasis::Calorific, grid_region: "shanxi".into(), heating_season: HeatingSeason::default(), complete_coverage: 0.95 }
     }
 }
+
+/// How the assessment (年度目标责任考核, energy part) scores agencies: the `[assessment]` section
+/// of the registry. Defaults are the reference's examples (section 6); every number can be set.
+///
+/// * Scorecard: each of `scorecard_indicators` is compared with the average of the agencies of
+///   the same `kind` (the whole-year value, or the projection of a year in progress); the ratio
+///   earns the points of the first step whose `max_ratio` it does not exceed, else
+///   `scorecard_above`. An agency with no peer of its kind is not scored on the scorecard.
+/// * Bands: each indicator with a quota band earns `band_points` by its class.
+/// * The score is 100 × points earned ÷ points possible; the grade is the first of `grades`
+///   (highest `min` first) whose `min` the score reaches. An agency that missed a target of a kind
+///   listed in `binding` gets `binding_missed_grade` whatever its score.
+///
+/// ```toml
+/// [assessment]
+/// scorecard_indicators = ["energy_per_area", "energy_per_person", "water_per_person", "carbon_per_area"]
+/// scorecard = [ { max_ratio = 0.9, points = 7 }, { max_ratio = 1.0, points = 6 },
+///               { max_ratio = 1.1, points = 5 }, { max_ratio = 1.2, points = 4 } ]
+/// scorecard_above = 0
+/// band_points = { at_or_below_guide = 7, above_guide = 6, above_benchmark = 4, above_binding = 0 }
+/// grades = [ { min = 95, name = "超额完成", name_en = "exceeded" }, { min = 80, name = "完成", name_en = "achieved" },
+///            { min = 65, name = "基本完成", name_en = "mostly achieved" }, { min = 0, name = "未完成", name_en = "not achieved" } ]
+/// binding = ["reduction", "quota_binding"]   # also "budget"
+/// binding_missed_grade = "未完成"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssessmentRules {
+    pub scorecard_indicators: Vec<Indicator>,
+    pub scorecard: Vec<ScoreStep>,
+    pub scorecard_above: f64,
+    pub band_points: BandPoints,
+    pub grades: Vec<Grade>,
+    pub binding: Vec<BindingKind>,
+    /// The `name` of one of `grades`.
+    pub binding_missed_grade: String,
+}
+
+/// A step of the scorecard: a ratio to the same-kind average at most `max_ratio` earns `points`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreStep {
+    pub max_ratio: f64,
+    pub points: f64,
+}
+
+/// Points per band class (DB37/T 2671 Annex A classes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BandPoints {
+    pub at_or_below_guide: f64,
+    pub above_guide: f64,
+    pub above_benchmark: f64,
+    pub above_binding: f64,
+}
+
+impl Default for BandPoints {
+    fn default() -> Self {
+        BandPoints { at_or_below_guide: 7.0, above_guide: 6.0, above_benchmark: 4.0, above_binding: 0.0 }
+    }
+}
+
+/// A grade reached at `min` points (of 100) and above.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grade {
+    pub min: f64,
+    pub name: String,
+    #[serde(default)]
+    pub name_en: String,
+}
+
+/// Targets whose miss makes the grade `binding_missed_grade`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingKind {
+    /// A reduction target of the year (the reduction path).
+    Reduction,
+    /// An absolute budget of the annual plan.
+    Budget,
+    /// An indicator above its quota's 约束值.
+    QuotaBinding,
+}
+
+impl Default for AssessmentRules {
+    fn default() -> Self {
+        let g = |min: f64, name: &str, en: &str| Grade { min, name: name.into(), name_en: en.into() };
+        AssessmentRules {
+            scorecard_indicators: vec![Indicator::EnergyPerArea, Indicator::EnergyPerPerson, Indicator::WaterPerPerson, Indicator::CarbonPerArea],
+            scorecard: vec![
+                ScoreStep { max_ratio: 0.9, points: 7.0 },
+                ScoreStep { max_ratio: 1.0, points: 6.0 },
+                ScoreStep { max_ratio: 1.1, points: 5.0 },
+                ScoreStep { max_ratio: 1.2, points: 4.0 },
+            ],
+            scorecard_above: 0.0,
+            band_points: BandPoints::default(),
+            grades: vec![g(95.0, "超额完成", "exceeded"), g(80.0, "完成", "achieved"), g(65.0, "基本完成", "mostly achieved"), g(0.0, "未完成", "not achieved")],
+            binding: vec![BindingKind::Reduction, BindingKind::QuotaBinding],
+            binding_missed_grade: "未完成".into(),
+        }
+    }
+}
+
+impl AssessmentRules {
+    /// Every problem of the section, each naming the key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        if self.scorecard.is_empty() && self.scorecard_indicators.iter().len() > 0 {
+            out.push("assessment.scorecard: give at least one step, or no scorecard_indicators".into());
+        }
+        let mut last = f64::NEG_INFINITY;
+        for (i, s) in self.scorecard.iter().enumerate() {
+            if !(s.max_ratio.is_finite() && s.max_ratio > 0.0) || s.max_ratio <= last {
+                out.push(format!("assessment.scorecard[{i}]: max_ratio {} must be positive and above the step before", s.max_ratio));
+            }
+            if !ok(s.points) {
+                out.push(format!("assessment.scorecard[{i}]: points must be a non-negative number"));
+            }
+            last = s.max_ratio;
+        }
+        if !ok(self.scorecard_above) {
+            out.push("assessment.scorecard_above must be a non-negative number".into());
+        }
+        let b = &self.band_points;
+        for (k, v) in [("at_or_below_guide", b.at_or_below_guide), ("above_guide", b.above_guide), ("above_benchmark", b.above_benchmark), ("above_binding", b.above_binding)] {
+            if !ok(v) {
+                out.push(format!("assessment.band_points.{k} must be a non-negative number"));
+            }
+        }
+        if self.grades.is_empty() {
+            out.push("assessment.grades: give at least one grade".into());
+        }
+        let mut prev = f64::INFINITY;
+        for (i, g) in self.grades.iter().enumerate() {
+            if !(0.0..=100.0).contains(&g.min) || g.min >= prev {
+                out.push(format!("assessment.grades[{i}] `{}`: min {} must be within 0-100 and below the grade before (highest first)", g.name, g.min));
+            }
+            if g.name.trim().is_empty() {
+                out.push(format!("assessment.grades[{i}]: name is empty"));
+            }
+            prev = g.min;
+        }
+        if self.grades.last().is_some_and(|g| g.min > 0.0) {
+            out.push("assessment.grades: the last grade must start at min = 0 so that every score has a grade".into());
+        }
+        if !self.grades.iter().any(|g| g.name == self.binding_missed_grade) {
+            out.push(format!("assessment.binding_missed_grade `{}` is not the name of one of assessment.grades", self.binding_missed_grade));
+        }
+        out
+    }
+
+    /// The most points a scorecard item earns.
+    pub fn scorecard_max(&self) -> f64 {
+        self.scorecard.iter().map(|s| s.points).fold(self.scorecard_above, f64::max)
+    }
+
+    /// The most points a band item earns.
+    pub fn band_max(&self) -> f64 {
+        let b = &self.band_points;
+        [b.at_or_below_guide, b.above_guide, b.above_benchmark, b.above_binding].into_iter().fold(0.0, f64::max)
+    }
+}

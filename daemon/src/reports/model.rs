@@ -1,0 +1,613 @@
+//! The three documents, built from the accounting engine's results by pure functions:
+//!
+//! * [`AnnualReport`] (`year` = the statistical year reported, 1 January to 31 December local
+//!   time; a year in progress runs to `as_of` and shows projections): each agency's indicators
+//!   against targets, bands and last year, data quality, cost and notes, plus the aggregates of
+//!   each bureau: 本级 ([`Scope::Level`]) and the whole jurisdiction ([`Scope::Tree`]).
+//!   **Bureau rule**: an agency that has at least one agency under it (`parent`). A root agency
+//!   without children is its own jurisdiction; its aggregate would repeat its own figures.
+//! * [`Assessment`] (`year` = the year assessed): scores from [`AssessmentRules`], grades, a
+//!   ranking and the reason for every point lost.
+//! * [`EnergyPlan`] (`year` = the **plan year** P): the current state from the last full year
+//!   (P-2) and the current year (P-1, to `as_of`, projected); proposed targets for P on the
+//!   reduction path; the agencies that must do an energy audit and a retrofit; the estimated
+//!   energy budget of P; a summary for the jurisdiction.
+
+use std::collections::BTreeMap;
+
+use energy_wire::Carrier;
+use serde::Serialize;
+
+use crate::accounting::indicators::{AgencyIndicators, BandClass, IndicatorValue};
+use crate::api::accounting::Scope;
+use crate::registry::{AssessmentRules, BindingKind, Indicator, Reduction, Registry};
+
+/// Monthly comprehensive energy (kgce) of one agency or aggregate, this year to `as_of` and
+/// last year (whole).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Monthly {
+    pub this_year_kgce: [f64; 12],
+    pub last_year_kgce: [f64; 12],
+}
+
+/// What the engine gives for one entry (an agency, or a bureau's aggregate).
+#[derive(Debug, Clone)]
+pub struct EntryInput {
+    pub scope: Scope,
+    pub members: Vec<String>,
+    pub figures: AgencyIndicators,
+    pub monthly: Monthly,
+}
+
+pub fn scope_name(s: Scope) -> &'static str {
+    match s {
+        Scope::Agency => "agency",
+        Scope::Level => "level",
+        Scope::Tree => "tree",
+    }
+}
+
+fn ser_scope<S: serde::Serializer>(s: &Scope, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(scope_name(*s))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnualEntry {
+    #[serde(serialize_with = "ser_scope")]
+    pub scope: Scope,
+    pub agency: String,
+    pub name: String,
+    /// The agencies whose consumption the entry sums.
+    pub members: Vec<String>,
+    pub figures: AgencyIndicators,
+    pub monthly: Monthly,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnualReport {
+    pub report: &'static str,
+    pub year: i32,
+    /// Figures run to the start of this local day (a closed year: 1 January of the next year).
+    pub as_of: String,
+    pub timezone: String,
+    pub in_progress: bool,
+    pub electricity_basis: String,
+    pub entries: Vec<AnnualEntry>,
+}
+
+/// Whether an agency is a bureau (see the module doc).
+pub fn is_bureau(reg: &Registry, agency: &str) -> bool {
+    reg.file.agencies.iter().any(|a| a.parent.as_deref() == Some(agency))
+}
+
+pub fn annual(_reg: &Registry, year: i32, as_of: &str, timezone: &str, inputs: Vec<EntryInput>) -> AnnualReport {
+    let in_progress = inputs.iter().any(|e| e.figures.in_progress);
+    let electricity_basis = inputs.first().map(|e| e.figures.electricity_basis.to_string()).unwrap_or_default();
+    let entries = inputs
+        .into_iter()
+        .map(|e| {
+            // Aggregates come from the engine over the members' summed areas and headcounts.
+            AnnualEntry { scope: e.scope, agency: e.figures.agency.clone(), name: e.figures.name.clone(), members: e.members, figures: e.figures, monthly: e.monthly }
+        })
+        .collect();
+    AnnualReport { report: "annual", year, as_of: as_of.into(), timezone: timezone.into(), in_progress, electricity_basis, entries }
+}
+
+// ---------------------------------------------------------------- assessment
+
+/// One scored item, with what is needed to say why points were lost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreItem {
+    /// `scorecard` (against the same-kind average) or `band` (quota band class).
+    pub rule: &'static str,
+    pub indicator: Indicator,
+    pub unit: &'static str,
+    pub value: f64,
+    /// The same-kind average (scorecard).
+    pub average: Option<f64>,
+    /// value ÷ average (scorecard).
+    pub ratio: Option<f64>,
+    /// The band class (band).
+    pub class: Option<BandClass>,
+    pub points: f64,
+    pub max_points: f64,
+}
+
+/// A target missed that counts as binding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BindingMiss {
+    pub kind: BindingKind,
+    pub indicator: Indicator,
+    pub value: f64,
+    /// The target value, or the 约束值.
+    pub limit: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgencyScore {
+    /// 1 for the best; equal scores share a rank (1, 2, 2, 4).
+    pub rank: usize,
+    pub agency: String,
+    pub name: String,
+    pub kind: String,
+    /// 0-100, one decimal; `None` when nothing could be scored.
+    pub score: Option<f64>,
+    pub points: f64,
+    pub max_points: f64,
+    pub grade: Option<String>,
+    pub grade_en: Option<String>,
+    pub binding_missed: Vec<BindingMiss>,
+    pub items: Vec<ScoreItem>,
+    /// Indicators of the scorecard that could not be scored, with why (`no_value`, `no_peer`).
+    pub skipped: Vec<(Indicator, &'static str)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KindAverage {
+    pub kind: String,
+    pub indicator: Indicator,
+    pub average: f64,
+    pub agencies: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Assessment {
+    pub report: &'static str,
+    pub year: i32,
+    pub as_of: String,
+    pub timezone: String,
+    pub in_progress: bool,
+    pub rules: AssessmentRules,
+    pub averages: Vec<KindAverage>,
+    /// In ranking order.
+    pub agencies: Vec<AgencyScore>,
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Scorecard points of a ratio to the average.
+pub fn scorecard_points(rules: &AssessmentRules, ratio: f64) -> f64 {
+    rules.scorecard.iter().find(|s| ratio <= s.max_ratio + 1e-12).map_or(rules.scorecard_above, |s| s.points)
+}
+
+pub fn band_points(rules: &AssessmentRules, class: BandClass) -> f64 {
+    let b = &rules.band_points;
+    match class {
+        BandClass::AtOrBelowGuide => b.at_or_below_guide,
+        BandClass::AboveGuide => b.above_guide,
+        BandClass::AboveBenchmark => b.above_benchmark,
+        BandClass::AboveBinding => b.above_binding,
+    }
+}
+
+/// The whole-year value (the projection of a year in progress).
+fn year_value(v: &IndicatorValue) -> Option<f64> {
+    v.projected.filter(|x| x.is_finite())
+}
+
+/// Scores every agency (its own figures) against its kind.
+pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &str, figures: &[AgencyIndicators]) -> Assessment {
+    // Same-kind averages.
+    let mut sums: BTreeMap<(String, Indicator), (f64, usize)> = BTreeMap::new();
+    for f in figures {
+        for ind in &rules.scorecard_indicators {
+            if let Some(x) = f.get(*ind).and_then(year_value) {
+                let e = sums.entry((f.kind.clone(), *ind)).or_insert((0.0, 0));
+                e.0 += x;
+                e.1 += 1;
+            }
+        }
+    }
+    let averages: Vec<KindAverage> =
+        sums.iter().map(|((kind, ind), (s, n))| KindAverage { kind: kind.clone(), indicator: *ind, average: s / *n as f64, agencies: *n }).collect();
+    let mut scores: Vec<AgencyScore> = figures
+        .iter()
+        .map(|f| {
+            let mut items = Vec::new();
+            let mut skipped = Vec::new();
+            for ind in &rules.scorecard_indicators {
+                let Some(x) = f.get(*ind).and_then(year_value) else {
+                    skipped.push((*ind, "no_value"));
+                    continue;
+                };
+                let avg = averages.iter().find(|a| a.kind == f.kind && a.indicator == *ind);
+                match avg {
+                    Some(a) if a.agencies >= 2 && a.average > 0.0 => {
+                        let ratio = x / a.average;
+                        items.push(ScoreItem {
+                            rule: "scorecard",
+                            indicator: *ind,
+                            unit: ind.unit(),
+                            value: x,
+                            average: Some(a.average),
+                            ratio: Some(ratio),
+                            class: None,
+                            points: scorecard_points(rules, ratio),
+                            max_points: rules.scorecard_max(),
+                        });
+                    }
+                    _ => skipped.push((*ind, "no_peer")),
+                }
+            }
+            let mut binding_missed = Vec::new();
+            for v in &f.indicators {
+                let Some(x) = year_value(v) else { continue };
+                if let Some(b) = &v.band {
+                    items.push(ScoreItem {
+                        rule: "band",
+                        indicator: v.indicator,
+                        unit: v.unit,
+                        value: x,
+                        average: None,
+                        ratio: None,
+                        class: Some(b.class),
+                        points: band_points(rules, b.class),
+                        max_points: rules.band_max(),
+                    });
+                    if b.class == BandClass::AboveBinding && rules.binding.contains(&BindingKind::QuotaBinding) {
+                        binding_missed.push(BindingMiss { kind: BindingKind::QuotaBinding, indicator: v.indicator, value: x, limit: b.binding });
+                    }
+                }
+                if let Some(t) = v.target.as_ref().filter(|t| !t.met) {
+                    let kind = if t.kind == "reduction" { BindingKind::Reduction } else { BindingKind::Budget };
+                    if rules.binding.contains(&kind) {
+                        binding_missed.push(BindingMiss { kind, indicator: v.indicator, value: x, limit: t.value });
+                    }
+                }
+            }
+            let points: f64 = items.iter().map(|i| i.points).sum();
+            let max_points: f64 = items.iter().map(|i| i.max_points).sum();
+            let score = (max_points > 0.0).then(|| round1(100.0 * points / max_points));
+            let grade = match score {
+                _ if !binding_missed.is_empty() => rules.grades.iter().find(|g| g.name == rules.binding_missed_grade),
+                Some(s) => rules.grades.iter().find(|g| s >= g.min),
+                None => None,
+            };
+            AgencyScore {
+                rank: 0,
+                agency: f.agency.clone(),
+                name: f.name.clone(),
+                kind: f.kind.clone(),
+                score,
+                points,
+                max_points,
+                grade: grade.map(|g| g.name.clone()),
+                grade_en: grade.map(|g| if g.name_en.is_empty() { g.name.clone() } else { g.name_en.clone() }),
+                binding_missed,
+                items,
+                skipped,
+            }
+        })
+        .collect();
+    rank(&mut scores);
+    Assessment {
+        report: "assessment",
+        year,
+        as_of: as_of.into(),
+        timezone: timezone.into(),
+        in_progress: figures.iter().any(|f| f.in_progress),
+        rules: rules.clone(),
+        averages,
+        agencies: scores,
+    }
+}
+
+/// Orders by score (highest first; unscored last), then agency id; equal scores share a rank.
+pub fn rank(scores: &mut [AgencyScore]) {
+    scores.sort_by(|a, b| {
+        let (x, y) = (a.score.unwrap_or(f64::NEG_INFINITY), b.score.unwrap_or(f64::NEG_INFINITY));
+        y.total_cmp(&x).then_with(|| a.agency.cmp(&b.agency))
+    });
+    for i in 0..scores.len() {
+        scores[i].rank = if i > 0 && scores[i].score == scores[i - 1].score { scores[i - 1].rank } else { i + 1 };
+    }
+}
+
+// ---------------------------------------------------------------- plan
+
+/// The figures of one indicator in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanIndicator {
+    pub indicator: Indicator,
+    pub unit: &'static str,
+    /// P-2, whole year.
+    pub last_full_year: Option<f64>,
+    /// P-1 to `as_of`.
+    pub year_to_date: Option<f64>,
+    /// P-1 projected to its end.
+    pub projected: Option<f64>,
+    /// Band class of the projection of P-1.
+    pub class: Option<BandClass>,
+    /// Target of P-1 (reduction path or budget).
+    pub current_target: Option<f64>,
+    /// Proposed target for P on the reduction path.
+    pub proposed_target: Option<f64>,
+    pub target_label: Option<String>,
+}
+
+/// One carrier of the estimated budget of the plan year.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetLine {
+    pub carrier: Carrier,
+    pub unit: &'static str,
+    /// P-1 projected consumption.
+    pub projected_current: f64,
+    /// The factor of the reduction path from P-1 to P (1 without a target).
+    pub factor: f64,
+    /// Consumption budgeted for P.
+    pub consumption: f64,
+    pub kgce: f64,
+    /// yuan per unit.
+    pub price: f64,
+    pub cost_yuan: f64,
+}
+
+/// Why an audit and a retrofit are required.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditReason {
+    /// `above_binding` (a whole-year value above 约束值) or `reduction_missed_twice`.
+    pub kind: &'static str,
+    pub indicator: Indicator,
+    pub year: i32,
+    pub value: f64,
+    pub limit: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanAgency {
+    pub agency: String,
+    pub name: String,
+    pub kind: String,
+    pub indicators: Vec<PlanIndicator>,
+    pub audit_required: bool,
+    pub audit_reasons: Vec<AuditReason>,
+    pub budget: Vec<BudgetLine>,
+    pub budget_kgce: f64,
+    pub budget_cost_yuan: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanSummary {
+    pub agencies: usize,
+    /// Total energy, kgce: P-2, P-1 to date, P-1 projected, P budget.
+    pub total_energy_last_full_year: f64,
+    pub total_energy_year_to_date: f64,
+    pub total_energy_projected: f64,
+    pub budget_kgce: f64,
+    pub budget_cost_yuan: f64,
+    pub audits_required: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnergyPlan {
+    pub report: &'static str,
+    /// The plan year P.
+    pub year: i32,
+    pub current_year: i32,
+    pub last_full_year: i32,
+    pub as_of: String,
+    pub timezone: String,
+    pub agencies: Vec<PlanAgency>,
+    pub summary: PlanSummary,
+}
+
+/// The value of a reduction path in `year`.
+pub fn path_value(r: &Reduction, baseline: f64, year: i32) -> f64 {
+    let span = f64::from(r.target_year - r.baseline_year);
+    let frac = if span > 0.0 { f64::from(year - r.baseline_year) / span } else { 1.0 };
+    baseline * (1.0 - r.percent / 100.0 * frac)
+}
+
+/// Indicators whose reduction path sets the budget factor of energy carriers, in order.
+const ENERGY_PATHS: [Indicator; 3] = [Indicator::EnergyPerArea, Indicator::TotalEnergy, Indicator::EnergyPerPerson];
+
+/// The plan's figures. `current` is P-1 to `as_of`, `last_full` is P-2 (both per agency, own
+/// figures, same order or matched by id).
+pub fn plan(reg: &Registry, year: i32, as_of: &str, timezone: &str, current: &[AgencyIndicators], last_full: &[AgencyIndicators]) -> EnergyPlan {
+    let mut agencies = Vec::new();
+    for cur in current {
+        let last = last_full.iter().find(|l| l.agency == cur.agency);
+        let mut notes = Vec::new();
+        let reductions = reg.reductions(&cur.agency, year);
+        let mut indicators = Vec::new();
+        // (indicator) -> P target / P-1 target
+        let mut factors: BTreeMap<Indicator, f64> = BTreeMap::new();
+        for v in &cur.indicators {
+            let lv = last.and_then(|l| l.get(v.indicator));
+            let r = reductions.iter().find(|r| r.indicator == v.indicator);
+            let baseline = r.and_then(|r| {
+                r.baseline_value.or_else(|| v.target.as_ref().filter(|t| t.kind == "reduction" && t.baseline_year == Some(r.baseline_year)).and_then(|t| t.baseline_value))
+            });
+            let proposed = r.zip(baseline).map(|(r, b)| path_value(r, b, year));
+            if let (Some(r), None) = (r, baseline) {
+                notes.push(format!("{}: no value for the baseline year {}; no target proposed", v.indicator.name(), r.baseline_year));
+            }
+            if let (Some(r), Some(b), Some(p)) = (r, baseline, proposed) {
+                let prev = path_value(r, b, year - 1);
+                if prev > 0.0 {
+                    factors.insert(v.indicator, p / prev);
+                }
+            }
+            indicators.push(PlanIndicator {
+                indicator: v.indicator,
+                unit: v.unit,
+                last_full_year: lv.and_then(|l| l.value),
+                year_to_date: v.value,
+                projected: v.projected,
+                class: v.band.as_ref().map(|b| b.class),
+                current_target: v.target.as_ref().map(|t| t.value),
+                proposed_target: proposed,
+                target_label: r.and_then(|r| r.label.clone()),
+            });
+        }
+        // Audit and retrofit.
+        let mut audit_reasons = Vec::new();
+        for (f, y) in last.map(|l| (l, year - 2)).into_iter().chain(std::iter::once((cur, year - 1))) {
+            for v in &f.indicators {
+                if let (Some(b), Some(x)) = (&v.band, v.projected) {
+                    if b.class == BandClass::AboveBinding {
+                        audit_reasons.push(AuditReason { kind: "above_binding", indicator: v.indicator, year: y, value: x, limit: b.binding });
+                    }
+                }
+            }
+        }
+        if let Some(l) = last {
+            for v in &cur.indicators {
+                let (Some(t), Some(x)) = (v.target.as_ref(), v.projected) else { continue };
+                let before = l.get(v.indicator).and_then(|lv| lv.target.as_ref());
+                if t.kind == "reduction" && !t.met && before.is_some_and(|b| b.kind == "reduction" && !b.met) {
+                    audit_reasons.push(AuditReason { kind: "reduction_missed_twice", indicator: v.indicator, year: year - 1, value: x, limit: t.value });
+                }
+            }
+        }
+        // Budget of P.
+        let energy_factor = ENERGY_PATHS.iter().find_map(|i| factors.get(i)).copied().unwrap_or(1.0);
+        let water_factor = factors.get(&Indicator::WaterPerPerson).copied().unwrap_or(1.0);
+        let mut budget = Vec::new();
+        for c in &cur.carriers {
+            let factor = if c.carrier == Carrier::Water { water_factor } else { energy_factor };
+            let consumption = c.projected * factor;
+            let price = match reg.tariff(c.carrier, year) {
+                Some(t) if t.tou.is_empty() => t.price,
+                Some(t) => {
+                    if c.value > 0.0 {
+                        c.cost_yuan / c.value
+                    } else {
+                        t.price
+                    }
+                }
+                None => {
+                    notes.push(format!("{}: no tariff for {year}; its cost is not estimated", c.carrier.as_str()));
+                    0.0
+                }
+            };
+            let k = if c.value > 0.0 { c.kgce / c.value } else { reg.kgce_per_unit(c.carrier, false) };
+            budget.push(BudgetLine {
+                carrier: c.carrier,
+                unit: c.unit,
+                projected_current: c.projected,
+                factor,
+                consumption,
+                kgce: consumption * k,
+                price,
+                cost_yuan: consumption * price,
+            });
+        }
+        let budget_kgce = budget.iter().map(|b| b.kgce).sum();
+        let budget_cost_yuan = budget.iter().map(|b| b.cost_yuan).sum();
+        if last.is_none() {
+            notes.push(format!("no figures for {}", year - 2));
+        }
+        agencies.push(PlanAgency {
+            agency: cur.agency.clone(),
+            name: cur.name.clone(),
+            kind: cur.kind.clone(),
+            indicators,
+            audit_required: !audit_reasons.is_empty(),
+            audit_reasons,
+            budget,
+            budget_kgce,
+            budget_cost_yuan,
+            notes,
+        });
+    }
+    let total = |fs: &[AgencyIndicators], proj: bool| -> f64 {
+        fs.iter().filter_map(|f| f.get(Indicator::TotalEnergy)).filter_map(|v| if proj { v.projected } else { v.value }).sum()
+    };
+    let summary = PlanSummary {
+        agencies: agencies.len(),
+        total_energy_last_full_year: total(last_full, false),
+        total_energy_year_to_date: total(current, false),
+        total_energy_projected: total(current, true),
+        budget_kgce: agencies.iter().map(|a| a.budget_kgce).sum(),
+        budget_cost_yuan: agencies.iter().map(|a| a.budget_cost_yuan).sum(),
+        audits_required: agencies.iter().filter(|a| a.audit_required).count(),
+    };
+    EnergyPlan {
+        report: "plan",
+        year,
+        current_year: year - 1,
+        last_full_year: year - 2,
+        as_of: as_of.into(),
+        timezone: timezone.into(),
+        agencies,
+        summary,
+    }
+}
+
+// ---------------------------------------------------------------- deadlines
+
+/// Art. 39 deadlines of one reporting year and what is missing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Deadlines {
+    /// The year whose figures are reported.
+    pub year: i32,
+    pub as_of: String,
+    /// Agencies' reports to the bureau: 31 March of the next year.
+    pub agencies_due: String,
+    /// The bureau's aggregate to the government: 30 June of the next year.
+    pub bureau_due: String,
+    pub days_to_agencies_due: i64,
+    pub days_to_bureau_due: i64,
+    pub agencies: Vec<AgencyReadiness>,
+    /// Agencies whose data of the year is not complete.
+    pub incomplete: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgencyReadiness {
+    pub agency: String,
+    pub name: String,
+    pub complete: bool,
+    pub coverage: f64,
+    pub missing_headcount: bool,
+    /// Notes of meters whose counter went down without a recorded replacement.
+    pub unexplained_decreases: Vec<String>,
+    /// Every problem in words (English; the page translates the kinds).
+    pub missing: Vec<String>,
+}
+
+pub fn deadlines(reg: &Registry, year: i32, as_of: chrono::NaiveDate, figures: &[AgencyIndicators]) -> Deadlines {
+    let due = |m: u32, d: u32| chrono::NaiveDate::from_ymd_opt(year + 1, m, d);
+    let a_due = due(3, 31);
+    let b_due = due(6, 30);
+    let days = |d: Option<chrono::NaiveDate>| d.map_or(0, |d| (d - as_of).num_days());
+    let agencies: Vec<AgencyReadiness> = figures
+        .iter()
+        .map(|f| {
+            let missing_headcount = reg.agency(&f.agency).is_none_or(|a| a.headcount(year).is_none());
+            let unexplained: Vec<String> =
+                f.meters_to_check.iter().map(|id| format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it")).collect();
+            let mut missing = Vec::new();
+            if !f.quality.complete {
+                missing.push(format!("coverage {:.1}% is below the completeness threshold", f.quality.coverage * 100.0));
+            }
+            if missing_headcount {
+                missing.push(format!("no headcount for {year}"));
+            }
+            missing.extend(unexplained.iter().cloned());
+            AgencyReadiness {
+                agency: f.agency.clone(),
+                name: f.name.clone(),
+                complete: f.quality.complete && !missing_headcount && unexplained.is_empty(),
+                coverage: f.quality.coverage,
+                missing_headcount,
+                unexplained_decreases: unexplained,
+                missing,
+            }
+        })
+        .collect();
+    Deadlines {
+        year,
+        as_of: as_of.format("%Y-%m-%d").to_string(),
+        agencies_due: a_due.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+        bureau_due: b_due.map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+        days_to_agencies_due: days(a_due),
+        days_to_bureau_due: days(b_due),
+        incomplete: agencies.iter().filter(|a| !a.complete).count(),
+        agencies,
+    }
+}

@@ -1,0 +1,177 @@
+//! Reports end to end with the real `energyd`: the fixed scenario of
+//! `daemon/tests/golden/reports/registry.toml` ingested over HTTP (constant hourly consumption
+//! over 2024 and 2025); every report in every format from the API and from `energyd report`
+//! (run while the daemon is up) must be the same bytes, and CSV/JSON the golden files; the
+//! bureau's page and a printable report are loaded in headless Chromium, their visible figures
+//! checked and screenshots kept under `<target>/test-artifacts/reports/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use energy_e2e::{http_client, listening_url, repo_root, Proc};
+use energy_wire::{encode_batch, Batch, Quantity, Sample};
+
+/// 2024-01-01T00:00:00+08:00
+const START: i64 = 1_704_038_400_000;
+const H: i64 = 3_600_000;
+const HOURS: i64 = 8784 + 8760;
+/// (meter, kWh per hour): as in the daemon's report tests.
+const RATES: [(&str, f64); 4] = [("e1", 20.0), ("e1-edu", 4.0), ("e2", 10.0), ("e3", 3.0)];
+
+fn golden_dir() -> PathBuf {
+    repo_root().join("daemon/tests/golden/reports")
+}
+
+/// `<target>/test-artifacts/reports`, created.
+fn artifacts() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.parent().and_then(Path::parent).and_then(Path::parent).unwrap().to_path_buf();
+    let dir = target.join("test-artifacts").join("reports");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn ingest(url: &str) {
+    let client = http_client();
+    let mut seq = 1u64;
+    for (meter, rate) in RATES {
+        let samples: Vec<Sample> =
+            (0..=HOURS).map(|h| Sample { meter: meter.into(), t: START + h * H, v: [(Quantity::ActiveEnergyImport, rate * h as f64)].into_iter().collect() }).collect();
+        for chunk in samples.chunks(5000) {
+            let body = encode_batch(&Batch::new("e2e-reports", seq, chunk.to_vec()));
+            seq += chunk.len() as u64;
+            let r = client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(body).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+        }
+    }
+}
+
+/// Headless Chromium, or `None` when it cannot start here.
+fn chromium() -> Option<&'static str> {
+    for c in ["chromium", "chromium-browser"] {
+        if Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+fn dump_dom(browser: &str, url: &str) -> String {
+    let out = Command::new(browser).args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url]).output().unwrap();
+    assert!(out.status.success(), "chromium --dump-dom {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn screenshot(browser: &str, url: &str, file: &Path, size: &str) {
+    let out = Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", &format!("--window-size={size}"), &format!("--screenshot={}", file.display()), url])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && file.exists(), "chromium --screenshot {url}: {}", String::from_utf8_lossy(&out.stderr));
+    println!("screenshot: {}", file.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(golden_dir().join("registry.toml"), d.join("registry.toml")).unwrap();
+    std::fs::write(d.join("energyd.toml"), "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[retention]\nraw_days = 5000\n").unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    ingest(&url).await;
+    let client = http_client();
+
+    // Every report in every format: the API and the CLI (daemon running) give the same bytes.
+    for (kind, path, year) in [("annual", "/api/v1/reports/annual", 2025), ("assessment", "/api/v1/reports/assessment", 2025), ("plan", "/api/v1/plans/energy", 2026)] {
+        for (format, ctype) in [
+            ("json", "application/json"),
+            ("csv", "text/csv; charset=utf-8"),
+            ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+            ("html", "text/html; charset=utf-8"),
+        ] {
+            for lang in ["zh", "en"] {
+                let r = client.get(format!("{url}{path}?year={year}&format={format}&lang={lang}&as_of=2026-01-01")).send().await.unwrap();
+                assert_eq!(r.status().as_u16(), 200, "{kind} {format}");
+                let h = r.headers().clone();
+                assert_eq!(h["content-type"], ctype);
+                let disp = h["content-disposition"].to_str().unwrap().to_string();
+                assert!(disp.ends_with(&format!("filename=\"{kind}-{year}.{format}\"")), "{disp}");
+                assert_eq!(disp.starts_with("attachment"), format == "csv" || format == "xlsx", "{disp}");
+                let api = r.bytes().await.unwrap().to_vec();
+                let out = d.join(format!("{kind}-{lang}.{format}"));
+                let (code, o, e) = energy_e2e::run(
+                    "energyd",
+                    &["report", kind, "--config", "energyd.toml", "--year", &year.to_string(), "--format", format, "--lang", lang, "--as-of", "2026-01-01", "--out", out.to_str().unwrap()],
+                    d,
+                );
+                assert_eq!(code, 0, "{o}{e}");
+                let cli = std::fs::read(&out).unwrap();
+                assert!(api == cli, "{kind} {format} {lang}: the API and the CLI differ ({} and {} bytes)", api.len(), cli.len());
+                if lang == "zh" && (format == "csv" || format == "json") {
+                    let want = std::fs::read(golden_dir().join(format!("{kind}-{year}.{format}"))).unwrap();
+                    assert!(api == want, "{kind} {format}: differs from the golden file the daemon's tests check");
+                }
+            }
+        }
+    }
+
+    // Errors name the parameter.
+    for (q, needle) in [
+        ("/api/v1/reports/annual?year=2025&format=pdf", "format `pdf`"),
+        ("/api/v1/reports/annual?year=2025&lang=fr", "lang `fr`"),
+        ("/api/v1/reports/assessment?year=twenty", "year `twenty`"),
+        ("/api/v1/plans/energy?year=2030&as_of=2026-01-01", "year 2029 has no figures yet"),
+        ("/api/v1/reports/annual?year=2025&agency=nobody", "agency `nobody`"),
+        ("/api/v1/reports/assessment?year=2025&agency=fin", "unknown parameter `agency`"),
+    ] {
+        let r = client.get(format!("{url}{q}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert!(status == 400 || status == 404, "{q}: {status}");
+        assert!(body.contains(needle), "{q}: {body}");
+    }
+    let (code, _, err) = energy_e2e::run("energyd", &["report", "annual", "--config", "energyd.toml", "--format", "pdf", "--out", "x"], d);
+    assert_eq!(code, 1);
+    assert!(err.contains("format `pdf`"), "{err}");
+
+    // Deadlines of 2025 as of 2026-01-01: every agency complete; due 2026-03-31 and 2026-06-30.
+    let (s, v) = energy_e2e::get_json(&format!("{url}/api/v1/deadlines?year=2025&as_of=2026-01-01")).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["agencies_due"], "2026-03-31");
+    assert_eq!(v["bureau_due"], "2026-06-30");
+    assert_eq!(v["days_to_agencies_due"], 89);
+    assert_eq!(v["incomplete"], 0);
+
+    // The page and the printable report in headless Chromium.
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: chromium cannot start in this sandbox; the page and the printable report were not loaded in a browser");
+        return;
+    };
+    let art = artifacts();
+    let page = format!("{url}/?as_of=2026-01-01");
+    let dom = dump_dom(browser, &page);
+    // fin's total energy 2025: 8 kWh/h x 8760 h x 0.1229 = 8612.83 kgce; its budget 9000.
+    assert!(dom.contains("市财政局") && dom.contains("8612.83") && dom.contains("9000"), "{dom}");
+    // Deadlines of 2025 and links to every report.
+    assert!(dom.contains("2026-03-31") && dom.contains("2026-06-30"), "{dom}");
+    assert!(dom.contains("/api/v1/reports/assessment?year=2025&amp;format=xlsx"), "{dom}");
+    assert!(dom.contains("市教育局 &lt;&amp;&gt;"), "registry names are escaped");
+    assert!(!dom.contains("<script"), "no JavaScript");
+    screenshot(browser, &page, &art.join("index.png"), "1280,2400");
+
+    let report = format!("{url}/api/v1/reports/assessment?year=2025&format=html&as_of=2026-01-01");
+    let dom = dump_dom(browser, &report);
+    // Ranking: fin 90.5 完成 first; edu 38.1 last; the reason of edu's lost points.
+    assert!(dom.contains("90.5") && dom.contains("完成") && dom.contains("38.1"), "{dom}");
+    assert!(dom.contains("为同类平均值") && dom.contains("<svg"), "{dom}");
+    screenshot(browser, &report, &art.join("assessment-2025.png"), "900,1600");
+    let annual = format!("{url}/api/v1/reports/annual?year=2025&format=html&lang=en&as_of=2026-01-01");
+    let dom = dump_dom(browser, &annual);
+    assert!(dom.contains("Energy per floor area") && dom.contains("8612.83") && dom.contains("whole jurisdiction"), "{dom}");
+    screenshot(browser, &annual, &art.join("annual-2025-en.png"), "900,2400");
+
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+}
