@@ -17,7 +17,7 @@ use super::counter::Flag;
 use super::ledger::{MeterYear, Series};
 
 /// Bumped whenever the way a meter's year is computed changes.
-pub const ENGINE_VERSION: u32 = 1;
+pub const ENGINE_VERSION: u32 = 2;
 
 pub struct DiskCache {
     path: PathBuf,

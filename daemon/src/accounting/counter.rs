@@ -16,6 +16,7 @@
 //!   the readings stay set aside until an event explains them. When instead they go on from the
 //!   reading before the last kept one, that last one was a **spike**, and it is set aside.
 //! * A jump beyond the meter's physical maximum (`max_per_hour`) is a bad reading too.
+//! * A decrease below a billionth of the counter's value is rounding noise, not a decrease.
 
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,9 @@ pub struct Continuous {
 /// themselves, are an unexplained decrease rather than single bad readings.
 const PERSISTENT: usize = 3;
 
+/// A decrease smaller than this share of the counter's value is rounding noise.
+const NOISE: f64 = 1e-9;
+
 /// Builds the continuous counter from raw readings (sorted by time) and events.
 pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, max_per_hour: Option<f64>) -> Continuous {
     // Exclusions and manual readings.
@@ -163,6 +167,11 @@ pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, m
             continue;
         }
         let mut adj = v + offset;
+        // Rounding noise (a float register, a counter integrated in floating point) is no
+        // decrease: the reading counts as the last one.
+        if adj < lv && lv - adj <= NOISE * lv.abs().max(1.0) {
+            adj = lv;
+        }
         if adj < lv {
             if let (Some(r), Some(prev)) = (rollover, last_raw) {
                 let across = r - prev + v;
@@ -283,6 +292,8 @@ mod tests {
                 4,
                 vec![Flag::UnexplainedDecrease { at: H, from: 500.0, to: 1.0 }],
             ),
+            // Rounding noise of a flat counter is no decrease.
+            ("noise", vec![(0, 35_000.0), (H, 34_999.999_999_99), (2 * H, 35_001.0)], vec![], None, vec![(0, 35_000.0), (H, 35_000.0), (2 * H, 35_001.0)], 0, vec![]),
             // A spike: the readings after it go on from the one before it.
             (
                 "spike",
