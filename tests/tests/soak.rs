@@ -371,6 +371,7 @@ async fn hundreds_of_meters_through_random_broker_daemon_and_gateway_faults_arri
     let now = chrono::Utc::now();
     let (from, to) = ((now - chrono::Duration::hours(2)).to_rfc3339(), (now + chrono::Duration::hours(1)).to_rfc3339());
     let (mut n_served, mut n_stored, mut n_lost_kill) = (0usize, 0usize, 0usize);
+    let mut gaps = (0i64, 0usize);
     for m in &meters {
         let s = served.get(&m.id).unwrap_or_else(|| panic!("{}: the simulator served no reading of it", m.id));
         let quantity = KINDS[m.kind].2;
@@ -379,6 +380,10 @@ async fn hundreds_of_meters_through_random_broker_daemon_and_gateway_faults_arri
         let points = stored(&url, &m.id, quantity, &from, &to).await;
         let c = check_meter(&m.id, s, &points, &kills[m.gateway]);
         n_served += s.len();
+        if let (Some(first), Some(last)) = (s.first(), s.last()) {
+            gaps.0 += last.0 - first.0;
+            gaps.1 += s.len() - 1;
+        }
         n_stored += points.len();
         n_lost_kill += c.lost_to_kill;
     }
@@ -398,6 +403,7 @@ async fn hundreds_of_meters_through_random_broker_daemon_and_gateway_faults_arri
         format!("faults {} ({})", timeline.len(), counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")),
         format!("readings served {n_served}, stored {n_stored}, duplicates 0, lost 0"),
         format!("polled but not yet queued when a gateway was SIGKILLed (allowed, {KILL_WINDOW_MS} ms before a kill): {n_lost_kill}"),
+        format!("mean time between two reads of a meter {} ms (asked {POLL_MS} ms; 2-core machine, debug build)", gaps.0 / gaps.1.max(1) as i64),
         format!("ingest rate {:.0} counter readings/s stored over the soak", n_stored as f64 / soak_time.as_secs_f64()),
         format!("peak queue depth {peak} samples (all gateways)"),
         format!(
