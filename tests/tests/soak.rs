@@ -270,7 +270,7 @@ async fn hundreds_of_meters_through_random_broker_daemon_and_gateway_faults_arri
     // random gaps, until the duration is used up.
     let soak_start = Instant::now();
     let end = soak_start + Duration::from_secs(seconds);
-    let mut order = vec![Fault::Broker, Fault::Daemon, Fault::Gateway];
+    let mut order = [Fault::Broker, Fault::Daemon, Fault::Gateway];
     for i in (1..order.len()).rev() {
         let j = rng.below(i + 1);
         order.swap(i, j);
