@@ -1,6 +1,6 @@
 //! Soak test (issue 9, "Reliability proof"): a few hundred simulated Modbus TCP meters, polled by
 //! three gateways that forward over MQTT through a real Mosquitto into `energyd`'s MQTT ingest,
-//! for a fixed duration (`SOAK_SECONDS`, default 60). Meanwhile the test stops and restarts the
+//! for a fixed duration (`SOAK_SECONDS`, default 60, at least 30). Meanwhile the test stops and restarts the
 //! broker, SIGKILLs and restarts the daemon, and SIGKILLs and restarts a gateway, at moments drawn
 //! from a seeded RNG (`SOAK_SEED` to replay a run; the seed is printed). At the end the gateways
 //! drain their queues and stop, and every reading the simulator served is checked to be in the
@@ -8,7 +8,8 @@
 //!
 //! Everything runs on 127.0.0.1 with free ports and a temporary directory; every process is killed
 //! when the test ends, pass or fail. Run it with `cargo nextest run -p energy-e2e --test soak`
-//! (`--no-capture` to watch the timeline; the figures are printed at the end either way).
+//! `--no-capture` to see the timeline and the figures (nextest shows a passing test's output only
+//! then; a failing test's output is always shown).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
