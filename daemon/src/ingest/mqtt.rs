@@ -64,7 +64,13 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
         }
     };
     let (client, mut eventloop) = AsyncClient::new(opts, 1024);
-    let (tx, mut rx) = mpsc::channel::<Publish>(256);
+    // Unbounded on purpose: the event loop must never wait on the storing side. Acknowledgements
+    // (PUBACK and the ack publishes) go out through the event loop; if it waited here for room
+    // while the storing side waited for the event loop to take its acknowledgements, both would
+    // stop for good. The soak test (tests/tests/soak.rs) found this after a daemon restart with a
+    // large backlog on a broker without an in-flight limit. What is buffered here is what the
+    // broker sent unacknowledged, which the client would otherwise hold anyway.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Publish>();
     let prefix = cfg.topic_prefix.trim_end_matches('/').to_string();
     let batch_filter = if cfg.share_group.is_empty() {
         format!("{prefix}/+/+/batch")
@@ -101,7 +107,7 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
                     let _ = std::io::stdout().flush();
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p).await.is_err() {
+                    if tx.send(p).is_err() {
                         break;
                     }
                 }
