@@ -13,7 +13,9 @@
 //! * Ingest: the file in requests of `BENCH_LINES` lines (default 5000), 4 at a time, each
 //!   answered 2xx before it counts. energyd and influxd answer after an fsync; VictoriaMetrics
 //!   answers from memory and flushes within about a second (its figure is not "durable").
-//! * Bytes per point: the data directory after compaction (energyd: `POST /api/v1/store/compact`;
+//! * Bytes per point: the data files after compaction (energyd: its point store, `energyd.sqlite`
+//!   and WAL, after `POST /api/v1/store/compact`; the whole directory, with the accounting cache
+//!   of figures per meter and year, is printed too;
 //!   VictoriaMetrics: `/internal/force_flush` and `/internal/force_merge`; influxd: its cold
 //!   compaction, configured to start after 5-10 s, waited for until the size is stable).
 //! * Query: hourly consumption of every meter's `active_energy_import` over the month holding
@@ -100,6 +102,19 @@ fn dir_bytes(p: &Path) -> u64 {
         }
     }
     n
+}
+
+/// Prints each file of a data directory with its size.
+fn list_files(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => list_files(&e.path()),
+                Ok(m) => println!("  {:>12} bytes  {}", m.len(), e.path().display()),
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// Writes the line-protocol file; returns (path, points, first ms, end ms).
@@ -336,7 +351,13 @@ async fn run() {
         let ingest_rate = ingest(&file, &format!("{}/write?db=bench&precision=ms", s.url), lines, points).await;
         let r = reqwest::Client::new().post(format!("{}/api/v1/store/compact", s.url)).send().await.unwrap();
         assert!(r.status().is_success());
-        let bytes = dir_bytes(&s.dir);
+        // The point store (energyd.sqlite and its WAL); the data directory also holds the
+        // accounting cache (figures per meter and year, whatever the number of points), the
+        // audit log and the meter events, printed apart.
+        list_files(&s.dir);
+        let all = dir_bytes(&s.dir);
+        let bytes: u64 = ["energyd.sqlite", "energyd.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(s.dir.join(f)).ok()).map(|m| m.len()).sum();
+        println!("energyd: point store {:.2} bytes per point; whole data directory {:.2} ({} bytes of accounting cache, audit log and events)", bytes as f64 / points as f64, all as f64 / points as f64, all - bytes);
         let url = format!("{}/api/v1/consumption?agency=bench&from={}&to={}&interval=hour", s.url, pct(&rfc3339(month_from)), pct(&rfc3339(month_to)));
         let (q, n) = best_of_3(async || {
             let v: serde_json::Value = serde_json::from_str(&get_text(&url).await).unwrap();

@@ -1,39 +1,62 @@
 //! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`, so that a write is
 //! on disk when its transaction commits, and an acknowledged write survives SIGKILL and power loss.
 //!
-//! # Layout (format version 3)
+//! # Layout (format version 4)
 //!
-//! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups)
-//!   and 2 (no change records) are upgraded in place at open; any other version is refused with a
+//! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
+//!   2 (no change records) and 3 (no sealed roll-ups) are upgraded in place at open; any other version is refused with a
 //!   message naming it.
 //! * `series(id, meter, quantity)`: one row per (meter, quantity).
-//! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): one reading;
-//!   `ts` in milliseconds since the Unix epoch.
+//! * `head_log(id, data)`: the writer's head made durable: one row per group commit with the
+//!   (series, time, value) of every point the group added to the head. Emptied by each flush.
+//! * `segments(id, series, day, count, data)`, indexed by (series, day, id): a flushed head, one
+//!   row per series and UTC day holding the readings compressed ([`codec`]); sealed into
+//!   `chunks` with their day.
+//! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a reading that
+//!   replaced a different stored value (it wins over segments and chunks), and readings of
+//!   stores written before format 4; `ts` in milliseconds since the Unix epoch.
 //! * `gateway_seq(gateway, start, end)`: the ranges of sample sequence numbers stored per gateway,
 //!   merged; used to drop duplicate samples by identity.
 //! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
 //!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up of each series
-//!   ([`crate::accounting::rollup::HourRollup`]), kept in the same transaction as the points:
-//!   a new point is merged in, a duplicate changes nothing, a replaced value makes the writer
-//!   recompute that hour from the raw points. Reports read these, never the raw points.
+//!   ([`crate::accounting::rollup::HourRollup`]): the head's points are merged in when it is
+//!   flushed (they are distinct readings), a duplicate changes nothing, a replaced value makes
+//!   the writer recompute that hour from the stored points in the replacing transaction.
+//!   Reports read these, never the raw points.
+//! * `chunks(series, day, count, data)`: the readings of one series and sealed UTC day, compressed
+//!   ([`codec`]); see `chunks.rs`. Days older than `seal_after` are sealed by the writer.
+//! * `rollup_day(series, day, data)`, `WITHOUT ROWID`: when a day is sealed, its hourly roll-ups
+//!   leave `rollup_hour` for one compressed blob ([`codec::encode_rollups`], about 0.1 byte per
+//!   one-minute reading instead of 1.4). A late reading for a sealed day writes a row for its
+//!   hour again; a row wins over the blob's entry for the same hour until the day is resealed.
 //! * `dirty_meters(meter, min_ts, seq)`: per meter, the earliest reading time written since the
 //!   accounting cache last applied it, and a sequence number bumped by every write; kept in the
 //!   same transaction as the points, so that a cache of figures built from the store is never
 //!   stale after a crash. `dirty_epoch` (random, set when the table is created) ties such a cache
 //!   to this store.
 //!
-//! # Threads
+//! # Threads and the head
 //!
 //! One writer thread owns the write connection. Writes arrive on a channel; the writer takes all
-//! that are waiting, commits them in one transaction (group commit), and only then answers each
-//! request. Reads use separate connections (WAL readers never block the writer).
+//! that are waiting and commits them in one transaction (group commit): their new points go to
+//! the in-memory head and, as one `head_log` row, to disk; the gateway ranges, change records,
+//! replaced values and spool rows go to their tables. Only after the commit (an fsync) does it
+//! answer each request. That is one small row per group whatever the number of series, where a
+//! row per point touched a page per series per commit. The head is flushed (one transaction:
+//! segments, roll-ups merged, `head_log` emptied) when it holds a million points, when its oldest
+//! point is 5 s old, before sealing and retention, at shutdown, and whenever a read comes: every
+//! read first waits for the head to be flushed, so reads see every acknowledged point and never
+//! look at the head. After a crash the head is rebuilt from `head_log` and flushed at open.
+//! Reads use separate connections (WAL readers never block the writer).
 //!
 //! # Duplicates
 //!
 //! A sample whose (gateway, sequence) is already stored is dropped. A point whose
 //! (meter, quantity, time) is already stored with the same value is a no-op; with a different
 //! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
-//! counted.
+//! counted. The writer keeps, per series, the newest time stored and the newest in the head: a
+//! point later than both (nearly every point) is new without a lookup; an older one is checked
+//! against the head, then against the stored readings of its day.
 
 //!
 //! # Backends
@@ -200,4 +223,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::chunks::{self, day_of};
+use super::codec;
 use super::{Point, FORMAT_VERSION};
 use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
 use crate::metrics::Metrics;
@@ -16,7 +17,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 and 2 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 3 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -66,6 +67,8 @@ enum WriteOp {
     ClearDirty(Vec<(String, i64)>),
     /// The spool rows up to this id are in InfluxDB: delete them.
     Forwarded(i64),
+    /// Flush the head (a read is waiting for it).
+    Flush,
 }
 
 /// Forwarding to InfluxDB: every point newly written (or replaced) is also written, as line
@@ -133,6 +136,8 @@ struct WriteReq {
 /// Handle to the embedded store; cheap to clone.
 #[derive(Clone)]
 pub struct Embedded {
+    /// Points in the writer's head; a read flushes them first.
+    head_points: Arc<std::sync::atomic::AtomicU64>,
     tx: Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: Arc<std::sync::atomic::AtomicUsize>,
@@ -152,19 +157,21 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Retention applied by the writer: at start and then once an hour it deletes raw points and
-/// roll-ups older than these (whole hours only). `None` keeps them forever.
+/// Retention applied by the writer: at start and then once an hour it deletes raw points
+/// (whole days) and roll-ups (whole hours) older than these. `None` keeps them forever.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
     pub raw_retention_ms: Option<i64>,
     pub rollup_retention_ms: Option<i64>,
     /// Whole UTC days ending more than this long ago are sealed into compressed chunks.
     pub seal_after_ms: i64,
+    /// The head is flushed when its oldest point is this old (reads flush it anyway).
+    pub head_max_age_ms: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS }
+        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS, head_max_age_ms: 5_000 }
     }
 }
 
@@ -192,6 +199,10 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
     let path = dir.join("energyd.sqlite");
     let conn = Connection::open(&path)?;
+    // 16 KiB pages: a sealed day's chunk (about a kilobyte) packs 14 to a page instead of 3
+    // (4 KiB pages left a fifth of the file empty). Like auto_vacuum, this takes effect on a
+    // new store only; an existing one keeps its page size.
+    conn.pragma_update(None, "page_size", 16_384)?;
     // Pages freed by sealing can be given back to the file system (takes effect on a new store).
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     configure(&conn)?;
@@ -204,7 +215,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| **v != "1" && **v != "2" && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
@@ -217,6 +228,10 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
              PRIMARY KEY(series, hour)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
              PRIMARY KEY(series, day));
+         CREATE TABLE IF NOT EXISTS segments(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL);
+         CREATE INDEX IF NOT EXISTS segments_series ON segments(series, day, id);
+         CREATE TABLE IF NOT EXISTS head_log(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS rollup_day(series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS dirty_meters(meter TEXT PRIMARY KEY, min_ts INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
 
          CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
@@ -228,7 +243,9 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         Some("1") => upgrade_from_v1(&conn)?,
         // Version 2 had no record of what changed for the accounting cache: the table above is
         // all it needs (a cache built before is in another file, and a new epoch discards it).
-        Some("2") => {
+        // Version 3 had no head (`segments`, `head_log`) and no sealed roll-ups (`rollup_day`),
+        // all created above and empty; its raw points and hourly rows read as before.
+        Some("2" | "3") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -243,6 +260,16 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     }
     let point_count: i64 = conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0))?;
     metrics.store_points.set(point_count);
+    // Points acknowledged but not flushed before the last stop (a crash): flushed now.
+    let head_points = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let mut w = Writer::new(&conn, options, None, head_points.clone());
+        let n = w.load_head()?;
+        if n > 0 {
+            tracing::info!(points = n, "flushing the points acknowledged and not yet flushed before the last stop");
+            w.flush_head()?;
+        }
+    }
     // Newest reading per meter (index probes and at most one chunk decoded per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     {
@@ -255,7 +282,6 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
             }
         }
     }
-    let sealed: HashMap<i64, i64> = chunks::sealed_ends(&conn)?.into_iter().collect();
     let mut readers = Vec::new();
     for _ in 0..3 {
         let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -279,9 +305,13 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     };
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer_loop(conn, rx, ls, metrics, options, sealed, outbox))
+        .spawn({
+            let head_points = head_points.clone();
+            move || writer_loop(conn, rx, ls, metrics, options, outbox, head_points)
+        })
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Embedded {
+        head_points,
         tx: Arc::new(Mutex::new(Some(tx))),
         readers: Arc::new(readers),
         next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -355,17 +385,99 @@ enum Put {
     Replaced,
 }
 
+/// The head: points acknowledged since the last flush, per series sorted by time, held in memory
+/// and made durable by one `head_log` row per group commit. A flush writes them as one segment
+/// per series and day and merges their roll-ups, in one transaction that also empties
+/// `head_log`; reads flush first, so that they never need to look at the head.
+#[derive(Default)]
+struct Head {
+    series: HashMap<i64, Vec<(i64, f64)>>,
+    points: u64,
+    /// When the oldest point still in the head arrived.
+    since: Option<Instant>,
+    /// The `head_log` record of the open group: (series, time, value) per point.
+    log: Vec<u8>,
+}
+
+impl Head {
+    /// Puts a point into the head (a reading already there at that time is replaced).
+    fn insert(&mut self, sid: i64, ts: i64, v: f64) {
+        let pts = self.series.entry(sid).or_default();
+        match pts.last() {
+            Some(l) if l.0 < ts => pts.push((ts, v)),
+            None => pts.push((ts, v)),
+            _ => match pts.binary_search_by_key(&ts, |p| p.0) {
+                Ok(i) => pts[i].1 = v,
+                Err(i) => pts.insert(i, (ts, v)),
+            },
+        }
+        self.points += 1;
+        self.since.get_or_insert_with(Instant::now);
+        put_varint(&mut self.log, sid as u64);
+        put_varint(&mut self.log, ts as u64);
+        self.log.extend_from_slice(&v.to_bits().to_le_bytes());
+    }
+
+    /// The value in the head at `ts`.
+    fn get(&self, sid: i64, ts: i64) -> Option<f64> {
+        let pts = self.series.get(&sid)?;
+        pts.binary_search_by_key(&ts, |p| p.0).ok().map(|i| pts[i].1)
+    }
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Decodes one `head_log` record into (series, time, value).
+fn decode_head_log(b: &[u8]) -> Option<Vec<(i64, i64, f64)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < b.len() {
+        let sid = get_varint(b, &mut pos)? as i64;
+        let ts = get_varint(b, &mut pos)? as i64;
+        let v = f64::from_bits(u64::from_le_bytes(b.get(pos..pos + 8)?.try_into().ok()?));
+        pos += 8;
+        out.push((sid, ts, v));
+    }
+    Some(out)
+}
+
+/// The head is flushed when it holds this many points, or its oldest point is
+/// [`StoreOptions::head_max_age_ms`] old, or a read asks for it.
+const HEAD_MAX_POINTS: u64 = 1_000_000;
+
 struct Writer<'c> {
     conn: &'c Connection,
     series: HashMap<String, HashMap<Quantity, i64>>,
-    /// Roll-ups of the points newly written in the open transaction, per (series, hour).
-    pending: HashMap<(i64, i64), HourRollup>,
-    /// Hours where a stored value was replaced: recomputed from the raw points.
+    /// Hours where a stored value was replaced: recomputed from the stored points.
     dirty: HashSet<(i64, i64)>,
-    /// Per series, the end of its newest sealed day: earlier points may be in a chunk.
-    sealed: HashMap<i64, i64>,
-    /// The last chunk decoded to check a late point, by (series, day).
-    chunk_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
+    head: Head,
+    /// Points in the head, shared with readers (a read flushes a non-empty head first).
+    head_points: Arc<std::sync::atomic::AtomicU64>,
+    /// Per series seen since the start: (newest reading time in the store and the head, newest
+    /// in the store). A point later than the first is new without a look at the store; one
+    /// later than the second only needs a look at the head.
+    newest: HashMap<i64, (i64, i64)>,
+    /// Stored readings of (series, day) loaded to check late points; emptied at each flush.
+    day_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
     /// (series, day) pairs of old days written recently (a backfill): not sealed while they
     /// are, so that a day being loaded is not sealed and reopened for every point.
     backfill: HashMap<(i64, i64), Instant>,
@@ -373,14 +485,31 @@ struct Writer<'c> {
     seal_cutoff: i64,
     /// Forwarding to InfluxDB: the lines of the open transaction.
     outbox: Option<Outbox>,
+    head_max_age: std::time::Duration,
 }
 
-/// Most decoded chunks kept for checking late points; the cache is emptied when full.
-const CHUNK_CACHE: usize = 256;
+/// Most (series, day) readings kept for checking late points; the cache is emptied when full.
+const DAY_CACHE: usize = 4096;
 /// A day written to within this long is not sealed by the background passes.
 const BACKFILL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
-impl Writer<'_> {
+impl<'c> Writer<'c> {
+    fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>) -> Writer<'c> {
+        Writer {
+            conn,
+            series: HashMap::new(),
+            dirty: HashSet::new(),
+            head: Head::default(),
+            head_points,
+            newest: HashMap::new(),
+            day_cache: HashMap::new(),
+            backfill: HashMap::new(),
+            seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
+            outbox,
+            head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
+        }
+    }
+
     fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
         if let Some(&id) = self.series.get(meter).and_then(|m| m.get(&q)) {
             return Ok(id);
@@ -414,59 +543,76 @@ impl Writer<'_> {
                 o.points += 1;
             }
         }
-        let key = (sid, hour_of(ts));
         match put {
-            Put::New => {
-                out.points_written += 1;
-                if !self.dirty.contains(&key) {
-                    let r = HourRollup::of_point(ts, value);
-                    self.pending.entry(key).and_modify(|x| *x = x.merge(&r)).or_insert(r);
-                }
-            }
-            Put::Replaced => {
-                out.points_conflicting += 1;
-                self.pending.remove(&key);
-                self.dirty.insert(key);
-            }
+            Put::New => out.points_written += 1,
+            Put::Replaced => out.points_conflicting += 1,
             Put::Unchanged => out.points_unchanged += 1,
         }
         Ok(())
     }
 
+    /// Classifies and stores one point: into the head when it is new or replaces a reading in
+    /// the head; as a row of `points` (winning over segments and chunks) when it replaces a
+    /// stored reading, whose hour is then rolled up again.
     fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
-        let n = self.conn.prepare_cached("INSERT OR IGNORE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
-        if n == 1 {
-            // A late point for a sealed day: compare with the chunk's reading at that time.
-            if ts < self.sealed.get(&sid).copied().unwrap_or(i64::MIN) {
-                let key = (sid, day_of(ts));
-                if !self.chunk_cache.contains_key(&key) {
-                    if self.chunk_cache.len() >= CHUNK_CACHE {
-                        self.chunk_cache.clear();
-                    }
-                    self.chunk_cache.insert(key, chunks::chunk(self.conn, sid, key.1)?.unwrap_or_default());
-                }
-                let pts = self.chunk_cache.get(&key).map_or(&[][..], Vec::as_slice);
-                if let Ok(i) = pts.binary_search_by_key(&ts, |p| p.0) {
-                    if pts[i].1.to_bits() == value.to_bits() {
-                        self.conn.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts = ?2")?.execute(params![sid, ts])?;
-                        return Ok(Put::Unchanged);
-                    }
-                    // Kept in `points`, where it wins over the chunk's value.
-                    return Ok(Put::Replaced);
-                }
+        let (newest, newest_stored) = match self.newest.get(&sid) {
+            Some(&n) => n,
+            None => {
+                let stored = chunks::newest(self.conn, sid)?.unwrap_or(i64::MIN);
+                let n = (stored.max(self.head.series.get(&sid).and_then(|p| p.last()).map_or(i64::MIN, |p| p.0)), stored);
+                self.newest.insert(sid, n);
+                n
             }
+        };
+        if ts > newest {
+            self.head.insert(sid, ts, value);
+            self.newest.insert(sid, (ts, newest_stored));
             return Ok(Put::New);
         }
-        let c = self
-            .conn
-            .prepare_cached("UPDATE points SET value = ?3 WHERE series = ?1 AND ts = ?2 AND value IS NOT ?3")?
-            .execute(params![sid, ts, value])?;
-        Ok(if c == 1 { Put::Replaced } else { Put::Unchanged })
+        if let Some(v) = self.head.get(sid, ts) {
+            if v.to_bits() == value.to_bits() {
+                return Ok(Put::Unchanged);
+            }
+            self.head.insert(sid, ts, value);
+            return Ok(Put::Replaced);
+        }
+        if ts > newest_stored {
+            self.head.insert(sid, ts, value);
+            return Ok(Put::New);
+        }
+        // Older than the newest stored reading: look at the store.
+        let key = (sid, day_of(ts));
+        if !self.day_cache.contains_key(&key) {
+            if self.day_cache.len() >= DAY_CACHE {
+                self.day_cache.clear();
+            }
+            let day = chunks::read_series(self.conn, sid, key.1, key.1.saturating_add(chunks::DAY_MS))?;
+            self.day_cache.insert(key, day);
+        }
+        let Some(day) = self.day_cache.get_mut(&key) else { return Ok(Put::New) };
+        match day.binary_search_by_key(&ts, |p| p.0) {
+            Ok(i) if day[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
+            Ok(i) => {
+                day[i].1 = value;
+                self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+                self.dirty.insert((sid, hour_of(ts)));
+                Ok(Put::Replaced)
+            }
+            Err(_) => {
+                self.head.insert(sid, ts, value);
+                Ok(Put::New)
+            }
+        }
     }
 
-    /// Writes the roll-ups of the open transaction: merges the new points into the stored
-    /// roll-ups, and recomputes the hours where a value was replaced.
-    fn flush_rollups(&mut self) -> rusqlite::Result<()> {
+    /// Ends the open group inside its transaction: its `head_log` record, and the hours where a
+    /// stored value was replaced rolled up again from the stored points (the head's points are
+    /// merged in when it is flushed; they are distinct readings).
+    fn finish_group(&mut self) -> rusqlite::Result<()> {
+        if !self.head.log.is_empty() {
+            self.conn.prepare_cached("INSERT INTO head_log(data) VALUES (?1)")?.execute([&self.head.log])?;
+            self.head.log.clear();
+        }
         for (sid, hour) in std::mem::take(&mut self.dirty) {
             let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
             match HourRollup::of_points(&pts) {
@@ -476,33 +622,89 @@ impl Writer<'_> {
                 }
             }
         }
-        for ((sid, hour), r) in std::mem::take(&mut self.pending) {
-            let stored = self
-                .conn
-                .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour = ?2"))?
-                .query_row(params![sid, hour], rollup_row)
-                .optional()?;
-            put_rollup(self.conn, sid, &stored.map_or(r, |s| s.merge(&r)))?;
-        }
         Ok(())
     }
 
+    /// Whether the head should be flushed now.
+    fn head_due(&self) -> bool {
+        self.head.points >= HEAD_MAX_POINTS || self.head.since.is_some_and(|t| t.elapsed() >= self.head_max_age)
+    }
+
+    /// Writes the head as segments (one per series and day) and merges its roll-ups into the
+    /// stored ones, emptying `head_log`, in one transaction. The head is kept if it fails.
+    fn flush_head(&mut self) -> rusqlite::Result<()> {
+        if self.head.series.is_empty() {
+            self.head.since = None;
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction()?;
+        for (&sid, pts) in &self.head.series {
+            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
+                self.conn
+                    .prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![sid, day_of(day[0].0), day.len() as i64, codec::encode(day)])?;
+            }
+            for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
+                let Some(r) = HourRollup::of_points(hour) else { continue };
+                let merged = match stored_rollup(self.conn, sid, r.hour)? {
+                    Some(s) => s.merge(&r),
+                    None => r,
+                };
+                put_rollup(self.conn, sid, &merged)?;
+            }
+        }
+        self.conn.execute("DELETE FROM head_log", [])?;
+        tx.commit()?;
+        for (sid, pts) in self.head.series.drain() {
+            if let (Some(n), Some(last)) = (self.newest.get_mut(&sid), pts.last()) {
+                n.1 = n.1.max(last.0);
+            }
+        }
+        self.head.points = 0;
+        self.head.since = None;
+        self.head_points.store(0, std::sync::atomic::Ordering::Release);
+        self.day_cache.clear();
+        Ok(())
+    }
+
+    /// Loads the head from `head_log` (at the start, or after a failed group): what was
+    /// acknowledged and not yet flushed.
+    fn load_head(&mut self) -> rusqlite::Result<u64> {
+        self.head = Head::default();
+        self.newest.clear();
+        self.day_cache.clear();
+        let mut st = self.conn.prepare("SELECT id, data FROM head_log ORDER BY id")?;
+        let rows: Vec<(i64, Vec<u8>)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, data) in rows {
+            let Some(points) = decode_head_log(&data) else {
+                tracing::error!(row = id, "a head_log record is corrupt; its points are skipped");
+                continue;
+            };
+            for (sid, ts, v) in points {
+                self.head.insert(sid, ts, v);
+            }
+        }
+        self.head.log.clear();
+        self.head_points.store(self.head.points, std::sync::atomic::Ordering::Release);
+        Ok(self.head.points)
+    }
+
     /// One compaction pass in its own transaction: seals up to [`CHUNKS_PER_PASS`] days.
-    /// With `all`, days being backfilled are sealed too.
+    /// With `all` (asked for), the head is flushed first and days being backfilled are sealed
+    /// too; the background passes leave the head to its own flushes.
     fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
+        if all {
+            self.flush_head()?;
+        }
         let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
         self.seal_cutoff = cutoff;
         self.backfill.retain(|_, t| t.elapsed() < BACKFILL_QUIET);
         let backfill = &self.backfill;
         let busy = |sid: i64, day: i64| !all && backfill.contains_key(&(sid, day));
         let tx = self.conn.unchecked_transaction()?;
-        let (done, sealed) = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
+        let done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         tx.commit()?;
-        for (sid, end) in sealed {
-            let e = self.sealed.entry(sid).or_insert(end);
-            *e = (*e).max(end);
-        }
-        self.chunk_cache.clear();
+        self.day_cache.clear();
         Ok(done)
     }
 
@@ -572,16 +774,23 @@ fn prune(conn: &Connection, options: StoreOptions, now_ms: i64) -> rusqlite::Res
             deleted += tx.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts < ?2")?.execute(params![id, hour_of(now_ms - r)])? as u64;
         }
         if let Some(r) = options.raw_retention_ms {
-            // Whole days only: a chunk goes when all of it is past the retention.
+            // Whole days only: a chunk or segment goes when all of its day is past the retention.
             let before = hour_of(now_ms - r) - chunks::DAY_MS + 1;
             let n: i64 = tx
                 .prepare_cached("SELECT coalesce(sum(count), 0) FROM chunks WHERE series = ?1 AND day < ?2")?
                 .query_row(params![id, before], |r| r.get(0))?;
             tx.prepare_cached("DELETE FROM chunks WHERE series = ?1 AND day < ?2")?.execute(params![id, before])?;
             deleted += n as u64;
+            let n: i64 = tx
+                .prepare_cached("SELECT coalesce(sum(count), 0) FROM segments WHERE series = ?1 AND day < ?2")?
+                .query_row(params![id, before], |r| r.get(0))?;
+            tx.prepare_cached("DELETE FROM segments WHERE series = ?1 AND day < ?2")?.execute(params![id, before])?;
+            deleted += n as u64;
         }
         if let Some(r) = options.rollup_retention_ms {
             tx.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour < ?2")?.execute(params![id, hour_of(now_ms - r)])?;
+            // Sealed roll-ups go by whole days, like chunks.
+            tx.prepare_cached("DELETE FROM rollup_day WHERE series = ?1 AND day < ?2")?.execute(params![id, hour_of(now_ms - r) - chunks::DAY_MS + 1])?;
         }
     }
     add_point_count(&tx, -(deleted as i64))?;
@@ -602,21 +811,11 @@ fn writer_loop(
     last_seen: Arc<RwLock<HashMap<String, i64>>>,
     metrics: Metrics,
     options: StoreOptions,
-    sealed: HashMap<i64, i64>,
     outbox: Option<Outbox>,
+    head_points: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let spool = outbox.as_ref().map(|o| o.spool.clone());
-    let mut w = Writer {
-        conn: &conn,
-        series: HashMap::new(),
-        pending: HashMap::new(),
-        dirty: HashSet::new(),
-        sealed,
-        chunk_cache: HashMap::new(),
-        backfill: HashMap::new(),
-        seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
-        outbox,
-    };
+    let mut w = Writer::new(&conn, options, outbox, head_points.clone());
     let mut next_prune = Instant::now();
     let mut next_compact = Instant::now();
     loop {
@@ -634,7 +833,11 @@ fn writer_loop(
             }
         }
         if Instant::now() >= next_prune {
-            match prune(&conn, options, chrono::Utc::now().timestamp_millis()) {
+            let pruned = w.flush_head().and_then(|()| {
+                w.day_cache.clear();
+                prune(&conn, options, chrono::Utc::now().timestamp_millis())
+            });
+            match pruned {
                 Ok(n) => {
                     metrics.points_pruned.inc_by(n);
                     metrics.store_points.sub(n as i64);
@@ -646,9 +849,20 @@ fn writer_loop(
             }
             next_prune = Instant::now() + PRUNE_EVERY;
         }
-        let first = match rx.recv_timeout(next_prune.min(next_compact).saturating_duration_since(Instant::now())) {
+        let mut wake = next_prune.min(next_compact);
+        if let Some(t) = w.head.since {
+            wake = wake.min(t + w.head_max_age);
+        }
+        let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(r) => r,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if w.head_due() {
+                    if let Err(e) = w.flush_head() {
+                        tracing::error!("flushing the head failed: {e}");
+                    }
+                }
+                continue;
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let mut group = vec![first];
@@ -676,10 +890,11 @@ fn writer_loop(
                         *e = (*e).min(p.ts);
                     }
                 }
-                WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) => {}
+                WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush => {}
             }
         }
         let mut wants_compact = false;
+        let wants_flush = group.iter().any(|r| matches!(r.op, WriteOp::Flush));
         // Spool bytes and points added (+) and removed (-) by this group.
         let mut spool_delta = (0i64, 0i64);
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
@@ -697,11 +912,15 @@ fn writer_loop(
                     WriteOp::Points(ps) => {
                         for p in ps {
                             w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
-                            let e = last.entry(p.meter.clone()).or_insert(p.ts);
-                            *e = (*e).max(p.ts);
+                            match last.get_mut(&p.meter) {
+                                Some(e) => *e = (*e).max(p.ts),
+                                None => {
+                                    last.insert(p.meter.clone(), p.ts);
+                                }
+                            }
                         }
                     }
-                    WriteOp::Compact => {}
+                    WriteOp::Compact | WriteOp::Flush => {}
                     WriteOp::ClearDirty(marks) => {
                         let mut st = tx.prepare_cached("DELETE FROM dirty_meters WHERE meter = ?1 AND seq = ?2")?;
                         for (m, seq) in marks {
@@ -727,7 +946,7 @@ fn writer_loop(
                 spool_delta.0 += data.len() as i64;
                 spool_delta.1 += points as i64;
             }
-            w.flush_rollups()?;
+            w.finish_group()?;
             add_point_count(&conn, outs.iter().map(|o| o.points_written as i64).sum())?;
             {
                 let mut st = tx.prepare_cached(
@@ -745,6 +964,14 @@ fn writer_loop(
             Ok(outs)
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+        w.head_points.store(w.head.points, std::sync::atomic::Ordering::Release);
+        // A read waiting, or the head full or old: flush it before answering.
+        let result = result.and_then(|outs| {
+            if wants_flush || w.head_due() {
+                w.flush_head()?;
+            }
+            Ok(outs)
+        });
         // Compaction asked for: every day due is sealed before the answer.
         let result = result.and_then(|mut outs| {
             if wants_compact {
@@ -789,10 +1016,13 @@ fn writer_loop(
                 }
             }
             Err(e) => {
-                // The series cache may hold ids of rolled-back rows.
+                // The series cache may hold ids of rolled-back rows, and the head points of the
+                // rolled-back group: reload it from what is committed.
                 w.series.clear();
-                w.pending.clear();
                 w.dirty.clear();
+                if let Err(e) = w.load_head() {
+                    tracing::error!("reloading the head after a failed commit failed: {e}");
+                }
                 if let Some(o) = &mut w.outbox {
                     o.builder.clear();
                     o.points = 0;
@@ -804,7 +1034,11 @@ fn writer_loop(
             }
         }
     }
-    // Channel closed: checkpoint the WAL so that the database file is complete on its own.
+    // Channel closed: flush the head and checkpoint the WAL, so that the database file is
+    // complete on its own.
+    if let Err(e) = w.flush_head() {
+        tracing::warn!("flushing the head at shutdown failed (it stays in head_log): {e}");
+    }
     if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!("WAL checkpoint at shutdown failed: {e}");
     }
@@ -875,6 +1109,10 @@ impl Embedded {
 
     /// Runs `f` on a read connection on the blocking pool.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        // Every acknowledged point is readable: the head goes to the tables first.
+        if self.head_points.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            self.write(WriteOp::Flush).await?;
+        }
         let readers = self.readers.clone();
         let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
@@ -1000,9 +1238,7 @@ impl Embedded {
         let meter = meter.to_string();
         self.read(move |c| {
             let Some(sid) = series_id(c, &meter, q)? else { return Ok(None) };
-            c.prepare_cached("SELECT last_ts FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1")?
-                .query_row(params![sid, hour_of(t)], |r| r.get(0))
-                .optional()
+            Ok(rollup_before(c, sid, hour_of(t))?.map(|h| h.last_ts))
         })
         .await
     }
@@ -1031,15 +1267,9 @@ pub type CounterRollups = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64
 
 fn counter_rollups_of(c: &Connection, meter: &str, q: Quantity, from: i64, to: i64) -> rusqlite::Result<CounterRollups> {
     let Some(sid) = series_id(c, meter, q)? else { return Ok((None, Vec::new(), None)) };
-    let before = c
-        .prepare_cached("SELECT last_ts, last_v FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1")?
-        .query_row(params![sid, hour_of(from)], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let before = rollup_before(c, sid, hour_of(from))?.map(|h| (h.last_ts, h.last_v));
     let hours = read_rollups(c, sid, from, to)?;
-    let after = c
-        .prepare_cached("SELECT first_ts, first_v FROM rollup_hour WHERE series = ?1 AND hour >= ?2 ORDER BY hour LIMIT 1")?
-        .query_row(params![sid, to], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let after = rollup_from(c, sid, to)?.map(|h| (h.first_ts, h.first_v));
     Ok((before, hours, after))
 }
 
@@ -1047,10 +1277,115 @@ fn series_id(c: &Connection, meter: &str, q: Quantity) -> rusqlite::Result<Optio
     c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?.query_row(params![meter, q.name()], |r| r.get(0)).optional()
 }
 
+/// Hourly roll-ups of a series in `[from, to)`: the rows of open hours and the sealed days'
+/// blobs; a row wins over a blob's entry for the same hour (it was written after the sealing).
 fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<HourRollup>> {
+    let from = hour_of(from);
     let mut st = c.prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour"))?;
-    let rows = st.query_map(params![sid, hour_of(from), to], rollup_row)?;
-    rows.collect()
+    let rows: Vec<HourRollup> = st.query_map(params![sid, from, to], rollup_row)?.collect::<Result<_, _>>()?;
+    let mut sealed = Vec::new();
+    let mut st = c.prepare_cached("SELECT day, data FROM rollup_day WHERE series = ?1 AND day >= ?2 AND day < ?3 ORDER BY day")?;
+    let mut blobs = st.query(params![sid, chunks::day_of(from), to])?;
+    while let Some(b) = blobs.next()? {
+        let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
+        sealed.extend(codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().filter(|h| h.hour >= from && h.hour < to));
+    }
+    if sealed.is_empty() {
+        return Ok(rows);
+    }
+    Ok(merge_rollups(sealed, rows))
+}
+
+/// Both sorted by hour into one; on the same hour the row wins.
+fn merge_rollups(sealed: Vec<HourRollup>, rows: Vec<HourRollup>) -> Vec<HourRollup> {
+    let mut out = Vec::with_capacity(sealed.len() + rows.len());
+    let (mut a, mut b) = (sealed.into_iter().peekable(), rows.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.hour < y.hour => out.extend(a.next()),
+            (Some(x), Some(y)) if x.hour == y.hour => {
+                a.next();
+                out.extend(b.next());
+            }
+            (_, Some(_)) => out.extend(b.next()),
+            (Some(_), None) => out.extend(a.next()),
+            (None, None) => return out,
+        }
+    }
+}
+
+/// The roll-up of the newest hour before `t` (hour-aligned), rows and sealed days.
+fn rollup_before(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<HourRollup>> {
+    let row = c
+        .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1"))?
+        .query_row(params![sid, t], rollup_row)
+        .optional()?;
+    // The blob of the day holding `t` may have nothing before it; then the one before does.
+    let mut sealed = None;
+    let mut st = c.prepare_cached("SELECT day, data FROM rollup_day WHERE series = ?1 AND day < ?2 ORDER BY day DESC LIMIT 2")?;
+    let mut blobs = st.query(params![sid, t])?;
+    while let Some(b) = blobs.next()? {
+        let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
+        if let Some(h) = codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().rev().find(|h| h.hour < t) {
+            sealed = Some(h);
+            break;
+        }
+    }
+    Ok(match (sealed, row) {
+        (Some(s), Some(r)) => Some(if s.hour > r.hour { s } else { r }),
+        (s, r) => r.or(s),
+    })
+}
+
+/// The roll-up of the oldest hour at or after `t` (hour-aligned), rows and sealed days.
+fn rollup_from(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<HourRollup>> {
+    let row = c
+        .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour >= ?2 ORDER BY hour LIMIT 1"))?
+        .query_row(params![sid, t], rollup_row)
+        .optional()?;
+    let mut sealed = None;
+    let mut st = c.prepare_cached("SELECT day, data FROM rollup_day WHERE series = ?1 AND day >= ?2 ORDER BY day LIMIT 2")?;
+    let mut blobs = st.query(params![sid, chunks::day_of(t)])?;
+    while let Some(b) = blobs.next()? {
+        let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
+        if let Some(h) = codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour >= t) {
+            sealed = Some(h);
+            break;
+        }
+    }
+    Ok(match (sealed, row) {
+        (Some(s), Some(r)) => Some(if s.hour < r.hour { s } else { r }),
+        (s, r) => r.or(s),
+    })
+}
+
+/// The stored roll-up of one hour: its row, else its sealed day's entry.
+fn stored_rollup(c: &Connection, sid: i64, hour: i64) -> rusqlite::Result<Option<HourRollup>> {
+    let row = c
+        .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour = ?2"))?
+        .query_row(params![sid, hour], rollup_row)
+        .optional()?;
+    if row.is_some() {
+        return Ok(row);
+    }
+    let day = chunks::day_of(hour);
+    let data: Option<Vec<u8>> = c.prepare_cached("SELECT data FROM rollup_day WHERE series = ?1 AND day = ?2")?.query_row(params![sid, day], |r| r.get(0)).optional()?;
+    match data {
+        Some(d) => Ok(codec::decode_rollups(day, &d).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour == hour)),
+        None => Ok(None),
+    }
+}
+
+/// Seals the roll-up rows of a series and day into the day's blob (merged with the blob already
+/// there, rows winning), inside the caller's transaction.
+pub(super) fn seal_rollups(c: &Connection, sid: i64, day: i64) -> rusqlite::Result<()> {
+    let all = read_rollups(c, sid, day, day + chunks::DAY_MS)?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    c.prepare_cached("INSERT OR REPLACE INTO rollup_day(series, day, data) VALUES (?1, ?2, ?3)")?.execute(params![sid, day, codec::encode_rollups(day, &all)])?;
+    c.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3")?.execute(params![sid, day, day + chunks::DAY_MS])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1123,15 +1458,17 @@ mod tests {
         store.clear_dirty(marks.into_iter().map(|(m, _, s)| (m, s)).collect()).await.unwrap();
         assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 3)]);
         store.close();
-        // Version 2 upgrades to 3 in place.
-        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
-        c.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'", []).unwrap();
-        drop(c);
-        let store = open(dir.path(), Metrics::new()).unwrap();
-        store.close();
-        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
-        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
-        assert_eq!(v, "3");
+        // Versions 2 and 3 upgrade to 4 in place.
+        for old in ["2", "3"] {
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [old]).unwrap();
+            drop(c);
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            store.close();
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, "4");
+        }
     }
 
     #[test]
@@ -1142,7 +1479,7 @@ mod tests {
         c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
         drop(c);
         let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
-        assert!(e.contains("format version 99") && e.contains("reads version 3"), "{e}");
+        assert!(e.contains("format version 99") && e.contains("reads version 4"), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1260,6 +1597,47 @@ mod tests {
         store.close();
     }
 
+    /// The head after a crash: a copy of the files taken while the store runs (what a SIGKILL
+    /// leaves) holds the acknowledged points in `head_log`; opening it flushes them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_points_in_the_head_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        // No flush by age during the test, however slow the machine.
+        let options = StoreOptions { head_max_age_ms: 3_600_000, ..Default::default() };
+        let store = open_with(dir.path(), Metrics::new(), options).unwrap();
+        let q = Quantity::ActiveEnergyImport;
+        let t0 = 1_764_288_000_000;
+        let pts: Vec<(i64, f64)> = (0..500).map(|i| (t0 + i * 60_000, 100.0 + i as f64 / 4.0)).collect();
+        let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+        store.write_points(write(&pts[..300])).await.unwrap();
+        // Flushed into a segment by a read; then more points and a replaced value stay in the head.
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap().len(), 300);
+        let o = store.write_points(write(&pts[300..])).await.unwrap();
+        assert_eq!(o.points_written, 200);
+        let o = store.write_points(write(&[(pts[450].0, 7.0), (pts[10].0, 8.0), pts[11]])).await.unwrap();
+        assert_eq!((o.points_conflicting, o.points_unchanged), (2, 1));
+        let copy = tempfile::tempdir().unwrap();
+        for f in ["energyd.sqlite", "energyd.sqlite-wal"] {
+            std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+        }
+        let logged: i64 = Connection::open(copy.path().join("energyd.sqlite")).unwrap().query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
+        assert_eq!(logged, 2, "the two groups since the flush are in head_log");
+        store.close();
+        let mut want = pts.clone();
+        want[450].1 = 7.0;
+        want[10].1 = 8.0;
+        let crashed = open(copy.path(), Metrics::new()).unwrap();
+        assert_eq!(crashed.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        assert_eq!(crashed.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::accounting::rollup::rollups_of(&want));
+        assert_eq!(crashed.last_seen("m"), Some(pts[499].0));
+        let left: i64 = crashed.read(|c| c.query_row("SELECT count(*) FROM head_log", [], |r| r.get(0))).await.unwrap();
+        assert_eq!(left, 0);
+        // Sending everything again after the restart changes nothing.
+        let o = crashed.write_points(write(&want)).await.unwrap();
+        assert_eq!((o.points_written, o.points_unchanged, o.points_conflicting), (0, 500, 0));
+        crashed.close();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sealed_days_read_like_raw_points_and_take_late_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -1274,8 +1652,24 @@ mod tests {
             store.write_points(write(c)).await.unwrap();
         }
         let before_bytes = store.bytes();
+        let all = |s: &Embedded| {
+            let s = s.clone();
+            async move {
+                let r = s.rollups("m", q, 0, i64::MAX).await.unwrap();
+                let c = s.counter_rollups_many(vec![("m".into(), q), ("m".into(), q)], day0 + chunks::DAY_MS + 2 * HOUR_MS, day0 + chunks::DAY_MS + 5 * HOUR_MS).await.unwrap();
+                let b = s.reading_before("m", q, day0 + chunks::DAY_MS + 90 * 60_000).await.unwrap();
+                (r, c, b)
+            }
+        };
+        let open_rollups = all(&store).await;
+        assert_eq!(open_rollups.0.len(), 72);
         let o = store.compact().await.unwrap();
         assert_eq!(o.points_sealed, pts.len() as u64);
+        // Sealed roll-ups (one blob per day) read exactly like the hourly rows they replace.
+        assert_eq!(all(&store).await, open_rollups);
+        let rows: i64 = store.read(|c| c.query_row("SELECT count(*) FROM rollup_hour", [], |r| r.get(0))).await.unwrap();
+        let blobs: i64 = store.read(|c| c.query_row("SELECT count(*) FROM rollup_day", [], |r| r.get(0))).await.unwrap();
+        assert_eq!((rows, blobs), (0, 3));
         assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), pts);
         let w = store.counter_window("m", q, day0 + chunks::DAY_MS + 30_000, day0 + 2 * chunks::DAY_MS).await.unwrap();
         assert_eq!(w.first(), Some(&pts[1440]), "the reading before the window comes from the previous chunk");
@@ -1291,11 +1685,17 @@ mod tests {
         assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
         let r = store.rollups("m", q, day0, day0 + HOUR_MS).await.unwrap();
         assert_eq!((r[0].count, r[0].max), (61, 5000.0));
+        // The late hour is a row again, read over its sealed day's entry; the others are unchanged.
+        let r = store.rollups("m", q, 0, i64::MAX).await.unwrap();
+        assert_eq!(r.len(), 72);
+        assert_eq!(r[0], HourRollup::of_points(&want[..61]).unwrap());
+        assert_eq!(r[1..], open_rollups.0[1..]);
         // Compacting again merges the late points into the chunk; a restart reads it all back.
         assert_eq!(store.compact().await.unwrap().points_sealed, 2);
         store.close();
         let store = open(dir.path(), Metrics::new()).unwrap();
         assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), r);
         assert_eq!(store.last_seen("m"), Some(pts.last().unwrap().0));
         assert!(store.bytes() < before_bytes, "{} bytes after sealing, {before_bytes} before", store.bytes());
         store.close();
@@ -1328,15 +1728,22 @@ mod tests {
             let got = rt.block_on(async {
                 let store = open(dir.path(), Metrics::new()).unwrap();
                 store.write_points(vec![wrong]).await.unwrap();
-                for group in sent.chunks(cut) {
+                for (i, group) in sent.chunks(cut).enumerate() {
                     let ps = group.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: Quantity::ActivePower, ts, value }).collect();
                     store.write_points(ps).await.unwrap();
+                    // Some groups are followed by a read, which flushes the head into a segment:
+                    // later points then meet their duplicates in the segments, not in the head.
+                    if (seed >> (i % 64)) & 1 == 1 {
+                        store.points("m", Quantity::ActivePower, 0, 1).await.unwrap();
+                    }
                 }
                 let r = store.rollups("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
+                let p = store.points("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
                 store.close();
-                r
+                (r, p)
             });
-            proptest::prop_assert_eq!(got, crate::accounting::rollup::rollups_of(&pts));
+            proptest::prop_assert_eq!(got.0, crate::accounting::rollup::rollups_of(&pts));
+            proptest::prop_assert_eq!(got.1, pts);
         }
     }
 }
