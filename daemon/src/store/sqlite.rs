@@ -391,7 +391,10 @@ enum Put {
 /// `head_log`; reads flush first, so that they never need to look at the head.
 #[derive(Default)]
 struct Head {
-    series: HashMap<i64, Vec<(i64, f64)>>,
+    /// Per series id (ids are dense, from 1): what the writer knows of it.
+    series: Vec<SeriesHead>,
+    /// Series with points in the head, each once.
+    touched: Vec<i64>,
     points: u64,
     /// When the oldest point still in the head arrived.
     since: Option<Instant>,
@@ -399,10 +402,34 @@ struct Head {
     log: Vec<u8>,
 }
 
+#[derive(Default)]
+struct SeriesHead {
+    /// (newest reading time in the store and the head, newest in the store), once looked up.
+    newest: Option<(i64, i64)>,
+    /// The series' points in the head, sorted by time.
+    points: Vec<(i64, f64)>,
+    /// The last old day written to (a backfill) and when: not sealed while it is being loaded.
+    backfill: Option<(i64, Instant)>,
+}
+
 impl Head {
+    fn slot(&mut self, sid: i64) -> &mut SeriesHead {
+        let i = usize::try_from(sid).unwrap_or(0);
+        if i >= self.series.len() {
+            self.series.resize_with(i + 1, SeriesHead::default);
+        }
+        &mut self.series[i]
+    }
+
+    fn get_slot(&self, sid: i64) -> Option<&SeriesHead> {
+        self.series.get(usize::try_from(sid).ok()?)
+    }
+
     /// Puts a point into the head (a reading already there at that time is replaced).
     fn insert(&mut self, sid: i64, ts: i64, v: f64) {
-        let pts = self.series.entry(sid).or_default();
+        let slot = self.slot(sid);
+        let first = slot.points.is_empty();
+        let pts = &mut slot.points;
         match pts.last() {
             Some(l) if l.0 < ts => pts.push((ts, v)),
             None => pts.push((ts, v)),
@@ -410,6 +437,9 @@ impl Head {
                 Ok(i) => pts[i].1 = v,
                 Err(i) => pts.insert(i, (ts, v)),
             },
+        }
+        if first {
+            self.touched.push(sid);
         }
         self.points += 1;
         self.since.get_or_insert_with(Instant::now);
@@ -420,10 +450,75 @@ impl Head {
 
     /// The value in the head at `ts`.
     fn get(&self, sid: i64, ts: i64) -> Option<f64> {
-        let pts = self.series.get(&sid)?;
+        let pts = &self.get_slot(sid)?.points;
         pts.binary_search_by_key(&ts, |p| p.0).ok().map(|i| pts[i].1)
     }
+
+    /// Empties the head's points (after a flush); what is known of each series stays.
+    fn clear_points(&mut self) {
+        for sid in std::mem::take(&mut self.touched) {
+            if let Some(slot) = usize::try_from(sid).ok().and_then(|i| self.series.get_mut(i)) {
+                if let (Some(n), Some(last)) = (slot.newest.as_mut(), slot.points.last()) {
+                    n.1 = n.1.max(last.0);
+                }
+                slot.points.clear();
+                // A backfill may have grown one series' buffer far beyond a flush's share.
+                if slot.points.capacity() > 4096 {
+                    slot.points.shrink_to(64);
+                }
+            }
+        }
+        self.points = 0;
+        self.since = None;
+    }
 }
+
+/// FxHash (a multiply-rotate hash) for the writer's maps, which are looked up several times per
+/// point; the default SipHash took a tenth of the writer's time. Keys are series ids and meter
+/// ids of authenticated, registered senders, so flooding resistance is not needed here.
+#[derive(Default, Clone, Copy)]
+struct Fx(u64);
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.add(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<Fx>>;
 
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -466,21 +561,17 @@ const HEAD_MAX_POINTS: u64 = 1_000_000;
 
 struct Writer<'c> {
     conn: &'c Connection,
-    series: HashMap<String, HashMap<Quantity, i64>>,
+    /// Series ids by meter, then by quantity (index `Quantity as usize`; 0: not looked up).
+    series: FxMap<String, Vec<i64>>,
     /// Hours where a stored value was replaced: recomputed from the stored points.
     dirty: HashSet<(i64, i64)>,
     head: Head,
     /// Points in the head, shared with readers (a read flushes a non-empty head first).
     head_points: Arc<std::sync::atomic::AtomicU64>,
-    /// Per series seen since the start: (newest reading time in the store and the head, newest
-    /// in the store). A point later than the first is new without a look at the store; one
-    /// later than the second only needs a look at the head.
-    newest: HashMap<i64, (i64, i64)>,
     /// Stored readings of (series, day) loaded to check late points; emptied at each flush.
     day_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
-    /// (series, day) pairs of old days written recently (a backfill): not sealed while they
-    /// are, so that a day being loaded is not sealed and reopened for every point.
-    backfill: HashMap<(i64, i64), Instant>,
+    /// When the open group started (one clock read per group, not per point).
+    now: Instant,
     /// Points older than this (the start of the newest sealable day) are backfill.
     seal_cutoff: i64,
     /// Forwarding to InfluxDB: the lines of the open transaction.
@@ -497,13 +588,12 @@ impl<'c> Writer<'c> {
     fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>) -> Writer<'c> {
         Writer {
             conn,
-            series: HashMap::new(),
+            series: FxMap::default(),
             dirty: HashSet::new(),
             head: Head::default(),
             head_points,
-            newest: HashMap::new(),
             day_cache: HashMap::new(),
-            backfill: HashMap::new(),
+            now: Instant::now(),
             seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
             outbox,
             head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
@@ -511,7 +601,7 @@ impl<'c> Writer<'c> {
     }
 
     fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
-        if let Some(&id) = self.series.get(meter).and_then(|m| m.get(&q)) {
+        if let Some(&id) = self.series.get(meter).and_then(|m| m.get(q as usize)).filter(|&&id| id != 0) {
             return Ok(id);
         }
         let id: Option<i64> = self
@@ -526,14 +616,17 @@ impl<'c> Writer<'c> {
                 self.conn.last_insert_rowid()
             }
         };
-        self.series.entry(meter.to_string()).or_default().insert(q, id);
+        let ids = self.series.entry(meter.to_string()).or_insert_with(|| vec![0; Quantity::ALL.len()]);
+        if let Some(slot) = ids.get_mut(q as usize) {
+            *slot = id;
+        }
         Ok(id)
     }
 
     fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
         let sid = self.series_id(meter, q)?;
         if ts < self.seal_cutoff {
-            self.backfill.insert((sid, day_of(ts)), Instant::now());
+            self.head.slot(sid).backfill = Some((day_of(ts), self.now));
         }
         let put = self.put_raw(sid, ts, value)?;
         if put != Put::Unchanged {
@@ -555,18 +648,19 @@ impl<'c> Writer<'c> {
     /// the head; as a row of `points` (winning over segments and chunks) when it replaces a
     /// stored reading, whose hour is then rolled up again.
     fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
-        let (newest, newest_stored) = match self.newest.get(&sid) {
-            Some(&n) => n,
+        let (newest, newest_stored) = match self.head.get_slot(sid).and_then(|s| s.newest) {
+            Some(n) => n,
             None => {
                 let stored = chunks::newest(self.conn, sid)?.unwrap_or(i64::MIN);
-                let n = (stored.max(self.head.series.get(&sid).and_then(|p| p.last()).map_or(i64::MIN, |p| p.0)), stored);
-                self.newest.insert(sid, n);
+                let slot = self.head.slot(sid);
+                let n = (stored.max(slot.points.last().map_or(i64::MIN, |p| p.0)), stored);
+                slot.newest = Some(n);
                 n
             }
         };
         if ts > newest {
             self.head.insert(sid, ts, value);
-            self.newest.insert(sid, (ts, newest_stored));
+            self.head.slot(sid).newest = Some((ts, newest_stored));
             return Ok(Put::New);
         }
         if let Some(v) = self.head.get(sid, ts) {
@@ -633,12 +727,13 @@ impl<'c> Writer<'c> {
     /// Writes the head as segments (one per series and day) and merges its roll-ups into the
     /// stored ones, emptying `head_log`, in one transaction. The head is kept if it fails.
     fn flush_head(&mut self) -> rusqlite::Result<()> {
-        if self.head.series.is_empty() {
+        if self.head.touched.is_empty() {
             self.head.since = None;
             return Ok(());
         }
         let tx = self.conn.unchecked_transaction()?;
-        for (&sid, pts) in &self.head.series {
+        for &sid in &self.head.touched {
+            let Some(pts) = self.head.get_slot(sid).map(|s| &s.points) else { continue };
             for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
                 self.conn
                     .prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?
@@ -655,13 +750,7 @@ impl<'c> Writer<'c> {
         }
         self.conn.execute("DELETE FROM head_log", [])?;
         tx.commit()?;
-        for (sid, pts) in self.head.series.drain() {
-            if let (Some(n), Some(last)) = (self.newest.get_mut(&sid), pts.last()) {
-                n.1 = n.1.max(last.0);
-            }
-        }
-        self.head.points = 0;
-        self.head.since = None;
+        self.head.clear_points();
         self.head_points.store(0, std::sync::atomic::Ordering::Release);
         self.day_cache.clear();
         Ok(())
@@ -671,7 +760,6 @@ impl<'c> Writer<'c> {
     /// acknowledged and not yet flushed.
     fn load_head(&mut self) -> rusqlite::Result<u64> {
         self.head = Head::default();
-        self.newest.clear();
         self.day_cache.clear();
         let mut st = self.conn.prepare("SELECT id, data FROM head_log ORDER BY id")?;
         let rows: Vec<(i64, Vec<u8>)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
@@ -698,9 +786,8 @@ impl<'c> Writer<'c> {
         }
         let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
         self.seal_cutoff = cutoff;
-        self.backfill.retain(|_, t| t.elapsed() < BACKFILL_QUIET);
-        let backfill = &self.backfill;
-        let busy = |sid: i64, day: i64| !all && backfill.contains_key(&(sid, day));
+        let head = &self.head;
+        let busy = |sid: i64, day: i64| !all && head.get_slot(sid).and_then(|s| s.backfill).is_some_and(|(d, t)| d == day && t.elapsed() < BACKFILL_QUIET);
         let tx = self.conn.unchecked_transaction()?;
         let done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         tx.commit()?;
@@ -715,7 +802,7 @@ impl<'c> Writer<'c> {
         rows.collect()
     }
 
-    fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut HashMap<String, i64>) -> rusqlite::Result<()> {
+    fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut FxMap<String, i64>) -> rusqlite::Result<()> {
         let mut ranges = self.ranges(&b.gateway)?;
         for (i, s) in b.samples.iter().enumerate() {
             let seq = b.seq + i as u64;
@@ -816,6 +903,10 @@ fn writer_loop(
 ) {
     let spool = outbox.as_ref().map(|o| o.spool.clone());
     let mut w = Writer::new(&conn, options, outbox, head_points.clone());
+    let (dropper, dropped) = std::sync::mpsc::channel::<Vec<WriteOp>>();
+    if let Err(e) = std::thread::Builder::new().name("store-free".into()).spawn(move || dropped.into_iter().for_each(drop)) {
+        tracing::warn!("no thread to free written groups ({e}); the writer frees them");
+    }
     let mut next_prune = Instant::now();
     let mut next_compact = Instant::now();
     loop {
@@ -873,9 +964,10 @@ fn writer_loop(
             }
         }
         let started = Instant::now();
-        let mut last = HashMap::new();
+        w.now = started;
+        let mut last: FxMap<String, i64> = FxMap::default();
         // Earliest time per meter in this group, for the accounting cache.
-        let mut earliest: HashMap<&str, i64> = HashMap::new();
+        let mut earliest: FxMap<&str, i64> = FxMap::default();
         for req in &group {
             match &req.op {
                 WriteOp::Batch(b) => {
@@ -1006,13 +1098,19 @@ fn writer_loop(
                         *e = (*e).max(t);
                     }
                 }
-                for (req, out) in group.into_iter().zip(outs) {
+                let mut ops = Vec::with_capacity(group.len());
+                for (WriteReq { op, reply }, out) in group.into_iter().zip(outs) {
                     metrics.store_points.add(out.points_written as i64);
                     metrics.points_written.inc_by(out.points_written);
                     metrics.points_conflicting.inc_by(out.points_conflicting);
                     metrics.points_unchanged.inc_by(out.points_unchanged);
                     metrics.samples_duplicate.inc_by(out.samples_duplicate);
-                    let _ = req.reply.send(Ok(out));
+                    let _ = reply.send(Ok(out));
+                    ops.push(op);
+                }
+                // Freeing a group's points (a string per point) is left to another thread.
+                if let Err(back) = dropper.send(ops) {
+                    drop(back.0);
                 }
             }
             Err(e) => {
