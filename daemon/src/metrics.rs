@@ -13,6 +13,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub requests: IntCounterVec,
     pub store_commit_seconds: Histogram,
+    pub store_flush_seconds: Histogram,
+    pub head_points: IntGauge,
     pub query_seconds: Histogram,
     pub store_bytes: IntGauge,
     pub store_points: IntGauge,
@@ -76,6 +78,10 @@ impl Metrics {
             store_commit_seconds: must(Histogram::with_opts(
                 HistogramOpts::new("energyd_store_commit_duration_seconds", "Time to commit one group of writes (fsync included)").buckets(buckets.clone()),
             )),
+            store_flush_seconds: must(Histogram::with_opts(
+                HistogramOpts::new("energyd_store_head_flush_duration_seconds", "Time to flush the store's head into segments and roll-ups (fsync included)").buckets(buckets.clone()),
+            )),
+            head_points: must(IntGauge::new("energyd_store_head_points", "Points acknowledged and held in the store's head (durable in head_log) until its next flush")),
             query_seconds: must(Histogram::with_opts(
                 HistogramOpts::new("energyd_query_duration_seconds", "Time to answer a series or consumption query").buckets(buckets),
             )),
@@ -83,7 +89,7 @@ impl Metrics {
             store_points: must(IntGauge::new("energyd_store_points", "Raw points held by the store")),
             bytes_per_point: must(prometheus::Gauge::new("energyd_store_bytes_per_point", "Bytes on disk per raw point held (roll-ups and catalog included)")),
             points_pruned: must(IntCounter::new("energyd_points_pruned_total", "Raw points deleted because they were older than the retention")),
-            points_sealed: must(IntCounter::new("energyd_points_sealed_total", "Raw points moved from the head into compressed chunks")),
+            points_sealed: must(IntCounter::new("energyd_points_sealed_total", "Points moved from segments and raw rows into compressed day chunks")),
             meters_known: must(IntGauge::new("energyd_registry_meters", "Meters in the registry")),
             gateway_up: must(prometheus::IntGaugeVec::new(
                 Opts::new("energyd_gateway_up", "1 while a gateway's MQTT status is online, 0 after its last will"),
@@ -143,6 +149,8 @@ impl Metrics {
         must(r.register(Box::new(m.rejected.clone())));
         must(r.register(Box::new(m.requests.clone())));
         must(r.register(Box::new(m.store_commit_seconds.clone())));
+        must(r.register(Box::new(m.store_flush_seconds.clone())));
+        must(r.register(Box::new(m.head_points.clone())));
         must(r.register(Box::new(m.query_seconds.clone())));
         must(r.register(Box::new(m.store_bytes.clone())));
         must(r.register(Box::new(m.store_points.clone())));

@@ -116,6 +116,7 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_
             continue;
         }
         let mut points = Vec::with_capacity(line.fields.len());
+        let shared: std::sync::Arc<str> = std::sync::Arc::from(meter.as_str());
         let mut bad = None;
         for (k, v) in &line.fields {
             let q: Quantity = match k.parse() {
@@ -134,7 +135,7 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_
                     break;
                 }
             };
-            points.push(Point { meter: meter.clone(), quantity: q, ts, value });
+            points.push(Point { meter: shared.clone(), quantity: q, ts, value });
         }
         match bad {
             Some((reason, label)) => rep.errors.push(err(reason, label)),

@@ -213,10 +213,11 @@ impl Store {
     }
 }
 
-/// One value to store.
+/// One value to store. The meter id is shared by the points of one line (one allocation per
+/// line, not per value).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    pub meter: String,
+    pub meter: Arc<str>,
     pub quantity: energy_wire::Quantity,
     pub ts: i64,
     pub value: f64,

@@ -263,7 +263,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     // Points acknowledged but not flushed before the last stop (a crash): flushed now.
     let head_points = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
-        let mut w = Writer::new(&conn, options, None, head_points.clone());
+        let mut w = Writer::new(&conn, options, None, head_points.clone(), metrics.clone());
         let n = w.load_head()?;
         if n > 0 {
             tracing::info!(points = n, "flushing the points acknowledged and not yet flushed before the last stop");
@@ -410,7 +410,15 @@ struct SeriesHead {
     points: Vec<(i64, f64)>,
     /// The last old day written to (a backfill) and when: not sealed while it is being loaded.
     backfill: Option<(i64, Instant)>,
+    /// The newest stored readings, kept after a flush: every stored reading at or after
+    /// `tail_from` is here, so that a late point in that range (requests answered out of order)
+    /// is checked without reading the store.
+    tail: Vec<(i64, f64)>,
+    tail_from: Option<i64>,
 }
+
+/// Readings kept per series after a flush for checking late points.
+const TAIL: usize = 32;
 
 impl Head {
     fn slot(&mut self, sid: i64) -> &mut SeriesHead {
@@ -458,6 +466,21 @@ impl Head {
     fn clear_points(&mut self) {
         for sid in std::mem::take(&mut self.touched) {
             if let Some(slot) = usize::try_from(sid).ok().and_then(|i| self.series.get_mut(i)) {
+                // The new tail: the newest of the old tail and the flushed points (distinct
+                // readings), covering what both covered.
+                let covered = match (slot.tail_from, slot.newest) {
+                    (Some(from), _) => Some(from),
+                    (None, Some(n)) => Some(n.1.saturating_add(1)),
+                    (None, None) => None,
+                };
+                if let Some(from) = covered {
+                    let old = std::mem::take(&mut slot.tail);
+                    let mut merged = super::chunks::merge(old, slot.points.clone());
+                    let cut = merged.len().saturating_sub(TAIL);
+                    merged.drain(..cut);
+                    slot.tail_from = merged.first().map(|p| p.0.max(from));
+                    slot.tail = merged;
+                }
                 if let (Some(n), Some(last)) = (slot.newest.as_mut(), slot.points.last()) {
                     n.1 = n.1.max(last.0);
                 }
@@ -563,6 +586,8 @@ struct Writer<'c> {
     conn: &'c Connection,
     /// Series ids by meter, then by quantity (index `Quantity as usize`; 0: not looked up).
     series: FxMap<String, Vec<i64>>,
+    /// The meter of the previous point and its ids: a line's or a sample's values come in a row.
+    memo: (String, Vec<i64>),
     /// Hours where a stored value was replaced: recomputed from the stored points.
     dirty: HashSet<(i64, i64)>,
     head: Head,
@@ -577,6 +602,7 @@ struct Writer<'c> {
     /// Forwarding to InfluxDB: the lines of the open transaction.
     outbox: Option<Outbox>,
     head_max_age: std::time::Duration,
+    metrics: Metrics,
 }
 
 /// Most (series, day) readings kept for checking late points; the cache is emptied when full.
@@ -585,10 +611,11 @@ const DAY_CACHE: usize = 4096;
 const BACKFILL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl<'c> Writer<'c> {
-    fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>) -> Writer<'c> {
+    fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) -> Writer<'c> {
         Writer {
             conn,
             series: FxMap::default(),
+            memo: (String::new(), Vec::new()),
             dirty: HashSet::new(),
             head: Head::default(),
             head_points,
@@ -597,12 +624,22 @@ impl<'c> Writer<'c> {
             seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
             outbox,
             head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
+            metrics,
         }
     }
 
     fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
-        if let Some(&id) = self.series.get(meter).and_then(|m| m.get(q as usize)).filter(|&&id| id != 0) {
-            return Ok(id);
+        if self.memo.0 == meter {
+            if let Some(&id) = self.memo.1.get(q as usize).filter(|&&id| id != 0) {
+                return Ok(id);
+            }
+        } else if let Some(ids) = self.series.get(meter) {
+            self.memo.0.clear();
+            self.memo.0.push_str(meter);
+            self.memo.1.clone_from(ids);
+            if let Some(&id) = ids.get(q as usize).filter(|&&id| id != 0) {
+                return Ok(id);
+            }
         }
         let id: Option<i64> = self
             .conn
@@ -620,6 +657,9 @@ impl<'c> Writer<'c> {
         if let Some(slot) = ids.get_mut(q as usize) {
             *slot = id;
         }
+        self.memo.0.clear();
+        self.memo.0.push_str(meter);
+        self.memo.1.clone_from(ids);
         Ok(id)
     }
 
@@ -674,7 +714,23 @@ impl<'c> Writer<'c> {
             self.head.insert(sid, ts, value);
             return Ok(Put::New);
         }
-        // Older than the newest stored reading: look at the store.
+        // Older than the newest stored reading: the tail kept from the last flush, else the store.
+        if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
+            if slot.tail_from.is_some_and(|from| ts >= from) {
+                return match slot.tail.binary_search_by_key(&ts, |p| p.0) {
+                    Ok(i) if slot.tail[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
+                    Ok(i) => {
+                        slot.tail[i].1 = value;
+                        self.replace_stored(sid, ts, value)?;
+                        Ok(Put::Replaced)
+                    }
+                    Err(_) => {
+                        self.head.insert(sid, ts, value);
+                        Ok(Put::New)
+                    }
+                };
+            }
+        }
         let key = (sid, day_of(ts));
         if !self.day_cache.contains_key(&key) {
             if self.day_cache.len() >= DAY_CACHE {
@@ -688,8 +744,7 @@ impl<'c> Writer<'c> {
             Ok(i) if day[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
             Ok(i) => {
                 day[i].1 = value;
-                self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
-                self.dirty.insert((sid, hour_of(ts)));
+                self.replace_stored(sid, ts, value)?;
                 Ok(Put::Replaced)
             }
             Err(_) => {
@@ -697,6 +752,19 @@ impl<'c> Writer<'c> {
                 Ok(Put::New)
             }
         }
+    }
+
+    /// A value replacing a stored reading: a row of `points` (it wins over segments and
+    /// chunks); its hour is rolled up again at the end of the group.
+    fn replace_stored(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        self.dirty.insert((sid, hour_of(ts)));
+        if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
+            if let Ok(i) = slot.tail.binary_search_by_key(&ts, |p| p.0) {
+                slot.tail[i].1 = value;
+            }
+        }
+        Ok(())
     }
 
     /// Ends the open group inside its transaction: its `head_log` record, and the hours where a
@@ -731,6 +799,7 @@ impl<'c> Writer<'c> {
             self.head.since = None;
             return Ok(());
         }
+        let started = Instant::now();
         let tx = self.conn.unchecked_transaction()?;
         for &sid in &self.head.touched {
             let Some(pts) = self.head.get_slot(sid).map(|s| &s.points) else { continue };
@@ -752,6 +821,8 @@ impl<'c> Writer<'c> {
         tx.commit()?;
         self.head.clear_points();
         self.head_points.store(0, std::sync::atomic::Ordering::Release);
+        self.metrics.head_points.set(0);
+        self.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
         self.day_cache.clear();
         Ok(())
     }
@@ -902,7 +973,7 @@ fn writer_loop(
     head_points: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let spool = outbox.as_ref().map(|o| o.spool.clone());
-    let mut w = Writer::new(&conn, options, outbox, head_points.clone());
+    let mut w = Writer::new(&conn, options, outbox, head_points.clone(), metrics.clone());
     let (dropper, dropped) = std::sync::mpsc::channel::<Vec<WriteOp>>();
     if let Err(e) = std::thread::Builder::new().name("store-free".into()).spawn(move || dropped.into_iter().for_each(drop)) {
         tracing::warn!("no thread to free written groups ({e}); the writer frees them");
@@ -977,9 +1048,11 @@ fn writer_loop(
                     }
                 }
                 WriteOp::Points(ps) => {
-                    for p in ps {
-                        let e = earliest.entry(p.meter.as_str()).or_insert(p.ts);
-                        *e = (*e).min(p.ts);
+                    // Points come in runs of one meter (a line's fields): one lookup per run.
+                    for run in ps.chunk_by(|a, b| a.meter == b.meter) {
+                        let t = run.iter().map(|p| p.ts).min().unwrap_or(i64::MAX);
+                        let e = earliest.entry(&*run[0].meter).or_insert(t);
+                        *e = (*e).min(t);
                     }
                 }
                 WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush => {}
@@ -1002,12 +1075,15 @@ fn writer_loop(
                 match &req.op {
                     WriteOp::Batch(b) => w.write_batch(b, &mut out, &mut last)?,
                     WriteOp::Points(ps) => {
-                        for p in ps {
-                            w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
-                            match last.get_mut(&p.meter) {
-                                Some(e) => *e = (*e).max(p.ts),
+                        for run in ps.chunk_by(|a, b| a.meter == b.meter) {
+                            for p in run {
+                                w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
+                            }
+                            let t = run.iter().map(|p| p.ts).max().unwrap_or(i64::MIN);
+                            match last.get_mut(&*run[0].meter) {
+                                Some(e) => *e = (*e).max(t),
                                 None => {
-                                    last.insert(p.meter.clone(), p.ts);
+                                    last.insert(run[0].meter.to_string(), t);
                                 }
                             }
                         }
@@ -1057,6 +1133,7 @@ fn writer_loop(
         })();
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         w.head_points.store(w.head.points, std::sync::atomic::Ordering::Release);
+        metrics.head_points.set(w.head.points as i64);
         // A read waiting, or the head full or old: flush it before answering.
         let result = result.and_then(|outs| {
             if wants_flush || w.head_due() {
@@ -1117,6 +1194,7 @@ fn writer_loop(
                 // The series cache may hold ids of rolled-back rows, and the head points of the
                 // rolled-back group: reload it from what is committed.
                 w.series.clear();
+                w.memo = (String::new(), Vec::new());
                 w.dirty.clear();
                 if let Err(e) = w.load_head() {
                     tracing::error!("reloading the head after a failed commit failed: {e}");
