@@ -30,9 +30,11 @@ fn setup(d: &std::path::Path, broker: &str) {
     .unwrap();
 }
 
+/// A 5 s Modbus timeout: a late answer on a loaded machine is logged as served by the simulator
+/// but dropped by the gateway, which would read as a loss here (see tests/soak.rs).
 fn gateway_config(d: &std::path::Path, broker: &str, sim: &str) {
     let mut gw = format!(
-        "gateway_id = \"mq-gw\"\nprofiles_dir = {:?}\n[queue]\ndir = {:?}\n[uplink]\nurl = \"{broker}\"\nsite = \"test-site\"\nbatch_max_samples = 20\nack_timeout_ms = 3000\nretry_max_ms = 1000\ndrain_on_shutdown_ms = 10000\n",
+        "gateway_id = \"mq-gw\"\nprofiles_dir = {:?}\n[queue]\ndir = {:?}\n[uplink]\nurl = \"{broker}\"\nsite = \"test-site\"\nbatch_max_samples = 20\nack_timeout_ms = 3000\nretry_max_ms = 1000\ndrain_on_shutdown_ms = 10000\n[modbus]\ntimeout_ms = 5000\n",
         profiles_dir(),
         d.join("queue")
     );

@@ -5,7 +5,8 @@
 //! to an Alertmanager (`/api/v2/alerts`, resolution with `endsAt`) and a webhook ([`notify`]).
 //!
 //! ```text
-//! run (tokio task, every interval) ── gather (store roll-ups, last_seen, engine indicators,
+//! run (tokio task, every interval) ── gather (store roll-ups as of the head's last flush, at most
+//!    │                                  5 s behind; last_seen, engine indicators,
 //!    │                                  AppState.gateways) ── rules::* (pure) ── Book::apply
 //!    ├─ metrics energyd_alerts_firing{alertname,severity,agency,building,meter}
 //!    └─ notify: Alertmanager / webhook, retried, resent every minute while firing
@@ -109,7 +110,7 @@ async fn consumption(s: &AppState, m: &Meter, days: i64, now: i64) -> Result<BTr
         }
     }
     let from = (hour * HOUR_MS) - days * DAY_MS - HOUR_MS;
-    let rollups = s.store.rollups(&m.id, m.counter(), from, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
+    let rollups = s.store.rollups_settled(&m.id, m.counter(), from, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
     let c = rules::hourly_consumption(&rollups, m.multiplier);
     lock(&s.alerts.cache).insert((m.id.clone(), days), (hour, c.clone()));
     Ok(c)
@@ -122,7 +123,7 @@ async fn learned_interval(s: &AppState, m: &Meter, now: i64) -> Result<Option<i6
             return Ok(*v);
         }
     }
-    let rollups = s.store.rollups(&m.id, m.counter(), now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
+    let rollups = s.store.rollups_settled(&m.id, m.counter(), now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
     let v = rules::learn_interval(&rollups);
     // Nothing to learn from yet: asked again at the next evaluation.
     if v.is_some() {
@@ -220,7 +221,7 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64, pass: &mut Pass) -
             let mut supply = BTreeMap::new();
             if r.max_supply_temperature.is_some() {
                 for m in &ms {
-                    let rs = s.store.rollups(&m.id, Quantity::SupplyTemperature, now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the supply temperature of meter `{}`: {e}", m.id))?;
+                    let rs = s.store.rollups_settled(&m.id, Quantity::SupplyTemperature, now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the supply temperature of meter `{}`: {e}", m.id))?;
                     let (sum, n) = rs.iter().filter(|x| x.hour >= now - DAY_MS).fold((0.0, 0u64), |(a, n), x| (a + x.sum, n + x.count));
                     if n > 0 {
                         supply.insert(m.id.clone(), sum / n as f64);

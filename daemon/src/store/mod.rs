@@ -168,6 +168,12 @@ impl Store {
         self.local.rollups(meter, q, from, to).await
     }
 
+    /// Hourly roll-ups as of the head's last flush (always local; see
+    /// [`Embedded::rollups_settled`]).
+    pub async fn rollups_settled(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
+        self.local.rollups_settled(meter, q, from, to).await
+    }
+
     /// Counter roll-ups of many series (always local).
     pub async fn counter_rollups_many(&self, series: Vec<(String, Quantity)>, from: i64, to: i64) -> Result<Vec<CounterRollups>, StoreError> {
         self.local.counter_rollups_many(series, from, to).await

@@ -69,6 +69,9 @@ enum WriteOp {
     Forwarded(i64),
     /// Flush the head (a read is waiting for it).
     Flush,
+    /// Tests: stop the writer as a crash would, without flushing the head.
+    #[cfg(test)]
+    Crash,
 }
 
 /// Forwarding to InfluxDB: every point newly written (or replaced) is also written, as line
@@ -415,6 +418,9 @@ struct SeriesHead {
     /// is checked without reading the store.
     tail: Vec<(i64, f64)>,
     tail_from: Option<i64>,
+    /// The stored roll-up of the newest hour flushed, so that the next flush merges into it
+    /// without reading it back (dropped when a replaced value recomputes that hour).
+    last_rollup: Option<HourRollup>,
 }
 
 /// Readings kept per series after a flush for checking late points.
@@ -760,6 +766,10 @@ impl<'c> Writer<'c> {
         self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
         self.dirty.insert((sid, hour_of(ts)));
         if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
+            // That hour is rolled up again from the store: its remembered roll-up is stale.
+            if slot.last_rollup.is_some_and(|r| r.hour == hour_of(ts)) {
+                slot.last_rollup = None;
+            }
             if let Ok(i) = slot.tail.binary_search_by_key(&ts, |p| p.0) {
                 slot.tail[i].1 = value;
             }
@@ -801,24 +811,41 @@ impl<'c> Writer<'c> {
         }
         let started = Instant::now();
         let tx = self.conn.unchecked_transaction()?;
+        let mut newest_rollups = Vec::with_capacity(self.head.touched.len());
         for &sid in &self.head.touched {
-            let Some(pts) = self.head.get_slot(sid).map(|s| &s.points) else { continue };
+            let Some(slot) = self.head.get_slot(sid) else { continue };
+            let pts = &slot.points;
             for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
                 self.conn
                     .prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?
                     .execute(params![sid, day_of(day[0].0), day.len() as i64, codec::encode(day)])?;
             }
+            let mut newest: Option<HourRollup> = None;
             for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
                 let Some(r) = HourRollup::of_points(hour) else { continue };
-                let merged = match stored_rollup(self.conn, sid, r.hour)? {
+                let stored = match slot.last_rollup {
+                    Some(last) if last.hour == r.hour => Some(last),
+                    _ => stored_rollup(self.conn, sid, r.hour)?,
+                };
+                let merged = match stored {
                     Some(s) => s.merge(&r),
                     None => r,
                 };
                 put_rollup(self.conn, sid, &merged)?;
+                if newest.is_none_or(|n| n.hour < merged.hour) {
+                    newest = Some(merged);
+                }
             }
+            newest_rollups.push((sid, newest));
         }
         self.conn.execute("DELETE FROM head_log", [])?;
         tx.commit()?;
+        for (sid, newest) in newest_rollups {
+            let slot = self.head.slot(sid);
+            if newest.is_some_and(|n| slot.last_rollup.is_none_or(|l| l.hour <= n.hour)) {
+                slot.last_rollup = newest;
+            }
+        }
         self.head.clear_points();
         self.head_points.store(0, std::sync::atomic::Ordering::Release);
         self.metrics.head_points.set(0);
@@ -997,6 +1024,9 @@ fn writer_loop(
         if Instant::now() >= next_prune {
             let pruned = w.flush_head().and_then(|()| {
                 w.day_cache.clear();
+                for slot in &mut w.head.series {
+                    slot.last_rollup = None;
+                }
                 prune(&conn, options, chrono::Utc::now().timestamp_millis())
             });
             match pruned {
@@ -1034,6 +1064,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        #[cfg(test)]
+        if group.iter().any(|r| matches!(r.op, WriteOp::Crash)) {
+            for req in group {
+                let _ = req.reply.send(Ok(WriteOutcome::default()));
+            }
+            return;
+        }
         let started = Instant::now();
         w.now = started;
         let mut last: FxMap<String, i64> = FxMap::default();
@@ -1056,6 +1093,8 @@ fn writer_loop(
                     }
                 }
                 WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush => {}
+                #[cfg(test)]
+                WriteOp::Crash => {}
             }
         }
         let mut wants_compact = false;
@@ -1089,6 +1128,8 @@ fn writer_loop(
                         }
                     }
                     WriteOp::Compact | WriteOp::Flush => {}
+                    #[cfg(test)]
+                    WriteOp::Crash => {}
                     WriteOp::ClearDirty(marks) => {
                         let mut st = tx.prepare_cached("DELETE FROM dirty_meters WHERE meter = ?1 AND seq = ?2")?;
                         for (m, seq) in marks {
@@ -1261,7 +1302,8 @@ impl Embedded {
     /// Spool rows after `after`, in order, until they hold at least `max_points` points (at
     /// least one row when there is one).
     pub async fn spool_rows(&self, after: i64, max_points: u64) -> Result<Vec<SpoolRow>, StoreError> {
-        self.read(move |c| {
+        // The spool rows are written in the group commits: no need to flush the head.
+        self.read_committed(move |c| {
             let mut st = c.prepare_cached("SELECT id, created_ms, points, data FROM outbox WHERE id > ?1 ORDER BY id")?;
             let mut rows = st.query([after])?;
             let (mut out, mut n) = (Vec::new(), 0u64);
@@ -1289,6 +1331,12 @@ impl Embedded {
         if self.head_points.load(std::sync::atomic::Ordering::Acquire) > 0 {
             self.write(WriteOp::Flush).await?;
         }
+        self.read_committed(f).await
+    }
+
+    /// Runs `f` on a read connection without flushing the head first: for what the group
+    /// commits write directly (the spool, gateway ranges), not points or roll-ups.
+    async fn read_committed<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
         let readers = self.readers.clone();
         let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
@@ -1337,6 +1385,18 @@ impl Embedded {
         .await
     }
 
+    /// Like [`Embedded::rollups`], as of the last flush of the head (at most
+    /// `head_max_age_ms` behind) instead of flushing it: for background evaluators that read
+    /// meter after meter (alerts), where a flush per read would take the writer's time.
+    pub async fn rollups_settled(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
+        let meter = meter.to_string();
+        self.read_committed(move |c| {
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
+            read_rollups(c, sid, from, to)
+        })
+        .await
+    }
+
     /// What consumption over `[from, to)` needs, from the roll-ups (`from`, `to` hour-aligned):
     /// the last reading before `from`, the roll-ups of the hours inside, and the first reading at
     /// or after `to`; one entry per series, in order, the work split over the read connections.
@@ -1360,7 +1420,7 @@ impl Embedded {
 
     /// Stored sequence ranges per gateway.
     pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
-        self.read(|c| {
+        self.read_committed(|c| {
             let mut st = c.prepare_cached("SELECT gateway, start, end FROM gateway_seq ORDER BY gateway, start")?;
             let rows: Vec<(String, i64, i64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
             let mut out: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
@@ -1377,7 +1437,7 @@ impl Embedded {
 
     /// Meters that have stored readings, with the count of series.
     pub async fn stored_meters(&self) -> Result<Vec<String>, StoreError> {
-        self.read(|c| {
+        self.read_committed(|c| {
             let mut st = c.prepare_cached("SELECT DISTINCT meter FROM series ORDER BY meter")?;
             let rows = st.query_map([], |r| r.get(0))?;
             rows.collect()
@@ -1390,7 +1450,7 @@ impl Embedded {
     /// time written and a sequence number that grows with every write. Recorded in the
     /// transaction that stores the points, so it survives a crash with them.
     pub async fn dirty_marks(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.read(|c| {
+        self.read_committed(|c| {
             let mut st = c.prepare_cached("SELECT meter, min_ts, seq FROM dirty_meters")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
@@ -1406,13 +1466,16 @@ impl Embedded {
 
     /// The epoch of the change records (see [`Store::dirty_marks`]).
     pub async fn dirty_epoch(&self) -> Result<String, StoreError> {
-        self.read(|c| c.query_row("SELECT value FROM meta WHERE key = 'dirty_epoch'", [], |r| r.get(0))).await
+        self.read_committed(|c| c.query_row("SELECT value FROM meta WHERE key = 'dirty_epoch'", [], |r| r.get(0))).await
     }
 
     /// Time of the last counter reading of a series before `t`, from the roll-ups.
+    /// As of the last flush of the head: the accounting cache uses it to decide from which year
+    /// to drop a meter's figures, where a reading still in the head could only make that year
+    /// later (an older answer drops more, never less).
     pub async fn reading_before(&self, meter: &str, q: Quantity, t: i64) -> Result<Option<i64>, StoreError> {
         let meter = meter.to_string();
-        self.read(move |c| {
+        self.read_committed(move |c| {
             let Some(sid) = series_id(c, &meter, q)? else { return Ok(None) };
             Ok(rollup_before(c, sid, hour_of(t))?.map(|h| h.last_ts))
         })
@@ -1773,8 +1836,8 @@ mod tests {
         store.close();
     }
 
-    /// The head after a crash: a copy of the files taken while the store runs (what a SIGKILL
-    /// leaves) holds the acknowledged points in `head_log`; opening it flushes them.
+    /// The head after a crash: the writer stopped without flushing (what a SIGKILL leaves)
+    /// holds the acknowledged points in `head_log`; opening the store flushes them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn acknowledged_points_in_the_head_survive_a_crash() {
         let dir = tempfile::tempdir().unwrap();
@@ -1792,17 +1855,18 @@ mod tests {
         assert_eq!(o.points_written, 200);
         let o = store.write_points(write(&[(pts[450].0, 7.0), (pts[10].0, 8.0), pts[11]])).await.unwrap();
         assert_eq!((o.points_conflicting, o.points_unchanged), (2, 1));
-        let copy = tempfile::tempdir().unwrap();
-        for f in ["energyd.sqlite", "energyd.sqlite-wal"] {
-            std::fs::copy(dir.path().join(f), copy.path().join(f)).unwrap();
+        // The writer stops as in a crash: the head in memory is gone, head_log is on disk.
+        store.write(WriteOp::Crash).await.unwrap();
+        if let Some(h) = store.writer.lock().unwrap().take() {
+            h.join().unwrap();
         }
-        let logged: i64 = Connection::open(copy.path().join("energyd.sqlite")).unwrap().query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
+        drop(store);
+        let logged: i64 = Connection::open(dir.path().join("energyd.sqlite")).unwrap().query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
         assert_eq!(logged, 2, "the two groups since the flush are in head_log");
-        store.close();
         let mut want = pts.clone();
         want[450].1 = 7.0;
         want[10].1 = 8.0;
-        let crashed = open(copy.path(), Metrics::new()).unwrap();
+        let crashed = open(dir.path(), Metrics::new()).unwrap();
         assert_eq!(crashed.points("m", q, 0, i64::MAX).await.unwrap(), want);
         assert_eq!(crashed.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::accounting::rollup::rollups_of(&want));
         assert_eq!(crashed.last_seen("m"), Some(pts[499].0));

@@ -1,9 +1,11 @@
 //! The forwarder: one tokio task that drains the spool (table `outbox`) into InfluxDB.
 //!
-//! It reads rows in id order until they hold `batch_lines` points or more, waits up to
-//! `flush_interval_ms` for a batch to fill, sends it in requests of at most `batch_lines` lines,
-//! retries a failed request with exponential back-off (`retry_min_ms` doubling to
-//! `retry_max_ms`) until it succeeds, and only then deletes the rows. Data the database refuses
+//! It reads rows in id order until they hold `batch_lines` points or more (up to
+//! [`IN_FLIGHT`] times that when the spool holds more), waits up to `flush_interval_ms` for a
+//! batch to fill, sends it in requests of at most `batch_lines` lines, up to [`IN_FLIGHT`] at
+//! once, retries a failed request with exponential back-off (`retry_min_ms` doubling to
+//! `retry_max_ms`) until it succeeds, and only when every request of the round succeeded deletes
+//! the rows (a resend after a crash writes the same points again, which InfluxDB keeps once). Data the database refuses
 //! as invalid (400, 413) cannot succeed on a resend: it is logged, counted and dropped from the
 //! spool (it stays in the local store), so one bad line never blocks the rest.
 
@@ -14,8 +16,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{encode, Influx, WriteError};
+use crate::config::InfluxConfig;
 use crate::metrics::Metrics;
 use crate::store::sqlite::Embedded;
+
+/// Requests sent to InfluxDB at once (one at a time bounded the backend at about a third of a
+/// direct write's rate).
+pub(super) const IN_FLIGHT: usize = 4;
 
 /// Runs until `cancel` fires. What is not yet sent stays in the spool for the next start.
 pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel: CancellationToken) {
@@ -24,13 +31,13 @@ pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel:
     let batch = cfg.batch_lines.max(1) as u64;
     let flush = Duration::from_millis(cfg.flush_interval_ms);
     let mut after = 0i64;
-    let mut backoff = Duration::from_millis(cfg.retry_min_ms);
-    let mut failing = false;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backoff = Duration::from_millis(cfg.retry_min_ms);
     loop {
         if cancel.is_cancelled() {
             return;
         }
-        let rows = match store.spool_rows(after, batch).await {
+        let rows = match store.spool_rows(after, batch * IN_FLIGHT as u64).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("reading the spool failed: {e}");
@@ -62,44 +69,30 @@ pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel:
             continue;
         }
         let text: String = rows.iter().map(|r| r.data.as_str()).collect();
+        // Every request of the round must succeed (or be refused as invalid) before its rows
+        // leave the spool; a cancelled or failed task keeps them for the next start.
+        let mut sends = tokio::task::JoinSet::new();
         let mut sent_all = true;
         for piece in encode::split_lines(&text, batch as usize) {
-            loop {
-                match influx.write(piece).await {
-                    Ok(()) => {
-                        if failing {
-                            tracing::info!(url = %cfg.url, "InfluxDB accepts writes again; draining the spool");
-                            failing = false;
-                        }
-                        backoff = Duration::from_millis(cfg.retry_min_ms);
-                        break;
-                    }
-                    Err(WriteError::Rejected(e)) => {
-                        let n = piece.lines().count() as u64;
-                        tracing::error!(lines = n, "InfluxDB refused a write as invalid (all of it, or part of it in a partial write); not retried, its points stay in the local store: {e}");
-                        metrics.forward_rejected_lines.inc_by(n);
-                        break;
-                    }
-                    Err(WriteError::Retry(e)) => {
-                        if !failing {
-                            tracing::warn!(url = %cfg.url, "writing to InfluxDB failed, points stay in the spool and are retried: {e}");
-                            failing = true;
-                        } else {
-                            tracing::debug!("InfluxDB write retry failed: {e}");
-                        }
-                        let lag = (chrono::Utc::now().timestamp_millis() - oldest).max(0) as f64 / 1000.0;
-                        metrics.forward_lag_seconds.set(lag);
-                        if sleep_or_cancel(&cancel, backoff).await {
-                            sent_all = false;
-                            break;
-                        }
-                        backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_max_ms));
-                    }
+            let (influx, metrics, cancel, failing, cfg) = (influx.clone(), metrics.clone(), cancel.clone(), failing.clone(), cfg.clone());
+            let piece = piece.to_string();
+            sends.spawn(async move { send(&influx, &piece, &cfg, &metrics, &cancel, &failing, oldest).await });
+            while sends.len() >= IN_FLIGHT {
+                if let Some(done) = sends.join_next().await {
+                    sent_all &= matches!(done, Ok(true));
                 }
             }
-            if !sent_all {
+        }
+        while let Some(done) = sends.join_next().await {
+            sent_all &= matches!(done, Ok(true));
+        }
+        if !sent_all {
+            if cancel.is_cancelled() {
                 return;
             }
+            // A send task failed without being cancelled: the round is sent again.
+            tracing::error!("a request to InfluxDB ended abnormally; the round is sent again");
+            continue;
         }
         let last = rows.last().map_or(after, |r| r.id);
         match store.spool_forwarded(last).await {
@@ -114,6 +107,41 @@ pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel:
                 if sleep_or_cancel(&cancel, backoff).await {
                     return;
                 }
+            }
+        }
+    }
+}
+
+/// Sends one request, retrying with back-off until it succeeds or is refused as invalid; false
+/// when cancelled first.
+async fn send(influx: &Influx, piece: &str, cfg: &InfluxConfig, metrics: &Metrics, cancel: &CancellationToken, failing: &std::sync::atomic::AtomicBool, oldest: i64) -> bool {
+    let mut backoff = Duration::from_millis(cfg.retry_min_ms);
+    loop {
+        match influx.write(piece).await {
+            Ok(()) => {
+                if failing.swap(false, Relaxed) {
+                    tracing::info!(url = %cfg.url, "InfluxDB accepts writes again; draining the spool");
+                }
+                return true;
+            }
+            Err(WriteError::Rejected(e)) => {
+                let n = piece.lines().count() as u64;
+                tracing::error!(lines = n, "InfluxDB refused a write as invalid (all of it, or part of it in a partial write); not retried, its points stay in the local store: {e}");
+                metrics.forward_rejected_lines.inc_by(n);
+                return true;
+            }
+            Err(WriteError::Retry(e)) => {
+                if !failing.swap(true, Relaxed) {
+                    tracing::warn!(url = %cfg.url, "writing to InfluxDB failed, points stay in the spool and are retried: {e}");
+                } else {
+                    tracing::debug!("InfluxDB write retry failed: {e}");
+                }
+                let lag = (chrono::Utc::now().timestamp_millis() - oldest).max(0) as f64 / 1000.0;
+                metrics.forward_lag_seconds.set(lag);
+                if sleep_or_cancel(cancel, backoff).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(cfg.retry_max_ms));
             }
         }
     }
