@@ -275,44 +275,22 @@ fn undo_plain_deltas(first: i64, ds: &[i64]) -> Vec<i64> {
 }
 
 #[cfg(test)]
-/// Zigzag of the first delta, then of each delta of delta (wrapping: lossless for any input).
+/// Version 1: the zigzag of the first delta, then of each delta of delta.
 fn delta_of_delta(xs: &[i64]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(xs.len());
-    let mut prev_d = 0i64;
-    for w in xs.windows(2) {
-        let d = w[1].wrapping_sub(w[0]);
-        out.push(zigzag(d.wrapping_sub(prev_d)));
-        prev_d = d;
-    }
-    out
+    dod(xs).into_iter().map(zigzag).collect()
 }
 
 fn undo_delta_of_delta(first: i64, zz: &[u64]) -> Vec<i64> {
-    let mut out = Vec::with_capacity(zz.len() + 1);
-    out.push(first);
-    let (mut x, mut d) = (first, 0i64);
-    for &z in zz {
-        d = d.wrapping_add(unzigzag(z));
-        x = x.wrapping_add(d);
-        out.push(x);
-    }
-    out
+    undo_dod(first, &zz.iter().map(|&z| unzigzag(z)).collect::<Vec<_>>())
 }
 
 #[cfg(test)]
 fn deltas(xs: &[i64]) -> Vec<u64> {
-    xs.windows(2).map(|w| zigzag(w[1].wrapping_sub(w[0]))).collect()
+    plain_deltas(xs).into_iter().map(zigzag).collect()
 }
 
 fn undo_deltas(first: i64, zz: &[u64]) -> Vec<i64> {
-    let mut out = Vec::with_capacity(zz.len() + 1);
-    out.push(first);
-    let mut x = first;
-    for &z in zz {
-        x = x.wrapping_add(unzigzag(z));
-        out.push(x);
-    }
-    out
+    undo_plain_deltas(first, &zz.iter().map(|&z| unzigzag(z)).collect::<Vec<_>>())
 }
 
 /// The smallest exponent `e` with every value exactly `x / 10^e` for an integer `x`, and the
