@@ -1344,7 +1344,13 @@ impl Embedded {
         let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % readers.len();
         tokio::task::spawn_blocking(move || {
             let conn = readers[i].lock().unwrap_or_else(|e| e.into_inner());
-            f(&conn).map_err(StoreError::from)
+            // One read transaction for all the statements of this read: without it each statement
+            // saw its own snapshot, and a day sealed between them could hide a replaced value
+            // (the chunk read before the sealing, the raw rows after it).
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx);
+            drop(tx);
+            out.map_err(StoreError::from)
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
