@@ -351,7 +351,7 @@ async fn run() {
         let ingest_rate = ingest(&file, &format!("{}/write?db=bench&precision=ms", s.url), lines, points).await;
         // Where the writer's time went: group commits and head flushes (sums and counts).
         let metrics = get_text(&format!("{}/metrics", s.url)).await;
-        for m in ["energyd_store_commit_duration_seconds", "energyd_store_head_flush_duration_seconds"] {
+        for m in ["energyd_store_commit_duration_seconds", "energyd_store_head_flush_duration_seconds", "energyd_store_wal_sync_duration_seconds"] {
             let get = |suffix: &str| metrics.lines().find(|l| l.starts_with(&format!("{m}_{suffix} "))).and_then(|l| l.split_whitespace().nth(1)).unwrap_or("?").to_string();
             println!("energyd: {m}: {} s in {} times", get("sum"), get("count"));
         }

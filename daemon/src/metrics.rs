@@ -14,6 +14,7 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub store_commit_seconds: Histogram,
     pub store_flush_seconds: Histogram,
+    pub store_wal_sync_seconds: Histogram,
     pub head_points: IntGauge,
     pub query_seconds: Histogram,
     pub store_bytes: IntGauge,
@@ -76,10 +77,13 @@ impl Metrics {
                 &["route", "status"],
             )),
             store_commit_seconds: must(Histogram::with_opts(
-                HistogramOpts::new("energyd_store_commit_duration_seconds", "Time to commit one group of writes (fsync included)").buckets(buckets.clone()),
+                HistogramOpts::new("energyd_store_commit_duration_seconds", "Time to apply and commit one group of writes (its WAL sync is counted apart)").buckets(buckets.clone()),
             )),
             store_flush_seconds: must(Histogram::with_opts(
-                HistogramOpts::new("energyd_store_head_flush_duration_seconds", "Time to flush the store's head into segments and roll-ups (fsync included)").buckets(buckets.clone()),
+                HistogramOpts::new("energyd_store_head_flush_duration_seconds", "Time to flush the store's head into segments and roll-ups, one transaction").buckets(buckets.clone()),
+            )),
+            store_wal_sync_seconds: must(Histogram::with_opts(
+                HistogramOpts::new("energyd_store_wal_sync_duration_seconds", "Time of one fsync of the store's WAL, which the answers of the groups committed before it wait for").buckets(buckets.clone()),
             )),
             head_points: must(IntGauge::new("energyd_store_head_points", "Points acknowledged and held in the store's head (durable in head_log) until its next flush")),
             query_seconds: must(Histogram::with_opts(
@@ -150,6 +154,7 @@ impl Metrics {
         must(r.register(Box::new(m.requests.clone())));
         must(r.register(Box::new(m.store_commit_seconds.clone())));
         must(r.register(Box::new(m.store_flush_seconds.clone())));
+        must(r.register(Box::new(m.store_wal_sync_seconds.clone())));
         must(r.register(Box::new(m.head_points.clone())));
         must(r.register(Box::new(m.query_seconds.clone())));
         must(r.register(Box::new(m.store_bytes.clone())));

@@ -280,11 +280,14 @@ impl Engine {
                 out.insert(id, y);
             }
         }
-        // Computed, a batch at a time.
+        // Computed, a batch at a time, from the store as of one flush: it is later than the
+        // change records applied above, and points acknowledged after it left change records
+        // that the next call applies (one flush, not one per batch while ingest goes on).
         let events = Arc::new(events);
+        store.flush().await?;
         for batch in missing.chunks(64) {
             let series = batch.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
-            let windows = store.counter_rollups_many(series, cal.start(), cal.end()).await?;
+            let windows = store.counter_rollups_many_settled(series, cal.start(), cal.end()).await?;
             let mut jobs = tokio::task::JoinSet::new();
             let half = batch.len().div_ceil(2).max(1);
             let mut windows = windows.into_iter();

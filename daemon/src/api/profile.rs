@@ -177,7 +177,9 @@ pub(super) async fn set_meter_gauges(s: &Shared) {
             s.metrics.meter_reading_age.with_label_values(&[m.id.as_str(), m.building.as_str()]).set((now - t) as f64 / 1000.0);
         }
         if m.carrier == Carrier::Electricity {
-            if let Ok(r) = s.store.rollups(&m.id, Quantity::ActivePower, now - HOUR_MS, now + HOUR_MS).await {
+            // As of the head's last flush (at most seconds old): a scrape does not flush the
+            // head once per meter while ingest goes on.
+            if let Ok(r) = s.store.rollups_settled(&m.id, Quantity::ActivePower, now - HOUR_MS, now + HOUR_MS).await {
                 if let Some(last) = r.last() {
                     s.metrics.meter_power.with_label_values(&[m.id.as_str(), m.building.as_str()]).set(last.last_v * m.multiplier * 1000.0);
                 }

@@ -77,6 +77,13 @@ impl Cursor<'_> {
 
     /// Reads an identifier up to an unescaped byte in `stops`, unescaping `escapable`.
     fn ident(&mut self, stops: &[u8], escapable: &[u8]) -> Result<String, String> {
+        // Most identifiers have no escape: copied at once, up to the first stop byte.
+        let start = self.i;
+        let end = self.b[start..].iter().position(|c| *c == b'\\' || stops.contains(c)).map_or(self.b.len(), |n| start + n);
+        if self.b.get(end) != Some(&b'\\') {
+            self.i = end;
+            return std::str::from_utf8(&self.b[start..end]).map(str::to_owned).map_err(|_| "invalid UTF-8".to_string());
+        }
         let mut out = Vec::new();
         while let Some(c) = self.peek() {
             if c == b'\\' {

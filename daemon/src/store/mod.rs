@@ -179,6 +179,18 @@ impl Store {
         self.local.counter_rollups_many(series, from, to).await
     }
 
+    /// Counter roll-ups of many series as of the head's last flush (see
+    /// [`Embedded::counter_rollups_many_settled`]).
+    pub async fn counter_rollups_many_settled(&self, series: Vec<(String, Quantity)>, from: i64, to: i64) -> Result<Vec<CounterRollups>, StoreError> {
+        self.local.counter_rollups_many_settled(series, from, to).await
+    }
+
+    /// Flushes the embedded store's head: what was acknowledged before is readable by the
+    /// `_settled` reads.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.local.flush().await
+    }
+
     pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
         self.local.gateways().await
     }
