@@ -1847,6 +1847,29 @@ mod tests {
     use energy_wire::Sample;
 
     #[test]
+    fn a_failed_wal_sync_fails_the_waiting_answers_and_every_write_after() {
+        let dir = tempfile::tempdir().unwrap();
+        // A WAL that cannot be opened stands for a failed fsync.
+        let wal = dir.path().join("missing").join("energyd.sqlite-wal");
+        let syncer = Syncer::start(wal, Metrics::new()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        syncer.answer_when_durable(vec![(tx, Ok(WriteOutcome { points_written: 3, ..Default::default() }))]);
+        let err = rx.blocking_recv().unwrap().unwrap_err();
+        assert!(err.contains("syncing the store's WAL file") && err.contains("missing") && err.contains("restarted"), "{err}");
+        assert_eq!(syncer.failure().as_deref(), Some(err.as_str()));
+        syncer.stop();
+        // A WAL that syncs: the answer goes through as it was.
+        let wal = dir.path().join("energyd.sqlite-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let syncer = Syncer::start(wal, Metrics::new()).unwrap();
+        let (tx, rx) = oneshot::channel();
+        syncer.answer_when_durable(vec![(tx, Ok(WriteOutcome { points_written: 3, ..Default::default() }))]);
+        assert_eq!(rx.blocking_recv().unwrap().unwrap().points_written, 3);
+        assert!(syncer.failure().is_none());
+        syncer.stop();
+    }
+
+    #[test]
     fn head_log_records_decode_in_both_layouts() {
         let points = [(3i64, 1_764_288_000_000i64, 1.5f64), (4, 1_764_288_000_000, -0.0), (2, 1_764_287_940_000, f64::MAX), (900, 0, 7.25), (1, i64::MAX, 1e-300)];
         let mut head = Head::default();
