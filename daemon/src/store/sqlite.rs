@@ -69,6 +69,8 @@ enum WriteOp {
     Forwarded(i64),
     /// Flush the head (a read is waiting for it).
     Flush,
+    /// The change records are about to be read: the next write to each bumps its sequence.
+    MarksRead,
     /// Tests: stop the writer as a crash would, without flushing the head.
     #[cfg(test)]
     Crash,
@@ -647,9 +649,70 @@ fn decode_head_log(b: &[u8]) -> Option<Vec<(i64, i64, f64)>> {
     Some(out)
 }
 
+/// The writer's copy of the change records (`dirty_meters`: meter, earliest time written,
+/// sequence) with, per record, whether it may have been read since it was last written. A
+/// group rewrites a record only when it must: its time is earlier than the record's, or the
+/// record may have been read (the sequence then changes, so that clearing what was read keeps
+/// the record). Readers announce a read through the writer ([`WriteOp::MarksRead`]) before
+/// they look, so a group that skipped a record committed before the read saw the table. One
+/// row write per meter per group was a tenth of the writer's time at a thousand meters.
+#[derive(Default)]
+struct Marks {
+    /// `None`: unknown (the table could not be read); every record is then written.
+    rows: Option<FxMap<String, (i64, i64, bool)>>,
+}
+
+impl Marks {
+    fn load(conn: &Connection) -> Marks {
+        let rows = (|| -> rusqlite::Result<FxMap<String, (i64, i64, bool)>> {
+            let mut st = conn.prepare("SELECT meter, min_ts, seq FROM dirty_meters")?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, true))))?;
+            rows.collect()
+        })();
+        match rows {
+            Ok(rows) => Marks { rows: Some(rows) },
+            Err(e) => {
+                tracing::warn!("reading the change records failed ({e}); every write rewrites them");
+                Marks { rows: None }
+            }
+        }
+    }
+
+    /// Whether the stored record of `meter` already covers a write at `t`.
+    fn covers(&self, meter: &str, t: i64) -> bool {
+        matches!(self.rows.as_ref().and_then(|r| r.get(meter)), Some(&(min, _, false)) if min <= t)
+    }
+
+    /// The record was written as the upsert does: earliest time kept, sequence bumped.
+    fn wrote(&mut self, meter: &str, t: i64) {
+        if let Some(rows) = &mut self.rows {
+            match rows.get_mut(meter) {
+                Some(r) => *r = (r.0.min(t), r.1 + 1, false),
+                None => {
+                    rows.insert(meter.to_string(), (t, 1, false));
+                }
+            }
+        }
+    }
+
+    fn cleared(&mut self, meter: &str, seq: i64) {
+        if let Some(rows) = &mut self.rows {
+            if rows.get(meter).is_some_and(|r| r.1 == seq) {
+                rows.remove(meter);
+            }
+        }
+    }
+
+    fn all_read(&mut self) {
+        for r in self.rows.iter_mut().flat_map(|rows| rows.values_mut()) {
+            r.2 = true;
+        }
+    }
+}
+
 /// The head is flushed when it holds this many points, or its oldest point is
 /// [`StoreOptions::head_max_age_ms`] old, or a read asks for it.
-const HEAD_MAX_POINTS: u64 = 1_000_000;
+const HEAD_MAX_POINTS: u64 = 2_000_000;
 
 struct Writer<'c> {
     conn: &'c Connection,
@@ -663,6 +726,8 @@ struct Writer<'c> {
     memo_at: (usize, usize),
     /// Hours where a stored value was replaced: recomputed from the stored points.
     dirty: HashSet<(i64, i64)>,
+    /// The writer's copy of `dirty_meters`.
+    marks: Marks,
     head: Head,
     /// Points in the head, shared with readers (a read flushes a non-empty head first).
     head_points: Arc<std::sync::atomic::AtomicU64>,
@@ -691,6 +756,7 @@ impl<'c> Writer<'c> {
             memo: (String::new(), Vec::new()),
             memo_at: (0, 0),
             dirty: HashSet::new(),
+            marks: Marks::load(conn),
             head: Head::default(),
             head_points,
             day_cache: HashMap::new(),
@@ -773,13 +839,7 @@ impl<'c> Writer<'c> {
     fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
         let (newest, newest_stored) = match self.head.get_slot(sid).and_then(|s| s.newest) {
             Some(n) => n,
-            None => {
-                let stored = chunks::newest(self.conn, sid)?.unwrap_or(i64::MIN);
-                let slot = self.head.slot(sid);
-                let n = (stored.max(slot.points.last().map_or(i64::MIN, |p| p.0)), stored);
-                slot.newest = Some(n);
-                n
-            }
+            None => self.look_up_newest(sid)?,
         };
         if ts > newest {
             // Later than every point of the series: appended without a search.
@@ -787,6 +847,25 @@ impl<'c> Writer<'c> {
             self.head.slot(sid).newest = Some((ts, newest_stored));
             return Ok(Put::New);
         }
+        self.put_late(sid, ts, value, newest_stored)
+    }
+
+    /// The newest reading of a series (store and head) and the newest stored, the first time
+    /// the writer meets it.
+    #[cold]
+    #[inline(never)]
+    fn look_up_newest(&mut self, sid: i64) -> rusqlite::Result<(i64, i64)> {
+        let stored = chunks::newest(self.conn, sid)?.unwrap_or(i64::MIN);
+        let slot = self.head.slot(sid);
+        let n = (stored.max(slot.points.last().map_or(i64::MIN, |p| p.0)), stored);
+        slot.newest = Some(n);
+        Ok(n)
+    }
+
+    /// [`Self::put_raw`] for a point no later than the series' newest (kept out of the common
+    /// path, which it would slow down with its stack frame).
+    #[inline(never)]
+    fn put_late(&mut self, sid: i64, ts: i64, value: f64, newest_stored: i64) -> rusqlite::Result<Put> {
         let (at, in_head) = self.head.find(sid, ts);
         if let Some(v) = in_head {
             if v.to_bits() == value.to_bits() {
@@ -1274,7 +1353,7 @@ fn writer_loop(
                         *e = (*e).min(t);
                     }
                 }
-                WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush => {}
+                WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush | WriteOp::MarksRead => {}
                 #[cfg(test)]
                 WriteOp::Crash => {}
             }
@@ -1310,12 +1389,14 @@ fn writer_loop(
                         }
                     }
                     WriteOp::Compact | WriteOp::Flush => {}
+                    WriteOp::MarksRead => w.marks.all_read(),
                     #[cfg(test)]
                     WriteOp::Crash => {}
                     WriteOp::ClearDirty(marks) => {
                         let mut st = tx.prepare_cached("DELETE FROM dirty_meters WHERE meter = ?1 AND seq = ?2")?;
                         for (m, seq) in marks {
                             st.execute(params![m, seq])?;
+                            w.marks.cleared(m, *seq);
                         }
                     }
                     WriteOp::Forwarded(id) => {
@@ -1345,7 +1426,11 @@ fn writer_loop(
                      ON CONFLICT(meter) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), seq = seq + 1",
                 )?;
                 for (m, t) in &earliest {
+                    if w.marks.covers(m, *t) {
+                        continue;
+                    }
                     st.execute(params![m, t])?;
+                    w.marks.wrote(m, *t);
                 }
             }
             tx.commit()?;
@@ -1427,6 +1512,7 @@ fn writer_loop(
                 // The series cache may hold ids of rolled-back rows, and the head points of the
                 // rolled-back group: reload it from what is committed.
                 w.series.clear();
+                w.marks = Marks::load(&conn);
                 w.memo = (String::new(), Vec::new());
                 w.memo_at = (0, 0);
                 w.dirty.clear();
@@ -1664,6 +1750,8 @@ impl Embedded {
     /// time written and a sequence number that grows with every write. Recorded in the
     /// transaction that stores the points, so it survives a crash with them.
     pub async fn dirty_marks(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        // Announced to the writer first: its next write to any of them bumps the sequence.
+        self.write(WriteOp::MarksRead).await?;
         self.read_committed(|c| {
             let mut st = c.prepare_cached("SELECT meter, min_ts, seq FROM dirty_meters")?;
             let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -1981,11 +2069,25 @@ mod tests {
         assert_eq!(store.dirty_epoch().await.unwrap(), epoch);
         let mut marks = store.dirty_marks().await.unwrap();
         marks.sort();
-        assert_eq!(marks, vec![("a".to_string(), 2_000, 2), ("b".to_string(), 9_000, 1)]);
+        // The second write to `a` (later than its record, which nobody had read) left it as it was.
+        assert_eq!(marks, vec![("a".to_string(), 2_000, 1), ("b".to_string(), 9_000, 1)]);
         // A write after reading the marks bumps a's sequence: clearing the old one keeps it.
         store.write_points(vec![p("a", 8_000)]).await.unwrap();
         store.clear_dirty(marks.into_iter().map(|(m, _, s)| (m, s)).collect()).await.unwrap();
+        assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 2)]);
+        // Read again: the next write bumps it again, even a later one; an earlier one moves
+        // the time back.
+        store.write_points(vec![p("a", 9_000)]).await.unwrap();
         assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 3)]);
+        store.write_points(vec![p("a", 1_000)]).await.unwrap();
+        assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 1_000, 4)]);
+        // Cleared with the sequence read and not written since: gone.
+        store.clear_dirty(vec![("a".to_string(), 4)]).await.unwrap();
+        assert_eq!(store.dirty_marks().await.unwrap(), vec![]);
+        // A new record; a later write before anyone reads it leaves it as it was.
+        store.write_points(vec![p("a", 9_600)]).await.unwrap();
+        store.write_points(vec![p("a", 9_700)]).await.unwrap();
+        assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 9_600, 1)]);
         store.close();
         // Versions 2 and 3 upgrade to 4 in place.
         for old in ["2", "3"] {
