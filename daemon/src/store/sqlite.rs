@@ -1323,6 +1323,16 @@ fn writer_loop(
                 continue;
             }
         }
+        // The requests of one group were all in flight at once (none was answered before the
+        // group began), so any order of them is a valid one: requests of points go in time
+        // order, so that a client's concurrent requests that arrived swapped do not take the
+        // late-point path (a search per point instead of an append).
+        if group.len() > 1 && group.iter().all(|r| matches!(r.op, WriteOp::Points(_))) {
+            group.sort_by_key(|r| match &r.op {
+                WriteOp::Points(ps) => ps.first().map_or(i64::MIN, |p| p.ts),
+                _ => i64::MIN,
+            });
+        }
         let durable = group.iter().any(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(_)));
         #[cfg(test)]
         if group.iter().any(|r| matches!(r.op, WriteOp::Crash)) {
