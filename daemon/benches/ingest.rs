@@ -203,7 +203,8 @@ async fn ingest(file: &Path, url: &str, lines: usize, points: u64) -> f64 {
 async fn best_of_5(mut f: impl AsyncFnMut() -> usize) -> (f64, usize) {
     let mut best = f64::MAX;
     let mut n = 0;
-    for _ in 0..5 {
+    // BENCH_QUERY_RUNS=N repeats it more (to profile a server while it answers).
+    for _ in 0..env_num("BENCH_QUERY_RUNS", 5).max(1) {
         let t = Instant::now();
         n = f().await;
         best = best.min(t.elapsed().as_secs_f64());
@@ -361,6 +362,11 @@ async fn run() {
         // accounting cache (figures per meter and year, whatever the number of points), the
         // audit log and the meter events, printed apart.
         list_files(&s.dir);
+        // For a look inside (sqlite3 with dbstat): BENCH_KEEP=DIR copies the compacted store.
+        if let Ok(keep) = std::env::var("BENCH_KEEP") {
+            std::fs::create_dir_all(&keep).unwrap();
+            std::fs::copy(s.dir.join("energyd.sqlite"), Path::new(&keep).join("energyd.sqlite")).unwrap();
+        }
         let all = dir_bytes(&s.dir);
         let bytes: u64 = ["energyd.sqlite", "energyd.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(s.dir.join(f)).ok()).map(|m| m.len()).sum();
         println!("energyd: point store {:.2} bytes per point; whole data directory {:.2} ({} bytes of accounting cache, audit log and events)", bytes as f64 / points as f64, all as f64 / points as f64, all - bytes);

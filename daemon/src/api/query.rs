@@ -206,9 +206,11 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     // Physical meters to read: the scope's, their sub-meters (for own parts) and the operands
     // of virtual meters.
     let mut ids: Vec<String> = Vec::new();
+    // Each once, in order (a set: an agency can have thousands of meters).
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (m, _, own) in &scope {
         let mut push = |id: &str| {
-            if !ids.iter().any(|x| x == id) {
+            if seen.insert(id.to_string()) {
                 ids.push(id.to_string());
             }
         };
