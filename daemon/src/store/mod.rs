@@ -1,5 +1,6 @@
-//! The embedded store: SQLite (bundled) in WAL mode with `synchronous = FULL`, so that a write is
-//! on disk when its transaction commits, and an acknowledged write survives SIGKILL and power loss.
+//! The embedded store: SQLite (bundled) in WAL mode; a write is answered only after its
+//! transaction committed and the WAL file was fsynced, so an acknowledged write survives SIGKILL
+//! and power loss.
 //!
 //! # Layout (format version 4)
 //!
@@ -30,7 +31,8 @@
 //!   one-minute reading instead of 1.4). A late reading for a sealed day writes a row for its
 //!   hour again; a row wins over the blob's entry for the same hour until the day is resealed.
 //! * `dirty_meters(meter, min_ts, seq)`: per meter, the earliest reading time written since the
-//!   accounting cache last applied it, and a sequence number bumped by every write; kept in the
+//!   accounting cache last applied it, and a sequence number bumped by every write after the
+//!   record may have been read (readers announce it to the writer first); kept in the
 //!   same transaction as the points, so that a cache of figures built from the store is never
 //!   stale after a crash. `dirty_epoch` (random, set when the table is created) ties such a cache
 //!   to this store.
@@ -40,10 +42,12 @@
 //! One writer thread owns the write connection. Writes arrive on a channel; the writer takes all
 //! that are waiting and commits them in one transaction (group commit): their new points go to
 //! the in-memory head and, as one `head_log` row, to disk; the gateway ranges, change records,
-//! replaced values and spool rows go to their tables. Only after the commit (an fsync) does it
-//! answer each request. That is one small row per group whatever the number of series, where a
+//! replaced values and spool rows go to their tables. The commit writes the WAL without waiting
+//! for the disk (`synchronous = NORMAL`); a syncer thread fsyncs the WAL file and only then
+//! answers the requests of the groups committed before, while the writer goes on with the next
+//! group. That is one small row per group whatever the number of series, where a
 //! row per point touched a page per series per commit. The head is flushed (one transaction:
-//! segments, roll-ups merged, `head_log` emptied) when it holds a million points, when its oldest
+//! segments, roll-ups merged, `head_log` emptied) when it holds two million points, when its oldest
 //! point is 5 s old, before sealing and retention, at shutdown, and whenever a read comes: every
 //! read first waits for the head to be flushed, so reads see every acknowledged point and never
 //! look at the head. After a crash the head is rebuilt from `head_log` and flushed at open.
