@@ -2,10 +2,11 @@
 //! transaction committed and the WAL file was fsynced, so an acknowledged write survives SIGKILL
 //! and power loss.
 //!
-//! # Layout (format version 4)
+//! # Layout (format version 5)
 //!
 //! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
-//!   2 (no change records) and 3 (no sealed roll-ups) are upgraded in place at open; any other version is refused with a
+//!   2 (no change records), 3 (no sealed roll-ups) and 4 (`head_log` records without differences,
+//!   still read) are upgraded in place at open; any other version is refused with a
 //!   message naming it.
 //! * `series(id, meter, quantity)`: one row per (meter, quantity).
 //! * `head_log(id, data)`: the writer's head made durable: one row per group commit with the
@@ -246,4 +247,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 3 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 4 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -227,7 +227,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
@@ -257,7 +257,10 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         // all it needs (a cache built before is in another file, and a new epoch discards it).
         // Version 3 had no head (`segments`, `head_log`) and no sealed roll-ups (`rollup_day`),
         // all created above and empty; its raw points and hourly rows read as before.
-        Some("2" | "3") => {
+        // Version 4 wrote `head_log` records of plain varints, which this build still reads;
+        // version 5's records of differences would be misread by a version 4 build, hence the
+        // new number.
+        Some("2" | "3" | "4") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -2099,16 +2102,29 @@ mod tests {
         store.write_points(vec![p("a", 9_700)]).await.unwrap();
         assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 9_600, 1)]);
         store.close();
-        // Versions 2 and 3 upgrade to 4 in place.
-        for old in ["2", "3"] {
+        // Versions 2 to 4 upgrade in place; a version 4 store left by a crash holds head_log
+        // records of plain varints, which are read.
+        for old in ["2", "3", "4"] {
             let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
             c.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [old]).unwrap();
+            if old == "4" {
+                let sid: i64 = c.query_row("SELECT id FROM series WHERE meter = 'a'", [], |r| r.get(0)).unwrap();
+                let mut rec = Vec::new();
+                put_varint(&mut rec, sid as u64);
+                put_varint(&mut rec, 20_000);
+                rec.extend_from_slice(&5.5f64.to_bits().to_le_bytes());
+                c.execute("INSERT INTO head_log(data) VALUES (?1)", [rec]).unwrap();
+            }
             drop(c);
             let store = open(dir.path(), Metrics::new()).unwrap();
+            if old == "4" {
+                let pts = store.points("a", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+                assert!(pts.contains(&(20_000, 5.5)), "{pts:?}");
+            }
             store.close();
             let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
             let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
-            assert_eq!(v, "4");
+            assert_eq!(v, FORMAT_VERSION.to_string());
         }
     }
 
