@@ -1683,12 +1683,8 @@ impl Embedded {
 
     /// Hourly roll-ups of one series for the hours in `[from, to)`.
     pub async fn rollups(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<HourRollup>, StoreError> {
-        let meter = meter.to_string();
-        self.read(move |c| {
-            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
-            read_rollups(c, sid, from, to)
-        })
-        .await
+        self.flush().await?;
+        self.rollups_settled(meter, q, from, to).await
     }
 
     /// Like [`Embedded::rollups`], as of the last flush of the head (at most
