@@ -78,12 +78,16 @@ async fn main() {
         c.pragma_update(None, "synchronous", "OFF").expect("pragma");
         let tx = c.transaction().expect("tx");
         {
-            let mut series = tx.prepare("INSERT INTO series(id, meter, quantity) VALUES (?1, ?2, ?3)").expect("prepare");
+            // The catalog as the store's writer fills it (store format 6): a code per quantity name,
+            // a row per (meter, quantity code) with the series id.
+            let mut quantity = tx.prepare("INSERT OR IGNORE INTO quantities(name, code) SELECT ?1, coalesce(max(code), 0) + 1 FROM quantities").expect("prepare");
+            let mut series = tx.prepare("INSERT INTO series(id, meter, quantity) VALUES (?1, ?2, (SELECT code FROM quantities WHERE name = ?3))").expect("prepare");
             let mut roll = tx
                 .prepare("INSERT INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 60)")
                 .expect("prepare");
             for m in 0..meters {
                 let sid = m as i64 + 1;
+                quantity.execute([counter_of(m).name()]).expect("quantity");
                 series.execute(rusqlite::params![sid, format!("m{m}"), counter_of(m).name()]).expect("series");
                 // A rate per minute that varies by hour of day and meter.
                 let mut v = 1000.0 * (m % 13 + 1) as f64;

@@ -2,13 +2,15 @@
 //! transaction committed and the WAL file was fsynced, so an acknowledged write survives SIGKILL
 //! and power loss.
 //!
-//! # Layout (format version 5)
+//! # Layout (format version 6)
 //!
 //! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
-//!   2 (no change records), 3 (no sealed roll-ups) and 4 (`head_log` records without differences,
-//!   still read) are upgraded in place at open; any other version is refused with a
-//!   message naming it.
-//! * `series(id, meter, quantity)`: one row per (meter, quantity).
+//!   2 (no change records), 3 (no sealed roll-ups), 4 (`head_log` records without differences,
+//!   still read) and 5 (a catalog of names, chunks in codec version 2, still read) are upgraded
+//!   in place at open; any other version is refused with a message naming it.
+//! * `quantities(name, code)`, `WITHOUT ROWID`: a small code per quantity name.
+//! * `series(meter, quantity, id)`, `WITHOUT ROWID`, primary key (meter, quantity code): one row
+//!   per (meter, quantity) and its id, which every other table uses.
 //! * `head_log(id, data)`: the writer's head made durable: one row per group commit with the
 //!   (series, time, value) of every point the group added to the head. Emptied by each flush.
 //! * `segments(id, series, day, count, data)`, indexed by (series, day, id): a flushed head, one
@@ -247,4 +249,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;

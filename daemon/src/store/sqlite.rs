@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 4 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 5 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -227,12 +227,11 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
-         CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+        "CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
              first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
@@ -248,6 +247,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
 
          CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
+    upgrade_catalog(&conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
@@ -260,7 +260,9 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         // Version 4 wrote `head_log` records of plain varints, which this build still reads;
         // version 5's records of differences would be misread by a version 4 build, hence the
         // new number.
-        Some("2" | "3" | "4") => {
+        // Version 5 wrote chunks in codec version 2 and roll-ups in version 1 (still read) and
+        // had the catalog of names upgraded above.
+        Some("2" | "3" | "4" | "5") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -336,6 +338,27 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         writer: Arc::new(Mutex::new(Some(handle))),
         spool,
     })
+}
+
+/// Versions 1 to 5 kept the quantity's name in each series row and in a second index on
+/// (meter, quantity): the catalog is rebuilt as [`CATALOG`], with the same series ids, in one
+/// transaction (an interrupted upgrade is done again at the next start: the old table is
+/// recognised by its `quantity` column of names). A new store just gets the tables.
+fn upgrade_catalog(conn: &Connection) -> rusqlite::Result<()> {
+    let old: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('series') WHERE name = 'quantity' AND type = 'TEXT'", [], |r| r.get(0))?;
+    if !old {
+        return conn.execute_batch(CATALOG);
+    }
+    tracing::info!("upgrading the store's series catalog to format version {FORMAT_VERSION}");
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(&format!(
+        "ALTER TABLE series RENAME TO series_old;
+         {CATALOG}
+         INSERT INTO quantities(name, code) SELECT quantity, row_number() OVER (ORDER BY quantity) FROM (SELECT DISTINCT quantity FROM series_old);
+         INSERT INTO series(meter, quantity, id) SELECT s.meter, q.code, s.id FROM series_old s JOIN quantities q ON q.name = s.quantity;
+         DROP TABLE series_old;"
+    ))?;
+    tx.commit()
 }
 
 /// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
@@ -727,6 +750,8 @@ struct Writer<'c> {
     /// group only (its requests, and so their names, live until the group is answered): the
     /// fields of one line share one name, matched without comparing bytes.
     memo_at: (usize, usize),
+    /// The id the next new series takes (read from the catalog at the first new series).
+    next_series: Option<i64>,
     /// Hours where a stored value was replaced: recomputed from the stored points.
     dirty: HashSet<(i64, i64)>,
     /// The writer's copy of `dirty_meters`.
@@ -758,6 +783,7 @@ impl<'c> Writer<'c> {
             series: FxMap::default(),
             memo: (String::new(), Vec::new()),
             memo_at: (0, 0),
+            next_series: None,
             dirty: HashSet::new(),
             marks: Marks::load(conn),
             head: Head::default(),
@@ -792,16 +818,17 @@ impl<'c> Writer<'c> {
                 return Ok(id);
             }
         }
-        let id: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?
-            .query_row(params![meter, q.name()], |r| r.get(0))
-            .optional()?;
-        let id = match id {
+        let id = match series_id(self.conn, meter, q)? {
             Some(id) => id,
             None => {
-                self.conn.prepare_cached("INSERT INTO series(meter, quantity) VALUES (?1, ?2)")?.execute(params![meter, q.name()])?;
-                self.conn.last_insert_rowid()
+                let id = match self.next_series {
+                    Some(id) => id,
+                    None => self.conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM series", [], |r| r.get(0))?,
+                };
+                self.conn.prepare_cached(ADD_QUANTITY)?.execute([q.name()])?;
+                self.conn.prepare_cached(ADD_SERIES)?.execute(params![meter, q.name(), id])?;
+                self.next_series = Some(id + 1);
+                id
             }
         };
         let ids = self.series.entry(meter.to_string()).or_insert_with(|| vec![0; Quantity::ALL.len()]);
@@ -1668,11 +1695,7 @@ impl Embedded {
     pub async fn counter_window(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, StoreError> {
         let meter = meter.to_string();
         self.read(move |c| {
-            let sid: Option<i64> = c
-                .prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?
-                .query_row(params![meter, q.name()], |r| r.get(0))
-                .optional()?;
-            let Some(sid) = sid else { return Ok(Vec::new()) };
+            let Some(sid) = series_id(c, &meter, q)? else { return Ok(Vec::new()) };
             let mut out: Vec<(i64, f64)> = chunks::last_before(c, sid, from)?.into_iter().collect();
             out.extend(chunks::read_series(c, sid, from, to)?);
             out.extend(chunks::first_from(c, sid, to)?);
@@ -1823,8 +1846,21 @@ fn counter_rollups_of(c: &Connection, meter: &str, q: Quantity, from: i64, to: i
     Ok((before, hours, after))
 }
 
+/// The catalog (format 6): `quantities` gives each quantity name a small code, `series` one row
+/// per (meter, quantity code) with its id; both are keyed by their text, with no second index.
+const CATALOG: &str = "CREATE TABLE IF NOT EXISTS quantities(name TEXT PRIMARY KEY, code INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS series(meter TEXT NOT NULL, quantity INTEGER NOT NULL, id INTEGER NOT NULL, PRIMARY KEY(meter, quantity)) WITHOUT ROWID;";
+
+/// Gives the quantity `?1` a code if it has none.
+const ADD_QUANTITY: &str = "INSERT OR IGNORE INTO quantities(name, code) SELECT ?1, coalesce(max(code), 0) + 1 FROM quantities";
+
+/// Adds the series of meter `?1` and quantity `?2` (named) with id `?3`.
+const ADD_SERIES: &str = "INSERT INTO series(meter, quantity, id) VALUES (?1, (SELECT code FROM quantities WHERE name = ?2), ?3)";
+
 fn series_id(c: &Connection, meter: &str, q: Quantity) -> rusqlite::Result<Option<i64>> {
-    c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = ?2")?.query_row(params![meter, q.name()], |r| r.get(0)).optional()
+    c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = (SELECT code FROM quantities WHERE name = ?2)")?
+        .query_row(params![meter, q.name()], |r| r.get(0))
+        .optional()
 }
 
 /// Hourly roll-ups of a series in `[from, to)`: the rows of open hours and the sealed days'
@@ -2122,6 +2158,52 @@ mod tests {
             let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
             assert_eq!(v, FORMAT_VERSION.to_string());
         }
+    }
+
+    /// A version 5 store (catalog of names and a unique index, chunks of codec version 2,
+    /// roll-ups of format 1): upgraded in place with the same series ids, its data read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_5_store_is_upgraded_with_its_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_764_288_000_000i64;
+        let pts: Vec<(i64, f64)> = (0..120).map(|i| (t + i * 60_000, 100.0 + i as f64 * 0.25)).collect();
+        {
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('format_version', '5');
+                 CREATE TABLE series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+                 INSERT INTO series VALUES (7, 'm', 'active_energy_import'), (9, 'm', 'voltage_l1'), (12, 'n', 'active_energy_import');
+                 CREATE TABLE chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day));
+                 CREATE TABLE rollup_day(series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day)) WITHOUT ROWID;",
+            )
+            .unwrap();
+            let day = t - t.rem_euclid(chunks::DAY_MS);
+            c.execute("INSERT INTO chunks VALUES (7, ?1, 120, ?2)", params![day, codec::encode_version(&pts, 2)]).unwrap();
+            let hours = [HourRollup::of_points(&pts[..60]).unwrap(), HourRollup::of_points(&pts[60..]).unwrap()];
+            c.execute("INSERT INTO rollup_day VALUES (7, ?1, ?2)", params![day, codec::encode_rollups_version(day, &hours, 1)]).unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap(), pts);
+        let r = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+        assert_eq!((r.len(), r[0].count, r[1].last_v), (2, 60, 129.75));
+        // A new series takes the next id after the old ones; the old ids are kept.
+        store.write_points(vec![Point { meter: "n".into(), quantity: Quantity::VoltageL1, ts: t, value: 230.0 }]).await.unwrap();
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let rows: Vec<(String, String, i64)> = c
+            .prepare("SELECT s.meter, q.name, s.id FROM series s JOIN quantities q ON q.code = s.quantity ORDER BY s.id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want = [("m", "active_energy_import", 7), ("m", "voltage_l1", 9), ("n", "active_energy_import", 12), ("n", "voltage_l1", 13)];
+        assert_eq!(rows, want.map(|(m, q, id)| (m.to_string(), q.to_string(), id)));
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, FORMAT_VERSION.to_string());
+        let old: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'series_old%' OR name LIKE 'sqlite_autoindex_series%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0);
     }
 
     #[test]
