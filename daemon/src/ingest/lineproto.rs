@@ -7,6 +7,8 @@
 //! integers in `u`; booleans are `t`, `true`, `f`, `false` (any case as InfluxDB accepts).
 //! Lines starting with `#` and blank lines are skipped.
 
+use std::borrow::Cow;
+
 /// A field's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
@@ -17,12 +19,12 @@ pub enum FieldValue {
     Str(String),
 }
 
-/// One parsed line.
+/// One parsed line. Names without escapes borrow from the line's text (no copy).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Line {
-    pub measurement: String,
-    pub tags: Vec<(String, String)>,
-    pub fields: Vec<(String, FieldValue)>,
+pub struct Line<'a> {
+    pub measurement: Cow<'a, str>,
+    pub tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    pub fields: Vec<(Cow<'a, str>, FieldValue)>,
     pub timestamp: Option<i64>,
 }
 
@@ -66,23 +68,25 @@ impl Precision {
 }
 
 struct Cursor<'a> {
+    s: &'a str,
     b: &'a [u8],
     i: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
     /// Reads an identifier up to an unescaped byte in `stops`, unescaping `escapable`.
-    fn ident(&mut self, stops: &[u8], escapable: &[u8]) -> Result<String, String> {
-        // Most identifiers have no escape: copied at once, up to the first stop byte.
+    fn ident(&mut self, stops: &[u8], escapable: &[u8]) -> Result<Cow<'a, str>, String> {
+        // Most identifiers have no escape: borrowed from the line, up to the first stop byte
+        // (an ASCII byte, so the slice is whole characters).
         let start = self.i;
         let end = self.b[start..].iter().position(|c| *c == b'\\' || stops.contains(c)).map_or(self.b.len(), |n| start + n);
         if self.b.get(end) != Some(&b'\\') {
             self.i = end;
-            return std::str::from_utf8(&self.b[start..end]).map(str::to_owned).map_err(|_| "invalid UTF-8".to_string());
+            return self.s.get(start..end).map(Cow::Borrowed).ok_or_else(|| "invalid UTF-8".to_string());
         }
         let mut out = Vec::new();
         while let Some(c) = self.peek() {
@@ -104,7 +108,7 @@ impl Cursor<'_> {
             out.push(c);
             self.i += 1;
         }
-        String::from_utf8(out).map_err(|_| "invalid UTF-8".to_string())
+        String::from_utf8(out).map(Cow::Owned).map_err(|_| "invalid UTF-8".to_string())
     }
 
     fn expect(&mut self, c: u8, what: &str) -> Result<(), String> {
@@ -147,13 +151,13 @@ fn field_value(raw: &str) -> Result<FieldValue, String> {
 }
 
 /// Parses one line (without its newline). `Ok(None)` for blank and comment lines.
-pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
+pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, String> {
     let trimmed = line.trim_start();
     if trimmed.is_empty() || trimmed.starts_with('#') {
         return Ok(None);
     }
     let line = line.trim_end_matches(['\r', ' ', '\t']);
-    let mut c = Cursor { b: line.as_bytes(), i: 0 };
+    let mut c = Cursor { s: line, b: line.as_bytes(), i: 0 };
     let measurement = c.ident(b", ", b", ")?;
     if measurement.is_empty() {
         return Err("missing measurement".into());

@@ -83,18 +83,18 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_
                 continue;
             }
         };
-        let Some(meter) = line.tags.iter().find(|(k, _)| k == "meter").map(|(_, v)| v.clone()) else {
+        let Some(meter) = line.tags.iter().find(|(k, _)| k == "meter").map(|(_, v)| &**v) else {
             rep.errors.push(err("no `meter` tag naming the meter".into(), "no_meter_tag"));
             continue;
         };
-        if let Err(e) = energy_wire::validate_id(&meter) {
+        if let Err(e) = energy_wire::validate_id(meter) {
             rep.errors.push(err(format!("tag meter: {e}"), "bad_meter_id"));
             continue;
         }
-        if !known_meter(&meter) {
+        if !known_meter(meter) {
             if accept_unknown {
-                if !rep.unassigned.contains(&meter) {
-                    rep.unassigned.push(meter.clone());
+                if !rep.unassigned.iter().any(|u| u == meter) {
+                    rep.unassigned.push(meter.to_string());
                 }
             } else {
                 rep.errors.push(err(format!("meter `{meter}` is not in the registry"), "unknown_meter"));
@@ -115,8 +115,9 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_
             rep.errors.push(err(e.reason, e.label));
             continue;
         }
-        let mut points = Vec::with_capacity(line.fields.len());
-        let shared: std::sync::Arc<str> = std::sync::Arc::from(meter.as_str());
+        // The line's points go straight into the report, taken back if a field is refused.
+        let kept = rep.points.len();
+        let shared: std::sync::Arc<str> = std::sync::Arc::from(meter);
         let mut bad = None;
         for (k, v) in &line.fields {
             let q: Quantity = match k.parse() {
@@ -135,11 +136,11 @@ pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_
                     break;
                 }
             };
-            points.push(Point { meter: shared.clone(), quantity: q, ts, value });
+            rep.points.push(Point { meter: shared.clone(), quantity: q, ts, value });
         }
-        match bad {
-            Some((reason, label)) => rep.errors.push(err(reason, label)),
-            None => rep.points.extend(points),
+        if let Some((reason, label)) = bad {
+            rep.points.truncate(kept);
+            rep.errors.push(err(reason, label));
         }
     }
     rep

@@ -166,8 +166,8 @@ mod tests {
         b.add("m.1", &tags, Quantity::WaterVolume, 1_764_288_000_000, 0.1 + 0.2);
         let (text, _) = b.take();
         let parsed = lineproto::parse_line(text.trim_end()).expect("parses").expect("a line");
-        assert_eq!(parsed.tags.iter().find(|(k, _)| k == "building").map(|(_, v)| v.as_str()), Some("Haus, Nord=1"));
-        assert_eq!(parsed.fields, vec![("water_volume".to_string(), lineproto::FieldValue::Float(0.1 + 0.2))]);
+        assert_eq!(parsed.tags.iter().find(|(k, _)| k == "building").map(|(_, v)| &**v), Some("Haus, Nord=1"));
+        assert_eq!(parsed.fields, vec![("water_volume".into(), lineproto::FieldValue::Float(0.1 + 0.2))]);
         assert_eq!(parsed.timestamp, Some(1_764_288_000_000));
     }
 
