@@ -133,6 +133,68 @@ fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &Da
     }))
 }
 
+/// The answer of `GET /api/v1/consumption` (serialized as it is built: no map per row).
+#[derive(serde::Serialize)]
+pub(super) struct ConsumptionOut {
+    scope: BTreeMap<&'static str, String>,
+    from: String,
+    to: String,
+    interval: Interval,
+    timezone: &'static str,
+    carrier: Option<Carrier>,
+    end_use: Option<crate::registry::EndUse>,
+    carriers: Vec<CarrierOut>,
+    meters: Vec<MeterRow>,
+}
+
+/// One carrier's totals and periods in [`ConsumptionOut`].
+#[derive(serde::Serialize)]
+struct CarrierOut {
+    carrier: Carrier,
+    unit: &'static str,
+    total: f64,
+    estimated: f64,
+    measured_share: f64,
+    coverage: f64,
+    meters: usize,
+    end_uses: Vec<EndUseOut>,
+    periods: Vec<PeriodOut>,
+}
+
+#[derive(serde::Serialize)]
+struct EndUseOut {
+    end_use: crate::registry::EndUse,
+    total: f64,
+}
+
+#[derive(serde::Serialize)]
+struct PeriodOut {
+    start: String,
+    end: String,
+    value: f64,
+    estimated_value: f64,
+    coverage: f64,
+    estimated: bool,
+}
+
+/// One meter's row in [`ConsumptionOut`].
+#[derive(serde::Serialize)]
+struct MeterRow {
+    id: String,
+    carrier: Carrier,
+    end_use: crate::registry::EndUse,
+    share: f64,
+    multiplier: f64,
+    part: &'static str,
+    #[serde(rename = "virtual")]
+    is_virtual: bool,
+    total: f64,
+    unit: &'static str,
+    coverage: f64,
+    rejected_readings: usize,
+    flags: Vec<crate::accounting::counter::Flag>,
+}
+
 /// Consumption of one meter per period.
 #[derive(Clone)]
 struct Periods {
@@ -164,7 +226,7 @@ impl Periods {
 /// formula). A building's or an agency's is the sum of the **own** parts of the accounted meters
 /// (a meter less its sub-meters), an agency's times its allocation share, so that nothing is
 /// counted twice. Meter events (replacements, manual readings, exclusions) apply.
-pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<ConsumptionOut>, ApiError> {
     use crate::registry::{parse_formula, EndUse, Meter};
     let started = Instant::now();
     let reg = s.registry.clone();
@@ -254,15 +316,14 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
         let ev = events.get(&m.id).cloned().unwrap_or_default();
         let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
         let pc = counter_consumption(&c.readings, &bounds_ms, MAX_GAP_MS);
-        let mut per = Periods::zero(n);
-        for (i, x) in pc.periods.iter().enumerate() {
-            per.value[i] = x.value * m.multiplier;
-            per.estimated_value[i] = x.estimated_value * m.multiplier;
-            per.coverage[i] = x.coverage;
-            per.estimated[i] = x.estimated;
-        }
-        per.rejected = c.rejected + pc.rejected_readings;
-        per.flags = c.flags;
+        let per = Periods {
+            value: pc.periods.iter().map(|x| x.value * m.multiplier).collect(),
+            estimated_value: pc.periods.iter().map(|x| x.estimated_value * m.multiplier).collect(),
+            coverage: pc.periods.iter().map(|x| x.coverage).collect(),
+            estimated: pc.periods.iter().map(|x| x.estimated).collect(),
+            rejected: c.rejected + pc.rejected_readings,
+            flags: c.flags,
+        };
         full.insert(m.id.clone(), per);
     }
     // Virtual meters in scope.
@@ -291,14 +352,17 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     let mut meter_rows = Vec::new();
     for (m, share, own) in &scope {
         let Some(f) = full.get(&m.id) else { continue };
-        let mut part = f.clone();
-        if *own {
-            for c in reg.children(&m.id) {
-                if let Some(cp) = full.get(&c.id) {
-                    part.add(cp, -1.0, false);
-                }
+        // The own part: the meter less its sub-meters (copied only when it has some).
+        let subs: Vec<&Periods> = if *own { reg.children(&m.id).filter_map(|c| full.get(&c.id)).collect() } else { Vec::new() };
+        let part: std::borrow::Cow<Periods> = if subs.is_empty() {
+            std::borrow::Cow::Borrowed(f)
+        } else {
+            let mut p = f.clone();
+            for cp in subs {
+                p.add(cp, -1.0, false);
             }
-        }
+            std::borrow::Cow::Owned(p)
+        };
         let acc = by_carrier.entry(m.carrier).or_insert_with(|| Acc {
             values: vec![0.0; n],
             estimated_values: vec![0.0; n],
@@ -319,43 +383,60 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
         }
         *acc.end_uses.entry(m.end_use()).or_insert(0.0) += total;
         let cov = if n == 0 { 0.0 } else { part.coverage.iter().sum::<f64>() / n as f64 };
-        let q = m.counter();
-        meter_rows.push(json!({
-            "id": m.id, "carrier": m.carrier, "end_use": m.end_use(), "share": share, "multiplier": m.multiplier,
-            "part": if *own { "own" } else { "full" }, "virtual": m.is_virtual(),
-            "total": total, "unit": q.unit(), "coverage": cov, "rejected_readings": part.rejected, "flags": part.flags,
-        }));
+        meter_rows.push(MeterRow {
+            id: m.id.clone(),
+            carrier: m.carrier,
+            end_use: m.end_use(),
+            share: *share,
+            multiplier: m.multiplier,
+            part: if *own { "own" } else { "full" },
+            is_virtual: m.is_virtual(),
+            total,
+            unit: m.counter().unit(),
+            coverage: cov,
+            rejected_readings: part.rejected,
+            flags: part.flags.clone(),
+        });
     }
-    let carriers: Vec<Value> = by_carrier
+    let carriers: Vec<CarrierOut> = by_carrier
         .into_iter()
         .map(|(c, acc)| {
-            let periods: Vec<Value> = (0..n)
-                .map(|i| {
-                    json!({
-                        "start": bounds[i].to_rfc3339(), "end": bounds[i + 1].to_rfc3339(),
-                        "value": acc.values[i], "estimated_value": acc.estimated_values[i],
-                        "coverage": acc.coverage[i] / acc.meters as f64, "estimated": acc.estimated[i],
-                    })
+            let periods: Vec<PeriodOut> = (0..n)
+                .map(|i| PeriodOut {
+                    start: bounds[i].to_rfc3339(),
+                    end: bounds[i + 1].to_rfc3339(),
+                    value: acc.values[i],
+                    estimated_value: acc.estimated_values[i],
+                    coverage: acc.coverage[i] / acc.meters as f64,
+                    estimated: acc.estimated[i],
                 })
                 .collect();
             let total: f64 = acc.values.iter().sum();
             let estimated: f64 = acc.estimated_values.iter().sum();
             let coverage = if n == 0 { 0.0 } else { acc.coverage.iter().sum::<f64>() / (n * acc.meters) as f64 };
-            let end_uses: Vec<Value> = acc.end_uses.iter().map(|(e, v)| json!({ "end_use": e, "total": v })).collect();
-            json!({
-                "carrier": c, "unit": c.counter().unit(), "total": total, "estimated": estimated,
-                "measured_share": if total > 0.0 { (1.0 - estimated / total).clamp(0.0, 1.0) } else { 1.0 },
-                "coverage": coverage, "meters": acc.meters, "end_uses": end_uses, "periods": periods,
-            })
+            CarrierOut {
+                carrier: c,
+                unit: c.counter().unit(),
+                total,
+                estimated,
+                measured_share: if total > 0.0 { (1.0 - estimated / total).clamp(0.0, 1.0) } else { 1.0 },
+                coverage,
+                meters: acc.meters,
+                end_uses: acc.end_uses.into_iter().map(|(end_use, total)| EndUseOut { end_use, total }).collect(),
+                periods,
+            }
         })
         .collect();
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
-    Ok(Json(json!({
-        "scope": { kind: id },
-        "from": from.to_rfc3339(), "to": to.to_rfc3339(),
-        "interval": interval, "timezone": s.tz.name(),
-        "carrier": carrier, "end_use": end_use,
-        "carriers": carriers,
-        "meters": meter_rows,
-    })))
+    Ok(Json(ConsumptionOut {
+        scope: BTreeMap::from([(kind, id.clone())]),
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        interval,
+        timezone: s.tz.name(),
+        carrier,
+        end_use,
+        carriers,
+        meters: meter_rows,
+    }))
 }

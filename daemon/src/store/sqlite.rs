@@ -549,8 +549,10 @@ impl Head {
                     (None, None) => None,
                 };
                 if let Some(from) = covered {
+                    // The newest TAIL of both are among the old tail and the newest TAIL flushed.
                     let old = std::mem::take(&mut slot.tail);
-                    let mut merged = super::chunks::merge(old, slot.points.clone());
+                    let newest = slot.points[slot.points.len().saturating_sub(TAIL)..].to_vec();
+                    let mut merged = super::chunks::merge(old, newest);
                     let cut = merged.len().saturating_sub(TAIL);
                     merged.drain(..cut);
                     slot.tail_from = merged.first().map(|p| p.0.max(from));
