@@ -868,12 +868,7 @@ mod tests {
         // The gauge's 200-value blocks: 8 bits a reading in version 2, 7.75 in version 3.
         assert!(encode(&gauge).len() < encode_version(&gauge, 2).len() * 31 / 32 + 16);
         let day = 1_764_288_000_000i64;
-        let hours: Vec<HourRollup> = (0..24)
-            .map(|h| {
-                let pts: Vec<(i64, f64)> = (0..60).map(|m| (day + h * HOUR_MS + m * 60_000, (2200 + (h * 60 + m) * 7919 % 300) as f64 / 10.0)).collect();
-                HourRollup::of_points(&pts).unwrap()
-            })
-            .collect();
+        let hours = gauge_day(day, 300);
         let old = encode_rollups_version(day, &hours, 1);
         assert_eq!(old[0], 1);
         assert_eq!(decode_rollups(day, &old).unwrap(), hours);
@@ -962,16 +957,21 @@ mod tests {
         assert_eq!(decode(&[]), Err(CodecError::Truncated));
     }
 
+    /// The hourly roll-ups of a gauge (voltage from 220.0 V, one decimal, over `steps` values)
+    /// read every minute for the day starting at `day`: 24 hours of 60 readings.
+    fn gauge_day(day: i64, steps: i64) -> Vec<HourRollup> {
+        (0..24)
+            .map(|h| {
+                let pts: Vec<(i64, f64)> = (0..60).map(|m| (day + h * HOUR_MS + m * 60_000, (2200 + (h * 60 + m) * 7919 % steps) as f64 / 10.0)).collect();
+                HourRollup::of_points(&pts).unwrap()
+            })
+            .collect()
+    }
+
     #[test]
     fn a_days_rollups_take_a_tenth_of_a_byte_per_reading() {
         let day = 1_764_288_000_000i64;
-        // A gauge (voltage, one decimal) read every minute: 24 hours of 60 readings.
-        let hours: Vec<HourRollup> = (0..24)
-            .map(|h| {
-                let pts: Vec<(i64, f64)> = (0..60).map(|m| (day + h * HOUR_MS + m * 60_000, (2200 + (h * 60 + m) * 7919 % 200) as f64 / 10.0)).collect();
-                HourRollup::of_points(&pts).unwrap()
-            })
-            .collect();
+        let hours = gauge_day(day, 200);
         let data = encode_rollups(day, &hours);
         assert_eq!(decode_rollups(day, &data).unwrap(), hours);
         assert!(data.len() < 1440 / 8, "{} bytes for a day's roll-ups of 1440 readings", data.len());
