@@ -1554,6 +1554,7 @@ fn writer_loop(
                 // The series cache may hold ids of rolled-back rows, and the head points of the
                 // rolled-back group: reload it from what is committed.
                 w.series.clear();
+                w.next_series = None;
                 w.marks = Marks::load(&conn);
                 w.memo = (String::new(), Vec::new());
                 w.memo_at = (0, 0);
