@@ -2,12 +2,12 @@
 //! transaction committed and the WAL file was fsynced, so an acknowledged write survives SIGKILL
 //! and power loss.
 //!
-//! # Layout (format version 6)
+//! # Layout (format version 7)
 //!
 //! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
 //!   2 (no change records), 3 (no sealed roll-ups), 4 (`head_log` records without differences,
-//!   still read) and 5 (a catalog of names, chunks in codec version 2, still read) are upgraded
-//!   in place at open; any other version is refused with a message naming it.
+//!   still read), 5 (a catalog of names, chunks in codec version 2, still read) and 6 (no
+//!   `conflicts`) are upgraded in place at open; any other version is refused with a message naming it.
 //! * `quantities(name, code)`, `WITHOUT ROWID`: a small code per quantity name.
 //! * `series(meter, quantity, id)`, `WITHOUT ROWID`, primary key (meter, quantity code): one row
 //!   per (meter, quantity) and its id, which every other table uses.
@@ -16,9 +16,8 @@
 //! * `segments(id, series, day, count, data)`, indexed by (series, day, id): a flushed head, one
 //!   row per series and UTC day holding the readings compressed ([`codec`]); sealed into
 //!   `chunks` with their day.
-//! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a reading that
-//!   replaced a different stored value (it wins over segments and chunks), and readings of
-//!   stores written before format 4; `ts` in milliseconds since the Unix epoch.
+//! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a corrected reading
+//!   (it wins over segments and chunks), and readings of stores written before format 4; `ts` in milliseconds since the Unix epoch.
 //! * `gateway_seq(gateway, start, end)`: the ranges of sample sequence numbers stored per gateway,
 //!   merged; used to drop duplicate samples by identity.
 //! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
@@ -33,6 +32,9 @@
 //!   leave `rollup_hour` for one compressed blob ([`codec::encode_rollups`], about 0.1 byte per
 //!   one-minute reading instead of 1.4). A late reading for a sealed day writes a row for its
 //!   hour again; a row wins over the blob's entry for the same hour until the day is resealed.
+//! * `conflicts(id, meter, quantity, ts, stored, offered, source, received_ms, resolved_ms,
+//!   resolved_value, resolved_by)`: values offered by ingest that differ from the stored reading
+//!   (see below); unique while open per (meter, quantity, ts, offered).
 //! * `dirty_meters(meter, min_ts, seq)`: per meter, the earliest reading time written since the
 //!   accounting cache last applied it, and a sequence number bumped by every write after the
 //!   record may have been read (readers announce it to the writer first); kept in the
@@ -56,12 +58,15 @@
 //! look at the head. After a crash the head is rebuilt from `head_log` and flushed at open.
 //! Reads use separate connections (WAL readers never block the writer).
 //!
-//! # Duplicates
+//! # Duplicates and conflicts
 //!
 //! A sample whose (gateway, sequence) is already stored is dropped. A point whose
-//! (meter, quantity, time) is already stored with the same value is a no-op; with a different
-//! value the new value replaces the old (last write wins, as in InfluxDB) and the conflict is
-//! counted. The writer keeps, per series, the newest time stored and the newest in the head: a
+//! (meter, quantity, time) is already stored (or in the head) with the same value is a no-op;
+//! with a different value it is a **conflict**: the stored reading stays, the offered value is
+//! kept aside as a row of `conflicts` (both values, who sent it, when) in the same transaction,
+//! and counted (`energyd_points_conflicting_total`). Ingest never replaces a stored reading;
+//! only an engineer's correction ([`Store::correct`], from a `reading` meter event) does, as a
+//! row of `points`, settling the conflicts at that time. The writer keeps, per series, the newest time stored and the newest in the head: a
 //! point later than both (nearly every point) is new without a lookup; an older one is checked
 //! against the head, then against the stored readings of its day.
 
@@ -87,7 +92,10 @@ use crate::accounting::rollup::HourRollup;
 use crate::config::InfluxRead;
 use crate::metrics::Metrics;
 
-pub use sqlite::{open_forwarding, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome};
+pub use sqlite::{
+    open_forwarding, Conflict, ConflictRecord, Corrected, Correction, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome,
+    MAX_CONFLICTS_SHOWN,
+};
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
 pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {
@@ -133,6 +141,21 @@ impl Store {
     /// Stores loose points (line protocol); returns after the local commit.
     pub async fn write_points(&self, points: Vec<Point>) -> Result<WriteOutcome, StoreError> {
         self.local.write_points(points).await
+    }
+
+    /// [`Store::write_points`] naming who sent them (kept with any conflict they cause).
+    pub async fn write_points_from(&self, points: Vec<Point>, source: String) -> Result<WriteOutcome, StoreError> {
+        self.local.write_points_from(points, source).await
+    }
+
+    /// An engineer's correction of a stored reading (see [`Embedded::correct`]).
+    pub async fn correct(&self, c: Correction) -> Result<WriteOutcome, StoreError> {
+        self.local.correct(c).await
+    }
+
+    /// A meter's conflicts, open and settled, oldest first.
+    pub async fn conflicts(&self, meter: &str, limit: usize) -> Result<Vec<ConflictRecord>, StoreError> {
+        self.local.conflicts(meter, limit).await
     }
 
     pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
@@ -249,4 +272,4 @@ pub struct Point {
 }
 
 /// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 5 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 6 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 /// What one write did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct WriteOutcome {
     /// Samples stored (batches only).
     pub samples_stored: u64,
@@ -42,8 +42,15 @@ pub struct WriteOutcome {
     pub points_written: u64,
     /// Points already stored with the same value.
     pub points_unchanged: u64,
-    /// Points that replaced a different stored value.
+    /// Points offered with a value different from the one stored at the same meter, quantity
+    /// and time: not applied, kept aside in `conflicts` ([`Conflict`]).
     pub points_conflicting: u64,
+    /// The first [`MAX_CONFLICTS_SHOWN`] of them, for the answer.
+    #[serde(skip)]
+    pub conflicts: Vec<Conflict>,
+    /// A correction ([`Embedded::correct`]): what it changed.
+    #[serde(skip)]
+    pub corrected: Option<Corrected>,
     /// Highest sequence number up to which this gateway's samples are stored without a gap
     /// (batches only).
     pub acked_through: u64,
@@ -59,9 +66,63 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Conflicts listed in one write's answer at most (all are kept in the store).
+pub const MAX_CONFLICTS_SHOWN: usize = 100;
+
+/// A value offered by ingest for a (meter, quantity, time) that holds a different stored value.
+/// The stored value stays; the offered one is kept aside in table `conflicts` until an engineer's
+/// correction settles it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Conflict {
+    pub meter: String,
+    pub quantity: Quantity,
+    /// Milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub stored: f64,
+    pub offered: f64,
+    /// Who offered it: `gateway <id>` for batches, `line protocol (token <name>)` and so on.
+    pub source: String,
+    pub received_ms: i64,
+}
+
+/// A conflict as listed for a meter, with its resolution once settled.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConflictRecord {
+    #[serde(flatten)]
+    pub conflict: Conflict,
+    /// When a correction settled it, and the value it set.
+    pub resolved_ms: Option<i64>,
+    pub resolved_value: Option<f64>,
+    pub resolved_by: Option<String>,
+}
+
+/// An engineer's correction of a stored reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Correction {
+    pub meter: String,
+    pub quantity: Quantity,
+    pub ts: i64,
+    pub value: f64,
+    /// Who corrected it (the event's `by`).
+    pub by: String,
+}
+
+/// What a correction did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Corrected {
+    /// The value stored at that time before (`None`: no reading was stored there, nothing was
+    /// changed).
+    pub previous: Option<f64>,
+    /// Open conflicts at that (meter, quantity, time) that it settled.
+    pub conflicts_resolved: u64,
+}
+
 enum WriteOp {
     Batch(Batch),
-    Points(Vec<Point>),
+    /// Points and who sent them (for conflicts).
+    Points(Vec<Point>, String),
+    /// An engineer's correction: the only write that changes a stored reading.
+    Correct(Correction),
     Compact,
     /// (meter, seq) change records to forget.
     ClearDirty(Vec<(String, i64)>),
@@ -227,7 +288,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
@@ -248,6 +309,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
          CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
     upgrade_catalog(&conn)?;
+    upgrade_conflicts(&conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
@@ -262,7 +324,9 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         // new number.
         // Version 5 wrote chunks in codec version 2 and roll-ups in version 1 (still read) and
         // had the catalog of names upgraded above.
-        Some("2" | "3" | "4" | "5") => {
+        // Version 6 had no table of conflicts (created above, empty): a build of version 6 would
+        // replace stored readings, hence the new number.
+        Some("2" | "3" | "4" | "5" | "6") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -361,6 +425,48 @@ fn upgrade_catalog(conn: &Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
+/// Format 7: table `conflicts`, the values ingest offered for a (meter, quantity, time) that holds
+/// a different stored reading, kept aside with the stored one, who sent them and when, until an
+/// engineer's correction settles them (`resolved_*`). At most one open row per offered value
+/// (`conflicts_open`). Idempotent: run at every open, it creates what is missing (a version 6
+/// store gets the empty table; nothing else changes).
+fn upgrade_conflicts(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS conflicts(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, ts INTEGER NOT NULL,
+             stored REAL NOT NULL, offered REAL NOT NULL, source TEXT NOT NULL, received_ms INTEGER NOT NULL,
+             resolved_ms INTEGER, resolved_value REAL, resolved_by TEXT);
+         CREATE INDEX IF NOT EXISTS conflicts_meter ON conflicts(meter, ts);
+         CREATE UNIQUE INDEX IF NOT EXISTS conflicts_open ON conflicts(meter, quantity, ts, offered) WHERE resolved_ms IS NULL;",
+    )
+}
+
+/// The conflicts of a meter, oldest first (a quantity whose name this build does not know is
+/// skipped).
+fn read_conflicts(c: &Connection, meter: &str, limit: usize) -> rusqlite::Result<Vec<ConflictRecord>> {
+    let mut st = c.prepare_cached(
+        "SELECT quantity, ts, stored, offered, source, received_ms, resolved_ms, resolved_value, resolved_by
+         FROM conflicts WHERE meter = ?1 ORDER BY ts, id LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![meter, limit as i64], |r| {
+        let q: String = r.get(0)?;
+        Ok((
+            q,
+            Conflict { meter: meter.to_string(), quantity: Quantity::ActivePower, ts: r.get(1)?, stored: r.get(2)?, offered: r.get(3)?, source: r.get(4)?, received_ms: r.get(5)? },
+            r.get::<_, Option<i64>>(6)?,
+            r.get::<_, Option<f64>>(7)?,
+            r.get::<_, Option<String>>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (q, mut conflict, resolved_ms, resolved_value, resolved_by) = row?;
+        let Ok(quantity) = q.parse::<Quantity>() else { continue };
+        conflict.quantity = quantity;
+        out.push(ConflictRecord { conflict, resolved_ms, resolved_value, resolved_by });
+    }
+    Ok(out)
+}
+
 /// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
 /// version change, so that an interrupted upgrade is simply done again at the next start.
 fn upgrade_from_v1(conn: &Connection) -> rusqlite::Result<()> {
@@ -421,11 +527,12 @@ fn rollup_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HourRollup> {
 }
 
 /// What storing one point did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Put {
     New,
     Unchanged,
-    Replaced,
+    /// A different value is stored (this one): the offered value is kept aside.
+    Conflict(f64),
 }
 
 /// The head: points acknowledged since the last flush, per series sorted by time, held in memory
@@ -771,6 +878,12 @@ struct Writer<'c> {
     outbox: Option<Outbox>,
     head_max_age: std::time::Duration,
     metrics: Metrics,
+    /// Who sent the request being applied (kept with the conflicts it causes).
+    source: String,
+    /// The open group's wall-clock time (ms), for conflicts and corrections.
+    now_ms: i64,
+    /// The sequence number of the batch sample being applied.
+    seq: Option<u64>,
 }
 
 /// Most (series, day) readings kept for checking late points; the cache is emptied when full.
@@ -796,6 +909,9 @@ impl<'c> Writer<'c> {
             outbox,
             head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
             metrics,
+            source: String::new(),
+            now_ms: 0,
+            seq: None,
         }
     }
 
@@ -850,24 +966,46 @@ impl<'c> Writer<'c> {
             self.head.slot(sid).backfill = Some((day_of(ts), self.now));
         }
         let put = self.put_raw(sid, ts, value)?;
-        if put != Put::Unchanged {
-            if let Some(o) = &mut self.outbox {
-                let tags = o.tags.get(meter).map_or("", String::as_str);
-                o.builder.add(meter, tags, q, ts, value);
-                o.points += 1;
-            }
-        }
         match put {
-            Put::New => out.points_written += 1,
-            Put::Replaced => out.points_conflicting += 1,
+            Put::New => {
+                out.points_written += 1;
+                if let Some(o) = &mut self.outbox {
+                    let tags = o.tags.get(meter).map_or("", String::as_str);
+                    o.builder.add(meter, tags, q, ts, value);
+                    o.points += 1;
+                }
+            }
             Put::Unchanged => out.points_unchanged += 1,
+            Put::Conflict(stored) => self.conflict(meter, q, ts, stored, value, out)?,
         }
         Ok(())
     }
 
-    /// Classifies and stores one point: into the head when it is new or replaces a reading in
-    /// the head; as a row of `points` (winning over segments and chunks) when it replaces a
-    /// stored reading, whose hour is then rolled up again.
+    /// Keeps an offered value aside: a row of `conflicts` in the group's transaction (the same
+    /// offer made again while the conflict is open is not added twice).
+    #[cold]
+    #[inline(never)]
+    fn conflict(&mut self, meter: &str, q: Quantity, ts: i64, stored: f64, offered: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
+        out.points_conflicting += 1;
+        let source = match self.seq {
+            Some(seq) => format!("{}, sample {seq}", self.source),
+            None => self.source.clone(),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO conflicts(meter, quantity, ts, stored, offered, source, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![meter, q.name(), ts, stored, offered, source, self.now_ms])?;
+        if out.conflicts.len() < MAX_CONFLICTS_SHOWN {
+            out.conflicts.push(Conflict { meter: meter.to_string(), quantity: q, ts, stored, offered, source, received_ms: self.now_ms });
+        }
+        Ok(())
+    }
+
+    /// Classifies and stores one point: into the head when it is new; a point whose time holds
+    /// a reading already (in the head, the tail kept from the last flush, or the store) is a
+    /// duplicate when the value is the same and a conflict otherwise: ingest never replaces a
+    /// stored reading (only [`Writer::correct`] does).
     fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
         let (newest, newest_stored) = match self.head.get_slot(sid).and_then(|s| s.newest) {
             Some(n) => n,
@@ -903,8 +1041,7 @@ impl<'c> Writer<'c> {
             if v.to_bits() == value.to_bits() {
                 return Ok(Put::Unchanged);
             }
-            self.head.put_at(sid, at, ts, value);
-            return Ok(Put::Replaced);
+            return Ok(Put::Conflict(v));
         }
         if ts > newest_stored {
             self.head.put_at(sid, at, ts, value);
@@ -915,11 +1052,7 @@ impl<'c> Writer<'c> {
             if slot.tail_from.is_some_and(|from| ts >= from) {
                 return match slot.tail.binary_search_by_key(&ts, |p| p.0) {
                     Ok(i) if slot.tail[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
-                    Ok(i) => {
-                        slot.tail[i].1 = value;
-                        self.replace_stored(sid, ts, value)?;
-                        Ok(Put::Replaced)
-                    }
+                    Ok(i) => Ok(Put::Conflict(slot.tail[i].1)),
                     Err(_) => {
                         self.head.insert(sid, ts, value);
                         Ok(Put::New)
@@ -938,11 +1071,7 @@ impl<'c> Writer<'c> {
         let Some(day) = self.day_cache.get_mut(&key) else { return Ok(Put::New) };
         match day.binary_search_by_key(&ts, |p| p.0) {
             Ok(i) if day[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
-            Ok(i) => {
-                day[i].1 = value;
-                self.replace_stored(sid, ts, value)?;
-                Ok(Put::Replaced)
-            }
+            Ok(i) => Ok(Put::Conflict(day[i].1)),
             Err(_) => {
                 self.head.insert(sid, ts, value);
                 Ok(Put::New)
@@ -950,10 +1079,37 @@ impl<'c> Writer<'c> {
         }
     }
 
-    /// A value replacing a stored reading: a row of `points` (it wins over segments and
-    /// chunks); its hour is rolled up again at the end of the group.
+    /// An engineer's correction (the head was flushed before the group): the stored reading at
+    /// that time, if any, takes the value; the open conflicts there are settled.
+    fn correct(&mut self, c: &Correction, out: &mut WriteOutcome) -> rusqlite::Result<()> {
+        let mut previous = None;
+        if let Some(sid) = series_id(self.conn, &c.meter, c.quantity)? {
+            previous = chunks::read_series(self.conn, sid, c.ts, c.ts.saturating_add(1))?.first().map(|p| p.1);
+            if previous.is_some_and(|p| p.to_bits() != c.value.to_bits()) {
+                self.replace_stored(sid, c.ts, c.value)?;
+                if let Some(o) = &mut self.outbox {
+                    let tags = o.tags.get(&c.meter).map_or("", String::as_str);
+                    o.builder.add(&c.meter, tags, c.quantity, c.ts, c.value);
+                    o.points += 1;
+                }
+            }
+        }
+        let resolved = self
+            .conn
+            .prepare_cached(
+                "UPDATE conflicts SET resolved_ms = ?1, resolved_value = ?2, resolved_by = ?3
+                 WHERE meter = ?4 AND quantity = ?5 AND ts = ?6 AND resolved_ms IS NULL",
+            )?
+            .execute(params![self.now_ms, c.value, c.by, c.meter, c.quantity.name(), c.ts])?;
+        out.corrected = Some(Corrected { previous, conflicts_resolved: resolved as u64 });
+        Ok(())
+    }
+
+    /// A corrected value replacing a stored reading: a row of `points` (it wins over segments
+    /// and chunks); its hour is rolled up again at the end of the group.
     fn replace_stored(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<()> {
         self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        self.day_cache.remove(&(sid, day_of(ts)));
         self.dirty.insert((sid, hour_of(ts)));
         if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
             // That hour is rolled up again from the store: its remembered roll-up is stale.
@@ -1096,6 +1252,9 @@ impl<'c> Writer<'c> {
     }
 
     fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut FxMap<String, i64>) -> rusqlite::Result<()> {
+        self.source.clear();
+        self.source.push_str("gateway ");
+        self.source.push_str(&b.gateway);
         let mut ranges = self.ranges(&b.gateway)?;
         for (i, s) in b.samples.iter().enumerate() {
             let seq = b.seq + i as u64;
@@ -1103,6 +1262,7 @@ impl<'c> Writer<'c> {
                 out.samples_duplicate += 1;
                 continue;
             }
+            self.seq = Some(seq);
             for (q, v) in &s.v {
                 self.put(&s.meter, *q, s.t, *v, out)?;
             }
@@ -1110,6 +1270,7 @@ impl<'c> Writer<'c> {
             *e = (*e).max(s.t);
             out.samples_stored += 1;
         }
+        self.seq = None;
         if !b.samples.is_empty() {
             ranges.push((b.seq, b.last_seq()));
             let merged = merge_ranges(ranges);
@@ -1346,7 +1507,7 @@ fn writer_loop(
         }
         // After a failed WAL sync, writes are refused (reads and the rest go on).
         if let Some(msg) = syncer.failure() {
-            let (refused, rest): (Vec<WriteReq>, Vec<WriteReq>) = group.into_iter().partition(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(_)));
+            let (refused, rest): (Vec<WriteReq>, Vec<WriteReq>) = group.into_iter().partition(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_)));
             for req in refused {
                 let _ = req.reply.send(Err(msg.clone()));
             }
@@ -1359,13 +1520,13 @@ fn writer_loop(
         // group began), so any order of them is a valid one: requests of points go in time
         // order, so that a client's concurrent requests that arrived swapped do not take the
         // late-point path (a search per point instead of an append).
-        if group.len() > 1 && group.iter().all(|r| matches!(r.op, WriteOp::Points(_))) {
+        if group.len() > 1 && group.iter().all(|r| matches!(r.op, WriteOp::Points(..))) {
             group.sort_by_key(|r| match &r.op {
-                WriteOp::Points(ps) => ps.first().map_or(i64::MIN, |p| p.ts),
+                WriteOp::Points(ps, _) => ps.first().map_or(i64::MIN, |p| p.ts),
                 _ => i64::MIN,
             });
         }
-        let durable = group.iter().any(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(_)));
+        let durable = group.iter().any(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_)));
         #[cfg(test)]
         if group.iter().any(|r| matches!(r.op, WriteOp::Crash)) {
             for req in group {
@@ -1387,7 +1548,7 @@ fn writer_loop(
                         *e = (*e).min(smp.t);
                     }
                 }
-                WriteOp::Points(ps) => {
+                WriteOp::Points(ps, _) => {
                     // Points come in runs of one meter (a line's fields): one lookup per run.
                     for run in ps.chunk_by(|a, b| Arc::ptr_eq(&a.meter, &b.meter) || a.meter == b.meter) {
                         let t = run.iter().map(|p| p.ts).min().unwrap_or(i64::MAX);
@@ -1395,16 +1556,27 @@ fn writer_loop(
                         *e = (*e).min(t);
                     }
                 }
+                WriteOp::Correct(c) => {
+                    let e = earliest.entry(c.meter.as_str()).or_insert(c.ts);
+                    *e = (*e).min(c.ts);
+                }
                 WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush | WriteOp::MarksRead => {}
                 #[cfg(test)]
                 WriteOp::Crash => {}
             }
         }
+        w.now_ms = chrono::Utc::now().timestamp_millis();
+        let corrects = group.iter().any(|r| matches!(r.op, WriteOp::Correct(_)));
         let mut wants_compact = false;
         let wants_flush = group.iter().any(|r| matches!(r.op, WriteOp::Flush));
         // Spool bytes and points added (+) and removed (-) by this group.
         let mut spool_delta = (0i64, 0i64);
         let result = (|| -> rusqlite::Result<Vec<WriteOutcome>> {
+            // A correction reads and replaces the stored reading: the head goes to the tables
+            // first (its own transaction).
+            if corrects {
+                w.flush_head()?;
+            }
             let tx = conn.unchecked_transaction()?;
             let mut outs = Vec::with_capacity(group.len());
             for req in &group {
@@ -1416,7 +1588,8 @@ fn writer_loop(
                 // group then gets the error and its sender retries (nothing is half-written).
                 match &req.op {
                     WriteOp::Batch(b) => w.write_batch(b, &mut out, &mut last)?,
-                    WriteOp::Points(ps) => {
+                    WriteOp::Points(ps, source) => {
+                        w.source.clone_from(source);
                         for run in ps.chunk_by(|a, b| Arc::ptr_eq(&a.meter, &b.meter) || a.meter == b.meter) {
                             for p in run {
                                 w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
@@ -1430,6 +1603,7 @@ fn writer_loop(
                             }
                         }
                     }
+                    WriteOp::Correct(c) => w.correct(c, &mut out)?,
                     WriteOp::Compact | WriteOp::Flush => {}
                     WriteOp::MarksRead => w.marks.all_read(),
                     #[cfg(test)]
@@ -1586,7 +1760,7 @@ fn writer_loop(
 
 impl Embedded {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        if let (Some(sp), WriteOp::Batch(_) | WriteOp::Points(_)) = (&self.spool, &op) {
+        if let (Some(sp), WriteOp::Batch(_) | WriteOp::Points(..)) = (&self.spool, &op) {
             let bytes = sp.bytes.load(std::sync::atomic::Ordering::Relaxed);
             if bytes >= sp.max_bytes {
                 return Err(StoreError::SpoolFull { bytes, max: sp.max_bytes });
@@ -1608,7 +1782,26 @@ impl Embedded {
 
     /// Stores loose points (line protocol); returns after the commit.
     pub async fn write_points(&self, points: Vec<Point>) -> Result<WriteOutcome, StoreError> {
-        self.write(WriteOp::Points(points)).await
+        self.write_points_from(points, "line protocol".into()).await
+    }
+
+    /// [`Self::write_points`] naming who sent them (kept with any conflict they cause).
+    pub async fn write_points_from(&self, points: Vec<Point>, source: String) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Points(points, source)).await
+    }
+
+    /// An engineer's correction: sets the stored reading at (meter, quantity, time) to the
+    /// value (when a reading is stored there) and settles the open conflicts there, in one
+    /// transaction; `corrected` in the outcome says what was stored before.
+    pub async fn correct(&self, c: Correction) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Correct(c)).await
+    }
+
+    /// The conflicts of a meter (open and settled), oldest first, at most `limit`.
+    pub async fn conflicts(&self, meter: &str, limit: usize) -> Result<Vec<ConflictRecord>, StoreError> {
+        let meter = meter.to_string();
+        // Conflicts are written in the group commits: no need to flush the head.
+        self.read_committed(move |c| read_conflicts(c, &meter, limit)).await
     }
 
     /// Seals every day due (older than the head) into compressed chunks now; returns after the
@@ -2085,12 +2278,29 @@ mod tests {
         // A gap: 10..10 stored, acked_through stays at 3.
         let o = store.write_batch(Batch::new("gw", 10, vec![sample("m", t + 9000, 9.0)])).await.unwrap();
         assert_eq!(o.acked_through, 3);
-        // Line-protocol style points: same value is unchanged, different value conflicts.
+        // Line-protocol style points: same value is unchanged, a different value is a conflict,
+        // kept aside (offered twice: one open conflict), never stored.
         let p = |v| Point { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts: t, value: v };
-        let o = store.write_points(vec![p(1.0), p(1.5)]).await.unwrap();
-        assert_eq!((o.points_unchanged, o.points_conflicting), (1, 1));
+        let o = store.write_points_from(vec![p(1.0), p(1.5), p(1.5)], "line protocol (token lp)".into()).await.unwrap();
+        assert_eq!((o.points_unchanged, o.points_conflicting, o.points_written), (1, 2, 0));
+        assert_eq!(o.conflicts[0], Conflict { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts: t, stored: 1.0, offered: 1.5, source: "line protocol (token lp)".into(), received_ms: o.conflicts[0].received_ms });
         let pts = store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
-        assert_eq!(pts, vec![(t, 1.5), (t + 1000, 2.0), (t + 2000, 3.0), (t + 9000, 9.0)]);
+        assert_eq!(pts, vec![(t, 1.0), (t + 1000, 2.0), (t + 2000, 3.0), (t + 9000, 9.0)]);
+        // A batch sample offering another value at a stored time: a conflict naming the sample.
+        let o = store.write_batch(Batch::new("gw2", 1, vec![sample("m", t + 1000, 2.5)])).await.unwrap();
+        assert_eq!((o.samples_stored, o.points_conflicting), (1, 1));
+        let c = store.conflicts("m", 100).await.unwrap();
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!((c[0].conflict.stored, c[0].conflict.offered, c[0].resolved_ms), (1.0, 1.5, None));
+        assert_eq!((c[1].conflict.ts, c[1].conflict.source.as_str()), (t + 1000, "gateway gw2, sample 1"));
+        // The engineer's correction sets the stored reading and settles the conflict there.
+        let corr = |ts, value| Correction { meter: "m".into(), quantity: Quantity::ActiveEnergyImport, ts, value, by: "eng".into() };
+        let o = store.correct(corr(t, 1.5)).await.unwrap();
+        assert_eq!(o.corrected, Some(Corrected { previous: Some(1.0), conflicts_resolved: 1 }));
+        let c = store.conflicts("m", 100).await.unwrap();
+        assert_eq!((c[0].resolved_value, c[0].resolved_by.as_deref(), c[1].resolved_ms), (Some(1.5), Some("eng"), None));
+        // Nothing stored at that time: nothing to change.
+        assert_eq!(store.correct(corr(t + 5, 4.0)).await.unwrap().corrected, Some(Corrected { previous: None, conflicts_resolved: 0 }));
         let w = store.counter_window("m", Quantity::ActiveEnergyImport, t + 500, t + 2000).await.unwrap();
         assert_eq!(w, vec![(t, 1.5), (t + 1000, 2.0), (t + 2000, 3.0)]);
         assert_eq!(store.last_seen("m"), Some(t + 9000));
@@ -2098,7 +2308,7 @@ mod tests {
         // Reopen: state persists.
         let store = open(dir.path(), Metrics::new()).unwrap();
         assert_eq!(store.last_seen("m"), Some(t + 9000));
-        assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)])]);
+        assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)]), ("gw2".to_string(), vec![(1, 1)])]);
     }
 
     /// Change records: the earliest time per meter, kept across reopening; a record written
@@ -2209,6 +2419,34 @@ mod tests {
         assert_eq!(old, 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_6_store_is_upgraded_in_place_with_an_empty_conflicts_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_764_288_000_000i64;
+        let q = Quantity::ActiveEnergyImport;
+        let pts: Vec<Point> = (0..10).map(|i| Point { meter: "m".into(), quantity: q, ts: t + i * 60_000, value: 10.0 + i as f64 }).collect();
+        {
+            // A version 6 store: this layout without `conflicts`.
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            store.write_points(pts.clone()).await.unwrap();
+            store.close();
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch("DROP TABLE conflicts; UPDATE meta SET value = '6' WHERE key = 'format_version';").unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let want: Vec<(i64, f64)> = pts.iter().map(|p| (p.ts, p.value)).collect();
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        let o = store.write_points(vec![Point { value: 99.0, ..pts[3].clone() }]).await.unwrap();
+        assert_eq!(o.points_conflicting, 1);
+        assert_eq!(store.conflicts("m", 10).await.unwrap().len(), 1);
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, "7");
+        let idx: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('conflicts_meter', 'conflicts_open')", [], |r| r.get(0)).unwrap();
+        assert_eq!(idx, 2);
+    }
+
     #[test]
     fn a_store_of_another_format_version_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
@@ -2263,8 +2501,12 @@ mod tests {
             .write_points(vec![p("m", Quantity::ActiveEnergyImport, t, 1.5), p("m", Quantity::ActivePower, t, 2.0), p("x", Quantity::WaterVolume, t, 3.0)])
             .await
             .unwrap();
-        // Unchanged: nothing to forward; replaced: forwarded again (last write wins there too).
-        store.write_points(vec![p("m", Quantity::ActiveEnergyImport, t, 1.5), p("m", Quantity::ActivePower, t, 2.5)]).await.unwrap();
+        // Unchanged: nothing to forward; a conflict: nothing either; a correction: forwarded
+        // again (last write wins there).
+        let o = store.write_points(vec![p("m", Quantity::ActiveEnergyImport, t, 1.5), p("m", Quantity::ActivePower, t, 2.5)]).await.unwrap();
+        assert_eq!(o.points_conflicting, 1);
+        assert_eq!(store.spool_rows(0, 1000).await.unwrap().len(), 1);
+        store.correct(Correction { meter: "m".into(), quantity: Quantity::ActivePower, ts: t, value: 2.5, by: "eng".into() }).await.unwrap();
         let rows = store.spool_rows(0, 1000).await.unwrap();
         let text: String = rows.iter().map(|r| r.data.as_str()).collect();
         assert_eq!(
@@ -2348,7 +2590,8 @@ mod tests {
         let pts: Vec<(i64, f64)> = (0..500).map(|i| (t0 + i * 60_000, 100.0 + i as f64 / 4.0)).collect();
         let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
         store.write_points(write(&pts[..300])).await.unwrap();
-        // Flushed into a segment by a read; then more points and a replaced value stay in the head.
+        // Flushed into a segment by a read; then more points stay in the head, and values
+        // conflicting with the head and with the segment are kept aside.
         assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap().len(), 300);
         let o = store.write_points(write(&pts[300..])).await.unwrap();
         assert_eq!(o.points_written, 200);
@@ -2361,11 +2604,11 @@ mod tests {
         }
         drop(store);
         let logged: i64 = Connection::open(dir.path().join("energyd.sqlite")).unwrap().query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
-        assert_eq!(logged, 2, "the two groups since the flush are in head_log");
-        let mut want = pts.clone();
-        want[450].1 = 7.0;
-        want[10].1 = 8.0;
+        assert_eq!(logged, 1, "the group of new points since the flush is in head_log");
+        let want = pts.clone();
         let crashed = open(dir.path(), Metrics::new()).unwrap();
+        let kept: Vec<(i64, f64, f64)> = crashed.conflicts("m", 10).await.unwrap().iter().map(|c| (c.conflict.ts, c.conflict.stored, c.conflict.offered)).collect();
+        assert_eq!(kept, vec![(pts[10].0, pts[10].1, 8.0), (pts[450].0, pts[450].1, 7.0)]);
         assert_eq!(crashed.points("m", q, 0, i64::MAX).await.unwrap(), want);
         assert_eq!(crashed.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::accounting::rollup::rollups_of(&want));
         assert_eq!(crashed.last_seen("m"), Some(pts[499].0));
@@ -2415,11 +2658,15 @@ mod tests {
         assert_eq!(w.last(), Some(&pts[2880]), "and the one after from the next");
         assert_eq!(w.len(), 1440 + 1);
         // Late data for a sealed day: the same value is a no-op, a new time is new, a different
-        // value replaces the chunk's and its hour is rolled up again.
+        // value is a conflict (the chunk's stays); a correction replaces the chunk's and its
+        // hour is rolled up again.
         let o = store.write_points(write(&[pts[10], (pts[10].0 + 1, pts[10].1), (pts[20].0, 5000.0)])).await.unwrap();
         assert_eq!((o.points_unchanged, o.points_written, o.points_conflicting), (1, 1, 1));
         let mut want = pts.clone();
         want.insert(11, (pts[10].0 + 1, pts[10].1));
+        assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+        let o = store.correct(Correction { meter: "m".into(), quantity: q, ts: pts[20].0, value: 5000.0, by: "eng".into() }).await.unwrap();
+        assert_eq!(o.corrected, Some(Corrected { previous: Some(pts[20].1), conflicts_resolved: 1 }));
         want[21].1 = 5000.0;
         assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
         let r = store.rollups("m", q, day0, day0 + HOUR_MS).await.unwrap();
@@ -2443,8 +2690,9 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
         /// The stored roll-ups depend only on the distinct points stored, whatever the order,
-        /// the duplication and the grouping into writes; and a replaced value is rolled up as
-        /// the value that replaced it.
+        /// the duplication and the grouping into writes; a different value offered for a stored
+        /// time is one conflict (however often offered), and a corrected value is rolled up as
+        /// the value that corrected it.
         #[test]
         fn stored_rollups_ignore_order_and_duplication(
             points in proptest::collection::btree_map(0i64..5 * HOUR_MS, -400i32..400, 1..40),
@@ -2460,7 +2708,8 @@ mod tests {
                 s ^= s << 13; s ^= s >> 7; s ^= s << 17;
                 sent.swap(i, (s % (i as u64 + 1)) as usize);
             }
-            // A wrong value first for one point: replaced later by the right one.
+            // A wrong value first for one point: the right one conflicts with it, and a correction
+            // sets it.
             let wrong = Point { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1 + 1000.0 };
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
@@ -2476,13 +2725,18 @@ mod tests {
                         store.points("m", Quantity::ActivePower, 0, 1).await.unwrap();
                     }
                 }
+                let open = store.conflicts("m", 100).await.unwrap().len();
+                let c = Correction { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1, by: "eng".into() };
+                let corrected = store.correct(c).await.unwrap().corrected;
                 let r = store.rollups("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
                 let p = store.points("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
                 store.close();
-                (r, p)
+                (r, p, open, corrected)
             });
             proptest::prop_assert_eq!(got.0, crate::accounting::rollup::rollups_of(&pts));
-            proptest::prop_assert_eq!(got.1, pts);
+            proptest::prop_assert_eq!(got.1, pts.clone());
+            proptest::prop_assert_eq!(got.2, 1);
+            proptest::prop_assert_eq!(got.3, Some(Corrected { previous: Some(pts[0].1 + 1000.0), conflicts_resolved: 1 }));
         }
     }
 }
