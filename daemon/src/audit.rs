@@ -43,6 +43,8 @@ pub struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
     refusals: Mutex<RefusalWindow>,
+    /// Refused ingest (meters not assigned to the gateway), limited like refusals.
+    ingest_refusals: Mutex<RefusalWindow>,
 }
 
 impl AuditLog {
@@ -52,7 +54,8 @@ impl AuditLog {
         let io = |source| AuditError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-        Ok(AuditLog { path, file: Mutex::new(file), refusals: Mutex::new(RefusalWindow { start: Instant::now(), written: 0, suppressed: 0 }) })
+        let window = || Mutex::new(RefusalWindow { start: Instant::now(), written: 0, suppressed: 0 });
+        Ok(AuditLog { path, file: Mutex::new(file), refusals: window(), ingest_refusals: window() })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,22 +71,21 @@ impl AuditLog {
     /// Records a refused authentication unless [`REFUSALS_PER_MINUTE`] were written in the last
     /// minute; the first record after a suppressed stretch says how many were left out.
     pub fn record_refusal(&self, remote: Option<String>, reason: &str, path: &str) {
-        let suppressed = {
-            let mut w = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-            if w.start.elapsed().as_secs() >= 60 {
-                w.start = Instant::now();
-                w.written = 0;
-            }
-            if w.written >= REFUSALS_PER_MINUTE {
-                w.suppressed += 1;
-                return;
-            }
-            w.written += 1;
-            std::mem::take(&mut w.suppressed)
-        };
-        let who = Principal { name: "unauthenticated".into(), role: crate::auth::Role::Gateway, agency: None, gateway: None, remote };
+        let Some(suppressed) = admit(&self.refusals) else { return };
+        let who = Principal { name: "unauthenticated".into(), role: crate::auth::Role::Gateway, agency: None, gateway: None, meters: Vec::new(), remote };
         let detail = json!({ "reason": reason, "not_recorded_before_this": suppressed });
         if let Err(e) = self.record_as(&who, "auth.refused", path, detail, "none") {
+            tracing::warn!("{e}");
+        }
+    }
+
+    /// Records readings refused at ingest (`ingest.refused`: a gateway writing meters not
+    /// assigned to it), at most [`REFUSALS_PER_MINUTE`] a minute like refused authentications
+    /// (every refusal is counted in `energyd_ingest_rejected_total`). Blocking (an fsync).
+    pub fn record_ingest_refusal(&self, who: &Principal, target: &str, mut detail: Value) {
+        let Some(suppressed) = admit(&self.ingest_refusals) else { return };
+        detail["not_recorded_before_this"] = suppressed.into();
+        if let Err(e) = self.record(who, "ingest.refused", target, detail) {
             tracing::warn!("{e}");
         }
     }
@@ -137,6 +139,21 @@ impl AuditLog {
         }
         last
     }
+}
+
+/// Whether one more record fits the window's minute; `Some(records left out before it)`.
+fn admit(window: &Mutex<RefusalWindow>) -> Option<u64> {
+    let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+    if w.start.elapsed().as_secs() >= 60 {
+        w.start = Instant::now();
+        w.written = 0;
+    }
+    if w.written >= REFUSALS_PER_MINUTE {
+        w.suppressed += 1;
+        return None;
+    }
+    w.written += 1;
+    Some(std::mem::take(&mut w.suppressed))
 }
 
 /// SHA-256 hex of a file's bytes, or the read error as text.

@@ -21,11 +21,29 @@
 //! name = "gw-bldg-a"
 //! role = "gateway"
 //! gateway = "gw-bldg-a"                      # role gateway: the only gateway id it may post for
+//! meters = ["bldg-a-water"]                  # optional: meters it may write besides those the
+//!                                            # registry assigns to its gateway
 //! sha256 = "<64 hex digits>"
 //! ```
+//!
+//! # Which meters a gateway writes
+//!
+//! A gateway (a gateway token over HTTP, or the gateway id of an MQTT topic) writes meter `M`
+//! only when
+//!
+//! * the registry assigns `M` to it (`gateway = "<id>"` on the meter), or
+//! * `M` has no `gateway` in the registry (or is not in the registry at all) and a token of
+//!   that gateway lists `M` in its `meters`.
+//!
+//! Nothing else: a meter with no `gateway` that no token lists is written by no gateway (the
+//! safe default; admin tokens, and every request when `[auth]` is absent, write any meter). A
+//! token may not list a meter the registry assigns to another gateway (a configuration error).
+//! Readings of other meters are refused with 403 naming the meter, counted in
+//! `energyd_ingest_rejected_total{reason="meter_not_assigned"}` and written to the audit log.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +110,9 @@ pub struct TokenEntry {
     /// Role `gateway`: the gateway id it may post batches for.
     #[serde(default)]
     pub gateway: Option<String>,
+    /// Role `gateway`: meters without a `gateway` in the registry that it may write too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub meters: Vec<String>,
     /// SHA-256 of the token, 64 hex digits.
     pub sha256: String,
 }
@@ -138,6 +159,8 @@ pub struct Principal {
     pub agency: Option<String>,
     /// Role `gateway`: its gateway id.
     pub gateway: Option<String>,
+    /// Role `gateway`: the meters its token lists (see the module's rule).
+    pub meters: Vec<String>,
     /// The peer's address, for the audit log.
     pub remote: Option<String>,
 }
@@ -150,16 +173,16 @@ pub struct Forbidden(pub String);
 impl Principal {
     /// Authentication is not configured: every request acts as this implicit admin.
     pub fn open() -> Principal {
-        Principal { name: "anonymous (auth not configured)".into(), role: Role::Admin, agency: None, gateway: None, remote: None }
+        Principal { name: "anonymous (auth not configured)".into(), role: Role::Admin, agency: None, gateway: None, meters: Vec::new(), remote: None }
     }
 
     /// The daemon itself (startup records in the audit log).
     pub fn system() -> Principal {
-        Principal { name: "energyd".into(), role: Role::Admin, agency: None, gateway: None, remote: None }
+        Principal { name: "energyd".into(), role: Role::Admin, agency: None, gateway: None, meters: Vec::new(), remote: None }
     }
 
     fn from_entry(e: &TokenEntry) -> Principal {
-        Principal { name: e.name.clone(), role: e.role, agency: e.agency.clone(), gateway: e.gateway.clone(), remote: None }
+        Principal { name: e.name.clone(), role: e.role, agency: e.agency.clone(), gateway: e.gateway.clone(), meters: e.meters.clone(), remote: None }
     }
 
     fn deny(&self, what: impl std::fmt::Display) -> Forbidden {
@@ -273,6 +296,16 @@ impl Principal {
         Ok(())
     }
 
+    /// Why this principal may not write readings of `meter`, if it may not: a gateway token
+    /// writes only its gateway's meters (the module's rule); admin writes every meter.
+    pub fn meter_refusal(&self, registry: &Registry, meter: &str) -> Option<String> {
+        match (self.role, self.gateway.as_deref()) {
+            (Role::Admin, _) => None,
+            (Role::Gateway, Some(g)) => gateway_refusal(registry, g, &self.meters, meter),
+            _ => Some(format!("token `{}` (role {}) may not write readings", self.name, self.role)),
+        }
+    }
+
     /// Keeps the items this principal may see; `key` gives an item's agency (for lists of
     /// agencies), or use [`Principal::sees_building`] / [`Principal::sees_meter`] in `keep`.
     pub fn filter<T>(&self, items: Vec<T>, keep: impl Fn(&Principal, &T) -> bool) -> Vec<T> {
@@ -280,6 +313,20 @@ impl Principal {
             return items;
         }
         items.into_iter().filter(|i| keep(self, i)).collect()
+    }
+}
+
+/// Why gateway `gateway` may not write readings of `meter` (`None`: it may), by the module's
+/// rule; `listed` are the meters its tokens list.
+pub fn gateway_refusal(registry: &Registry, gateway: &str, listed: &[String], meter: &str) -> Option<String> {
+    match registry.meter(meter).and_then(|m| m.gateway.as_deref()) {
+        Some(g) if g == gateway => None,
+        Some(g) => Some(format!("meter `{meter}` is assigned to gateway `{g}` in the registry, not to gateway `{gateway}`")),
+        None if listed.iter().any(|m| m == meter) => None,
+        None if registry.meter(meter).is_some() => Some(format!(
+            "meter `{meter}` is not assigned to gateway `{gateway}`: set `gateway = \"{gateway}\"` on the meter in the registry, or list it in the gateway token's `meters`"
+        )),
+        None => Some(format!("meter `{meter}` is not in the registry and gateway `{gateway}`'s token does not list it in `meters`")),
     }
 }
 
@@ -321,14 +368,20 @@ pub fn entry_toml(e: &TokenEntry) -> String {
     if let Some(g) = &e.gateway {
         out.push_str(&format!("gateway = {}\n", toml_string(g)));
     }
+    if !e.meters.is_empty() {
+        let list: Vec<String> = e.meters.iter().map(|m| toml_string(m)).collect();
+        out.push_str(&format!("meters = [{}]\n", list.join(", ")));
+    }
     out.push_str(&format!("sha256 = \"{}\"\n", e.sha256));
     out
 }
 
-/// The validated token table: SHA-256 hex -> principal.
+/// The validated token table: SHA-256 hex -> principal. Clones share the table, which
+/// [`Tokens::replace`] swaps as a whole when the tokens file is reloaded (a request sees the
+/// old table or the new one, never a mix).
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, Principal>,
+    by_hash: Arc<RwLock<Arc<HashMap<String, Principal>>>>,
     pub metrics: MetricsAccess,
 }
 
@@ -375,12 +428,23 @@ impl Tokens {
                     if let Err(err) = energy_wire::validate_id(g) {
                         errors.push(format!("{at}: gateway `{g}`: {err}"));
                     }
+                    for m in &e.meters {
+                        if let Err(err) = energy_wire::validate_id(m) {
+                            errors.push(format!("{at}: meters: `{m}`: {err}"));
+                        }
+                        if let Some(other) = registry.and_then(|r| r.meter(m)).and_then(|x| x.gateway.as_deref()).filter(|o| *o != g) {
+                            errors.push(format!("{at}: meters: `{m}` is assigned to gateway `{other}` in the registry"));
+                        }
+                    }
                 }
                 (Role::Gateway, _, _) => errors.push(format!("{at}: role gateway needs `gateway` (and no `agency`)")),
                 (role, None, None) => {
                     let _ = role;
                 }
                 (role, _, _) => errors.push(format!("{at}: role {role} takes neither `agency` nor `gateway`")),
+            }
+            if e.role != Role::Gateway && !e.meters.is_empty() {
+                errors.push(format!("{at}: only a gateway token takes `meters`"));
             }
             if by_hash.insert(h, Principal::from_entry(e)).is_some() {
                 errors.push(format!("{at}: the same token hash appears twice"));
@@ -390,29 +454,55 @@ impl Tokens {
             errors.push("[auth] is present but holds no tokens; add [[auth.token]] entries (`energyd token new`) or a tokens_file, or remove [auth] to run open on loopback".into());
         }
         if errors.is_empty() {
-            Ok(Tokens { by_hash, metrics: cfg.metrics })
+            Ok(Tokens { by_hash: Arc::new(RwLock::new(Arc::new(by_hash))), metrics: cfg.metrics })
         } else {
             Err(errors)
         }
     }
 
+    /// The meters the tokens of gateway `gateway` list (for MQTT ingest, where the topic names
+    /// the gateway).
+    pub fn listed_meters(&self, gateway: &str) -> Vec<String> {
+        let mut out: Vec<String> = self.table().values().filter(|p| p.role == Role::Gateway && p.gateway.as_deref() == Some(gateway)).flat_map(|p| p.meters.iter().cloned()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The principal of a presented token, if it is one of ours.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
-        self.by_hash.get(&hash_token(token)).cloned()
+        self.table().get(&hash_token(token)).cloned()
+    }
+
+    fn table(&self) -> Arc<HashMap<String, Principal>> {
+        self.by_hash.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.table().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.table().is_empty()
+    }
+
+    /// Puts the table of `fresh` in force for this table and every clone of it (a reload).
+    pub fn replace(&self, fresh: &Tokens) {
+        let t = fresh.table();
+        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    /// The names of the tokens, sorted (for the log of a reload; never the hashes).
+    pub fn names(&self) -> Vec<String> {
+        let mut n: Vec<String> = self.table().values().map(|p| p.name.clone()).collect();
+        n.sort();
+        n
     }
 
     /// A table from (token, entry) pairs; for tests.
     pub fn from_plain(tokens: &[(&str, TokenEntry)]) -> Tokens {
         let by_hash = tokens.iter().map(|(t, e)| (hash_token(t), Principal::from_entry(e))).collect();
-        Tokens { by_hash, metrics: MetricsAccess::Open }
+        Tokens { by_hash: Arc::new(RwLock::new(Arc::new(by_hash))), metrics: MetricsAccess::Open }
     }
 }
 
@@ -455,7 +545,7 @@ carrier = "electricity"
 "#;
 
     fn entry(name: &str, role: Role, agency: Option<&str>, gateway: Option<&str>) -> TokenEntry {
-        TokenEntry { name: name.into(), role, agency: agency.map(Into::into), gateway: gateway.map(Into::into), sha256: hash_token(name) }
+        TokenEntry { name: name.into(), role, agency: agency.map(Into::into), gateway: gateway.map(Into::into), meters: Vec::new(), sha256: hash_token(name) }
     }
 
     #[test]
@@ -526,6 +616,39 @@ carrier = "electricity"
         assert!(!e.contains("edt_plaintext"), "a secret-looking value is echoed: {e}");
         let empty = Tokens::load(&AuthConfig::default(), Path::new("."), None).unwrap_err().join("\n");
         assert!(empty.contains("holds no tokens"), "{empty}");
+    }
+
+    /// The rule of which meters a gateway writes, case by case.
+    #[test]
+    fn a_gateway_writes_the_meters_assigned_to_it_or_listed_on_its_token() {
+        let reg = Registry::parse(&format!("{REG}\n[[meter]]\nid = \"gw1-elec\"\nbuilding = \"b-only\"\ncarrier = \"electricity\"\ngateway = \"gw1\"\n")).unwrap();
+        let listed = vec!["b-elec".to_string(), "future".to_string()];
+        // (gateway, meter, may write, reason contains)
+        let cases: &[(&str, &str, bool, &str)] = &[
+            ("gw1", "gw1-elec", true, ""),                                  // assigned to it
+            ("gw2", "gw1-elec", false, "assigned to gateway `gw1`"),        // assigned to another, listed or not
+            ("gw1", "b-elec", true, ""),                                    // no `gateway`, listed on its token
+            ("gw1", "b-sub", false, "not assigned to gateway `gw1`"),       // no `gateway`, not listed
+            ("gw1", "future", true, ""),                                    // not in the registry, listed
+            ("gw1", "ghost", false, "not in the registry"),                 // not in the registry, not listed
+        ];
+        for &(gw, meter, ok, why) in cases {
+            let r = gateway_refusal(&reg, gw, if gw == "gw1" { &listed } else { &[] }, meter);
+            assert_eq!(r.is_none(), ok, "{gw} {meter}: {r:?}");
+            assert!(r.unwrap_or_default().contains(why), "{gw} {meter}");
+        }
+        let mut g = entry("g", Role::Gateway, None, Some("gw1"));
+        g.meters = listed.clone();
+        let p = Principal::from_entry(&g);
+        assert!(p.meter_refusal(&reg, "b-elec").is_none() && p.meter_refusal(&reg, "b-sub").is_some());
+        assert!(Principal::open().meter_refusal(&reg, "ghost").is_none(), "admin writes every meter");
+        // A token may not list another gateway's meter; only gateway tokens take `meters`.
+        let mut bad = entry("bad", Role::Gateway, None, Some("gw2"));
+        bad.meters = vec!["gw1-elec".into()];
+        let mut eng = entry("eng", Role::Engineer, None, None);
+        eng.meters = vec!["b-elec".into()];
+        let e = Tokens::load(&AuthConfig { tokens: vec![bad, eng, g], ..Default::default() }, Path::new("."), Some(&reg)).unwrap_err().join("\n");
+        assert!(e.contains("`bad`: meters: `gw1-elec` is assigned to gateway `gw1`") && e.contains("`eng`: only a gateway token takes `meters`"), "{e}");
     }
 
     #[test]

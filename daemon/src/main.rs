@@ -79,6 +79,10 @@ enum TokenCmd {
         /// Role gateway: the gateway id it may post for.
         #[arg(long)]
         gateway: Option<String>,
+        /// Role gateway: meters without a `gateway` in the registry it may write too
+        /// (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        meters: Vec<String>,
     },
     /// Print the SHA-256 of a token read from standard input (to check a configured entry).
     Hash,
@@ -93,8 +97,8 @@ fn init_tracing() {
 fn token(cmd: TokenCmd) -> Result<(), String> {
     use energyd::auth::{entry_toml, hash_token, new_token, Role, TokenEntry, Tokens};
     match cmd {
-        TokenCmd::New { role, name, agency, gateway } => {
-            let entry = TokenEntry { name, role, agency, gateway, sha256: String::new() };
+        TokenCmd::New { role, name, agency, gateway, meters } => {
+            let entry = TokenEntry { name, role, agency, gateway, meters, sha256: String::new() };
             let token = new_token()?;
             let entry = TokenEntry { sha256: hash_token(&token), ..entry };
             // The same checks as the configuration (the registry is not read here).

@@ -49,6 +49,9 @@ pub fn check_record(e: &EventRecord) -> Result<(), String> {
     if e.by.trim().is_empty() || e.reason.trim().is_empty() {
         return Err("`by` and `reason` must say who entered the event and why".into());
     }
+    if e.quantity.is_some() && e.kind != "reading" {
+        return Err("`quantity` applies to `reading` events only (a correction of that quantity's reading)".into());
+    }
     match e.kind.as_str() {
         "replacement" => {
             finite("old_final", e.old_final)?;
@@ -341,6 +344,7 @@ mod tests {
             value: None,
             old_final: Some(1.0),
             new_initial: None,
+            quantity: None,
             by: "王工".into(),
             reason: "更换电表".into(),
             recorded_at: None,
@@ -353,5 +357,9 @@ mod tests {
         no_reason.value = Some(1.0);
         no_reason.reason = " ".into();
         assert!(check_record(&no_reason).unwrap_err().contains("why"));
+        let mut power = rec("exclude");
+        power.to = Some("2026-01-02".into());
+        power.quantity = Some(energy_wire::Quantity::ActivePower);
+        assert!(check_record(&power).unwrap_err().contains("`reading` events only"));
     }
 }

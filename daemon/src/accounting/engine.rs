@@ -88,6 +88,15 @@ pub struct Engine {
     pub computed: std::sync::atomic::AtomicU64,
 }
 
+/// A `reading` event of another quantity than the meter's counter corrects that quantity's
+/// stored reading only; every other event is the counter's.
+fn applies_to_counter(reg: &Registry, r: &EventRecord) -> bool {
+    match (r.quantity, reg.meter(&r.meter)) {
+        (Some(q), Some(m)) => q == m.counter(),
+        _ => true,
+    }
+}
+
 fn to_ms(tz: Tz) -> impl Fn(&str) -> Result<i64, String> {
     move |s| parse_time(s, tz).map(|t| t.timestamp_millis())
 }
@@ -124,7 +133,9 @@ impl Engine {
                 continue;
             }
             let e = event_of(r, to_ms(tz)).map_err(|m| EngineError::Invalid(format!("event of meter `{}` at {}: {m}", r.meter, r.time)))?;
-            events.entry(r.meter.clone()).or_default().push(e);
+            if applies_to_counter(reg, r) {
+                events.entry(r.meter.clone()).or_default().push(e);
+            }
         }
         Ok(Engine {
             tz,
@@ -176,7 +187,9 @@ impl Engine {
             f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
-        self.events.write().unwrap_or_else(|e| e.into_inner()).entry(rec.meter.clone()).or_default().push(ev);
+        if applies_to_counter(reg, &rec) {
+            self.events.write().unwrap_or_else(|e| e.into_inner()).entry(rec.meter.clone()).or_default().push(ev);
+        }
         self.records.write().unwrap_or_else(|e| e.into_inner()).push(rec.clone());
         self.invalidate(&rec.meter, i32::MIN);
         Ok(rec)

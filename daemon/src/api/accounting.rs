@@ -121,6 +121,11 @@ pub(super) async fn all_indicators(State(s): State<Shared>, principal: Principal
 /// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who
 /// and why. Stored durably before the answer; the meter's figures are recomputed.
 /// `by` defaults to the token's name. The event is written to the audit log too.
+///
+/// A `reading` event is also the correction of the stored reading at its time (of its
+/// `quantity`, by default the meter's counter): the only way a stored reading changes (ingest
+/// never replaces one). The store takes the value, the conflicts at that time are settled, and
+/// the audit record keeps the value stored before (`correction.previous`).
 pub(super) async fn post_event(
     State(s): State<Shared>,
     principal: Principal,
@@ -149,11 +154,59 @@ pub(super) async fn post_event(
     if reg.meter(&id).is_none() {
         return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
     }
+    let correction = correction_of(&s, &reg, &rec)?;
+    let corrected = match &correction {
+        Some(c) => s.store.correct(c.clone()).await?.corrected,
+        None => None,
+    };
     let engine = s.engine.clone();
-    let stored = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e))??;
-    let detail = serde_json::to_value(&stored).unwrap_or_default();
+    let recorded = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e));
+    let (stored, correction) = match (recorded, correction, corrected) {
+        (Ok(Ok(stored)), Some(c), Some(done)) => (Ok(stored), Some(correction_json(&s, &c, &done))),
+        (Ok(Ok(stored)), _, _) => (Ok(stored), None),
+        // The store was corrected but the event log failed: the audit log still says so.
+        (Ok(Err(e)), Some(c), Some(done)) => (Err(ApiError::from(e)), Some(correction_json(&s, &c, &done))),
+        (Ok(Err(e)), _, _) => (Err(ApiError::from(e)), None),
+        (Err(e), c, done) => (Err(e), c.zip(done).map(|(c, d)| correction_json(&s, &c, &d))),
+    };
+    if stored.is_err() && correction.is_some() {
+        s.record(&principal, "meter.correction", &id, json!({ "correction": correction, "event_log": "failed" })).await;
+    }
+    let stored = stored?;
+    let mut detail = serde_json::to_value(&stored).unwrap_or_default();
+    if let (Some(o), Some(c)) = (detail.as_object_mut(), &correction) {
+        o.insert("correction".into(), c.clone());
+    }
     s.record(&principal, "meter.event", &id, detail).await;
-    Ok((axum::http::StatusCode::CREATED, Json(json!({ "stored": stored }))))
+    let mut answer = json!({ "stored": stored });
+    if let Some(c) = correction {
+        answer["correction"] = c;
+    }
+    Ok((axum::http::StatusCode::CREATED, Json(answer)))
+}
+
+/// The store correction a `reading` event makes (checked as the engine will check it).
+fn correction_of(s: &Shared, reg: &Registry, rec: &EventRecord) -> Result<Option<crate::store::Correction>, ApiError> {
+    if rec.kind != "reading" {
+        return Ok(None);
+    }
+    let Some(m) = reg.meter(&rec.meter).filter(|m| !m.is_virtual()) else { return Ok(None) };
+    let tz = s.tz;
+    let ev = crate::accounting::counter::event_of(rec, |t| crate::accounting::calendar::parse_time(t, tz).map(|x| x.timestamp_millis())).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    let crate::accounting::counter::Event::Reading { at, value } = ev else { return Ok(None) };
+    Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: rec.quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
+}
+
+fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store::Corrected) -> Value {
+    json!({
+        "quantity": c.quantity, "time": rfc3339_ms(c.ts, s.tz), "value": c.value,
+        "previous": done.previous, "changed": done.previous.is_some_and(|p| p.to_bits() != c.value.to_bits()),
+        "conflicts_resolved": done.conflicts_resolved,
+    })
+}
+
+fn rfc3339_ms(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// `GET /api/v1/meters/{id}/events`
@@ -174,9 +227,41 @@ pub(super) async fn meter_flags(State(s): State<Shared>, Path(id): Path<String>,
     let (year, _) = year_and_now(&s, &p)?;
     let years = s.engine.meter_years(&s.store, &reg, year).await?;
     let y = years.get(&id);
-    Ok(Json(json!({
+    let mut out = json!({
         "meter": id, "year": year,
         "flags": y.map(|y| y.flags.clone()).unwrap_or_default(),
         "rejected_readings": y.map_or(0, |y| y.rejected),
-    })))
+    });
+    add_conflicts(&s, &id, &mut out).await?;
+    Ok(Json(out))
+}
+
+/// Conflicts listed at most in a meter's flags.
+const CONFLICTS_LISTED: usize = 1000;
+
+/// Adds to a meter's flags its conflicts (every year; open ones until a correction settles
+/// them): `conflicts` (meter, quantity, time, stored and offered values, source, received,
+/// and the resolution once settled) and `open_conflicts` (their number).
+async fn add_conflicts(s: &Shared, id: &str, out: &mut Value) -> Result<(), ApiError> {
+    let list = s.store.conflicts(id, CONFLICTS_LISTED).await?;
+    let tz = s.tz;
+    let open = list.iter().filter(|c| c.resolved_ms.is_none()).count();
+    let items: Vec<Value> = list
+        .iter()
+        .map(|c| {
+            let k = &c.conflict;
+            json!({
+                "meter": k.meter, "quantity": k.quantity, "time": rfc3339_ms(k.ts, tz), "time_ms": k.ts,
+                "stored_value": k.stored, "offered_value": k.offered, "source": k.source,
+                "received": rfc3339_ms(k.received_ms, tz),
+                "open": c.resolved_ms.is_none(),
+                "resolved": c.resolved_ms.and_then(|t| rfc3339_ms(t, tz)), "resolved_value": c.resolved_value, "resolved_by": c.resolved_by,
+            })
+        })
+        .collect();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("conflicts".into(), Value::Array(items));
+        o.insert("open_conflicts".into(), json!(open));
+    }
+    Ok(())
 }

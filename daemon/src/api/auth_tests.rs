@@ -16,7 +16,8 @@ use super::tests::{fixture_with, Fixture, T0};
 use crate::auth::{hash_token, Role, TokenEntry, Tokens};
 use crate::config::UnknownMeter;
 
-/// Agencies a and b share building b1 (meter m1, and w1 a sub-meter of b); b2 is b's alone.
+/// Agencies a and b share building b1 (meter m1 of gateway gw1, and w1 a sub-meter of b); b2 is
+/// b's alone.
 const REGISTRY: &str = r#"
 [[agency]]
 id = "a"
@@ -40,6 +41,7 @@ occupants = [ { agency = "b", share = 1.0 } ]
 id = "m1"
 building = "b1"
 carrier = "electricity"
+gateway = "gw1"
 [[meter]]
 id = "w1"
 building = "b1"
@@ -54,7 +56,7 @@ carrier = "electricity"
 const ROLES: [&str; 7] = ["none", "wrong", "admin", "bureau", "agency", "engineer", "gateway"];
 
 fn entry(name: &str, role: Role, agency: Option<&str>, gateway: Option<&str>) -> TokenEntry {
-    TokenEntry { name: name.into(), role, agency: agency.map(Into::into), gateway: gateway.map(Into::into), sha256: String::new() }
+    TokenEntry { name: name.into(), role, agency: agency.map(Into::into), gateway: gateway.map(Into::into), meters: Vec::new(), sha256: String::new() }
 }
 
 fn tokens() -> Tokens {
@@ -306,4 +308,122 @@ async fn a_request_past_the_timeout_gets_503() {
     assert!(String::from_utf8_lossy(&bytes).contains("http.request_timeout_ms"));
     let resp = slow.oneshot(Request::get("/quick").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Two gateways: gw1 owns m1 by the registry; gw2 owns e2... by its token's list (e2 and w1
+/// have no `gateway` in the registry). Neither writes the other's meters, by batch or line
+/// protocol; the allowed part of a request is stored; refusals are counted and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_writes_only_its_own_meters() {
+    let mut gw2 = entry("gw2-token", Role::Gateway, None, Some("gw2"));
+    gw2.meters = vec!["e2".into()];
+    let tokens = Tokens::from_plain(&[("tok-admin", entry("ops", Role::Admin, None, None)), ("tok-gateway", entry("gw1", Role::Gateway, None, Some("gw1"))), ("tok-gw2", gw2)]);
+    let f = fixture_with(REGISTRY, UnknownMeter::Reject, Some(tokens), RateLimiter::unlimited());
+    let sample = |meter: &str, i: i64, v: f64| Sample { meter: meter.into(), t: T0 + i * 60_000, v: [(Quantity::ActiveEnergyImport, v)].into_iter().collect() };
+    let post_batch = |tok: &'static str, b: Batch| {
+        Request::post("/api/v1/ingest").header("authorization", format!("Bearer {tok}")).header("content-type", "application/json").body(Body::from(encode_batch(&b))).unwrap()
+    };
+    // gw1: m1 (its own), e2 (gw2's by token), w1 (nobody's), m1 again.
+    let b = Batch::new("gw1", 1, vec![sample("m1", 1, 10.0), sample("e2", 1, 99.0), sample("w1", 1, 99.0), sample("m1", 2, 11.0)]);
+    let (s, _, v) = send(&f, post_batch("tok-gateway", b.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("meter `e2`") && e.contains("meter `w1`") && e.contains("2 samples refused") && e.contains("partial write: 2 samples stored"), "{e}");
+    assert_eq!(v["refused_seqs"], serde_json::json!([[2, 3]]));
+    // The gateway sends it again (its 403 is retried): the allowed samples are duplicates, the
+    // refused ones refused again, never recorded as received.
+    let (s, _, v) = send(&f, post_batch("tok-gateway", b)).await;
+    assert_eq!((s, v["samples_duplicate"].as_u64(), v["samples_stored"].as_u64()), (StatusCode::FORBIDDEN, Some(2), Some(0)), "{v}");
+    let (_, v) = as_role(&f, "admin", "GET", "/api/v1/gateways", Vec::new()).await;
+    assert_eq!(v["items"][0]["stored_ranges"], serde_json::json!([[1, 1], [4, 4]]), "{v}");
+    // gw2 writes e2 (listed) by line protocol, not m1 (gw1's) nor w1 (not listed).
+    let lp = |tok: &str, body: String| Request::post("/api/v2/write?bucket=x&precision=ms").header("authorization", format!("Token {tok}")).body(Body::from(body)).unwrap();
+    let (s, _, v) = send(&f, lp("tok-gw2", format!("e,meter=e2 active_energy_import=5 {}\ne,meter=m1 active_energy_import=7 {}\ne,meter=w1 water_volume=1 {}", T0, T0 + 60_000, T0))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(m.contains("partial write: 1 points written") && m.contains("meter `m1` is assigned to gateway `gw1`") && m.contains("meter `w1`"), "{m}");
+    let (s, _, _) = send(&f, lp("tok-gw2", format!("e,meter=e2 active_energy_import=6 {}", T0 + 60_000))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // What each meter holds: m1 only gw1's, e2 only gw2's, w1 nothing.
+    let series = |m: &'static str| {
+        let f = &f;
+        async move {
+            let q = if m == "w1" { "water_volume" } else { "active_energy_import" };
+            let (_, v) = as_role(f, "admin", "GET", &format!("/api/v1/series?meter={m}&quantity={q}&from=2026-01-01&to=2027-01-01"), Vec::new()).await;
+            v["points"].as_array().map(|p| p.iter().map(|x| x["v"].as_f64().unwrap()).collect::<Vec<f64>>()).unwrap_or_default()
+        }
+    };
+    assert_eq!(series("m1").await, vec![10.0, 11.0]);
+    assert_eq!(series("e2").await, vec![5.0, 6.0]);
+    assert!(series("w1").await.is_empty());
+    // Counted and audited.
+    let refused = f.state.metrics.rejected.with_label_values(&["batch", "meter_not_assigned"]).get() + f.state.metrics.rejected.with_label_values(&["line_protocol", "meter_not_assigned"]).get();
+    assert_eq!(refused, 2 + 2 + 2);
+    let (items, _) = f.state.audit.read_page(0, 100).unwrap();
+    let audited: Vec<&Value> = items.iter().filter(|r| r["action"] == "ingest.refused").collect();
+    assert_eq!(audited.len(), 3, "{items:?}");
+    assert_eq!(audited[0]["who"], "gw1");
+    // Admin writes any meter.
+    let (s, _, v) = send(&f, post_batch("tok-admin", Batch::new("gw9", 1, vec![sample("w1", 3, 1.0)]))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+/// A different value at a stored (meter, quantity, time) is a conflict: kept aside, never
+/// stored, answered 409 (batch) or 400 (line protocol) as a partial write, listed in the meter's
+/// flags; an engineer's `reading` event corrects the stored reading and settles it, and the
+/// audit log keeps the value it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_value_is_kept_aside_until_a_correction() {
+    let f = fx();
+    let at = |i: i64| T0 + i * 60_000;
+    let sample = |i: i64, v: f64| Sample { meter: "m1".into(), t: at(i), v: [(Quantity::ActiveEnergyImport, v)].into_iter().collect() };
+    let (s, v) = as_role(&f, "gateway", "POST", "/api/v1/ingest", encode_batch(&Batch::new("gw1", 1, vec![sample(1, 100.0), sample(2, 101.0)]))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The same readings again under new numbers: duplicates; one different value: a conflict.
+    let (s, v) = as_role(&f, "gateway", "POST", "/api/v1/ingest", encode_batch(&Batch::new("gw1", 3, vec![sample(1, 100.0), sample(2, 690_133.4), sample(3, 102.0)]))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("1 points conflict") && e.contains("stored 101, offered 690133.4"), "{e}");
+    assert_eq!((v["points_written"].as_u64(), v["points_unchanged"].as_u64(), v["points_conflicting"].as_u64()), (Some(1), Some(1), Some(1)));
+    // Retried: a duplicate batch, 200.
+    let (s, _) = as_role(&f, "gateway", "POST", "/api/v1/ingest", encode_batch(&Batch::new("gw1", 3, vec![sample(1, 100.0), sample(2, 690_133.4), sample(3, 102.0)]))).await;
+    assert_eq!(s, StatusCode::OK);
+    // Two values in one line-protocol request for a new time: the first is stored, the second
+    // kept aside.
+    let lp = format!("e,meter=m1 active_energy_import=103 {}\ne,meter=m1 active_energy_import=104 {}", at(4), at(4));
+    let req = Request::post("/write?db=x&precision=ms").header("authorization", "Bearer tok-gateway").body(Body::from(lp)).unwrap();
+    let (s, _, v) = send(&f, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("partial write: 1 points written; 1 points conflict"), "{v}");
+    let (_, v) = as_role(&f, "admin", "GET", "/api/v1/series?meter=m1&quantity=active_energy_import&from=2026-01-01&to=2027-01-01", Vec::new()).await;
+    let values: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    assert_eq!(values, vec![100.0, 101.0, 102.0, 103.0], "stored readings never replaced: {v}");
+    let (_, v) = as_role(&f, "bureau", "GET", "/api/v1/meters/m1/flags?year=2026", Vec::new()).await;
+    assert_eq!(v["open_conflicts"], 2, "{v}");
+    let c = &v["conflicts"][0];
+    assert_eq!((c["stored_value"].as_f64(), c["offered_value"].as_f64(), c["quantity"].as_str(), c["open"].as_bool()), (Some(101.0), Some(690_133.4), Some("active_energy_import"), Some(true)), "{v}");
+    assert_eq!(c["source"], "gateway gw1, sample 4");
+    assert_eq!(v["conflicts"][1]["source"], "line protocol (token `gw1`)");
+    assert!(c["received"].is_string() && c["time"].as_str().unwrap().starts_with("2026-03-01T"), "{c}");
+    // The engineer keeps the stored value (a correction to the same value settles it).
+    let time = c["time"].as_str().unwrap().to_string();
+    let time4 = v["conflicts"][1]["time"].as_str().unwrap().to_string();
+    let ev = serde_json::json!({ "kind": "reading", "time": time, "value": 101.0, "reason": "meter display read on site" });
+    let (s, v) = as_role(&f, "engineer", "POST", "/api/v1/meters/m1/events", ev.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((v["correction"]["previous"].as_f64(), v["correction"]["changed"].as_bool(), v["correction"]["conflicts_resolved"].as_u64()), (Some(101.0), Some(false), Some(1)), "{v}");
+    // And corrects the other one: the stored reading changes, the original is in the audit log.
+    let ev = serde_json::json!({ "kind": "reading", "time": time4, "value": 104.0, "reason": "the second value was right" });
+    let (s, v) = as_role(&f, "engineer", "POST", "/api/v1/meters/m1/events", ev.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!((v["correction"]["previous"].as_f64(), v["correction"]["changed"].as_bool()), (Some(103.0), Some(true)), "{v}");
+    let (_, v) = as_role(&f, "admin", "GET", "/api/v1/series?meter=m1&quantity=active_energy_import&from=2026-01-01&to=2027-01-01", Vec::new()).await;
+    let values: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+    assert_eq!(values, vec![100.0, 101.0, 102.0, 104.0]);
+    let (_, v) = as_role(&f, "bureau", "GET", "/api/v1/meters/m1/flags?year=2026", Vec::new()).await;
+    assert_eq!(v["open_conflicts"], 0, "{v}");
+    assert_eq!((v["conflicts"][1]["resolved_value"].as_f64(), v["conflicts"][1]["resolved_by"].as_str()), (Some(104.0), Some("eng")), "{v}");
+    let (items, _) = f.state.audit.read_page(0, 100).unwrap();
+    let corrections: Vec<&Value> = items.iter().filter(|r| r["action"] == "meter.event").collect();
+    assert_eq!(corrections[1]["detail"]["correction"]["previous"], 103.0, "{items:?}");
 }

@@ -245,48 +245,57 @@ occupants = [ { agency = "ty-finance", share = 0.4 }, { agency = "ty-affairs", s
 id = "bldg-a-elec"
 building = "bldg-a"
 carrier = "electricity"
+gateway = "demo-gw"                # the gateway whose readings of it are accepted
 
 [[meter]]
 id = "bldg-a-water"
 building = "bldg-a"
 carrier = "water"
+gateway = "demo-gw"
 
 [[meter]]
 id = "bldg-a-heat"
 building = "bldg-a"
 carrier = "district_heat"
+gateway = "demo-gw"
 end_use = "heating"
 
 [[meter]]
 id = "bldg-b-elec"
 building = "bldg-b"
 carrier = "electricity"
+gateway = "demo-gw"
 
 [[meter]]
 id = "bldg-b-water"
 building = "bldg-b"
 carrier = "water"
+gateway = "demo-gw"
 
 [[meter]]
 id = "bldg-b-heat"
 building = "bldg-b"
 carrier = "district_heat"
+gateway = "demo-gw"
 end_use = "heating"
 
 [[meter]]
 id = "bldg-c-elec"
 building = "bldg-c"
 carrier = "electricity"
+gateway = "demo-gw"
 
 [[meter]]
 id = "bldg-c-water"
 building = "bldg-c"
 carrier = "water"
+gateway = "demo-gw"
 
 [[meter]]
 id = "bldg-c-heat"
 building = "bldg-c"
 carrier = "district_heat"
+gateway = "demo-gw"
 end_use = "heating"
 
 # Prices, yuan per counter unit. Electricity with time-of-use bands (local hours).

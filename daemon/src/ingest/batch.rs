@@ -2,7 +2,7 @@
 
 use std::io::Read;
 
-use crate::api::AppState;
+use crate::api::{AppState, Shared};
 use crate::store::{StoreError, WriteOutcome};
 
 use super::check_time;
@@ -33,6 +33,24 @@ pub struct Stored {
     /// Samples older than the raw retention: acknowledged (so that the gateway does not resend
     /// them forever) but not stored.
     pub too_old: u64,
+    /// Meters the sender may not write, each with the reason; their samples were not stored.
+    pub refused: Vec<(String, String)>,
+    /// The sequence numbers of the refused samples, as ranges.
+    pub refused_seqs: Vec<(u64, u64)>,
+}
+
+/// The gateway a batch comes from, for the rule of which meters it writes
+/// ([`crate::auth::gateway_refusal`]).
+pub struct Sender<'a> {
+    /// Who, for the audit log.
+    pub who: &'a crate::auth::Principal,
+    pub gateway: &'a str,
+    /// The meters its tokens list.
+    pub listed: &'a [String],
+    /// HTTP: the refused samples are not recorded as received, so that the gateway keeps them
+    /// and sends them again (after its 403) until the meter is assigned. MQTT: they are recorded,
+    /// since the rejection published back makes the gateway set them aside.
+    pub settle_refused: bool,
 }
 
 /// gzip bodies start with 1f 8b; JSON never does.
@@ -52,8 +70,10 @@ pub fn gunzip_if_needed(bytes: &[u8], limit: usize) -> Result<std::borrow::Cow<'
 }
 
 /// Decodes, validates and stores a batch. `from_gateway` is the sender's identity where the
-/// transport gives one (the MQTT topic); a batch claiming another gateway is refused.
-pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>, now_ms: i64) -> Result<Stored, BatchError> {
+/// transport gives one (the MQTT topic); a batch claiming another gateway is refused. With a
+/// `sender`, samples of meters it may not write are not stored (see [`Stored::refused`]); the
+/// others are.
+pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, sender: Option<Sender<'_>>, now_ms: i64) -> Result<Stored, BatchError> {
     let reject = |reason: String, label: &'static str| {
         s.metrics.batches.with_label_values(&["invalid"]).inc();
         s.metrics.rejected.with_label_values(&["batch", label]).inc();
@@ -94,10 +114,113 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
         s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unassigned.iter().cloned());
     }
     let gateway = batch.gateway.clone();
+    let (refused, refused_pos) = match &sender {
+        Some(from) => refusals(s, from, &batch),
+        None => (Vec::new(), Vec::new()),
+    };
+    let refused_seqs = runs(&refused_pos).into_iter().map(|(a, z)| (batch.seq + a as u64, batch.seq + z as u64)).collect();
+    if let (Some(from), false) = (&sender, refused.is_empty()) {
+        s.metrics.rejected.with_label_values(&["batch", "meter_not_assigned"]).inc_by(refused_pos.len() as u64);
+        tracing::warn!(gateway = %gateway, meters = ?refused, samples = refused_pos.len(), "samples of meters not assigned to the gateway refused");
+        let detail = serde_json::json!({
+            "gateway": gateway, "seq": batch.seq, "samples_refused": refused_pos.len(),
+            "meters": refused.iter().map(|(m, r)| serde_json::json!({ "meter": m, "reason": r })).collect::<Vec<_>>(),
+        });
+        let (audit_who, target) = (from.who.clone(), format!("gateway {gateway}"));
+        let st = s.clone();
+        let _ = tokio::task::spawn_blocking(move || st.audit.record_ingest_refusal(&audit_who, &target, detail)).await;
+    }
     let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
-    let outcome = s.store.write_batch(batch).await.map_err(BatchError::Store)?;
+    let outcome = match sender {
+        Some(from) if !refused_pos.is_empty() => {
+            if from.settle_refused {
+                for &i in &refused_pos {
+                    batch.samples[i].v.clear();
+                }
+                s.store.write_batch(batch).await.map_err(BatchError::Store)?
+            } else {
+                write_allowed(s, batch, &refused_pos).await?
+            }
+        }
+        _ => s.store.write_batch(batch).await.map_err(BatchError::Store)?,
+    };
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
     s.note_batch(&gateway, now_ms, oldest);
-    Ok(Stored { gateway, outcome, unassigned, too_old })
+    Ok(Stored { gateway, outcome, unassigned, too_old, refused, refused_seqs })
+}
+
+/// The meters of a batch its sender may not write (each once, with the reason) and the
+/// positions of their samples.
+fn refusals(s: &AppState, from: &Sender<'_>, batch: &energy_wire::Batch) -> (Vec<(String, String)>, Vec<usize>) {
+    let mut verdicts: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
+    let mut refused = Vec::new();
+    let mut positions = Vec::new();
+    for (i, smp) in batch.samples.iter().enumerate() {
+        let bad = *verdicts.entry(smp.meter.as_str()).or_insert_with(|| match crate::auth::gateway_refusal(&s.registry, from.gateway, from.listed, &smp.meter) {
+            Some(reason) => {
+                refused.push((smp.meter.clone(), reason));
+                true
+            }
+            None => false,
+        });
+        if bad {
+            positions.push(i);
+        }
+    }
+    (refused, positions)
+}
+
+/// Sorted positions as runs `(first, last)`.
+fn runs(pos: &[usize]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &p in pos {
+        match out.last_mut() {
+            Some(r) if r.1 + 1 == p => r.1 = p,
+            _ => out.push((p, p)),
+        }
+    }
+    out
+}
+
+/// Stores the samples of a batch but those at `refused` (sorted), as one batch per run of
+/// allowed samples with their own sequence numbers, so that the refused ones are not recorded
+/// as received. Each run is idempotent on its sequence numbers, so a retry after a failure
+/// between two of them stores only what is missing.
+async fn write_allowed(s: &AppState, mut batch: energy_wire::Batch, refused: &[usize]) -> Result<WriteOutcome, BatchError> {
+    let samples = std::mem::take(&mut batch.samples);
+    let n = samples.len();
+    let mut total = WriteOutcome::default();
+    let mut next = refused.iter().peekable();
+    let mut run = Vec::new();
+    let mut start = 0usize;
+    for (i, smp) in samples.into_iter().enumerate() {
+        if next.peek() == Some(&&i) {
+            next.next();
+            if !run.is_empty() {
+                let part = energy_wire::Batch { seq: batch.seq + start as u64, samples: std::mem::take(&mut run), ..batch.clone() };
+                add(&mut total, s.store.write_batch(part).await.map_err(BatchError::Store)?);
+            }
+            start = i + 1;
+            continue;
+        }
+        run.push(smp);
+    }
+    if !run.is_empty() && start < n {
+        let part = energy_wire::Batch { seq: batch.seq + start as u64, samples: run, ..batch };
+        add(&mut total, s.store.write_batch(part).await.map_err(BatchError::Store)?);
+    }
+    Ok(total)
+}
+
+fn add(total: &mut WriteOutcome, o: WriteOutcome) {
+    total.samples_stored += o.samples_stored;
+    total.samples_duplicate += o.samples_duplicate;
+    total.points_written += o.points_written;
+    total.points_unchanged += o.points_unchanged;
+    total.points_conflicting += o.points_conflicting;
+    let room = crate::store::MAX_CONFLICTS_SHOWN.saturating_sub(total.conflicts.len());
+    total.conflicts.extend(o.conflicts.into_iter().take(room));
+    total.acked_through = o.acked_through;
+    total.ranges = o.ranges;
 }

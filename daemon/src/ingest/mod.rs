@@ -10,6 +10,28 @@ use energy_wire::Quantity;
 use crate::store::Point;
 use lineproto::{FieldValue, Precision};
 
+/// The part of a partial-write answer about conflicts: how many points offered a value
+/// different from the stored one (kept aside, not applied) and the first few of them.
+pub fn conflicts_message(conflicts: &[crate::store::Conflict], total: u64) -> String {
+    let shown: Vec<String> = conflicts
+        .iter()
+        .take(10)
+        .map(|c| {
+            let t = chrono::DateTime::from_timestamp_millis(c.ts).map_or_else(|| c.ts.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            format!("meter `{}` {} at {t}: stored {}, offered {}", c.meter, c.quantity, c.stored, c.offered)
+        })
+        .collect();
+    let more = total.saturating_sub(shown.len() as u64);
+    let mut m = format!(
+        "{total} points conflict with stored readings and were kept aside, not applied (stored readings are never replaced by ingest; an engineer settles a conflict with a `reading` event, see GET /api/v1/meters/{{id}}/flags): {}",
+        shown.join("; ")
+    );
+    if more > 0 {
+        m.push_str(&format!("; and {more} more"));
+    }
+    m
+}
+
 /// Latest accepted time, relative to the daemon's clock.
 pub const MAX_FUTURE_MS: i64 = 24 * 3_600_000;
 /// Earliest accepted time: 2000-01-01T00:00:00Z.

@@ -16,8 +16,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfigur
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{gunzip_if_needed, ingest_batch, BatchError};
+use super::batch::{gunzip_if_needed, ingest_batch, BatchError, Sender};
+use super::conflicts_message;
 use crate::api::Shared;
+use crate::auth::{Principal, Role};
 use crate::config::MqttConfig;
 
 /// Where a gateway's messages come from, parsed from a topic `<prefix>/<site>/<gateway>/<kind>`.
@@ -161,6 +163,9 @@ pub async fn run(s: Shared, cfg: MqttConfig, cancel: CancellationToken) {
 /// Batches stored at the same time.
 const MAX_IN_PROGRESS: usize = 8;
 
+/// Rejections published for one batch at most: beyond, one covers the whole refused stretch.
+const MAX_REJECTED_RUNS: usize = 64;
+
 /// Starts handling one message; the task's result says whether to acknowledge it to the broker.
 fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -> tokio::task::JoinHandle<bool> {
     let Some(parts) = parse_topic(prefix, &p.topic) else {
@@ -181,14 +186,41 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
             s.set_gateway_seen(&gateway, &site);
             tokio::spawn(async move {
                 let now = chrono::Utc::now().timestamp_millis();
+                // The topic names the gateway: it writes only its meters (crate::auth's rule).
+                let listed = s.auth.as_ref().map(|t| t.listed_meters(&gateway)).unwrap_or_default();
+                let who = Principal { name: format!("MQTT gateway {gateway}"), role: Role::Gateway, agency: None, gateway: Some(gateway.clone()), meters: listed.clone(), remote: None };
+                let sender = Sender { who: &who, gateway: &gateway, listed: &listed, settle_refused: true };
                 let result = match gunzip_if_needed(&payload, s.max_body_bytes) {
-                    Ok(bytes) => ingest_batch(&s, &bytes, Some(&gateway), now).await,
+                    Ok(bytes) => ingest_batch(&s, &bytes, Some(&gateway), Some(sender), now).await,
                     Err(r) => Err(BatchError::Rejected(r)),
                 };
                 match result {
                     Ok(stored) => {
+                        // Refused samples go back as rejections (the gateway sets them aside with
+                        // the reason); they are recorded as received, like the rest.
+                        if !stored.refused.is_empty() {
+                            let reason: Vec<&str> = stored.refused.iter().map(|(_, r)| r.as_str()).collect();
+                            let reason = format!("refused, not stored: {}", reason.join("; "));
+                            let runs: Vec<(u64, u64)> = if stored.refused_seqs.len() <= MAX_REJECTED_RUNS {
+                                stored.refused_seqs.clone()
+                            } else {
+                                stored.refused_seqs.first().zip(stored.refused_seqs.last()).map(|(a, z)| vec![(a.0, z.1)]).unwrap_or_default()
+                            };
+                            for (a, z) in runs {
+                                let body = serde_json::json!({ "rejected": [a, z], "reason": reason, "refused_meters": stored.refused.iter().map(|(m, _)| m).collect::<Vec<_>>() });
+                                if client.publish(ack_topic.clone(), QoS::AtLeastOnce, false, body.to_string()).await.is_err() {
+                                    return false;
+                                }
+                            }
+                        }
                         let ranges: Vec<[u64; 2]> = stored.outcome.ranges.iter().rev().take(64).rev().map(|r| [r.0, r.1]).collect();
-                        let body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
+                        let mut body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
+                        if stored.outcome.points_conflicting > 0 {
+                            let m = conflicts_message(&stored.outcome.conflicts, stored.outcome.points_conflicting);
+                            tracing::warn!(%gateway, "{m}");
+                            body["points_conflicting"] = stored.outcome.points_conflicting.into();
+                            body["conflicts"] = m.into();
+                        }
                         client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok()
                     }
                     Err(BatchError::Rejected(r)) => {

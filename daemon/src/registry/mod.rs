@@ -44,6 +44,7 @@
 //! agency = "prov-drc"         # optional: a sub-meter that serves one agency only
 //! parent = "bldg-a-main"      # optional: the meter upstream of this one (sub-metering tree)
 //! rollover = 99999999.0       # optional: the counter wraps to 0 after this value
+//! gateway = "gw-bldg-a"       # the gateway whose readings of it are accepted (auth.rs)
 //! formula = "bldg-a-main - bldg-a-tenant"   # a virtual meter: a sum of other meters
 //! accounted = true            # false: shown, but not counted in any total
 //! ```
@@ -233,6 +234,10 @@ pub struct Meter {
     /// is a bad reading.
     #[serde(default)]
     pub max_per_hour: Option<f64>,
+    /// The gateway whose readings of this meter are accepted: a gateway (its token, or its MQTT
+    /// topic) writes only the meters assigned to it (see `auth::gateway_refusal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 fn one() -> f64 {
@@ -279,6 +284,10 @@ pub struct EventRecord {
     pub old_final: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_initial: Option<f64>,
+    /// A `reading` event of another quantity than the meter's counter (a correction of, say,
+    /// its active power): it corrects the stored reading and is not applied to the counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<Quantity>,
     /// Who entered it.
     pub by: String,
     /// Why.
@@ -760,6 +769,14 @@ fn validate(f: &RegistryFile) -> Vec<String> {
         if let Some(x) = m.max_per_hour {
             if !(x.is_finite() && x > 0.0) {
                 errors.push(format!("{at}: max_per_hour must be a positive number"));
+            }
+        }
+        if let Some(g) = &m.gateway {
+            if let Err(e) = energy_wire::validate_id(g) {
+                errors.push(format!("{at}: gateway `{g}`: {e}"));
+            }
+            if m.formula.is_some() {
+                errors.push(format!("{at}: a virtual meter (formula) takes no `gateway`: nothing sends its readings"));
             }
         }
         if let Some(q) = m.quantity {
