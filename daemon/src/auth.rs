@@ -9,7 +9,8 @@
 //! ```toml
 //! [auth]
 //! tokens_file = "/etc/energyd/tokens.toml"   # optional: more [[token]] entries, same fields
-//! metrics = "open"                           # or "token": /metrics needs any valid token
+//! metrics = "token"                          # default: /metrics needs a token with read rights;
+//!                                            # "open": without one, only fleet metrics
 //!
 //! [[auth.token]]
 //! name = "drc-energy-officer"
@@ -117,15 +118,22 @@ pub struct TokenEntry {
     pub sha256: String,
 }
 
-/// Who may read `/metrics`.
+/// Who may read `/metrics` when `[auth]` is configured.
+///
+/// Series labelled with an `agency`, `building` or `meter` (per-meter power and reading ages,
+/// alerts) are agency data: a token with read rights sees those of what it may read (admin,
+/// bureau and engineer everything, an agency token its own agency's, buildings and meters), and
+/// nobody else sees any. The rest (process, store, ingest and fleet counters, gateways) carries
+/// no agency data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricsAccess {
-    /// Anyone (the default: Prometheus scrapes without credentials; metrics hold counts and ids,
-    /// no consumption figures).
-    #[default]
+    /// Anyone may scrape; without a token with read rights (none, or a gateway's) only the
+    /// series that carry no agency data are served.
     Open,
-    /// Any valid token.
+    /// The default: a token with read rights is needed (401 without one, 403 for a gateway
+    /// token), and the agency series are those the token may read.
+    #[default]
     Token,
 }
 

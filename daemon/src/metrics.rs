@@ -45,6 +45,9 @@ pub struct Metrics {
     pub forward_write_seconds: Histogram,
 }
 
+/// Labels that tie a series to an agency's data.
+pub const SCOPED_LABELS: [&str; 3] = ["agency", "building", "meter"];
+
 fn must<T>(r: prometheus::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("metric definition: {e}"))
 }
@@ -61,7 +64,7 @@ impl Metrics {
             )),
             points_conflicting: must(IntCounter::new(
                 "energyd_points_conflicting_total",
-                "Points that replaced a different stored value for the same meter, quantity and time (last write wins)",
+                "Points offered with a value different from the one stored for the same meter, quantity and time: kept aside as conflicts, not applied",
             )),
             samples_duplicate: must(IntCounter::new(
                 "energyd_samples_duplicate_total",
@@ -182,6 +185,25 @@ impl Metrics {
         must(r.register(Box::new(m.forward_lag_seconds.clone())));
         must(r.register(Box::new(m.forward_write_seconds.clone())));
         m
+    }
+
+    /// Renders the series that carry no agency data, and of those labelled with an `agency`,
+    /// `building` or `meter` ([`SCOPED_LABELS`]) the ones where `sees(label, value)` holds for
+    /// every such label that has a value.
+    pub fn render_scoped(&self, sees: &dyn Fn(&str, &str) -> bool) -> String {
+        let mut families = self.registry.gather();
+        for f in &mut families {
+            let kept: Vec<prometheus::proto::Metric> = f
+                .take_metric()
+                .into_iter()
+                .filter(|m| m.get_label().iter().all(|l| !SCOPED_LABELS.contains(&l.name()) || l.value().is_empty() || sees(l.name(), l.value())))
+                .collect();
+            f.set_metric(kept.into());
+        }
+        families.retain(|f| !f.get_metric().is_empty());
+        let mut buf = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&families, &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
     }
 
     pub fn render(&self) -> String {

@@ -29,7 +29,8 @@ use crate::auth::{Forbidden, MetricsAccess, Principal, Role};
 pub enum Access {
     /// No credentials needed.
     Open,
-    /// `/metrics`: open or any valid token, per `auth.metrics`.
+    /// `/metrics`: open, or a token with read rights, per `auth.metrics` (the handler filters
+    /// the agency series to what the principal may read).
     Metrics,
     /// Posting readings: admin and gateway tokens.
     Ingest,
@@ -212,7 +213,11 @@ pub(super) async fn authenticate(State(s): State<Shared>, mut req: Request, next
         }
     };
     let allowed: Result<(), Forbidden> = match class {
-        Access::Open | Access::Metrics => Ok(()),
+        Access::Open => Ok(()),
+        Access::Metrics => match &s.auth {
+            Some(t) if t.metrics == MetricsAccess::Token => principal.require_read(),
+            _ => Ok(()),
+        },
         Access::Ingest => principal.require_ingest(),
         Access::Scoped => principal.require_read(),
         Access::ReadAll => principal.require_read_all(),

@@ -280,7 +280,7 @@ async fn without_auth_everyone_is_admin_and_metrics_can_need_a_token() {
     t.metrics = crate::auth::MetricsAccess::Token;
     let f = fixture_with(REGISTRY, UnknownMeter::Reject, Some(t), RateLimiter::unlimited());
     assert_eq!(as_role(&f, "none", "GET", "/metrics", Vec::new()).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(as_role(&f, "gateway", "GET", "/metrics", Vec::new()).await.0, StatusCode::OK);
+    assert_eq!(as_role(&f, "gateway", "GET", "/metrics", Vec::new()).await.0, StatusCode::FORBIDDEN, "a gateway token has no read rights");
     assert_eq!(hash_token("tok-admin").len(), 64);
     // Open endpoints stay open whatever credentials come along.
     for auth in ["Basic Zm9vOmJhcg==", "Bearer wrong", "Negotiate xyz"] {
@@ -426,4 +426,57 @@ async fn a_conflicting_value_is_kept_aside_until_a_correction() {
     let (items, _) = f.state.audit.read_page(0, 100).unwrap();
     let corrections: Vec<&Value> = items.iter().filter(|r| r["action"] == "meter.event").collect();
     assert_eq!(corrections[1]["detail"]["correction"]["previous"], 103.0, "{items:?}");
+}
+
+/// `/metrics` with `[auth]`: agency series (labelled agency, building or meter) only for a token
+/// that may read them; `metrics = "open"` serves the rest to anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_agency_series_only_to_who_may_read_them() {
+    let scrape = |f: &Fixture, role: &'static str| {
+        let f = f.state.clone();
+        async move {
+            let mut b = Request::get("/metrics");
+            if let Some(t) = token_of(role) {
+                b = b.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = app(f).oneshot(b.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+            (status.as_u16(), String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    for mode in [crate::auth::MetricsAccess::Token, crate::auth::MetricsAccess::Open] {
+        let mut t = tokens();
+        t.metrics = mode;
+        let f = fixture_with(REGISTRY, UnknownMeter::Reject, Some(t), RateLimiter::unlimited());
+        let m = &f.state.metrics;
+        // m1 serves a and b (building b1), e2 only b (building b2). (The per-meter gauges are
+        // set from the store at each scrape; alerts stand for every agency series here.)
+        m.alerts_firing.with_label_values(&["stale", "warning", "", "b2", "e2"]).set(1);
+        m.alerts_firing.with_label_values(&["over_budget", "warning", "b", "", ""]).set(1);
+        m.alerts_firing.with_label_values(&["stale", "warning", "", "b1", "m1"]).set(1);
+        m.alerts_firing.with_label_values(&["ingest", "critical", "", "", ""]).set(1);
+        m.points_written.inc_by(7);
+        let fleet = ["energyd_points_written_total 7", "alertname=\"ingest\""];
+        let a_series = ["meter=\"m1\"", "alertname=\"stale\""];
+        let b_series = ["meter=\"e2\"", "agency=\"b\""];
+        // (role, status, series present, series absent) per mode.
+        let open = mode == crate::auth::MetricsAccess::Open;
+        let cases: Vec<(&str, u16, Vec<&str>, Vec<&str>)> = vec![
+            ("none", if open { 200 } else { 401 }, if open { fleet.to_vec() } else { vec![] }, [a_series, b_series].concat()),
+            ("gateway", if open { 200 } else { 403 }, if open { fleet.to_vec() } else { vec![] }, [a_series, b_series].concat()),
+            ("agency", 200, [&fleet[..], &a_series[..]].concat(), b_series.to_vec()),
+            ("bureau", 200, [fleet, a_series, b_series].concat(), vec![]),
+        ];
+        for (role, status, present, absent) in cases {
+            let (s, body) = scrape(&f, role).await;
+            assert_eq!(s, status, "{mode:?} {role}: {body}");
+            for p in present {
+                assert!(body.contains(p), "{mode:?} {role}: `{p}` missing:\n{body}");
+            }
+            for a in absent {
+                assert!(!body.contains(a), "{mode:?} {role}: `{a}` shown:\n{body}");
+            }
+        }
+    }
 }

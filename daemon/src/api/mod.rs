@@ -164,7 +164,12 @@ async fn count_requests(State(s): State<Shared>, req: Request, next: Next) -> Re
     resp
 }
 
-async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+/// `GET /metrics`: every series for whoever reads everything (admin, bureau, engineer, and
+/// everyone without `[auth]`); an agency token gets the agency series (labelled `agency`,
+/// `building` or `meter`) of what it may read only; without a token with read rights (possible
+/// with `auth.metrics = "open"`) none of them (see crate::auth::MetricsAccess).
+async fn metrics(State(s): State<Shared>, req: Request) -> impl IntoResponse {
+    let principal = req.extensions().get::<Principal>().filter(|p| p.require_read().is_ok()).cloned();
     let bytes = s.store.bytes();
     s.metrics.store_bytes.set(bytes as i64);
     let points = s.metrics.store_points.get();
@@ -173,7 +178,17 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     if s.alerts.config.per_meter_metrics {
         profile::set_meter_gauges(&s).await;
     }
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+    let reg = s.registry.clone();
+    let body = match principal {
+        Some(p) if p.reads_all() => s.metrics.render(),
+        Some(p) => s.metrics.render_scoped(&|label, value| match label {
+            "agency" => p.sees_agency(value),
+            "building" => p.sees_building(&reg, value),
+            _ => p.sees_meter(&reg, value),
+        }),
+        None => s.metrics.render_scoped(&|_, _| false),
+    };
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
 /// `POST /api/v1/store/compact`: seals every day older than the head into compressed chunks now
