@@ -58,6 +58,8 @@ pub struct Daemon {
     limits: serve::ConnLimits,
     /// The InfluxDB backend, when configured: its forwarder runs while the daemon serves.
     influx: Option<Arc<store::influx::Influx>>,
+    /// `[auth]`, for reloading its tokens file.
+    auth_cfg: Option<auth::AuthConfig>,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -124,7 +126,7 @@ impl Daemon {
             max_connections: loaded.config.http.max_connections,
             header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
         };
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg: loaded.config.auth.clone() })
     }
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
@@ -141,6 +143,7 @@ impl Daemon {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
+        let tokens_task = self.auth_cfg.clone().map(|cfg| tokio::spawn(watch_tokens(self.state.clone(), cfg, mqtt_cancel.clone())));
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
         // Warm the accounting cache (this year and last) in the background, so that the first
         // indicators asked for do not wait for every meter's year to be computed.
@@ -172,6 +175,9 @@ impl Daemon {
         if let Some(t) = alerts_task {
             let _ = t.await;
         }
+        if let Some(t) = tokens_task {
+            let _ = t.await;
+        }
         // The forwarder stops before the store closes; what it has not sent stays in the spool.
         forward_cancel.cancel();
         if let Some(t) = forward_task {
@@ -181,6 +187,77 @@ impl Daemon {
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");
         res.map_err(DaemonError::Serve)
+    }
+}
+
+/// How often the tokens file is looked at for a change.
+const TOKENS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the token table in step with `auth.tokens_file`: reloads it on SIGHUP and when the
+/// file changes (its modification time, size or inode, looked at every [`TOKENS_POLL`]), so that
+/// a token removed from the file is refused (401) within seconds. A file that does not load
+/// (unreadable, invalid, or an entry the checks refuse) changes nothing: the tokens in force
+/// stay, and the log and the audit log say why. The tokens of `[auth]` in the main file stay as
+/// started (a restart reads them).
+async fn watch_tokens(state: Arc<AppState>, cfg: auth::AuthConfig, cancel: CancellationToken) {
+    let Some(tokens) = state.auth.clone() else { return };
+    let stamp = |p: Option<&std::path::Path>| {
+        use std::os::unix::fs::MetadataExt as _;
+        p.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.modified().ok(), m.len(), m.ino()))
+    };
+    let file = cfg.tokens_file.clone();
+    let mut seen = stamp(file.as_deref());
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP ({e}); the tokens file is still reloaded when it changes");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(TOKENS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let trigger = tokio::select! {
+            () = cancel.cancelled() => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let now = stamp(file.as_deref());
+                if now == seen {
+                    continue;
+                }
+                "the tokens file changed"
+            }
+        };
+        seen = stamp(file.as_deref());
+        reload_tokens(&state, &tokens, &cfg, trigger).await;
+    }
+}
+
+/// Loads the tokens again and puts them in force, or keeps the old ones when they do not load.
+async fn reload_tokens(state: &Arc<AppState>, tokens: &auth::Tokens, cfg: &auth::AuthConfig, trigger: &str) {
+    let (c, reg) = (cfg.clone(), state.registry.clone());
+    let loaded = tokio::task::spawn_blocking(move || auth::Tokens::load(&c, std::path::Path::new("."), Some(&reg))).await;
+    let before = tokens.names();
+    let who = auth::Principal::system();
+    let target = cfg.tokens_file.as_ref().map_or_else(|| "[auth]".to_string(), |f| f.display().to_string());
+    match loaded {
+        Ok(Ok(fresh)) => {
+            tokens.replace(&fresh);
+            let after = tokens.names();
+            let removed: Vec<&String> = before.iter().filter(|n| !after.contains(n)).collect();
+            let added: Vec<&String> = after.iter().filter(|n| !before.contains(n)).collect();
+            state.metrics.auth_reloads.with_label_values(&["ok"]).inc();
+            tracing::info!(trigger, tokens = after.len(), ?added, ?removed, "tokens reloaded");
+            let detail = serde_json::json!({ "trigger": trigger, "tokens": after.len(), "added": added, "removed": removed,
+                "sha256": cfg.tokens_file.as_deref().map(audit::file_sha256) });
+            state.record(&who, "auth.reload", &target, detail).await;
+        }
+        Ok(Err(errors)) => {
+            state.metrics.auth_reloads.with_label_values(&["failed"]).inc();
+            tracing::error!(trigger, tokens_in_force = before.len(), "reloading the tokens failed; the tokens in force stay: {}", errors.join("; "));
+            state.record(&who, "auth.reload_failed", &target, serde_json::json!({ "trigger": trigger, "errors": errors, "tokens_in_force": before.len() })).await;
+        }
+        Err(e) => tracing::error!("reloading the tokens: {e}"),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub gateway_up: prometheus::IntGaugeVec,
     pub auth_refused: IntCounterVec,
     pub auth_forbidden: IntCounterVec,
+    /// Reloads of the tokens file, by result (ok, failed).
+    pub auth_reloads: IntCounterVec,
     pub ingest_throttled: IntCounter,
     pub http_connections: IntGauge,
     pub tls_handshake_failures: IntCounter,
@@ -107,6 +109,10 @@ impl Metrics {
                 &["reason"],
             )),
             auth_forbidden: must(IntCounterVec::new(Opts::new("energyd_auth_forbidden_total", "Requests refused with 403 by the route rules, by role"), &["role"])),
+            auth_reloads: must(IntCounterVec::new(
+                Opts::new("energyd_auth_reloads_total", "Reloads of auth.tokens_file (SIGHUP or a change of the file), by result: ok, or failed (the tokens in force stay)"),
+                &["result"],
+            )),
             ingest_throttled: must(IntCounter::new("energyd_ingest_throttled_total", "Ingest requests refused with 429 (ingest.rate_per_gateway)")),
             http_connections: must(IntGauge::new("energyd_http_connections", "HTTP connections open now")),
             tls_handshake_failures: must(IntCounter::new("energyd_tls_handshake_failures_total", "TLS handshakes that failed or timed out")),
@@ -169,6 +175,7 @@ impl Metrics {
         must(r.register(Box::new(m.gateway_up.clone())));
         must(r.register(Box::new(m.auth_refused.clone())));
         must(r.register(Box::new(m.auth_forbidden.clone())));
+        must(r.register(Box::new(m.auth_reloads.clone())));
         must(r.register(Box::new(m.ingest_throttled.clone())));
         must(r.register(Box::new(m.http_connections.clone())));
         must(r.register(Box::new(m.tls_handshake_failures.clone())));

@@ -209,16 +209,19 @@ occupants = [ {{ agency = "ag-a", share = 0.6 }}, {{ agency = "ag-b", share = 0.
 id = "e1"
 building = "bldg-1"
 carrier = "electricity"
+gateway = "gw-dash"
 
 [[meter]]
 id = "w1"
 building = "bldg-1"
 carrier = "water"
+gateway = "gw-dash"
 
 [[meter]]
 id = "h1"
 building = "bldg-1"
 carrier = "district_heat"
+gateway = "gw-dash"
 "#,
         py = y - 1
     )

@@ -19,7 +19,7 @@ fn setup(d: &std::path::Path, broker: &str) {
     let mut reg = String::from("[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 5000.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n");
     for (i, (id, profile, model, _, carrier)) in METERS.iter().enumerate() {
         sim.push_str(&format!("[[bus.meter]]\nid = \"{id}\"\nunit = {}\nprofile = \"{profile}\"\nmodel = \"{model}\"\nsize = 5000.0\nseed = {i}\ninitial = 100.0\n", i + 1));
-        reg.push_str(&format!("[[meter]]\nid = \"{id}\"\nbuilding = \"b\"\ncarrier = \"{carrier}\"\n"));
+        reg.push_str(&format!("[[meter]]\nid = \"{id}\"\nbuilding = \"b\"\ncarrier = \"{carrier}\"\ngateway = \"mq-gw\"\n"));
     }
     std::fs::write(d.join("sim.toml"), sim).unwrap();
     std::fs::write(d.join("registry.toml"), reg).unwrap();

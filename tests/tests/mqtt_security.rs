@@ -48,7 +48,7 @@ async fn tls_and_passwords_refused_login_loses_nothing() {
     let bus: serde_json::Value = serde_json::from_str(&sim.wait_line("listen", Duration::from_secs(30))).unwrap();
     std::fs::write(
         d.join("registry.toml"),
-        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"sec-elec\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n",
+        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"sec-elec\"\nbuilding = \"b\"\ncarrier = \"electricity\"\ngateway = \"sec-gw\"\n",
     )
     .unwrap();
     std::fs::write(
@@ -121,7 +121,7 @@ async fn the_shipped_acl_keeps_gateways_to_their_own_topics() {
     let broker = Mosquitto::start_with(&d.join("broker"), &conf);
     std::fs::write(
         d.join("registry.toml"),
-        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n",
+        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\ngateway = \"gw-a\"\n",
     )
     .unwrap();
     std::fs::write(

@@ -40,6 +40,7 @@ occupants = [ { agency = "ag-b", share = 1.0 } ]
 id = "sec-elec"
 building = "bl-a"
 carrier = "electricity"
+gateway = "sec-gw"
 [[meter]]
 id = "b-elec"
 building = "bl-b"
@@ -169,7 +170,10 @@ async fn bad_input_barrage_gets_the_right_statuses_and_the_daemon_keeps_serving(
         cases.push(with(case("empty bearer", "POST", p, None, vec![], &[401]), "authorization", "Bearer "));
     }
     cases.push(case("health needs nothing", "GET", "/healthz", None, vec![], &[200]));
-    cases.push(case("metrics are open", "GET", "/metrics", None, vec![], &[200]));
+    // /metrics needs a token with read rights by default (auth.metrics = "token").
+    cases.push(case("metrics need a token", "GET", "/metrics", None, vec![], &[401]));
+    cases.push(case("metrics: a gateway token has no read rights", "GET", "/metrics", gw, vec![], &[403]));
+    cases.push(case("metrics with a reading token", "GET", "/metrics", Some(t.agency.as_str()), vec![], &[200]));
     // Batches, with the gateway's own token.
     let ingest = |what: &str, body: Vec<u8>, want: &'static [u16]| with(case(what, "POST", "/api/v1/ingest", gw, body, want), "content-type", json);
     cases.push(ingest("malformed JSON", b"{\"schema\":1,\"gateway\":".to_vec(), &[400]));
@@ -190,6 +194,7 @@ async fn bad_input_barrage_gets_the_right_statuses_and_the_daemon_keeps_serving(
     cases.push(with(ingest("unknown encoding", batch("sec-gw", 1, "sec-elec", now, 1.0), &[415]), "content-encoding", "br"));
     cases.push(with(case("wrong content type", "POST", "/api/v1/ingest", gw, batch("sec-gw", 1, "sec-elec", now, 1.0), &[415]), "content-type", "text/plain"));
     cases.push(ingest("another gateway's batch", batch("other-gw", 1, "sec-elec", now, 1.0), &[403]));
+    cases.push(ingest("a meter of no gateway", batch("sec-gw", 1, "b-elec", now, 1.0), &[403]));
     // Line protocol.
     let lp = |what: &str, path: &str, body: Vec<u8>, want: &'static [u16]| with(case(what, "POST", path, None, body, want), "authorization", &format!("Token {}", t.gateway));
     cases.push(lp("no fields", "/api/v2/write?bucket=x", b"energy,meter=sec-elec\n".to_vec(), &[400]));
@@ -319,7 +324,7 @@ async fn bad_input_barrage_gets_the_right_statuses_and_the_daemon_keeps_serving(
     assert_eq!((s, v["items"].as_array().map(Vec::len)), (200, Some(0)), "a refused batch left a trace: {v}");
     let (_, v) = get("/api/v1/meters", &t.admin).await;
     assert_eq!(v["unassigned"], serde_json::json!([]), "{v}");
-    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client.get(format!("{url}/metrics")).bearer_auth(&t.admin).send().await.unwrap().text().await.unwrap();
     let written: f64 = metrics.lines().find(|l| l.starts_with("energyd_points_written_total")).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(-1.0);
     assert_eq!(written, 0.0, "points were stored from refused requests");
     let r = client
@@ -403,7 +408,7 @@ async fn gateway_posts_over_https_with_a_token() {
     .await;
     // The gateway posts faster than the 1 request/s allowed: some posts got 429, it waited and
     // retried, and nothing is missing (one contiguous range).
-    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client.get(format!("{url}/metrics")).bearer_auth(&t.admin).send().await.unwrap().text().await.unwrap();
     let throttled: f64 = metrics.lines().find(|l| l.starts_with("energyd_ingest_throttled_total")).and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0.0);
     let body = client.get(format!("{url}/api/v1/gateways")).bearer_auth(&t.admin).send().await.unwrap().bytes().await.unwrap();
     let g: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -462,4 +467,224 @@ fn run_refuses_a_non_loopback_listen_without_auth() {
     let (code, _, err) = energy_e2e::run("energyd", &["check-config", "--config", "energyd.toml"], d);
     assert_eq!(code, 1);
     assert!(err.contains("not a loopback address"), "{err}");
+}
+
+/// Two gateway tokens against the real daemon: neither writes the other's meters (batches or
+/// line protocol), the allowed part of a request is stored, the refusals are counted and
+/// audited; a conflicting value is kept aside, flagged on the meter, never replaces the stored
+/// one, and only an engineer's correction changes the stored reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_cannot_write_each_others_meters_and_conflicts_are_kept_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (gw1, e1) = new_token(d, &["--role", "gateway", "--gateway", "gw-1", "--name", "gateway one"]);
+    let (gw2, e2) = new_token(d, &["--role", "gateway", "--gateway", "gw-2", "--name", "gateway two", "--meters", "b-elec"]);
+    let (eng, e3) = new_token(d, &["--role", "engineer", "--name", "eng"]);
+    let (bureau, e4) = new_token(d, &["--role", "bureau", "--name", "bureau"]);
+    let (agency, e5) = new_token(d, &["--role", "agency", "--agency", "ag-a", "--name", "officer"]);
+    assert!(e2.contains("meters = [\"b-elec\"]"), "{e2}");
+    // sec-elec is gw-1's by the registry; b-elec has no gateway and gw-2's token lists it.
+    std::fs::write(d.join("registry.toml"), REGISTRY.replace("gateway = \"sec-gw\"", "gateway = \"gw-1\"")).unwrap();
+    std::fs::write(
+        d.join("energyd.toml"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[auth]\n{}", [e1, e2, e3, e4, e5].join("\n")),
+    )
+    .unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    let client = energy_e2e::http_client();
+    let now = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000 - 3_600_000;
+    let post = |token: &str, path: &str, body: Vec<u8>| {
+        let req = client.post(format!("{url}{path}")).bearer_auth(token).header("content-type", "application/json").body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default()).unwrap_or_default())
+        }
+    };
+    let get = |token: &str, path: &str| {
+        let req = client.get(format!("{url}{path}")).bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), serde_json::from_slice::<serde_json::Value>(&r.bytes().await.unwrap_or_default()).unwrap_or_default())
+        }
+    };
+    let values = |meter: &'static str| {
+        let get = &get;
+        let bureau = bureau.clone();
+        async move {
+            let from = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339().replace('+', "%2B");
+            let to = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339().replace('+', "%2B");
+            let (_, v) = get(&bureau, &format!("/api/v1/series?meter={meter}&quantity=active_energy_import&from={from}&to={to}")).await;
+            v["points"].as_array().map(|p| p.iter().filter_map(|x| x["v"].as_f64()).collect::<Vec<f64>>()).unwrap_or_default()
+        }
+    };
+    // Each gateway writes its own meter.
+    let (s, v) = post(&gw1, "/api/v1/ingest", batch("gw-1", 1, "sec-elec", now, 2025.6)).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(&gw2, "/api/v1/ingest", batch("gw-2", 1, "b-elec", now, 500.0)).await;
+    assert_eq!(s, 200, "{v}");
+    // Neither writes the other's: batch and line protocol, 403 naming the meter.
+    let (s, v) = post(&gw2, "/api/v1/ingest", batch("gw-2", 2, "sec-elec", now + 60_000, 690_133.4)).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("meter `sec-elec` is assigned to gateway `gw-1`"), "{v}");
+    let lines = format!("energy,meter=b-elec active_energy_import=9 {}\nenergy,meter=sec-elec active_energy_import=2026.0 {}\n", now + 60_000, now + 120_000);
+    let (s, v) = post(&gw1, "/write?db=x&precision=ms", lines.into_bytes()).await;
+    assert_eq!(s, 403, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("partial write: 1 points written") && e.contains("meter `b-elec` is not assigned to gateway `gw-1`"), "{e}");
+    assert_eq!(values("sec-elec").await, vec![2025.6, 2026.0]);
+    assert_eq!(values("b-elec").await, vec![500.0]);
+
+    // gw-1 offers another value for its stored reading: a conflict, kept aside (409).
+    let (s, v) = post(&gw1, "/api/v1/ingest", batch("gw-1", 2, "sec-elec", now, 690_133.4)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("stored 2025.6, offered 690133.4"), "{v}");
+    // Two values in one millisecond by line protocol at nanosecond precision: the second is
+    // kept aside too.
+    let ns = (now + 180_000) * 1_000_000;
+    let lines = format!("energy,meter=sec-elec active_energy_import=2026.5 {ns}\nenergy,meter=sec-elec active_energy_import=2027.5 {}\n", ns + 1);
+    let (s, v) = post(&gw1, "/api/v2/write?bucket=x&precision=ns", lines.into_bytes()).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("1 points conflict"), "{v}");
+    assert_eq!(values("sec-elec").await, vec![2025.6, 2026.0, 2026.5], "a stored reading was replaced");
+    let (s, v) = get(&agency, "/api/v1/meters/sec-elec/flags").await;
+    assert_eq!((s, v["open_conflicts"].as_u64()), (200, Some(2)), "{v}");
+    let c = &v["conflicts"][0];
+    assert_eq!((c["stored_value"].as_f64(), c["offered_value"].as_f64(), c["source"].as_str()), (Some(2025.6), Some(690_133.4), Some("gateway gw-1, sample 2")), "{v}");
+    assert!(c["received"].is_string() && c["time"].is_string(), "{c}");
+
+    // Counted and audited.
+    let metrics = client.get(format!("{url}/metrics")).bearer_auth(&bureau).send().await.unwrap().text().await.unwrap();
+    let count = |name: &str, with: &str| -> f64 {
+        metrics.lines().filter(|l| l.starts_with(name) && l.contains(with)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert_eq!(count("energyd_ingest_rejected_total", "reason=\"meter_not_assigned\""), 2.0, "{metrics}");
+    assert_eq!(count("energyd_points_conflicting_total", ""), 2.0);
+    let (_, v) = get(&bureau, "/api/v1/audit?limit=1000").await;
+    let refused: Vec<&serde_json::Value> = v["items"].as_array().unwrap().iter().filter(|r| r["action"] == "ingest.refused").collect();
+    assert_eq!(refused.len(), 2, "{v}");
+    assert_eq!((refused[0]["who"].as_str(), refused[0]["detail"]["meters"][0]["meter"].as_str()), (Some("gateway two"), Some("sec-elec")));
+
+    // The engineer corrects the reading to the offered value: the stored reading changes, the
+    // conflict is settled, and the audit log keeps the value it replaced.
+    let time = c["time"].as_str().unwrap();
+    let ev = serde_json::json!({ "kind": "reading", "time": time, "value": 2025.7, "reason": "display read on site" });
+    let (s, v) = post(&eng, "/api/v1/meters/sec-elec/events", ev.to_string().into_bytes()).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!((v["correction"]["previous"].as_f64(), v["correction"]["conflicts_resolved"].as_u64()), (Some(2025.6), Some(1)), "{v}");
+    assert_eq!(values("sec-elec").await, vec![2025.7, 2026.0, 2026.5]);
+    let (_, v) = get(&agency, "/api/v1/meters/sec-elec/flags").await;
+    assert_eq!(v["open_conflicts"], 1, "{v}");
+    let (_, v) = get(&bureau, "/api/v1/audit?limit=1000").await;
+    let ev = v["items"].as_array().unwrap().iter().find(|r| r["action"] == "meter.event").cloned().unwrap_or_default();
+    assert_eq!((ev["who"].as_str(), ev["detail"]["correction"]["previous"].as_f64()), (Some("eng"), Some(2025.6)), "{v}");
+    // A gateway cannot correct.
+    let (s, _) = post(&gw1, "/api/v1/meters/sec-elec/events", b"{}".to_vec()).await;
+    assert_eq!(s, 403);
+    // The agency token's metrics hold its meter's series, not the other agency's.
+    let m = client.get(format!("{url}/metrics")).bearer_auth(&agency).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("meter=\"sec-elec\"") && !m.contains("meter=\"b-elec\""), "{m}");
+    let m = client.get(format!("{url}/metrics")).bearer_auth(&bureau).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("meter=\"sec-elec\"") && m.contains("meter=\"b-elec\""), "{m}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// The tokens file is reloaded when it changes and on SIGHUP: a removed token is refused
+/// within seconds, a broken file keeps the tokens in force. With `metrics = "open"`, a scrape
+/// without a token gets no agency series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_token_is_refused_within_seconds_and_a_broken_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (admin, e0) = new_token(d, &["--role", "admin", "--name", "ops"]);
+    let (bureau, e1) = new_token(d, &["--role", "bureau", "--name", "bureau"]);
+    let (agency, e2) = new_token(d, &["--role", "agency", "--agency", "ag-a", "--name", "officer"]);
+    let (agency2, e3) = new_token(d, &["--role", "agency", "--agency", "ag-a", "--name", "officer"]);
+    let file = |entries: &[&str]| entries.iter().map(|e| e.replace("[[auth.token]]", "[[token]]")).collect::<Vec<_>>().join("\n");
+    std::fs::write(d.join("tokens.toml"), file(&[&e1, &e2])).unwrap();
+    std::fs::write(d.join("registry.toml"), REGISTRY).unwrap();
+    std::fs::write(
+        d.join("energyd.toml"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"tokens.toml\"\nmetrics = \"open\"\n{e0}"),
+    )
+    .unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    let client = energy_e2e::http_client();
+    let status = |token: String| {
+        let req = client.get(format!("{url}/api/v1/agencies")).bearer_auth(token);
+        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    assert_eq!((status(bureau.clone()).await, status(agency.clone()).await), (200, 200));
+    // A reading for the agency series of /metrics.
+    let now = chrono::Utc::now().timestamp_millis();
+    let r = client.post(format!("{url}/api/v1/ingest")).bearer_auth(&admin).header("content-type", "application/json").body(batch("any", 1, "sec-elec", now, 1.0)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let scrape = |token: Option<String>| {
+        let mut req = client.get(format!("{url}/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let anonymous = scrape(None).await;
+    assert!(anonymous.contains("energyd_points_written_total") && !anonymous.contains("meter=\""), "{anonymous}");
+    assert!(scrape(Some(bureau.clone())).await.contains("energyd_meter_last_reading_age_seconds{building=\"bl-a\",meter=\"sec-elec\"}"));
+
+    // The agency token is removed from the file: refused within seconds; the others work.
+    std::fs::write(d.join("tokens.toml"), file(&[&e1])).unwrap();
+    let started = Instant::now();
+    eventually(Duration::from_secs(20), "the removed token is refused", || {
+        let s = status(agency.clone());
+        async move { (s.await == 401).then_some(()) }
+    })
+    .await;
+    println!("a removed token refused {:.1} s after the file changed", started.elapsed().as_secs_f64());
+    assert_eq!(status(bureau.clone()).await, 200);
+
+    // A broken file: the tokens in force stay, and the audit log says why.
+    std::fs::write(d.join("tokens.toml"), "[[token]]\nname = \"half written").unwrap();
+    let audited = |action: &'static str| {
+        let req = client.get(format!("{url}/api/v1/audit?limit=1000")).bearer_auth(&admin);
+        async move {
+            let v: serde_json::Value = serde_json::from_slice(&req.send().await.ok()?.bytes().await.ok()?).ok()?;
+            v["items"].as_array()?.iter().rev().find(|r| r["action"] == action).cloned()
+        }
+    };
+    let failed = eventually(Duration::from_secs(20), "the broken file is reported", || audited("auth.reload_failed")).await;
+    assert!(failed["detail"]["errors"].to_string().contains("tokens.toml"), "{failed}");
+    assert_eq!((status(bureau.clone()).await, status(agency.clone()).await), (200, 401));
+
+    // SIGHUP reloads even when the file looks unchanged (same size, inode and time): the agency
+    // entry is back with the hash of another token.
+    let fixed = file(&[&e1, &e3]);
+    std::fs::write(d.join("tokens.toml"), &fixed).unwrap();
+    eventually(Duration::from_secs(20), "the fixed file is in force", || {
+        let s = status(agency2.clone());
+        async move { (s.await == 200).then_some(()) }
+    })
+    .await;
+    let swapped = fixed.replace(&e3[e3.find("sha256").unwrap()..], &e2[e2.find("sha256").unwrap()..]);
+    assert_eq!(swapped.len(), fixed.len());
+    let path = d.join("tokens.toml");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(swapped.as_bytes()).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(status(agency.clone()).await, 401, "the poll saw no change");
+    daemon.signal("HUP");
+    eventually(Duration::from_secs(20), "SIGHUP reloads the tokens", || {
+        let (a, b) = (status(agency.clone()), status(agency2.clone()));
+        async move { (a.await == 200 && b.await == 401).then_some(()) }
+    })
+    .await;
+    let reload = audited("auth.reload").await.unwrap();
+    assert_eq!(reload["detail"]["trigger"], "SIGHUP", "{reload}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
 }

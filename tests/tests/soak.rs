@@ -96,7 +96,7 @@ fn write_files(d: &std::path::Path, meters: &[Meter], broker: &str, daemon_port:
                 2000.0 + 50.0 * i as f64,
                 100.0 + i as f64
             ));
-            reg.push_str(&format!("[[meter]]\nid = \"{}\"\nbuilding = \"b\"\ncarrier = \"{carrier}\"\n", m.id));
+            reg.push_str(&format!("[[meter]]\nid = \"{}\"\nbuilding = \"b\"\ncarrier = \"{carrier}\"\ngateway = \"soak-gw-{}\"\n", m.id, m.gateway));
         }
     }
     std::fs::write(d.join("sim.toml"), sim).unwrap();

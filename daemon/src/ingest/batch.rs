@@ -131,6 +131,7 @@ pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, 
         let _ = tokio::task::spawn_blocking(move || st.audit.record_ingest_refusal(&audit_who, &target, detail)).await;
     }
     let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
+    let all_refused = !refused_pos.is_empty() && refused_pos.len() == batch.samples.len();
     let outcome = match sender {
         Some(from) if !refused_pos.is_empty() => {
             if from.settle_refused {
@@ -146,7 +147,10 @@ pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, 
     };
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
-    s.note_batch(&gateway, now_ms, oldest);
+    // A batch refused whole leaves no trace of the gateway.
+    if !all_refused {
+        s.note_batch(&gateway, now_ms, oldest);
+    }
     Ok(Stored { gateway, outcome, unassigned, too_old, refused, refused_seqs })
 }
 
