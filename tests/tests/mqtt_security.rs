@@ -121,7 +121,7 @@ async fn the_shipped_acl_keeps_gateways_to_their_own_topics() {
     let broker = Mosquitto::start_with(&d.join("broker"), &conf);
     std::fs::write(
         d.join("registry.toml"),
-        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\ngateway = \"gw-a\"\n",
+        "[[agency]]\nid = \"ag\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n[[meter]]\nid = \"m\"\nbuilding = \"b\"\ncarrier = \"electricity\"\ngateway = \"gw-a\"\n[[meter]]\nid = \"m-b\"\nbuilding = \"b\"\ncarrier = \"electricity\"\ngateway = \"gw-b\"\n",
     )
     .unwrap();
     std::fs::write(
@@ -136,7 +136,27 @@ async fn the_shipped_acl_keeps_gateways_to_their_own_topics() {
     let mut opts = rumqttc::MqttOptions::new("gw-a-test", "127.0.0.1", broker.port);
     opts.set_credentials("gw-a", "pa");
     let (client, mut el) = rumqttc::AsyncClient::new(opts, 16);
-    tokio::spawn(async move { while el.poll().await.is_ok() {} });
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let sub = client.clone();
+    // The broker may drop the connection after the publish its ACL refuses: reconnect and
+    // subscribe again.
+    tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let s = sub.clone();
+                    tokio::spawn(async move { s.subscribe("energy/v1/s/gw-a/ack", rumqttc::QoS::AtLeastOnce).await });
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    if acks_tx.send(serde_json::from_slice(&p.payload).unwrap_or_default()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
     let t = chrono::Utc::now().timestamp_millis();
     let batch = |gw: &str, seq: u64, v: f64| format!(r#"{{"schema":1,"gateway":"{gw}","seq":{seq},"samples":[{{"meter":"m","t":{},"v":{{"active_energy_import":{v}}}}}]}}"#, t + seq as i64);
     let qos = rumqttc::QoS::AtLeastOnce;
@@ -156,6 +176,32 @@ async fn the_shipped_acl_keeps_gateways_to_their_own_topics() {
     })
     .await;
     assert_eq!(energy_e2e::recent_values(&url, "m", "active_energy_import").await, vec![10.0]);
+    // On its own topic, a batch with a sample of gw-b's meter between two of its own: the
+    // refused sample comes back as a rejection naming the meter, the others are stored.
+    let three = format!(
+        r#"{{"schema":1,"gateway":"gw-a","seq":3,"samples":[{{"meter":"m","t":{},"v":{{"active_energy_import":11}}}},{{"meter":"m-b","t":{},"v":{{"active_energy_import":99}}}},{{"meter":"m","t":{},"v":{{"active_energy_import":12}}}}]}}"#,
+        t + 10,
+        t + 10,
+        t + 11
+    );
+    client.publish("energy/v1/s/gw-a/batch", qos, false, three).await.unwrap();
+    let rejection = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let v = acks.recv().await.expect("acks");
+            if v.get("rejected").is_some() && v["refused_meters"] == serde_json::json!(["m-b"]) {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("a rejection of the refused sample on the ack topic");
+    assert_eq!(rejection["rejected"], serde_json::json!([4, 4]), "{rejection}");
+    assert!(rejection["reason"].as_str().unwrap().contains("meter `m-b` is assigned to gateway `gw-b`"), "{rejection}");
+    energy_e2e::eventually(Duration::from_secs(20), "gw-a's own samples stored", || async {
+        (energy_e2e::recent_values(&url, "m", "active_energy_import").await == vec![10.0, 11.0, 12.0]).then_some(())
+    })
+    .await;
+    assert!(energy_e2e::recent_values(&url, "m-b", "active_energy_import").await.is_empty());
     daemon.signal("TERM");
     daemon.wait_exit(Duration::from_secs(20));
 }
