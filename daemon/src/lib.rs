@@ -143,7 +143,7 @@ impl Daemon {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let mqtt_cancel = CancellationToken::new();
-        let tokens_task = self.auth_cfg.clone().map(|cfg| tokio::spawn(watch_tokens(self.state.clone(), cfg, mqtt_cancel.clone())));
+        let tokens_task = Some(tokio::spawn(watch_tokens(self.state.clone(), self.auth_cfg.clone(), mqtt_cancel.clone())));
         let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
         // Warm the accounting cache (this year and last) in the background, so that the first
         // indicators asked for do not wait for every meter's year to be computed.
@@ -198,9 +198,20 @@ const TOKENS_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// a token removed from the file is refused (401) within seconds. A file that does not load
 /// (unreadable, invalid, or an entry the checks refuse) changes nothing: the tokens in force
 /// stay, and the log and the audit log say why. The tokens of `[auth]` in the main file stay as
-/// started (a restart reads them).
-async fn watch_tokens(state: Arc<AppState>, cfg: auth::AuthConfig, cancel: CancellationToken) {
-    let Some(tokens) = state.auth.clone() else { return };
+/// started (a restart reads them). Without `[auth]` a SIGHUP is logged and changes nothing (it
+/// never stops the daemon, so `systemctl reload` is safe either way).
+async fn watch_tokens(state: Arc<AppState>, cfg: Option<auth::AuthConfig>, cancel: CancellationToken) {
+    let (Some(tokens), Some(cfg)) = (state.auth.clone(), cfg) else {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    Some(()) = hup.recv() => tracing::info!("SIGHUP: nothing to reload (no [auth])"),
+                }
+            }
+        }
+        return;
+    };
     let stamp = |p: Option<&std::path::Path>| {
         use std::os::unix::fs::MetadataExt as _;
         p.and_then(|p| std::fs::metadata(p).ok()).map(|m| (m.modified().ok(), m.len(), m.ino()))

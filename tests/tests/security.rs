@@ -688,3 +688,21 @@ async fn a_removed_token_is_refused_within_seconds_and_a_broken_file_changes_not
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(30)).success());
 }
+
+/// SIGHUP never stops the daemon (`systemctl reload`), with or without `[auth]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_without_auth_changes_nothing_and_the_daemon_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("registry.toml"), REGISTRY).unwrap();
+    std::fs::write(d.join("energyd.toml"), "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    daemon.signal("HUP");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = energy_e2e::http_client().get(format!("{url}/healthz")).send().await.expect("still serving after SIGHUP");
+    assert_eq!(r.status().as_u16(), 200);
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(30)).success());
+}
