@@ -205,7 +205,7 @@ impl Metrics {
                 .into_iter()
                 .filter(|m| m.get_label().iter().all(|l| !SCOPED_LABELS.contains(&l.name()) || l.value().is_empty() || sees(l.name(), l.value())))
                 .collect();
-            f.set_metric(kept.into());
+            f.set_metric(kept);
         }
         families.retain(|f| !f.get_metric().is_empty());
         let mut buf = Vec::new();
