@@ -181,9 +181,22 @@ pub struct HttpConfig {
     /// also the TLS handshake's limit.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once. At the limit a new connection closes the connection idle
+    /// longest of the client holding the most, or is refused (503) when none is idle.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections open at once from one client address (behind a reverse proxy every client
+    /// has the proxy's address: raise it to `max_connections` there).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Connections open at once from one client address on which no request has yet presented
+    /// a valid token (with authentication off: every connection).
+    #[serde(default = "default_max_unauthenticated_per_client")]
+    pub max_unauthenticated_connections_per_client: usize,
+    /// A request whose body has not fully arrived this long after its headers gets 408 and its
+    /// connection is closed (a body shorter than its Content-Length, or a client too slow).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -197,6 +210,9 @@ impl Default for HttpConfig {
             request_timeout_ms: default_request_timeout_ms(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_unauthenticated_connections_per_client: default_max_unauthenticated_per_client(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }
 }
@@ -209,6 +225,15 @@ fn default_header_read_timeout_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_max_unauthenticated_per_client() -> usize {
+    64
+}
+fn default_body_read_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -573,11 +598,14 @@ impl DaemonConfig {
             (None, None) => {}
             _ => errors.push("http.tls_cert_file and http.tls_key_file go together: give both for HTTPS, or neither".into()),
         }
-        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 {
-            errors.push("http.request_timeout_ms and http.header_read_timeout_ms must be at least 100".into());
+        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 || self.http.body_read_timeout_ms < 100 {
+            errors.push("http.request_timeout_ms, http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 100".into());
         }
         if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
             errors.push("http.max_connections must be 1..=1000000".into());
+        }
+        if self.http.max_connections_per_client == 0 || self.http.max_unauthenticated_connections_per_client == 0 {
+            errors.push("http.max_connections_per_client and http.max_unauthenticated_connections_per_client must be at least 1".into());
         }
         if !(self.ingest.rate_per_gateway.is_finite() && self.ingest.rate_per_gateway >= 0.0) {
             errors.push("ingest.rate_per_gateway must be a number of requests per second, 0 or more".into());

@@ -122,7 +122,10 @@ impl Daemon {
         let mqtt = loaded.config.mqtt.clone();
         let limits = serve::ConnLimits {
             max_connections: loaded.config.http.max_connections,
+            max_connections_per_client: loaded.config.http.max_connections_per_client,
+            max_unauthenticated_per_client: loaded.config.http.max_unauthenticated_connections_per_client,
             header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
+            body_read_timeout: std::time::Duration::from_millis(loaded.config.http.body_read_timeout_ms),
         };
         Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx })
     }
