@@ -266,7 +266,7 @@ pub struct IngestConfig {
 /// keeps the hourly roll-ups (accounting reads them); with `backend = "influxdb"` every point
 /// committed locally is also forwarded to InfluxDB (or a compatible engine) from a bounded spool,
 /// and series queries read raw points from there.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     #[serde(default)]
@@ -274,6 +274,20 @@ pub struct StorageConfig {
     /// Required with `backend = "influxdb"`.
     #[serde(default)]
     pub influxdb: Option<InfluxConfig>,
+    /// Under this many free bytes on the data directory's file system the store refuses writes
+    /// (507, read-only) until there is this much again; it resumes by itself.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: Backend::default(), influxdb: None, min_free_bytes: default_min_free_bytes() }
+    }
+}
+
+fn default_min_free_bytes() -> u64 {
+    crate::store::DEFAULT_MIN_FREE_BYTES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use energy_e2e::{listening_url, Proc};
+use energy_e2e::{eventually, listening_url, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -217,4 +217,204 @@ async fn a_body_shorter_than_its_content_length_gets_408_and_is_closed() {
     // The daemon serves on.
     let ok = raw_request([127, 0, 0, 1], to, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", Duration::from_secs(10)).await;
     assert!(ok.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk full
+
+/// A tmpfs of `size` mounted at `path`, unmounted (lazily, so that a process still holding a
+/// file cannot keep it) when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (the caller skips, saying why) when mounting is impossible here (not root, no
+    /// CAP_SYS_ADMIN in this container).
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(path.to_path_buf())),
+            Ok(o) => {
+                eprintln!("SKIPPED: cannot mount a tmpfs at {} ({}); the disk-full test needs root", path.display(), String::from_utf8_lossy(&o.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount ({e}); the disk-full test needs root and mount(8)");
+                None
+            }
+        }
+    }
+
+    /// Bytes used on the file system.
+    fn used(&self) -> u64 {
+        let out = std::process::Command::new("df").args(["-B1", "--output=used"]).arg(&self.0).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the file system is full (ENOSPC); returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut written = 0u64;
+    for chunk in [1 << 20, 64 << 10, 4 << 10, 512] {
+        let buf = vec![0xa5u8; chunk];
+        while f.write_all(&buf).is_ok() {
+            written += chunk as u64;
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// A batch of gateway `gw` with one sample of meter m1 per sequence number from `seq`.
+fn batch_body(seq: u64, n: u64, t0: i64) -> Vec<u8> {
+    let samples = (0..n)
+        .map(|i| energy_wire::Sample { meter: "m1".into(), t: t0 + (seq + i) as i64 * 1000, v: [(energy_wire::Quantity::ActiveEnergyImport, (seq + i) as f64)].into_iter().collect() })
+        .collect();
+    energy_wire::encode_batch(&energy_wire::Batch::new("gw", seq, samples))
+}
+
+/// POSTs a batch; (status, Retry-After, body).
+async fn post_batch(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (u16, Option<String>, String) {
+    match client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
+            (status, retry, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, None, e.to_string()),
+    }
+}
+
+/// The values of m1 stored around `t0`, and the status of the read.
+async fn stored(client: &reqwest::Client, url: &str, t0: i64) -> (u16, Vec<f64>) {
+    let from = chrono::DateTime::from_timestamp_millis(t0 - 3_600_000).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let to = chrono::DateTime::from_timestamp_millis(t0 + 3_600_000 * 5).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let r = client.get(format!("{url}/api/v1/series?meter=m1&quantity=active_energy_import&from={from}&to={to}")).send().await.unwrap();
+    let status = r.status().as_u16();
+    let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap_or_default()).unwrap_or_default();
+    (status, v["points"].as_array().map(|a| a.iter().filter_map(|p| p["v"].as_f64()).collect()).unwrap_or_default())
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+}
+
+/// The data directory on a 24 MiB tmpfs, `storage.min_free_bytes = 0` so that the disk really
+/// fills (SQLite's SQLITE_FULL, not the daemon's own floor): ingest answers 507 with
+/// Retry-After and a reason saying the disk is full; reads answer 200 with what was stored;
+/// nothing grows on the disk while it is full (failed writes and flushes leave nothing behind);
+/// once the filler is deleted the daemon takes writes again without a restart, and the space
+/// freed stays free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_keeps_reads_and_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(fs) = Tmpfs::mount(&data, "24m") else { return };
+    let (_daemon, url) = start_daemon(dir.path(), &data, "[storage]\nmin_free_bytes = 0\n");
+    let _ = energy_e2e::http_client();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let t0 = (chrono::Utc::now().timestamp_millis() / 3_600_000 - 2) * 3_600_000;
+
+    let mut seq = 1;
+    for _ in 0..20 {
+        let (status, _, body) = post_batch(&client, &url, batch_body(seq, 50, t0)).await;
+        assert_eq!(status, 200, "{body}");
+        seq += 50;
+    }
+    let (status, before) = stored(&client, &url, t0).await;
+    assert_eq!((status, before.len()), (200, 1000));
+
+    let filler = data.join("filler");
+    let filled = fill(&filler);
+    println!("filled the tmpfs with {filled} bytes");
+    // Writes fail now: 507, Retry-After, a reason naming the full disk.
+    let (status, retry, body) = post_batch(&client, &url, batch_body(seq, 50, t0)).await;
+    println!("ingest on a full disk: {status} (Retry-After {retry:?}) {body}");
+    assert_eq!(status, 507, "{body}");
+    assert!(retry.is_some(), "no Retry-After");
+    assert!(body.contains("disk") && body.contains("full") && body.contains("retry later"), "{body}");
+    // Line protocol too.
+    let r = client.post(format!("{url}/write?db=x&precision=ms")).body(format!("energy,meter=m1 active_energy_import=1 {}\n", t0 + 7_000_000)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 507);
+    // Reads keep answering from what is stored, and the disk does not fill further.
+    let used = fs.used();
+    for _ in 0..10 {
+        let (status, now) = stored(&client, &url, t0).await;
+        assert_eq!(status, 200);
+        assert_eq!(now, before);
+        assert_eq!(post_batch(&client, &url, batch_body(seq, 50, t0)).await.0, 507);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(fs.used() <= used, "the disk grew while full: {} -> {}", used, fs.used());
+    let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "energyd_store_read_only"), Some(1.0), "energyd_store_read_only");
+    assert!(metric(&m, "energyd_data_dir_free_bytes").is_some_and(|f| f < (1 << 20) as f64), "energyd_data_dir_free_bytes");
+
+    // Space returns: writing resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let freed_at = fs.used();
+    let resumed = eventually(Duration::from_secs(30), "ingest accepted again after space was freed", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let (status, _, body) = post_batch(&client, &url, batch_body(seq, 50, t0)).await;
+            (status == 200).then_some(body)
+        }
+    })
+    .await;
+    println!("after freeing space: {resumed}");
+    seq += 50;
+    let (status, after) = stored(&client, &url, t0).await;
+    assert_eq!((status, after.len()), (200, (seq - 1) as usize));
+    let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
+    // The freed space is not taken back by leftovers of the failed writes.
+    assert!(fs.used() < freed_at + (4 << 20), "used {} after resuming, {} when freed", fs.used(), freed_at);
+}
+
+/// A daemon started on a full disk (a 24 MiB tmpfs filled up after a first run stored 100
+/// readings; `storage.min_free_bytes` = 4 MiB) starts, read-only: reads answer with the 100
+/// readings, ingest gets 507; when the filler is deleted it takes writes without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let Some(_fs) = Tmpfs::mount(&data, "24m") else { return };
+    let config = "[storage]\nmin_free_bytes = 4194304\n";
+    let _ = energy_e2e::http_client();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let t0 = (chrono::Utc::now().timestamp_millis() / 3_600_000 - 2) * 3_600_000;
+    {
+        let (mut daemon, url) = start_daemon(dir.path(), &data, config);
+        let (status, _, body) = post_batch(&client, &url, batch_body(1, 100, t0)).await;
+        assert_eq!(status, 200, "{body}");
+        daemon.signal("TERM");
+        assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+    }
+    let filler = data.join("filler");
+    fill(&filler);
+    let (_daemon, url) = start_daemon(dir.path(), &data, config);
+    let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "energyd_store_read_only"), Some(1.0), "energyd_store_read_only after a start on a full disk");
+    let (status, v) = stored(&client, &url, t0).await;
+    assert_eq!((status, v.len()), (200, 100), "reads on a daemon started on a full disk");
+    let (status, _, body) = post_batch(&client, &url, batch_body(101, 10, t0)).await;
+    assert_eq!(status, 507, "{body}");
+    std::fs::remove_file(&filler).unwrap();
+    eventually(Duration::from_secs(30), "ingest accepted after space was freed", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { (post_batch(&client, &url, batch_body(101, 10, t0)).await.0 == 200).then_some(()) }
+    })
+    .await;
+    let (status, v) = stored(&client, &url, t0).await;
+    assert_eq!((status, v.len()), (200, 110));
+    let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
 }

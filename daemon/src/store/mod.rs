@@ -76,6 +76,7 @@
 
 mod chunks;
 pub mod codec;
+pub mod disk;
 pub mod influx;
 mod sqlite;
 
@@ -87,7 +88,7 @@ use crate::accounting::rollup::HourRollup;
 use crate::config::InfluxRead;
 use crate::metrics::Metrics;
 
-pub use sqlite::{open_forwarding, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome};
+pub use sqlite::{open_forwarding, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome, DEFAULT_MIN_FREE_BYTES};
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
 pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {
