@@ -331,10 +331,19 @@ async fn a_full_disk_answers_507_keeps_reads_and_resumes_when_space_returns() {
     }
     let (status, before) = stored(&client, &url, t0).await;
     assert_eq!((status, before.len()), (200, 1000));
+    // 50 more, acknowledged and still in the head (not flushed: no read since, and the head
+    // waits 5 s) when the disk fills: the reads below try to flush them and fail.
+    let (status, _, body) = post_batch(&client, &url, batch_body(seq, 50, t0)).await;
+    assert_eq!(status, 200, "{body}");
+    seq += 50;
 
     let filler = data.join("filler");
     let filled = fill(&filler);
     println!("filled the tmpfs with {filled} bytes");
+    // A read first: its flush of the head fails on the full disk; it answers from what is
+    // flushed.
+    let (status, now) = stored(&client, &url, t0).await;
+    assert_eq!((status, &now), (200, &before), "a read whose flush fails");
     // Writes fail now: 507, Retry-After, a reason naming the full disk.
     let (status, retry, body) = post_batch(&client, &url, batch_body(seq, 50, t0)).await;
     println!("ingest on a full disk: {status} (Retry-After {retry:?}) {body}");
@@ -344,7 +353,9 @@ async fn a_full_disk_answers_507_keeps_reads_and_resumes_when_space_returns() {
     // Line protocol too.
     let r = client.post(format!("{url}/write?db=x&precision=ms")).body(format!("energy,meter=m1 active_energy_import=1 {}\n", t0 + 7_000_000)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 507);
-    // Reads keep answering from what is stored, and the disk does not fill further.
+    // Reads keep answering from what is flushed (the 50 in the head wait for space; they are
+    // durable in head_log), and the disk does not fill further: failed flushes are rolled back
+    // and not retried until there is space.
     let used = fs.used();
     for _ in 0..10 {
         let (status, now) = stored(&client, &url, t0).await;
