@@ -429,3 +429,88 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
     let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
 }
+
+/// Sums the samples of a Prometheus metric whose line starts with `prefix`.
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+/// The real gateway (HTTP uplink, a simulated meter polled every 100 ms) and a daemon whose disk
+/// fills: the gateway gets 507s, retries, sets nothing aside (no dead letter, nothing counted
+/// rejected), and once space is freed every reading served meanwhile reaches the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_keeps_what_a_full_disk_refused_and_delivers_it_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = d.join("data");
+    let Some(_fs) = Tmpfs::mount(&data, "24m") else { return };
+    let _ = energy_e2e::http_client();
+    std::fs::write(
+        d.join("sim.toml"),
+        format!(
+            "profiles_dir = {:?}\nserved_log = {:?}\n[[bus]]\n[[bus.meter]]\nid = \"m1\"\nunit = 1\nprofile = \"eastron/sdm630\"\nmodel = \"office_electricity\"\nsize = 5000.0\nseed = 1\ninitial = 100.0\n",
+            energy_e2e::profiles_dir(),
+            d.join("served.jsonl")
+        ),
+    )
+    .unwrap();
+    let mut sim = Proc::spawn("energyd", &["simulate", "--config", "sim.toml"], d);
+    let bus: serde_json::Value = serde_json::from_str(&sim.wait_line("listen", Duration::from_secs(30))).unwrap();
+    let (_daemon, url) = start_daemon(d, &data, "[storage]\nmin_free_bytes = 1048576\n");
+    let hport = energy_e2e::free_port();
+    std::fs::write(
+        d.join("gateway.toml"),
+        format!(
+            "gateway_id = \"gw-disk\"\nprofiles_dir = {:?}\n[queue]\ndir = {:?}\n[uplink]\nurl = \"{url}/api/v1/ingest\"\nretry_max_ms = 500\nbatch_max_samples = 50\n[health]\nlisten = \"127.0.0.1:{hport}\"\n\
+             [[device]]\nmeter = \"m1\"\nprofile = \"eastron/sdm630\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 100\n",
+            energy_e2e::profiles_dir(),
+            d.join("queue"),
+            bus["listen"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut gw = Proc::spawn("energy-gateway", &["run", "--config", "gateway.toml"], d);
+    let client = reqwest::Client::new();
+    let gw_metrics = || {
+        let client = client.clone();
+        async move { client.get(format!("http://127.0.0.1:{hport}/metrics")).send().await.ok()?.text().await.ok() }
+    };
+    let t0 = chrono::Utc::now().timestamp_millis();
+    eventually(Duration::from_secs(30), "readings stored", || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { (!stored(&client, &url, t0).await.1.is_empty()).then_some(()) }
+    })
+    .await;
+
+    let filler = data.join("filler");
+    fill(&filler);
+    // The gateway is refused and retries.
+    let m = eventually(Duration::from_secs(30), "the gateway retrying against a full disk", || async {
+        let m = gw_metrics().await?;
+        (metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"retry\"}") >= 3.0).then_some(m)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"rejected\"}"), 0.0);
+    let served_before: Vec<f64> = std::fs::read_to_string(d.join("served.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["value"].as_f64())
+        .collect();
+    std::fs::remove_file(&filler).unwrap();
+    eventually(Duration::from_secs(60), "every reading served while the disk was full stored", || {
+        let (client, url, served) = (client.clone(), url.clone(), served_before.clone());
+        async move {
+            let (_, values) = stored(&client, &url, t0).await;
+            served.iter().all(|v| values.contains(v)).then_some(())
+        }
+    })
+    .await;
+    let m = gw_metrics().await.unwrap_or_default();
+    assert_eq!(metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"rejected\"}"), 0.0, "{m}");
+    assert!(!d.join("queue").join("dead-letter.jsonl").exists(), "a batch was dead-lettered");
+    gw.signal("TERM");
+    gw.wait_exit(Duration::from_secs(20));
+    sim.signal("TERM");
+    sim.wait_exit(Duration::from_secs(10));
+}
