@@ -798,4 +798,22 @@ mod tests {
         let e = load("[http]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n[auth]\n").unwrap_err().to_string();
         assert!(e.contains("c.pem does not exist") && e.contains("holds no tokens"), "{e}");
     }
+
+    #[test]
+    fn connection_body_and_disk_limits_have_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.toml"), "").unwrap();
+        let cfg = dir.path().join("energyd.toml");
+        let load = |extra: &str| {
+            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
+            DaemonConfig::load(&cfg)
+        };
+        let c = load("").unwrap().config;
+        assert_eq!((c.http.max_connections_per_client, c.http.max_unauthenticated_connections_per_client, c.http.body_read_timeout_ms), (256, 64, 10_000));
+        assert_eq!(c.storage.min_free_bytes, 64 << 20);
+        let c = load("[http]\nmax_connections_per_client = 8\nbody_read_timeout_ms = 2000\n[storage]\nmin_free_bytes = 0\n").unwrap().config;
+        assert_eq!((c.http.max_connections_per_client, c.http.body_read_timeout_ms, c.storage.min_free_bytes), (8, 2000, 0));
+        let e = load("[http]\nmax_unauthenticated_connections_per_client = 0\nbody_read_timeout_ms = 5\n").unwrap_err().to_string();
+        assert!(e.contains("http.max_unauthenticated_connections_per_client") && e.contains("http.body_read_timeout_ms"), "{e}");
+    }
 }

@@ -5,8 +5,9 @@
 //! them, and to `<prefix>/+/+/status` (every daemon) to see gateways go on- and offline. For each
 //! batch: decode, store (commit), then publish on `<prefix>/<site>/<gateway>/ack` the ranges of
 //! sequence numbers stored for that gateway, and only then acknowledge the message to the broker.
-//! A batch that cannot be stored (the store is closing) is not acknowledged, so the broker
-//! delivers it again. A batch that will never be valid gets `{"rejected": [first, last],
+//! A batch that cannot be stored (the store is closing, the disk is full) is not acknowledged,
+//! so the broker delivers it again, and `{"retry": [first, last], "reason": ..}` on the ack
+//! topic says why (the gateway keeps the batch; this is never a rejection). A batch that will never be valid gets `{"rejected": [first, last],
 //! "reason": ..}` on the ack topic, so that the gateway sets it aside.
 
 use std::collections::VecDeque;

@@ -1278,7 +1278,11 @@ fn syncer_loop(wal: &Path, rx: &std::sync::mpsc::Receiver<Vec<Reply>>, failed: &
         let mut failure = failed.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = synced {
             if failure.is_none() {
-                let msg = format!("syncing the store's WAL file {} failed ({e}): the store refuses writes until energyd is restarted", wal.display());
+                // Even for ENOSPC: unlike a write refused for a full disk (nothing committed), a
+                // failed fsync may have lost frames already accepted (ARCHITECTURE.md, "What is
+                // durable when").
+                let full = if e.kind() == std::io::ErrorKind::StorageFull { "; the disk is full: free space, then restart" } else { "" };
+                let msg = format!("syncing the store's WAL file {} failed ({e}): the store refuses writes until energyd is restarted{full}", wal.display());
                 tracing::error!("{msg}");
                 *failure = Some(msg);
             }
