@@ -777,15 +777,20 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
     }
 
+    /// Loads `energyd.toml` in `dir` made of a data directory, an empty registry and `extra`.
+    fn loader(dir: &Path) -> impl Fn(&str) -> Result<Loaded, ConfigErrors> + '_ {
+        std::fs::write(dir.join("r.toml"), "").unwrap();
+        move |extra: &str| {
+            let cfg = dir.join("energyd.toml");
+            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
+            DaemonConfig::load(&cfg)
+        }
+    }
+
     #[test]
     fn open_api_beyond_loopback_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("r.toml"), "").unwrap();
-        let cfg = dir.path().join("energyd.toml");
-        let load = |extra: &str| {
-            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
-            DaemonConfig::load(&cfg)
-        };
+        let load = loader(dir.path());
         let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
         assert!(e.contains("http.listen `0.0.0.0:8080` is not a loopback address") && e.contains("allow_insecure_open"), "{e}");
         assert!(load("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_open = true\n").is_ok());
@@ -802,12 +807,7 @@ mod tests {
     #[test]
     fn connection_body_and_disk_limits_have_defaults_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("r.toml"), "").unwrap();
-        let cfg = dir.path().join("energyd.toml");
-        let load = |extra: &str| {
-            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
-            DaemonConfig::load(&cfg)
-        };
+        let load = loader(dir.path());
         let c = load("").unwrap().config;
         assert_eq!((c.http.max_connections_per_client, c.http.max_unauthenticated_connections_per_client, c.http.body_read_timeout_ms), (256, 64, 10_000));
         assert_eq!(c.storage.min_free_bytes, 64 << 20);

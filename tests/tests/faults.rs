@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use energy_e2e::{eventually, listening_url, Proc};
+use energy_e2e::{eventually, listening_url, metric_sum, Proc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -303,8 +303,9 @@ async fn stored(client: &reqwest::Client, url: &str, t0: i64) -> (u16, Vec<f64>)
     (status, v["points"].as_array().map(|a| a.iter().filter_map(|p| p["v"].as_f64()).collect()).unwrap_or_default())
 }
 
+/// The value of an unlabelled metric, if the exposition has it.
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+    text.lines().any(|l| l.starts_with(&format!("{name} "))).then(|| metric_sum(text, &format!("{name} ")))
 }
 
 /// The data directory on a 24 MiB tmpfs, `storage.min_free_bytes = 0` so that the disk really
@@ -428,11 +429,6 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
     assert_eq!((status, v.len()), (200, 110));
     let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
-}
-
-/// Sums the samples of a Prometheus metric whose line starts with `prefix`.
-fn metric_sum(text: &str, prefix: &str) -> f64 {
-    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 /// The real gateway (HTTP uplink, a simulated meter polled every 100 ms) and a daemon whose disk
