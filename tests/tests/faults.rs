@@ -431,11 +431,22 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
 }
 
-/// The real gateway (HTTP uplink, a simulated meter polled every 100 ms) and a daemon whose disk
-/// fills: the gateway gets 507s, retries, sets nothing aside (no dead letter, nothing counted
+/// The real gateway (a simulated meter polled every 100 ms) and a daemon whose disk fills, over
+/// HTTP: the gateway gets 507s, retries, sets nothing aside (no dead letter, nothing counted
 /// rejected), and once space is freed every reading served meanwhile reaches the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_keeps_what_a_full_disk_refused_and_delivers_it_when_space_returns() {
+    gateway_through_a_full_disk(false).await;
+}
+
+/// The same over MQTT (Mosquitto): the daemon publishes `retry` notices naming the full disk on
+/// the gateway's ack topic, never `rejected`, and the flow resumes once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mqtt_a_full_disk_asks_the_gateway_to_retry_and_loses_nothing() {
+    gateway_through_a_full_disk(true).await;
+}
+
+async fn gateway_through_a_full_disk(mqtt: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let data = d.join("data");
@@ -452,12 +463,33 @@ async fn the_gateway_keeps_what_a_full_disk_refused_and_delivers_it_when_space_r
     .unwrap();
     let mut sim = Proc::spawn("energyd", &["simulate", "--config", "sim.toml"], d);
     let bus: serde_json::Value = serde_json::from_str(&sim.wait_line("listen", Duration::from_secs(30))).unwrap();
-    let (_daemon, url) = start_daemon(d, &data, "[storage]\nmin_free_bytes = 1048576\n");
+    let broker = mqtt.then(|| energy_e2e::Mosquitto::start(&d.join("broker")));
+    let daemon_mqtt = broker.as_ref().map_or(String::new(), |b| format!("[mqtt]\nurl = \"{}\"\nclient_id = \"energyd-disk\"\n", b.url()));
+    let (_daemon, url) = start_daemon(d, &data, &format!("[storage]\nmin_free_bytes = 1048576\n{daemon_mqtt}"));
+    // What the daemon publishes on the ack topics.
+    let notices = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    if let Some(b) = &broker {
+        let (client, mut el) = rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("ack-watcher", "127.0.0.1", b.port), 64);
+        client.subscribe("energy/v1/+/+/ack", rumqttc::QoS::AtLeastOnce).await.unwrap();
+        let notices = notices.clone();
+        tokio::spawn(async move {
+            let _client = client;
+            while let Ok(ev) = el.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev {
+                    notices.lock().unwrap().push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+            }
+        });
+    }
     let hport = energy_e2e::free_port();
+    let uplink = match &broker {
+        Some(b) => format!("url = \"{}\"\nsite = \"test-site\"\nack_timeout_ms = 2000\n", b.url()),
+        None => format!("url = \"{url}/api/v1/ingest\"\n"),
+    };
     std::fs::write(
         d.join("gateway.toml"),
         format!(
-            "gateway_id = \"gw-disk\"\nprofiles_dir = {:?}\n[queue]\ndir = {:?}\n[uplink]\nurl = \"{url}/api/v1/ingest\"\nretry_max_ms = 500\nbatch_max_samples = 50\n[health]\nlisten = \"127.0.0.1:{hport}\"\n\
+            "gateway_id = \"gw-disk\"\nprofiles_dir = {:?}\n[queue]\ndir = {:?}\n[uplink]\n{uplink}retry_max_ms = 500\nbatch_max_samples = 50\n[health]\nlisten = \"127.0.0.1:{hport}\"\n\
              [[device]]\nmeter = \"m1\"\nprofile = \"eastron/sdm630\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 100\n",
             energy_e2e::profiles_dir(),
             d.join("queue"),
@@ -480,14 +512,27 @@ async fn the_gateway_keeps_what_a_full_disk_refused_and_delivers_it_when_space_r
 
     let filler = data.join("filler");
     fill(&filler);
-    // The gateway is refused and retries.
-    let m = eventually(Duration::from_secs(30), "the gateway retrying against a full disk", || async {
-        let m = gw_metrics().await?;
-        (metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"retry\"}") >= 3.0).then_some(m)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"rejected\"}"), 0.0);
+    if mqtt {
+        // The daemon says why, as a retry.
+        let notice = eventually(Duration::from_secs(30), "a retry notice on the ack topic", || {
+            let notices = notices.clone();
+            async move { notices.lock().unwrap().iter().find(|n| n.contains("\"retry\"")).cloned() }
+        })
+        .await;
+        println!("retry notice: {notice}");
+        assert!(notice.contains("disk holding the store is full") && notice.contains("retry later"), "{notice}");
+    } else {
+        eventually(Duration::from_secs(30), "the gateway retrying against a full disk", || async {
+            let m = gw_metrics().await?;
+            (metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"retry\"}") >= 3.0).then_some(())
+        })
+        .await;
+    }
+    // Long enough for many refusals (over MQTT: more unacknowledged messages than the broker's
+    // in-flight window of 20 towards the daemon).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let m = gw_metrics().await.unwrap_or_default();
+    assert_eq!(metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"rejected\"}"), 0.0, "{m}");
     let served_before: Vec<f64> = std::fs::read_to_string(d.join("served.jsonl"))
         .unwrap()
         .lines()
@@ -505,6 +550,7 @@ async fn the_gateway_keeps_what_a_full_disk_refused_and_delivers_it_when_space_r
     let m = gw_metrics().await.unwrap_or_default();
     assert_eq!(metric_sum(&m, "energy_gateway_uplink_batches_total{result=\"rejected\"}"), 0.0, "{m}");
     assert!(!d.join("queue").join("dead-letter.jsonl").exists(), "a batch was dead-lettered");
+    assert!(!notices.lock().unwrap().iter().any(|n| n.contains("\"rejected\"")), "a batch was rejected over MQTT");
     gw.signal("TERM");
     gw.wait_exit(Duration::from_secs(20));
     sim.signal("TERM");

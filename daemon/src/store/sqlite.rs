@@ -1575,7 +1575,7 @@ fn writer_loop(
         // group stands (its commit is durable, its points stay in the head and `head_log`) and
         // the reads waiting answer from what is flushed.
         let result = result.and_then(|outs| {
-            if wants_flush || w.head_due() {
+            if (wants_flush || w.head_due()) && !disk.is_full() {
                 match w.flush_head() {
                     Ok(()) => {}
                     Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&format!("flushing the head: {e}")),
