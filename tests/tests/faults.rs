@@ -391,9 +391,11 @@ async fn a_full_disk_answers_507_keeps_reads_and_resumes_when_space_returns() {
     assert!(fs.used() < freed_at + (4 << 20), "used {} after resuming, {} when freed", fs.used(), freed_at);
 }
 
-/// A daemon started on a full disk (a 24 MiB tmpfs filled up after a first run stored 100
-/// readings; `storage.min_free_bytes` = 4 MiB) starts, read-only: reads answer with the 100
-/// readings, ingest gets 507; when the filler is deleted it takes writes without a restart.
+/// A daemon started on a full disk (a 24 MiB tmpfs, `storage.min_free_bytes` = 4 MiB): a first
+/// run stored 100 readings (flushed by a read) and 50 more acknowledged and still in the head
+/// when it was killed (SIGKILL: they are only in `head_log`); the disk is then filled. The
+/// daemon starts, read-only: reads answer with the 100 flushed readings, ingest gets 507; when
+/// the filler is deleted it flushes the 50 and takes writes again, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -407,8 +409,11 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
         let (mut daemon, url) = start_daemon(dir.path(), &data, config);
         let (status, _, body) = post_batch(&client, &url, batch_body(1, 100, t0)).await;
         assert_eq!(status, 200, "{body}");
-        daemon.signal("TERM");
-        assert!(daemon.wait_exit(Duration::from_secs(60)).success());
+        assert_eq!(stored(&client, &url, t0).await.1.len(), 100);
+        let (status, _, body) = post_batch(&client, &url, batch_body(101, 50, t0)).await;
+        assert_eq!(status, 200, "{body}");
+        daemon.signal("KILL");
+        daemon.wait_exit(Duration::from_secs(20));
     }
     let filler = data.join("filler");
     fill(&filler);
@@ -416,17 +421,17 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
     let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(1.0), "energyd_store_read_only after a start on a full disk");
     let (status, v) = stored(&client, &url, t0).await;
-    assert_eq!((status, v.len()), (200, 100), "reads on a daemon started on a full disk");
-    let (status, _, body) = post_batch(&client, &url, batch_body(101, 10, t0)).await;
+    assert_eq!((status, v.len()), (200, 100), "reads on a daemon started on a full disk: what was flushed");
+    let (status, _, body) = post_batch(&client, &url, batch_body(151, 10, t0)).await;
     assert_eq!(status, 507, "{body}");
     std::fs::remove_file(&filler).unwrap();
     eventually(Duration::from_secs(30), "ingest accepted after space was freed", || {
         let (client, url) = (client.clone(), url.clone());
-        async move { (post_batch(&client, &url, batch_body(101, 10, t0)).await.0 == 200).then_some(()) }
+        async move { (post_batch(&client, &url, batch_body(151, 10, t0)).await.0 == 200).then_some(()) }
     })
     .await;
     let (status, v) = stored(&client, &url, t0).await;
-    assert_eq!((status, v.len()), (200, 110));
+    assert_eq!((status, v.len()), (200, 160), "the 50 left in head_log are flushed when space returns");
     let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(0.0));
 }
