@@ -196,6 +196,19 @@ impl Table {
 
 type Shared<T> = Arc<Mutex<T>>;
 
+/// The client a peer address counts as: an IPv4 address (also when mapped into IPv6), or an
+/// IPv6 /64 (one host usually has a whole /64 and could otherwise take a new address per
+/// connection).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
 fn lock(t: &Shared<Table>) -> std::sync::MutexGuard<'_, Table> {
     t.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -254,7 +267,8 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
                 }
             },
         };
-        let admitted = lock(&table).admit(peer.ip(), &limits);
+        let client = client_of(peer.ip());
+        let admitted = lock(&table).admit(client, &limits);
         let conn = match admitted {
             Ok((conn, evicted)) => {
                 metrics.http_connections_evicted.inc_by(evicted);
@@ -307,7 +321,7 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
                 () = served => {}
                 () = conn.close.cancelled() => tracing::debug!(%peer, "idle connection closed to make room"),
             }
-            lock(&table).remove(peer.ip(), conn.id);
+            lock(&table).remove(client, conn.id);
             metrics.http_connections.dec();
             drop(alive);
         });
@@ -545,6 +559,17 @@ mod tests {
         assert_eq!(t.total, 10);
         t.remove(a, 0);
         assert_eq!(t.total, 10, "an evicted connection is not counted twice");
+    }
+
+    #[test]
+    fn clients_are_ipv4_addresses_and_ipv6_64s() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("127.0.0.2")), ip("127.0.0.2"));
+        assert_eq!(client_of(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(client_of(ip("2001:db8:1:2::1")), client_of(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(client_of(ip("2001:db8:1:2::1")), client_of(ip("2001:db8:1:3::1")));
+        assert_eq!(client_of(ip("::1")), ip("::"));
     }
 
     #[test]
