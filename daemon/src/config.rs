@@ -181,9 +181,22 @@ pub struct HttpConfig {
     /// also the TLS handshake's limit.
     #[serde(default = "default_header_read_timeout_ms")]
     pub header_read_timeout_ms: u64,
-    /// Connections served at once; more wait in the listen backlog.
+    /// Connections open at once. At the limit a new connection closes the connection idle
+    /// longest of the client holding the most, or is refused (503) when none is idle.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections open at once from one client address (behind a reverse proxy every client
+    /// has the proxy's address: raise it to `max_connections` there).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Connections open at once from one client address on which no request has yet presented
+    /// a valid token (with authentication off: every connection).
+    #[serde(default = "default_max_unauthenticated_per_client")]
+    pub max_unauthenticated_connections_per_client: usize,
+    /// A request whose body has not fully arrived this long after its headers gets 408 and its
+    /// connection is closed (a body shorter than its Content-Length, or a client too slow).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -197,6 +210,9 @@ impl Default for HttpConfig {
             request_timeout_ms: default_request_timeout_ms(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_unauthenticated_connections_per_client: default_max_unauthenticated_per_client(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
         }
     }
 }
@@ -209,6 +225,15 @@ fn default_header_read_timeout_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     1024
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_max_unauthenticated_per_client() -> usize {
+    64
+}
+fn default_body_read_timeout_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -241,7 +266,7 @@ pub struct IngestConfig {
 /// keeps the hourly roll-ups (accounting reads them); with `backend = "influxdb"` every point
 /// committed locally is also forwarded to InfluxDB (or a compatible engine) from a bounded spool,
 /// and series queries read raw points from there.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     #[serde(default)]
@@ -249,6 +274,20 @@ pub struct StorageConfig {
     /// Required with `backend = "influxdb"`.
     #[serde(default)]
     pub influxdb: Option<InfluxConfig>,
+    /// Under this many free bytes on the data directory's file system the store refuses writes
+    /// (507, read-only) until there is this much again; it resumes by itself.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { backend: Backend::default(), influxdb: None, min_free_bytes: default_min_free_bytes() }
+    }
+}
+
+fn default_min_free_bytes() -> u64 {
+    crate::store::DEFAULT_MIN_FREE_BYTES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -573,11 +612,14 @@ impl DaemonConfig {
             (None, None) => {}
             _ => errors.push("http.tls_cert_file and http.tls_key_file go together: give both for HTTPS, or neither".into()),
         }
-        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 {
-            errors.push("http.request_timeout_ms and http.header_read_timeout_ms must be at least 100".into());
+        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 || self.http.body_read_timeout_ms < 100 {
+            errors.push("http.request_timeout_ms, http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 100".into());
         }
         if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
             errors.push("http.max_connections must be 1..=1000000".into());
+        }
+        if self.http.max_connections_per_client == 0 || self.http.max_unauthenticated_connections_per_client == 0 {
+            errors.push("http.max_connections_per_client and http.max_unauthenticated_connections_per_client must be at least 1".into());
         }
         if !(self.ingest.rate_per_gateway.is_finite() && self.ingest.rate_per_gateway >= 0.0) {
             errors.push("ingest.rate_per_gateway must be a number of requests per second, 0 or more".into());
@@ -735,15 +777,20 @@ mod tests {
         assert!(e.contains("listen"), "{e}");
     }
 
+    /// Loads `energyd.toml` in `dir` made of a data directory, an empty registry and `extra`.
+    fn loader(dir: &Path) -> impl Fn(&str) -> Result<Loaded, ConfigErrors> + '_ {
+        std::fs::write(dir.join("r.toml"), "").unwrap();
+        move |extra: &str| {
+            let cfg = dir.join("energyd.toml");
+            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
+            DaemonConfig::load(&cfg)
+        }
+    }
+
     #[test]
     fn open_api_beyond_loopback_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("r.toml"), "").unwrap();
-        let cfg = dir.path().join("energyd.toml");
-        let load = |extra: &str| {
-            std::fs::write(&cfg, format!("data_dir = \"d\"\nregistry = \"r.toml\"\n{extra}")).unwrap();
-            DaemonConfig::load(&cfg)
-        };
+        let load = loader(dir.path());
         let e = load("[http]\nlisten = \"0.0.0.0:8080\"\n").unwrap_err().to_string();
         assert!(e.contains("http.listen `0.0.0.0:8080` is not a loopback address") && e.contains("allow_insecure_open"), "{e}");
         assert!(load("[http]\nlisten = \"0.0.0.0:8080\"\nallow_insecure_open = true\n").is_ok());
@@ -755,5 +802,18 @@ mod tests {
         assert!(e.contains("go together"), "{e}");
         let e = load("[http]\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n[auth]\n").unwrap_err().to_string();
         assert!(e.contains("c.pem does not exist") && e.contains("holds no tokens"), "{e}");
+    }
+
+    #[test]
+    fn connection_body_and_disk_limits_have_defaults_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = loader(dir.path());
+        let c = load("").unwrap().config;
+        assert_eq!((c.http.max_connections_per_client, c.http.max_unauthenticated_connections_per_client, c.http.body_read_timeout_ms), (256, 64, 10_000));
+        assert_eq!(c.storage.min_free_bytes, 64 << 20);
+        let c = load("[http]\nmax_connections_per_client = 8\nbody_read_timeout_ms = 2000\n[storage]\nmin_free_bytes = 0\n").unwrap().config;
+        assert_eq!((c.http.max_connections_per_client, c.http.body_read_timeout_ms, c.storage.min_free_bytes), (8, 2000, 0));
+        let e = load("[http]\nmax_unauthenticated_connections_per_client = 0\nbody_read_timeout_ms = 5\n").unwrap_err().to_string();
+        assert!(e.contains("http.max_unauthenticated_connections_per_client") && e.contains("http.body_read_timeout_ms"), "{e}");
     }
 }

@@ -85,8 +85,21 @@ impl Daemon {
             _ => None,
         };
         let audit = audit::AuditLog::open(&loaded.config.data_dir)?;
-        record_config(&audit, &loaded)?;
-        let mut options = store::StoreOptions { raw_retention_ms: Some(retention.raw_ms()), rollup_retention_ms: retention.rollup_ms(), ..Default::default() };
+        match record_config(&audit, &loaded) {
+            Ok(()) => {}
+            // On a full disk the daemon still starts (read-only, see the store); the record of
+            // this start is what is lost, and said so.
+            Err(audit::AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::error!("the audit log cannot record this start: the disk is full ({source})");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut options = store::StoreOptions {
+            raw_retention_ms: Some(retention.raw_ms()),
+            rollup_retention_ms: retention.rollup_ms(),
+            min_free_bytes: loaded.config.storage.min_free_bytes,
+            ..Default::default()
+        };
         let (store, influx) = match loaded.config.storage.influx() {
             None => (store::open_with(&loaded.config.data_dir, metrics.clone(), options)?, None),
             Some(cfg) => {
@@ -124,7 +137,10 @@ impl Daemon {
         let mqtt = loaded.config.mqtt.clone();
         let limits = serve::ConnLimits {
             max_connections: loaded.config.http.max_connections,
+            max_connections_per_client: loaded.config.http.max_connections_per_client,
+            max_unauthenticated_per_client: loaded.config.http.max_unauthenticated_connections_per_client,
             header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
+            body_read_timeout: std::time::Duration::from_millis(loaded.config.http.body_read_timeout_ms),
         };
         Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg: loaded.config.auth.clone() })
     }

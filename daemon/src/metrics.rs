@@ -31,6 +31,16 @@ pub struct Metrics {
     pub ingest_throttled: IntCounter,
     pub http_connections: IntGauge,
     pub tls_handshake_failures: IntCounter,
+    /// Connections closed at accept, by limit (`client`, `unauthenticated`, `total`).
+    pub http_connections_refused: IntCounterVec,
+    /// Idle connections closed to make room for a new one.
+    pub http_connections_evicted: IntCounter,
+    /// Requests whose body did not arrive within `http.body_read_timeout_ms` (answered 408).
+    pub http_body_timeouts: IntCounter,
+    /// Bytes available to energyd on the data directory's file system (set by the writer).
+    pub data_dir_free_bytes: IntGauge,
+    /// 1 while the store refuses writes because the disk is full.
+    pub store_read_only: IntGauge,
     /// Firing alerts by label set (bounded: rules x meters).
     pub alerts_firing: prometheus::IntGaugeVec,
     pub alert_rule_errors: IntCounterVec,
@@ -116,6 +126,14 @@ impl Metrics {
             ingest_throttled: must(IntCounter::new("energyd_ingest_throttled_total", "Ingest requests refused with 429 (ingest.rate_per_gateway)")),
             http_connections: must(IntGauge::new("energyd_http_connections", "HTTP connections open now")),
             tls_handshake_failures: must(IntCounter::new("energyd_tls_handshake_failures_total", "TLS handshakes that failed or timed out")),
+            http_connections_refused: must(IntCounterVec::new(
+                Opts::new("energyd_http_connections_refused_total", "Connections closed at accept because a limit was reached and no idle connection could make room"),
+                &["limit"],
+            )),
+            http_connections_evicted: must(IntCounter::new("energyd_http_connections_evicted_total", "Idle connections closed to make room for a new one")),
+            http_body_timeouts: must(IntCounter::new("energyd_http_body_timeouts_total", "Requests whose body did not arrive within http.body_read_timeout_ms (408)")),
+            data_dir_free_bytes: must(IntGauge::new("energyd_data_dir_free_bytes", "Bytes available to energyd on the file system of data_dir")),
+            store_read_only: must(IntGauge::new("energyd_store_read_only", "1 while the store refuses writes because the disk is full")),
             alerts_firing: must(prometheus::IntGaugeVec::new(
                 Opts::new("energyd_alerts_firing", "Alerts firing, by rule and routing labels"),
                 &["alertname", "severity", "agency", "building", "meter"],
@@ -179,6 +197,11 @@ impl Metrics {
         must(r.register(Box::new(m.ingest_throttled.clone())));
         must(r.register(Box::new(m.http_connections.clone())));
         must(r.register(Box::new(m.tls_handshake_failures.clone())));
+        must(r.register(Box::new(m.http_connections_refused.clone())));
+        must(r.register(Box::new(m.http_connections_evicted.clone())));
+        must(r.register(Box::new(m.http_body_timeouts.clone())));
+        must(r.register(Box::new(m.data_dir_free_bytes.clone())));
+        must(r.register(Box::new(m.store_read_only.clone())));
         must(r.register(Box::new(m.alerts_firing.clone())));
         must(r.register(Box::new(m.alert_rule_errors.clone())));
         must(r.register(Box::new(m.alert_notifications.clone())));

@@ -258,3 +258,9 @@ pub async fn recent_values(url: &str, meter: &str, quantity: &str) -> Vec<f64> {
     let (_, v) = get_json(&format!("{url}/api/v1/series?meter={meter}&quantity={quantity}&from={}&to={}", q(&from), q(&to))).await;
     v["points"].as_array().map(|a| a.iter().filter_map(|p| p["v"].as_f64()).collect()).unwrap_or_default()
 }
+
+/// The sum of the samples of a Prometheus text exposition whose line starts with `prefix`
+/// (a metric name, or a name with the start of its labels); 0 when there is none.
+pub fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}

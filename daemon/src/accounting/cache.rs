@@ -43,6 +43,11 @@ impl DiskCache {
     pub fn open(path: PathBuf) -> DiskCache {
         let conn = match open_conn(&path) {
             Ok(c) => Some(c),
+            Err(e) if path.parent().is_some_and(|d| crate::store::disk::is_disk_full(&e, crate::store::disk::free_bytes(d))) => {
+                // Not corrupt: kept for the next start; until then figures are computed without it.
+                tracing::error!(path = %path.display(), "accounting cache not opened, the disk is full ({e}): figures are computed without it until energyd restarts");
+                None
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), "accounting cache unreadable ({e}); starting a new one");
                 for suffix in ["", "-wal", "-shm"] {

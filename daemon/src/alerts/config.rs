@@ -131,6 +131,9 @@ pub enum RuleKind {
     BudgetOverrun,
     /// An agency's data coverage for the year is below `min_coverage`.
     DataCompleteness,
+    /// The free space on the data directory's file system is under `threshold` bytes (default
+    /// 1 GiB); under `storage.min_free_bytes` the store refuses writes.
+    DiskSpaceLow,
 }
 
 impl RuleKind {
@@ -145,6 +148,7 @@ impl RuleKind {
             RuleKind::HeatingOffSeason => "heating_off_season",
             RuleKind::BudgetOverrun => "budget_overrun",
             RuleKind::DataCompleteness => "data_completeness",
+            RuleKind::DiskSpaceLow => "disk_space_low",
         }
     }
 }
@@ -211,7 +215,7 @@ pub struct RuleConfig {
     pub holidays: Vec<chrono::NaiveDate>,
     /// night_flow: least consumption per hour (counter units, default 0.01);
     /// heating_off_season: least consumption in 24 h (default 0.1); base_load: least excess
-    /// over the learned base per hour (default 0).
+    /// over the learned base per hour (default 0); disk_space_low: free bytes (default 1 GiB).
     #[serde(default)]
     pub threshold: Option<f64>,
     /// budget_overrun: the band value a projection must not exceed (default binding).
@@ -313,6 +317,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
         rule("HeatingOffSeason", RuleKind::HeatingOffSeason, Severity::Info, Dur(0)),
         rule("BudgetOverrun", RuleKind::BudgetOverrun, Severity::Warning, Dur(0)),
         rule("DataIncomplete", RuleKind::DataCompleteness, Severity::Warning, Dur::hours(1)),
+        rule("DiskSpaceLow", RuleKind::DiskSpaceLow, Severity::Critical, Dur::mins(5)),
     ]
 }
 
@@ -362,6 +367,7 @@ impl AlertsConfig {
                 RuleKind::HeatingOffSeason => &["threshold", "max_supply_temperature", "meters"],
                 RuleKind::BudgetOverrun => &["band"],
                 RuleKind::DataCompleteness => &["min_coverage"],
+                RuleKind::DiskSpaceLow => &["threshold"],
             };
             let set: [(&str, bool); 15] = [
                 ("max_supply_temperature", r.max_supply_temperature.is_some()),
@@ -460,8 +466,8 @@ mod tests {
     fn defaults_are_valid_and_cover_every_kind() {
         let c = AlertsConfig::default();
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        assert_eq!(c.rules.len(), 9);
+        assert_eq!(c.rules.len(), 10);
         let c: AlertsConfig = toml::from_str("enabled = true").unwrap();
-        assert_eq!(c.rules.len(), 9, "without [[alerts.rule]] the default rules run");
+        assert_eq!(c.rules.len(), 10, "without [[alerts.rule]] the default rules run");
     }
 }

@@ -232,6 +232,7 @@ pub async fn findings(s: &AppState, r: &RuleConfig, now: i64, pass: &mut Pass) -
         }
         RuleKind::BudgetOverrun => rules::budget_overrun(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
         RuleKind::DataCompleteness => rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),
+        RuleKind::DiskSpaceLow => rules::disk_space_low(s.store.local().free_bytes(), r.threshold.unwrap_or(rules::DISK_SPACE_LOW_BYTES)),
     })
 }
 

@@ -522,3 +522,54 @@ pub fn data_completeness(agencies: &[Outlook], min: f64) -> Vec<Finding> {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Disk space
+
+/// `disk_space_low`'s threshold by default: 1 GiB.
+pub const DISK_SPACE_LOW_BYTES: f64 = 1_073_741_824.0;
+
+/// The free space on the data directory's file system (`None`: unknown) under `threshold`
+/// bytes: one finding, keyed `data_dir`, its value the free bytes.
+pub fn disk_space_low(free: Option<u64>, threshold: f64) -> Vec<Finding> {
+    let Some(free) = free else { return Vec::new() };
+    if free as f64 >= threshold {
+        return Vec::new();
+    }
+    let mib = |b: f64| b / 1_048_576.0;
+    vec![Finding {
+        key: "data_dir".to_string(),
+        labels: BTreeMap::new(),
+        summary_zh: format!("数据目录所在磁盘可用空间 {:.1} MiB，低于告警阈值 {:.1} MiB；可用空间低于 storage.min_free_bytes 时将拒绝写入", mib(free as f64), mib(threshold)),
+        summary_en: format!("{:.1} MiB free on the data directory's disk, under the alert threshold of {:.1} MiB; under storage.min_free_bytes writes are refused", mib(free as f64), mib(threshold)),
+        value: Some(free as f64),
+    }]
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_low_fires_under_the_threshold_only() {
+        // (free bytes, threshold, fires, summary in MiB): 524,288 B = 0.5 MiB; 1 GiB = 1024.0 MiB;
+        // 1,073,741,823 B = 1023.999... MiB, shown 1024.0.
+        let cases: [(Option<u64>, f64, bool, &str); 5] = [
+            (Some(524_288), DISK_SPACE_LOW_BYTES, true, "0.5 MiB"),
+            (Some(1_073_741_823), DISK_SPACE_LOW_BYTES, true, "1024.0 MiB"),
+            (Some(1_073_741_824), DISK_SPACE_LOW_BYTES, false, ""),
+            (Some(0), 1.0, true, "0.0 MiB"),
+            (None, DISK_SPACE_LOW_BYTES, false, ""),
+        ];
+        for (free, threshold, fires, shown) in cases {
+            let f = disk_space_low(free, threshold);
+            assert_eq!(f.len(), usize::from(fires), "{free:?} {threshold}");
+            if let Some(f) = f.first() {
+                assert_eq!(f.key, "data_dir");
+                assert_eq!(f.value, free.map(|b| b as f64));
+                assert!(f.summary_en.starts_with(shown) && f.summary_zh.contains(shown), "{} / {}", f.summary_en, f.summary_zh);
+                assert!(f.summary_zh.contains("可用空间"));
+            }
+        }
+    }
+}

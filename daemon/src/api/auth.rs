@@ -205,7 +205,13 @@ pub(super) async fn authenticate(State(s): State<Shared>, mut req: Request, next
                     return refuse(&s, remote, &route_name, "malformed", "the Authorization header is not `Bearer <token>`");
                 }
                 Some(t) => match tokens.authenticate(&t) {
-                    Some(p) => Principal { remote: remote.clone(), ..p },
+                    Some(p) => {
+                        // Its connection no longer counts against the unauthenticated limit.
+                        if let Some(c) = req.extensions().get::<crate::serve::ConnAuth>() {
+                            c.mark();
+                        }
+                        Principal { remote: remote.clone(), ..p }
+                    }
                     None if open => return next.run(req).await,
                     None => return refuse(&s, remote, &route_name, "invalid", "invalid token"),
                 },

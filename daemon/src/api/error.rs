@@ -4,6 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// `Retry-After` (seconds) of a write refused because the disk is full.
+const DISK_FULL_RETRY_AFTER: &str = "30";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -41,6 +44,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer realm=\"energyd\""));
         }
+        if self.status == StatusCode::INSUFFICIENT_STORAGE {
+            r.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static(DISK_FULL_RETRY_AFTER));
+        }
         r
     }
 }
@@ -55,6 +61,8 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message }
             }
             crate::store::StoreError::Remote(_) => ApiError::unavailable("the InfluxDB backend did not answer (see the daemon's log)", e),
+            // 507: the sender keeps the data and retries (the gateway never sets it aside).
+            crate::store::StoreError::DiskFull(message) => ApiError { status: StatusCode::INSUFFICIENT_STORAGE, message },
             other => ApiError::internal("storage failed", other),
         }
     }

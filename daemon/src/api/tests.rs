@@ -475,7 +475,7 @@ async fn building_profile_summary_ranking_and_alerts_for_dashboards() {
     let (_, v) = get(&f, "/api/v1/alerts?state=pending&agency=b").await;
     assert_eq!(v["alerts"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["rule_errors"], serde_json::json!({}), "every default rule evaluated: {v}");
-    assert_eq!(v["rules"].as_array().unwrap().len(), 9);
+    assert_eq!(v["rules"].as_array().unwrap().len(), 10);
     let (s, v) = get(&f, "/api/v1/alerts?state=pending&agency=b&building=b1").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let a = v["alerts"].as_array().unwrap();

@@ -5,8 +5,9 @@
 //! them, and to `<prefix>/+/+/status` (every daemon) to see gateways go on- and offline. For each
 //! batch: decode, store (commit), then publish on `<prefix>/<site>/<gateway>/ack` the ranges of
 //! sequence numbers stored for that gateway, and only then acknowledge the message to the broker.
-//! A batch that cannot be stored (the store is closing) is not acknowledged, so the broker
-//! delivers it again. A batch that will never be valid gets `{"rejected": [first, last],
+//! A batch that cannot be stored (the store is closing, the disk is full) is not acknowledged,
+//! so the broker delivers it again, and `{"retry": [first, last], "reason": ..}` on the ack
+//! topic says why (the gateway keeps the batch; this is never a rejection). A batch that will never be valid gets `{"rejected": [first, last],
 //! "reason": ..}` on the ack topic, so that the gateway sets it aside.
 
 use std::collections::VecDeque;
@@ -232,8 +233,15 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                         true
                     }
                     Err(BatchError::Store(e)) => {
-                        // Not acknowledged: the broker delivers it again after a reconnect.
+                        // Not acknowledged: the broker delivers it again after a reconnect. The
+                        // gateway is told why, as a `retry` (never `rejected`: nothing is wrong
+                        // with the batch; it keeps it and sends it again).
                         tracing::warn!(%gateway, "batch not stored, left for redelivery: {e}");
+                        let identity = gunzip_if_needed(&payload, s.max_body_bytes).ok().and_then(|b| energy_wire::batch_identity(&b));
+                        if let Some((_, first, n)) = identity {
+                            let body = retry_notice(first, n, &e);
+                            let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
+                        }
                         false
                     }
                 }
@@ -241,6 +249,14 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
         }
         _ => tokio::spawn(async { true }),
     }
+}
+
+/// `{"retry": [first, last], "reason": ..}`: the batch was not stored for a reason of the
+/// daemon's (a full disk, a closing store); the gateway keeps it and sends it again.
+fn retry_notice(first: u64, n: usize, e: &crate::store::StoreError) -> serde_json::Value {
+    let reason = e.to_string();
+    let reason = if reason.contains("retry later") { reason } else { format!("{reason}; retry later") };
+    serde_json::json!({ "retry": [first, first + (n.max(1) as u64) - 1], "reason": reason })
 }
 
 #[cfg(test)]
@@ -254,5 +270,20 @@ mod tests {
         assert_eq!(parse_topic("energy/v1", "energy/v1/ty/gw-1/batch/x"), None);
         assert_eq!(parse_topic("energy/v1", "energy/v1//gw/batch"), None);
         assert_eq!(parse_topic("energy/v1", "other/ty/gw/batch"), None);
+    }
+
+    /// A batch not stored for a full disk is answered `retry` with the reason, never `rejected`
+    /// (which would make the gateway set it aside).
+    #[test]
+    fn a_full_disk_asks_the_gateway_to_retry() {
+        let e = crate::store::StoreError::DiskFull("the disk holding the store is full (0 bytes free): nothing was stored; retry later".into());
+        let v = retry_notice(41, 10, &e);
+        assert_eq!(v["retry"], serde_json::json!([41, 50]));
+        assert!(v.get("rejected").is_none());
+        assert!(v["reason"].as_str().unwrap().contains("disk holding the store is full"));
+        assert_eq!(v["reason"].as_str().unwrap().matches("retry later").count(), 1);
+        let v = retry_notice(1, 1, &crate::store::StoreError::Closed);
+        assert_eq!(v["retry"], serde_json::json!([1, 1]));
+        assert!(v["reason"].as_str().unwrap().ends_with("retry later"));
     }
 }

@@ -81,6 +81,7 @@
 
 mod chunks;
 pub mod codec;
+pub mod disk;
 pub mod influx;
 mod sqlite;
 
@@ -94,7 +95,7 @@ use crate::metrics::Metrics;
 
 pub use sqlite::{
     open_forwarding, Conflict, ConflictRecord, Corrected, Correction, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome,
-    MAX_CONFLICTS_SHOWN,
+    DEFAULT_MIN_FREE_BYTES, MAX_CONFLICTS_SHOWN,
 };
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.

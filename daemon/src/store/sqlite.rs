@@ -29,6 +29,9 @@ pub enum StoreError {
     SpoolFull { bytes: u64, max: u64 },
     #[error("InfluxDB query failed: {0}")]
     Remote(String),
+    /// The disk holding the store is full: the store is read-only until space returns.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// What one write did.
@@ -213,6 +216,8 @@ pub struct Embedded {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Set when forwarding to InfluxDB.
     spool: Option<Arc<Spool>>,
+    /// Free space, and whether writes are refused for a full disk.
+    disk: Arc<super::disk::Disk>,
 }
 
 /// The writer's connection. `synchronous = NORMAL`: a commit writes its WAL frames without
@@ -237,13 +242,19 @@ pub struct StoreOptions {
     pub seal_after_ms: i64,
     /// The head is flushed when its oldest point is this old (reads flush it anyway).
     pub head_max_age_ms: u64,
+    /// Under this many free bytes on the data directory's file system, writes are refused and
+    /// the store is read-only until there is this much again (`storage.min_free_bytes`).
+    pub min_free_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS, head_max_age_ms: 5_000 }
+        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS, head_max_age_ms: 5_000, min_free_bytes: DEFAULT_MIN_FREE_BYTES }
     }
 }
+
+/// `storage.min_free_bytes` by default: 64 MiB, the WAL's size between checkpoints.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// How often the writer looks for days to seal, and how many chunks one pass writes at most
 /// (a pass is one transaction; writes wait for it).
@@ -267,14 +278,19 @@ pub(super) fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> 
 /// spooled for InfluxDB.
 pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forwarding: Option<Forwarding>) -> Result<Embedded, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+    let disk = Arc::new(super::disk::Disk::new(dir, options.min_free_bytes, metrics.clone()));
     let path = dir.join("energyd.sqlite");
+    let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
     let conn = Connection::open(&path)?;
-    // 16 KiB pages: a sealed day's chunk (about a kilobyte) packs 14 to a page instead of 3
-    // (4 KiB pages left a fifth of the file empty). Like auto_vacuum, this takes effect on a
-    // new store only; an existing one keeps its page size.
-    conn.pragma_update(None, "page_size", 16_384)?;
-    // Pages freed by sealing can be given back to the file system (takes effect on a new store).
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    if new_store {
+        // 16 KiB pages: a sealed day's chunk (about a kilobyte) packs 14 to a page instead of 3
+        // (4 KiB pages left a fifth of the file empty). Like auto_vacuum, this takes effect on a
+        // new store only; an existing one keeps its page size. (Not even asked of an existing
+        // store: setting auto_vacuum writes, and fails on a full disk.)
+        conn.pragma_update(None, "page_size", 16_384)?;
+        // Pages freed by sealing can be given back to the file system.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     configure(&conn)?;
     // The writer touches one page per series per group: a cache that holds the head's pages
     // (64 MiB) keeps ingest from rereading them.
@@ -346,9 +362,17 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     {
         let mut w = Writer::new(&conn, options, None, head_points.clone(), metrics.clone());
         let n = w.load_head()?;
-        if n > 0 {
+        let free = disk.look();
+        if disk.low(free) {
+            disk.set_full(&format!("{} bytes free at start", free.unwrap_or(0)));
+        } else if n > 0 {
             tracing::info!(points = n, "flushing the points acknowledged and not yet flushed before the last stop");
-            w.flush_head()?;
+            match w.flush_head() {
+                Ok(()) => {}
+                // They stay in `head_log` (durable); the writer flushes them when space returns.
+                Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     // Newest reading per meter (index probes and at most one chunk decoded per series).
@@ -388,8 +412,8 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn({
-            let head_points = head_points.clone();
-            move || writer_loop(conn, rx, ls, metrics, options, outbox, head_points, syncer)
+            let (head_points, disk) = (head_points.clone(), disk.clone());
+            move || writer_loop(conn, rx, ls, metrics, options, outbox, head_points, syncer, disk)
         })
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Embedded {
@@ -401,6 +425,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         path,
         writer: Arc::new(Mutex::new(Some(handle))),
         spool,
+        disk,
     })
 }
 
@@ -1414,7 +1439,11 @@ fn syncer_loop(wal: &Path, rx: &std::sync::mpsc::Receiver<Vec<Reply>>, failed: &
         let mut failure = failed.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = synced {
             if failure.is_none() {
-                let msg = format!("syncing the store's WAL file {} failed ({e}): the store refuses writes until energyd is restarted", wal.display());
+                // Even for ENOSPC: unlike a write refused for a full disk (nothing committed), a
+                // failed fsync may have lost frames already accepted (ARCHITECTURE.md, "What is
+                // durable when").
+                let full = if e.kind() == std::io::ErrorKind::StorageFull { "; the disk is full: free space, then restart" } else { "" };
+                let msg = format!("syncing the store's WAL file {} failed ({e}): the store refuses writes until energyd is restarted{full}", wal.display());
                 tracing::error!("{msg}");
                 *failure = Some(msg);
             }
@@ -1429,6 +1458,24 @@ fn syncer_loop(wal: &Path, rx: &std::sync::mpsc::Receiver<Vec<Reply>>, failed: &
     }
 }
 
+/// On a full disk: when there is space again, flushes the head (what was acknowledged before
+/// the disk filled, or found in `head_log` at start) and resumes writing. A flush that fails
+/// again is rolled back whole, and its WAL frames are written over by the next attempt.
+fn try_resume(w: &mut Writer<'_>, disk: &super::disk::Disk) {
+    if !disk.enough_to_resume(disk.look()) {
+        return;
+    }
+    match w.flush_head() {
+        Ok(()) => disk.set_ok(),
+        Err(e) if super::disk::is_disk_full(&e, disk.look()) => tracing::debug!("the head still does not fit: {e}"),
+        Err(e) => {
+            // Not the disk: writing resumes and the error shows where it belongs.
+            tracing::error!("flushing the head failed: {e}");
+            disk.set_ok();
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn writer_loop(
     conn: Connection,
@@ -1439,9 +1486,17 @@ fn writer_loop(
     outbox: Option<Outbox>,
     head_points: Arc<std::sync::atomic::AtomicU64>,
     syncer: Syncer,
+    disk: Arc<super::disk::Disk>,
 ) {
     let spool = outbox.as_ref().map(|o| o.spool.clone());
     let mut w = Writer::new(&conn, options, outbox, head_points.clone(), metrics.clone());
+    if disk.is_full() {
+        // Started on a full disk: what `head_log` holds waits in the head for space.
+        if let Err(e) = w.load_head() {
+            tracing::error!("loading the head failed: {e}");
+        }
+    }
+    let mut next_disk_look = Instant::now();
     let (dropper, dropped) = std::sync::mpsc::channel::<Vec<WriteOp>>();
     if let Err(e) = std::thread::Builder::new().name("store-free".into()).spawn(move || dropped.into_iter().for_each(drop)) {
         tracing::warn!("no thread to free written groups ({e}); the writer frees them");
@@ -1449,7 +1504,12 @@ fn writer_loop(
     let mut next_prune = Instant::now();
     let mut next_compact = Instant::now();
     loop {
-        if Instant::now() >= next_compact {
+        if disk.is_full() && Instant::now() >= next_disk_look {
+            next_disk_look = Instant::now() + super::disk::CHECK_EVERY;
+            try_resume(&mut w, &disk);
+        }
+        // Sealing and the retention write too: not while the disk is full.
+        if !disk.is_full() && Instant::now() >= next_compact {
             next_compact = Instant::now() + COMPACT_EVERY;
             match w.compact_pass(options.seal_after_ms, false) {
                 Ok(done) => {
@@ -1459,10 +1519,11 @@ fn writer_loop(
                         next_compact = Instant::now();
                     }
                 }
+                Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&format!("sealing raw points into chunks: {e}")),
                 Err(e) => tracing::error!("sealing raw points into chunks failed: {e}"),
             }
         }
-        if Instant::now() >= next_prune {
+        if !disk.is_full() && Instant::now() >= next_prune {
             let pruned = w.flush_head().and_then(|()| {
                 w.day_cache.clear();
                 for slot in &mut w.head.series {
@@ -1486,12 +1547,17 @@ fn writer_loop(
         if let Some(t) = w.head.since {
             wake = wake.min(t + w.head_max_age);
         }
+        if disk.is_full() {
+            wake = wake.min(next_disk_look);
+        }
         let first = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(r) => r,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if w.head_due() {
-                    if let Err(e) = w.flush_head() {
-                        tracing::error!("flushing the head failed: {e}");
+                if w.head_due() && !disk.is_full() {
+                    match w.flush_head() {
+                        Ok(()) => {}
+                        Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&format!("flushing the head: {e}")),
+                        Err(e) => tracing::error!("flushing the head failed: {e}"),
                     }
                 }
                 continue;
@@ -1503,6 +1569,27 @@ fn writer_loop(
             match rx.try_recv() {
                 Ok(r) => group.push(r),
                 Err(_) => break,
+            }
+        }
+        // Free space under the floor: read-only before anything is written.
+        if !disk.is_full() && Instant::now() >= next_disk_look && group.iter().any(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_))) {
+            next_disk_look = Instant::now() + super::disk::CHECK_EVERY;
+            let free = disk.look();
+            if disk.low(free) {
+                disk.set_full(&format!("{} bytes free", free.unwrap_or(0)));
+            }
+        }
+        // The disk full: writes are refused and reads are not held up by a flush (they answer
+        // from what is flushed); the rest goes on.
+        if disk.is_full() {
+            let (refused, rest): (Vec<WriteReq>, Vec<WriteReq>) = group.into_iter().partition(|r| matches!(r.op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_) | WriteOp::Flush | WriteOp::Compact));
+            for req in refused {
+                let answer = if matches!(req.op, WriteOp::Flush) { Ok(WriteOutcome::default()) } else { Err(disk.reason()) };
+                let _ = req.reply.send(answer);
+            }
+            group = rest;
+            if group.is_empty() {
+                continue;
             }
         }
         // After a failed WAL sync, writes are refused (reads and the rest go on).
@@ -1658,10 +1745,16 @@ fn writer_loop(
         metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         w.head_points.store(w.head.points, std::sync::atomic::Ordering::Release);
         metrics.head_points.set(w.head.points as i64);
-        // A read waiting, or the head full or old: flush it before answering.
+        // A read waiting, or the head full or old: flush it before answering. On a full disk the
+        // group stands (its commit is durable, its points stay in the head and `head_log`) and
+        // the reads waiting answer from what is flushed.
         let result = result.and_then(|outs| {
-            if wants_flush || w.head_due() {
-                w.flush_head()?;
+            if (wants_flush || w.head_due()) && !disk.is_full() {
+                match w.flush_head() {
+                    Ok(()) => {}
+                    Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&format!("flushing the head: {e}")),
+                    Err(e) => return Err(e),
+                }
             }
             Ok(outs)
         });
@@ -1740,9 +1833,17 @@ fn writer_loop(
                     o.builder.clear();
                     o.points = 0;
                 }
-                tracing::error!("store commit failed: {e}");
+                // The transaction was rolled back: on a full disk nothing of it stays (SQLite
+                // writes the next transaction's WAL frames over the rolled-back ones).
+                let message = if super::disk::is_disk_full(&e, disk.look()) {
+                    disk.set_full(&e.to_string());
+                    disk.reason()
+                } else {
+                    tracing::error!("store commit failed: {e}");
+                    e.to_string()
+                };
                 for req in group {
-                    let _ = req.reply.send(Err(e.to_string()));
+                    let _ = req.reply.send(Err(message.clone()));
                 }
             }
         }
@@ -1760,6 +1861,9 @@ fn writer_loop(
 
 impl Embedded {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        if self.disk.is_full() && matches!(op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_) | WriteOp::Compact) {
+            return Err(StoreError::DiskFull(self.disk.reason()));
+        }
         if let (Some(sp), WriteOp::Batch(_) | WriteOp::Points(..)) = (&self.spool, &op) {
             let bytes = sp.bytes.load(std::sync::atomic::Ordering::Relaxed);
             if bytes >= sp.max_bytes {
@@ -1772,7 +1876,18 @@ impl Embedded {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Task)
+        let disk = &self.disk;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(|e| if disk.is_full() { StoreError::DiskFull(e) } else { StoreError::Task(e) })
+    }
+
+    /// The disk holding the store is full: writes are refused until space returns.
+    pub fn read_only(&self) -> bool {
+        self.disk.is_full()
+    }
+
+    /// Free bytes on the data directory's file system, looked at now (also sets the metric).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.disk.look()
     }
 
     /// Stores a gateway batch; returns after the commit.
@@ -1850,8 +1965,10 @@ impl Embedded {
 
     /// Flushes the head when it holds points: everything acknowledged before the call is then
     /// in the tables, for reads that do not flush (the `_settled` ones).
+    /// On a full disk the head is not flushed (the flush could not be written): reads then
+    /// answer from what was flushed before.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        if self.head_points.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        if self.head_points.load(std::sync::atomic::Ordering::Acquire) > 0 && !self.disk.is_full() {
             self.write(WriteOp::Flush).await?;
         }
         Ok(())

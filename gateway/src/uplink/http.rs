@@ -5,9 +5,10 @@
 //! it is appended to `dead-letter.jsonl` in the queue directory with the daemon's reason and then
 //! settled, so that it cannot block the queue (it is never silently dropped). 413 halves the
 //! batch size. Anything else (401, 403, 404, 429, 5xx, network errors) is retried with
-//! exponential back-off and jitter; the reason is logged and counted. A 429 or 503 with
-//! `Retry-After: <seconds>` waits that long instead (at most `retry_max_ms`, at least the
-//! back-off).
+//! exponential back-off and jitter; the reason is logged and counted: a 507 (the daemon's disk
+//! is full) keeps the batch queued until the daemon has space again, never dead-lettered. An
+//! answer with `Retry-After: <seconds>` (429, 503, 507) waits that long instead (at most
+//! `retry_max_ms`, at least the back-off).
 
 use std::time::{Duration, Instant};
 
@@ -46,13 +47,20 @@ async fn post(c: &Common, client: &reqwest::Client, token: Option<&str>, out: &O
             let status = resp.status().as_u16();
             let wait = retry_after(resp.headers());
             let body = resp.text().await.unwrap_or_default();
-            match status {
-                200..=299 => Outcome::Acked,
-                400 | 422 => Outcome::Rejected(status, body),
-                413 => Outcome::TooLarge,
-                _ => Outcome::Retry(format!("daemon answered {status}: {}", body.chars().take(300).collect::<String>()), wait),
-            }
+            outcome(status, body, wait)
         }
+    }
+}
+
+/// What an answer means for the batch. Only 400 and 422 set it aside (the daemon will never
+/// take it); 507 (the daemon's disk is full), 503 and every other status are retried, after
+/// `Retry-After` when given.
+fn outcome(status: u16, body: String, wait: Option<Duration>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Acked,
+        400 | 422 => Outcome::Rejected(status, body),
+        413 => Outcome::TooLarge,
+        _ => Outcome::Retry(format!("daemon answered {status}: {}", body.chars().take(300).collect::<String>()), wait),
     }
 }
 
@@ -183,6 +191,22 @@ pub async fn run(c: Common, cancel: CancellationToken) {
 #[cfg(test)]
 mod retry_tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_retried_never_set_aside() {
+        let full = r#"{"error":"the disk holding the store is full (0 bytes free ...): nothing was stored; retry later"}"#;
+        match outcome(507, full.into(), Some(Duration::from_secs(30))) {
+            Outcome::Retry(reason, wait) => {
+                assert!(reason.contains("507") && reason.contains("disk holding the store is full"), "{reason}");
+                assert_eq!(wait, Some(Duration::from_secs(30)));
+            }
+            _ => panic!("507 must be retried"),
+        }
+        assert!(matches!(outcome(503, String::new(), None), Outcome::Retry(_, None)));
+        assert!(matches!(outcome(500, String::new(), None), Outcome::Retry(..)));
+        assert!(matches!(outcome(400, "bad".into(), None), Outcome::Rejected(400, _)));
+        assert!(matches!(outcome(204, String::new(), None), Outcome::Acked));
+    }
 
     #[test]
     fn retry_after_in_seconds() {
