@@ -241,9 +241,13 @@ async fn line_protocol_partial_writes_like_influxdb() {
     let (s, v) = post(&f, "/write?precision=fortnight", None, b"m,meter=m1 active_power=1".to_vec()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("precision"));
-    let (s, v) = post(&f, "/api/v2/write", None, vec![b'm', 0xff, 0xfe]).await;
+    // Invalid UTF-8 refuses its line only (a partial write), as InfluxDB's parser does.
+    let (s, v) = post(&f, "/api/v2/write?precision=s", None, b"e,meter=m1 active_power=7 1772301600\ne,meter=m1,x=\xff\xfe active_power=8 1772301601\n".to_vec()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("UTF-8"));
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("1 points written, 1 lines rejected: line 2: invalid UTF-8 in the tag value"), "{msg}");
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_power&from=2026-02-28T18:00:00Z&to=2026-02-28T18:00:02Z").await;
+    assert_eq!(v["points"].as_array().map(|p| p.len()), Some(1), "{v}");
     let req = Request::post("/api/v2/write").header("content-encoding", "gzip").body(Body::from("nope")).unwrap();
     assert_eq!(call(&f, req).await.0, StatusCode::BAD_REQUEST);
 }
