@@ -146,7 +146,7 @@ fn show(c: u8) -> String {
         b' ' => "a space".into(),
         0x0b => "`\\v`".into(),
         0x0c => "`\\f`".into(),
-        0x20..=0x7e => format!("`{}`", c as char),
+        0x21..=0x7e => format!("`{}`", c as char),
         _ => format!("byte 0x{c:02x}"),
     }
 }
@@ -677,6 +677,9 @@ mod tests {
     }
     use Want::{Error, Point};
 
+    /// A body and what each of its lines gives, with the line's number.
+    type Case = (&'static [u8], Vec<(usize, Want)>);
+
     fn pt(m: &'static str, tags: &[(&'static str, &'static str)], fields: Vec<(&'static str, FieldValue)>, ts: Option<i64>) -> Want {
         Point(m, tags.to_vec(), fields, ts)
     }
@@ -709,7 +712,7 @@ mod tests {
     #[test]
     fn the_reference_rules_element_by_element() {
         let f1 = || vec![("f", Float(1.0))];
-        let cases: Vec<(&[u8], Vec<(usize, Want)>)> = vec![
+        let cases: Vec<Case> = vec![
             // Escapes per element: measurement `\,` `\ ` (and `=` is plain there); keys and tag
             // values `\,` `\=` `\ `; a backslash before anything else stays.
             (br"m\ e\,a\=s,t=1 f=1", vec![(1, pt(r"m e,a\=s", &[("t", "1")], f1(), None))]),
