@@ -7,44 +7,18 @@
 //! client Basic auth. Every value it wrote must read back exactly through the daemon's own API.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use energy_e2e::{http_client, listening_url, q, repo_root, Proc};
+use energy_e2e::{http_client, listening_url, new_token, q, repo_root, Proc};
 
-const REGISTRY: &str = r#"
-[[agency]]
-id = "ag"
-name = "测试机关"
-level = "county"
-
-[[building]]
-id = "b1"
-name = "B1"
-floor_area = 1000.0
-occupants = [ { agency = "ag", share = 1.0 } ]
-
-[[meter]]
-id = "py-v2"
-building = "b1"
-carrier = "electricity"
-
-[[meter]]
-id = "py-v1"
-building = "b1"
-carrier = "electricity"
-"#;
-
-/// A token from `energyd token new` and its configuration entry.
-fn new_token(dir: &Path, args: &[&str]) -> (String, String) {
-    let mut all = vec!["token", "new"];
-    all.extend_from_slice(args);
-    let (code, out, err) = energy_e2e::run("energyd", &all, dir);
-    assert_eq!(code, 0, "energyd token new: {err}");
-    let token = out.lines().find(|l| l.starts_with("edt_")).expect("a token").to_string();
-    let entry = out[out.find("[[auth.token]]").expect("an entry")..].to_string();
-    (token, entry)
+/// One agency, one building, and the two meters the clients write to.
+fn registry() -> String {
+    let mut reg = String::from("[[agency]]\nid = \"ag\"\nname = \"测试机关\"\nlevel = \"county\"\n\n[[building]]\nid = \"b1\"\nname = \"B1\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n");
+    for meter in ["py-v2", "py-v1"] {
+        reg.push_str(&format!("\n[[meter]]\nid = \"{meter}\"\nbuilding = \"b1\"\ncarrier = \"electricity\"\n"));
+    }
+    reg
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +31,7 @@ async fn official_python_clients_write_and_every_value_reads_back() {
     );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("registry.toml"), REGISTRY).unwrap();
+    std::fs::write(d.join("registry.toml"), registry()).unwrap();
     let (token, entry) = new_token(d, &["--role", "gateway", "--gateway", "py-gw", "--name", "telegraf"]);
     let (admin, admin_entry) = new_token(d, &["--role", "admin", "--name", "ops"]);
     std::fs::write(

@@ -227,6 +227,16 @@ mod tests {
     }
 
     #[test]
+    fn a_line_break_in_a_string_value_keeps_its_line_together() {
+        // Lines 1-2 are one line (a string value holding a line break, refused as non-numeric):
+        // the text after the break is not a point of its own.
+        let body = b"e,meter=m1 active_power=1,reactive_power=\"a\ne,meter=m1 active_power=2\" 1764288000\ne,meter=m1 active_power=3 1764288000";
+        let r = lines_to_points(body, Precision::Seconds, NOW, YEARS, &|_| true, false);
+        assert_eq!(r.points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![3.0]);
+        assert_eq!(r.errors.iter().map(|e| (e.line, e.label)).collect::<Vec<_>>(), vec![(1, "non_numeric")]);
+    }
+
+    #[test]
     fn duplicate_meter_tags_store_nothing() {
         let r = lines_to_points(b"e,meter=a,meter=b active_power=1", Precision::Nanoseconds, NOW, YEARS, &|_| true, false);
         assert!(r.points.is_empty());
