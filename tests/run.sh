@@ -43,6 +43,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 
+# InfluxData's official Python clients, for tests/tests/influx_clients.rs (PyPI, only when
+# missing).
+if ! python3 -c 'import influxdb_client, influxdb' >/dev/null 2>&1; then
+  python3 -m pip install -q influxdb-client influxdb
+fi
+
 # cargo-nextest runs each test in its own process, in parallel; fall back to cargo test.
 cargo build --workspace --bins --locked
 if cargo nextest --version >/dev/null 2>&1; then

@@ -127,6 +127,19 @@ pub fn run(name: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Runs `energyd token new ARGS` in `dir`; returns the token and the `[[auth.token]]` entry to
+/// paste into `[auth]` (which must not hold the token itself).
+pub fn new_token(dir: &Path, args: &[&str]) -> (String, String) {
+    let mut all = vec!["token", "new"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run("energyd", &all, dir);
+    assert_eq!(code, 0, "energyd token new {args:?}: {err}");
+    let token = out.lines().find(|l| l.starts_with("edt_")).unwrap_or_else(|| panic!("no token in:\n{out}")).to_string();
+    let entry = out[out.find("[[auth.token]]").expect("entry")..].to_string();
+    assert!(!entry.contains(&token), "the configuration entry holds the token itself");
+    (token, entry)
+}
+
 /// An HTTP client (installs the rustls crypto provider reqwest needs first).
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use energy_e2e::{bin, eventually, free_port, listening_url, profiles_dir, Proc};
+use energy_e2e::{bin, eventually, free_port, listening_url, new_token, profiles_dir, Proc};
 use energy_wire::{encode_batch, Batch, Quantity, Sample};
 
 const REGISTRY: &str = r#"
@@ -46,18 +46,6 @@ id = "b-elec"
 building = "bl-b"
 carrier = "electricity"
 "#;
-
-/// Runs `energyd token new` and returns (token, entry to paste).
-fn new_token(dir: &Path, args: &[&str]) -> (String, String) {
-    let mut all = vec!["token", "new"];
-    all.extend_from_slice(args);
-    let (code, out, err) = energy_e2e::run("energyd", &all, dir);
-    assert_eq!(code, 0, "energyd token new {args:?}: {err}");
-    let token = out.lines().find(|l| l.starts_with("edt_")).unwrap_or_else(|| panic!("no token in:\n{out}")).to_string();
-    let entry = out[out.find("[[auth.token]]").expect("entry")..].to_string();
-    assert!(!entry.contains(&token), "the configuration entry holds the token itself");
-    (token, entry)
-}
 
 struct Tokens {
     admin: String,

@@ -4,8 +4,9 @@
 //! building or meter a request is about).
 //!
 //! Credentials: `Authorization: Bearer <token>` everywhere; on the line-protocol endpoints
-//! (`/write`, `/api/v2/write`) also `Authorization: Token <token>` (InfluxDB 2), Basic auth with
-//! the token as password and the v1 query parameters `u`/`p` (`p` is the token).
+//! (`/write`, `/api/v2/write`, and `/query` for the start-up statements of InfluxDB clients)
+//! also `Authorization: Token <token>` (InfluxDB 2), Basic auth with the token as password and
+//! the v1 query parameters `u`/`p` (`p` is the token).
 //!
 //! Route classes ([`access`]): a route not listed there is readable (GET) by admin, bureau and
 //! engineer only, and writable by admin only, so a new endpoint never opens data to agency or
@@ -59,9 +60,11 @@ pub enum PathScope {
 pub fn access(method: &Method, route: Option<&str>) -> Access {
     let read = method == Method::GET || method == Method::HEAD;
     match route {
-        Some("/healthz") => Access::Open,
+        // InfluxDB answers /ping and /health without credentials; /query (its start-up
+        // statements only, see influx_api) takes the credentials and roles of /write.
+        Some("/healthz" | "/ping" | "/health") => Access::Open,
         Some("/metrics") => Access::Metrics,
-        Some("/api/v1/ingest" | "/write" | "/api/v2/write") => Access::Ingest,
+        Some("/api/v1/ingest" | "/write" | "/api/v2/write" | "/query") => Access::Ingest,
         Some(
             "/" | "/api/v1/agencies"
             | "/api/v1/buildings"
@@ -93,7 +96,7 @@ fn path_id(path: &str) -> Option<String> {
 }
 
 fn is_line_protocol(route: Option<&str>) -> bool {
-    matches!(route, Some("/write" | "/api/v2/write"))
+    matches!(route, Some("/write" | "/api/v2/write" | "/query"))
 }
 
 /// The token a request presents, if any. Only the forms its route accepts are looked at.
@@ -149,7 +152,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -123,6 +123,12 @@ fn matrix() -> Vec<(&'static str, String, [u16; 7])> {
     vec![
         ("GET", "/healthz".into(), [200, 200, 200, 200, 200, 200, 200]),
         ("GET", "/metrics".into(), [200, 200, 200, 200, 200, 200, 200]),
+        // InfluxDB's /ping and /health are open; /query takes the roles of /write.
+        ("GET", "/ping".into(), [204, 204, 204, 204, 204, 204, 204]),
+        ("HEAD", "/ping".into(), [204, 204, 204, 204, 204, 204, 204]),
+        ("GET", "/health".into(), [200, 200, 200, 200, 200, 200, 200]),
+        ("GET", "/query?q=SHOW%20DATABASES".into(), [401, 401, 200, 403, 403, 403, 200]),
+        ("POST", "/query?q=CREATE%20DATABASE%20telegraf".into(), [401, 401, 200, 403, 403, 403, 200]),
         ("GET", "/api/v1/quantities".into(), [401, 401, 200, 200, 200, 200, 403]),
         ("GET", "/api/v1/agencies".into(), [401, 401, 200, 200, 200, 200, 403]),
         ("GET", "/api/v1/buildings".into(), [401, 401, 200, 200, 200, 200, 403]),
@@ -229,6 +235,12 @@ async fn line_protocol_takes_influx_style_credentials() {
         (Some("Token tok-agency"), "/api/v2/write?bucket=x", 403),
         (Some("Token tok-admin"), "/api/v1/meters", 401),
         (None, "/api/v2/write?bucket=x", 401),
+        // The start-up statements, with the credentials the same clients send.
+        (Some(basic), "/query?q=CREATE%20DATABASE%20%22telegraf%22", 200),
+        (None, "/query?u=telegraf&p=tok-gateway&q=SHOW%20DATABASES", 200),
+        (Some("Token tok-gateway"), "/query?q=SHOW%20DATABASES", 200),
+        (None, "/query?q=SHOW%20DATABASES", 401),
+        (Some("Token tok-agency"), "/query?q=SHOW%20DATABASES", 403),
     ] {
         let (s, _, v) = send(&f, post(auth, uri)).await;
         assert_eq!(s.as_u16(), want, "{auth:?} {uri}: {v}");

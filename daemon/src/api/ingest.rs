@@ -170,16 +170,9 @@ async fn write_lines(s: Shared, principal: Principal, headers: HeaderMap, params
     })?;
     let body = read_body(&s, body, source)?;
     let bytes = body_bytes(&s, &headers, body, source)?;
-    let text = match std::str::from_utf8(&bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            s.metrics.rejected.with_label_values(&[source, "invalid_utf8"]).inc();
-            return Err(ApiError::bad_request(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())));
-        }
-    };
     let accept_unknown = s.ingest.unknown_meter == UnknownMeter::Accept;
     let reg = s.registry.clone();
-    let mut report = lines_to_points(text, precision, now_ms(), s.retention.raw_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
+    let mut report = lines_to_points(&bytes, precision, now_ms(), s.retention.raw_ms(), &|m| reg.meter(m).is_some(), accept_unknown);
     for e in &report.errors {
         s.metrics.rejected.with_label_values(&[source, e.label]).inc();
     }

@@ -5,6 +5,7 @@ mod auth;
 mod alerts;
 mod error;
 mod profile;
+mod influx_api;
 mod ingest;
 pub mod limits;
 mod query;
@@ -123,6 +124,9 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/ingest", post(ingest::batch))
         .route("/api/v2/write", post(ingest::write_v2))
         .route("/write", post(ingest::write_v1))
+        .route("/ping", get(influx_api::ping))
+        .route("/health", get(influx_api::health))
+        .route("/query", get(influx_api::query).post(influx_api::query))
         .route("/api/v1/agencies", get(registry::agencies))
         .route("/api/v1/buildings", get(registry::buildings))
         .route("/api/v1/meters", get(registry::meters))

@@ -241,11 +241,67 @@ async fn line_protocol_partial_writes_like_influxdb() {
     let (s, v) = post(&f, "/write?precision=fortnight", None, b"m,meter=m1 active_power=1".to_vec()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("precision"));
-    let (s, v) = post(&f, "/api/v2/write", None, vec![b'm', 0xff, 0xfe]).await;
+    // Invalid UTF-8 refuses its line only (a partial write), as InfluxDB's parser does.
+    let (s, v) = post(&f, "/api/v2/write?precision=s", None, b"e,meter=m1 active_power=7 1772301600\ne,meter=m1,x=\xff\xfe active_power=8 1772301601\n".to_vec()).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["error"].as_str().unwrap().contains("UTF-8"));
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("1 points written, 1 lines rejected: line 2: invalid UTF-8 in the tag value"), "{msg}");
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_power&from=2026-02-28T18:00:00Z&to=2026-02-28T18:00:02Z").await;
+    assert_eq!(v["points"].as_array().map(|p| p.len()), Some(1), "{v}");
     let req = Request::post("/api/v2/write").header("content-encoding", "gzip").body(Body::from("nope")).unwrap();
     assert_eq!(call(&f, req).await.0, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoints_influxdb_clients_call_first() {
+    let f = fixture(UnknownMeter::Reject);
+    let version = env!("CARGO_PKG_VERSION");
+    for method in ["GET", "HEAD"] {
+        let resp = app(f.state.clone()).oneshot(Request::builder().method(method).uri("/ping").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "{method} /ping");
+        assert_eq!(resp.headers()["x-influxdb-version"], version);
+        assert_eq!(resp.headers()["x-influxdb-build"], "energyd");
+    }
+    let (s, v) = get(&f, "/ping?verbose=true").await;
+    assert_eq!((s, v["version"].as_str()), (StatusCode::OK, Some(version)));
+    let (s, v) = get(&f, "/health").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!((v["name"].as_str(), v["status"].as_str(), v["version"].as_str()), (Some("energyd"), Some("pass"), Some(version)));
+    assert!(v["checks"].is_array() && v["message"].is_string(), "{v}");
+    // /query: the v1 client's statements in the URL, Telegraf's in a form body.
+    let (s, v) = get(&f, "/query?q=SHOW+DATABASES").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, serde_json::json!({"results": [{"statement_id": 0, "series": [{"name": "databases", "columns": ["name"]}]}]}));
+    let (s, v) = post(&f, "/query", Some("application/x-www-form-urlencoded"), b"q=CREATE+DATABASE+%22telegraf%22".to_vec()).await;
+    assert_eq!((s, v), (StatusCode::OK, serde_json::json!({"results": [{"statement_id": 0}]})));
+    let (s, v) = post(&f, "/query?q=CREATE%20DATABASE%20a%3B%20SHOW%20DATABASES", None, Vec::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["results"][1]["statement_id"], 1);
+    // Anything else: 400 in InfluxDB's error shape, naming what energyd answers.
+    let (s, v) = get(&f, "/query?q=SELECT+*+FROM+energy").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("answers only CREATE DATABASE and SHOW DATABASES"), "{v}");
+    let (s, v) = get(&f, "/query").await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("missing required parameter \"q\"")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precisions_are_the_same_on_both_write_endpoints() {
+    let f = fixture(UnknownMeter::Reject);
+    // 2026-03-01T00:00:00Z = 1772323200 s = 29538720 min = 492312 h, each at its precision.
+    for (p, ts) in [("h", 492_312i64), ("m", 29_538_720), ("s", 1_772_323_200), ("ms", 1_772_323_200_000), ("us", 1_772_323_200_000_000), ("u", 1_772_323_200_000_000), ("ns", 1_772_323_200_000_000_000), ("n", 1_772_323_200_000_000_000)] {
+        for path in ["/write?db=x", "/api/v2/write?bucket=x"] {
+            let (s, v) = post(&f, &format!("{path}&precision={p}"), None, format!("e,meter=m1 active_power=1 {ts}").into_bytes()).await;
+            assert_eq!(s, StatusCode::NO_CONTENT, "{path} precision={p}: {v}");
+        }
+    }
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_power&from=2026-03-01T00:00:00Z&to=2026-03-01T00:00:01Z").await;
+    assert_eq!(v["points"].as_array().map(|p| p.len()), Some(1), "{v}");
+    for path in ["/write?db=x", "/api/v2/write?bucket=x"] {
+        let (s, v) = post(&f, &format!("{path}&precision=d"), None, b"e,meter=m1 active_power=1 1".to_vec()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(v["error"].as_str().unwrap().contains("unknown precision `d`"), "{v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

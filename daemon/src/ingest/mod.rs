@@ -86,20 +86,34 @@ pub fn check_time(ts_ms: i64, now_ms: i64, retention_ms: i64) -> Result<(), Time
     Ok(())
 }
 
-/// Converts a line-protocol body to points. A bad line is refused with its reason; the good
-/// lines of the same body are kept (InfluxDB's partial write).
-pub fn lines_to_points(body: &str, precision: Precision, now_ms: i64, retention_ms: i64, known_meter: &dyn Fn(&str) -> bool, accept_unknown: bool) -> LineReport {
+/// A line's text as an error message shows it: at most 120 characters, invalid UTF-8 replaced,
+/// control characters escaped.
+fn shown(text: &[u8]) -> String {
+    let mut out = String::new();
+    for c in String::from_utf8_lossy(text).chars().take(120) {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Converts a line-protocol body to points. A bad line is refused with its reason (invalid
+/// UTF-8 too: only the line that holds it); the good lines of the same body are kept
+/// (InfluxDB's partial write).
+///
+/// Every field of every accepted line becomes one point, in the order of the body, whatever
+/// other points share its meter, quantity and millisecond: nothing here merges or drops a
+/// point (two values 1 µs apart both reach the store, which decides what a second value at the
+/// same time is).
+pub fn lines_to_points(body: &[u8], precision: Precision, now_ms: i64, retention_ms: i64, known_meter: &dyn Fn(&str) -> bool, accept_unknown: bool) -> LineReport {
     let mut rep = LineReport::default();
-    for (i, text) in body.split('\n').enumerate() {
-        let err = |reason: String, label: &'static str| LineError {
-            line: i + 1,
-            text: text.chars().take(120).collect(),
-            reason,
-            label,
-        };
-        let line = match lineproto::parse_line(text) {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
+    for entry in lineproto::entries(body) {
+        let err = |reason: String, label: &'static str| LineError { line: entry.line, text: shown(entry.text), reason, label };
+        let line = match entry.parsed {
+            Ok(l) => l,
             Err(e) => {
                 rep.errors.push(err(e, "malformed"));
                 continue;
@@ -187,7 +201,7 @@ mod tests {
                     e,meter=m1 active_power=1 99\n\
                     garbage";
         let known = |m: &str| m == "m1";
-        let r = lines_to_points(body, Precision::Seconds, NOW, YEARS, &known, false);
+        let r = lines_to_points(body.as_bytes(), Precision::Seconds, NOW, YEARS, &known, false);
         assert_eq!(r.points.len(), 3);
         assert_eq!(r.points[0], Point { meter: "m1".into(), quantity: Quantity::ActivePower, ts: NOW, value: 1.5 });
         assert_eq!(r.points[1].quantity, Quantity::WaterVolume);
@@ -201,8 +215,59 @@ mod tests {
     }
 
     #[test]
+    fn points_in_one_millisecond_all_reach_the_store_in_order() {
+        // 1764288000000000000 ns is NOW; the next lines are 1 µs and 999_999 ns later: the same
+        // millisecond. Nothing is merged: four points (the second line has two fields, one of
+        // them twice), in the order of the body, all at NOW.
+        let body = b"e,meter=m1 active_power=1 1764288000000000000\n\
+                     e,meter=m1 active_power=2,active_power=3,reactive_power=4 1764288000000001000\n\
+                     e,meter=m1 active_power=1 1764288000000999999";
+        let r = lines_to_points(body, Precision::Nanoseconds, NOW, YEARS, &|_| true, false);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let got: Vec<(Quantity, i64, f64)> = r.points.iter().map(|p| (p.quantity, p.ts, p.value)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Quantity::ActivePower, NOW, 1.0),
+                (Quantity::ActivePower, NOW, 2.0),
+                (Quantity::ActivePower, NOW, 3.0),
+                (Quantity::ReactivePower, NOW, 4.0),
+                (Quantity::ActivePower, NOW, 1.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_refuses_only_its_line() {
+        let body = b"e,meter=m1 active_power=1 1764288000\ne,meter=m1,site=\xff active_power=2 1764288000\ne,meter=m1 active_power=3 1764288000";
+        let r = lines_to_points(body, Precision::Seconds, NOW, YEARS, &|_| true, false);
+        assert_eq!(r.points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![1.0, 3.0]);
+        assert_eq!(r.errors.len(), 1);
+        assert_eq!((r.errors[0].line, r.errors[0].label), (2, "malformed"));
+        assert!(r.errors[0].reason.contains("invalid UTF-8 in the tag value"), "{:?}", r.errors[0]);
+        assert_eq!(r.errors[0].text, "e,meter=m1,site=\u{fffd} active_power=2 1764288000");
+    }
+
+    #[test]
+    fn a_line_break_in_a_string_value_keeps_its_line_together() {
+        // Lines 1-2 are one line (a string value holding a line break, refused as non-numeric):
+        // the text after the break is not a point of its own.
+        let body = b"e,meter=m1 active_power=1,reactive_power=\"a\ne,meter=m1 active_power=2\" 1764288000\ne,meter=m1 active_power=3 1764288000";
+        let r = lines_to_points(body, Precision::Seconds, NOW, YEARS, &|_| true, false);
+        assert_eq!(r.points.iter().map(|p| p.value).collect::<Vec<_>>(), vec![3.0]);
+        assert_eq!(r.errors.iter().map(|e| (e.line, e.label)).collect::<Vec<_>>(), vec![(1, "non_numeric")]);
+    }
+
+    #[test]
+    fn duplicate_meter_tags_store_nothing() {
+        let r = lines_to_points(b"e,meter=a,meter=b active_power=1", Precision::Nanoseconds, NOW, YEARS, &|_| true, false);
+        assert!(r.points.is_empty());
+        assert!(r.errors[0].reason.contains("duplicate tag key `meter`"), "{:?}", r.errors);
+    }
+
+    #[test]
     fn unknown_meters_can_be_accepted_as_unassigned() {
-        let r = lines_to_points("e,meter=new active_power=1", Precision::Nanoseconds, NOW, YEARS, &|_| false, true);
+        let r = lines_to_points(b"e,meter=new active_power=1", Precision::Nanoseconds, NOW, YEARS, &|_| false, true);
         assert_eq!(r.points.len(), 1);
         assert_eq!(r.points[0].ts, NOW);
         assert_eq!(r.unassigned, vec!["new".to_string()]);
