@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md at the repository root for what is durable when.
 
 pub mod config;
+pub mod field;
 pub mod full;
 pub mod metrics;
 pub mod mqtt_in;
