@@ -161,12 +161,12 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             dev.tcp = tcp;
             dev.rtu_over_tcp = rtu_over_tcp;
             dev.serial = serial;
-            dev.baud = baud;
-            dev.parity = match parity.as_str() {
+            dev.baud = Some(baud);
+            dev.parity = Some(match parity.as_str() {
                 "even" => Parity::Even,
                 "odd" => Parity::Odd,
                 _ => Parity::None,
-            };
+            });
             dev.data_bits = data_bits;
             dev.stop_bits = stop_bits;
             let transport = dev.transport().map_err(|e| {

@@ -4,3 +4,7 @@
 pub mod cjt188;
 pub mod dlt645;
 pub mod frame;
+pub mod profile;
+pub mod link;
+pub mod poll;
+pub mod sim;

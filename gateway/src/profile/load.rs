@@ -126,12 +126,12 @@ pub fn load_file(root: &Path, path: &Path) -> Result<Profile, Vec<ProfileError>>
     parse_profile(&name, &file, &text)
 }
 
-fn profile_name(root: &Path, path: &Path) -> String {
+pub(crate) fn profile_name(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path).with_extension("");
     rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
-fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+pub(crate) fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
@@ -143,8 +143,9 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads every `*.toml` Modbus profile below `dir` (the `mqtt/` folder holds MQTT mappings and is
-/// skipped), sorted by name. Either all load, or every error is returned.
+/// Loads every `*.toml` Modbus profile below `dir` (the `mqtt/` folder holds MQTT mappings and
+/// files with a field-bus `protocol` are DL/T 645 or CJ/T 188 profiles; both are skipped), sorted
+/// by name. Either all load, or every error is returned.
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Profile>, ProfileErrors> {
     let mut files = Vec::new();
     if let Err(e) = toml_files(dir, &mut files) {
@@ -158,6 +159,9 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Profile>, ProfileErrors> 
     let mut errors = Vec::new();
     for f in files {
         if f.strip_prefix(dir).ok().and_then(|r| r.components().next()).is_some_and(|c| c.as_os_str() == "mqtt") {
+            continue;
+        }
+        if std::fs::read_to_string(&f).is_ok_and(|t| crate::field::profile::is_field_profile(&t)) {
             continue;
         }
         match load_file(dir, &f) {
