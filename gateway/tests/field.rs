@@ -207,3 +207,140 @@ async fn heat_and_electricity_meters_on_a_serial_port_at_2400_baud() {
     assert_eq!(m.ser, 10, "the sequence byte moves on");
     cancel.cancel();
 }
+
+/// Runs the real binary (off the async runtime) and returns (exit code, stdout, stderr).
+async fn gateway(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let o = Command::new(env!("CARGO_BIN_EXE_energy-gateway")).args(&args).env("RUST_LOG", "warn").output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    let mut v: Vec<String> = a.iter().map(ToString::to_string).collect();
+    v.extend(["--profiles-dir".to_string(), dir.display().to_string()]);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_finds_the_address_reads_everything_and_prints_json_records() {
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-three-phase"].clone());
+    let want = SimMeter::typical(&p);
+    let mut m = SimMeter::new(p.clone(), "000012345678", want.clone()).unwrap();
+    m.abnormal.insert(vec![0x02, 0x05, 0x00, 0x00]);
+    let bus = SimBus::new(vec![m], Duration::from_millis(20), Some(9600));
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, out, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-three-phase", "--tcp", &ep, "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("meter address: 000012345678"), "{err}");
+    assert!(err.contains("request read address (AA AA AA AA AA AA): ok"), "{err}");
+    assert!(err.contains("hint: the meter refused 1 request(s) (DL/T 645-2007 02 05 00 00: error byte 02: no data requested"), "{err}");
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), p.quantities().len());
+    for r in &records {
+        let q: Quantity = r["quantity"].as_str().unwrap().parse().unwrap();
+        assert_eq!(r["unit"], q.unit());
+        if q == Quantity::ApparentPower {
+            assert!(r["value"].is_null());
+        } else {
+            assert!(close(q, r["value"].as_f64().unwrap(), want[&q]), "{r}");
+        }
+    }
+    // With the address given, no read-address request; the raw read decodes one identifier.
+    let (code, out, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--address", "000012345678"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("read address"), "{err}");
+    assert!(out.contains("active_energy_import") && out.contains("12345.6700 kWh"), "{out}");
+    let (code, out, err) = gateway(vec![
+        "read".into(), "--protocol".into(), "dlt645-2007".into(), "--tcp".into(), ep.clone(), "--di".into(), "02 02 01 00".into(),
+        "--format".into(), "XXX.XXX".into(), "--signed".into(), "--repeat".into(), "2".into(), "--interval-ms".into(), "50".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    // 12.340 A: digits 012340, least significant byte first: 40 23 01.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("meter 000012345678 02 02 01 00: 40 23 01  = 12.34"), "{out}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_hints_for_no_answer_garbled_frames_and_the_other_edition() {
+    let all = profiles();
+    // Nobody on the line.
+    let empty = SimBus::new(vec![], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = empty.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/cjt188-water", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("hint: no answer: check the RS-485 wiring"), "{err}");
+    // Every reply garbled: wrong baud rate or parity.
+    let p = Arc::new(all["generic/cjt188-water"].clone());
+    let mut m = SimMeter::new(p.clone(), "00000000000001", SimMeter::typical(&p)).unwrap();
+    m.corrupt_every = Some(1);
+    let noisy = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let ep = noisy.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/cjt188-water", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("with a wrong checksum: the baud rate or parity is probably wrong"), "{err}");
+    // A 1997 meter probed with a 2007 profile.
+    let p97 = Arc::new(all["generic/dlt645-1997"].clone());
+    let old = SimBus::new(vec![SimMeter::new(p97.clone(), "000000000009", SimMeter::typical(&p97)).unwrap()], Duration::from_millis(5), None);
+    let ep = old.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-three-phase", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("the meter answers DL/T 645-1997 but the profile is DL/T 645-2007"), "{err}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_lists_the_meters_that_answer() {
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-single-phase"].clone());
+    let meters = ["000000000011", "000000000013"].iter().map(|a| SimMeter::new(p.clone(), a, SimMeter::typical(&p)).unwrap()).collect();
+    let bus = SimBus::new(meters, Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, out, err) =
+        gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--scan", "--candidates", "10-14", "--timeout-ms", "200"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().map(|l| l.split_whitespace().next().unwrap()).collect::<Vec<_>>(), vec!["000000000011", "000000000013"]);
+    // Both answer the wildcard at once: garbled, and the hint says what to do.
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--scan", "--timeout-ms", "200"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("several meters answered at once"), "{err}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_list_and_show_print_tables_and_stop_quietly_on_a_closed_pipe() {
+    let (code, out, err) = gateway(args(&["profiles", "list"])).await;
+    assert_eq!(code, 0, "{err}");
+    for name in ["generic/dlt645-2007-three-phase", "generic/cjt188-heat", "eastron/sdm630"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{name}\t"))), "{name} in\n{out}");
+    }
+    let (code, out, _) = gateway(args(&["profiles", "show", "generic/dlt645-2007-three-phase"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import")), "{out}");
+    let (code, out, _) = gateway(args(&["profiles", "show", "chint/dtsu666"])).await;
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("0x2006\t8198\t03\t")), "{out}");
+    // `| head -1`: the reader goes away; no panic, no error text.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{}' profiles list --profiles-dir '{}' | head -1", env!("CARGO_BIN_EXE_energy-gateway"), dir.display()))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}

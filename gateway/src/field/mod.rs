@@ -8,3 +8,4 @@ pub mod profile;
 pub mod link;
 pub mod poll;
 pub mod sim;
+pub mod probe;
