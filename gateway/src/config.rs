@@ -845,4 +845,54 @@ baud = 19200
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
         }
     }
+
+    #[test]
+    fn field_meters_default_to_2400_8e1_and_need_addresses_when_they_share_a_bus() {
+        let water = crate::field::profile::parse_field_profile(
+            "generic/w",
+            "w.toml",
+            "vendor = \"G\"\nmodel = \"W\"\nsource = \"s\"\nprotocol = \"cjt188\"\nmeter_type = \"10\"\n[[value]]\nfield = \"volume\"\nquantity = \"water_volume\"\nunit = \"m³\"\n",
+        )
+        .unwrap();
+        let field = BTreeMap::from([("generic/w".to_string(), water.clone())]);
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+serial = "/dev/ttyUSB0"
+address = "00000000000001"
+[[device]]
+meter = "w2"
+profile = "generic/w"
+serial = "/dev/ttyUSB0"
+"#,
+        );
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        assert!(text.contains("meter `w2` on serial:///dev/ttyUSB0: several meters share the bus, so each needs its address"), "{text}");
+        let Transport::Serial(line) = cfg.devices[0].transport_with(water.line()).unwrap() else { panic!() };
+        assert_eq!((line.baud, line.parity), (2400, Parity::Even));
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+tcp = "10.0.0.5:4001"
+address = "0000000001"
+[[device]]
+meter = "m"
+profile = "t/t"
+tcp = "10.0.0.5:4001"
+address = "000000000001"
+"#,
+        );
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        for want in [
+            "device[0] (w1): address `0000000001` must have 14 digits (cjt188)",
+            "device[1] (m): address is for DL/T 645 and CJ/T 188 meters",
+            "device[1] (m): tcp://10.0.0.5:4001 has Modbus and DL/T 645 / CJ/T 188 meters (also w1)",
+        ] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+    }
 }

@@ -384,6 +384,21 @@ mod tests {
     }
 
     #[test]
+    fn the_published_1997_exchange() {
+        // Heyuan ASDU manual, screen 9-17 (manualshive.com): meter 030000000000H... sent as
+        // 03 00 00 00 00 00, read B611 (phase A voltage): request 68 03 00 00 00 00 00 68 01 02
+        // 44 E9 03 16 (11 B6 + 33 = 44 E9; CS 0x203 -> 03); reply 68 03 00 00 00 00 00 68 81 04
+        // 44 E9 33 34 EC 16: 33 34 - 33 = 00 01 -> XXX = 100 V.
+        let a = [0x03, 0, 0, 0, 0, 0];
+        assert_eq!(&read_request(Edition::V1997, &a, &[0xB6, 0x11])[4..], &[0x68, 0x03, 0, 0, 0, 0, 0, 0x68, 0x01, 0x02, 0x44, 0xE9, 0x03, 0x16]);
+        let reply = [0x68, 0x03, 0, 0, 0, 0, 0, 0x68, 0x81, 0x04, 0x44, 0xE9, 0x33, 0x34, 0xEC, 0x16];
+        assert_eq!(scan_frame(&reply), Scan::Frame { start: 0, end: 16 });
+        let f = decode(&reply).unwrap();
+        let Answer::Data { value, more: false } = answer(Edition::V1997, &f, &a, &[0xB6, 0x11], false).unwrap() else { panic!() };
+        assert_eq!(Format::parse("XXX").unwrap().value(&value, false), Some(100.0));
+    }
+
+    #[test]
     fn read_address_reply() {
         let a = addr("000012345678");
         let f = decode(&encode_address_reply(&a)[4..]).unwrap();

@@ -87,9 +87,10 @@ impl SimMeter {
     }
 }
 
-/// What the simulator served: (meter address, quantity, value) of every counter value in every
-/// answer, in order (what an end-to-end test compares with the store).
-pub type Served = Arc<Mutex<Vec<(String, Quantity, f64)>>>;
+/// What the simulator served: (meter address, quantity, value, time in ms since the epoch) of
+/// every counter value in every answer, in order (what an end-to-end test compares with the
+/// store).
+pub type Served = Arc<Mutex<Vec<(String, Quantity, f64, i64)>>>;
 
 /// A bus of simulated meters.
 #[derive(Clone)]
@@ -138,14 +139,20 @@ impl SimBus {
                 buf.drain(..end.min(buf.len()));
                 let Some((is_dlt, bytes)) = frame else { continue };
                 *self.requests.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                // The request's own time on the line (its preamble included) before the meter
+                // has all of it.
+                let request_time = self.line_time(end);
                 let replies = if is_dlt { self.answer_dlt(&bytes, &mut pending) } else { self.answer_cjt(&bytes) };
+                let mut first = true;
                 for (mut reply, corrupt_every) in replies {
                     answers += 1;
                     if corrupt_every.is_some_and(|k| k > 0 && answers % k == 0) {
                         let n = reply.len();
                         reply[n - 2] = reply[n - 2].wrapping_add(1);
                     }
-                    tokio::time::sleep(self.delay + self.line_time(reply.len())).await;
+                    let wait = self.delay + self.line_time(reply.len()) + if first { request_time } else { Duration::ZERO };
+                    first = false;
+                    tokio::time::sleep(wait).await;
                     if io.write_all(&reply).await.is_err() || io.flush().await.is_err() {
                         return;
                     }
@@ -221,7 +228,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for val in &r.values {
                     if val.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0)));
+                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
                     }
                 }
             }
@@ -271,7 +278,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for v in &m.profile.values {
                     if v.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0)));
+                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
                     }
                 }
             }
