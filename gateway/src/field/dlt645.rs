@@ -384,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn a_published_2007_exchange() {
+        // A DL/T 645-2007 message log (pages corpus, "DLT645-2007报文解析"), meter 000000000161:
+        // read 00 01 00 00 -> FE FE FE FE 68 61 01 00 00 00 00 68 11 04 33 33 34 33 14 16; reply
+        // 68 61 01 00 00 00 00 68 91 08 33 33 34 33 59 33 33 33 8A 16 = 000000.26 kWh; read
+        // 02 01 01 00, reply ... 91 06 33 34 34 35 34 43 10 16 = 01 10 -> 100.1 V.
+        let a = addr("000000000161");
+        let req = read_request(Edition::V2007, &a, &[0x00, 0x01, 0x00, 0x00]);
+        assert_eq!(req, vec![0xFE, 0xFE, 0xFE, 0xFE, 0x68, 0x61, 0x01, 0, 0, 0, 0, 0x68, 0x11, 0x04, 0x33, 0x33, 0x34, 0x33, 0x14, 0x16]);
+        let reply = [0x68, 0x61, 0x01, 0, 0, 0, 0, 0x68, 0x91, 0x08, 0x33, 0x33, 0x34, 0x33, 0x59, 0x33, 0x33, 0x33, 0x8A, 0x16];
+        let f = decode(&reply).unwrap();
+        let Answer::Data { value, .. } = answer(Edition::V2007, &f, &a, &[0x00, 0x01, 0x00, 0x00], false).unwrap() else { panic!() };
+        assert_eq!(Format::parse("XXXXXX.XX").unwrap().value(&value, false), Some(0.26));
+        let reply = [0x68, 0x61, 0x01, 0, 0, 0, 0, 0x68, 0x91, 0x06, 0x33, 0x34, 0x34, 0x35, 0x34, 0x43, 0x10, 0x16];
+        assert_eq!(scan_frame(&reply), Scan::Frame { start: 0, end: 18 });
+        let f = decode(&reply).unwrap();
+        let Answer::Data { value, .. } = answer(Edition::V2007, &f, &a, &[0x02, 0x01, 0x01, 0x00], false).unwrap() else { panic!() };
+        assert_eq!(Format::parse("XXX.X").unwrap().value(&value, false), Some(100.1));
+    }
+
+    #[test]
     fn the_published_1997_exchange() {
         // Heyuan ASDU manual, screen 9-17 (manualshive.com): meter 030000000000H... sent as
         // 03 00 00 00 00 00, read B611 (phase A voltage): request 68 03 00 00 00 00 00 68 01 02
