@@ -7,7 +7,11 @@
 //!    compared with the physical limit: sum over the requests of (request bytes + reply bytes) x
 //!    11 / baud + the answer delay.
 //! 2. `energy-gateway run` with 100 DL/T 645-2007 meters on 4 buses (serial servers, 25 meters
-//!    each), every meter polled every 10 s: peak resident memory (VmHWM).
+//!    each, 9600 baud, interval 10 s: the buses are saturated, each polled back to back): peak
+//!    resident memory (VmHWM).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,22 +111,11 @@ async fn memory(profiles: &BTreeMap<String, FieldProfile>, secs: u64) {
     }
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, cfg).expect("write config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start energy-gateway");
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_string()).unwrap_or_else(|| "?".into());
-    let _ = child.kill();
-    let _ = child.wait();
+    let (hwm, rss) = support::gateway_rss(&path, secs).await;
     cancel.cancel();
     println!(
-        "energy-gateway run, 100 x {name} on 4 serial servers (25 each), every 10 s, {secs} s: peak RSS (VmHWM) {}, RSS now {}",
-        field("VmHWM:"),
-        field("VmRSS:")
+        "energy-gateway run, 100 x {name} on 4 serial servers (25 each, 9600 baud: each bus polled back to back), {secs} s: peak RSS (VmHWM) {}, RSS now {}",
+        hwm,
+        rss
     );
 }

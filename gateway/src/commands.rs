@@ -213,7 +213,7 @@ pub(crate) fn show_profile(dir: &Path, name: &str) -> Result<(), ExitCode> {
     Ok(())
 }
 
-fn print_value(q: energy_wire::Quantity, v: Option<f64>, json: bool) -> Result<(), ExitCode> {
+pub(crate) fn print_value(q: energy_wire::Quantity, v: Option<f64>, json: bool) -> Result<(), ExitCode> {
     if json {
         return out(&serde_json::json!({ "quantity": q.name(), "value": v, "unit": q.unit() }).to_string());
     }

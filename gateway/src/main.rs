@@ -330,15 +330,7 @@ async fn probe(dir: &std::path::Path, name: &str, transport: &Transport, unit: u
         ExitCode::from(1)
     })?;
     for (q, value) in &report.values {
-        if json {
-            let line = serde_json::json!({ "quantity": q.name(), "value": value, "unit": q.unit() });
-            commands::out(&line.to_string())?;
-        } else {
-            match value {
-                Some(v) => commands::out(&format!("{:<24} {:>14.4} {}", q.name(), v, q.unit()))?,
-                None => commands::out(&format!("{:<24} {:>14} {}", q.name(), "n/a", q.unit()))?,
-            }
-        }
+        commands::print_value(*q, *value, json)?;
     }
     for l in &report.read.reads {
         let res = match &l.result {

@@ -2,9 +2,11 @@
 //! answer byte for byte as the standards say, with an answer delay and the line time of the baud
 //! rate: over TCP (a transparent serial server) and over a socat pseudo-terminal pair (RS-485).
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,7 @@ use energy_gateway::metrics::Metrics;
 use energy_gateway::poll::ReadError;
 use energy_gateway::transport::{Parity, SerialLine, Transport};
 use energy_wire::Quantity;
+use support::pty_pair;
 use tokio_util::sync::CancellationToken;
 
 fn profiles() -> BTreeMap<String, FieldProfile> {
@@ -141,38 +144,6 @@ async fn the_scheduler_reads_meters_by_address_and_backs_off_a_dead_one() {
     assert!(!d.up && d.consecutive_failures >= 2, "{d:?}");
     // Backed off: far fewer attempts than the 20 its interval would allow in 4 s.
     assert!(d.consecutive_failures < 12, "{d:?}");
-}
-
-/// A connected pair of pseudo-terminals; socat is stopped on drop.
-struct PtyPair {
-    child: Child,
-    a: PathBuf,
-    b: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pty_pair() -> PtyPair {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("gw"), dir.path().join("meter"));
-    let child = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs socat (Debian package `socat`; tests/run.sh installs it): {e}"));
-    let start = Instant::now();
-    while !(Path::new(&a).exists() && Path::new(&b).exists()) {
-        assert!(start.elapsed() < Duration::from_secs(10), "socat made no pseudo-terminals");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    PtyPair { child, a, b, _dir: dir }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

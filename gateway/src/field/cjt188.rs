@@ -363,7 +363,8 @@ pub fn encode_current(meter_type: u8, address: &[u8; 7], ser: u8, values: &[(Fie
     Some(encode(meter_type, address, 0x81, &d))
 }
 
-fn default_unit(f: Field) -> u8 {
+/// The unit code a field is usually sent in (m³, kWh, kW, m³/h).
+pub fn default_unit(f: Field) -> u8 {
     match f {
         Field::Heat | Field::SettlementHeat => 0x05,
         Field::HeatPower => 0x17,

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::Scan;
 use crate::poll::ReadError;
-use crate::transport::{Parity, Transport};
+use crate::transport::Transport;
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -37,19 +37,7 @@ pub async fn connect(transport: &Transport, timeout: Duration) -> Result<FieldLi
             let _ = stream.set_nodelay(true);
             Box::new(stream)
         }
-        Transport::Serial(line) => {
-            let builder = tokio_serial::new(&line.path, line.baud)
-                .parity(match line.parity {
-                    Parity::None => tokio_serial::Parity::None,
-                    Parity::Even => tokio_serial::Parity::Even,
-                    Parity::Odd => tokio_serial::Parity::Odd,
-                })
-                .data_bits(if line.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight })
-                .stop_bits(if line.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One })
-                .timeout(timeout);
-            let port = tokio_serial::SerialStream::open(&builder).map_err(|e| ReadError::Transport(format!("open serial port {}: {e}", line.path)))?;
-            Box::new(port)
-        }
+        Transport::Serial(line) => Box::new(crate::transport::open_serial(line, timeout)?),
     };
     Ok(FieldLink { io, gap: Duration::ZERO, last: None, buf: Vec::with_capacity(256), bad_frames: 0 })
 }

@@ -270,7 +270,7 @@ impl SimBus {
                 .profile
                 .values
                 .iter()
-                .map(|v| (v.field, m.values.get(&v.quantity).copied().unwrap_or(0.0), m.units.get(&v.field).copied().unwrap_or(default_unit(v.field))))
+                .map(|v| (v.field, m.values.get(&v.quantity).copied().unwrap_or(0.0), m.units.get(&v.field).copied().unwrap_or(cjt188::default_unit(v.field))))
                 .collect();
             // 2026-01-01 12:00:00.
             let Some(reply) = cjt188::encode_current(f.meter_type, &addr, ser, &fields, [0x00, 0x00, 0x12, 0x01, 0x01, 0x26, 0x20], m.status) else { continue };
@@ -305,15 +305,6 @@ impl SimBus {
             }
         });
         Ok(addr)
-    }
-}
-
-fn default_unit(f: Field) -> u8 {
-    match f {
-        Field::Heat | Field::SettlementHeat => 0x05,
-        Field::HeatPower => 0x17,
-        Field::FlowRate => 0x35,
-        _ => 0x2C,
     }
 }
 
