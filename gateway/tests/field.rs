@@ -315,3 +315,45 @@ async fn profiles_list_and_show_print_tables_and_stop_quietly_on_a_closed_pipe()
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_on_a_serial_port_and_meter_state_in_the_status() {
+    let pair = pty_pair();
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-single-phase"].clone());
+    let want = SimMeter::typical(&p);
+    let bus = SimBus::new(vec![SimMeter::new(p.clone(), "000000000555", want.clone()).unwrap()], Duration::from_millis(30), Some(2400));
+    let cancel = CancellationToken::new();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
+    let (b, c) = (bus.clone(), cancel.clone());
+    tokio::spawn(async move { b.serve(port, c).await });
+    let dev = pair.a.display().to_string();
+    let (code, out, err) =
+        gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--serial", &dev, "--baud", "2400", "--parity", "even", "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("meter address: 000000000555"), "{err}");
+    let energy = out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|v| v["quantity"] == "active_energy_import").unwrap();
+    assert_eq!(energy["value"].as_f64(), Some(want[&Quantity::ActiveEnergyImport]));
+    assert_eq!(energy["unit"], "kWh");
+    cancel.cancel();
+
+    // A water meter reporting its valve closed: the state shows in /status's device entry.
+    let w = Arc::new(all["generic/cjt188-water"].clone());
+    let mut m = SimMeter::new(w.clone(), "00000000000066", SimMeter::typical(&w)).unwrap();
+    m.status = 0x0001;
+    let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let mut d = DeviceConfig::tcp("water", &w.name, &ep, 1);
+    d.interval_ms = 200;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let status = Arc::new(Mutex::new(BTreeMap::new()));
+    let task = tokio::spawn(run_field_bus(Transport::Tcp(ep), vec![(d, w.clone())], ModbusConfig::default(), tx, Metrics::new(), status.clone(), cancel.clone()));
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(s.v[&Quantity::WaterVolume], 1234.56);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = status.lock().unwrap()["water"].state.clone().unwrap_or_default();
+    assert!(state.contains("valve closed") && state.contains("meter clock 2026-01-01 12:00:00"), "{state}");
+    cancel.cancel();
+    task.await.unwrap();
+}
