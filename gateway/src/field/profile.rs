@@ -270,30 +270,7 @@ fn validate(p: &mut FieldProfile) -> Vec<String> {
 /// Loads every field-bus profile below `dir` (files whose `protocol` is a field protocol),
 /// sorted by name. Either all load, or every error is returned.
 pub fn load_field_dir(dir: &Path) -> Result<BTreeMap<String, FieldProfile>, ProfileErrors> {
-    let mut files = Vec::new();
-    if let Err(e) = crate::profile::toml_files(dir, &mut files) {
-        return Err(ProfileErrors(vec![ProfileError { file: dir.display().to_string(), message: format!("cannot list profiles: {e}") }]));
-    }
-    files.sort();
-    let (mut out, mut errors) = (BTreeMap::new(), Vec::new());
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
-        if !is_field_profile(&text) {
-            continue;
-        }
-        let name = crate::profile::profile_name(dir, &f);
-        match parse_field_profile(&name, &f.display().to_string(), &text) {
-            Ok(p) => {
-                out.insert(name, p);
-            }
-            Err(e) => errors.extend(e),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ProfileErrors(errors))
-    }
+    crate::profile::load_each(dir, |_, text| text.is_some_and(is_field_profile), parse_field_profile)
 }
 
 #[cfg(test)]
