@@ -128,23 +128,12 @@ async fn peak_rss(servers: &[Server], secs: u64) {
     }
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, cfg).expect("write config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start energy-gateway");
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_string()).unwrap_or_else(|| "?".into());
-    let _ = child.kill();
-    let _ = child.wait();
+    let (hwm, rss) = support::gateway_rss(&path, secs).await;
     println!(
         "energy-gateway run, {} devices on {} TCP connections, 1 poll/s each, {secs} s: peak RSS (VmHWM) {}, RSS now {}",
         servers.len(),
         servers.len(),
-        field("VmHWM:"),
-        field("VmRSS:")
+        hwm,
+        rss
     );
 }

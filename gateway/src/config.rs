@@ -306,10 +306,13 @@ pub struct DeviceConfig {
     /// A local serial port (`/dev/ttyUSB0`) with RTU framing, with its line settings.
     #[serde(default)]
     pub serial: Option<String>,
-    #[serde(default = "default_baud")]
-    pub baud: u32,
+    /// Baud rate of `serial`: 9600 for Modbus, the profile's (else 2400) for DL/T 645 and
+    /// CJ/T 188.
     #[serde(default)]
-    pub parity: Parity,
+    pub baud: Option<u32>,
+    /// Parity of `serial`: none for Modbus, the profile's (else even) for DL/T 645 and CJ/T 188.
+    #[serde(default)]
+    pub parity: Option<Parity>,
     #[serde(default = "default_data_bits")]
     pub data_bits: u8,
     #[serde(default = "default_stop_bits")]
@@ -317,6 +320,10 @@ pub struct DeviceConfig {
     /// Modbus unit (slave) id.
     #[serde(default = "default_unit")]
     pub unit: u8,
+    /// DL/T 645 (12 digits) or CJ/T 188 (14 digits) meter address as on the name plate; without
+    /// it the only meter on the line is found (DL/T 645-2007 read address, or the wildcard).
+    #[serde(default)]
+    pub address: Option<String>,
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
     /// Current transformer ratio applied to registers marked `ratio = "ct"` or `"ct_pt"`.
@@ -345,11 +352,12 @@ impl DeviceConfig {
             tcp: Some(endpoint.to_string()),
             rtu_over_tcp: None,
             serial: None,
-            baud: default_baud(),
-            parity: Parity::None,
+            baud: None,
+            parity: None,
             data_bits: default_data_bits(),
             stop_bits: default_stop_bits(),
             unit,
+            address: None,
             interval_ms: default_interval_ms(),
             ct_ratio: 1.0,
             pt_ratio: 1.0,
@@ -360,8 +368,15 @@ impl DeviceConfig {
         }
     }
 
-    /// The device's transport, or what is wrong with its transport keys.
+    /// The device's transport, or what is wrong with its transport keys (Modbus line defaults:
+    /// 9600 baud, no parity).
     pub fn transport(&self) -> Result<Transport, Vec<String>> {
+        self.transport_with((default_baud(), Parity::None))
+    }
+
+    /// [`DeviceConfig::transport`] with other line defaults (baud, parity) for what the device
+    /// does not set.
+    pub fn transport_with(&self, defaults: (u32, Parity)) -> Result<Transport, Vec<String>> {
         let set: Vec<&str> = [("tcp", &self.tcp), ("rtu_over_tcp", &self.rtu_over_tcp), ("serial", &self.serial)]
             .iter()
             .filter(|(_, v)| v.is_some())
@@ -376,8 +391,8 @@ impl DeviceConfig {
             (None, None, Some(path)) => {
                 let line = SerialLine {
                     path: path.clone(),
-                    baud: self.baud,
-                    parity: self.parity,
+                    baud: self.baud.unwrap_or(defaults.0),
+                    parity: self.parity.unwrap_or(defaults.1),
                     data_bits: self.data_bits,
                     stop_bits: self.stop_bits,
                 };
@@ -506,6 +521,16 @@ impl GatewayConfig {
 
     /// Like [`GatewayConfig::validate`], with the MQTT meter profiles.
     pub fn validate_all(&self, profiles: &BTreeMap<String, Profile>, mqtt_profiles: &BTreeMap<String, crate::mqtt_in::MqttProfile>) -> Result<(), ConfigErrors> {
+        self.validate_full(profiles, mqtt_profiles, &BTreeMap::new())
+    }
+
+    /// Like [`GatewayConfig::validate_all`], with the DL/T 645 and CJ/T 188 profiles.
+    pub fn validate_full(
+        &self,
+        profiles: &BTreeMap<String, Profile>,
+        mqtt_profiles: &BTreeMap<String, crate::mqtt_in::MqttProfile>,
+        field_profiles: &BTreeMap<String, crate::field::profile::FieldProfile>,
+    ) -> Result<(), ConfigErrors> {
         let mut errors = Vec::new();
         if let Err(e) = energy_wire::validate_id(&self.gateway_id) {
             errors.push(format!("gateway_id: {e}"));
@@ -563,6 +588,9 @@ impl GatewayConfig {
         let mut meters = HashSet::new();
         let mut framings: BTreeMap<String, Transport> = BTreeMap::new();
         let mut lines: BTreeMap<String, SerialLine> = BTreeMap::new();
+        // Per bus: whether it is a field bus, and the field meters' addresses.
+        let mut bus_kind: BTreeMap<String, (bool, String)> = BTreeMap::new();
+        let mut field_addresses: BTreeMap<String, Vec<(String, Option<Vec<u8>>)>> = BTreeMap::new();
         for (i, d) in self.devices.iter().enumerate() {
             let at = format!("device[{i}] ({})", d.meter);
             if let Err(e) = energy_wire::validate_id(&d.meter) {
@@ -571,14 +599,36 @@ impl GatewayConfig {
             if !meters.insert(d.meter.clone()) {
                 errors.push(format!("{at}: meter `{}` is configured twice", d.meter));
             }
-            if !profiles.contains_key(&d.profile) {
+            let field = field_profiles.get(&d.profile);
+            if !profiles.contains_key(&d.profile) && field.is_none() {
                 errors.push(format!(
                     "{at}: profile `{}` not found in {} (see `energy-gateway profiles list`)",
                     d.profile,
                     self.profiles_dir.display()
                 ));
             }
-            match d.transport() {
+            let transport = match field {
+                Some(fp) => d.transport_with(fp.line()),
+                None => d.transport(),
+            };
+            if let (Some(fp), Ok(t)) = (field, &transport) {
+                match crate::field::poll::meter_address(fp.protocol, d.address.as_deref()) {
+                    Ok(a) => field_addresses.entry(t.bus()).or_default().push((d.meter.clone(), a)),
+                    Err(e) => errors.push(format!("{at}: {e} ({})", fp.protocol.name())),
+                }
+            } else if d.address.is_some() && profiles.contains_key(&d.profile) {
+                errors.push(format!("{at}: address is for DL/T 645 and CJ/T 188 meters; a Modbus device has a unit"));
+            }
+            if let Ok(t) = &transport {
+                if let Some((other_field, other)) = bus_kind.insert(t.bus(), (field.is_some(), d.meter.clone())).filter(|(f, _)| *f != field.is_some()) {
+                    let _ = other_field;
+                    errors.push(format!(
+                        "{at}: {} has Modbus and DL/T 645 / CJ/T 188 meters (also {other}): one bus speaks one protocol family",
+                        t.bus()
+                    ));
+                }
+            }
+            match transport {
                 Ok(t) => {
                     let endpoint = match &t {
                         Transport::Tcp(a) | Transport::RtuOverTcp(a) => Some(a.clone()),
@@ -613,6 +663,23 @@ impl GatewayConfig {
             for (name, r) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
                 if !(r.is_finite() && r > 0.0) {
                     errors.push(format!("{at}: {name} must be a positive number"));
+                }
+            }
+        }
+        for (bus, meters) in &field_addresses {
+            if meters.len() > 1 {
+                for (m, a) in meters {
+                    if a.is_none() {
+                        errors.push(format!("meter `{m}` on {bus}: several meters share the bus, so each needs its address"));
+                    }
+                }
+            }
+            let mut seen: BTreeMap<&Vec<u8>, &str> = BTreeMap::new();
+            for (m, a) in meters {
+                if let Some(a) = a {
+                    if let Some(o) = seen.insert(a, m) {
+                        errors.push(format!("meter `{m}` on {bus}: address {} is also meter `{o}`'s", crate::field::frame::format_address(a)));
+                    }
                 }
             }
         }
@@ -776,6 +843,56 @@ baud = 19200
             "device[6] (port-b): serial port /dev/ttyS0 is configured with other line settings",
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn field_meters_default_to_2400_8e1_and_need_addresses_when_they_share_a_bus() {
+        let water = crate::field::profile::parse_field_profile(
+            "generic/w",
+            "w.toml",
+            "vendor = \"G\"\nmodel = \"W\"\nsource = \"s\"\nprotocol = \"cjt188\"\nmeter_type = \"10\"\n[[value]]\nfield = \"volume\"\nquantity = \"water_volume\"\nunit = \"m³\"\n",
+        )
+        .unwrap();
+        let field = BTreeMap::from([("generic/w".to_string(), water.clone())]);
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+serial = "/dev/ttyUSB0"
+address = "00000000000001"
+[[device]]
+meter = "w2"
+profile = "generic/w"
+serial = "/dev/ttyUSB0"
+"#,
+        );
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        assert!(text.contains("meter `w2` on serial:///dev/ttyUSB0: several meters share the bus, so each needs its address"), "{text}");
+        let Transport::Serial(line) = cfg.devices[0].transport_with(water.line()).unwrap() else { panic!() };
+        assert_eq!((line.baud, line.parity), (2400, Parity::Even));
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+tcp = "10.0.0.5:4001"
+address = "0000000001"
+[[device]]
+meter = "m"
+profile = "t/t"
+tcp = "10.0.0.5:4001"
+address = "000000000001"
+"#,
+        );
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        for want in [
+            "device[0] (w1): address `0000000001` must have 14 digits (cjt188)",
+            "device[1] (m): address is for DL/T 645 and CJ/T 188 meters",
+            "device[1] (m): tcp://10.0.0.5:4001 has Modbus and DL/T 645 / CJ/T 188 meters (also w1)",
+        ] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
     }
 }

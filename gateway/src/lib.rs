@@ -10,6 +10,7 @@
 //! See ARCHITECTURE.md at the repository root for what is durable when.
 
 pub mod config;
+pub mod field;
 pub mod full;
 pub mod metrics;
 pub mod mqtt_in;
@@ -100,7 +101,8 @@ impl Handle {
 pub fn load_and_validate(cfg: &GatewayConfig) -> Result<BTreeMap<String, Profile>, GatewayError> {
     let profiles = profile::load_dir(&cfg.profiles_dir)?;
     let mqtt = mqtt_in::load_mqtt_dir(&cfg.profiles_dir)?;
-    cfg.validate_all(&profiles, &mqtt)?;
+    let field = field::profile::load_field_dir(&cfg.profiles_dir)?;
+    cfg.validate_full(&profiles, &mqtt, &field)?;
     Ok(profiles)
 }
 
@@ -148,7 +150,8 @@ pub async fn run_with_reload(
                                 tracing::warn!("SIGHUP reloads the device list only; queue and uplink changes take effect at the next start");
                             }
                             let mqtt_profiles = mqtt_profiles_for(&cfg);
-                            h.reload(Reload { cfg, profiles, mqtt_profiles }).await;
+                            let field_profiles = field_profiles_for(&cfg);
+                            h.reload(Reload { cfg, profiles, mqtt_profiles, field_profiles }).await;
                         }
                         Err(e) => tracing::error!("SIGHUP: {} is not valid, keeping the running device list:\n{e}", path.display()),
                     }
@@ -210,7 +213,7 @@ pub async fn start(
     // Pollers -> channel -> queue writer thread.
     let (tx, mut rx) = mpsc::channel::<Sample>(4096);
     let mut poll_cancel = CancellationToken::new();
-    let first = Reload { profiles, mqtt_profiles: mqtt_profiles_for(&cfg), cfg: cfg.clone() };
+    let first = Reload { profiles, mqtt_profiles: mqtt_profiles_for(&cfg), field_profiles: field_profiles_for(&cfg), cfg: cfg.clone() };
     let mut pollers = spawn_pollers(&first, &tx, &metrics, &devices, &poll_cancel);
     let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(4);
     let wq = queue.clone();
@@ -294,6 +297,17 @@ pub struct Reload {
     pub cfg: GatewayConfig,
     pub profiles: BTreeMap<String, Profile>,
     pub mqtt_profiles: BTreeMap<String, mqtt_in::MqttProfile>,
+    /// DL/T 645 and CJ/T 188 profiles.
+    pub field_profiles: BTreeMap<String, field::profile::FieldProfile>,
+}
+
+/// The DL/T 645 and CJ/T 188 profiles a configuration needs (none when no device uses one).
+fn field_profiles_for(cfg: &GatewayConfig) -> BTreeMap<String, field::profile::FieldProfile> {
+    let all = field::profile::load_field_dir(&cfg.profiles_dir).unwrap_or_else(|e| {
+        tracing::error!("DL/T 645 / CJ/T 188 profiles: {e}");
+        BTreeMap::new()
+    });
+    all.into_iter().filter(|(n, _)| cfg.devices.iter().any(|d| &d.profile == n)).collect()
 }
 
 /// Starts one poller per Modbus endpoint, and the MQTT meter input when configured.
@@ -316,6 +330,17 @@ fn spawn_pollers(
             tokio::spawn(poll::run_bus(transport, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
         })
         .collect();
+    let mut field_buses: BTreeMap<String, (transport::Transport, Vec<_>)> = BTreeMap::new();
+    for d in &r.cfg.devices {
+        if let Some(p) = r.field_profiles.get(&d.profile) {
+            if let Ok(t) = d.transport_with(p.line()) {
+                field_buses.entry(t.bus()).or_insert_with(|| (t, Vec::new())).1.push((d.clone(), Arc::new(p.clone())));
+            }
+        }
+    }
+    tasks.extend(field_buses.into_iter().map(|(_, (transport, devs))| {
+        tokio::spawn(field::poll::run_field_bus(transport, devs, r.cfg.modbus.clone(), tx.clone(), metrics.clone(), status.clone(), cancel.clone()))
+    }));
     if let Some(input) = &r.cfg.mqtt_input {
         if !r.cfg.mqtt_devices.is_empty() {
             tasks.push(tokio::spawn(mqtt_in::run(

@@ -8,6 +8,8 @@ use energy_gateway::config::{DeviceConfig, GatewayConfig, ModbusConfig};
 use energy_gateway::transport::{Parity, Transport};
 use energy_gateway::profile;
 
+mod commands;
+
 #[derive(Parser)]
 #[command(name = "energy-gateway", version, about = "Polls building meters and forwards their readings to energyd without loss")]
 struct Cli {
@@ -47,20 +49,92 @@ enum Cmd {
         /// Local serial port with RTU framing, e.g. /dev/ttyUSB0.
         #[arg(long)]
         serial: Option<String>,
-        #[arg(long, default_value_t = 9600)]
-        baud: u32,
-        #[arg(long, default_value = "none", value_parser = ["none", "even", "odd"])]
-        parity: String,
+        /// Baud rate (default 9600 for Modbus, the profile's or 2400 for DL/T 645 and CJ/T 188).
+        #[arg(long)]
+        baud: Option<u32>,
+        /// Parity (default none for Modbus, the profile's or even for DL/T 645 and CJ/T 188).
+        #[arg(long, value_parser = ["none", "even", "odd"])]
+        parity: Option<String>,
         #[arg(long, default_value_t = 8)]
         data_bits: u8,
         #[arg(long, default_value_t = 1)]
         stop_bits: u8,
+        /// Modbus unit id.
         #[arg(long, default_value_t = 1)]
         unit: u8,
+        /// DL/T 645 (12 digits) or CJ/T 188 (14 digits) meter address; without it the address is
+        /// read with the wildcard first (only one meter may be on the line).
+        #[arg(long)]
+        address: Option<String>,
+        /// List the DL/T 645 / CJ/T 188 meters that answer instead of reading one.
+        #[arg(long)]
+        scan: bool,
+        /// Addresses `--scan` asks: `A,B,C` or a range `FIRST-LAST` (at most 256).
+        #[arg(long)]
+        candidates: Option<String>,
         #[arg(long)]
         json: bool,
-        #[arg(long, default_value = "device-profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
-        profiles_dir: PathBuf,
+        #[arg(long, alias = "profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
+        profiles_dir: Option<PathBuf>,
+        /// Time to wait for each answer (DL/T 645 meters at 2400 baud need 100-500 ms).
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Read one Modbus register range or one DL/T 645 identifier (or a CJ/T 188 meter's current
+    /// data) and print it raw and decoded, like mbpoll; repeatable with an interval.
+    #[command(group = clap::ArgGroup::new("read_transport").required(true).args(["tcp", "rtu_over_tcp", "serial"]))]
+    Read {
+        /// `modbus`, `dlt645-2007`, `dlt645-1997` or `cjt188`.
+        #[arg(long, default_value = "modbus", value_parser = ["modbus", "dlt645-2007", "dlt645-1997", "cjt188"])]
+        protocol: String,
+        /// Modbus TCP (with --protocol modbus) or a serial server in transparent mode.
+        #[arg(long)]
+        tcp: Option<String>,
+        #[arg(long)]
+        rtu_over_tcp: Option<String>,
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long)]
+        baud: Option<u32>,
+        #[arg(long, value_parser = ["none", "even", "odd"])]
+        parity: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        unit: u8,
+        /// Modbus register address, decimal or hex as manuals write it (0x2006).
+        #[arg(long)]
+        register: Option<String>,
+        /// Number of 16-bit registers.
+        #[arg(long, default_value_t = 2)]
+        count: u16,
+        /// Read input registers (function 4) instead of holding registers (function 3).
+        #[arg(long)]
+        input: bool,
+        /// Modbus value type to decode (u16, i16, u32, i32, u64, i64, f32, f64).
+        #[arg(long = "type")]
+        ty: Option<String>,
+        /// Word order for --type (ABCD, CDAB, BADC, DCBA).
+        #[arg(long, default_value = "ABCD")]
+        order: String,
+        /// DL/T 645 meter address (12 digits); CJ/T 188 (14 digits). Default: found or wildcard.
+        #[arg(long)]
+        address: Option<String>,
+        /// DL/T 645 data identifier as tables write it: "00 01 00 00" (2007) or "90 10" (1997).
+        #[arg(long)]
+        di: Option<String>,
+        /// DL/T 645 value format, e.g. XXXXXX.XX.
+        #[arg(long)]
+        format: Option<String>,
+        /// The value's top bit is its sign (DL/T 645-2007 currents, powers, power factor).
+        #[arg(long)]
+        signed: bool,
+        /// CJ/T 188 meter type (10 cold water, 11 hot water, 20 heat, 21 cooling, 30 gas).
+        #[arg(long, default_value = "10")]
+        meter_type: String,
+        /// Read this many times (0: until interrupted).
+        #[arg(long, default_value_t = 1)]
+        repeat: u64,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
     },
@@ -75,14 +149,16 @@ enum Cmd {
 enum ProfilesCmd {
     /// One profile a line, its name first.
     List {
-        #[arg(long, default_value = "device-profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
-        profiles_dir: PathBuf,
+        /// Where the profiles are (default: ./device-profiles, next to the binary, or the
+        /// installed /usr/share/energy/device-profiles).
+        #[arg(long, alias = "profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
+        profiles_dir: Option<PathBuf>,
     },
-    /// A profile's registers and read plan.
+    /// A profile's registers (or identifiers) and read plan, as a table.
     Show {
         name: String,
-        #[arg(long, default_value = "device-profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
-        profiles_dir: PathBuf,
+        #[arg(long, alias = "profiles", env = "ENERGY_GATEWAY_PROFILES_DIR")]
+        profiles_dir: Option<PathBuf>,
     },
     /// Validate every profile below DIR; exit 1 on any invalid one.
     Check { dir: Option<PathBuf> },
@@ -155,77 +231,70 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             Ok(())
         }
-        Cmd::Probe { profile, tcp, rtu_over_tcp, serial, baud, parity, data_bits, stop_bits, unit, json, profiles_dir, timeout_ms } => {
+        Cmd::Probe { profile, tcp, rtu_over_tcp, serial, baud, parity, data_bits, stop_bits, unit, address, scan, candidates, json, profiles_dir, timeout_ms } => {
+            let dir = commands::profiles_dir(profiles_dir.as_deref())?;
+            let field = commands::load_field(&dir)?;
             // The same rules as a [[device]] in the configuration.
             let mut dev = DeviceConfig::tcp("probe", &profile, "", unit);
             dev.tcp = tcp;
             dev.rtu_over_tcp = rtu_over_tcp;
             dev.serial = serial;
             dev.baud = baud;
-            dev.parity = match parity.as_str() {
-                "even" => Parity::Even,
-                "odd" => Parity::Odd,
-                _ => Parity::None,
-            };
+            dev.parity = parity.as_deref().map(commands::parity);
             dev.data_bits = data_bits;
             dev.stop_bits = stop_bits;
+            if let Some(fp) = field.get(&profile) {
+                let transport = dev.transport_with(fp.line()).map_err(|e| {
+                    eprintln!("{}", e.join("\n"));
+                    ExitCode::from(2)
+                })?;
+                let mcfg = ModbusConfig { timeout_ms, retries: 1, ..ModbusConfig::default() };
+                return commands::probe_field(fp, &transport, address.as_deref(), scan, candidates.as_deref(), json, &mcfg).await;
+            }
+            if scan || address.is_some() {
+                eprintln!("--scan and --address are for DL/T 645 and CJ/T 188 profiles; `{profile}` is not one (Modbus devices are chosen with --unit)");
+                return Err(ExitCode::from(2));
+            }
             let transport = dev.transport().map_err(|e| {
                 eprintln!("{}", e.join("\n"));
                 ExitCode::from(2)
             })?;
-            probe(&profiles_dir, &profile, &transport, unit, json, timeout_ms).await
+            probe(&dir, &profile, &transport, unit, json, timeout_ms).await
+        }
+        Cmd::Read { protocol, tcp, rtu_over_tcp, serial, baud, parity, unit, register, count, input, ty, order, address, di, format, signed, meter_type, repeat, interval_ms, timeout_ms } => {
+            let mut dev = DeviceConfig::tcp("read", "", "", unit);
+            dev.tcp = tcp;
+            dev.rtu_over_tcp = rtu_over_tcp;
+            dev.serial = serial;
+            dev.baud = baud;
+            dev.parity = parity.as_deref().map(commands::parity);
+            let defaults = if protocol == "modbus" { (9600, Parity::None) } else { (2400, Parity::Even) };
+            let transport = dev.transport_with(defaults).map_err(|e| {
+                eprintln!("{}", e.join("\n"));
+                ExitCode::from(2)
+            })?;
+            let req = commands::ReadRequest { protocol, unit, register, count, input, ty, order, address, di, format, signed, meter_type };
+            let mcfg = ModbusConfig { timeout_ms, retries: 0, ..ModbusConfig::default() };
+            commands::read(&transport, &req, repeat, interval_ms, &mcfg).await
         }
         Cmd::Profiles { cmd } => match cmd {
             ProfilesCmd::List { profiles_dir } => {
-                for (name, p) in load_profiles(&profiles_dir)? {
-                    println!("{name}\t{} {}\t{} registers\t{}", p.vendor, p.model, p.registers.len(), p.source);
-                }
-                let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&profiles_dir).map_err(|e| {
-                    eprintln!("{e}");
-                    ExitCode::from(1)
-                })?;
-                for (name, p) in mqtt {
-                    let n: usize = p.messages.iter().map(|m| m.values.len()).sum();
-                    println!("{name}\t{} {}\t{n} values (MQTT)\t{}", p.vendor, p.model, p.source);
-                }
-                Ok(())
+                let dir = commands::profiles_dir(profiles_dir.as_deref())?;
+                commands::list_profiles(&dir)
             }
             ProfilesCmd::Show { name, profiles_dir } => {
-                let profiles = load_profiles(&profiles_dir)?;
-                let Some(p) = profiles.get(&name) else {
-                    eprintln!("no profile `{name}` in {}", profiles_dir.display());
-                    return Err(ExitCode::from(1));
-                };
-                println!("{name}: {} {} — {}", p.vendor, p.model, p.description);
-                println!("source: {}", p.source);
-                println!("order: {:?}, limits: {:?}", p.order, p.limits);
-                for r in &p.registers {
-                    println!(
-                        "  {:<24} fc{} addr {:>5} {:?} {:?} scale {} unit {}",
-                        r.quantity.name(),
-                        r.function.code(),
-                        r.address,
-                        r.ty,
-                        r.order.unwrap_or(p.order),
-                        r.scale,
-                        r.unit
-                    );
-                }
-                let plan = profile::plan_reads(&p.registers, &p.limits);
-                println!("read plan: {} requests for {} values", plan.len(), p.registers.len());
-                for b in plan {
-                    println!("  fc{} addr {} count {}", b.function.code(), b.address, b.count);
-                }
-                Ok(())
+                let dir = commands::profiles_dir(profiles_dir.as_deref())?;
+                commands::show_profile(&dir, &name)
             }
             ProfilesCmd::Check { dir } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from("device-profiles"));
                 let modbus = profile::load_dir(&dir);
                 let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&dir);
-                match (modbus, mqtt) {
-                    (Ok(p), Ok(m)) => println!("{}: {} Modbus and {} MQTT profiles, all valid", dir.display(), p.len(), m.len()),
-                    (a, b) => {
-                        for e in [a.err(), b.err()].into_iter().flatten() {
+                let field = energy_gateway::field::profile::load_field_dir(&dir);
+                match (modbus, mqtt, field) {
+                    (Ok(p), Ok(m), Ok(f)) => println!("{}: {} Modbus, {} DL/T 645 / CJ/T 188 and {} MQTT profiles, all valid", dir.display(), p.len(), f.len(), m.len()),
+                    (a, b, c) => {
+                        for e in [a.err(), b.err(), c.err()].into_iter().flatten() {
                             eprintln!("{e}");
                         }
                         return Err(ExitCode::from(1));
@@ -261,15 +330,7 @@ async fn probe(dir: &std::path::Path, name: &str, transport: &Transport, unit: u
         ExitCode::from(1)
     })?;
     for (q, value) in &report.values {
-        if json {
-            let line = serde_json::json!({ "quantity": q.name(), "value": value, "unit": q.unit() });
-            println!("{line}");
-        } else {
-            match value {
-                Some(v) => println!("{:<24} {:>14.4} {}", q.name(), v, q.unit()),
-                None => println!("{:<24} {:>14} {}", q.name(), "n/a", q.unit()),
-            }
-        }
+        commands::print_value(*q, *value, json)?;
     }
     for l in &report.read.reads {
         let res = match &l.result {

@@ -9,6 +9,7 @@ pub struct Metrics {
     pub modbus_requests: IntCounterVec,
     pub modbus_errors: IntCounterVec,
     pub modbus_latency: HistogramVec,
+    pub bad_frames: IntCounterVec,
     pub devices_up: IntGauge,
     pub device_up: IntGaugeVec,
     pub samples: IntCounter,
@@ -43,6 +44,10 @@ impl Metrics {
             modbus_errors: must(IntCounterVec::new(
                 Opts::new("energy_gateway_modbus_errors_total", "Failed Modbus requests, per bus and kind (timeout, transport, exception, short_response)"),
                 &["bus", "kind"],
+            )),
+            bad_frames: must(IntCounterVec::new(
+                Opts::new("energy_gateway_bad_frames_total", "DL/T 645 and CJ/T 188 frames dropped for a wrong checksum or end byte, per bus (noise, or a wrong baud rate or parity)"),
+                &["bus"],
             )),
             modbus_latency: must(HistogramVec::new(
                 HistogramOpts::new("energy_gateway_modbus_request_duration_seconds", "Modbus request latency, per bus")
@@ -100,6 +105,7 @@ impl Metrics {
         must(r.register(Box::new(m.modbus_requests.clone())));
         must(r.register(Box::new(m.modbus_errors.clone())));
         must(r.register(Box::new(m.modbus_latency.clone())));
+        must(r.register(Box::new(m.bad_frames.clone())));
         must(r.register(Box::new(m.devices_up.clone())));
         must(r.register(Box::new(m.device_up.clone())));
         must(r.register(Box::new(m.samples.clone())));

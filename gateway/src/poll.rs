@@ -34,6 +34,10 @@ pub enum ReadError {
     Exception(String),
     #[error("short response: {got} of {want} registers")]
     Short { got: usize, want: u16 },
+    /// Frames came back but none was a valid answer (wrong checksum: noise, or wrong baud rate
+    /// or parity; or the answer to another request).
+    #[error("{0}")]
+    Frame(String),
 }
 
 impl ReadError {
@@ -44,6 +48,7 @@ impl ReadError {
             ReadError::Transport(_) => "transport",
             ReadError::Exception(_) => "exception",
             ReadError::Short { .. } => "short_response",
+            ReadError::Frame(_) => "bad_frame",
         }
     }
 
@@ -222,6 +227,10 @@ pub struct DeviceStatus {
     pub last_ok_ms: Option<i64>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
+    /// What the meter reports of itself (CJ/T 188 status bits such as "valve closed; battery
+    /// low", working hours), from the last good poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 pub type StatusMap = Arc<Mutex<BTreeMap<String, DeviceStatus>>>;
@@ -229,10 +238,67 @@ pub type StatusMap = Arc<Mutex<BTreeMap<String, DeviceStatus>>>;
 struct Device {
     cfg: DeviceConfig,
     mcfg: ModbusConfig,
-    profile: Arc<Profile>,
-    plan: Vec<Block>,
     failures: u32,
     next_due: Instant,
+}
+
+/// What one poll of one device gave, whatever the protocol.
+#[derive(Debug, Default)]
+pub struct PollOutcome {
+    pub values: BTreeMap<Quantity, f64>,
+    pub unavailable: Vec<Quantity>,
+    /// Duration of every request sent.
+    pub request_durations: Vec<Duration>,
+    pub errors: Vec<ReadError>,
+    /// Some request got a well-formed answer (the bus works).
+    pub answered: bool,
+    /// What the device reports of itself, for `/status`.
+    pub state: Option<String>,
+    /// Frames dropped for a wrong checksum.
+    pub bad_frames: u64,
+}
+
+/// One protocol's way of opening a bus and reading a device on it; [`schedule`] does the rest
+/// (one request in flight, intervals, back-off, reconnects, status, samples).
+pub trait BusDriver: Send {
+    type Conn: Send;
+    fn connect(&mut self, timeout: Duration) -> impl std::future::Future<Output = Result<Self::Conn, ReadError>> + Send;
+    /// Reads device `device` (its index in the scheduler's list) once.
+    fn poll<'a>(&'a mut self, conn: &'a mut Self::Conn, device: usize, mcfg: &'a ModbusConfig) -> impl std::future::Future<Output = PollOutcome> + Send + 'a;
+}
+
+/// Modbus devices on one bus: their profiles and read plans (a plan shrinks to single reads
+/// where a device refuses a block).
+struct ModbusDriver {
+    transport: Transport,
+    silence: Duration,
+    devices: Vec<(DeviceConfig, Arc<Profile>, Vec<Block>)>,
+}
+
+impl BusDriver for ModbusDriver {
+    type Conn = Link;
+
+    fn connect(&mut self, timeout: Duration) -> impl std::future::Future<Output = Result<Link, ReadError>> + Send {
+        let (t, silence) = (self.transport.clone(), self.silence);
+        async move { t.connect(timeout).await.map(|ctx| Link::new(ctx, silence)) }
+    }
+
+    fn poll<'a>(&'a mut self, conn: &'a mut Link, device: usize, mcfg: &'a ModbusConfig) -> impl std::future::Future<Output = PollOutcome> + Send + 'a {
+        async move {
+            let Some((cfg, profile, plan)) = self.devices.get_mut(device) else { return PollOutcome::default() };
+            let r = read_device(conn, cfg.unit, profile, plan, cfg.ct_ratio, cfg.pt_ratio, mcfg).await;
+            plan.clone_from(&r.plan);
+            PollOutcome {
+                answered: !r.answers.is_empty(),
+                values: r.values,
+                unavailable: r.unavailable,
+                request_durations: r.reads.iter().map(|l| l.duration).collect(),
+                errors: r.errors,
+                state: None,
+                bad_frames: 0,
+            }
+        }
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -282,16 +348,40 @@ pub async fn run_bus(
     status: StatusMap,
     cancel: CancellationToken,
 ) {
+    let silence = transport.silence(Duration::from_micros(mcfg.rtu_min_silence_us));
+    let cfgs: Vec<DeviceConfig> = devices.iter().map(|(c, _)| c.clone()).collect();
+    let devices = devices
+        .into_iter()
+        .map(|(cfg, profile)| {
+            let plan = plan_reads(&profile.registers, &profile.limits);
+            (cfg, profile, plan)
+        })
+        .collect();
     let bus = transport.bus();
+    schedule(bus, ModbusDriver { transport, silence, devices }, cfgs, mcfg, out, metrics, status, cancel).await;
+}
+
+/// Polls every device of one bus through `driver` until cancelled, sending samples to `out`
+/// (see [`run_bus`]; the field buses of [`crate::field`] use it with their own driver).
+#[allow(clippy::too_many_arguments)]
+pub async fn schedule<D: BusDriver>(
+    bus: String,
+    mut driver: D,
+    devices: Vec<DeviceConfig>,
+    mcfg: ModbusConfig,
+    out: mpsc::Sender<Sample>,
+    metrics: Metrics,
+    status: StatusMap,
+    cancel: CancellationToken,
+) {
     let start = Instant::now();
     let mut devs: Vec<Device> = devices
         .into_iter()
         .enumerate()
-        .map(|(i, (cfg, profile))| {
-            let plan = plan_reads(&profile.registers, &profile.limits);
+        .map(|(i, cfg)| {
             // Spread first polls a little so that devices with one interval do not all fire at once.
             let next_due = start + Duration::from_millis(i as u64 * 20);
-            Device { mcfg: cfg.modbus(&mcfg), cfg, profile, plan, failures: 0, next_due }
+            Device { mcfg: cfg.modbus(&mcfg), cfg, failures: 0, next_due }
         })
         .collect();
     {
@@ -300,10 +390,9 @@ pub async fn run_bus(
             st.insert(d.cfg.meter.clone(), DeviceStatus { meter: d.cfg.meter.clone(), endpoint: bus.clone(), ..Default::default() });
         }
     }
-    let silence = transport.silence(Duration::from_micros(mcfg.rtu_min_silence_us));
     let connect_delay = Duration::from_millis(devs.iter().map(|d| d.mcfg.connect_delay_ms).max().unwrap_or(0));
     let mut jitter = Jitter::new(&bus);
-    let mut link: Option<Link> = None;
+    let mut link: Option<D::Conn> = None;
     let mut connect_failures = 0u32;
     let mut silent_polls = 0u32;
     let mut next_connect = start;
@@ -325,14 +414,14 @@ pub async fn run_bus(
         let t = now_ms();
         let connected = match link {
             Some(ref mut l) => Ok(l),
-            None => match transport.connect(Duration::from_millis(dev.mcfg.timeout_ms)).await {
-                Ok(ctx) => {
+            None => match driver.connect(Duration::from_millis(dev.mcfg.timeout_ms)).await {
+                Ok(conn) => {
                     if connect_failures > 0 {
                         tracing::info!(%bus, "connected again");
                     }
                     connect_failures = 0;
                     tokio::time::sleep(connect_delay).await;
-                    Ok(link.insert(Link::new(ctx, silence)))
+                    Ok(link.insert(conn))
                 }
                 Err(e) => {
                     connect_failures = connect_failures.saturating_add(1);
@@ -348,16 +437,15 @@ pub async fn run_bus(
             },
         };
         let read = match connected {
-            Ok(l) => {
-                let r = read_device(l, dev.cfg.unit, &dev.profile, &dev.plan, dev.cfg.ct_ratio, dev.cfg.pt_ratio, &dev.mcfg).await;
-                dev.plan.clone_from(&r.plan);
-                r
-            }
-            Err(e) => DeviceRead { errors: vec![e], plan: dev.plan.clone(), ..Default::default() },
+            Ok(l) => driver.poll(l, idx, &dev.mcfg).await,
+            Err(e) => PollOutcome { errors: vec![e], ..Default::default() },
         };
-        for l in &read.reads {
+        for d in &read.request_durations {
             metrics.modbus_requests.with_label_values(&[bus.as_str()]).inc();
-            metrics.modbus_latency.with_label_values(&[bus.as_str()]).observe(l.duration.as_secs_f64());
+            metrics.modbus_latency.with_label_values(&[bus.as_str()]).observe(d.as_secs_f64());
+        }
+        if read.bad_frames > 0 {
+            metrics.bad_frames.with_label_values(&[bus.as_str()]).inc_by(read.bad_frames);
         }
         for e in &read.errors {
             metrics.modbus_errors.with_label_values(&[bus.as_str(), e.kind()]).inc();
@@ -365,7 +453,7 @@ pub async fn run_bus(
         // A transport error breaks the connection. A timeout alone is what an absent or dead
         // device on a healthy bus gives, so the connection is reopened only when the next
         // device does not answer either.
-        if !read.answers.is_empty() {
+        if read.answered {
             silent_polls = 0;
         } else if read.errors.iter().any(|e| matches!(e, ReadError::Timeout(_))) {
             silent_polls += 1;
@@ -413,6 +501,7 @@ pub async fn run_bus(
                 s.consecutive_failures = dev.failures;
                 if ok {
                     s.last_ok_ms = Some(t);
+                    s.state.clone_from(&read.state);
                 } else {
                     s.last_error = read.errors.first().map(ToString::to_string);
                 }

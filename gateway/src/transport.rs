@@ -97,22 +97,23 @@ impl Transport {
                 let _ = stream.set_nodelay(true);
                 Ok(tokio_modbus::client::rtu::attach_slave(stream, Slave(1)))
             }
-            Transport::Serial(line) => {
-                let builder = tokio_serial::new(&line.path, line.baud)
-                    .parity(match line.parity {
-                        Parity::None => tokio_serial::Parity::None,
-                        Parity::Even => tokio_serial::Parity::Even,
-                        Parity::Odd => tokio_serial::Parity::Odd,
-                    })
-                    .data_bits(if line.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight })
-                    .stop_bits(if line.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One })
-                    .timeout(timeout);
-                let port = tokio_serial::SerialStream::open(&builder)
-                    .map_err(|e| ReadError::Transport(format!("open serial port {}: {e}", line.path)))?;
-                Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(1)))
-            }
+            Transport::Serial(line) => Ok(tokio_modbus::client::rtu::attach_slave(open_serial(line, timeout)?, Slave(1))),
         }
     }
+}
+
+/// Opens a local serial port with its line settings.
+pub fn open_serial(line: &SerialLine, timeout: Duration) -> Result<tokio_serial::SerialStream, ReadError> {
+    let builder = tokio_serial::new(&line.path, line.baud)
+        .parity(match line.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(if line.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight })
+        .stop_bits(if line.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One })
+        .timeout(timeout);
+    tokio_serial::SerialStream::open(&builder).map_err(|e| ReadError::Transport(format!("open serial port {}: {e}", line.path)))
 }
 
 async fn resolve(endpoint: &str, timeout: Duration) -> Result<SocketAddr, ReadError> {

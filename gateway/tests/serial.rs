@@ -5,8 +5,8 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,40 +14,8 @@ use energy_gateway::config::{DeviceConfig, ModbusConfig};
 use energy_gateway::metrics::Metrics;
 use energy_gateway::profile::load_dir;
 use energy_gateway::transport::{Parity, SerialLine, Transport};
-use support::{image, serve_serial, tolerance};
+use support::{image, pty_pair, serve_serial, tolerance};
 use tokio_util::sync::CancellationToken;
-
-/// A connected pair of pseudo-terminals; socat is stopped on drop.
-struct PtyPair {
-    child: Child,
-    a: PathBuf,
-    b: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for PtyPair {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn pty_pair() -> PtyPair {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("gw"), dir.path().join("meter"));
-    let child = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", a.display()))
-        .arg(format!("pty,raw,echo=0,link={}", b.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs socat (Debian package `socat`; tests/run.sh installs it): {e}"));
-    let start = Instant::now();
-    while !(Path::new(&a).exists() && Path::new(&b).exists()) {
-        assert!(start.elapsed() < Duration::from_secs(10), "socat made no pseudo-terminals");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    PtyPair { child, a, b, _dir: dir }
-}
 
 fn profiles_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles")

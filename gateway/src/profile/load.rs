@@ -126,12 +126,12 @@ pub fn load_file(root: &Path, path: &Path) -> Result<Profile, Vec<ProfileError>>
     parse_profile(&name, &file, &text)
 }
 
-fn profile_name(root: &Path, path: &Path) -> String {
+pub(crate) fn profile_name(root: &Path, path: &Path) -> String {
     let rel = path.strip_prefix(root).unwrap_or(path).with_extension("");
     rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
-fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+pub(crate) fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() {
@@ -143,32 +143,53 @@ fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads every `*.toml` Modbus profile below `dir` (the `mqtt/` folder holds MQTT mappings and is
-/// skipped), sorted by name. Either all load, or every error is returned.
+/// Loads every `*.toml` Modbus profile below `dir` (the `mqtt/` folder holds MQTT mappings and
+/// files with a field-bus `protocol` are DL/T 645 or CJ/T 188 profiles; both are skipped), sorted
+/// by name. Either all load, or every error is returned.
 pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Profile>, ProfileErrors> {
+    load_each(
+        dir,
+        |rel, text| {
+            !(rel.components().next().is_some_and(|c| c.as_os_str() == "mqtt") || text.is_some_and(crate::field::profile::is_field_profile))
+        },
+        parse_profile,
+    )
+}
+
+/// Loads every `*.toml` below `dir` that `wanted(path relative to dir, text)` accepts (text `None`
+/// when the file cannot be read: then it is reported if wanted), parsed by `parse(name, file,
+/// text)`, sorted by name. Either all load, or every error is returned.
+pub(crate) fn load_each<T>(
+    dir: &Path,
+    wanted: impl Fn(&Path, Option<&str>) -> bool,
+    parse: impl Fn(&str, &str, &str) -> Result<T, Vec<ProfileError>>,
+) -> Result<BTreeMap<String, T>, ProfileErrors> {
     let mut files = Vec::new();
     if let Err(e) = toml_files(dir, &mut files) {
-        return Err(ProfileErrors(vec![ProfileError {
-            file: dir.display().to_string(),
-            message: format!("cannot list profiles: {e}"),
-        }]));
+        return Err(ProfileErrors(vec![ProfileError { file: dir.display().to_string(), message: format!("cannot list profiles: {e}") }]));
     }
     files.sort();
-    let mut profiles = BTreeMap::new();
-    let mut errors = Vec::new();
+    let (mut out, mut errors) = (BTreeMap::new(), Vec::new());
     for f in files {
-        if f.strip_prefix(dir).ok().and_then(|r| r.components().next()).is_some_and(|c| c.as_os_str() == "mqtt") {
+        let rel = f.strip_prefix(dir).unwrap_or(&f);
+        let file = f.display().to_string();
+        let text = std::fs::read_to_string(&f);
+        if !wanted(rel, text.as_deref().ok()) {
             continue;
         }
-        match load_file(dir, &f) {
-            Ok(p) => {
-                profiles.insert(p.name.clone(), p);
-            }
-            Err(e) => errors.extend(e),
+        let name = profile_name(dir, &f);
+        match text {
+            Err(e) => errors.push(ProfileError { file, message: format!("cannot read: {e}") }),
+            Ok(text) => match parse(&name, &file, &text) {
+                Ok(p) => {
+                    out.insert(name, p);
+                }
+                Err(e) => errors.extend(e),
+            },
         }
     }
     if errors.is_empty() {
-        Ok(profiles)
+        Ok(out)
     } else {
         Err(ProfileErrors(errors))
     }

@@ -10,6 +10,7 @@ mod plan;
 
 pub use codec::{decode, encode, Order, Raw, ValueType};
 pub use load::{load_dir, load_file, parse_profile, ProfileError, ProfileErrors};
+pub(crate) use load::load_each;
 pub use plan::{plan_reads, Block};
 
 use energy_wire::Quantity;

@@ -226,3 +226,54 @@ pub fn image(profile: &Profile, order: Option<Order>) -> (Behaviour, BTreeMap<Qu
 pub fn tolerance(r: &Register, v: f64) -> f64 {
     r.scale.abs() / 2.0 + v.abs() * 1e-6
 }
+
+/// A connected pair of pseudo-terminals; socat is stopped on drop.
+pub struct PtyPair {
+    child: std::process::Child,
+    pub a: std::path::PathBuf,
+    pub b: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PtyPair {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Needs `socat` (Debian package `socat`; tests/run.sh installs it).
+pub fn pty_pair() -> PtyPair {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("gw"), dir.path().join("meter"));
+    let child = std::process::Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", a.display()))
+        .arg(format!("pty,raw,echo=0,link={}", b.display()))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("this test needs socat (Debian package `socat`; tests/run.sh installs it): {e}"));
+    let start = std::time::Instant::now();
+    while !(a.exists() && b.exists()) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "socat made no pseudo-terminals");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    PtyPair { child, a, b, _dir: dir }
+}
+
+/// Runs `energy-gateway run --config CONFIG` for `secs` seconds and returns its peak and current
+/// resident memory (VmHWM, VmRSS) as /proc shows them.
+pub async fn gateway_rss(config: &std::path::Path, secs: u64) -> (String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start energy-gateway");
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_string()).unwrap_or_else(|| "?".into());
+    let _ = child.kill();
+    let _ = child.wait();
+    (field("VmHWM:"), field("VmRSS:"))
+}

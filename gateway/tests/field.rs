@@ -1,0 +1,359 @@
+//! DL/T 645 and CJ/T 188 meters against simulators of our own (energy_gateway::field::sim) that
+//! answer byte for byte as the standards say, with an answer delay and the line time of the baud
+//! rate: over TCP (a transparent serial server) and over a socat pseudo-terminal pair (RS-485).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::field::link::connect;
+use energy_gateway::field::poll::{read_meter, run_field_bus, FieldMeter};
+use energy_gateway::field::profile::{load_field_dir, FieldProfile};
+use energy_gateway::field::sim::{SimBus, SimMeter};
+use energy_gateway::metrics::Metrics;
+use energy_gateway::poll::ReadError;
+use energy_gateway::transport::{Parity, SerialLine, Transport};
+use energy_wire::Quantity;
+use support::pty_pair;
+use tokio_util::sync::CancellationToken;
+
+fn profiles() -> BTreeMap<String, FieldProfile> {
+    load_field_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles")).expect("shipped field profiles load")
+}
+
+fn address_for(p: &FieldProfile, n: u64) -> String {
+    format!("{n:0width$}", width = p.protocol.address_len() * 2)
+}
+
+/// The wire's resolution: values come back within it (heat in kWh converted to GJ: 0.01 kWh).
+fn close(q: Quantity, got: f64, want: f64) -> bool {
+    (got - want).abs() <= 1e-3_f64.max(want.abs() * 1e-5) || (q == Quantity::HeatEnergy && (got - want).abs() <= 4e-5)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
+    let all = profiles();
+    for name in [
+        "generic/dlt645-2007-three-phase",
+        "generic/dlt645-2007-single-phase",
+        "generic/dlt645-1997",
+        "generic/cjt188-water",
+        "generic/cjt188-heat",
+        "generic/cjt188-gas",
+    ] {
+        assert!(all.contains_key(name), "contract profile {name} is missing");
+    }
+    for (name, p) in &all {
+        let p = Arc::new(p.clone());
+        let want = SimMeter::typical(&p);
+        let meter = SimMeter::new(p.clone(), &address_for(&p, 12_345_678), want.clone()).unwrap();
+        let bus = SimBus::new(vec![meter], Duration::from_millis(30), Some(9600));
+        let cancel = CancellationToken::new();
+        let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
+        let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
+        let mut m = FieldMeter { profile: p.clone(), address: None, ser: 0 };
+        let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
+        let r = read_meter(&mut link, &mut m, &mcfg).await;
+        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+        assert_eq!(r.address.as_deref(), Some(address_for(&p, 12_345_678).as_str()), "{name}");
+        for q in p.quantities() {
+            let (got, w) = (r.values.get(&q).copied(), want[&q]);
+            assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
+        }
+        cancel.cancel();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_up_frames_abnormal_replies_and_bad_checksums() {
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-three-phase"].clone());
+    let want = SimMeter::typical(&p);
+    let mut meter = SimMeter::new(p.clone(), "000000000042", want.clone()).unwrap();
+    // Values two bytes per frame: the 4-byte energy comes as a B1 frame and a follow-up.
+    meter.chunk = Some(2);
+    meter.abnormal.insert(vec![0x02, 0x80, 0x00, 0x02]);
+    // Every 3rd reply is garbled: the gateway drops it, counts it and asks again.
+    meter.corrupt_every = Some(3);
+    let bus = SimBus::new(vec![meter], Duration::from_millis(10), None);
+    let cancel = CancellationToken::new();
+    let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
+    let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
+    let mut m = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0]), ser: 0 };
+    let mcfg = ModbusConfig { timeout_ms: 300, retries: 3, ..ModbusConfig::default() };
+    let r = read_meter(&mut link, &mut m, &mcfg).await;
+    assert!(link.bad_frames >= 3, "bad frames counted: {}", link.bad_frames);
+    assert_eq!(r.values[&Quantity::ActiveEnergyImport], want[&Quantity::ActiveEnergyImport]);
+    assert!(r.reads.iter().any(|l| l.what.contains("follow-up 1")), "{:?}", r.reads.iter().map(|l| &l.what).collect::<Vec<_>>());
+    assert!(r.unavailable.contains(&Quantity::Frequency));
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert!(matches!(&r.errors[0], ReadError::Exception(e) if e.contains("02 80 00 02") && e.contains("no data requested")), "{:?}", r.errors);
+    for q in p.quantities().into_iter().filter(|&q| q != Quantity::Frequency) {
+        assert!(close(q, r.values[&q], want[&q]), "{q}");
+    }
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_reads_meters_by_address_and_backs_off_a_dead_one() {
+    let all = profiles();
+    let p07 = Arc::new(all["generic/dlt645-2007-single-phase"].clone());
+    let p97 = Arc::new(all["generic/dlt645-1997"].clone());
+    let mut a = SimMeter::new(p07.clone(), "000000000001", SimMeter::typical(&p07)).unwrap();
+    a.step = 0.01;
+    let b = SimMeter::new(p97.clone(), "000000000002", SimMeter::typical(&p97)).unwrap();
+    let mut dead = SimMeter::new(p07.clone(), "000000000003", SimMeter::typical(&p07)).unwrap();
+    dead.silent = true;
+    let bus = SimBus::new(vec![a, b, dead], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let dev = |meter: &str, p: &Arc<FieldProfile>, address: &str| {
+        let mut d = DeviceConfig::tcp(meter, &p.name, &addr, 1);
+        d.address = Some(address.to_string());
+        d.interval_ms = 200;
+        (d, p.clone())
+    };
+    let devices = vec![dev("a", &p07, "000000000001"), dev("b", &p97, "000000000002"), dev("dead", &p07, "000000000003")];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let status = Arc::new(Mutex::new(BTreeMap::new()));
+    let mcfg = ModbusConfig { timeout_ms: 200, retries: 0, ..ModbusConfig::default() };
+    let task = tokio::spawn(run_field_bus(Transport::Tcp(addr.clone()), devices, mcfg, tx, Metrics::new(), status.clone(), cancel.clone()));
+    let mut seen: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let end = Instant::now() + Duration::from_secs(4);
+    while let Ok(Some(s)) = tokio::time::timeout_at(end.into(), rx.recv()).await {
+        seen.entry(s.meter.clone()).or_default().push(s.v[&Quantity::ActiveEnergyImport]);
+        if s.meter == "b" {
+            assert_eq!(s.v[&Quantity::VoltageL1], 231.0, "1997 voltage is XXX: whole volts");
+        }
+    }
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(seen.get("a").is_some_and(|v| v.len() >= 5), "{seen:?}");
+    assert!(seen.get("b").is_some_and(|v| v.len() >= 5), "{seen:?}");
+    assert!(!seen.contains_key("dead"));
+    // The counter rose by 0.01 kWh per answer and arrives in order.
+    let a = &seen["a"];
+    assert!(a.windows(2).all(|w| w[1] > w[0]), "{a:?}");
+    let st = status.lock().unwrap();
+    let d = &st["dead"];
+    assert!(!d.up && d.consecutive_failures >= 2, "{d:?}");
+    // Backed off: far fewer attempts than the 20 its interval would allow in 4 s.
+    assert!(d.consecutive_failures < 12, "{d:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heat_and_electricity_meters_on_a_serial_port_at_2400_baud() {
+    let pair = pty_pair();
+    let all = profiles();
+    let heat = Arc::new(all["generic/cjt188-heat"].clone());
+    let mut h = SimMeter::new(heat.clone(), "00000000000077", SimMeter::typical(&heat)).unwrap();
+    h.status = 0x0004; // battery low
+    h.units.insert(energy_gateway::field::cjt188::Field::Heat, 0x0E); // MJ
+    h.units.insert(energy_gateway::field::cjt188::Field::Volume, 0x29); // litres
+    let bus = SimBus::new(vec![h], Duration::from_millis(50), Some(2400));
+    let cancel = CancellationToken::new();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
+    let (b, c) = (bus.clone(), cancel.clone());
+    tokio::spawn(async move { b.serve(port, c).await });
+    let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
+    let t = Transport::Serial(line);
+    let mut link = connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO));
+    let mut m = FieldMeter { profile: heat.clone(), address: Some(vec![0x77, 0, 0, 0, 0, 0, 0]), ser: 9 };
+    let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
+    let start = Instant::now();
+    let r = read_meter(&mut link, &mut m, &mcfg).await;
+    // 61 reply bytes at 2400 baud take 280 ms on the line, plus the 50 ms answer delay.
+    assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let want = SimMeter::typical(&heat);
+    for q in heat.quantities() {
+        assert!(close(q, r.values[&q], want[&q]), "{q}: {} vs {}", r.values[&q], want[&q]);
+    }
+    assert!(r.state.iter().any(|s| s == "battery low"), "{:?}", r.state);
+    assert_eq!(m.ser, 10, "the sequence byte moves on");
+    cancel.cancel();
+}
+
+/// Runs the real binary (off the async runtime) and returns (exit code, stdout, stderr).
+async fn gateway(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let o = Command::new(env!("CARGO_BIN_EXE_energy-gateway")).args(&args).env("RUST_LOG", "warn").output().unwrap();
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    let mut v: Vec<String> = a.iter().map(ToString::to_string).collect();
+    v.extend(["--profiles-dir".to_string(), dir.display().to_string()]);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_finds_the_address_reads_everything_and_prints_json_records() {
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-three-phase"].clone());
+    let want = SimMeter::typical(&p);
+    let mut m = SimMeter::new(p.clone(), "000012345678", want.clone()).unwrap();
+    m.abnormal.insert(vec![0x02, 0x05, 0x00, 0x00]);
+    let bus = SimBus::new(vec![m], Duration::from_millis(20), Some(9600));
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, out, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-three-phase", "--tcp", &ep, "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("meter address: 000012345678"), "{err}");
+    assert!(err.contains("request read address (AA AA AA AA AA AA): ok"), "{err}");
+    assert!(err.contains("hint: the meter refused 1 request(s) (DL/T 645-2007 02 05 00 00: error byte 02: no data requested"), "{err}");
+    let records: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), p.quantities().len());
+    for r in &records {
+        let q: Quantity = r["quantity"].as_str().unwrap().parse().unwrap();
+        assert_eq!(r["unit"], q.unit());
+        if q == Quantity::ApparentPower {
+            assert!(r["value"].is_null());
+        } else {
+            assert!(close(q, r["value"].as_f64().unwrap(), want[&q]), "{r}");
+        }
+    }
+    // With the address given, no read-address request; the raw read decodes one identifier.
+    let (code, out, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--address", "000012345678"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("read address"), "{err}");
+    assert!(out.contains("active_energy_import") && out.contains("12345.6700 kWh"), "{out}");
+    let (code, out, err) = gateway(vec![
+        "read".into(), "--protocol".into(), "dlt645-2007".into(), "--tcp".into(), ep.clone(), "--di".into(), "02 02 01 00".into(),
+        "--format".into(), "XXX.XXX".into(), "--signed".into(), "--repeat".into(), "2".into(), "--interval-ms".into(), "50".into(),
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    // 12.340 A: digits 012340, least significant byte first: 40 23 01.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("meter 000012345678 02 02 01 00: 40 23 01  = 12.34"), "{out}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_hints_for_no_answer_garbled_frames_and_the_other_edition() {
+    let all = profiles();
+    // Nobody on the line.
+    let empty = SimBus::new(vec![], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = empty.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/cjt188-water", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("hint: no answer: check the RS-485 wiring"), "{err}");
+    // Every reply garbled: wrong baud rate or parity.
+    let p = Arc::new(all["generic/cjt188-water"].clone());
+    let mut m = SimMeter::new(p.clone(), "00000000000001", SimMeter::typical(&p)).unwrap();
+    m.corrupt_every = Some(1);
+    let noisy = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let ep = noisy.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/cjt188-water", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("with a wrong checksum: the baud rate or parity is probably wrong"), "{err}");
+    // A 1997 meter probed with a 2007 profile.
+    let p97 = Arc::new(all["generic/dlt645-1997"].clone());
+    let old = SimBus::new(vec![SimMeter::new(p97.clone(), "000000000009", SimMeter::typical(&p97)).unwrap()], Duration::from_millis(5), None);
+    let ep = old.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-three-phase", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("the meter answers DL/T 645-1997 but the profile is DL/T 645-2007"), "{err}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_lists_the_meters_that_answer() {
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-single-phase"].clone());
+    let meters = ["000000000011", "000000000013"].iter().map(|a| SimMeter::new(p.clone(), a, SimMeter::typical(&p)).unwrap()).collect();
+    let bus = SimBus::new(meters, Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let (code, out, err) =
+        gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--scan", "--candidates", "10-14", "--timeout-ms", "200"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().map(|l| l.split_whitespace().next().unwrap()).collect::<Vec<_>>(), vec!["000000000011", "000000000013"]);
+    // Both answer the wildcard at once: garbled, and the hint says what to do.
+    let (code, _, err) = gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--tcp", &ep, "--scan", "--timeout-ms", "200"])).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("several meters answered at once"), "{err}");
+    cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_list_and_show_print_tables_and_stop_quietly_on_a_closed_pipe() {
+    let (code, out, err) = gateway(args(&["profiles", "list"])).await;
+    assert_eq!(code, 0, "{err}");
+    for name in ["generic/dlt645-2007-three-phase", "generic/cjt188-heat", "eastron/sdm630"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{name}\t"))), "{name} in\n{out}");
+    }
+    let (code, out, _) = gateway(args(&["profiles", "show", "generic/dlt645-2007-three-phase"])).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import")), "{out}");
+    let (code, out, _) = gateway(args(&["profiles", "show", "chint/dtsu666"])).await;
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with("0x2006\t8198\t03\t")), "{out}");
+    // `| head -1`: the reader goes away; no panic, no error text.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
+    let o = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("'{}' profiles list --profiles-dir '{}' | head -1", env!("CARGO_BIN_EXE_energy-gateway"), dir.display()))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_on_a_serial_port_and_meter_state_in_the_status() {
+    let pair = pty_pair();
+    let all = profiles();
+    let p = Arc::new(all["generic/dlt645-2007-single-phase"].clone());
+    let want = SimMeter::typical(&p);
+    let bus = SimBus::new(vec![SimMeter::new(p.clone(), "000000000555", want.clone()).unwrap()], Duration::from_millis(30), Some(2400));
+    let cancel = CancellationToken::new();
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
+    let (b, c) = (bus.clone(), cancel.clone());
+    tokio::spawn(async move { b.serve(port, c).await });
+    let dev = pair.a.display().to_string();
+    let (code, out, err) =
+        gateway(args(&["probe", "--profile", "generic/dlt645-2007-single-phase", "--serial", &dev, "--baud", "2400", "--parity", "even", "--json"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("meter address: 000000000555"), "{err}");
+    let energy = out.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|v| v["quantity"] == "active_energy_import").unwrap();
+    assert_eq!(energy["value"].as_f64(), Some(want[&Quantity::ActiveEnergyImport]));
+    assert_eq!(energy["unit"], "kWh");
+    cancel.cancel();
+
+    // A water meter reporting its valve closed: the state shows in /status's device entry.
+    let w = Arc::new(all["generic/cjt188-water"].clone());
+    let mut m = SimMeter::new(w.clone(), "00000000000066", SimMeter::typical(&w)).unwrap();
+    m.status = 0x0001;
+    let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let mut d = DeviceConfig::tcp("water", &w.name, &ep, 1);
+    d.interval_ms = 200;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let status = Arc::new(Mutex::new(BTreeMap::new()));
+    let task = tokio::spawn(run_field_bus(Transport::Tcp(ep), vec![(d, w.clone())], ModbusConfig::default(), tx, Metrics::new(), status.clone(), cancel.clone()));
+    let s = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    assert_eq!(s.v[&Quantity::WaterVolume], 1234.56);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = status.lock().unwrap()["water"].state.clone().unwrap_or_default();
+    assert!(state.contains("valve closed") && state.contains("meter clock 2026-01-01 12:00:00"), "{state}");
+    cancel.cancel();
+    task.await.unwrap();
+}
