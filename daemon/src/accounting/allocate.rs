@@ -185,7 +185,7 @@ formula = "grid - tenant"
         let mut s = Series::zero(2);
         s.value = vec![v, 0.0];
         s.coverage = vec![1.0, 1.0];
-        MeterYear { series: s, flags: vec![], rejected: 0 }
+        MeterYear { series: s, flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] }
     }
 
     /// Worked by hand: main reads 100 × CT 10 = 1000 kWh; B's sub-meter 150; the kitchen 50.

@@ -307,8 +307,8 @@ impl Engine {
                             }
                             readings.extend(after);
                             let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
-                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
-                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected)))
+                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
+                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected_readings)))
                         })
                         .collect::<Vec<_>>()
                 });
@@ -386,7 +386,7 @@ impl Engine {
                 }
                 let ind = indicators(&Input { reg, agency, cal: &d.cal, groups: &g, last: None, as_of: d.cal.days(), baselines: &BTreeMap::new() });
                 for v in ind.indicators {
-                    if let Some(x) = v.value {
+                    if let Some(x) = v.value.filter(|_| v.data == super::indicators::DataStatus::Complete) {
                         baselines.insert((v.indicator, d.cal.year), x);
                     }
                 }

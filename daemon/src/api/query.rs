@@ -314,7 +314,7 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
             None => s.store.counter_window(&m.id, m.counter(), from_ms, to_ms).await?,
         };
         let ev = events.get(&m.id).cloned().unwrap_or_default();
-        let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
+        let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
         let pc = counter_consumption(&c.readings, &bounds_ms, MAX_GAP_MS);
         let per = Periods {
             value: pc.periods.iter().map(|x| x.value * m.multiplier).collect(),

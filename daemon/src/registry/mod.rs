@@ -279,6 +279,11 @@ pub struct EventRecord {
     pub old_final: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_initial: Option<f64>,
+    /// A replacement only: the new meter's CT/PT ratio from `time` on, when it differs from the
+    /// old one's (`old_final` and `new_initial` are each in their own meter's units, as shown on
+    /// its register).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
     /// Who entered it.
     pub by: String,
     /// Why.
@@ -496,6 +501,7 @@ impl Registry {
             let share: f64 = b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum();
             if share > 0.0 {
                 out.floor_area += share * b.indicator_area();
+                out.building_area += share * b.floor_area;
                 out.heated_area += share * b.heated();
                 if share * b.floor_area > largest {
                     largest = share * b.floor_area;
@@ -592,7 +598,10 @@ impl Registry {
 /// An agency's share of the areas of the buildings it occupies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgencyAreas {
+    /// Floor area net of the excluded areas (the quota basis).
     pub floor_area: f64,
+    /// The whole building (floor) area (the statistics basis).
+    pub building_area: f64,
     pub heated_area: f64,
     pub main_building: Option<String>,
 }

@@ -168,8 +168,12 @@ pub struct Tariff {
 pub enum Indicator {
     /// 综合能耗, kgce.
     TotalEnergy,
-    /// 单位建筑面积能耗, kgce/(m²·a).
+    /// 单位建筑面积能耗 on the quota basis, kgce/(m²·a): energy net of separately metered
+    /// special loads and transport over the floor area net of the excluded areas (DB37/T 2671).
     EnergyPerArea,
+    /// 单位建筑面积能耗 on the statistics basis, kgce/(m²·a): the whole 综合能耗 over the
+    /// building (floor) area (公共机构能源资源消费统计).
+    EnergyPerBuildingArea,
     /// 单位建筑面积非供暖能耗, kgce/(m²·a).
     NonHeatingEnergyPerArea,
     /// 单位采暖面积供暖能耗, kgce/(m²·a).
@@ -191,8 +195,9 @@ pub enum Indicator {
 }
 
 impl Indicator {
-    pub const ALL: [Indicator; 11] = [
+    pub const ALL: [Indicator; 12] = [
         Indicator::TotalEnergy,
+        Indicator::EnergyPerBuildingArea,
         Indicator::EnergyPerArea,
         Indicator::NonHeatingEnergyPerArea,
         Indicator::HeatingEnergyPerHeatedArea,
@@ -209,6 +214,7 @@ impl Indicator {
         match self {
             Indicator::TotalEnergy => "total_energy",
             Indicator::EnergyPerArea => "energy_per_area",
+            Indicator::EnergyPerBuildingArea => "energy_per_building_area",
             Indicator::NonHeatingEnergyPerArea => "non_heating_energy_per_area",
             Indicator::HeatingEnergyPerHeatedArea => "heating_energy_per_heated_area",
             Indicator::EnergyPerPerson => "energy_per_person",
@@ -224,7 +230,7 @@ impl Indicator {
     pub fn unit(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "kgce",
-            Indicator::EnergyPerArea | Indicator::NonHeatingEnergyPerArea | Indicator::HeatingEnergyPerHeatedArea => "kgce/(m²·a)",
+            Indicator::EnergyPerArea | Indicator::EnergyPerBuildingArea | Indicator::NonHeatingEnergyPerArea | Indicator::HeatingEnergyPerHeatedArea => "kgce/(m²·a)",
             Indicator::EnergyPerPerson => "kgce/(person·a)",
             Indicator::WaterPerPerson => "m³/(person·a)",
             Indicator::ElectricityPerArea => "kWh/(m²·a)",
@@ -239,7 +245,8 @@ impl Indicator {
     pub fn name_zh(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "综合能耗",
-            Indicator::EnergyPerArea => "单位建筑面积能耗",
+            Indicator::EnergyPerArea => "单位建筑面积能耗（定额口径）",
+            Indicator::EnergyPerBuildingArea => "单位建筑面积能耗（统计口径）",
             Indicator::NonHeatingEnergyPerArea => "单位建筑面积非供暖能耗",
             Indicator::HeatingEnergyPerHeatedArea => "单位采暖面积供暖能耗",
             Indicator::EnergyPerPerson => "人均综合能耗",
@@ -256,7 +263,8 @@ impl Indicator {
     pub fn name_en(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "Total energy",
-            Indicator::EnergyPerArea => "Energy per floor area",
+            Indicator::EnergyPerArea => "Energy per floor area (quota basis)",
+            Indicator::EnergyPerBuildingArea => "Energy per floor area (statistics basis)",
             Indicator::NonHeatingEnergyPerArea => "Non-heating energy per floor area",
             Indicator::HeatingEnergyPerHeatedArea => "Heating energy per heated area",
             Indicator::EnergyPerPerson => "Energy per person",
@@ -266,6 +274,46 @@ impl Indicator {
             Indicator::CarbonPerArea => "Carbon per floor area",
             Indicator::EnergyCost => "Energy cost",
             Indicator::WaterTotal => "Water",
+        }
+    }
+}
+
+/// The basis of a per-area figure: `statistics` (公共机构能源资源消费统计: the whole 综合能耗
+/// over the building area) or `quota` (the quota tables' basis, DB37/T 2671: energy net of
+/// separately metered special loads and transport over the area net of the excluded areas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AreaBasis {
+    Statistics,
+    Quota,
+}
+
+impl AreaBasis {
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            AreaBasis::Statistics => "统计口径：综合能耗总量÷建筑面积",
+            AreaBasis::Quota => "定额口径：扣除单独计量的数据中心、食堂、充电设施等特殊用能和交通用能后的能耗÷扣除车库、数据中心机房、食堂等面积后的建筑面积",
+        }
+    }
+    pub fn name_en(self) -> &'static str {
+        match self {
+            AreaBasis::Statistics => "statistics basis: total energy over the building area",
+            AreaBasis::Quota => "quota basis: energy net of separately metered special loads (data centre, kitchen, EV charging) and transport over the area net of garages, data-centre rooms and canteens",
+        }
+    }
+}
+
+impl Indicator {
+    /// The basis of a per-area figure (`None`: not per area).
+    pub fn area_basis(self) -> Option<AreaBasis> {
+        match self {
+            Indicator::EnergyPerBuildingArea => Some(AreaBasis::Statistics),
+            Indicator::EnergyPerArea
+            | Indicator::NonHeatingEnergyPerArea
+            | Indicator::HeatingEnergyPerHeatedArea
+            | Indicator::ElectricityPerArea
+            | Indicator::CarbonPerArea => Some(AreaBasis::Quota),
+            _ => None,
         }
     }
 }
@@ -420,7 +468,14 @@ impl Default for AccountingSettings {
 ///            { min = 65, name = "基本完成", name_en = "mostly achieved" }, { min = 0, name = "未完成", name_en = "not achieved" } ]
 /// binding = ["reduction", "quota_binding"]   # also "budget"
 /// binding_missed_grade = "未完成"
+/// incomplete = "no_score"   # or "score_measured_only"
 /// ```
+///
+/// * Completeness: an indicator whose data is missing or below `accounting.complete_coverage`
+///   is never scored, averaged or ranked. With `incomplete = "no_score"` (the default) an agency
+///   with such an indicator among the scored ones (the scorecard's, and those with a quota band)
+///   gets no score at all and says why; with `"score_measured_only"` it is scored on its
+///   complete indicators. An agency with no complete scored indicator is never scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssessmentRules {
@@ -432,6 +487,19 @@ pub struct AssessmentRules {
     pub binding: Vec<BindingKind>,
     /// The `name` of one of `grades`.
     pub binding_missed_grade: String,
+    /// What an agency with incomplete data gets.
+    pub incomplete: IncompleteRule,
+}
+
+/// How an agency with an indicator whose data is missing or incomplete is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteRule {
+    /// No score at all (the default).
+    #[default]
+    NoScore,
+    /// Scored on the indicators whose data is complete.
+    ScoreMeasuredOnly,
 }
 
 /// A step of the scorecard: a ratio to the same-kind average at most `max_ratio` earns `points`.
@@ -496,6 +564,7 @@ impl Default for AssessmentRules {
             grades: vec![g(95.0, "超额完成", "exceeded"), g(80.0, "完成", "achieved"), g(65.0, "基本完成", "mostly achieved"), g(0.0, "未完成", "not achieved")],
             binding: vec![BindingKind::Reduction, BindingKind::QuotaBinding],
             binding_missed_grade: "未完成".into(),
+            incomplete: IncompleteRule::NoScore,
         }
     }
 }

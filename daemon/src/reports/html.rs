@@ -131,6 +131,13 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> String {
     if r.in_progress {
         let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "in_progress")));
     }
+    let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
+    // The basis of each per-area figure.
+    let _ = write!(out, "<p class=\"meta\">{}:</p><ul class=\"meta\">", esc(&t(lang, "area_basis")));
+    for (i, b) in crate::registry::Indicator::ALL.iter().filter_map(|i| i.area_basis().map(|b| (*i, b))) {
+        let _ = write!(out, "<li>{}: {}</li>", esc(labels::indicator(lang, i)), esc(if lang == Lang::Zh { b.name_zh() } else { b.name_en() }));
+    }
+    out.push_str("</ul>");
     out.push_str("</header>\n");
     for e in &r.entries {
         let one = AnnualReport { entries: vec![e.clone()], ..r.clone() };
@@ -181,7 +188,7 @@ pub fn ranking_chart(lang: Lang, a: &Assessment) -> String {
             s,
             "<text x=\"0\" y=\"{}\" font-size=\"11\">{}. {}</text><rect x=\"{lw}\" y=\"{y}\" width=\"{:.1}\" height=\"15\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{} {}</text>",
             y + 12.0,
-            x.rank,
+            x.rank.map_or("–".to_string(), |r| r.to_string()),
             esc(&x.name),
             bw * (score / 100.0).clamp(0.0, 1.0),
             lw + bw * (score / 100.0).clamp(0.0, 1.0) + 4.0,
@@ -202,6 +209,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> String {
     if a.in_progress {
         let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "in_progress")));
     }
+    let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
     out.push_str("</header>\n");
     let tbs = tables::assessment(a, lang);
     let _ = writeln!(out, "<section><h2>{}</h2>{}", esc(&t(lang, "chart_ranking")), ranking_chart(lang, a));
@@ -212,7 +220,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> String {
     let _ = writeln!(out, "<section><h2>{}</h2>", esc(&t(lang, "reasons")));
     for s in &a.agencies {
         let reasons = tables::reasons(lang, s);
-        let _ = write!(out, "<h3>{}. {} ({})</h3>", s.rank, esc(&s.name), esc(&s.agency));
+        let _ = write!(out, "<h3>{}. {} ({})</h3>", s.rank.map_or("–".to_string(), |r| r.to_string()), esc(&s.name), esc(&s.agency));
         if reasons.is_empty() {
             out.push_str("<p>–</p>");
         } else {
@@ -276,6 +284,7 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     let q = if lang == Lang::En { "&amp;lang=en" } else { "" };
     let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
     out.push_str(&meta(lang, &[("year", year.to_string()), ("as_of", as_of.to_string())]));
+    let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
     let _ = writeln!(
         out,
         "<nav class=\"noprint\"><a href=\"/?lang=zh\">中文</a><a href=\"/?lang=en\">English</a><a href=\"#deadlines\">{}</a><a href=\"#downloads\">{}</a>\
@@ -359,13 +368,20 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
                 format!("<span{cls}>{}</span>", esc(labels::class(lang, b.class)))
             });
             let n = |x: Option<f64>| x.map_or("–".to_string(), fmt);
+            // No data and incomplete data are said, never shown as 0 or as a class.
+            let status = esc(labels::data_status(lang, v.data));
+            let (value, projected) = match v.data {
+                crate::accounting::indicators::DataStatus::NoData => (status.clone(), status),
+                crate::accounting::indicators::DataStatus::Incomplete => (n(v.value), status),
+                crate::accounting::indicators::DataStatus::Complete => (n(v.value), n(v.projected)),
+            };
             let _ = write!(
                 out,
                 "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{met}</td><td>{class}</td></tr>",
                 esc(labels::indicator(lang, v.indicator)),
                 esc(v.unit),
-                n(v.value),
-                n(v.projected),
+                value,
+                projected,
                 n(v.target.as_ref().map(|x| x.value))
             );
         }

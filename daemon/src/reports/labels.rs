@@ -144,6 +144,15 @@ const LABELS: &[(&str, &str, &str)] = &[
     ("downloads", "报告下载", "Reports"),
     ("overview", "各单位指标", "Agencies' indicators"),
     ("all_complete", "全部单位数据完整", "Every agency's data is complete"),
+    ("withheld", "同类其他单位不足三家，不予显示", "withheld: fewer than three other agencies of the kind"),
+    ("no_data", "无数据", "no data"),
+    ("incomplete", "数据不完整", "incomplete data"),
+    ("unscored_no_data", "无完整数据，不予评分", "not scored: no complete data"),
+    ("unscored_incomplete", "有考核指标数据缺失或不完整，不予评分", "not scored: a scored indicator's data is missing or incomplete"),
+    ("unscored_nothing_to_score", "无同类对标单位且无定额，无法评分", "not scored: no peer of its kind and no quota band"),
+    ("area_basis", "面积口径", "Per-area basis"),
+    ("as_of_rule", "数据截至当日零时（当地时间），当日数据不计入", "Figures run to the start of the day (local time); that day is not counted"),
+    ("data_status", "数据状态", "Data"),
 ];
 
 /// The word of `key` in `lang` (the key itself when unknown).
@@ -182,6 +191,13 @@ pub fn carrier(lang: Lang, c: energy_wire::Carrier) -> String {
     match lang {
         Lang::Zh => zh.to_string(),
         Lang::En => c.as_str().replace('_', " "),
+    }
+}
+
+pub fn data_status(lang: Lang, d: crate::accounting::indicators::DataStatus) -> &'static str {
+    match lang {
+        Lang::Zh => d.name_zh(),
+        Lang::En => d.name_en(),
     }
 }
 

@@ -174,16 +174,14 @@ pub fn today(tz: Tz) -> NaiveDate {
     chrono::Utc::now().with_timezone(&tz).date_naive()
 }
 
-/// The day figures run to (its start): `as_of` when given, else `today`.
+/// The day figures run to (its start): `as_of` when given, else `today`
+/// ([`crate::accounting::calendar::as_of_cut`], the one rule of the API, the page and the reports).
 pub fn as_of_day(tz: Tz, as_of: Option<&str>, today: NaiveDate) -> Result<NaiveDate, ReportError> {
-    match as_of {
-        None => Ok(today),
-        Some(s) => crate::accounting::calendar::parse_time(s, tz).map(|t| t.date_naive()).map_err(|e| ReportError::BadRequest(format!("as_of: {e}"))),
-    }
+    crate::accounting::calendar::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
 }
 
 fn midnight_ms(tz: Tz, d: NaiveDate) -> Result<i64, ReportError> {
-    crate::accounting::calendar::parse_time(&d.format("%Y-%m-%d").to_string(), tz).map(|t| t.timestamp_millis()).map_err(ReportError::BadRequest)
+    Ok(crate::accounting::calendar::day_start(tz, d).timestamp_millis())
 }
 
 /// For `year` seen from `as_of`: the day its figures run to (the year's end at the latest) and
@@ -288,6 +286,10 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let figures = own_figures(engine, store, reg, year, ms).await?;
             let mut a = model::assessment(&reg.file.assessment, year, &day.to_string(), tzname, &figures);
             a.agencies.retain(|s| visible.allows(&s.agency));
+            // A reader of some agencies sees an average only where it covers enough others.
+            if let Visible::Only(own) = visible {
+                model::withhold_averages(&mut a, own);
+            }
             let title = format!("{} {}", year, labels::t(lang, "assessment"));
             render_any(fmt, &a, || tables::assessment(&a, lang), || html::assessment(&a, lang), &title, day)?
         }

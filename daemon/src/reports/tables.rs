@@ -24,6 +24,17 @@ fn opt(x: Option<f64>) -> Cell {
     Cell::Num(x.filter(|x| x.is_finite()))
 }
 
+/// A figure, or why there is none: 无数据 (no data) in every column, 数据不完整 (incomplete)
+/// where only complete data gives a figure (`whole`: projections, band classes).
+fn figure(lang: Lang, data: crate::accounting::indicators::DataStatus, x: Option<f64>, whole: bool) -> Cell {
+    use crate::accounting::indicators::DataStatus;
+    match data {
+        DataStatus::NoData => Cell::text(labels::data_status(lang, data)),
+        DataStatus::Incomplete if whole => Cell::text(labels::data_status(lang, data)),
+        _ => opt(x),
+    }
+}
+
 fn pct(x: f64) -> Cell {
     num(x * 100.0)
 }
@@ -89,8 +100,8 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> Vec<Table> {
                 Cell::text(labels::indicator(lang, v.indicator)),
                 Cell::text(v.indicator.name()),
                 Cell::text(v.unit),
-                opt(v.value),
-                opt(v.projected),
+                figure(lang, v.data, v.value, false),
+                figure(lang, v.data, v.projected, true),
                 opt(v.last_year),
                 opt(v.change_pct),
                 Cell::text(v.target.as_ref().map_or(String::new(), |x| t(lang, if x.kind == "budget" { "budget_kind" } else { x.kind }))),
@@ -141,6 +152,12 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> Vec<Table> {
 pub fn item_reason(lang: Lang, i: &ScoreItem) -> String {
     let name = labels::indicator(lang, i.indicator);
     let lost = i.max_points - i.points;
+    if i.withheld {
+        return match lang {
+            Lang::Zh => format!("{name} {} {}，{}：得 {} 分（满分 {}），失 {} 分", fmt(i.value), i.unit, t(lang, "withheld"), fmt(i.points), fmt(i.max_points), fmt(lost)),
+            Lang::En => format!("{name} {} {}, {}: {} of {} points, {} lost", fmt(i.value), i.unit, t(lang, "withheld"), fmt(i.points), fmt(i.max_points), fmt(lost)),
+        };
+    }
     match (i.rule, lang) {
         ("scorecard", Lang::Zh) => format!(
             "{name} {} {}，为同类平均值 {} 的 {} 倍：得 {} 分（满分 {}），失 {} 分",
@@ -186,6 +203,11 @@ pub fn item_reason(lang: Lang, i: &ScoreItem) -> String {
 /// Why an agency lost points and missed targets, in words (items that lost nothing are left out).
 pub fn reasons(lang: Lang, s: &AgencyScore) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(why) = s.unscored_reason {
+        let missing: Vec<String> = s.data_missing.iter().map(|(i, d)| format!("{}: {}", labels::indicator(lang, *i), labels::data_status(lang, *d))).collect();
+        let sep = if lang == Lang::Zh { "；" } else { "; " };
+        out.push(if missing.is_empty() { t(lang, &format!("unscored_{why}")) } else { format!("{} ({})", t(lang, &format!("unscored_{why}")), missing.join(sep)) });
+    }
     for m in &s.binding_missed {
         let kind = match m.kind {
             crate::registry::BindingKind::Reduction => "reduction",
@@ -228,7 +250,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> Vec<Table> {
     let mut avg = table(lang, "averages", &["kind", "indicator", "unit", "average", "agencies_n"]);
     for s in &a.agencies {
         rank.rows.push(vec![
-            num(s.rank as f64),
+            opt(s.rank.map(|r| r as f64)),
             Cell::text(&s.agency),
             Cell::text(&s.name),
             Cell::text(&s.kind),
@@ -246,7 +268,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> Vec<Table> {
                 Cell::text(labels::indicator(lang, i.indicator)),
                 Cell::text(i.unit),
                 num(i.value),
-                opt(i.average),
+                if i.withheld { Cell::text(t(lang, "withheld")) } else { opt(i.average) },
                 opt(i.ratio),
                 Cell::text(i.class.map_or("", |c| labels::class(lang, c))),
                 num(i.points),
@@ -256,7 +278,7 @@ pub fn assessment(a: &Assessment, lang: Lang) -> Vec<Table> {
         }
     }
     for x in &a.averages {
-        avg.rows.push(vec![Cell::text(&x.kind), Cell::text(labels::indicator(lang, x.indicator)), Cell::text(x.indicator.unit()), num(x.average), num(x.agencies as f64)]);
+        avg.rows.push(vec![Cell::text(&x.kind), Cell::text(labels::indicator(lang, x.indicator)), Cell::text(x.indicator.unit()), if x.withheld { Cell::text(t(lang, "withheld")) } else { opt(x.average) }, num(x.agencies as f64)]);
     }
     vec![rank, items, avg]
 }
