@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::Datelike;
 use clap::{Parser, Subcommand};
 use energyd::config::DaemonConfig;
 
@@ -151,6 +152,9 @@ fn main() -> ExitCode {
                     loaded.registry.file.buildings.len(),
                     loaded.registry.file.meters.len()
                 );
+                for l in energyd::config::check_report(&loaded.registry, chrono::Utc::now().with_timezone(&loaded.tz).year()) {
+                    println!("{l}");
+                }
                 Ok(())
             }
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),

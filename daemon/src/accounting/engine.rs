@@ -338,7 +338,8 @@ impl Engine {
         let cal = self.calendar(year)?;
         let meters = self.meter_years(store, reg, year).await?;
         let full = full_series(reg, &meters, cal.days());
-        let (contributions, negative) = contributions(reg, &full, cal.days());
+        let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).ok_or(EngineError::Year(year))?;
+        let (contributions, negative) = contributions(reg, &full, start, cal.days());
         let mut by_agency: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in contributions.iter().enumerate() {
             by_agency.entry(c.agency.clone()).or_default().push(i);

@@ -456,7 +456,9 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
     let days = i.cal.days();
     let as_of = i.as_of.min(days);
     let in_progress = as_of < days;
-    let areas = reg.agency_areas(&i.agency.id);
+    let year_start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or_default();
+    // Areas over the days counted (an agency that moved follows its occupancy).
+    let areas = reg.agency_areas_over(&i.agency.id, year_start, as_of.max(1));
     let headcount = i.agency.headcount(year);
     let complete_at = reg.file.accounting.complete_coverage;
     let now = sums(reg, year, i.cal, i.groups, 0, as_of);
@@ -639,8 +641,10 @@ pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[Strin
     let year = f.year;
     let (mut floor, mut building, mut heated, mut head, mut head_last) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut head_known = true;
+    let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or_default();
+    let days = f.days_elapsed.max(1);
     for m in members {
-        let a = reg.agency_areas(m);
+        let a = reg.agency_areas_over(m, start, days);
         floor += a.floor_area;
         building += a.building_area;
         heated += a.heated_area;
@@ -650,7 +654,7 @@ pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[Strin
         }
         head_last += reg.agency(m).and_then(|a| a.headcount(year - 1)).unwrap_or(0.0);
     }
-    let own = reg.agency_areas(&f.agency);
+    let own = reg.agency_areas_over(&f.agency, start, days);
     let own_head = reg.agency(&f.agency).and_then(|a| a.headcount(year));
     let own_head_last = reg.agency(&f.agency).and_then(|a| a.headcount(year - 1));
     let ratio = |own: f64, sum: f64| if own > 0.0 && sum > 0.0 { Some(own / sum) } else { None };
@@ -765,7 +769,7 @@ baseline_value = 20.0
             })
             .collect();
         let full = full_series(reg, &years, cal.days());
-        let (c, _) = contributions(reg, &full, cal.days());
+        let (c, _) = contributions(reg, &full, chrono::NaiveDate::from_ymd_opt(cal.year, 1, 1).unwrap(), cal.days());
         agency_groups(c.iter(), cal.days())
     }
 
@@ -809,6 +813,59 @@ baseline_value = 20.0
         assert_eq!(r.energy_budget_crossed_day, Some(0));
         assert!(!r.in_progress);
         assert_eq!(r.quality.measured_share, 1.0);
+        // The statistics figure: the whole 30 579 kgce over the whole 1200 m² = 25.4825, beside
+        // the quota figure 29.35 above (kitchen out, garage out).
+        assert!(close(v(Indicator::EnergyPerBuildingArea), 25.4825));
+        assert_eq!(r.get(Indicator::EnergyPerBuildingArea).unwrap().basis, Some(AreaBasis::Statistics));
+        assert_eq!(r.get(Indicator::EnergyPerArea).unwrap().basis, Some(AreaBasis::Quota));
+        assert!(r.indicators.iter().all(|x| x.data == DataStatus::Complete));
+    }
+
+    /// Issue 16, finding 5: an indicator's quality counts every carrier behind it. Water 3 000
+    /// m³ of which 1 500 spread across a gap: water per person is estimated, measured share
+    /// 0.5; total energy (no water behind it) is not.
+    #[test]
+    fn quality_counts_every_carrier_behind_an_indicator() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        let mut g = groups_of(&reg, &cal, &[("elec", vec![110_000.0]), ("heat", vec![500.0]), ("water", vec![3_000.0])]);
+        let water = g.iter_mut().find(|(k, _)| k.0 == Carrier::Water).unwrap().1;
+        water.estimated[0] = 1_500.0;
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: cal.days(), baselines: &BTreeMap::new() });
+        let q = |i: Indicator| r.get(i).unwrap().quality.clone();
+        assert_eq!((q(Indicator::WaterPerPerson).estimated, q(Indicator::WaterPerPerson).measured_share), (true, 0.5));
+        assert_eq!((q(Indicator::TotalEnergy).estimated, q(Indicator::TotalEnergy).measured_share), (false, 1.0));
+    }
+
+    /// Issue 16, finding 1: heat covered half the year is incomplete: the value so far stays,
+    /// but no projection, band class, target or change; an indicator with no meter behind it has
+    /// no value at all (never 0). Electricity alone is complete.
+    #[test]
+    fn incomplete_and_missing_data_are_said_not_scored() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        let mut g = groups_of(&reg, &cal, &[("elec", vec![110_000.0]), ("heat", vec![500.0])]);
+        let heat = g.iter_mut().find(|(k, _)| k.0 == Carrier::DistrictHeat).unwrap().1;
+        for c in heat.coverage.iter_mut().skip(180) {
+            *c = 0.0;
+        }
+        g.retain(|k, _| k.0 != Carrier::Water);
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: cal.days(), baselines: &BTreeMap::new() });
+        let heat = r.get(Indicator::HeatingEnergyPerHeatedArea).unwrap();
+        assert_eq!(heat.data, DataStatus::Incomplete);
+        // Coverage 180 / 365 days.
+        assert!((heat.quality.coverage - 180.0 / 365.0).abs() < 1e-9);
+        assert!(heat.value.is_some() && heat.projected.is_none() && heat.band.is_none() && heat.target.is_none());
+        // Total energy sums the heat too: incomplete; its budget is not judged.
+        assert_eq!(r.get(Indicator::TotalEnergy).unwrap().data, DataStatus::Incomplete);
+        assert!(r.get(Indicator::TotalEnergy).unwrap().target.is_none());
+        let nh = r.get(Indicator::NonHeatingEnergyPerArea).unwrap();
+        assert_eq!(nh.data, DataStatus::Complete);
+        assert_eq!(nh.band.as_ref().map(|b| b.class), Some(BandClass::AboveGuide));
+        let w = r.get(Indicator::WaterPerPerson).unwrap();
+        assert_eq!((w.data, w.value, w.projected), (DataStatus::NoData, None, None));
     }
 
     /// A year in progress with no last year: the trend, heating per heating-season day.

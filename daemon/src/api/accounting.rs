@@ -158,7 +158,30 @@ pub(super) async fn post_event(
     let stored = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e))??;
     let detail = serde_json::to_value(&stored).unwrap_or_default();
     s.record(&principal, "meter.event", &id, detail).await;
-    Ok((axum::http::StatusCode::CREATED, Json(json!({ "stored": stored }))))
+    let warnings = replacement_warnings(&s, &stored).await;
+    Ok((axum::http::StatusCode::CREATED, Json(json!({ "stored": stored, "warnings": warnings }))))
+}
+
+/// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
+/// reading: stored, but said (the last reading is taken as the old meter's final one).
+async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
+    if rec.kind != "replacement" {
+        return Vec::new();
+    }
+    let Ok(t) = crate::accounting::calendar::parse_time(&rec.time, s.tz) else { return Vec::new() };
+    let Ok(years) = s.engine.meter_years(&s.store, &s.registry, t.year()).await else { return Vec::new() };
+    let at = t.timestamp_millis();
+    years
+        .get(&rec.meter)
+        .into_iter()
+        .flat_map(|y| &y.flags)
+        .filter_map(|f| match f {
+            crate::accounting::counter::Flag::OldFinalBelowLastReading { at: a, old_final, last_reading } if *a == at => Some(format!(
+                "old_final {old_final} is below the old meter's last reading {last_reading} before the replacement (both in the old meter's own units): the last reading is taken as its final one"
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `GET /api/v1/meters/{id}/events`

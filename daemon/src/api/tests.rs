@@ -378,6 +378,7 @@ async fn indicators_follow_meter_events() {
     let (s, r) = post(&f, "/api/v1/meters/m1/events", Some("application/json"), event.to_string().into_bytes()).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert!(r["stored"]["recorded_at"].is_string());
+    assert_eq!(r["warnings"], serde_json::json!([]), "115 is above the last reading 110: {r}");
     let (_, list) = get(&f, "/api/v1/meters/m1/events").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     // Audited: who, what, which meter.
@@ -407,6 +408,12 @@ async fn indicators_follow_meter_events() {
     }
     assert_eq!(post(&f, "/api/v1/meters/nope/events", None, event.to_string().into_bytes()).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(&f, "/api/v1/agencies/nope/indicators?year=2026").await.0, StatusCode::NOT_FOUND);
+    // An old_final below the last reading before the replacement (100 at 00:00, 50 entered for
+    // 00:30) is stored with a warning, not refused.
+    let low = serde_json::json!({ "kind": "replacement", "time": "2026-03-01T00:30:00+08:00", "old_final": 50.0, "new_initial": 0.0, "by": "王工", "reason": "换表" });
+    let (s, r) = post(&f, "/api/v1/meters/m1/events", Some("application/json"), low.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert!(r["warnings"][0].as_str().unwrap_or_default().contains("old_final 50 is below the old meter's last reading 100"), "{r}");
     assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=20x6").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=2026&scope=world").await.0, StatusCode::BAD_REQUEST);
     // Jurisdiction: b is not below a in this registry, so a's tree is a alone.

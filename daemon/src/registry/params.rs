@@ -125,16 +125,38 @@ pub struct GridFactor {
     pub year: i32,
     pub region: String,
     pub kg_per_kwh: f64,
+    /// Where the value comes from (printed by `check-config`); the built-in ones name the
+    /// Ministry's notices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
+
+/// The source of the built-in grid factors.
+pub const BUILT_IN_GRID_SOURCE: &str = "built in: Ministry of Ecology and Environment notices (reference, section 5)";
 
 /// Grid factors published by the Ministry of Ecology and Environment (reference, section 5).
 pub fn default_grid_factors() -> Vec<GridFactor> {
     let mut out = Vec::new();
     for (year, national, north, shanxi) in [(2021, 0.5568, 0.7120, 0.7222), (2022, 0.5366, 0.6776, 0.7096), (2023, 0.5306, 0.6361, 0.6634)] {
         for (region, v) in [("national", national), ("north_china", north), ("shanxi", shanxi)] {
-            out.push(GridFactor { year, region: region.into(), kg_per_kwh: v });
+            out.push(GridFactor { year, region: region.into(), kg_per_kwh: v, source: Some(BUILT_IN_GRID_SOURCE.into()) });
         }
     }
+    out
+}
+
+/// The built-in table with the registry's `[[grid_factor]]` entries: an entry of a (year,
+/// region) the table has replaces that one, any other is added. Sorted by region and year.
+pub fn merged_grid_factors(own: &[GridFactor]) -> Vec<GridFactor> {
+    let mut out = default_grid_factors();
+    for g in own {
+        let g = GridFactor { source: Some(g.source.clone().unwrap_or_else(|| "registry [[grid_factor]]".into())), ..g.clone() };
+        match out.iter_mut().find(|x| x.year == g.year && x.region == g.region) {
+            Some(x) => *x = g,
+            None => out.push(g),
+        }
+    }
+    out.sort_by(|a, b| a.region.cmp(&b.region).then(a.year.cmp(&b.year)));
     out
 }
 
