@@ -26,14 +26,14 @@ fn scaled_by_day(own: &Series, k: &[f64], start: chrono::NaiveDate) -> Series {
     let days = own.value.len();
     let mut s = Series::zero(days);
     let (mut num, mut den, mut ks, mut n) = ([0.0f64; 12], [0.0f64; 12], [0.0f64; 12], [0.0f64; 12]);
-    for d in 0..days.min(k.len()) {
-        s.value[d] = k[d] * own.value[d];
-        s.estimated[d] = k[d] * own.estimated[d];
+    for (d, &kd) in k.iter().enumerate().take(days) {
+        s.value[d] = kd * own.value[d];
+        s.estimated[d] = kd * own.estimated[d];
         s.coverage[d] = own.coverage[d];
         let m = (start + chrono::Duration::days(d as i64)).month0() as usize;
-        num[m] += k[d] * own.value[d];
+        num[m] += kd * own.value[d];
         den[m] += own.value[d];
-        ks[m] += k[d];
+        ks[m] += kd;
         n[m] += 1.0;
     }
     for (m, (a, b)) in s.hod.iter_mut().zip(&own.hod).enumerate() {

@@ -33,6 +33,10 @@
 //! heating = "district"        # district | gas | electric | none
 //! occupants = [ { agency = "prov-drc", share = 0.6 }, { agency = "prov-finance", share = 0.4 } ]
 //! # or by area: [ { agency = "prov-drc", area = 7200.0 }, { agency = "prov-finance", area = 4800.0 } ]
+//! # optional: later occupants from a local date on (an agency moves, the shares change)
+//! occupancy = [ { from = "2026-07-01", occupants = [ { agency = "prov-drc", share = 1.0 } ] } ]
+//! # optional: per carrier, split by headcount, by area (the occupants' shares, the default) or fixed
+//! allocation = { water = "headcount", district_heat = "area", natural_gas = { prov-drc = 0.7, prov-finance = 0.3 } }
 //!
 //! [[meter]]
 //! id = "bldg-a-elec"
@@ -43,9 +47,27 @@
 //! end_use = "general"         # general | heating | cooling | data_centre | kitchen | transport | ev_charging | other
 //! agency = "prov-drc"         # optional: a sub-meter that serves one agency only
 //! parent = "bldg-a-main"      # optional: the meter upstream of this one (sub-metering tree)
-//! rollover = 99999999.0       # optional: the counter wraps to 0 after this value
+//! rollover = 99999999.0       # optional: the largest value the register shows (nameplate: 99999
+//!                             # for five digits, 99999.99 for five digits and two decimals); it
+//!                             # wraps from it to 0, so the range is one step of the last digit more
 //! formula = "bldg-a-main - bldg-a-tenant"   # a virtual meter: a sum of other meters
 //! accounted = true            # false: shown, but not counted in any total
+//!
+//! [[event]]                   # a replacement; `old_final` and `new_initial` each in its own
+//! meter = "bldg-a-elec"       # meter's units (the register, before the CT/PT ratio)
+//! kind = "replacement"
+//! time = "2026-03-01T10:00:00+08:00"
+//! old_final = 48213.5         # below the old meter's last reading: a warning, the reading wins
+//! new_initial = 0.0
+//! multiplier = 80.0           # optional: the new meter's CT/PT ratio from `time` on
+//! by = "王工"
+//! reason = "电表故障更换"
+//!
+//! [[grid_factor]]             # adds to or overrides the built-in table for its (year, region)
+//! year = 2024
+//! region = "shanxi"
+//! kg_per_kwh = 0.6512
+//! source = "..."              # optional, printed by check-config
 //! ```
 
 pub mod params;

@@ -314,7 +314,8 @@ async fn an_agency_without_data_changes_no_other_score() {
     let without = model::assessment(rules, 2025, "2026-01-01", "Asia/Shanghai", &own_figures(&s.engine, &s.store, &s.reg, 2025, ms).await.unwrap());
     let figures2 = own_figures(&s.engine, &s.store, &reg2, 2025, ms).await.unwrap();
     let with = model::assessment(rules, 2025, "2026-01-01", "Asia/Shanghai", &figures2);
-    let key = |a: &model::Assessment| -> Vec<(String, Option<usize>, Option<f64>, f64, Option<String>)> {
+    type Row = (String, Option<usize>, Option<f64>, f64, Option<String>);
+    let key = |a: &model::Assessment| -> Vec<Row> {
         a.agencies.iter().filter(|x| x.agency != "empty").map(|x| (x.agency.clone(), x.rank, x.score, x.points, x.grade.clone())).collect()
     };
     assert_eq!(key(&with), key(&without));
