@@ -112,5 +112,15 @@ pub(super) async fn index(State(s): State<Shared>, parts: axum::http::request::P
     let figures: Vec<_> = reports::own_figures(&s.engine, &s.store, &s.registry, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
     // The deadlines of this calendar year: the reports of last year.
     let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, &visible).await?;
-    Ok(Html(reports::html::index(lang, year, &as_of.to_string(), &figures, &d)))
+    let mut page = reports::html::index(lang, year, &as_of.to_string(), &figures, &d);
+    // Whether each agency can be scored in last year's assessment, and why not.
+    if let Ok((day, ms)) = reports::year_cut(s.tz, d.year, as_of) {
+        let all = reports::own_figures(&s.engine, &s.store, &s.registry, d.year, ms).await?;
+        let mut a = reports::model::assessment(&s.registry.file.assessment, d.year, &day.to_string(), s.tz.name(), &all);
+        a.agencies.retain(|x| visible.allows(&x.agency));
+        if let Some(pos) = page.rfind("</body>") {
+            page.insert_str(pos, &reports::html::scoring_section(lang, &a));
+        }
+    }
+    Ok(Html(page))
 }

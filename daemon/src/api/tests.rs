@@ -352,6 +352,36 @@ async fn meter_flags_list_gaps_and_rejected_readings() {
     assert_eq!((r["time"].as_str(), r["value"].as_f64(), r["reason"].as_str()), (Some("2026-03-01T05:00:00+08:00"), Some(0.0), Some("decrease")), "{v}");
 }
 
+/// The bureau's page and the API agree on "as of" (the start of the day), and an agency
+/// without data is shown as 无数据 and unscored, never as 0 (issue 16, findings 1 and 7).
+/// m1 (x2, agency a 0.25, b 0.75) reads 100 at 2026-03-01 00:00 and 124 at 2026-03-02 00:00,
+/// then 130 at 12:00: as of 2026-03-02, 24 kWh x 2 = 48 kWh in the building, a's 12 kWh; the
+/// reading of the day itself does not count, whether `as_of` is the date or a time that day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_and_api_share_as_of_and_show_missing_data() {
+    let f = fixture(UnknownMeter::Reject);
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + 24 * H, 124.0), (T0 + 36 * H, 130.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+    let elec = |v: &Value| v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").map(|c| c["value"].as_f64().unwrap());
+    for q in ["as_of=2026-03-02", "as_of=2026-03-02T18:00:00%2B08:00"] {
+        let (s, v) = get(&f, &format!("/api/v1/agencies/a/indicators?year=2026&{q}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!((elec(&v).unwrap() - 12.0).abs() < 1e-9, "{q}: {v}");
+        assert_eq!(v["as_of"], "2026-03-02T00:00:00+08:00", "{v}");
+        assert_eq!(v["days_elapsed"], 60, "31 + 28 + 1 days: {v}");
+        // Water: no meter of a's: no data, no value, never 0; last year null.
+        let w = v["indicators"].as_array().unwrap().iter().find(|i| i["indicator"] == "water_total").unwrap().clone();
+        assert_eq!((w["data"].as_str(), w["value"].is_null(), w["last_year"].is_null()), (Some("no_data"), true, true), "{w}");
+    }
+    let (s, page) = get(&f, "/?as_of=2026-03-02").await;
+    assert_eq!(s, StatusCode::OK);
+    let page = page.as_str().unwrap().to_string();
+    assert!(page.contains("数据截至当日零时"), "the page states the as-of rule");
+    assert!(page.contains(">无数据<"), "missing data is said on the page");
+    // 2025 (the assessment due): no data at all: both agencies unscored, and why.
+    assert!(page.contains("id=\"scoring\"") && page.matches("无完整数据，不予评分").count() == 2, "{page}");
+}
+
 /// Indicators through the API, and a meter event that changes them: the replacement is stored,
 /// listed, and the figures are recomputed for that meter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

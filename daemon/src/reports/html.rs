@@ -390,3 +390,35 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     out.push_str("</section></body></html>\n");
     out
 }
+
+/// The bureau's page: whether each agency can be scored in the assessment of `a.year`, and why
+/// not (no data, incomplete data, nothing to score), with its score and grade.
+pub fn scoring_section(lang: Lang, a: &Assessment) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<section id=\"scoring\"><h2>{} ({})</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        esc(&t(lang, "assessment")),
+        a.year,
+        esc(&t(lang, "name")),
+        esc(&t(lang, "score")),
+        esc(&t(lang, "grade")),
+        esc(&t(lang, "reasons"))
+    );
+    for s in &a.agencies {
+        let grade = if lang == Lang::Zh { s.grade.clone() } else { s.grade_en.clone() }.unwrap_or_default();
+        let why = if s.scored { String::new() } else { tables::reasons(lang, s).into_iter().next().unwrap_or_default() };
+        let cls = if s.scored { "" } else { " class=\"bad\"" };
+        let _ = write!(
+            out,
+            "<tr><td>{} ({})</td><td class=\"n\">{}</td><td>{}</td><td{cls}>{}</td></tr>",
+            esc(&s.name),
+            esc(&s.agency),
+            s.score.map_or("–".to_string(), fmt),
+            esc(&grade),
+            esc(&why)
+        );
+    }
+    out.push_str("</tbody></table></section>\n");
+    out
+}
