@@ -652,10 +652,8 @@ impl Registry {
         if self.file.buildings.iter().all(|b| b.occupancy.is_empty()) || days == 0 {
             return self.agency_areas(agency);
         }
-        let mut out = AgencyAreas::default();
-        let mut largest = 0.0;
-        for b in &self.file.buildings {
-            let share_of = |occ: &[Occupant]| -> f64 { occ.iter().filter(|o| o.agency == agency).map(|o| o.share).sum() };
+        let share_of = |occ: &[Occupant]| -> f64 { occ.iter().filter(|o| o.agency == agency).map(|o| o.share).sum() };
+        self.areas_by(|b| {
             let mut share = 0.0;
             let mut day = 0usize;
             let mut current = share_of(self.occupants_on(b, start));
@@ -668,28 +666,22 @@ impl Registry {
                     current = share_of(&c.occupants);
                 }
             }
-            share += current * (days - day) as f64;
-            let share = share / days as f64;
-            if share > 0.0 {
-                out.floor_area += share * b.indicator_area();
-                out.building_area += share * b.floor_area;
-                out.heated_area += share * b.heated();
-                if share * b.floor_area > largest {
-                    largest = share * b.floor_area;
-                    out.main_building = Some(b.id.clone());
-                }
-            }
-        }
-        out
+            (share + current * (days - day) as f64) / days as f64
+        })
     }
 
     /// Floor area (for indicators), heated area and the largest building of an agency: the sum
     /// over the buildings it occupies of its share of each.
     pub fn agency_areas(&self, agency: &str) -> AgencyAreas {
+        self.areas_by(|b| b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum())
+    }
+
+    /// Areas from an agency's share of each building.
+    fn areas_by(&self, share_of: impl Fn(&Building) -> f64) -> AgencyAreas {
         let mut out = AgencyAreas::default();
         let mut largest = 0.0;
         for b in &self.file.buildings {
-            let share: f64 = b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum();
+            let share = share_of(b);
             if share > 0.0 {
                 out.floor_area += share * b.indicator_area();
                 out.building_area += share * b.floor_area;
