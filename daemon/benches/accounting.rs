@@ -145,6 +145,7 @@ async fn main() {
         value: None,
         old_final: Some(1_000_000.0),
         new_initial: Some(0.0),
+        multiplier: None,
         by: "bench".into(),
         reason: "benchmark".into(),
         recorded_at: None,
