@@ -808,6 +808,17 @@ impl Registry {
                 ));
             }
         }
+        // `rollover` is the largest value shown (99999), not the range (100000): a power of ten
+        // is most likely the range, which would count one unit too many per wrap.
+        for m in &self.file.meters {
+            if let Some(r) = m.rollover.filter(|r| *r >= 10.0 && (r.log10() - r.log10().round()).abs() < 1e-12) {
+                out.push(format!(
+                    "meter `{}`: rollover {r} is a power of ten; `rollover` is the largest value the register shows (e.g. {}), the wrap adds one step more",
+                    m.id,
+                    r - 1.0
+                ));
+            }
+        }
         for b in &self.file.buildings {
             for (carrier, key) in &b.allocation {
                 if matches!(key, AllocationKey::Key(k) if k == "headcount") {
@@ -1288,6 +1299,10 @@ multiplier = 0
         let with_area = kitchen.replace("floor_area = 1000.0", "floor_area = 1000.0\nexcluded = [ { use = \"canteen\", area = 80.0 } ]");
         assert!(Registry::parse(&with_area).unwrap().warnings().is_empty());
         assert!(Registry::parse(GOOD).unwrap().warnings().is_empty());
+        // A rollover given as the range (100000) rather than the largest value (99999).
+        let w = Registry::parse(&GOOD.replace("carrier = \"water\"", "carrier = \"water\"\nrollover = 100000.0")).unwrap().warnings();
+        assert!(w.len() == 1 && w[0].contains("rollover 100000 is a power of ten") && w[0].contains("99999"), "{w:?}");
+        assert!(Registry::parse(&GOOD.replace("carrier = \"water\"", "carrier = \"water\"\nrollover = 99999.0")).unwrap().warnings().is_empty());
     }
 
     /// `[[grid_factor]]` adds to or overrides the built-in table year by year (issue 16,
