@@ -382,6 +382,29 @@ async fn page_and_api_share_as_of_and_show_missing_data() {
     assert!(page.contains("id=\"scoring\"") && page.matches("无完整数据，不予评分").count() == 2, "{page}");
 }
 
+/// Dated occupancy through the API (issue 16, finding 8): `b` moves into `b1` on 2026-03-02
+/// (half each from then on). m1 counts 24 kWh a day from 2026-03-01: day 1 all a's, day 2 half
+/// each: a 24 + 12 = 36, b 12, in /consumption (per day) and in the indicators alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_that_moves_in_gets_its_share_from_that_day() {
+    let reg = REGISTRY.replace(
+        "occupants = [ { agency = \"a\", share = 0.25 }, { agency = \"b\", share = 0.75 } ]",
+        "occupants = [ { agency = \"a\", share = 1.0 } ]\noccupancy = [ { from = \"2026-03-02\", occupants = [ { agency = \"a\", share = 0.5 }, { agency = \"b\", share = 0.5 } ] } ]",
+    ).replace("multiplier = 2.0", "multiplier = 1.0");
+    let f = fixture_with(&reg, UnknownMeter::Reject, None, super::limits::RateLimiter::unlimited());
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + 24 * H, 124.0), (T0 + 48 * H, 148.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+    for (agency, days, total) in [("a", [24.0, 12.0], 36.0), ("b", [0.0, 12.0], 12.0)] {
+        let (s, v) = get(&f, &format!("/api/v1/consumption?agency={agency}&carrier=electricity&from=2026-03-01&to=2026-03-03&interval=day")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let c = &v["carriers"][0];
+        assert_eq!((c["periods"][0]["value"].as_f64(), c["periods"][1]["value"].as_f64(), c["total"].as_f64()), (Some(days[0]), Some(days[1]), Some(total)), "{agency}: {v}");
+        let (_, v) = get(&f, &format!("/api/v1/agencies/{agency}/indicators?year=2026&as_of=2026-03-03")).await;
+        let e = v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").map(|c| c["value"].as_f64().unwrap());
+        assert!((e.unwrap_or(-1.0) - total).abs() < 1e-9, "{agency}: {v}");
+    }
+}
+
 /// Indicators through the API, and a meter event that changes them: the replacement is stored,
 /// listed, and the figures are recomputed for that meter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -555,6 +555,33 @@ impl Registry {
         }
     }
 
+    /// An agency's share of a meter's own consumption on a local date (dated occupancy, the
+    /// carrier's allocation key with that year's headcounts).
+    pub fn share_on(&self, meter: &Meter, agency: &str, date: chrono::NaiveDate) -> f64 {
+        match (&meter.agency, self.building(&meter.building)) {
+            (Some(a), _) => f64::from(u8::from(a == agency)),
+            (None, Some(b)) => {
+                self.split(b, self.occupants_on(b, date), meter.carrier, Some(chrono::Datelike::year(&date))).into_iter().filter(|(a, _)| *a == agency).map(|(_, s)| s).sum()
+            }
+            (None, None) => 0.0,
+        }
+    }
+
+    /// Whether a meter's split between agencies changes with the date (its building has dated
+    /// occupancy, or splits its carrier by headcount).
+    pub fn split_is_dated(&self, meter: &Meter) -> bool {
+        meter.agency.is_none()
+            && self.building(&meter.building).is_some_and(|b| !b.occupancy.is_empty() || matches!(b.allocation.get(&meter.carrier), Some(AllocationKey::Key(k)) if k == "headcount"))
+    }
+
+    /// Whether an agency occupies a meter's building at any time (or the meter is its own).
+    pub fn ever_served(&self, meter: &Meter, agency: &str) -> bool {
+        match &meter.agency {
+            Some(a) => a == agency,
+            None => self.building(&meter.building).is_some_and(|b| b.occupants.iter().chain(b.occupancy.iter().flat_map(|c| &c.occupants)).any(|o| o.agency == agency)),
+        }
+    }
+
     /// The occupants of a building on a local date.
     pub fn occupants_on<'a>(&self, b: &'a Building, date: chrono::NaiveDate) -> &'a [Occupant] {
         b.occupancy.iter().rev().find(|c| c.date().is_some_and(|d| d <= date)).map_or(&b.occupants, |c| &c.occupants)
