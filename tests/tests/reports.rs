@@ -153,9 +153,10 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     let page = format!("{url}/?as_of=2026-01-01");
     let dom = dump_dom(browser, &page);
     // fin's total energy 2025: 8 kWh/h x 8760 h x 0.1229 = 8612.83 kgce; its budget 9000.
-    assert!(dom.contains("市财政局") && dom.contains("8612.83") && dom.contains("9000"), "{dom}");
-    // Deadlines of 2025 and links to every report.
-    assert!(dom.contains("2026-03-31") && dom.contains("2026-06-30"), "{dom}");
+    // Numbers with thousands separators.
+    assert!(dom.contains("市财政局") && dom.contains("8,612.83") && dom.contains("9,000"), "{dom}");
+    // Deadlines of 2025 (dates in the Chinese form) and links to every report.
+    assert!(dom.contains("2026年3月31日") && dom.contains("2026年6月30日"), "{dom}");
     assert!(dom.contains("/api/v1/reports/assessment?year=2025&amp;format=xlsx"), "{dom}");
     assert!(dom.contains("市教育局 &lt;&amp;&gt;"), "registry names are escaped");
     assert!(!dom.contains("<script"), "no JavaScript");
@@ -169,7 +170,7 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     screenshot(browser, &report, &art.join("assessment-2025.png"), "900,1600");
     let annual = format!("{url}/api/v1/reports/annual?year=2025&format=html&lang=en&as_of=2026-01-01");
     let dom = dump_dom(browser, &annual);
-    assert!(dom.contains("Energy per floor area") && dom.contains("8612.83") && dom.contains("whole jurisdiction"), "{dom}");
+    assert!(dom.contains("Energy per floor area") && dom.contains("8,612.83") && dom.contains("whole jurisdiction"), "{dom}");
     screenshot(browser, &annual, &art.join("annual-2025-en.png"), "900,2400");
 
     daemon.signal("TERM");

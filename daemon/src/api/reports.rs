@@ -112,5 +112,6 @@ pub(super) async fn index(State(s): State<Shared>, parts: axum::http::request::P
     let figures: Vec<_> = reports::own_figures(&s.engine, &s.store, &s.registry, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
     // The deadlines of this calendar year: the reports of last year.
     let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, &visible).await?;
-    Ok(Html(reports::html::index(lang, year, &as_of.to_string(), &figures, &d)))
+    let quota = crate::registry::QuotaTable::of(&s.registry.file.quotas);
+    Ok(Html(reports::html::index(lang, year, &as_of.to_string(), &figures, &d, quota)))
 }

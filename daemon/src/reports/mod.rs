@@ -280,16 +280,18 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let (day, ms) = year_cut(tz, year, as_of)?;
             let inputs = annual_inputs(engine, store, reg, year, ms, req.agency.as_deref(), visible).await?;
             let r = model::annual(reg, year, &day.to_string(), tzname, inputs);
-            let title = format!("{} {}", year, labels::t(lang, "annual"));
-            render_any(fmt, &r, || tables::annual(&r, lang), || html::annual(&r, lang), &title, day)?
+            let title = html::doc_title(lang, "annual", year);
+            let sign = model::signature(reg, req.agency.as_deref());
+            render_any(fmt, lang, &r, || with_signature(lang, tables::annual(&r, lang), &sign), || html::annual(&r, lang, &sign), &title, day)?
         }
         Kind::Assessment => {
             let (day, ms) = year_cut(tz, year, as_of)?;
             let figures = own_figures(engine, store, reg, year, ms).await?;
             let mut a = model::assessment(&reg.file.assessment, year, &day.to_string(), tzname, &figures);
             a.agencies.retain(|s| visible.allows(&s.agency));
-            let title = format!("{} {}", year, labels::t(lang, "assessment"));
-            render_any(fmt, &a, || tables::assessment(&a, lang), || html::assessment(&a, lang), &title, day)?
+            let title = html::doc_title(lang, "assessment", year);
+            let sign = model::signature(reg, None);
+            render_any(fmt, lang, &a, || with_signature(lang, tables::assessment(&a, lang), &sign), || html::assessment(&a, lang, &sign), &title, day)?
         }
         Kind::Plan => {
             let (day, ms) = year_cut(tz, year - 1, as_of)?;
@@ -298,15 +300,41 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let last_full = own_figures(engine, store, reg, year - 2, last_ms).await?;
             let current: Vec<AgencyIndicators> = current.into_iter().filter(|f| visible.allows(&f.agency)).collect();
             let p = model::plan(reg, year, &day.to_string(), tzname, &current, &last_full);
-            let title = format!("{} {}", year, labels::t(lang, "plan"));
-            render_any(fmt, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
+            let title = html::doc_title(lang, "plan", year);
+            render_any(fmt, lang, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
         }
     };
     Ok(Output { bytes, content_type: fmt.content_type(), filename: format!("{name}.{}", fmt.as_str()), format: fmt })
 }
 
+/// The signature lines under the first table of a workbook (CSV has the rows only).
+fn with_signature(lang: Lang, mut tables: Vec<tables::Table>, s: &model::Signature) -> Vec<tables::Table> {
+    let colon = if lang == Lang::Zh { "：" } else { ": " };
+    let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "________".into());
+    if let Some(t) = tables.first_mut() {
+        t.footer.push(format!("{}{}{colon}{}", labels::t(lang, "sign_unit"), labels::t(lang, "sign_seal"), v(&s.unit)));
+        t.footer.push(format!(
+            "{}{colon}{}　{}{colon}{}　{}{colon}{}　{}{colon}",
+            labels::t(lang, "sign_responsible"),
+            v(&s.responsible),
+            labels::t(lang, "sign_filler"),
+            v(&s.filler),
+            labels::t(lang, "sign_phone"),
+            v(&s.phone),
+            labels::t(lang, "sign_date"),
+        ));
+    }
+    tables
+}
+
+/// The columns that are codes for programs, left out of the documents a person reads (XLSX,
+/// HTML); CSV keeps them.
+const PROGRAM_COLUMNS: [&str; 1] = ["indicator_key"];
+
+#[allow(clippy::too_many_arguments)] // the model and its renderings
 fn render_any<T: serde::Serialize>(
     fmt: Format,
+    lang: Lang,
     model: &T,
     tables: impl FnOnce() -> Vec<tables::Table>,
     html: impl FnOnce() -> String,
@@ -320,7 +348,10 @@ fn render_any<T: serde::Serialize>(
             Ok(v)
         }
         Format::Csv => Ok(tables().first().map(render::csv).unwrap_or_default()),
-        Format::Xlsx => render::xlsx(title, day, &tables()).map_err(ReportError::Render),
+        Format::Xlsx => {
+            let tables: Vec<tables::Table> = tables().iter().map(|t| t.without(&PROGRAM_COLUMNS)).collect();
+            render::xlsx(title, day, &tables, lang).map_err(ReportError::Render)
+        }
         Format::Html => Ok(html().into_bytes()),
     }
 }
