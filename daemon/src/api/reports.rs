@@ -84,6 +84,12 @@ pub(super) async fn assessment(State(s): State<Shared>, parts: axum::http::reque
     report(s, Kind::Assessment, parts, p).await
 }
 
+/// `GET /api/v1/reports/statistics?year=..&format=json|csv|xlsx|html[&lang=..][&as_of=..]`: the
+/// statistics forms of 公共机构能源资源消费统计调查制度.
+pub(super) async fn statistics(State(s): State<Shared>, parts: axum::http::request::Parts, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    report(s, Kind::Statistics, parts, p).await
+}
+
 /// `GET /api/v1/plans/energy?year=..&format=..[&lang=..][&as_of=..]` (`year`: the plan year)
 pub(super) async fn plan(State(s): State<Shared>, parts: axum::http::request::Parts, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     report(s, Kind::Plan, parts, p).await

@@ -386,6 +386,20 @@ pub fn plan(p: &EnergyPlan, lang: Lang) -> String {
     out
 }
 
+/// The statistics forms, one section each, laid out as the forms (title, the system and its
+/// authorities, the year, the columns' numbers), then the signature block.
+pub fn statistics(r: &super::statistics::StatisticsReport, lang: Lang, sign: &super::model::Signature) -> String {
+    let title = doc_title(lang, "statistics", r.year);
+    let mut out = page_start(lang, &title);
+    out.push_str(&doc_head(lang, &title, &[("as_of", labels::date(lang, &r.as_of)), ("timezone", labels::timezone(lang, &r.timezone))], false));
+    for tb in super::statistics::tables(r, lang) {
+        let _ = writeln!(out, "<section>{}</section>", table_html(&tb, &[]));
+    }
+    out.push_str(&signature_html(lang, sign));
+    out.push_str("</body></html>\n");
+    out
+}
+
 /// The bureau's page: every agency's indicators of `year` to date and projected against its
 /// targets and bands, links to every report, and the art. 39 deadlines with what is missing.
 pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::indicators::AgencyIndicators], d: &super::model::Deadlines, quota: crate::registry::QuotaTable) -> String {

@@ -293,7 +293,9 @@ pub fn unit(lang: Lang, u: &str) -> String {
 
 /// The electricity conversion basis (`calorific`, `equivalent`) in words.
 pub fn basis(lang: Lang, b: &str) -> String {
-    let key = format!("basis_{b}");
+    // The engine's words: `calorific (当量值)` or `equivalent (等价值)`.
+    let word = b.split_whitespace().next().unwrap_or(b);
+    let key = format!("basis_{word}");
     let w = t(lang, &key);
     if w == key {
         b.to_string()
@@ -473,6 +475,7 @@ mod format_tests {
         assert_eq!(date(Lang::Zh, "2026-03-31"), "2026年3月31日");
         assert_eq!(date(Lang::En, "2026-03-31"), "2026-03-31");
         assert_eq!(basis(Lang::Zh, "calorific"), "当量值");
+        assert_eq!(basis(Lang::Zh, "calorific (当量值)"), "当量值");
         assert_eq!(kind(Lang::Zh, "government"), "政府机关");
         assert_eq!(method(Lang::Zh, "none: the year is closed"), "不需预测（年度已结束）");
         assert_eq!(note(Lang::Zh, "no headcount for 2025: per-person indicators are not computed"), "2025年无用能人数：人均指标不计算");

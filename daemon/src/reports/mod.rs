@@ -12,6 +12,7 @@ pub mod html;
 pub mod labels;
 pub mod model;
 pub mod render;
+pub mod statistics;
 pub mod tables;
 
 use chrono::{Datelike, NaiveDate};
@@ -43,6 +44,8 @@ pub enum Kind {
     Annual,
     Assessment,
     Plan,
+    /// The statistics forms of 公共机构能源资源消费统计调查制度 ([`statistics`]).
+    Statistics,
 }
 
 impl std::str::FromStr for Kind {
@@ -52,7 +55,8 @@ impl std::str::FromStr for Kind {
             "annual" => Ok(Kind::Annual),
             "assessment" => Ok(Kind::Assessment),
             "plan" => Ok(Kind::Plan),
-            _ => Err(format!("report `{s}` is not one of annual, assessment, plan")),
+            "statistics" => Ok(Kind::Statistics),
+            _ => Err(format!("report `{s}` is not one of annual, assessment, plan, statistics")),
         }
     }
 }
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Annual => "annual",
             Kind::Assessment => "assessment",
             Kind::Plan => "plan",
+            Kind::Statistics => "statistics",
         }
     }
     /// The year asked by default on `today`: last year for the annual report and the
@@ -254,6 +259,38 @@ pub async fn annual_inputs(
     Ok(out)
 }
 
+/// The electricity of each data-centre room of the registry in `year` to `now_ms`, kWh: the
+/// sum of its meters' consumption, or, for a room without meters, the electricity of end use
+/// `data_centre` of its agency when the agency has that one room (else unknown).
+pub async fn room_inputs(engine: &Engine, store: &Store, reg: &Registry, year: i32, now_ms: i64) -> Result<Vec<statistics::RoomInput>, ReportError> {
+    if reg.file.data_centres.is_empty() {
+        return Ok(Vec::new());
+    }
+    let this = engine.year(store, reg, year).await?;
+    let days = this.cal.days_before(now_ms);
+    Ok(reg
+        .file
+        .data_centres
+        .iter()
+        .map(|r| {
+            let kwh = if !r.meters.is_empty() {
+                Some(this.contributions.iter().filter(|c| r.meters.contains(&c.meter)).map(|c| c.series.sum(0, days)).sum())
+            } else if reg.file.data_centres.iter().filter(|x| x.agency == r.agency).count() == 1 {
+                Some(
+                    this.groups(&[r.agency.as_str()])
+                        .iter()
+                        .filter(|(k, _)| k.0 == energy_wire::Carrier::Electricity && k.1 == crate::registry::EndUse::DataCentre)
+                        .map(|(_, s)| s.sum(0, days))
+                        .sum(),
+                )
+            } else {
+                None
+            };
+            statistics::RoomInput { room: r.id.clone(), kwh }
+        })
+        .collect())
+}
+
 /// Every agency's own figures of `year` to `now_ms`.
 pub async fn own_figures(engine: &Engine, store: &Store, reg: &Registry, year: i32, now_ms: i64) -> Result<Vec<AgencyIndicators>, ReportError> {
     let list: Vec<(&Agency, Vec<&str>)> = reg.file.agencies.iter().map(|a| (a, vec![a.id.as_str()])).collect();
@@ -292,6 +329,15 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let title = html::doc_title(lang, "assessment", year);
             let sign = model::signature(reg, None);
             render_any(fmt, lang, &a, || with_signature(lang, tables::assessment(&a, lang), &sign), || html::assessment(&a, lang, &sign), &title, day)?
+        }
+        Kind::Statistics => {
+            let (day, ms) = year_cut(tz, year, as_of)?;
+            let figures: Vec<AgencyIndicators> = own_figures(engine, store, reg, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
+            let rooms = room_inputs(engine, store, reg, year, ms).await?;
+            let r = statistics::statistics(reg, year, &day.to_string(), tzname, &figures, &rooms);
+            let title = html::doc_title(lang, "statistics", year);
+            let sign = model::signature(reg, None);
+            render_any(fmt, lang, &r, || with_signature(lang, statistics::tables(&r, lang), &sign), || html::statistics(&r, lang, &sign), &title, day)?
         }
         Kind::Plan => {
             let (day, ms) = year_cut(tz, year - 1, as_of)?;

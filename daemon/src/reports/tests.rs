@@ -292,3 +292,7 @@ fn parameters_are_named_when_wrong() {
     assert_eq!(render::csv_number(1.23456789), "1.2346");
     assert_eq!(render::csv_number(-0.00001), "0");
 }
+
+#[cfg(test)]
+#[path = "official_tests.rs"]
+mod official_tests;
