@@ -84,7 +84,12 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     let client = http_client();
 
     // Every report in every format: the API and the CLI (daemon running) give the same bytes.
-    for (kind, path, year) in [("annual", "/api/v1/reports/annual", 2025), ("assessment", "/api/v1/reports/assessment", 2025), ("plan", "/api/v1/plans/energy", 2026)] {
+    for (kind, path, year) in [
+        ("annual", "/api/v1/reports/annual", 2025),
+        ("assessment", "/api/v1/reports/assessment", 2025),
+        ("plan", "/api/v1/plans/energy", 2026),
+        ("statistics", "/api/v1/reports/statistics", 2025),
+    ] {
         for (format, ctype) in [
             ("json", "application/json"),
             ("csv", "text/csv; charset=utf-8"),
@@ -160,6 +165,8 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     assert!(dom.contains("/api/v1/reports/assessment?year=2025&amp;format=xlsx"), "{dom}");
     assert!(dom.contains("市教育局 &lt;&amp;&gt;"), "registry names are escaped");
     assert!(!dom.contains("<script"), "no JavaScript");
+    // The registry has a quota table of its own (测试用定额表): no warning about the bands' source.
+    assert!(!dom.contains("quota-warning") && dom.contains("测试用定额表"), "{dom}");
     screenshot(browser, &page, &art.join("index.png"), "1280,2400");
 
     let report = format!("{url}/api/v1/reports/assessment?year=2025&format=html&as_of=2026-01-01");
@@ -173,6 +180,91 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     assert!(dom.contains("Energy per floor area") && dom.contains("8,612.83") && dom.contains("whole jurisdiction"), "{dom}");
     screenshot(browser, &annual, &art.join("annual-2025-en.png"), "900,2400");
 
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// Pages of a PDF (pdfinfo), or `None` without poppler-utils.
+fn pdf_pages(pdf: &Path) -> Option<usize> {
+    let out = Command::new("pdfinfo").arg(pdf).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("Pages:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// The text of page `n` of a PDF (pdftotext).
+fn pdf_page_text(pdf: &Path, n: usize) -> String {
+    let out = Command::new("pdftotext").args(["-layout", "-f", &n.to_string(), "-l", &n.to_string()]).arg(pdf).arg("-").output().unwrap();
+    assert!(out.status.success(), "pdftotext {}: {}", pdf.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every printable Chinese document printed to A4 by headless Chromium: each page numbered
+/// "第 i 页，共 N 页" with N the PDF's page count, no page that holds only a heading, the
+/// signature block on the last page of the annual report, the assessment and the forms; the
+/// pages kept as PNG under `<target>/test-artifacts/reports/print/` (pdftoppm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_documents_are_a4_pages_that_each_hold_more_than_a_heading() {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: chromium cannot start in this sandbox; nothing was printed");
+        return;
+    };
+    if Command::new("pdftoppm").arg("-v").output().is_err() {
+        println!("SKIPPED: pdftoppm (poppler-utils) is not installed; tests/run.sh installs it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(golden_dir().join("registry.toml"), d.join("registry.toml")).unwrap();
+    std::fs::write(d.join("energyd.toml"), "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[retention]\nraw_days = 5000\n").unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    ingest(&url).await;
+    let art = artifacts().join("print");
+    std::fs::create_dir_all(&art).unwrap();
+    for (name, path, signed) in [
+        ("annual-2025", "/api/v1/reports/annual?year=2025", true),
+        ("assessment-2025", "/api/v1/reports/assessment?year=2025", true),
+        ("plan-2026", "/api/v1/plans/energy?year=2026", false),
+        ("statistics-2025", "/api/v1/reports/statistics?year=2025", true),
+    ] {
+        let pdf = art.join(format!("{name}.pdf"));
+        let _ = std::fs::remove_file(&pdf);
+        let out = Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--print-to-pdf-no-header"])
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg(format!("{url}{path}&format=html&as_of=2026-01-01"))
+            .output()
+            .unwrap();
+        assert!(out.status.success() && pdf.exists(), "chromium --print-to-pdf {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let pages = pdf_pages(&pdf).expect("pdfinfo reads the page count");
+        // Bounds worked out from the scenario: at least the head and one table; the annual
+        // report has seven entries (five agencies, 本级, 全辖) of about a page each.
+        let (min, max) = match name {
+            "annual-2025" => (5, 16),
+            "assessment-2025" => (1, 6),
+            _ => (1, 5),
+        };
+        assert!((min..=max).contains(&pages), "{name}: {pages} pages, expected {min}-{max}");
+        let mut last = String::new();
+        for n in 1..=pages {
+            let text = pdf_page_text(&pdf, n);
+            let number = format!("第 {n} 页，共 {pages} 页");
+            assert!(text.contains(&number), "{name} page {n}: no page number `{number}`:\n{text}");
+            // What the page holds besides its number: more than one line (a heading alone is
+            // one line), and a table's cells or a paragraph, not only a title.
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains(&number)).collect();
+            assert!(lines.len() >= 3, "{name} page {n} holds only a heading:\n{text}");
+            last = text;
+        }
+        if signed {
+            for w in ["填报单位", "负责人", "填报人", "联系电话", "填报日期", "王局长"] {
+                assert!(last.contains(w), "{name}: the signature block is not on the last page ({w}):\n{last}");
+            }
+        }
+        let status = Command::new("pdftoppm").args(["-png", "-r", "70"]).arg(&pdf).arg(art.join(name)).status().unwrap();
+        assert!(status.success(), "pdftoppm {name}");
+        println!("printed: {} ({pages} pages, PNGs beside it)", pdf.display());
+    }
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }

@@ -22,7 +22,8 @@ th,td{border:1px solid #999;padding:2px 4px;vertical-align:top}th{background:#e8
 tr.total td{font-weight:bold;background:#f4f6f8}td.code{text-align:center;color:#555}p.caption{text-align:center;margin:.1em 0}\
 .bad{color:#a00;font-weight:bold}.ok{color:#070}.warn{border:2px solid #c60;background:#fff4e5;padding:.4em .6em;margin:.6em 0}\
 svg{display:block;margin:.3em 0;max-width:100%}nav a{margin-right:.8em}\
-table.sign{border:none;margin-top:1.2em;font-size:10.5pt}table.sign td{border:none;padding:.5em .4em;width:20%}div.sign{break-inside:avoid}\
+div.sign{break-inside:avoid;margin-top:1.4em;font-size:10.5pt}div.sign p{display:flex;flex-wrap:wrap;gap:.4em 2.5em;margin:.7em 0}\
+table.wide{font-size:8pt}table.wide td,table.wide th{padding:1px 3px}\
 div.keep{break-inside:avoid}\
 @media print{body{max-width:none;margin:0;padding:0;font-size:9.5pt}nav,.noprint{display:none}\
 h1,h2,h3,p.meta{break-after:avoid}thead{display:table-header-group}tr,svg{break-inside:avoid}a{color:inherit;text-decoration:none}}";
@@ -70,6 +71,12 @@ pub fn table_html(tb: &Table, skip: &[&str]) -> String {
 }
 
 pub fn table_with_heading(tb: &Table, skip: &[&str], heading: &str) -> String {
+    table_with(tb, skip, heading, "")
+}
+
+/// A table with its heading and, after it, `tail` (the signature block, kept on the page of
+/// the document's last table rather than alone on a page of its own).
+pub fn table_with(tb: &Table, skip: &[&str], heading: &str, tail: &str) -> String {
     let tb = tb.without(skip);
     let mut out = String::new();
     let short = tb.rows.len() <= 12;
@@ -82,7 +89,7 @@ pub fn table_with_heading(tb: &Table, skip: &[&str], heading: &str) -> String {
             let _ = write!(out, "<p class=\"caption\">{}</p>", esc(line));
         }
     }
-    out.push_str("<table><thead><tr>");
+    out.push_str(if tb.headers.len() > 10 { "<table class=\"wide\"><thead><tr>" } else { "<table><thead><tr>" });
     for h in &tb.headers {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
@@ -106,6 +113,7 @@ pub fn table_with_heading(tb: &Table, skip: &[&str], heading: &str) -> String {
     for line in &tb.footer {
         let _ = write!(out, "<p class=\"meta\">{}</p>", esc(line));
     }
+    out.push_str(tail);
     out.push_str("</div>\n");
     out
 }
@@ -120,8 +128,8 @@ pub fn signature_html(lang: Lang, s: &super::model::Signature) -> String {
         Lang::En => blank.clone(),
     };
     format!(
-        "<div class=\"sign\"><table class=\"sign\"><tr><td colspan=\"3\">{}{}：{}</td><td colspan=\"2\">{}：{date}</td></tr>\
-<tr><td>{}：{}</td><td>{}：{}</td><td colspan=\"3\">{}：{}</td></tr></table></div>\n",
+        "<div class=\"sign\"><p><span>{}{}：{}</span><span>{}：{date}</span></p>\
+<p><span>{}：{}</span><span>{}：{}</span><span>{}：{}</span></p></div>\n",
         esc(&t(lang, "sign_unit")),
         esc(&t(lang, "sign_seal")),
         v(&s.unit),
@@ -277,11 +285,15 @@ pub fn annual(r: &AnnualReport, lang: Lang, sign: &super::model::Signature) -> S
             out.push_str(&table_with_heading(tb, &["scope", "agency"], &format!("<h3>{}</h3>", esc(&tb.title))));
         }
         if let Some(tb) = tbs.get(2) {
-            out.push_str(&table_with_heading(tb, &["scope", "agency", "name"], &format!("<h3>{}</h3>", esc(&tb.title))));
+            let last = std::ptr::eq(e, r.entries.last().unwrap_or(e));
+            let tail = if last { signature_html(lang, sign) } else { String::new() };
+            out.push_str(&table_with(tb, &["scope", "agency", "name"], &format!("<h3>{}</h3>", esc(&tb.title)), &tail));
         }
         out.push_str("</section>\n");
     }
-    out.push_str(&signature_html(lang, sign));
+    if r.entries.is_empty() {
+        out.push_str(&signature_html(lang, sign));
+    }
     out.push_str("</body></html>\n");
     out
 }
@@ -344,10 +356,14 @@ pub fn assessment(a: &Assessment, lang: Lang, sign: &super::model::Signature) ->
         out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
-    for tb in tbs.iter().skip(1) {
-        let _ = writeln!(out, "<section>{}</section>", table_with_heading(tb, &["reason"], &format!("<h2>{}</h2>", esc(&tb.title))));
+    let rest: Vec<&Table> = tbs.iter().skip(1).collect();
+    for (i, tb) in rest.iter().enumerate() {
+        let tail = if i + 1 == rest.len() { signature_html(lang, sign) } else { String::new() };
+        let _ = writeln!(out, "<section>{}</section>", table_with(tb, &["reason"], &format!("<h2>{}</h2>", esc(&tb.title)), &tail));
     }
-    out.push_str(&signature_html(lang, sign));
+    if rest.is_empty() {
+        out.push_str(&signature_html(lang, sign));
+    }
     out.push_str("</body></html>\n");
     out
 }
@@ -392,10 +408,11 @@ pub fn statistics(r: &super::statistics::StatisticsReport, lang: Lang, sign: &su
     let title = doc_title(lang, "statistics", r.year);
     let mut out = page_start(lang, &title);
     out.push_str(&doc_head(lang, &title, &[("as_of", labels::date(lang, &r.as_of)), ("timezone", labels::timezone(lang, &r.timezone))], false));
-    for tb in super::statistics::tables(r, lang) {
-        let _ = writeln!(out, "<section>{}</section>", table_html(&tb, &[]));
+    let forms = super::statistics::tables(r, lang);
+    for (i, tb) in forms.iter().enumerate() {
+        let tail = if i + 1 == forms.len() { signature_html(lang, sign) } else { String::new() };
+        let _ = writeln!(out, "<section>{}</section>", table_with(tb, &[], "", &tail));
     }
-    out.push_str(&signature_html(lang, sign));
     out.push_str("</body></html>\n");
     out
 }

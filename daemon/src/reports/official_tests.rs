@@ -150,6 +150,10 @@ async fn chinese_documents_hold_no_english_and_the_forms_add_up() {
     }
     assert!(scanned > 500, "the workbooks were read ({scanned} cells)");
 
+    // Golden files of the forms (the end-to-end test compares the API's bytes with them).
+    super::golden("statistics-2025.csv", &super::produce_bytes(&s, Kind::Statistics, 2025, Format::Csv, Lang::Zh).await);
+    super::golden("statistics-2025.json", &super::produce_bytes(&s, Kind::Statistics, 2025, Format::Json, Lang::Zh).await);
+
     // The statistics forms of 2025, by hand (8760 hours, kgce = kWh x 0.1229):
     // fin: e1's own part 16 kWh/h, half to fin = 8 kWh/h -> 70,080 kWh = 8.6128 tce; its share
     // of b1 is 5000 of 10000 m² -> 5000 m²; 100 energy users; its room 60 m² with 0 kWh.
@@ -233,4 +237,19 @@ fn the_quota_table_of_a_registry_is_classified() {
     // The year of the edition comes from the standard's number.
     assert_eq!(row("DB37/T 2672-2019 (山东, 示例)").edition_year(), Some(2019));
     assert_eq!(row("测试用定额表").edition_year(), None);
+}
+
+#[test]
+fn the_bureau_page_warns_when_the_registry_has_no_quota_table_of_its_own() {
+    use crate::registry::QuotaTable;
+    let d = model::deadlines(&Registry::default(), 2025, chrono::NaiveDate::from_ymd_opt(2026, 4, 2).unwrap(), &[]);
+    let page = |q: QuotaTable, lang: Lang| html::index(lang, 2026, "2026-04-02", &[], &d, q);
+    let missing = page(QuotaTable::Missing, Lang::Zh);
+    assert!(missing.contains("id=\"quota-warning\"") && missing.contains("注册表中没有定额表"), "{missing}");
+    let example = page(QuotaTable::ExampleOnly, Lang::Zh);
+    assert!(example.contains("id=\"quota-warning\"") && example.contains("示例定额表"), "{example}");
+    assert!(page(QuotaTable::ExampleOnly, Lang::En).contains("shipped example table"));
+    assert!(!page(QuotaTable::Explicit, Lang::Zh).contains("quota-warning"));
+    // 2 April 2026: the agencies' reports of 2025 were due on 31 March, two days ago.
+    assert!(missing.contains("2026年3月31日") && missing.contains("已逾期（2）"), "{missing}");
 }
