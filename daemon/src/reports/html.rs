@@ -464,9 +464,8 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
         for a in d.agencies.iter().filter(|a| !a.complete) {
             let _ = write!(
                 out,
-                "<tr><td>{} ({})</td><td class=\"n\">{}</td><td class=\"bad\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td><td>{}</td></tr>",
                 esc(&a.name),
-                esc(&a.agency),
                 fmt(a.coverage * 100.0),
                 esc(&labels::yes_no(lang, false)),
                 esc(&a.missing.iter().map(|m| labels::note(lang, m)).collect::<Vec<_>>().join(tables::sep(lang)))
@@ -497,12 +496,13 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     for f in figures {
         let _ = write!(
             out,
-            "<h3 id=\"agency-{}\">{} <small>({} · {}: {} %)</small> <a class=\"noprint\" href=\"/api/v1/reports/annual?year={year}&amp;agency={}&amp;format=html{q}\">{}</a></h3>",
+            "<h3 id=\"agency-{}\">{} <small>{}</small> <a class=\"noprint\" href=\"/api/v1/reports/annual?year={year}&amp;agency={}&amp;format=html{q}\">{}</a></h3>",
             esc(&f.agency),
             esc(&f.name),
-            esc(&f.agency),
-            esc(&t(lang, "coverage")),
-            fmt(f.quality.coverage * 100.0),
+            match lang {
+                Lang::Zh => format!("（{}：{}）", esc(&t(lang, "coverage")), fmt(f.quality.coverage * 100.0)),
+                Lang::En => format!("({} · {}: {} %)", esc(&f.agency), esc(&t(lang, "coverage")), fmt(f.quality.coverage * 100.0)),
+            },
             esc(&f.agency),
             esc(&t(lang, "annual"))
         );

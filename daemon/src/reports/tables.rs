@@ -337,6 +337,8 @@ fn fmt2(x: f64) -> String {
 pub fn assessment(a: &Assessment, lang: Lang) -> Vec<Table> {
     let mut rank = table(lang, "ranking", &["rank", "agency", "name", "kind", "score", "grade", "points", "max_points", "binding_missed", "reasons"]);
     let mut items = table(lang, "items", &["agency", "rule", "indicator", "unit", "value", "average", "ratio", "class", "points", "max_points", "reason", "quota_source"]);
+    // A closed year's value is the whole year's, a year in progress's the projection.
+    items.headers[4] = t(lang, if a.in_progress { "projected" } else { "value_closed" });
     let mut avg = table(lang, "averages", &["kind", "indicator", "unit", "average", "agencies_n"]);
     for s in &a.agencies {
         rank.rows.push(vec![
