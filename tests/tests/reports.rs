@@ -72,8 +72,9 @@ fn screenshot(browser: &str, url: &str, file: &Path, size: &str) {
     println!("screenshot: {}", file.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
+/// `energyd` on the scenario's registry in a fresh directory, the readings ingested: the
+/// directory, the daemon and its URL.
+async fn start_scenario() -> (tempfile::TempDir, Proc, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::copy(golden_dir().join("registry.toml"), d.join("registry.toml")).unwrap();
@@ -81,6 +82,13 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
     let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
     ingest(&url).await;
+    (dir, daemon, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
+    let (dir, mut daemon, url) = start_scenario().await;
+    let d = dir.path();
     let client = http_client();
 
     // Every report in every format: the API and the CLI (daemon running) give the same bytes.
@@ -212,13 +220,7 @@ async fn printed_documents_are_a4_pages_that_each_hold_more_than_a_heading() {
         println!("SKIPPED: pdftoppm (poppler-utils) is not installed; tests/run.sh installs it");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::copy(golden_dir().join("registry.toml"), d.join("registry.toml")).unwrap();
-    std::fs::write(d.join("energyd.toml"), "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[retention]\nraw_days = 5000\n").unwrap();
-    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
-    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
-    ingest(&url).await;
+    let (_dir, mut daemon, url) = start_scenario().await;
     let art = artifacts().join("print");
     std::fs::create_dir_all(&art).unwrap();
     for (name, path, signed) in [

@@ -447,6 +447,15 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// A time zone as printed: the Chinese name of the zones of China in zh, else its name.
+pub fn timezone(lang: Lang, tz: &str) -> String {
+    match (lang, tz) {
+        (Lang::Zh, "Asia/Shanghai" | "Asia/Chongqing" | "Asia/Harbin" | "PRC") => "北京时间".into(),
+        (Lang::Zh, "Asia/Urumqi") => "乌鲁木齐时间".into(),
+        _ => tz.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod format_tests {
     use super::*;
@@ -480,14 +489,5 @@ mod format_tests {
         assert_eq!(method(Lang::Zh, "none: the year is closed"), "不需预测（年度已结束）");
         assert_eq!(note(Lang::Zh, "no headcount for 2025: per-person indicators are not computed"), "2025年无用能人数：人均指标不计算");
         assert!(!note(Lang::Zh, "something new the engine says").chars().any(|c| c.is_ascii_alphabetic()));
-    }
-}
-
-/// A time zone as printed: the Chinese name of the zones of China in zh, else its name.
-pub fn timezone(lang: Lang, tz: &str) -> String {
-    match (lang, tz) {
-        (Lang::Zh, "Asia/Shanghai" | "Asia/Chongqing" | "Asia/Harbin" | "PRC") => "北京时间".into(),
-        (Lang::Zh, "Asia/Urumqi") => "乌鲁木齐时间".into(),
-        _ => tz.to_string(),
     }
 }

@@ -20,7 +20,7 @@ use energy_wire::Carrier;
 use serde::Serialize;
 
 use super::labels::{self, t, Lang};
-use super::tables::{Cell, Table};
+use super::tables::{money as yuan, num as n, opt as on, whole as count, Cell, Table};
 use crate::accounting::indicators::AgencyIndicators;
 use crate::registry::{statistics::type_name, Indicator, Registry};
 
@@ -190,25 +190,6 @@ impl StatInstitutionParts<'_> {
             heating,
             complete: f.quality.complete,
         }
-    }
-}
-
-fn n(x: f64) -> Cell {
-    Cell::Num(Some(x).filter(|x| x.is_finite()))
-}
-
-fn on(x: Option<f64>) -> Cell {
-    Cell::Num(x.filter(|x| x.is_finite()))
-}
-
-fn yuan(x: f64) -> Cell {
-    Cell::Money(Some(x).filter(|x| x.is_finite()))
-}
-
-fn count(x: Option<f64>) -> Cell {
-    match x.filter(|x| x.is_finite()) {
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cell::Int(Some(v as i64)),
-        v => Cell::Num(v),
     }
 }
 

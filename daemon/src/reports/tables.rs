@@ -21,11 +21,11 @@ impl Cell {
     }
 }
 
-fn num(x: f64) -> Cell {
+pub(super) fn num(x: f64) -> Cell {
     Cell::Num(Some(x).filter(|x| x.is_finite()))
 }
 
-fn opt(x: Option<f64>) -> Cell {
+pub(super) fn opt(x: Option<f64>) -> Cell {
     Cell::Num(x.filter(|x| x.is_finite()))
 }
 
@@ -33,7 +33,7 @@ fn int(x: i64) -> Cell {
     Cell::Int(Some(x))
 }
 
-fn money(x: f64) -> Cell {
+pub(super) fn money(x: f64) -> Cell {
     Cell::Money(Some(x).filter(|x| x.is_finite()))
 }
 
@@ -226,7 +226,7 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> Vec<Table> {
 }
 
 /// A count that is usually whole (a headcount): an integer when it is one.
-fn whole(x: Option<f64>) -> Cell {
+pub(super) fn whole(x: Option<f64>) -> Cell {
     match x.filter(|x| x.is_finite()) {
         Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => Cell::Int(Some(v as i64)),
         v => Cell::Num(v),
