@@ -72,6 +72,33 @@ fn screenshot(browser: &str, url: &str, file: &Path, size: &str) {
     println!("screenshot: {}", file.display());
 }
 
+/// A part of an XLSX file (a zip) as text, with `unzip`; `None` when unzip is not installed.
+fn xlsx_part(file: &Path, part: &str) -> Option<String> {
+    let out = Command::new("unzip").arg("-p").arg(file).arg(part).output().ok()?;
+    assert!(out.status.success(), "unzip -p {} {part}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workbook's print setup: every sheet A4 (paperSize 9), one page wide, the header frozen
+/// and repeated on every page (print titles), the page number in the footer.
+fn check_page_setup(kind: &str, file: &Path) {
+    let Some(workbook) = xlsx_part(file, "xl/workbook.xml") else {
+        println!("SKIPPED: unzip is not installed; the workbook's page setup was not read");
+        return;
+    };
+    let sheets = workbook.matches("<sheet ").count();
+    assert!(sheets >= 1, "{kind}: {workbook}");
+    assert_eq!(workbook.matches("_xlnm.Print_Titles").count(), sheets, "{kind}: print titles on every sheet: {workbook}");
+    for n in 1..=sheets {
+        let sheet = xlsx_part(file, &format!("xl/worksheets/sheet{n}.xml")).unwrap();
+        assert!(sheet.contains("paperSize=\"9\""), "{kind} sheet {n}: not A4");
+        assert!(sheet.contains("fitToPage=\"1\"") || sheet.contains("fitToWidth"), "{kind} sheet {n}: not fitted to the page width");
+        assert!(sheet.contains("state=\"frozen\""), "{kind} sheet {n}: the header is not frozen");
+        assert!(sheet.contains("第 &amp;P 页，共 &amp;N 页"), "{kind} sheet {n}: no page number in the footer");
+        assert!(sheet.contains("<col "), "{kind} sheet {n}: column widths are not set");
+    }
+}
+
 /// `energyd` on the scenario's registry in a fresh directory, the readings ingested: the
 /// directory, the daemon and its URL.
 async fn start_scenario() -> (tempfile::TempDir, Proc, String) {
@@ -122,6 +149,9 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
                 assert_eq!(code, 0, "{o}{e}");
                 let cli = std::fs::read(&out).unwrap();
                 assert!(api == cli, "{kind} {format} {lang}: the API and the CLI differ ({} and {} bytes)", api.len(), cli.len());
+                if lang == "zh" && format == "xlsx" {
+                    check_page_setup(kind, &out);
+                }
                 if lang == "zh" && (format == "csv" || format == "json") {
                     let want = std::fs::read(golden_dir().join(format!("{kind}-{year}.{format}"))).unwrap();
                     assert!(api == want, "{kind} {format}: differs from the golden file the daemon's tests check");
