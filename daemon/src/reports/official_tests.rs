@@ -166,6 +166,14 @@ async fn chinese_documents_hold_no_english_and_the_forms_add_up() {
     assert!((fin["total_tce"].as_f64().unwrap() - 70080.0 * 0.1229 / 1000.0).abs() < 1e-9, "{fin}");
     assert_eq!(fin["rooms"][0]["area"], 60.0);
     assert_eq!(fin["rooms"][0]["electricity_kwh"], 0.0);
+    // county's room is measured by e3: 3 kWh/h x 8760 h = 26,280 kWh = 3.229812 tce.
+    let county = json["institutions"].as_array().unwrap().iter().find(|i| i["agency"] == "county").unwrap();
+    assert_eq!(county["rooms"][0]["electricity_kwh"], 26280.0);
+    assert!((county["rooms"][0]["tce"].as_f64().unwrap() - 3.229812).abs() < 1e-9, "{county}");
+    // Heating: no heat meter in the scenario, so no heat billed by heat; the heated area is the
+    // floor area (no heated_area given): county's b3 of 2000 m².
+    assert_eq!(county["heating"]["heat_gj"], 0.0);
+    assert_eq!(county["heating"]["heated_area"], 2000.0);
 
     // The workbook: the forms' heads above the header, the column numbers, integers, money,
     // the jurisdiction's totals; the consumption form's grand total is every agency's energy:
