@@ -196,9 +196,10 @@ async fn chinese_documents_hold_no_english_and_the_forms_add_up() {
             Data::Float(v) => assert!((v - 35.527932).abs() < 1e-6, "{v}"),
             other => panic!("{other:?}"),
         }
-        // No tariff in the scenario: the cost is 0.00; water has no standard coal: blank.
+        // Water has no standard coal, and no water meter serves anyone in the scenario: its
+        // quantity and coal are blank, not 0.
         let water = rows.iter().find(|r| r[1] == Data::String("水".into())).unwrap();
-        assert_eq!(water[4], Data::Empty, "blank, not 0, where there is no figure");
+        assert_eq!((&water[3], &water[4]), (&Data::Empty, &Data::Empty), "blank, not 0, where there is no figure");
     }
 
     // Finding 6: every band names its source, in every format.

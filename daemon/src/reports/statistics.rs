@@ -72,7 +72,8 @@ pub struct Institution {
     pub carriers: Vec<StatCarrier>,
     pub total_tce: f64,
     pub total_cost_yuan: f64,
-    pub water_m3: f64,
+    /// m³; `None` when no water meter serves the institution (blank on the form, not 0).
+    pub water_m3: Option<f64>,
     pub rooms: Vec<StatRoom>,
     pub heating: StatHeating,
     /// Whether the year's data is complete (the coverage threshold of `[accounting]`).
@@ -118,7 +119,7 @@ pub fn statistics(reg: &Registry, year: i32, as_of: &str, timezone: &str, figure
             let heat = f.carriers.iter().find(|c| c.carrier == Carrier::DistrictHeat);
             let main = reg.agency_areas(&f.agency).main_building.and_then(|b| reg.building(&b).cloned());
             let heating_tce = f.get(Indicator::HeatingEnergyPerHeatedArea).and_then(|v| v.value).map(|x| x * f.heated_area / 1000.0);
-            StatInstitutionParts { f, carriers, water_m3: water.map_or(0.0, |w| w.value), water_cost: water.map_or(0.0, |w| w.cost_yuan) }.finish(
+            StatInstitutionParts { f, carriers, water_m3: water.map(|w| w.value), water_cost: water.map_or(0.0, |w| w.cost_yuan) }.finish(
                 reg,
                 a.and_then(|a| a.parent.clone()),
                 a.map_or_else(String::new, |a| a.level.as_str().to_string()),
@@ -155,7 +156,7 @@ fn serde_plain<T: Serialize>(v: T) -> String {
 struct StatInstitutionParts<'a> {
     f: &'a AgencyIndicators,
     carriers: Vec<StatCarrier>,
-    water_m3: f64,
+    water_m3: Option<f64>,
     water_cost: f64,
 }
 
@@ -243,7 +244,7 @@ pub fn tables(r: &StatisticsReport, lang: Lang) -> Vec<Table> {
         for c in &i.carriers {
             cons.rows.push(vec![Cell::Text(i.name.clone()), Cell::Text(labels::carrier(lang, c.carrier)), Cell::Text(labels::unit(lang, c.unit)), n(c.quantity), n(c.tce), yuan(c.cost_yuan)]);
         }
-        cons.rows.push(vec![Cell::Text(i.name.clone()), Cell::Text(labels::carrier(lang, Carrier::Water)), Cell::Text(labels::unit(lang, "m³")), n(i.water_m3), Cell::Num(None), Cell::Money(None)]);
+        cons.rows.push(vec![Cell::Text(i.name.clone()), Cell::Text(labels::carrier(lang, Carrier::Water)), Cell::Text(labels::unit(lang, "m³")), on(i.water_m3), Cell::Num(None), Cell::Money(None)]);
         cons.push_total(vec![Cell::Text(i.name.clone()), Cell::Text(t(lang, "total_row")), Cell::Text(labels::unit(lang, "tce")), Cell::Num(None), n(i.total_tce), yuan(i.total_cost_yuan)]);
         for room in &i.rooms {
             dc.rows.push(vec![Cell::Text(i.name.clone()), Cell::Text(room.name.clone()), n(room.area), on(room.electricity_kwh), on(room.tce)]);
@@ -285,7 +286,7 @@ pub fn tables(r: &StatisticsReport, lang: Lang) -> Vec<Table> {
     for (c, unit, q, tce, cost) in by_carrier {
         cons.push_total(vec![Cell::Text(all.clone()), Cell::Text(labels::carrier(lang, c)), Cell::Text(labels::unit(lang, unit)), n(q), n(tce), yuan(cost)]);
     }
-    cons.push_total(vec![Cell::Text(all.clone()), Cell::Text(labels::carrier(lang, Carrier::Water)), Cell::Text(labels::unit(lang, "m³")), n(sum(&|i| i.water_m3)), Cell::Num(None), Cell::Money(None)]);
+    cons.push_total(vec![Cell::Text(all.clone()), Cell::Text(labels::carrier(lang, Carrier::Water)), Cell::Text(labels::unit(lang, "m³")), on(r.institutions.iter().filter_map(|i| i.water_m3).reduce(|a, b| a + b)), Cell::Num(None), Cell::Money(None)]);
     cons.push_total(vec![Cell::Text(all.clone()), Cell::Text(t(lang, "total_row")), Cell::Text(labels::unit(lang, "tce")), Cell::Num(None), n(sum(&|i| i.total_tce)), yuan(sum(&|i| i.total_cost_yuan))]);
     let rooms = || r.institutions.iter().flat_map(|i| &i.rooms);
     if rooms().next().is_some() {
