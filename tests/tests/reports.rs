@@ -222,6 +222,32 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// The texts of the `<h1>`-`<h3>` headings of an HTML document, tags and character references
+/// removed, white space collapsed.
+fn headings_of(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for level in ["<h1", "<h2", "<h3"] {
+        let close = format!("</{}>", &level[1..]);
+        for part in html.split(level).skip(1) {
+            let inner = part.split_once('>').map_or("", |(_, r)| r);
+            let inner = inner.split(close.as_str()).next().unwrap_or("");
+            let mut text = String::new();
+            let mut in_tag = false;
+            for c in inner.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&#39;", "'").replace("&quot;", "\"");
+            out.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
 /// Pages of a PDF (pdfinfo), or `None` without poppler-utils.
 fn pdf_pages(pdf: &Path) -> Option<usize> {
     let out = Command::new("pdfinfo").arg(pdf).output().ok()?;
@@ -259,6 +285,11 @@ async fn printed_documents_are_a4_pages_that_each_hold_more_than_a_heading() {
         ("plan-2026", "/api/v1/plans/energy?year=2026", false),
         ("statistics-2025", "/api/v1/reports/statistics?year=2025", true),
     ] {
+        // The document's headings, to check that none ends a page (a heading goes with what
+        // follows it).
+        let html = http_client().get(format!("{url}{path}&format=html&as_of=2026-01-01")).send().await.unwrap().text().await.unwrap();
+        let headings = headings_of(&html);
+        assert!(headings.len() >= 3, "{name}: {headings:?}");
         let pdf = art.join(format!("{name}.pdf"));
         let _ = std::fs::remove_file(&pdf);
         let out = Command::new(browser)
@@ -286,6 +317,10 @@ async fn printed_documents_are_a4_pages_that_each_hold_more_than_a_heading() {
             // one line), and a table's cells or a paragraph, not only a title.
             let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains(&number)).collect();
             assert!(lines.len() >= 3, "{name} page {n} holds only a heading:\n{text}");
+            if n < pages {
+                let end = lines.last().copied().unwrap_or_default();
+                assert!(!headings.iter().any(|h| h == end), "{name} page {n} ends with the heading `{end}`, apart from its table:\n{text}");
+            }
             last = text;
         }
         if signed {
