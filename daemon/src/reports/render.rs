@@ -186,15 +186,14 @@ pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang)
             let w = head_w.max(code_w).max(cells).clamp(6, 60);
             ws.set_column_width(col, w as f64 + 2.0).map_err(e)?;
         }
-        let _ = first_data;
-        ws.set_freeze_panes(header_row + 1, 0).map_err(e)?;
+        ws.set_freeze_panes(first_data, 0).map_err(e)?;
         ws.set_paper_size(9);
         let width: usize = (0..ncols).map(|c| t.rows.iter().filter_map(|row| row.get(c)).map(|x| display_width(&shown(x))).max().unwrap_or(8).clamp(6, 60)).sum();
         if ncols > 6 || width > 90 {
             ws.set_landscape();
         }
         ws.set_print_fit_to_pages(1, 0);
-        ws.set_repeat_rows(header_row, header_row).map_err(e)?;
+        ws.set_repeat_rows(header_row, first_data - 1).map_err(e)?;
         ws.set_margins(0.5, 0.5, 0.7, 0.7, 0.3, 0.3);
         ws.set_header(format!("&C&\"-,Bold\"{}", header_text(&format!("{title} · {}", t.title))));
         ws.set_footer(&footer);
