@@ -119,24 +119,40 @@ pub fn statistics(reg: &Registry, year: i32, as_of: &str, timezone: &str, figure
             let heat = f.carriers.iter().find(|c| c.carrier == Carrier::DistrictHeat);
             let main = reg.agency_areas(&f.agency).main_building.and_then(|b| reg.building(&b).cloned());
             let heating_tce = f.get(Indicator::HeatingEnergyPerHeatedArea).and_then(|v| v.value).map(|x| x * f.heated_area / 1000.0);
-            StatInstitutionParts { f, carriers, water_m3: water.map(|w| w.value), water_cost: water.map_or(0.0, |w| w.cost_yuan) }.finish(
-                reg,
-                a.and_then(|a| a.parent.clone()),
-                a.map_or_else(String::new, |a| a.level.as_str().to_string()),
-                a.and_then(|a| a.credit_code.clone()),
-                a.and_then(|a| a.type_code.clone()),
-                reg.file.data_centres.iter().filter(|r| r.agency == f.agency).map(|r| {
-                    let kwh = rooms.iter().find(|x| x.room == r.id).and_then(|x| x.kwh);
-                    StatRoom { id: r.id.clone(), name: r.name.clone(), area: r.area, electricity_kwh: kwh, tce: kwh.map(|k| k * kwh_tce) }
-                }),
-                StatHeating {
+            let type_code = a.and_then(|a| a.type_code.clone());
+            Institution {
+                agency: f.agency.clone(),
+                name: f.name.clone(),
+                parent: a.and_then(|a| a.parent.clone()),
+                level: a.map_or_else(String::new, |a| a.level.as_str().to_string()),
+                credit_code: a.and_then(|a| a.credit_code.clone()),
+                type_name: type_code.as_deref().and_then(type_name).map(str::to_string),
+                type_code,
+                floor_area: gross_area(reg, &f.agency),
+                energy_users: f.headcount,
+                total_tce: carriers.iter().map(|c| c.tce).sum(),
+                total_cost_yuan: carriers.iter().map(|c| c.cost_yuan).sum::<f64>() + water.map_or(0.0, |w| w.cost_yuan),
+                carriers,
+                water_m3: water.map(|w| w.value),
+                rooms: reg
+                    .file
+                    .data_centres
+                    .iter()
+                    .filter(|r| r.agency == f.agency)
+                    .map(|r| {
+                        let kwh = rooms.iter().find(|x| x.room == r.id).and_then(|x| x.kwh);
+                        StatRoom { id: r.id.clone(), name: r.name.clone(), area: r.area, electricity_kwh: kwh, tce: kwh.map(|k| k * kwh_tce) }
+                    })
+                    .collect(),
+                heating: StatHeating {
                     heating_type: main.map_or_else(|| "none".to_string(), |b| serde_plain(b.heating)),
                     heated_area: f.heated_area,
                     heat_gj: heat.map_or(0.0, |h| h.value),
                     heat_cost_yuan: heat.map_or(0.0, |h| h.cost_yuan),
                     heating_tce,
                 },
-            )
+                complete: f.quality.complete,
+            }
         })
         .collect();
     StatisticsReport {
@@ -151,47 +167,6 @@ pub fn statistics(reg: &Registry, year: i32, as_of: &str, timezone: &str, figure
 
 fn serde_plain<T: Serialize>(v: T) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-struct StatInstitutionParts<'a> {
-    f: &'a AgencyIndicators,
-    carriers: Vec<StatCarrier>,
-    water_m3: Option<f64>,
-    water_cost: f64,
-}
-
-impl StatInstitutionParts<'_> {
-    #[allow(clippy::too_many_arguments)] // the registry's fields of the forms
-    fn finish(
-        self,
-        reg: &Registry,
-        parent: Option<String>,
-        level: String,
-        credit_code: Option<String>,
-        type_code: Option<String>,
-        rooms: impl Iterator<Item = StatRoom>,
-        heating: StatHeating,
-    ) -> Institution {
-        let f = self.f;
-        Institution {
-            agency: f.agency.clone(),
-            name: f.name.clone(),
-            parent,
-            level,
-            credit_code,
-            type_name: type_code.as_deref().and_then(type_name).map(str::to_string),
-            type_code,
-            floor_area: gross_area(reg, &f.agency),
-            energy_users: f.headcount,
-            total_tce: self.carriers.iter().map(|c| c.tce).sum(),
-            total_cost_yuan: self.carriers.iter().map(|c| c.cost_yuan).sum::<f64>() + self.water_cost,
-            carriers: self.carriers,
-            water_m3: self.water_m3,
-            rooms: rooms.collect(),
-            heating,
-            complete: f.quality.complete,
-        }
-    }
 }
 
 /// 甲, 乙, 丙 ... for the columns of words, then 1, 2, 3 ... for the figures.
