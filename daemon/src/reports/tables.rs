@@ -152,6 +152,8 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> Vec<Table> {
         let f = &e.figures;
         let sc = scope_label(lang, e.scope);
         for v in &f.indicators {
+            // Energy cost is money: two decimals.
+            let fig = |x: Option<f64>| if v.indicator == crate::registry::Indicator::EnergyCost { Cell::Money(x.filter(|x| x.is_finite())) } else { opt(x) };
             ind.rows.push(vec![
                 Cell::text(&sc),
                 Cell::text(&e.agency),
@@ -159,12 +161,12 @@ pub fn annual(r: &AnnualReport, lang: Lang) -> Vec<Table> {
                 Cell::text(labels::indicator(lang, v.indicator)),
                 Cell::text(v.indicator.name()),
                 Cell::text(labels::unit(lang, v.unit)),
-                opt(v.value),
-                opt(v.projected),
-                opt(v.last_year),
+                fig(v.value),
+                fig(v.projected),
+                fig(v.last_year),
                 opt(v.change_pct),
                 Cell::text(v.target.as_ref().map_or(String::new(), |x| t(lang, if x.kind == "budget" { "budget_kind" } else { x.kind }))),
-                opt(v.target.as_ref().map(|x| x.value)),
+                fig(v.target.as_ref().map(|x| x.value)),
                 Cell::text(v.target.as_ref().map_or(String::new(), |x| labels::yes_no(lang, x.met))),
                 opt(v.band.as_ref().map(|b| b.binding)),
                 opt(v.band.as_ref().map(|b| b.benchmark)),
