@@ -35,11 +35,11 @@ enum Cmd {
     },
     /// Write a report offline, the same bytes as the API gives (README, "Reports").
     Report {
-        /// annual | assessment | plan
+        /// annual | assessment | plan | statistics
         kind: String,
         #[arg(long, env = "ENERGYD_CONFIG")]
         config: PathBuf,
-        /// The year reported (annual, assessment) or the plan year (plan).
+        /// The year reported (annual, assessment, statistics) or the plan year (plan).
         #[arg(long)]
         year: Option<i32>,
         /// json | csv | xlsx | html

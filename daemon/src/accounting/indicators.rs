@@ -164,7 +164,12 @@ impl BandClass {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Band {
+    /// Where the band comes from: the standard (as the quota row names it), its year and table,
+    /// and whether it is the shipped example table's.
     pub source: String,
+    pub source_year: Option<i32>,
+    pub source_table: Option<String>,
+    pub example: bool,
     pub binding: f64,
     pub benchmark: f64,
     pub guide: f64,
@@ -486,6 +491,9 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
         let quota = reg.quota(i.agency, ind);
         let band = quota.zip(projected).map(|(q, v)| Band {
             source: q.source.clone(),
+            source_year: q.edition_year(),
+            source_table: q.table.clone(),
+            example: q.is_example(),
             binding: q.binding,
             benchmark: q.benchmark,
             guide: q.guide,

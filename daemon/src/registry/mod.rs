@@ -71,6 +71,7 @@
 //! ```
 
 pub mod params;
+pub mod statistics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -112,6 +113,19 @@ pub struct Agency {
     /// 用能人数 (staff on post plus non-establishment staff, daily average) by year.
     #[serde(default)]
     pub headcount: BTreeMap<String, f64>,
+    /// 统一社会信用代码, for the statistics forms ([`statistics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_code: Option<String>,
+    /// 单位类型代码 of the statistics forms, e.g. "01" 国家机关 ([`statistics::TYPE_CODES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_code: Option<String>,
+    /// The signature block of the reports: 负责人, 填报人, 联系电话.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 impl Agency {
@@ -406,6 +420,9 @@ pub struct RegistryFile {
     /// Scoring rules of the assessment (reports); the reference's defaults when absent.
     #[serde(default)]
     pub assessment: AssessmentRules,
+    /// Data-centre rooms of the statistics forms.
+    #[serde(default, rename = "data_centre")]
+    pub data_centres: Vec<statistics::DataCentreRoom>,
 }
 
 /// An included file holds lists only; they are appended to the main file's.
@@ -430,6 +447,8 @@ struct IncludedFile {
     meters: Vec<Meter>,
     #[serde(default, rename = "event")]
     events: Vec<EventRecord>,
+    #[serde(default, rename = "data_centre")]
+    data_centres: Vec<statistics::DataCentreRoom>,
 }
 
 /// A validated registry with indexes.
@@ -472,6 +491,7 @@ impl Registry {
                     file.buildings.extend(i.buildings);
                     file.meters.extend(i.meters);
                     file.events.extend(i.events);
+                    file.data_centres.extend(i.data_centres);
                 }
                 Err(e) => errors.push(e),
             }
@@ -974,6 +994,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
     let agencies = ids("agency", f.agencies.iter().map(|a| a.id.as_str()).collect());
     let buildings = ids("building", f.buildings.iter().map(|b| b.id.as_str()).collect());
     let _meters = ids("meter", f.meters.iter().map(|m| m.id.as_str()).collect());
+    errors.extend(statistics::validate(&f.agencies, &f.meters, &f.data_centres));
     for a in &f.agencies {
         if let Some(p) = &a.parent {
             if !agencies.contains(p) {

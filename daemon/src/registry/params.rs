@@ -374,6 +374,69 @@ pub struct Quota {
     pub benchmark: f64,
     /// 引导值.
     pub guide: f64,
+    /// The table (or clause) of the standard the row is taken from, e.g. "表2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The year of the standard's edition; by default the year at the end of its number
+    /// (`DB37/T 2672-2019` is of 2019).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<i32>,
+}
+
+/// The example quota table shipped with the software (Shandong, DB37/T 2672-2019): rows equal
+/// to one of its rows are the example's, not a table the bureau chose.
+const EXAMPLE_QUOTAS: &str = include_str!("../../../deploy/quotas/shandong-db37-2672-2019.toml");
+
+fn example_rows() -> &'static [Quota] {
+    #[derive(Deserialize)]
+    struct Table {
+        quota: Vec<Quota>,
+    }
+    static ROWS: std::sync::OnceLock<Vec<Quota>> = std::sync::OnceLock::new();
+    ROWS.get_or_init(|| toml::from_str::<Table>(EXAMPLE_QUOTAS).map(|t| t.quota).unwrap_or_default())
+}
+
+/// What the registry's quota rows are, for the warning of the bureau's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaTable {
+    /// No quota rows: no band is classed.
+    Missing,
+    /// Only rows of the shipped example table (or rows that say they are examples).
+    ExampleOnly,
+    /// At least one row of the bureau's own.
+    Explicit,
+}
+
+impl QuotaTable {
+    pub fn of(quotas: &[Quota]) -> QuotaTable {
+        if quotas.is_empty() {
+            QuotaTable::Missing
+        } else if quotas.iter().all(Quota::is_example) {
+            QuotaTable::ExampleOnly
+        } else {
+            QuotaTable::Explicit
+        }
+    }
+}
+
+impl Quota {
+    /// The year of the standard: `year`, else the four digits after the last `-` of the first
+    /// word of `source` that has them.
+    pub fn edition_year(&self) -> Option<i32> {
+        self.year.or_else(|| {
+            self.source.split(|c: char| c.is_whitespace() || c == '(' || c == '（').find_map(|w| {
+                let tail = w.rsplit_once('-')?.1;
+                (tail.len() == 4 && tail.chars().all(|c| c.is_ascii_digit())).then(|| tail.parse().ok()).flatten()
+            })
+        })
+    }
+
+    /// Whether the row is one of the shipped example table's, or says it is an example.
+    pub fn is_example(&self) -> bool {
+        let s = self.source.to_lowercase();
+        s.contains("示例") || s.contains("example") || example_rows().iter().any(|r| r == self)
+    }
 }
 
 /// Absolute budgets of one agency and year: per carrier in counter units, and totals.

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use energy_wire::Carrier;
 use serde::Serialize;
 
-use crate::accounting::indicators::{AgencyIndicators, BandClass, DataStatus, IndicatorValue};
+use crate::accounting::indicators::{AgencyIndicators, Band, BandClass, DataStatus, IndicatorValue};
 use crate::api::accounting::Scope;
 use crate::registry::{AssessmentRules, BindingKind, IncompleteRule, Indicator, Reduction, Registry};
 
@@ -123,6 +123,8 @@ pub struct ScoreItem {
     pub class: Option<BandClass>,
     pub points: f64,
     pub max_points: f64,
+    /// The quota band of a band item, with where it comes from.
+    pub band: Option<Band>,
 }
 
 /// A target missed that counts as binding.
@@ -298,6 +300,7 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
                             class: None,
                             points: scorecard_points(rules, ratio),
                             max_points: rules.scorecard_max(),
+                            band: None,
                         });
                     }
                     _ => skipped.push((*ind, "no_peer")),
@@ -318,6 +321,7 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
                         class: Some(b.class),
                         points: band_points(rules, b.class),
                         max_points: rules.band_max(),
+                        band: Some(b.clone()),
                     });
                     if b.class == BandClass::AboveBinding && rules.binding.contains(&BindingKind::QuotaBinding) {
                         binding_missed.push(BindingMiss { kind: BindingKind::QuotaBinding, indicator: v.indicator, value: x, limit: b.binding });
@@ -416,6 +420,8 @@ pub struct PlanIndicator {
     /// Proposed target for P on the reduction path.
     pub proposed_target: Option<f64>,
     pub target_label: Option<String>,
+    /// The quota band of P-1's projection, with where it comes from.
+    pub band: Option<Band>,
 }
 
 /// One carrier of the estimated budget of the plan year.
@@ -532,6 +538,7 @@ pub fn plan(reg: &Registry, year: i32, as_of: &str, timezone: &str, current: &[A
                 current_target: v.target.as_ref().map(|t| t.value),
                 proposed_target: proposed,
                 target_label: r.and_then(|r| r.label.clone()),
+                band: v.band.clone(),
             });
         }
         // Audit and retrofit.
@@ -701,4 +708,28 @@ pub fn deadlines(reg: &Registry, year: i32, as_of: chrono::NaiveDate, figures: &
         incomplete: agencies.iter().filter(|a| !a.complete).count(),
         agencies,
     }
+}
+
+// ---------------------------------------------------------------- signature
+
+/// The signature block of a document: who reports (填报单位) and its people, from the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Signature {
+    pub unit: Option<String>,
+    pub responsible: Option<String>,
+    pub filler: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// The signature of a document about `agency`, or about every agency (the bureau signs: the
+/// first agency without a parent that has agencies under it, else the first without a parent).
+pub fn signature(reg: &Registry, agency: Option<&str>) -> Signature {
+    let a = match agency {
+        Some(id) => reg.agency(id),
+        None => {
+            let roots = || reg.file.agencies.iter().filter(|a| a.parent.is_none());
+            roots().find(|a| is_bureau(reg, &a.id)).or_else(|| roots().next())
+        }
+    };
+    a.map_or_else(Signature::default, |a| Signature { unit: Some(a.name.clone()), responsible: a.responsible.clone(), filler: a.filler.clone(), phone: a.phone.clone() })
 }

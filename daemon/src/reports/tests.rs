@@ -407,3 +407,7 @@ async fn averages_are_withheld_from_an_agency_unless_three_others_are_in_them() 
     let aff: Vec<bool> = a.averages.iter().filter(|x| x.kind == "affairs").map(|x| x.withheld).collect();
     assert_eq!((gov, aff), (vec![false, false], vec![true, true]));
 }
+
+#[cfg(test)]
+#[path = "official_tests.rs"]
+mod official_tests;
