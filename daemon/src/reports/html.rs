@@ -228,9 +228,14 @@ fn doc_head(lang: Lang, title: &str, items: &[(&str, String)], in_progress: bool
     let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
     if bases {
         let colon = if lang == Lang::Zh { "：" } else { ": " };
+        // Each basis once, with the indicators on it.
         let _ = write!(out, "<p class=\"meta\">{}{colon}</p><ul class=\"meta\">", esc(&t(lang, "area_basis")));
-        for (i, b) in crate::registry::Indicator::ALL.iter().filter_map(|i| i.area_basis().map(|b| (*i, b))) {
-            let _ = write!(out, "<li>{}{colon}{}</li>", esc(labels::indicator(lang, i)), esc(if lang == Lang::Zh { b.name_zh() } else { b.name_en() }));
+        for b in [crate::registry::AreaBasis::Statistics, crate::registry::AreaBasis::Quota] {
+            let on: Vec<&str> = crate::registry::Indicator::ALL.iter().filter(|i| i.area_basis() == Some(b)).map(|i| labels::indicator(lang, *i)).collect();
+            let _ = match lang {
+                Lang::Zh => write!(out, "<li>{}（适用于：{}）</li>", esc(b.name_zh()), esc(&on.join("、"))),
+                Lang::En => write!(out, "<li>{} (for: {})</li>", esc(b.name_en()), esc(&on.join(", "))),
+            };
         }
         out.push_str("</ul>");
     }

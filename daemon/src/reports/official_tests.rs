@@ -212,6 +212,74 @@ async fn chinese_documents_hold_no_english_and_the_forms_add_up() {
     assert!(xlsx_cells(&x).iter().any(|(_, _, _, v)| *v == calamine::Data::String("测试用定额表（表1）".into())), "the plan's workbook names the source");
 }
 
+/// The accounting side's states in Chinese (issue 16): an agency without data (无数据, not
+/// scored), an incomplete indicator (数据不完整 and the engine's note), averages withheld from
+/// an agency's reader, the as-of rule and both per-area bases. None of it prints English.
+#[tokio::test]
+async fn missing_incomplete_and_withheld_data_are_said_in_chinese() {
+    use crate::accounting::indicators::DataStatus;
+    let s = super::scenario().await;
+    let scan = |what: &str, html: &str| {
+        let text = html_text(html);
+        let bad = english_in(&text);
+        assert!(bad.is_empty(), "{what}: English words {bad:?}");
+        for w in ["数据截至当日零时", "统计口径", "定额口径"] {
+            assert!(text.contains(w), "{what}: no `{w}`");
+        }
+        text
+    };
+    let scan_xlsx = |what: &str, x: &[u8]| {
+        for (sheet, r, c, v) in xlsx_cells(x) {
+            if let calamine::Data::String(t) = &v {
+                let bad = english_in(t);
+                assert!(bad.is_empty(), "{what} XLSX {sheet}!{r},{c}: English words {bad:?} in `{t}`");
+            }
+        }
+    };
+    // An agency with a building and no meter: 无数据, not scored.
+    let with_empty = format!(
+        "{REGISTRY}\n[[agency]]\nid = \"empty\"\nname = \"市空置单位\"\nlevel = \"city\"\nparent = \"bureau\"\nkind = \"government\"\nheadcount = {{ 2024 = 80 }}\n\
+         [[building]]\nid = \"b-empty\"\nname = \"无表楼\"\nfloor_area = 4000.0\noccupants = [ {{ agency = \"empty\", share = 1.0 }} ]\n"
+    );
+    let reg2 = Registry::parse(&with_empty).unwrap();
+    for (kind, year) in [(Kind::Annual, 2025), (Kind::Assessment, 2025)] {
+        let mut req = Request { kind, year: Some(year), format: Format::Html, lang: Lang::Zh, agency: None, as_of: None };
+        let html = String::from_utf8(produce(&s.engine, &s.store, &reg2, TZ, &req, day("2026-01-01"), &Visible::All).await.unwrap().bytes).unwrap();
+        let text = scan(kind.as_str(), &html);
+        assert!(text.contains("无数据"), "{}: 无数据", kind.as_str());
+        if kind == Kind::Assessment {
+            assert!(text.contains("无完整数据，不予评分"), "the unscored agency says why");
+        }
+        req.format = Format::Xlsx;
+        scan_xlsx(kind.as_str(), &produce(&s.engine, &s.store, &reg2, TZ, &req, day("2026-01-01"), &Visible::All).await.unwrap().bytes);
+    }
+    // fin's reader: the government and affairs averages cover fewer than three others.
+    let mut req = Request { kind: Kind::Assessment, year: Some(2025), format: Format::Html, lang: Lang::Zh, agency: None, as_of: None };
+    let only_fin = Visible::agencies(vec!["fin".into()]);
+    let html = String::from_utf8(produce(&s.engine, &s.store, &s.reg, TZ, &req, day("2026-01-01"), &only_fin).await.unwrap().bytes).unwrap();
+    assert!(scan("withheld", &html).contains("同类其他单位不足三家，不予显示"));
+    req.format = Format::Xlsx;
+    scan_xlsx("withheld", &produce(&s.engine, &s.store, &s.reg, TZ, &req, day("2026-01-01"), &only_fin).await.unwrap().bytes);
+    // fin's per-person figure incomplete, with the engine's note.
+    let (day_cut, ms) = year_cut(TZ, 2025, day("2026-01-01")).unwrap();
+    let mut inputs = annual_inputs(&s.engine, &s.store, &s.reg, 2025, ms, Some("fin"), &Visible::All).await.unwrap();
+    let f = &mut inputs[0].figures;
+    let v = f.indicators.iter_mut().find(|v| v.indicator == Indicator::EnergyPerPerson).unwrap();
+    v.data = DataStatus::Incomplete;
+    v.projected = None;
+    f.notes.push("incomplete data, not projected, classed, judged or scored: energy_per_person (83.0%)".into());
+    let r = model::annual(&s.reg, 2025, &day_cut.to_string(), "Asia/Shanghai", inputs);
+    let text = scan("incomplete annual", &super::html::annual(&r, Lang::Zh, &model::signature(&s.reg, Some("fin"))));
+    assert!(text.contains("数据不完整，不作预测、定额分档、目标判定和评分：人均综合能耗（数据覆盖率 83.0%）"), "{text}");
+    let mut figures = own_figures(&s.engine, &s.store, &s.reg, 2025, ms).await.unwrap();
+    let fin = figures.iter_mut().find(|f| f.agency == "fin").unwrap();
+    let v = fin.indicators.iter_mut().find(|v| v.indicator == Indicator::EnergyPerPerson).unwrap();
+    v.data = DataStatus::Incomplete;
+    let a = model::assessment(&s.reg.file.assessment, 2025, &day_cut.to_string(), "Asia/Shanghai", &figures);
+    let text = scan("incomplete assessment", &super::html::assessment(&a, Lang::Zh, &model::signature(&s.reg, None)));
+    assert!(text.contains("有考核指标数据缺失或不完整，不予评分（人均综合能耗：数据不完整）"), "{text}");
+}
+
 #[test]
 fn scanner_finds_english_and_allows_codes_standards_and_units() {
     assert_eq!(english_in("电力折标方法：calorific"), ["calorific"]);
