@@ -21,6 +21,8 @@ need=(
   "influxd:influxdb"             # InfluxDB 1.x: the InfluxDB storage backend test (tests/tests/influx.rs)
   "victoria-metrics:victoria-metrics"  # the same backend's v2 write path
   "chromium:chromium"            # headless browser: the bureau's page and the printable reports
+  "unzip:unzip"                  # the report workbooks' page setup (tests/tests/reports.rs)
+  "pdftoppm:poppler-utils"       # the printed reports' pages as PNG, their text and page count (tests/tests/reports.rs)
 )
 missing=()
 for item in "${need[@]}"; do

@@ -146,6 +146,7 @@ async fn main() {
         old_final: Some(1_000_000.0),
         new_initial: Some(0.0),
         quantity: None,
+        multiplier: None,
         by: "bench".into(),
         reason: "benchmark".into(),
         recorded_at: None,

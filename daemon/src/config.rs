@@ -817,3 +817,40 @@ mod tests {
         assert!(e.contains("http.max_unauthenticated_connections_per_client") && e.contains("http.body_read_timeout_ms"), "{e}");
     }
 }
+
+/// What `check-config` prints after "ok": the registry's warnings (`warning: ...`) and the
+/// grid factor each year uses, from the earliest data year of the region to `this_year`.
+pub fn check_report(reg: &crate::registry::Registry, this_year: i32) -> Vec<String> {
+    let mut out: Vec<String> = reg.warnings().into_iter().map(|w| format!("warning: {w}")).collect();
+    let region = &reg.file.accounting.grid_region;
+    let first = reg.grid_factors().iter().filter(|g| &g.region == region).map(|g| g.year).min().unwrap_or(this_year);
+    for (year, g) in reg.grid_factor_years(first, this_year.max(first)) {
+        out.push(format!(
+            "grid factor {year}: {} kgCO2/kWh ({}, data year {}; {})",
+            g.kg_per_kwh,
+            g.region,
+            g.year,
+            g.source.as_deref().unwrap_or("registry [[grid_factor]]")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod check_report_tests {
+    /// One warning, then one line per year: 2021-2023 from the Ministry's table, 2024 and 2025
+    /// from 2023's (the latest data year not after them).
+    #[test]
+    fn check_config_prints_warnings_and_the_factor_of_each_year() {
+        let reg = crate::registry::Registry::parse(
+            "[[agency]]\nid = \"a\"\nname = \"A\"\nlevel = \"city\"\n[[building]]\nid = \"b\"\nname = \"B\"\nfloor_area = 100.0\noccupants = [ { agency = \"a\", share = 1.0 } ]\n\
+             [[meter]]\nid = \"dc\"\nbuilding = \"b\"\ncarrier = \"electricity\"\nend_use = \"data_centre\"\n",
+        )
+        .unwrap();
+        let lines = super::check_report(&reg, 2025);
+        assert!(lines[0].starts_with("warning: meter `dc` measures a special load (data_centre)"), "{lines:?}");
+        let years: Vec<&str> = lines[1..].iter().map(|l| l.split(':').next().unwrap_or("")).collect();
+        assert_eq!(years, ["grid factor 2021", "grid factor 2022", "grid factor 2023", "grid factor 2024", "grid factor 2025"]);
+        assert!(lines[5].contains("0.6634 kgCO2/kWh (shanxi, data year 2023; built in"), "{lines:?}");
+    }
+}

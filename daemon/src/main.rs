@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::Datelike;
 use clap::{Parser, Subcommand};
 use energyd::config::DaemonConfig;
 
@@ -34,11 +35,11 @@ enum Cmd {
     },
     /// Write a report offline, the same bytes as the API gives (README, "Reports").
     Report {
-        /// annual | assessment | plan
+        /// annual | assessment | plan | statistics
         kind: String,
         #[arg(long, env = "ENERGYD_CONFIG")]
         config: PathBuf,
-        /// The year reported (annual, assessment) or the plan year (plan).
+        /// The year reported (annual, assessment, statistics) or the plan year (plan).
         #[arg(long)]
         year: Option<i32>,
         /// json | csv | xlsx | html
@@ -155,6 +156,9 @@ fn main() -> ExitCode {
                     loaded.registry.file.buildings.len(),
                     loaded.registry.file.meters.len()
                 );
+                for l in energyd::config::check_report(&loaded.registry, chrono::Utc::now().with_timezone(&loaded.tz).year()) {
+                    println!("{l}");
+                }
                 Ok(())
             }
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),

@@ -72,8 +72,36 @@ fn screenshot(browser: &str, url: &str, file: &Path, size: &str) {
     println!("screenshot: {}", file.display());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
+/// A part of an XLSX file (a zip) as text, with `unzip`; `None` when unzip is not installed.
+fn xlsx_part(file: &Path, part: &str) -> Option<String> {
+    let out = Command::new("unzip").arg("-p").arg(file).arg(part).output().ok()?;
+    assert!(out.status.success(), "unzip -p {} {part}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workbook's print setup: every sheet A4 (paperSize 9), one page wide, the header frozen
+/// and repeated on every page (print titles), the page number in the footer.
+fn check_page_setup(kind: &str, file: &Path) {
+    let Some(workbook) = xlsx_part(file, "xl/workbook.xml") else {
+        println!("SKIPPED: unzip is not installed; the workbook's page setup was not read");
+        return;
+    };
+    let sheets = workbook.matches("<sheet ").count();
+    assert!(sheets >= 1, "{kind}: {workbook}");
+    assert_eq!(workbook.matches("_xlnm.Print_Titles").count(), sheets, "{kind}: print titles on every sheet: {workbook}");
+    for n in 1..=sheets {
+        let sheet = xlsx_part(file, &format!("xl/worksheets/sheet{n}.xml")).unwrap();
+        assert!(sheet.contains("paperSize=\"9\""), "{kind} sheet {n}: not A4");
+        assert!(sheet.contains("fitToPage=\"1\"") || sheet.contains("fitToWidth"), "{kind} sheet {n}: not fitted to the page width");
+        assert!(sheet.contains("state=\"frozen\""), "{kind} sheet {n}: the header is not frozen");
+        assert!(sheet.contains("第 &amp;P 页，共 &amp;N 页"), "{kind} sheet {n}: no page number in the footer");
+        assert!(sheet.contains("<col "), "{kind} sheet {n}: column widths are not set");
+    }
+}
+
+/// `energyd` on the scenario's registry in a fresh directory, the readings ingested: the
+/// directory, the daemon and its URL.
+async fn start_scenario() -> (tempfile::TempDir, Proc, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::copy(golden_dir().join("registry.toml"), d.join("registry.toml")).unwrap();
@@ -81,10 +109,22 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
     let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
     ingest(&url).await;
+    (dir, daemon, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
+    let (dir, mut daemon, url) = start_scenario().await;
+    let d = dir.path();
     let client = http_client();
 
     // Every report in every format: the API and the CLI (daemon running) give the same bytes.
-    for (kind, path, year) in [("annual", "/api/v1/reports/annual", 2025), ("assessment", "/api/v1/reports/assessment", 2025), ("plan", "/api/v1/plans/energy", 2026)] {
+    for (kind, path, year) in [
+        ("annual", "/api/v1/reports/annual", 2025),
+        ("assessment", "/api/v1/reports/assessment", 2025),
+        ("plan", "/api/v1/plans/energy", 2026),
+        ("statistics", "/api/v1/reports/statistics", 2025),
+    ] {
         for (format, ctype) in [
             ("json", "application/json"),
             ("csv", "text/csv; charset=utf-8"),
@@ -109,6 +149,9 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
                 assert_eq!(code, 0, "{o}{e}");
                 let cli = std::fs::read(&out).unwrap();
                 assert!(api == cli, "{kind} {format} {lang}: the API and the CLI differ ({} and {} bytes)", api.len(), cli.len());
+                if lang == "zh" && format == "xlsx" {
+                    check_page_setup(kind, &out);
+                }
                 if lang == "zh" && (format == "csv" || format == "json") {
                     let want = std::fs::read(golden_dir().join(format!("{kind}-{year}.{format}"))).unwrap();
                     assert!(api == want, "{kind} {format}: differs from the golden file the daemon's tests check");
@@ -153,12 +196,15 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     let page = format!("{url}/?as_of=2026-01-01");
     let dom = dump_dom(browser, &page);
     // fin's total energy 2025: 8 kWh/h x 8760 h x 0.1229 = 8612.83 kgce; its budget 9000.
-    assert!(dom.contains("市财政局") && dom.contains("8612.83") && dom.contains("9000"), "{dom}");
-    // Deadlines of 2025 and links to every report.
-    assert!(dom.contains("2026-03-31") && dom.contains("2026-06-30"), "{dom}");
+    // Numbers with thousands separators.
+    assert!(dom.contains("市财政局") && dom.contains("8,612.83") && dom.contains("9,000"), "{dom}");
+    // Deadlines of 2025 (dates in the Chinese form) and links to every report.
+    assert!(dom.contains("2026年3月31日") && dom.contains("2026年6月30日"), "{dom}");
     assert!(dom.contains("/api/v1/reports/assessment?year=2025&amp;format=xlsx"), "{dom}");
     assert!(dom.contains("市教育局 &lt;&amp;&gt;"), "registry names are escaped");
     assert!(!dom.contains("<script"), "no JavaScript");
+    // The registry has a quota table of its own (测试用定额表): no warning about the bands' source.
+    assert!(!dom.contains("quota-warning") && dom.contains("测试用定额表"), "{dom}");
     screenshot(browser, &page, &art.join("index.png"), "1280,2400");
 
     let report = format!("{url}/api/v1/reports/assessment?year=2025&format=html&as_of=2026-01-01");
@@ -169,9 +215,123 @@ async fn api_and_cli_give_the_same_reports_and_chromium_shows_the_figures() {
     screenshot(browser, &report, &art.join("assessment-2025.png"), "900,1600");
     let annual = format!("{url}/api/v1/reports/annual?year=2025&format=html&lang=en&as_of=2026-01-01");
     let dom = dump_dom(browser, &annual);
-    assert!(dom.contains("Energy per floor area") && dom.contains("8612.83") && dom.contains("whole jurisdiction"), "{dom}");
+    assert!(dom.contains("Energy per floor area") && dom.contains("8,612.83") && dom.contains("whole jurisdiction"), "{dom}");
     screenshot(browser, &annual, &art.join("annual-2025-en.png"), "900,2400");
 
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// The texts of the `<h1>`-`<h3>` headings of an HTML document, tags and character references
+/// removed, white space collapsed.
+fn headings_of(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for level in ["<h1", "<h2", "<h3"] {
+        let close = format!("</{}>", &level[1..]);
+        for part in html.split(level).skip(1) {
+            let inner = part.split_once('>').map_or("", |(_, r)| r);
+            let inner = inner.split(close.as_str()).next().unwrap_or("");
+            let mut text = String::new();
+            let mut in_tag = false;
+            for c in inner.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => in_tag = false,
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&#39;", "'").replace("&quot;", "\"");
+            out.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
+/// Pages of a PDF (pdfinfo), or `None` without poppler-utils.
+fn pdf_pages(pdf: &Path) -> Option<usize> {
+    let out = Command::new("pdfinfo").arg(pdf).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("Pages:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// The text of page `n` of a PDF (pdftotext).
+fn pdf_page_text(pdf: &Path, n: usize) -> String {
+    let out = Command::new("pdftotext").args(["-layout", "-f", &n.to_string(), "-l", &n.to_string()]).arg(pdf).arg("-").output().unwrap();
+    assert!(out.status.success(), "pdftotext {}: {}", pdf.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every printable Chinese document printed to A4 by headless Chromium: each page numbered
+/// "第 i 页，共 N 页" with N the PDF's page count, no page that holds only a heading, the
+/// signature block on the last page of the annual report, the assessment and the forms; the
+/// pages kept as PNG under `<target>/test-artifacts/reports/print/` (pdftoppm).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_documents_are_a4_pages_that_each_hold_more_than_a_heading() {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED: chromium cannot start in this sandbox; nothing was printed");
+        return;
+    };
+    if Command::new("pdftoppm").arg("-v").output().is_err() {
+        println!("SKIPPED: pdftoppm (poppler-utils) is not installed; tests/run.sh installs it");
+        return;
+    }
+    let (_dir, mut daemon, url) = start_scenario().await;
+    let art = artifacts().join("print");
+    std::fs::create_dir_all(&art).unwrap();
+    for (name, path, signed) in [
+        ("annual-2025", "/api/v1/reports/annual?year=2025", true),
+        ("assessment-2025", "/api/v1/reports/assessment?year=2025", true),
+        ("plan-2026", "/api/v1/plans/energy?year=2026", false),
+        ("statistics-2025", "/api/v1/reports/statistics?year=2025", true),
+    ] {
+        // The document's headings, to check that none ends a page (a heading goes with what
+        // follows it).
+        let html = http_client().get(format!("{url}{path}&format=html&as_of=2026-01-01")).send().await.unwrap().text().await.unwrap();
+        let headings = headings_of(&html);
+        assert!(headings.len() >= 3, "{name}: {headings:?}");
+        let pdf = art.join(format!("{name}.pdf"));
+        let _ = std::fs::remove_file(&pdf);
+        let out = Command::new(browser)
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer", "--print-to-pdf-no-header"])
+            .arg(format!("--print-to-pdf={}", pdf.display()))
+            .arg(format!("{url}{path}&format=html&as_of=2026-01-01"))
+            .output()
+            .unwrap();
+        assert!(out.status.success() && pdf.exists(), "chromium --print-to-pdf {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let pages = pdf_pages(&pdf).expect("pdfinfo reads the page count");
+        // Bounds worked out from the scenario: at least the head and one table; the annual
+        // report has seven entries (five agencies, 本级, 全辖) of about a page each.
+        let (min, max) = match name {
+            "annual-2025" => (5, 16),
+            "assessment-2025" => (1, 6),
+            _ => (1, 5),
+        };
+        assert!((min..=max).contains(&pages), "{name}: {pages} pages, expected {min}-{max}");
+        let mut last = String::new();
+        for n in 1..=pages {
+            let text = pdf_page_text(&pdf, n);
+            let number = format!("第 {n} 页，共 {pages} 页");
+            assert!(text.contains(&number), "{name} page {n}: no page number `{number}`:\n{text}");
+            // What the page holds besides its number: more than one line (a heading alone is
+            // one line), and a table's cells or a paragraph, not only a title.
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains(&number)).collect();
+            assert!(lines.len() >= 3, "{name} page {n} holds only a heading:\n{text}");
+            if n < pages {
+                let end = lines.last().copied().unwrap_or_default();
+                assert!(!headings.iter().any(|h| h == end), "{name} page {n} ends with the heading `{end}`, apart from its table:\n{text}");
+            }
+            last = text;
+        }
+        if signed {
+            for w in ["填报单位", "负责人", "填报人", "联系电话", "填报日期", "王局长"] {
+                assert!(last.contains(w), "{name}: the signature block is not on the last page ({w}):\n{last}");
+            }
+        }
+        let status = Command::new("pdftoppm").args(["-png", "-r", "70"]).arg(&pdf).arg(art.join(name)).status().unwrap();
+        assert!(status.success(), "pdftoppm {name}");
+        println!("printed: {} ({pages} pages, PNGs beside it)", pdf.display());
+    }
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }

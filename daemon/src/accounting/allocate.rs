@@ -6,7 +6,9 @@
 //! * A meter's **own** consumption is its full consumption less its children's (the meters whose
 //!   `parent` it is). Over a tree the own parts add up to the root meter: nothing is counted twice.
 //! * Each accounted meter's own part goes to its agency (a sub-meter serving one agency), or to
-//!   the occupants of its building by their shares.
+//!   the occupants of its building by their shares, day by day: the occupants of each day
+//!   (dated `occupancy` changes) and the carrier's allocation key (`allocation`: area,
+//!   headcount or fixed shares).
 //!
 //! So the agencies' totals add up to the accounted root meters' totals (property-tested).
 
@@ -15,7 +17,33 @@ use std::collections::{BTreeMap, HashMap};
 use energy_wire::{Carrier, Quantity};
 
 use super::ledger::{MeterYear, Series};
-use crate::registry::{parse_formula, EndUse, Registry};
+use crate::registry::{parse_formula, DayShares, EndUse, Registry};
+
+/// `k[d] × series[d]` for each day; the hour-of-day profile of each month scaled by the month's
+/// share weighted by consumption (day `d` is `start + d`).
+fn scaled_by_day(own: &Series, k: &[f64], start: chrono::NaiveDate) -> Series {
+    use chrono::Datelike;
+    let days = own.value.len();
+    let mut s = Series::zero(days);
+    let (mut num, mut den, mut ks, mut n) = ([0.0f64; 12], [0.0f64; 12], [0.0f64; 12], [0.0f64; 12]);
+    for (d, &kd) in k.iter().enumerate().take(days) {
+        s.value[d] = kd * own.value[d];
+        s.estimated[d] = kd * own.estimated[d];
+        s.coverage[d] = own.coverage[d];
+        let m = (start + chrono::Duration::days(d as i64)).month0() as usize;
+        num[m] += kd * own.value[d];
+        den[m] += own.value[d];
+        ks[m] += kd;
+        n[m] += 1.0;
+    }
+    for (m, (a, b)) in s.hod.iter_mut().zip(&own.hod).enumerate() {
+        let w = if den[m].abs() > 0.0 { num[m] / den[m] } else if n[m] > 0.0 { ks[m] / n[m] } else { 0.0 };
+        for h in 0..24 {
+            a[h] = w * b[h];
+        }
+    }
+    s
+}
 
 /// What one meter's own consumption gives one agency.
 #[derive(Debug, Clone)]
@@ -64,8 +92,8 @@ pub fn full_series<Y: std::borrow::Borrow<MeterYear>>(reg: &Registry, years: &Ha
     full
 }
 
-/// Every agency's contributions from every accounted meter.
-pub fn contributions(reg: &Registry, full: &HashMap<String, Series>, days: usize) -> (Vec<Contribution>, Vec<NegativeRemainder>) {
+/// Every agency's contributions from every accounted meter, over `days` local days from `start`.
+pub fn contributions(reg: &Registry, full: &HashMap<String, Series>, start: chrono::NaiveDate, days: usize) -> (Vec<Contribution>, Vec<NegativeRemainder>) {
     let mut out = Vec::new();
     let mut negative = Vec::new();
     for m in reg.file.meters.iter().filter(|m| m.accounted) {
@@ -81,9 +109,16 @@ pub fn contributions(reg: &Registry, full: &HashMap<String, Series>, days: usize
             negative.push(NegativeRemainder { meter: m.id.clone(), remainder: total });
         }
         let litre = m.counter() == Quantity::FuelVolume;
-        for (agency, share) in reg.attribution(m) {
-            let mut s = Series::zero(days);
-            s.add_scaled(&own, share, true);
+        for (agency, shares) in reg.attribution_days(m, start, days) {
+            let s = match &shares {
+                DayShares::All(k) => {
+                    let mut s = Series::zero(days);
+                    s.add_scaled(&own, *k, true);
+                    s
+                }
+                DayShares::Days(k) => scaled_by_day(&own, k, start),
+            };
+            let share = shares.mean();
             out.push(Contribution {
                 agency: agency.to_string(),
                 building: m.building.clone(),
@@ -181,11 +216,16 @@ carrier = "electricity"
 formula = "grid - tenant"
 "#;
 
+    const D0: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2026, 1, 1) {
+        Some(d) => d,
+        None => panic!("date"),
+    };
+
     fn year(v: f64) -> MeterYear {
         let mut s = Series::zero(2);
         s.value = vec![v, 0.0];
         s.coverage = vec![1.0, 1.0];
-        MeterYear { series: s, flags: vec![], rejected: 0 }
+        MeterYear { series: s, flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] }
     }
 
     /// Worked by hand: main reads 100 × CT 10 = 1000 kWh; B's sub-meter 150; the kitchen 50.
@@ -198,7 +238,7 @@ formula = "grid - tenant"
         let years: HashMap<String, MeterYear> =
             [("main", 100.0), ("b-sub", 150.0), ("kitchen", 50.0), ("grid", 300.0), ("tenant", 120.0)].into_iter().map(|(m, v)| (m.to_string(), year(v))).collect();
         let full = full_series(&reg, &years, 2);
-        let (c, neg) = contributions(&reg, &full, 2);
+        let (c, neg) = contributions(&reg, &full, D0, 2);
         assert!(neg.is_empty());
         let total = |agency: &str, end_use: Option<EndUse>| -> f64 {
             c.iter().filter(|x| x.agency == agency && end_use.is_none_or(|e| e == x.end_use)).map(|x| x.series.total()).sum()
@@ -215,8 +255,79 @@ formula = "grid - tenant"
     fn children_above_their_parent_are_reported() {
         let reg = Registry::parse(REG).unwrap();
         let years: HashMap<String, MeterYear> = [("main", 10.0), ("b-sub", 150.0)].into_iter().map(|(m, v)| (m.to_string(), year(v))).collect();
-        let (_, neg) = contributions(&reg, &full_series(&reg, &years, 2), 2);
+        let (_, neg) = contributions(&reg, &full_series(&reg, &years, 2), D0, 2);
         assert_eq!(neg, vec![NegativeRemainder { meter: "main".into(), remainder: -50.0 }]);
+    }
+
+    /// Issue 16, finding 8: dated shares and per-carrier keys, worked by hand over four days.
+    /// Building `x` (1000 m²): `a` alone, then from 2026-01-03 (day 2) `a` and `b` half each.
+    /// Electricity 100 a day: a 100 + 100 + 50 + 50 = 300, b 0 + 0 + 50 + 50 = 100.
+    /// Water by headcount (a 30, b 10, over the occupants of each day): days 0-1 all a; days
+    /// 2-3 a 0.75, b 0.25: of 40 a day, a 40 + 40 + 30 + 30 = 140, b 20.
+    /// Heat by fixed shares a 0.2, b 0.8 whatever the occupants: of 10 a day, a 8, b 32.
+    /// Areas over the four days: a (1 + 1 + 0.5 + 0.5) / 4 = 0.75 of 1000 m², b 0.25.
+    #[test]
+    fn dated_occupancy_and_allocation_keys_per_carrier() {
+        let reg = Registry::parse(
+            r#"
+[[agency]]
+id = "a"
+name = "A"
+level = "city"
+headcount = { 2026 = 30 }
+[[agency]]
+id = "b"
+name = "B"
+level = "city"
+headcount = { 2026 = 10 }
+[[building]]
+id = "x"
+name = "X"
+floor_area = 1000.0
+occupants = [ { agency = "a", share = 1.0 } ]
+occupancy = [ { from = "2026-01-03", occupants = [ { agency = "a", share = 0.5 }, { agency = "b", share = 0.5 } ] } ]
+allocation = { water = "headcount", district_heat = { a = 0.2, b = 0.8 } }
+[[meter]]
+id = "e"
+building = "x"
+carrier = "electricity"
+[[meter]]
+id = "w"
+building = "x"
+carrier = "water"
+[[meter]]
+id = "h"
+building = "x"
+carrier = "district_heat"
+"#,
+        )
+        .unwrap();
+        let daily = |v: f64| {
+            let mut s = Series::zero(4);
+            s.value = vec![v; 4];
+            s.coverage = vec![1.0; 4];
+            MeterYear { series: s, flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] }
+        };
+        let years: HashMap<String, MeterYear> = [("e", 100.0), ("w", 40.0), ("h", 10.0)].into_iter().map(|(m, v)| (m.to_string(), daily(v))).collect();
+        let (c, _) = contributions(&reg, &full_series(&reg, &years, 4), D0, 4);
+        let total = |agency: &str, carrier: Carrier| -> f64 { c.iter().filter(|x| x.agency == agency && x.carrier == carrier).map(|x| x.series.total()).sum() };
+        for (agency, carrier, want) in [
+            ("a", Carrier::Electricity, 300.0),
+            ("b", Carrier::Electricity, 100.0),
+            ("a", Carrier::Water, 140.0),
+            ("b", Carrier::Water, 20.0),
+            ("a", Carrier::DistrictHeat, 8.0),
+            ("b", Carrier::DistrictHeat, 32.0),
+        ] {
+            assert!((total(agency, carrier) - want).abs() < 1e-9, "{agency} {carrier:?}: {}", total(agency, carrier));
+        }
+        assert!((reg.agency_areas_over("a", D0, 4).floor_area - 750.0).abs() < 1e-9);
+        assert!((reg.agency_areas_over("b", D0, 4).floor_area - 250.0).abs() < 1e-9);
+        // Bad keys and dates are named.
+        let bad = Registry::parse(&REG.replace("occupants = [ { agency = \"a\", area = 600.0 }", "allocation = { water = \"people\" }\noccupancy = [ { from = \"soon\", occupants = [ { agency = \"a\", share = 1.0 } ] } ]\noccupants = [ { agency = \"a\", area = 600.0 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("`people` is not one of area, headcount") && bad.contains("`from` must be a date"), "{bad}");
     }
 
     proptest! {
@@ -227,7 +338,7 @@ formula = "grid - tenant"
             let ids = ["main", "b-sub", "kitchen", "grid", "tenant"];
             let years: HashMap<String, MeterYear> = ids.iter().zip(&v).map(|(m, x)| (m.to_string(), year(*x))).collect();
             let full = full_series(&reg, &years, 2);
-            let (c, _) = contributions(&reg, &full, 2);
+            let (c, _) = contributions(&reg, &full, D0, 2);
             let agencies: f64 = c.iter().map(|x| x.series.total()).sum();
             let roots = v[0] * 10.0 + (v[3] - v[4]);
             prop_assert!((agencies - roots).abs() < 1e-6 * roots.abs().max(1.0), "{} vs {}", agencies, roots);

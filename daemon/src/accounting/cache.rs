@@ -13,11 +13,22 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::counter::Flag;
-use super::ledger::{MeterYear, Series};
+use super::counter::{Flag, Rejected};
+use super::ledger::{Gap, MeterYear, Series};
+
+/// What a meter's year holds besides its numbers, as JSON.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Found {
+    flags: Vec<Flag>,
+    rejected: Vec<Rejected>,
+    gaps: Vec<Gap>,
+}
 
 /// Bumped whenever the way a meter's year is computed changes.
-pub const ENGINE_VERSION: u32 = 3;
+/// 4: rollover is the register's largest value (range one step more), a reading at a
+/// replacement's time is absorbed, replacements may change the multiplier, rejected readings and
+/// gaps are kept with their times.
+pub const ENGINE_VERSION: u32 = 4;
 
 pub struct DiskCache {
     path: PathBuf,
@@ -150,7 +161,8 @@ fn encode(y: &MeterYear) -> Vec<u8> {
     out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
     out.extend_from_slice(&packed);
     out.extend_from_slice(&(y.rejected as u64).to_le_bytes());
-    out.extend_from_slice(serde_json::to_string(&y.flags).unwrap_or_else(|_| "[]".into()).as_bytes());
+    let found = Found { flags: y.flags.clone(), rejected: y.rejected_readings.clone(), gaps: y.gaps.clone() };
+    out.extend_from_slice(serde_json::to_string(&found).unwrap_or_else(|_| "{}".into()).as_bytes());
     out
 }
 
@@ -176,8 +188,8 @@ fn decode(b: &[u8]) -> Option<MeterYear> {
     }
     let at = 8 + len;
     let rejected = u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?) as usize;
-    let flags: Vec<Flag> = serde_json::from_slice(b.get(at + 8..)?).ok()?;
-    Some(MeterYear { series: Series { value, estimated, coverage, hod }, flags, rejected })
+    let found: Found = serde_json::from_slice(b.get(at + 8..)?).ok()?;
+    Some(MeterYear { series: Series { value, estimated, coverage, hod }, flags: found.flags, rejected, rejected_readings: found.rejected, gaps: found.gaps })
 }
 
 #[cfg(test)]
@@ -191,7 +203,13 @@ mod tests {
         s.estimated[4] = 0.25;
         s.coverage[5] = 0.5;
         s.hod[11][23] = 7.0;
-        let y = MeterYear { series: s, flags: vec![Flag::Rollover { at: 42 }], rejected: 3 };
+        let y = MeterYear {
+            series: s,
+            flags: vec![Flag::Rollover { at: 42 }],
+            rejected: 1,
+            rejected_readings: vec![Rejected { at: 7, value: 0.0, reason: super::super::counter::RejectReason::Decrease }],
+            gaps: vec![Gap { from: 1, to: 9_000_000, estimated: 2.5 }],
+        };
         let b = encode(&y);
         assert!(b.len() < 1000, "{} bytes for a year with four numbers (11 KB uncompressed)", b.len());
         assert_eq!(decode(&b), Some(y));
@@ -206,7 +224,7 @@ mod tests {
     fn rows_survive_a_reopen_and_the_epoch_guards_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.sqlite");
-        let y = std::sync::Arc::new(MeterYear { series: Series::zero(2), flags: vec![], rejected: 0 });
+        let y = std::sync::Arc::new(MeterYear { series: Series::zero(2), flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] });
         let c = DiskCache::open(p.clone());
         c.check_epoch("e1");
         c.put(&[("m".into(), 2025, "k".into(), y.clone()), ("m".into(), 2026, "k".into(), y.clone())]);

@@ -45,6 +45,24 @@ pub fn parse_time(s: &str, tz: Tz) -> Result<DateTime<Tz>, String> {
     Err(format!("`{s}` is neither an RFC 3339 time (2026-03-01T00:00:00+08:00) nor a date (2026-03-01)"))
 }
 
+/// The one definition of "as of" of the API, the bureau's page and the reports: figures run to
+/// the start (local midnight) of the `as_of` day — a date, or an RFC 3339 time taken as its
+/// local day — by default of today. The day itself is not counted, so that a figure asked at
+/// 09:00 and at 17:00 is the same, and a day is never counted before it is over.
+/// Returns that day and the instant.
+pub fn as_of_cut(tz: Tz, today: NaiveDate, as_of: Option<&str>) -> Result<(NaiveDate, i64), String> {
+    let day = match as_of {
+        None => today,
+        Some(s) => parse_time(s, tz)?.date_naive(),
+    };
+    Ok((day, day_start(tz, day).timestamp_millis()))
+}
+
+/// Local midnight at the start of `day`.
+pub fn day_start(tz: Tz, day: NaiveDate) -> DateTime<Tz> {
+    local(tz, day.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
 /// The start of the calendar period after the one containing `t`.
 pub fn next_boundary(t: DateTime<Tz>, interval: Interval) -> DateTime<Tz> {
     let tz = t.timezone();
@@ -111,6 +129,23 @@ mod tests {
         assert_eq!(boundaries(t("2026-01-01"), t("2026-01-03"), Interval::Day, 100).unwrap().len(), 3);
         assert!(boundaries(t("2026-01-01"), t("2027-01-01"), Interval::Hour, 100).is_none());
         assert_eq!(boundaries(t("2026-01-01"), t("2026-01-01"), Interval::Day, 100).unwrap().len(), 1);
+    }
+
+    /// As of: the start of the local day, whatever the time of day asked or given.
+    /// 2026-03-10 in Shanghai starts at 2026-03-09T16:00Z = 1 773 072 000 000 ms; the days of 2026
+    /// before it are 31 (Jan) + 28 (Feb) + 9 = 68.
+    #[test]
+    fn as_of_is_the_start_of_the_local_day() {
+        let today = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
+        let want = 1_773_072_000_000;
+        for given in [None, Some("2026-03-10"), Some("2026-03-10T15:00:00+08:00"), Some("2026-03-10T01:00:00Z")] {
+            assert_eq!(as_of_cut(Shanghai, today, given).unwrap(), (today, want), "{given:?}");
+        }
+        let cal = crate::accounting::ledger::YearCalendar::new(Shanghai, 2026).unwrap();
+        assert_eq!(cal.days_before(want), 68);
+        // Later in the day the figures are the same: the day is not counted before it is over.
+        assert_eq!(cal.days_before(want + 15 * 3_600_000), 69);
+        assert!(as_of_cut(Shanghai, today, Some("soon")).is_err());
     }
 
     #[test]

@@ -7,8 +7,18 @@
 //!   shifted by `old_final - new_initial` (summed over replacements), and a reading `old_final`
 //!   is placed at the replacement time, so the old meter's last stretch and the new meter's first
 //!   both count.
-//! * **Rollovers**: with a known `rollover` value, a decrease that a wrap explains (the
-//!   consumption across the wrap is less than a tenth of the range) adds the range.
+//! * **Replacements** may change the CT/PT ratio: the continuous counter is kept in units of the
+//!   meter's registry `multiplier`, so a new meter with ratio `k` counts `k / multiplier` of a
+//!   unit per unit it shows. A reading at exactly the replacement time is the old meter's final
+//!   or the new meter's initial reading (whichever it is closer to) and is absorbed into the
+//!   replacement, not set aside. An `old_final` below the last reading of the old meter is
+//!   flagged (`old_final_below_last_reading`) and the last reading is taken as the old meter's
+//!   final one, so that no consumption is lost and the new meter's readings are not set aside.
+//! * **Rollovers**: `rollover` is the largest value the register shows (the nameplate: 99999
+//!   for a five-digit register, 99999.99 for one with two decimals). The register wraps from it to
+//!   0, so its range is `rollover` plus one step of its last digit ([`rollover_range`]: 100000
+//!   and 100000.00). A decrease that a wrap explains (the consumption across the wrap is less
+//!   than a tenth of the range) adds the range.
 //! * **Bad readings**: any other decrease is a bad reading and is set aside, never taken as a
 //!   reset (a 0 or "unavailable" after a good reading is the common case). When the counter keeps
 //!   running from the lower value (three readings or more, rising among themselves) it is an
@@ -25,7 +35,8 @@ use crate::registry::EventRecord;
 /// A meter event, times in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Replacement { at: i64, old_final: f64, new_initial: f64 },
+    /// `multiplier`: the new meter's CT/PT ratio from `at` on (`None`: unchanged).
+    Replacement { at: i64, old_final: f64, new_initial: f64, multiplier: Option<f64> },
     Reading { at: i64, value: f64 },
     Exclude { from: i64, to: i64 },
 }
@@ -56,6 +67,11 @@ pub fn check_record(e: &EventRecord) -> Result<(), String> {
         "replacement" => {
             finite("old_final", e.old_final)?;
             finite("new_initial", e.new_initial)?;
+            if let Some(k) = e.multiplier {
+                if !(k.is_finite() && k > 0.0) {
+                    return Err("`multiplier` (the new meter's CT/PT ratio) must be a positive number".into());
+                }
+            }
         }
         "reading" => {
             finite("value", e.value)?;
@@ -67,6 +83,9 @@ pub fn check_record(e: &EventRecord) -> Result<(), String> {
         }
         k => return Err(format!("kind `{k}` is not one of replacement, reading, exclude")),
     }
+    if e.multiplier.is_some() && e.kind != "replacement" {
+        return Err("only a `replacement` event takes `multiplier`".into());
+    }
     Ok(())
 }
 
@@ -75,7 +94,7 @@ pub fn event_of(e: &EventRecord, parse_time: impl Fn(&str) -> Result<i64, String
     check_record(e)?;
     let at = parse_time(&e.time).map_err(|m| format!("time: {m}"))?;
     Ok(match e.kind.as_str() {
-        "replacement" => Event::Replacement { at, old_final: e.old_final.unwrap_or(0.0), new_initial: e.new_initial.unwrap_or(0.0) },
+        "replacement" => Event::Replacement { at, old_final: e.old_final.unwrap_or(0.0), new_initial: e.new_initial.unwrap_or(0.0), multiplier: e.multiplier },
         "reading" => Event::Reading { at, value: e.value.unwrap_or(0.0) },
         _ => {
             let to = parse_time(e.to.as_deref().unwrap_or_default()).map_err(|m| format!("to: {m}"))?;
@@ -100,14 +119,58 @@ pub enum Flag {
     ImplausibleJump { at: i64, per_hour: f64 },
     /// A reading far above the ones after it, which go on from the one before: set aside.
     Spike { at: i64 },
+    /// A replacement's `old_final` (in the old meter's own units) is below the old meter's last
+    /// reading before the replacement: the last reading was taken as its final one.
+    OldFinalBelowLastReading { at: i64, old_final: f64, last_reading: f64 },
+}
+
+impl Flag {
+    pub fn at(&self) -> i64 {
+        match self {
+            Flag::UnexplainedDecrease { at, .. }
+            | Flag::Rollover { at }
+            | Flag::Replacement { at }
+            | Flag::ImplausibleJump { at, .. }
+            | Flag::Spike { at }
+            | Flag::OldFinalBelowLastReading { at, .. } => *at,
+        }
+    }
+}
+
+/// Why a reading was set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// In an `exclude` event's stretch.
+    Excluded,
+    /// Not a number (NaN or infinite).
+    NotFinite,
+    /// A second, different value at a time already read.
+    DuplicateTime,
+    /// Below the last good reading, no wrap or replacement explaining it.
+    Decrease,
+    /// Faster than the meter's `max_per_hour`.
+    ImplausibleJump,
+    /// Far above the readings after it, which go on from the one before.
+    Spike,
+}
+
+/// A reading set aside, in the meter's own units (as read).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub at: i64,
+    pub value: f64,
+    pub reason: RejectReason,
 }
 
 /// The continuous counter and what was found on the way.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Continuous {
     pub readings: Vec<(i64, f64)>,
-    /// Readings set aside as bad.
+    /// Readings set aside as bad (the length of `rejected_readings`).
     pub rejected: usize,
+    /// Each reading set aside, in time order, with why.
+    pub rejected_readings: Vec<Rejected>,
     pub flags: Vec<Flag>,
 }
 
@@ -118,93 +181,149 @@ const PERSISTENT: usize = 3;
 /// A decrease smaller than this share of the counter's value is rounding noise.
 const NOISE: f64 = 1e-9;
 
-/// Builds the continuous counter from raw readings (sorted by time) and events.
-pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, max_per_hour: Option<f64>) -> Continuous {
+/// The range of a register whose largest shown value is `max`: `max` plus one step of its last
+/// digit, the step taken from the decimals `max` is written with (at most six). A five-digit
+/// register showing up to 99999 wraps to 0 after 99999: its range is 100000; one showing up to
+/// 99999.99 has a range of 100000.00.
+pub fn rollover_range(max: f64) -> f64 {
+    let mut scale = 1.0;
+    for _ in 0..6 {
+        let x = max * scale;
+        if (x - x.round()).abs() < 1e-6 {
+            return (x.round() + 1.0) / scale;
+        }
+        scale *= 10.0;
+    }
+    let x = max * scale;
+    (x.round() + 1.0) / scale
+}
+
+/// Builds the continuous counter from raw readings (sorted by time) and events. `rollover` is the
+/// largest value the register shows; `max_per_hour` is in counter units of the meter's
+/// registry `multiplier`, the unit of the continuous counter.
+pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, max_per_hour: Option<f64>, multiplier: f64) -> Continuous {
+    let range = rollover.filter(|r| r.is_finite() && *r > 0.0).map(rollover_range);
+    let base = if multiplier.is_finite() && multiplier > 0.0 { multiplier } else { 1.0 };
+    let mut rej: Vec<Rejected> = Vec::new();
     // Exclusions and manual readings.
     let excluded = |t: i64| events.iter().any(|e| matches!(e, Event::Exclude { from, to } if *from <= t && t <= *to));
-    let mut readings: Vec<(i64, f64)> = raw.iter().copied().filter(|&(t, _)| !excluded(t)).collect();
-    let mut rejected = raw.len() - readings.len();
+    let mut readings: Vec<(i64, f64)> = Vec::with_capacity(raw.len());
+    for &(t, v) in raw {
+        if excluded(t) {
+            rej.push(Rejected { at: t, value: v, reason: RejectReason::Excluded });
+        } else {
+            readings.push((t, v));
+        }
+    }
     let manual: Vec<(i64, f64)> = events.iter().filter_map(|e| if let Event::Reading { at, value } = e { Some((*at, *value)) } else { None }).collect();
     if !manual.is_empty() {
         readings.retain(|(t, _)| !manual.iter().any(|(m, _)| m == t));
         readings.extend(manual);
         readings.sort_by_key(|r| r.0);
     }
-    let mut replacements: Vec<(i64, f64, f64)> =
-        events.iter().filter_map(|e| if let Event::Replacement { at, old_final, new_initial } = e { Some((*at, *old_final, *new_initial)) } else { None }).collect();
+    let mut replacements: Vec<(i64, f64, f64, Option<f64>)> = events
+        .iter()
+        .filter_map(|e| if let Event::Replacement { at, old_final, new_initial, multiplier } = e { Some((*at, *old_final, *new_initial, *multiplier)) } else { None })
+        .collect();
     replacements.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let mut out = Continuous { readings: Vec::with_capacity(readings.len() + replacements.len()), rejected: 0, flags: Vec::new() };
+    let mut out = Continuous { readings: Vec::with_capacity(readings.len() + replacements.len()), rejected: 0, rejected_readings: Vec::new(), flags: Vec::new() };
+    // The continuous counter is `raw × scale + offset`, in units of the registry multiplier.
     let mut offset = 0.0;
+    let mut scale = 1.0;
     let mut next_rep = 0;
+    // Time of the last replacement applied: a reading at exactly that time is absorbed.
+    let mut replaced_at: Option<i64> = None;
     // Raw value of the last kept reading on the current meter (for rollovers).
     let mut last_raw: Option<f64> = None;
     // Readings set aside in a row below the last good value.
     let mut run: Vec<(i64, f64)> = Vec::new();
     let mut flagged_run = false;
+    // Applies one replacement: the old meter's final reading at `at`, then the new meter's scale.
+    let replace = |out: &mut Continuous, (at, old_final, new_initial, k): (i64, f64, f64, Option<f64>), offset: &mut f64, scale: &mut f64, last_raw: &mut Option<f64>| {
+        let mut final_raw = old_final;
+        if let Some(lr) = *last_raw {
+            if lr - old_final > NOISE * lr.abs().max(1.0) {
+                out.flags.push(Flag::OldFinalBelowLastReading { at, old_final, last_reading: lr });
+                final_raw = lr;
+            }
+        }
+        let at_value = final_raw * *scale + *offset;
+        if out.readings.last().is_none_or(|&(lt, lv)| at > lt && at_value >= lv) {
+            out.readings.push((at, at_value));
+        }
+        if let Some(k) = k {
+            *scale = k / base;
+        }
+        *offset = at_value - new_initial * *scale;
+        out.flags.push(Flag::Replacement { at });
+        *last_raw = Some(new_initial);
+    };
     for (t, v) in readings {
         while next_rep < replacements.len() && replacements[next_rep].0 <= t {
-            let (at, old_final, new_initial) = replacements[next_rep];
-            let at_value = old_final + offset;
-            if out.readings.last().is_none_or(|&(lt, lv)| at > lt && at_value >= lv) {
-                out.readings.push((at, at_value));
-            }
-            offset += old_final - new_initial;
-            out.flags.push(Flag::Replacement { at });
-            last_raw = Some(new_initial);
+            replace(&mut out, replacements[next_rep], &mut offset, &mut scale, &mut last_raw);
+            replaced_at = Some(replacements[next_rep].0);
             run.clear();
             flagged_run = false;
             next_rep += 1;
         }
+        if replaced_at == Some(t) {
+            // The old meter's final or the new meter's initial reading, both given by the event.
+            continue;
+        }
         if !v.is_finite() {
-            rejected += 1;
+            rej.push(Rejected { at: t, value: v, reason: RejectReason::NotFinite });
             continue;
         }
         let Some(&(lt, lv)) = out.readings.last() else {
-            out.readings.push((t, v + offset));
+            out.readings.push((t, v * scale + offset));
             last_raw = Some(v);
             continue;
         };
         if t <= lt {
-            rejected += 1;
+            // The same reading twice (overlapping windows) is no bad reading.
+            if !(t == lt && last_raw == Some(v)) {
+                rej.push(Rejected { at: t, value: v, reason: RejectReason::DuplicateTime });
+            }
             continue;
         }
-        let mut adj = v + offset;
+        let mut adj = v * scale + offset;
         // Rounding noise (a float register, a counter integrated in floating point) is no
         // decrease: the reading counts as the last one.
         if adj < lv && lv - adj <= NOISE * lv.abs().max(1.0) {
             adj = lv;
         }
         if adj < lv {
-            if let (Some(r), Some(prev)) = (rollover, last_raw) {
+            if let (Some(r), Some(prev)) = (range, last_raw) {
                 let across = r - prev + v;
                 if v < prev && across >= 0.0 && across < r / 10.0 {
-                    offset += r;
-                    adj = v + offset;
+                    offset += r * scale;
+                    adj = v * scale + offset;
                     out.flags.push(Flag::Rollover { at: t });
                 }
             }
         }
         if adj < lv {
-            rejected += 1;
+            rej.push(Rejected { at: t, value: v, reason: RejectReason::Decrease });
             if run.last().is_some_and(|&(_, rv)| v < rv) {
                 run.clear();
             }
             run.push((t, v));
             if run.len() >= PERSISTENT && !flagged_run {
                 let n = out.readings.len();
-                if n >= 2 && run[0].1 + offset >= out.readings[n - 2].1 {
+                if n >= 2 && run[0].1 * scale + offset >= out.readings[n - 2].1 {
                     // The counter goes on from the reading before the last: the last one was a
                     // spike. Set it aside and keep the run.
-                    if let Some((at, _)) = out.readings.pop() {
+                    if let Some((at, sv)) = out.readings.pop() {
                         out.flags.push(Flag::Spike { at });
+                        rej.retain(|r| !(r.reason == RejectReason::Decrease && run.iter().any(|x| x.0 == r.at)));
+                        rej.push(Rejected { at, value: (sv - offset) / scale, reason: RejectReason::Spike });
                     }
-                    rejected = rejected + 1 - run.len();
-                    out.readings.extend(run.iter().map(|&(rt, rv)| (rt, rv + offset)));
+                    out.readings.extend(run.iter().map(|&(rt, rv)| (rt, rv * scale + offset)));
                     last_raw = run.last().map(|r| r.1);
                     run.clear();
                 } else {
-                    out.flags.push(Flag::UnexplainedDecrease { at: run[0].0, from: lv - offset, to: run[0].1 });
+                    out.flags.push(Flag::UnexplainedDecrease { at: run[0].0, from: (lv - offset) / scale, to: run[0].1 });
                     flagged_run = true;
                 }
             }
@@ -213,7 +332,7 @@ pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, m
         if let Some(max) = max_per_hour {
             let per_hour = (adj - lv) / ((t - lt) as f64 / 3_600_000.0);
             if per_hour > max {
-                rejected += 1;
+                rej.push(Rejected { at: t, value: v, reason: RejectReason::ImplausibleJump });
                 out.flags.push(Flag::ImplausibleJump { at: t, per_hour });
                 continue;
             }
@@ -224,14 +343,12 @@ pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, m
         last_raw = Some(v);
     }
     // Replacements after the last reading still mark the old meter's final reading.
-    for &(at, old_final, _) in &replacements[next_rep..] {
-        let at_value = old_final + offset;
-        if out.readings.last().is_none_or(|&(lt, lv)| at > lt && at_value >= lv) {
-            out.readings.push((at, at_value));
-        }
-        out.flags.push(Flag::Replacement { at });
+    for &r in &replacements[next_rep..] {
+        replace(&mut out, r, &mut offset, &mut scale, &mut last_raw);
     }
-    out.rejected = rejected;
+    rej.sort_by_key(|r| r.at);
+    out.rejected = rej.len();
+    out.rejected_readings = rej;
     out
 }
 
@@ -259,18 +376,19 @@ mod tests {
             (
                 "replacement",
                 vec![(0, 100.0), (H, 110.0), (3 * H, 5.0), (4 * H, 9.0)],
-                vec![Event::Replacement { at: 2 * H, old_final: 120.0, new_initial: 3.0 }],
+                vec![Event::Replacement { at: 2 * H, old_final: 120.0, new_initial: 3.0, multiplier: None }],
                 None,
                 vec![(0, 100.0), (H, 110.0), (2 * H, 120.0), (3 * H, 122.0), (4 * H, 126.0)],
                 0,
                 vec![Flag::Replacement { at: 2 * H }],
             ),
-            // Rollover at 100000: 99990 → 15 is 25 units.
+            // A five-digit register (shows up to 99999, range 100000): 99990 → 15 is
+            // 99999 - 99990 + 1 (the wrap to 0) + 15 = 25 units.
             (
                 "rollover",
                 vec![(0, 99_980.0), (H, 99_990.0), (2 * H, 15.0), (3 * H, 40.0)],
                 vec![],
-                Some(100_000.0),
+                Some(99_999.0),
                 vec![(0, 99_980.0), (H, 99_990.0), (2 * H, 100_015.0), (3 * H, 100_040.0)],
                 0,
                 vec![Flag::Rollover { at: 2 * H }],
@@ -280,7 +398,7 @@ mod tests {
                 "drop that is no rollover",
                 vec![(0, 60_000.0), (H, 10.0), (2 * H, 60_010.0)],
                 vec![],
-                Some(100_000.0),
+                Some(99_999.0),
                 vec![(0, 60_000.0), (2 * H, 60_010.0)],
                 1,
                 vec![],
@@ -319,8 +437,9 @@ mod tests {
             ),
         ];
         for (name, raw, events, rollover, want, rejected, flags) in cases {
-            let c = continuous(&raw, &events, rollover, None);
+            let c = continuous(&raw, &events, rollover, None, 1.0);
             assert_eq!(vals(&c), want, "{name}");
+            assert_eq!(c.rejected_readings.len(), rejected, "{name}");
             assert_eq!(c.rejected, rejected, "{name}");
             assert_eq!(c.flags, flags, "{name}");
         }
@@ -329,7 +448,7 @@ mod tests {
     #[test]
     fn a_jump_beyond_the_physical_maximum_is_set_aside() {
         // 50 kWh in an hour on a meter that cannot do more than 30 kW.
-        let c = continuous(&[(0, 0.0), (H, 50.0), (2 * H, 20.0)], &[], None, Some(30.0));
+        let c = continuous(&[(0, 0.0), (H, 50.0), (2 * H, 20.0)], &[], None, Some(30.0), 1.0);
         assert_eq!(c.readings, vec![(0, 0.0), (2 * H, 20.0)]);
         assert!(matches!(c.flags[0], Flag::ImplausibleJump { at, .. } if at == H));
     }
@@ -345,6 +464,7 @@ mod tests {
             old_final: Some(1.0),
             new_initial: None,
             quantity: None,
+            multiplier: None,
             by: "王工".into(),
             reason: "更换电表".into(),
             recorded_at: None,
@@ -361,5 +481,87 @@ mod tests {
         power.to = Some("2026-01-02".into());
         power.quantity = Some(energy_wire::Quantity::ActivePower);
         assert!(check_record(&power).unwrap_err().contains("`reading` events only"));
+    }
+
+    /// The register's range from its largest shown value, worked by hand.
+    #[test]
+    fn rollover_range_is_the_largest_value_plus_one_step() {
+        for (max, range) in [
+            // Five digits: 00000..99999, 100000 values.
+            (99_999.0, 100_000.0),
+            // Five digits and two decimals: 00000.00..99999.99, the step is 0.01.
+            (99_999.99, 100_000.0),
+            // Eight digits (the old example 99999999.0).
+            (99_999_999.0, 100_000_000.0),
+            // One decimal: 9999.9 + 0.1.
+            (9_999.9, 10_000.0),
+        ] {
+            assert!((rollover_range(max) - range).abs() < 1e-6, "{max}: {}", rollover_range(max));
+        }
+    }
+
+    /// Both registers of the issue, each across one wrap.
+    #[test]
+    fn a_register_wraps_after_its_largest_value() {
+        // Shows up to 99999: 99990 → 15 is 9 (to 99999) + 1 (to 0) + 15 = 25, not 24.
+        let c = continuous(&[(0, 99_990.0), (H, 15.0)], &[], Some(99_999.0), None, 1.0);
+        assert!((c.readings[1].1 - c.readings[0].1 - 25.0).abs() < 1e-9, "{:?}", c.readings);
+        assert_eq!(c.flags, vec![Flag::Rollover { at: H }]);
+        // Shows up to 99999.99: 99999.50 → 0.49 is 0.49 (to 99999.99) + 0.01 (to 0.00) + 0.49 = 0.99.
+        let c = continuous(&[(0, 99_999.50), (H, 0.49)], &[], Some(99_999.99), None, 1.0);
+        assert!((c.readings[1].1 - c.readings[0].1 - 0.99).abs() < 1e-6, "{:?}", c.readings);
+        assert_eq!(c.rejected, 0);
+    }
+
+    /// A reading at exactly the replacement time is the new meter's first (or the old one's
+    /// last): absorbed into the replacement, never counted as rejected.
+    #[test]
+    fn the_reading_at_the_replacement_time_is_not_rejected() {
+        let rep = vec![Event::Replacement { at: 2 * H, old_final: 120.0, new_initial: 3.0, multiplier: None }];
+        // Offset 120 - 3 = 117: 5 → 122, 9 → 126; consumption (120 - 100) + (9 - 3) = 26.
+        let want = vec![(0, 100.0), (H, 110.0), (2 * H, 120.0), (3 * H, 122.0), (4 * H, 126.0)];
+        for at_replacement in [3.0, 120.0] {
+            let c = continuous(&[(0, 100.0), (H, 110.0), (2 * H, at_replacement), (3 * H, 5.0), (4 * H, 9.0)], &rep, None, None, 1.0);
+            assert_eq!(c.readings, want, "{at_replacement}");
+            assert_eq!((c.rejected, c.rejected_readings.clone()), (0, vec![]), "{at_replacement}");
+        }
+        // The same reading twice is no bad reading either.
+        let c = continuous(&[(0, 10.0), (0, 10.0), (H, 12.0)], &[], None, None, 1.0);
+        assert_eq!((c.readings, c.rejected), (vec![(0, 10.0), (H, 12.0)], 0));
+    }
+
+    /// A replacement that changes the CT ratio from the registry's 10 to 20: the new meter's
+    /// units count twice. Old meter 100 → 112 (12 × 10 = 120 primary), new meter 0 → 8
+    /// (8 × 20 = 160 primary): 280 primary, 28 in units of the registry multiplier.
+    #[test]
+    fn a_replacement_may_change_the_multiplier() {
+        let rep = vec![Event::Replacement { at: 2 * H, old_final: 112.0, new_initial: 0.0, multiplier: Some(20.0) }];
+        let c = continuous(&[(0, 100.0), (H, 110.0), (3 * H, 5.0), (4 * H, 8.0)], &rep, None, None, 10.0);
+        assert_eq!(c.readings, vec![(0, 100.0), (H, 110.0), (2 * H, 112.0), (3 * H, 122.0), (4 * H, 128.0)]);
+        assert!(((c.readings[4].1 - c.readings[0].1) * 10.0 - 280.0).abs() < 1e-9);
+    }
+
+    /// `old_final` below the last reading (130 read, 120 entered): flagged, the last reading is
+    /// the old meter's final one, and the new meter's readings are not set aside:
+    /// 100 → 130 on the old meter, 0 → 5 on the new one: 35.
+    #[test]
+    fn an_old_final_below_the_last_reading_is_flagged_not_refused() {
+        let rep = vec![Event::Replacement { at: 2 * H, old_final: 120.0, new_initial: 0.0, multiplier: None }];
+        let c = continuous(&[(0, 100.0), (H, 130.0), (3 * H, 5.0)], &rep, None, None, 1.0);
+        assert_eq!(c.readings, vec![(0, 100.0), (H, 130.0), (2 * H, 130.0), (3 * H, 135.0)]);
+        assert_eq!(c.flags, vec![Flag::OldFinalBelowLastReading { at: 2 * H, old_final: 120.0, last_reading: 130.0 }, Flag::Replacement { at: 2 * H }]);
+        assert_eq!(c.rejected, 0);
+    }
+
+    /// Each reading set aside, with its time, value and why.
+    #[test]
+    fn rejected_readings_say_why() {
+        let c = continuous(&[(0, 100.0), (H, 0.0), (2 * H, 105.0), (3 * H, f64::NAN)], &[], None, None, 1.0);
+        assert_eq!(c.rejected_readings[0], Rejected { at: H, value: 0.0, reason: RejectReason::Decrease });
+        assert_eq!((c.rejected_readings[1].at, c.rejected_readings[1].reason), (3 * H, RejectReason::NotFinite));
+        let c = continuous(&[(0, 100.0), (H, 1e9), (2 * H, 101.0), (3 * H, 102.0), (4 * H, 103.0)], &[], None, None, 1.0);
+        assert_eq!(c.rejected_readings, vec![Rejected { at: H, value: 1e9, reason: RejectReason::Spike }]);
+        let c = continuous(&[(0, 10.0), (H, 999.0), (2 * H, 14.0)], &[Event::Exclude { from: H, to: H }], None, None, 1.0);
+        assert_eq!(c.rejected_readings, vec![Rejected { at: H, value: 999.0, reason: RejectReason::Excluded }]);
     }
 }

@@ -320,8 +320,8 @@ impl Engine {
                             }
                             readings.extend(after);
                             let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
-                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
-                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected)))
+                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
+                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected_readings)))
                         })
                         .collect::<Vec<_>>()
                 });
@@ -351,7 +351,8 @@ impl Engine {
         let cal = self.calendar(year)?;
         let meters = self.meter_years(store, reg, year).await?;
         let full = full_series(reg, &meters, cal.days());
-        let (contributions, negative) = contributions(reg, &full, cal.days());
+        let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).ok_or(EngineError::Year(year))?;
+        let (contributions, negative) = contributions(reg, &full, start, cal.days());
         let mut by_agency: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in contributions.iter().enumerate() {
             by_agency.entry(c.agency.clone()).or_default().push(i);
@@ -399,7 +400,7 @@ impl Engine {
                 }
                 let ind = indicators(&Input { reg, agency, cal: &d.cal, groups: &g, last: None, as_of: d.cal.days(), baselines: &BTreeMap::new() });
                 for v in ind.indicators {
-                    if let Some(x) = v.value {
+                    if let Some(x) = v.value.filter(|_| v.data == super::indicators::DataStatus::Complete) {
                         baselines.insert((v.indicator, d.cal.year), x);
                     }
                 }

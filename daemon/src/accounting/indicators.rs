@@ -15,6 +15,17 @@
 //!   the rate per heating-season day over the heating-season days left (so a projection made in
 //!   summer does not spread winter's heating over the rest of the year).
 //! * Bands classify the whole-year value, or the projection for a year in progress.
+//! * **Completeness** is per indicator, over every carrier behind it ([`uses`]): with no
+//!   reading of any of them in the elapsed days (or no meter at all) the indicator has
+//!   [`DataStatus::NoData`] and no value; with one of them covered less than
+//!   `accounting.complete_coverage` it is [`DataStatus::Incomplete`]: the value so far is kept,
+//!   but it has no projection, no band class, no target judgement and no last-year change. Only
+//!   complete figures reach averages, rankings and scores (reports, `model::assessment`).
+//!   Last year's value of an indicator is given only when last year's data of it is complete.
+//! * Two per-area figures, each on one basis ([`crate::registry::AreaBasis`]):
+//!   `energy_per_building_area` (statistics: the whole 综合能耗 over the building area) and
+//!   `energy_per_area` (quota: special loads and transport out of the energy, excluded areas out
+//!   of the area); the other per-area indicators are on the quota basis.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +34,89 @@ use serde::Serialize;
 
 use super::allocate::GroupKey;
 use super::ledger::{Series, YearCalendar};
-use crate::registry::{Agency, AgencyAreas, EndUse, Indicator, Registry};
+use crate::registry::{Agency, AgencyAreas, AreaBasis, EndUse, Indicator, Registry};
+
+/// Whether an indicator's data can be shown, compared and scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataStatus {
+    Complete,
+    /// Some carrier behind it is covered less than the completeness threshold.
+    Incomplete,
+    /// No meter behind it, or no reading of any in the period.
+    NoData,
+}
+
+impl DataStatus {
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            DataStatus::Complete => "数据完整",
+            DataStatus::Incomplete => "数据不完整",
+            DataStatus::NoData => "无数据",
+        }
+    }
+    pub fn name_en(self) -> &'static str {
+        match self {
+            DataStatus::Complete => "complete",
+            DataStatus::Incomplete => "incomplete data",
+            DataStatus::NoData => "no data",
+        }
+    }
+}
+
+/// Quality of the data behind one indicator, over every carrier it sums.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorQuality {
+    /// The lowest coverage of the carriers behind it over the elapsed days, 0..=1.
+    pub coverage: f64,
+    /// Share measured (the rest spread across gaps), weighted as the indicator sums, 0..=1.
+    pub measured_share: f64,
+    /// Part of it is estimated across gaps.
+    pub estimated: bool,
+}
+
+/// Whether a consumption group is behind an indicator.
+pub fn uses(ind: Indicator, key: GroupKey) -> bool {
+    let (carrier, end_use, _) = key;
+    let energy = carrier != Carrier::Water;
+    let area_part = !end_use.is_special() && end_use != EndUse::Transport;
+    match ind {
+        Indicator::TotalEnergy | Indicator::EnergyPerBuildingArea | Indicator::EnergyPerPerson | Indicator::CarbonTotal => energy,
+        Indicator::EnergyPerArea | Indicator::CarbonPerArea => energy && area_part,
+        Indicator::NonHeatingEnergyPerArea => energy && area_part && end_use != EndUse::Heating,
+        Indicator::HeatingEnergyPerHeatedArea => energy && area_part && end_use == EndUse::Heating,
+        Indicator::ElectricityPerArea => carrier == Carrier::Electricity && area_part,
+        Indicator::WaterPerPerson | Indicator::WaterTotal => carrier == Carrier::Water,
+        Indicator::EnergyCost => true,
+    }
+}
+
+/// The data status and quality of `ind` over days `[0, upto)` of `groups`: no group behind it or
+/// none read is no data; the lowest coverage below `complete` is incomplete.
+pub fn indicator_quality(reg: &Registry, year: i32, groups: &BTreeMap<GroupKey, Series>, ind: Indicator, upto: usize, complete: f64) -> (DataStatus, IndicatorQuality) {
+    let mut coverage = f64::INFINITY;
+    let (mut est, mut total, mut any) = (0.0, 0.0, false);
+    for (k, s) in groups.iter().filter(|(k, _)| uses(ind, **k)) {
+        coverage = coverage.min(s.coverage_of(0, upto));
+        // Weighted as the indicator sums: kgce for energy, natural units for one carrier, yuan
+        // (the flat price) for cost.
+        let w = match ind {
+            Indicator::WaterPerPerson | Indicator::WaterTotal | Indicator::ElectricityPerArea => 1.0,
+            Indicator::EnergyCost => reg.tariff(k.0, year).map_or(0.0, |t| t.price),
+            _ => reg.kgce_per_unit(k.0, k.2),
+        };
+        let e: f64 = s.estimated[..upto.min(s.estimated.len())].iter().sum();
+        est += e * w;
+        total += s.sum(0, upto) * w;
+        any |= e > 0.0;
+    }
+    if !coverage.is_finite() || coverage <= 0.0 {
+        return (DataStatus::NoData, IndicatorQuality { coverage: 0.0, measured_share: 0.0, estimated: false });
+    }
+    let measured_share = if total > 0.0 { (1.0 - est / total).clamp(0.0, 1.0) } else { 1.0 };
+    let status = if coverage + 1e-12 >= complete { DataStatus::Complete } else { DataStatus::Incomplete };
+    (status, IndicatorQuality { coverage, measured_share, estimated: any })
+}
 
 /// Which side of the quota band a value is on (DB37/T 2671 Annex A).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,7 +164,12 @@ impl BandClass {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Band {
+    /// Where the band comes from: the standard (as the quota row names it), its year and table,
+    /// and whether it is the shipped example table's.
     pub source: String,
+    pub source_year: Option<i32>,
+    pub source_table: Option<String>,
+    pub example: bool,
     pub binding: f64,
     pub benchmark: f64,
     pub guide: f64,
@@ -104,6 +202,15 @@ pub struct IndicatorValue {
     pub change_pct: Option<f64>,
     pub band: Option<Band>,
     pub target: Option<Target>,
+    /// Whether the data behind it is complete; when not, no projection, band, target or change.
+    pub data: DataStatus,
+    /// Quality of the data of every carrier behind it.
+    pub quality: IndicatorQuality,
+    /// The basis of a per-area figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basis: Option<AreaBasis>,
+    /// A quota band applies to it (whether or not its data allows a class).
+    pub has_quota: bool,
 }
 
 /// Consumption of one carrier.
@@ -247,6 +354,7 @@ pub fn values(s: &Sums, areas: &AgencyAreas, headcount: Option<f64>) -> BTreeMap
     let mut m = BTreeMap::new();
     m.insert(Indicator::TotalEnergy, Some(s.kgce));
     m.insert(Indicator::EnergyPerArea, per(s.kgce_area, a));
+    m.insert(Indicator::EnergyPerBuildingArea, per(s.kgce, areas.building_area));
     m.insert(Indicator::NonHeatingEnergyPerArea, per(s.kgce_non_heating_area, a));
     m.insert(Indicator::HeatingEnergyPerHeatedArea, per(s.kgce_heating, areas.heated_area));
     m.insert(Indicator::EnergyPerPerson, headcount.and_then(|h| per(s.kgce, h)));
@@ -353,7 +461,9 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
     let days = i.cal.days();
     let as_of = i.as_of.min(days);
     let in_progress = as_of < days;
-    let areas = reg.agency_areas(&i.agency.id);
+    let year_start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or_default();
+    // Areas over the days counted (an agency that moved follows its occupancy).
+    let areas = reg.agency_areas_over(&i.agency.id, year_start, as_of.max(1));
     let headcount = i.agency.headcount(year);
     let complete_at = reg.file.accounting.complete_coverage;
     let now = sums(reg, year, i.cal, i.groups, 0, as_of);
@@ -366,23 +476,34 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
     let v_last = last.as_ref().map(|l| values(l, &areas, last_head));
     let mut notes = Vec::new();
     let mut out_ind = Vec::new();
+    let mut incomplete: Vec<String> = Vec::new();
     for ind in Indicator::ALL {
-        let value = v_now.get(&ind).copied().flatten();
-        let projected = if in_progress { v_proj.get(&ind).copied().flatten() } else { value };
-        let last_year = v_last.as_ref().and_then(|m| m.get(&ind).copied().flatten());
+        let (data, quality) = indicator_quality(reg, year, i.groups, ind, as_of, complete_at);
+        let complete = data == DataStatus::Complete;
+        let value = v_now.get(&ind).copied().flatten().filter(|_| data != DataStatus::NoData);
+        let projected = if in_progress { v_proj.get(&ind).copied().flatten() } else { value }.filter(|_| complete);
+        let last_complete = i.last.is_some_and(|(lcal, lg)| indicator_quality(reg, year - 1, lg, ind, lcal.days(), complete_at).0 == DataStatus::Complete);
+        let last_year = v_last.as_ref().and_then(|m| m.get(&ind).copied().flatten()).filter(|_| last_complete);
         let change_pct = match (projected, last_year) {
             (Some(p), Some(l)) if l.abs() > 1e-12 => Some((p - l) / l * 100.0),
             _ => None,
         };
-        let band = reg.quota(i.agency, ind).zip(projected).map(|(q, v)| Band {
+        let quota = reg.quota(i.agency, ind);
+        let band = quota.zip(projected).map(|(q, v)| Band {
             source: q.source.clone(),
+            source_year: q.edition_year(),
+            source_table: q.table.clone(),
+            example: q.is_example(),
             binding: q.binding,
             benchmark: q.benchmark,
             guide: q.guide,
             class: BandClass::of(v, q.binding, q.benchmark, q.guide),
         });
         let mut target = None;
-        if let Some(r) = reg.reductions(&i.agency.id, year).into_iter().find(|r| r.indicator == ind) {
+        if data == DataStatus::Incomplete {
+            incomplete.push(format!("{} ({:.1}%)", ind.name(), quality.coverage * 100.0));
+        }
+        if let Some(r) = reg.reductions(&i.agency.id, year).into_iter().find(|r| r.indicator == ind).filter(|_| complete) {
             let base = r.baseline_value.or_else(|| i.baselines.get(&(ind, r.baseline_year)).copied());
             match base {
                 Some(b) => {
@@ -400,7 +521,7 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
                 None => notes.push(format!("{}: no data for the baseline year {} and no baseline_value given", ind.name(), r.baseline_year)),
             }
         }
-        if target.is_none() {
+        if target.is_none() && complete {
             if let Some(b) = reg.budget(&i.agency.id, year) {
                 let budget = match ind {
                     Indicator::TotalEnergy => b.energy_kgce,
@@ -413,7 +534,10 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
                 }
             }
         }
-        out_ind.push(IndicatorValue { indicator: ind, unit: ind.unit(), value, projected, last_year, change_pct, band, target });
+        out_ind.push(IndicatorValue { indicator: ind, unit: ind.unit(), value, projected, last_year, change_pct, band, target, data, quality, basis: ind.area_basis(), has_quota: quota.is_some() });
+    }
+    if !incomplete.is_empty() {
+        notes.push(format!("incomplete data, not projected, classed, judged or scored: {}", incomplete.join(", ")));
     }
     // Per carrier.
     let mut carriers: BTreeMap<Carrier, CarrierFigure> = BTreeMap::new();
@@ -523,11 +647,14 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
 /// left out of aggregates; band classes are recomputed.
 pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[String]) {
     let year = f.year;
-    let (mut floor, mut heated, mut head, mut head_last) = (0.0, 0.0, 0.0, 0.0);
+    let (mut floor, mut building, mut heated, mut head, mut head_last) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut head_known = true;
+    let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or_default();
+    let days = f.days_elapsed.max(1);
     for m in members {
-        let a = reg.agency_areas(m);
+        let a = reg.agency_areas_over(m, start, days);
         floor += a.floor_area;
+        building += a.building_area;
         heated += a.heated_area;
         match reg.agency(m).and_then(|a| a.headcount(year)) {
             Some(h) => head += h,
@@ -535,7 +662,7 @@ pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[Strin
         }
         head_last += reg.agency(m).and_then(|a| a.headcount(year - 1)).unwrap_or(0.0);
     }
-    let own = reg.agency_areas(&f.agency);
+    let own = reg.agency_areas_over(&f.agency, start, days);
     let own_head = reg.agency(&f.agency).and_then(|a| a.headcount(year));
     let own_head_last = reg.agency(&f.agency).and_then(|a| a.headcount(year - 1));
     let ratio = |own: f64, sum: f64| if own > 0.0 && sum > 0.0 { Some(own / sum) } else { None };
@@ -544,6 +671,7 @@ pub fn aggregate_over(reg: &Registry, f: &mut AgencyIndicators, members: &[Strin
             Indicator::EnergyPerArea | Indicator::NonHeatingEnergyPerArea | Indicator::ElectricityPerArea | Indicator::CarbonPerArea => {
                 (ratio(own.floor_area, floor), ratio(own.floor_area, floor))
             }
+            Indicator::EnergyPerBuildingArea => (ratio(own.building_area, building), ratio(own.building_area, building)),
             Indicator::HeatingEnergyPerHeatedArea => (ratio(own.heated_area, heated), ratio(own.heated_area, heated)),
             Indicator::EnergyPerPerson | Indicator::WaterPerPerson => {
                 (own_head.and_then(|h| ratio(h, if head_known { head } else { 0.0 })), own_head_last.and_then(|h| ratio(h, head_last)))
@@ -645,11 +773,11 @@ baseline_value = 20.0
                 for (_, days) in per_day.iter().filter(|(id, _)| *id == m.id) {
                     s.value[..days.len()].copy_from_slice(days);
                 }
-                (m.id.clone(), MeterYear { series: s, flags: vec![], rejected: 0 })
+                (m.id.clone(), MeterYear { series: s, flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] })
             })
             .collect();
         let full = full_series(reg, &years, cal.days());
-        let (c, _) = contributions(reg, &full, cal.days());
+        let (c, _) = contributions(reg, &full, chrono::NaiveDate::from_ymd_opt(cal.year, 1, 1).unwrap(), cal.days());
         agency_groups(c.iter(), cal.days())
     }
 
@@ -693,6 +821,59 @@ baseline_value = 20.0
         assert_eq!(r.energy_budget_crossed_day, Some(0));
         assert!(!r.in_progress);
         assert_eq!(r.quality.measured_share, 1.0);
+        // The statistics figure: the whole 30 579 kgce over the whole 1200 m² = 25.4825, beside
+        // the quota figure 29.35 above (kitchen out, garage out).
+        assert!(close(v(Indicator::EnergyPerBuildingArea), 25.4825));
+        assert_eq!(r.get(Indicator::EnergyPerBuildingArea).unwrap().basis, Some(AreaBasis::Statistics));
+        assert_eq!(r.get(Indicator::EnergyPerArea).unwrap().basis, Some(AreaBasis::Quota));
+        assert!(r.indicators.iter().all(|x| x.data == DataStatus::Complete));
+    }
+
+    /// Issue 16, finding 5: an indicator's quality counts every carrier behind it. Water 3 000
+    /// m³ of which 1 500 spread across a gap: water per person is estimated, measured share
+    /// 0.5; total energy (no water behind it) is not.
+    #[test]
+    fn quality_counts_every_carrier_behind_an_indicator() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        let mut g = groups_of(&reg, &cal, &[("elec", vec![110_000.0]), ("heat", vec![500.0]), ("water", vec![3_000.0])]);
+        let water = g.iter_mut().find(|(k, _)| k.0 == Carrier::Water).unwrap().1;
+        water.estimated[0] = 1_500.0;
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: cal.days(), baselines: &BTreeMap::new() });
+        let q = |i: Indicator| r.get(i).unwrap().quality.clone();
+        assert_eq!((q(Indicator::WaterPerPerson).estimated, q(Indicator::WaterPerPerson).measured_share), (true, 0.5));
+        assert_eq!((q(Indicator::TotalEnergy).estimated, q(Indicator::TotalEnergy).measured_share), (false, 1.0));
+    }
+
+    /// Issue 16, finding 1: heat covered half the year is incomplete: the value so far stays,
+    /// but no projection, band class, target or change; an indicator with no meter behind it has
+    /// no value at all (never 0). Electricity alone is complete.
+    #[test]
+    fn incomplete_and_missing_data_are_said_not_scored() {
+        let reg = Registry::parse(REG).unwrap();
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
+        let mut g = groups_of(&reg, &cal, &[("elec", vec![110_000.0]), ("heat", vec![500.0])]);
+        let heat = g.iter_mut().find(|(k, _)| k.0 == Carrier::DistrictHeat).unwrap().1;
+        for c in heat.coverage.iter_mut().skip(180) {
+            *c = 0.0;
+        }
+        g.retain(|k, _| k.0 != Carrier::Water);
+        let agency = reg.agency("a").unwrap();
+        let r = indicators(&Input { reg: &reg, agency, cal: &cal, groups: &g, last: None, as_of: cal.days(), baselines: &BTreeMap::new() });
+        let heat = r.get(Indicator::HeatingEnergyPerHeatedArea).unwrap();
+        assert_eq!(heat.data, DataStatus::Incomplete);
+        // Coverage 180 / 365 days.
+        assert!((heat.quality.coverage - 180.0 / 365.0).abs() < 1e-9);
+        assert!(heat.value.is_some() && heat.projected.is_none() && heat.band.is_none() && heat.target.is_none());
+        // Total energy sums the heat too: incomplete; its budget is not judged.
+        assert_eq!(r.get(Indicator::TotalEnergy).unwrap().data, DataStatus::Incomplete);
+        assert!(r.get(Indicator::TotalEnergy).unwrap().target.is_none());
+        let nh = r.get(Indicator::NonHeatingEnergyPerArea).unwrap();
+        assert_eq!(nh.data, DataStatus::Complete);
+        assert_eq!(nh.band.as_ref().map(|b| b.class), Some(BandClass::AboveGuide));
+        let w = r.get(Indicator::WaterPerPerson).unwrap();
+        assert_eq!((w.data, w.value, w.projected), (DataStatus::NoData, None, None));
     }
 
     /// A year in progress with no last year: the trend, heating per heating-season day.

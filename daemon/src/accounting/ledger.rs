@@ -8,7 +8,7 @@ use chrono_tz::Tz;
 
 use super::calendar::{boundaries, Interval};
 use super::consumption::consumption;
-use super::counter::Flag;
+use super::counter::{Flag, Rejected};
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
 pub const MAX_GAP_MS: i64 = 3_600_000;
@@ -127,17 +127,33 @@ impl Series {
     }
 }
 
+/// A stretch between two readings further apart than [`MAX_GAP_MS`]: the consumption across it
+/// is known exactly (the counter at both ends), its split between hours is spread and estimated.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Gap {
+    /// The readings at both ends, milliseconds.
+    pub from: i64,
+    pub to: i64,
+    /// The counter increase across the gap (counter units before the multiplier).
+    pub estimated: f64,
+}
+
 /// One meter's year, in counter units before the multiplier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeterYear {
     pub series: Series,
     pub flags: Vec<Flag>,
+    /// Readings of the year set aside (the length of `rejected_readings`).
     pub rejected: usize,
+    /// Each of them, with its time, value and why.
+    pub rejected_readings: Vec<Rejected>,
+    /// Gaps that overlap the year.
+    pub gaps: Vec<Gap>,
 }
 
 /// Computes a meter's year from its continuous counter readings (covering the year and the
 /// readings just around it).
-pub fn meter_year(readings: &[(i64, f64)], cal: &YearCalendar, flags: Vec<Flag>, rejected: usize) -> MeterYear {
+pub fn meter_year(readings: &[(i64, f64)], cal: &YearCalendar, flags: Vec<Flag>, rejected: Vec<Rejected>) -> MeterYear {
     let c = consumption(readings, &cal.bounds, MAX_GAP_MS);
     let mut s = Series::zero(cal.days());
     let mut hours_in_day = vec![0u32; cal.days()];
@@ -154,15 +170,14 @@ pub fn meter_year(readings: &[(i64, f64)], cal: &YearCalendar, flags: Vec<Flag>,
     }
     let y0 = cal.start();
     let y1 = cal.end();
-    let flags = flags
-        .into_iter()
-        .filter(|f| match f {
-            Flag::UnexplainedDecrease { at, .. } | Flag::Rollover { at } | Flag::Replacement { at } | Flag::ImplausibleJump { at, .. } | Flag::Spike { at } => {
-                (y0..y1).contains(at)
-            }
-        })
+    let flags = flags.into_iter().filter(|f| (y0..y1).contains(&f.at())).collect();
+    let rejected_readings: Vec<Rejected> = rejected.into_iter().filter(|r| (y0..y1).contains(&r.at)).collect();
+    let gaps = readings
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 > MAX_GAP_MS && w[1].0 > y0 && w[0].0 < y1)
+        .map(|w| Gap { from: w[0].0, to: w[1].0, estimated: w[1].1 - w[0].1 })
         .collect();
-    MeterYear { series: s, flags, rejected: rejected + c.rejected_readings }
+    MeterYear { series: s, flags, rejected: rejected_readings.len() + c.rejected_readings, rejected_readings, gaps }
 }
 
 #[cfg(test)]
@@ -193,7 +208,9 @@ mod tests {
         // 04:00 on day 1 (counter 36: 16 over 8 hours), hourly again to the end of day 1 (56).
         let mut r: Vec<(i64, f64)> = (0..=20).map(|i| (t0 + i * h, i as f64)).collect();
         r.extend((28..=48).map(|i| (t0 + i * h, 36.0 + (i - 28) as f64)));
-        let y = meter_year(&r, &cal, vec![], 0);
+        let y = meter_year(&r, &cal, vec![], vec![]);
+        // One gap, from 20:00 on day 0 to 04:00 on day 1, 16 units across it.
+        assert_eq!(y.gaps, vec![Gap { from: t0 + 20 * h, to: t0 + 28 * h, estimated: 16.0 }]);
         // Day 0: 20 measured + 4 of the 16 spread over 20:00-24:00 (2 per hour) = 28? No: the gap
         // is 8 hours for 16 units, 2 per hour, so 20:00-24:00 gets 8: day 0 = 20 + 8 = 28.
         assert!((y.series.value[0] - 28.0).abs() < 1e-9, "{}", y.series.value[0]);

@@ -51,8 +51,9 @@ pub fn scope_members<'a>(reg: &'a Registry, agency: &'a Agency, scope: Scope) ->
     }
 }
 
-/// The year asked (default: the current year) and the instant figures run to: now for the
-/// current year, `as_of` when given, the year's end for a past year.
+/// The year asked (default: the current year) and the instant figures run to: the start of the
+/// local day of `as_of` (default today), the same "as of" as the page and the reports
+/// ([`crate::accounting::calendar::as_of_cut`]); a past year runs to its end.
 pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64), ApiError> {
     let now = chrono::Utc::now().with_timezone(&s.tz);
     let year = match p.get("year") {
@@ -62,11 +63,13 @@ pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64
     if !(1970..=2200).contains(&year) {
         return Err(ApiError::bad_request(format!("year {year} is outside 1970-2200")));
     }
-    let now_ms = match p.get("as_of") {
-        Some(a) => crate::accounting::calendar::parse_time(a, s.tz).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?.timestamp_millis(),
-        None => now.timestamp_millis(),
-    };
+    let (_, now_ms) = crate::accounting::calendar::as_of_cut(s.tz, now.date_naive(), p.get("as_of").map(String::as_str)).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
     Ok((year, now_ms))
+}
+
+/// The `as_of` instant in the time zone, for the answers.
+fn as_of_text(s: &Shared, now_ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(now_ms).map(|t| t.with_timezone(&s.tz).to_rfc3339())
 }
 
 /// Indicators of the given agencies (each over its scope).
@@ -103,6 +106,8 @@ pub(super) async fn agency_indicators(
         o.insert("scope".into(), json!(match scope { Scope::Agency => "agency", Scope::Level => "level", Scope::Tree => "tree" }));
         o.insert("members".into(), json!(members));
         o.insert("timezone".into(), json!(s.tz.name()));
+        o.insert("as_of".into(), json!(as_of_text(&s, now_ms)));
+        o.insert("as_of_rule".into(), json!(crate::reports::model::AS_OF_RULE));
     }
     Ok(Json(v))
 }
@@ -115,7 +120,7 @@ pub(super) async fn all_indicators(State(s): State<Shared>, principal: Principal
     let (year, now_ms) = year_and_now(&s, &p)?;
     let agencies: Vec<&Agency> = reg.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)).collect();
     let out = compute(&s, year, now_ms, &agencies, Scope::Agency).await?;
-    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "items": out })))
+    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "as_of": as_of_text(&s, now_ms), "as_of_rule": crate::reports::model::AS_OF_RULE, "items": out })))
 }
 
 /// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who
@@ -178,7 +183,8 @@ pub(super) async fn post_event(
         o.insert("correction".into(), c.clone());
     }
     s.record(&principal, "meter.event", &id, detail).await;
-    let mut answer = json!({ "stored": stored });
+    let warnings = replacement_warnings(&s, &stored).await;
+    let mut answer = json!({ "stored": stored, "warnings": warnings });
     if let Some(c) = correction {
         answer["correction"] = c;
     }
@@ -209,6 +215,28 @@ fn rfc3339_ms(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
+/// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
+/// reading: stored, but said (the last reading is taken as the old meter's final one).
+async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
+    if rec.kind != "replacement" {
+        return Vec::new();
+    }
+    let Ok(t) = crate::accounting::calendar::parse_time(&rec.time, s.tz) else { return Vec::new() };
+    let Ok(years) = s.engine.meter_years(&s.store, &s.registry, t.year()).await else { return Vec::new() };
+    let at = t.timestamp_millis();
+    years
+        .get(&rec.meter)
+        .into_iter()
+        .flat_map(|y| &y.flags)
+        .filter_map(|f| match f {
+            crate::accounting::counter::Flag::OldFinalBelowLastReading { at: a, old_final, last_reading } if *a == at => Some(format!(
+                "old_final {old_final} is below the old meter's last reading {last_reading} before the replacement (both in the old meter's own units): the last reading is taken as its final one"
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// `GET /api/v1/meters/{id}/events`
 pub(super) async fn list_events(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     if s.registry.meter(&id).is_none() {
@@ -218,7 +246,9 @@ pub(super) async fn list_events(State(s): State<Shared>, Path(id): Path<String>)
 }
 
 /// `GET /api/v1/meters/{id}/flags?year=..`: what the engine found in a meter's counter that
-/// year (replacements, rollovers, spikes, and decreases an engineer must explain).
+/// year (replacements, rollovers, spikes, and decreases an engineer must explain), its gaps
+/// (`gaps`: from, to, the estimated amount) and each reading set aside (`rejected`: time,
+/// value, reason).
 pub(super) async fn meter_flags(State(s): State<Shared>, Path(id): Path<String>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let reg = s.registry.clone();
     if reg.meter(&id).is_none() {
@@ -232,6 +262,9 @@ pub(super) async fn meter_flags(State(s): State<Shared>, Path(id): Path<String>,
         "flags": y.map(|y| y.flags.clone()).unwrap_or_default(),
         "rejected_readings": y.map_or(0, |y| y.rejected),
     });
+    if let (Some(o), Some(y), Some(m)) = (out.as_object_mut(), y, reg.meter(&id)) {
+        o.extend(gaps_and_rejected(y, m.multiplier, m.counter().unit(), s.tz));
+    }
     add_conflicts(&s, &id, &mut out).await?;
     Ok(Json(out))
 }
@@ -264,4 +297,20 @@ async fn add_conflicts(s: &Shared, id: &str, out: &mut Value) -> Result<(), ApiE
         o.insert("open_conflicts".into(), json!(open));
     }
     Ok(())
+}
+
+/// A meter year's gaps (with the estimated amount after the multiplier) and its rejected
+/// readings (as read, in the meter's own units), times in RFC 3339 of the time zone.
+pub fn gaps_and_rejected(y: &crate::accounting::ledger::MeterYear, multiplier: f64, unit: &str, tz: chrono_tz::Tz) -> serde_json::Map<String, Value> {
+    let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339());
+    let gaps: Vec<Value> = y
+        .gaps
+        .iter()
+        .map(|g| json!({ "from": time(g.from), "to": time(g.to), "hours": (g.to - g.from) as f64 / 3_600_000.0, "estimated": g.estimated * multiplier, "unit": unit }))
+        .collect();
+    let rejected: Vec<Value> = y.rejected_readings.iter().map(|r| json!({ "time": time(r.at), "value": r.value, "reason": r.reason })).collect();
+    let mut m = serde_json::Map::new();
+    m.insert("gaps".into(), json!(gaps));
+    m.insert("rejected".into(), json!(rejected));
+    m
 }

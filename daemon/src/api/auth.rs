@@ -75,6 +75,7 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
             | "/api/v1/indicators"
             | "/api/v1/reports/annual"
             | "/api/v1/reports/assessment"
+            | "/api/v1/reports/statistics"
             | "/api/v1/plans/energy"
             | "/api/v1/deadlines",
         ) if read => {

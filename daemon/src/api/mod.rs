@@ -147,6 +147,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/buildings/{id}/profile", get(profile::profile))
         .route("/api/v1/reports/annual", get(reports::annual))
         .route("/api/v1/reports/assessment", get(reports::assessment))
+        .route("/api/v1/reports/statistics", get(reports::statistics))
         .route("/api/v1/plans/energy", get(reports::plan))
         .route("/api/v1/deadlines", get(reports::deadlines))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })

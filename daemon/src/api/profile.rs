@@ -199,10 +199,15 @@ pub(super) async fn ranking(State(s): State<Shared>, Query(p): Query<HashMap<Str
     let reg = s.registry.clone();
     let agencies: Vec<&crate::registry::Agency> = reg.file.agencies.iter().collect();
     let all = super::accounting::compute(&s, year, now_ms, &agencies, super::accounting::Scope::Agency).await?;
+    // Only complete figures are ranked; the others are listed apart with why.
+    let not_ranked: Vec<Value> = all
+        .iter()
+        .filter_map(|a| a.get(ind).filter(|v| v.data != crate::accounting::indicators::DataStatus::Complete).map(|v| json!({ "agency": a.agency, "name": a.name, "data": v.data })))
+        .collect();
     let mut rows: Vec<(f64, Value)> = all
         .iter()
         .filter_map(|a| {
-            let v = a.get(ind)?;
+            let v = a.get(ind).filter(|v| v.data == crate::accounting::indicators::DataStatus::Complete)?;
             let projected = v.projected.or(v.value)?;
             Some((
                 projected,
@@ -224,5 +229,5 @@ pub(super) async fn ranking(State(s): State<Shared>, Query(p): Query<HashMap<Str
             v
         })
         .collect();
-    Ok(Json(json!({ "year": year, "indicator": ind.name(), "unit": ind.unit(), "items": items })))
+    Ok(Json(json!({ "year": year, "indicator": ind.name(), "unit": ind.unit(), "items": items, "not_ranked": not_ranked })))
 }

@@ -248,7 +248,9 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     let scope: Vec<(&Meter, f64, bool)> = match kind {
         "agency" => {
             reg.agency(id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
-            reg.file.meters.iter().filter(|m| m.accounted).map(|m| (m, reg.share(m, id), true)).filter(|(_, sh, _)| *sh > 0.0).collect()
+            // Every meter of a building it occupies at any time; dated splits are applied per
+            // period below.
+            reg.file.meters.iter().filter(|m| m.accounted).map(|m| (m, reg.share(m, id), true)).filter(|(m, sh, _)| *sh > 0.0 || (reg.split_is_dated(m) && reg.ever_served(m, id))).collect()
         }
         "building" => {
             reg.building(id).ok_or_else(|| ApiError::not_found(format!("building `{id}` is not in the registry")))?;
@@ -314,7 +316,7 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
             None => s.store.counter_window(&m.id, m.counter(), from_ms, to_ms).await?,
         };
         let ev = events.get(&m.id).cloned().unwrap_or_default();
-        let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier));
+        let c = crate::accounting::counter::continuous(&readings, &ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
         let pc = counter_consumption(&c.readings, &bounds_ms, MAX_GAP_MS);
         let per = Periods {
             value: pc.periods.iter().map(|x| x.value * m.multiplier).collect(),
@@ -372,8 +374,15 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
             end_uses: BTreeMap::new(),
         });
         acc.meters += 1;
+        // An agency's share of each period: on the period's first local day where the split
+        // changes with the date (dated occupancy, headcount keys), else the one share.
+        let shares: Vec<f64> = if kind == "agency" && reg.split_is_dated(m) {
+            bounds[..n].iter().map(|b| reg.share_on(m, id, b.date_naive())).collect()
+        } else {
+            vec![*share; n]
+        };
         let mut total = 0.0;
-        for i in 0..n {
+        for (i, &share) in shares.iter().enumerate() {
             let v = part.value[i] * share;
             acc.values[i] += v;
             acc.estimated_values[i] += part.estimated_value[i] * share;
@@ -387,7 +396,7 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
             id: m.id.clone(),
             carrier: m.carrier,
             end_use: m.end_use(),
-            share: *share,
+            share: if n == 0 { *share } else { shares.iter().sum::<f64>() / n as f64 },
             multiplier: m.multiplier,
             part: if *own { "own" } else { "full" },
             is_virtual: m.is_virtual(),

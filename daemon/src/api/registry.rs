@@ -119,7 +119,7 @@ pub(super) async fn accounting(State(s): State<Shared>) -> Json<Value> {
     let f = &s.registry.file;
     Json(json!({
         "accounting": f.accounting, "coefficients": f.coefficients, "densities": f.densities, "co2": f.co2,
-        "grid_factors": f.grid_factors, "tariffs": f.tariffs, "quotas": f.quotas, "budgets": f.budgets,
+        "grid_factors": s.registry.grid_factors(), "tariffs": f.tariffs, "quotas": f.quotas, "budgets": f.budgets,
         "reductions": f.reductions, "events": f.events.len(),
     }))
 }

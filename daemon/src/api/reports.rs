@@ -84,6 +84,12 @@ pub(super) async fn assessment(State(s): State<Shared>, parts: axum::http::reque
     report(s, Kind::Assessment, parts, p).await
 }
 
+/// `GET /api/v1/reports/statistics?year=..&format=json|csv|xlsx|html[&lang=..][&as_of=..]`: the
+/// statistics forms of 公共机构能源资源消费统计调查制度.
+pub(super) async fn statistics(State(s): State<Shared>, parts: axum::http::request::Parts, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    report(s, Kind::Statistics, parts, p).await
+}
+
 /// `GET /api/v1/plans/energy?year=..&format=..[&lang=..][&as_of=..]` (`year`: the plan year)
 pub(super) async fn plan(State(s): State<Shared>, parts: axum::http::request::Parts, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     report(s, Kind::Plan, parts, p).await
@@ -112,5 +118,16 @@ pub(super) async fn index(State(s): State<Shared>, parts: axum::http::request::P
     let figures: Vec<_> = reports::own_figures(&s.engine, &s.store, &s.registry, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
     // The deadlines of this calendar year: the reports of last year.
     let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, &visible).await?;
-    Ok(Html(reports::html::index(lang, year, &as_of.to_string(), &figures, &d)))
+    let quota = crate::registry::QuotaTable::of(&s.registry.file.quotas);
+    let mut page = reports::html::index(lang, year, &as_of.to_string(), &figures, &d, quota);
+    // Whether each agency can be scored in last year's assessment, and why not.
+    if let Ok((day, ms)) = reports::year_cut(s.tz, d.year, as_of) {
+        let all = reports::own_figures(&s.engine, &s.store, &s.registry, d.year, ms).await?;
+        let mut a = reports::model::assessment(&s.registry.file.assessment, d.year, &day.to_string(), s.tz.name(), &all);
+        a.agencies.retain(|x| visible.allows(&x.agency));
+        if let Some(pos) = page.rfind("</body>") {
+            page.insert_str(pos, &reports::html::scoring_section(lang, &a));
+        }
+    }
+    Ok(Html(page))
 }

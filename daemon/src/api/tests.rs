@@ -386,6 +386,81 @@ async fn consumption_is_the_same_from_rollups_and_from_raw_points() {
     assert_eq!(a["points"][0]["v"], 4.0);
 }
 
+/// `/flags` lists each gap (from, to, the estimated amount) and each rejected reading (time,
+/// value, reason). Worked by hand: water meter w1 reads 10 at 00:00, 12 at 01:00, 18 at 04:00
+/// (a 3-hour gap: 6 m³ spread, estimated), 0 at 05:00 (a bad reading: below 18) and 19 at 06:00
+/// (with the bad reading set aside, 04:00-06:00 is a second gap: 1 m³).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_flags_list_gaps_and_rejected_readings() {
+    let f = fixture(UnknownMeter::Reject);
+    let r = [(T0, 10.0), (T0 + H, 12.0), (T0 + 4 * H, 18.0), (T0 + 5 * H, 0.0), (T0 + 6 * H, 19.0)];
+    assert_eq!(post(&f, "/api/v1/ingest", None, counter_batch(1, "w1", Quantity::WaterVolume, &r)).await.0, StatusCode::OK);
+    let (s, v) = get(&f, "/api/v1/meters/w1/flags?year=2026").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["gaps"].as_array().map(Vec::len), Some(2), "{v}");
+    let g = &v["gaps"][0];
+    assert_eq!((g["from"].as_str(), g["to"].as_str()), (Some("2026-03-01T01:00:00+08:00"), Some("2026-03-01T04:00:00+08:00")), "{v}");
+    assert_eq!((g["estimated"].as_f64(), g["hours"].as_f64()), (Some(6.0), Some(3.0)), "{v}");
+    let g = &v["gaps"][1];
+    assert_eq!((g["from"].as_str(), g["to"].as_str(), g["estimated"].as_f64()), (Some("2026-03-01T04:00:00+08:00"), Some("2026-03-01T06:00:00+08:00"), Some(1.0)), "{v}");
+    assert_eq!(v["rejected_readings"], 1, "{v}");
+    let r = &v["rejected"][0];
+    assert_eq!((r["time"].as_str(), r["value"].as_f64(), r["reason"].as_str()), (Some("2026-03-01T05:00:00+08:00"), Some(0.0), Some("decrease")), "{v}");
+}
+
+/// The bureau's page and the API agree on "as of" (the start of the day), and an agency
+/// without data is shown as 无数据 and unscored, never as 0 (issue 16, findings 1 and 7).
+/// m1 (x2, agency a 0.25, b 0.75) reads 100 at 2026-03-01 00:00 and 124 at 2026-03-02 00:00,
+/// then 130 at 12:00: as of 2026-03-02, 24 kWh x 2 = 48 kWh in the building, a's 12 kWh; the
+/// reading of the day itself does not count, whether `as_of` is the date or a time that day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_and_api_share_as_of_and_show_missing_data() {
+    let f = fixture(UnknownMeter::Reject);
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + 24 * H, 124.0), (T0 + 36 * H, 130.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+    let elec = |v: &Value| v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").map(|c| c["value"].as_f64().unwrap());
+    for q in ["as_of=2026-03-02", "as_of=2026-03-02T18:00:00%2B08:00"] {
+        let (s, v) = get(&f, &format!("/api/v1/agencies/a/indicators?year=2026&{q}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert!((elec(&v).unwrap() - 12.0).abs() < 1e-9, "{q}: {v}");
+        assert_eq!(v["as_of"], "2026-03-02T00:00:00+08:00", "{v}");
+        assert_eq!(v["days_elapsed"], 60, "31 + 28 + 1 days: {v}");
+        // Water: no meter of a's: no data, no value, never 0; last year null.
+        let w = v["indicators"].as_array().unwrap().iter().find(|i| i["indicator"] == "water_total").unwrap().clone();
+        assert_eq!((w["data"].as_str(), w["value"].is_null(), w["last_year"].is_null()), (Some("no_data"), true, true), "{w}");
+    }
+    let (s, page) = get(&f, "/?as_of=2026-03-02").await;
+    assert_eq!(s, StatusCode::OK);
+    let page = page.as_str().unwrap().to_string();
+    assert!(page.contains("数据截至当日零时"), "the page states the as-of rule");
+    assert!(page.contains(">无数据<"), "missing data is said on the page");
+    // 2025 (the assessment due): no data at all: both agencies unscored, and why.
+    assert!(page.contains("id=\"scoring\"") && page.matches("无完整数据，不予评分").count() == 2, "{page}");
+}
+
+/// Dated occupancy through the API (issue 16, finding 8): `b` moves into `b1` on 2026-03-02
+/// (half each from then on). m1 counts 24 kWh a day from 2026-03-01: day 1 all a's, day 2 half
+/// each: a 24 + 12 = 36, b 12, in /consumption (per day) and in the indicators alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_that_moves_in_gets_its_share_from_that_day() {
+    let reg = REGISTRY.replace(
+        "occupants = [ { agency = \"a\", share = 0.25 }, { agency = \"b\", share = 0.75 } ]",
+        "occupants = [ { agency = \"a\", share = 1.0 } ]\noccupancy = [ { from = \"2026-03-02\", occupants = [ { agency = \"a\", share = 0.5 }, { agency = \"b\", share = 0.5 } ] } ]",
+    ).replace("multiplier = 2.0", "multiplier = 1.0");
+    let f = fixture_with(&reg, UnknownMeter::Reject, None, super::limits::RateLimiter::unlimited());
+    let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + 24 * H, 124.0), (T0 + 48 * H, 148.0)]);
+    assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
+    for (agency, days, total) in [("a", [24.0, 12.0], 36.0), ("b", [0.0, 12.0], 12.0)] {
+        let (s, v) = get(&f, &format!("/api/v1/consumption?agency={agency}&carrier=electricity&from=2026-03-01&to=2026-03-03&interval=day")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let c = &v["carriers"][0];
+        assert_eq!((c["periods"][0]["value"].as_f64(), c["periods"][1]["value"].as_f64(), c["total"].as_f64()), (Some(days[0]), Some(days[1]), Some(total)), "{agency}: {v}");
+        let (_, v) = get(&f, &format!("/api/v1/agencies/{agency}/indicators?year=2026&as_of=2026-03-03")).await;
+        let e = v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").map(|c| c["value"].as_f64().unwrap());
+        assert!((e.unwrap_or(-1.0) - total).abs() < 1e-9, "{agency}: {v}");
+    }
+}
+
 /// Indicators through the API, and a meter event that changes them: the replacement is stored,
 /// listed, and the figures are recomputed for that meter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,6 +487,7 @@ async fn indicators_follow_meter_events() {
     let (s, r) = post(&f, "/api/v1/meters/m1/events", Some("application/json"), event.to_string().into_bytes()).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert!(r["stored"]["recorded_at"].is_string());
+    assert_eq!(r["warnings"], serde_json::json!([]), "115 is above the last reading 110: {r}");
     let (_, list) = get(&f, "/api/v1/meters/m1/events").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     // Audited: who, what, which meter.
@@ -441,6 +517,12 @@ async fn indicators_follow_meter_events() {
     }
     assert_eq!(post(&f, "/api/v1/meters/nope/events", None, event.to_string().into_bytes()).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(&f, "/api/v1/agencies/nope/indicators?year=2026").await.0, StatusCode::NOT_FOUND);
+    // An old_final below the last reading before the replacement (100 at 00:00, 50 entered for
+    // 00:30) is stored with a warning, not refused.
+    let low = serde_json::json!({ "kind": "replacement", "time": "2026-03-01T00:30:00+08:00", "old_final": 50.0, "new_initial": 0.0, "by": "王工", "reason": "换表" });
+    let (s, r) = post(&f, "/api/v1/meters/m1/events", Some("application/json"), low.to_string().into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert!(r["warnings"][0].as_str().unwrap_or_default().contains("old_final 50 is below the old meter's last reading 100"), "{r}");
     assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=20x6").await.0, StatusCode::BAD_REQUEST);
     assert_eq!(get(&f, "/api/v1/agencies/a/indicators?year=2026&scope=world").await.0, StatusCode::BAD_REQUEST);
     // Jurisdiction: b is not below a in this registry, so a's tree is a alone.
@@ -516,10 +598,16 @@ async fn building_profile_summary_ranking_and_alerts_for_dashboards() {
 
     let (s, v) = get(&f, "/api/v1/indicators/ranking?indicator=energy_per_area").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // Seven days of readings leave this year's data incomplete (unless the year is a week
+    // old): incomplete figures are listed apart, never ranked.
     let items = v["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
-    assert_eq!((items[0]["rank"].as_i64(), items[1]["rank"].as_i64()), (Some(1), Some(2)));
-    assert!(items[0]["projected"].as_f64().unwrap() <= items[1]["projected"].as_f64().unwrap());
+    let apart = v["not_ranked"].as_array().unwrap();
+    assert_eq!(items.len() + apart.len(), 2, "{v}");
+    assert!(apart.iter().all(|x| x["data"] == "incomplete"), "{v}");
+    if items.len() == 2 {
+        assert_eq!((items[0]["rank"].as_i64(), items[1]["rank"].as_i64()), (Some(1), Some(2)));
+        assert!(items[0]["projected"].as_f64().unwrap() <= items[1]["projected"].as_f64().unwrap());
+    }
     let (s, v) = get(&f, "/api/v1/indicators/ranking?indicator=happiness").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("indicator `happiness`"), "{v}");

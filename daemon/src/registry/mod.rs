@@ -33,6 +33,10 @@
 //! heating = "district"        # district | gas | electric | none
 //! occupants = [ { agency = "prov-drc", share = 0.6 }, { agency = "prov-finance", share = 0.4 } ]
 //! # or by area: [ { agency = "prov-drc", area = 7200.0 }, { agency = "prov-finance", area = 4800.0 } ]
+//! # optional: later occupants from a local date on (an agency moves, the shares change)
+//! occupancy = [ { from = "2026-07-01", occupants = [ { agency = "prov-drc", share = 1.0 } ] } ]
+//! # optional: per carrier, split by headcount, by area (the occupants' shares, the default) or fixed
+//! allocation = { water = "headcount", district_heat = "area", natural_gas = { prov-drc = 0.7, prov-finance = 0.3 } }
 //!
 //! [[meter]]
 //! id = "bldg-a-elec"
@@ -43,13 +47,32 @@
 //! end_use = "general"         # general | heating | cooling | data_centre | kitchen | transport | ev_charging | other
 //! agency = "prov-drc"         # optional: a sub-meter that serves one agency only
 //! parent = "bldg-a-main"      # optional: the meter upstream of this one (sub-metering tree)
-//! rollover = 99999999.0       # optional: the counter wraps to 0 after this value
+//! rollover = 99999999.0       # optional: the largest value the register shows (nameplate: 99999
+//!                             # for five digits, 99999.99 for five digits and two decimals); it
+//!                             # wraps from it to 0, so the range is one step of the last digit more
 //! gateway = "gw-bldg-a"       # the gateway whose readings of it are accepted (auth.rs)
 //! formula = "bldg-a-main - bldg-a-tenant"   # a virtual meter: a sum of other meters
 //! accounted = true            # false: shown, but not counted in any total
+//!
+//! [[event]]                   # a replacement; `old_final` and `new_initial` each in its own
+//! meter = "bldg-a-elec"       # meter's units (the register, before the CT/PT ratio)
+//! kind = "replacement"
+//! time = "2026-03-01T10:00:00+08:00"
+//! old_final = 48213.5         # below the old meter's last reading: a warning, the reading wins
+//! new_initial = 0.0
+//! multiplier = 80.0           # optional: the new meter's CT/PT ratio from `time` on
+//! by = "王工"
+//! reason = "电表故障更换"
+//!
+//! [[grid_factor]]             # adds to or overrides the built-in table for its (year, region)
+//! year = 2024
+//! region = "shanxi"
+//! kg_per_kwh = 0.6512
+//! source = "..."              # optional, printed by check-config
 //! ```
 
 pub mod params;
+pub mod statistics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -91,6 +114,19 @@ pub struct Agency {
     /// 用能人数 (staff on post plus non-establishment staff, daily average) by year.
     #[serde(default)]
     pub headcount: BTreeMap<String, f64>,
+    /// 统一社会信用代码, for the statistics forms ([`statistics`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_code: Option<String>,
+    /// 单位类型代码 of the statistics forms, e.g. "01" 国家机关 ([`statistics::TYPE_CODES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_code: Option<String>,
+    /// The signature block of the reports: 负责人, 填报人, 联系电话.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsible: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 impl Agency {
@@ -146,7 +182,61 @@ pub struct Building {
     pub building_type: Option<String>,
     #[serde(default)]
     pub heating: Heating,
+    /// The occupants (from the start, or until the first `occupancy` change).
     pub occupants: Vec<Occupant>,
+    /// Later occupants, each list from a local date on (an agency moves in or out, the shares
+    /// change), in date order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub occupancy: Vec<OccupancyChange>,
+    /// How a carrier's consumption is split between the occupants, when not by their shares
+    /// (areas): `"headcount"` (their headcounts of the year), `"area"` (the default), or fixed
+    /// shares `{ agency = share, ... }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub allocation: BTreeMap<Carrier, AllocationKey>,
+}
+
+/// The occupants of a building from a local date on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OccupancyChange {
+    /// `YYYY-MM-DD`: the first local day of these occupants.
+    pub from: String,
+    pub occupants: Vec<Occupant>,
+}
+
+impl OccupancyChange {
+    pub fn date(&self) -> Option<chrono::NaiveDate> {
+        chrono::NaiveDate::parse_from_str(&self.from, "%Y-%m-%d").ok()
+    }
+}
+
+/// How one carrier's consumption of a shared building is split between its occupants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AllocationKey {
+    /// `"area"` (the occupants' shares, from their areas when given) or `"headcount"`.
+    Key(String),
+    /// Fixed shares by agency, adding up to 1.
+    Shares(BTreeMap<String, f64>),
+}
+
+/// Each agency's share of a meter's own consumption on each day of a period.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DayShares {
+    /// The same every day.
+    All(f64),
+    /// One per day.
+    Days(Vec<f64>),
+}
+
+impl DayShares {
+    pub fn mean(&self) -> f64 {
+        match self {
+            DayShares::All(s) => *s,
+            DayShares::Days(v) if v.is_empty() => 0.0,
+            DayShares::Days(v) => v.iter().sum::<f64>() / v.len() as f64,
+        }
+    }
 }
 
 impl Building {
@@ -288,6 +378,11 @@ pub struct EventRecord {
     /// its active power): it corrects the stored reading and is not applied to the counter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantity: Option<Quantity>,
+    /// A replacement only: the new meter's CT/PT ratio from `time` on, when it differs from the
+    /// old one's (`old_final` and `new_initial` are each in their own meter's units, as shown on
+    /// its register).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<f64>,
     /// Who entered it.
     pub by: String,
     /// Why.
@@ -311,7 +406,9 @@ pub struct RegistryFile {
     pub densities: Densities,
     #[serde(default)]
     pub co2: Co2Factors,
-    #[serde(default = "default_grid_factors", rename = "grid_factor")]
+    /// The registry's own grid factors; they add to or override the built-in table year by
+    /// year ([`params::merged_grid_factors`]; the table in force is [`Registry::grid_factors`]).
+    #[serde(default, rename = "grid_factor")]
     pub grid_factors: Vec<GridFactor>,
     #[serde(default, rename = "tariff")]
     pub tariffs: Vec<Tariff>,
@@ -332,6 +429,9 @@ pub struct RegistryFile {
     /// Scoring rules of the assessment (reports); the reference's defaults when absent.
     #[serde(default)]
     pub assessment: AssessmentRules,
+    /// Data-centre rooms of the statistics forms.
+    #[serde(default, rename = "data_centre")]
+    pub data_centres: Vec<statistics::DataCentreRoom>,
 }
 
 /// An included file holds lists only; they are appended to the main file's.
@@ -356,6 +456,8 @@ struct IncludedFile {
     meters: Vec<Meter>,
     #[serde(default, rename = "event")]
     events: Vec<EventRecord>,
+    #[serde(default, rename = "data_centre")]
+    data_centres: Vec<statistics::DataCentreRoom>,
 }
 
 /// A validated registry with indexes.
@@ -366,6 +468,8 @@ pub struct Registry {
     buildings: HashMap<String, usize>,
     meters: HashMap<String, usize>,
     children: HashMap<String, Vec<usize>>,
+    /// The grid factors in force: built-in, with the registry's added or overriding.
+    grid: Vec<GridFactor>,
 }
 
 /// Every problem found, one per line.
@@ -396,6 +500,7 @@ impl Registry {
                     file.buildings.extend(i.buildings);
                     file.meters.extend(i.meters);
                     file.events.extend(i.events);
+                    file.data_centres.extend(i.data_centres);
                 }
                 Err(e) => errors.push(e),
             }
@@ -421,12 +526,18 @@ impl Registry {
             return Err(RegistryErrors(errors));
         }
         // Area allocation keys become shares.
-        for b in &mut file.buildings {
-            let total: f64 = b.occupants.iter().filter_map(|o| o.area).sum();
+        let by_area = |occupants: &mut Vec<Occupant>| {
+            let total: f64 = occupants.iter().filter_map(|o| o.area).sum();
             if total > 0.0 {
-                for o in &mut b.occupants {
+                for o in occupants.iter_mut() {
                     o.share = o.area.unwrap_or(0.0) / total;
                 }
+            }
+        };
+        for b in &mut file.buildings {
+            by_area(&mut b.occupants);
+            for c in &mut b.occupancy {
+                by_area(&mut c.occupants);
             }
         }
         let agencies = file.agencies.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect();
@@ -438,7 +549,8 @@ impl Registry {
                 children.entry(p.clone()).or_default().push(i);
             }
         }
-        Ok(Registry { file, agencies, buildings, meters, children })
+        let grid = merged_grid_factors(&file.grid_factors);
+        Ok(Registry { file, agencies, buildings, meters, children, grid })
     }
 
     pub fn agency(&self, id: &str) -> Option<&Agency> {
@@ -456,23 +568,116 @@ impl Registry {
     }
 
     /// The share of a meter's own consumption attributed to an agency: 1 for a sub-meter
-    /// assigned to it, otherwise the agency's allocation share of the meter's building.
+    /// assigned to it, otherwise the agency's allocation share of the meter's building (by the
+    /// carrier's allocation key, over the first occupants).
     pub fn share(&self, meter: &Meter, agency: &str) -> f64 {
-        match &meter.agency {
-            Some(a) => f64::from(u8::from(a == agency)),
-            None => self
-                .building(&meter.building)
-                .map(|b| b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum())
-                .unwrap_or(0.0),
-        }
+        self.attribution(meter).into_iter().filter(|(a, _)| *a == agency).map(|(_, s)| s).sum()
     }
 
-    /// Agencies a meter's own consumption goes to, with their shares (adding up to 1).
+    /// Agencies a meter's own consumption goes to, with their shares (adding up to 1), by the
+    /// carrier's allocation key over the building's first occupants (headcounts of the latest
+    /// year given).
     pub fn attribution<'a>(&'a self, meter: &'a Meter) -> Vec<(&'a str, f64)> {
         match &meter.agency {
             Some(a) => vec![(a.as_str(), 1.0)],
-            None => self.building(&meter.building).map(|b| b.occupants.iter().map(|o| (o.agency.as_str(), o.share)).collect()).unwrap_or_default(),
+            None => self.building(&meter.building).map(|b| self.split(b, &b.occupants, meter.carrier, None)).unwrap_or_default(),
         }
+    }
+
+    /// An agency's share of a meter's own consumption on a local date (dated occupancy, the
+    /// carrier's allocation key with that year's headcounts).
+    pub fn share_on(&self, meter: &Meter, agency: &str, date: chrono::NaiveDate) -> f64 {
+        match (&meter.agency, self.building(&meter.building)) {
+            (Some(a), _) => f64::from(u8::from(a == agency)),
+            (None, Some(b)) => {
+                self.split(b, self.occupants_on(b, date), meter.carrier, Some(chrono::Datelike::year(&date))).into_iter().filter(|(a, _)| *a == agency).map(|(_, s)| s).sum()
+            }
+            (None, None) => 0.0,
+        }
+    }
+
+    /// Whether a meter's split between agencies changes with the date (its building has dated
+    /// occupancy, or splits its carrier by headcount).
+    pub fn split_is_dated(&self, meter: &Meter) -> bool {
+        meter.agency.is_none()
+            && self.building(&meter.building).is_some_and(|b| !b.occupancy.is_empty() || matches!(b.allocation.get(&meter.carrier), Some(AllocationKey::Key(k)) if k == "headcount"))
+    }
+
+    /// Whether an agency occupies a meter's building at any time (or the meter is its own).
+    pub fn ever_served(&self, meter: &Meter, agency: &str) -> bool {
+        match &meter.agency {
+            Some(a) => a == agency,
+            None => self.building(&meter.building).is_some_and(|b| b.occupants.iter().chain(b.occupancy.iter().flat_map(|c| &c.occupants)).any(|o| o.agency == agency)),
+        }
+    }
+
+    /// The occupants of a building on a local date.
+    pub fn occupants_on<'a>(&self, b: &'a Building, date: chrono::NaiveDate) -> &'a [Occupant] {
+        b.occupancy.iter().rev().find(|c| c.date().is_some_and(|d| d <= date)).map_or(&b.occupants, |c| &c.occupants)
+    }
+
+    /// The split of a carrier's consumption in `b` between `occupants` in `year` (`None`: the
+    /// latest headcounts given): the carrier's allocation key, or the occupants' shares.
+    pub fn split<'a>(&'a self, b: &'a Building, occupants: &'a [Occupant], carrier: Carrier, year: Option<i32>) -> Vec<(&'a str, f64)> {
+        match b.allocation.get(&carrier) {
+            Some(AllocationKey::Shares(m)) => m.iter().map(|(a, s)| (a.as_str(), *s)).collect(),
+            Some(AllocationKey::Key(k)) if k == "headcount" => {
+                let heads: Vec<Option<f64>> = occupants
+                    .iter()
+                    .map(|o| self.agency(&o.agency).and_then(|a| match year {
+                        Some(y) => a.headcount(y),
+                        None => a.headcount.values().last().copied(),
+                    }))
+                    .collect();
+                let total: f64 = heads.iter().flatten().sum();
+                if heads.iter().all(Option::is_some) && total > 0.0 {
+                    occupants.iter().zip(heads).map(|(o, h)| (o.agency.as_str(), h.unwrap_or(0.0) / total)).collect()
+                } else {
+                    occupants.iter().map(|o| (o.agency.as_str(), o.share)).collect()
+                }
+            }
+            _ => occupants.iter().map(|o| (o.agency.as_str(), o.share)).collect(),
+        }
+    }
+
+    /// Agencies a meter's own consumption goes to on each of `days` local days from `start`,
+    /// following the building's occupancy changes and the carrier's allocation key (headcounts
+    /// of `start`'s year).
+    pub fn attribution_days<'a>(&'a self, meter: &'a Meter, start: chrono::NaiveDate, days: usize) -> Vec<(&'a str, DayShares)> {
+        if let Some(a) = &meter.agency {
+            return vec![(a.as_str(), DayShares::All(1.0))];
+        }
+        let Some(b) = self.building(&meter.building) else { return Vec::new() };
+        let year = Some(chrono::Datelike::year(&start));
+        // Segments of days with one list of occupants: (first day, occupants).
+        let mut segments: Vec<(usize, &[Occupant])> = vec![(0, self.occupants_on(b, start))];
+        for c in &b.occupancy {
+            let Some(d) = c.date() else { continue };
+            let i = (d - start).num_days();
+            if i > 0 && (i as usize) < days {
+                segments.push((i as usize, &c.occupants));
+            }
+        }
+        if segments.len() == 1 {
+            return self.split(b, segments[0].1, meter.carrier, year).into_iter().map(|(a, s)| (a, DayShares::All(s))).collect();
+        }
+        let mut out: Vec<(&str, Vec<f64>)> = Vec::new();
+        for (k, &(from, occupants)) in segments.iter().enumerate() {
+            let to = segments.get(k + 1).map_or(days, |s| s.0);
+            for (a, s) in self.split(b, occupants, meter.carrier, year) {
+                let i = match out.iter().position(|(x, _)| *x == a) {
+                    Some(i) => i,
+                    None => {
+                        out.push((a, vec![0.0; days]));
+                        out.len() - 1
+                    }
+                };
+                for d in &mut out[i].1[from..to] {
+                    *d = s;
+                }
+            }
+        }
+        out.into_iter().map(|(a, v)| (a, DayShares::Days(v))).collect()
     }
 
     /// Meters with a non-zero share for the agency, with that share.
@@ -496,15 +701,46 @@ impl Registry {
         out
     }
 
+    /// [`Registry::agency_areas`] over `days` local days from `start`: each building's share
+    /// averaged over the days, following its occupancy changes (an agency that moved in on 1 July
+    /// counts about half the year's area).
+    pub fn agency_areas_over(&self, agency: &str, start: chrono::NaiveDate, days: usize) -> AgencyAreas {
+        if self.file.buildings.iter().all(|b| b.occupancy.is_empty()) || days == 0 {
+            return self.agency_areas(agency);
+        }
+        let share_of = |occ: &[Occupant]| -> f64 { occ.iter().filter(|o| o.agency == agency).map(|o| o.share).sum() };
+        self.areas_by(|b| {
+            let mut share = 0.0;
+            let mut day = 0usize;
+            let mut current = share_of(self.occupants_on(b, start));
+            for c in &b.occupancy {
+                let Some(d) = c.date() else { continue };
+                let i = (d - start).num_days();
+                if i > 0 && (i as usize) < days {
+                    share += current * (i as usize - day) as f64;
+                    day = i as usize;
+                    current = share_of(&c.occupants);
+                }
+            }
+            (share + current * (days - day) as f64) / days as f64
+        })
+    }
+
     /// Floor area (for indicators), heated area and the largest building of an agency: the sum
     /// over the buildings it occupies of its share of each.
     pub fn agency_areas(&self, agency: &str) -> AgencyAreas {
+        self.areas_by(|b| b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum())
+    }
+
+    /// Areas from an agency's share of each building.
+    fn areas_by(&self, share_of: impl Fn(&Building) -> f64) -> AgencyAreas {
         let mut out = AgencyAreas::default();
         let mut largest = 0.0;
         for b in &self.file.buildings {
-            let share: f64 = b.occupants.iter().filter(|o| o.agency == agency).map(|o| o.share).sum();
+            let share = share_of(b);
             if share > 0.0 {
                 out.floor_area += share * b.indicator_area();
+                out.building_area += share * b.floor_area;
                 out.heated_area += share * b.heated();
                 if share * b.floor_area > largest {
                     largest = share * b.floor_area;
@@ -555,10 +791,16 @@ impl Registry {
         }
     }
 
-    /// The grid factor used for `year`.
+    /// The grid factors in force (built in, with the registry's added or overriding).
+    pub fn grid_factors(&self) -> &[GridFactor] {
+        &self.grid
+    }
+
+    /// The grid factor used for `year`: the configured region's of the latest data year not
+    /// after `year` (the earliest one when all are later).
     pub fn grid_factor(&self, year: i32) -> Option<&GridFactor> {
         let region = &self.file.accounting.grid_region;
-        let of_region = || self.file.grid_factors.iter().filter(move |g| &g.region == region);
+        let of_region = || self.grid.iter().filter(move |g| &g.region == region);
         of_region().filter(|g| g.year <= year).max_by_key(|g| g.year).or_else(|| of_region().min_by_key(|g| g.year))
     }
 
@@ -598,10 +840,75 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// What a bureau should look at, though the daemon runs with it (`check-config` prints
+    /// them): a special-load meter in a building without the matching `excluded` area (the
+    /// quota-basis per-area figures take its energy out but leave its floor area in), and a
+    /// headcount allocation key where an occupant has no headcount.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for m in self.file.meters.iter().filter(|m| m.accounted && m.end_use().is_special()) {
+            let Some(b) = self.building(&m.building) else { continue };
+            let (uses, named): (&[ExcludedUse], &str) = match m.end_use() {
+                EndUse::DataCentre => (&[ExcludedUse::DataCentre], "data_centre"),
+                EndUse::Kitchen => (&[ExcludedUse::Canteen], "canteen"),
+                _ => (&[ExcludedUse::Garage, ExcludedUse::Other], "garage (or other)"),
+            };
+            if !b.excluded.iter().any(|e| uses.contains(&e.what) && e.area > 0.0) {
+                out.push(format!(
+                    "meter `{}` measures a special load ({}) that the quota-basis per-area figures take out of the energy, but building `{}` has no `excluded` area of use {named}: its floor area stays in the divisor (add `excluded = [ {{ use = \"{}\", area = ... }} ]`, or 0 if it takes none)",
+                    m.id,
+                    m.end_use().as_str(),
+                    b.id,
+                    named.split(' ').next().unwrap_or(named)
+                ));
+            }
+        }
+        // `rollover` is the largest value shown (99999), not the range (100000): a power of ten
+        // is most likely the range, which would count one unit too many per wrap.
+        for m in &self.file.meters {
+            if let Some(r) = m.rollover.filter(|r| *r >= 10.0 && (r.log10() - r.log10().round()).abs() < 1e-12) {
+                out.push(format!(
+                    "meter `{}`: rollover {r} is a power of ten; `rollover` is the largest value the register shows (e.g. {}), the wrap adds one step more",
+                    m.id,
+                    r - 1.0
+                ));
+            }
+        }
+        for b in &self.file.buildings {
+            for (carrier, key) in &b.allocation {
+                if matches!(key, AllocationKey::Key(k) if k == "headcount") {
+                    for o in b.occupants.iter().chain(b.occupancy.iter().flat_map(|c| &c.occupants)) {
+                        if self.agency(&o.agency).is_some_and(|a| a.headcount.is_empty()) {
+                            out.push(format!(
+                                "building `{}`: {} is allocated by headcount, but agency `{}` has no headcount: its share falls back to the occupants' shares",
+                                b.id,
+                                carrier.as_str(),
+                                o.agency
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The grid factor each year from `from` to `to` uses (`check-config` prints them).
+    pub fn grid_factor_years(&self, from: i32, to: i32) -> Vec<(i32, &GridFactor)> {
+        (from..=to).filter_map(|y| self.grid_factor(y).map(|g| (y, g))).collect()
+    }
+}
+
 /// An agency's share of the areas of the buildings it occupies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgencyAreas {
+    /// Floor area net of the excluded areas (the quota basis).
     pub floor_area: f64,
+    /// The whole building (floor) area (the statistics basis).
+    pub building_area: f64,
     pub heated_area: f64,
     pub main_building: Option<String>,
 }
@@ -638,6 +945,47 @@ pub fn parse_formula(f: &str) -> Result<Vec<(String, f64)>, String> {
     Ok(out)
 }
 
+/// Checks a list of occupants: agencies known, each once, all by share (adding up to 1) or all
+/// by area.
+fn check_occupants(at: &str, occupants: &[Occupant], agencies: &HashSet<String>, errors: &mut Vec<String>) {
+    if occupants.is_empty() {
+        errors.push(format!("{at}: no occupants; list the agencies with their shares or areas"));
+    }
+    let mut sum = 0.0;
+    let mut seen = HashSet::new();
+    let by_area = occupants.iter().filter(|o| o.area.is_some()).count();
+    if by_area > 0 && by_area < occupants.len() {
+        errors.push(format!("{at}: give every occupant a `share` or every occupant an `area`, not a mix"));
+    }
+    for o in occupants {
+        if !agencies.contains(&o.agency) {
+            errors.push(format!("{at}: occupant `{}` is not an agency", o.agency));
+        }
+        if !seen.insert(&o.agency) {
+            errors.push(format!("{at}: occupant `{}` is listed twice", o.agency));
+        }
+        match o.area {
+            Some(a) => {
+                if !(a.is_finite() && a > 0.0) {
+                    errors.push(format!("{at}: area of `{}` must be a positive number of m²", o.agency));
+                }
+                if o.share != 0.0 {
+                    errors.push(format!("{at}: occupant `{}` has both a share and an area", o.agency));
+                }
+            }
+            None => {
+                if !(o.share.is_finite() && o.share > 0.0 && o.share <= 1.0) {
+                    errors.push(format!("{at}: share of `{}` must be in (0, 1]", o.agency));
+                }
+                sum += o.share;
+            }
+        }
+    }
+    if by_area == 0 && !occupants.is_empty() && (sum - 1.0).abs() > 1e-6 {
+        errors.push(format!("{at}: occupant shares add up to {sum}, not 1"));
+    }
+}
+
 fn validate(f: &RegistryFile) -> Vec<String> {
     let mut errors = Vec::new();
     let mut ids = |kind: &str, list: Vec<&str>| -> HashSet<String> {
@@ -655,6 +1003,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
     let agencies = ids("agency", f.agencies.iter().map(|a| a.id.as_str()).collect());
     let buildings = ids("building", f.buildings.iter().map(|b| b.id.as_str()).collect());
     let _meters = ids("meter", f.meters.iter().map(|m| m.id.as_str()).collect());
+    errors.extend(statistics::validate(&f.agencies, &f.meters, &f.data_centres));
     for a in &f.agencies {
         if let Some(p) = &a.parent {
             if !agencies.contains(p) {
@@ -710,41 +1059,41 @@ fn validate(f: &RegistryFile) -> Vec<String> {
         if b.indicator_area() <= 0.0 {
             errors.push(format!("{at}: excluded areas leave no floor area for indicators"));
         }
-        if b.occupants.is_empty() {
-            errors.push(format!("{at}: no occupants; list the agencies with their shares or areas"));
-        }
-        let mut sum = 0.0;
-        let mut seen = HashSet::new();
-        let by_area = b.occupants.iter().filter(|o| o.area.is_some()).count();
-        if by_area > 0 && by_area < b.occupants.len() {
-            errors.push(format!("{at}: give every occupant a `share` or every occupant an `area`, not a mix"));
-        }
-        for o in &b.occupants {
-            if !agencies.contains(&o.agency) {
-                errors.push(format!("{at}: occupant `{}` is not an agency", o.agency));
-            }
-            if !seen.insert(&o.agency) {
-                errors.push(format!("{at}: occupant `{}` is listed twice", o.agency));
-            }
-            match o.area {
-                Some(a) => {
-                    if !(a.is_finite() && a > 0.0) {
-                        errors.push(format!("{at}: area of `{}` must be a positive number of m²", o.agency));
+        check_occupants(&at, &b.occupants, &agencies, &mut errors);
+        let mut last: Option<chrono::NaiveDate> = None;
+        for c in &b.occupancy {
+            let at_c = format!("{at}: occupancy from `{}`", c.from);
+            match c.date() {
+                None => errors.push(format!("{at_c}: `from` must be a date YYYY-MM-DD")),
+                Some(d) => {
+                    if last.is_some_and(|l| d <= l) {
+                        errors.push(format!("{at_c}: the changes must be in date order"));
                     }
-                    if o.share != 0.0 {
-                        errors.push(format!("{at}: occupant `{}` has both a share and an area", o.agency));
-                    }
-                }
-                None => {
-                    if !(o.share.is_finite() && o.share > 0.0 && o.share <= 1.0) {
-                        errors.push(format!("{at}: share of `{}` must be in (0, 1]", o.agency));
-                    }
-                    sum += o.share;
+                    last = Some(d);
                 }
             }
+            check_occupants(&at_c, &c.occupants, &agencies, &mut errors);
         }
-        if by_area == 0 && !b.occupants.is_empty() && (sum - 1.0).abs() > 1e-6 {
-            errors.push(format!("{at}: occupant shares add up to {sum}, not 1"));
+        for (carrier, key) in &b.allocation {
+            let at_k = format!("{at}: allocation of {}", carrier.as_str());
+            match key {
+                AllocationKey::Key(k) if k == "area" || k == "headcount" => {}
+                AllocationKey::Key(k) => errors.push(format!("{at_k}: `{k}` is not one of area, headcount, or a table of fixed shares")),
+                AllocationKey::Shares(m) => {
+                    for (a, sh) in m {
+                        if !agencies.contains(a) {
+                            errors.push(format!("{at_k}: `{a}` is not an agency"));
+                        }
+                        if !(sh.is_finite() && *sh > 0.0 && *sh <= 1.0) {
+                            errors.push(format!("{at_k}: share of `{a}` must be in (0, 1]"));
+                        }
+                    }
+                    let sum: f64 = m.values().sum();
+                    if (sum - 1.0).abs() > 1e-6 {
+                        errors.push(format!("{at_k}: fixed shares add up to {sum}, not 1"));
+                    }
+                }
+            }
         }
     }
     let meter_ids: HashMap<&str, &Meter> = f.meters.iter().map(|m| (m.id.as_str(), m)).collect();
@@ -854,7 +1203,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
     for g in &f.grid_factors {
         num(format!("grid_factor {} {}", g.year, g.region), g.kg_per_kwh, &mut errors);
     }
-    if !f.grid_factors.iter().any(|g| g.region == f.accounting.grid_region) {
+    if !merged_grid_factors(&f.grid_factors).iter().any(|g| g.region == f.accounting.grid_region) {
         errors.push(format!("accounting.grid_region `{}` has no grid_factor", f.accounting.grid_region));
     }
     if f.accounting.heating_season.parse().is_none() {
@@ -1003,5 +1352,37 @@ multiplier = 0
         assert!(e.contains("hydrogen"), "{e}");
         let e = Registry::parse(&GOOD.replace("floor_area", "floorarea")).unwrap_err().to_string();
         assert!(e.contains("floorarea"), "{e}");
+    }
+
+    /// `check-config` warns of a special load whose area is not excluded (issue 16, finding 2).
+    #[test]
+    fn a_special_load_without_its_excluded_area_is_warned_of() {
+        let kitchen = format!("{GOOD}[[meter]]\nid = \"k\"\nbuilding = \"b1\"\ncarrier = \"electricity\"\nend_use = \"kitchen\"\nparent = \"m1\"\n");
+        let w = Registry::parse(&kitchen).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("meter `k`") && w[0].contains("use canteen"), "{w:?}");
+        let with_area = kitchen.replace("floor_area = 1000.0", "floor_area = 1000.0\nexcluded = [ { use = \"canteen\", area = 80.0 } ]");
+        assert!(Registry::parse(&with_area).unwrap().warnings().is_empty());
+        assert!(Registry::parse(GOOD).unwrap().warnings().is_empty());
+        // A rollover given as the range (100000) rather than the largest value (99999).
+        let w = Registry::parse(&GOOD.replace("carrier = \"water\"", "carrier = \"water\"\nrollover = 100000.0")).unwrap().warnings();
+        assert!(w.len() == 1 && w[0].contains("rollover 100000 is a power of ten") && w[0].contains("99999"), "{w:?}");
+        assert!(Registry::parse(&GOOD.replace("carrier = \"water\"", "carrier = \"water\"\nrollover = 99999.0")).unwrap().warnings().is_empty());
+    }
+
+    /// `[[grid_factor]]` adds to or overrides the built-in table year by year (issue 16,
+    /// finding 8): Shanxi 2023 set to 0.6 and 2024 added (0.58); 2022 stays the Ministry's
+    /// 0.7096; 2025 takes 2024's; the national table is untouched.
+    #[test]
+    fn grid_factors_add_to_the_built_in_table() {
+        let r = Registry::parse(&format!(
+            "{GOOD}[[grid_factor]]\nyear = 2023\nregion = \"shanxi\"\nkg_per_kwh = 0.6\n[[grid_factor]]\nyear = 2024\nregion = \"shanxi\"\nkg_per_kwh = 0.58\nsource = \"省生态环境厅 2025\"\n"
+        ))
+        .unwrap();
+        let used: Vec<(i32, f64)> = r.grid_factor_years(2021, 2025).into_iter().map(|(y, g)| (y, g.kg_per_kwh)).collect();
+        assert_eq!(used, [(2021, 0.7222), (2022, 0.7096), (2023, 0.6), (2024, 0.58), (2025, 0.58)]);
+        assert_eq!(r.grid_factor(2024).and_then(|g| g.source.as_deref()), Some("省生态环境厅 2025"));
+        assert_eq!(r.grid_factor(2022).and_then(|g| g.source.as_deref()), Some(BUILT_IN_GRID_SOURCE));
+        assert_eq!(r.grid_factors().iter().filter(|g| g.region == "national").count(), 3);
     }
 }

@@ -125,16 +125,38 @@ pub struct GridFactor {
     pub year: i32,
     pub region: String,
     pub kg_per_kwh: f64,
+    /// Where the value comes from (printed by `check-config`); the built-in ones name the
+    /// Ministry's notices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
+
+/// The source of the built-in grid factors.
+pub const BUILT_IN_GRID_SOURCE: &str = "built in: Ministry of Ecology and Environment notices (reference, section 5)";
 
 /// Grid factors published by the Ministry of Ecology and Environment (reference, section 5).
 pub fn default_grid_factors() -> Vec<GridFactor> {
     let mut out = Vec::new();
     for (year, national, north, shanxi) in [(2021, 0.5568, 0.7120, 0.7222), (2022, 0.5366, 0.6776, 0.7096), (2023, 0.5306, 0.6361, 0.6634)] {
         for (region, v) in [("national", national), ("north_china", north), ("shanxi", shanxi)] {
-            out.push(GridFactor { year, region: region.into(), kg_per_kwh: v });
+            out.push(GridFactor { year, region: region.into(), kg_per_kwh: v, source: Some(BUILT_IN_GRID_SOURCE.into()) });
         }
     }
+    out
+}
+
+/// The built-in table with the registry's `[[grid_factor]]` entries: an entry of a (year,
+/// region) the table has replaces that one, any other is added. Sorted by region and year.
+pub fn merged_grid_factors(own: &[GridFactor]) -> Vec<GridFactor> {
+    let mut out = default_grid_factors();
+    for g in own {
+        let g = GridFactor { source: Some(g.source.clone().unwrap_or_else(|| "registry [[grid_factor]]".into())), ..g.clone() };
+        match out.iter_mut().find(|x| x.year == g.year && x.region == g.region) {
+            Some(x) => *x = g,
+            None => out.push(g),
+        }
+    }
+    out.sort_by(|a, b| a.region.cmp(&b.region).then(a.year.cmp(&b.year)));
     out
 }
 
@@ -168,8 +190,12 @@ pub struct Tariff {
 pub enum Indicator {
     /// 综合能耗, kgce.
     TotalEnergy,
-    /// 单位建筑面积能耗, kgce/(m²·a).
+    /// 单位建筑面积能耗 on the quota basis, kgce/(m²·a): energy net of separately metered
+    /// special loads and transport over the floor area net of the excluded areas (DB37/T 2671).
     EnergyPerArea,
+    /// 单位建筑面积能耗 on the statistics basis, kgce/(m²·a): the whole 综合能耗 over the
+    /// building (floor) area (公共机构能源资源消费统计).
+    EnergyPerBuildingArea,
     /// 单位建筑面积非供暖能耗, kgce/(m²·a).
     NonHeatingEnergyPerArea,
     /// 单位采暖面积供暖能耗, kgce/(m²·a).
@@ -191,8 +217,9 @@ pub enum Indicator {
 }
 
 impl Indicator {
-    pub const ALL: [Indicator; 11] = [
+    pub const ALL: [Indicator; 12] = [
         Indicator::TotalEnergy,
+        Indicator::EnergyPerBuildingArea,
         Indicator::EnergyPerArea,
         Indicator::NonHeatingEnergyPerArea,
         Indicator::HeatingEnergyPerHeatedArea,
@@ -209,6 +236,7 @@ impl Indicator {
         match self {
             Indicator::TotalEnergy => "total_energy",
             Indicator::EnergyPerArea => "energy_per_area",
+            Indicator::EnergyPerBuildingArea => "energy_per_building_area",
             Indicator::NonHeatingEnergyPerArea => "non_heating_energy_per_area",
             Indicator::HeatingEnergyPerHeatedArea => "heating_energy_per_heated_area",
             Indicator::EnergyPerPerson => "energy_per_person",
@@ -224,7 +252,7 @@ impl Indicator {
     pub fn unit(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "kgce",
-            Indicator::EnergyPerArea | Indicator::NonHeatingEnergyPerArea | Indicator::HeatingEnergyPerHeatedArea => "kgce/(m²·a)",
+            Indicator::EnergyPerArea | Indicator::EnergyPerBuildingArea | Indicator::NonHeatingEnergyPerArea | Indicator::HeatingEnergyPerHeatedArea => "kgce/(m²·a)",
             Indicator::EnergyPerPerson => "kgce/(person·a)",
             Indicator::WaterPerPerson => "m³/(person·a)",
             Indicator::ElectricityPerArea => "kWh/(m²·a)",
@@ -239,7 +267,8 @@ impl Indicator {
     pub fn name_zh(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "综合能耗",
-            Indicator::EnergyPerArea => "单位建筑面积能耗",
+            Indicator::EnergyPerArea => "单位建筑面积能耗（定额口径）",
+            Indicator::EnergyPerBuildingArea => "单位建筑面积能耗（统计口径）",
             Indicator::NonHeatingEnergyPerArea => "单位建筑面积非供暖能耗",
             Indicator::HeatingEnergyPerHeatedArea => "单位采暖面积供暖能耗",
             Indicator::EnergyPerPerson => "人均综合能耗",
@@ -256,7 +285,8 @@ impl Indicator {
     pub fn name_en(self) -> &'static str {
         match self {
             Indicator::TotalEnergy => "Total energy",
-            Indicator::EnergyPerArea => "Energy per floor area",
+            Indicator::EnergyPerArea => "Energy per floor area (quota basis)",
+            Indicator::EnergyPerBuildingArea => "Energy per floor area (statistics basis)",
             Indicator::NonHeatingEnergyPerArea => "Non-heating energy per floor area",
             Indicator::HeatingEnergyPerHeatedArea => "Heating energy per heated area",
             Indicator::EnergyPerPerson => "Energy per person",
@@ -266,6 +296,46 @@ impl Indicator {
             Indicator::CarbonPerArea => "Carbon per floor area",
             Indicator::EnergyCost => "Energy cost",
             Indicator::WaterTotal => "Water",
+        }
+    }
+}
+
+/// The basis of a per-area figure: `statistics` (公共机构能源资源消费统计: the whole 综合能耗
+/// over the building area) or `quota` (the quota tables' basis, DB37/T 2671: energy net of
+/// separately metered special loads and transport over the area net of the excluded areas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AreaBasis {
+    Statistics,
+    Quota,
+}
+
+impl AreaBasis {
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            AreaBasis::Statistics => "统计口径：综合能耗总量÷建筑面积",
+            AreaBasis::Quota => "定额口径：扣除单独计量的数据中心、食堂、充电设施等特殊用能和交通用能后的能耗÷扣除车库、数据中心机房、食堂等面积后的建筑面积",
+        }
+    }
+    pub fn name_en(self) -> &'static str {
+        match self {
+            AreaBasis::Statistics => "statistics basis: total energy over the building area",
+            AreaBasis::Quota => "quota basis: energy net of separately metered special loads (data centre, kitchen, EV charging) and transport over the area net of garages, data-centre rooms and canteens",
+        }
+    }
+}
+
+impl Indicator {
+    /// The basis of a per-area figure (`None`: not per area).
+    pub fn area_basis(self) -> Option<AreaBasis> {
+        match self {
+            Indicator::EnergyPerBuildingArea => Some(AreaBasis::Statistics),
+            Indicator::EnergyPerArea
+            | Indicator::NonHeatingEnergyPerArea
+            | Indicator::HeatingEnergyPerHeatedArea
+            | Indicator::ElectricityPerArea
+            | Indicator::CarbonPerArea => Some(AreaBasis::Quota),
+            _ => None,
         }
     }
 }
@@ -304,6 +374,69 @@ pub struct Quota {
     pub benchmark: f64,
     /// 引导值.
     pub guide: f64,
+    /// The table (or clause) of the standard the row is taken from, e.g. "表2".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The year of the standard's edition; by default the year at the end of its number
+    /// (`DB37/T 2672-2019` is of 2019).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<i32>,
+}
+
+/// The example quota table shipped with the software (Shandong, DB37/T 2672-2019): rows equal
+/// to one of its rows are the example's, not a table the bureau chose.
+const EXAMPLE_QUOTAS: &str = include_str!("../../../deploy/quotas/shandong-db37-2672-2019.toml");
+
+fn example_rows() -> &'static [Quota] {
+    #[derive(Deserialize)]
+    struct Table {
+        quota: Vec<Quota>,
+    }
+    static ROWS: std::sync::OnceLock<Vec<Quota>> = std::sync::OnceLock::new();
+    ROWS.get_or_init(|| toml::from_str::<Table>(EXAMPLE_QUOTAS).map(|t| t.quota).unwrap_or_default())
+}
+
+/// What the registry's quota rows are, for the warning of the bureau's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaTable {
+    /// No quota rows: no band is classed.
+    Missing,
+    /// Only rows of the shipped example table (or rows that say they are examples).
+    ExampleOnly,
+    /// At least one row of the bureau's own.
+    Explicit,
+}
+
+impl QuotaTable {
+    pub fn of(quotas: &[Quota]) -> QuotaTable {
+        if quotas.is_empty() {
+            QuotaTable::Missing
+        } else if quotas.iter().all(Quota::is_example) {
+            QuotaTable::ExampleOnly
+        } else {
+            QuotaTable::Explicit
+        }
+    }
+}
+
+impl Quota {
+    /// The year of the standard: `year`, else the four digits after the last `-` of the first
+    /// word of `source` that has them.
+    pub fn edition_year(&self) -> Option<i32> {
+        self.year.or_else(|| {
+            self.source.split(|c: char| c.is_whitespace() || c == '(' || c == '（').find_map(|w| {
+                let tail = w.rsplit_once('-')?.1;
+                (tail.len() == 4 && tail.chars().all(|c| c.is_ascii_digit())).then(|| tail.parse().ok()).flatten()
+            })
+        })
+    }
+
+    /// Whether the row is one of the shipped example table's, or says it is an example.
+    pub fn is_example(&self) -> bool {
+        let s = self.source.to_lowercase();
+        s.contains("示例") || s.contains("example") || example_rows().iter().any(|r| r == self)
+    }
 }
 
 /// Absolute budgets of one agency and year: per carrier in counter units, and totals.
@@ -420,7 +553,14 @@ impl Default for AccountingSettings {
 ///            { min = 65, name = "基本完成", name_en = "mostly achieved" }, { min = 0, name = "未完成", name_en = "not achieved" } ]
 /// binding = ["reduction", "quota_binding"]   # also "budget"
 /// binding_missed_grade = "未完成"
+/// incomplete = "no_score"   # or "score_measured_only"
 /// ```
+///
+/// * Completeness: an indicator whose data is missing or below `accounting.complete_coverage`
+///   is never scored, averaged or ranked. With `incomplete = "no_score"` (the default) an agency
+///   with such an indicator among the scored ones (the scorecard's, and those with a quota band)
+///   gets no score at all and says why; with `"score_measured_only"` it is scored on its
+///   complete indicators. An agency with no complete scored indicator is never scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AssessmentRules {
@@ -432,6 +572,19 @@ pub struct AssessmentRules {
     pub binding: Vec<BindingKind>,
     /// The `name` of one of `grades`.
     pub binding_missed_grade: String,
+    /// What an agency with incomplete data gets.
+    pub incomplete: IncompleteRule,
+}
+
+/// How an agency with an indicator whose data is missing or incomplete is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IncompleteRule {
+    /// No score at all (the default).
+    #[default]
+    NoScore,
+    /// Scored on the indicators whose data is complete.
+    ScoreMeasuredOnly,
 }
 
 /// A step of the scorecard: a ratio to the same-kind average at most `max_ratio` earns `points`.
@@ -496,6 +649,7 @@ impl Default for AssessmentRules {
             grades: vec![g(95.0, "超额完成", "exceeded"), g(80.0, "完成", "achieved"), g(65.0, "基本完成", "mostly achieved"), g(0.0, "未完成", "not achieved")],
             binding: vec![BindingKind::Reduction, BindingKind::QuotaBinding],
             binding_missed_grade: "未完成".into(),
+            incomplete: IncompleteRule::NoScore,
         }
     }
 }

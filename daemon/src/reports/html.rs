@@ -12,48 +12,141 @@ pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-pub const STYLE: &str = "body{font-family:\"Noto Sans CJK SC\",\"Microsoft YaHei\",\"SimSun\",sans-serif;font-size:10.5pt;color:#111;max-width:190mm;margin:1em auto;padding:0 4mm}\
-h1{font-size:17pt;margin:.2em 0}h2{font-size:13pt;margin:1.2em 0 .4em;border-bottom:1px solid #999}h3{font-size:11pt;margin:.8em 0 .3em}\
+/// Screen and print styles. Print: A4 with the page number in the bottom margin (see
+/// [`page_start`]), headings kept with what follows them, table headers repeated on every page,
+/// no row split across pages.
+pub const STYLE: &str = "body{font-family:\"Noto Sans CJK SC\",\"WenQuanYi Micro Hei\",\"Microsoft YaHei\",\"SimSun\",sans-serif;font-size:10.5pt;color:#111;max-width:190mm;margin:1em auto;padding:0 4mm}\
+h1{font-size:17pt;margin:.2em 0;text-align:center}h2{font-size:13pt;margin:1.2em 0 .4em;border-bottom:1px solid #999}h3{font-size:11pt;margin:.8em 0 .3em}\
 p.meta{color:#333;margin:.2em 0}table{border-collapse:collapse;width:100%;margin:.4em 0;font-size:9pt}\
-th,td{border:1px solid #bbb;padding:2px 4px;vertical-align:top}th{background:#e8eef5;text-align:left}td.n{text-align:right;white-space:nowrap}\
-.bad{color:#a00;font-weight:bold}.ok{color:#070}svg{display:block;margin:.3em 0;max-width:100%}nav a{margin-right:.8em}\
-@page{size:A4;margin:14mm}\
-@media print{body{max-width:none;margin:0;padding:0;font-size:9.5pt}nav,.noprint{display:none}section{break-inside:avoid-page}\
-h2{break-after:avoid}thead{display:table-header-group}tr,svg{break-inside:avoid}a{color:inherit;text-decoration:none}}";
+th,td{border:1px solid #999;padding:2px 4px;vertical-align:top}th{background:#e8eef5;text-align:center}td.n{text-align:right;white-space:nowrap}\
+tr.total td{font-weight:bold;background:#f4f6f8}td.code{text-align:center;color:#555}p.caption{text-align:center;margin:.1em 0}\
+.bad{color:#a00;font-weight:bold}.ok{color:#070}.warn{border:2px solid #c60;background:#fff4e5;padding:.4em .6em;margin:.6em 0}\
+svg{display:block;margin:.3em 0;max-width:100%}nav a{margin-right:.8em}\
+div.sign{break-inside:avoid;margin-top:1.4em;font-size:10.5pt}div.sign p{display:flex;flex-wrap:wrap;gap:.4em 2.5em;margin:.7em 0}\
+table.wide{font-size:8pt}table.wide td,table.wide th{padding:1px 3px}\
+div.keep{break-inside:avoid}\
+@media print{body{max-width:none;margin:0;padding:0;font-size:9.5pt}nav,.noprint{display:none}\
+h1,h2,h3,p.meta{break-after:avoid}thead{display:table-header-group}tr,svg{break-inside:avoid}a{color:inherit;text-decoration:none}}";
 
+/// The page's head: the styles and the A4 page rule with the page number ("第 1 页，共 3 页").
 pub fn page_start(lang: Lang, title: &str) -> String {
-    format!("<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{}</style></head><body>\n", lang.code(), esc(title), STYLE)
+    let number = match lang {
+        Lang::Zh => "\"第 \" counter(page) \" 页，共 \" counter(pages) \" 页\"",
+        Lang::En => "\"Page \" counter(page) \" of \" counter(pages)",
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"{}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{}</title><style>{}\
+@page{{size:A4;margin:14mm 12mm 16mm 12mm;@bottom-center{{content:{number};font-size:9pt;color:#333}}}}</style></head><body>\n",
+        lang.code(),
+        esc(title),
+        STYLE
+    )
+}
+
+/// Yuan with two decimals and thousands separated.
+pub fn money_text(x: f64) -> String {
+    let s = super::labels::number(x);
+    match s.split_once('.') {
+        Some((i, f)) if f.len() == 1 => format!("{i}.{f}0"),
+        Some(_) => s,
+        None => format!("{s}.00"),
+    }
 }
 
 fn cell_html(c: &Cell) -> String {
     match c {
         Cell::Text(s) => format!("<td>{}</td>", esc(s)),
         Cell::Num(Some(x)) => format!("<td class=\"n\">{}</td>", fmt(*x)),
-        Cell::Num(None) => "<td class=\"n\">–</td>".into(),
+        Cell::Money(Some(x)) => format!("<td class=\"n\">{}</td>", money_text(*x)),
+        Cell::Int(Some(x)) => format!("<td class=\"n\">{x}</td>"),
+        Cell::Num(None) | Cell::Money(None) | Cell::Int(None) => "<td class=\"n\">–</td>".into(),
     }
 }
 
-/// A table, leaving out the columns `skip`.
-pub fn table_html(tb: &Table, skip: &[usize]) -> String {
-    let mut out = String::from("<table><thead><tr>");
-    for (_, h) in tb.headers.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
+/// A table, leaving out the columns whose keys are in `skip`; totals bold, the forms'
+/// caption above and column numbers under the header. A heading given is kept with the table
+/// (and a short table kept on one page).
+pub fn table_html(tb: &Table, skip: &[&str]) -> String {
+    table_with_heading(tb, skip, "")
+}
+
+pub fn table_with_heading(tb: &Table, skip: &[&str], heading: &str) -> String {
+    table_with(tb, skip, heading, "")
+}
+
+/// A table with its heading and, after it, `tail` (the signature block, kept on the page of
+/// the document's last table rather than alone on a page of its own).
+pub fn table_with(tb: &Table, skip: &[&str], heading: &str, tail: &str) -> String {
+    let tb = tb.without(skip);
+    let mut out = String::new();
+    let short = tb.rows.len() <= 12;
+    out.push_str(if short { "<div class=\"keep\">" } else { "<div>" });
+    out.push_str(heading);
+    for (i, line) in tb.caption.iter().enumerate() {
+        if i == 0 && heading.is_empty() {
+            let _ = write!(out, "<h2>{}</h2>", esc(line));
+        } else if i > 0 {
+            let _ = write!(out, "<p class=\"caption\">{}</p>", esc(line));
+        }
+    }
+    out.push_str(if tb.headers.len() > 10 { "<table class=\"wide\"><thead><tr>" } else { "<table><thead><tr>" });
+    for h in &tb.headers {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
-    out.push_str("</tr></thead><tbody>\n");
-    for r in &tb.rows {
+    out.push_str("</tr>");
+    if !tb.column_codes.is_empty() {
         out.push_str("<tr>");
-        for (_, c) in r.iter().enumerate().filter(|(i, _)| !skip.contains(i)) {
+        for c in &tb.column_codes {
+            let _ = write!(out, "<td class=\"code\">{}</td>", esc(c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</thead><tbody>\n");
+    for (i, r) in tb.rows.iter().enumerate() {
+        out.push_str(if tb.total_rows.contains(&i) { "<tr class=\"total\">" } else { "<tr>" });
+        for c in r {
             out.push_str(&cell_html(c));
         }
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
+    for line in &tb.footer {
+        let _ = write!(out, "<p class=\"meta\">{}</p>", esc(line));
+    }
+    out.push_str(tail);
+    out.push_str("</div>\n");
     out
 }
 
+/// The signature block of a document (填报单位, 负责人, 填报人, 联系电话, 填报日期), filled from
+/// the registry where it has the person; the rest is left to fill in by hand.
+pub fn signature_html(lang: Lang, s: &super::model::Signature) -> String {
+    let blank = "&nbsp;".repeat(16);
+    let v = |x: &Option<String>| x.as_deref().map_or(blank.clone(), esc);
+    let date = match lang {
+        Lang::Zh => "&nbsp;&nbsp;&nbsp;&nbsp;年&nbsp;&nbsp;&nbsp;月&nbsp;&nbsp;&nbsp;日".to_string(),
+        Lang::En => blank.clone(),
+    };
+    format!(
+        "<div class=\"sign\"><p><span>{}{}：{}</span><span>{}：{date}</span></p>\
+<p><span>{}：{}</span><span>{}：{}</span><span>{}：{}</span></p></div>\n",
+        esc(&t(lang, "sign_unit")),
+        esc(&t(lang, "sign_seal")),
+        v(&s.unit),
+        esc(&t(lang, "sign_date")),
+        esc(&t(lang, "sign_responsible")),
+        v(&s.responsible),
+        esc(&t(lang, "sign_filler")),
+        v(&s.filler),
+        esc(&t(lang, "sign_phone")),
+        v(&s.phone),
+    )
+}
+
 fn meta(lang: Lang, items: &[(&str, String)]) -> String {
-    let parts: Vec<String> = items.iter().map(|(k, v)| format!("{}: {}", esc(&t(lang, k)), esc(v))).collect();
-    format!("<p class=\"meta\">{}</p>\n", parts.join(" · "))
+    let colon = if lang == Lang::Zh { "：" } else { ": " };
+    let parts: Vec<String> = items.iter().map(|(k, v)| format!("{}{colon}{}", esc(&t(lang, k)), esc(v))).collect();
+    format!("<p class=\"meta\">{}</p>\n", parts.join(if lang == Lang::Zh { "　" } else { " · " }))
 }
 
 /// Indicators against their quota bands: a bar per indicator over the four zones.
@@ -96,7 +189,7 @@ pub fn monthly_chart(lang: Lang, e: &AnnualEntry) -> String {
     let ph = h - top - bottom;
     let gw = (w - left) / 12.0;
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">", esc(&t(lang, "chart_monthly")));
-    let _ = write!(s, "<text x=\"0\" y=\"{top}\" font-size=\"9\">{} kgce</text>", esc(&fmt(max)));
+    let _ = write!(s, "<text x=\"0\" y=\"{top}\" font-size=\"9\">{} {}</text>", esc(&fmt(max)), esc(&labels::unit(lang, "kgce")));
     let _ = write!(s, "<line x1=\"{left}\" y1=\"{}\" x2=\"{w}\" y2=\"{}\" stroke=\"#888\"/>", top + ph, top + ph);
     for m in 0..12 {
         let gx = left + gw * m as f64;
@@ -123,44 +216,100 @@ pub fn monthly_chart(lang: Lang, e: &AnnualEntry) -> String {
     s
 }
 
-pub fn annual(r: &AnnualReport, lang: Lang) -> String {
-    let title = format!("{} {}", r.year, t(lang, "annual"));
-    let mut out = page_start(lang, &title);
-    let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
-    out.push_str(&meta(lang, &[("year", r.year.to_string()), ("as_of", r.as_of.clone()), ("timezone", r.timezone.clone()), ("basis", r.electricity_basis.clone())]));
-    if r.in_progress {
+/// The heading of a document: the title and the lines that say what the figures are.
+/// Every document states the as-of rule; a document of indicators (`bases`) also states the
+/// basis of each per-area figure.
+fn doc_head(lang: Lang, title: &str, items: &[(&str, String)], in_progress: bool, bases: bool) -> String {
+    let mut out = format!("<header><h1>{}</h1>", esc(title));
+    out.push_str(&meta(lang, items));
+    if in_progress {
         let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "in_progress")));
     }
+    let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
+    if bases {
+        let colon = if lang == Lang::Zh { "：" } else { ": " };
+        // Each basis once, with the indicators on it.
+        let _ = write!(out, "<p class=\"meta\">{}{colon}</p><ul class=\"meta\">", esc(&t(lang, "area_basis")));
+        for b in [crate::registry::AreaBasis::Statistics, crate::registry::AreaBasis::Quota] {
+            let on: Vec<&str> = crate::registry::Indicator::ALL.iter().filter(|i| i.area_basis() == Some(b)).map(|i| labels::indicator(lang, *i)).collect();
+            let _ = match lang {
+                Lang::Zh => write!(out, "<li>{}（适用于：{}）</li>", esc(b.name_zh()), esc(&on.join("、"))),
+                Lang::En => write!(out, "<li>{} (for: {})</li>", esc(b.name_en()), esc(&on.join(", "))),
+            };
+        }
+        out.push_str("</ul>");
+    }
     out.push_str("</header>\n");
+    out
+}
+
+/// The title of a document of `year`: 2025年度节能执行情况报告 in zh, "2025 Annual ..." in en.
+pub fn doc_title(lang: Lang, key: &str, year: i32) -> String {
+    match (lang, key) {
+        (Lang::Zh, "annual") => format!("{year}年度节能执行情况报告"),
+        (Lang::Zh, "assessment") => format!("{year}年度节能目标责任考核"),
+        (Lang::Zh, "plan") => format!("{year}年度运行保障计划（节能部分）"),
+        (Lang::Zh, "statistics") => format!("{year}年度公共机构能源资源消费统计报表"),
+        _ => format!("{year} {}", t(lang, key)),
+    }
+}
+
+/// `2025年` in zh, `2025` in en.
+pub fn year_text(lang: Lang, y: i32) -> String {
+    match lang {
+        Lang::Zh => format!("{y}年"),
+        Lang::En => y.to_string(),
+    }
+}
+
+/// An agency in a heading: its name and scope (the id too in English).
+fn agency_heading(lang: Lang, name: &str, scope: &str, id: &str) -> String {
+    match lang {
+        Lang::Zh => format!("{}<small>（{}）</small>", esc(name), esc(scope)),
+        Lang::En => format!("{} <small>({} · {})</small>", esc(name), esc(scope), esc(id)),
+    }
+}
+
+pub fn annual(r: &AnnualReport, lang: Lang, sign: &super::model::Signature) -> String {
+    let title = doc_title(lang, "annual", r.year);
+    let mut out = page_start(lang, &title);
+    out.push_str(&doc_head(
+        lang,
+        &title,
+        &[
+            ("as_of", labels::date(lang, &r.as_of)),
+            ("timezone", labels::timezone(lang, &r.timezone)),
+            ("basis", labels::basis(lang, &r.electricity_basis)),
+        ],
+        r.in_progress,
+        true,
+    ));
     for e in &r.entries {
         let one = AnnualReport { entries: vec![e.clone()], ..r.clone() };
         let tbs = tables::annual(&one, lang);
-        let _ = writeln!(
-            out,
-            "<section id=\"{}-{}\"><h2>{} <small>({} · {})</small></h2>",
-            esc(scope_name(e.scope)),
-            esc(&e.agency),
-            esc(&e.name),
-            esc(&t(lang, &format!("scope_{}", scope_name(e.scope)))),
-            esc(&e.agency)
-        );
+        let scope = t(lang, &format!("scope_{}", scope_name(e.scope)));
+        let _ = writeln!(out, "<section id=\"{}-{}\">", esc(scope_name(e.scope)), esc(&e.agency));
+        let heading = format!("<h2>{}</h2>", agency_heading(lang, &e.name, &scope, &e.agency));
         if let Some(tb) = tbs.first() {
-            out.push_str(&table_html(tb, &[0, 1, 2, 4]));
+            out.push_str(&table_with_heading(tb, &["scope", "agency", "name", "indicator_key"], &heading));
         }
         let bc = band_chart(lang, e);
         if !bc.is_empty() {
-            let _ = writeln!(out, "<h3>{}</h3>{bc}", esc(&t(lang, "chart_band")));
+            let _ = writeln!(out, "<div class=\"keep\"><h3>{}</h3>{bc}</div>", esc(&t(lang, "chart_band")));
         }
-        let _ = writeln!(out, "<h3>{}</h3>{}", esc(&t(lang, "chart_monthly")), monthly_chart(lang, e));
+        let _ = writeln!(out, "<div class=\"keep\"><h3>{}</h3>{}</div>", esc(&t(lang, "chart_monthly")), monthly_chart(lang, e));
         if let Some(tb) = tbs.get(1) {
-            let _ = write!(out, "<h3>{}</h3>", esc(&tb.title));
-            out.push_str(&table_html(tb, &[0, 1]));
+            out.push_str(&table_with_heading(tb, &["scope", "agency"], &format!("<h3>{}</h3>", esc(&tb.title))));
         }
         if let Some(tb) = tbs.get(2) {
-            let _ = write!(out, "<h3>{}</h3>", esc(&tb.title));
-            out.push_str(&table_html(tb, &[0, 1, 2]));
+            let last = std::ptr::eq(e, r.entries.last().unwrap_or(e));
+            let tail = if last { signature_html(lang, sign) } else { String::new() };
+            out.push_str(&table_with(tb, &["scope", "agency", "name"], &format!("<h3>{}</h3>", esc(&tb.title)), &tail));
         }
         out.push_str("</section>\n");
+    }
+    if r.entries.is_empty() {
+        out.push_str(&signature_html(lang, sign));
     }
     out.push_str("</body></html>\n");
     out
@@ -181,7 +330,7 @@ pub fn ranking_chart(lang: Lang, a: &Assessment) -> String {
             s,
             "<text x=\"0\" y=\"{}\" font-size=\"11\">{}. {}</text><rect x=\"{lw}\" y=\"{y}\" width=\"{:.1}\" height=\"15\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{}\" font-size=\"10\">{} {}</text>",
             y + 12.0,
-            x.rank,
+            x.rank.map_or("–".to_string(), |r| r.to_string()),
             esc(&x.name),
             bw * (score / 100.0).clamp(0.0, 1.0),
             lw + bw * (score / 100.0).clamp(0.0, 1.0) + 4.0,
@@ -194,25 +343,24 @@ pub fn ranking_chart(lang: Lang, a: &Assessment) -> String {
     s
 }
 
-pub fn assessment(a: &Assessment, lang: Lang) -> String {
-    let title = format!("{} {}", a.year, t(lang, "assessment"));
+pub fn assessment(a: &Assessment, lang: Lang, sign: &super::model::Signature) -> String {
+    let title = doc_title(lang, "assessment", a.year);
     let mut out = page_start(lang, &title);
-    let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
-    out.push_str(&meta(lang, &[("year", a.year.to_string()), ("as_of", a.as_of.clone()), ("timezone", a.timezone.clone())]));
-    if a.in_progress {
-        let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "in_progress")));
-    }
-    out.push_str("</header>\n");
+    out.push_str(&doc_head(lang, &title, &[("as_of", labels::date(lang, &a.as_of)), ("timezone", labels::timezone(lang, &a.timezone))], a.in_progress, true));
     let tbs = tables::assessment(a, lang);
-    let _ = writeln!(out, "<section><h2>{}</h2>{}", esc(&t(lang, "chart_ranking")), ranking_chart(lang, a));
+    let _ = writeln!(out, "<section><div class=\"keep\"><h2>{}</h2>{}</div>", esc(&t(lang, "chart_ranking")), ranking_chart(lang, a));
     if let Some(tb) = tbs.first() {
-        out.push_str(&table_html(tb, &[6, 7, 9]));
+        out.push_str(&table_html(tb, &["points", "max_points", "reasons"]));
     }
     out.push_str("</section>\n");
     let _ = writeln!(out, "<section><h2>{}</h2>", esc(&t(lang, "reasons")));
     for s in &a.agencies {
         let reasons = tables::reasons(lang, s);
-        let _ = write!(out, "<h3>{}. {} ({})</h3>", s.rank, esc(&s.name), esc(&s.agency));
+        let name = match lang {
+            Lang::Zh => esc(&s.name),
+            Lang::En => format!("{} ({})", esc(&s.name), esc(&s.agency)),
+        };
+        let _ = write!(out, "<div class=\"keep\"><h3>{}. {name}</h3>", s.rank.map_or("–".to_string(), |r| r.to_string()));
         if reasons.is_empty() {
             out.push_str("<p>–</p>");
         } else {
@@ -220,46 +368,68 @@ pub fn assessment(a: &Assessment, lang: Lang) -> String {
             for r in reasons {
                 let _ = write!(out, "<li>{}</li>", esc(&r));
             }
-            out.push_str("</ul>\n");
+            out.push_str("</ul>");
         }
+        out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
-    for tb in tbs.iter().skip(1) {
-        let _ = writeln!(out, "<section><h2>{}</h2>{}</section>", esc(&tb.title), table_html(tb, &[]));
+    let rest: Vec<&Table> = tbs.iter().skip(1).collect();
+    for (i, tb) in rest.iter().enumerate() {
+        let tail = if i + 1 == rest.len() { signature_html(lang, sign) } else { String::new() };
+        let _ = writeln!(out, "<section>{}</section>", table_with(tb, &["reason"], &format!("<h2>{}</h2>", esc(&tb.title)), &tail));
+    }
+    if rest.is_empty() {
+        out.push_str(&signature_html(lang, sign));
     }
     out.push_str("</body></html>\n");
     out
 }
 
 pub fn plan(p: &EnergyPlan, lang: Lang) -> String {
-    let title = format!("{} {}", p.year, t(lang, "plan"));
+    let title = doc_title(lang, "plan", p.year);
     let mut out = page_start(lang, &title);
-    let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
-    out.push_str(&meta(
+    out.push_str(&doc_head(
         lang,
+        &title,
         &[
-            ("plan_year", p.year.to_string()),
-            ("last_full_year", p.last_full_year.to_string()),
-            ("as_of", p.as_of.clone()),
-            ("timezone", p.timezone.clone()),
+            ("plan_year", year_text(lang, p.year)),
+            ("last_full_year", year_text(lang, p.last_full_year)),
+            ("as_of", labels::date(lang, &p.as_of)),
+            ("timezone", labels::timezone(lang, &p.timezone)),
         ],
+        false,
+        true,
     ));
-    out.push_str("</header>\n");
     let tbs = tables::plan(p, lang);
     // Summary first, then audits, targets, budget.
     for i in [3usize, 1, 0, 2] {
         if let Some(tb) = tbs.get(i) {
-            let skip: &[usize] = if i == 0 { &[3] } else { &[] };
-            let _ = writeln!(out, "<section><h2>{}</h2>{}</section>", esc(&tb.title), table_html(tb, skip));
+            let skip: &[&str] = if i == 0 { &["indicator_key"] } else { &[] };
+            let _ = writeln!(out, "<section>{}</section>", table_with_heading(tb, skip, &format!("<h2>{}</h2>", esc(&tb.title))));
         }
     }
-    let notes: Vec<String> = p.agencies.iter().flat_map(|a| a.notes.iter().map(move |n| format!("{}: {n}", a.name))).collect();
+    let notes: Vec<String> = p.agencies.iter().flat_map(|a| a.notes.iter().map(move |n| format!("{}{}{}", a.name, if lang == Lang::Zh { "：" } else { ": " }, labels::note(lang, n)))).collect();
     if !notes.is_empty() {
-        let _ = write!(out, "<section><h2>{}</h2><ul>", esc(&t(lang, "notes")));
+        let _ = write!(out, "<section><div class=\"keep\"><h2>{}</h2><ul>", esc(&t(lang, "notes")));
         for n in notes {
             let _ = write!(out, "<li>{}</li>", esc(&n));
         }
-        out.push_str("</ul></section>\n");
+        out.push_str("</ul></div></section>\n");
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// The statistics forms, one section each, laid out as the forms (title, the system and its
+/// authorities, the year, the columns' numbers), then the signature block.
+pub fn statistics(r: &super::statistics::StatisticsReport, lang: Lang, sign: &super::model::Signature) -> String {
+    let title = doc_title(lang, "statistics", r.year);
+    let mut out = page_start(lang, &title);
+    out.push_str(&doc_head(lang, &title, &[("as_of", labels::date(lang, &r.as_of)), ("timezone", labels::timezone(lang, &r.timezone))], false, false));
+    let forms = super::statistics::tables(r, lang);
+    for (i, tb) in forms.iter().enumerate() {
+        let tail = if i + 1 == forms.len() { signature_html(lang, sign) } else { String::new() };
+        let _ = writeln!(out, "<section>{}</section>", table_with(tb, &[], "", &tail));
     }
     out.push_str("</body></html>\n");
     out
@@ -267,7 +437,7 @@ pub fn plan(p: &EnergyPlan, lang: Lang) -> String {
 
 /// The bureau's page: every agency's indicators of `year` to date and projected against its
 /// targets and bands, links to every report, and the art. 39 deadlines with what is missing.
-pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::indicators::AgencyIndicators], d: &super::model::Deadlines) -> String {
+pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::indicators::AgencyIndicators], d: &super::model::Deadlines, quota: crate::registry::QuotaTable) -> String {
     let title = match lang {
         Lang::Zh => "公共机构能源资源消耗统计".to_string(),
         Lang::En => "Public institutions' energy and water".to_string(),
@@ -275,19 +445,35 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     let mut out = page_start(lang, &title);
     let q = if lang == Lang::En { "&amp;lang=en" } else { "" };
     let _ = write!(out, "<header><h1>{}</h1>", esc(&title));
-    out.push_str(&meta(lang, &[("year", year.to_string()), ("as_of", as_of.to_string())]));
+    out.push_str(&meta(lang, &[("year", year_text(lang, year)), ("as_of", labels::date(lang, as_of))]));
+    let _ = write!(out, "<p class=\"meta\">{}</p>", esc(&t(lang, "as_of_rule")));
+    let (ag, me, gw, mx) = match lang {
+        Lang::Zh => ("单位", "表计", "网关", "运行指标"),
+        Lang::En => ("agencies", "meters", "gateways", "metrics"),
+    };
     let _ = writeln!(
         out,
         "<nav class=\"noprint\"><a href=\"/?lang=zh\">中文</a><a href=\"/?lang=en\">English</a><a href=\"#deadlines\">{}</a><a href=\"#downloads\">{}</a>\
-         <a href=\"/api/v1/agencies\">agencies</a><a href=\"/api/v1/meters\">meters</a><a href=\"/api/v1/gateways\">gateways</a><a href=\"/metrics\">metrics</a></nav></header>",
+         <a href=\"/api/v1/agencies\">{ag}</a><a href=\"/api/v1/meters\">{me}</a><a href=\"/api/v1/gateways\">{gw}</a><a href=\"/metrics\">{mx}</a></nav></header>",
         esc(&t(lang, "deadlines")),
         esc(&t(lang, "downloads"))
     );
+    // Where the quota bands come from (issue 16, finding 6): a registry without a table of its
+    // own says so before anything else.
+    let warning = match quota {
+        crate::registry::QuotaTable::Missing => Some("quota_missing_warning"),
+        crate::registry::QuotaTable::ExampleOnly => Some("quota_example_warning"),
+        crate::registry::QuotaTable::Explicit => None,
+    };
+    if let Some(w) = warning {
+        let _ = writeln!(out, "<p class=\"warn\" id=\"quota-warning\">{}</p>", esc(&t(lang, w)));
+    }
     // Deadlines.
     let _ = write!(out, "<section id=\"deadlines\"><h2>{} ({})</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>", esc(&t(lang, "deadlines")), d.year, esc(&t(lang, "item")), esc(&t(lang, "figure")), esc(&t(lang, "days_left")));
     for (k, date, days) in [("agencies_due", &d.agencies_due, d.days_to_agencies_due), ("bureau_due", &d.bureau_due, d.days_to_bureau_due)] {
         let cls = if days < 0 && d.incomplete > 0 { " class=\"bad\"" } else { "" };
-        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td class=\"n\"><span{cls}>{days}</span></td></tr>", esc(&t(lang, k)), esc(date));
+        let left = if days < 0 { format!("{}（{}）", t(lang, "overdue"), -days) } else { days.to_string() };
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td><td class=\"n\"><span{cls}>{}</span></td></tr>", esc(&t(lang, k)), esc(&labels::date(lang, date)), esc(&left));
     }
     out.push_str("</tbody></table>");
     if d.incomplete == 0 {
@@ -297,12 +483,11 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
         for a in d.agencies.iter().filter(|a| !a.complete) {
             let _ = write!(
                 out,
-                "<tr><td>{} ({})</td><td class=\"n\">{}</td><td class=\"bad\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td><td>{}</td></tr>",
                 esc(&a.name),
-                esc(&a.agency),
                 fmt(a.coverage * 100.0),
                 esc(&labels::yes_no(lang, false)),
-                esc(&a.missing.join("; "))
+                esc(&a.missing.iter().map(|m| labels::note(lang, m)).collect::<Vec<_>>().join(tables::sep(lang)))
             );
         }
         out.push_str("</tbody></table>");
@@ -315,6 +500,7 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     if year != d.year {
         docs.push(("annual", "/api/v1/reports/annual", year));
     }
+    docs.push(("statistics", "/api/v1/reports/statistics", d.year));
     docs.push(("plan", "/api/v1/plans/energy", year + 1));
     for (k, path, y) in docs {
         let _ = write!(out, "<tr><td>{}</td><td class=\"n\">{y}</td>", esc(&t(lang, k)));
@@ -329,25 +515,27 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
     for f in figures {
         let _ = write!(
             out,
-            "<h3 id=\"agency-{}\">{} <small>({} · {}: {} %)</small> <a class=\"noprint\" href=\"/api/v1/reports/annual?year={year}&amp;agency={}&amp;format=html{q}\">{}</a></h3>",
+            "<h3 id=\"agency-{}\">{} <small>{}</small> <a class=\"noprint\" href=\"/api/v1/reports/annual?year={year}&amp;agency={}&amp;format=html{q}\">{}</a></h3>",
             esc(&f.agency),
             esc(&f.name),
-            esc(&f.agency),
-            esc(&t(lang, "coverage")),
-            fmt(f.quality.coverage * 100.0),
+            match lang {
+                Lang::Zh => format!("（{}：{}）", esc(&t(lang, "coverage")), fmt(f.quality.coverage * 100.0)),
+                Lang::En => format!("({} · {}: {} %)", esc(&f.agency), esc(&t(lang, "coverage")), fmt(f.quality.coverage * 100.0)),
+            },
             esc(&f.agency),
             esc(&t(lang, "annual"))
         );
         let _ = write!(
             out,
-            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
             esc(&t(lang, "indicator")),
             esc(&t(lang, "unit")),
             esc(&t(lang, if f.in_progress { "value" } else { "value_closed" })),
             esc(&t(lang, "projected")),
             esc(&t(lang, "target")),
             esc(&t(lang, "met")),
-            esc(&t(lang, "class"))
+            esc(&t(lang, "class")),
+            esc(&t(lang, "quota_source"))
         );
         for v in &f.indicators {
             let met = v.target.as_ref().map_or(String::new(), |x| {
@@ -359,18 +547,60 @@ pub fn index(lang: Lang, year: i32, as_of: &str, figures: &[crate::accounting::i
                 format!("<span{cls}>{}</span>", esc(labels::class(lang, b.class)))
             });
             let n = |x: Option<f64>| x.map_or("–".to_string(), fmt);
+            // No data and incomplete data are said, never shown as 0 or as a class.
+            let status = esc(labels::data_status(lang, v.data));
+            let (value, projected) = match v.data {
+                crate::accounting::indicators::DataStatus::NoData => (status.clone(), status),
+                crate::accounting::indicators::DataStatus::Incomplete => (n(v.value), status),
+                crate::accounting::indicators::DataStatus::Complete => (n(v.value), n(v.projected)),
+            };
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{met}</td><td>{class}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{met}</td><td>{class}</td><td>{}</td></tr>",
                 esc(labels::indicator(lang, v.indicator)),
-                esc(v.unit),
-                n(v.value),
-                n(v.projected),
-                n(v.target.as_ref().map(|x| x.value))
+                esc(&labels::unit(lang, v.unit)),
+                value,
+                projected,
+                n(v.target.as_ref().map(|x| x.value)),
+                esc(&v.band.as_ref().map_or(String::new(), |b| tables::citation(lang, b)))
             );
         }
         out.push_str("</tbody></table>\n");
     }
     out.push_str("</section></body></html>\n");
+    out
+}
+
+/// The bureau's page: whether each agency can be scored in the assessment of `a.year`, and why
+/// not (no data, incomplete data, nothing to score), with its score and grade.
+pub fn scoring_section(lang: Lang, a: &Assessment) -> String {
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<section id=\"scoring\"><h2>{}</h2><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        esc(&doc_title(lang, "assessment", a.year)),
+        esc(&t(lang, "name")),
+        esc(&t(lang, "score")),
+        esc(&t(lang, "grade")),
+        esc(&t(lang, "reasons"))
+    );
+    for s in &a.agencies {
+        let grade = if lang == Lang::Zh { s.grade.clone() } else { s.grade_en.clone() }.unwrap_or_default();
+        let why = if s.scored { String::new() } else { tables::reasons(lang, s).into_iter().next().unwrap_or_default() };
+        let cls = if s.scored { "" } else { " class=\"bad\"" };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td>{}</td><td{cls}>{}</td></tr>",
+            // No agency ids in Chinese.
+            match lang {
+                Lang::Zh => esc(&s.name),
+                Lang::En => format!("{} ({})", esc(&s.name), esc(&s.agency)),
+            },
+            s.score.map_or("–".to_string(), fmt),
+            esc(&grade),
+            esc(&why)
+        );
+    }
+    out.push_str("</tbody></table></section>\n");
     out
 }

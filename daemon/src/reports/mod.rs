@@ -12,6 +12,7 @@ pub mod html;
 pub mod labels;
 pub mod model;
 pub mod render;
+pub mod statistics;
 pub mod tables;
 
 use chrono::{Datelike, NaiveDate};
@@ -43,6 +44,8 @@ pub enum Kind {
     Annual,
     Assessment,
     Plan,
+    /// The statistics forms of 公共机构能源资源消费统计调查制度 ([`statistics`]).
+    Statistics,
 }
 
 impl std::str::FromStr for Kind {
@@ -52,7 +55,8 @@ impl std::str::FromStr for Kind {
             "annual" => Ok(Kind::Annual),
             "assessment" => Ok(Kind::Assessment),
             "plan" => Ok(Kind::Plan),
-            _ => Err(format!("report `{s}` is not one of annual, assessment, plan")),
+            "statistics" => Ok(Kind::Statistics),
+            _ => Err(format!("report `{s}` is not one of annual, assessment, plan, statistics")),
         }
     }
 }
@@ -63,6 +67,7 @@ impl Kind {
             Kind::Annual => "annual",
             Kind::Assessment => "assessment",
             Kind::Plan => "plan",
+            Kind::Statistics => "statistics",
         }
     }
     /// The year asked by default on `today`: last year for the annual report and the
@@ -174,16 +179,14 @@ pub fn today(tz: Tz) -> NaiveDate {
     chrono::Utc::now().with_timezone(&tz).date_naive()
 }
 
-/// The day figures run to (its start): `as_of` when given, else `today`.
+/// The day figures run to (its start): `as_of` when given, else `today`
+/// ([`crate::accounting::calendar::as_of_cut`], the one rule of the API, the page and the reports).
 pub fn as_of_day(tz: Tz, as_of: Option<&str>, today: NaiveDate) -> Result<NaiveDate, ReportError> {
-    match as_of {
-        None => Ok(today),
-        Some(s) => crate::accounting::calendar::parse_time(s, tz).map(|t| t.date_naive()).map_err(|e| ReportError::BadRequest(format!("as_of: {e}"))),
-    }
+    crate::accounting::calendar::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
 }
 
 fn midnight_ms(tz: Tz, d: NaiveDate) -> Result<i64, ReportError> {
-    crate::accounting::calendar::parse_time(&d.format("%Y-%m-%d").to_string(), tz).map(|t| t.timestamp_millis()).map_err(ReportError::BadRequest)
+    Ok(crate::accounting::calendar::day_start(tz, d).timestamp_millis())
 }
 
 /// For `year` seen from `as_of`: the day its figures run to (the year's end at the latest) and
@@ -254,6 +257,38 @@ pub async fn annual_inputs(
     Ok(out)
 }
 
+/// The electricity of each data-centre room of the registry in `year` to `now_ms`, kWh: the
+/// sum of its meters' consumption, or, for a room without meters, the electricity of end use
+/// `data_centre` of its agency when the agency has that one room (else unknown).
+pub async fn room_inputs(engine: &Engine, store: &Store, reg: &Registry, year: i32, now_ms: i64) -> Result<Vec<statistics::RoomInput>, ReportError> {
+    if reg.file.data_centres.is_empty() {
+        return Ok(Vec::new());
+    }
+    let this = engine.year(store, reg, year).await?;
+    let days = this.cal.days_before(now_ms);
+    Ok(reg
+        .file
+        .data_centres
+        .iter()
+        .map(|r| {
+            let kwh = if !r.meters.is_empty() {
+                Some(this.contributions.iter().filter(|c| r.meters.contains(&c.meter)).map(|c| c.series.sum(0, days)).sum())
+            } else if reg.file.data_centres.iter().filter(|x| x.agency == r.agency).count() == 1 {
+                Some(
+                    this.groups(&[r.agency.as_str()])
+                        .iter()
+                        .filter(|(k, _)| k.0 == energy_wire::Carrier::Electricity && k.1 == crate::registry::EndUse::DataCentre)
+                        .map(|(_, s)| s.sum(0, days))
+                        .sum(),
+                )
+            } else {
+                None
+            };
+            statistics::RoomInput { room: r.id.clone(), kwh }
+        })
+        .collect())
+}
+
 /// Every agency's own figures of `year` to `now_ms`.
 pub async fn own_figures(engine: &Engine, store: &Store, reg: &Registry, year: i32, now_ms: i64) -> Result<Vec<AgencyIndicators>, ReportError> {
     let list: Vec<(&Agency, Vec<&str>)> = reg.file.agencies.iter().map(|a| (a, vec![a.id.as_str()])).collect();
@@ -280,16 +315,31 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let (day, ms) = year_cut(tz, year, as_of)?;
             let inputs = annual_inputs(engine, store, reg, year, ms, req.agency.as_deref(), visible).await?;
             let r = model::annual(reg, year, &day.to_string(), tzname, inputs);
-            let title = format!("{} {}", year, labels::t(lang, "annual"));
-            render_any(fmt, &r, || tables::annual(&r, lang), || html::annual(&r, lang), &title, day)?
+            let title = html::doc_title(lang, "annual", year);
+            let sign = model::signature(reg, req.agency.as_deref());
+            render_any(fmt, lang, &r, || with_signature(lang, tables::annual(&r, lang), &sign), || html::annual(&r, lang, &sign), &title, day)?
         }
         Kind::Assessment => {
             let (day, ms) = year_cut(tz, year, as_of)?;
             let figures = own_figures(engine, store, reg, year, ms).await?;
             let mut a = model::assessment(&reg.file.assessment, year, &day.to_string(), tzname, &figures);
             a.agencies.retain(|s| visible.allows(&s.agency));
-            let title = format!("{} {}", year, labels::t(lang, "assessment"));
-            render_any(fmt, &a, || tables::assessment(&a, lang), || html::assessment(&a, lang), &title, day)?
+            // A reader of some agencies sees an average only where it covers enough others.
+            if let Visible::Only(own) = visible {
+                model::withhold_averages(&mut a, own);
+            }
+            let title = html::doc_title(lang, "assessment", year);
+            let sign = model::signature(reg, None);
+            render_any(fmt, lang, &a, || with_signature(lang, tables::assessment(&a, lang), &sign), || html::assessment(&a, lang, &sign), &title, day)?
+        }
+        Kind::Statistics => {
+            let (day, ms) = year_cut(tz, year, as_of)?;
+            let figures: Vec<AgencyIndicators> = own_figures(engine, store, reg, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
+            let rooms = room_inputs(engine, store, reg, year, ms).await?;
+            let r = statistics::statistics(reg, year, &day.to_string(), tzname, &figures, &rooms);
+            let title = html::doc_title(lang, "statistics", year);
+            let sign = model::signature(reg, None);
+            render_any(fmt, lang, &r, || with_signature(lang, statistics::tables(&r, lang), &sign), || html::statistics(&r, lang, &sign), &title, day)?
         }
         Kind::Plan => {
             let (day, ms) = year_cut(tz, year - 1, as_of)?;
@@ -298,15 +348,41 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let last_full = own_figures(engine, store, reg, year - 2, last_ms).await?;
             let current: Vec<AgencyIndicators> = current.into_iter().filter(|f| visible.allows(&f.agency)).collect();
             let p = model::plan(reg, year, &day.to_string(), tzname, &current, &last_full);
-            let title = format!("{} {}", year, labels::t(lang, "plan"));
-            render_any(fmt, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
+            let title = html::doc_title(lang, "plan", year);
+            render_any(fmt, lang, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
         }
     };
     Ok(Output { bytes, content_type: fmt.content_type(), filename: format!("{name}.{}", fmt.as_str()), format: fmt })
 }
 
+/// The signature lines under the first table of a workbook (CSV has the rows only).
+fn with_signature(lang: Lang, mut tables: Vec<tables::Table>, s: &model::Signature) -> Vec<tables::Table> {
+    let colon = if lang == Lang::Zh { "：" } else { ": " };
+    let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "________".into());
+    if let Some(t) = tables.first_mut() {
+        t.footer.push(format!("{}{}{colon}{}", labels::t(lang, "sign_unit"), labels::t(lang, "sign_seal"), v(&s.unit)));
+        t.footer.push(format!(
+            "{}{colon}{}　{}{colon}{}　{}{colon}{}　{}{colon}",
+            labels::t(lang, "sign_responsible"),
+            v(&s.responsible),
+            labels::t(lang, "sign_filler"),
+            v(&s.filler),
+            labels::t(lang, "sign_phone"),
+            v(&s.phone),
+            labels::t(lang, "sign_date"),
+        ));
+    }
+    tables
+}
+
+/// The columns that are codes for programs, left out of the documents a person reads (XLSX,
+/// HTML); CSV keeps them.
+const PROGRAM_COLUMNS: [&str; 1] = ["indicator_key"];
+
+#[allow(clippy::too_many_arguments)] // the model and its renderings
 fn render_any<T: serde::Serialize>(
     fmt: Format,
+    lang: Lang,
     model: &T,
     tables: impl FnOnce() -> Vec<tables::Table>,
     html: impl FnOnce() -> String,
@@ -320,7 +396,10 @@ fn render_any<T: serde::Serialize>(
             Ok(v)
         }
         Format::Csv => Ok(tables().first().map(render::csv).unwrap_or_default()),
-        Format::Xlsx => render::xlsx(title, day, &tables()).map_err(ReportError::Render),
+        Format::Xlsx => {
+            let tables: Vec<tables::Table> = tables().iter().map(|t| t.without(&PROGRAM_COLUMNS)).collect();
+            render::xlsx(title, day, &tables, lang).map_err(ReportError::Render)
+        }
         Format::Html => Ok(html().into_bytes()),
     }
 }

@@ -18,9 +18,9 @@ use std::collections::BTreeMap;
 use energy_wire::Carrier;
 use serde::Serialize;
 
-use crate::accounting::indicators::{AgencyIndicators, BandClass, IndicatorValue};
+use crate::accounting::indicators::{AgencyIndicators, Band, BandClass, DataStatus, IndicatorValue};
 use crate::api::accounting::Scope;
-use crate::registry::{AssessmentRules, BindingKind, Indicator, Reduction, Registry};
+use crate::registry::{AssessmentRules, BindingKind, IncompleteRule, Indicator, Reduction, Registry};
 
 /// Monthly comprehensive energy (kgce) of one agency or aggregate, this year to `as_of` and
 /// last year (whole).
@@ -69,11 +69,18 @@ pub struct AnnualReport {
     pub year: i32,
     /// Figures run to the start of this local day (a closed year: 1 January of the next year).
     pub as_of: String,
+    /// [`AS_OF_RULE`].
+    pub as_of_rule: &'static str,
+    /// The basis of each per-area figure.
+    pub area_bases: Vec<(Indicator, crate::registry::AreaBasis)>,
     pub timezone: String,
     pub in_progress: bool,
     pub electricity_basis: String,
     pub entries: Vec<AnnualEntry>,
 }
+
+/// The one definition of "as of" of the API, the page and the reports.
+pub const AS_OF_RULE: &str = "figures run to the start of the as_of day in local time (by default today): the as_of day itself is not counted";
 
 /// Whether an agency is a bureau (see the module doc).
 pub fn is_bureau(reg: &Registry, agency: &str) -> bool {
@@ -90,7 +97,8 @@ pub fn annual(_reg: &Registry, year: i32, as_of: &str, timezone: &str, inputs: V
             AnnualEntry { scope: e.scope, agency: e.figures.agency.clone(), name: e.figures.name.clone(), members: e.members, figures: e.figures, monthly: e.monthly }
         })
         .collect();
-    AnnualReport { report: "annual", year, as_of: as_of.into(), timezone: timezone.into(), in_progress, electricity_basis, entries }
+    let area_bases = Indicator::ALL.iter().filter_map(|i| i.area_basis().map(|b| (*i, b))).collect();
+    AnnualReport { report: "annual", year, as_of: as_of.into(), as_of_rule: AS_OF_RULE, area_bases, timezone: timezone.into(), in_progress, electricity_basis, entries }
 }
 
 // ---------------------------------------------------------------- assessment
@@ -103,14 +111,20 @@ pub struct ScoreItem {
     pub indicator: Indicator,
     pub unit: &'static str,
     pub value: f64,
-    /// The same-kind average (scorecard).
+    /// The same-kind average (scorecard; `None` when withheld from the reader).
     pub average: Option<f64>,
-    /// value ÷ average (scorecard).
+    /// value ÷ average (scorecard; `None` when the average is withheld).
     pub ratio: Option<f64>,
+    /// The average (and so the ratio) is withheld: it covers fewer than
+    /// [`MIN_OTHERS_IN_AVERAGE`] agencies other than the reader's.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
     /// The band class (band).
     pub class: Option<BandClass>,
     pub points: f64,
     pub max_points: f64,
+    /// The quota band of a band item, with where it comes from.
+    pub band: Option<Band>,
 }
 
 /// A target missed that counts as binding.
@@ -125,8 +139,8 @@ pub struct BindingMiss {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgencyScore {
-    /// 1 for the best; equal scores share a rank (1, 2, 2, 4).
-    pub rank: usize,
+    /// 1 for the best; equal scores share a rank (1, 2, 2, 4); `None`: not scored, not ranked.
+    pub rank: Option<usize>,
     pub agency: String,
     pub name: String,
     pub kind: String,
@@ -138,16 +152,58 @@ pub struct AgencyScore {
     pub grade_en: Option<String>,
     pub binding_missed: Vec<BindingMiss>,
     pub items: Vec<ScoreItem>,
-    /// Indicators of the scorecard that could not be scored, with why (`no_value`, `no_peer`).
+    /// Indicators of the scorecard that could not be scored, with why (`no_value`, `no_peer`,
+    /// `no_data`, `incomplete`).
     pub skipped: Vec<(Indicator, &'static str)>,
+    /// Whether the agency could be scored at all.
+    pub scored: bool,
+    /// Why not: `no_data` (no complete scored indicator), `incomplete` (a scored indicator's data
+    /// is missing or incomplete and `[assessment] incomplete = "no_score"`) or
+    /// `nothing_to_score` (no peer and no quota band).
+    pub unscored_reason: Option<&'static str>,
+    /// The scored indicators (the scorecard's, and those with a quota band) whose data is not
+    /// complete.
+    pub data_missing: Vec<(Indicator, DataStatus)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KindAverage {
     pub kind: String,
     pub indicator: Indicator,
-    pub average: f64,
+    /// `None` when withheld from the reader.
+    pub average: Option<f64>,
     pub agencies: usize,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub withheld: bool,
+    /// The agencies averaged (not shown: it would tell a reader whose figures they are).
+    #[serde(skip)]
+    pub members: Vec<String>,
+}
+
+/// An agency's reader sees a same-kind average only when it covers at least this many agencies
+/// other than its own: with one, the average is that agency's figure; with two, the reader
+/// knows their sum (issue 17, item 3).
+pub const MIN_OTHERS_IN_AVERAGE: usize = 3;
+
+/// Withholds the averages (and the ratios to them in the items) that cover fewer than
+/// [`MIN_OTHERS_IN_AVERAGE`] agencies other than `own` (the reader's agencies).
+pub fn withhold_averages(a: &mut Assessment, own: &[String]) {
+    let mut withheld: Vec<(String, Indicator)> = Vec::new();
+    for avg in &mut a.averages {
+        let others = avg.members.iter().filter(|m| !own.contains(m)).count();
+        if others < MIN_OTHERS_IN_AVERAGE {
+            avg.average = None;
+            avg.withheld = true;
+            withheld.push((avg.kind.clone(), avg.indicator));
+        }
+    }
+    for s in &mut a.agencies {
+        for i in s.items.iter_mut().filter(|i| i.rule == "scorecard" && withheld.contains(&(s.kind.clone(), i.indicator))) {
+            i.average = None;
+            i.ratio = None;
+            i.withheld = true;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,6 +211,8 @@ pub struct Assessment {
     pub report: &'static str,
     pub year: i32,
     pub as_of: String,
+    /// [`AS_OF_RULE`].
+    pub as_of_rule: &'static str,
     pub timezone: String,
     pub in_progress: bool,
     pub rules: AssessmentRules,
@@ -182,50 +240,67 @@ pub fn band_points(rules: &AssessmentRules, class: BandClass) -> f64 {
     }
 }
 
-/// The whole-year value (the projection of a year in progress).
+/// The whole-year value (the projection of a year in progress), only from complete data.
 fn year_value(v: &IndicatorValue) -> Option<f64> {
-    v.projected.filter(|x| x.is_finite())
+    v.projected.filter(|x| x.is_finite() && v.data == DataStatus::Complete)
 }
 
-/// Scores every agency (its own figures) against its kind.
+/// Scores every agency (its own figures) against its kind. Only complete figures enter the
+/// averages, the items and the ranking (see [`AssessmentRules`] on completeness).
 pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &str, figures: &[AgencyIndicators]) -> Assessment {
     // Same-kind averages.
-    let mut sums: BTreeMap<(String, Indicator), (f64, usize)> = BTreeMap::new();
+    let mut sums: BTreeMap<(String, Indicator), (f64, Vec<String>)> = BTreeMap::new();
     for f in figures {
         for ind in &rules.scorecard_indicators {
             if let Some(x) = f.get(*ind).and_then(year_value) {
-                let e = sums.entry((f.kind.clone(), *ind)).or_insert((0.0, 0));
+                let e = sums.entry((f.kind.clone(), *ind)).or_insert((0.0, Vec::new()));
                 e.0 += x;
-                e.1 += 1;
+                e.1.push(f.agency.clone());
             }
         }
     }
-    let averages: Vec<KindAverage> =
-        sums.iter().map(|((kind, ind), (s, n))| KindAverage { kind: kind.clone(), indicator: *ind, average: s / *n as f64, agencies: *n }).collect();
+    let averages: Vec<KindAverage> = sums
+        .into_iter()
+        .map(|((kind, ind), (s, members))| KindAverage { kind, indicator: ind, average: Some(s / members.len() as f64), agencies: members.len(), withheld: false, members })
+        .collect();
     let mut scores: Vec<AgencyScore> = figures
         .iter()
         .map(|f| {
             let mut items = Vec::new();
             let mut skipped = Vec::new();
+            // The scored indicators whose data is not complete.
+            let data_missing: Vec<(Indicator, DataStatus)> = f
+                .indicators
+                .iter()
+                .filter(|v| rules.scorecard_indicators.contains(&v.indicator) || v.has_quota)
+                .filter(|v| v.data != DataStatus::Complete)
+                .map(|v| (v.indicator, v.data))
+                .collect();
             for ind in &rules.scorecard_indicators {
+                if let Some(v) = f.get(*ind).filter(|v| v.data != DataStatus::Complete) {
+                    skipped.push((*ind, if v.data == DataStatus::NoData { "no_data" } else { "incomplete" }));
+                    continue;
+                }
                 let Some(x) = f.get(*ind).and_then(year_value) else {
                     skipped.push((*ind, "no_value"));
                     continue;
                 };
                 let avg = averages.iter().find(|a| a.kind == f.kind && a.indicator == *ind);
-                match avg {
-                    Some(a) if a.agencies >= 2 && a.average > 0.0 => {
-                        let ratio = x / a.average;
+                match avg.and_then(|a| a.average.map(|m| (a, m))) {
+                    Some((a, m)) if a.agencies >= 2 && m > 0.0 => {
+                        let ratio = x / m;
                         items.push(ScoreItem {
                             rule: "scorecard",
                             indicator: *ind,
                             unit: ind.unit(),
                             value: x,
-                            average: Some(a.average),
+                            average: Some(m),
                             ratio: Some(ratio),
+                            withheld: false,
                             class: None,
                             points: scorecard_points(rules, ratio),
                             max_points: rules.scorecard_max(),
+                            band: None,
                         });
                     }
                     _ => skipped.push((*ind, "no_peer")),
@@ -242,9 +317,11 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
                         value: x,
                         average: None,
                         ratio: None,
+                        withheld: false,
                         class: Some(b.class),
                         points: band_points(rules, b.class),
                         max_points: rules.band_max(),
+                        band: Some(b.clone()),
                     });
                     if b.class == BandClass::AboveBinding && rules.binding.contains(&BindingKind::QuotaBinding) {
                         binding_missed.push(BindingMiss { kind: BindingKind::QuotaBinding, indicator: v.indicator, value: x, limit: b.binding });
@@ -259,14 +336,23 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
             }
             let points: f64 = items.iter().map(|i| i.points).sum();
             let max_points: f64 = items.iter().map(|i| i.max_points).sum();
-            let score = (max_points > 0.0).then(|| round1(100.0 * points / max_points));
+            let unscored_reason = if items.is_empty() && !data_missing.is_empty() {
+                Some("no_data")
+            } else if !data_missing.is_empty() && rules.incomplete == IncompleteRule::NoScore {
+                Some("incomplete")
+            } else if max_points <= 0.0 {
+                Some("nothing_to_score")
+            } else {
+                None
+            };
+            let score = unscored_reason.is_none().then(|| round1(100.0 * points / max_points));
             let grade = match score {
+                None => None,
                 _ if !binding_missed.is_empty() => rules.grades.iter().find(|g| g.name == rules.binding_missed_grade),
                 Some(s) => rules.grades.iter().find(|g| s >= g.min),
-                None => None,
             };
             AgencyScore {
-                rank: 0,
+                rank: None,
                 agency: f.agency.clone(),
                 name: f.name.clone(),
                 kind: f.kind.clone(),
@@ -278,6 +364,9 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
                 binding_missed,
                 items,
                 skipped,
+                scored: score.is_some(),
+                unscored_reason,
+                data_missing,
             }
         })
         .collect();
@@ -286,6 +375,7 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
         report: "assessment",
         year,
         as_of: as_of.into(),
+        as_of_rule: AS_OF_RULE,
         timezone: timezone.into(),
         in_progress: figures.iter().any(|f| f.in_progress),
         rules: rules.clone(),
@@ -294,14 +384,19 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
     }
 }
 
-/// Orders by score (highest first; unscored last), then agency id; equal scores share a rank.
+/// Orders by score (highest first; unscored last, without a rank), then agency id; equal
+/// scores share a rank.
 pub fn rank(scores: &mut [AgencyScore]) {
     scores.sort_by(|a, b| {
         let (x, y) = (a.score.unwrap_or(f64::NEG_INFINITY), b.score.unwrap_or(f64::NEG_INFINITY));
         y.total_cmp(&x).then_with(|| a.agency.cmp(&b.agency))
     });
     for i in 0..scores.len() {
-        scores[i].rank = if i > 0 && scores[i].score == scores[i - 1].score { scores[i - 1].rank } else { i + 1 };
+        scores[i].rank = match scores[i].score {
+            None => None,
+            s if i > 0 && s == scores[i - 1].score => scores[i - 1].rank,
+            _ => Some(i + 1),
+        };
     }
 }
 
@@ -325,6 +420,8 @@ pub struct PlanIndicator {
     /// Proposed target for P on the reduction path.
     pub proposed_target: Option<f64>,
     pub target_label: Option<String>,
+    /// The quota band of P-1's projection, with where it comes from.
+    pub band: Option<Band>,
 }
 
 /// One carrier of the estimated budget of the plan year.
@@ -441,6 +538,7 @@ pub fn plan(reg: &Registry, year: i32, as_of: &str, timezone: &str, current: &[A
                 current_target: v.target.as_ref().map(|t| t.value),
                 proposed_target: proposed,
                 target_label: r.and_then(|r| r.label.clone()),
+                band: v.band.clone(),
             });
         }
         // Audit and retrofit.
@@ -610,4 +708,28 @@ pub fn deadlines(reg: &Registry, year: i32, as_of: chrono::NaiveDate, figures: &
         incomplete: agencies.iter().filter(|a| !a.complete).count(),
         agencies,
     }
+}
+
+// ---------------------------------------------------------------- signature
+
+/// The signature block of a document: who reports (填报单位) and its people, from the registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Signature {
+    pub unit: Option<String>,
+    pub responsible: Option<String>,
+    pub filler: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// The signature of a document about `agency`, or about every agency (the bureau signs: the
+/// first agency without a parent that has agencies under it, else the first without a parent).
+pub fn signature(reg: &Registry, agency: Option<&str>) -> Signature {
+    let a = match agency {
+        Some(id) => reg.agency(id),
+        None => {
+            let roots = || reg.file.agencies.iter().filter(|a| a.parent.is_none());
+            roots().find(|a| is_bureau(reg, &a.id)).or_else(|| roots().next())
+        }
+    };
+    a.map_or_else(Signature::default, |a| Signature { unit: Some(a.name.clone()), responsible: a.responsible.clone(), filler: a.filler.clone(), phone: a.phone.clone() })
 }

@@ -146,8 +146,8 @@ async fn reports_of_the_fixed_scenario_match_the_figures_worked_by_hand() {
     assert!(a.agencies.iter().all(|x| x.max_points == 21.0));
     // Grades: binding targets missed (edu, county above 约束值; tax misses its reduction path:
     // 2.2 x (1 - 8 % x 2/4) = 2.112 < 2.1532) make 未完成 whatever the score.
-    let grades: Vec<(&str, usize, &str)> = a.agencies.iter().map(|x| (x.agency.as_str(), x.rank, x.grade.as_deref().unwrap_or(""))).collect();
-    assert_eq!(grades, [("fin", 1, "完成"), ("tax", 2, "未完成"), ("bureau", 3, "基本完成"), ("county", 4, "未完成"), ("edu", 5, "未完成")]);
+    let grades: Vec<(&str, Option<usize>, &str)> = a.agencies.iter().map(|x| (x.agency.as_str(), x.rank, x.grade.as_deref().unwrap_or(""))).collect();
+    assert_eq!(grades, [("fin", Some(1), "完成"), ("tax", Some(2), "未完成"), ("bureau", Some(3), "基本完成"), ("county", Some(4), "未完成"), ("edu", Some(5), "未完成")]);
     let tax = by("tax");
     assert_eq!(tax.binding_missed.len(), 1);
     assert_close!(tax.binding_missed[0].limit, 2.112);
@@ -260,7 +260,7 @@ fn scorecard_steps_and_grades_follow_the_rules() {
 #[test]
 fn equal_scores_share_a_rank() {
     let s = |id: &str, score: Option<f64>| AgencyScore {
-        rank: 0,
+        rank: None,
         agency: id.into(),
         name: id.into(),
         kind: "k".into(),
@@ -272,11 +272,15 @@ fn equal_scores_share_a_rank() {
         binding_missed: vec![],
         items: vec![],
         skipped: vec![],
+        scored: score.is_some(),
+        unscored_reason: None,
+        data_missing: vec![],
     };
     let mut v = vec![s("d", None), s("c", Some(80.0)), s("b", Some(90.0)), s("a", Some(80.0))];
     model::rank(&mut v);
-    let got: Vec<(&str, usize)> = v.iter().map(|x| (x.agency.as_str(), x.rank)).collect();
-    assert_eq!(got, [("b", 1), ("a", 2), ("c", 2), ("d", 4)]);
+    // An agency without a score is not ranked.
+    let got: Vec<(&str, Option<usize>)> = v.iter().map(|x| (x.agency.as_str(), x.rank)).collect();
+    assert_eq!(got, [("b", Some(1)), ("a", Some(2)), ("c", Some(2)), ("d", None)]);
 }
 
 #[test]
@@ -292,3 +296,118 @@ fn parameters_are_named_when_wrong() {
     assert_eq!(render::csv_number(1.23456789), "1.2346");
     assert_eq!(render::csv_number(-0.00001), "0");
 }
+
+/// Issue 16, finding 1: an agency with a building and no meters (and a year with no data) is
+/// shown as 无数据, unscored and unranked, and changes no other agency's score. Before, its
+/// zero consumption was classed 不高于引导值 (7 of 7 band points), ranked first and pulled the
+/// government average down: fin, edu and tax all lost grades.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_without_data_changes_no_other_score() {
+    let s = scenario().await;
+    let with_empty = format!(
+        "{REGISTRY}\n[[agency]]\nid = \"empty\"\nname = \"市空置单位\"\nlevel = \"city\"\nparent = \"bureau\"\nkind = \"government\"\nheadcount = {{ 2024 = 80 }}\n\
+         [[building]]\nid = \"b-empty\"\nname = \"无表楼\"\nfloor_area = 4000.0\noccupants = [ {{ agency = \"empty\", share = 1.0 }} ]\n"
+    );
+    let reg2 = Registry::parse(&with_empty).unwrap();
+    let (_, ms) = year_cut(TZ, 2025, day("2026-01-01")).unwrap();
+    let rules = &s.reg.file.assessment;
+    let without = model::assessment(rules, 2025, "2026-01-01", "Asia/Shanghai", &own_figures(&s.engine, &s.store, &s.reg, 2025, ms).await.unwrap());
+    let figures2 = own_figures(&s.engine, &s.store, &reg2, 2025, ms).await.unwrap();
+    let with = model::assessment(rules, 2025, "2026-01-01", "Asia/Shanghai", &figures2);
+    type Row = (String, Option<usize>, Option<f64>, f64, Option<String>);
+    let key = |a: &model::Assessment| -> Vec<Row> {
+        a.agencies.iter().filter(|x| x.agency != "empty").map(|x| (x.agency.clone(), x.rank, x.score, x.points, x.grade.clone())).collect()
+    };
+    assert_eq!(key(&with), key(&without));
+    let strip = |a: &model::Assessment| -> Vec<(String, Indicator, Option<f64>, usize)> { a.averages.iter().map(|x| (x.kind.clone(), x.indicator, x.average, x.agencies)).collect() };
+    assert_eq!(strip(&with), strip(&without), "the averages leave it out");
+    let e = with.agencies.iter().find(|x| x.agency == "empty").unwrap();
+    assert_eq!((e.scored, e.unscored_reason, e.rank, e.score, e.grade.as_deref()), (false, Some("no_data"), None, None, None));
+    assert!(e.items.is_empty());
+    let f = figures2.iter().find(|x| x.agency == "empty").unwrap();
+    // Every indicator: no data, no value (never 0), no class.
+    assert!(f.indicators.iter().all(|v| v.data == crate::accounting::indicators::DataStatus::NoData && v.value.is_none() && v.projected.is_none() && v.band.is_none()), "{:?}", f.indicators);
+    // On the page and in the reports: 无数据, never 0.
+    let r = model::annual(&reg2, 2025, "2026-01-01", "Asia/Shanghai", annual_inputs(&s.engine, &s.store, &reg2, 2025, ms, Some("empty"), &Visible::All).await.unwrap());
+    let csv = String::from_utf8(render::csv(&tables::annual(&r, Lang::Zh)[0])).unwrap();
+    let row = csv.lines().find(|l| l.contains(",energy_per_area,")).unwrap();
+    assert!(row.contains(",无数据,无数据,") && !row.contains(",0,"), "{row}");
+    let why = tables::reasons(Lang::Zh, e);
+    assert!(why[0].starts_with("无完整数据，不予评分"), "{why:?}");
+
+    // A year without any data (2023): nobody is scored, no average exists, last year's columns
+    // of 2024 are empty (null), not 0.
+    let (_, ms23) = year_cut(TZ, 2023, day("2026-01-01")).unwrap();
+    let a23 = model::assessment(rules, 2023, "2026-01-01", "Asia/Shanghai", &own_figures(&s.engine, &s.store, &s.reg, 2023, ms23).await.unwrap());
+    assert!(a23.averages.is_empty());
+    assert!(a23.agencies.iter().all(|x| !x.scored && x.rank.is_none() && x.unscored_reason == Some("no_data")));
+    let (_, ms24) = year_cut(TZ, 2024, day("2026-01-01")).unwrap();
+    let f24 = own_figures(&s.engine, &s.store, &s.reg, 2024, ms24).await.unwrap();
+    assert!(f24.iter().flat_map(|f| &f.indicators).all(|v| v.last_year.is_none()));
+}
+
+/// `[assessment] incomplete`: fin's per-person figure made incomplete. With "no_score" (the
+/// default) fin is not scored; with "score_measured_only" it is scored on the rest: its
+/// per-area scorecard item (ratio 0.8: 7 of 7) and its band (above guide: 6 of 7), 13 of 14 =
+/// 92.9. The averages hold only complete figures: per person, edu and tax only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_data_is_not_scored_unless_the_rule_says_measured_only() {
+    use crate::accounting::indicators::DataStatus;
+    let s = scenario().await;
+    let (_, ms) = year_cut(TZ, 2025, day("2026-01-01")).unwrap();
+    let mut figures = own_figures(&s.engine, &s.store, &s.reg, 2025, ms).await.unwrap();
+    let fin = figures.iter_mut().find(|f| f.agency == "fin").unwrap();
+    let v = fin.indicators.iter_mut().find(|v| v.indicator == Indicator::EnergyPerPerson).unwrap();
+    v.data = DataStatus::Incomplete;
+    v.projected = None;
+    let mut rules = s.reg.file.assessment.clone();
+    let a = model::assessment(&rules, 2025, "2026-01-01", "Asia/Shanghai", &figures);
+    let fin = a.agencies.iter().find(|x| x.agency == "fin").unwrap();
+    assert_eq!((fin.scored, fin.unscored_reason, fin.rank), (false, Some("incomplete"), None));
+    assert_eq!(fin.data_missing, vec![(Indicator::EnergyPerPerson, DataStatus::Incomplete)]);
+    let pp = a.averages.iter().find(|x| x.kind == "government" && x.indicator == Indicator::EnergyPerPerson).unwrap();
+    assert_eq!(pp.agencies, 2);
+    rules.incomplete = crate::registry::IncompleteRule::ScoreMeasuredOnly;
+    let a = model::assessment(&rules, 2025, "2026-01-01", "Asia/Shanghai", &figures);
+    let fin = a.agencies.iter().find(|x| x.agency == "fin").unwrap();
+    assert_eq!((fin.scored, fin.score, fin.points, fin.max_points), (true, Some(92.9), 13.0, 14.0));
+    assert!(fin.skipped.contains(&(Indicator::EnergyPerPerson, "incomplete")));
+    let r = Registry::parse("[assessment]\nincomplete = \"score_measured_only\"\n").unwrap();
+    assert_eq!(r.file.assessment.incomplete, crate::registry::IncompleteRule::ScoreMeasuredOnly);
+    assert!(Registry::parse("[assessment]\nincomplete = \"maybe\"\n").unwrap_err().to_string().contains("maybe"));
+}
+
+/// Issue 17, item 3: an agency's reader sees a same-kind average only where it covers at least
+/// three agencies other than its own. Government (fin, edu, tax): for fin, two others: withheld
+/// (with fin's own figure and the average, edu + tax would be known). Affairs (bureau, county):
+/// withheld too. A reader of every agency (`Visible::All`) sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn averages_are_withheld_from_an_agency_unless_three_others_are_in_them() {
+    let s = scenario().await;
+    let req = Request { kind: Kind::Assessment, year: Some(2025), format: Format::Json, lang: Lang::Zh, agency: None, as_of: None };
+    let only_fin = Visible::agencies(vec!["fin".into()]);
+    let out = produce(&s.engine, &s.store, &s.reg, TZ, &req, day("2026-01-01"), &only_fin).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.bytes).unwrap();
+    assert!(v["averages"].as_array().unwrap().iter().all(|a| a["withheld"] == true && a["average"].is_null()), "{v}");
+    let items = v["agencies"][0]["items"].as_array().unwrap();
+    assert!(items.iter().filter(|i| i["rule"] == "scorecard").all(|i| i["average"].is_null() && i["ratio"].is_null() && i["withheld"] == true), "{v}");
+    // The points stay.
+    assert_eq!(v["agencies"][0]["points"], 19.0);
+    let all = produce(&s.engine, &s.store, &s.reg, TZ, &req, day("2026-01-01"), &Visible::All).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&all.bytes).unwrap();
+    assert!(v["averages"].as_array().unwrap().iter().all(|a| a["average"].is_number() && a.get("withheld").is_none()), "{v}");
+    // Pure: a fourth government agency; fin's reader sees that average (edu, tax, x: three
+    // others) but not the affairs one (bureau, county: two others).
+    let mut a = model::assessment(&s.reg.file.assessment, 2025, "2026-01-01", "Asia/Shanghai", &own_figures(&s.engine, &s.store, &s.reg, 2025, year_cut(TZ, 2025, day("2026-01-01")).unwrap().1).await.unwrap());
+    for avg in a.averages.iter_mut().filter(|x| x.kind == "government") {
+        avg.members.push("x".into());
+    }
+    model::withhold_averages(&mut a, &["fin".to_string()]);
+    let gov: Vec<bool> = a.averages.iter().filter(|x| x.kind == "government").map(|x| x.withheld).collect();
+    let aff: Vec<bool> = a.averages.iter().filter(|x| x.kind == "affairs").map(|x| x.withheld).collect();
+    assert_eq!((gov, aff), (vec![false, false], vec![true, true]));
+}
+
+#[cfg(test)]
+#[path = "official_tests.rs"]
+mod official_tests;
