@@ -96,6 +96,21 @@ pub async fn ingest_batch(s: &AppState, bytes: &[u8], from_gateway: Option<&str>
     let gateway = batch.gateway.clone();
     let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
     let outcome = s.store.write_batch(batch).await.map_err(BatchError::Store)?;
+    if outcome.new_epoch {
+        s.metrics.gateway_epochs_new.inc();
+        let epoch = outcome.epoch.as_deref().unwrap_or("none");
+        if outcome.earlier_epochs.is_empty() {
+            tracing::info!(%gateway, epoch, "first batch of a gateway queue epoch");
+        } else {
+            let earlier: Vec<&str> = outcome.earlier_epochs.iter().map(|e| if e.is_empty() { "none" } else { e.as_str() }).collect();
+            tracing::warn!(
+                %gateway,
+                epoch,
+                earlier_epochs = %earlier.join(", "),
+                "gateway started a new queue epoch (its queue was made again): its sequence numbers start over and are kept apart from the earlier epochs'"
+            );
+        }
+    }
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
     s.note_batch(&gateway, now_ms, oldest);

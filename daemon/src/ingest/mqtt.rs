@@ -181,20 +181,27 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
             s.set_gateway_seen(&gateway, &site);
             tokio::spawn(async move {
                 let now = chrono::Utc::now().timestamp_millis();
-                let result = match gunzip_if_needed(&payload, s.max_body_bytes) {
-                    Ok(bytes) => ingest_batch(&s, &bytes, Some(&gateway), now).await,
-                    Err(r) => Err(BatchError::Rejected(r)),
+                let (result, epoch) = match gunzip_if_needed(&payload, s.max_body_bytes) {
+                    Ok(bytes) => (ingest_batch(&s, &bytes, Some(&gateway), now).await, energy_wire::batch_epoch(&bytes)),
+                    Err(r) => (Err(BatchError::Rejected(r)), None),
                 };
                 match result {
                     Ok(stored) => {
                         let ranges: Vec<[u64; 2]> = stored.outcome.ranges.iter().rev().take(64).rev().map(|r| [r.0, r.1]).collect();
-                        let body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
+                        let mut body = serde_json::json!({ "gateway": stored.gateway, "acked_through": stored.outcome.acked_through, "ranges": ranges });
+                        // Acknowledgements are per queue epoch: a gateway ignores those of another.
+                        if let Some(e) = &stored.outcome.epoch {
+                            body["epoch"] = serde_json::json!(e);
+                        }
                         client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok()
                     }
                     Err(BatchError::Rejected(r)) => {
                         tracing::warn!(%gateway, reason = %r.reason, "batch rejected");
                         if let Some((_, first, n)) = r.identity {
-                            let body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
+                            let mut body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
+                            if let Some(e) = epoch {
+                                body["epoch"] = serde_json::json!(e);
+                            }
                             let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
                         }
                         true

@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub enum StoreError {
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 5 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
+    #[error("store {path} has format version {found}; this build reads version {FORMAT_VERSION} (and upgrades versions 1 to 6 in place). Use the energyd release that wrote it, or restore a backup made by this version")]
     Version { path: PathBuf, found: String },
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
@@ -29,6 +29,19 @@ pub enum StoreError {
     SpoolFull { bytes: u64, max: u64 },
     #[error("InfluxDB query failed: {0}")]
     Remote(String),
+}
+
+/// One queue epoch of a gateway, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEpoch {
+    /// `None`: batches without an epoch (gateways and queues from before epochs).
+    pub epoch: Option<String>,
+    /// When its first and its latest batch were stored (unknown for ranges upgraded from
+    /// format version 6).
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// Stored sequence ranges, merged and sorted.
+    pub ranges: Vec<(u64, u64)>,
 }
 
 /// What one write did.
@@ -47,9 +60,19 @@ pub struct WriteOutcome {
     /// Highest sequence number up to which this gateway's samples are stored without a gap
     /// (batches only).
     pub acked_through: u64,
-    /// All stored sequence ranges of the batch's gateway after this write (batches only).
+    /// All stored sequence ranges of the batch's gateway and queue epoch after this write
+    /// (batches only).
     #[serde(skip)]
     pub ranges: Vec<(u64, u64)>,
+    /// The batch's queue epoch (batches from a queue with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The batch was the first stored of its (gateway, epoch): a new queue (batches only).
+    #[serde(skip)]
+    pub new_epoch: bool,
+    /// Other epochs of the batch's gateway already stored, when `new_epoch`.
+    #[serde(skip)]
+    pub earlier_epochs: Vec<String>,
     /// Raw points sealed into compressed chunks ([`Store::compact`] only).
     #[serde(skip_serializing_if = "is_zero")]
     pub points_sealed: u64,
@@ -227,12 +250,11 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path, found: found.clone() });
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
              first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
              min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
@@ -248,6 +270,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
          CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
     upgrade_catalog(&conn)?;
+    upgrade_gateway_epochs(&conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
@@ -262,7 +285,9 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         // new number.
         // Version 5 wrote chunks in codec version 2 and roll-ups in version 1 (still read) and
         // had the catalog of names upgraded above.
-        Some("2" | "3" | "4" | "5") => {
+        // Version 6 kept sequence ranges per gateway only: upgraded above to ranges per
+        // (gateway, queue epoch), its ranges under the empty epoch of gateways without one.
+        Some("2" | "3" | "4" | "5" | "6") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -357,6 +382,33 @@ fn upgrade_catalog(conn: &Connection) -> rusqlite::Result<()> {
          INSERT INTO quantities(name, code) SELECT quantity, row_number() OVER (ORDER BY quantity) FROM (SELECT DISTINCT quantity FROM series_old);
          INSERT INTO series(meter, quantity, id) SELECT s.meter, q.code, s.id FROM series_old s JOIN quantities q ON q.name = s.quantity;
          DROP TABLE series_old;"
+    ))?;
+    tx.commit()
+}
+
+/// The tables of gateway sequence numbers, per (gateway, queue epoch) since format version 7:
+/// `gateway_seq(gateway, epoch, start, end)` (epoch '' for batches without one) and
+/// `gateway_epochs(gateway, epoch, first_ms, last_ms)`. A store of version 6 or older has
+/// `gateway_seq(gateway, start, end)`: its rows move to the empty epoch, each of its gateways
+/// gets a `gateway_epochs` row for that epoch with unknown times, in one transaction (an
+/// interrupted upgrade is done again at the next start: the old table is recognised by its
+/// missing `epoch` column). A new store just gets the tables.
+fn upgrade_gateway_epochs(conn: &Connection) -> rusqlite::Result<()> {
+    const TABLES: &str = "CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, epoch TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, epoch, start)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS gateway_epochs(gateway TEXT NOT NULL, epoch TEXT NOT NULL, first_ms INTEGER, last_ms INTEGER, PRIMARY KEY(gateway, epoch)) WITHOUT ROWID;";
+    let exists: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'gateway_seq'", [], |r| r.get(0))?;
+    let has_epoch: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('gateway_seq') WHERE name = 'epoch'", [], |r| r.get(0))?;
+    if !exists || has_epoch {
+        return conn.execute_batch(TABLES);
+    }
+    tracing::info!("upgrading the store's gateway sequence ranges to ranges per queue epoch (format version {FORMAT_VERSION})");
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(&format!(
+        "ALTER TABLE gateway_seq RENAME TO gateway_seq_old;
+         {TABLES}
+         INSERT INTO gateway_seq(gateway, epoch, start, end) SELECT gateway, '', start, end FROM gateway_seq_old;
+         INSERT OR IGNORE INTO gateway_epochs(gateway, epoch, first_ms, last_ms) SELECT DISTINCT gateway, '', NULL, NULL FROM gateway_seq_old;
+         DROP TABLE gateway_seq_old;"
     ))?;
     tx.commit()
 }
@@ -1088,15 +1140,33 @@ impl<'c> Writer<'c> {
         Ok(done)
     }
 
-    /// Stored sequence ranges of a gateway, sorted.
-    fn ranges(&self, gateway: &str) -> rusqlite::Result<Vec<(u64, u64)>> {
-        let mut st = self.conn.prepare_cached("SELECT start, end FROM gateway_seq WHERE gateway = ?1 ORDER BY start")?;
-        let rows = st.query_map([gateway], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+    /// Stored sequence ranges of a gateway's queue epoch ('' for none), sorted.
+    fn ranges(&self, gateway: &str, epoch: &str) -> rusqlite::Result<Vec<(u64, u64)>> {
+        let mut st = self.conn.prepare_cached("SELECT start, end FROM gateway_seq WHERE gateway = ?1 AND epoch = ?2 ORDER BY start")?;
+        let rows = st.query_map([gateway, epoch], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
         rows.collect()
     }
 
     fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut FxMap<String, i64>) -> rusqlite::Result<()> {
-        let mut ranges = self.ranges(&b.gateway)?;
+        let epoch = b.epoch.as_deref().unwrap_or("");
+        let mut ranges = self.ranges(&b.gateway, epoch)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let known = self
+            .conn
+            .prepare_cached("UPDATE gateway_epochs SET last_ms = ?3 WHERE gateway = ?1 AND epoch = ?2")?
+            .execute(params![b.gateway, epoch, now_ms])?;
+        if known == 0 {
+            out.earlier_epochs = self
+                .conn
+                .prepare_cached("SELECT epoch FROM gateway_epochs WHERE gateway = ?1 ORDER BY coalesce(last_ms, 0), epoch")?
+                .query_map([&b.gateway], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.new_epoch = true;
+            self.conn
+                .prepare_cached("INSERT INTO gateway_epochs(gateway, epoch, first_ms, last_ms) VALUES (?1, ?2, ?3, ?3)")?
+                .execute(params![b.gateway, epoch, now_ms])?;
+        }
+        out.epoch.clone_from(&b.epoch);
         for (i, s) in b.samples.iter().enumerate() {
             let seq = b.seq + i as u64;
             if ranges.iter().any(|&(a, z)| a <= seq && seq <= z) {
@@ -1113,11 +1183,11 @@ impl<'c> Writer<'c> {
         if !b.samples.is_empty() {
             ranges.push((b.seq, b.last_seq()));
             let merged = merge_ranges(ranges);
-            self.conn.prepare_cached("DELETE FROM gateway_seq WHERE gateway = ?1")?.execute([&b.gateway])?;
+            self.conn.prepare_cached("DELETE FROM gateway_seq WHERE gateway = ?1 AND epoch = ?2")?.execute([&b.gateway, epoch])?;
             for &(a, z) in &merged {
                 self.conn
-                    .prepare_cached("INSERT INTO gateway_seq(gateway, start, end) VALUES (?1, ?2, ?3)")?
-                    .execute(params![b.gateway, a as i64, z as i64])?;
+                    .prepare_cached("INSERT INTO gateway_seq(gateway, epoch, start, end) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![b.gateway, epoch, a as i64, z as i64])?;
             }
             ranges = merged;
         }
@@ -1753,16 +1823,26 @@ impl Embedded {
         Ok(parts.into_iter().flatten().flatten().collect())
     }
 
-    /// Stored sequence ranges per gateway.
-    pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
+    /// Per gateway, its queue epochs, oldest batch first (the current one last), with their
+    /// stored sequence ranges.
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<GatewayEpoch>)>, StoreError> {
         self.read_committed(|c| {
-            let mut st = c.prepare_cached("SELECT gateway, start, end FROM gateway_seq ORDER BY gateway, start")?;
-            let rows: Vec<(String, i64, i64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
-            let mut out: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
-            for (g, a, z) in rows {
+            let mut st = c.prepare_cached("SELECT gateway, epoch, first_ms, last_ms FROM gateway_epochs ORDER BY gateway, coalesce(last_ms, 0), epoch")?;
+            let epochs: Vec<(String, String, Option<i64>, Option<i64>)> =
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+            let mut st = c.prepare_cached("SELECT gateway, epoch, start, end FROM gateway_seq ORDER BY gateway, epoch, start")?;
+            let mut ranges: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))? {
+                let (g, e, a, z) = row?;
+                ranges.entry((g, e)).or_default().push((a as u64, z as u64));
+            }
+            let mut out: Vec<(String, Vec<GatewayEpoch>)> = Vec::new();
+            for (g, e, first_ms, last_ms) in epochs {
+                let stored = ranges.remove(&(g.clone(), e.clone())).unwrap_or_default();
+                let ep = GatewayEpoch { epoch: (!e.is_empty()).then_some(e), first_ms, last_ms, ranges: stored };
                 match out.last_mut() {
-                    Some((lg, v)) if *lg == g => v.push((a as u64, z as u64)),
-                    _ => out.push((g, vec![(a as u64, z as u64)])),
+                    Some((lg, v)) if *lg == g => v.push(ep),
+                    _ => out.push((g, vec![ep])),
                 }
             }
             Ok(out)
@@ -2098,7 +2178,9 @@ mod tests {
         // Reopen: state persists.
         let store = open(dir.path(), Metrics::new()).unwrap();
         assert_eq!(store.last_seen("m"), Some(t + 9000));
-        assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)])]);
+        let g = store.gateways().await.unwrap();
+        assert_eq!((g.len(), g[0].0.as_str(), g[0].1.len()), (1, "gw", 1));
+        assert_eq!((g[0].1[0].epoch.clone(), g[0].1[0].ranges.clone()), (None, vec![(1, 3), (10, 10)]));
     }
 
     /// Change records: the earliest time per meter, kept across reopening; a record written

@@ -45,6 +45,8 @@ pub(crate) fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
 pub struct Common {
     pub cfg: UplinkConfig,
     pub gateway_id: String,
+    /// The queue's epoch, sent with every batch (`None`: a queue made before epochs).
+    pub epoch: Option<String>,
     pub queue: SharedQueue,
     pub notify: Arc<Notify>,
     pub metrics: Metrics,
@@ -72,7 +74,13 @@ impl Common {
         status: Arc<Mutex<UplinkStatus>>,
         dead_letter_path: std::path::PathBuf,
     ) -> Common {
-        Common { cfg, gateway_id, queue, notify, metrics, status, dead_letter_path, settled: Mutex::new(Vec::new()) }
+        // Sequence numbers lost to corrupt queue records will never be sent: settled from the
+        // start, so that the acknowledged position can pass them.
+        let (epoch, lost) = {
+            let q = lock(&queue);
+            (q.epoch().map(str::to_string), q.lost().to_vec())
+        };
+        Common { cfg, gateway_id, epoch, queue, notify, metrics, status, dead_letter_path, settled: Mutex::new(lost) }
     }
 
     pub fn acked(&self) -> u64 {
@@ -101,7 +109,7 @@ impl Common {
                 Err(e) => bad.push((r.seq, e.to_string())),
             }
         }
-        let batch = Batch::new(self.gateway_id.clone(), first, samples);
+        let batch = Batch::new(self.gateway_id.clone(), first, samples).with_epoch(self.epoch.clone());
         if !bad.is_empty() {
             self.dead_letter(&batch, 0, &format!("queue records do not decode: {bad:?}"));
             self.settle(first, last).await;
@@ -184,8 +192,24 @@ impl Common {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(reason);
     }
 
+    /// Connected: an error shown beside it would be stale (it was the reason of an earlier
+    /// disconnection), so it is cleared; the log keeps it.
     pub fn set_connected(&self, c: bool) {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).connected = c;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.connected = c;
+        if c {
+            st.last_error = None;
+        }
+    }
+
+    /// Whether every sequence number of `first..=last` is acknowledged or settled.
+    pub fn is_settled(&self, first: u64, last: u64) -> bool {
+        let acked = self.acked();
+        if last <= acked {
+            return true;
+        }
+        let s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().any(|&(a, z)| a <= first.max(acked + 1) && last <= z)
     }
 
     /// Highest sequence number queued.
@@ -275,14 +299,18 @@ impl Lanes {
             return (last_queued > self.history_through).then_some(Pick { after: self.history_through, max: batch, live: false });
         };
         let live_waiting = last_queued > self.live_through;
-        let history_ok = self.rate == 0 || self.budget >= 1.0;
+        // History goes in batches of at least a tenth of a second's worth (or what is left
+        // before the live lane): a budget spent as it trickles in would make a batch of a few
+        // samples per pick, hundreds of batches a second for the same samples.
+        let room = (from - 1).saturating_sub(self.history_through) as usize;
+        let least = (self.rate as usize / 10).clamp(1, batch).min(room.max(1));
+        let history_ok = self.rate == 0 || self.budget >= least as f64;
         let live_turn = self.turn_live || !history_ok;
         self.turn_live = !self.turn_live;
         if live_waiting && live_turn {
             return Some(Pick { after: self.live_through, max: batch, live: true });
         }
         if history_ok {
-            let room = (from - 1 - self.history_through) as usize;
             let allowed = if self.rate == 0 { batch } else { (self.budget as usize).clamp(1, batch) };
             let max = allowed.min(room);
             if max > 0 {
