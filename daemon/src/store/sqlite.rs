@@ -2291,6 +2291,74 @@ mod tests {
         assert_eq!(old, 0);
     }
 
+    /// Sequence ranges per (gateway, queue epoch): a queue made again (new epoch, numbers from 1)
+    /// is stored, not taken for duplicates; each epoch keeps its own ranges; a new epoch is
+    /// flagged once, with the earlier ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequence_ranges_are_kept_per_queue_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let t = 1_764_288_000_000i64;
+        let b = |epoch: Option<&str>, seq: u64, n: usize, t0: i64| {
+            Batch::new("gw", seq, (0..n).map(|i| sample("m", t0 + i as i64 * 1000, i as f64)).collect()).with_epoch(epoch.map(str::to_string))
+        };
+        let o = store.write_batch(b(Some("e1"), 1, 5, t)).await.unwrap();
+        assert_eq!((o.samples_stored, o.new_epoch, o.earlier_epochs.clone(), o.epoch.clone()), (5, true, vec![], Some("e1".into())));
+        let o = store.write_batch(b(Some("e1"), 1, 5, t)).await.unwrap();
+        assert_eq!((o.samples_duplicate, o.new_epoch), (5, false));
+        // The queue lost: numbers start at 1 again under e2; new readings, not duplicates.
+        let o = store.write_batch(b(Some("e2"), 1, 3, t + 60_000)).await.unwrap();
+        assert_eq!((o.samples_stored, o.samples_duplicate, o.new_epoch, o.earlier_epochs.clone()), (3, 0, true, vec!["e1".to_string()]));
+        assert_eq!((o.acked_through, o.ranges.clone()), (3, vec![(1, 3)]));
+        // An old gateway without an epoch has its own numbering too.
+        let o = store.write_batch(b(None, 1, 2, t + 120_000)).await.unwrap();
+        assert_eq!((o.samples_stored, o.epoch.clone(), o.earlier_epochs.len()), (2, None, 2));
+        let g = store.gateways().await.unwrap();
+        let got: Vec<(Option<String>, Vec<(u64, u64)>)> = g[0].1.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect();
+        assert_eq!(got, vec![(Some("e1".into()), vec![(1, 5)]), (Some("e2".into()), vec![(1, 3)]), (None, vec![(1, 2)])]);
+        assert!(g[0].1.iter().all(|e| e.first_ms.is_some() && e.last_ms >= e.first_ms));
+        assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap().len(), 10);
+    }
+
+    /// A version 6 store (ranges per gateway, no epochs): upgraded in place, its ranges kept as
+    /// the gateway's epoch-less numbering (an old gateway's resend is still a duplicate), a
+    /// new epoch stored beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_6_store_keeps_its_ranges_under_no_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_764_288_000_000i64;
+        {
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            store.write_batch(Batch::new("gw", 1, (0..4).map(|i| sample("m", t + i * 1000, i as f64)).collect())).await.unwrap();
+            store.close();
+            // Back to the version 6 layout of the table, with the same ranges plus a gap.
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch(
+                "DROP TABLE gateway_epochs; DROP TABLE gateway_seq;
+                 CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+                 INSERT INTO gateway_seq VALUES ('gw', 1, 4), ('gw', 9, 12), ('gw-b', 1, 100);
+                 UPDATE meta SET value = '6' WHERE key = 'format_version';",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let g = store.gateways().await.unwrap();
+        let got: Vec<(String, Vec<(Option<String>, Vec<(u64, u64)>, Option<i64>)>)> =
+            g.into_iter().map(|(id, es)| (id, es.into_iter().map(|e| (e.epoch, e.ranges, e.first_ms)).collect())).collect();
+        assert_eq!(got, vec![("gw".into(), vec![(None, vec![(1, 4), (9, 12)], None)]), ("gw-b".into(), vec![(None, vec![(1, 100)], None)])]);
+        // Sequence numbers 4 (stored before the upgrade) and 5 (new).
+        let o = store.write_batch(Batch::new("gw", 4, vec![sample("m", t + 3000, 3.0), sample("m", t + 4000, 4.0)])).await.unwrap();
+        assert_eq!((o.samples_duplicate, o.samples_stored, o.new_epoch, o.acked_through), (1, 1, false, 5));
+        let o = store.write_batch(Batch::new("gw", 1, vec![sample("m", t + 9000, 9.0)]).with_epoch(Some("ab12".into()))).await.unwrap();
+        assert_eq!((o.samples_stored, o.new_epoch, o.earlier_epochs.clone()), (1, true, vec![String::new()]));
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, FORMAT_VERSION.to_string());
+        let old: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'gateway_seq_old%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0);
+    }
+
     #[test]
     fn a_store_of_another_format_version_is_refused_clearly() {
         let dir = tempfile::tempdir().unwrap();
