@@ -10,6 +10,9 @@
 //! * `sink` (default): a loopback HTTP endpoint in this process that answers 200 to every batch,
 //!   as a daemon that stores everything would; the queue stays short (steady state).
 //! * `closed`: a closed port; readings stay in the on-disk queue, which grows all along.
+//!
+//! `BENCH_WRAP` runs the gateway under another command, e.g. `BENCH_WRAP="heaptrack -o
+//! /tmp/gw"` for a heap profile (the RSS printed is then the wrapper's).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -83,7 +86,17 @@ fn main() {
         }
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, cfg).expect("write config");
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway"))
+        // `BENCH_WRAP`: a command to run the gateway under (a heap profiler: `heaptrack -o FILE`).
+        let wrap: Vec<String> = std::env::var("BENCH_WRAP").unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = std::process::Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_energy-gateway"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_energy-gateway")),
+        };
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
