@@ -347,13 +347,16 @@ pub async fn run_bus(
                 }
             },
         };
-        let read = match connected {
+        let mut read = match connected {
             Ok(l) => {
-                let r = read_device(l, dev.cfg.unit, &dev.profile, &dev.plan, dev.cfg.ct_ratio, dev.cfg.pt_ratio, &dev.mcfg).await;
-                dev.plan.clone_from(&r.plan);
+                let mut r = read_device(l, dev.cfg.unit, &dev.profile, &dev.plan, dev.cfg.ct_ratio, dev.cfg.pt_ratio, &dev.mcfg).await;
+                // The plan changes only when a device refused a block: no copy per poll.
+                if r.plan != dev.plan {
+                    dev.plan = std::mem::take(&mut r.plan);
+                }
                 r
             }
-            Err(e) => DeviceRead { errors: vec![e], plan: dev.plan.clone(), ..Default::default() },
+            Err(e) => DeviceRead { errors: vec![e], ..Default::default() },
         };
         for l in &read.reads {
             metrics.modbus_requests.with_label_values(&[bus.as_str()]).inc();
@@ -392,7 +395,7 @@ pub async fn run_bus(
             dev.next_due = next;
             if !read.values.is_empty() {
                 metrics.samples.inc();
-                let sample = Sample { meter: dev.cfg.meter.clone(), t, v: read.values.clone() };
+                let sample = Sample { meter: dev.cfg.meter.clone(), t, v: std::mem::take(&mut read.values) };
                 if out.send(sample).await.is_err() {
                     break;
                 }
