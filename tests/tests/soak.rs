@@ -427,6 +427,13 @@ async fn hundreds_of_meters_through_random_broker_daemon_and_gateway_faults_arri
     let mut lost_with_queue = 0usize;
     {
         let g = rng.below(GATEWAYS);
+        // As an operator would before reinstalling: stopped once it has caught up (the last
+        // faults' resends take up to the ack timeout, 30 s by default), so that little is lost.
+        let per_gateway = (meters.len() / GATEWAYS) as u64;
+        eventually(Duration::from_secs(180), &format!("soak-gw-{g} caught up before its queue is lost"), || async {
+            (gateway_depth(health[g]).await? <= 2 * per_gateway).then_some(())
+        })
+        .await;
         let at = Instant::now();
         gws[g].signal("TERM");
         assert!(gws[g].wait_exit(Duration::from_secs(60)).success(), "gateway soak-gw-{g} did not stop cleanly");
