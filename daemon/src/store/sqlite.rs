@@ -402,15 +402,18 @@ fn upgrade_gateway_epochs(conn: &Connection) -> rusqlite::Result<()> {
         return conn.execute_batch(TABLES);
     }
     tracing::info!("upgrading the store's gateway sequence ranges to ranges per queue epoch (format version {FORMAT_VERSION})");
-    let tx = conn.unchecked_transaction()?;
-    tx.execute_batch(&format!(
-        "ALTER TABLE gateway_seq RENAME TO gateway_seq_old;
+    let upgrade = format!(
+        "BEGIN;
+         ALTER TABLE gateway_seq RENAME TO gateway_seq_old;
          {TABLES}
          INSERT INTO gateway_seq(gateway, epoch, start, end) SELECT gateway, '', start, end FROM gateway_seq_old;
          INSERT OR IGNORE INTO gateway_epochs(gateway, epoch, first_ms, last_ms) SELECT DISTINCT gateway, '', NULL, NULL FROM gateway_seq_old;
-         DROP TABLE gateway_seq_old;"
-    ))?;
-    tx.commit()
+         DROP TABLE gateway_seq_old;
+         COMMIT;"
+    );
+    conn.execute_batch(&upgrade).inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
 }
 
 /// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
