@@ -302,3 +302,49 @@ async fn apply_ack(c: &Common, v: &serde_json::Value) {
         c.metrics.uplink_batches.with_label_values(&["acked"]).inc();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::UplinkConfig;
+    use crate::metrics::Metrics;
+    use crate::queue::Queue;
+
+    fn common(dir: &std::path::Path) -> Common {
+        let mut q = Queue::open(dir, 1 << 20, 1 << 30).unwrap();
+        for i in 0..10u8 {
+            q.append(&[i]).unwrap();
+        }
+        q.sync().unwrap();
+        Common::new(
+            UplinkConfig::with_url("mqtt://127.0.0.1:1883"),
+            "gw".into(),
+            Arc::new(Mutex::new(q)),
+            Arc::default(),
+            Metrics::new(),
+            Arc::default(),
+            dir.join("dead-letter.jsonl"),
+        )
+    }
+
+    /// An acknowledgement settles samples only for the queue epoch it names: one of another
+    /// epoch (the queue this gateway had before its directory was lost), or without an epoch
+    /// when the queue has one, changes nothing.
+    #[tokio::test]
+    async fn acknowledgements_of_another_epoch_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = common(dir.path());
+        let epoch = c.epoch.clone().expect("a new queue has an epoch");
+        apply_ack(&c, &serde_json::json!({ "epoch": "0123456789abcdef", "acked_through": 8, "ranges": [[1, 8]] })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "acked_through": 8, "ranges": [[1, 8]] })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "epoch": "0123456789abcdef", "rejected": [1, 5], "reason": "x" })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "epoch": epoch, "acked_through": 4, "ranges": [[1, 4], [7, 8]] })).await;
+        assert_eq!(c.acked(), 4);
+        assert!(c.is_settled(7, 8) && !c.is_settled(5, 8));
+    }
+}
