@@ -105,18 +105,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     energy_gateway::tls::install_crypto_provider();
-    // Blocking threads (queue reads and acknowledgements of the uplink) are kept for 5 minutes
-    // instead of tokio's 10 s: with uplink retries up to 30 s apart, each retry would otherwise
-    // run on a new thread, and the allocator gives a new thread another arena, in which the
-    // batch buffers (megabytes for 2,000 samples) stay resident after they are freed: the
-    // resident memory crept up arena by arena (issue 17, item 8; see the README's figures).
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(8)
-        .thread_keep_alive(std::time::Duration::from_secs(300))
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start runtime: {e}");
