@@ -2294,6 +2294,9 @@ mod tests {
         assert_eq!(old, 0);
     }
 
+    /// A queue epoch (`None`: none) and its stored sequence ranges.
+    type EpochRanges = (Option<String>, Vec<(u64, u64)>);
+
     /// Sequence ranges per (gateway, queue epoch): a queue made again (new epoch, numbers from 1)
     /// is stored, not taken for duplicates; each epoch keeps its own ranges; a new epoch is
     /// flagged once, with the earlier ones.
@@ -2317,7 +2320,7 @@ mod tests {
         let o = store.write_batch(b(None, 1, 2, t + 120_000)).await.unwrap();
         assert_eq!((o.samples_stored, o.epoch.clone(), o.earlier_epochs.len()), (2, None, 2));
         let g = store.gateways().await.unwrap();
-        let got: Vec<(Option<String>, Vec<(u64, u64)>)> = g[0].1.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect();
+        let got: Vec<EpochRanges> = g[0].1.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect();
         assert_eq!(got, vec![(Some("e1".into()), vec![(1, 5)]), (Some("e2".into()), vec![(1, 3)]), (None, vec![(1, 2)])]);
         assert!(g[0].1.iter().all(|e| e.first_ms.is_some() && e.last_ms >= e.first_ms));
         assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap().len(), 10);
@@ -2346,9 +2349,9 @@ mod tests {
         }
         let store = open(dir.path(), Metrics::new()).unwrap();
         let g = store.gateways().await.unwrap();
-        let got: Vec<(String, Vec<(Option<String>, Vec<(u64, u64)>, Option<i64>)>)> =
-            g.into_iter().map(|(id, es)| (id, es.into_iter().map(|e| (e.epoch, e.ranges, e.first_ms)).collect())).collect();
-        assert_eq!(got, vec![("gw".into(), vec![(None, vec![(1, 4), (9, 12)], None)]), ("gw-b".into(), vec![(None, vec![(1, 100)], None)])]);
+        let got: Vec<(String, Vec<EpochRanges>, Vec<Option<i64>>)> =
+            g.into_iter().map(|(id, es)| (id, es.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect(), es.iter().map(|e| e.first_ms).collect())).collect();
+        assert_eq!(got, vec![("gw".into(), vec![(None, vec![(1, 4), (9, 12)])], vec![None]), ("gw-b".into(), vec![(None, vec![(1, 100)])], vec![None])]);
         // Sequence numbers 4 (stored before the upgrade) and 5 (new).
         let o = store.write_batch(Batch::new("gw", 4, vec![sample("m", t + 3000, 3.0), sample("m", t + 4000, 4.0)])).await.unwrap();
         assert_eq!((o.samples_duplicate, o.samples_stored, o.new_epoch, o.acked_through), (1, 1, false, 5));
