@@ -9,6 +9,7 @@ pub struct Metrics {
     pub points_unchanged: IntCounter,
     pub points_conflicting: IntCounter,
     pub samples_duplicate: IntCounter,
+    pub gateway_epochs_new: IntCounter,
     pub batches: IntCounterVec,
     pub rejected: IntCounterVec,
     pub requests: IntCounterVec,
@@ -81,6 +82,10 @@ impl Metrics {
             samples_duplicate: must(IntCounter::new(
                 "energyd_samples_duplicate_total",
                 "Gateway samples dropped because their (gateway, sequence) was already stored",
+            )),
+            gateway_epochs_new: must(IntCounter::new(
+                "energyd_gateway_epochs_new_total",
+                "Gateway queue epochs seen for the first time (a gateway's first queue, or a queue made again after its directory was lost)",
             )),
             batches: must(IntCounterVec::new(Opts::new("energyd_ingest_batches_total", "Gateway batches received, by result"), &["result"])),
             rejected: must(IntCounterVec::new(
@@ -176,6 +181,7 @@ impl Metrics {
         must(r.register(Box::new(m.points_unchanged.clone())));
         must(r.register(Box::new(m.points_conflicting.clone())));
         must(r.register(Box::new(m.samples_duplicate.clone())));
+        must(r.register(Box::new(m.gateway_epochs_new.clone())));
         must(r.register(Box::new(m.batches.clone())));
         must(r.register(Box::new(m.rejected.clone())));
         must(r.register(Box::new(m.requests.clone())));

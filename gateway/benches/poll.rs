@@ -4,8 +4,8 @@
 //! 1. per shipped profile, the requests one poll takes against one request per value;
 //! 2. polls per second against a loopback Modbus TCP server for 100 simulated devices on one
 //!    TCP connection (one bus, units 1..100) and on 100 connections (100 servers);
-//! 3. the peak resident memory (VmHWM) of the real `energy-gateway run` polling 100 devices
-//!    once a second each for `BENCH_RSS_SECS` seconds (default 20).
+//!
+//! The gateway's resident memory over time is measured by `benches/memory.rs`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -41,7 +41,6 @@ fn main() {
         let buses = servers.iter().map(|s| (Transport::Tcp(s.endpoint()), vec![1u8])).collect();
         let rate = polls_per_second(&p, buses, secs).await;
         println!("polls/s, {DEVICES} x {PROFILE} on {DEVICES} TCP connections: {rate:>8.0}");
-        peak_rss(&servers, env_secs("BENCH_RSS_SECS", 20)).await;
     });
 }
 
@@ -112,28 +111,4 @@ async fn polls_per_second(p: &Arc<Profile>, buses: Vec<(Transport, Vec<u8>)>, se
         let _ = t.await;
     }
     rate
-}
-
-/// Starts the real gateway binary polling one device on each server once a second, and reads
-/// its peak resident set size from /proc.
-async fn peak_rss(servers: &[Server], secs: u64) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut cfg = format!(
-        "gateway_id = \"bench\"\nprofiles_dir = \"{}\"\n[queue]\ndir = \"{}\"\n[uplink]\n# Nothing listens here: readings stay in the durable queue.\nurl = \"http://127.0.0.1:9/api/v1/ingest\"\n",
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../device-profiles").display(),
-        dir.path().join("queue").display()
-    );
-    for (i, s) in servers.iter().enumerate() {
-        cfg.push_str(&format!("[[device]]\nmeter = \"m{i}\"\nprofile = \"{PROFILE}\"\ntcp = \"{}\"\nunit = 1\ninterval_ms = 1000\n", s.endpoint()));
-    }
-    let path = dir.path().join("gateway.toml");
-    std::fs::write(&path, cfg).expect("write config");
-    let (hwm, rss) = support::gateway_rss(&path, secs).await;
-    println!(
-        "energy-gateway run, {} devices on {} TCP connections, 1 poll/s each, {secs} s: peak RSS (VmHWM) {}, RSS now {}",
-        servers.len(),
-        servers.len(),
-        hwm,
-        rss
-    );
 }

@@ -181,10 +181,28 @@ pub async fn start(
     if queue.recovery.truncated_bytes > 0 {
         metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
     }
+    if queue.recovery.lost_samples > 0 {
+        metrics.queue_lost_samples.inc_by(queue.recovery.lost_samples);
+        let seqs: Vec<String> = queue.recovery.lost_ranges.iter().map(|&(a, z)| if a == z { a.to_string() } else { format!("{a}..={z}") }).collect();
+        tracing::error!(
+            lost_samples = queue.recovery.lost_samples,
+            lost_seqs = %seqs.join(", "),
+            removed_bytes = queue.recovery.truncated_bytes,
+            "corrupt records in the queue: these unsent samples are lost; every other record is kept"
+        );
+    }
+    if queue.recovery.created {
+        tracing::warn!(
+            dir = %cfg.queue.dir.display(),
+            epoch = queue.epoch().unwrap_or_default(),
+            "made a new queue (no queue in the directory): sequence numbers start at 1 under a new queue epoch"
+        );
+    }
     tracing::info!(
         gateway = %cfg.gateway_id,
         queued = queue.depth(),
         next_seq = queue.next_seq(),
+        epoch = queue.epoch().unwrap_or("none"),
         truncated_bytes = queue.recovery.truncated_bytes,
         "queue opened"
     );

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub queue_dropped: IntCounterVec,
     pub queue_thinned: IntCounter,
     pub queue_truncated_bytes: IntCounter,
+    pub queue_lost_samples: IntCounter,
     pub uplink_batches: IntCounterVec,
     pub uplink_samples: IntCounter,
     pub uplink_latency: Histogram,
@@ -82,6 +83,10 @@ impl Metrics {
                 "energy_gateway_queue_truncated_bytes_total",
                 "Bytes of torn or corrupt queue tail truncated at start",
             )),
+            queue_lost_samples: must(IntCounter::new(
+                "energy_gateway_queue_lost_samples_total",
+                "Unacknowledged samples lost to corrupt queue records, found at start",
+            )),
             uplink_batches: must(IntCounterVec::new(
                 Opts::new("energy_gateway_uplink_batches_total", "Batches sent to the daemon, by result"),
                 &["result"],
@@ -116,6 +121,7 @@ impl Metrics {
         must(r.register(Box::new(m.queue_dropped.clone())));
         must(r.register(Box::new(m.queue_thinned.clone())));
         must(r.register(Box::new(m.queue_truncated_bytes.clone())));
+        must(r.register(Box::new(m.queue_lost_samples.clone())));
         must(r.register(Box::new(m.uplink_batches.clone())));
         must(r.register(Box::new(m.uplink_samples.clone())));
         must(r.register(Box::new(m.uplink_latency.clone())));

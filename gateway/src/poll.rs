@@ -286,8 +286,11 @@ impl BusDriver for ModbusDriver {
     fn poll<'a>(&'a mut self, conn: &'a mut Link, device: usize, mcfg: &'a ModbusConfig) -> impl std::future::Future<Output = PollOutcome> + Send + 'a {
         async move {
             let Some((cfg, profile, plan)) = self.devices.get_mut(device) else { return PollOutcome::default() };
-            let r = read_device(conn, cfg.unit, profile, plan, cfg.ct_ratio, cfg.pt_ratio, mcfg).await;
-            plan.clone_from(&r.plan);
+            let mut r = read_device(conn, cfg.unit, profile, plan, cfg.ct_ratio, cfg.pt_ratio, mcfg).await;
+            // The plan changes only when a device refused a block: no copy per poll.
+            if r.plan != *plan {
+                *plan = std::mem::take(&mut r.plan);
+            }
             PollOutcome {
                 answered: !r.answers.is_empty(),
                 values: r.values,
@@ -480,7 +483,7 @@ pub async fn schedule<D: BusDriver>(
             dev.next_due = next;
             if !read.values.is_empty() {
                 metrics.samples.inc();
-                let sample = Sample { meter: dev.cfg.meter.clone(), t, v: read.values.clone() };
+                let sample = Sample { meter: dev.cfg.meter.clone(), t, v: std::mem::take(&mut read.values) };
                 if out.send(sample).await.is_err() {
                     break;
                 }

@@ -10,6 +10,11 @@
 //!   Sample `i` of the batch has sequence number `seq + i`. Sequence numbers start at 1 and never
 //!   repeat for one gateway, so (gateway, sequence) identifies a sample for deduplication however
 //!   the gateway groups samples into batches after a restart.
+//! * `epoch` (optional): the sending gateway's queue epoch, a random id the gateway made when it
+//!   created its queue directory. Sequence numbers are unique per (gateway, epoch): a gateway
+//!   whose queue was lost or reinstalled starts again at 1 under a new epoch, and its new samples
+//!   are not taken for duplicates of the old ones. A batch without it (a gateway from before
+//!   epochs, or a queue created by one) belongs to the gateway's epoch-less numbering, as before.
 //! * `t`: the instant the meter was read, in milliseconds since the Unix epoch (UTC).
 //! * `v`: quantity name -> value in the quantity's contract unit. A value the meter did not give
 //!   (NaN, "not available") is absent, never 0.
@@ -45,6 +50,9 @@ pub struct Sample {
 pub struct Batch {
     pub schema: u32,
     pub gateway: String,
+    /// The sender's queue epoch; absent for a queue without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// Sequence number of the first sample; sample `i` has `seq + i`.
     pub seq: u64,
     pub samples: Vec<Sample>,
@@ -52,7 +60,13 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(gateway: impl Into<String>, seq: u64, samples: Vec<Sample>) -> Self {
-        Batch { schema: SCHEMA_VERSION, gateway: gateway.into(), seq, samples }
+        Batch { schema: SCHEMA_VERSION, gateway: gateway.into(), epoch: None, seq, samples }
+    }
+
+    /// The same batch under a queue epoch (`None`: none).
+    pub fn with_epoch(mut self, epoch: Option<String>) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Sequence number of the last sample (equal to `seq - 1` for an empty batch).
@@ -71,6 +85,9 @@ impl Batch {
             return Err(WireError::Schema(self.schema));
         }
         validate_id(&self.gateway).map_err(|e| WireError::Invalid { path: "gateway".into(), reason: e.to_string() })?;
+        if let Some(e) = &self.epoch {
+            validate_epoch(e).map_err(|reason| WireError::Invalid { path: "epoch".into(), reason })?;
+        }
         if self.seq == 0 {
             return Err(WireError::Invalid { path: "seq".into(), reason: "sequence numbers start at 1".into() });
         }
@@ -105,6 +122,20 @@ impl Batch {
     }
 }
 
+/// The longest queue epoch accepted.
+pub(crate) const MAX_EPOCH_LEN: usize = 64;
+
+/// A queue epoch: 1 to [`MAX_EPOCH_LEN`] characters of ASCII letters, digits, `-` and `_`.
+pub fn validate_epoch(e: &str) -> Result<(), String> {
+    if e.is_empty() || e.len() > MAX_EPOCH_LEN {
+        return Err(format!("an epoch has 1 to {MAX_EPOCH_LEN} characters, not {}", e.len()));
+    }
+    if let Some(c) = e.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("character {c:?} is not allowed in an epoch (letters, digits, - and _)"));
+    }
+    Ok(())
+}
+
 /// Why a batch could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WireError {
@@ -135,6 +166,16 @@ pub fn batch_identity(bytes: &[u8]) -> Option<(String, u64, usize)> {
     }
     let i: Ident = serde_json::from_slice(bytes).ok()?;
     (i.seq > 0 && !i.samples.is_empty()).then_some((i.gateway, i.seq, i.samples.len()))
+}
+
+/// The queue epoch of a batch that may not decode, read leniently (`None`: none, or unreadable),
+/// so that a rejection can be addressed to the queue that sent the batch.
+pub fn batch_epoch(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ident {
+        epoch: Option<String>,
+    }
+    serde_json::from_slice::<Ident>(bytes).ok()?.epoch.filter(|e| validate_epoch(e).is_ok())
 }
 
 /// Decodes and validates a batch. Errors name the field at fault.
@@ -230,6 +271,29 @@ mod tests {
         assert!(decode_batch(bad).is_err());
         assert_eq!(batch_identity(bad), Some(("g".to_string(), 7, 2)));
         assert_eq!(batch_identity(b"nonsense"), None);
+    }
+
+    #[test]
+    fn epoch_is_optional_and_checked() {
+        let b = Batch::new("gw-1", 3, vec![sample("m1", 1_764_288_000_000, &[(Quantity::ActivePower, 1.0)])]).with_epoch(Some("3f9a0c".into()));
+        let bytes = encode_batch(&b);
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""epoch":"3f9a0c""#));
+        assert_eq!(decode_batch(&bytes).unwrap(), b);
+        assert_eq!(batch_epoch(&bytes).as_deref(), Some("3f9a0c"));
+        // Without an epoch the field is not written, and an old batch reads as before.
+        let old = Batch::new("gw-1", 3, vec![]);
+        assert!(!String::from_utf8_lossy(&encode_batch(&old)).contains("epoch"));
+        assert_eq!(decode_batch(br#"{"schema":1,"gateway":"g","seq":1,"samples":[]}"#).unwrap().epoch, None);
+        for (input, expected) in [
+            (r#"{"schema":1,"gateway":"g","epoch":"","seq":1,"samples":[]}"#, "invalid batch at `epoch`"),
+            (r#"{"schema":1,"gateway":"g","epoch":"a b","seq":1,"samples":[]}"#, "character ' ' is not allowed"),
+            (r#"{"schema":1,"gateway":"g","epoch":7,"seq":1,"samples":[]}"#, "malformed batch at `epoch`"),
+        ] {
+            let err = decode_batch(input.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(expected), "input {input}\n  error {err}\n  expected to contain {expected}");
+        }
+        let long = format!(r#"{{"schema":1,"gateway":"g","epoch":"{}","seq":1,"samples":[]}}"#, "a".repeat(65));
+        assert!(decode_batch(long.as_bytes()).unwrap_err().to_string().contains("1 to 64 characters"));
     }
 
     #[test]

@@ -18,6 +18,6 @@ mod batch;
 mod ident;
 mod quantity;
 
-pub use batch::{batch_identity, decode_batch, encode_batch, Batch, Sample, WireError, MAX_SAMPLES_PER_BATCH, SCHEMA_VERSION};
+pub use batch::{batch_epoch, batch_identity, decode_batch, validate_epoch, encode_batch, Batch, Sample, WireError, MAX_SAMPLES_PER_BATCH, SCHEMA_VERSION};
 pub use ident::{validate_id, IdError, MAX_ID_LEN};
 pub use quantity::{Carrier, Kind, Quantity, UnknownQuantity};

@@ -97,12 +97,25 @@ pub(super) async fn gateways(State(s): State<Shared>) -> Result<Json<Value>, Api
     let items: Vec<Value> = ids
         .into_iter()
         .map(|g| {
-            let ranges = stored.iter().find(|(x, _)| *x == g).map(|(_, r)| r.clone()).unwrap_or_default();
+            let epochs = stored.iter().find(|(x, _)| *x == g).map(|(_, e)| e.as_slice()).unwrap_or_default();
+            // The current queue is the epoch of the latest batch; `acked_through` and
+            // `stored_ranges` are its own, as before epochs.
+            let current = epochs.last();
+            let ranges = current.map(|e| e.ranges.as_slice()).unwrap_or_default();
             let st = seen.get(&g);
             json!({
                 "id": g,
+                "epoch": current.and_then(|e| e.epoch.clone()),
                 "acked_through": ranges.first().map_or(0, |r| r.1),
                 "stored_ranges": ranges.iter().map(|r| [r.0, r.1]).collect::<Vec<_>>(),
+                "epochs": epochs.iter().map(|e| json!({
+                    "epoch": e.epoch,
+                    "acked_through": e.ranges.first().map_or(0, |r| r.1),
+                    "stored_ranges": e.ranges.iter().map(|r| [r.0, r.1]).collect::<Vec<_>>(),
+                    "samples": e.ranges.iter().map(|r| r.1 - r.0 + 1).sum::<u64>(),
+                    "first_batch": e.first_ms.and_then(|t| rfc3339(t, s.tz)),
+                    "last_batch": e.last_ms.and_then(|t| rfc3339(t, s.tz)),
+                })).collect::<Vec<_>>(),
                 "site": st.map(|x| x.site.clone()),
                 "online": st.and_then(|x| x.online),
                 "online_since": st.filter(|x| x.online.is_some()).and_then(|x| rfc3339(x.since_ms, s.tz)),

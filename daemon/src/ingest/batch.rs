@@ -145,6 +145,21 @@ pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, 
         }
         _ => s.store.write_batch(batch).await.map_err(BatchError::Store)?,
     };
+    if outcome.new_epoch {
+        s.metrics.gateway_epochs_new.inc();
+        let epoch = outcome.epoch.as_deref().unwrap_or("none");
+        if outcome.earlier_epochs.is_empty() {
+            tracing::info!(%gateway, epoch, "first batch of a gateway queue epoch");
+        } else {
+            let earlier: Vec<&str> = outcome.earlier_epochs.iter().map(|e| if e.is_empty() { "none" } else { e.as_str() }).collect();
+            tracing::warn!(
+                %gateway,
+                epoch,
+                earlier_epochs = %earlier.join(", "),
+                "gateway started a new queue epoch (its queue was made again): its sequence numbers start over and are kept apart from the earlier epochs'"
+            );
+        }
+    }
     let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
     s.metrics.batches.with_label_values(&[result]).inc();
     // A batch refused whole leaves no trace of the gateway.
@@ -227,4 +242,9 @@ fn add(total: &mut WriteOutcome, o: WriteOutcome) {
     total.conflicts.extend(o.conflicts.into_iter().take(room));
     total.acked_through = o.acked_through;
     total.ranges = o.ranges;
+    total.epoch = o.epoch;
+    if o.new_epoch {
+        total.new_epoch = true;
+        total.earlier_epochs = o.earlier_epochs;
+    }
 }

@@ -191,9 +191,9 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                 let listed = s.auth.as_ref().map(|t| t.listed_meters(&gateway)).unwrap_or_default();
                 let who = Principal { name: format!("MQTT gateway {gateway}"), role: Role::Gateway, agency: None, gateway: Some(gateway.clone()), meters: listed.clone(), remote: None };
                 let sender = Sender { who: &who, gateway: &gateway, listed: &listed, settle_refused: true };
-                let result = match gunzip_if_needed(&payload, s.max_body_bytes) {
-                    Ok(bytes) => ingest_batch(&s, &bytes, Some(&gateway), Some(sender), now).await,
-                    Err(r) => Err(BatchError::Rejected(r)),
+                let (result, epoch) = match gunzip_if_needed(&payload, s.max_body_bytes) {
+                    Ok(bytes) => (ingest_batch(&s, &bytes, Some(&gateway), Some(sender), now).await, energy_wire::batch_epoch(&bytes)),
+                    Err(r) => (Err(BatchError::Rejected(r)), None),
                 };
                 match result {
                     Ok(stored) => {
@@ -208,7 +208,10 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                                 stored.refused_seqs.first().zip(stored.refused_seqs.last()).map(|(a, z)| vec![(a.0, z.1)]).unwrap_or_default()
                             };
                             for (a, z) in runs {
-                                let body = serde_json::json!({ "rejected": [a, z], "reason": reason, "refused_meters": stored.refused.iter().map(|(m, _)| m).collect::<Vec<_>>() });
+                                let mut body = serde_json::json!({ "rejected": [a, z], "reason": reason, "refused_meters": stored.refused.iter().map(|(m, _)| m).collect::<Vec<_>>() });
+                                if let Some(e) = &epoch {
+                                    body["epoch"] = serde_json::json!(e);
+                                }
                                 if client.publish(ack_topic.clone(), QoS::AtLeastOnce, false, body.to_string()).await.is_err() {
                                     return false;
                                 }
@@ -222,12 +225,19 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                             body["points_conflicting"] = stored.outcome.points_conflicting.into();
                             body["conflicts"] = m.into();
                         }
+                        // Acknowledgements are per queue epoch: a gateway ignores those of another.
+                        if let Some(e) = &stored.outcome.epoch {
+                            body["epoch"] = serde_json::json!(e);
+                        }
                         client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await.is_ok()
                     }
                     Err(BatchError::Rejected(r)) => {
                         tracing::warn!(%gateway, reason = %r.reason, "batch rejected");
                         if let Some((_, first, n)) = r.identity {
-                            let body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
+                            let mut body = serde_json::json!({ "rejected": [first, first + n as u64 - 1], "reason": r.reason });
+                            if let Some(e) = epoch {
+                                body["epoch"] = serde_json::json!(e);
+                            }
                             let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
                         }
                         true
@@ -239,7 +249,10 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                         tracing::warn!(%gateway, "batch not stored, left for redelivery: {e}");
                         let identity = gunzip_if_needed(&payload, s.max_body_bytes).ok().and_then(|b| energy_wire::batch_identity(&b));
                         if let Some((_, first, n)) = identity {
-                            let body = retry_notice(first, n, &e);
+                            let mut body = retry_notice(first, n, &e);
+                            if let Some(ep) = &epoch {
+                                body["epoch"] = serde_json::json!(ep);
+                            }
                             let _ = client.publish(ack_topic, QoS::AtLeastOnce, false, body.to_string()).await;
                         }
                         false

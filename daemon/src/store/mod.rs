@@ -7,7 +7,8 @@
 //! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
 //!   2 (no change records), 3 (no sealed roll-ups), 4 (`head_log` records without differences,
 //!   still read), 5 (a catalog of names, chunks in codec version 2, still read) and 6 (no
-//!   `conflicts`) are upgraded in place at open; any other version is refused with a message naming it.
+//!   `conflicts`; sequence ranges per gateway, not per queue epoch) are upgraded in place at open;
+//!   any other version is refused with a message naming it.
 //! * `quantities(name, code)`, `WITHOUT ROWID`: a small code per quantity name.
 //! * `series(meter, quantity, id)`, `WITHOUT ROWID`, primary key (meter, quantity code): one row
 //!   per (meter, quantity) and its id, which every other table uses.
@@ -18,8 +19,11 @@
 //!   `chunks` with their day.
 //! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a corrected reading
 //!   (it wins over segments and chunks), and readings of stores written before format 4; `ts` in milliseconds since the Unix epoch.
-//! * `gateway_seq(gateway, start, end)`: the ranges of sample sequence numbers stored per gateway,
-//!   merged; used to drop duplicate samples by identity.
+//! * `gateway_seq(gateway, epoch, start, end)`, `WITHOUT ROWID`: the ranges of sample sequence
+//!   numbers stored per gateway and queue epoch ('' for batches without one), merged; used to
+//!   drop duplicate samples by identity. `gateway_epochs(gateway, epoch, first_ms, last_ms)`:
+//!   when each epoch's first and latest batch were stored (a new epoch is a new queue at the
+//!   gateway: logged and counted). Version 6 kept ranges per gateway only (upgraded in place).
 //! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
 //!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up of each series
 //!   ([`crate::accounting::rollup::HourRollup`]): the head's points are merged in when it is
@@ -94,8 +98,8 @@ use crate::config::InfluxRead;
 use crate::metrics::Metrics;
 
 pub use sqlite::{
-    open_forwarding, Conflict, ConflictRecord, Corrected, Correction, CounterRollups, Embedded, Forwarding, Spool, SpoolRow, StoreError, StoreOptions, WriteOutcome,
-    DEFAULT_MIN_FREE_BYTES, MAX_CONFLICTS_SHOWN,
+    open_forwarding, Conflict, ConflictRecord, Corrected, Correction, CounterRollups, Embedded, Forwarding, GatewayEpoch, Spool, SpoolRow, StoreError, StoreOptions,
+    WriteOutcome, DEFAULT_MIN_FREE_BYTES, MAX_CONFLICTS_SHOWN,
 };
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
@@ -222,7 +226,7 @@ impl Store {
         self.local.flush().await
     }
 
-    pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<GatewayEpoch>)>, StoreError> {
         self.local.gateways().await
     }
 

@@ -34,6 +34,19 @@ pub enum StoreError {
     DiskFull(String),
 }
 
+/// One queue epoch of a gateway, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEpoch {
+    /// `None`: batches without an epoch (gateways and queues from before epochs).
+    pub epoch: Option<String>,
+    /// When its first and its latest batch were stored (unknown for ranges upgraded from
+    /// format version 6).
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// Stored sequence ranges, merged and sorted.
+    pub ranges: Vec<(u64, u64)>,
+}
+
 /// What one write did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct WriteOutcome {
@@ -57,9 +70,19 @@ pub struct WriteOutcome {
     /// Highest sequence number up to which this gateway's samples are stored without a gap
     /// (batches only).
     pub acked_through: u64,
-    /// All stored sequence ranges of the batch's gateway after this write (batches only).
+    /// All stored sequence ranges of the batch's gateway and queue epoch after this write
+    /// (batches only).
     #[serde(skip)]
     pub ranges: Vec<(u64, u64)>,
+    /// The batch's queue epoch (batches from a queue with one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The batch was the first stored of its (gateway, epoch): a new queue (batches only).
+    #[serde(skip)]
+    pub new_epoch: bool,
+    /// Other epochs of the batch's gateway already stored, when `new_epoch`.
+    #[serde(skip)]
+    pub earlier_epochs: Vec<String>,
     /// Raw points sealed into compressed chunks ([`Store::compact`] only).
     #[serde(skip_serializing_if = "is_zero")]
     pub points_sealed: u64,
@@ -309,7 +332,6 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS rollup_hour(series INTEGER NOT NULL, hour INTEGER NOT NULL,
              first_ts INTEGER NOT NULL, first_v REAL NOT NULL, last_ts INTEGER NOT NULL, last_v REAL NOT NULL,
              min REAL NOT NULL, max REAL NOT NULL, sum REAL NOT NULL, count INTEGER NOT NULL,
@@ -326,6 +348,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     )?;
     upgrade_catalog(&conn)?;
     upgrade_conflicts(&conn)?;
+    upgrade_gateway_epochs(&conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
@@ -342,6 +365,8 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         // had the catalog of names upgraded above.
         // Version 6 had no table of conflicts (created above, empty): a build of version 6 would
         // replace stored readings, hence the new number.
+        // Version 6 kept sequence ranges per gateway only: upgraded above to ranges per
+        // (gateway, queue epoch), its ranges under the empty epoch of gateways without one.
         Some("2" | "3" | "4" | "5" | "6") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
@@ -490,6 +515,36 @@ fn read_conflicts(c: &Connection, meter: &str, limit: usize) -> rusqlite::Result
         out.push(ConflictRecord { conflict, resolved_ms, resolved_value, resolved_by });
     }
     Ok(out)
+}
+
+/// The tables of gateway sequence numbers, per (gateway, queue epoch) since format version 7:
+/// `gateway_seq(gateway, epoch, start, end)` (epoch '' for batches without one) and
+/// `gateway_epochs(gateway, epoch, first_ms, last_ms)`. A store of version 6 or older has
+/// `gateway_seq(gateway, start, end)`: its rows move to the empty epoch, each of its gateways
+/// gets a `gateway_epochs` row for that epoch with unknown times, in one transaction (an
+/// interrupted upgrade is done again at the next start: the old table is recognised by its
+/// missing `epoch` column). A new store just gets the tables.
+fn upgrade_gateway_epochs(conn: &Connection) -> rusqlite::Result<()> {
+    const TABLES: &str = "CREATE TABLE IF NOT EXISTS gateway_seq(gateway TEXT NOT NULL, epoch TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, epoch, start)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS gateway_epochs(gateway TEXT NOT NULL, epoch TEXT NOT NULL, first_ms INTEGER, last_ms INTEGER, PRIMARY KEY(gateway, epoch)) WITHOUT ROWID;";
+    let exists: bool = conn.query_row("SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'gateway_seq'", [], |r| r.get(0))?;
+    let has_epoch: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('gateway_seq') WHERE name = 'epoch'", [], |r| r.get(0))?;
+    if !exists || has_epoch {
+        return conn.execute_batch(TABLES);
+    }
+    tracing::info!("upgrading the store's gateway sequence ranges to ranges per queue epoch (format version {FORMAT_VERSION})");
+    let upgrade = format!(
+        "BEGIN;
+         ALTER TABLE gateway_seq RENAME TO gateway_seq_old;
+         {TABLES}
+         INSERT INTO gateway_seq(gateway, epoch, start, end) SELECT gateway, '', start, end FROM gateway_seq_old;
+         INSERT OR IGNORE INTO gateway_epochs(gateway, epoch, first_ms, last_ms) SELECT DISTINCT gateway, '', NULL, NULL FROM gateway_seq_old;
+         DROP TABLE gateway_seq_old;
+         COMMIT;"
+    );
+    conn.execute_batch(&upgrade).inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
 }
 
 /// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the
@@ -1269,10 +1324,10 @@ impl<'c> Writer<'c> {
         Ok(done)
     }
 
-    /// Stored sequence ranges of a gateway, sorted.
-    fn ranges(&self, gateway: &str) -> rusqlite::Result<Vec<(u64, u64)>> {
-        let mut st = self.conn.prepare_cached("SELECT start, end FROM gateway_seq WHERE gateway = ?1 ORDER BY start")?;
-        let rows = st.query_map([gateway], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+    /// Stored sequence ranges of a gateway's queue epoch ('' for none), sorted.
+    fn ranges(&self, gateway: &str, epoch: &str) -> rusqlite::Result<Vec<(u64, u64)>> {
+        let mut st = self.conn.prepare_cached("SELECT start, end FROM gateway_seq WHERE gateway = ?1 AND epoch = ?2 ORDER BY start")?;
+        let rows = st.query_map([gateway, epoch], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
         rows.collect()
     }
 
@@ -1280,7 +1335,25 @@ impl<'c> Writer<'c> {
         self.source.clear();
         self.source.push_str("gateway ");
         self.source.push_str(&b.gateway);
-        let mut ranges = self.ranges(&b.gateway)?;
+        let epoch = b.epoch.as_deref().unwrap_or("");
+        let mut ranges = self.ranges(&b.gateway, epoch)?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let known = self
+            .conn
+            .prepare_cached("UPDATE gateway_epochs SET last_ms = ?3 WHERE gateway = ?1 AND epoch = ?2")?
+            .execute(params![b.gateway, epoch, now_ms])?;
+        if known == 0 {
+            out.earlier_epochs = self
+                .conn
+                .prepare_cached("SELECT epoch FROM gateway_epochs WHERE gateway = ?1 ORDER BY coalesce(last_ms, 0), epoch")?
+                .query_map([&b.gateway], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            out.new_epoch = true;
+            self.conn
+                .prepare_cached("INSERT INTO gateway_epochs(gateway, epoch, first_ms, last_ms) VALUES (?1, ?2, ?3, ?3)")?
+                .execute(params![b.gateway, epoch, now_ms])?;
+        }
+        out.epoch.clone_from(&b.epoch);
         for (i, s) in b.samples.iter().enumerate() {
             let seq = b.seq + i as u64;
             if ranges.iter().any(|&(a, z)| a <= seq && seq <= z) {
@@ -1299,11 +1372,11 @@ impl<'c> Writer<'c> {
         if !b.samples.is_empty() {
             ranges.push((b.seq, b.last_seq()));
             let merged = merge_ranges(ranges);
-            self.conn.prepare_cached("DELETE FROM gateway_seq WHERE gateway = ?1")?.execute([&b.gateway])?;
+            self.conn.prepare_cached("DELETE FROM gateway_seq WHERE gateway = ?1 AND epoch = ?2")?.execute([&b.gateway, epoch])?;
             for &(a, z) in &merged {
                 self.conn
-                    .prepare_cached("INSERT INTO gateway_seq(gateway, start, end) VALUES (?1, ?2, ?3)")?
-                    .execute(params![b.gateway, a as i64, z as i64])?;
+                    .prepare_cached("INSERT INTO gateway_seq(gateway, epoch, start, end) VALUES (?1, ?2, ?3, ?4)")?
+                    .execute(params![b.gateway, epoch, a as i64, z as i64])?;
             }
             ranges = merged;
         }
@@ -2063,16 +2136,26 @@ impl Embedded {
         Ok(parts.into_iter().flatten().flatten().collect())
     }
 
-    /// Stored sequence ranges per gateway.
-    pub async fn gateways(&self) -> Result<Vec<(String, Vec<(u64, u64)>)>, StoreError> {
+    /// Per gateway, its queue epochs, oldest batch first (the current one last), with their
+    /// stored sequence ranges.
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<GatewayEpoch>)>, StoreError> {
         self.read_committed(|c| {
-            let mut st = c.prepare_cached("SELECT gateway, start, end FROM gateway_seq ORDER BY gateway, start")?;
-            let rows: Vec<(String, i64, i64)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
-            let mut out: Vec<(String, Vec<(u64, u64)>)> = Vec::new();
-            for (g, a, z) in rows {
+            let mut st = c.prepare_cached("SELECT gateway, epoch, first_ms, last_ms FROM gateway_epochs ORDER BY gateway, coalesce(last_ms, 0), epoch")?;
+            let epochs: Vec<(String, String, Option<i64>, Option<i64>)> =
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_, _>>()?;
+            let mut st = c.prepare_cached("SELECT gateway, epoch, start, end FROM gateway_seq ORDER BY gateway, epoch, start")?;
+            let mut ranges: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))? {
+                let (g, e, a, z) = row?;
+                ranges.entry((g, e)).or_default().push((a as u64, z as u64));
+            }
+            let mut out: Vec<(String, Vec<GatewayEpoch>)> = Vec::new();
+            for (g, e, first_ms, last_ms) in epochs {
+                let stored = ranges.remove(&(g.clone(), e.clone())).unwrap_or_default();
+                let ep = GatewayEpoch { epoch: (!e.is_empty()).then_some(e), first_ms, last_ms, ranges: stored };
                 match out.last_mut() {
-                    Some((lg, v)) if *lg == g => v.push((a as u64, z as u64)),
-                    _ => out.push((g, vec![(a as u64, z as u64)])),
+                    Some((lg, v)) if *lg == g => v.push(ep),
+                    _ => out.push((g, vec![ep])),
                 }
             }
             Ok(out)
@@ -2425,7 +2508,9 @@ mod tests {
         // Reopen: state persists.
         let store = open(dir.path(), Metrics::new()).unwrap();
         assert_eq!(store.last_seen("m"), Some(t + 9000));
-        assert_eq!(store.gateways().await.unwrap(), vec![("gw".to_string(), vec![(1, 3), (10, 10)]), ("gw2".to_string(), vec![(1, 1)])]);
+        let g = store.gateways().await.unwrap();
+        let got: Vec<(String, Option<String>, Vec<(u64, u64)>)> = g.iter().flat_map(|(id, es)| es.iter().map(move |e| (id.clone(), e.epoch.clone(), e.ranges.clone()))).collect();
+        assert_eq!(got, vec![("gw".to_string(), None, vec![(1, 3), (10, 10)]), ("gw2".to_string(), None, vec![(1, 1)])]);
     }
 
     /// Change records: the earliest time per meter, kept across reopening; a record written
@@ -2562,6 +2647,77 @@ mod tests {
         assert_eq!(v, "7");
         let idx: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('conflicts_meter', 'conflicts_open')", [], |r| r.get(0)).unwrap();
         assert_eq!(idx, 2);
+    }
+
+    /// A queue epoch (`None`: none) and its stored sequence ranges.
+    type EpochRanges = (Option<String>, Vec<(u64, u64)>);
+
+    /// Sequence ranges per (gateway, queue epoch): a queue made again (new epoch, numbers from 1)
+    /// is stored, not taken for duplicates; each epoch keeps its own ranges; a new epoch is
+    /// flagged once, with the earlier ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sequence_ranges_are_kept_per_queue_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let t = 1_764_288_000_000i64;
+        let b = |epoch: Option<&str>, seq: u64, n: usize, t0: i64| {
+            Batch::new("gw", seq, (0..n).map(|i| sample("m", t0 + i as i64 * 1000, i as f64)).collect()).with_epoch(epoch.map(str::to_string))
+        };
+        let o = store.write_batch(b(Some("e1"), 1, 5, t)).await.unwrap();
+        assert_eq!((o.samples_stored, o.new_epoch, o.earlier_epochs.clone(), o.epoch.clone()), (5, true, vec![], Some("e1".into())));
+        let o = store.write_batch(b(Some("e1"), 1, 5, t)).await.unwrap();
+        assert_eq!((o.samples_duplicate, o.new_epoch), (5, false));
+        // The queue lost: numbers start at 1 again under e2; new readings, not duplicates.
+        let o = store.write_batch(b(Some("e2"), 1, 3, t + 60_000)).await.unwrap();
+        assert_eq!((o.samples_stored, o.samples_duplicate, o.new_epoch, o.earlier_epochs.clone()), (3, 0, true, vec!["e1".to_string()]));
+        assert_eq!((o.acked_through, o.ranges.clone()), (3, vec![(1, 3)]));
+        // An old gateway without an epoch has its own numbering too.
+        let o = store.write_batch(b(None, 1, 2, t + 120_000)).await.unwrap();
+        assert_eq!((o.samples_stored, o.epoch.clone(), o.earlier_epochs.len()), (2, None, 2));
+        let g = store.gateways().await.unwrap();
+        let got: Vec<EpochRanges> = g[0].1.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect();
+        assert_eq!(got, vec![(Some("e1".into()), vec![(1, 5)]), (Some("e2".into()), vec![(1, 3)]), (None, vec![(1, 2)])]);
+        assert!(g[0].1.iter().all(|e| e.first_ms.is_some() && e.last_ms >= e.first_ms));
+        assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap().len(), 10);
+    }
+
+    /// A version 6 store (ranges per gateway, no epochs): upgraded in place, its ranges kept as
+    /// the gateway's epoch-less numbering (an old gateway's resend is still a duplicate), a
+    /// new epoch stored beside it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_6_store_keeps_its_ranges_under_no_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = 1_764_288_000_000i64;
+        {
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            store.write_batch(Batch::new("gw", 1, (0..4).map(|i| sample("m", t + i * 1000, i as f64)).collect())).await.unwrap();
+            store.close();
+            // Back to the version 6 layout of the table, with the same ranges plus a gap.
+            let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+            c.execute_batch(
+                "DROP TABLE gateway_epochs; DROP TABLE gateway_seq;
+                 CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+                 INSERT INTO gateway_seq VALUES ('gw', 1, 4), ('gw', 9, 12), ('gw-b', 1, 100);
+                 UPDATE meta SET value = '6' WHERE key = 'format_version';",
+            )
+            .unwrap();
+        }
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        let g = store.gateways().await.unwrap();
+        let got: Vec<(String, Vec<EpochRanges>, Vec<Option<i64>>)> =
+            g.into_iter().map(|(id, es)| (id, es.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect(), es.iter().map(|e| e.first_ms).collect())).collect();
+        assert_eq!(got, vec![("gw".into(), vec![(None, vec![(1, 4), (9, 12)])], vec![None]), ("gw-b".into(), vec![(None, vec![(1, 100)])], vec![None])]);
+        // Sequence numbers 4 (stored before the upgrade) and 5 (new).
+        let o = store.write_batch(Batch::new("gw", 4, vec![sample("m", t + 3000, 3.0), sample("m", t + 4000, 4.0)])).await.unwrap();
+        assert_eq!((o.samples_duplicate, o.samples_stored, o.new_epoch, o.acked_through), (1, 1, false, 5));
+        let o = store.write_batch(Batch::new("gw", 1, vec![sample("m", t + 9000, 9.0)]).with_epoch(Some("ab12".into()))).await.unwrap();
+        assert_eq!((o.samples_stored, o.new_epoch, o.earlier_epochs.clone()), (1, true, vec![String::new()]));
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, FORMAT_VERSION.to_string());
+        let old: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'gateway_seq_old%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(old, 0);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub(crate) fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
 pub struct Common {
     pub cfg: UplinkConfig,
     pub gateway_id: String,
+    /// The queue's epoch, sent with every batch (`None`: a queue made before epochs).
+    pub epoch: Option<String>,
     pub queue: SharedQueue,
     pub notify: Arc<Notify>,
     pub metrics: Metrics,
@@ -72,7 +74,13 @@ impl Common {
         status: Arc<Mutex<UplinkStatus>>,
         dead_letter_path: std::path::PathBuf,
     ) -> Common {
-        Common { cfg, gateway_id, queue, notify, metrics, status, dead_letter_path, settled: Mutex::new(Vec::new()) }
+        // Sequence numbers lost to corrupt queue records will never be sent: settled from the
+        // start, so that the acknowledged position can pass them.
+        let (epoch, lost) = {
+            let q = lock(&queue);
+            (q.epoch().map(str::to_string), q.lost().to_vec())
+        };
+        Common { cfg, gateway_id, epoch, queue, notify, metrics, status, dead_letter_path, settled: Mutex::new(lost) }
     }
 
     pub fn acked(&self) -> u64 {
@@ -101,7 +109,10 @@ impl Common {
                 Err(e) => bad.push((r.seq, e.to_string())),
             }
         }
-        let batch = Batch::new(self.gateway_id.clone(), first, samples);
+        // The records' bytes are not needed any more: freed before the batch is encoded, so that
+        // the two are never in memory together (a 2,000-sample batch is about a megabyte each).
+        drop(records);
+        let batch = Batch::new(self.gateway_id.clone(), first, samples).with_epoch(self.epoch.clone());
         if !bad.is_empty() {
             self.dead_letter(&batch, 0, &format!("queue records do not decode: {bad:?}"));
             self.settle(first, last).await;
@@ -184,8 +195,24 @@ impl Common {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(reason);
     }
 
+    /// Connected: an error shown beside it would be stale (it was the reason of an earlier
+    /// disconnection), so it is cleared; the log keeps it.
     pub fn set_connected(&self, c: bool) {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).connected = c;
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.connected = c;
+        if c {
+            st.last_error = None;
+        }
+    }
+
+    /// Whether every sequence number of `first..=last` is acknowledged or settled.
+    pub fn is_settled(&self, first: u64, last: u64) -> bool {
+        let acked = self.acked();
+        if last <= acked {
+            return true;
+        }
+        let s = self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().any(|&(a, z)| a <= first.max(acked + 1) && last <= z)
     }
 
     /// Highest sequence number queued.
@@ -194,20 +221,40 @@ impl Common {
     }
 }
 
-/// Encodes a batch, gzipped when that makes it smaller and `compress` is on.
+/// Counts the bytes written through it.
+struct Counting<W> {
+    inner: W,
+    written: usize,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Encodes a batch, gzipped when that makes it smaller and `compress` is on. With `compress`,
+/// the JSON goes straight into the compressor: the uncompressed body (several times the
+/// compressed one) is never held in memory, unless compression does not pay.
 pub fn encode(batch: &Batch, compress: bool) -> (Vec<u8>, bool) {
-    let raw = encode_batch(batch);
-    if !compress || raw.len() < 512 {
-        return (raw, false);
+    if !compress {
+        return (encode_batch(batch), false);
     }
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 6), flate2::Compression::fast());
-    if gz.write_all(&raw).is_err() {
-        return (raw, false);
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut w = Counting { inner: gz, written: 0 };
+    if serde_json::to_writer(&mut w, batch).is_ok() && w.written >= 512 {
+        if let Ok(z) = w.inner.finish() {
+            if z.len() < w.written {
+                return (z, true);
+            }
+        }
     }
-    match gz.finish() {
-        Ok(z) if z.len() < raw.len() => (z, true),
-        _ => (raw, false),
-    }
+    (encode_batch(batch), false)
 }
 
 /// Which part of the queue to send next. Without a backlog, everything goes in order. With a
@@ -275,14 +322,18 @@ impl Lanes {
             return (last_queued > self.history_through).then_some(Pick { after: self.history_through, max: batch, live: false });
         };
         let live_waiting = last_queued > self.live_through;
-        let history_ok = self.rate == 0 || self.budget >= 1.0;
+        // History goes in batches of at least a tenth of a second's worth (or what is left
+        // before the live lane): a budget spent as it trickles in would make a batch of a few
+        // samples per pick, hundreds of batches a second for the same samples.
+        let room = (from - 1).saturating_sub(self.history_through) as usize;
+        let least = (self.rate as usize / 10).clamp(1, batch).min(room.max(1));
+        let history_ok = self.rate == 0 || self.budget >= least as f64;
         let live_turn = self.turn_live || !history_ok;
         self.turn_live = !self.turn_live;
         if live_waiting && live_turn {
             return Some(Pick { after: self.live_through, max: batch, live: true });
         }
         if history_ok {
-            let room = (from - 1 - self.history_through) as usize;
             let allowed = if self.rate == 0 { batch } else { (self.budget as usize).clamp(1, batch) };
             let max = allowed.min(room);
             if max > 0 {
@@ -392,6 +443,10 @@ mod tests {
         let big = Batch::new("g", 1, samples);
         let (z, gz) = encode(&big, true);
         assert!(gz && z.len() < encode_batch(&big).len() / 3);
+        // What was compressed on the fly is the batch's JSON.
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&z[..]), &mut raw).unwrap();
+        assert_eq!(raw, encode_batch(&big));
         assert!(!encode(&big, false).1);
     }
 }

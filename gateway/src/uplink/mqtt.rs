@@ -5,7 +5,7 @@
 //! | topic | direction | payload |
 //! |---|---|---|
 //! | `<prefix>/<site>/<gateway>/batch` | gateway → daemon, QoS 1 | a batch (energy-wire JSON, gzipped when that pays) |
-//! | `<prefix>/<site>/<gateway>/ack` | daemon → gateway, QoS 1 | `{"acked_through": N, "ranges": [[a, b], ...]}` after the daemon's commit, or `{"rejected": [a, b], "reason": ".."}` |
+//! | `<prefix>/<site>/<gateway>/ack` | daemon → gateway, QoS 1 | `{"epoch": E, "acked_through": N, "ranges": [[a, b], ...]}` after the daemon's commit, or `{"epoch": E, "rejected": [a, b], "reason": ".."}`; `epoch` is the batch's queue epoch (absent when the batch had none), and a gateway ignores acknowledgements of another epoch |
 //! | `<prefix>/<site>/<gateway>/status` | gateway, retained | `online`; the last will sets `offline` |
 //!
 //! The broker's PUBACK only means the broker has the batch; a sample leaves the queue when the
@@ -20,6 +20,23 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Common, Lanes};
+
+/// Capacity of the client's request channel (rumqttc's event loop takes requests from it while
+/// fewer than its in-flight limit of publishes wait for a PUBACK).
+const REQUESTS: usize = 256;
+/// Batches published and not yet acknowledged by the daemon: below the client's in-flight limit
+/// (100), so that a publish normally finds room at once however small the batches are.
+const MAX_BATCHES_IN_FLIGHT: usize = 64;
+/// Longest wait for a subscription or a status message at connect and stop.
+const CONTROL_WAIT: Duration = Duration::from_secs(2);
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What the event loop tells the sender.
 enum Note {
@@ -76,8 +93,12 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         st.transport = "mqtt".into();
         st.acked_through = c.acked();
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, 256);
-    let (tx, mut rx) = mpsc::channel::<Note>(256);
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUESTS);
+    // The event loop never waits for the sender: notes go over an unbounded channel (a few per
+    // batch at most, and the sender takes them whenever it is not publishing). The sender may
+    // wait for the event loop (a full request channel), never the other way round, so no cycle
+    // of waits can form; and the event loop keeps answering pings while the sender is busy.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Note>();
     let ack_topic = topics.ack.clone();
     let metrics = c.metrics.clone();
     let url = c.cfg.url.clone();
@@ -94,12 +115,12 @@ pub async fn run(c: Common, cancel: CancellationToken) {
             match ev {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     backoff = Duration::from_millis(200);
-                    let _ = tx.send(Note::Connected).await;
+                    let _ = tx.send(Note::Connected);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
                     match serde_json::from_slice::<serde_json::Value>(&p.payload) {
                         Ok(v) => {
-                            let _ = tx.send(Note::Ack(v)).await;
+                            let _ = tx.send(Note::Ack(v));
                         }
                         Err(e) => tracing::warn!("unreadable acknowledgement on {ack_topic}: {e}"),
                     }
@@ -113,7 +134,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
                     };
                     metrics.uplink_batches.with_label_values(&[kind]).inc();
                     let msg = format!("MQTT {url}: {e}");
-                    let _ = tx.send(Note::Disconnected(msg)).await;
+                    let _ = tx.send(Note::Disconnected(msg));
                     if !super::pause_before_retry(&mut backoff, retry_max, &el_stop).await {
                         break;
                     }
@@ -128,6 +149,8 @@ pub async fn run(c: Common, cancel: CancellationToken) {
     let mut last_acked = c.acked();
     let mut drain_deadline: Option<Instant> = None;
     let mut last_error_logged = Instant::now() - Duration::from_secs(60);
+    // Batches published and not yet acknowledged by the daemon (first, last sequence number).
+    let mut in_flight: Vec<(u64, u64)> = Vec::new();
     loop {
         if cancel.is_cancelled() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
@@ -148,24 +171,35 @@ pub async fn run(c: Common, cancel: CancellationToken) {
             if outstanding > 0 && last_progress.elapsed() > Duration::from_millis(c.cfg.ack_timeout_ms) {
                 tracing::warn!(acked, outstanding, "no acknowledgement from the daemon in time; sending again what is unacknowledged");
                 lanes.reset(acked);
+                in_flight.clear();
                 last_progress = Instant::now();
                 continue;
             }
-            if outstanding + (c.cfg.batch_max_samples as u64) <= c.cfg.max_in_flight_samples as u64 {
+            in_flight.retain(|&(a, z)| !c.is_settled(a, z));
+            if outstanding + (c.cfg.batch_max_samples as u64) <= c.cfg.max_in_flight_samples as u64 && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
                 if let Some(pick) = lanes.pick(acked, last, c.cfg.batch_max_samples) {
                     if let Some(out) = c.load(pick.after, pick.max).await {
                         let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
                         let n = out.batch.samples.len() as u64;
-                        match client.publish(&topics.batch, QoS::AtLeastOnce, false, out.body).await {
-                            Ok(()) => {
+                        // The request channel may be full (the event loop waits for the broker's
+                        // PUBACKs): wait, but never past a stop.
+                        let published = tokio::select! {
+                            r = client.publish(&topics.batch, QoS::AtLeastOnce, false, out.body) => Some(r),
+                            () = cancel.cancelled(), if drain_deadline.is_none() => None,
+                            () = sleep_until_opt(drain_deadline) => None,
+                        };
+                        match published {
+                            Some(Ok(())) => {
                                 c.metrics.uplink_batches.with_label_values(&["published"]).inc();
                                 if outstanding == 0 {
                                     last_progress = Instant::now();
                                 }
                                 lanes.sent(pick, first, last_seq);
+                                in_flight.push((first, last_seq));
                                 tracing::trace!(first, last_seq, n, "batch published");
                             }
-                            Err(e) => tracing::warn!("cannot publish: {e}"),
+                            Some(Err(e)) => tracing::warn!("cannot publish: {e}"),
+                            None => {}
                         }
                         continue;
                     }
@@ -179,12 +213,15 @@ pub async fn run(c: Common, cancel: CancellationToken) {
                     connected = true;
                     c.set_connected(true);
                     tracing::info!(url = %c.cfg.url, "MQTT uplink connected");
-                    if let Err(e) = client.subscribe(&topics.ack, QoS::AtLeastOnce).await {
-                        tracing::warn!("cannot subscribe to {}: {e}", topics.ack);
+                    match tokio::time::timeout(CONTROL_WAIT, client.subscribe(&topics.ack, QoS::AtLeastOnce)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::warn!("cannot subscribe to {}: {e}", topics.ack),
+                        Err(_) => tracing::warn!("cannot subscribe to {}: the client's request queue stayed full", topics.ack),
                     }
-                    let _ = client.publish(&topics.status, QoS::AtLeastOnce, true, "online").await;
+                    let _ = tokio::time::timeout(CONTROL_WAIT, client.publish(&topics.status, QoS::AtLeastOnce, true, "online")).await;
                     // Whatever was in flight may be lost with the connection: send it again.
                     lanes.reset(c.acked());
+                    in_flight.clear();
                     last_progress = Instant::now();
                 }
                 Some(Note::Disconnected(msg)) => {
@@ -205,8 +242,8 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         }
     }
     if connected {
-        let _ = client.publish(&topics.status, QoS::AtLeastOnce, true, "offline").await;
-        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(CONTROL_WAIT, client.publish(&topics.status, QoS::AtLeastOnce, true, "offline")).await;
+        let _ = tokio::time::timeout(CONTROL_WAIT, client.disconnect()).await;
         // Give the event loop a moment to send the last packets.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -220,6 +257,14 @@ pub async fn run(c: Common, cancel: CancellationToken) {
 
 /// Applies an acknowledgement or rejection published by the daemon.
 async fn apply_ack(c: &Common, v: &serde_json::Value) {
+    // Sequence numbers belong to a queue epoch: an acknowledgement of another epoch (a queue
+    // this gateway had before its directory was lost, still delivered by the broker) says
+    // nothing about this queue's samples.
+    let epoch = v.get("epoch").and_then(serde_json::Value::as_str);
+    if epoch != c.epoch.as_deref() {
+        tracing::debug!(ack_epoch = ?epoch, epoch = ?c.epoch, "acknowledgement of another queue epoch ignored");
+        return;
+    }
     if let Some(r) = v.get("rejected").and_then(|r| r.as_array()) {
         let (Some(first), Some(last)) = (r.first().and_then(serde_json::Value::as_u64), r.get(1).and_then(serde_json::Value::as_u64)) else {
             return;
@@ -255,5 +300,51 @@ async fn apply_ack(c: &Common, v: &serde_json::Value) {
     if settled > 0 {
         c.metrics.uplink_samples.inc_by(settled);
         c.metrics.uplink_batches.with_label_values(&["acked"]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::UplinkConfig;
+    use crate::metrics::Metrics;
+    use crate::queue::Queue;
+
+    fn common(dir: &std::path::Path) -> Common {
+        let mut q = Queue::open(dir, 1 << 20, 1 << 30).unwrap();
+        for i in 0..10u8 {
+            q.append(&[i]).unwrap();
+        }
+        q.sync().unwrap();
+        Common::new(
+            UplinkConfig::with_url("mqtt://127.0.0.1:1883"),
+            "gw".into(),
+            Arc::new(Mutex::new(q)),
+            Arc::default(),
+            Metrics::new(),
+            Arc::default(),
+            dir.join("dead-letter.jsonl"),
+        )
+    }
+
+    /// An acknowledgement settles samples only for the queue epoch it names: one of another
+    /// epoch (the queue this gateway had before its directory was lost), or without an epoch
+    /// when the queue has one, changes nothing.
+    #[tokio::test]
+    async fn acknowledgements_of_another_epoch_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = common(dir.path());
+        let epoch = c.epoch.clone().expect("a new queue has an epoch");
+        apply_ack(&c, &serde_json::json!({ "epoch": "0123456789abcdef", "acked_through": 8, "ranges": [[1, 8]] })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "acked_through": 8, "ranges": [[1, 8]] })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "epoch": "0123456789abcdef", "rejected": [1, 5], "reason": "x" })).await;
+        assert_eq!(c.acked(), 0);
+        apply_ack(&c, &serde_json::json!({ "epoch": epoch, "acked_through": 4, "ranges": [[1, 4], [7, 8]] })).await;
+        assert_eq!(c.acked(), 4);
+        assert!(c.is_settled(7, 8) && !c.is_settled(5, 8));
     }
 }
