@@ -439,7 +439,7 @@ pub async fn schedule<D: BusDriver>(
                 }
             },
         };
-        let read = match connected {
+        let mut read = match connected {
             Ok(l) => driver.poll(l, idx, &dev.mcfg).await,
             Err(e) => PollOutcome { errors: vec![e], ..Default::default() },
         };

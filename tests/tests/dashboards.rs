@@ -232,13 +232,14 @@ const H: i64 = 3_600_000;
 /// A sample: meter, time (ms), values by quantity.
 type Reading = (String, i64, Vec<(&'static str, f64)>);
 
-/// Hourly readings over the 6 weeks before now and the same 6 weeks a year before (the last two
-/// hours every 10 minutes); the heat meter stops 5 hours ago, so that the MeterSilent alert
+/// Hourly readings over the two years before now (the last two hours every 10 minutes), so that
+/// last year is complete and its figures are shown beside this year's (a year whose data is
+/// incomplete has no `last_year`); the heat meter stops 5 hours ago, so that the MeterSilent alert
 /// fires. Samples as (meter, t, quantity values).
 fn scenario(now: i64) -> Vec<Reading> {
     let mut out = Vec::new();
     let (mut e, mut w, mut h) = (10_000.0, 500.0, 100.0);
-    for (start, end) in [((now / H - (365 + 42) * 24) * H, now - 365 * 24 * H), ((now / H - 42 * 24) * H, now)] {
+    for (start, end) in [((now / H - 2 * 366 * 24) * H, now)] {
         let mut t = start;
         while t <= end {
             let hour = ((t / H) + 8) % 24;

@@ -5,7 +5,6 @@
 //! reading served is stored exactly once, in order, across a daemon outage and a gateway killed
 //! with SIGKILL (only readings taken just before the kill may be missing, as for Modbus).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use energy_e2e::{http_client, listening_url, new_token, q, repo_root, Proc};
 
-/// One agency, one building, and the two meters the clients write to.
+/// One agency, one building, and the two meters the clients write to (assigned to the
+/// clients' gateway token, `py-gw`: a gateway token writes only its own meters).
 fn registry() -> String {
     let mut reg = String::from("[[agency]]\nid = \"ag\"\nname = \"测试机关\"\nlevel = \"county\"\n\n[[building]]\nid = \"b1\"\nname = \"B1\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag\", share = 1.0 } ]\n");
     for meter in ["py-v2", "py-v1"] {
-        reg.push_str(&format!("\n[[meter]]\nid = \"{meter}\"\nbuilding = \"b1\"\ncarrier = \"electricity\"\n"));
+        reg.push_str(&format!("\n[[meter]]\nid = \"{meter}\"\nbuilding = \"b1\"\ncarrier = \"electricity\"\ngateway = \"py-gw\"\n"));
     }
     reg
 }

@@ -99,6 +99,7 @@ pub(super) async fn batch(State(s): State<Shared>, principal: Principal, headers
         gateway: principal.gateway.as_deref().unwrap_or_default(),
         listed: &principal.meters,
         settle_refused: false,
+        unassigned_ok: false,
     });
     match ingest_batch(&s, &bytes, principal.gateway.as_deref(), sender, now_ms()).await {
         Ok(stored) => {

@@ -51,6 +51,10 @@ pub struct Sender<'a> {
     /// and sends them again (after its 403) until the meter is assigned. MQTT: they are recorded,
     /// since the rejection published back makes the gateway set them aside.
     pub settle_refused: bool,
+    /// Without `[auth]` there are no tokens to list meters: a meter the registry assigns to no
+    /// gateway is taken from any (as over HTTP without `[auth]`); one assigned to another gateway
+    /// is still refused.
+    pub unassigned_ok: bool,
 }
 
 /// gzip bodies start with 1f 8b; JSON never does.
@@ -177,6 +181,7 @@ fn refusals(s: &AppState, from: &Sender<'_>, batch: &energy_wire::Batch) -> (Vec
     let mut positions = Vec::new();
     for (i, smp) in batch.samples.iter().enumerate() {
         let bad = *verdicts.entry(smp.meter.as_str()).or_insert_with(|| match crate::auth::gateway_refusal(&s.registry, from.gateway, from.listed, &smp.meter) {
+            Some(_) if from.unassigned_ok && s.registry.meter(&smp.meter).and_then(|m| m.gateway.as_deref()).is_none() => false,
             Some(reason) => {
                 refused.push((smp.meter.clone(), reason));
                 true

@@ -190,7 +190,7 @@ fn handle_message(s: &Shared, client: &AsyncClient, prefix: &str, p: &Publish) -
                 // The topic names the gateway: it writes only its meters (crate::auth's rule).
                 let listed = s.auth.as_ref().map(|t| t.listed_meters(&gateway)).unwrap_or_default();
                 let who = Principal { name: format!("MQTT gateway {gateway}"), role: Role::Gateway, agency: None, gateway: Some(gateway.clone()), meters: listed.clone(), remote: None };
-                let sender = Sender { who: &who, gateway: &gateway, listed: &listed, settle_refused: true };
+                let sender = Sender { who: &who, gateway: &gateway, listed: &listed, settle_refused: true, unassigned_ok: s.auth.is_none() };
                 let (result, epoch) = match gunzip_if_needed(&payload, s.max_body_bytes) {
                     Ok(bytes) => (ingest_batch(&s, &bytes, Some(&gateway), Some(sender), now).await, energy_wire::batch_epoch(&bytes)),
                     Err(r) => (Err(BatchError::Rejected(r)), None),
