@@ -252,6 +252,30 @@ async fn line_protocol_partial_writes_like_influxdb() {
     assert_eq!(call(&f, req).await.0, StatusCode::BAD_REQUEST);
 }
 
+/// Issue 24, finding 6: the store keeps milliseconds, so two values 1 µs apart fall into one
+/// millisecond. The first is stored; the second, different, is a conflict (kept aside, flagged,
+/// a partial-write error), never a silent replacement. The same value again is a duplicate.
+/// Times: 1772294400000000000 ns = 2026-02-28T16:00:00Z; +1000 ns is the same millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_values_in_one_millisecond_are_a_conflict_not_a_replacement() {
+    let f = fixture(UnknownMeter::Reject);
+    let body = "e,meter=m1 active_power=5 1772294400000000000\ne,meter=m1 active_power=6 1772294400000001000\n";
+    let (s, v) = post(&f, "/api/v2/write?precision=ns", None, body.as_bytes().to_vec()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("partial write") && msg.contains("conflict"), "{msg}");
+    let (_, v) = get(&f, "/api/v1/series?meter=m1&quantity=active_power&from=2026-02-28T16:00:00Z&to=2026-02-28T16:00:01Z").await;
+    let pts = v["points"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pts.len(), 1, "{v}");
+    assert_eq!(pts[0]["v"], 5.0, "{v}");
+    let (_, flags) = get(&f, "/api/v1/meters/m1/flags?year=2026").await;
+    let c = &flags["conflicts"][0];
+    assert_eq!((c["stored_value"].as_f64(), c["offered_value"].as_f64(), c["open"].as_bool()), (Some(5.0), Some(6.0), Some(true)), "{flags}");
+    // The same first value again, at microsecond precision: an idempotent duplicate (204).
+    let (s, _) = post(&f, "/api/v2/write?precision=us", None, b"e,meter=m1 active_power=5 1772294400000000\n".to_vec()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoints_influxdb_clients_call_first() {
     let f = fixture(UnknownMeter::Reject);
