@@ -19,8 +19,12 @@ pub fn escape_tag(s: &str) -> String {
 
 fn escape(s: &str, special: &[char]) -> String {
     let mut out = String::with_capacity(s.len());
+    // A backslash escapes only the element's special characters (InfluxData's reference
+    // parser; `eas\\ t` is the tag value `eas\ t`): any other backslash is written as it is,
+    // and one before a special character stays a backslash because the escape that follows it
+    // starts with another backslash (`a\,` is written `a\\,`).
     for c in s.chars() {
-        if c == '\\' || special.contains(&c) {
+        if special.contains(&c) {
             out.push('\\');
         }
         // Line protocol has no escape for line breaks: a tag value cannot hold one.
@@ -134,7 +138,15 @@ mod tests {
     #[test]
     fn tag_values_with_spaces_commas_and_equals_are_escaped() {
         assert_eq!(escape_tag("Bldg A, east=1"), r"Bldg\ A\,\ east\=1");
-        assert_eq!(escape_tag(r"a\b"), r"a\\b");
+        // InfluxDB unescapes only `\,`, `\=` and `\ `: a backslash before anything else is
+        // itself, so doubling it would store `a\\b`.
+        assert_eq!(escape_tag(r"a\b"), r"a\b");
+        assert_eq!(escape_tag(r"C:\temp\ x"), r"C:\temp\\ x");
+        for value in [r"a\b", r"C:\temp\ x", r"x\,y=z", "plain"] {
+            let line = format!("m,t={} f=1", escape_tag(value));
+            let parsed = lineproto::parse_line(&line).expect("parses").expect("a line");
+            assert_eq!(parsed.tags, vec![("t".into(), value.into())], "{line}");
+        }
         assert_eq!(escape_measurement("my energy,x=1"), r"my\ energy\,x=1");
         assert_eq!(tag_suffix(&[("carrier", "electricity"), ("building", "Bldg A"), ("agency", "")]), r",building=Bldg\ A,carrier=electricity");
     }
