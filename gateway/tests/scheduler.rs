@@ -76,13 +76,21 @@ async fn failing_devices_are_backed_off_without_delaying_the_good_one() {
     let samples = run.collect_for(Duration::from_secs(4)).await;
     let metrics = run.metrics.render();
     run.stop().await;
-    // Only the good device gives samples, and it keeps (nearly) its interval: 4 s / 200 ms.
+    // Only the good device gives samples (4 s / 200 ms would be 20; a loaded machine gives fewer).
     assert!(samples.iter().all(|(_, s)| s.meter == "good"));
-    assert!(samples.len() >= 15, "{} samples from the good device", samples.len());
-    let gaps: Vec<Duration> = samples.windows(2).map(|w| w[1].0 - w[0].0).collect();
-    assert!(gaps.iter().all(|g| *g < Duration::from_millis(200 + 150 + 100)), "a gap too long: {gaps:?}");
-    // The failing ones were asked less and less often (back-off), and every failure is counted.
+    assert!(samples.len() >= 10, "{} samples from the good device", samples.len());
+    // The good device is never held back by more than one turn of the failing ones: one request
+    // in flight per bus, the device due first goes next, and a failing device is due again only
+    // after its back-off. So between two requests to the good device (unit 1) there are at most
+    // two polls of the failing ones (at the start all three are due at once). A poll is a run
+    // of requests to one unit (the profile reads two blocks). Counted in the server's log of
+    // requests, not timed: a loaded machine stretches the gaps, not this order.
     let log = server.log.lock().unwrap();
+    let order: Vec<u8> = log.requests.iter().map(|(_, u)| *u).collect();
+    let polls = |run: &[u8]| run.iter().enumerate().filter(|&(i, u)| i == 0 || run[i - 1] != *u).count();
+    let between: Vec<usize> = order.split(|u| *u == 1).skip(1).collect::<Vec<_>>().split_last().map(|(_, full)| full.iter().map(|run| polls(run)).collect()).unwrap_or_default();
+    assert!(between.iter().all(|n| *n <= 2), "failing devices asked between two polls of the good one: {between:?} (order {order:?})");
+    // The failing ones were asked less and less often (back-off), and every failure is counted.
     let asked = |u: u8| log.requests.iter().filter(|(_, x)| *x == u).count();
     assert!(asked(2) < asked(1) / 2 && asked(3) < asked(1) / 2, "good {} silent {} broken {}", asked(1), asked(2), asked(3));
     assert!(metrics.contains("kind=\"timeout\""), "{metrics}");
