@@ -170,9 +170,9 @@ async fn chinese_documents_hold_no_english_and_the_forms_add_up() {
     let county = json["institutions"].as_array().unwrap().iter().find(|i| i["agency"] == "county").unwrap();
     assert_eq!(county["rooms"][0]["electricity_kwh"], 26280.0);
     assert!((county["rooms"][0]["tce"].as_f64().unwrap() - 3.229812).abs() < 1e-9, "{county}");
-    // Heating: no heat meter in the scenario, so no heat billed by heat; the heated area is the
-    // floor area (no heated_area given): county's b3 of 2000 m².
-    assert_eq!(county["heating"]["heat_gj"], 0.0);
+    // Heating: no heat meter in the scenario, so no heat billed by heat: blank (null), not 0, as
+    // for water; the heated area is the floor area (no heated_area given): county's b3 of 2000 m².
+    assert!(county["heating"]["heat_gj"].is_null() && county["heating"]["heat_cost_yuan"].is_null(), "{county}");
     assert_eq!(county["heating"]["heated_area"], 2000.0);
 
     // The workbook: the forms' heads above the header, the column numbers, integers, money,

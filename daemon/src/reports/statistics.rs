@@ -49,9 +49,10 @@ pub struct StatHeating {
     /// `district`, `gas`, `electric` or `none` (the main building's).
     pub heating_type: String,
     pub heated_area: f64,
-    /// Metered district heat, GJ (热力消费量（按热量收费）).
-    pub heat_gj: f64,
-    pub heat_cost_yuan: f64,
+    /// Metered district heat, GJ (热力消费量（按热量收费）); `None` when no heat meter serves the
+    /// institution (blank on the form, not 0, as for water).
+    pub heat_gj: Option<f64>,
+    pub heat_cost_yuan: Option<f64>,
     /// Energy of heating end use, tce.
     pub heating_tce: Option<f64>,
 }
@@ -147,8 +148,8 @@ pub fn statistics(reg: &Registry, year: i32, as_of: &str, timezone: &str, figure
                 heating: StatHeating {
                     heating_type: main.map_or_else(|| "none".to_string(), |b| serde_plain(b.heating)),
                     heated_area: f.heated_area,
-                    heat_gj: heat.map_or(0.0, |h| h.value),
-                    heat_cost_yuan: heat.map_or(0.0, |h| h.cost_yuan),
+                    heat_gj: heat.map(|h| h.value),
+                    heat_cost_yuan: heat.map(|h| h.cost_yuan),
                     heating_tce,
                 },
                 complete: f.quality.complete,
@@ -228,8 +229,8 @@ pub fn tables(r: &StatisticsReport, lang: Lang) -> Vec<Table> {
             Cell::Text(i.name.clone()),
             Cell::Text(labels::keyed(lang, "heating", &i.heating.heating_type)),
             n(i.heating.heated_area),
-            n(i.heating.heat_gj),
-            yuan(i.heating.heat_cost_yuan),
+            on(i.heating.heat_gj),
+            i.heating.heat_cost_yuan.map_or(Cell::Money(None), yuan),
             on(i.heating.heating_tce),
         ]);
     }
@@ -274,8 +275,8 @@ pub fn tables(r: &StatisticsReport, lang: Lang) -> Vec<Table> {
         Cell::Text(all),
         Cell::Text(String::new()),
         n(sum(&|i| i.heating.heated_area)),
-        n(sum(&|i| i.heating.heat_gj)),
-        yuan(sum(&|i| i.heating.heat_cost_yuan)),
+        on(r.institutions.iter().filter_map(|i| i.heating.heat_gj).reduce(|a, b| a + b)),
+        r.institutions.iter().filter_map(|i| i.heating.heat_cost_yuan).reduce(|a, b| a + b).map_or(Cell::Money(None), yuan),
         on(heating_tce),
     ]);
     vec![basic, cons, dc, heat]
