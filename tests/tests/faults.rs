@@ -420,8 +420,12 @@ async fn a_daemon_started_on_a_full_disk_is_read_only_and_resumes_when_space_ret
     let (_daemon, url) = start_daemon(dir.path(), &data, config);
     let m = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "energyd_store_read_only"), Some(1.0), "energyd_store_read_only after a start on a full disk");
+    // Reads answer from what is flushed: the 100, or all 150 when the 50 reached a segment before
+    // the disk filled (the writer flushes the head within 5 s of a write, and a start flushes
+    // what head_log holds if its pages still fit; neither is in the test's hands).
     let (status, v) = stored(&client, &url, t0).await;
-    assert_eq!((status, v.len()), (200, 100), "reads on a daemon started on a full disk: what was flushed");
+    assert!(status == 200 && (v.len() == 100 || v.len() == 150), "reads on a daemon started on a full disk: what was flushed: {status}, {} readings", v.len());
+    println!("readings served while read-only: {}", v.len());
     let (status, _, body) = post_batch(&client, &url, batch_body(151, 10, t0)).await;
     assert_eq!(status, 507, "{body}");
     std::fs::remove_file(&filler).unwrap();
