@@ -81,15 +81,13 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    const DAY_MS: i64 = 86_400_000;
-
     pub fn raw_ms(&self) -> i64 {
-        i64::from(self.raw_days) * Self::DAY_MS
+        i64::from(self.raw_days) * energy_wire::time::DAY_MS
     }
 
     /// `None`: kept forever.
     pub fn rollup_ms(&self) -> Option<i64> {
-        (self.rollup_days > 0).then(|| i64::from(self.rollup_days) * Self::DAY_MS)
+        (self.rollup_days > 0).then(|| i64::from(self.rollup_days) * energy_wire::time::DAY_MS)
     }
 
     /// Every problem, named by its key.

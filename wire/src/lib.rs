@@ -12,11 +12,14 @@
 //! * [`encode_batch`] / [`decode_batch`]: the JSON encoding, with validation that names the
 //!   offending field on any error.
 //!
+//! * [`time`]: the time units (milliseconds, UTC hours and days) every part counts in.
+//!
 //! The crate has no async runtime and no I/O.
 
 mod batch;
 mod ident;
 mod quantity;
+pub mod time;
 
 pub use batch::{batch_epoch, batch_identity, decode_batch, validate_epoch, encode_batch, Batch, Sample, WireError, MAX_SAMPLES_PER_BATCH, SCHEMA_VERSION};
 pub use ident::{validate_id, IdError, MAX_ID_LEN};

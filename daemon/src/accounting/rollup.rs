@@ -16,13 +16,7 @@
 //! reading is its minimum, its last its maximum, and hour to hour the counter never goes down).
 //! When that does not hold, `counter_readings` says so and the caller reads the raw points.
 
-/// One hour in milliseconds.
-pub const HOUR_MS: i64 = 3_600_000;
-
-/// The start of the UTC hour containing `ts` (milliseconds).
-pub fn hour_of(ts: i64) -> i64 {
-    ts.div_euclid(HOUR_MS) * HOUR_MS
-}
+pub use energy_wire::time::{hour_of, HOUR_MS};
 
 /// Summary of the readings of one series in one hour.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -31,8 +31,7 @@ use config::{RuleConfig, RuleKind};
 use rules::Finding;
 use state::{Book, RuleMeta};
 
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use energy_wire::time::{DAY_MS, HOUR_MS};
 
 /// Hourly consumption and the hour (since the epoch) it was read in.
 type Cached = (i64, BTreeMap<i64, f64>);

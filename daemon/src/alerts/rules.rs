@@ -14,7 +14,7 @@ use crate::registry::HeatingSeason;
 
 use super::config::BandLevel;
 
-const HOUR_MS: i64 = 3_600_000;
+use energy_wire::time::HOUR_MS;
 
 /// A condition that holds now, for one thing (a meter, a gateway, an agency).
 #[derive(Debug, Clone, PartialEq)]

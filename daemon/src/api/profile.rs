@@ -23,7 +23,7 @@ use super::{ApiError, Shared};
 use crate::alerts::rules::hourly_consumption;
 use crate::registry::Meter;
 
-const HOUR_MS: i64 = 3_600_000;
+use energy_wire::time::HOUR_MS;
 
 fn top_meters<'a>(s: &'a Shared, building: &str) -> Result<Vec<&'a Meter>, ApiError> {
     s.registry.building(building).ok_or_else(|| ApiError::not_found(format!("building `{building}` is not in the registry")))?;

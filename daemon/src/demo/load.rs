@@ -29,7 +29,7 @@ use energy_wire::Quantity;
 
 /// Length of a slot of constant load.
 pub const SLOT_MS: i64 = 15 * 60_000;
-const DAY_MS: i64 = 86_400_000;
+use energy_wire::time::DAY_MS;
 /// UTC offset of the simulated site (China Standard Time, no daylight saving).
 const OFFSET_MS: i64 = 8 * 3_600_000;
 /// 2024-01-01T00:00:00+08:00: counters start at their initial value here.

@@ -10,13 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec;
 
-/// One day in milliseconds.
-pub(super) const DAY_MS: i64 = 86_400_000;
-
-/// Start of the UTC day containing `ts`.
-pub(super) fn day_of(ts: i64) -> i64 {
-    ts.div_euclid(DAY_MS) * DAY_MS
-}
+pub(super) use energy_wire::time::{day_of, DAY_MS};
 
 pub(super) fn corrupt(e: codec::CodecError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
