@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(hours) = decode_rollups(DAY, data) {
         // Decoded hours are distinct and inside the day, as `encode_rollups` wants them.
         let again = decode_rollups(DAY, &encode_rollups(DAY, &hours)).expect("roll-ups just encoded decode");
-        let bits = |h: &[energyd::accounting::rollup::HourRollup]| {
+        let bits = |h: &[energyd::store::HourRollup]| {
             h.iter().map(|h| (h.hour, h.first_ts, h.last_ts, h.count, [h.first_v, h.last_v, h.min, h.max, h.sum].map(f64::to_bits))).collect::<Vec<_>>()
         };
         assert_eq!(bits(&again), bits(&hours));

@@ -1,11 +1,4 @@
-//! Hourly roll-ups of a series, and consumption from them.
-//!
-//! A roll-up summarises the readings of one series in one UTC hour `[hour, hour + 1 h)`: first and
-//! last reading (time and value), minimum, maximum, sum and count. Roll-ups are mergeable:
-//! [`HourRollup::merge`] is associative and commutative, so roll-ups kept up to date at ingest
-//! give, for any arrival order of the same distinct points, the roll-up computed from all of them
-//! at once. (The store merges only points it did not have; a point that replaces a different
-//! stored value makes the store recompute that hour from its readings.)
+//! Consumption from hourly roll-ups (the store's [`HourRollup`] rows).
 //!
 //! Consumption needs the counter at period boundaries, interpolated between the last reading
 //! before a boundary and the first at or after it. For hour-aligned boundaries those are the
@@ -18,73 +11,7 @@
 
 pub use energy_wire::time::{hour_of, HOUR_MS};
 
-/// Summary of the readings of one series in one hour.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HourRollup {
-    /// Start of the hour, milliseconds since the epoch.
-    pub hour: i64,
-    pub first_ts: i64,
-    pub first_v: f64,
-    pub last_ts: i64,
-    pub last_v: f64,
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-    pub count: u64,
-}
-
-impl HourRollup {
-    /// The roll-up of one reading.
-    pub fn of_point(ts: i64, v: f64) -> HourRollup {
-        HourRollup { hour: hour_of(ts), first_ts: ts, first_v: v, last_ts: ts, last_v: v, min: v, max: v, sum: v, count: 1 }
-    }
-
-    /// The roll-up of readings of one hour (any order, distinct times); `None` when empty.
-    pub fn of_points(points: &[(i64, f64)]) -> Option<HourRollup> {
-        let (&(t, v), rest) = points.split_first()?;
-        Some(rest.iter().fold(HourRollup::of_point(t, v), |acc, &(t, v)| acc.merge(&HourRollup::of_point(t, v))))
-    }
-
-    /// Both roll-ups together; they must be of the same hour and of distinct readings.
-    /// Associative and commutative; ties on time keep the smaller value, so that the result does
-    /// not depend on the order even for inconsistent input.
-    pub fn merge(&self, o: &HourRollup) -> HourRollup {
-        let (first_ts, first_v) = earlier((self.first_ts, self.first_v), (o.first_ts, o.first_v));
-        let (last_ts, last_v) = later((self.last_ts, self.last_v), (o.last_ts, o.last_v));
-        HourRollup {
-            hour: self.hour.min(o.hour),
-            first_ts,
-            first_v,
-            last_ts,
-            last_v,
-            min: self.min.min(o.min),
-            max: self.max.max(o.max),
-            sum: self.sum + o.sum,
-            count: self.count + o.count,
-        }
-    }
-
-    /// Mean of the readings.
-    pub fn mean(&self) -> f64 {
-        self.sum / self.count.max(1) as f64
-    }
-}
-
-fn earlier(a: (i64, f64), b: (i64, f64)) -> (i64, f64) {
-    if b.0 < a.0 || (b.0 == a.0 && b.1 < a.1) {
-        b
-    } else {
-        a
-    }
-}
-
-fn later(a: (i64, f64), b: (i64, f64)) -> (i64, f64) {
-    if b.0 > a.0 || (b.0 == a.0 && b.1 > a.1) {
-        b
-    } else {
-        a
-    }
-}
+use crate::store::HourRollup;
 
 /// Counter readings equivalent, for consumption between hour-aligned boundaries, to the raw
 /// readings of a window: `before` (the last reading before the window), each hour's first and
@@ -120,23 +47,11 @@ pub fn counter_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after:
     Some(out)
 }
 
-/// Roll-ups of readings sorted by time, one per hour that has readings.
-pub fn rollups_of(readings: &[(i64, f64)]) -> Vec<HourRollup> {
-    let mut out: Vec<HourRollup> = Vec::new();
-    for &(t, v) in readings {
-        let r = HourRollup::of_point(t, v);
-        match out.last_mut() {
-            Some(last) if last.hour == r.hour => *last = last.merge(&r),
-            _ => out.push(r),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::accounting::consumption::consumption;
+    use crate::store::rollups_of;
     use proptest::prelude::*;
 
     const H: i64 = HOUR_MS;

@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 
 use crate::accounting::counter::Flag;
 use crate::accounting::indicators::{AgencyIndicators, BandClass};
-use crate::accounting::rollup::HourRollup;
+use crate::store::HourRollup;
 use crate::registry::HeatingSeason;
 
 use super::config::BandLevel;

@@ -10,7 +10,7 @@ use super::rules::{self, Finding, Outlook, SeenGateway, SeenMeter};
 use super::state::{Book, RuleMeta, State};
 use crate::accounting::counter::Flag;
 use crate::accounting::indicators::BandClass;
-use crate::accounting::rollup::HourRollup;
+use crate::store::HourRollup;
 use crate::registry::HeatingSeason;
 
 const M: i64 = 60_000;

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use super::{ApiError, Principal, Shared};
 use crate::accounting::calendar::{boundaries, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
-use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
+use crate::accounting::rollup::{hour_of, HOUR_MS};
+use crate::store::HourRollup;
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
 pub(super) const MAX_GAP_MS: i64 = 3_600_000;

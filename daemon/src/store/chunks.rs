@@ -1,7 +1,7 @@
 //! Compressed chunks: the readings of one series in one UTC day, encoded by [`super::codec`],
 //! in table `chunks(series, day, count, data)`. Recent readings are in `segments(id, series,
 //! day, count, data)`: the writer's head, flushed as one encoded run per series and day (see
-//! `sqlite.rs`); a reading that replaces a stored value is a row of `points`. The writer seals
+//! `writer.rs`); a reading that replaces a stored value is a row of `points`. The writer seals
 //! whole days older than `seal_after` into chunks: chunk, segments and raw rows of the day merged
 //! into one chunk, in one transaction. Every read merges the three; on equal times `points` wins
 //! over segments, and segments over the chunk (later writes win).
@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::codec;
 
-pub(super) use energy_wire::time::{day_of, DAY_MS};
+use energy_wire::time::{day_of, DAY_MS};
 
 pub(super) fn corrupt(e: codec::CodecError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
@@ -190,15 +190,18 @@ pub(super) fn newest(c: &Connection, sid: i64) -> rusqlite::Result<Option<i64>> 
 }
 
 /// What one compaction pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Compacted {
     pub(super) chunks: u64,
     pub(super) points: u64,
+    /// The (series, day) sealed, in order: their roll-ups are sealed next, in the same
+    /// transaction ([`super::rollup_rows::seal_rollups`]).
+    pub(super) sealed: Vec<(i64, i64)>,
 }
 
 /// Seals up to `max_chunks` (series, day) pairs, except those `busy` says are being written, with raw points before `cutoff` (a day
 /// boundary; the oldest day of each series first) into chunks, merging any chunk already there. Runs inside the caller's
-/// transaction. Returns what it did.
+/// transaction. Returns what it did; the caller seals the roll-ups of the days sealed.
 pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn Fn(i64, i64) -> bool) -> rusqlite::Result<Compacted> {
     // One index probe per series for its oldest raw point (the raw table is mostly the head, so
     // scanning it would cost far more).
@@ -228,7 +231,7 @@ pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn
             .execute(params![sid, day, pts.len() as i64, codec::encode(&pts)])?;
         c.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3")?.execute(params![sid, day, day + DAY_MS])?;
         c.prepare_cached("DELETE FROM segments WHERE series = ?1 AND day = ?2")?.execute(params![sid, day])?;
-        super::sqlite::seal_rollups(c, sid, day)?;
+        done.sealed.push((sid, day));
         done.chunks += 1;
         done.points += n_raw;
     }

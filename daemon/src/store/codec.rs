@@ -35,7 +35,8 @@
 //! still read: chunks sealed by earlier builds stay readable and are rewritten in version 3 when
 //! their day is sealed again.
 
-use crate::accounting::rollup::{HourRollup, HOUR_MS};
+use super::rollup::HourRollup;
+use energy_wire::time::HOUR_MS;
 
 /// The codec version written in each chunk.
 pub const CODEC_VERSION: u8 = 3;

@@ -26,7 +26,7 @@
 //!   gateway: logged and counted). Version 6 kept ranges per gateway only (upgraded in place).
 //! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
 //!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up of each series
-//!   ([`crate::accounting::rollup::HourRollup`]): the head's points are merged in when it is
+//!   ([`HourRollup`]): the head's points are merged in when it is
 //!   flushed (they are distinct readings), a duplicate changes nothing, a replaced value makes
 //!   the writer recompute that hour from the stored points in the replacing transaction.
 //!   Reports read these, never the raw points.
@@ -83,33 +83,54 @@
 //! (`points`, `counter_window`, stepped series) go to InfluxDB over InfluxQL unless its
 //! `read = "local"`. Roll-up reads always stay local.
 
+mod changes;
 mod chunks;
 pub mod codec;
+mod conflicts;
 pub mod disk;
+mod embedded;
+mod error;
+mod fxmap;
+mod gateways;
+mod group_commit;
+mod head;
 pub mod influx;
-mod sqlite;
+mod outbox;
+mod reads;
+mod requests;
+mod retention;
+mod rollup;
+mod rollup_rows;
+mod schema;
+mod syncer;
+#[cfg(test)]
+mod tests;
+mod writer;
 
 use std::sync::Arc;
 
 use energy_wire::{Batch, Quantity};
 
-use crate::accounting::rollup::HourRollup;
 use crate::config::InfluxRead;
 use crate::metrics::Metrics;
 
-pub use sqlite::{
-    open_forwarding, Conflict, ConflictRecord, Corrected, Correction, CounterRollups, Embedded, Forwarding, GatewayEpoch, Spool, SpoolRow, StoreError, StoreOptions,
-    WriteOutcome, DEFAULT_MIN_FREE_BYTES, MAX_CONFLICTS_SHOWN,
-};
+pub use conflicts::{Conflict, ConflictRecord, Corrected, Correction, MAX_CONFLICTS_SHOWN};
+pub use embedded::{open_forwarding, Embedded, StoreOptions, DEFAULT_MIN_FREE_BYTES};
+pub use error::StoreError;
+pub use gateways::GatewayEpoch;
+pub use outbox::{Forwarding, Spool, SpoolRow};
+pub use reads::CounterRollups;
+pub use requests::WriteOutcome;
+pub use rollup::{rollups_of, HourRollup};
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
 pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {
-    Ok(Store::embedded(sqlite::open(dir, metrics)?))
+    Ok(Store::embedded(embedded::open(dir, metrics)?))
 }
 
 /// Opens (creating if needed) the embedded store in `dir`.
 pub fn open_with(dir: &std::path::Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
-    Ok(Store::embedded(sqlite::open_with(dir, metrics, options)?))
+    Ok(Store::embedded(embedded::open_with(dir, metrics, options)?))
 }
 
 /// The store the API uses: the embedded store, and InfluxDB when configured. Cheap to clone.

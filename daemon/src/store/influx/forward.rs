@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::{encode, Influx, WriteError};
 use crate::config::InfluxConfig;
 use crate::metrics::Metrics;
-use crate::store::sqlite::Embedded;
+use crate::store::Embedded;
 
 /// Requests sent to InfluxDB at once (one at a time bounded the backend at about a third of a
 /// direct write's rate).

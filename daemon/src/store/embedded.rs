@@ -1,0 +1,272 @@
+//! The embedded store's handle: opening the file, the writer's channel, the read connections.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use energy_wire::Batch;
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::chunks;
+use super::conflicts::Correction;
+use super::group_commit::{self, WriterParts};
+use super::error::StoreError;
+use super::outbox::{Forwarding, Outbox, Spool};
+use super::requests::{WriteOp, WriteOutcome, WriteReq};
+use super::schema;
+use super::syncer::Syncer;
+use super::writer::Writer;
+use super::Point;
+use crate::metrics::Metrics;
+use energy_wire::time::HOUR_MS;
+
+/// Handle to the embedded store; cheap to clone.
+#[derive(Clone)]
+pub struct Embedded {
+    /// Points in the writer's head; a read flushes them first.
+    pub(super) head_points: Arc<std::sync::atomic::AtomicU64>,
+    pub(super) tx: Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>,
+    pub(super) readers: Arc<Vec<Mutex<Connection>>>,
+    pub(super) next_reader: Arc<std::sync::atomic::AtomicUsize>,
+    /// Newest reading time per meter, kept in memory.
+    pub(super) last_seen: Arc<RwLock<HashMap<String, i64>>>,
+    pub(super) path: PathBuf,
+    pub(super) writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set when forwarding to InfluxDB.
+    pub(super) spool: Option<Arc<Spool>>,
+    /// Free space, and whether writes are refused for a full disk.
+    pub(super) disk: Arc<super::disk::Disk>,
+}
+
+/// Retention applied by the writer: at start and then once an hour it deletes raw points
+/// (whole days) and roll-ups (whole hours) older than these. `None` keeps them forever.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub raw_retention_ms: Option<i64>,
+    pub rollup_retention_ms: Option<i64>,
+    /// Whole UTC days ending more than this long ago are sealed into compressed chunks.
+    pub seal_after_ms: i64,
+    /// The head is flushed when its oldest point is this old (reads flush it anyway).
+    pub head_max_age_ms: u64,
+    /// Under this many free bytes on the data directory's file system, writes are refused and
+    /// the store is read-only until there is this much again (`storage.min_free_bytes`).
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS, head_max_age_ms: 5_000, min_free_bytes: DEFAULT_MIN_FREE_BYTES }
+    }
+}
+
+/// `storage.min_free_bytes` by default: 64 MiB, the WAL's size between checkpoints.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
+
+
+/// Opens (creating if needed) the store in `dir`, keeping everything forever.
+pub(super) fn open(dir: &Path, metrics: Metrics) -> Result<Embedded, StoreError> {
+    open_with(dir, metrics, StoreOptions::default())
+}
+
+/// Opens (creating if needed) the store in `dir`.
+pub(super) fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> Result<Embedded, StoreError> {
+    open_forwarding(dir, metrics, options, None)
+}
+
+/// Opens (creating if needed) the store in `dir`; with `forwarding`, every point written is also
+/// spooled for InfluxDB.
+pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forwarding: Option<Forwarding>) -> Result<Embedded, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+    let disk = Arc::new(super::disk::Disk::new(dir, options.min_free_bytes, metrics.clone()));
+    let path = dir.join("energyd.sqlite");
+    let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+    let conn = Connection::open(&path)?;
+    let point_count = schema::prepare(&conn, &path, new_store)?;
+    metrics.store_points.set(point_count);
+    // Points acknowledged but not flushed before the last stop (a crash): flushed now.
+    let head_points = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let mut w = Writer::new(&conn, options, None, head_points.clone(), metrics.clone());
+        let n = w.load_head()?;
+        let free = disk.look();
+        if disk.low(free) {
+            disk.set_full(&format!("{} bytes free at start", free.unwrap_or(0)));
+        } else if n > 0 {
+            tracing::info!(points = n, "flushing the points acknowledged and not yet flushed before the last stop");
+            match w.flush_head() {
+                Ok(()) => {}
+                // They stay in `head_log` (durable); the writer flushes them when space returns.
+                Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&e.to_string()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    // Newest reading per meter (index probes and at most one chunk decoded per series).
+    let mut last_seen: HashMap<String, i64> = HashMap::new();
+    {
+        let mut series = conn.prepare("SELECT id, meter FROM series")?;
+        let rows: Vec<(i64, String)> = series.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, meter) in rows {
+            if let Some(ts) = chunks::newest(&conn, id)? {
+                let e = last_seen.entry(meter).or_insert(ts);
+                *e = (*e).max(ts);
+            }
+        }
+    }
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        r.busy_timeout(std::time::Duration::from_secs(30))?;
+        readers.push(Mutex::new(r));
+    }
+    let last_seen = Arc::new(RwLock::new(last_seen));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
+    let ls = last_seen.clone();
+    // What the spool holds (rows left from before a restart are sent first).
+    let (spool, outbox) = match forwarding {
+        Some(f) => {
+            let (bytes, points): (i64, i64) = conn.query_row("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let spool = Spool { bytes: (bytes.max(0) as u64).into(), points: (points.max(0) as u64).into(), max_bytes: f.max_bytes, added: Default::default() };
+            metrics.spool_bytes.set(bytes);
+            metrics.spool_points.set(points);
+            let spool = Arc::new(spool);
+            (Some(spool.clone()), Some(Outbox { builder: super::influx::encode::LineBuilder::new(&f.measurement), tags: f.tags, points: 0, spool }))
+        }
+        None => (None, None),
+    };
+    let syncer = Syncer::start(dir.join("energyd.sqlite-wal"), metrics.clone()).map_err(|e| StoreError::Task(e.to_string()))?;
+    let handle = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn({
+            let (head_points, disk) = (head_points.clone(), disk.clone());
+            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, outbox, head_points, syncer, disk })
+        })
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    Ok(Embedded {
+        head_points,
+        tx: Arc::new(Mutex::new(Some(tx))),
+        readers: Arc::new(readers),
+        next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        last_seen,
+        path,
+        writer: Arc::new(Mutex::new(Some(handle))),
+        spool,
+        disk,
+    })
+}
+
+impl Embedded {
+    pub(super) async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        if self.disk.is_full() && matches!(op, WriteOp::Batch(_) | WriteOp::Points(..) | WriteOp::Correct(_) | WriteOp::Compact) {
+            return Err(StoreError::DiskFull(self.disk.reason()));
+        }
+        if let (Some(sp), WriteOp::Batch(_) | WriteOp::Points(..)) = (&self.spool, &op) {
+            let bytes = sp.bytes.load(std::sync::atomic::Ordering::Relaxed);
+            if bytes >= sp.max_bytes {
+                return Err(StoreError::SpoolFull { bytes, max: sp.max_bytes });
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(StoreError::Closed)?;
+        tokio::task::spawn_blocking(move || tx.send(WriteReq { op, reply }))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+            .map_err(|_| StoreError::Closed)?;
+        let disk = &self.disk;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(|e| if disk.is_full() { StoreError::DiskFull(e) } else { StoreError::Task(e) })
+    }
+
+    /// The disk holding the store is full: writes are refused until space returns.
+    pub fn read_only(&self) -> bool {
+        self.disk.is_full()
+    }
+
+    /// Free bytes on the data directory's file system, looked at now (also sets the metric).
+    pub fn free_bytes(&self) -> Option<u64> {
+        self.disk.look()
+    }
+
+    /// Stores a gateway batch; returns after the commit.
+    pub async fn write_batch(&self, batch: Batch) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Batch(batch)).await
+    }
+
+    /// Stores loose points (line protocol); returns after the commit.
+    pub async fn write_points(&self, points: Vec<Point>) -> Result<WriteOutcome, StoreError> {
+        self.write_points_from(points, "line protocol".into()).await
+    }
+
+    /// [`Self::write_points`] naming who sent them (kept with any conflict they cause).
+    pub async fn write_points_from(&self, points: Vec<Point>, source: String) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Points(points, source)).await
+    }
+
+    /// An engineer's correction: sets the stored reading at (meter, quantity, time) to the
+    /// value (when a reading is stored there) and settles the open conflicts there, in one
+    /// transaction; `corrected` in the outcome says what was stored before.
+    pub async fn correct(&self, c: Correction) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Correct(c)).await
+    }
+
+    /// Seals every day due (older than the head) into compressed chunks now; returns after the
+    /// last commit, with the number of raw points sealed in `points_sealed`.
+    pub async fn compact(&self) -> Result<WriteOutcome, StoreError> {
+        self.write(WriteOp::Compact).await
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        // Every acknowledged point is readable: the head goes to the tables first.
+        self.flush().await?;
+        self.read_committed(f).await
+    }
+
+    /// Flushes the head when it holds points: everything acknowledged before the call is then
+    /// in the tables, for reads that do not flush (the `_settled` ones).
+    /// On a full disk the head is not flushed (the flush could not be written): reads then
+    /// answer from what was flushed before.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        if self.head_points.load(std::sync::atomic::Ordering::Acquire) > 0 && !self.disk.is_full() {
+            self.write(WriteOp::Flush).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a read connection without flushing the head first: for what the group
+    /// commits write directly (the spool, gateway ranges), not points or roll-ups.
+    pub(super) async fn read_committed<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers[i].lock().unwrap_or_else(|e| e.into_inner());
+            // One read transaction for all the statements of this read: without it each statement
+            // saw its own snapshot, and a day sealed between them could hide a replaced value
+            // (the chunk read before the sealing, the raw rows after it).
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx);
+            drop(tx);
+            out.map_err(StoreError::from)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    pub fn last_seen(&self, meter: &str) -> Option<i64> {
+        self.last_seen.read().unwrap_or_else(|e| e.into_inner()).get(meter).copied()
+    }
+
+    /// Size of the database files on disk.
+    pub fn bytes(&self) -> u64 {
+        ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", self.path.display())).ok()).map(|m| m.len()).sum()
+    }
+
+    /// Stops the writer after it has committed every write already sent, and checkpoints the
+    /// WAL. Later writes fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}

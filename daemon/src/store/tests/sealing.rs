@@ -1,0 +1,123 @@
+//! Sealed days and roll-ups.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_days_read_like_raw_points_and_take_late_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let store = open(dir.path(), metrics.clone()).unwrap();
+    let q = Quantity::ActiveEnergyImport;
+    let day0 = day_of(1_764_288_000_000);
+    // Three days of one-minute counter readings with two decimals.
+    let pts: Vec<(i64, f64)> = (0..3 * 1440).map(|i| (day0 + i * 60_000, 1000.0 + (i as f64 * 0.37 * 100.0).round() / 100.0)).collect();
+    let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+    for c in pts.chunks(1000) {
+        store.write_points(write(c)).await.unwrap();
+    }
+    let before_bytes = store.bytes();
+    let all = |s: &Embedded| {
+        let s = s.clone();
+        async move {
+            let r = s.rollups("m", q, 0, i64::MAX).await.unwrap();
+            let c = s.counter_rollups_many(vec![("m".into(), q), ("m".into(), q)], day0 + DAY_MS + 2 * HOUR_MS, day0 + DAY_MS + 5 * HOUR_MS).await.unwrap();
+            let b = s.reading_before("m", q, day0 + DAY_MS + 90 * 60_000).await.unwrap();
+            (r, c, b)
+        }
+    };
+    let open_rollups = all(&store).await;
+    assert_eq!(open_rollups.0.len(), 72);
+    let o = store.compact().await.unwrap();
+    assert_eq!(o.points_sealed, pts.len() as u64);
+    // Sealed roll-ups (one blob per day) read exactly like the hourly rows they replace.
+    assert_eq!(all(&store).await, open_rollups);
+    let rows: i64 = store.read(|c| c.query_row("SELECT count(*) FROM rollup_hour", [], |r| r.get(0))).await.unwrap();
+    let blobs: i64 = store.read(|c| c.query_row("SELECT count(*) FROM rollup_day", [], |r| r.get(0))).await.unwrap();
+    assert_eq!((rows, blobs), (0, 3));
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), pts);
+    let w = store.counter_window("m", q, day0 + DAY_MS + 30_000, day0 + 2 * DAY_MS).await.unwrap();
+    assert_eq!(w.first(), Some(&pts[1440]), "the reading before the window comes from the previous chunk");
+    assert_eq!(w.last(), Some(&pts[2880]), "and the one after from the next");
+    assert_eq!(w.len(), 1440 + 1);
+    // Late data for a sealed day: the same value is a no-op, a new time is new, a different
+    // value is a conflict (the chunk's stays); a correction replaces the chunk's and its
+    // hour is rolled up again.
+    let o = store.write_points(write(&[pts[10], (pts[10].0 + 1, pts[10].1), (pts[20].0, 5000.0)])).await.unwrap();
+    assert_eq!((o.points_unchanged, o.points_written, o.points_conflicting), (1, 1, 1));
+    let mut want = pts.clone();
+    want.insert(11, (pts[10].0 + 1, pts[10].1));
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+    let o = store.correct(Correction { meter: "m".into(), quantity: q, ts: pts[20].0, value: 5000.0, by: "eng".into() }).await.unwrap();
+    assert_eq!(o.corrected, Some(Corrected { previous: Some(pts[20].1), conflicts_resolved: 1 }));
+    want[21].1 = 5000.0;
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+    let r = store.rollups("m", q, day0, day0 + HOUR_MS).await.unwrap();
+    assert_eq!((r[0].count, r[0].max), (61, 5000.0));
+    // The late hour is a row again, read over its sealed day's entry; the others are unchanged.
+    let r = store.rollups("m", q, 0, i64::MAX).await.unwrap();
+    assert_eq!(r.len(), 72);
+    assert_eq!(r[0], HourRollup::of_points(&want[..61]).unwrap());
+    assert_eq!(r[1..], open_rollups.0[1..]);
+    // Compacting again merges the late points into the chunk; a restart reads it all back.
+    assert_eq!(store.compact().await.unwrap().points_sealed, 2);
+    store.close();
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+    assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), r);
+    assert_eq!(store.last_seen("m"), Some(pts.last().unwrap().0));
+    assert!(store.bytes() < before_bytes, "{} bytes after sealing, {before_bytes} before", store.bytes());
+    store.close();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
+    /// The stored roll-ups depend only on the distinct points stored, whatever the order,
+    /// the duplication and the grouping into writes; a different value offered for a stored
+    /// time is one conflict (however often offered), and a corrected value is rolled up as
+    /// the value that corrected it.
+    #[test]
+    fn stored_rollups_ignore_order_and_duplication(
+        points in proptest::collection::btree_map(0i64..5 * HOUR_MS, -400i32..400, 1..40),
+        dups in proptest::collection::vec(0usize..40, 0..20),
+        cut in 1usize..9, seed in proptest::prelude::any::<u64>(),
+    ) {
+        let t0 = 1_764_288_000_000;
+        let pts: Vec<(i64, f64)> = points.into_iter().map(|(t, v)| (t0 + t, f64::from(v) / 4.0)).collect();
+        let mut sent: Vec<(i64, f64)> = pts.clone();
+        sent.extend(dups.iter().map(|&i| pts[i % pts.len()]));
+        let mut s = seed | 1;
+        for i in (1..sent.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            sent.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        // A wrong value first for one point: the right one conflicts with it, and a correction
+        // sets it.
+        let wrong = Point { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1 + 1000.0 };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let got = rt.block_on(async {
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            store.write_points(vec![wrong]).await.unwrap();
+            for (i, group) in sent.chunks(cut).enumerate() {
+                let ps = group.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: Quantity::ActivePower, ts, value }).collect();
+                store.write_points(ps).await.unwrap();
+                // Some groups are followed by a read, which flushes the head into a segment:
+                // later points then meet their duplicates in the segments, not in the head.
+                if (seed >> (i % 64)) & 1 == 1 {
+                    store.points("m", Quantity::ActivePower, 0, 1).await.unwrap();
+                }
+            }
+            let open = store.conflicts("m", 100).await.unwrap().len();
+            let c = Correction { meter: "m".into(), quantity: Quantity::ActivePower, ts: pts[0].0, value: pts[0].1, by: "eng".into() };
+            let corrected = store.correct(c).await.unwrap().corrected;
+            let r = store.rollups("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
+            let p = store.points("m", Quantity::ActivePower, 0, i64::MAX).await.unwrap();
+            store.close();
+            (r, p, open, corrected)
+        });
+        proptest::prop_assert_eq!(got.0, crate::store::rollups_of(&pts));
+        proptest::prop_assert_eq!(got.1, pts.clone());
+        proptest::prop_assert_eq!(got.2, 1);
+        proptest::prop_assert_eq!(got.3, Some(Corrected { previous: Some(pts[0].1 + 1000.0), conflicts_resolved: 1 }));
+    }
+}

@@ -1,0 +1,154 @@
+//! Stores of older format versions, upgraded in place; unknown versions refused.
+
+use super::*;
+
+/// A version 5 store (catalog of names and a unique index, chunks of codec version 2,
+/// roll-ups of format 1): upgraded in place with the same series ids, its data read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_5_store_is_upgraded_with_its_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_764_288_000_000i64;
+    let pts: Vec<(i64, f64)> = (0..120).map(|i| (t + i * 60_000, 100.0 + i as f64 * 0.25)).collect();
+    {
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('format_version', '5');
+             CREATE TABLE series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+             INSERT INTO series VALUES (7, 'm', 'active_energy_import'), (9, 'm', 'voltage_l1'), (12, 'n', 'active_energy_import');
+             CREATE TABLE chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day));
+             CREATE TABLE rollup_day(series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let day = t - t.rem_euclid(DAY_MS);
+        c.execute("INSERT INTO chunks VALUES (7, ?1, 120, ?2)", params![day, codec::encode_version(&pts, 2)]).unwrap();
+        let hours = [HourRollup::of_points(&pts[..60]).unwrap(), HourRollup::of_points(&pts[60..]).unwrap()];
+        c.execute("INSERT INTO rollup_day VALUES (7, ?1, ?2)", params![day, codec::encode_rollups_version(day, &hours, 1)]).unwrap();
+    }
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap(), pts);
+    let r = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+    assert_eq!((r.len(), r[0].count, r[1].last_v), (2, 60, 129.75));
+    // A new series takes the next id after the old ones; the old ids are kept.
+    store.write_points(vec![Point { meter: "n".into(), quantity: Quantity::VoltageL1, ts: t, value: 230.0 }]).await.unwrap();
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let rows: Vec<(String, String, i64)> = c
+        .prepare("SELECT s.meter, q.name, s.id FROM series s JOIN quantities q ON q.code = s.quantity ORDER BY s.id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let want = [("m", "active_energy_import", 7), ("m", "voltage_l1", 9), ("n", "active_energy_import", 12), ("n", "voltage_l1", 13)];
+    assert_eq!(rows, want.map(|(m, q, id)| (m.to_string(), q.to_string(), id)));
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, FORMAT_VERSION.to_string());
+    let old: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'series_old%' OR name LIKE 'sqlite_autoindex_series%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(old, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_store_is_upgraded_in_place_with_an_empty_conflicts_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_764_288_000_000i64;
+    let q = Quantity::ActiveEnergyImport;
+    let pts: Vec<Point> = (0..10).map(|i| Point { meter: "m".into(), quantity: q, ts: t + i * 60_000, value: 10.0 + i as f64 }).collect();
+    {
+        // A version 6 store: this layout without `conflicts`.
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(pts.clone()).await.unwrap();
+        store.close();
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute_batch("DROP TABLE conflicts; UPDATE meta SET value = '6' WHERE key = 'format_version';").unwrap();
+    }
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    let want: Vec<(i64, f64)> = pts.iter().map(|p| (p.ts, p.value)).collect();
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+    let o = store.write_points(vec![Point { value: 99.0, ..pts[3].clone() }]).await.unwrap();
+    assert_eq!(o.points_conflicting, 1);
+    assert_eq!(store.conflicts("m", 10).await.unwrap().len(), 1);
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, "7");
+    let idx: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('conflicts_meter', 'conflicts_open')", [], |r| r.get(0)).unwrap();
+    assert_eq!(idx, 2);
+}
+
+/// A version 6 store (ranges per gateway, no epochs): upgraded in place, its ranges kept as
+/// the gateway's epoch-less numbering (an old gateway's resend is still a duplicate), a
+/// new epoch stored beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_store_keeps_its_ranges_under_no_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = 1_764_288_000_000i64;
+    {
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_batch(Batch::new("gw", 1, (0..4).map(|i| sample("m", t + i * 1000, i as f64)).collect())).await.unwrap();
+        store.close();
+        // Back to the version 6 layout of the table, with the same ranges plus a gap.
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute_batch(
+            "DROP TABLE gateway_epochs; DROP TABLE gateway_seq;
+             CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+             INSERT INTO gateway_seq VALUES ('gw', 1, 4), ('gw', 9, 12), ('gw-b', 1, 100);
+             UPDATE meta SET value = '6' WHERE key = 'format_version';",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    let g = store.gateways().await.unwrap();
+    let got: Vec<(String, Vec<EpochRanges>, Vec<Option<i64>>)> =
+        g.into_iter().map(|(id, es)| (id, es.iter().map(|e| (e.epoch.clone(), e.ranges.clone())).collect(), es.iter().map(|e| e.first_ms).collect())).collect();
+    assert_eq!(got, vec![("gw".into(), vec![(None, vec![(1, 4), (9, 12)])], vec![None]), ("gw-b".into(), vec![(None, vec![(1, 100)])], vec![None])]);
+    // Sequence numbers 4 (stored before the upgrade) and 5 (new).
+    let o = store.write_batch(Batch::new("gw", 4, vec![sample("m", t + 3000, 3.0), sample("m", t + 4000, 4.0)])).await.unwrap();
+    assert_eq!((o.samples_duplicate, o.samples_stored, o.new_epoch, o.acked_through), (1, 1, false, 5));
+    let o = store.write_batch(Batch::new("gw", 1, vec![sample("m", t + 9000, 9.0)]).with_epoch(Some("ab12".into()))).await.unwrap();
+    assert_eq!((o.samples_stored, o.new_epoch, o.earlier_epochs.clone()), (1, true, vec![String::new()]));
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, FORMAT_VERSION.to_string());
+    let old: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name LIKE 'gateway_seq_old%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(old, 0);
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), Metrics::new()).unwrap());
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    c.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'", []).unwrap();
+    drop(c);
+    let e = open(dir.path(), Metrics::new()).err().unwrap().to_string();
+    assert!(e.contains("format version 99") && e.contains(&format!("reads version {FORMAT_VERSION}")), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_store_is_upgraded_with_its_rollups() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The version 1 layout, as that release wrote it.
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('format_version', '1');
+             CREATE TABLE series(id INTEGER PRIMARY KEY, meter TEXT NOT NULL, quantity TEXT NOT NULL, UNIQUE(meter, quantity));
+             CREATE TABLE points(series INTEGER NOT NULL, ts INTEGER NOT NULL, value REAL NOT NULL, PRIMARY KEY(series, ts)) WITHOUT ROWID;
+             CREATE TABLE gateway_seq(gateway TEXT NOT NULL, start INTEGER NOT NULL, end INTEGER NOT NULL, PRIMARY KEY(gateway, start)) WITHOUT ROWID;
+             INSERT INTO series VALUES (1, 'm', 'active_energy_import');
+             INSERT INTO points VALUES (1, 1764288000000, 1.0), (1, 1764288600000, 3.0), (1, 1764291600000, 4.0);",
+        )
+        .unwrap();
+    }
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    let r = store.rollups("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!((r[0].first_v, r[0].last_v, r[0].count, r[1].sum), (1.0, 3.0, 2, 4.0));
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, FORMAT_VERSION.to_string());
+}

@@ -1,0 +1,394 @@
+//! The writer: what the writer thread does with the points of a group (series ids, new, duplicate
+//! or conflicting), the head's flush into segments and roll-ups, and sealing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use energy_wire::Quantity;
+use rusqlite::{params, Connection};
+
+use super::chunks;
+use super::codec;
+use super::embedded::StoreOptions;
+use super::fxmap::FxMap;
+use super::head::{decode_head_log, Head};
+use super::changes::Marks;
+use super::outbox::Outbox;
+use super::requests::WriteOutcome;
+use super::rollup::HourRollup;
+use super::rollup_rows::{put_rollup, put_rollup_with, seal_rollups, stored_rollup, PUT_ROLLUP};
+use super::schema::{series_id, ADD_QUANTITY, ADD_SERIES};
+use crate::metrics::Metrics;
+use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS};
+
+/// The head is flushed when it holds this many points, or its oldest point is
+/// [`StoreOptions::head_max_age_ms`] old, or a read asks for it.
+pub(super) const HEAD_MAX_POINTS: u64 = 2_000_000;
+
+pub(super) struct Writer<'c> {
+    pub(super) conn: &'c Connection,
+    /// Series ids by meter, then by quantity (index `Quantity as usize`; 0: not looked up).
+    pub(super) series: FxMap<String, Vec<i64>>,
+    /// The meter of the previous point and its ids: a line's or a sample's values come in a row.
+    pub(super) memo: (String, Vec<i64>),
+    /// Address and length of the meter name `memo` was last matched with, valid for the open
+    /// group only (its requests, and so their names, live until the group is answered): the
+    /// fields of one line share one name, matched without comparing bytes.
+    pub(super) memo_at: (usize, usize),
+    /// The id the next new series takes (read from the catalog at the first new series).
+    pub(super) next_series: Option<i64>,
+    /// Hours where a stored value was replaced: recomputed from the stored points.
+    pub(super) dirty: HashSet<(i64, i64)>,
+    /// The writer's copy of `dirty_meters`.
+    pub(super) marks: Marks,
+    pub(super) head: Head,
+    /// Points in the head, shared with readers (a read flushes a non-empty head first).
+    pub(super) head_points: Arc<std::sync::atomic::AtomicU64>,
+    /// Stored readings of (series, day) loaded to check late points; emptied at each flush.
+    pub(super) day_cache: HashMap<(i64, i64), Vec<(i64, f64)>>,
+    /// When the open group started (one clock read per group, not per point).
+    pub(super) now: Instant,
+    /// Points older than this (the start of the newest sealable day) are backfill.
+    pub(super) seal_cutoff: i64,
+    /// Forwarding to InfluxDB: the lines of the open transaction.
+    pub(super) outbox: Option<Outbox>,
+    pub(super) head_max_age: std::time::Duration,
+    pub(super) metrics: Metrics,
+    /// Who sent the request being applied (kept with the conflicts it causes).
+    pub(super) source: String,
+    /// The open group's wall-clock time (ms), for conflicts and corrections.
+    pub(super) now_ms: i64,
+    /// The sequence number of the batch sample being applied.
+    pub(super) seq: Option<u64>,
+}
+
+/// How often the writer looks for days to seal, and how many chunks one pass writes at most
+/// (a pass is one transaction; writes wait for it).
+pub(super) const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub(super) const CHUNKS_PER_PASS: usize = 256;
+
+/// Most (series, day) readings kept for checking late points; the cache is emptied when full.
+pub(super) const DAY_CACHE: usize = 4096;
+
+/// A day written to within this long is not sealed by the background passes.
+pub(super) const BACKFILL_QUIET: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What storing one point did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Put {
+    New,
+    Unchanged,
+    /// A different value is stored (this one): the offered value is kept aside.
+    Conflict(f64),
+}
+
+impl<'c> Writer<'c> {
+    pub(super) fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) -> Writer<'c> {
+        Writer {
+            conn,
+            series: FxMap::default(),
+            memo: (String::new(), Vec::new()),
+            memo_at: (0, 0),
+            next_series: None,
+            dirty: HashSet::new(),
+            marks: Marks::load(conn),
+            head: Head::default(),
+            head_points,
+            day_cache: HashMap::new(),
+            now: Instant::now(),
+            seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
+            outbox,
+            head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
+            metrics,
+            source: String::new(),
+            now_ms: 0,
+            seq: None,
+        }
+    }
+
+    pub(super) fn series_id(&mut self, meter: &str, q: Quantity) -> rusqlite::Result<i64> {
+        let at = (meter.as_ptr() as usize, meter.len());
+        if self.memo_at == at {
+            if let Some(&id) = self.memo.1.get(q as usize).filter(|&&id| id != 0) {
+                return Ok(id);
+            }
+        }
+        if self.memo.0 == meter {
+            self.memo_at = at;
+            if let Some(&id) = self.memo.1.get(q as usize).filter(|&&id| id != 0) {
+                return Ok(id);
+            }
+        } else if let Some(ids) = self.series.get(meter) {
+            self.memo.0.clear();
+            self.memo.0.push_str(meter);
+            self.memo.1.clone_from(ids);
+            self.memo_at = at;
+            if let Some(&id) = ids.get(q as usize).filter(|&&id| id != 0) {
+                return Ok(id);
+            }
+        }
+        let id = match series_id(self.conn, meter, q)? {
+            Some(id) => id,
+            None => {
+                let id = match self.next_series {
+                    Some(id) => id,
+                    None => self.conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM series", [], |r| r.get(0))?,
+                };
+                self.conn.prepare_cached(ADD_QUANTITY)?.execute([q.name()])?;
+                self.conn.prepare_cached(ADD_SERIES)?.execute(params![meter, q.name(), id])?;
+                self.next_series = Some(id + 1);
+                id
+            }
+        };
+        let ids = self.series.entry(meter.to_string()).or_insert_with(|| vec![0; Quantity::ALL.len()]);
+        if let Some(slot) = ids.get_mut(q as usize) {
+            *slot = id;
+        }
+        self.memo.0.clear();
+        self.memo.0.push_str(meter);
+        self.memo.1.clone_from(ids);
+        self.memo_at = at;
+        Ok(id)
+    }
+
+    pub(super) fn put(&mut self, meter: &str, q: Quantity, ts: i64, value: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
+        let sid = self.series_id(meter, q)?;
+        if ts < self.seal_cutoff {
+            self.head.slot(sid).backfill = Some((day_of(ts), self.now));
+        }
+        let put = self.put_raw(sid, ts, value)?;
+        match put {
+            Put::New => {
+                out.points_written += 1;
+                if let Some(o) = &mut self.outbox {
+                    let tags = o.tags.get(meter).map_or("", String::as_str);
+                    o.builder.add(meter, tags, q, ts, value);
+                    o.points += 1;
+                }
+            }
+            Put::Unchanged => out.points_unchanged += 1,
+            Put::Conflict(stored) => self.conflict(meter, q, ts, stored, value, out)?,
+        }
+        Ok(())
+    }
+
+    /// Classifies and stores one point: into the head when it is new; a point whose time holds
+    /// a reading already (in the head, the tail kept from the last flush, or the store) is a
+    /// duplicate when the value is the same and a conflict otherwise: ingest never replaces a
+    /// stored reading (only [`Writer::correct`] does).
+    pub(super) fn put_raw(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<Put> {
+        let (newest, newest_stored) = match self.head.get_slot(sid).and_then(|s| s.newest) {
+            Some(n) => n,
+            None => self.look_up_newest(sid)?,
+        };
+        if ts > newest {
+            // Later than every point of the series: appended without a search.
+            self.head.put_at(sid, Err(usize::MAX), ts, value);
+            self.head.slot(sid).newest = Some((ts, newest_stored));
+            return Ok(Put::New);
+        }
+        self.put_late(sid, ts, value, newest_stored)
+    }
+
+    /// The newest reading of a series (store and head) and the newest stored, the first time
+    /// the writer meets it.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn look_up_newest(&mut self, sid: i64) -> rusqlite::Result<(i64, i64)> {
+        let stored = chunks::newest(self.conn, sid)?.unwrap_or(i64::MIN);
+        let slot = self.head.slot(sid);
+        let n = (stored.max(slot.points.last().map_or(i64::MIN, |p| p.0)), stored);
+        slot.newest = Some(n);
+        Ok(n)
+    }
+
+    /// [`Self::put_raw`] for a point no later than the series' newest (kept out of the common
+    /// path, which it would slow down with its stack frame).
+    #[inline(never)]
+    pub(super) fn put_late(&mut self, sid: i64, ts: i64, value: f64, newest_stored: i64) -> rusqlite::Result<Put> {
+        let (at, in_head) = self.head.find(sid, ts);
+        if let Some(v) = in_head {
+            if v.to_bits() == value.to_bits() {
+                return Ok(Put::Unchanged);
+            }
+            return Ok(Put::Conflict(v));
+        }
+        if ts > newest_stored {
+            self.head.put_at(sid, at, ts, value);
+            return Ok(Put::New);
+        }
+        // Older than the newest stored reading: the tail kept from the last flush, else the store.
+        if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
+            if slot.tail_from.is_some_and(|from| ts >= from) {
+                return match slot.tail.binary_search_by_key(&ts, |p| p.0) {
+                    Ok(i) if slot.tail[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
+                    Ok(i) => Ok(Put::Conflict(slot.tail[i].1)),
+                    Err(_) => {
+                        self.head.insert(sid, ts, value);
+                        Ok(Put::New)
+                    }
+                };
+            }
+        }
+        let key = (sid, day_of(ts));
+        if !self.day_cache.contains_key(&key) {
+            if self.day_cache.len() >= DAY_CACHE {
+                self.day_cache.clear();
+            }
+            let day = chunks::read_series(self.conn, sid, key.1, key.1.saturating_add(DAY_MS))?;
+            self.day_cache.insert(key, day);
+        }
+        let Some(day) = self.day_cache.get_mut(&key) else { return Ok(Put::New) };
+        match day.binary_search_by_key(&ts, |p| p.0) {
+            Ok(i) if day[i].1.to_bits() == value.to_bits() => Ok(Put::Unchanged),
+            Ok(i) => Ok(Put::Conflict(day[i].1)),
+            Err(_) => {
+                self.head.insert(sid, ts, value);
+                Ok(Put::New)
+            }
+        }
+    }
+
+    /// A corrected value replacing a stored reading: a row of `points` (it wins over segments
+    /// and chunks); its hour is rolled up again at the end of the group.
+    pub(super) fn replace_stored(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
+        self.day_cache.remove(&(sid, day_of(ts)));
+        self.dirty.insert((sid, hour_of(ts)));
+        if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
+            // That hour is rolled up again from the store: its remembered roll-up is stale.
+            if slot.last_rollup.is_some_and(|r| r.hour == hour_of(ts)) {
+                slot.last_rollup = None;
+            }
+            if let Ok(i) = slot.tail.binary_search_by_key(&ts, |p| p.0) {
+                slot.tail[i].1 = value;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the open group inside its transaction: its `head_log` record, and the hours where a
+    /// stored value was replaced rolled up again from the stored points (the head's points are
+    /// merged in when it is flushed; they are distinct readings).
+    pub(super) fn finish_group(&mut self) -> rusqlite::Result<()> {
+        if !self.head.log.is_empty() {
+            self.conn.prepare_cached("INSERT INTO head_log(data) VALUES (?1)")?.execute([&self.head.log])?;
+            self.head.log.clear();
+        }
+        for (sid, hour) in std::mem::take(&mut self.dirty) {
+            let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
+            match HourRollup::of_points(&pts) {
+                Some(r) => put_rollup(self.conn, sid, &r)?,
+                None => {
+                    self.conn.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour = ?2")?.execute(params![sid, hour])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the head should be flushed now.
+    pub(super) fn head_due(&self) -> bool {
+        self.head.points >= HEAD_MAX_POINTS || self.head.since.is_some_and(|t| t.elapsed() >= self.head_max_age)
+    }
+
+    /// Writes the head as segments (one per series and day) and merges its roll-ups into the
+    /// stored ones, emptying `head_log`, in one transaction. The head is kept if it fails.
+    pub(super) fn flush_head(&mut self) -> rusqlite::Result<()> {
+        if self.head.touched.is_empty() {
+            self.head.since = None;
+            return Ok(());
+        }
+        let started = Instant::now();
+        let tx = self.conn.unchecked_transaction()?;
+        let mut newest_rollups = Vec::with_capacity(self.head.touched.len());
+        let mut put_segment = self.conn.prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut put_rollup = self.conn.prepare_cached(PUT_ROLLUP)?;
+        for &sid in &self.head.touched {
+            let Some(slot) = self.head.get_slot(sid) else { continue };
+            let pts = &slot.points;
+            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
+                put_segment.execute(params![sid, day_of(day[0].0), day.len() as i64, codec::encode(day)])?;
+            }
+            let mut newest: Option<HourRollup> = None;
+            // No reading is stored after this time (when known): hours that start later have
+            // no stored roll-up to merge with.
+            let stored_until = slot.newest.map(|n| n.1);
+            for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
+                let Some(r) = HourRollup::of_points(hour) else { continue };
+                let stored = match slot.last_rollup {
+                    Some(last) if last.hour == r.hour => Some(last),
+                    _ if stored_until.is_some_and(|t| r.hour > t) => None,
+                    _ => stored_rollup(self.conn, sid, r.hour)?,
+                };
+                let merged = match stored {
+                    Some(s) => s.merge(&r),
+                    None => r,
+                };
+                put_rollup_with(&mut put_rollup, sid, &merged)?;
+                if newest.is_none_or(|n| n.hour < merged.hour) {
+                    newest = Some(merged);
+                }
+            }
+            newest_rollups.push((sid, newest));
+        }
+        drop((put_segment, put_rollup));
+        self.conn.execute("DELETE FROM head_log", [])?;
+        tx.commit()?;
+        for (sid, newest) in newest_rollups {
+            let slot = self.head.slot(sid);
+            if newest.is_some_and(|n| slot.last_rollup.is_none_or(|l| l.hour <= n.hour)) {
+                slot.last_rollup = newest;
+            }
+        }
+        self.head.clear_points();
+        self.head_points.store(0, std::sync::atomic::Ordering::Release);
+        self.metrics.head_points.set(0);
+        self.metrics.store_flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.day_cache.clear();
+        Ok(())
+    }
+
+    /// Loads the head from `head_log` (at the start, or after a failed group): what was
+    /// acknowledged and not yet flushed.
+    pub(super) fn load_head(&mut self) -> rusqlite::Result<u64> {
+        self.head = Head::default();
+        self.day_cache.clear();
+        let mut st = self.conn.prepare("SELECT id, data FROM head_log ORDER BY id")?;
+        let rows: Vec<(i64, Vec<u8>)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, data) in rows {
+            let Some(points) = decode_head_log(&data) else {
+                tracing::error!(row = id, "a head_log record is corrupt; its points are skipped");
+                continue;
+            };
+            for (sid, ts, v) in points {
+                self.head.insert(sid, ts, v);
+            }
+        }
+        self.head.log.clear();
+        self.head_points.store(self.head.points, std::sync::atomic::Ordering::Release);
+        Ok(self.head.points)
+    }
+
+    /// One compaction pass in its own transaction: seals up to [`CHUNKS_PER_PASS`] days.
+    /// With `all` (asked for), the head is flushed first and days being backfilled are sealed
+    /// too; the background passes leave the head to its own flushes.
+    pub(super) fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
+        if all {
+            self.flush_head()?;
+        }
+        let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        self.seal_cutoff = cutoff;
+        let head = &self.head;
+        let busy = |sid: i64, day: i64| !all && head.get_slot(sid).and_then(|s| s.backfill).is_some_and(|(d, t)| d == day && t.elapsed() < BACKFILL_QUIET);
+        let tx = self.conn.unchecked_transaction()?;
+        let done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
+        for &(sid, day) in &done.sealed {
+            seal_rollups(self.conn, sid, day)?;
+        }
+        tx.commit()?;
+        self.day_cache.clear();
+        Ok(done)
+    }
+}
