@@ -180,7 +180,7 @@ impl Daemon {
         let alerts_task = self.state.alerts.config.enabled.then(|| tokio::spawn(alerts::run(self.state.clone(), mqtt_cancel.clone())));
         let forward_cancel = CancellationToken::new();
         let forward_task = self.influx.clone().map(|i| {
-            tokio::spawn(store::influx::forward(self.state.store.local().clone(), i, self.state.metrics.clone(), forward_cancel.clone()))
+            tokio::spawn(store::forward(self.state.store.local().clone(), i, self.state.metrics.clone(), forward_cancel.clone()))
         });
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         mqtt_cancel.cancel();

@@ -2,7 +2,7 @@
 //! that a restarted daemon answers at once instead of recomputing every meter from the roll-ups.
 //!
 //! It is only a cache: each row carries a key (a hash of the meter's definition, its events, the
-//! time zone and [`ENGINE_VERSION`]) and the file carries the store's `dirty_epoch`; a row whose
+//! time zone and [`ENGINE_VERSION`]) and the file carries the store's change epoch (`Store::change_epoch`); a row whose
 //! key differs, or a file of another epoch, is ignored and rebuilt. Change records of the store
 //! (`dirty_meters`) drop the rows they touch before the engine reads any. If the file cannot be
 //! opened or is damaged it is deleted and built again; if that fails too, the engine runs without

@@ -219,7 +219,7 @@ impl Engine {
 
     /// Applies the store's change records: drops what they touch, then forgets them.
     async fn apply_dirty(&self, store: &Store, reg: &Registry) -> Result<(), EngineError> {
-        let marks = store.dirty_marks().await?;
+        let marks = store.change_records().await?;
         if marks.is_empty() {
             return Ok(());
         }
@@ -238,7 +238,7 @@ impl Engine {
             tokio::task::spawn_blocking(move || disk.invalidate(&m, from)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
             applied.push((meter, seq));
         }
-        store.clear_dirty(applied).await?;
+        store.forget_change_records(applied).await?;
         Ok(())
     }
 
@@ -247,7 +247,7 @@ impl Engine {
         let cal = self.calendar(year)?;
         let mut checked = self.compute.lock().await;
         if !*checked {
-            let epoch = store.dirty_epoch().await?;
+            let epoch = store.change_epoch().await?;
             let disk = self.disk.clone();
             tokio::task::spawn_blocking(move || disk.check_epoch(&epoch)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
             *checked = true;

@@ -25,7 +25,8 @@ pub use auth::{access, Access};
 pub use error::ApiError;
 pub use crate::auth::{Principal, Role};
 
-use crate::config::{IngestConfig, RetentionConfig};
+use crate::config::IngestConfig;
+use crate::store::RetentionConfig;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;

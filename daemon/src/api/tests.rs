@@ -11,7 +11,8 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{app, AppState};
-use crate::config::{IngestConfig, RetentionConfig, UnknownMeter};
+use crate::config::{IngestConfig, UnknownMeter};
+use crate::store::RetentionConfig;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 

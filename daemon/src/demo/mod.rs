@@ -485,10 +485,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         http: crate::config::HttpConfig { listen: args.listen.clone(), ..Default::default() },
         ingest: crate::config::IngestConfig::default(),
         mqtt: None,
-        retention: crate::config::RetentionConfig::default(),
+        retention: crate::store::RetentionConfig::default(),
         auth: None,
         alerts: crate::alerts::AlertsConfig::default(),
-        storage: crate::config::StorageConfig::default(),
+        storage: crate::store::StorageConfig::default(),
     };
     let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
 

@@ -6,12 +6,6 @@
 use energy_wire::Quantity;
 use rusqlite::{params, Connection};
 
-use super::chunks;
-use super::embedded::Embedded;
-use super::error::StoreError;
-use super::requests::WriteOutcome;
-use super::schema::series_id;
-use super::writer::Writer;
 
 /// Conflicts listed in one write's answer at most (all are kept in the store).
 pub const MAX_CONFLICTS_SHOWN: usize = 100;
@@ -91,60 +85,23 @@ pub(super) fn read_conflicts(c: &Connection, meter: &str, limit: usize) -> rusql
     Ok(out)
 }
 
-impl Writer<'_> {
-    /// Keeps an offered value aside: a row of `conflicts` in the group's transaction (the same
-    /// offer made again while the conflict is open is not added twice).
-    #[cold]
-    #[inline(never)]
-    pub(super) fn conflict(&mut self, meter: &str, q: Quantity, ts: i64, stored: f64, offered: f64, out: &mut WriteOutcome) -> rusqlite::Result<()> {
-        out.points_conflicting += 1;
-        let source = match self.seq {
-            Some(seq) => format!("{}, sample {seq}", self.source),
-            None => self.source.clone(),
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO conflicts(meter, quantity, ts, stored, offered, source, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![meter, q.name(), ts, stored, offered, source, self.now_ms])?;
-        if out.conflicts.len() < MAX_CONFLICTS_SHOWN {
-            out.conflicts.push(Conflict { meter: meter.to_string(), quantity: q, ts, stored, offered, source, received_ms: self.now_ms });
-        }
-        Ok(())
-    }
-
-    /// An engineer's correction (the head was flushed before the group): the stored reading at
-    /// that time, if any, takes the value; the open conflicts there are settled.
-    pub(super) fn correct(&mut self, c: &Correction, out: &mut WriteOutcome) -> rusqlite::Result<()> {
-        let mut previous = None;
-        if let Some(sid) = series_id(self.conn, &c.meter, c.quantity)? {
-            previous = chunks::read_series(self.conn, sid, c.ts, c.ts.saturating_add(1))?.first().map(|p| p.1);
-            if previous.is_some_and(|p| p.to_bits() != c.value.to_bits()) {
-                self.replace_stored(sid, c.ts, c.value)?;
-                if let Some(o) = &mut self.outbox {
-                    let tags = o.tags.get(&c.meter).map_or("", String::as_str);
-                    o.builder.add(&c.meter, tags, c.quantity, c.ts, c.value);
-                    o.points += 1;
-                }
-            }
-        }
-        let resolved = self
-            .conn
-            .prepare_cached(
-                "UPDATE conflicts SET resolved_ms = ?1, resolved_value = ?2, resolved_by = ?3
-                 WHERE meter = ?4 AND quantity = ?5 AND ts = ?6 AND resolved_ms IS NULL",
-            )?
-            .execute(params![self.now_ms, c.value, c.by, c.meter, c.quantity.name(), c.ts])?;
-        out.corrected = Some(Corrected { previous, conflicts_resolved: resolved as u64 });
-        Ok(())
-    }
+/// Keeps an offered value aside: a row of `conflicts` in the caller's transaction (the same
+/// offer made again while the conflict is open is not added twice).
+pub(super) fn keep(c: &Connection, conflict: &Conflict) -> rusqlite::Result<()> {
+    c.prepare_cached("INSERT OR IGNORE INTO conflicts(meter, quantity, ts, stored, offered, source, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?.execute(
+        params![conflict.meter, conflict.quantity.name(), conflict.ts, conflict.stored, conflict.offered, conflict.source, conflict.received_ms],
+    )?;
+    Ok(())
 }
 
-impl Embedded {
-    /// The conflicts of a meter (open and settled), oldest first, at most `limit`.
-    pub async fn conflicts(&self, meter: &str, limit: usize) -> Result<Vec<ConflictRecord>, StoreError> {
-        let meter = meter.to_string();
-        // Conflicts are written in the group commits: no need to flush the head.
-        self.read_committed(move |c| read_conflicts(c, &meter, limit)).await
-    }
+/// Settles the open conflicts at a correction's (meter, quantity, time) with its value, in the
+/// caller's transaction; returns how many.
+pub(super) fn settle(c: &Connection, correction: &Correction, now_ms: i64) -> rusqlite::Result<u64> {
+    let n = c
+        .prepare_cached(
+            "UPDATE conflicts SET resolved_ms = ?1, resolved_value = ?2, resolved_by = ?3
+             WHERE meter = ?4 AND quantity = ?5 AND ts = ?6 AND resolved_ms IS NULL",
+        )?
+        .execute(params![now_ms, correction.value, correction.by, correction.meter, correction.quantity.name(), correction.ts])?;
+    Ok(n as u64)
 }

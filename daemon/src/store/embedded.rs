@@ -12,14 +12,15 @@ use super::chunks;
 use super::conflicts::Correction;
 use super::group_commit::{self, WriterParts};
 use super::error::StoreError;
+use super::changes::ChangeRecords;
+use super::config::StoreOptions;
+use super::hooks::CommitHook;
 use super::outbox::{Forwarding, Outbox, Spool};
-use super::requests::{WriteOp, WriteOutcome, WriteReq};
+use super::requests::{Point, WriteOp, WriteOutcome, WriteReq};
 use super::schema;
 use super::syncer::Syncer;
 use super::writer::Writer;
-use super::Point;
 use crate::metrics::Metrics;
-use energy_wire::time::HOUR_MS;
 
 /// Handle to the embedded store; cheap to clone.
 #[derive(Clone)]
@@ -38,31 +39,6 @@ pub struct Embedded {
     /// Free space, and whether writes are refused for a full disk.
     pub(super) disk: Arc<super::disk::Disk>,
 }
-
-/// Retention applied by the writer: at start and then once an hour it deletes raw points
-/// (whole days) and roll-ups (whole hours) older than these. `None` keeps them forever.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreOptions {
-    pub raw_retention_ms: Option<i64>,
-    pub rollup_retention_ms: Option<i64>,
-    /// Whole UTC days ending more than this long ago are sealed into compressed chunks.
-    pub seal_after_ms: i64,
-    /// The head is flushed when its oldest point is this old (reads flush it anyway).
-    pub head_max_age_ms: u64,
-    /// Under this many free bytes on the data directory's file system, writes are refused and
-    /// the store is read-only until there is this much again (`storage.min_free_bytes`).
-    pub min_free_bytes: u64,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions { raw_retention_ms: None, rollup_retention_ms: None, seal_after_ms: 2 * HOUR_MS, head_max_age_ms: 5_000, min_free_bytes: DEFAULT_MIN_FREE_BYTES }
-    }
-}
-
-/// `storage.min_free_bytes` by default: 64 MiB, the WAL's size between checkpoints.
-pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
-
 
 /// Opens (creating if needed) the store in `dir`, keeping everything forever.
 pub(super) fn open(dir: &Path, metrics: Metrics) -> Result<Embedded, StoreError> {
@@ -87,7 +63,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     // Points acknowledged but not flushed before the last stop (a crash): flushed now.
     let head_points = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
-        let mut w = Writer::new(&conn, options, None, head_points.clone(), metrics.clone());
+        let mut w = Writer::new(&conn, options, Vec::new(), head_points.clone(), metrics.clone());
         let n = w.load_head()?;
         let free = disk.look();
         if disk.low(free) {
@@ -123,24 +99,23 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     let last_seen = Arc::new(RwLock::new(last_seen));
     let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(1024);
     let ls = last_seen.clone();
-    // What the spool holds (rows left from before a restart are sent first).
-    let (spool, outbox) = match forwarding {
+    // The per-commit hooks: the change records, and the spool when forwarding to InfluxDB.
+    let mut hooks: Vec<Box<dyn CommitHook>> = vec![Box::new(ChangeRecords::load(&conn))];
+    let spool = match forwarding {
         Some(f) => {
-            let (bytes, points): (i64, i64) = conn.query_row("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let spool = Spool { bytes: (bytes.max(0) as u64).into(), points: (points.max(0) as u64).into(), max_bytes: f.max_bytes, added: Default::default() };
-            metrics.spool_bytes.set(bytes);
-            metrics.spool_points.set(points);
-            let spool = Arc::new(spool);
-            (Some(spool.clone()), Some(Outbox { builder: super::influx::encode::LineBuilder::new(&f.measurement), tags: f.tags, points: 0, spool }))
+            let outbox = Outbox::open(&conn, f, metrics.clone())?;
+            let spool = outbox.spool();
+            hooks.push(Box::new(outbox));
+            Some(spool)
         }
-        None => (None, None),
+        None => None,
     };
     let syncer = Syncer::start(dir.join("energyd.sqlite-wal"), metrics.clone()).map_err(|e| StoreError::Task(e.to_string()))?;
     let handle = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn({
             let (head_points, disk) = (head_points.clone(), disk.clone());
-            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, outbox, head_points, syncer, disk })
+            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, hooks, head_points, syncer, disk })
         })
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Embedded {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::FORMAT_VERSION;
+use super::format::FORMAT_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -9,13 +9,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 
-use super::changes::Marks;
 use super::disk::{self, Disk};
-use super::embedded::StoreOptions;
+use super::config::StoreOptions;
 use super::fxmap::FxMap;
-use super::outbox::{Outbox, Spool};
+use super::hooks::CommitHook;
 use super::requests::{WriteOp, WriteOutcome, WriteReq};
 use super::retention::{prune, PRUNE_EVERY};
 use super::schema::add_point_count;
@@ -34,7 +33,8 @@ pub(super) struct WriterParts {
     pub(super) last_seen: Arc<RwLock<HashMap<String, i64>>>,
     pub(super) metrics: Metrics,
     pub(super) options: StoreOptions,
-    pub(super) outbox: Option<Outbox>,
+    /// What is kept in each group's transaction besides the points.
+    pub(super) hooks: Vec<Box<dyn CommitHook>>,
     pub(super) head_points: Arc<AtomicU64>,
     pub(super) syncer: Syncer,
     pub(super) disk: Arc<Disk>,
@@ -50,7 +50,6 @@ struct WriterThread<'c> {
     options: StoreOptions,
     syncer: Syncer,
     disk: Arc<Disk>,
-    spool: Option<Arc<Spool>>,
     /// Groups written, freed by another thread (a string per point).
     dropper: Sender<Vec<WriteOp>>,
     next_disk_look: Instant,
@@ -72,9 +71,8 @@ struct Applied {
 
 /// Runs the writer thread until the channel closes; then flushes the head and checkpoints the WAL.
 pub(super) fn run(parts: WriterParts) {
-    let WriterParts { conn, rx, last_seen, metrics, options, outbox, head_points, syncer, disk } = parts;
-    let spool = outbox.as_ref().map(|o| o.spool.clone());
-    let mut w = Writer::new(&conn, options, outbox, head_points, metrics.clone());
+    let WriterParts { conn, rx, last_seen, metrics, options, hooks, head_points, syncer, disk } = parts;
+    let mut w = Writer::new(&conn, options, hooks, head_points, metrics.clone());
     if disk.is_full() {
         // Started on a full disk: what `head_log` holds waits in the head for space.
         if let Err(e) = w.load_head() {
@@ -86,7 +84,7 @@ pub(super) fn run(parts: WriterParts) {
         tracing::warn!("no thread to free written groups ({e}); the writer frees them");
     }
     let now = Instant::now();
-    let mut t = WriterThread { w, conn: &conn, rx, last_seen, metrics, options, syncer, disk, spool, dropper, next_disk_look: now, next_prune: now, next_compact: now };
+    let mut t = WriterThread { w, conn: &conn, rx, last_seen, metrics, options, syncer, disk, dropper, next_disk_look: now, next_prune: now, next_compact: now };
     loop {
         t.housekeeping();
         let first = match t.wait() {
@@ -259,14 +257,7 @@ impl WriterThread<'_> {
         self.w.now = started;
         self.w.memo_at = (0, 0);
         self.w.now_ms = chrono::Utc::now().timestamp_millis();
-        // Spool bytes and points added (+) and removed (-) by this group.
-        let mut spool_delta = (0i64, 0i64);
-        let result = self.apply(&group, &mut spool_delta);
-        if result.is_ok() {
-            if let Some(sp) = &self.spool {
-                sp.apply(spool_delta, &self.metrics);
-            }
-        }
+        let result = self.apply(&group);
         self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
         self.w.head_points.store(self.w.head.points, Ordering::Release);
         self.metrics.head_points.set(self.w.head.points as i64);
@@ -277,14 +268,13 @@ impl WriterThread<'_> {
         }
     }
 
-    /// The group's transaction: every request applied, then the spool row, the `head_log`
-    /// record, the point count and the change records. A failed statement fails the whole
-    /// group's transaction; every request of the group then gets the error and its sender
-    /// retries (nothing is half-written).
-    fn apply(&mut self, group: &[WriteReq], spool_delta: &mut (i64, i64)) -> rusqlite::Result<Applied> {
+    /// The group's transaction: every request applied, then the `head_log` record, the point
+    /// count, and what the per-commit hooks keep (change records, spool rows), handed the open
+    /// transaction. A failed statement fails the whole group's transaction; every request of the
+    /// group then gets the error and its sender retries (nothing is half-written).
+    fn apply(&mut self, group: &[WriteReq]) -> rusqlite::Result<Applied> {
         let conn = self.conn;
         let w = &mut self.w;
-        let earliest = earliest_per_meter(group);
         // A correction reads and replaces the stored reading: the head goes to the tables first
         // (its own transaction).
         if group.iter().any(|r| matches!(r.op, WriteOp::Correct(_))) {
@@ -295,70 +285,18 @@ impl WriterThread<'_> {
         let mut last: FxMap<String, i64> = FxMap::default();
         for req in group {
             let mut out = WriteOutcome::default();
-            match &req.op {
-                WriteOp::Batch(b) => w.write_batch(b, &mut out, &mut last)?,
-                WriteOp::Points(ps, source) => {
-                    w.source.clone_from(source);
-                    for run in ps.chunk_by(|a, b| Arc::ptr_eq(&a.meter, &b.meter) || a.meter == b.meter) {
-                        for p in run {
-                            w.put(&p.meter, p.quantity, p.ts, p.value, &mut out)?;
-                        }
-                        let t = run.iter().map(|p| p.ts).max().unwrap_or(i64::MIN);
-                        match last.get_mut(&*run[0].meter) {
-                            Some(e) => *e = (*e).max(t),
-                            None => {
-                                last.insert(run[0].meter.to_string(), t);
-                            }
-                        }
-                    }
-                }
-                WriteOp::Correct(c) => w.correct(c, &mut out)?,
-                WriteOp::Compact | WriteOp::Flush => {}
-                WriteOp::MarksRead => w.marks.all_read(),
-                #[cfg(test)]
-                WriteOp::Crash => {}
-                WriteOp::ClearDirty(marks) => {
-                    let mut st = tx.prepare_cached("DELETE FROM dirty_meters WHERE meter = ?1 AND seq = ?2")?;
-                    for (m, seq) in marks {
-                        st.execute(params![m, seq])?;
-                        w.marks.cleared(m, *seq);
-                    }
-                }
-                WriteOp::Forwarded(id) => {
-                    let (b, p): (i64, i64) = conn
-                        .prepare_cached("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox WHERE id <= ?1")?
-                        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                    conn.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([id])?;
-                    spool_delta.0 -= b;
-                    spool_delta.1 -= p;
-                }
-            }
+            w.apply(&req.op, &mut out, &mut last)?;
             outs.push(out);
-        }
-        if let Some(o) = w.outbox.as_mut().filter(|o| !o.builder.is_empty()) {
-            let (data, _) = o.builder.take();
-            let points = std::mem::take(&mut o.points);
-            conn.prepare_cached("INSERT INTO outbox(created_ms, points, data) VALUES (?1, ?2, ?3)")?
-                .execute(params![chrono::Utc::now().timestamp_millis(), points as i64, data])?;
-            spool_delta.0 += data.len() as i64;
-            spool_delta.1 += points as i64;
         }
         w.finish_group()?;
         add_point_count(conn, outs.iter().map(|o| o.points_written as i64).sum())?;
-        {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO dirty_meters(meter, min_ts, seq) VALUES (?1, ?2, 1)
-                 ON CONFLICT(meter) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), seq = seq + 1",
-            )?;
-            for (m, t) in &earliest {
-                if w.marks.covers(m, *t) {
-                    continue;
-                }
-                st.execute(params![m, t])?;
-                w.marks.wrote(m, *t);
-            }
+        for h in &mut w.hooks {
+            h.before_commit(&tx, group)?;
         }
         tx.commit()?;
+        for h in &mut w.hooks {
+            h.committed();
+        }
         Ok(Applied { outs, last })
     }
 
@@ -448,16 +386,14 @@ impl WriterThread<'_> {
         // rolled-back group: reload it from what is committed.
         w.series.clear();
         w.next_series = None;
-        w.marks = Marks::load(self.conn);
         w.memo = (String::new(), Vec::new());
         w.memo_at = (0, 0);
-        w.dirty.clear();
+        w.stale_hours.clear();
         if let Err(e) = w.load_head() {
             tracing::error!("reloading the head after a failed commit failed: {e}");
         }
-        if let Some(o) = &mut w.outbox {
-            o.builder.clear();
-            o.points = 0;
+        for h in &mut w.hooks {
+            h.rolled_back(self.conn);
         }
         // The transaction was rolled back: on a full disk nothing of it stays (SQLite writes the
         // next transaction's WAL frames over the rolled-back ones).
@@ -484,37 +420,6 @@ impl WriterThread<'_> {
         }
         self.syncer.stop();
     }
-}
-
-/// Earliest time per meter in a group, for the change records.
-fn earliest_per_meter(group: &[WriteReq]) -> FxMap<&str, i64> {
-    let mut earliest: FxMap<&str, i64> = FxMap::default();
-    for req in group {
-        match &req.op {
-            WriteOp::Batch(b) => {
-                for smp in &b.samples {
-                    let e = earliest.entry(smp.meter.as_str()).or_insert(smp.t);
-                    *e = (*e).min(smp.t);
-                }
-            }
-            WriteOp::Points(ps, _) => {
-                // Points come in runs of one meter (a line's fields): one lookup per run.
-                for run in ps.chunk_by(|a, b| Arc::ptr_eq(&a.meter, &b.meter) || a.meter == b.meter) {
-                    let t = run.iter().map(|p| p.ts).min().unwrap_or(i64::MAX);
-                    let e = earliest.entry(&*run[0].meter).or_insert(t);
-                    *e = (*e).min(t);
-                }
-            }
-            WriteOp::Correct(c) => {
-                let e = earliest.entry(c.meter.as_str()).or_insert(c.ts);
-                *e = (*e).min(c.ts);
-            }
-            WriteOp::Compact | WriteOp::ClearDirty(_) | WriteOp::Forwarded(_) | WriteOp::Flush | WriteOp::MarksRead => {}
-            #[cfg(test)]
-            WriteOp::Crash => {}
-        }
-    }
-    earliest
 }
 
 /// On a full disk: when there is space again, flushes the head (what was acknowledged before

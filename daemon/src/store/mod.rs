@@ -83,17 +83,22 @@
 //! (`points`, `counter_window`, stepped series) go to InfluxDB over InfluxQL unless its
 //! `read = "local"`. Roll-up reads always stay local.
 
+mod apply;
 mod changes;
 mod chunks;
 pub mod codec;
+mod config;
 mod conflicts;
 pub mod disk;
 mod embedded;
 mod error;
+mod format;
+mod forward;
 mod fxmap;
 mod gateways;
 mod group_commit;
 mod head;
+mod hooks;
 pub mod influx;
 mod outbox;
 mod reads;
@@ -111,16 +116,19 @@ use std::sync::Arc;
 
 use energy_wire::{Batch, Quantity};
 
-use crate::config::InfluxRead;
 use crate::metrics::Metrics;
 
+pub use changes::ChangeRecord;
+pub use config::{Backend, InfluxApi, InfluxConfig, InfluxRead, RetentionConfig, StorageConfig, StoreOptions, DEFAULT_MIN_FREE_BYTES};
 pub use conflicts::{Conflict, ConflictRecord, Corrected, Correction, MAX_CONFLICTS_SHOWN};
-pub use embedded::{open_forwarding, Embedded, StoreOptions, DEFAULT_MIN_FREE_BYTES};
+pub use embedded::{open_forwarding, Embedded};
 pub use error::StoreError;
+pub use format::FORMAT_VERSION;
+pub use forward::run as forward;
 pub use gateways::GatewayEpoch;
 pub use outbox::{Forwarding, Spool, SpoolRow};
 pub use reads::CounterRollups;
-pub use requests::WriteOutcome;
+pub use requests::{Point, WriteOutcome};
 pub use rollup::{rollups_of, HourRollup};
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
@@ -260,16 +268,18 @@ impl Store {
     }
 
     /// Change records for the accounting cache (kept locally whatever the backend).
-    pub async fn dirty_marks(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
-        self.local.dirty_marks().await
+    pub async fn change_records(&self) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.local.change_records().await
     }
 
-    pub async fn clear_dirty(&self, marks: Vec<(String, i64)>) -> Result<(), StoreError> {
-        self.local.clear_dirty(marks).await
+    /// Forgets the change records the cache applied, as (meter, sequence).
+    pub async fn forget_change_records(&self, applied: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.local.forget_change_records(applied).await
     }
 
-    pub async fn dirty_epoch(&self) -> Result<String, StoreError> {
-        self.local.dirty_epoch().await
+    /// The epoch of the change records: a cache built in another epoch is discarded.
+    pub async fn change_epoch(&self) -> Result<String, StoreError> {
+        self.local.change_epoch().await
     }
 
     /// Time of the last counter reading of a series before `t`, from the local roll-ups.
@@ -287,15 +297,3 @@ impl Store {
     }
 }
 
-/// One value to store. The meter id is shared by the points of one line (one allocation per
-/// line, not per value).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub meter: Arc<str>,
-    pub quantity: energy_wire::Quantity,
-    pub ts: i64,
-    pub value: f64,
-}
-
-/// The storage format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 7;

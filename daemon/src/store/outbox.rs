@@ -1,14 +1,17 @@
 //! The spool for InfluxDB (table `outbox`): every point newly written (or replaced) is also
 //! written, as line protocol, into `outbox` in the same transaction; the forwarder
-//! ([`super::influx::forward`]) sends the rows in id order and deletes them once the database has
+//! ([`super::forward`]) sends the rows in id order and deletes them once the database has
 //! accepted them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::embedded::Embedded;
-use super::error::StoreError;
-use super::requests::WriteOp;
+use energy_wire::Quantity;
+use rusqlite::{params, Connection};
+
+use super::hooks::CommitHook;
+use super::influx::encode::LineBuilder;
+use super::requests::{WriteOp, WriteReq};
 use crate::metrics::Metrics;
 
 /// Forwarding to InfluxDB: every point newly written (or replaced) is also written, as line
@@ -20,7 +23,7 @@ pub struct Forwarding {
     /// Per meter, its tag suffix (`,building=..,carrier=..`, escaped); other meters get only
     /// the `meter` tag.
     pub tags: HashMap<String, String>,
-    /// At or above this many bytes in the spool, writes are refused ([`StoreError::SpoolFull`]).
+    /// At or above this many bytes in the spool, writes are refused ([`super::StoreError::SpoolFull`]).
     pub max_bytes: u64,
 }
 
@@ -60,43 +63,94 @@ pub struct SpoolRow {
     pub data: String,
 }
 
-/// The writer's side of the spool: the lines of the open transaction.
+/// The writer's side of the spool, a per-commit hook: the lines of the points stored by the open
+/// group, written as one `outbox` row in its transaction; the rows forwarded deleted.
 pub(super) struct Outbox {
-    pub(super) builder: super::influx::encode::LineBuilder,
-    pub(super) tags: HashMap<String, String>,
-    pub(super) points: u64,
-    pub(super) spool: Arc<Spool>,
+    builder: LineBuilder,
+    /// Per meter, its tag suffix.
+    tags: HashMap<String, String>,
+    /// Points in `builder`.
+    points: u64,
+    spool: Arc<Spool>,
+    /// Spool bytes and points added (+) and removed (-) by the open group.
+    delta: (i64, i64),
+    metrics: Metrics,
 }
 
-impl Embedded {
-    /// The spool, when forwarding to InfluxDB.
-    pub fn spool(&self) -> Option<Arc<Spool>> {
+impl Outbox {
+    /// The hook of `forwarding`, counting what the spool holds (rows left from before a restart
+    /// are sent first).
+    pub(super) fn open(conn: &Connection, forwarding: Forwarding, metrics: Metrics) -> rusqlite::Result<Outbox> {
+        let (bytes, points): (i64, i64) = conn.query_row("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox", [], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let spool = Spool { bytes: (bytes.max(0) as u64).into(), points: (points.max(0) as u64).into(), max_bytes: forwarding.max_bytes, added: Default::default() };
+        metrics.spool_bytes.set(bytes);
+        metrics.spool_points.set(points);
+        Ok(Outbox { builder: LineBuilder::new(&forwarding.measurement), tags: forwarding.tags, points: 0, spool: Arc::new(spool), delta: (0, 0), metrics })
+    }
+
+    /// The spool it fills, shared with the forwarder and ingest.
+    pub(super) fn spool(&self) -> Arc<Spool> {
         self.spool.clone()
     }
+}
 
-    /// Spool rows after `after`, in order, until they hold at least `max_points` points (at
-    /// least one row when there is one).
-    pub async fn spool_rows(&self, after: i64, max_points: u64) -> Result<Vec<SpoolRow>, StoreError> {
-        // The spool rows are written in the group commits: no need to flush the head.
-        self.read_committed(move |c| {
-            let mut st = c.prepare_cached("SELECT id, created_ms, points, data FROM outbox WHERE id > ?1 ORDER BY id")?;
-            let mut rows = st.query([after])?;
-            let (mut out, mut n) = (Vec::new(), 0u64);
-            while let Some(r) = rows.next()? {
-                let row = SpoolRow { id: r.get(0)?, created_ms: r.get(1)?, points: r.get::<_, i64>(2)?.max(0) as u64, data: r.get(3)? };
-                n += row.points;
-                out.push(row);
-                if n >= max_points {
-                    break;
-                }
+impl CommitHook for Outbox {
+    fn wants_points(&self) -> bool {
+        true
+    }
+
+    fn stored(&mut self, meter: &str, q: Quantity, ts: i64, value: f64) {
+        let tags = self.tags.get(meter).map_or("", String::as_str);
+        self.builder.add(meter, tags, q, ts, value);
+        self.points += 1;
+    }
+
+    fn before_commit(&mut self, tx: &Connection, group: &[WriteReq]) -> rusqlite::Result<()> {
+        for req in group {
+            if let WriteOp::Forwarded(id) = req.op {
+                let (b, p): (i64, i64) = tx
+                    .prepare_cached("SELECT coalesce(sum(length(data)), 0), coalesce(sum(points), 0) FROM outbox WHERE id <= ?1")?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?.execute([id])?;
+                self.delta.0 -= b;
+                self.delta.1 -= p;
             }
-            Ok(out)
-        })
-        .await
+        }
+        if !self.builder.is_empty() {
+            let (data, _) = self.builder.take();
+            let points = std::mem::take(&mut self.points);
+            tx.prepare_cached("INSERT INTO outbox(created_ms, points, data) VALUES (?1, ?2, ?3)")?
+                .execute(params![chrono::Utc::now().timestamp_millis(), points as i64, data])?;
+            self.delta.0 += data.len() as i64;
+            self.delta.1 += points as i64;
+        }
+        Ok(())
     }
 
-    /// The spool rows up to `id` are in InfluxDB: deletes them (in the writer's next commit).
-    pub async fn spool_forwarded(&self, id: i64) -> Result<(), StoreError> {
-        self.write(WriteOp::Forwarded(id)).await.map(|_| ())
+    fn committed(&mut self) {
+        self.spool.apply(std::mem::take(&mut self.delta), &self.metrics);
     }
+
+    fn rolled_back(&mut self, _conn: &Connection) {
+        self.builder.clear();
+        self.points = 0;
+        self.delta = (0, 0);
+    }
+}
+
+/// Spool rows after `after`, in order, until they hold at least `max_points` points (at least one
+/// row when there is one).
+pub(super) fn read_spool_rows(c: &Connection, after: i64, max_points: u64) -> rusqlite::Result<Vec<SpoolRow>> {
+    let mut st = c.prepare_cached("SELECT id, created_ms, points, data FROM outbox WHERE id > ?1 ORDER BY id")?;
+    let mut rows = st.query([after])?;
+    let (mut out, mut n) = (Vec::new(), 0u64);
+    while let Some(r) = rows.next()? {
+        let row = SpoolRow { id: r.get(0)?, created_ms: r.get(1)?, points: r.get::<_, i64>(2)?.max(0) as u64, data: r.get(3)? };
+        n += row.points;
+        out.push(row);
+        if n >= max_points {
+            break;
+        }
+    }
+    Ok(out)
 }

@@ -1,11 +1,20 @@
-//! Reads of points and roll-ups, on the read connections.
+//! The embedded store's reads, on the read connections: points and roll-ups (after the head is
+//! flushed, or as of its last flush), and what the group commits write directly (conflicts,
+//! gateway ranges, the spool, change records).
 
 use energy_wire::Quantity;
 use rusqlite::Connection;
 
+use std::sync::Arc;
+
+use super::changes::{read_change_epoch, read_change_records, ChangeRecord};
 use super::chunks;
+use super::conflicts::{read_conflicts, ConflictRecord};
 use super::embedded::Embedded;
 use super::error::StoreError;
+use super::gateways::{read_gateways, GatewayEpoch};
+use super::outbox::{read_spool_rows, Spool, SpoolRow};
+use super::requests::WriteOp;
 use super::rollup::HourRollup;
 use super::rollup_rows::{read_rollups, rollup_before, rollup_from};
 use super::schema::series_id;
@@ -103,6 +112,58 @@ impl Embedded {
             Ok(rollup_before(c, sid, hour_of(t))?.map(|h| h.last_ts))
         })
         .await
+    }
+}
+
+impl Embedded {
+    /// The conflicts of a meter (open and settled), oldest first, at most `limit`.
+    pub async fn conflicts(&self, meter: &str, limit: usize) -> Result<Vec<ConflictRecord>, StoreError> {
+        let meter = meter.to_string();
+        // Conflicts are written in the group commits: no need to flush the head.
+        self.read_committed(move |c| read_conflicts(c, &meter, limit)).await
+    }
+
+    /// Per gateway, its queue epochs, oldest batch first (the current one last), with their
+    /// stored sequence ranges.
+    pub async fn gateways(&self) -> Result<Vec<(String, Vec<GatewayEpoch>)>, StoreError> {
+        self.read_committed(read_gateways).await
+    }
+
+    /// The spool, when forwarding to InfluxDB.
+    pub fn spool(&self) -> Option<Arc<Spool>> {
+        self.spool.clone()
+    }
+
+    /// Spool rows after `after`, in order, until they hold at least `max_points` points (at
+    /// least one row when there is one).
+    pub async fn spool_rows(&self, after: i64, max_points: u64) -> Result<Vec<SpoolRow>, StoreError> {
+        // The spool rows are written in the group commits: no need to flush the head.
+        self.read_committed(move |c| read_spool_rows(c, after, max_points)).await
+    }
+
+    /// The spool rows up to `id` are in InfluxDB: deletes them (in the writer's next commit).
+    pub async fn spool_forwarded(&self, id: i64) -> Result<(), StoreError> {
+        self.write(WriteOp::Forwarded(id)).await.map(|_| ())
+    }
+
+    /// What changed since the accounting cache last looked: per meter, the earliest reading
+    /// time written and a sequence number that grows with every write. Recorded in the
+    /// transaction that stores the points, so it survives a crash with them.
+    pub async fn change_records(&self) -> Result<Vec<ChangeRecord>, StoreError> {
+        // Announced to the writer first: its next write to any of them bumps the sequence.
+        self.write(WriteOp::ChangesRead).await?;
+        self.read_committed(read_change_records).await
+    }
+
+    /// Forgets change records the cache has applied, given as (meter, sequence); a record
+    /// written again since (another sequence number) stays.
+    pub async fn forget_change_records(&self, applied: Vec<(String, i64)>) -> Result<(), StoreError> {
+        self.write(WriteOp::ForgetChanges(applied)).await.map(|_| ())
+    }
+
+    /// The epoch of the change records (see [`Embedded::change_records`]).
+    pub async fn change_epoch(&self) -> Result<String, StoreError> {
+        self.read_committed(read_change_epoch).await
     }
 }
 

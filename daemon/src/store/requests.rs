@@ -5,7 +5,7 @@ use energy_wire::Batch;
 use tokio::sync::oneshot;
 
 use super::conflicts::{Conflict, Corrected, Correction};
-use super::Point;
+use std::sync::Arc;
 
 /// What one write did.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -52,6 +52,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// A request to the writer thread.
 pub(super) enum WriteOp {
     Batch(Batch),
     /// Points and who sent them (for conflicts).
@@ -59,20 +60,31 @@ pub(super) enum WriteOp {
     /// An engineer's correction: the only write that changes a stored reading.
     Correct(Correction),
     Compact,
-    /// (meter, seq) change records to forget.
-    ClearDirty(Vec<(String, i64)>),
+    /// Change records the accounting cache applied, as (meter, sequence), to forget.
+    ForgetChanges(Vec<(String, i64)>),
     /// The spool rows up to this id are in InfluxDB: delete them.
     Forwarded(i64),
     /// Flush the head (a read is waiting for it).
     Flush,
     /// The change records are about to be read: the next write to each bumps its sequence.
-    MarksRead,
+    ChangesRead,
     /// Tests: stop the writer as a crash would, without flushing the head.
     #[cfg(test)]
     Crash,
 }
 
+/// A request and where its answer goes.
 pub(super) struct WriteReq {
     pub(super) op: WriteOp,
     pub(super) reply: oneshot::Sender<Result<WriteOutcome, String>>,
+}
+
+/// One value to store. The meter id is shared by the points of one line (one allocation per
+/// line, not per value).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub meter: Arc<str>,
+    pub quantity: energy_wire::Quantity,
+    pub ts: i64,
+    pub value: f64,
 }

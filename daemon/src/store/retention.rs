@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection};
 
-use super::embedded::StoreOptions;
+use super::config::StoreOptions;
 use super::schema::add_point_count;
 use energy_wire::time::{hour_of, DAY_MS};
 

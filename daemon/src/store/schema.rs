@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::error::StoreError;
 use super::rollup::HourRollup;
 use super::rollup_rows::put_rollup;
-use super::FORMAT_VERSION;
+use super::format::FORMAT_VERSION;
 
 /// The writer's connection. `synchronous = NORMAL`: a commit writes its WAL frames without
 /// waiting for the disk; the WAL syncer thread ([`syncer_loop`]) fsyncs the WAL file before

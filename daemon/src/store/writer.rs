@@ -10,11 +10,10 @@ use rusqlite::{params, Connection};
 
 use super::chunks;
 use super::codec;
-use super::embedded::StoreOptions;
+use super::config::StoreOptions;
 use super::fxmap::FxMap;
 use super::head::{decode_head_log, Head};
-use super::changes::Marks;
-use super::outbox::Outbox;
+use super::hooks::CommitHook;
 use super::requests::WriteOutcome;
 use super::rollup::HourRollup;
 use super::rollup_rows::{put_rollup, put_rollup_with, seal_rollups, stored_rollup, PUT_ROLLUP};
@@ -39,9 +38,11 @@ pub(super) struct Writer<'c> {
     /// The id the next new series takes (read from the catalog at the first new series).
     pub(super) next_series: Option<i64>,
     /// Hours where a stored value was replaced: recomputed from the stored points.
-    pub(super) dirty: HashSet<(i64, i64)>,
-    /// The writer's copy of `dirty_meters`.
-    pub(super) marks: Marks,
+    pub(super) stale_hours: HashSet<(i64, i64)>,
+    /// What is kept in each group's transaction besides the points (change records, spool).
+    pub(super) hooks: Vec<Box<dyn CommitHook>>,
+    /// Whether a hook wants every point stored (spares a loop per point when none does).
+    pub(super) point_hooks: bool,
     pub(super) head: Head,
     /// Points in the head, shared with readers (a read flushes a non-empty head first).
     pub(super) head_points: Arc<std::sync::atomic::AtomicU64>,
@@ -51,8 +52,6 @@ pub(super) struct Writer<'c> {
     pub(super) now: Instant,
     /// Points older than this (the start of the newest sealable day) are backfill.
     pub(super) seal_cutoff: i64,
-    /// Forwarding to InfluxDB: the lines of the open transaction.
-    pub(super) outbox: Option<Outbox>,
     pub(super) head_max_age: std::time::Duration,
     pub(super) metrics: Metrics,
     /// Who sent the request being applied (kept with the conflicts it causes).
@@ -84,21 +83,21 @@ pub(super) enum Put {
 }
 
 impl<'c> Writer<'c> {
-    pub(super) fn new(conn: &'c Connection, options: StoreOptions, outbox: Option<Outbox>, head_points: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) -> Writer<'c> {
+    pub(super) fn new(conn: &'c Connection, options: StoreOptions, hooks: Vec<Box<dyn CommitHook>>, head_points: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) -> Writer<'c> {
         Writer {
             conn,
             series: FxMap::default(),
             memo: (String::new(), Vec::new()),
             memo_at: (0, 0),
             next_series: None,
-            dirty: HashSet::new(),
-            marks: Marks::load(conn),
+            stale_hours: HashSet::new(),
+            point_hooks: hooks.iter().any(|h| h.wants_points()),
+            hooks,
             head: Head::default(),
             head_points,
             day_cache: HashMap::new(),
             now: Instant::now(),
             seal_cutoff: day_of(chrono::Utc::now().timestamp_millis() - options.seal_after_ms),
-            outbox,
             head_max_age: std::time::Duration::from_millis(options.head_max_age_ms),
             metrics,
             source: String::new(),
@@ -161,16 +160,22 @@ impl<'c> Writer<'c> {
         match put {
             Put::New => {
                 out.points_written += 1;
-                if let Some(o) = &mut self.outbox {
-                    let tags = o.tags.get(meter).map_or("", String::as_str);
-                    o.builder.add(meter, tags, q, ts, value);
-                    o.points += 1;
-                }
+                self.stored(meter, q, ts, value);
             }
             Put::Unchanged => out.points_unchanged += 1,
             Put::Conflict(stored) => self.conflict(meter, q, ts, stored, value, out)?,
         }
         Ok(())
+    }
+
+    /// Tells the hooks that want them of a point newly stored (or replaced by a correction).
+    #[inline]
+    pub(super) fn stored(&mut self, meter: &str, q: Quantity, ts: i64, value: f64) {
+        if self.point_hooks {
+            for h in &mut self.hooks {
+                h.stored(meter, q, ts, value);
+            }
+        }
     }
 
     /// Classifies and stores one point: into the head when it is new; a point whose time holds
@@ -255,7 +260,7 @@ impl<'c> Writer<'c> {
     pub(super) fn replace_stored(&mut self, sid: i64, ts: i64, value: f64) -> rusqlite::Result<()> {
         self.conn.prepare_cached("INSERT OR REPLACE INTO points(series, ts, value) VALUES (?1, ?2, ?3)")?.execute(params![sid, ts, value])?;
         self.day_cache.remove(&(sid, day_of(ts)));
-        self.dirty.insert((sid, hour_of(ts)));
+        self.stale_hours.insert((sid, hour_of(ts)));
         if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
             // That hour is rolled up again from the store: its remembered roll-up is stale.
             if slot.last_rollup.is_some_and(|r| r.hour == hour_of(ts)) {
@@ -276,7 +281,7 @@ impl<'c> Writer<'c> {
             self.conn.prepare_cached("INSERT INTO head_log(data) VALUES (?1)")?.execute([&self.head.log])?;
             self.head.log.clear();
         }
-        for (sid, hour) in std::mem::take(&mut self.dirty) {
+        for (sid, hour) in std::mem::take(&mut self.stale_hours) {
             let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
             match HourRollup::of_points(&pts) {
                 Some(r) => put_rollup(self.conn, sid, &r)?,

@@ -1,6 +1,6 @@
 //! InfluxDB as the second storage backend: the HTTP client for writes (line protocol, v1 and v2
-//! APIs) and InfluxQL reads, the forwarder that drains the spool into it, and the line-protocol
-//! encoding of the schema (README, "Storage backends").
+//! APIs) and InfluxQL reads, and the line-protocol encoding of the schema (README, "Storage
+//! backends"). The forwarder that drains the spool into it is [`super::forward`].
 //!
 //! The embedded store stays the durable log: a point is acknowledged once committed locally
 //! (with its line protocol in table `outbox`, the spool, in the same transaction). The
@@ -9,17 +9,15 @@
 //! InfluxDB and VictoriaMetrics store once (last write wins), so every point is there once.
 
 pub mod encode;
-mod forward;
 pub mod influxql;
 
 use std::time::{Duration, Instant};
 
 use energy_wire::Quantity;
 
-use crate::config::{InfluxApi, InfluxConfig};
+use super::config::{InfluxApi, InfluxConfig};
 use crate::metrics::Metrics;
 
-pub use forward::run as forward;
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]

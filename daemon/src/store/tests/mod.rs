@@ -14,7 +14,8 @@ use rusqlite::{params, Connection};
 
 use super::codec;
 use super::conflicts::{Conflict, Corrected, Correction};
-use super::embedded::{open, open_forwarding, open_with, Embedded, StoreOptions};
+use super::config::StoreOptions;
+use super::embedded::{open, open_forwarding, open_with, Embedded};
 use super::error::StoreError;
 use super::head::put_varint;
 use super::outbox::Forwarding;

@@ -64,31 +64,31 @@ async fn change_records_survive_and_clear_by_sequence() {
     let store = open(dir.path(), Metrics::new()).unwrap();
     store.write_points(vec![p("a", 5_000), p("a", 2_000), p("b", 9_000)]).await.unwrap();
     store.write_points(vec![p("a", 7_000)]).await.unwrap();
-    let epoch = store.dirty_epoch().await.unwrap();
+    let epoch = store.change_epoch().await.unwrap();
     store.close();
     let store = open(dir.path(), Metrics::new()).unwrap();
-    assert_eq!(store.dirty_epoch().await.unwrap(), epoch);
-    let mut marks = store.dirty_marks().await.unwrap();
+    assert_eq!(store.change_epoch().await.unwrap(), epoch);
+    let mut marks = store.change_records().await.unwrap();
     marks.sort();
     // The second write to `a` (later than its record, which nobody had read) left it as it was.
     assert_eq!(marks, vec![("a".to_string(), 2_000, 1), ("b".to_string(), 9_000, 1)]);
     // A write after reading the marks bumps a's sequence: clearing the old one keeps it.
     store.write_points(vec![p("a", 8_000)]).await.unwrap();
-    store.clear_dirty(marks.into_iter().map(|(m, _, s)| (m, s)).collect()).await.unwrap();
-    assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 2)]);
+    store.forget_change_records(marks.into_iter().map(|(m, _, s)| (m, s)).collect()).await.unwrap();
+    assert_eq!(store.change_records().await.unwrap(), vec![("a".to_string(), 2_000, 2)]);
     // Read again: the next write bumps it again, even a later one; an earlier one moves
     // the time back.
     store.write_points(vec![p("a", 9_000)]).await.unwrap();
-    assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 2_000, 3)]);
+    assert_eq!(store.change_records().await.unwrap(), vec![("a".to_string(), 2_000, 3)]);
     store.write_points(vec![p("a", 1_000)]).await.unwrap();
-    assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 1_000, 4)]);
+    assert_eq!(store.change_records().await.unwrap(), vec![("a".to_string(), 1_000, 4)]);
     // Cleared with the sequence read and not written since: gone.
-    store.clear_dirty(vec![("a".to_string(), 4)]).await.unwrap();
-    assert_eq!(store.dirty_marks().await.unwrap(), vec![]);
+    store.forget_change_records(vec![("a".to_string(), 4)]).await.unwrap();
+    assert_eq!(store.change_records().await.unwrap(), vec![]);
     // A new record; a later write before anyone reads it leaves it as it was.
     store.write_points(vec![p("a", 9_600)]).await.unwrap();
     store.write_points(vec![p("a", 9_700)]).await.unwrap();
-    assert_eq!(store.dirty_marks().await.unwrap(), vec![("a".to_string(), 9_600, 1)]);
+    assert_eq!(store.change_records().await.unwrap(), vec![("a".to_string(), 9_600, 1)]);
     store.close();
     // Versions 2 to 4 upgrade in place; a version 4 store left by a crash holds head_log
     // records of plain varints, which are read.

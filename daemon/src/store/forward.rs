@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{encode, Influx, WriteError};
-use crate::config::InfluxConfig;
+use super::config::InfluxConfig;
+use super::embedded::Embedded;
+use super::influx::{encode, Influx, WriteError};
 use crate::metrics::Metrics;
-use crate::store::Embedded;
 
 /// Requests sent to InfluxDB at once (one at a time bounded the backend at about a third of a
 /// direct write's rate).
-pub(super) const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 4;
 
 /// Runs until `cancel` fires. What is not yet sent stays in the spool for the next start.
 pub async fn run(store: Embedded, influx: Arc<Influx>, metrics: Metrics, cancel: CancellationToken) {
