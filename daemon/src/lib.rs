@@ -106,7 +106,7 @@ impl Daemon {
                 if let Some(days) = cfg.local_raw_days {
                     options.raw_retention_ms = Some(options.raw_retention_ms.unwrap_or(i64::MAX).min(i64::from(days) * 86_400_000));
                 }
-                let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(DaemonError::Influx)?);
+                let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(|e| DaemonError::Influx(e.to_string()))?);
                 let forwarding = store::Forwarding { measurement: cfg.measurement.clone(), tags: influx_tags(&loaded.registry), max_bytes: cfg.max_spool_bytes };
                 let local = store::open_forwarding(&loaded.config.data_dir, metrics.clone(), options, Some(forwarding))?;
                 tracing::info!(url = %cfg.url, api = ?cfg.api, read = ?cfg.read, "storage backend: InfluxDB (local store keeps the spool and the roll-ups)");

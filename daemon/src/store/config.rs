@@ -205,21 +205,30 @@ impl std::fmt::Debug for InfluxConfig {
 
 impl InfluxConfig {
     /// The token: from `token`, else the first line of `token_file`. Never logged.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<String>, SecretError> {
         secret(self.token.as_ref(), self.token_file.as_ref(), "token")
     }
-    pub fn password(&self) -> Result<Option<String>, String> {
+    pub fn password(&self) -> Result<Option<String>, SecretError> {
         secret(self.password.as_ref(), self.password_file.as_ref(), "password")
     }
 }
 
-fn secret(value: Option<&String>, file: Option<&PathBuf>, what: &str) -> Result<Option<String>, String> {
+/// Why the token or password (`what`) could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("storage.influxdb: give either {what} or {what}_file, not both")]
+    Both { what: &'static str },
+    #[error("storage.influxdb.{what}_file {}: {source}", .file.display())]
+    File { what: &'static str, file: PathBuf, source: std::io::Error },
+}
+
+fn secret(value: Option<&String>, file: Option<&PathBuf>, what: &'static str) -> Result<Option<String>, SecretError> {
     match (value, file) {
-        (Some(_), Some(_)) => Err(format!("storage.influxdb: give either {what} or {what}_file, not both")),
+        (Some(_), Some(_)) => Err(SecretError::Both { what }),
         (Some(v), None) => Ok(Some(v.clone())),
         (None, Some(f)) => std::fs::read_to_string(f)
             .map(|s| Some(s.lines().next().unwrap_or_default().trim().to_string()))
-            .map_err(|e| format!("storage.influxdb.{what}_file {}: {e}", f.display())),
+            .map_err(|source| SecretError::File { what, file: f.clone(), source }),
         (None, None) => Ok(None),
     }
 }
@@ -279,10 +288,10 @@ impl StorageConfig {
             }
         }
         if let Err(e) = i.token() {
-            out.push(e);
+            out.push(e.to_string());
         }
         if let Err(e) = i.password() {
-            out.push(e);
+            out.push(e.to_string());
         }
         if i.batch_lines == 0 {
             out.push("storage.influxdb.batch_lines must be at least 1".into());

@@ -148,8 +148,7 @@ impl Embedded {
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
             .map_err(|_| StoreError::Closed)?;
-        let disk = &self.disk;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(|e| if disk.is_full() { StoreError::DiskFull(e) } else { StoreError::Task(e) })
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(|e| StoreError::of_write(e, self.disk.is_full()))
     }
 
     /// The disk holding the store is full: writes are refused until space returns.

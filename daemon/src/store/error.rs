@@ -16,11 +16,45 @@ pub enum StoreError {
     Closed,
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The writer refused or failed the write (see [`WriteError`]).
+    #[error("storage task failed: {0}")]
+    Write(WriteError),
     #[error("the spool of points waiting for InfluxDB is full ({bytes} bytes, bound {max} bytes): InfluxDB is down or slower than ingest; retry later")]
     SpoolFull { bytes: u64, max: u64 },
     #[error("InfluxDB query failed: {0}")]
-    Remote(String),
+    Remote(#[from] super::influx::QueryError),
     /// The disk holding the store is full: the store is read-only until space returns.
     #[error("{0}")]
     DiskFull(String),
+}
+
+/// Why the writer thread refused or failed a request: its answer on the writer's channel, with
+/// its kind kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The disk holding the store is full: writes are refused until space returns (the reason
+    /// names the free space and the floor).
+    #[error("{0}")]
+    DiskFull(String),
+    /// A sync of the WAL failed: writes are refused until energyd is restarted.
+    #[error("{0}")]
+    SyncFailed(String),
+    /// The WAL syncer thread has stopped.
+    #[error("the store's WAL syncer has stopped")]
+    SyncerStopped,
+    /// The group's transaction failed and was rolled back whole; the sender retries.
+    #[error("{0}")]
+    Commit(String),
+}
+
+impl StoreError {
+    /// The error of a write answered by the writer. A disk found full makes any failure a
+    /// [`StoreError::DiskFull`] (507: the sender keeps the data and retries).
+    pub(super) fn of_write(e: WriteError, disk_full: bool) -> StoreError {
+        match e {
+            WriteError::DiskFull(reason) => StoreError::DiskFull(reason),
+            e if disk_full => StoreError::DiskFull(e.to_string()),
+            e => StoreError::Write(e),
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 
 use super::disk::{self, Disk};
+use super::error::WriteError;
 use super::config::StoreOptions;
 use super::fxmap::FxMap;
 use super::hooks::CommitHook;
@@ -222,7 +223,7 @@ impl WriterThread<'_> {
         if self.disk.is_full() {
             let (refused, rest): (Vec<WriteReq>, Vec<WriteReq>) = group.into_iter().partition(|r| writes_points(&r.op) || matches!(r.op, WriteOp::Flush | WriteOp::Compact));
             for req in refused {
-                let answer = if matches!(req.op, WriteOp::Flush) { Ok(WriteOutcome::default()) } else { Err(self.disk.reason()) };
+                let answer = if matches!(req.op, WriteOp::Flush) { Ok(WriteOutcome::default()) } else { Err(WriteError::DiskFull(self.disk.reason())) };
                 let _ = req.reply.send(answer);
             }
             group = rest;
@@ -231,7 +232,7 @@ impl WriterThread<'_> {
         if let Some(msg) = self.syncer.failure() {
             let (refused, rest): (Vec<WriteReq>, Vec<WriteReq>) = group.into_iter().partition(|r| writes_points(&r.op));
             for req in refused {
-                let _ = req.reply.send(Err(msg.clone()));
+                let _ = req.reply.send(Err(WriteError::SyncFailed(msg.clone())));
             }
             group = rest;
         }
@@ -397,15 +398,15 @@ impl WriterThread<'_> {
         }
         // The transaction was rolled back: on a full disk nothing of it stays (SQLite writes the
         // next transaction's WAL frames over the rolled-back ones).
-        let message = if disk::is_disk_full(e, self.disk.look()) {
+        let error = if disk::is_disk_full(e, self.disk.look()) {
             self.disk.set_full(&e.to_string());
-            self.disk.reason()
+            WriteError::DiskFull(self.disk.reason())
         } else {
             tracing::error!("store commit failed: {e}");
-            e.to_string()
+            WriteError::Commit(e.to_string())
         };
         for req in group {
-            let _ = req.reply.send(Err(message.clone()));
+            let _ = req.reply.send(Err(error.clone()));
         }
     }
 

@@ -119,10 +119,10 @@ use energy_wire::{Batch, Quantity};
 use crate::metrics::Metrics;
 
 pub use changes::ChangeRecord;
-pub use config::{Backend, InfluxApi, InfluxConfig, InfluxRead, RetentionConfig, StorageConfig, StoreOptions, DEFAULT_MIN_FREE_BYTES};
+pub use config::{Backend, InfluxApi, InfluxConfig, InfluxRead, RetentionConfig, SecretError, StorageConfig, StoreOptions, DEFAULT_MIN_FREE_BYTES};
 pub use conflicts::{Conflict, ConflictRecord, Corrected, Correction, MAX_CONFLICTS_SHOWN};
 pub use embedded::{open_forwarding, Embedded};
-pub use error::StoreError;
+pub use error::{StoreError, WriteError};
 pub use format::FORMAT_VERSION;
 pub use forward::run as forward;
 pub use gateways::GatewayEpoch;

@@ -5,6 +5,7 @@ use energy_wire::Batch;
 use tokio::sync::oneshot;
 
 use super::conflicts::{Conflict, Corrected, Correction};
+use super::error::WriteError;
 use std::sync::Arc;
 
 /// What one write did.
@@ -76,7 +77,7 @@ pub(super) enum WriteOp {
 /// A request and where its answer goes.
 pub(super) struct WriteReq {
     pub(super) op: WriteOp,
-    pub(super) reply: oneshot::Sender<Result<WriteOutcome, String>>,
+    pub(super) reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
 }
 
 /// One value to store. The meter id is shared by the points of one line (one allocation per

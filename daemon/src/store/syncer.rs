@@ -6,11 +6,12 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::error::WriteError;
 use super::requests::WriteOutcome;
 use crate::metrics::Metrics;
 
 /// An answer waiting for the WAL sync.
-pub(super) type Reply = (oneshot::Sender<Result<WriteOutcome, String>>, Result<WriteOutcome, String>);
+pub(super) type Reply = (oneshot::Sender<Result<WriteOutcome, WriteError>>, Result<WriteOutcome, WriteError>);
 
 /// The writer's WAL syncer: a thread that fsyncs the WAL file and then sends the answers of the
 /// groups committed before the sync began, taking every group waiting at once; the writer
@@ -38,7 +39,7 @@ impl Syncer {
     pub(super) fn answer_when_durable(&self, replies: Vec<Reply>) {
         if let Err(back) = self.to_sync.send(replies) {
             for (reply, _) in back.0 {
-                let _ = reply.send(Err("the store's WAL syncer has stopped".into()));
+                let _ = reply.send(Err(WriteError::SyncerStopped));
             }
         }
     }
@@ -89,7 +90,7 @@ pub(super) fn syncer_loop(wal: &Path, rx: &std::sync::mpsc::Receiver<Vec<Reply>>
         let failure = failure.clone();
         for (reply, out) in replies {
             let _ = reply.send(match &failure {
-                Some(msg) => Err(msg.clone()),
+                Some(msg) => Err(WriteError::SyncFailed(msg.clone())),
                 None => out,
             });
         }
@@ -108,7 +109,7 @@ mod tests {
         let syncer = Syncer::start(wal, Metrics::new()).unwrap();
         let (tx, rx) = oneshot::channel();
         syncer.answer_when_durable(vec![(tx, Ok(WriteOutcome { points_written: 3, ..Default::default() }))]);
-        let err = rx.blocking_recv().unwrap().unwrap_err();
+        let err = rx.blocking_recv().unwrap().unwrap_err().to_string();
         assert!(err.contains("syncing the store's WAL file") && err.contains("missing") && err.contains("restarted"), "{err}");
         assert_eq!(syncer.failure().as_deref(), Some(err.as_str()));
         syncer.stop();

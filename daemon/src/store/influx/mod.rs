@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use energy_wire::Quantity;
 
-use super::config::{InfluxApi, InfluxConfig};
+use super::config::{InfluxApi, InfluxConfig, SecretError};
 use crate::metrics::Metrics;
 
 
@@ -29,6 +29,36 @@ pub enum WriteError {
     /// The database refused the data itself (400, 413): resending it cannot succeed.
     #[error("{0}")]
     Rejected(String),
+}
+
+/// Why the client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The token or password could not be read.
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("cannot build the InfluxDB client: {0}")]
+    Client(String),
+}
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// `storage.influxdb.url` does not make a request URL.
+    #[error("storage.influxdb.url `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("InfluxDB at {url} unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("reading the InfluxDB answer: {0}")]
+    Read(String),
+    /// An answer that is not a success (its body parsed).
+    #[error("InfluxDB answered HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// An answer whose body is not a result (an error of the query, garbage).
+    #[error("InfluxDB answered HTTP {status}: {reason}")]
+    Answer { status: reqwest::StatusCode, reason: String },
+    #[error("aggregate `{0}` is not supported")]
+    Unsupported(String),
 }
 
 /// A client of one InfluxDB (or compatible) server. The token and password are held here and
@@ -48,14 +78,14 @@ impl std::fmt::Debug for Influx {
 }
 
 impl Influx {
-    pub fn new(cfg: InfluxConfig, metrics: Metrics) -> Result<Influx, String> {
+    pub fn new(cfg: InfluxConfig, metrics: Metrics) -> Result<Influx, SetupError> {
         let token = cfg.token()?;
         let password = cfg.password()?;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             .connect_timeout(Duration::from_millis(cfg.timeout_ms.min(5000)))
             .build()
-            .map_err(|e| format!("cannot build the InfluxDB client: {e}"))?;
+            .map_err(|e| SetupError::Client(e.to_string()))?;
         Ok(Influx { client, cfg, token, password, metrics })
     }
 
@@ -63,9 +93,9 @@ impl Influx {
         &self.cfg
     }
 
-    fn url(&self, path: &str, params: &[(&str, &str)]) -> Result<reqwest::Url, String> {
+    fn url(&self, path: &str, params: &[(&str, &str)]) -> Result<reqwest::Url, QueryError> {
         let base = format!("{}{path}", self.cfg.url.trim_end_matches('/'));
-        reqwest::Url::parse_with_params(&base, params).map_err(|e| format!("storage.influxdb.url `{}`: {e}", self.cfg.url))
+        reqwest::Url::parse_with_params(&base, params).map_err(|e| QueryError::Url { url: self.cfg.url.clone(), reason: e.to_string() })
     }
 
     fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -91,11 +121,11 @@ impl Influx {
                 if let Some(rp) = &self.cfg.retention_policy {
                     q.push(("rp", rp));
                 }
-                self.client.post(self.url("/write", &q).map_err(WriteError::Retry)?)
+                self.client.post(self.url("/write", &q).map_err(|e| WriteError::Retry(e.to_string()))?)
             }
             InfluxApi::V2 => {
                 let q = [("org", self.cfg.org.as_deref().unwrap_or_default()), ("bucket", self.cfg.bucket.as_deref().unwrap_or_default()), ("precision", "ms")];
-                self.client.post(self.url("/api/v2/write", &q).map_err(WriteError::Retry)?)
+                self.client.post(self.url("/api/v2/write", &q).map_err(|e| WriteError::Retry(e.to_string()))?)
             }
         };
         rb = self.auth(rb).header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -130,20 +160,20 @@ impl Influx {
 
     /// Runs InfluxQL statements (separated by `;`) against the configured database; the rows of
     /// each statement.
-    pub async fn query(&self, q: &str) -> Result<Vec<Vec<(i64, f64)>>, String> {
+    pub async fn query(&self, q: &str) -> Result<Vec<Vec<(i64, f64)>>, QueryError> {
         let db = self.cfg.database.as_deref().unwrap_or_default();
         let mut params = vec![("db", db), ("q", q), ("epoch", "ms")];
         if let Some(rp) = &self.cfg.retention_policy {
             params.push(("rp", rp));
         }
         let rb = self.auth(self.client.get(self.url("/query", &params)?));
-        let resp = rb.send().await.map_err(|e| format!("InfluxDB at {} unreachable: {}", self.cfg.url, without_url(&e)))?;
+        let resp = rb.send().await.map_err(|e| QueryError::Unreachable { url: self.cfg.url.clone(), reason: without_url(&e) })?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| format!("reading the InfluxDB answer: {}", without_url(&e)))?;
+        let body = resp.bytes().await.map_err(|e| QueryError::Read(without_url(&e)))?;
         match influxql::parse_results(&body) {
             Ok(r) if status.is_success() => Ok(r),
-            Ok(_) => Err(format!("InfluxDB answered HTTP {status}")),
-            Err(e) => Err(format!("InfluxDB answered HTTP {status}: {e}")),
+            Ok(_) => Err(QueryError::Status(status)),
+            Err(reason) => Err(QueryError::Answer { status, reason }),
         }
     }
 
@@ -152,13 +182,13 @@ impl Influx {
     }
 
     /// Raw readings of one series in `[from, to)`.
-    pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, String> {
+    pub async fn points(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, QueryError> {
         let stmt = format!("SELECT {} FROM {} {}", influxql::ident(q.name()), self.from(), influxql::where_meter(meter, from, to));
         Ok(self.query(&stmt).await?.into_iter().next().unwrap_or_default())
     }
 
     /// Readings covering `[from, to)`: the last before, those inside, the first at or after `to`.
-    pub async fn counter_window(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, String> {
+    pub async fn counter_window(&self, meter: &str, q: Quantity, from: i64, to: i64) -> Result<Vec<(i64, f64)>, QueryError> {
         let (f, m) = (influxql::ident(q.name()), influxql::literal(meter));
         let stmt = format!(
             "SELECT last({f}) FROM {src} WHERE \"meter\" = {m} AND time < {from}ms; \
@@ -171,8 +201,8 @@ impl Influx {
     }
 
     /// `agg` of one series per `step` ms, buckets starting at `from`; empty buckets left out.
-    pub async fn aggregate(&self, meter: &str, q: Quantity, from: i64, to: i64, step: i64, agg: &str) -> Result<Vec<(i64, f64)>, String> {
-        let func = influxql::function(agg).ok_or_else(|| format!("aggregate `{agg}` is not supported"))?;
+    pub async fn aggregate(&self, meter: &str, q: Quantity, from: i64, to: i64, step: i64, agg: &str) -> Result<Vec<(i64, f64)>, QueryError> {
+        let func = influxql::function(agg).ok_or_else(|| QueryError::Unsupported(agg.to_string()))?;
         let stmt = format!(
             "SELECT {func}({}) FROM {} {} GROUP BY time({step}ms, {}ms) fill(none)",
             influxql::ident(q.name()),
