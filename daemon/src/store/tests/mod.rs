@@ -1,6 +1,7 @@
 //! Tests of the embedded store through its handle: writes, change records, upgrades of older
 //! format versions, the spool, sealing and crashes.
 
+mod layering;
 mod sealing;
 mod spool;
 mod upgrades;
