@@ -3,7 +3,8 @@
 //! encoded again and must come back bit for bit: the codec is lossless for any readings.
 #![no_main]
 
-use energyd::store::codec::{decode, decode_rollups, encode, encode_rollups};
+use energyd::store::codec::{decode, encode};
+use energyd::store::rollup_codec::{decode_rollups, encode_rollups};
 use libfuzzer_sys::fuzz_target;
 
 /// 2026-11-28T00:00:00Z, the day the roll-ups are decoded for.

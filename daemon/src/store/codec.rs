@@ -35,8 +35,6 @@
 //! still read: chunks sealed by earlier builds stay readable and are rewritten in version 3 when
 //! their day is sealed again.
 
-use super::rollup::HourRollup;
-use energy_wire::time::HOUR_MS;
 
 /// The codec version written in each chunk.
 pub const CODEC_VERSION: u8 = 3;
@@ -56,24 +54,24 @@ pub enum CodecError {
     Mode(u64),
 }
 
-struct BitWriter {
-    buf: Vec<u8>,
-    acc: u64,
-    n: u32,
+pub(super) struct BitWriter {
+    pub(super) buf: Vec<u8>,
+    pub(super) acc: u64,
+    pub(super) n: u32,
     /// Blocks carry the radix flag (codec version 3, roll-up version 2; off only to write the
     /// earlier versions in tests).
-    radix: bool,
+    pub(super) radix: bool,
     /// With `radix`: a sequence of equal numbers may be written as one.
-    runs: bool,
+    pub(super) runs: bool,
 }
 
 impl BitWriter {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         BitWriter { buf: Vec::new(), acc: 0, n: 0, radix: true, runs: true }
     }
 
     /// Writes the low `width` bits of `v` (width <= 64).
-    fn put(&mut self, v: u64, width: u32) {
+    pub(super) fn put(&mut self, v: u64, width: u32) {
         if width > 32 {
             self.put(v >> 32, width - 32);
             self.put(v & 0xffff_ffff, 32);
@@ -92,7 +90,7 @@ impl BitWriter {
         self.acc &= (1u64 << self.n) - 1;
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         if self.n > 0 {
             self.buf.push((self.acc << (8 - self.n)) as u8);
         }
@@ -100,15 +98,15 @@ impl BitWriter {
     }
 }
 
-struct BitReader<'a> {
-    b: &'a [u8],
-    pos: usize,
+pub(super) struct BitReader<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) pos: usize,
     /// Blocks carry the radix flag (codec version 3, roll-up version 2).
-    radix: bool,
+    pub(super) radix: bool,
 }
 
 impl BitReader<'_> {
-    fn get(&mut self, width: u32) -> Result<u64, CodecError> {
+    pub(super) fn get(&mut self, width: u32) -> Result<u64, CodecError> {
         if width > 64 || self.pos + width as usize > self.b.len() * 8 {
             return Err(CodecError::Truncated);
         }
@@ -225,7 +223,7 @@ fn radix_bits(r: u64, n: usize) -> u64 {
 }
 
 /// Bits that [`pack_for`] takes for these numbers (as written with the radix flag).
-fn for_bits(vals: &[i64]) -> u64 {
+pub(super) fn for_bits(vals: &[i64]) -> u64 {
     match vals.first() {
         None => 0,
         Some(&v) if vals.iter().all(|&x| x == v) => 1 + 7 + u64::from(width(zigzag(v))),
@@ -238,7 +236,7 @@ fn for_bits(vals: &[i64]) -> u64 {
 /// offsets from the minimum, either in `width` bits each or, with the flag, the range's
 /// `width - 1` low bits and the offsets as groups of radix digits (the first offset the least
 /// significant digit of its group).
-fn pack_for(w: &mut BitWriter, vals: &[i64]) {
+pub(super) fn pack_for(w: &mut BitWriter, vals: &[i64]) {
     if w.radix {
         // Version 3: first 1 bit, set when all the numbers are one (regular timestamps, a
         // counter that did not move): then that number alone.
@@ -279,7 +277,7 @@ fn pack_for(w: &mut BitWriter, vals: &[i64]) {
 
 /// Reads `n` numbers written by [`pack_for`] (without the flag and radix groups when the
 /// reader's `radix` is off: codec version 2, roll-up version 1).
-fn unpack_for(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
+pub(super) fn unpack_for(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
     if r.radix && n > 0 && r.get(1)? == 1 {
         return Ok(vec![get_signed(r)?; n]);
     }
@@ -330,7 +328,7 @@ fn get_signed(r: &mut BitReader<'_>) -> Result<i64, CodecError> {
 }
 
 /// Bits that [`put_dod`] takes.
-fn dod_bits(ds: &[i64]) -> u64 {
+pub(super) fn dod_bits(ds: &[i64]) -> u64 {
     match ds.split_first() {
         Some((first, rest)) => 7 + u64::from(width(zigzag(*first))) + for_bits(rest),
         None => 0,
@@ -339,14 +337,14 @@ fn dod_bits(ds: &[i64]) -> u64 {
 
 /// The output of [`dod`]: the first delta alone (it is as large as the step, the others are
 /// near zero), then the deltas of deltas packed.
-fn put_dod(w: &mut BitWriter, ds: &[i64]) {
+pub(super) fn put_dod(w: &mut BitWriter, ds: &[i64]) {
     if let Some((first, rest)) = ds.split_first() {
         put_signed(w, *first);
         pack_for(w, rest);
     }
 }
 
-fn get_dod(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
+pub(super) fn get_dod(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
     if n == 0 {
         return Ok(Vec::new());
     }
@@ -357,7 +355,7 @@ fn get_dod(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
 }
 
 /// The first delta, then each delta of delta (wrapping: lossless for any input).
-fn dod(xs: &[i64]) -> Vec<i64> {
+pub(super) fn dod(xs: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(xs.len());
     let mut prev_d = 0i64;
     for w in xs.windows(2) {
@@ -368,7 +366,7 @@ fn dod(xs: &[i64]) -> Vec<i64> {
     out
 }
 
-fn undo_dod(first: i64, ds: &[i64]) -> Vec<i64> {
+pub(super) fn undo_dod(first: i64, ds: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(ds.len() + 1);
     out.push(first);
     let (mut x, mut d) = (first, 0i64);
@@ -380,11 +378,11 @@ fn undo_dod(first: i64, ds: &[i64]) -> Vec<i64> {
     out
 }
 
-fn plain_deltas(xs: &[i64]) -> Vec<i64> {
+pub(super) fn plain_deltas(xs: &[i64]) -> Vec<i64> {
     xs.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect()
 }
 
-fn undo_plain_deltas(first: i64, ds: &[i64]) -> Vec<i64> {
+pub(super) fn undo_plain_deltas(first: i64, ds: &[i64]) -> Vec<i64> {
     let mut out = Vec::with_capacity(ds.len() + 1);
     out.push(first);
     let mut x = first;
@@ -416,7 +414,7 @@ fn undo_deltas(first: i64, zz: &[u64]) -> Vec<i64> {
 
 /// The smallest exponent `e` with every value exactly `x / 10^e` for an integer `x`, and the
 /// integers; `None` when there is none (binary fractions, huge or non-finite values).
-fn as_decimals(values: &[f64]) -> Option<(u32, Vec<i64>)> {
+pub(super) fn as_decimals(values: &[f64]) -> Option<(u32, Vec<i64>)> {
     'e: for e in 0..=MAX_EXPONENT {
         let p = 10f64.powi(e as i32);
         let mut xs = Vec::with_capacity(values.len());
@@ -471,7 +469,7 @@ fn max_count(len: usize) -> usize {
 }
 
 /// A non-empty run of values: 2 bits of mode and the mode's encoding (see the module's notes).
-fn put_values(w: &mut BitWriter, values: &[f64]) {
+pub(super) fn put_values(w: &mut BitWriter, values: &[f64]) {
     match as_decimals(values) {
         Some((e, xs)) => {
             let (d1, d2) = (plain_deltas(&xs), dod(&xs));
@@ -515,7 +513,7 @@ fn put_values(w: &mut BitWriter, values: &[f64]) {
 }
 
 /// Reads `n` (> 0) values written by [`put_values`] (or by version 1, `v1`).
-fn get_values(r: &mut BitReader<'_>, n: usize, v1: bool) -> Result<Vec<f64>, CodecError> {
+pub(super) fn get_values(r: &mut BitReader<'_>, n: usize, v1: bool) -> Result<Vec<f64>, CodecError> {
     Ok(match r.get(2)? {
         mode @ (0 | 1) => {
             let e = r.get(5)? as i32;
@@ -577,210 +575,8 @@ pub fn decode(data: &[u8]) -> Result<Vec<(i64, f64)>, CodecError> {
     Ok(ts.into_iter().zip(values).collect())
 }
 
-/// The roll-up format version written by [`encode_rollups`].
+/// The roll-up format version written by [`super::rollup_codec::encode_rollups`].
 pub const ROLLUP_CODEC_VERSION: u8 = 2;
-
-/// Transforms tried for a roll-up column (2 bits): the column as it is, or less another column.
-#[derive(Clone, Copy)]
-enum Base {
-    None = 0,
-    First = 1,
-    Last = 2,
-    /// The count times the first value (for sums).
-    CountFirst = 3,
-}
-
-/// Bits of a column packed after one of its transforms, and the transformed numbers.
-fn best_transform(col: &[i64], bases: &[(Base, Vec<i64>)]) -> (Base, Vec<i64>) {
-    let mut best = (Base::None, col.to_vec());
-    let mut bits = for_bits(col);
-    for (b, base) in bases {
-        let t: Vec<i64> = col.iter().zip(base).map(|(x, y)| x.wrapping_sub(*y)).collect();
-        let tb = for_bits(&t);
-        if tb < bits {
-            (best, bits) = ((*b, t), tb);
-        }
-    }
-    best
-}
-
-/// A sum as decimal integer `x` (at exponent `e`, rounded) and the difference in units in the
-/// last place between the sum and `x / 10^e`: float sums of decimal readings are rarely exact
-/// decimals, but they are within a few ulps of one, so both numbers are small. `None` when the
-/// sum is too large or not finite.
-fn decimal_with_ulps(v: f64, e: u32) -> Option<(i64, i64)> {
-    let p = 10f64.powi(e as i32);
-    let x = (v * p).round();
-    if !x.is_finite() || x.abs() >= 9.0e15 {
-        return None;
-    }
-    let d = (v.to_bits() as i64).wrapping_sub(((x as i64) as f64 / p).to_bits() as i64);
-    Some((x as i64, d))
-}
-
-/// Encodes the hourly roll-ups of one series in one UTC day (`day` its start; each roll-up's hour
-/// inside it, sorted, distinct). Format: 8 bits version, 24 bits mask of the hours present, then
-/// packed (as above) the first and last reading times as offsets within their hour and the
-/// counts; then 1 bit: 0, the first values, last values, minimums, maximums and sums as value
-/// runs; or 1 (the readings are decimals at one exponent), 5 bits exponent `e` and the five
-/// columns as integers at `e` (sums rounded, with their ulp differences packed after them),
-/// each column with 2 bits naming what was subtracted from it before packing: nothing, the first
-/// value, the last value or count x first value (the first values' own 2 bits: packed as they
-/// are, their deltas, or their deltas of deltas). A counter's minimum is its first value and its
-/// maximum its last, so those columns cost nothing. Version 2 packs blocks as codec version 3
-/// does (with the radix flag); version 1, packed as codec version 2, is still read.
-pub fn encode_rollups(day: i64, hours: &[HourRollup]) -> Vec<u8> {
-    encode_rollups_version(day, hours, ROLLUP_CODEC_VERSION)
-}
-
-/// Encodes roll-ups in version 2 or (for tests of reading old ones) 1.
-pub(super) fn encode_rollups_version(day: i64, hours: &[HourRollup], version: u8) -> Vec<u8> {
-    let mut w = BitWriter::new();
-    w.radix = version >= 2;
-    w.put(u64::from(version), 8);
-    let mask = hours.iter().fold(0u64, |m, h| m | 1 << ((h.hour - day) / HOUR_MS).clamp(0, 23));
-    w.put(mask, 24);
-    if hours.is_empty() {
-        return w.finish();
-    }
-    pack_for(&mut w, &hours.iter().map(|h| h.first_ts.wrapping_sub(h.hour)).collect::<Vec<_>>());
-    pack_for(&mut w, &hours.iter().map(|h| h.last_ts.wrapping_sub(h.hour)).collect::<Vec<_>>());
-    let counts: Vec<i64> = hours.iter().map(|h| h.count as i64).collect();
-    pack_for(&mut w, &counts);
-    let readings: Vec<f64> = hours.iter().flat_map(|h| [h.first_v, h.last_v, h.min, h.max]).collect();
-    let decimal = as_decimals(&readings).and_then(|(e, xs)| {
-        let sums: Option<Vec<(i64, i64)>> = hours.iter().map(|h| decimal_with_ulps(h.sum, e)).collect();
-        Some((e, xs, sums?))
-    });
-    let Some((e, xs, sums)) = decimal else {
-        w.put(0, 1);
-        let columns: [fn(&HourRollup) -> f64; 5] = [|h| h.first_v, |h| h.last_v, |h| h.min, |h| h.max, |h| h.sum];
-        for f in columns {
-            put_values(&mut w, &hours.iter().map(f).collect::<Vec<_>>());
-        }
-        return w.finish();
-    };
-    w.put(1, 1);
-    w.put(u64::from(e), 5);
-    let col = |k: usize| -> Vec<i64> { xs.iter().skip(k).step_by(4).copied().collect() };
-    let (first, last, min, max) = (col(0), col(1), col(2), col(3));
-    // The first values: as they are (0), deltas (1) or deltas of deltas (2).
-    let (d1, d2) = (plain_deltas(&first), dod(&first));
-    let options = [(0u64, for_bits(&first)), (1, 64 + for_bits(&d1)), (2, 64 + dod_bits(&d2))];
-    let mode = options.iter().min_by_key(|o| o.1).map_or(0, |o| o.0);
-    w.put(mode, 2);
-    match mode {
-        0 => pack_for(&mut w, &first),
-        1 => {
-            w.put(first[0] as u64, 64);
-            pack_for(&mut w, &d1);
-        }
-        _ => {
-            w.put(first[0] as u64, 64);
-            put_dod(&mut w, &d2);
-        }
-    }
-    let count_first: Vec<i64> = counts.iter().zip(&first).map(|(c, f)| c.wrapping_mul(*f)).collect();
-    let sum_x: Vec<i64> = sums.iter().map(|s| s.0).collect();
-    for (column, bases) in [
-        (&last, vec![(Base::First, first.clone())]),
-        (&min, vec![(Base::First, first.clone()), (Base::Last, last.clone())]),
-        (&max, vec![(Base::First, first.clone()), (Base::Last, last.clone())]),
-        (&sum_x, vec![(Base::CountFirst, count_first)]),
-    ] {
-        let (base, t) = best_transform(column, &bases);
-        w.put(base as u64, 2);
-        pack_for(&mut w, &t);
-    }
-    pack_for(&mut w, &sums.iter().map(|s| s.1).collect::<Vec<_>>());
-    w.finish()
-}
-
-/// Decodes roll-ups made by [`encode_rollups`] for the day starting at `day`.
-pub fn decode_rollups(day: i64, data: &[u8]) -> Result<Vec<HourRollup>, CodecError> {
-    let mut r = BitReader { b: data, pos: 0, radix: false };
-    let version = r.get(8)? as u8;
-    if !(1..=ROLLUP_CODEC_VERSION).contains(&version) {
-        return Err(CodecError::RollupVersion(version));
-    }
-    r.radix = version == ROLLUP_CODEC_VERSION;
-    let mask = r.get(24)?;
-    let hours: Vec<i64> = (0..24).filter(|i| mask >> i & 1 == 1).map(|i| day + i * HOUR_MS).collect();
-    let n = hours.len();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let first_off = unpack_for(&mut r, n)?;
-    let last_off = unpack_for(&mut r, n)?;
-    let counts = unpack_for(&mut r, n)?;
-    let mut cols: Vec<Vec<f64>> = Vec::with_capacity(5);
-    if r.get(1)? == 0 {
-        for _ in 0..5 {
-            cols.push(get_values(&mut r, n, false)?);
-        }
-    } else {
-        let e = r.get(5)? as i32;
-        let p = 10f64.powi(e);
-        let first = match r.get(2)? {
-            0 => unpack_for(&mut r, n)?,
-            1 => {
-                let x0 = r.get(64)? as i64;
-                undo_plain_deltas(x0, &unpack_for(&mut r, n - 1)?)
-            }
-            2 => {
-                let x0 = r.get(64)? as i64;
-                undo_dod(x0, &get_dod(&mut r, n - 1)?)
-            }
-            m => return Err(CodecError::Mode(m)),
-        };
-        let mut ints = vec![first.clone()];
-        for _ in 0..4 {
-            let base = r.get(2)?;
-            let t = unpack_for(&mut r, n)?;
-            let col: Vec<i64> = (0..n)
-                .map(|i| {
-                    let b = match base {
-                        1 => first[i],
-                        2 => ints.get(1).map_or(0, |l: &Vec<i64>| l[i]),
-                        3 => counts[i].wrapping_mul(first[i]),
-                        _ => 0,
-                    };
-                    t[i].wrapping_add(b)
-                })
-                .collect();
-            ints.push(col);
-        }
-        let ulps = unpack_for(&mut r, n)?;
-        for (k, col) in ints.iter().enumerate() {
-            cols.push(
-                col.iter()
-                    .zip(&ulps)
-                    .map(|(&x, &d)| {
-                        let v = x as f64 / p;
-                        if k == 4 {
-                            f64::from_bits((v.to_bits() as i64).wrapping_add(d) as u64)
-                        } else {
-                            v
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    Ok((0..n)
-        .map(|i| HourRollup {
-            hour: hours[i],
-            first_ts: hours[i].wrapping_add(first_off[i]),
-            first_v: cols[0][i],
-            last_ts: hours[i].wrapping_add(last_off[i]),
-            last_v: cols[1][i],
-            min: cols[2][i],
-            max: cols[3][i],
-            sum: cols[4][i],
-            count: counts[i] as u64,
-        })
-        .collect())
-}
 
 #[cfg(test)]
 #[path = "codec_tests.rs"]

@@ -1,4 +1,7 @@
 use super::*;
+use crate::store::rollup::HourRollup;
+use crate::store::rollup_codec::{decode_rollups, encode_rollups, encode_rollups_version};
+use energy_wire::time::HOUR_MS;
 use proptest::prelude::*;
 
 fn roundtrips(points: &[(i64, f64)]) -> Vec<u8> {

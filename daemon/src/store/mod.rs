@@ -33,7 +33,7 @@
 //! * `chunks(series, day, count, data)`: the readings of one series and sealed UTC day, compressed
 //!   ([`codec`]); see `chunks.rs`. Days older than `seal_after` are sealed by the writer.
 //! * `rollup_day(series, day, data)`, `WITHOUT ROWID`: when a day is sealed, its hourly roll-ups
-//!   leave `rollup_hour` for one compressed blob ([`codec::encode_rollups`], about 0.1 byte per
+//!   leave `rollup_hour` for one compressed blob ([`rollup_codec::encode_rollups`], about 0.1 byte per
 //!   one-minute reading instead of 1.4). A late reading for a sealed day writes a row for its
 //!   hour again; a row wins over the blob's entry for the same hour until the day is resealed.
 //! * `conflicts(id, meter, quantity, ts, stored, offered, source, received_ms, resolved_ms,
@@ -105,6 +105,7 @@ mod reads;
 mod requests;
 mod retention;
 mod rollup;
+pub mod rollup_codec;
 mod rollup_rows;
 mod schema;
 mod syncer;

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::chunks;
-use super::codec;
+use super::rollup_codec;
 use super::rollup::HourRollup;
 use energy_wire::time::{day_of, hour_of, DAY_MS};
 
@@ -48,7 +48,7 @@ pub(super) fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusq
     let mut blobs = st.query(params![sid, day_of(from), to])?;
     while let Some(b) = blobs.next()? {
         let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
-        sealed.extend(codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().filter(|h| h.hour >= from && h.hour < to));
+        sealed.extend(rollup_codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().filter(|h| h.hour >= from && h.hour < to));
     }
     if sealed.is_empty() {
         return Ok(rows);
@@ -86,7 +86,7 @@ pub(super) fn rollup_before(c: &Connection, sid: i64, t: i64) -> rusqlite::Resul
     let mut blobs = st.query(params![sid, t])?;
     while let Some(b) = blobs.next()? {
         let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
-        if let Some(h) = codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().rev().find(|h| h.hour < t) {
+        if let Some(h) = rollup_codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().rev().find(|h| h.hour < t) {
             sealed = Some(h);
             break;
         }
@@ -108,7 +108,7 @@ pub(super) fn rollup_from(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<
     let mut blobs = st.query(params![sid, day_of(t)])?;
     while let Some(b) = blobs.next()? {
         let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
-        if let Some(h) = codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour >= t) {
+        if let Some(h) = rollup_codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour >= t) {
             sealed = Some(h);
             break;
         }
@@ -131,7 +131,7 @@ pub(super) fn stored_rollup(c: &Connection, sid: i64, hour: i64) -> rusqlite::Re
     let day = day_of(hour);
     let data: Option<Vec<u8>> = c.prepare_cached("SELECT data FROM rollup_day WHERE series = ?1 AND day = ?2")?.query_row(params![sid, day], |r| r.get(0)).optional()?;
     match data {
-        Some(d) => Ok(codec::decode_rollups(day, &d).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour == hour)),
+        Some(d) => Ok(rollup_codec::decode_rollups(day, &d).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour == hour)),
         None => Ok(None),
     }
 }
@@ -143,7 +143,7 @@ pub(super) fn seal_rollups(c: &Connection, sid: i64, day: i64) -> rusqlite::Resu
     if all.is_empty() {
         return Ok(());
     }
-    c.prepare_cached("INSERT OR REPLACE INTO rollup_day(series, day, data) VALUES (?1, ?2, ?3)")?.execute(params![sid, day, codec::encode_rollups(day, &all)])?;
+    c.prepare_cached("INSERT OR REPLACE INTO rollup_day(series, day, data) VALUES (?1, ?2, ?3)")?.execute(params![sid, day, rollup_codec::encode_rollups(day, &all)])?;
     c.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3")?.execute(params![sid, day, day + DAY_MS])?;
     Ok(())
 }

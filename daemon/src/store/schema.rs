@@ -35,7 +35,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
         // Pages freed by sealing can be given back to the file system.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     }
-    configure(&conn)?;
+    configure(conn)?;
     // The writer touches one page per series per group: a cache that holds the head's pages
     // (64 MiB) keeps ingest from rereading them.
     conn.pragma_update(None, "cache_size", -65_536)?;
@@ -67,14 +67,14 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
 
          CREATE TABLE IF NOT EXISTS outbox(id INTEGER PRIMARY KEY AUTOINCREMENT, created_ms INTEGER NOT NULL, points INTEGER NOT NULL, data TEXT NOT NULL);",
     )?;
-    upgrade_catalog(&conn)?;
-    upgrade_conflicts(&conn)?;
-    upgrade_gateway_epochs(&conn)?;
+    upgrade_catalog(conn)?;
+    upgrade_conflicts(conn)?;
+    upgrade_gateway_epochs(conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
         }
-        Some("1") => upgrade_from_v1(&conn)?,
+        Some("1") => upgrade_from_v1(conn)?,
         // Version 2 had no record of what changed for the accounting cache: the table above is
         // all it needs (a cache built before is in another file, and a new epoch discards it).
         // Version 3 had no head (`segments`, `head_log`) and no sealed roll-ups (`rollup_day`),

@@ -14,6 +14,7 @@ use energy_wire::{Batch, Quantity, Sample};
 use rusqlite::{params, Connection};
 
 use super::codec;
+use super::rollup_codec;
 use super::conflicts::{Conflict, Corrected, Correction};
 use super::config::StoreOptions;
 use super::embedded::{open, open_forwarding, open_with, Embedded};

@@ -23,7 +23,7 @@ async fn a_version_5_store_is_upgraded_with_its_catalog() {
         let day = t - t.rem_euclid(DAY_MS);
         c.execute("INSERT INTO chunks VALUES (7, ?1, 120, ?2)", params![day, codec::encode_version(&pts, 2)]).unwrap();
         let hours = [HourRollup::of_points(&pts[..60]).unwrap(), HourRollup::of_points(&pts[60..]).unwrap()];
-        c.execute("INSERT INTO rollup_day VALUES (7, ?1, ?2)", params![day, codec::encode_rollups_version(day, &hours, 1)]).unwrap();
+        c.execute("INSERT INTO rollup_day VALUES (7, ?1, ?2)", params![day, rollup_codec::encode_rollups_version(day, &hours, 1)]).unwrap();
     }
     let store = open(dir.path(), Metrics::new()).unwrap();
     assert_eq!(store.points("m", Quantity::ActiveEnergyImport, 0, i64::MAX).await.unwrap(), pts);
