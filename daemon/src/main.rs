@@ -33,7 +33,7 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Write a report offline, the same bytes as the API gives (README, "Reports").
+    /// Write a report offline, the same bytes as the API gives (docs/registry.md, "Reports").
     Report {
         /// annual | assessment | plan | statistics
         kind: String,

@@ -49,7 +49,7 @@ fn parse_lang(p: &HashMap<String, String>) -> Result<Lang, ApiError> {
     p.get("lang").map_or(Ok(Lang::Zh), |l| l.parse().map_err(ApiError::bad_request))
 }
 
-/// The request a query string describes (the parameters of the README's "Reports").
+/// The request a query string describes (the parameters in docs/registry.md, "Reports").
 pub fn request_of(kind: Kind, p: &HashMap<String, String>) -> Result<reports::Request, ApiError> {
     let mut allowed = vec!["year", "format", "lang", "as_of"];
     if kind == Kind::Annual {

@@ -1,7 +1,7 @@
 //! The registry: agencies, buildings, meters, meter events, targets, quota bands and the
 //! accounting parameters, kept as TOML files a bureau can keep in version control (the main
 //! file may `include` others, such as a quota table). Loaded and validated with every error
-//! reported at once. The schema is documented in the README ("Registry") and in
+//! reported at once. The schema is documented in docs/registry.md and in
 //! `deploy/registry.example.toml`.
 //!
 //! ```toml

@@ -1,5 +1,5 @@
 //! Reports: the annual execution report (energy part), the assessment, and the energy-saving
-//! section of next year's plan, in JSON, CSV, XLSX and printable HTML (README, "Reports").
+//! section of next year's plan, in JSON, CSV, XLSX and printable HTML (docs/registry.md, "Reports").
 //!
 //! * [`model`]: the documents, pure functions of the engine's results (year semantics there).
 //! * [`tables`], [`render`], [`html`]: the formats; [`labels`]: the words, Chinese by default.

@@ -1,6 +1,6 @@
 //! InfluxDB as the second storage backend: the HTTP client for writes (line protocol, v1 and v2
 //! APIs) and InfluxQL reads, the forwarder that drains the spool into it, and the line-protocol
-//! encoding of the schema (README, "Storage backends").
+//! encoding of the schema (docs/configuration.md, "Storage backends").
 //!
 //! The embedded store stays the durable log: a point is acknowledged once committed locally
 //! (with its line protocol in table `outbox`, the spool, in the same transaction). The
