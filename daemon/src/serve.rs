@@ -426,54 +426,17 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
             Err(limit) => {
                 metrics.http_connections_refused.with_label_values(&[limit.label()]).inc();
                 tracing::debug!(%peer, limit = limit.label(), "connection refused");
-                // Plain HTTP: the answer, then the client's request read and dropped for a moment
-                // (closing with unread data would reset the connection and lose the answer), by a
-                // few tasks at most; past them, or over TLS, the connection is just closed.
+                // Plain HTTP: the answer, by a few tasks at most; past them, or over TLS, the
+                // connection is just closed.
                 if let (None, Ok(permit)) = (&tls, refusing.clone().try_acquire_owned()) {
-                    let mut stream = stream;
-                    tokio::spawn(async move {
-                        let answer = async {
-                            stream.write_all(&refusal(limit)).await?;
-                            stream.shutdown().await?;
-                            let mut buf = [0u8; 1024];
-                            while stream.read(&mut buf).await? > 0 {}
-                            Ok::<_, std::io::Error>(())
-                        };
-                        let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(answer_refused(stream, limit, permit));
                 }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let (app, tls, metrics, conns, table, alive) = (app.clone(), tls.clone(), metrics.clone(), conns.clone(), table.clone(), alive.clone());
-        tokio::spawn(async move {
-            metrics.http_connections.inc();
-            let served = async {
-                match tls {
-                    None => serve_conn(stream, peer, app, limits, conn.clone(), &metrics, conns).await,
-                    Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_conn(s, peer, app, limits, conn.clone(), &metrics, conns).await,
-                        Ok(Err(e)) => {
-                            metrics.tls_handshake_failures.inc();
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        }
-                        Err(_) => {
-                            metrics.tls_handshake_failures.inc();
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    },
-                }
-            };
-            tokio::select! {
-                () = served => {}
-                () = conn.close.cancelled() => tracing::debug!(%peer, "idle connection closed to make room"),
-            }
-            lock(&table).remove(client, conn.id);
-            metrics.http_connections.dec();
-            drop(alive);
-        });
+        let admitted = Admitted { conn, client, peer, table: table.clone(), alive: alive.clone() };
+        tokio::spawn(serve_admitted(stream, admitted, app.clone(), tls.clone(), limits, metrics.clone(), conns.clone()));
     }
     drop(listener);
     // Ask every connection to finish its request in flight and close, then wait for them.
@@ -483,6 +446,58 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
         tracing::warn!("connections still open {} s after shutdown began; closing them", SHUTDOWN_GRACE.as_secs());
     }
     Ok(())
+}
+
+/// Answers a connection refused at accept, then reads and drops the client's request for a
+/// moment (closing with unread data would reset the connection and lose the answer).
+async fn answer_refused(mut stream: tokio::net::TcpStream, limit: Refused, permit: tokio::sync::OwnedSemaphorePermit) {
+    let answer = async {
+        stream.write_all(&refusal(limit)).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
+    drop(permit);
+}
+
+/// An admitted connection: its entry in the table, and the sender that keeps shutdown waiting.
+struct Admitted {
+    conn: Arc<Conn>,
+    client: IpAddr,
+    peer: SocketAddr,
+    table: Shared<Table>,
+    alive: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Serves an admitted connection (after its TLS handshake, within the header read timeout)
+/// until it ends or is closed to make room; then forgets it.
+async fn serve_admitted(stream: tokio::net::TcpStream, a: Admitted, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, limits: ConnLimits, metrics: Metrics, conns: CancellationToken) {
+    metrics.http_connections.inc();
+    let served = async {
+        match tls {
+            None => serve_conn(stream, a.peer, app, limits, a.conn.clone(), &metrics, conns).await,
+            Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => serve_conn(s, a.peer, app, limits, a.conn.clone(), &metrics, conns).await,
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(peer = %a.peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(peer = %a.peer, "TLS handshake timed out");
+                }
+            },
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = a.conn.close.cancelled() => tracing::debug!(peer = %a.peer, "idle connection closed to make room"),
+    }
+    lock(&a.table).remove(a.client, a.conn.id);
+    metrics.http_connections.dec();
+    drop(a.alive);
 }
 
 /// Counts a request in the handlers for its connection (not idle while it lives).

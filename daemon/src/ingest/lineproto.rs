@@ -65,11 +65,16 @@ pub enum Precision {
     Hours,
 }
 
+/// A `precision` parameter that names no precision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown precision `{0}` (use ns, us, ms, s, m or h; n and u as InfluxDB 1.x)")]
+pub struct UnknownPrecision(pub String);
+
 impl Precision {
     /// The same names on `/write` and `/api/v2/write`: InfluxDB 2's `ns`, `us`, `ms`, `s` and
     /// InfluxDB 1.x's `n`, `u` (and `µ`), `ms`, `s`, `m`, `h` (InfluxDB 1.x documents `m` and
     /// `h` on `/write`; InfluxDB 2 does not have them). Empty: nanoseconds, as both.
-    pub fn parse(s: &str) -> Result<Precision, String> {
+    pub fn parse(s: &str) -> Result<Precision, UnknownPrecision> {
         Ok(match s {
             "" | "ns" | "n" => Precision::Nanoseconds,
             "us" | "u" | "µ" | "µs" => Precision::Microseconds,
@@ -77,7 +82,7 @@ impl Precision {
             "s" => Precision::Seconds,
             "m" => Precision::Minutes,
             "h" => Precision::Hours,
-            other => return Err(format!("unknown precision `{other}` (use ns, us, ms, s, m or h; n and u as InfluxDB 1.x)")),
+            other => return Err(UnknownPrecision(other.to_string())),
         })
     }
 
@@ -854,7 +859,7 @@ mod tests {
             assert_eq!(Precision::parse(name).unwrap().to_millis(ts), want, "precision {name:?}, {ts}");
         }
         for bad in ["x", "sec", "NS", "rfc3339"] {
-            let e = Precision::parse(bad).unwrap_err();
+            let e = Precision::parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("unknown precision `{bad}`")), "{e}");
         }
     }
