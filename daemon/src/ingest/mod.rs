@@ -132,7 +132,7 @@ pub fn lines_to_points(body: &[u8], precision: Precision, now_ms: i64, retention
         let line = match entry.parsed {
             Ok(l) => l,
             Err(e) => {
-                rep.errors.push(err(e, "malformed"));
+                rep.errors.push(err(e.to_string(), "malformed"));
                 continue;
             }
         };
