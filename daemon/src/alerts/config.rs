@@ -43,14 +43,23 @@ impl Dur {
     }
 }
 
+/// A duration that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration such as \"90s\", \"15m\", \"2h\" or \"7d\"")]
+    NotANumber(String),
+    #[error("`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w)")]
+    UnknownUnit { text: String, unit: String },
+}
+
 /// Parses `"90s"`, `"15m"`, `"2h"`, `"7d"`, `"500ms"`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Dur, String> {
+pub fn parse_duration(s: &str) -> Result<Dur, DurationError> {
     let t = s.trim();
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&t[..i], &t[i..]),
         None => (t, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as \"90s\", \"15m\", \"2h\" or \"7d\""))?;
+    let n: f64 = num.parse().map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let k = match unit {
         "ms" => 1.0,
         "s" => 1000.0,
@@ -58,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Dur, String> {
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
         "w" => 7.0 * 86_400_000.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d or w)")),
+        _ => return Err(DurationError::UnknownUnit { text: s.to_string(), unit: unit.to_string() }),
     };
     Ok(Dur((n * k).round() as i64))
 }
