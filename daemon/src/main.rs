@@ -100,7 +100,7 @@ fn token(cmd: TokenCmd) -> Result<(), String> {
     match cmd {
         TokenCmd::New { role, name, agency, gateway, meters } => {
             let entry = TokenEntry { name, role, agency, gateway, meters, sha256: String::new() };
-            let token = new_token()?;
+            let token = new_token().map_err(|e| e.to_string())?;
             let entry = TokenEntry { sha256: hash_token(&token), ..entry };
             // The same checks as the configuration (the registry is not read here).
             let cfg = energyd::auth::AuthConfig { tokens: vec![entry.clone()], ..Default::default() };
