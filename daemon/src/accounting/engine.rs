@@ -27,7 +27,6 @@ use chrono_tz::Tz;
 
 use super::allocate::{agency_groups, contributions, full_series, Contribution, GroupKey, NegativeRemainder};
 use super::cache::{key_of, DiskCache, ENGINE_VERSION};
-use super::calendar::parse_time;
 use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
 use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
@@ -98,7 +97,7 @@ fn applies_to_counter(reg: &Registry, r: &EventRecord) -> bool {
 }
 
 fn to_ms(tz: Tz) -> impl Fn(&str) -> Result<i64, String> {
-    move |s| parse_time(s, tz).map(|t| t.timestamp_millis())
+    move |s| crate::time::parse_time_ms(s, tz).map_err(|e| e.to_string())
 }
 
 impl Engine {

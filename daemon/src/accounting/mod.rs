@@ -4,7 +4,6 @@
 
 pub mod allocate;
 pub mod cache;
-pub mod calendar;
 pub mod consumption;
 pub mod counter;
 pub mod engine;

@@ -11,6 +11,7 @@ use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
 use crate::registry::{Agency, EventRecord, Registry};
+use crate::time::rfc3339_ms;
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
@@ -53,7 +54,7 @@ pub fn scope_members<'a>(reg: &'a Registry, agency: &'a Agency, scope: Scope) ->
 
 /// The year asked (default: the current year) and the instant figures run to: the start of the
 /// local day of `as_of` (default today), the same "as of" as the page and the reports
-/// ([`crate::accounting::calendar::as_of_cut`]); a past year runs to its end.
+/// ([`crate::time::as_of_cut`]); a past year runs to its end.
 pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64), ApiError> {
     let now = chrono::Utc::now().with_timezone(&s.tz);
     let year = match p.get("year") {
@@ -63,13 +64,13 @@ pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64
     if !(1970..=2200).contains(&year) {
         return Err(ApiError::bad_request(format!("year {year} is outside 1970-2200")));
     }
-    let (_, now_ms) = crate::accounting::calendar::as_of_cut(s.tz, now.date_naive(), p.get("as_of").map(String::as_str)).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
+    let (_, now_ms) = crate::time::as_of_cut(s.tz, now.date_naive(), p.get("as_of").map(String::as_str)).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
     Ok((year, now_ms))
 }
 
 /// The `as_of` instant in the time zone, for the answers.
 fn as_of_text(s: &Shared, now_ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(now_ms).map(|t| t.with_timezone(&s.tz).to_rfc3339())
+    crate::time::rfc3339(now_ms, s.tz)
 }
 
 /// Indicators of the given agencies (each over its scope).
@@ -198,7 +199,7 @@ fn correction_of(s: &Shared, reg: &Registry, rec: &EventRecord) -> Result<Option
     }
     let Some(m) = reg.meter(&rec.meter).filter(|m| !m.is_virtual()) else { return Ok(None) };
     let tz = s.tz;
-    let ev = crate::accounting::counter::event_of(rec, |t| crate::accounting::calendar::parse_time(t, tz).map(|x| x.timestamp_millis())).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    let ev = crate::accounting::counter::event_of(rec, |t| crate::time::parse_time_ms(t, tz).map_err(|e| e.to_string())).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let crate::accounting::counter::Event::Reading { at, value } = ev else { return Ok(None) };
     Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: rec.quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
 }
@@ -211,17 +212,13 @@ fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store
     })
 }
 
-fn rfc3339_ms(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
 /// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
 /// reading: stored, but said (the last reading is taken as the old meter's final one).
 async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
     if rec.kind != "replacement" {
         return Vec::new();
     }
-    let Ok(t) = crate::accounting::calendar::parse_time(&rec.time, s.tz) else { return Vec::new() };
+    let Ok(t) = crate::time::parse_time(&rec.time, s.tz) else { return Vec::new() };
     let Ok(years) = s.engine.meter_years(&s.store, &s.registry, t.year()).await else { return Vec::new() };
     let at = t.timestamp_millis();
     years
@@ -302,11 +299,11 @@ async fn add_conflicts(s: &Shared, id: &str, out: &mut Value) -> Result<(), ApiE
 /// A meter year's gaps (with the estimated amount after the multiplier) and its rejected
 /// readings (as read, in the meter's own units), times in RFC 3339 of the time zone.
 pub fn gaps_and_rejected(y: &crate::accounting::ledger::MeterYear, multiplier: f64, unit: &str, tz: chrono_tz::Tz) -> serde_json::Map<String, Value> {
-    let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339());
+    let time = |ms: i64| crate::time::rfc3339(ms, tz);
     let gaps: Vec<Value> = y
         .gaps
         .iter()
-        .map(|g| json!({ "from": time(g.from), "to": time(g.to), "hours": (g.to - g.from) as f64 / 3_600_000.0, "estimated": g.estimated * multiplier, "unit": unit }))
+        .map(|g| json!({ "from": time(g.from), "to": time(g.to), "hours": (g.to - g.from) as f64 / crate::time::HOUR_MS as f64, "estimated": g.estimated * multiplier, "unit": unit }))
         .collect();
     let rejected: Vec<Value> = y.rejected_readings.iter().map(|r| json!({ "time": time(r.at), "value": r.value, "reason": r.reason })).collect();
     let mut m = serde_json::Map::new();

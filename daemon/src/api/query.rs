@@ -10,12 +10,13 @@ use energy_wire::{Carrier, Quantity};
 use serde_json::{json, Value};
 
 use super::{ApiError, Principal, Shared};
-use crate::accounting::calendar::{boundaries, parse_time, Interval};
+use crate::time::{boundaries, parse_step, parse_time, Interval};
 use crate::accounting::consumption::consumption as counter_consumption;
-use crate::accounting::rollup::{hour_of, HourRollup, HOUR_MS};
+use crate::accounting::rollup::HourRollup;
+use crate::time::{hour_of, HOUR_MS};
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
-pub(super) const MAX_GAP_MS: i64 = 3_600_000;
+pub(super) const MAX_GAP_MS: i64 = HOUR_MS;
 /// Most periods one consumption query may ask for.
 const MAX_PERIODS: usize = 20_000;
 /// Most raw points one series query returns without a step.
@@ -34,21 +35,6 @@ fn time_range(s: &Shared, p: &HashMap<String, String>) -> Result<(DateTime<chron
     Ok((from, to))
 }
 
-/// Parses `90s`, `15m`, `1h`, `1d` or a number of seconds.
-fn parse_step(s: &str) -> Result<i64, ApiError> {
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1_000),
-        Some((i, 'm')) => (&s[..i], 60_000),
-        Some((i, 'h')) => (&s[..i], 3_600_000),
-        Some((i, 'd')) => (&s[..i], 86_400_000),
-        _ => (s, 1_000),
-    };
-    match num.parse::<i64>() {
-        Ok(n) if n > 0 => n.checked_mul(mult).ok_or_else(|| ApiError::bad_request(format!("step `{s}` is too large"))),
-        _ => Err(ApiError::bad_request(format!("step `{s}` is not a positive duration such as 15m, 1h or 1d"))),
-    }
-}
-
 /// `GET /api/v1/series?meter=..&quantity=..&from=..&to=..[&step=..&agg=mean|min|max|last]`
 pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
     let started = Instant::now();
@@ -59,14 +45,14 @@ pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(
         return Err(ApiError::not_found(format!("meter `{meter}` is not in the registry and has no readings")));
     }
     let (from, to) = time_range(&s, &p)?;
-    let step = p.get("step").map(|v| parse_step(v)).transpose()?;
+    let step = p.get("step").map(|v| parse_step(v).map_err(|e| ApiError::bad_request(e.to_string()))).transpose()?;
     let agg = p.get("agg").map_or("mean", String::as_str);
     if !matches!(agg, "mean" | "min" | "max" | "last" | "first" | "sum" | "count") {
         return Err(ApiError::bad_request(format!("agg `{agg}` is not one of mean, min, max, last, first, sum, count")));
     }
     let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
     let tz = s.tz;
-    let fmt = |ms: i64| DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339());
+    let fmt = |ms: i64| crate::time::rfc3339(ms, tz);
     // Whole-hour steps on whole-hour ranges come from the hourly roll-ups.
     if let Some(step) = step.filter(|st| st % HOUR_MS == 0 && from_ms == hour_of(from_ms) && to_ms == hour_of(to_ms)) {
         let mut buckets: BTreeMap<i64, HourRollup> = BTreeMap::new();
@@ -261,7 +247,7 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     let scope: Vec<(&Meter, f64, bool)> =
         scope.into_iter().filter(|(m, _, _)| carrier.is_none_or(|c| c == m.carrier) && end_use.is_none_or(|e| e == m.end_use())).collect();
     let (from, to) = time_range(&s, &p)?;
-    let interval: Interval = param(&p, "interval")?.parse().map_err(ApiError::bad_request)?;
+    let interval: Interval = param(&p, "interval")?.parse().map_err(|e: crate::time::TimeError| ApiError::bad_request(e.to_string()))?;
     let bounds = boundaries(from, to, interval, MAX_PERIODS)
         .ok_or_else(|| ApiError::bad_request(format!("more than {MAX_PERIODS} periods; choose a longer interval or a shorter range")))?;
     let bounds_ms: Vec<i64> = bounds.iter().map(DateTime::timestamp_millis).collect();

@@ -206,7 +206,7 @@ pub struct OccupancyChange {
 
 impl OccupancyChange {
     pub fn date(&self) -> Option<chrono::NaiveDate> {
-        chrono::NaiveDate::parse_from_str(&self.from, "%Y-%m-%d").ok()
+        crate::time::parse_date(&self.from)
     }
 }
 
@@ -1190,7 +1190,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
             errors.push(format!("{at}: `{}` is not a meter", e.meter));
         }
         // The times' syntax does not depend on the time zone (a date is local midnight anywhere).
-        let parse = |t: &str| crate::accounting::calendar::parse_time(t, chrono_tz::UTC).map(|t| t.timestamp_millis());
+        let parse = |t: &str| crate::time::parse_time_ms(t, chrono_tz::UTC).map_err(|e| e.to_string());
         if let Err(msg) = crate::accounting::counter::event_of(e, parse) {
             errors.push(format!("{at}: {msg}"));
         }

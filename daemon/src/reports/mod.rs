@@ -174,19 +174,16 @@ impl Output {
     }
 }
 
-/// Today in the time zone.
-pub fn today(tz: Tz) -> NaiveDate {
-    chrono::Utc::now().with_timezone(&tz).date_naive()
-}
+pub use crate::time::today;
 
 /// The day figures run to (its start): `as_of` when given, else `today`
-/// ([`crate::accounting::calendar::as_of_cut`], the one rule of the API, the page and the reports).
+/// ([`crate::time::as_of_cut`], the one rule of the API, the page and the reports).
 pub fn as_of_day(tz: Tz, as_of: Option<&str>, today: NaiveDate) -> Result<NaiveDate, ReportError> {
-    crate::accounting::calendar::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
+    crate::time::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
 }
 
 fn midnight_ms(tz: Tz, d: NaiveDate) -> Result<i64, ReportError> {
-    Ok(crate::accounting::calendar::day_start(tz, d).timestamp_millis())
+    Ok(crate::time::day_start(tz, d).timestamp_millis())
 }
 
 /// For `year` seen from `as_of`: the day its figures run to (the year's end at the latest) and
