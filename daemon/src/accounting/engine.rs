@@ -90,21 +90,17 @@ pub struct Engine {
 /// A `reading` event of another quantity than the meter's counter corrects that quantity's
 /// stored reading only; every other event is the counter's.
 fn applies_to_counter(reg: &Registry, r: &EventRecord) -> bool {
-    match (r.quantity, reg.meter(&r.meter)) {
+    match (r.quantity(), reg.meter(&r.meter)) {
         (Some(q), Some(m)) => q == m.counter(),
         _ => true,
     }
-}
-
-fn to_ms(tz: Tz) -> impl Fn(&str) -> Result<i64, String> {
-    move |s| crate::time::parse_time_ms(s, tz).map_err(|e| e.to_string())
 }
 
 impl Engine {
     /// Loads the events of the registry and of `<data_dir>/meter-events.jsonl`.
     pub fn open(data_dir: &Path, reg: &Registry, tz: Tz) -> Result<Engine, EngineError> {
         let log_path = data_dir.join("meter-events.jsonl");
-        let mut records = reg.file.events.clone();
+        let mut records = reg.events().to_vec();
         match std::fs::read_to_string(&log_path) {
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {
@@ -131,7 +127,7 @@ impl Engine {
             if reg.meter(&r.meter).is_none() {
                 continue;
             }
-            let e = event_of(r, to_ms(tz)).map_err(|m| EngineError::Invalid(format!("event of meter `{}` at {}: {m}", r.meter, r.time)))?;
+            let e = event_of(r, tz).map_err(|m| EngineError::Invalid(format!("event of meter `{}` at {}: {m}", r.meter, r.time)))?;
             if applies_to_counter(reg, r) {
                 events.entry(r.meter.clone()).or_default().push(e);
             }
@@ -176,7 +172,7 @@ impl Engine {
         if reg.meter(&rec.meter).is_none_or(|m| m.is_virtual()) {
             return Err(EngineError::Invalid(format!("`{}` is not a physical meter of the registry", rec.meter)));
         }
-        let ev = event_of(&rec, to_ms(self.tz)).map_err(EngineError::Invalid)?;
+        let ev = event_of(&rec, self.tz).map_err(|e| EngineError::Invalid(e.to_string()))?;
         rec.recorded_at = Some(chrono::Utc::now().with_timezone(&self.tz).to_rfc3339());
         let line = serde_json::to_string(&rec).map_err(|e| EngineError::Invalid(e.to_string()))?;
         {

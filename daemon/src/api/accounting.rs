@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
-use crate::registry::{Agency, EventRecord, Registry};
+use crate::registry::{Agency, EventFields, EventKind, EventRecord, Registry};
 use crate::time::rfc3339_ms;
 
 impl From<EngineError> for ApiError {
@@ -155,11 +155,12 @@ pub(super) async fn post_event(
         }
         None => return Err(ApiError::bad_request("body must be a JSON object")),
     }
-    let rec: EventRecord = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    let fields: EventFields = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let reg = s.registry.clone();
     if reg.meter(&id).is_none() {
         return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
     }
+    let rec = EventRecord::try_from(fields).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let correction = correction_of(&s, &reg, &rec)?;
     let corrected = match &correction {
         Some(c) => s.store.correct(c.clone()).await?.corrected,
@@ -194,14 +195,10 @@ pub(super) async fn post_event(
 
 /// The store correction a `reading` event makes (checked as the engine will check it).
 fn correction_of(s: &Shared, reg: &Registry, rec: &EventRecord) -> Result<Option<crate::store::Correction>, ApiError> {
-    if rec.kind != "reading" {
-        return Ok(None);
-    }
+    let EventKind::Reading { value, quantity } = rec.kind else { return Ok(None) };
     let Some(m) = reg.meter(&rec.meter).filter(|m| !m.is_virtual()) else { return Ok(None) };
-    let tz = s.tz;
-    let ev = crate::accounting::counter::event_of(rec, |t| crate::time::parse_time_ms(t, tz).map_err(|e| e.to_string())).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
-    let crate::accounting::counter::Event::Reading { at, value } = ev else { return Ok(None) };
-    Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: rec.quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
+    let (at, _) = rec.times_ms(s.tz).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
 }
 
 fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store::Corrected) -> Value {
@@ -215,7 +212,7 @@ fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store
 /// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
 /// reading: stored, but said (the last reading is taken as the old meter's final one).
 async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
-    if rec.kind != "replacement" {
+    if !matches!(rec.kind, EventKind::Replacement { .. }) {
         return Vec::new();
     }
     let Ok(t) = crate::time::parse_time(&rec.time, s.tz) else { return Vec::new() };

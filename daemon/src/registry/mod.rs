@@ -71,6 +71,7 @@
 //! source = "..."              # optional, printed by check-config
 //! ```
 
+pub mod events;
 pub mod params;
 pub mod statistics;
 
@@ -80,6 +81,7 @@ use std::path::{Path, PathBuf};
 use energy_wire::{Carrier, Quantity};
 use serde::{Deserialize, Serialize};
 
+pub use events::{EventError, EventFields, EventKind, EventRecord};
 pub use params::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -356,42 +358,6 @@ impl Meter {
     }
 }
 
-/// A meter event as written in the registry or posted to the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventRecord {
-    pub meter: String,
-    /// `replacement`, `reading` (a manual reading, or a correction of the reading at that
-    /// time) or `exclude` (readings in `[time, to]` are bad).
-    pub kind: String,
-    /// RFC 3339, or a date meaning local midnight.
-    pub time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_final: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_initial: Option<f64>,
-    /// A `reading` event of another quantity than the meter's counter (a correction of, say,
-    /// its active power): it corrects the stored reading and is not applied to the counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantity: Option<Quantity>,
-    /// A replacement only: the new meter's CT/PT ratio from `time` on, when it differs from the
-    /// old one's (`old_final` and `new_initial` are each in their own meter's units, as shown on
-    /// its register).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multiplier: Option<f64>,
-    /// Who entered it.
-    pub by: String,
-    /// Why.
-    pub reason: String,
-    /// When it was recorded (set by the daemon for API events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_at: Option<String>,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryFile {
@@ -424,8 +390,9 @@ pub struct RegistryFile {
     pub buildings: Vec<Building>,
     #[serde(default, rename = "meter")]
     pub meters: Vec<Meter>,
+    /// As written; [`Registry::events`] holds them checked.
     #[serde(default, rename = "event")]
-    pub events: Vec<EventRecord>,
+    pub events: Vec<EventFields>,
     /// Scoring rules of the assessment (reports); the reference's defaults when absent.
     #[serde(default)]
     pub assessment: AssessmentRules,
@@ -455,7 +422,7 @@ struct IncludedFile {
     #[serde(default, rename = "meter")]
     meters: Vec<Meter>,
     #[serde(default, rename = "event")]
-    events: Vec<EventRecord>,
+    events: Vec<EventFields>,
     #[serde(default, rename = "data_centre")]
     data_centres: Vec<statistics::DataCentreRoom>,
 }
@@ -468,6 +435,8 @@ pub struct Registry {
     buildings: HashMap<String, usize>,
     meters: HashMap<String, usize>,
     children: HashMap<String, Vec<usize>>,
+    /// The `[[event]]` lists, checked.
+    events: Vec<EventRecord>,
     /// The grid factors in force: built-in, with the registry's added or overriding.
     grid: Vec<GridFactor>,
 }
@@ -550,7 +519,9 @@ impl Registry {
             }
         }
         let grid = merged_grid_factors(&file.grid_factors);
-        Ok(Registry { file, agencies, buildings, meters, children, grid })
+        // Checked by `validate`.
+        let events = file.events.iter().filter_map(|e| EventRecord::try_from(e.clone()).ok()).collect();
+        Ok(Registry { file, agencies, buildings, meters, children, events, grid })
     }
 
     pub fn agency(&self, id: &str) -> Option<&Agency> {
@@ -561,6 +532,10 @@ impl Registry {
     }
     pub fn meter(&self, id: &str) -> Option<&Meter> {
         self.meters.get(id).map(|&i| &self.file.meters[i])
+    }
+    /// The meter events of the registry's `[[event]]` lists, in order.
+    pub fn events(&self) -> &[EventRecord] {
+        &self.events
     }
     /// Meters whose `parent` is `id`.
     pub fn children(&self, id: &str) -> impl Iterator<Item = &Meter> {
@@ -1189,9 +1164,7 @@ fn validate(f: &RegistryFile) -> Vec<String> {
         if !meter_ids.contains_key(e.meter.as_str()) {
             errors.push(format!("{at}: `{}` is not a meter", e.meter));
         }
-        // The times' syntax does not depend on the time zone (a date is local midnight anywhere).
-        let parse = |t: &str| crate::time::parse_time_ms(t, chrono_tz::UTC).map_err(|e| e.to_string());
-        if let Err(msg) = crate::accounting::counter::event_of(e, parse) {
+        if let Err(msg) = EventRecord::try_from(e.clone()) {
             errors.push(format!("{at}: {msg}"));
         }
     }
