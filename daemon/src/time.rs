@@ -107,6 +107,9 @@ pub fn year_of(ms: i64, tz: Tz) -> i32 {
     DateTime::from_timestamp_millis(ms).map_or(1970, |t| t.with_timezone(&tz).year())
 }
 
+/// The rule of [`as_of_cut`] in words, as the API's answers and the documents state it.
+pub const AS_OF_RULE: &str = "figures run to the start of the as_of day in local time (by default today): the as_of day itself is not counted";
+
 /// The one definition of "as of" of the API, the bureau's page and the reports: figures run to
 /// the start (local midnight) of the `as_of` day — a date, or an RFC 3339 time taken as its
 /// local day — by default of today. The day itself is not counted, so that a figure asked at

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
-use crate::registry::{Agency, EventFields, EventKind, EventRecord, Registry};
+use crate::registry::{scope_members, Agency, EventFields, EventKind, EventRecord, Registry, Scope};
 use crate::time::rfc3339_ms;
 
 impl From<EngineError> for ApiError {
@@ -20,35 +20,6 @@ impl From<EngineError> for ApiError {
             EngineError::Year(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
             EngineError::Log { .. } => ApiError::internal("writing the meter events log failed", e),
         }
-    }
-}
-
-/// Which agencies an agency's figures sum: itself; 本级 (itself and the agencies of its
-/// jurisdiction at its own level); or its whole jurisdiction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Agency,
-    Level,
-    Tree,
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "agency" => Ok(Scope::Agency),
-            "level" => Ok(Scope::Level),
-            "tree" => Ok(Scope::Tree),
-            _ => Err(format!("scope `{s}` is not one of agency, level (本级), tree (the whole jurisdiction)")),
-        }
-    }
-}
-
-pub fn scope_members<'a>(reg: &'a Registry, agency: &'a Agency, scope: Scope) -> Vec<&'a str> {
-    match scope {
-        Scope::Agency => vec![agency.id.as_str()],
-        Scope::Level => reg.subtree(&agency.id).into_iter().filter(|a| a.level == agency.level).map(|a| a.id.as_str()).collect(),
-        Scope::Tree => reg.subtree(&agency.id).into_iter().map(|a| a.id.as_str()).collect(),
     }
 }
 
@@ -93,7 +64,7 @@ pub(super) async fn agency_indicators(
     let reg = s.registry.clone();
     principal.require_agency(&reg, &id)?;
     let agency = reg.agency(&id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
-    let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(ApiError::bad_request))?;
+    let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(|e: crate::registry::UnknownScope| ApiError::bad_request(e.to_string())))?;
     // A jurisdiction's figures hold other agencies' data.
     if scope != Scope::Agency {
         principal.require_read_all()?;
@@ -104,11 +75,11 @@ pub(super) async fn agency_indicators(
     let members = scope_members(&reg, agency, scope);
     let mut v = serde_json::to_value(&ind).map_err(|e| ApiError::internal("encoding indicators", e))?;
     if let Some(o) = v.as_object_mut() {
-        o.insert("scope".into(), json!(match scope { Scope::Agency => "agency", Scope::Level => "level", Scope::Tree => "tree" }));
+        o.insert("scope".into(), json!(scope.as_str()));
         o.insert("members".into(), json!(members));
         o.insert("timezone".into(), json!(s.tz.name()));
         o.insert("as_of".into(), json!(as_of_text(&s, now_ms)));
-        o.insert("as_of_rule".into(), json!(crate::reports::model::AS_OF_RULE));
+        o.insert("as_of_rule".into(), json!(crate::time::AS_OF_RULE));
     }
     Ok(Json(v))
 }
@@ -121,7 +92,7 @@ pub(super) async fn all_indicators(State(s): State<Shared>, principal: Principal
     let (year, now_ms) = year_and_now(&s, &p)?;
     let agencies: Vec<&Agency> = reg.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)).collect();
     let out = compute(&s, year, now_ms, &agencies, Scope::Agency).await?;
-    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "as_of": as_of_text(&s, now_ms), "as_of_rule": crate::reports::model::AS_OF_RULE, "items": out })))
+    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "as_of": as_of_text(&s, now_ms), "as_of_rule": crate::time::AS_OF_RULE, "items": out })))
 }
 
 /// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who

@@ -73,6 +73,7 @@
 
 pub mod events;
 pub mod params;
+pub mod scope;
 pub mod statistics;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +84,7 @@ use serde::{Deserialize, Serialize};
 
 pub use events::{EventError, EventFields, EventKind, EventRecord};
 pub use params::*;
+pub use scope::{scope_members, Scope, UnknownScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
