@@ -9,4 +9,5 @@ pub mod counter;
 pub mod engine;
 pub mod indicators;
 pub mod ledger;
+pub mod query;
 pub mod rollup;
