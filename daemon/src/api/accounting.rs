@@ -17,7 +17,7 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Store(s) => s.into(),
-            EngineError::Year(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Year(_) | EngineError::Event { .. } | EngineError::Rejected(_) | EngineError::NotPhysical(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
             EngineError::Log { .. } => ApiError::internal("writing the meter events log failed", e),
         }
     }

@@ -137,7 +137,7 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
         Subject::Meter(id) => principal.require_meter(&reg, id)?,
     }
     let carrier: Option<Carrier> = p.get("carrier").map(|c| c.parse::<Carrier>().map_err(ApiError::bad_request)).transpose()?;
-    let end_use: Option<EndUse> = p.get("end_use").map(|c| c.parse::<EndUse>().map_err(ApiError::bad_request)).transpose()?;
+    let end_use: Option<EndUse> = p.get("end_use").map(|c| c.parse::<EndUse>().map_err(|e| ApiError::bad_request(e.to_string()))).transpose()?;
     let scope = query::scope_meters(&reg, subject, carrier, end_use)?;
     let range = time_range(&s, &p)?;
     let interval: Interval = param(&p, "interval")?.parse().map_err(|e: crate::time::TimeError| ApiError::bad_request(e.to_string()))?;

@@ -17,6 +17,7 @@ impl From<ReportError> for ApiError {
             ReportError::NotFound(m) => ApiError::not_found(m),
             ReportError::Engine(e) => e.into(),
             ReportError::Render(m) => ApiError::internal("rendering the report", m),
+            ReportError::Xlsx(e) => ApiError::internal("rendering the report", e),
         }
     }
 }

@@ -36,6 +36,8 @@ pub enum ReportError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Render(String),
+    #[error(transparent)]
+    Xlsx(#[from] render::XlsxError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,7 +396,7 @@ fn render_any<T: serde::Serialize>(
         Format::Csv => Ok(tables().first().map(render::csv).unwrap_or_default()),
         Format::Xlsx => {
             let tables: Vec<tables::Table> = tables().iter().map(|t| t.without(&PROGRAM_COLUMNS)).collect();
-            render::xlsx(title, day, &tables, lang).map_err(ReportError::Render)
+            Ok(render::xlsx(title, day, &tables, lang)?)
         }
         Format::Html => Ok(html().into_bytes()),
     }
