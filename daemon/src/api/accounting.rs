@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
-use crate::registry::{scope_members, Agency, EventFields, EventKind, EventRecord, Registry, Scope};
+use crate::registry::{scope_members, Agency, EventFields, EventRecord, Scope};
 use crate::time::rfc3339_ms;
 
 impl From<EngineError> for ApiError {
@@ -132,7 +132,7 @@ pub(super) async fn post_event(
         return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
     }
     let rec = EventRecord::try_from(fields).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let correction = correction_of(&s, &reg, &rec)?;
+    let correction = crate::accounting::events::correction_of(&reg, &rec, s.tz).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let corrected = match &correction {
         Some(c) => s.store.correct(c.clone()).await?.corrected,
         None => None,
@@ -156,20 +156,12 @@ pub(super) async fn post_event(
         o.insert("correction".into(), c.clone());
     }
     s.record(&principal, "meter.event", &id, detail).await;
-    let warnings = replacement_warnings(&s, &stored).await;
+    let warnings = crate::accounting::events::replacement_warnings(&s.engine, &s.store, &s.registry, &stored).await;
     let mut answer = json!({ "stored": stored, "warnings": warnings });
     if let Some(c) = correction {
         answer["correction"] = c;
     }
     Ok((axum::http::StatusCode::CREATED, Json(answer)))
-}
-
-/// The store correction a `reading` event makes (checked as the engine will check it).
-fn correction_of(s: &Shared, reg: &Registry, rec: &EventRecord) -> Result<Option<crate::store::Correction>, ApiError> {
-    let EventKind::Reading { value, quantity } = rec.kind else { return Ok(None) };
-    let Some(m) = reg.meter(&rec.meter).filter(|m| !m.is_virtual()) else { return Ok(None) };
-    let (at, _) = rec.times_ms(s.tz).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
-    Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
 }
 
 fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store::Corrected) -> Value {
@@ -178,28 +170,6 @@ fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store
         "previous": done.previous, "changed": done.previous.is_some_and(|p| p.to_bits() != c.value.to_bits()),
         "conflicts_resolved": done.conflicts_resolved,
     })
-}
-
-/// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
-/// reading: stored, but said (the last reading is taken as the old meter's final one).
-async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
-    if !matches!(rec.kind, EventKind::Replacement { .. }) {
-        return Vec::new();
-    }
-    let Ok(t) = crate::time::parse_time(&rec.time, s.tz) else { return Vec::new() };
-    let Ok(years) = s.engine.meter_years(&s.store, &s.registry, t.year()).await else { return Vec::new() };
-    let at = t.timestamp_millis();
-    years
-        .get(&rec.meter)
-        .into_iter()
-        .flat_map(|y| &y.flags)
-        .filter_map(|f| match f {
-            crate::accounting::counter::Flag::OldFinalBelowLastReading { at: a, old_final, last_reading } if *a == at => Some(format!(
-                "old_final {old_final} is below the old meter's last reading {last_reading} before the replacement (both in the old meter's own units): the last reading is taken as its final one"
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 /// `GET /api/v1/meters/{id}/events`

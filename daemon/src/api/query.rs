@@ -1,6 +1,6 @@
 //! Series and consumption queries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use axum::extract::{Query, State};
@@ -13,8 +13,7 @@ use super::{ApiError, Principal, Shared};
 use crate::time::{parse_step, parse_time, Interval};
 use crate::accounting::query::{self, ConsumptionOut, QueryError, Subject};
 use crate::registry::EndUse;
-use crate::accounting::rollup::HourRollup;
-use crate::time::{hour_of, HOUR_MS};
+use crate::accounting::series::{self, Agg};
 
 /// Most raw points one series query returns without a step.
 const MAX_RAW_POINTS: usize = 200_000;
@@ -43,27 +42,20 @@ pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(
     }
     let (from, to) = time_range(&s, &p)?;
     let step = p.get("step").map(|v| parse_step(v).map_err(|e| ApiError::bad_request(e.to_string()))).transpose()?;
-    let agg = p.get("agg").map_or("mean", String::as_str);
-    if !matches!(agg, "mean" | "min" | "max" | "last" | "first" | "sum" | "count") {
-        return Err(ApiError::bad_request(format!("agg `{agg}` is not one of mean, min, max, last, first, sum, count")));
-    }
+    let agg: Agg = p.get("agg").map_or(Ok(Agg::Mean), |a| a.parse().map_err(|e: series::UnknownAgg| ApiError::bad_request(e.to_string())))?;
     let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
     let tz = s.tz;
     let fmt = |ms: i64| crate::time::rfc3339(ms, tz);
     // Whole-hour steps on whole-hour ranges come from the hourly roll-ups.
-    if let Some(step) = step.filter(|st| st % HOUR_MS == 0 && from_ms == hour_of(from_ms) && to_ms == hour_of(to_ms)) {
-        let mut buckets: BTreeMap<i64, HourRollup> = BTreeMap::new();
-        for r in s.store.rollups(&meter, q, from_ms, to_ms).await? {
-            let k = from_ms + (r.hour - from_ms).div_euclid(step) * step;
-            buckets.entry(k).and_modify(|x| *x = x.merge(&r)).or_insert(r);
-        }
-        let points: Vec<Value> = buckets.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": rollup_value(&r, agg) })).collect();
+    if let Some(step) = step.filter(|&st| series::from_rollups(st, from_ms, to_ms)) {
+        let steps = series::rollups_by_step(s.store.rollups(&meter, q, from_ms, to_ms).await?, from_ms, step);
+        let points: Vec<Value> = steps.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": agg.of(&r) })).collect();
         s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
         return Ok(series_json(&meter, q, &from, &to, Some(step), agg, points));
     }
     // A backend that aggregates itself (InfluxDB: GROUP BY time) answers stepped queries.
     if let Some(step) = step {
-        if let Some(rows) = s.store.aggregate(&meter, q, from_ms, to_ms, step, agg).await? {
+        if let Some(rows) = s.store.aggregate(&meter, q, from_ms, to_ms, step, agg.as_str()).await? {
             let points: Vec<Value> = rows.into_iter().map(|(t, v)| json!({ "t": fmt(t), "v": v })).collect();
             s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
             return Ok(series_json(&meter, q, &from, &to, Some(step), agg, points));
@@ -80,38 +72,17 @@ pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(
             }
             pts.iter().map(|&(t, v)| json!({ "t": fmt(t), "v": v })).collect()
         }
-        Some(step) => {
-            let origin = from.timestamp_millis();
-            let mut buckets: BTreeMap<i64, HourRollup> = BTreeMap::new();
-            for &(t, v) in &pts {
-                let k = origin + (t - origin).div_euclid(step) * step;
-                let r = HourRollup::of_point(t, v);
-                buckets.entry(k).and_modify(|x| *x = x.merge(&r)).or_insert(r);
-            }
-            buckets.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": rollup_value(&r, agg) })).collect()
-        }
+        Some(step) => series::points_by_step(&pts, from_ms, step).into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": agg.of(&r) })).collect(),
     };
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
     Ok(series_json(&meter, q, &from, &to, step, agg, points))
 }
 
-/// The aggregate `agg` of a summary (its `hour` field is unused here).
-fn rollup_value(r: &HourRollup, agg: &str) -> f64 {
-    match agg {
-        "min" => r.min,
-        "max" => r.max,
-        "last" => r.last_v,
-        "first" => r.first_v,
-        "sum" => r.sum,
-        "count" => r.count as f64,
-        _ => r.mean(),
-    }
-}
 
-fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &DateTime<chrono_tz::Tz>, step: Option<i64>, agg: &str, points: Vec<Value>) -> Json<Value> {
+fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &DateTime<chrono_tz::Tz>, step: Option<i64>, agg: Agg, points: Vec<Value>) -> Json<Value> {
     Json(json!({
         "meter": meter, "quantity": q.name(), "unit": q.unit(),
-        "from": from.to_rfc3339(), "to": to.to_rfc3339(), "step_seconds": step.map(|x| x / 1000), "agg": step.map(|_| agg),
+        "from": from.to_rfc3339(), "to": to.to_rfc3339(), "step_seconds": step.map(|x| x / 1000), "agg": step.map(|_| agg.as_str()),
         "points": points,
     }))
 }
