@@ -1,12 +1,48 @@
 //! A series at a step (`GET /api/v1/series?step=..&agg=..`): the readings of each step from the
 //! range's start summarised ([`super::rollup::HourRollup`], merged), and one aggregate of each.
 //! Whole-hour steps over a whole-hour range are summed from the stored hourly roll-ups
-//! ([`from_rollups`]); otherwise from the readings.
+//! ([`from_rollups`]); otherwise by a backend that aggregates itself (InfluxDB: GROUP BY time),
+//! else from the readings. Without a step, the readings themselves, at most [`MAX_RAW_POINTS`].
 
 use std::collections::BTreeMap;
 
+use energy_wire::Quantity;
+
 use super::rollup::HourRollup;
+use crate::store::{Store, StoreError};
 use crate::time::{hour_of, HOUR_MS};
+
+/// Most raw points one series query returns without a step.
+pub const MAX_RAW_POINTS: usize = 200_000;
+
+/// Why a series has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    #[error("{0} points in range, more than {MAX_RAW_POINTS}; give a step (e.g. step=1h) or a narrower range")]
+    TooManyPoints(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The points `(time, value)` of a meter's quantity over `[from, to)` (ms): each step's
+/// aggregate `agg` at the step's start, or without a step the readings.
+pub async fn points(store: &Store, meter: &str, q: Quantity, (from, to): (i64, i64), step: Option<i64>, agg: Agg) -> Result<Vec<(i64, f64)>, SeriesError> {
+    let of_steps = |steps: Vec<(i64, HourRollup)>| steps.into_iter().map(|(k, r)| (k, agg.of(&r))).collect();
+    if let Some(step) = step.filter(|&st| from_rollups(st, from, to)) {
+        return Ok(of_steps(rollups_by_step(store.rollups(meter, q, from, to).await?, from, step)));
+    }
+    if let Some(step) = step {
+        if let Some(rows) = store.aggregate(meter, q, from, to, step, agg.as_str()).await? {
+            return Ok(rows);
+        }
+    }
+    let pts = store.points(meter, q, from, to).await?;
+    match step {
+        None if pts.len() > MAX_RAW_POINTS => Err(SeriesError::TooManyPoints(pts.len())),
+        None => Ok(pts),
+        Some(step) => Ok(of_steps(points_by_step(&pts, from, step))),
+    }
+}
 
 /// The aggregate of each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

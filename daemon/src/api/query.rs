@@ -10,13 +10,10 @@ use energy_wire::{Carrier, Quantity};
 use serde_json::{json, Value};
 
 use super::{ApiError, Principal, Shared};
-use crate::time::{parse_step, parse_time, Interval};
 use crate::accounting::query::{self, ConsumptionOut, QueryError, Subject};
+use crate::accounting::series::{self, Agg, SeriesError};
 use crate::registry::EndUse;
-use crate::accounting::series::{self, Agg};
-
-/// Most raw points one series query returns without a step.
-const MAX_RAW_POINTS: usize = 200_000;
+use crate::time::{parse_step, parse_time, Interval};
 
 fn param<'a>(p: &'a HashMap<String, String>, k: &str) -> Result<&'a str, ApiError> {
     p.get(k).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| ApiError::bad_request(format!("missing query parameter `{k}`")))
@@ -43,41 +40,12 @@ pub(super) async fn series(State(s): State<Shared>, principal: Principal, Query(
     let (from, to) = time_range(&s, &p)?;
     let step = p.get("step").map(|v| parse_step(v).map_err(|e| ApiError::bad_request(e.to_string()))).transpose()?;
     let agg: Agg = p.get("agg").map_or(Ok(Agg::Mean), |a| a.parse().map_err(|e: series::UnknownAgg| ApiError::bad_request(e.to_string())))?;
-    let (from_ms, to_ms) = (from.timestamp_millis(), to.timestamp_millis());
+    let rows = series::points(&s.store, &meter, q, (from.timestamp_millis(), to.timestamp_millis()), step, agg).await?;
     let tz = s.tz;
-    let fmt = |ms: i64| crate::time::rfc3339(ms, tz);
-    // Whole-hour steps on whole-hour ranges come from the hourly roll-ups.
-    if let Some(step) = step.filter(|&st| series::from_rollups(st, from_ms, to_ms)) {
-        let steps = series::rollups_by_step(s.store.rollups(&meter, q, from_ms, to_ms).await?, from_ms, step);
-        let points: Vec<Value> = steps.into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": agg.of(&r) })).collect();
-        s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
-        return Ok(series_json(&meter, q, &from, &to, Some(step), agg, points));
-    }
-    // A backend that aggregates itself (InfluxDB: GROUP BY time) answers stepped queries.
-    if let Some(step) = step {
-        if let Some(rows) = s.store.aggregate(&meter, q, from_ms, to_ms, step, agg.as_str()).await? {
-            let points: Vec<Value> = rows.into_iter().map(|(t, v)| json!({ "t": fmt(t), "v": v })).collect();
-            s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
-            return Ok(series_json(&meter, q, &from, &to, Some(step), agg, points));
-        }
-    }
-    let pts = s.store.points(&meter, q, from_ms, to_ms).await?;
-    let points: Vec<Value> = match step {
-        None => {
-            if pts.len() > MAX_RAW_POINTS {
-                return Err(ApiError::bad_request(format!(
-                    "{} points in range, more than {MAX_RAW_POINTS}; give a step (e.g. step=1h) or a narrower range",
-                    pts.len()
-                )));
-            }
-            pts.iter().map(|&(t, v)| json!({ "t": fmt(t), "v": v })).collect()
-        }
-        Some(step) => series::points_by_step(&pts, from_ms, step).into_iter().map(|(k, r)| json!({ "t": fmt(k), "v": agg.of(&r) })).collect(),
-    };
+    let points: Vec<Value> = rows.into_iter().map(|(t, v)| json!({ "t": crate::time::rfc3339(t, tz), "v": v })).collect();
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
     Ok(series_json(&meter, q, &from, &to, step, agg, points))
 }
-
 
 fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &DateTime<chrono_tz::Tz>, step: Option<i64>, agg: Agg, points: Vec<Value>) -> Json<Value> {
     Json(json!({
@@ -116,6 +84,15 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     let out = query::consumption(&s.store, &reg, &events, subject, &scope, (carrier, end_use), range, interval).await?;
     s.metrics.query_seconds.observe(started.elapsed().as_secs_f64());
     Ok(Json(out))
+}
+
+impl From<SeriesError> for ApiError {
+    fn from(e: SeriesError) -> ApiError {
+        match e {
+            SeriesError::TooManyPoints(_) => ApiError::bad_request(e.to_string()),
+            SeriesError::Store(s) => s.into(),
+        }
+    }
 }
 
 impl From<QueryError> for ApiError {
