@@ -18,6 +18,7 @@ pub mod registry;
 pub mod serve;
 pub mod reports;
 pub mod store;
+pub mod time;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

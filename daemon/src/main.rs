@@ -174,7 +174,7 @@ fn main() -> ExitCode {
                     as_of,
                 };
                 let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
-                energyd::reports::write_offline(loaded, &req, &out).await.map_err(|e| e.to_string())
+                energyd::reports::write_offline(&loaded.config.data_dir, &loaded.registry, loaded.tz, &req, &out).await.map_err(|e| e.to_string())
             }
         }
     });
