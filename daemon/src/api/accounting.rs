@@ -131,7 +131,14 @@ pub(super) async fn post_event(
     if reg.meter(&id).is_none() {
         return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
     }
-    let rec = EventRecord::try_from(fields).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // The order of the checks, and so which message a wrong event gets, is the one the API has
+    // always had: a virtual meter first; a reading's own fault as `event: ..` (it is also a
+    // correction of the store); any other event's fault as it is.
+    if reg.meter(&id).is_some_and(|m| m.is_virtual()) {
+        return Err(ApiError::bad_request(format!("`{id}` is not a physical meter of the registry")));
+    }
+    let reading = fields.kind == "reading";
+    let rec = EventRecord::try_from(fields).map_err(|e| ApiError::bad_request(if reading { format!("event: {e}") } else { e.to_string() }))?;
     let correction = crate::accounting::events::correction_of(&reg, &rec, s.tz).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let corrected = match &correction {
         Some(c) => s.store.correct(c.clone()).await?.corrected,
