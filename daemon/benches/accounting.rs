@@ -26,7 +26,7 @@ use std::time::Instant;
 use chrono::{Datelike, TimeZone};
 use energyd::accounting::engine::Engine;
 use energyd::metrics::Metrics;
-use energyd::registry::{Agency, EventRecord, Registry};
+use energyd::registry::{Agency, EventKind, EventRecord, Registry};
 use energyd::store::Point;
 use energy_wire::Quantity;
 
@@ -139,14 +139,8 @@ async fn main() {
     // A replacement on one meter.
     let ev = EventRecord {
         meter: "m0".into(),
-        kind: "replacement".into(),
+        kind: EventKind::Replacement { old_final: 1_000_000.0, new_initial: 0.0, multiplier: None },
         time: format!("{year}-03-01T10:00:00+08:00"),
-        to: None,
-        value: None,
-        old_final: Some(1_000_000.0),
-        new_initial: Some(0.0),
-        quantity: None,
-        multiplier: None,
         by: "bench".into(),
         reason: "benchmark".into(),
         recorded_at: None,

@@ -79,16 +79,21 @@ impl Role {
     }
 }
 
+/// A role name that is none of the five.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("role `{0}` is not one of admin, bureau, agency, engineer, gateway")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Role, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
         match s {
             "admin" => Ok(Role::Admin),
             "bureau" => Ok(Role::Bureau),
             "agency" => Ok(Role::Agency),
             "engineer" => Ok(Role::Engineer),
             "gateway" => Ok(Role::Gateway),
-            other => Err(format!("role `{other}` is not one of admin, bureau, agency, engineer, gateway")),
+            other => Err(UnknownRole(other.to_string())),
         }
     }
 }
@@ -354,11 +359,16 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The system's random generator did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the system random generator failed")]
+pub struct RandomFailed;
+
 /// A fresh random token: `edt_` and 256 bits from the system's CSPRNG in hex.
-pub fn new_token() -> Result<String, String> {
+pub fn new_token() -> Result<String, RandomFailed> {
     use ring::rand::SecureRandom as _;
     let mut buf = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut buf).map_err(|_| "the system random generator failed".to_string())?;
+    ring::rand::SystemRandom::new().fill(&mut buf).map_err(|_| RandomFailed)?;
     Ok(format!("edt_{}", hex(&buf)))
 }
 

@@ -32,7 +32,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ingest::config::{IngestConfig, MqttConfig};
 use crate::registry::Registry;
+use crate::serve::HttpConfig;
 use crate::store::{RetentionConfig, StorageConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,168 +65,8 @@ pub struct DaemonConfig {
     pub storage: StorageConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// `mqtt://host:1883` or `mqtts://host:8883`.
-    pub url: String,
-    /// Unique per daemon: the broker keeps this client's session (and the batches it has not yet
-    /// acknowledged) across restarts.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// Shared-subscription group (`$share/<group>/...`): daemons in one group split the
-    /// gateways' batches between them. Empty: every daemon gets every batch.
-    #[serde(default = "default_share_group")]
-    pub share_group: String,
-    #[serde(default = "default_topic_prefix")]
-    pub topic_prefix: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-}
-
-impl MqttConfig {
-    /// The same URL rules as the gateway's uplink.
-    pub fn as_uplink(&self) -> energy_gateway::config::UplinkConfig {
-        let mut u = energy_gateway::config::UplinkConfig::with_url(self.url.clone());
-        u.topic_prefix.clone_from(&self.topic_prefix);
-        u.username.clone_from(&self.username);
-        u.password.clone_from(&self.password);
-        u.password_file.clone_from(&self.password_file);
-        u.ca_file.clone_from(&self.ca_file);
-        u
-    }
-}
-
-fn default_client_id() -> String {
-    "energyd".into()
-}
-fn default_share_group() -> String {
-    "energyd".into()
-}
-fn default_topic_prefix() -> String {
-    "energy/v1".into()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// Largest request body accepted (after decompression); larger ones get 413.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Listen on a non-loopback address without `[auth]`: only behind a reverse proxy that
-    /// authenticates every request itself.
-    #[serde(default)]
-    pub allow_insecure_open: bool,
-    /// HTTPS: the certificate chain (PEM), with `tls_key_file`.
-    #[serde(default)]
-    pub tls_cert_file: Option<PathBuf>,
-    /// HTTPS: the private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[serde(default)]
-    pub tls_key_file: Option<PathBuf>,
-    /// A request not answered within this gets 503 (reading its body included).
-    #[serde(default = "default_request_timeout_ms")]
-    pub request_timeout_ms: u64,
-    /// A connection that does not send a request's headers within this is closed (slowloris);
-    /// also the TLS handshake's limit.
-    #[serde(default = "default_header_read_timeout_ms")]
-    pub header_read_timeout_ms: u64,
-    /// Connections open at once. At the limit a new connection closes the connection idle
-    /// longest of the client holding the most, or is refused (503) when none is idle.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Connections open at once from one client address (behind a reverse proxy every client
-    /// has the proxy's address: raise it to `max_connections` there).
-    #[serde(default = "default_max_connections_per_client")]
-    pub max_connections_per_client: usize,
-    /// Connections open at once from one client address on which no request has yet presented
-    /// a valid token (with authentication off: every connection).
-    #[serde(default = "default_max_unauthenticated_per_client")]
-    pub max_unauthenticated_connections_per_client: usize,
-    /// A request whose body has not fully arrived this long after its headers gets 408 and its
-    /// connection is closed (a body shorter than its Content-Length, or a client too slow).
-    #[serde(default = "default_body_read_timeout_ms")]
-    pub body_read_timeout_ms: u64,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-            max_body_bytes: default_max_body(),
-            allow_insecure_open: false,
-            tls_cert_file: None,
-            tls_key_file: None,
-            request_timeout_ms: default_request_timeout_ms(),
-            header_read_timeout_ms: default_header_read_timeout_ms(),
-            max_connections: default_max_connections(),
-            max_connections_per_client: default_max_connections_per_client(),
-            max_unauthenticated_connections_per_client: default_max_unauthenticated_per_client(),
-            body_read_timeout_ms: default_body_read_timeout_ms(),
-        }
-    }
-}
-
-fn default_request_timeout_ms() -> u64 {
-    60_000
-}
-fn default_header_read_timeout_ms() -> u64 {
-    10_000
-}
-fn default_max_connections() -> usize {
-    1024
-}
-fn default_max_connections_per_client() -> usize {
-    256
-}
-fn default_max_unauthenticated_per_client() -> usize {
-    64
-}
-fn default_body_read_timeout_ms() -> u64 {
-    10_000
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownMeter {
-    #[default]
-    Reject,
-    Accept,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IngestConfig {
-    /// Line protocol for a meter not in the registry: refuse the line (default) or keep it and
-    /// list the meter as unassigned. Gateway batches are always kept (the gateway cannot fix
-    /// them); their unknown meters are listed as unassigned.
-    #[serde(default)]
-    pub unknown_meter: UnknownMeter,
-    /// Ingest requests (batches or line-protocol writes) per second per gateway (the gateway
-    /// token's id, else the batch's `gateway`, else the token's name); 0: no limit. Over it: 429
-    /// with `Retry-After`, which the gateway's uplink honours.
-    #[serde(default)]
-    pub rate_per_gateway: f64,
-    /// Token-bucket size: requests allowed in a burst (0: twice the rate, at least 1).
-    #[serde(default)]
-    pub burst_per_gateway: u32,
-}
-
 fn default_tz() -> String {
     "Asia/Shanghai".into()
-}
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_max_body() -> usize {
-    32 << 20
 }
 
 /// Every problem found, one per line.
@@ -284,64 +126,10 @@ impl DaemonConfig {
                 None
             }
         };
-        let listen = self.http.listen.parse::<std::net::SocketAddr>();
-        if listen.is_err() {
-            errors.push(format!("http.listen `{}` is not an address such as 127.0.0.1:8080", self.http.listen));
-        }
-        if let Ok(addr) = listen {
-            if !addr.ip().is_loopback() && self.auth.is_none() && !self.http.allow_insecure_open {
-                errors.push(format!(
-                    "http.listen `{}` is not a loopback address and no [auth] tokens are configured: add [auth] tokens (`energyd token new`), \
-                     or listen on 127.0.0.1, or set http.allow_insecure_open = true only behind a proxy that authenticates every request",
-                    self.http.listen
-                ));
-            }
-        }
-        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
-            (Some(c), Some(k)) => {
-                for (key, f) in [("http.tls_cert_file", c), ("http.tls_key_file", k)] {
-                    if !f.is_file() {
-                        errors.push(format!("{key} {} does not exist", f.display()));
-                    }
-                }
-            }
-            (None, None) => {}
-            _ => errors.push("http.tls_cert_file and http.tls_key_file go together: give both for HTTPS, or neither".into()),
-        }
-        if self.http.request_timeout_ms < 100 || self.http.header_read_timeout_ms < 100 || self.http.body_read_timeout_ms < 100 {
-            errors.push("http.request_timeout_ms, http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 100".into());
-        }
-        if self.http.max_connections == 0 || self.http.max_connections > 1_000_000 {
-            errors.push("http.max_connections must be 1..=1000000".into());
-        }
-        if self.http.max_connections_per_client == 0 || self.http.max_unauthenticated_connections_per_client == 0 {
-            errors.push("http.max_connections_per_client and http.max_unauthenticated_connections_per_client must be at least 1".into());
-        }
-        if !(self.ingest.rate_per_gateway.is_finite() && self.ingest.rate_per_gateway >= 0.0) {
-            errors.push("ingest.rate_per_gateway must be a number of requests per second, 0 or more".into());
-        }
-        if self.http.max_body_bytes < 1024 {
-            errors.push("http.max_body_bytes must be at least 1024".into());
-        }
+        errors.extend(self.http.problems(self.auth.is_some()));
+        errors.extend(self.ingest.problems());
         if let Some(m) = &self.mqtt {
-            let u = m.as_uplink();
-            if let Err(e) = u.mqtt_endpoint() {
-                errors.push(format!("mqtt.url: {e}"));
-            }
-            if let Err(e) = u.password() {
-                errors.push(format!("mqtt: {e}"));
-            }
-            if m.client_id.is_empty() || m.client_id.contains(['/', '+', '#']) {
-                errors.push(format!("mqtt.client_id `{}` must be a non-empty name without / + #", m.client_id));
-            }
-            if m.share_group.contains(['/', '+', '#']) {
-                errors.push(format!("mqtt.share_group `{}` cannot contain / + #", m.share_group));
-            }
-            if let Some(ca) = &m.ca_file {
-                if !ca.is_file() {
-                    errors.push(format!("mqtt.ca_file {} does not exist", ca.display()));
-                }
-            }
+            errors.extend(m.problems());
         }
         errors.extend(self.retention.problems());
         errors.extend(self.alerts.problems());

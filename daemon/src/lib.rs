@@ -18,11 +18,12 @@ pub mod registry;
 pub mod serve;
 pub mod reports;
 pub mod store;
+pub mod time;
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
@@ -40,8 +41,8 @@ pub enum DaemonError {
     Listen { addr: String, source: std::io::Error },
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] serve::TlsError),
     #[error("{0}")]
     Audit(#[from] audit::AuditError),
     #[error("storage.influxdb: {0}")]
@@ -53,7 +54,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     listener: tokio::net::TcpListener,
-    mqtt: Option<config::MqttConfig>,
+    mqtt: Option<ingest::config::MqttConfig>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: serve::ConnLimits,
     /// The InfluxDB backend, when configured: its forwarder runs while the daemon serves.
@@ -75,80 +76,133 @@ fn influx_tags(reg: &registry::Registry) -> std::collections::HashMap<String, St
         .collect()
 }
 
+/// Opens the store: the embedded one, or the embedded one forwarding to InfluxDB (returned too,
+/// for its forwarder).
+fn open_store(loaded: &Loaded, metrics: &metrics::Metrics) -> Result<(store::Store, Option<Arc<store::influx::Influx>>), DaemonError> {
+    let retention = loaded.config.retention;
+    let mut options = store::StoreOptions {
+        raw_retention_ms: Some(retention.raw_ms()),
+        rollup_retention_ms: retention.rollup_ms(),
+        min_free_bytes: loaded.config.storage.min_free_bytes,
+        ..Default::default()
+    };
+    Ok(match loaded.config.storage.influx() {
+        None => (store::open_with(&loaded.config.data_dir, metrics.clone(), options)?, None),
+        Some(cfg) => {
+            if let Some(days) = cfg.local_raw_days {
+                options.raw_retention_ms = Some(options.raw_retention_ms.unwrap_or(i64::MAX).min(i64::from(days) * 86_400_000));
+            }
+            let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(|e| DaemonError::Influx(e.to_string()))?);
+            let forwarding = store::Forwarding { measurement: cfg.measurement.clone(), tags: influx_tags(&loaded.registry), max_bytes: cfg.max_spool_bytes };
+            let local = store::open_forwarding(&loaded.config.data_dir, metrics.clone(), options, Some(forwarding))?;
+            tracing::info!(url = %cfg.url, api = ?cfg.api, read = ?cfg.read, "storage backend: InfluxDB (local store keeps the spool and the roll-ups)");
+            (store::Store::with_influx(local, influx.clone()), Some(influx))
+        }
+    })
+}
+
+/// Opens the audit log and records this start in it.
+fn open_audit(loaded: &Loaded) -> Result<audit::AuditLog, DaemonError> {
+    let audit = audit::AuditLog::open(&loaded.config.data_dir)?;
+    match record_config(&audit, loaded) {
+        Ok(()) => {}
+        // On a full disk the daemon still starts (read-only, see the store); the record of
+        // this start is what is lost, and said so.
+        Err(audit::AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull => {
+            tracing::error!("the audit log cannot record this start: the disk is full ({source})");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(audit)
+}
+
+/// The background tasks of a serving daemon, stopped in order by [`Tasks::stop`].
+struct Tasks {
+    /// Stops the MQTT ingest, the alerts and the tokens watch.
+    cancel: CancellationToken,
+    mqtt: Option<JoinHandle<()>>,
+    alerts: Option<JoinHandle<()>>,
+    tokens: JoinHandle<()>,
+    warm: JoinHandle<()>,
+    /// The InfluxDB forwarder, stopped on its own after the others.
+    forward_cancel: CancellationToken,
+    forward: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Stops the tasks: ingest first (nothing new arrives), then the alerts and the tokens watch,
+    /// then the forwarder (what it has not sent stays in the spool for the next start).
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.warm.abort();
+        if let Some(t) = self.mqtt {
+            let _ = t.await;
+        }
+        if let Some(t) = self.alerts {
+            let _ = t.await;
+        }
+        let _ = self.tokens.await;
+        self.forward_cancel.cancel();
+        if let Some(t) = self.forward {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Warms the accounting cache (this year and last) in the background, so that the first
+/// indicators asked for do not wait for every meter's year to be computed.
+fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        use chrono::Datelike;
+        let year = chrono::Utc::now().with_timezone(&st.tz).year();
+        for y in [year, year - 1] {
+            let started = std::time::Instant::now();
+            match st.engine.year(&st.store, &st.registry, y).await {
+                Ok(_) => tracing::info!(year = y, seconds = started.elapsed().as_secs_f64(), "accounting cache warm"),
+                Err(e) => tracing::warn!(year = y, "warming the accounting cache failed: {e}"),
+            }
+        }
+    })
+}
+
 impl Daemon {
     /// Opens the store and binds the HTTP listener.
     pub async fn bind(loaded: Loaded) -> Result<Daemon, DaemonError> {
         let metrics = metrics::Metrics::new();
-        let retention = loaded.config.retention;
-        let tls = match (&loaded.config.http.tls_cert_file, &loaded.config.http.tls_key_file) {
-            (Some(c), Some(k)) => Some(serve::tls_acceptor(c, k).map_err(DaemonError::Tls)?),
+        let http = &loaded.config.http;
+        let tls = match (&http.tls_cert_file, &http.tls_key_file) {
+            (Some(c), Some(k)) => Some(serve::tls_acceptor(c, k)?),
             _ => None,
         };
-        let audit = audit::AuditLog::open(&loaded.config.data_dir)?;
-        match record_config(&audit, &loaded) {
-            Ok(()) => {}
-            // On a full disk the daemon still starts (read-only, see the store); the record of
-            // this start is what is lost, and said so.
-            Err(audit::AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull => {
-                tracing::error!("the audit log cannot record this start: the disk is full ({source})");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let mut options = store::StoreOptions {
-            raw_retention_ms: Some(retention.raw_ms()),
-            rollup_retention_ms: retention.rollup_ms(),
-            min_free_bytes: loaded.config.storage.min_free_bytes,
-            ..Default::default()
-        };
-        let (store, influx) = match loaded.config.storage.influx() {
-            None => (store::open_with(&loaded.config.data_dir, metrics.clone(), options)?, None),
-            Some(cfg) => {
-                if let Some(days) = cfg.local_raw_days {
-                    options.raw_retention_ms = Some(options.raw_retention_ms.unwrap_or(i64::MAX).min(i64::from(days) * 86_400_000));
-                }
-                let influx = Arc::new(store::influx::Influx::new(cfg.clone(), metrics.clone()).map_err(|e| DaemonError::Influx(e.to_string()))?);
-                let forwarding = store::Forwarding { measurement: cfg.measurement.clone(), tags: influx_tags(&loaded.registry), max_bytes: cfg.max_spool_bytes };
-                let local = store::open_forwarding(&loaded.config.data_dir, metrics.clone(), options, Some(forwarding))?;
-                tracing::info!(url = %cfg.url, api = ?cfg.api, read = ?cfg.read, "storage backend: InfluxDB (local store keeps the spool and the roll-ups)");
-                (store::Store::with_influx(local, influx.clone()), Some(influx))
-            }
-        };
-        let listen = loaded.config.http.listen.clone();
+        let audit = Arc::new(open_audit(&loaded)?);
+        let (store, influx) = open_store(&loaded, &metrics)?;
+        let listen = http.listen.clone();
         let listener = tokio::net::TcpListener::bind(&listen).await.map_err(|source| DaemonError::Listen { addr: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
         let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
+        let (mqtt, limits, auth_cfg) = (loaded.config.mqtt.clone(), http.conn_limits(), loaded.config.auth.clone());
+        let registry = Arc::new(loaded.registry);
+        let options = ingest::IngestOptions { config: loaded.config.ingest.clone(), raw_days: loaded.config.retention.raw_days, max_body_bytes: loaded.config.http.max_body_bytes };
+        let ingest = ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options);
         let state = Arc::new(AppState {
             engine: Arc::new(engine),
             store,
-            registry: Arc::new(loaded.registry),
+            registry,
             tz: loaded.tz,
             metrics,
-            ingest: loaded.config.ingest.clone(),
-            retention,
+            ingest: Arc::new(ingest),
             max_body_bytes: loaded.config.http.max_body_bytes,
-            unassigned: Mutex::new(BTreeSet::new()),
-            gateways: Mutex::new(Default::default()),
-            ingest_limiter: api::limits::RateLimiter::new(loaded.config.ingest.rate_per_gateway, loaded.config.ingest.burst_per_gateway),
             request_timeout: std::time::Duration::from_millis(loaded.config.http.request_timeout_ms),
             auth: loaded.tokens,
             audit,
             alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
         });
-        let mqtt = loaded.config.mqtt.clone();
-        let limits = serve::ConnLimits {
-            max_connections: loaded.config.http.max_connections,
-            max_connections_per_client: loaded.config.http.max_connections_per_client,
-            max_unauthenticated_per_client: loaded.config.http.max_unauthenticated_connections_per_client,
-            header_read_timeout: std::time::Duration::from_millis(loaded.config.http.header_read_timeout_ms),
-            body_read_timeout: std::time::Duration::from_millis(loaded.config.http.body_read_timeout_ms),
-        };
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg: loaded.config.auth.clone() })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg })
     }
 
-    /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, and
-    /// closes the store after its last commit.
-    pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
-        let app = api::app(self.state.clone());
+    /// Says where the daemon listens and whether authentication is on (on stdout too, for
+    /// operators and tests waiting for it).
+    fn announce(&self) {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!(addr = %self.addr, "energyd listening");
         println!("energyd listening on {scheme}://{}", self.addr);
@@ -158,47 +212,30 @@ impl Daemon {
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        let mqtt_cancel = CancellationToken::new();
-        let tokens_task = Some(tokio::spawn(watch_tokens(self.state.clone(), self.auth_cfg.clone(), mqtt_cancel.clone())));
-        let mqtt_task = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(self.state.clone(), m, mqtt_cancel.clone())));
-        // Warm the accounting cache (this year and last) in the background, so that the first
-        // indicators asked for do not wait for every meter's year to be computed.
-        let warm = {
-            let st = self.state.clone();
-            tokio::spawn(async move {
-                use chrono::Datelike;
-                let year = chrono::Utc::now().with_timezone(&st.tz).year();
-                for y in [year, year - 1] {
-                    let started = std::time::Instant::now();
-                    match st.engine.year(&st.store, &st.registry, y).await {
-                        Ok(_) => tracing::info!(year = y, seconds = started.elapsed().as_secs_f64(), "accounting cache warm"),
-                        Err(e) => tracing::warn!(year = y, "warming the accounting cache failed: {e}"),
-                    }
-                }
-            })
-        };
-        let alerts_task = self.state.alerts.config.enabled.then(|| tokio::spawn(alerts::run(self.state.clone(), mqtt_cancel.clone())));
+    }
+
+    /// Starts the background tasks: tokens watch, MQTT ingest, accounting warm-up, alerts, the
+    /// InfluxDB forwarder.
+    fn spawn_tasks(&self) -> Tasks {
+        let s = &self.state;
+        let cancel = CancellationToken::new();
+        let tokens = tokio::spawn(watch_tokens(s.clone(), self.auth_cfg.clone(), cancel.clone()));
+        let mqtt = self.mqtt.clone().map(|m| tokio::spawn(ingest::mqtt::run(s.ingest.clone(), s.auth.clone(), m, cancel.clone())));
+        let warm = warm_accounting(s.clone());
+        let alerts = s.alerts.config.enabled.then(|| tokio::spawn(alerts::run(s.alerts.clone(), s.alert_sources(), cancel.clone())));
         let forward_cancel = CancellationToken::new();
-        let forward_task = self.influx.clone().map(|i| {
-            tokio::spawn(store::forward(self.state.store.local().clone(), i, self.state.metrics.clone(), forward_cancel.clone()))
-        });
+        let forward = self.influx.clone().map(|i| tokio::spawn(store::forward(s.store.local().clone(), i, s.metrics.clone(), forward_cancel.clone())));
+        Tasks { cancel, mqtt, alerts, tokens, warm, forward_cancel, forward }
+    }
+
+    /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, stops
+    /// the background tasks, and closes the store after its last commit.
+    pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
+        let app = api::app(self.state.clone());
+        self.announce();
+        let tasks = self.spawn_tasks();
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
-        mqtt_cancel.cancel();
-        warm.abort();
-        if let Some(t) = mqtt_task {
-            let _ = t.await;
-        }
-        if let Some(t) = alerts_task {
-            let _ = t.await;
-        }
-        if let Some(t) = tokens_task {
-            let _ = t.await;
-        }
-        // The forwarder stops before the store closes; what it has not sent stays in the spool.
-        forward_cancel.cancel();
-        if let Some(t) = forward_task {
-            let _ = t.await;
-        }
+        tasks.stop().await;
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");

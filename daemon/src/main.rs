@@ -33,7 +33,7 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Write a report offline, the same bytes as the API gives (README, "Reports").
+    /// Write a report offline, the same bytes as the API gives (docs/registry.md, "Reports").
     Report {
         /// annual | assessment | plan | statistics
         kind: String,
@@ -100,7 +100,7 @@ fn token(cmd: TokenCmd) -> Result<(), String> {
     match cmd {
         TokenCmd::New { role, name, agency, gateway, meters } => {
             let entry = TokenEntry { name, role, agency, gateway, meters, sha256: String::new() };
-            let token = new_token()?;
+            let token = new_token().map_err(|e| e.to_string())?;
             let entry = TokenEntry { sha256: hash_token(&token), ..entry };
             // The same checks as the configuration (the registry is not read here).
             let cfg = energyd::auth::AuthConfig { tokens: vec![entry.clone()], ..Default::default() };
@@ -174,7 +174,7 @@ fn main() -> ExitCode {
                     as_of,
                 };
                 let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
-                energyd::reports::write_offline(loaded, &req, &out).await.map_err(|e| e.to_string())
+                energyd::reports::write_offline(&loaded.config.data_dir, &loaded.registry, loaded.tz, &req, &out).await.map_err(|e| e.to_string())
             }
         }
     });

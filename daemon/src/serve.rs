@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,10 +34,155 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ConnAuth};
 use crate::metrics::Metrics;
+
+/// `[http]`: the listener, TLS, and the limits on connections and requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Largest request body accepted (after decompression); larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Listen on a non-loopback address without `[auth]`: only behind a reverse proxy that
+    /// authenticates every request itself.
+    #[serde(default)]
+    pub allow_insecure_open: bool,
+    /// HTTPS: the certificate chain (PEM), with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// HTTPS: the private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// A request not answered within this gets 503 (reading its body included).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// A connection that does not send a request's headers within this is closed (slowloris);
+    /// also the TLS handshake's limit.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once. At the limit a new connection closes the connection idle
+    /// longest of the client holding the most, or is refused (503) when none is idle.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one client address (behind a reverse proxy every client
+    /// has the proxy's address: raise it to `max_connections` there).
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// Connections open at once from one client address on which no request has yet presented
+    /// a valid token (with authentication off: every connection).
+    #[serde(default = "default_max_unauthenticated_per_client")]
+    pub max_unauthenticated_connections_per_client: usize,
+    /// A request whose body has not fully arrived this long after its headers gets 408 and its
+    /// connection is closed (a body shorter than its Content-Length, or a client too slow).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+            max_body_bytes: default_max_body(),
+            allow_insecure_open: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            request_timeout_ms: default_request_timeout_ms(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_unauthenticated_connections_per_client: default_max_unauthenticated_per_client(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
+        }
+    }
+}
+
+fn default_request_timeout_ms() -> u64 {
+    60_000
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_max_unauthenticated_per_client() -> usize {
+    64
+}
+fn default_body_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_body() -> usize {
+    32 << 20
+}
+
+impl HttpConfig {
+    /// Every problem, named by its key; `auth_on`: `[auth]` is configured (an open API listens
+    /// on loopback only, unless `allow_insecure_open`).
+    pub fn problems(&self, auth_on: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let listen = self.listen.parse::<std::net::SocketAddr>();
+        if listen.is_err() {
+            out.push(format!("http.listen `{}` is not an address such as 127.0.0.1:8080", self.listen));
+        }
+        if let Ok(addr) = listen {
+            if !addr.ip().is_loopback() && !auth_on && !self.allow_insecure_open {
+                out.push(format!(
+                    "http.listen `{}` is not a loopback address and no [auth] tokens are configured: add [auth] tokens (`energyd token new`), \
+                     or listen on 127.0.0.1, or set http.allow_insecure_open = true only behind a proxy that authenticates every request",
+                    self.listen
+                ));
+            }
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(c), Some(k)) => {
+                for (key, f) in [("http.tls_cert_file", c), ("http.tls_key_file", k)] {
+                    if !f.is_file() {
+                        out.push(format!("{key} {} does not exist", f.display()));
+                    }
+                }
+            }
+            (None, None) => {}
+            _ => out.push("http.tls_cert_file and http.tls_key_file go together: give both for HTTPS, or neither".into()),
+        }
+        if self.request_timeout_ms < 100 || self.header_read_timeout_ms < 100 || self.body_read_timeout_ms < 100 {
+            out.push("http.request_timeout_ms, http.header_read_timeout_ms and http.body_read_timeout_ms must be at least 100".into());
+        }
+        if self.max_connections == 0 || self.max_connections > 1_000_000 {
+            out.push("http.max_connections must be 1..=1000000".into());
+        }
+        if self.max_connections_per_client == 0 || self.max_unauthenticated_connections_per_client == 0 {
+            out.push("http.max_connections_per_client and http.max_unauthenticated_connections_per_client must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            out.push("http.max_body_bytes must be at least 1024".into());
+        }
+        out
+    }
+
+    /// The serve loop's limits.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            max_unauthenticated_per_client: self.max_unauthenticated_connections_per_client,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+        }
+    }
+}
 
 /// Limits of the serve loop (from `[http]`).
 #[derive(Debug, Clone, Copy)]
@@ -59,24 +204,14 @@ const REFUSING_AT_ONCE: usize = 32;
 /// Longest wait for requests in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Put in each request: marks its connection as authenticated (the authentication middleware
-/// calls [`ConnAuth::mark`] when a request presented a valid token).
-#[derive(Clone)]
-pub struct ConnAuth(Arc<Conn>);
-
-impl ConnAuth {
-    pub fn mark(&self) {
-        self.0.authenticated.store(true, Ordering::Relaxed);
-    }
-}
-
 /// What the admission keeps of one open connection.
 #[derive(Debug)]
 struct Conn {
     id: u64,
     /// Requests of this connection in the handlers now.
     busy: AtomicUsize,
-    authenticated: AtomicBool,
+    /// Set by the authentication middleware (`crate::api::ConnAuth`).
+    authenticated: ConnAuth,
     /// Milliseconds since the table's start when the connection last became idle.
     idle_since: AtomicU64,
     close: CancellationToken,
@@ -131,7 +266,7 @@ impl Table {
     fn admit(&mut self, ip: IpAddr, limits: &ConnLimits) -> Result<(Arc<Conn>, u64), Refused> {
         let mut evicted = 0;
         let mine = self.by_client.get(&ip).map_or(&[][..], Vec::as_slice);
-        let unauthenticated = mine.iter().filter(|c| !c.authenticated.load(Ordering::Relaxed)).count();
+        let unauthenticated = mine.iter().filter(|c| !c.authenticated.is_marked()).count();
         if unauthenticated >= limits.max_unauthenticated_per_client {
             self.evict_from(ip, true).ok_or(Refused::Unauthenticated)?;
             evicted += 1;
@@ -149,7 +284,7 @@ impl Table {
         let conn = Arc::new(Conn {
             id: self.next_id,
             busy: AtomicUsize::new(0),
-            authenticated: AtomicBool::new(false),
+            authenticated: ConnAuth::new(),
             idle_since: AtomicU64::new(0),
             close: CancellationToken::new(),
             epoch: self.start,
@@ -168,8 +303,8 @@ impl Table {
         let i = list
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.idle() && !(unauthenticated_only && c.authenticated.load(Ordering::Relaxed)))
-            .min_by_key(|(_, c)| (c.authenticated.load(Ordering::Relaxed), c.idle_since.load(Ordering::Relaxed)))
+            .filter(|(_, c)| c.idle() && !(unauthenticated_only && c.authenticated.is_marked()))
+            .min_by_key(|(_, c)| (c.authenticated.is_marked(), c.idle_since.load(Ordering::Relaxed)))
             .map(|(i, _)| i)?;
         let conn = list.swap_remove(i);
         conn.close.cancel();
@@ -213,24 +348,38 @@ fn lock(t: &Shared<Table>) -> std::sync::MutexGuard<'_, Table> {
     t.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Why the TLS acceptor could not be made; each names the file and the problem (never the
+/// key's contents).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("http.tls_cert_file {}: {source}", .file.display())]
+    Cert { file: PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("http.tls_cert_file {} holds no PEM certificate", .0.display())]
+    NoCert(PathBuf),
+    #[error("http.tls_key_file {}: no usable PEM private key ({source})", .file.display())]
+    Key { file: PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("TLS: {0}")]
+    Protocols(rustls::Error),
+    #[error("http.tls_cert_file / http.tls_key_file: {0}")]
+    Pair(rustls::Error),
+}
+
 /// A TLS acceptor from a PEM certificate chain and key; errors name the file and the problem.
-pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .map_err(|e| format!("http.tls_cert_file {}: {e}", cert_file.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("http.tls_cert_file {}: {e}", cert_file.display()))?;
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let cert_err = |source| TlsError::Cert { file: cert_file.to_path_buf(), source };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file).map_err(cert_err)?.collect::<Result<_, _>>().map_err(cert_err)?;
     if certs.is_empty() {
-        return Err(format!("http.tls_cert_file {} holds no PEM certificate", cert_file.display()));
+        return Err(TlsError::NoCert(cert_file.to_path_buf()));
     }
     // The key's contents never go into a message.
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("http.tls_key_file {}: no usable PEM private key ({e})", key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Key { file: key_file.to_path_buf(), source })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(TlsError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("http.tls_cert_file / http.tls_key_file: {e}"))?;
+        .map_err(TlsError::Pair)?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
@@ -277,54 +426,17 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
             Err(limit) => {
                 metrics.http_connections_refused.with_label_values(&[limit.label()]).inc();
                 tracing::debug!(%peer, limit = limit.label(), "connection refused");
-                // Plain HTTP: the answer, then the client's request read and dropped for a moment
-                // (closing with unread data would reset the connection and lose the answer), by a
-                // few tasks at most; past them, or over TLS, the connection is just closed.
+                // Plain HTTP: the answer, by a few tasks at most; past them, or over TLS, the
+                // connection is just closed.
                 if let (None, Ok(permit)) = (&tls, refusing.clone().try_acquire_owned()) {
-                    let mut stream = stream;
-                    tokio::spawn(async move {
-                        let answer = async {
-                            stream.write_all(&refusal(limit)).await?;
-                            stream.shutdown().await?;
-                            let mut buf = [0u8; 1024];
-                            while stream.read(&mut buf).await? > 0 {}
-                            Ok::<_, std::io::Error>(())
-                        };
-                        let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(answer_refused(stream, limit, permit));
                 }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let (app, tls, metrics, conns, table, alive) = (app.clone(), tls.clone(), metrics.clone(), conns.clone(), table.clone(), alive.clone());
-        tokio::spawn(async move {
-            metrics.http_connections.inc();
-            let served = async {
-                match tls {
-                    None => serve_conn(stream, peer, app, limits, conn.clone(), &metrics, conns).await,
-                    Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_conn(s, peer, app, limits, conn.clone(), &metrics, conns).await,
-                        Ok(Err(e)) => {
-                            metrics.tls_handshake_failures.inc();
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                        }
-                        Err(_) => {
-                            metrics.tls_handshake_failures.inc();
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    },
-                }
-            };
-            tokio::select! {
-                () = served => {}
-                () = conn.close.cancelled() => tracing::debug!(%peer, "idle connection closed to make room"),
-            }
-            lock(&table).remove(client, conn.id);
-            metrics.http_connections.dec();
-            drop(alive);
-        });
+        let admitted = Admitted { conn, client, peer, table: table.clone(), alive: alive.clone() };
+        tokio::spawn(serve_admitted(stream, admitted, app.clone(), tls.clone(), limits, metrics.clone(), conns.clone()));
     }
     drop(listener);
     // Ask every connection to finish its request in flight and close, then wait for them.
@@ -334,6 +446,58 @@ pub async fn serve(listener: TcpListener, app: Router, tls: Option<tokio_rustls:
         tracing::warn!("connections still open {} s after shutdown began; closing them", SHUTDOWN_GRACE.as_secs());
     }
     Ok(())
+}
+
+/// Answers a connection refused at accept, then reads and drops the client's request for a
+/// moment (closing with unread data would reset the connection and lose the answer).
+async fn answer_refused(mut stream: tokio::net::TcpStream, limit: Refused, permit: tokio::sync::OwnedSemaphorePermit) {
+    let answer = async {
+        stream.write_all(&refusal(limit)).await?;
+        stream.shutdown().await?;
+        let mut buf = [0u8; 1024];
+        while stream.read(&mut buf).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
+    drop(permit);
+}
+
+/// An admitted connection: its entry in the table, and the sender that keeps shutdown waiting.
+struct Admitted {
+    conn: Arc<Conn>,
+    client: IpAddr,
+    peer: SocketAddr,
+    table: Shared<Table>,
+    alive: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Serves an admitted connection (after its TLS handshake, within the header read timeout)
+/// until it ends or is closed to make room; then forgets it.
+async fn serve_admitted(stream: tokio::net::TcpStream, a: Admitted, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, limits: ConnLimits, metrics: Metrics, conns: CancellationToken) {
+    metrics.http_connections.inc();
+    let served = async {
+        match tls {
+            None => serve_conn(stream, a.peer, app, limits, a.conn.clone(), &metrics, conns).await,
+            Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => serve_conn(s, a.peer, app, limits, a.conn.clone(), &metrics, conns).await,
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(peer = %a.peer, "TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(peer = %a.peer, "TLS handshake timed out");
+                }
+            },
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = a.conn.close.cancelled() => tracing::debug!(peer = %a.peer, "idle connection closed to make room"),
+    }
+    lock(&a.table).remove(a.client, a.conn.id);
+    metrics.http_connections.dec();
+    drop(a.alive);
 }
 
 /// Counts a request in the handlers for its connection (not idle while it lives).
@@ -358,7 +522,7 @@ where
         let expired = Arc::new(AtomicBool::new(false));
         let mut req = req.map(|b| axum::body::Body::new(DeadlineBody { inner: b, deadline: Box::pin(tokio::time::sleep(limits.body_read_timeout)), expired: expired.clone() }));
         req.extensions_mut().insert(ConnectInfo(peer));
-        req.extensions_mut().insert(ConnAuth(conn.clone()));
+        req.extensions_mut().insert(conn.authenticated.clone());
         let body_timeouts = body_timeouts.clone();
         async move {
             let resp = tower::ServiceExt::oneshot(app, req).await;
@@ -540,11 +704,11 @@ mod tests {
         assert_eq!(t.admit(a, &l).unwrap_err(), Refused::Unauthenticated);
         // Authenticated connections count only against the per-client limit (6).
         for c in &t.by_client[&a] {
-            c.authenticated.store(true, Ordering::Relaxed);
+            c.authenticated.mark();
         }
         for _ in 0..3 {
             let c = t.admit(a, &l).unwrap().0;
-            c.authenticated.store(true, Ordering::Relaxed);
+            c.authenticated.mark();
             c.busy.store(1, Ordering::Relaxed);
         }
         assert_eq!(t.admit(a, &l).unwrap_err(), Refused::Client);
@@ -577,7 +741,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cert = dir.path().join("cert.pem");
         std::fs::write(&cert, "not a certificate").unwrap();
-        let e = tls_acceptor(&cert, &dir.path().join("key.pem")).err().unwrap();
+        let e = tls_acceptor(&cert, &dir.path().join("key.pem")).err().unwrap().to_string();
         assert!(e.contains("cert.pem") && e.contains("no PEM certificate"), "{e}");
     }
 }

@@ -17,7 +17,48 @@ use std::collections::{BTreeMap, HashMap};
 use energy_wire::{Carrier, Quantity};
 
 use super::ledger::{MeterYear, Series};
-use crate::registry::{parse_formula, DayShares, EndUse, Registry};
+use crate::registry::{parse_formula, DayShares, EndUse, Meter, Registry};
+
+/// Consumption per period that adds up: a meter's year by day ([`Series`]), or the consumption
+/// query's periods ([`super::query::Periods`]). The rules below hold for both.
+pub trait Additive: Clone {
+    /// `n` periods of nothing.
+    fn zero(n: usize) -> Self;
+    /// `self += k * other`; `first`: `self` takes `other`'s coverage (else the smaller of both).
+    fn add_scaled(&mut self, other: &Self, k: f64, first: bool);
+}
+
+impl Additive for Series {
+    fn zero(n: usize) -> Series {
+        Series::zero(n)
+    }
+    fn add_scaled(&mut self, other: &Series, k: f64, first: bool) {
+        Series::add_scaled(self, other, k, first)
+    }
+}
+
+/// A virtual meter's full consumption: its formula over the other meters' full consumption
+/// (`full`), times its multiplier. A term without figures counts as nothing.
+pub fn virtual_full<S: Additive>(m: &Meter, full: &HashMap<String, S>, n: usize) -> S {
+    let mut s = S::zero(n);
+    let terms = m.formula.as_deref().map(parse_formula).and_then(Result::ok).unwrap_or_default();
+    for (i, (id, k)) in terms.iter().enumerate() {
+        if let Some(o) = full.get(id) {
+            s.add_scaled(o, *k * m.multiplier, i == 0);
+        }
+    }
+    s
+}
+
+/// A meter's own consumption: its full consumption `f` less its children's (copied only when
+/// a child has figures).
+pub fn own_part<'a, S: Additive>(reg: &Registry, m: &Meter, f: &'a S, full: &HashMap<String, S>) -> std::borrow::Cow<'a, S> {
+    let mut own = std::borrow::Cow::Borrowed(f);
+    for cs in reg.children(&m.id).filter_map(|c| full.get(&c.id)) {
+        own.to_mut().add_scaled(cs, -1.0, false);
+    }
+    own
+}
 
 /// `k[d] × series[d]` for each day; the hour-of-day profile of each month scaled by the month's
 /// share weighted by consumption (day `d` is `start + d`).
@@ -79,14 +120,7 @@ pub fn full_series<Y: std::borrow::Borrow<MeterYear>>(reg: &Registry, years: &Ha
         full.insert(m.id.clone(), s);
     }
     for m in reg.file.meters.iter().filter(|m| m.is_virtual()) {
-        let mut s = Series::zero(days);
-        let terms = m.formula.as_deref().map(parse_formula).and_then(Result::ok).unwrap_or_default();
-        for (i, (id, k)) in terms.iter().enumerate() {
-            if let Some(o) = full.get(id) {
-                let o = o.clone();
-                s.add_scaled(&o, *k * m.multiplier, i == 0);
-            }
-        }
+        let s = virtual_full(m, &full, days);
         full.insert(m.id.clone(), s);
     }
     full
@@ -98,12 +132,7 @@ pub fn contributions(reg: &Registry, full: &HashMap<String, Series>, start: chro
     let mut negative = Vec::new();
     for m in reg.file.meters.iter().filter(|m| m.accounted) {
         let Some(f) = full.get(&m.id) else { continue };
-        let mut own = f.clone();
-        for c in reg.children(&m.id) {
-            if let Some(cs) = full.get(&c.id) {
-                own.add_scaled(cs, -1.0, false);
-            }
-        }
+        let own = own_part(reg, m, f, full);
         let total = own.total();
         if total < -1e-9 {
             negative.push(NegativeRemainder { meter: m.id.clone(), remainder: total });

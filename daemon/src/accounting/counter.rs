@@ -30,7 +30,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::registry::EventRecord;
+use crate::registry::{EventError, EventKind, EventRecord};
+use crate::time::HOUR_MS;
 
 /// A meter event, times in milliseconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,59 +51,13 @@ impl Event {
     }
 }
 
-/// Checks the fields an event kind needs; the message names what is wrong.
-pub fn check_record(e: &EventRecord) -> Result<(), String> {
-    let finite = |name: &str, v: Option<f64>| match v {
-        Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        Some(_) => Err(format!("`{name}` must be a non-negative number")),
-        None => Err(format!("a `{}` event needs `{name}`", e.kind)),
-    };
-    if e.by.trim().is_empty() || e.reason.trim().is_empty() {
-        return Err("`by` and `reason` must say who entered the event and why".into());
-    }
-    if e.quantity.is_some() && e.kind != "reading" {
-        return Err("`quantity` applies to `reading` events only (a correction of that quantity's reading)".into());
-    }
-    match e.kind.as_str() {
-        "replacement" => {
-            finite("old_final", e.old_final)?;
-            finite("new_initial", e.new_initial)?;
-            if let Some(k) = e.multiplier {
-                if !(k.is_finite() && k > 0.0) {
-                    return Err("`multiplier` (the new meter's CT/PT ratio) must be a positive number".into());
-                }
-            }
-        }
-        "reading" => {
-            finite("value", e.value)?;
-        }
-        "exclude" => {
-            if e.to.is_none() {
-                return Err("an `exclude` event needs `to` (the end of the bad stretch)".into());
-            }
-        }
-        k => return Err(format!("kind `{k}` is not one of replacement, reading, exclude")),
-    }
-    if e.multiplier.is_some() && e.kind != "replacement" {
-        return Err("only a `replacement` event takes `multiplier`".into());
-    }
-    Ok(())
-}
-
-/// Converts a checked record; `parse_time` turns its times into milliseconds.
-pub fn event_of(e: &EventRecord, parse_time: impl Fn(&str) -> Result<i64, String>) -> Result<Event, String> {
-    check_record(e)?;
-    let at = parse_time(&e.time).map_err(|m| format!("time: {m}"))?;
-    Ok(match e.kind.as_str() {
-        "replacement" => Event::Replacement { at, old_final: e.old_final.unwrap_or(0.0), new_initial: e.new_initial.unwrap_or(0.0), multiplier: e.multiplier },
-        "reading" => Event::Reading { at, value: e.value.unwrap_or(0.0) },
-        _ => {
-            let to = parse_time(e.to.as_deref().unwrap_or_default()).map_err(|m| format!("to: {m}"))?;
-            if to < at {
-                return Err("`to` is before `time`".into());
-            }
-            Event::Exclude { from: at, to }
-        }
+/// The counter's event of a checked record, its times in the time zone `tz`.
+pub fn event_of(e: &EventRecord, tz: chrono_tz::Tz) -> Result<Event, EventError> {
+    let (at, to) = e.times_ms(tz)?;
+    Ok(match e.kind {
+        EventKind::Replacement { old_final, new_initial, multiplier } => Event::Replacement { at, old_final, new_initial, multiplier },
+        EventKind::Reading { value, .. } => Event::Reading { at, value },
+        EventKind::Exclude { .. } => Event::Exclude { from: at, to: to.unwrap_or(at) },
     })
 }
 
@@ -330,7 +285,7 @@ pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, m
             continue;
         }
         if let Some(max) = max_per_hour {
-            let per_hour = (adj - lv) / ((t - lt) as f64 / 3_600_000.0);
+            let per_hour = (adj - lv) / ((t - lt) as f64 / HOUR_MS as f64);
             if per_hour > max {
                 rej.push(Rejected { at: t, value: v, reason: RejectReason::ImplausibleJump });
                 out.flags.push(Flag::ImplausibleJump { at: t, per_hour });
@@ -451,36 +406,6 @@ mod tests {
         let c = continuous(&[(0, 0.0), (H, 50.0), (2 * H, 20.0)], &[], None, Some(30.0), 1.0);
         assert_eq!(c.readings, vec![(0, 0.0), (2 * H, 20.0)]);
         assert!(matches!(c.flags[0], Flag::ImplausibleJump { at, .. } if at == H));
-    }
-
-    #[test]
-    fn records_are_checked() {
-        let rec = |kind: &str| EventRecord {
-            meter: "m".into(),
-            kind: kind.into(),
-            time: "2026-01-01".into(),
-            to: None,
-            value: None,
-            old_final: Some(1.0),
-            new_initial: None,
-            quantity: None,
-            multiplier: None,
-            by: "王工".into(),
-            reason: "更换电表".into(),
-            recorded_at: None,
-        };
-        assert!(check_record(&rec("replacement")).unwrap_err().contains("new_initial"));
-        assert!(check_record(&rec("reading")).unwrap_err().contains("value"));
-        assert!(check_record(&rec("exclude")).unwrap_err().contains("to"));
-        assert!(check_record(&rec("reset")).unwrap_err().contains("not one of"));
-        let mut no_reason = rec("reading");
-        no_reason.value = Some(1.0);
-        no_reason.reason = " ".into();
-        assert!(check_record(&no_reason).unwrap_err().contains("why"));
-        let mut power = rec("exclude");
-        power.to = Some("2026-01-02".into());
-        power.quantity = Some(energy_wire::Quantity::ActivePower);
-        assert!(check_record(&power).unwrap_err().contains("`reading` events only"));
     }
 
     /// The register's range from its largest shown value, worked by hand.

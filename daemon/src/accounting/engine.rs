@@ -27,11 +27,10 @@ use chrono_tz::Tz;
 
 use super::allocate::{agency_groups, contributions, full_series, Contribution, GroupKey, NegativeRemainder};
 use super::cache::{key_of, DiskCache, ENGINE_VERSION};
-use super::calendar::parse_time;
 use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
 use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
-use crate::registry::{EventRecord, Indicator, Registry};
+use crate::registry::{EventError, EventRecord, Indicator, Registry};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +41,14 @@ pub enum EngineError {
     Year(i32),
     #[error("meter events log {path}: {msg}")]
     Log { path: PathBuf, msg: String },
+    /// An event of the registry or the log that does not convert in the time zone.
+    #[error("event of meter `{meter}` at {time}: {source}")]
+    Event { meter: String, time: String, source: EventError },
+    /// An event posted that cannot be recorded.
+    #[error(transparent)]
+    Rejected(#[from] EventError),
+    #[error("`{0}` is not a physical meter of the registry")]
+    NotPhysical(String),
     #[error("{0}")]
     Invalid(String),
 }
@@ -91,21 +98,17 @@ pub struct Engine {
 /// A `reading` event of another quantity than the meter's counter corrects that quantity's
 /// stored reading only; every other event is the counter's.
 fn applies_to_counter(reg: &Registry, r: &EventRecord) -> bool {
-    match (r.quantity, reg.meter(&r.meter)) {
+    match (r.quantity(), reg.meter(&r.meter)) {
         (Some(q), Some(m)) => q == m.counter(),
         _ => true,
     }
-}
-
-fn to_ms(tz: Tz) -> impl Fn(&str) -> Result<i64, String> {
-    move |s| parse_time(s, tz).map(|t| t.timestamp_millis())
 }
 
 impl Engine {
     /// Loads the events of the registry and of `<data_dir>/meter-events.jsonl`.
     pub fn open(data_dir: &Path, reg: &Registry, tz: Tz) -> Result<Engine, EngineError> {
         let log_path = data_dir.join("meter-events.jsonl");
-        let mut records = reg.file.events.clone();
+        let mut records = reg.events().to_vec();
         match std::fs::read_to_string(&log_path) {
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {
@@ -132,7 +135,7 @@ impl Engine {
             if reg.meter(&r.meter).is_none() {
                 continue;
             }
-            let e = event_of(r, to_ms(tz)).map_err(|m| EngineError::Invalid(format!("event of meter `{}` at {}: {m}", r.meter, r.time)))?;
+            let e = event_of(r, tz).map_err(|source| EngineError::Event { meter: r.meter.clone(), time: r.time.clone(), source })?;
             if applies_to_counter(reg, r) {
                 events.entry(r.meter.clone()).or_default().push(e);
             }
@@ -175,11 +178,11 @@ impl Engine {
     /// Records an event posted to the API: checked, appended to the log and fsynced, applied.
     pub fn record_event(&self, reg: &Registry, mut rec: EventRecord) -> Result<EventRecord, EngineError> {
         if reg.meter(&rec.meter).is_none_or(|m| m.is_virtual()) {
-            return Err(EngineError::Invalid(format!("`{}` is not a physical meter of the registry", rec.meter)));
+            return Err(EngineError::NotPhysical(rec.meter.clone()));
         }
-        let ev = event_of(&rec, to_ms(self.tz)).map_err(EngineError::Invalid)?;
+        let ev = event_of(&rec, self.tz)?;
         rec.recorded_at = Some(chrono::Utc::now().with_timezone(&self.tz).to_rfc3339());
-        let line = serde_json::to_string(&rec).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let line = serde_json::to_string(&rec).map_err(|e| EngineError::Log { path: self.log_path.clone(), msg: e.to_string() })?;
         {
             let _g = self.log.lock().unwrap_or_else(|e| e.into_inner());
             let io = |e: std::io::Error| EngineError::Log { path: self.log_path.clone(), msg: e.to_string() };

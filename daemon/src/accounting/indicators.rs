@@ -489,119 +489,17 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
             _ => None,
         };
         let quota = reg.quota(i.agency, ind);
-        let band = quota.zip(projected).map(|(q, v)| Band {
-            source: q.source.clone(),
-            source_year: q.edition_year(),
-            source_table: q.table.clone(),
-            example: q.is_example(),
-            binding: q.binding,
-            benchmark: q.benchmark,
-            guide: q.guide,
-            class: BandClass::of(v, q.binding, q.benchmark, q.guide),
-        });
-        let mut target = None;
+        let band = quota.zip(projected).map(|(q, v)| band_of(q, v));
         if data == DataStatus::Incomplete {
             incomplete.push(format!("{} ({:.1}%)", ind.name(), quality.coverage * 100.0));
         }
-        if let Some(r) = reg.reductions(&i.agency.id, year).into_iter().find(|r| r.indicator == ind).filter(|_| complete) {
-            let base = r.baseline_value.or_else(|| i.baselines.get(&(ind, r.baseline_year)).copied());
-            match base {
-                Some(b) => {
-                    let frac = f64::from(year - r.baseline_year) / f64::from(r.target_year - r.baseline_year);
-                    let t = b * (1.0 - r.percent / 100.0 * frac);
-                    target = Some(Target {
-                        kind: "reduction",
-                        label: r.label.clone(),
-                        value: t,
-                        baseline_year: Some(r.baseline_year),
-                        baseline_value: Some(b),
-                        met: projected.is_some_and(|p| p <= t + 1e-9),
-                    });
-                }
-                None => notes.push(format!("{}: no data for the baseline year {} and no baseline_value given", ind.name(), r.baseline_year)),
-            }
-        }
-        if target.is_none() && complete {
-            if let Some(b) = reg.budget(&i.agency.id, year) {
-                let budget = match ind {
-                    Indicator::TotalEnergy => b.energy_kgce,
-                    Indicator::EnergyCost => b.cost_yuan,
-                    Indicator::WaterTotal => b.carriers.get(&Carrier::Water).copied(),
-                    _ => None,
-                };
-                if let Some(v) = budget {
-                    target = Some(Target { kind: "budget", label: None, value: v, baseline_year: None, baseline_value: None, met: projected.is_some_and(|p| p <= v + 1e-9) });
-                }
-            }
-        }
+        let target = if complete { target_of(i, ind, projected, &mut notes) } else { None };
         out_ind.push(IndicatorValue { indicator: ind, unit: ind.unit(), value, projected, last_year, change_pct, band, target, data, quality, basis: ind.area_basis(), has_quota: quota.is_some() });
     }
     if !incomplete.is_empty() {
         notes.push(format!("incomplete data, not projected, classed, judged or scored: {}", incomplete.join(", ")));
     }
-    // Per carrier.
-    let mut carriers: BTreeMap<Carrier, CarrierFigure> = BTreeMap::new();
-    let budget = reg.budget(&i.agency.id, year);
-    let mut cum_kgce = vec![0.0; days];
-    for (key, s) in &projected_groups {
-        let (carrier, _, litre) = *key;
-        let actual = &i.groups[key];
-        let e = carriers.entry(carrier).or_insert_with(|| CarrierFigure {
-            carrier,
-            unit: carrier.counter().unit(),
-            value: 0.0,
-            projected: 0.0,
-            kgce: 0.0,
-            co2_kg: 0.0,
-            cost_yuan: 0.0,
-            estimated: 0.0,
-            budget: budget.and_then(|b| b.carriers.get(&carrier).copied()),
-            budget_crossed_day: None,
-        });
-        let v = actual.sum(0, as_of);
-        e.value += v;
-        e.projected += s.total();
-        e.kgce += v * reg.kgce_per_unit(carrier, litre);
-        e.co2_kg += v * reg.co2_per_unit(carrier, litre, year);
-        e.estimated += actual.estimated[..as_of].iter().sum::<f64>();
-        let k = reg.kgce_per_unit(carrier, litre);
-        for (d, x) in s.value.iter().enumerate() {
-            cum_kgce[d] += x * k;
-        }
-    }
-    for (key, s) in i.groups {
-        let prices = monthly_prices(reg, key.0, year, s);
-        if let Some(e) = carriers.get_mut(&key.0) {
-            e.cost_yuan += (0..as_of).map(|d| s.value[d] * prices[usize::from(i.cal.day_month[d])]).sum::<f64>();
-        }
-    }
-    for (carrier, e) in carriers.iter_mut() {
-        if let Some(b) = e.budget {
-            let mut cum = 0.0;
-            let mut daily = vec![0.0; days];
-            for (key, s) in &projected_groups {
-                if key.0 == *carrier {
-                    for (d, x) in s.value.iter().enumerate() {
-                        daily[d] += x;
-                    }
-                }
-            }
-            for (d, x) in daily.iter().enumerate() {
-                cum += x;
-                if cum > b + 1e-9 {
-                    e.budget_crossed_day = Some(d);
-                    break;
-                }
-            }
-        }
-    }
-    let energy_budget_crossed_day = budget.and_then(|b| b.energy_kgce).and_then(|b| {
-        let mut cum = 0.0;
-        cum_kgce.iter().position(|x| {
-            cum += x;
-            cum > b + 1e-9
-        })
-    });
+    let (carriers, energy_budget_crossed_day) = carrier_figures(i, &projected_groups, as_of);
     // Quality over the elapsed days, weighted by group.
     let covs: Vec<f64> = i.groups.values().map(|s| s.coverage_of(0, as_of)).collect();
     let coverage = if covs.is_empty() { 0.0 } else { covs.iter().sum::<f64>() / covs.len() as f64 };
@@ -640,6 +538,121 @@ pub fn indicators(i: &Input<'_>) -> AgencyIndicators {
         meters_to_check: Vec::new(),
         notes,
     }
+}
+
+/// The figures per carrier of the days counted (`as_of`), the projected year, the budgets and
+/// the day each budget is crossed (of the carrier's own, and of the energy in kgce).
+fn carrier_figures(i: &Input<'_>, projected_groups: &BTreeMap<GroupKey, Series>, as_of: usize) -> (BTreeMap<Carrier, CarrierFigure>, Option<usize>) {
+    let reg = i.reg;
+    let year = i.cal.year;
+    let days = i.cal.days();
+    let mut carriers: BTreeMap<Carrier, CarrierFigure> = BTreeMap::new();
+    let budget = reg.budget(&i.agency.id, year);
+    let mut cum_kgce = vec![0.0; days];
+    for (key, s) in projected_groups {
+        let (carrier, _, litre) = *key;
+        let actual = &i.groups[key];
+        let e = carriers.entry(carrier).or_insert_with(|| CarrierFigure {
+            carrier,
+            unit: carrier.counter().unit(),
+            value: 0.0,
+            projected: 0.0,
+            kgce: 0.0,
+            co2_kg: 0.0,
+            cost_yuan: 0.0,
+            estimated: 0.0,
+            budget: budget.and_then(|b| b.carriers.get(&carrier).copied()),
+            budget_crossed_day: None,
+        });
+        let v = actual.sum(0, as_of);
+        e.value += v;
+        e.projected += s.total();
+        e.kgce += v * reg.kgce_per_unit(carrier, litre);
+        e.co2_kg += v * reg.co2_per_unit(carrier, litre, year);
+        e.estimated += actual.estimated[..as_of].iter().sum::<f64>();
+        let k = reg.kgce_per_unit(carrier, litre);
+        for (d, x) in s.value.iter().enumerate() {
+            cum_kgce[d] += x * k;
+        }
+    }
+    for (key, s) in i.groups {
+        let prices = monthly_prices(reg, key.0, year, s);
+        if let Some(e) = carriers.get_mut(&key.0) {
+            e.cost_yuan += (0..as_of).map(|d| s.value[d] * prices[usize::from(i.cal.day_month[d])]).sum::<f64>();
+        }
+    }
+    for (carrier, e) in carriers.iter_mut() {
+        if let Some(b) = e.budget {
+            let mut daily = vec![0.0; days];
+            for (key, s) in projected_groups {
+                if key.0 == *carrier {
+                    for (d, x) in s.value.iter().enumerate() {
+                        daily[d] += x;
+                    }
+                }
+            }
+            e.budget_crossed_day = crossed_day(&daily, b);
+        }
+    }
+    let energy_budget_crossed_day = budget.and_then(|b| b.energy_kgce).and_then(|b| crossed_day(&cum_kgce, b));
+    (carriers, energy_budget_crossed_day)
+}
+
+/// The first day on which the running sum of `daily` exceeds `budget`.
+fn crossed_day(daily: &[f64], budget: f64) -> Option<usize> {
+    let mut cum = 0.0;
+    daily.iter().position(|x| {
+        cum += x;
+        cum > budget + 1e-9
+    })
+}
+
+/// The quota band a value falls in.
+fn band_of(q: &crate::registry::Quota, v: f64) -> Band {
+    Band {
+        source: q.source.clone(),
+        source_year: q.edition_year(),
+        source_table: q.table.clone(),
+        example: q.is_example(),
+        binding: q.binding,
+        benchmark: q.benchmark,
+        guide: q.guide,
+        class: BandClass::of(v, q.binding, q.benchmark, q.guide),
+    }
+}
+
+/// The target of an indicator with complete data: the agency's reduction target covering the
+/// year (from its baseline value, or the baseline year's figure), else its budget of the year.
+/// A reduction without a baseline is noted, and the budget applies.
+fn target_of(i: &Input<'_>, ind: Indicator, projected: Option<f64>, notes: &mut Vec<String>) -> Option<Target> {
+    let reg = i.reg;
+    let year = i.cal.year;
+    if let Some(r) = reg.reductions(&i.agency.id, year).into_iter().find(|r| r.indicator == ind) {
+        let base = r.baseline_value.or_else(|| i.baselines.get(&(ind, r.baseline_year)).copied());
+        match base {
+            Some(b) => {
+                let frac = f64::from(year - r.baseline_year) / f64::from(r.target_year - r.baseline_year);
+                let t = b * (1.0 - r.percent / 100.0 * frac);
+                return Some(Target {
+                    kind: "reduction",
+                    label: r.label.clone(),
+                    value: t,
+                    baseline_year: Some(r.baseline_year),
+                    baseline_value: Some(b),
+                    met: projected.is_some_and(|p| p <= t + 1e-9),
+                });
+            }
+            None => notes.push(format!("{}: no data for the baseline year {} and no baseline_value given", ind.name(), r.baseline_year)),
+        }
+    }
+    let b = reg.budget(&i.agency.id, year)?;
+    let budget = match ind {
+        Indicator::TotalEnergy => b.energy_kgce,
+        Indicator::EnergyCost => b.cost_yuan,
+        Indicator::WaterTotal => b.carriers.get(&Carrier::Water).copied(),
+        _ => None,
+    }?;
+    Some(Target { kind: "budget", label: None, value: budget, baseline_year: None, baseline_value: None, met: projected.is_some_and(|p| p <= budget + 1e-9) })
 }
 
 /// Per-area and per-person figures of an aggregate over the members' summed areas and

@@ -6,12 +6,12 @@
 use chrono::{DateTime, Datelike, TimeZone, Timelike};
 use chrono_tz::Tz;
 
-use super::calendar::{boundaries, Interval};
+use crate::time::{boundaries, Interval, HOUR_MS};
 use super::consumption::consumption;
 use super::counter::{Flag, Rejected};
 
 /// Readings further apart than this make the split of consumption between periods an estimate.
-pub const MAX_GAP_MS: i64 = 3_600_000;
+pub const MAX_GAP_MS: i64 = HOUR_MS;
 
 /// The local hours of one calendar year, and which day, month and hour of day each is.
 #[derive(Debug, Clone)]
@@ -183,6 +183,23 @@ pub fn meter_year(readings: &[(i64, f64)], cal: &YearCalendar, flags: Vec<Flag>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// As of: the start of the local day, whatever the time of day asked or given.
+    /// 2026-03-10 in chrono_tz::Asia::Shanghai starts at 2026-03-09T16:00Z = 1 773 072 000 000 ms; the days of 2026
+    /// before it are 31 (Jan) + 28 (Feb) + 9 = 68.
+    #[test]
+    fn as_of_is_the_start_of_the_local_day() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
+        let want = 1_773_072_000_000;
+        for given in [None, Some("2026-03-10"), Some("2026-03-10T15:00:00+08:00"), Some("2026-03-10T01:00:00Z")] {
+            assert_eq!(crate::time::as_of_cut(chrono_tz::Asia::Shanghai, today, given).unwrap(), (today, want), "{given:?}");
+        }
+        let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2026).unwrap();
+        assert_eq!(cal.days_before(want), 68);
+        // Later in the day the figures are the same: the day is not counted before it is over.
+        assert_eq!(cal.days_before(want + 15 * 3_600_000), 69);
+        assert!(crate::time::as_of_cut(chrono_tz::Asia::Shanghai, today, Some("soon")).is_err());
+    }
 
     #[test]
     fn a_year_has_its_days_and_hours() {

@@ -4,10 +4,12 @@
 
 pub mod allocate;
 pub mod cache;
-pub mod calendar;
 pub mod consumption;
 pub mod counter;
 pub mod engine;
+pub mod events;
 pub mod indicators;
 pub mod ledger;
+pub mod query;
 pub mod rollup;
+pub mod series;

@@ -47,6 +47,23 @@ pub fn counter_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after:
     Some(out)
 }
 
+/// The counter readings of a window that the accounting reads from the roll-ups: `before` (the
+/// last reading before the window), each hour's first and last reading, and `after` (the first
+/// reading at or after the window's end). Readings a consumption would set aside stay in:
+/// [`super::counter::continuous`] sets them aside (and counts them), as it does the raw ones.
+pub fn window_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after: Option<(i64, f64)>) -> Vec<(i64, f64)> {
+    let mut r: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
+    r.extend(before);
+    for h in hours {
+        r.push((h.first_ts, h.first_v));
+        if h.last_ts != h.first_ts {
+            r.push((h.last_ts, h.last_v));
+        }
+    }
+    r.extend(after);
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

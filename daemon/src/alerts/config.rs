@@ -43,14 +43,23 @@ impl Dur {
     }
 }
 
+/// A duration that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("`{0}` is not a duration such as \"90s\", \"15m\", \"2h\" or \"7d\"")]
+    NotANumber(String),
+    #[error("`{text}`: unknown unit `{unit}` (use ms, s, m, h, d or w)")]
+    UnknownUnit { text: String, unit: String },
+}
+
 /// Parses `"90s"`, `"15m"`, `"2h"`, `"7d"`, `"500ms"`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Dur, String> {
+pub fn parse_duration(s: &str) -> Result<Dur, DurationError> {
     let t = s.trim();
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&t[..i], &t[i..]),
         None => (t, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as \"90s\", \"15m\", \"2h\" or \"7d\""))?;
+    let n: f64 = num.parse().map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let k = match unit {
         "ms" => 1.0,
         "s" => 1000.0,
@@ -58,7 +67,7 @@ pub fn parse_duration(s: &str) -> Result<Dur, String> {
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
         "w" => 7.0 * 86_400_000.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m, h, d or w)")),
+        _ => return Err(DurationError::UnknownUnit { text: s.to_string(), unit: unit.to_string() }),
     };
     Ok(Dur((n * k).round() as i64))
 }
@@ -357,64 +366,80 @@ impl AlertsConfig {
                     out.push(format!("{at}: label `{k}` must be a Prometheus label name and not one the engine sets"));
                 }
             }
-            let uses: &[&str] = match r.kind {
-                RuleKind::MeterSilent => &["intervals", "expected_interval", "meters", "carrier"],
-                RuleKind::GatewayOffline => &["silence"],
-                RuleKind::GatewayBacklog => &["max_lag"],
-                RuleKind::CounterAnomaly => &["lookback", "meters", "carrier"],
-                RuleKind::BaseLoad => &["weeks", "factor", "night", "holidays", "threshold", "meters", "carrier"],
-                RuleKind::NightFlow => &["night", "threshold", "meters", "carrier"],
-                RuleKind::HeatingOffSeason => &["threshold", "max_supply_temperature", "meters"],
-                RuleKind::BudgetOverrun => &["band"],
-                RuleKind::DataCompleteness => &["min_coverage"],
-                RuleKind::DiskSpaceLow => &["threshold"],
-            };
-            let set: [(&str, bool); 15] = [
-                ("max_supply_temperature", r.max_supply_temperature.is_some()),
-                ("intervals", r.intervals.is_some()),
-                ("expected_interval", r.expected_interval.is_some()),
-                ("silence", r.silence.is_some()),
-                ("max_lag", r.max_lag.is_some()),
-                ("lookback", r.lookback.is_some()),
-                ("weeks", r.weeks.is_some()),
-                ("factor", r.factor.is_some()),
-                ("night", r.night.is_some()),
-                ("holidays", !r.holidays.is_empty()),
-                ("threshold", r.threshold.is_some()),
-                ("band", r.band.is_some()),
-                ("min_coverage", r.min_coverage.is_some()),
-                ("meters", !r.meters.is_empty()),
-                ("carrier", r.carrier.is_some()),
-            ];
-            for (k, given) in set {
-                if given && !uses.contains(&k) {
-                    out.push(format!("{at}: `{k}` does not apply to kind {} (it uses: {})", r.kind.as_str(), uses.join(", ")));
-                }
+            out.extend(r.parameter_problems(&at));
+            out.extend(r.value_problems(&at));
+        }
+        out
+    }
+}
+
+impl RuleConfig {
+    /// The parameters given that the rule's kind does not use, each named with the ones it uses.
+    fn parameter_problems(&self, at: &str) -> Vec<String> {
+        let (r, mut out) = (self, Vec::new());
+        let uses: &[&str] = match r.kind {
+            RuleKind::MeterSilent => &["intervals", "expected_interval", "meters", "carrier"],
+            RuleKind::GatewayOffline => &["silence"],
+            RuleKind::GatewayBacklog => &["max_lag"],
+            RuleKind::CounterAnomaly => &["lookback", "meters", "carrier"],
+            RuleKind::BaseLoad => &["weeks", "factor", "night", "holidays", "threshold", "meters", "carrier"],
+            RuleKind::NightFlow => &["night", "threshold", "meters", "carrier"],
+            RuleKind::HeatingOffSeason => &["threshold", "max_supply_temperature", "meters"],
+            RuleKind::BudgetOverrun => &["band"],
+            RuleKind::DataCompleteness => &["min_coverage"],
+            RuleKind::DiskSpaceLow => &["threshold"],
+        };
+        let set: [(&str, bool); 15] = [
+            ("max_supply_temperature", r.max_supply_temperature.is_some()),
+            ("intervals", r.intervals.is_some()),
+            ("expected_interval", r.expected_interval.is_some()),
+            ("silence", r.silence.is_some()),
+            ("max_lag", r.max_lag.is_some()),
+            ("lookback", r.lookback.is_some()),
+            ("weeks", r.weeks.is_some()),
+            ("factor", r.factor.is_some()),
+            ("night", r.night.is_some()),
+            ("holidays", !r.holidays.is_empty()),
+            ("threshold", r.threshold.is_some()),
+            ("band", r.band.is_some()),
+            ("min_coverage", r.min_coverage.is_some()),
+            ("meters", !r.meters.is_empty()),
+            ("carrier", r.carrier.is_some()),
+        ];
+        for (k, given) in set {
+            if given && !uses.contains(&k) {
+                out.push(format!("{at}: `{k}` does not apply to kind {} (it uses: {})", r.kind.as_str(), uses.join(", ")));
             }
-            if r.intervals.is_some_and(|x| x.is_nan() || x <= 0.0) {
-                out.push(format!("{at}: intervals must be positive"));
+        }
+        out
+    }
+
+    /// The parameters given whose values are out of range.
+    fn value_problems(&self, at: &str) -> Vec<String> {
+        let (r, mut out) = (self, Vec::new());
+        if r.intervals.is_some_and(|x| x.is_nan() || x <= 0.0) {
+            out.push(format!("{at}: intervals must be positive"));
+        }
+        if r.factor.is_some_and(|x| x.is_nan() || x < 1.0) {
+            out.push(format!("{at}: factor must be at least 1"));
+        }
+        if r.weeks == Some(0) {
+            out.push(format!("{at}: weeks must be at least 1"));
+        }
+        if let Some([a, b]) = r.night {
+            if !(a < b && b <= 24) {
+                out.push(format!("{at}: night [{a}, {b}] must be local hours [from, to) with from < to <= 24 (a night starting before midnight is not supported)"));
             }
-            if r.factor.is_some_and(|x| x.is_nan() || x < 1.0) {
-                out.push(format!("{at}: factor must be at least 1"));
-            }
-            if r.weeks == Some(0) {
-                out.push(format!("{at}: weeks must be at least 1"));
-            }
-            if let Some([a, b]) = r.night {
-                if !(a < b && b <= 24) {
-                    out.push(format!("{at}: night [{a}, {b}] must be local hours [from, to) with from < to <= 24 (a night starting before midnight is not supported)"));
-                }
-            }
-            if r.min_coverage.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
-                out.push(format!("{at}: min_coverage must be within 0..=1"));
-            }
-            if r.threshold.is_some_and(|x| x.is_nan() || x < 0.0) {
-                out.push(format!("{at}: threshold must not be negative"));
-            }
-            for d in [r.expected_interval, r.silence, r.max_lag, r.lookback].into_iter().flatten() {
-                if d.ms() <= 0 {
-                    out.push(format!("{at}: durations must be positive"));
-                }
+        }
+        if r.min_coverage.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
+            out.push(format!("{at}: min_coverage must be within 0..=1"));
+        }
+        if r.threshold.is_some_and(|x| x.is_nan() || x < 0.0) {
+            out.push(format!("{at}: threshold must not be negative"));
+        }
+        for d in [r.expected_interval, r.silence, r.max_lag, r.lookback].into_iter().flatten() {
+            if d.ms() <= 0 {
+                out.push(format!("{at}: durations must be positive"));
             }
         }
         out

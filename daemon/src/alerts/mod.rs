@@ -7,7 +7,7 @@
 //! ```text
 //! run (tokio task, every interval) ── gather (store roll-ups as of the head's last flush, at most
 //!    │                                  5 s behind; last_seen, engine indicators,
-//!    │                                  AppState.gateways) ── rules::* (pure) ── Book::apply
+//!    │                                  the gateways ingest saw) ── rules::* (pure) ── Book::apply
 //!    ├─ metrics energyd_alerts_firing{alertname,severity,agency,building,meter}
 //!    └─ notify: Alertmanager / webhook, retried, resent every minute while firing
 //! ```
@@ -18,14 +18,17 @@ pub mod rules;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use energy_wire::{Carrier, Quantity};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AppState;
+use crate::accounting::engine::{Engine, EngineError};
+use crate::ingest::Gateways;
+use crate::metrics::Metrics;
 use crate::registry::{Meter, Registry};
+use crate::store::{Store, StoreError};
 pub use config::AlertsConfig;
 use config::{RuleConfig, RuleKind};
 use rules::Finding;
@@ -69,6 +72,34 @@ impl Default for Alerts {
     }
 }
 
+/// What the rules read: the store's roll-ups and last readings, the accounting engine's
+/// indicators and flags, the registry, and the gateways ingest has seen.
+#[derive(Clone)]
+pub struct Sources {
+    pub store: Store,
+    pub engine: Arc<Engine>,
+    pub registry: Arc<Registry>,
+    /// The local time zone (nights, days, years).
+    pub tz: chrono_tz::Tz,
+    pub metrics: Metrics,
+    pub gateways: Arc<Gateways>,
+}
+
+/// Why a rule could not be evaluated (its alerts keep their state until it can).
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("reading the roll-ups of meter `{meter}`: {source}")]
+    Rollups { meter: String, source: StoreError },
+    #[error("reading the supply temperature of meter `{meter}`: {source}")]
+    SupplyTemperature { meter: String, source: StoreError },
+    #[error("indicators: {0}")]
+    Indicators(EngineError),
+    #[error("meter years {year}: {source}")]
+    MeterYears { year: i32, source: EngineError },
+    #[error("time out of range")]
+    TimeOutOfRange,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -101,56 +132,57 @@ fn meters_for<'a>(reg: &'a Registry, r: &RuleConfig, carrier: Option<Carrier>) -
 /// Hourly consumption of a meter's counter over the `days` before `now`, cached while the hour
 /// lasts once the last hour's consumption is known (until then it is read at every evaluation:
 /// the reading that closes the hour may arrive late).
-async fn consumption(s: &AppState, m: &Meter, days: i64, now: i64) -> Result<BTreeMap<i64, f64>, String> {
+async fn consumption(a: &Alerts, s: &Sources, m: &Meter, days: i64, now: i64) -> Result<BTreeMap<i64, f64>, RuleError> {
     let hour = now.div_euclid(HOUR_MS);
-    if let Some((h, c)) = lock(&s.alerts.cache).get(&(m.id.clone(), days)) {
+    if let Some((h, c)) = lock(&a.cache).get(&(m.id.clone(), days)) {
         if *h == hour && c.contains_key(&((hour - 1) * HOUR_MS)) {
             return Ok(c.clone());
         }
     }
     let from = (hour * HOUR_MS) - days * DAY_MS - HOUR_MS;
-    let rollups = s.store.rollups_settled(&m.id, m.counter(), from, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
+    let rollups = s.store.rollups_settled(&m.id, m.counter(), from, now + HOUR_MS).await.map_err(|source| RuleError::Rollups { meter: m.id.clone(), source })?;
     let c = rules::hourly_consumption(&rollups, m.multiplier);
-    lock(&s.alerts.cache).insert((m.id.clone(), days), (hour, c.clone()));
+    lock(&a.cache).insert((m.id.clone(), days), (hour, c.clone()));
     Ok(c)
 }
 
-async fn learned_interval(s: &AppState, m: &Meter, now: i64) -> Result<Option<i64>, String> {
+async fn learned_interval(a: &Alerts, s: &Sources, m: &Meter, now: i64) -> Result<Option<i64>, RuleError> {
     let hour = now.div_euclid(HOUR_MS);
-    if let Some((h, v)) = lock(&s.alerts.intervals).get(&m.id) {
+    if let Some((h, v)) = lock(&a.intervals).get(&m.id) {
         if *h == hour {
             return Ok(*v);
         }
     }
-    let rollups = s.store.rollups_settled(&m.id, m.counter(), now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the roll-ups of meter `{}`: {e}", m.id))?;
+    let rollups = s.store.rollups_settled(&m.id, m.counter(), now - DAY_MS, now + HOUR_MS).await.map_err(|source| RuleError::Rollups { meter: m.id.clone(), source })?;
     let v = rules::learn_interval(&rollups);
     // Nothing to learn from yet: asked again at the next evaluation.
     if v.is_some() {
-        lock(&s.alerts.intervals).insert(m.id.clone(), (hour, v));
+        lock(&a.intervals).insert(m.id.clone(), (hour, v));
     }
     Ok(v)
 }
 
-fn gateways(s: &AppState) -> Vec<rules::SeenGateway> {
-    lock(&s.gateways)
+fn gateways(s: &Sources) -> Vec<rules::SeenGateway> {
+    s.gateways
+        .snapshot()
         .iter()
         .map(|(id, g)| rules::SeenGateway { id: id.clone(), online: g.online, since_ms: g.since_ms, first_batch_ms: g.first_batch_ms, last_batch_ms: g.last_batch_ms, last_lag_ms: g.last_lag_ms })
         .collect()
 }
 
-async fn outlooks(s: &AppState, now: i64) -> Result<Vec<rules::Outlook>, String> {
+async fn outlooks(s: &Sources, now: i64) -> Result<Vec<rules::Outlook>, RuleError> {
     use chrono::Datelike;
-    let year = chrono::DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&s.tz).year()).ok_or("time out of range")?;
+    let year = chrono::DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(&s.tz).year()).ok_or(RuleError::TimeOutOfRange)?;
     let reg = s.registry.clone();
     let list: Vec<(&crate::registry::Agency, Vec<&str>)> = reg.file.agencies.iter().map(|a| (a, vec![a.id.as_str()])).collect();
-    let ind = s.engine.indicators(&s.store, &reg, year, now, &list).await.map_err(|e| format!("indicators: {e}"))?;
+    let ind = s.engine.indicators(&s.store, &reg, year, now, &list).await.map_err(RuleError::Indicators)?;
     Ok(ind.iter().map(rules::Outlook::from).collect())
 }
 
-async fn meter_series(s: &AppState, ms: &[&Meter], days: i64, now: i64) -> Result<Vec<rules::MeterHours>, String> {
+async fn meter_series(a: &Alerts, s: &Sources, ms: &[&Meter], days: i64, now: i64) -> Result<Vec<rules::MeterHours>, RuleError> {
     let mut out = Vec::with_capacity(ms.len());
     for m in ms {
-        let hours = consumption(s, m, days, now).await?;
+        let hours = consumption(a, s, m, days, now).await?;
         out.push(rules::MeterHours { id: m.id.clone(), labels: labels_of(&s.registry, m), unit: m.counter().unit().to_string(), hours });
     }
     Ok(out)
@@ -163,7 +195,7 @@ pub struct Pass {
 }
 
 impl Pass {
-    async fn outlooks(&mut self, s: &AppState, now: i64) -> Result<&[rules::Outlook], String> {
+    async fn outlooks(&mut self, s: &Sources, now: i64) -> Result<&[rules::Outlook], RuleError> {
         if self.outlooks.is_none() {
             self.outlooks = Some(outlooks(s, now).await?);
         }
@@ -172,80 +204,93 @@ impl Pass {
 }
 
 /// The findings of one rule at `now`.
-pub async fn findings(s: &AppState, r: &RuleConfig, now: i64, pass: &mut Pass) -> Result<Vec<Finding>, String> {
-    let reg = s.registry.clone();
+pub async fn findings(a: &Alerts, s: &Sources, r: &RuleConfig, now: i64, pass: &mut Pass) -> Result<Vec<Finding>, RuleError> {
+    let reg = &s.registry;
     let tz = s.tz;
     let night = r.night.unwrap_or([0, 5]);
     Ok(match r.kind {
-        RuleKind::MeterSilent => {
-            let mut seen = Vec::new();
-            for m in meters_for(&reg, r, None) {
-                let learned = if r.expected_interval.is_none() { learned_interval(s, m, now).await? } else { None };
-                seen.push(rules::SeenMeter { labels: labels_of(&reg, m), id: m.id.clone(), last_seen: s.store.last_seen(&m.id), learned_interval: learned });
-            }
-            rules::meter_silent(&seen, now, r.intervals.unwrap_or(3.0), r.expected_interval.map(|d| d.ms()), tz)
-        }
+        RuleKind::MeterSilent => meter_silent(a, s, r, now).await?,
         RuleKind::GatewayOffline => rules::gateway_offline(&gateways(s), now, r.silence.map_or(15 * 60_000, |d| d.ms()), tz),
         RuleKind::GatewayBacklog => rules::gateway_backlog(&gateways(s), now, r.max_lag.map_or(15 * 60_000, |d| d.ms()), 15 * 60_000),
-        RuleKind::CounterAnomaly => {
-            use chrono::Datelike;
-            let lookback = r.lookback.map_or(7 * DAY_MS, |d| d.ms());
-            let year_of = |t: i64| chrono::DateTime::from_timestamp_millis(t).map(|t| t.with_timezone(&tz).year()).ok_or("time out of range");
-            // The flags of this year, and of last year while the lookback reaches into it.
-            let mut flags: HashMap<String, Vec<crate::accounting::counter::Flag>> = HashMap::new();
-            for year in year_of(now - lookback)?..=year_of(now)? {
-                let years = s.engine.meter_years(&s.store, &reg, year).await.map_err(|e| format!("meter years {year}: {e}"))?;
-                for (id, y) in years {
-                    flags.entry(id).or_default().extend(y.flags.iter().cloned());
-                }
-            }
-            let list: Vec<_> = meters_for(&reg, r, None).into_iter().filter_map(|m| flags.remove(&m.id).map(|f| (m.id.clone(), labels_of(&reg, m), f))).collect();
-            rules::counter_anomaly(&list, now, lookback, tz)
-        }
+        RuleKind::CounterAnomaly => counter_anomaly(s, r, now).await?,
         RuleKind::BaseLoad => {
             let weeks = r.weeks.unwrap_or(4);
-            let ms = meters_for(&reg, r, Some(Carrier::Electricity));
-            let series = meter_series(s, &ms, i64::from(weeks) * 7 + 3, now).await?;
+            let ms = meters_for(reg, r, Some(Carrier::Electricity));
+            let series = meter_series(a, s, &ms, i64::from(weeks) * 7 + 3, now).await?;
             let p = rules::BaseLoadRule { night, weeks, holidays: &r.holidays, factor: r.factor.unwrap_or(1.5), min_excess: r.threshold.unwrap_or(0.0) };
             rules::base_load_high(&series, now, tz, &p)
         }
         RuleKind::NightFlow => {
-            let ms = meters_for(&reg, r, Some(Carrier::Water));
-            let series = meter_series(s, &ms, 3, now).await?;
+            let ms = meters_for(reg, r, Some(Carrier::Water));
+            let series = meter_series(a, s, &ms, 3, now).await?;
             rules::night_flow(&series, now, tz, night, r.threshold.unwrap_or(0.01))
         }
-        RuleKind::HeatingOffSeason => {
-            let ms: Vec<&Meter> = meters_for(&reg, r, None).into_iter().filter(|m| matches!(m.carrier, Carrier::DistrictHeat | Carrier::Steam) || m.counter() == Quantity::HeatEnergy).collect();
-            let series = meter_series(s, &ms, 2, now).await?;
-            let mut supply = BTreeMap::new();
-            if r.max_supply_temperature.is_some() {
-                for m in &ms {
-                    let rs = s.store.rollups_settled(&m.id, Quantity::SupplyTemperature, now - DAY_MS, now + HOUR_MS).await.map_err(|e| format!("reading the supply temperature of meter `{}`: {e}", m.id))?;
-                    let (sum, n) = rs.iter().filter(|x| x.hour >= now - DAY_MS).fold((0.0, 0u64), |(a, n), x| (a + x.sum, n + x.count));
-                    if n > 0 {
-                        supply.insert(m.id.clone(), sum / n as f64);
-                    }
-                }
-            }
-            rules::heating_off_season(&series, &supply, now, tz, &reg.file.accounting.heating_season, r.threshold.unwrap_or(0.1), r.max_supply_temperature)
-        }
+        RuleKind::HeatingOffSeason => heating_off_season(a, s, r, now).await?,
         RuleKind::BudgetOverrun => rules::budget_overrun(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
         RuleKind::DataCompleteness => rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),
         RuleKind::DiskSpaceLow => rules::disk_space_low(s.store.local().free_bytes(), r.threshold.unwrap_or(rules::DISK_SPACE_LOW_BYTES)),
     })
 }
 
+/// `meter_silent`: each meter's last reading against its expected (or learned) interval.
+async fn meter_silent(a: &Alerts, s: &Sources, r: &RuleConfig, now: i64) -> Result<Vec<Finding>, RuleError> {
+    let reg = &s.registry;
+    let mut seen = Vec::new();
+    for m in meters_for(reg, r, None) {
+        let learned = if r.expected_interval.is_none() { learned_interval(a, s, m, now).await? } else { None };
+        seen.push(rules::SeenMeter { labels: labels_of(reg, m), id: m.id.clone(), last_seen: s.store.last_seen(&m.id), learned_interval: learned });
+    }
+    Ok(rules::meter_silent(&seen, now, r.intervals.unwrap_or(3.0), r.expected_interval.map(|d| d.ms()), s.tz))
+}
+
+/// `counter_anomaly`: the accounting's counter flags within the lookback.
+async fn counter_anomaly(s: &Sources, r: &RuleConfig, now: i64) -> Result<Vec<Finding>, RuleError> {
+    use chrono::Datelike;
+    let (reg, tz) = (&s.registry, s.tz);
+    let lookback = r.lookback.map_or(7 * DAY_MS, |d| d.ms());
+    let year_of = |t: i64| chrono::DateTime::from_timestamp_millis(t).map(|t| t.with_timezone(&tz).year()).ok_or(RuleError::TimeOutOfRange);
+    // The flags of this year, and of last year while the lookback reaches into it.
+    let mut flags: HashMap<String, Vec<crate::accounting::counter::Flag>> = HashMap::new();
+    for year in year_of(now - lookback)?..=year_of(now)? {
+        let years = s.engine.meter_years(&s.store, reg, year).await.map_err(|source| RuleError::MeterYears { year, source })?;
+        for (id, y) in years {
+            flags.entry(id).or_default().extend(y.flags.iter().cloned());
+        }
+    }
+    let list: Vec<_> = meters_for(reg, r, None).into_iter().filter_map(|m| flags.remove(&m.id).map(|f| (m.id.clone(), labels_of(reg, m), f))).collect();
+    Ok(rules::counter_anomaly(&list, now, lookback, tz))
+}
+
+/// `heating_off_season`: heat consumed out of the heating season, with the supply temperature
+/// when the rule has a limit for it.
+async fn heating_off_season(a: &Alerts, s: &Sources, r: &RuleConfig, now: i64) -> Result<Vec<Finding>, RuleError> {
+    let reg = &s.registry;
+    let ms: Vec<&Meter> = meters_for(reg, r, None).into_iter().filter(|m| matches!(m.carrier, Carrier::DistrictHeat | Carrier::Steam) || m.counter() == Quantity::HeatEnergy).collect();
+    let series = meter_series(a, s, &ms, 2, now).await?;
+    let mut supply = BTreeMap::new();
+    if r.max_supply_temperature.is_some() {
+        for m in &ms {
+            let rs = s.store.rollups_settled(&m.id, Quantity::SupplyTemperature, now - DAY_MS, now + HOUR_MS).await.map_err(|source| RuleError::SupplyTemperature { meter: m.id.clone(), source })?;
+            let (sum, n) = rs.iter().filter(|x| x.hour >= now - DAY_MS).fold((0.0, 0u64), |(a, n), x| (a + x.sum, n + x.count));
+            if n > 0 {
+                supply.insert(m.id.clone(), sum / n as f64);
+            }
+        }
+    }
+    Ok(rules::heating_off_season(&series, &supply, now, s.tz, &reg.file.accounting.heating_season, r.threshold.unwrap_or(0.1), r.max_supply_temperature))
+}
+
 /// Evaluates every rule at `now`, updates the book and the metrics; returns whether an alert
 /// fired or resolved.
-pub async fn evaluate(s: &AppState, now: i64) -> bool {
+pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
     let mut changed = false;
     let mut errors = BTreeMap::new();
     let mut pass = Pass::default();
-    for r in &s.alerts.config.rules {
-        match findings(s, r, now, &mut pass).await {
+    for r in &a.config.rules {
+        match findings(a, s, r, now, &mut pass).await {
             Ok(f) => {
                 let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels };
-                let changes = lock(&s.alerts.book).apply(&meta, f, now);
+                let changes = lock(&a.book).apply(&meta, f, now);
                 for ((rule, key), c) in &changes {
                     tracing::info!(%rule, %key, change = ?c, "alert");
                 }
@@ -255,28 +300,28 @@ pub async fn evaluate(s: &AppState, now: i64) -> bool {
                 // The rule's alerts keep their state until it can be evaluated again.
                 tracing::warn!(rule = %r.name, "alert rule not evaluated: {e}");
                 s.metrics.alert_rule_errors.with_label_values(&[r.name.as_str()]).inc();
-                errors.insert(r.name.clone(), e);
+                errors.insert(r.name.clone(), e.to_string());
             }
         }
     }
-    let names: Vec<&str> = s.alerts.config.rules.iter().map(|r| r.name.as_str()).collect();
-    let mut book = lock(&s.alerts.book);
-    book.forget(now, s.alerts.config.keep_resolved.ms(), &names);
+    let names: Vec<&str> = a.config.rules.iter().map(|r| r.name.as_str()).collect();
+    let mut book = lock(&a.book);
+    book.forget(now, a.config.keep_resolved.ms(), &names);
     // The gauge: one series per firing label set (rules x meters at most).
     s.metrics.alerts_firing.reset();
-    for a in book.firing() {
-        let l = |k: &str| a.labels.get(k).map_or("", String::as_str);
+    for al in book.firing() {
+        let l = |k: &str| al.labels.get(k).map_or("", String::as_str);
         s.metrics.alerts_firing.with_label_values(&[l("alertname"), l("severity"), l("agency"), l("building"), l("meter")]).add(1);
     }
     drop(book);
-    *lock(&s.alerts.evaluated_at) = Some(now);
-    *lock(&s.alerts.errors) = errors;
+    *lock(&a.evaluated_at) = Some(now);
+    *lock(&a.errors) = errors;
     changed
 }
 
 /// Evaluates the rules every `alerts.interval` until `cancel`, and notifies.
-pub async fn run(s: std::sync::Arc<AppState>, cancel: CancellationToken) {
-    let cfg = s.alerts.config.clone();
+pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
+    let cfg = a.config.clone();
     let every = Duration::from_millis(cfg.interval.ms().max(100) as u64);
     let mut notifier = notify::Notifier::new(&cfg);
     let mut tick = tokio::time::interval(every);
@@ -287,9 +332,9 @@ pub async fn run(s: std::sync::Arc<AppState>, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let changed = evaluate(&s, now).await;
+        let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
-            let alerts: Vec<state::Alert> = lock(&s.alerts.book).alerts.values().filter(|a| a.state != state::State::Pending).cloned().collect();
+            let alerts: Vec<state::Alert> = lock(&a.book).alerts.values().filter(|x| x.state != state::State::Pending).cloned().collect();
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = notifier.send(&s.metrics, &alerts, now, changed, cfg.interval.ms()) => {}

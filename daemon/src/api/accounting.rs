@@ -10,50 +10,22 @@ use serde_json::{json, Value};
 use super::{ApiError, Principal, Shared};
 use crate::accounting::engine::EngineError;
 use crate::accounting::indicators::AgencyIndicators;
-use crate::registry::{Agency, EventRecord, Registry};
+use crate::registry::{scope_members, Agency, EventFields, EventRecord, Scope};
+use crate::time::rfc3339_ms;
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
             EngineError::Store(s) => s.into(),
-            EngineError::Year(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            EngineError::Year(_) | EngineError::Event { .. } | EngineError::Rejected(_) | EngineError::NotPhysical(_) | EngineError::Invalid(_) => ApiError::bad_request(e.to_string()),
             EngineError::Log { .. } => ApiError::internal("writing the meter events log failed", e),
         }
     }
 }
 
-/// Which agencies an agency's figures sum: itself; 本级 (itself and the agencies of its
-/// jurisdiction at its own level); or its whole jurisdiction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Agency,
-    Level,
-    Tree,
-}
-
-impl std::str::FromStr for Scope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "agency" => Ok(Scope::Agency),
-            "level" => Ok(Scope::Level),
-            "tree" => Ok(Scope::Tree),
-            _ => Err(format!("scope `{s}` is not one of agency, level (本级), tree (the whole jurisdiction)")),
-        }
-    }
-}
-
-pub fn scope_members<'a>(reg: &'a Registry, agency: &'a Agency, scope: Scope) -> Vec<&'a str> {
-    match scope {
-        Scope::Agency => vec![agency.id.as_str()],
-        Scope::Level => reg.subtree(&agency.id).into_iter().filter(|a| a.level == agency.level).map(|a| a.id.as_str()).collect(),
-        Scope::Tree => reg.subtree(&agency.id).into_iter().map(|a| a.id.as_str()).collect(),
-    }
-}
-
 /// The year asked (default: the current year) and the instant figures run to: the start of the
 /// local day of `as_of` (default today), the same "as of" as the page and the reports
-/// ([`crate::accounting::calendar::as_of_cut`]); a past year runs to its end.
+/// ([`crate::time::as_of_cut`]); a past year runs to its end.
 pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64), ApiError> {
     let now = chrono::Utc::now().with_timezone(&s.tz);
     let year = match p.get("year") {
@@ -63,13 +35,13 @@ pub fn year_and_now(s: &Shared, p: &HashMap<String, String>) -> Result<(i32, i64
     if !(1970..=2200).contains(&year) {
         return Err(ApiError::bad_request(format!("year {year} is outside 1970-2200")));
     }
-    let (_, now_ms) = crate::accounting::calendar::as_of_cut(s.tz, now.date_naive(), p.get("as_of").map(String::as_str)).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
+    let (_, now_ms) = crate::time::as_of_cut(s.tz, now.date_naive(), p.get("as_of").map(String::as_str)).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))?;
     Ok((year, now_ms))
 }
 
 /// The `as_of` instant in the time zone, for the answers.
 fn as_of_text(s: &Shared, now_ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(now_ms).map(|t| t.with_timezone(&s.tz).to_rfc3339())
+    crate::time::rfc3339(now_ms, s.tz)
 }
 
 /// Indicators of the given agencies (each over its scope).
@@ -92,7 +64,7 @@ pub(super) async fn agency_indicators(
     let reg = s.registry.clone();
     principal.require_agency(&reg, &id)?;
     let agency = reg.agency(&id).ok_or_else(|| ApiError::not_found(format!("agency `{id}` is not in the registry")))?;
-    let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(ApiError::bad_request))?;
+    let scope: Scope = p.get("scope").map_or(Ok(Scope::Agency), |v| v.parse().map_err(|e: crate::registry::UnknownScope| ApiError::bad_request(e.to_string())))?;
     // A jurisdiction's figures hold other agencies' data.
     if scope != Scope::Agency {
         principal.require_read_all()?;
@@ -103,11 +75,11 @@ pub(super) async fn agency_indicators(
     let members = scope_members(&reg, agency, scope);
     let mut v = serde_json::to_value(&ind).map_err(|e| ApiError::internal("encoding indicators", e))?;
     if let Some(o) = v.as_object_mut() {
-        o.insert("scope".into(), json!(match scope { Scope::Agency => "agency", Scope::Level => "level", Scope::Tree => "tree" }));
+        o.insert("scope".into(), json!(scope.as_str()));
         o.insert("members".into(), json!(members));
         o.insert("timezone".into(), json!(s.tz.name()));
         o.insert("as_of".into(), json!(as_of_text(&s, now_ms)));
-        o.insert("as_of_rule".into(), json!(crate::reports::model::AS_OF_RULE));
+        o.insert("as_of_rule".into(), json!(crate::time::AS_OF_RULE));
     }
     Ok(Json(v))
 }
@@ -120,7 +92,7 @@ pub(super) async fn all_indicators(State(s): State<Shared>, principal: Principal
     let (year, now_ms) = year_and_now(&s, &p)?;
     let agencies: Vec<&Agency> = reg.file.agencies.iter().filter(|a| principal.sees_agency(&a.id)).collect();
     let out = compute(&s, year, now_ms, &agencies, Scope::Agency).await?;
-    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "as_of": as_of_text(&s, now_ms), "as_of_rule": crate::reports::model::AS_OF_RULE, "items": out })))
+    Ok(Json(json!({ "year": year, "timezone": s.tz.name(), "as_of": as_of_text(&s, now_ms), "as_of_rule": crate::time::AS_OF_RULE, "items": out })))
 }
 
 /// `POST /api/v1/meters/{id}/events`: a replacement, a manual reading or an exclusion, with who
@@ -154,12 +126,20 @@ pub(super) async fn post_event(
         }
         None => return Err(ApiError::bad_request("body must be a JSON object")),
     }
-    let rec: EventRecord = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
+    let fields: EventFields = serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let reg = s.registry.clone();
     if reg.meter(&id).is_none() {
         return Err(ApiError::not_found(format!("meter `{id}` is not in the registry")));
     }
-    let correction = correction_of(&s, &reg, &rec)?;
+    // The order of the checks, and so which message a wrong event gets, is the one the API has
+    // always had: a virtual meter first; a reading's own fault as `event: ..` (it is also a
+    // correction of the store); any other event's fault as it is.
+    if reg.meter(&id).is_some_and(|m| m.is_virtual()) {
+        return Err(ApiError::bad_request(format!("`{id}` is not a physical meter of the registry")));
+    }
+    let reading = fields.kind == "reading";
+    let rec = EventRecord::try_from(fields).map_err(|e| ApiError::bad_request(if reading { format!("event: {e}") } else { e.to_string() }))?;
+    let correction = crate::accounting::events::correction_of(&reg, &rec, s.tz).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
     let corrected = match &correction {
         Some(c) => s.store.correct(c.clone()).await?.corrected,
         None => None,
@@ -183,24 +163,12 @@ pub(super) async fn post_event(
         o.insert("correction".into(), c.clone());
     }
     s.record(&principal, "meter.event", &id, detail).await;
-    let warnings = replacement_warnings(&s, &stored).await;
+    let warnings = crate::accounting::events::replacement_warnings(&s.engine, &s.store, &s.registry, &stored).await;
     let mut answer = json!({ "stored": stored, "warnings": warnings });
     if let Some(c) = correction {
         answer["correction"] = c;
     }
     Ok((axum::http::StatusCode::CREATED, Json(answer)))
-}
-
-/// The store correction a `reading` event makes (checked as the engine will check it).
-fn correction_of(s: &Shared, reg: &Registry, rec: &EventRecord) -> Result<Option<crate::store::Correction>, ApiError> {
-    if rec.kind != "reading" {
-        return Ok(None);
-    }
-    let Some(m) = reg.meter(&rec.meter).filter(|m| !m.is_virtual()) else { return Ok(None) };
-    let tz = s.tz;
-    let ev = crate::accounting::counter::event_of(rec, |t| crate::accounting::calendar::parse_time(t, tz).map(|x| x.timestamp_millis())).map_err(|e| ApiError::bad_request(format!("event: {e}")))?;
-    let crate::accounting::counter::Event::Reading { at, value } = ev else { return Ok(None) };
-    Ok(Some(crate::store::Correction { meter: rec.meter.clone(), quantity: rec.quantity.unwrap_or(m.counter()), ts: at, value, by: rec.by.clone() }))
 }
 
 fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store::Corrected) -> Value {
@@ -209,32 +177,6 @@ fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store
         "previous": done.previous, "changed": done.previous.is_some_and(|p| p.to_bits() != c.value.to_bits()),
         "conflicts_resolved": done.conflicts_resolved,
     })
-}
-
-fn rfc3339_ms(ms: i64, tz: chrono_tz::Tz) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
-/// A replacement whose `old_final` (in the old meter's own units) is below the old meter's last
-/// reading: stored, but said (the last reading is taken as the old meter's final one).
-async fn replacement_warnings(s: &Shared, rec: &EventRecord) -> Vec<String> {
-    if rec.kind != "replacement" {
-        return Vec::new();
-    }
-    let Ok(t) = crate::accounting::calendar::parse_time(&rec.time, s.tz) else { return Vec::new() };
-    let Ok(years) = s.engine.meter_years(&s.store, &s.registry, t.year()).await else { return Vec::new() };
-    let at = t.timestamp_millis();
-    years
-        .get(&rec.meter)
-        .into_iter()
-        .flat_map(|y| &y.flags)
-        .filter_map(|f| match f {
-            crate::accounting::counter::Flag::OldFinalBelowLastReading { at: a, old_final, last_reading } if *a == at => Some(format!(
-                "old_final {old_final} is below the old meter's last reading {last_reading} before the replacement (both in the old meter's own units): the last reading is taken as its final one"
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 /// `GET /api/v1/meters/{id}/events`
@@ -302,11 +244,11 @@ async fn add_conflicts(s: &Shared, id: &str, out: &mut Value) -> Result<(), ApiE
 /// A meter year's gaps (with the estimated amount after the multiplier) and its rejected
 /// readings (as read, in the meter's own units), times in RFC 3339 of the time zone.
 pub fn gaps_and_rejected(y: &crate::accounting::ledger::MeterYear, multiplier: f64, unit: &str, tz: chrono_tz::Tz) -> serde_json::Map<String, Value> {
-    let time = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339());
+    let time = |ms: i64| crate::time::rfc3339(ms, tz);
     let gaps: Vec<Value> = y
         .gaps
         .iter()
-        .map(|g| json!({ "from": time(g.from), "to": time(g.to), "hours": (g.to - g.from) as f64 / 3_600_000.0, "estimated": g.estimated * multiplier, "unit": unit }))
+        .map(|g| json!({ "from": time(g.from), "to": time(g.to), "hours": (g.to - g.from) as f64 / crate::time::HOUR_MS as f64, "estimated": g.estimated * multiplier, "unit": unit }))
         .collect();
     let rejected: Vec<Value> = y.rejected_readings.iter().map(|r| json!({ "time": time(r.at), "value": r.value, "reason": r.reason })).collect();
     let mut m = serde_json::Map::new();

@@ -177,6 +177,28 @@ pub(super) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Put in each request by the serve loop (`crate::serve`): marks its connection as
+/// authenticated; [`authenticate`] calls [`ConnAuth::mark`] when a request presented a valid
+/// token, and the connection no longer counts against the per-client limit of unauthenticated
+/// connections.
+#[derive(Clone, Debug, Default)]
+pub struct ConnAuth(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl ConnAuth {
+    pub fn new() -> ConnAuth {
+        ConnAuth::default()
+    }
+
+    pub fn mark(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a request on the connection presented a valid token.
+    pub fn is_marked(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 fn refuse(s: &Shared, remote: Option<String>, route: &str, reason: &'static str, message: &str) -> Response {
     s.metrics.auth_refused.with_label_values(&[reason]).inc();
     s.audit.record_refusal(remote, reason, route);
@@ -211,7 +233,7 @@ pub(super) async fn authenticate(State(s): State<Shared>, mut req: Request, next
                 Some(t) => match tokens.authenticate(&t) {
                     Some(p) => {
                         // Its connection no longer counts against the unauthenticated limit.
-                        if let Some(c) = req.extensions().get::<crate::serve::ConnAuth>() {
+                        if let Some(c) = req.extensions().get::<ConnAuth>() {
                             c.mark();
                         }
                         Principal { remote: remote.clone(), ..p }

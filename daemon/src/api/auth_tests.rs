@@ -11,10 +11,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::app;
-use super::limits::RateLimiter;
+use crate::ingest::rate::RateLimiter;
 use super::tests::{fixture_with, Fixture, T0};
 use crate::auth::{hash_token, Role, TokenEntry, Tokens};
-use crate::config::UnknownMeter;
+use crate::ingest::config::UnknownMeter;
 
 /// Agencies a and b share building b1 (meter m1 of gateway gw1, and w1 a sub-meter of b); b2 is
 /// b's alone.

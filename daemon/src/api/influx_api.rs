@@ -108,25 +108,36 @@ fn keyword<'a>(s: &'a str, word: &str) -> Option<&'a str> {
     (head.eq_ignore_ascii_case(word) && (rest.is_empty() || rest.starts_with(char::is_whitespace) || rest.starts_with('"'))).then(|| rest.trim_start())
 }
 
-fn statement(s: &str) -> Result<Statement, String> {
+/// Why `/query` cannot answer a statement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum StatementError {
+    #[error("`{0}`: expected a database name after CREATE DATABASE")]
+    NoDatabaseName(String),
+    #[error("`{statement}`: unexpected `{rest}` after the database name")]
+    Unexpected { statement: String, rest: String },
+    #[error(
+        "`{0}` is not supported: energyd answers only CREATE DATABASE and SHOW DATABASES on /query (as no-ops, for the start-up checks of Telegraf and InfluxDB clients); read data with GET /api/v1/series or /api/v1/consumption"
+    )]
+    Unsupported(String),
+}
+
+fn statement(s: &str) -> Result<Statement, StatementError> {
     if let Some(rest) = keyword(s, "SHOW").and_then(|r| keyword(r, "DATABASES")) {
         if rest.is_empty() {
             return Ok(Statement::ShowDatabases);
         }
     }
     if let Some(rest) = keyword(s, "CREATE").and_then(|r| keyword(r, "DATABASE")) {
-        let (name, rest) = identifier(rest).ok_or_else(|| format!("`{s}`: expected a database name after CREATE DATABASE"))?;
+        let (name, rest) = identifier(rest).ok_or_else(|| StatementError::NoDatabaseName(s.to_string()))?;
         // `WITH DURATION ... REPLICATION ... SHARD DURATION ... NAME ...`: retention settings
         // of a database that does not exist here.
         let rest = rest.trim_start();
         if rest.is_empty() || keyword(rest, "WITH").is_some() {
             return Ok(Statement::CreateDatabase(name));
         }
-        return Err(format!("`{s}`: unexpected `{rest}` after the database name"));
+        return Err(StatementError::Unexpected { statement: s.to_string(), rest: rest.to_string() });
     }
-    Err(format!(
-        "`{s}` is not supported: energyd answers only CREATE DATABASE and SHOW DATABASES on /query (as no-ops, for the start-up checks of Telegraf and InfluxDB clients); read data with GET /api/v1/series or /api/v1/consumption"
-    ))
+    Err(StatementError::Unsupported(s.to_string()))
 }
 
 /// `GET|POST /query?q=..` (the query also in an `application/x-www-form-urlencoded` body, as
@@ -173,7 +184,7 @@ mod tests {
             ("DROP DATABASE x", Err("is not supported")),
         ];
         for (q, want) in cases {
-            let got: Result<Vec<Statement>, String> = split_statements(q).into_iter().map(statement).collect();
+            let got: Result<Vec<Statement>, String> = split_statements(q).into_iter().map(statement).collect::<Result<_, _>>().map_err(|e| e.to_string());
             match (want, got) {
                 (Ok(w), Ok(g)) => assert_eq!(&g, w, "{q}"),
                 (Err(w), Err(g)) => assert!(g.contains(w), "{q}: {g}"),

@@ -12,8 +12,7 @@ mod query;
 mod registry;
 pub mod reports;
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::middleware::Next;
@@ -21,17 +20,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use auth::{access, Access};
+pub use auth::{access, Access, ConnAuth};
 pub use error::ApiError;
 pub use crate::auth::{Principal, Role};
 
-use crate::config::IngestConfig;
-use crate::store::RetentionConfig;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::Store;
 
-/// Everything a handler needs.
+/// Everything a handler needs: the services' handles, and the HTTP layer's own settings.
 pub struct AppState {
     pub store: Store,
     /// The accounting engine: meters' years, cached; meter events.
@@ -39,49 +37,32 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub tz: chrono_tz::Tz,
     pub metrics: Metrics,
-    pub ingest: IngestConfig,
-    pub retention: RetentionConfig,
+    /// Ingest: batches, line protocol; the gateways seen, the meters not in the registry.
+    pub ingest: Arc<Ingest>,
+    /// `http.max_body_bytes`.
     pub max_body_bytes: usize,
-    /// Meters seen in input but absent from the registry.
-    pub unassigned: Mutex<BTreeSet<String>>,
-    /// Gateways seen over MQTT: site, online (from their status topic), since when.
-    pub gateways: Mutex<std::collections::BTreeMap<String, GatewayState>>,
     /// Bearer tokens; `None`: authentication off, every request acts as an implicit admin.
     pub auth: Option<crate::auth::Tokens>,
     /// The audit log (`<data_dir>/audit.log`).
-    pub audit: crate::audit::AuditLog,
-    /// Ingest requests per gateway (`ingest.rate_per_gateway`).
-    pub ingest_limiter: limits::RateLimiter,
+    pub audit: Arc<crate::audit::AuditLog>,
     /// `http.request_timeout_ms`.
     pub request_timeout: std::time::Duration,
     /// The alert engine's rules and alerts.
     pub alerts: Arc<crate::alerts::Alerts>,
 }
 
-/// What the daemon knows of a gateway's connection.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GatewayState {
-    pub site: String,
-    pub online: Option<bool>,
-    pub since_ms: i64,
-    /// When its first and last batch arrived since the daemon started (HTTP or MQTT).
-    pub first_batch_ms: Option<i64>,
-    pub last_batch_ms: Option<i64>,
-    /// Age of the oldest sample of its last batch on arrival.
-    pub last_lag_ms: Option<i64>,
-}
-
 impl AppState {
-    pub fn set_gateway_online(&self, gateway: &str, site: &str, online: bool) {
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: site.to_string(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
-        if e.online != Some(online) {
-            e.online = Some(online);
-            e.since_ms = now;
+    /// What the alert rules read: the same store, engine and registry as the handlers, and the
+    /// gateways ingest has seen.
+    pub fn alert_sources(&self) -> crate::alerts::Sources {
+        crate::alerts::Sources {
+            store: self.store.clone(),
+            engine: self.engine.clone(),
+            registry: self.registry.clone(),
+            tz: self.tz,
+            metrics: self.metrics.clone(),
+            gateways: self.ingest.gateways().clone(),
         }
-        e.site = site.to_string();
-        self.metrics.gateway_up.with_label_values(&[gateway]).set(i64::from(online));
     }
 
     /// Appends to the audit log off the async threads (it fsyncs); a failure is logged, and
@@ -94,22 +75,6 @@ impl AppState {
             Ok(Err(e)) => tracing::error!("{e}"),
             Err(e) => tracing::error!("audit log: {e}"),
         }
-    }
-
-    pub fn set_gateway_seen(&self, gateway: &str, site: &str) {
-        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.contains_key(gateway) {
-            g.insert(gateway.to_string(), GatewayState { site: site.to_string(), online: None, since_ms: chrono::Utc::now().timestamp_millis(), first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
-        }
-    }
-
-    /// Notes a batch that arrived at `now` whose oldest sample was taken at `oldest`.
-    pub fn note_batch(&self, gateway: &str, now: i64, oldest: Option<i64>) {
-        let mut g = self.gateways.lock().unwrap_or_else(|e| e.into_inner());
-        let e = g.entry(gateway.to_string()).or_insert(GatewayState { site: String::new(), online: None, since_ms: now, first_batch_ms: None, last_batch_ms: None, last_lag_ms: None });
-        e.first_batch_ms.get_or_insert(now);
-        e.last_batch_ms = Some(now);
-        e.last_lag_ms = oldest.map(|t| (now - t).max(0));
     }
 }
 

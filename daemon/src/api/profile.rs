@@ -198,7 +198,7 @@ pub(super) async fn ranking(State(s): State<Shared>, Query(p): Query<HashMap<Str
     let (year, now_ms) = super::accounting::year_and_now(&s, &p)?;
     let reg = s.registry.clone();
     let agencies: Vec<&crate::registry::Agency> = reg.file.agencies.iter().collect();
-    let all = super::accounting::compute(&s, year, now_ms, &agencies, super::accounting::Scope::Agency).await?;
+    let all = super::accounting::compute(&s, year, now_ms, &agencies, crate::registry::Scope::Agency).await?;
     // Only complete figures are ranked; the others are listed apart with why.
     let not_ranked: Vec<Value> = all
         .iter()

@@ -80,7 +80,7 @@ pub(super) async fn meters(State(s): State<Shared>, principal: Principal) -> Res
         return Ok(Json(json!({ "items": items, "unassigned": [] })));
     }
     // Meters with stored readings that the registry does not know.
-    let mut unassigned: std::collections::BTreeSet<String> = s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut unassigned: std::collections::BTreeSet<String> = s.ingest.unassigned();
     unassigned.extend(s.store.stored_meters().await?.into_iter().filter(|m| r.meter(m).is_none()));
     let unassigned: Vec<Value> = unassigned
         .into_iter()
@@ -90,7 +90,7 @@ pub(super) async fn meters(State(s): State<Shared>, principal: Principal) -> Res
 }
 
 pub(super) async fn gateways(State(s): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let seen = s.gateways.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let seen = s.ingest.gateways().snapshot();
     let stored = s.store.gateways().await?;
     let mut ids: std::collections::BTreeSet<String> = seen.keys().cloned().collect();
     ids.extend(stored.iter().map(|(g, _)| g.clone()));

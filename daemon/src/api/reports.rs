@@ -17,6 +17,7 @@ impl From<ReportError> for ApiError {
             ReportError::NotFound(m) => ApiError::not_found(m),
             ReportError::Engine(e) => e.into(),
             ReportError::Render(m) => ApiError::internal("rendering the report", m),
+            ReportError::Xlsx(e) => ApiError::internal("rendering the report", e),
         }
     }
 }
@@ -49,7 +50,7 @@ fn parse_lang(p: &HashMap<String, String>) -> Result<Lang, ApiError> {
     p.get("lang").map_or(Ok(Lang::Zh), |l| l.parse().map_err(ApiError::bad_request))
 }
 
-/// The request a query string describes (the parameters of the README's "Reports").
+/// The request a query string describes (the parameters in docs/registry.md, "Reports").
 pub fn request_of(kind: Kind, p: &HashMap<String, String>) -> Result<reports::Request, ApiError> {
     let mut allowed = vec!["year", "format", "lang", "as_of"];
     if kind == Kind::Annual {
@@ -108,26 +109,6 @@ pub(super) async fn index(State(s): State<Shared>, parts: axum::http::request::P
     check_keys(&p, &["lang", "as_of"])?;
     let lang = parse_lang(&p)?;
     let visible = visible_agencies(&parts);
-    let today = reports::today(s.tz);
-    let as_of = reports::as_of_day(s.tz, p.get("as_of").map(String::as_str), today)?;
-    use chrono::Datelike;
-    let year = as_of.year();
-    // On 1 January nothing of the year has elapsed: the page shows last year.
-    let year = if reports::year_cut(s.tz, year, as_of).is_ok() { year } else { year - 1 };
-    let (_, ms) = reports::year_cut(s.tz, year, as_of)?;
-    let figures: Vec<_> = reports::own_figures(&s.engine, &s.store, &s.registry, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
-    // The deadlines of this calendar year: the reports of last year.
-    let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, &visible).await?;
-    let quota = crate::registry::QuotaTable::of(&s.registry.file.quotas);
-    let mut page = reports::html::index(lang, year, &as_of.to_string(), &figures, &d, quota);
-    // Whether each agency can be scored in last year's assessment, and why not.
-    if let Ok((day, ms)) = reports::year_cut(s.tz, d.year, as_of) {
-        let all = reports::own_figures(&s.engine, &s.store, &s.registry, d.year, ms).await?;
-        let mut a = reports::model::assessment(&s.registry.file.assessment, d.year, &day.to_string(), s.tz.name(), &all);
-        a.agencies.retain(|x| visible.allows(&x.agency));
-        if let Some(pos) = page.rfind("</body>") {
-            page.insert_str(pos, &reports::html::scoring_section(lang, &a));
-        }
-    }
+    let page = reports::index_page(&s.engine, &s.store, &s.registry, s.tz, lang, p.get("as_of").map(String::as_str), reports::today(s.tz), &visible).await?;
     Ok(Html(page))
 }

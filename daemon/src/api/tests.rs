@@ -1,8 +1,7 @@
 //! Router tests without a socket: every endpoint of the contract, good and bad input.
 
-use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -11,10 +10,12 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{app, AppState};
-use crate::config::{IngestConfig, UnknownMeter};
-use crate::store::RetentionConfig;
+use crate::ingest::config::{IngestConfig, UnknownMeter};
+use crate::ingest::rate::RateLimiter;
+use crate::ingest::{Ingest, IngestOptions};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::store::RetentionConfig;
 
 pub(super) const REGISTRY: &str = r#"
 [[agency]]
@@ -52,30 +53,31 @@ pub(super) struct Fixture {
 }
 
 fn fixture(unknown: UnknownMeter) -> Fixture {
-    fixture_with(REGISTRY, unknown, None, super::limits::RateLimiter::unlimited())
+    fixture_with(REGISTRY, unknown, None, RateLimiter::unlimited())
 }
 
 /// A fixture with tokens (`None`: authentication off) and an ingest rate limiter.
-pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: super::limits::RateLimiter) -> Fixture {
+pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: RateLimiter) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
     let registry = Registry::parse(registry).unwrap();
     let engine = crate::accounting::engine::Engine::open(dir.path(), &registry, chrono_tz::Asia::Shanghai).unwrap();
+    let registry = Arc::new(registry);
+    let audit = Arc::new(crate::audit::AuditLog::open(dir.path()).unwrap());
+    // raw_days: the default retention.raw_days (three years and a day).
+    let options = IngestOptions { config: IngestConfig { unknown_meter: unknown, ..Default::default() }, raw_days: 3 * 365 + 1, max_body_bytes: 64 * 1024 };
+    let ingest = Ingest::with_limiter(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options, ingest_limiter);
     let state = Arc::new(AppState {
         store,
         engine: Arc::new(engine),
-        registry: Arc::new(registry),
+        registry,
         tz: chrono_tz::Asia::Shanghai,
         metrics,
-        ingest: IngestConfig { unknown_meter: unknown, ..Default::default() },
-        retention: RetentionConfig::default(),
+        ingest: Arc::new(ingest),
         max_body_bytes: 64 * 1024,
-        unassigned: Mutex::new(BTreeSet::new()),
-        gateways: Mutex::new(Default::default()),
         auth,
-        audit: crate::audit::AuditLog::open(dir.path()).unwrap(),
-        ingest_limiter,
+        audit,
         request_timeout: std::time::Duration::from_secs(60),
         alerts: Arc::new(crate::alerts::Alerts::default()),
     });
@@ -472,7 +474,7 @@ async fn an_agency_that_moves_in_gets_its_share_from_that_day() {
         "occupants = [ { agency = \"a\", share = 0.25 }, { agency = \"b\", share = 0.75 } ]",
         "occupants = [ { agency = \"a\", share = 1.0 } ]\noccupancy = [ { from = \"2026-03-02\", occupants = [ { agency = \"a\", share = 0.5 }, { agency = \"b\", share = 0.5 } ] } ]",
     ).replace("multiplier = 2.0", "multiplier = 1.0");
-    let f = fixture_with(&reg, UnknownMeter::Reject, None, super::limits::RateLimiter::unlimited());
+    let f = fixture_with(&reg, UnknownMeter::Reject, None, RateLimiter::unlimited());
     let body = counter_batch(1, "m1", Quantity::ActiveEnergyImport, &[(T0, 100.0), (T0 + 24 * H, 124.0), (T0 + 48 * H, 148.0)]);
     assert_eq!(post(&f, "/api/v1/ingest", None, body).await.0, StatusCode::OK);
     for (agency, days, total) in [("a", [24.0, 12.0], 36.0), ("b", [0.0, 12.0], 12.0)] {
@@ -640,7 +642,7 @@ async fn building_profile_summary_ranking_and_alerts_for_dashboards() {
     // The alert engine, evaluated once: the water meter is silent (5 h > 3 x 1 h), pending for
     // the default 15 min; it serves agency b. (Agency b's data coverage is low too: another
     // pending alert, without a building.)
-    crate::alerts::evaluate(&f.state, now).await;
+    crate::alerts::evaluate(&f.state.alerts, &f.state.alert_sources(), now).await;
     let (_, v) = get(&f, "/api/v1/alerts?state=pending&agency=b").await;
     assert_eq!(v["alerts"].as_array().unwrap().len(), 2, "{v}");
     assert_eq!(v["rule_errors"], serde_json::json!({}), "every default rule evaluated: {v}");
@@ -656,7 +658,7 @@ async fn building_profile_summary_ranking_and_alerts_for_dashboards() {
     let firing = |v: &Value| -> Vec<String> { v["alerts"].as_array().unwrap().iter().map(|a| a["alertname"].as_str().unwrap().to_string()).collect() };
     assert!(!firing(&get(&f, "/api/v1/alerts?state=firing").await.1).contains(&"MeterSilent".to_string()));
     assert_eq!(get(&f, "/api/v1/alerts?state=loud").await.0, StatusCode::BAD_REQUEST);
-    crate::alerts::evaluate(&f.state, now + 15 * 60_000).await;
+    crate::alerts::evaluate(&f.state.alerts, &f.state.alert_sources(), now + 15 * 60_000).await;
     let (_, v) = get(&f, "/api/v1/alerts?state=firing&building=b1").await;
     let a = v["alerts"].as_array().unwrap().iter().find(|a| a["alertname"] == "MeterSilent").cloned().unwrap_or_default();
     assert_eq!(a["meter"], "w1", "firing after `for`: {v}");

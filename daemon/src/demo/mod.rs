@@ -25,6 +25,8 @@ use energy_wire::{Batch, Sample};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Loaded;
+
 use load::{MeterModel, Model, EPOCH_MS, SLOT_MS};
 use sim::{start_bus, ServedLog, SimMeter};
 
@@ -384,6 +386,17 @@ fn default_profiles_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("device-profiles")
 }
 
+/// Why seeding the history stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot ask the daemon what it has: {0}")]
+    Ask(reqwest::Error),
+    #[error("daemon refused history batch at slot {slot}: {status} {body}")]
+    Refused { slot: u64, status: reqwest::StatusCode, body: String },
+    #[error("cannot post history: {0}")]
+    Post(reqwest::Error),
+}
+
 /// Posts the demo's history from `seed_from` to `until` through `POST /api/v1/ingest`, resuming
 /// after what the daemon already has from [`HISTORY_GATEWAY`]. Returns the samples posted.
 pub async fn seed_history(
@@ -392,7 +405,7 @@ pub async fn seed_history(
     seed_from_ms: i64,
     until_ms: i64,
     cancel: CancellationToken,
-) -> Result<u64, String> {
+) -> Result<u64, SeedError> {
     let meters: Vec<(String, MeterModel)> = buses
         .iter()
         .flat_map(|b| b.meters.iter())
@@ -412,7 +425,7 @@ pub async fn seed_history(
                 v["items"].as_array().and_then(|items| items.iter().find(|g| g["id"] == HISTORY_GATEWAY).and_then(|g| g["acked_through"].as_u64()))
             })
             .unwrap_or(0),
-        Err(e) => return Err(format!("cannot ask the daemon what it has: {e}")),
+        Err(e) => return Err(SeedError::Ask(e)),
     };
     let first_slot = (seed_from_ms - EPOCH_MS).div_euclid(SLOT_MS).max(0) as u64;
     let resume_slot = if acked >= first_slot * n + 1 { acked / n } else { first_slot };
@@ -438,13 +451,13 @@ pub async fn seed_history(
             let res = client.post(format!("{base_url}/api/v1/ingest")).header("content-type", "application/json").body(body.clone()).send().await;
             match res {
                 Ok(r) if r.status().is_success() => break,
-                Ok(r) => return Err(format!("daemon refused history batch at slot {slot}: {} {}", r.status(), r.text().await.unwrap_or_default())),
+                Ok(r) => return Err(SeedError::Refused { slot, status: r.status(), body: r.text().await.unwrap_or_default() }),
                 Err(e) if tries < 20 && !cancel.is_cancelled() => {
                     tries += 1;
                     tracing::warn!("history batch failed, retrying: {e}");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
-                Err(e) => return Err(format!("cannot post history: {e}")),
+                Err(e) => return Err(SeedError::Post(e)),
             }
         }
         posted += batch.samples.len() as u64;
@@ -461,10 +474,9 @@ fn loopback_only(listen: &str) -> Result<SocketAddr, DemoError> {
     Ok(addr)
 }
 
-/// Runs the demo until Ctrl-C / SIGTERM.
-pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
-    let started = Instant::now();
-    loopback_only(&args.listen)?;
+/// Writes the demo's registry and quota table into the data directory (once: what is there is
+/// kept) and loads the daemon's configuration around them.
+fn prepare_data(args: &DemoArgs) -> Result<Loaded, DemoError> {
     std::fs::create_dir_all(&args.data)?;
     let registry_path = args.data.join("registry.toml");
     if !registry_path.exists() {
@@ -475,36 +487,23 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         std::fs::create_dir_all(args.data.join("quotas"))?;
         std::fs::write(&quotas, EXAMPLE_QUOTAS)?;
     }
-    let profiles_dir = args.profiles.clone().unwrap_or_else(default_profiles_dir);
-    let profiles = energy_gateway::profile::load_dir(&profiles_dir).map_err(|e| DemoError::Msg(format!("device profiles: {e}")))?;
-    let tz: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
     let daemon_cfg = crate::config::DaemonConfig {
         data_dir: args.data.clone(),
         registry: registry_path.clone(),
         timezone: "Asia/Shanghai".into(),
-        http: crate::config::HttpConfig { listen: args.listen.clone(), ..Default::default() },
-        ingest: crate::config::IngestConfig::default(),
+        http: crate::serve::HttpConfig { listen: args.listen.clone(), ..Default::default() },
+        ingest: crate::ingest::config::IngestConfig::default(),
         mqtt: None,
         retention: crate::store::RetentionConfig::default(),
         auth: None,
         alerts: crate::alerts::AlertsConfig::default(),
         storage: crate::store::StorageConfig::default(),
     };
-    let loaded = daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))?;
+    daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))
+}
 
-    // Simulated meters.
-    let sim_cancel = CancellationToken::new();
-    let buses = demo_buses();
-    let (bound, sim_tasks) = start_sims(&profiles, &buses, None, &sim_cancel).await?;
-
-    // Daemon.
-    let daemon = crate::Daemon::bind(loaded).await?;
-    let addr = daemon.addr;
-    let base = format!("http://{addr}");
-    let daemon_cancel = CancellationToken::new();
-    let daemon_task = tokio::spawn(daemon.serve(daemon_cancel.clone()));
-
-    // Gateway.
+/// The demo gateway's configuration: every simulated meter, sent to the daemon at `base`.
+fn gateway_config(args: &DemoArgs, bound: &[(SocketAddr, Vec<SimMeterSpec>)], profiles_dir: &Path, base: &str) -> energy_gateway::config::GatewayConfig {
     let devices = bound
         .iter()
         .flat_map(|(a, ms)| {
@@ -514,9 +513,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             })
         })
         .collect();
-    let gw_cfg = energy_gateway::config::GatewayConfig {
+    energy_gateway::config::GatewayConfig {
         gateway_id: "demo-gw".into(),
-        profiles_dir: profiles_dir.clone(),
+        profiles_dir: profiles_dir.to_path_buf(),
         queue: energy_gateway::config::QueueConfig::in_dir(args.data.join("gateway-queue")),
         uplink: energy_gateway::config::UplinkConfig {
             retry_max_ms: 10_000,
@@ -527,34 +526,34 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         devices,
         mqtt_input: None,
         mqtt_devices: Vec::new(),
-    };
-    gw_cfg.validate(&profiles).map_err(|e| DemoError::Msg(e.to_string()))?;
-    let gw_cancel = CancellationToken::new();
-    let (gw, gw_tasks) = energy_gateway::start(gw_cfg, profiles, gw_cancel.clone()).await?;
+    }
+}
 
-    // History.
-    let now = chrono::Utc::now().with_timezone(&tz);
+/// Seeds the history from `--seed-from` (default: January 1st of last year) in the background,
+/// unless `--no-seed`.
+fn spawn_seeding(args: &DemoArgs, buses: &[SimBus], base: &str, now: chrono::DateTime<chrono_tz::Tz>, cancel: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+    if args.no_seed {
+        return None;
+    }
+    let tz = now.timezone();
     let seed_from = args.seed_from.unwrap_or_else(|| chrono::NaiveDate::from_ymd_opt(now.year() - 1, 1, 1).unwrap_or_default());
     let seed_from_ms = tz
         .from_local_datetime(&seed_from.and_hms_opt(0, 0, 0).unwrap_or_default())
         .earliest()
         .map_or(EPOCH_MS, |t| t.timestamp_millis());
-    let seed_cancel = CancellationToken::new();
-    let seed_task = if args.no_seed {
-        None
-    } else {
-        let (b, c, base) = (buses.clone(), seed_cancel.clone(), base.clone());
-        let until = chrono::Utc::now().timestamp_millis();
-        Some(tokio::spawn(async move {
-            let t0 = Instant::now();
-            match seed_history(&base, &b, seed_from_ms, until, c).await {
-                Ok(n) => println!("history seeded: {n} samples posted in {:.1} s (already stored ones were skipped)", t0.elapsed().as_secs_f64()),
-                Err(e) => eprintln!("history seeding stopped: {e}"),
-            }
-        }))
-    };
+    let (b, c, base) = (buses.to_vec(), cancel.clone(), base.to_string());
+    let until = chrono::Utc::now().timestamp_millis();
+    Some(tokio::spawn(async move {
+        let t0 = Instant::now();
+        match seed_history(&base, &b, seed_from_ms, until, c).await {
+            Ok(n) => println!("history seeded: {n} samples posted in {:.1} s (already stored ones were skipped)", t0.elapsed().as_secs_f64()),
+            Err(e) => eprintln!("history seeding stopped: {e}"),
+        }
+    }))
+}
 
-    let today = now.date_naive();
+/// What the demo prints once it runs: what runs where, and the pages to open.
+fn print_welcome(args: &DemoArgs, bound: &[(SocketAddr, Vec<SimMeterSpec>)], base: &str, today: chrono::NaiveDate, started: Instant) {
     let tomorrow = today + chrono::Duration::days(1);
     println!("energyd demo is running ({:.1} s to start)", started.elapsed().as_secs_f64());
     println!("  5 agencies, 3 buildings, 9 simulated Modbus TCP meters on {}", bound.iter().map(|(a, _)| a.to_string()).collect::<Vec<_>>().join(", "));
@@ -572,7 +571,40 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!("Ctrl-C stops cleanly; start again with the same --data to go on from there.");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+}
 
+/// Runs the demo until Ctrl-C / SIGTERM.
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let started = Instant::now();
+    loopback_only(&args.listen)?;
+    let loaded = prepare_data(&args)?;
+    let profiles_dir = args.profiles.clone().unwrap_or_else(default_profiles_dir);
+    let profiles = energy_gateway::profile::load_dir(&profiles_dir).map_err(|e| DemoError::Msg(format!("device profiles: {e}")))?;
+    let tz: chrono_tz::Tz = chrono_tz::Asia::Shanghai;
+
+    // Simulated meters.
+    let sim_cancel = CancellationToken::new();
+    let buses = demo_buses();
+    let (bound, sim_tasks) = start_sims(&profiles, &buses, None, &sim_cancel).await?;
+
+    // Daemon.
+    let daemon = crate::Daemon::bind(loaded).await?;
+    let base = format!("http://{}", daemon.addr);
+    let daemon_cancel = CancellationToken::new();
+    let daemon_task = tokio::spawn(daemon.serve(daemon_cancel.clone()));
+
+    // Gateway.
+    let gw_cfg = gateway_config(&args, &bound, &profiles_dir, &base);
+    gw_cfg.validate(&profiles).map_err(|e| DemoError::Msg(e.to_string()))?;
+    let gw_cancel = CancellationToken::new();
+    let (gw, gw_tasks) = energy_gateway::start(gw_cfg, profiles, gw_cancel.clone()).await?;
+
+    // History.
+    let now = chrono::Utc::now().with_timezone(&tz);
+    let seed_cancel = CancellationToken::new();
+    let seed_task = spawn_seeding(&args, &buses, &base, now, &seed_cancel);
+
+    print_welcome(&args, &bound, &base, now.date_naive(), started);
     shutdown_signal().await;
     println!("stopping: gateway (draining its queue), history, daemon (committing), meters");
     gw_cancel.cancel();

@@ -1,11 +1,10 @@
 //! Gateway batches, from HTTP or MQTT: decode, validate, store, and say what happened.
 
-use std::io::Read;
-
-use crate::api::{AppState, Shared};
 use crate::store::{StoreError, WriteOutcome};
 
+use super::body::BodyError;
 use super::check_time;
+use super::service::Ingest;
 
 /// A batch refused before storage. `identity` names the samples concerned when the batch could
 /// be read that far: (gateway, first sequence, count).
@@ -57,100 +56,97 @@ pub struct Sender<'a> {
     pub unassigned_ok: bool,
 }
 
-/// gzip bodies start with 1f 8b; JSON never does.
-pub fn gunzip_if_needed(bytes: &[u8], limit: usize) -> Result<std::borrow::Cow<'_, [u8]>, Rejection> {
-    if bytes.len() < 2 || bytes[0] != 0x1f || bytes[1] != 0x8b {
-        return Ok(std::borrow::Cow::Borrowed(bytes));
+impl From<BodyError> for Rejection {
+    fn from(e: BodyError) -> Self {
+        Rejection { identity: None, label: e.label(), too_large: matches!(e, BodyError::TooLarge { .. }), reason: e.to_string() }
     }
-    let mut out = Vec::new();
-    let mut dec = flate2::read::GzDecoder::new(bytes).take(limit as u64 + 1);
-    if let Err(e) = dec.read_to_end(&mut out) {
-        return Err(Rejection { identity: None, reason: format!("body is not valid gzip: {e}"), label: "bad_gzip", too_large: false });
-    }
-    if out.len() > limit {
-        return Err(Rejection { identity: None, reason: format!("decompressed body exceeds the limit of {limit} bytes"), label: "too_large", too_large: true });
-    }
-    Ok(std::borrow::Cow::Owned(out))
 }
 
-/// Decodes, validates and stores a batch. `from_gateway` is the sender's identity where the
-/// transport gives one (the MQTT topic); a batch claiming another gateway is refused. With a
-/// `sender`, samples of meters it may not write are not stored (see [`Stored::refused`]); the
-/// others are.
-pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, sender: Option<Sender<'_>>, now_ms: i64) -> Result<Stored, BatchError> {
-    let reject = |reason: String, label: &'static str| {
-        s.metrics.batches.with_label_values(&["invalid"]).inc();
-        s.metrics.rejected.with_label_values(&["batch", label]).inc();
-        BatchError::Rejected(Rejection { identity: energy_wire::batch_identity(bytes), reason, label, too_large: false })
-    };
-    let batch = match energy_wire::decode_batch(bytes) {
-        Ok(b) => b,
-        Err(e) => return Err(reject(e.to_string(), "invalid_batch")),
-    };
-    if let Some(g) = from_gateway {
-        if g != batch.gateway {
-            return Err(reject(format!("batch from gateway `{}` was sent as gateway `{g}` (its MQTT topic or its token)", batch.gateway), "wrong_gateway"));
-        }
-    }
-    let mut batch = batch;
-    let mut too_old = 0u64;
-    for (i, smp) in batch.samples.iter_mut().enumerate() {
-        match check_time(smp.t, now_ms, s.retention.raw_ms()) {
-            Ok(()) => {}
-            // Older than the retention: nothing to store, but the sample is done with.
-            Err(e) if e.label == "too_old" => {
-                smp.v.clear();
-                too_old += 1;
+impl Ingest {
+    /// Decodes, validates and stores a batch. `from_gateway` is the sender's identity where the
+    /// transport gives one (the MQTT topic); a batch claiming another gateway is refused. With a
+    /// `sender`, samples of meters it may not write are not stored (see [`Stored::refused`]); the
+    /// others are.
+    pub async fn batch(&self, bytes: &[u8], from_gateway: Option<&str>, sender: Option<Sender<'_>>, now_ms: i64) -> Result<Stored, BatchError> {
+        let s = self;
+        let reject = |reason: String, label: &'static str| {
+            s.metrics.batches.with_label_values(&["invalid"]).inc();
+            s.metrics.rejected.with_label_values(&["batch", label]).inc();
+            BatchError::Rejected(Rejection { identity: energy_wire::batch_identity(bytes), reason, label, too_large: false })
+        };
+        let batch = match energy_wire::decode_batch(bytes) {
+            Ok(b) => b,
+            Err(e) => return Err(reject(e.to_string(), "invalid_batch")),
+        };
+        if let Some(g) = from_gateway {
+            if g != batch.gateway {
+                return Err(reject(format!("batch from gateway `{}` was sent as gateway `{g}` (its MQTT topic or its token)", batch.gateway), "wrong_gateway"));
             }
-            Err(e) => return Err(reject(format!("invalid batch at `samples[{i}].t`: {e}"), e.label)),
         }
-    }
-    if too_old > 0 {
-        s.metrics.rejected.with_label_values(&["batch", "too_old"]).inc_by(too_old);
-        tracing::warn!(gateway = %batch.gateway, samples = too_old, "samples older than the raw retention were not stored");
-    }
-    let mut unassigned: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
-    unassigned.sort();
-    unassigned.dedup();
-    if !unassigned.is_empty() {
-        s.metrics.rejected.with_label_values(&["batch", "unknown_meter"]).inc();
-        tracing::warn!(gateway = %batch.gateway, meters = ?unassigned, "batch has meters not in the registry; kept as unassigned");
-        s.unassigned.lock().unwrap_or_else(|e| e.into_inner()).extend(unassigned.iter().cloned());
-    }
-    let gateway = batch.gateway.clone();
-    let (refused, refused_pos) = match &sender {
-        Some(from) => refusals(s, from, &batch),
-        None => (Vec::new(), Vec::new()),
-    };
-    let refused_seqs = runs(&refused_pos).into_iter().map(|(a, z)| (batch.seq + a as u64, batch.seq + z as u64)).collect();
-    if let (Some(from), false) = (&sender, refused.is_empty()) {
-        s.metrics.rejected.with_label_values(&["batch", "meter_not_assigned"]).inc_by(refused_pos.len() as u64);
-        tracing::warn!(gateway = %gateway, meters = ?refused, samples = refused_pos.len(), "samples of meters not assigned to the gateway refused");
-        let detail = serde_json::json!({
-            "gateway": gateway, "seq": batch.seq, "samples_refused": refused_pos.len(),
-            "meters": refused.iter().map(|(m, r)| serde_json::json!({ "meter": m, "reason": r })).collect::<Vec<_>>(),
-        });
-        let (audit_who, target) = (from.who.clone(), format!("gateway {gateway}"));
-        let st = s.clone();
-        let _ = tokio::task::spawn_blocking(move || st.audit.record_ingest_refusal(&audit_who, &target, detail)).await;
-    }
-    let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
-    let all_refused = !refused_pos.is_empty() && refused_pos.len() == batch.samples.len();
-    let outcome = match sender {
-        Some(from) if !refused_pos.is_empty() => {
-            if from.settle_refused {
-                for &i in &refused_pos {
-                    batch.samples[i].v.clear();
+        let mut batch = batch;
+        let mut too_old = 0u64;
+        for (i, smp) in batch.samples.iter_mut().enumerate() {
+            match check_time(smp.t, now_ms, s.raw_ms()) {
+                Ok(()) => {}
+                // Older than the retention: nothing to store, but the sample is done with.
+                Err(e) if e.label == "too_old" => {
+                    smp.v.clear();
+                    too_old += 1;
                 }
-                s.store.write_batch(batch).await.map_err(BatchError::Store)?
-            } else {
-                write_allowed(s, batch, &refused_pos).await?
+                Err(e) => return Err(reject(format!("invalid batch at `samples[{i}].t`: {e}"), e.label)),
             }
         }
-        _ => s.store.write_batch(batch).await.map_err(BatchError::Store)?,
-    };
-    if outcome.new_epoch {
-        s.metrics.gateway_epochs_new.inc();
+        if too_old > 0 {
+            s.metrics.rejected.with_label_values(&["batch", "too_old"]).inc_by(too_old);
+            tracing::warn!(gateway = %batch.gateway, samples = too_old, "samples older than the raw retention were not stored");
+        }
+        let mut unassigned: Vec<String> = batch.samples.iter().filter(|x| s.registry.meter(&x.meter).is_none()).map(|x| x.meter.clone()).collect();
+        unassigned.sort();
+        unassigned.dedup();
+        if !unassigned.is_empty() {
+            s.metrics.rejected.with_label_values(&["batch", "unknown_meter"]).inc();
+            tracing::warn!(gateway = %batch.gateway, meters = ?unassigned, "batch has meters not in the registry; kept as unassigned");
+            s.note_unassigned(&unassigned);
+        }
+        let gateway = batch.gateway.clone();
+        let (refused, refused_pos) = match &sender {
+            Some(from) => refusals(s, from, &batch),
+            None => (Vec::new(), Vec::new()),
+        };
+        let refused_seqs = runs(&refused_pos).into_iter().map(|(a, z)| (batch.seq + a as u64, batch.seq + z as u64)).collect();
+        if let (Some(from), false) = (&sender, refused.is_empty()) {
+            s.audit_refused(from, &gateway, batch.seq, &refused, refused_pos.len()).await;
+        }
+        let oldest = batch.samples.iter().filter(|x| !x.v.is_empty()).map(|x| x.t).min();
+        let all_refused = !refused_pos.is_empty() && refused_pos.len() == batch.samples.len();
+        let outcome = match sender {
+            Some(from) if !refused_pos.is_empty() => {
+                if from.settle_refused {
+                    for &i in &refused_pos {
+                        batch.samples[i].v.clear();
+                    }
+                    s.store.write_batch(batch).await.map_err(BatchError::Store)?
+                } else {
+                    write_allowed(s, batch, &refused_pos).await?
+                }
+            }
+            _ => s.store.write_batch(batch).await.map_err(BatchError::Store)?,
+        };
+        if outcome.new_epoch {
+            s.note_new_epoch(&gateway, &outcome);
+        }
+        let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
+        s.metrics.batches.with_label_values(&[result]).inc();
+        // A batch refused whole leaves no trace of the gateway.
+        if !all_refused {
+            s.gateways().note_batch(&gateway, now_ms, oldest);
+        }
+        Ok(Stored { gateway, outcome, unassigned, too_old, refused, refused_seqs })
+    }
+
+    /// Logs and counts the first batch of a gateway's queue epoch.
+    fn note_new_epoch(&self, gateway: &str, outcome: &WriteOutcome) {
+        self.metrics.gateway_epochs_new.inc();
         let epoch = outcome.epoch.as_deref().unwrap_or("none");
         if outcome.earlier_epochs.is_empty() {
             tracing::info!(%gateway, epoch, "first batch of a gateway queue epoch");
@@ -164,18 +160,24 @@ pub async fn ingest_batch(s: &Shared, bytes: &[u8], from_gateway: Option<&str>, 
             );
         }
     }
-    let result = if outcome.samples_stored == 0 && outcome.samples_duplicate > 0 { "duplicate" } else { "stored" };
-    s.metrics.batches.with_label_values(&[result]).inc();
-    // A batch refused whole leaves no trace of the gateway.
-    if !all_refused {
-        s.note_batch(&gateway, now_ms, oldest);
+
+    /// Counts, logs and audits the samples of a batch refused for meters its sender may not write.
+    async fn audit_refused(&self, from: &Sender<'_>, gateway: &str, seq: u64, refused: &[(String, String)], samples: usize) {
+        self.metrics.rejected.with_label_values(&["batch", "meter_not_assigned"]).inc_by(samples as u64);
+        tracing::warn!(gateway = %gateway, meters = ?refused, samples, "samples of meters not assigned to the gateway refused");
+        let detail = serde_json::json!({
+            "gateway": gateway, "seq": seq, "samples_refused": samples,
+            "meters": refused.iter().map(|(m, r)| serde_json::json!({ "meter": m, "reason": r })).collect::<Vec<_>>(),
+        });
+        let (audit_who, target) = (from.who.clone(), format!("gateway {gateway}"));
+        let audit = self.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.record_ingest_refusal(&audit_who, &target, detail)).await;
     }
-    Ok(Stored { gateway, outcome, unassigned, too_old, refused, refused_seqs })
 }
 
 /// The meters of a batch its sender may not write (each once, with the reason) and the
 /// positions of their samples.
-fn refusals(s: &AppState, from: &Sender<'_>, batch: &energy_wire::Batch) -> (Vec<(String, String)>, Vec<usize>) {
+fn refusals(s: &Ingest, from: &Sender<'_>, batch: &energy_wire::Batch) -> (Vec<(String, String)>, Vec<usize>) {
     let mut verdicts: std::collections::HashMap<&str, bool> = std::collections::HashMap::new();
     let mut refused = Vec::new();
     let mut positions = Vec::new();
@@ -211,7 +213,7 @@ fn runs(pos: &[usize]) -> Vec<(usize, usize)> {
 /// allowed samples with their own sequence numbers, so that the refused ones are not recorded
 /// as received. Each run is idempotent on its sequence numbers, so a retry after a failure
 /// between two of them stores only what is missing.
-async fn write_allowed(s: &AppState, mut batch: energy_wire::Batch, refused: &[usize]) -> Result<WriteOutcome, BatchError> {
+async fn write_allowed(s: &Ingest, mut batch: energy_wire::Batch, refused: &[usize]) -> Result<WriteOutcome, BatchError> {
     let samples = std::mem::take(&mut batch.samples);
     let n = samples.len();
     let mut total = WriteOutcome::default();

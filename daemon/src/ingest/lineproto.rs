@@ -65,11 +65,16 @@ pub enum Precision {
     Hours,
 }
 
+/// A `precision` parameter that names no precision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown precision `{0}` (use ns, us, ms, s, m or h; n and u as InfluxDB 1.x)")]
+pub struct UnknownPrecision(pub String);
+
 impl Precision {
     /// The same names on `/write` and `/api/v2/write`: InfluxDB 2's `ns`, `us`, `ms`, `s` and
     /// InfluxDB 1.x's `n`, `u` (and `µ`), `ms`, `s`, `m`, `h` (InfluxDB 1.x documents `m` and
     /// `h` on `/write`; InfluxDB 2 does not have them). Empty: nanoseconds, as both.
-    pub fn parse(s: &str) -> Result<Precision, String> {
+    pub fn parse(s: &str) -> Result<Precision, UnknownPrecision> {
         Ok(match s {
             "" | "ns" | "n" => Precision::Nanoseconds,
             "us" | "u" | "µ" | "µs" => Precision::Microseconds,
@@ -77,7 +82,7 @@ impl Precision {
             "s" => Precision::Seconds,
             "m" => Precision::Minutes,
             "h" => Precision::Hours,
-            other => return Err(format!("unknown precision `{other}` (use ns, us, ms, s, m or h; n and u as InfluxDB 1.x)")),
+            other => return Err(UnknownPrecision(other.to_string())),
         })
     }
 
@@ -150,6 +155,11 @@ fn show(c: u8) -> String {
         _ => format!("byte 0x{c:02x}"),
     }
 }
+
+/// Why the parser refused a line: what it found and at which column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyntaxError(pub String);
 
 /// An error and where the parser stood when it found it (the line is abandoned from there up
 /// to the next `\n`).
@@ -489,7 +499,7 @@ pub struct Entry<'a> {
     /// Its bytes, without the line end (several physical lines when a string value holds a
     /// line break).
     pub text: &'a [u8],
-    pub parsed: Result<Line<'a>, String>,
+    pub parsed: Result<Line<'a>, SyntaxError>,
 }
 
 /// The lines of a body, blank lines and comments skipped.
@@ -558,7 +568,7 @@ impl<'a> Iterator for Entries<'a> {
                     let msg = format!("a comment may not hold {} (column {})", show(b[p.i]), p.col(p.i));
                     let line = self.line;
                     let end = self.recover(p.i);
-                    return Some(Entry { line, text: &b[line_start..end], parsed: Err(msg) });
+                    return Some(Entry { line, text: &b[line_start..end], parsed: Err(SyntaxError(msg)) });
                 }
                 Some(_) => break line_start,
             }
@@ -583,7 +593,7 @@ impl<'a> Iterator for Entries<'a> {
             Err(f) => {
                 let end = self.recover(f.at);
                 let end = if end > line_start && b[end - 1] == b'\r' { end - 1 } else { end };
-                Some(Entry { line, text: &b[line_start..end], parsed: Err(f.msg) })
+                Some(Entry { line, text: &b[line_start..end], parsed: Err(SyntaxError(f.msg)) })
             }
         }
     }
@@ -591,11 +601,11 @@ impl<'a> Iterator for Entries<'a> {
 
 /// Parses one line (without its line end). `Ok(None)` for a blank or comment line; an error
 /// if the text holds more than one line.
-pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, String> {
+pub fn parse_line(line: &str) -> Result<Option<Line<'_>>, SyntaxError> {
     let mut it = entries(line.as_bytes());
     let Some(first) = it.next() else { return Ok(None) };
     if it.next().is_some() {
-        return Err("more than one line".into());
+        return Err(SyntaxError("more than one line".into()));
     }
     first.parsed.map(Some)
 }
@@ -699,7 +709,7 @@ mod tests {
                     assert_eq!(&f, fields, "{shown:?}");
                     assert_eq!(l.timestamp, *ts, "{shown:?}");
                 }
-                (Error(e), Err(msg)) => assert!(msg.contains(e), "{shown:?}: `{msg}` should say `{e}`"),
+                (Error(e), Err(SyntaxError(msg))) => assert!(msg.contains(e), "{shown:?}: `{msg}` should say `{e}`"),
                 (w, g) => panic!("{shown:?}: want {w:?}, got {g:?}"),
             }
         }
@@ -854,7 +864,7 @@ mod tests {
             assert_eq!(Precision::parse(name).unwrap().to_millis(ts), want, "precision {name:?}, {ts}");
         }
         for bad in ["x", "sec", "NS", "rfc3339"] {
-            let e = Precision::parse(bad).unwrap_err();
+            let e = Precision::parse(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("unknown precision `{bad}`")), "{e}");
         }
     }
@@ -864,7 +874,7 @@ mod tests {
         assert_eq!(parse_line("").unwrap(), None);
         assert_eq!(parse_line("# comment").unwrap(), None);
         assert!(parse_line("m f=1").unwrap().is_some());
-        assert_eq!(parse_line("m f=1\nm f=2").unwrap_err(), "more than one line");
+        assert_eq!(parse_line("m f=1\nm f=2").unwrap_err().to_string(), "more than one line");
     }
 
     #[test]

@@ -1,9 +1,26 @@
-//! Ingest: turning what arrives (gateway batches, InfluxDB line protocol) into points, with
-//! every refusal named and counted.
+//! Ingest: turning what arrives (gateway batches over HTTP or MQTT, InfluxDB line protocol)
+//! into checked points in the store, with every refusal named and counted.
+//!
+//! One service, [`Ingest`], for every transport: the HTTP handlers (`crate::api`) and the MQTT
+//! subscriber ([`mqtt`]) hand it bytes and who sent them, and map its typed answers to their
+//! own (statuses, ack topics). It holds the handles it needs (store, registry, metrics, audit
+//! log), never the application state, and keeps what ingest learns between requests: the
+//! gateways seen ([`gateways`]), the meters seen but not in the registry, the rate per gateway
+//! ([`rate`]). Its configuration sections are its own ([`config`]).
 
 pub mod batch;
+pub mod body;
+pub mod config;
+pub mod gateways;
 pub mod lineproto;
+pub mod lines;
 pub mod mqtt;
+pub mod rate;
+pub mod service;
+
+pub use body::BodyError;
+pub use gateways::{GatewayState, Gateways};
+pub use service::{Ingest, IngestOptions};
 
 use energy_wire::Quantity;
 
@@ -115,7 +132,7 @@ pub fn lines_to_points(body: &[u8], precision: Precision, now_ms: i64, retention
         let line = match entry.parsed {
             Ok(l) => l,
             Err(e) => {
-                rep.errors.push(err(e, "malformed"));
+                rep.errors.push(err(e.to_string(), "malformed"));
                 continue;
             }
         };

@@ -1,7 +1,7 @@
 //! The registry: agencies, buildings, meters, meter events, targets, quota bands and the
 //! accounting parameters, kept as TOML files a bureau can keep in version control (the main
 //! file may `include` others, such as a quota table). Loaded and validated with every error
-//! reported at once. The schema is documented in the README ("Registry") and in
+//! reported at once. The schema is documented in docs/registry.md and in
 //! `deploy/registry.example.toml`.
 //!
 //! ```toml
@@ -71,16 +71,21 @@
 //! source = "..."              # optional, printed by check-config
 //! ```
 
+pub mod events;
 pub mod params;
+pub mod scope;
 pub mod statistics;
+mod validate;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use energy_wire::{Carrier, Quantity};
 use serde::{Deserialize, Serialize};
 
+pub use events::{EventError, EventFields, EventKind, EventRecord};
 pub use params::*;
+pub use scope::{scope_members, Scope, UnknownScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -206,7 +211,7 @@ pub struct OccupancyChange {
 
 impl OccupancyChange {
     pub fn date(&self) -> Option<chrono::NaiveDate> {
-        chrono::NaiveDate::parse_from_str(&self.from, "%Y-%m-%d").ok()
+        crate::time::parse_date(&self.from)
     }
 }
 
@@ -285,12 +290,15 @@ impl EndUse {
     }
 }
 
+/// An end use that is not one of [`EndUse::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown end use `{}` (known: {})", .0, EndUse::ALL.map(EndUse::as_str).join(", "))]
+pub struct UnknownEndUse(pub String);
+
 impl std::str::FromStr for EndUse {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        EndUse::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| {
-            format!("unknown end use `{s}` (known: {})", EndUse::ALL.map(EndUse::as_str).join(", "))
-        })
+    type Err = UnknownEndUse;
+    fn from_str(s: &str) -> Result<Self, UnknownEndUse> {
+        EndUse::ALL.into_iter().find(|e| e.as_str() == s).ok_or_else(|| UnknownEndUse(s.to_string()))
     }
 }
 
@@ -356,42 +364,6 @@ impl Meter {
     }
 }
 
-/// A meter event as written in the registry or posted to the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventRecord {
-    pub meter: String,
-    /// `replacement`, `reading` (a manual reading, or a correction of the reading at that
-    /// time) or `exclude` (readings in `[time, to]` are bad).
-    pub kind: String,
-    /// RFC 3339, or a date meaning local midnight.
-    pub time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_final: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_initial: Option<f64>,
-    /// A `reading` event of another quantity than the meter's counter (a correction of, say,
-    /// its active power): it corrects the stored reading and is not applied to the counter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quantity: Option<Quantity>,
-    /// A replacement only: the new meter's CT/PT ratio from `time` on, when it differs from the
-    /// old one's (`old_final` and `new_initial` are each in their own meter's units, as shown on
-    /// its register).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multiplier: Option<f64>,
-    /// Who entered it.
-    pub by: String,
-    /// Why.
-    pub reason: String,
-    /// When it was recorded (set by the daemon for API events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_at: Option<String>,
-}
-
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryFile {
@@ -424,8 +396,9 @@ pub struct RegistryFile {
     pub buildings: Vec<Building>,
     #[serde(default, rename = "meter")]
     pub meters: Vec<Meter>,
+    /// As written; [`Registry::events`] holds them checked.
     #[serde(default, rename = "event")]
-    pub events: Vec<EventRecord>,
+    pub events: Vec<EventFields>,
     /// Scoring rules of the assessment (reports); the reference's defaults when absent.
     #[serde(default)]
     pub assessment: AssessmentRules,
@@ -455,7 +428,7 @@ struct IncludedFile {
     #[serde(default, rename = "meter")]
     meters: Vec<Meter>,
     #[serde(default, rename = "event")]
-    events: Vec<EventRecord>,
+    events: Vec<EventFields>,
     #[serde(default, rename = "data_centre")]
     data_centres: Vec<statistics::DataCentreRoom>,
 }
@@ -468,6 +441,8 @@ pub struct Registry {
     buildings: HashMap<String, usize>,
     meters: HashMap<String, usize>,
     children: HashMap<String, Vec<usize>>,
+    /// The `[[event]]` lists, checked.
+    events: Vec<EventRecord>,
     /// The grid factors in force: built-in, with the registry's added or overriding.
     grid: Vec<GridFactor>,
 }
@@ -521,7 +496,7 @@ impl Registry {
     }
 
     pub fn new(mut file: RegistryFile) -> Result<Registry, RegistryErrors> {
-        let errors = validate(&file);
+        let errors = validate::validate(&file);
         if !errors.is_empty() {
             return Err(RegistryErrors(errors));
         }
@@ -550,7 +525,9 @@ impl Registry {
             }
         }
         let grid = merged_grid_factors(&file.grid_factors);
-        Ok(Registry { file, agencies, buildings, meters, children, grid })
+        // Checked by `validate`.
+        let events = file.events.iter().filter_map(|e| EventRecord::try_from(e.clone()).ok()).collect();
+        Ok(Registry { file, agencies, buildings, meters, children, events, grid })
     }
 
     pub fn agency(&self, id: &str) -> Option<&Agency> {
@@ -561,6 +538,10 @@ impl Registry {
     }
     pub fn meter(&self, id: &str) -> Option<&Meter> {
         self.meters.get(id).map(|&i| &self.file.meters[i])
+    }
+    /// The meter events of the registry's `[[event]]` lists, in order.
+    pub fn events(&self) -> &[EventRecord] {
+        &self.events
     }
     /// Meters whose `parent` is `id`.
     pub fn children(&self, id: &str) -> impl Iterator<Item = &Meter> {
@@ -916,7 +897,8 @@ pub struct AgencyAreas {
 /// Parses a virtual meter's formula into (meter, coefficient) terms: terms separated by ` + `
 /// and ` - ` (spaces around the operators, since identifiers may hold `-`), each term a meter id
 /// or `0.5*meter`.
-pub fn parse_formula(f: &str) -> Result<Vec<(String, f64)>, String> {
+pub fn parse_formula(f: &str) -> Result<Vec<(String, f64)>, FormulaError> {
+    let err = |what: FormulaProblem| FormulaError { formula: f.to_string(), what };
     let mut out = Vec::new();
     let mut sign = 1.0;
     let mut want_term = true;
@@ -927,341 +909,45 @@ pub fn parse_formula(f: &str) -> Result<Vec<(String, f64)>, String> {
             ("-", true) if out.is_empty() => sign = -sign,
             (t, true) if t != "+" && t != "-" => {
                 let (k, id) = match t.split_once('*') {
-                    Some((k, id)) => (k.trim().parse::<f64>().map_err(|_| format!("formula `{f}`: `{k}` is not a number"))?, id.trim()),
+                    Some((k, id)) => (k.trim().parse::<f64>().map_err(|_| err(FormulaProblem::NotANumber(k.to_string())))?, id.trim()),
                     None => (1.0, t),
                 };
                 if !k.is_finite() {
-                    return Err(format!("formula `{f}`: `{k}` is not a finite number"));
+                    return Err(err(FormulaProblem::NotFinite(k)));
                 }
                 out.push((id.to_string(), sign * k));
                 want_term = false;
             }
-            (t, _) => return Err(format!("formula `{f}`: unexpected `{t}` (write terms and operators apart: `a - b`)")),
+            (t, _) => return Err(err(FormulaProblem::Unexpected(t.to_string()))),
         }
     }
     if want_term {
-        return Err(format!("formula `{f}` is incomplete"));
+        return Err(err(FormulaProblem::Incomplete));
     }
     Ok(out)
 }
 
-/// Checks a list of occupants: agencies known, each once, all by share (adding up to 1) or all
-/// by area.
-fn check_occupants(at: &str, occupants: &[Occupant], agencies: &HashSet<String>, errors: &mut Vec<String>) {
-    if occupants.is_empty() {
-        errors.push(format!("{at}: no occupants; list the agencies with their shares or areas"));
-    }
-    let mut sum = 0.0;
-    let mut seen = HashSet::new();
-    let by_area = occupants.iter().filter(|o| o.area.is_some()).count();
-    if by_area > 0 && by_area < occupants.len() {
-        errors.push(format!("{at}: give every occupant a `share` or every occupant an `area`, not a mix"));
-    }
-    for o in occupants {
-        if !agencies.contains(&o.agency) {
-            errors.push(format!("{at}: occupant `{}` is not an agency", o.agency));
-        }
-        if !seen.insert(&o.agency) {
-            errors.push(format!("{at}: occupant `{}` is listed twice", o.agency));
-        }
-        match o.area {
-            Some(a) => {
-                if !(a.is_finite() && a > 0.0) {
-                    errors.push(format!("{at}: area of `{}` must be a positive number of m²", o.agency));
-                }
-                if o.share != 0.0 {
-                    errors.push(format!("{at}: occupant `{}` has both a share and an area", o.agency));
-                }
-            }
-            None => {
-                if !(o.share.is_finite() && o.share > 0.0 && o.share <= 1.0) {
-                    errors.push(format!("{at}: share of `{}` must be in (0, 1]", o.agency));
-                }
-                sum += o.share;
-            }
-        }
-    }
-    if by_area == 0 && !occupants.is_empty() && (sum - 1.0).abs() > 1e-6 {
-        errors.push(format!("{at}: occupant shares add up to {sum}, not 1"));
-    }
+/// A virtual meter's formula that cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("formula `{formula}`{what}")]
+pub struct FormulaError {
+    pub formula: String,
+    pub what: FormulaProblem,
 }
 
-fn validate(f: &RegistryFile) -> Vec<String> {
-    let mut errors = Vec::new();
-    let mut ids = |kind: &str, list: Vec<&str>| -> HashSet<String> {
-        let mut seen = HashSet::new();
-        for id in list {
-            if let Err(e) = energy_wire::validate_id(id) {
-                errors.push(format!("{kind} `{id}`: {e}"));
-            }
-            if !seen.insert(id.to_string()) {
-                errors.push(format!("{kind} `{id}` is defined twice"));
-            }
-        }
-        seen
-    };
-    let agencies = ids("agency", f.agencies.iter().map(|a| a.id.as_str()).collect());
-    let buildings = ids("building", f.buildings.iter().map(|b| b.id.as_str()).collect());
-    let _meters = ids("meter", f.meters.iter().map(|m| m.id.as_str()).collect());
-    errors.extend(statistics::validate(&f.agencies, &f.meters, &f.data_centres));
-    for a in &f.agencies {
-        if let Some(p) = &a.parent {
-            if !agencies.contains(p) {
-                errors.push(format!("agency `{}`: parent `{p}` is not an agency", a.id));
-            }
-            if p == &a.id {
-                errors.push(format!("agency `{}` is its own parent", a.id));
-            }
-        }
-    }
-    // Parent cycles.
-    let parent: BTreeMap<&str, &str> = f.agencies.iter().filter_map(|a| a.parent.as_deref().map(|p| (a.id.as_str(), p))).collect();
-    for a in &f.agencies {
-        let mut cur = a.id.as_str();
-        for _ in 0..=f.agencies.len() {
-            match parent.get(cur) {
-                Some(p) => cur = p,
-                None => break,
-            }
-            if cur == a.id {
-                errors.push(format!("agency `{}`: the parent chain loops back to itself", a.id));
-                break;
-            }
-        }
-    }
-    for a in &f.agencies {
-        for (y, n) in &a.headcount {
-            if y.parse::<i32>().map_or(true, |y| !(1900..=2200).contains(&y)) {
-                errors.push(format!("agency `{}`: headcount key `{y}` is not a year", a.id));
-            }
-            if !(n.is_finite() && *n > 0.0) {
-                errors.push(format!("agency `{}`: headcount of {y} must be a positive number", a.id));
-            }
-        }
-    }
-    for b in &f.buildings {
-        let at = format!("building `{}`", b.id);
-        if !(b.floor_area.is_finite() && b.floor_area > 0.0) {
-            errors.push(format!("{at}: floor_area must be a positive number of m²"));
-        }
-        if let Some(h) = b.heated_area {
-            if !(h.is_finite() && h >= 0.0) {
-                errors.push(format!("{at}: heated_area must be a non-negative number of m²"));
-            } else if h > b.floor_area {
-                errors.push(format!("{at}: heated_area {h} is larger than floor_area {}", b.floor_area));
-            }
-        }
-        for e in &b.excluded {
-            if !(e.area.is_finite() && e.area >= 0.0) {
-                errors.push(format!("{at}: excluded area of {:?} must be a non-negative number of m²", e.what));
-            }
-        }
-        if b.indicator_area() <= 0.0 {
-            errors.push(format!("{at}: excluded areas leave no floor area for indicators"));
-        }
-        check_occupants(&at, &b.occupants, &agencies, &mut errors);
-        let mut last: Option<chrono::NaiveDate> = None;
-        for c in &b.occupancy {
-            let at_c = format!("{at}: occupancy from `{}`", c.from);
-            match c.date() {
-                None => errors.push(format!("{at_c}: `from` must be a date YYYY-MM-DD")),
-                Some(d) => {
-                    if last.is_some_and(|l| d <= l) {
-                        errors.push(format!("{at_c}: the changes must be in date order"));
-                    }
-                    last = Some(d);
-                }
-            }
-            check_occupants(&at_c, &c.occupants, &agencies, &mut errors);
-        }
-        for (carrier, key) in &b.allocation {
-            let at_k = format!("{at}: allocation of {}", carrier.as_str());
-            match key {
-                AllocationKey::Key(k) if k == "area" || k == "headcount" => {}
-                AllocationKey::Key(k) => errors.push(format!("{at_k}: `{k}` is not one of area, headcount, or a table of fixed shares")),
-                AllocationKey::Shares(m) => {
-                    for (a, sh) in m {
-                        if !agencies.contains(a) {
-                            errors.push(format!("{at_k}: `{a}` is not an agency"));
-                        }
-                        if !(sh.is_finite() && *sh > 0.0 && *sh <= 1.0) {
-                            errors.push(format!("{at_k}: share of `{a}` must be in (0, 1]"));
-                        }
-                    }
-                    let sum: f64 = m.values().sum();
-                    if (sum - 1.0).abs() > 1e-6 {
-                        errors.push(format!("{at_k}: fixed shares add up to {sum}, not 1"));
-                    }
-                }
-            }
-        }
-    }
-    let meter_ids: HashMap<&str, &Meter> = f.meters.iter().map(|m| (m.id.as_str(), m)).collect();
-    for m in &f.meters {
-        let at = format!("meter `{}`", m.id);
-        if !buildings.contains(&m.building) {
-            errors.push(format!("{at}: building `{}` is not a building", m.building));
-        }
-        if let Some(a) = &m.agency {
-            if !agencies.contains(a) {
-                errors.push(format!("{at}: agency `{a}` is not an agency"));
-            }
-        }
-        if !(m.multiplier.is_finite() && m.multiplier > 0.0) {
-            errors.push(format!("{at}: multiplier must be a positive number"));
-        }
-        if let Some(r) = m.rollover {
-            if !(r.is_finite() && r > 0.0) {
-                errors.push(format!("{at}: rollover must be a positive number (the largest value before the counter wraps)"));
-            }
-        }
-        if let Some(x) = m.max_per_hour {
-            if !(x.is_finite() && x > 0.0) {
-                errors.push(format!("{at}: max_per_hour must be a positive number"));
-            }
-        }
-        if let Some(g) = &m.gateway {
-            if let Err(e) = energy_wire::validate_id(g) {
-                errors.push(format!("{at}: gateway `{g}`: {e}"));
-            }
-            if m.formula.is_some() {
-                errors.push(format!("{at}: a virtual meter (formula) takes no `gateway`: nothing sends its readings"));
-            }
-        }
-        if let Some(q) = m.quantity {
-            if !q.is_counter() {
-                errors.push(format!("{at}: quantity `{q}` is not a counter; consumption needs a cumulative counter"));
-            } else if !m.carrier.counters().iter().any(|c| c.unit() == q.unit()) {
-                errors.push(format!("{at}: quantity `{q}` is in {}, but {} is accounted in {}", q.unit(), m.carrier.as_str(), m.carrier.counter().unit()));
-            }
-        }
-        if let Some(p) = &m.parent {
-            match meter_ids.get(p.as_str()) {
-                None => errors.push(format!("{at}: parent `{p}` is not a meter")),
-                Some(pm) => {
-                    if pm.carrier != m.carrier {
-                        errors.push(format!("{at}: parent `{p}` measures {}, this meter {}", pm.carrier.as_str(), m.carrier.as_str()));
-                    }
-                    if pm.building != m.building {
-                        errors.push(format!("{at}: parent `{p}` is in building `{}`, this meter in `{}`", pm.building, m.building));
-                    }
-                }
-            }
-            // Parent cycles.
-            let mut cur = p.as_str();
-            for _ in 0..=f.meters.len() {
-                if cur == m.id {
-                    errors.push(format!("{at}: the parent chain loops back to itself"));
-                    break;
-                }
-                match meter_ids.get(cur).and_then(|x| x.parent.as_deref()) {
-                    Some(n) => cur = n,
-                    None => break,
-                }
-            }
-        }
-        if let Some(formula) = &m.formula {
-            if m.parent.is_some() {
-                errors.push(format!("{at}: a virtual meter cannot have a parent"));
-            }
-            match parse_formula(formula) {
-                Err(e) => errors.push(format!("{at}: {e}")),
-                Ok(terms) => {
-                    for (id, _) in &terms {
-                        match meter_ids.get(id.as_str()) {
-                            None => errors.push(format!("{at}: formula names `{id}`, which is not a meter")),
-                            Some(o) if o.is_virtual() => errors.push(format!("{at}: formula names virtual meter `{id}`; use physical meters")),
-                            Some(o) if o.carrier != m.carrier => {
-                                errors.push(format!("{at}: formula names `{id}`, which measures {}, not {}", o.carrier.as_str(), m.carrier.as_str()))
-                            }
-                            Some(o) if m.accounted && o.accounted && o.parent.is_none() => errors.push(format!(
-                                "{at}: `{id}` would be counted twice, directly and through this virtual meter; set `accounted = false` on one of them"
-                            )),
-                            Some(_) => {}
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for e in &f.events {
-        let at = format!("event of meter `{}` at {}", e.meter, e.time);
-        if !meter_ids.contains_key(e.meter.as_str()) {
-            errors.push(format!("{at}: `{}` is not a meter", e.meter));
-        }
-        // The times' syntax does not depend on the time zone (a date is local midnight anywhere).
-        let parse = |t: &str| crate::accounting::calendar::parse_time(t, chrono_tz::UTC).map(|t| t.timestamp_millis());
-        if let Err(msg) = crate::accounting::counter::event_of(e, parse) {
-            errors.push(format!("{at}: {msg}"));
-        }
-    }
-    let num = |what: String, v: f64, errors: &mut Vec<String>| {
-        if !(v.is_finite() && v >= 0.0) {
-            errors.push(format!("{what} must be a non-negative number"));
-        }
-    };
-    for g in &f.grid_factors {
-        num(format!("grid_factor {} {}", g.year, g.region), g.kg_per_kwh, &mut errors);
-    }
-    if !merged_grid_factors(&f.grid_factors).iter().any(|g| g.region == f.accounting.grid_region) {
-        errors.push(format!("accounting.grid_region `{}` has no grid_factor", f.accounting.grid_region));
-    }
-    if f.accounting.heating_season.parse().is_none() {
-        errors.push(format!(
-            "accounting.heating_season: `{}` to `{}` is not a pair of month-day dates such as \"11-01\" and \"03-31\"",
-            f.accounting.heating_season.start, f.accounting.heating_season.end
-        ));
-    }
-    if !(0.0..=1.0).contains(&f.accounting.complete_coverage) {
-        errors.push("accounting.complete_coverage must be between 0 and 1".into());
-    }
-    for t in &f.tariffs {
-        let at = format!("tariff of {}", t.carrier.as_str());
-        num(format!("{at}: price"), t.price, &mut errors);
-        for band in &t.tou {
-            if band.from > 23 || band.to > 24 {
-                errors.push(format!("{at}: band {}-{} is not within the hours 0 to 24", band.from, band.to));
-            }
-            num(format!("{at}: band {}-{} price", band.from, band.to), band.price, &mut errors);
-        }
-    }
-    for q in &f.quotas {
-        let at = format!("quota {} ({})", q.indicator.name(), q.source);
-        if !(q.guide <= q.benchmark && q.benchmark <= q.binding) {
-            errors.push(format!("{at}: values must rise from guide ({}) to benchmark ({}) to binding ({})", q.guide, q.benchmark, q.binding));
-        }
-    }
-    for b in &f.budgets {
-        let at = format!("budget of `{}` for {}", b.agency, b.year);
-        if !agencies.contains(&b.agency) {
-            errors.push(format!("{at}: `{}` is not an agency", b.agency));
-        }
-        for (c, v) in &b.carriers {
-            num(format!("{at}: {}", c.as_str()), *v, &mut errors);
-        }
-        if f.budgets.iter().filter(|o| o.agency == b.agency && o.year == b.year).count() > 1 {
-            errors.push(format!("{at}: given twice"));
-        }
-    }
-    for r in &f.reductions {
-        let at = format!("reduction of {} from {}", r.indicator.name(), r.baseline_year);
-        if let Some(a) = &r.agency {
-            if !agencies.contains(a) {
-                errors.push(format!("{at}: `{a}` is not an agency"));
-            }
-        }
-        if r.target_year <= r.baseline_year {
-            errors.push(format!("{at}: target_year {} must be after baseline_year", r.target_year));
-        }
-        if !(r.percent.is_finite() && r.percent > -100.0 && r.percent < 100.0) {
-            errors.push(format!("{at}: percent must be between -100 and 100"));
-        }
-    }
-    errors.extend(f.assessment.problems());
-    errors.sort();
-    errors.dedup();
-    errors
+/// What is wrong in a formula (the message follows the formula).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormulaProblem {
+    #[error(": `{0}` is not a number")]
+    NotANumber(String),
+    #[error(": `{0}` is not a finite number")]
+    NotFinite(f64),
+    #[error(": unexpected `{0}` (write terms and operators apart: `a - b`)")]
+    Unexpected(String),
+    #[error(" is incomplete")]
+    Incomplete,
 }
+
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! Reports: the annual execution report (energy part), the assessment, and the energy-saving
-//! section of next year's plan, in JSON, CSV, XLSX and printable HTML (README, "Reports").
+//! section of next year's plan, in JSON, CSV, XLSX and printable HTML (docs/registry.md, "Reports").
 //!
 //! * [`model`]: the documents, pure functions of the engine's results (year semantics there).
 //! * [`tables`], [`render`], [`html`]: the formats; [`labels`]: the words, Chinese by default.
@@ -20,8 +20,7 @@ use chrono_tz::Tz;
 
 use crate::accounting::engine::{Engine, EngineError};
 use crate::accounting::indicators::AgencyIndicators;
-use crate::api::accounting::{scope_members, Scope};
-use crate::registry::{Agency, Registry};
+use crate::registry::{scope_members, Agency, Registry, Scope};
 use crate::store::Store;
 pub use labels::Lang;
 use model::{EntryInput, Monthly};
@@ -37,6 +36,8 @@ pub enum ReportError {
     Engine(#[from] EngineError),
     #[error("{0}")]
     Render(String),
+    #[error(transparent)]
+    Xlsx(#[from] render::XlsxError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,19 +175,16 @@ impl Output {
     }
 }
 
-/// Today in the time zone.
-pub fn today(tz: Tz) -> NaiveDate {
-    chrono::Utc::now().with_timezone(&tz).date_naive()
-}
+pub use crate::time::today;
 
 /// The day figures run to (its start): `as_of` when given, else `today`
-/// ([`crate::accounting::calendar::as_of_cut`], the one rule of the API, the page and the reports).
+/// ([`crate::time::as_of_cut`], the one rule of the API, the page and the reports).
 pub fn as_of_day(tz: Tz, as_of: Option<&str>, today: NaiveDate) -> Result<NaiveDate, ReportError> {
-    crate::accounting::calendar::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
+    crate::time::as_of_cut(tz, today, as_of).map(|(d, _)| d).map_err(|e| ReportError::BadRequest(format!("as_of: {e}")))
 }
 
 fn midnight_ms(tz: Tz, d: NaiveDate) -> Result<i64, ReportError> {
-    Ok(crate::accounting::calendar::day_start(tz, d).timestamp_millis())
+    Ok(crate::time::day_start(tz, d).timestamp_millis())
 }
 
 /// For `year` seen from `as_of`: the day its figures run to (the year's end at the latest) and
@@ -398,7 +396,7 @@ fn render_any<T: serde::Serialize>(
         Format::Csv => Ok(tables().first().map(render::csv).unwrap_or_default()),
         Format::Xlsx => {
             let tables: Vec<tables::Table> = tables().iter().map(|t| t.without(&PROGRAM_COLUMNS)).collect();
-            render::xlsx(title, day, &tables, lang).map_err(ReportError::Render)
+            Ok(render::xlsx(title, day, &tables, lang)?)
         }
         Format::Html => Ok(html().into_bytes()),
     }
@@ -423,20 +421,70 @@ pub async fn deadlines(
     Ok(model::deadlines(reg, year, as_of, &figures))
 }
 
-/// `energyd report`: opens the store (beside a running daemon: SQLite's WAL lets readers in),
-/// produces the report as the API would today, writes it to `out` (`-`: standard output).
-pub async fn write_offline(loaded: crate::config::Loaded, req: &Request, out: &std::path::Path) -> Result<(), String> {
-    let store = crate::store::open(&loaded.config.data_dir, crate::metrics::Metrics::new()).map_err(|e| e.to_string())?;
-    let engine = Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz).map_err(|e| e.to_string())?;
-    let result = produce(&engine, &store, &loaded.registry, loaded.tz, req, today(loaded.tz), &Visible::All).await;
+/// The bureau's page as of `as_of` (default `today`): the visible agencies' figures of the year
+/// (on 1 January, when nothing of the year has elapsed, of last year), this calendar year's
+/// deadlines (the reports of last year), and whether each agency can be scored in last year's
+/// assessment, and why not.
+#[allow(clippy::too_many_arguments)] // the sources of `produce`, plus the page's parameters
+pub async fn index_page(
+    engine: &Engine,
+    store: &Store,
+    reg: &Registry,
+    tz: Tz,
+    lang: Lang,
+    as_of: Option<&str>,
+    today: NaiveDate,
+    visible: &Visible,
+) -> Result<String, ReportError> {
+    let as_of = as_of_day(tz, as_of, today)?;
+    let year = as_of.year();
+    let year = if year_cut(tz, year, as_of).is_ok() { year } else { year - 1 };
+    let (_, ms) = year_cut(tz, year, as_of)?;
+    let figures: Vec<_> = own_figures(engine, store, reg, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
+    let d = deadlines(engine, store, reg, tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, visible).await?;
+    let quota = crate::registry::QuotaTable::of(&reg.file.quotas);
+    let mut page = html::index(lang, year, &as_of.to_string(), &figures, &d, quota);
+    if let Ok((day, ms)) = year_cut(tz, d.year, as_of) {
+        let all = own_figures(engine, store, reg, d.year, ms).await?;
+        let mut a = model::assessment(&reg.file.assessment, d.year, &day.to_string(), tz.name(), &all);
+        a.agencies.retain(|x| visible.allows(&x.agency));
+        if let Some(pos) = page.rfind("</body>") {
+            page.insert_str(pos, &html::scoring_section(lang, &a));
+        }
+    }
+    Ok(page)
+}
+
+/// Why `energyd report` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error("writing to standard output: {0}")]
+    Stdout(std::io::Error),
+    #[error("{}: {source}", path.display())]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// `energyd report`: opens the store of `data_dir` (beside a running daemon: SQLite's WAL lets
+/// readers in), produces the report as the API would today, writes it to `out` (`-`: standard
+/// output).
+pub async fn write_offline(data_dir: &std::path::Path, reg: &Registry, tz: Tz, req: &Request, out: &std::path::Path) -> Result<(), OfflineError> {
+    let store = crate::store::open(data_dir, crate::metrics::Metrics::new())?;
+    let engine = Engine::open(data_dir, reg, tz)?;
+    let result = produce(&engine, &store, reg, tz, req, today(tz), &Visible::All).await;
     let s = store.clone();
     let _ = tokio::task::spawn_blocking(move || s.close()).await;
-    let output = result.map_err(|e| e.to_string())?;
+    let output = result?;
     if out.as_os_str() == "-" {
         use std::io::Write as _;
-        std::io::stdout().write_all(&output.bytes).map_err(|e| format!("writing to standard output: {e}"))
+        std::io::stdout().write_all(&output.bytes).map_err(OfflineError::Stdout)
     } else {
-        std::fs::write(out, &output.bytes).map_err(|e| format!("{}: {e}", out.display()))
+        std::fs::write(out, &output.bytes).map_err(|source| OfflineError::Write { path: out.to_path_buf(), source })
     }
 }
 

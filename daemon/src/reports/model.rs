@@ -19,7 +19,7 @@ use energy_wire::Carrier;
 use serde::Serialize;
 
 use crate::accounting::indicators::{AgencyIndicators, Band, BandClass, DataStatus, IndicatorValue};
-use crate::api::accounting::Scope;
+use crate::registry::Scope;
 use crate::registry::{AssessmentRules, BindingKind, IncompleteRule, Indicator, Reduction, Registry};
 
 /// Monthly comprehensive energy (kgce) of one agency or aggregate, this year to `as_of` and
@@ -39,16 +39,13 @@ pub struct EntryInput {
     pub monthly: Monthly,
 }
 
+/// The scope's name in the documents ([`Scope::as_str`]).
 pub fn scope_name(s: Scope) -> &'static str {
-    match s {
-        Scope::Agency => "agency",
-        Scope::Level => "level",
-        Scope::Tree => "tree",
-    }
+    s.as_str()
 }
 
 fn ser_scope<S: serde::Serializer>(s: &Scope, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(scope_name(*s))
+    ser.serialize_str(s.as_str())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,8 +76,7 @@ pub struct AnnualReport {
     pub entries: Vec<AnnualEntry>,
 }
 
-/// The one definition of "as of" of the API, the page and the reports.
-pub const AS_OF_RULE: &str = "figures run to the start of the as_of day in local time (by default today): the as_of day itself is not counted";
+pub use crate::time::AS_OF_RULE;
 
 /// Whether an agency is a bureau (see the module doc).
 pub fn is_bureau(reg: &Registry, agency: &str) -> bool {

@@ -83,6 +83,15 @@ fn header_text(s: &str) -> String {
     s.replace('&', "&&")
 }
 
+/// Why a workbook could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum XlsxError {
+    #[error("writing the workbook: {0}")]
+    Workbook(#[from] rust_xlsxwriter::XlsxError),
+    #[error("too many columns")]
+    TooManyColumns,
+}
+
 /// The tables as a workbook, one sheet each, in the official form: the forms' head lines
 /// (merged across the columns) above a bold header row with a fill, the columns' numbers
 /// (栏次) where the form has them, numbers as numbers (integers as integers, yuan with two
@@ -90,9 +99,9 @@ fn header_text(s: &str) -> String {
 /// fitted to their content, the header frozen; printed on A4 (landscape when wide), one page
 /// wide, the header repeated on every page, the title at the top and the page number at the
 /// bottom of each page.
-pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang) -> Result<Vec<u8>, String> {
+pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang) -> Result<Vec<u8>, XlsxError> {
     use chrono::Datelike;
-    let e = |e: rust_xlsxwriter::XlsxError| format!("writing the workbook: {e}");
+    let e = XlsxError::Workbook;
     let mut wb = Workbook::new();
     let created = ExcelDateTime::from_ymd(u16::try_from(as_of.year()).unwrap_or(2000), as_of.month() as u8, as_of.day() as u8).map_err(e)?;
     wb.set_properties(&DocProperties::new().set_title(title).set_author("energyd").set_creation_datetime(&created));
@@ -117,7 +126,7 @@ pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang)
         let ws = wb.add_worksheet();
         ws.set_name(&name).map_err(e)?;
         let ncols = t.headers.len().max(1);
-        let last_col = u16::try_from(ncols - 1).map_err(|_| "too many columns".to_string())?;
+        let last_col = u16::try_from(ncols - 1).map_err(|_| XlsxError::TooManyColumns)?;
         let mut r: u32 = 0;
         for (i, line) in t.caption.iter().enumerate() {
             let f = if i == 0 { &caption } else { &caption_small };
@@ -133,13 +142,13 @@ pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang)
         }
         let header_row = r;
         for (c, h) in t.headers.iter().enumerate() {
-            let col = u16::try_from(c).map_err(|_| "too many columns".to_string())?;
+            let col = u16::try_from(c).map_err(|_| XlsxError::TooManyColumns)?;
             ws.write_string_with_format(r, col, h, &head).map_err(e)?;
         }
         r += 1;
         if !t.column_codes.is_empty() {
             for (c, h) in t.column_codes.iter().enumerate() {
-                let col = u16::try_from(c).map_err(|_| "too many columns".to_string())?;
+                let col = u16::try_from(c).map_err(|_| XlsxError::TooManyColumns)?;
                 ws.write_string_with_format(r, col, h, &code).map_err(e)?;
             }
             r += 1;
@@ -149,7 +158,7 @@ pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang)
             let total = t.total_rows.contains(&i);
             let pick = |f: &Format| if total { bold(f) } else { f.clone() };
             for (c, cell) in row.iter().enumerate() {
-                let col = u16::try_from(c).map_err(|_| "too many columns".to_string())?;
+                let col = u16::try_from(c).map_err(|_| XlsxError::TooManyColumns)?;
                 match cell {
                     Cell::Text(s) if !s.is_empty() => {
                         ws.write_string_with_format(r, col, s, &pick(&text)).map_err(e)?;
@@ -179,7 +188,7 @@ pub fn xlsx(title: &str, as_of: chrono::NaiveDate, tables: &[Table], lang: Lang)
         // Widths fitted to the content: the widest cell, the header counted up to the width
         // at which it wraps onto a second line.
         for c in 0..ncols {
-            let col = u16::try_from(c).map_err(|_| "too many columns".to_string())?;
+            let col = u16::try_from(c).map_err(|_| XlsxError::TooManyColumns)?;
             let head_w = t.headers.get(c).map_or(0, |h| display_width(h).div_ceil(2).max(display_width(h).min(12)));
             let code_w = t.column_codes.get(c).map_or(0, |h| display_width(h));
             let cells = t.rows.iter().filter_map(|row| row.get(c)).map(|x| display_width(&shown(x))).max().unwrap_or(0);

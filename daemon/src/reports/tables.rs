@@ -96,7 +96,7 @@ fn table(lang: Lang, key: &'static str, headers: &[&'static str]) -> Table {
     Table { key, title: t(lang, key), headers: headers.iter().map(|h| t(lang, h)).collect(), keys: headers.to_vec(), ..Table::default() }
 }
 
-fn scope_label(lang: Lang, s: crate::api::accounting::Scope) -> String {
+fn scope_label(lang: Lang, s: crate::registry::Scope) -> String {
     t(lang, &format!("scope_{}", scope_name(s)))
 }
 

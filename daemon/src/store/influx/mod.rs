@@ -1,6 +1,7 @@
 //! InfluxDB as the second storage backend: the HTTP client for writes (line protocol, v1 and v2
-//! APIs) and InfluxQL reads, and the line-protocol encoding of the schema (README, "Storage
-//! backends"). The forwarder that drains the spool into it is [`super::forward`].
+//! APIs) and InfluxQL reads, and the line-protocol encoding of the schema
+//! (docs/configuration.md, "Storage backends"). The forwarder that drains the spool into it is
+//! [`super::forward`].
 //!
 //! The embedded store stays the durable log: a point is acknowledged once committed locally
 //! (with its line protocol in table `outbox`, the spool, in the same transaction). The

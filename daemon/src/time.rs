@@ -1,7 +1,24 @@
-//! Calendar periods in the configured time zone.
+//! Time on the daemon's side: the local calendar of the configured time zone (days, months,
+//! years, as-of days), calendar periods, and the parsing of the times, dates and durations the
+//! registry, the API and the reports take. The bottom floor of the daemon: it imports nothing
+//! of it. UTC hours and days of the contract come from [`energy_wire::time`].
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Timelike};
 use chrono_tz::Tz;
+pub use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS, MINUTE_MS};
+
+/// A time, date, interval or duration that cannot be read; the message names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("`{0}` is neither an RFC 3339 time (2026-03-01T00:00:00+08:00) nor a date (2026-03-01)")]
+    Time(String),
+    #[error("interval `{0}` is not one of hour, day, month, year")]
+    Interval(String),
+    #[error("step `{0}` is not a positive duration such as 15m, 1h or 1d")]
+    Step(String),
+    #[error("step `{0}` is too large")]
+    StepTooLarge(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -13,14 +30,14 @@ pub enum Interval {
 }
 
 impl std::str::FromStr for Interval {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = TimeError;
+    fn from_str(s: &str) -> Result<Self, TimeError> {
         match s {
             "hour" => Ok(Interval::Hour),
             "day" => Ok(Interval::Day),
             "month" => Ok(Interval::Month),
             "year" => Ok(Interval::Year),
-            _ => Err(format!("interval `{s}` is not one of hour, day, month, year")),
+            _ => Err(TimeError::Interval(s.to_string())),
         }
     }
 }
@@ -35,22 +52,70 @@ fn local(tz: Tz, naive: NaiveDateTime) -> DateTime<Tz> {
 }
 
 /// Parses an RFC 3339 instant, or a date `YYYY-MM-DD` meaning local midnight at its start.
-pub fn parse_time(s: &str, tz: Tz) -> Result<DateTime<Tz>, String> {
+pub fn parse_time(s: &str, tz: Tz) -> Result<DateTime<Tz>, TimeError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&tz));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+    if let Some(d) = parse_date(s) {
         return Ok(local(tz, d.and_hms_opt(0, 0, 0).unwrap_or_default()));
     }
-    Err(format!("`{s}` is neither an RFC 3339 time (2026-03-01T00:00:00+08:00) nor a date (2026-03-01)"))
+    Err(TimeError::Time(s.to_string()))
 }
+
+/// [`parse_time`] in milliseconds since the epoch.
+pub fn parse_time_ms(s: &str, tz: Tz) -> Result<i64, TimeError> {
+    parse_time(s, tz).map(|t| t.timestamp_millis())
+}
+
+/// A local date `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+}
+
+/// Parses `90s`, `15m`, `1h`, `1d` or a number of seconds, into milliseconds.
+pub fn parse_step(s: &str) -> Result<i64, TimeError> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1_000),
+        Some((i, 'm')) => (&s[..i], MINUTE_MS),
+        Some((i, 'h')) => (&s[..i], HOUR_MS),
+        Some((i, 'd')) => (&s[..i], DAY_MS),
+        _ => (s, 1_000),
+    };
+    match num.parse::<i64>() {
+        Ok(n) if n > 0 => n.checked_mul(mult).ok_or_else(|| TimeError::StepTooLarge(s.to_string())),
+        _ => Err(TimeError::Step(s.to_string())),
+    }
+}
+
+/// Today in the time zone.
+pub fn today(tz: Tz) -> NaiveDate {
+    chrono::Utc::now().with_timezone(&tz).date_naive()
+}
+
+/// An instant (milliseconds) in RFC 3339 of the time zone; `None` out of chrono's range.
+pub fn rfc3339(ms: i64, tz: Tz) -> Option<String> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339())
+}
+
+/// [`rfc3339`] with milliseconds, `Z` for UTC.
+pub fn rfc3339_ms(ms: i64, tz: Tz) -> Option<String> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.with_timezone(&tz).to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// The local year of an instant (1970 out of chrono's range).
+pub fn year_of(ms: i64, tz: Tz) -> i32 {
+    DateTime::from_timestamp_millis(ms).map_or(1970, |t| t.with_timezone(&tz).year())
+}
+
+/// The rule of [`as_of_cut`] in words, as the API's answers and the documents state it.
+pub const AS_OF_RULE: &str = "figures run to the start of the as_of day in local time (by default today): the as_of day itself is not counted";
 
 /// The one definition of "as of" of the API, the bureau's page and the reports: figures run to
 /// the start (local midnight) of the `as_of` day — a date, or an RFC 3339 time taken as its
 /// local day — by default of today. The day itself is not counted, so that a figure asked at
 /// 09:00 and at 17:00 is the same, and a day is never counted before it is over.
 /// Returns that day and the instant.
-pub fn as_of_cut(tz: Tz, today: NaiveDate, as_of: Option<&str>) -> Result<(NaiveDate, i64), String> {
+pub fn as_of_cut(tz: Tz, today: NaiveDate, as_of: Option<&str>) -> Result<(NaiveDate, i64), TimeError> {
     let day = match as_of {
         None => today,
         Some(s) => parse_time(s, tz)?.date_naive(),
@@ -131,21 +196,16 @@ mod tests {
         assert_eq!(boundaries(t("2026-01-01"), t("2026-01-01"), Interval::Day, 100).unwrap().len(), 1);
     }
 
-    /// As of: the start of the local day, whatever the time of day asked or given.
-    /// 2026-03-10 in Shanghai starts at 2026-03-09T16:00Z = 1 773 072 000 000 ms; the days of 2026
-    /// before it are 31 (Jan) + 28 (Feb) + 9 = 68.
+    /// Steps in milliseconds, worked by hand: 90 s = 90 000, 15 min = 900 000, 1 d = 86 400 000.
     #[test]
-    fn as_of_is_the_start_of_the_local_day() {
-        let today = NaiveDate::from_ymd_opt(2026, 3, 10).unwrap();
-        let want = 1_773_072_000_000;
-        for given in [None, Some("2026-03-10"), Some("2026-03-10T15:00:00+08:00"), Some("2026-03-10T01:00:00Z")] {
-            assert_eq!(as_of_cut(Shanghai, today, given).unwrap(), (today, want), "{given:?}");
+    fn steps_are_durations() {
+        for (given, ms) in [("90s", 90_000), ("90", 90_000), ("15m", 900_000), ("1h", 3_600_000), ("1d", 86_400_000)] {
+            assert_eq!(parse_step(given), Ok(ms), "{given}");
         }
-        let cal = crate::accounting::ledger::YearCalendar::new(Shanghai, 2026).unwrap();
-        assert_eq!(cal.days_before(want), 68);
-        // Later in the day the figures are the same: the day is not counted before it is over.
-        assert_eq!(cal.days_before(want + 15 * 3_600_000), 69);
-        assert!(as_of_cut(Shanghai, today, Some("soon")).is_err());
+        for bad in ["0", "-1h", "h", "1w", ""] {
+            assert_eq!(parse_step(bad), Err(TimeError::Step(bad.to_string())), "{bad}");
+        }
+        assert_eq!(parse_step("9223372036854775807d"), Err(TimeError::StepTooLarge("9223372036854775807d".into())));
     }
 
     #[test]
