@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use energy_gateway::config::{DeviceConfig, GatewayConfig, ModbusConfig};
+use energy_gateway::config::GatewayConfig;
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::transport::{Parity, Transport};
 use energy_gateway::profile;
 
@@ -289,7 +290,7 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             ProfilesCmd::Check { dir } => {
                 let dir = dir.unwrap_or_else(|| PathBuf::from("device-profiles"));
                 let modbus = profile::load_dir(&dir);
-                let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&dir);
+                let mqtt = energy_gateway::profile::mqtt::load_mqtt_dir(&dir);
                 let field = energy_gateway::field::profile::load_field_dir(&dir);
                 match (modbus, mqtt, field) {
                     (Ok(p), Ok(m), Ok(f)) => println!("{}: {} Modbus, {} DL/T 645 / CJ/T 188 and {} MQTT profiles, all valid", dir.display(), p.len(), f.len(), m.len()),

@@ -14,9 +14,8 @@ use super::dlt645::{self, Answer, Edition};
 use super::frame::{format_address, hex};
 use super::link::FieldLink;
 use super::profile::{FieldProfile, Protocol};
-use crate::config::ModbusConfig;
-use crate::poll::{BusDriver, PollOutcome, ReadError};
-use crate::transport::Transport;
+use crate::poll::{schedule, BusDriver, DeviceConfig, ModbusConfig, PollOutcome, StatusMap};
+use crate::transport::{ReadError, Transport};
 
 /// One request of a field read, for the probe's report.
 #[derive(Debug, Clone)]
@@ -293,11 +292,11 @@ pub fn meter_address(protocol: Protocol, address: Option<&str>) -> Result<Option
 #[allow(clippy::too_many_arguments)]
 pub async fn run_field_bus(
     transport: Transport,
-    devices: Vec<(crate::config::DeviceConfig, Arc<FieldProfile>)>,
+    devices: Vec<(DeviceConfig, Arc<FieldProfile>)>,
     mcfg: ModbusConfig,
     out: tokio::sync::mpsc::Sender<energy_wire::Sample>,
     metrics: crate::metrics::Metrics,
-    status: crate::poll::StatusMap,
+    status: StatusMap,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     // The line must be quiet between frames: 3.5 characters at the baud rate, as on Modbus RTU
@@ -315,5 +314,5 @@ pub async fn run_field_bus(
         .collect();
     let cfgs = devices.into_iter().map(|(d, _)| d).collect();
     let bus = transport.bus();
-    crate::poll::schedule(bus, FieldDriver { transport, gap, meters }, cfgs, mcfg, out, metrics, status, cancel).await;
+    schedule(bus, FieldDriver { transport, gap, meters }, cfgs, mcfg, out, metrics, status, cancel).await;
 }

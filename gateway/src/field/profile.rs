@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::cjt188::{Field, MeterType};
 use super::dlt645::{Edition, Format};
 use super::frame::parse_hex;
-use crate::profile::{ProfileError, ProfileErrors};
+use crate::profile::{is_field_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
 use crate::transport::Parity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const NAMES: [&'static str; 3] = ["dlt645-2007", "dlt645-1997", "cjt188"];
+    pub const NAMES: [&'static str; 3] = FIELD_PROTOCOLS;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -144,15 +144,6 @@ impl FieldProfile {
     pub fn line(&self) -> (u32, Parity) {
         (self.baud.unwrap_or(2400), self.parity.unwrap_or(Parity::Even))
     }
-}
-
-/// Whether a profile file's text declares a field-bus protocol (so that the Modbus loader
-/// leaves it to [`load_field_dir`]).
-pub fn is_field_profile(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("protocol").and_then(|p| p.as_str().map(|s| Protocol::NAMES.contains(&s))))
-        .unwrap_or(false)
 }
 
 /// Parses and validates one field profile; every problem at once.

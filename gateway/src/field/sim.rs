@@ -228,7 +228,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for val in &r.values {
                     if val.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
+                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0), crate::time::now_ms()));
                     }
                 }
             }
@@ -278,7 +278,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for v in &m.profile.values {
                     if v.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
+                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0), crate::time::now_ms()));
                     }
                 }
             }

@@ -6,10 +6,11 @@
 
 mod codec;
 mod load;
+pub mod mqtt;
 mod plan;
 
 pub use codec::{decode, encode, Order, Raw, ValueType};
-pub use load::{load_dir, load_file, parse_profile, ProfileError, ProfileErrors};
+pub use load::{is_field_profile, load_dir, load_file, parse_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
 pub(crate) use load::load_each;
 pub use plan::{plan_reads, Block};
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{jittered, Common, Lanes, Outgoing};
+use super::{Common, Lanes, Outgoing};
+use crate::backoff::jittered;
 
 enum Outcome {
     Acked,
@@ -73,7 +74,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
             Ok(tls) => builder = builder.use_preconfigured_tls(tls),
             Err(e) => {
                 tracing::error!("uplink TLS: {e}");
-                c.set_error(e);
+                c.set_error(e.to_string());
                 return;
             }
         }
@@ -82,7 +83,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("uplink: {e}");
-            c.set_error(e);
+            c.set_error(e.to_string());
             return;
         }
     };

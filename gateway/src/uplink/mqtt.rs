@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Common, Lanes};
+use crate::broker::{SecretError, UrlError};
+use crate::tls::TlsError;
 
 /// Capacity of the client's request channel (rumqttc's event loop takes requests from it while
 /// fewer than its in-flight limit of publishes wait for a PUBACK).
@@ -59,7 +61,18 @@ impl Topics {
     }
 }
 
-fn options(c: &Common, topics: &Topics) -> Result<MqttOptions, String> {
+/// Why the MQTT uplink cannot start.
+#[derive(Debug, thiserror::Error)]
+enum OptionsError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+fn options(c: &Common, topics: &Topics) -> Result<MqttOptions, OptionsError> {
     let (host, port, tls) = c.cfg.mqtt_endpoint()?;
     let mut o = MqttOptions::new(format!("energy-gateway-{}", c.gateway_id), host, port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -84,7 +97,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         Ok(o) => o,
         Err(e) => {
             tracing::error!("MQTT uplink: {e}");
-            c.set_error(e);
+            c.set_error(e.to_string());
             return;
         }
     };
@@ -135,7 +148,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
                     metrics.uplink_batches.with_label_values(&[kind]).inc();
                     let msg = format!("MQTT {url}: {e}");
                     let _ = tx.send(Note::Disconnected(msg));
-                    if !super::pause_before_retry(&mut backoff, retry_max, &el_stop).await {
+                    if !crate::backoff::pause_before_retry(&mut backoff, retry_max, &el_stop).await {
                         break;
                     }
                 }
@@ -308,7 +321,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::config::UplinkConfig;
+    use crate::uplink::UplinkConfig;
     use crate::metrics::Metrics;
     use crate::queue::Queue;
 
