@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::field::profile::FieldProfile;
-use crate::mqtt_in::{MqttDeviceConfig, MqttInputConfig};
-use crate::poll::{DeviceConfig, ModbusConfig};
 use crate::profile::mqtt::{topic_vars, MqttProfile};
 use crate::profile::Profile;
-use crate::queue::QueueConfig;
 use crate::transport::{SerialLine, Transport};
-use crate::uplink::UplinkConfig;
+
+// The sections, reachable from the aggregate as well as from their modules.
+pub use crate::mqtt_in::{MqttDeviceConfig, MqttInputConfig};
+pub use crate::poll::{DeviceConfig, ModbusConfig};
+pub use crate::queue::QueueConfig;
+pub use crate::uplink::UplinkConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -177,38 +177,7 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<(Handle, Vec<tokio::task::JoinHandle<()>>), GatewayError> {
     let metrics = Metrics::new();
-    let queue = Queue::open(&cfg.queue.dir, cfg.queue.segment_bytes, cfg.queue.max_bytes)?;
-    metrics.queue_max_bytes.set(i64::try_from(cfg.queue.max_bytes).unwrap_or(i64::MAX));
-    metrics.queue_depth.set(queue.depth() as i64);
-    metrics.queue_bytes.set(queue.bytes() as i64);
-    if queue.recovery.truncated_bytes > 0 {
-        metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
-    }
-    if queue.recovery.lost_samples > 0 {
-        metrics.queue_lost_samples.inc_by(queue.recovery.lost_samples);
-        let seqs: Vec<String> = queue.recovery.lost_ranges.iter().map(|&(a, z)| if a == z { a.to_string() } else { format!("{a}..={z}") }).collect();
-        tracing::error!(
-            lost_samples = queue.recovery.lost_samples,
-            lost_seqs = %seqs.join(", "),
-            removed_bytes = queue.recovery.truncated_bytes,
-            "corrupt records in the queue: these unsent samples are lost; every other record is kept"
-        );
-    }
-    if queue.recovery.created {
-        tracing::warn!(
-            dir = %cfg.queue.dir.display(),
-            epoch = queue.epoch().unwrap_or_default(),
-            "made a new queue (no queue in the directory): sequence numbers start at 1 under a new queue epoch"
-        );
-    }
-    tracing::info!(
-        gateway = %cfg.gateway_id,
-        queued = queue.depth(),
-        next_seq = queue.next_seq(),
-        epoch = queue.epoch().unwrap_or("none"),
-        truncated_bytes = queue.recovery.truncated_bytes,
-        "queue opened"
-    );
+    let queue = open_queue(&cfg, &metrics)?;
     let queue: SharedQueue = Arc::new(Mutex::new(queue));
     let notify = Arc::new(Notify::new());
     let devices: StatusMap = Arc::new(Mutex::new(BTreeMap::new()));
@@ -223,12 +192,7 @@ pub async fn start(
     };
 
     if let Some(addr) = &cfg.health.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen { addr: addr.clone(), source })?;
-        let app = health_app(handle.clone());
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await;
-        });
+        serve_health(addr, handle.clone(), cancel.clone()).await?;
     }
 
     // Pollers -> channel -> queue writer thread.
@@ -287,6 +251,43 @@ pub async fn start(
     });
     let handle = Handle { reload: reload_tx, ..handle };
     Ok((handle, vec![supervisor]))
+}
+
+/// Opens the queue, and reports in the log and the metrics what its recovery found.
+fn open_queue(cfg: &GatewayConfig, metrics: &Metrics) -> Result<Queue, GatewayError> {
+    let queue = Queue::open(&cfg.queue.dir, cfg.queue.segment_bytes, cfg.queue.max_bytes)?;
+    metrics.queue_max_bytes.set(i64::try_from(cfg.queue.max_bytes).unwrap_or(i64::MAX));
+    metrics.queue_depth.set(queue.depth() as i64);
+    metrics.queue_bytes.set(queue.bytes() as i64);
+    if queue.recovery.truncated_bytes > 0 {
+        metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
+    }
+    if queue.recovery.lost_samples > 0 {
+        metrics.queue_lost_samples.inc_by(queue.recovery.lost_samples);
+        let seqs: Vec<String> = queue.recovery.lost_ranges.iter().map(|&(a, z)| if a == z { a.to_string() } else { format!("{a}..={z}") }).collect();
+        tracing::error!(
+            lost_samples = queue.recovery.lost_samples,
+            lost_seqs = %seqs.join(", "),
+            removed_bytes = queue.recovery.truncated_bytes,
+            "corrupt records in the queue: these unsent samples are lost; every other record is kept"
+        );
+    }
+    if queue.recovery.created {
+        tracing::warn!(
+            dir = %cfg.queue.dir.display(),
+            epoch = queue.epoch().unwrap_or_default(),
+            "made a new queue (no queue in the directory): sequence numbers start at 1 under a new queue epoch"
+        );
+    }
+    tracing::info!(
+        gateway = %cfg.gateway_id,
+        queued = queue.depth(),
+        next_seq = queue.next_seq(),
+        epoch = queue.epoch().unwrap_or("none"),
+        truncated_bytes = queue.recovery.truncated_bytes,
+        "queue opened"
+    );
+    Ok(queue)
 }
 
 /// A new device list for a running gateway: the configuration it comes from and its profiles.
@@ -375,6 +376,16 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Serves `/healthz`, `/metrics` and `/status` on `addr` until `cancel`.
+async fn serve_health(addr: &str, handle: Handle, cancel: CancellationToken) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen { addr: addr.to_string(), source })?;
+    let app = health_app(handle);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+    });
+    Ok(())
 }
 
 fn health_app(handle: Handle) -> axum::Router {

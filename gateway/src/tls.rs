@@ -27,6 +27,13 @@ pub enum TlsError {
     Setup(rustls::Error),
 }
 
+// For callers that report the error as text (the daemon's MQTT ingest).
+impl From<TlsError> for String {
+    fn from(e: TlsError) -> String {
+        e.to_string()
+    }
+}
+
 /// A client configuration trusting the CA certificates in `ca_file` (PEM), or the system's
 /// roots when no file is given.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {

@@ -26,6 +26,8 @@ use crate::queue::{lock, Record, SharedQueue};
 use crate::time::now_ms;
 
 pub use settings::UplinkConfig;
+// The daemon's MQTT ingest retries its broker the way the uplink does, from this path.
+pub use crate::backoff::pause_before_retry;
 
 /// State shown by `/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -349,6 +351,14 @@ impl Lanes {
                 self.budget -= (last + 1 - first) as f64;
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 
