@@ -98,4 +98,35 @@ mod tests {
         // Not constant: retries of several buses spread out.
         assert!(xs.iter().any(|x| *x != xs[0]));
     }
+
+    #[test]
+    fn a_failing_device_waits_its_interval_then_doubling_jittered_waits() {
+        let mut j = Jitter::new("serial:///dev/ttyUSB0");
+        let (i, max) = (Duration::from_secs(10), Duration::from_secs(60));
+        // First failure: the interval itself, no jitter.
+        assert_eq!(j.device_wait(i, 1, max), i);
+        // Third failure: 10 s x 2^2 = 40 s, jittered into [20 s, 40 s), never below the interval.
+        for _ in 0..100 {
+            let w = j.device_wait(i, 3, max);
+            assert!(w >= Duration::from_secs(20) && w < Duration::from_secs(40), "{w:?}");
+        }
+        // Tenth: capped at 60 s, jittered into [30 s, 60 s).
+        let w = j.device_wait(i, 10, max);
+        assert!(w >= Duration::from_secs(30) && w < max, "{w:?}");
+        // An interval above half the cap: the jitter never brings the wait under the interval.
+        assert!(j.device_wait(Duration::from_secs(50), 2, max) >= Duration::from_secs(50));
+    }
+
+    #[test]
+    fn reconnects_back_off_from_the_minimum_to_the_maximum() {
+        let mut j = Jitter::new("tcp://127.0.0.1:502");
+        let (min, max) = (Duration::from_millis(500), Duration::from_millis(60_000));
+        // 1st: 500 ms jittered into [250, 500); 4th: 500 x 2^3 = 4000 ms into [2000, 4000).
+        let w = j.reconnect_wait(min, 1, max);
+        assert!(w >= Duration::from_millis(250) && w < min, "{w:?}");
+        let w = j.reconnect_wait(min, 4, max);
+        assert!(w >= Duration::from_millis(2000) && w < Duration::from_millis(4000), "{w:?}");
+        let w = j.reconnect_wait(min, 30, max);
+        assert!(w >= max / 2 && w < max, "{w:?}");
+    }
 }

@@ -268,6 +268,17 @@ pub fn load_field_dir(dir: &Path) -> Result<BTreeMap<String, FieldProfile>, Prof
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_protocol_names_the_loader_knows_are_the_protocols() {
+        let all = [Protocol::Dlt645V2007, Protocol::Dlt645V1997, Protocol::Cjt188];
+        assert_eq!(all.map(Protocol::name), Protocol::NAMES);
+        for p in all {
+            let text = format!("protocol = \"{}\"", p.name());
+            assert!(is_field_profile(&text), "{text}");
+        }
+        assert!(!is_field_profile("protocol = \"modbus\""));
+    }
+
     const DLT: &str = r#"
 vendor = "Generic"
 model = "three-phase"
