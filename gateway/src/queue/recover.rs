@@ -100,6 +100,25 @@ fn scan_segment(path: &Path, first_seq: u64, limit: u64) -> Result<Scan, QueueEr
     let mut scan = Scan { next_seq: first_seq, file_len, ..Scan::default() };
     // Streamed, one record at a time: memory stays small whatever the segment size.
     let mut r = io::BufReader::with_capacity(64 * 1024, f);
+    let clean = scan_in_order(&mut r, &mut scan);
+    let pos = scan.good_len;
+    if clean || pos >= file_len {
+        return Ok(scan);
+    }
+    // A corrupt record at `pos`: the rest of the segment is read once (a segment is at most a
+    // few MiB) and searched for the next record that can follow.
+    let mut f = r.into_inner();
+    f.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
+    let mut rest = Vec::with_capacity((file_len - pos) as usize);
+    f.read_to_end(&mut rest).map_err(io_err(path))?;
+    scan_past_corruption(&mut scan, &rest, pos, limit, path);
+    Ok(scan)
+}
+
+/// Reads records one at a time while each is whole, valid and the next in sequence; sets
+/// `good_len` to where that stopped. `true` when the segment ended cleanly.
+fn scan_in_order(r: &mut impl Read, scan: &mut Scan) -> bool {
+    let file_len = scan.file_len;
     let mut pos = 0u64;
     let mut header = [0u8; HEADER];
     let mut payload = Vec::new();
@@ -129,18 +148,15 @@ fn scan_segment(path: &Path, first_seq: u64, limit: u64) -> Result<Scan, QueueEr
         pos += HEADER as u64 + u64::from(len);
     }
     scan.good_len = pos;
-    if clean || pos >= file_len {
-        return Ok(scan);
-    }
-    // A corrupt record at `pos`: the rest of the segment is read once (a segment is at most a
-    // few MiB) and searched for the next record that can follow.
-    let mut f = r.into_inner();
-    f.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
-    let mut rest = Vec::with_capacity((file_len - pos) as usize);
-    f.read_to_end(&mut rest).map_err(io_err(path))?;
+    clean
+}
+
+/// Searches `rest` (the segment from `pos`, where a corrupt record starts) for each next record
+/// that can follow, counting the damaged byte ranges and the sequence numbers lost in them.
+fn scan_past_corruption(scan: &mut Scan, rest: &[u8], pos: u64, limit: u64, path: &Path) {
     let mut at = 0usize;
     while at < rest.len() {
-        if let Some((seq, len)) = frame_at(&rest, at).filter(|&(seq, _)| seq >= scan.next_seq && seq < limit) {
+        if let Some((seq, len)) = frame_at(rest, at).filter(|&(seq, _)| seq >= scan.next_seq && seq < limit) {
             // A valid record where the previous one ended. A number skipped without damaged
             // bytes is a loss repaired at an earlier start (the segment was rewritten then).
             if seq > scan.next_seq {
@@ -161,7 +177,7 @@ fn scan_segment(path: &Path, first_seq: u64, limit: u64) -> Result<Scan, QueueEr
             let seq_ok = |seq: u64| seq >= scan.next_seq && seq <= scan.next_seq + room && seq < limit;
             let seq = u64::from_le_bytes(rest[p + HEADER..p + HEADER + 8].try_into().unwrap_or_default());
             if seq_ok(seq) {
-                if let Some((seq, len)) = frame_at(&rest, p) {
+                if let Some((seq, len)) = frame_at(rest, p) {
                     found = Some((p, seq, len));
                     break;
                 }
@@ -188,7 +204,6 @@ fn scan_segment(path: &Path, first_seq: u64, limit: u64) -> Result<Scan, QueueEr
         at = p;
     }
     scan.good_len = pos + at.min(rest.len()) as u64;
-    Ok(scan)
 }
 
 /// Rewrites a segment without the byte ranges `bad` and without what follows `good_len`
