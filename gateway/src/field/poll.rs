@@ -1,7 +1,7 @@
 //! Reading one DL/T 645 or CJ/T 188 meter once through a [`FieldLink`]: every identifier of its
 //! profile (following follow-up frames), with retries of timeouts and dropped frames; an
 //! abnormal reply is the meter's answer and is not retried. The scheduler
-//! ([`crate::poll::schedule`]) runs it per device like a Modbus read.
+//! ([`crate::poll::schedule()`]) runs it per device like a Modbus read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -306,7 +306,7 @@ pub fn meter_address(protocol: Protocol, address: Option<&str>) -> Result<Option
 }
 
 /// Polls every meter of one field bus until cancelled (the scheduling of
-/// [`crate::poll::schedule`]: one request in flight, per-device intervals and back-off).
+/// [`crate::poll::schedule()`]: one request in flight, per-device intervals and back-off).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_field_bus(
     transport: Transport,

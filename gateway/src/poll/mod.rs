@@ -9,7 +9,7 @@
 //! and jitter.
 //!
 //! * [`settings`]: the `[modbus]` and `[[device]]` sections.
-//! * [`schedule`]: the scheduler every protocol shares, and its [`BusDriver`] interface.
+//! * [`mod@schedule`]: the scheduler every protocol shares, and its [`BusDriver`] interface.
 //! * [`modbus`]: the Modbus link, device read and driver ([`run_bus`]).
 
 pub mod modbus;

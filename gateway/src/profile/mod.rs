@@ -3,6 +3,10 @@
 //!
 //! A profile's name is its path below the profile directory without the extension
 //! (`eastron/sdm630`). The loader validates every file and reports every error at once.
+//!
+//! Beside the Modbus register maps: the MQTT meter profiles ([`mqtt`], below `mqtt/`), and the
+//! rule by which DL/T 645 and CJ/T 188 profiles in the same folder are told apart
+//! ([`is_field_profile`]; they are read by [`crate::field::profile`]).
 
 mod codec;
 mod load;

@@ -7,7 +7,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::record::{encode, Record, HEADER, MAX_RECORD};
-use super::recover::{recover_segments, Recovery};
+use super::recover::{recover_segments, Recovered, Recovery};
 use super::segment::{io_err, sync_dir, QueueError, Segment};
 
 /// The durable queue. Not thread-safe by itself; the gateway wraps it in a mutex.
@@ -70,7 +70,7 @@ impl Queue {
             }
             Err(e) => return Err(QueueError::Io { path: epoch_path, source: e }),
         };
-        let (segments, lost) = recover_segments(dir, &names, acked, &mut recovery)?;
+        let Recovered { segments, lost } = recover_segments(dir, &names, acked, &mut recovery)?;
         let next_seq = segments.back().map_or(acked + 1, |s| s.next_seq.max(acked + 1));
         let mut q = Queue {
             dir: dir.to_path_buf(),

@@ -25,15 +25,20 @@ pub struct Recovery {
     pub lost_ranges: Vec<(u64, u64)>,
 }
 
+/// The segments as recovered, and the unacknowledged sequence numbers lost (ranges, sorted).
+pub(super) struct Recovered {
+    pub(super) segments: VecDeque<Segment>,
+    pub(super) lost: Vec<(u64, u64)>,
+}
+
 /// Scans and repairs the segments `names` (first sequence number, path; sorted) of the queue in
-/// `dir` whose acknowledged position is `acked`. Returns the segments and the unacknowledged
-/// sequence numbers lost to corruption (ranges, sorted); counts what it found in `recovery`.
+/// `dir` whose acknowledged position is `acked`; counts what it found in `recovery`.
 pub(super) fn recover_segments(
     dir: &Path,
     names: &[(u64, PathBuf)],
     acked: u64,
     recovery: &mut Recovery,
-) -> Result<(VecDeque<Segment>, Vec<(u64, u64)>), QueueError> {
+) -> Result<Recovered, QueueError> {
     let mut segments: VecDeque<Segment> = VecDeque::new();
     let mut lost: Vec<(u64, u64)> = Vec::new();
     for (i, (first_seq, path)) in names.iter().enumerate() {
@@ -71,7 +76,7 @@ pub(super) fn recover_segments(
     }
     recovery.lost_ranges.clone_from(&lost);
     recovery.segments = segments.len();
-    Ok((segments, lost))
+    Ok(Recovered { segments, lost })
 }
 
 /// What scanning a segment found.
