@@ -29,20 +29,6 @@ pub enum SecretError {
     TokenFile { path: PathBuf, source: std::io::Error },
 }
 
-// For callers that report these errors as text (the daemon's MQTT ingest and configuration
-// check use the same URL and password rules).
-impl From<UrlError> for String {
-    fn from(e: UrlError) -> String {
-        e.to_string()
-    }
-}
-
-impl From<SecretError> for String {
-    fn from(e: SecretError) -> String {
-        e.to_string()
-    }
-}
-
 /// Whether `url` names an MQTT broker.
 pub fn is_mqtt(url: &str) -> bool {
     url.starts_with("mqtt://") || url.starts_with("mqtts://")

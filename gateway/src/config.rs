@@ -116,7 +116,7 @@ impl GatewayConfig {
         let u = &self.uplink;
         if u.is_mqtt() {
             if let Err(e) = u.mqtt_endpoint() {
-                errors.push(e.to_string());
+                errors.push(e);
             }
             for (name, v) in [("site", &u.site), ("gateway_id", &self.gateway_id)] {
                 if v.contains(['/', '+', '#']) || v.is_empty() {
@@ -130,10 +130,10 @@ impl GatewayConfig {
             errors.push(format!("uplink.url `{}` must start with http://, https://, mqtt:// or mqtts://", u.url));
         }
         if let Err(e) = u.password() {
-            errors.push(e.to_string());
+            errors.push(e);
         }
         if let Err(e) = u.token() {
-            errors.push(e.to_string());
+            errors.push(e);
         }
         if u.token.is_some() && u.token_file.is_some() {
             errors.push("uplink.token and uplink.token_file: give one, not both".into());

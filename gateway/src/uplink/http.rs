@@ -128,7 +128,7 @@ fn http_client(c: &Common) -> Option<(reqwest::Client, Option<String>)> {
             Ok(tls) => builder = builder.use_preconfigured_tls(tls),
             Err(e) => {
                 tracing::error!("uplink TLS: {e}");
-                c.set_error(e.to_string());
+                c.set_error(e);
                 return None;
             }
         }
@@ -137,7 +137,7 @@ fn http_client(c: &Common) -> Option<(reqwest::Client, Option<String>)> {
         Ok(t) => t,
         Err(e) => {
             tracing::error!("uplink: {e}");
-            c.set_error(e.to_string());
+            c.set_error(e);
             return None;
         }
     };

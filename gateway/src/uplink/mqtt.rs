@@ -21,9 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{sleep_until_opt, Common, Lanes};
 use crate::backoff::pause_before_retry;
-use crate::broker::{SecretError, UrlError};
 use crate::metrics::Metrics;
-use crate::tls::TlsError;
 
 /// Capacity of the client's request channel (rumqttc's event loop takes requests from it while
 /// fewer than its in-flight limit of publishes wait for a PUBACK).
@@ -55,18 +53,7 @@ impl Topics {
     }
 }
 
-/// Why the MQTT uplink cannot start.
-#[derive(Debug, thiserror::Error)]
-enum OptionsError {
-    #[error(transparent)]
-    Url(#[from] UrlError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-}
-
-fn options(c: &Common, topics: &Topics) -> Result<MqttOptions, OptionsError> {
+fn options(c: &Common, topics: &Topics) -> Result<MqttOptions, String> {
     let (host, port, tls) = c.cfg.mqtt_endpoint()?;
     let mut o = MqttOptions::new(format!("energy-gateway-{}", c.gateway_id), host, port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -91,7 +78,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         Ok(o) => o,
         Err(e) => {
             tracing::error!("MQTT uplink: {e}");
-            c.set_error(e.to_string());
+            c.set_error(e);
             return;
         }
     };

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::broker::{self, SecretError, UrlError};
+use crate::broker::{self, SecretError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,22 +90,23 @@ impl UplinkConfig {
         }
     }
 
-    /// The password, from `password` or `password_file`.
-    pub fn password(&self) -> Result<Option<String>, SecretError> {
-        broker::password(self.password.as_deref(), self.password_file.as_deref())
+    /// The password, from `password` or `password_file`. (These methods answer errors as text:
+    /// the daemon's MQTT ingest takes its broker settings through them.)
+    pub fn password(&self) -> Result<Option<String>, String> {
+        broker::password(self.password.as_deref(), self.password_file.as_deref()).map_err(|e| e.to_string())
     }
 
     /// The HTTP bearer token, from `token` or `token_file`; errors name the file, never the token.
-    pub fn token(&self) -> Result<Option<String>, SecretError> {
+    pub fn token(&self) -> Result<Option<String>, String> {
         if let Some(t) = &self.token {
             return Ok(Some(t.trim().to_string()));
         }
         match &self.token_file {
             None => Ok(None),
             Some(f) => match std::fs::read_to_string(f) {
-                Ok(s) if s.trim().is_empty() => Err(SecretError::EmptyTokenFile(f.clone())),
+                Ok(s) if s.trim().is_empty() => Err(SecretError::EmptyTokenFile(f.clone()).to_string()),
                 Ok(s) => Ok(Some(s.trim().to_string())),
-                Err(source) => Err(SecretError::TokenFile { path: f.clone(), source }),
+                Err(source) => Err(SecretError::TokenFile { path: f.clone(), source }.to_string()),
             },
         }
     }
@@ -115,8 +116,8 @@ impl UplinkConfig {
     }
 
     /// (host, port, tls) of an MQTT URL.
-    pub fn mqtt_endpoint(&self) -> Result<(String, u16, bool), UrlError> {
-        broker::mqtt_endpoint(&self.url)
+    pub fn mqtt_endpoint(&self) -> Result<(String, u16, bool), String> {
+        broker::mqtt_endpoint(&self.url).map_err(|e| e.to_string())
     }
 }
 
@@ -167,7 +168,7 @@ mod tests {
         u.token_file = Some(f);
         assert_eq!(u.token().unwrap().as_deref(), Some("edt_abc"));
         u.token_file = Some(dir.path().join("missing"));
-        let e = u.token().unwrap_err().to_string();
+        let e = u.token().unwrap_err();
         assert!(e.contains("uplink.token_file") && e.contains("missing"), "{e}");
     }
 }
