@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::ModbusConfig;
+use energy_gateway::poll::ModbusConfig;
 use energy_gateway::field::dlt645;
 use energy_gateway::field::link::connect;
 use energy_gateway::field::poll::{read_meter, FieldMeter};

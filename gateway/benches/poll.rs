@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::metrics::Metrics;
 use energy_gateway::profile::{load_dir, plan_reads, Profile};
 use energy_gateway::transport::Transport;

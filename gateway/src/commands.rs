@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use energy_gateway::config::ModbusConfig;
+use energy_gateway::poll::ModbusConfig;
 use energy_gateway::field::dlt645::{Edition, Format};
 use energy_gateway::field::frame::{hex, parse_address, parse_hex};
 use energy_gateway::field::profile::{load_field_dir, FieldProfile, Protocol};
@@ -118,7 +118,7 @@ pub(crate) fn list_profiles(dir: &Path) -> Result<(), ExitCode> {
     };
     let modbus = profile::load_dir(dir).map_err(|e| fail(&e))?;
     let field = load_field(dir)?;
-    let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(dir).map_err(|e| fail(&e))?;
+    let mqtt = energy_gateway::profile::mqtt::load_mqtt_dir(dir).map_err(|e| fail(&e))?;
     let mut rows: Vec<Vec<String>> = Vec::new();
     for (name, p) in &modbus {
         rows.push(vec![name.clone(), format!("{} {}", p.vendor, p.model), format!("{} registers", p.registers.len()), p.source.clone()]);

@@ -9,15 +9,17 @@
 //!
 //! See ARCHITECTURE.md at the repository root for what is durable when.
 
+pub mod backoff;
+pub mod broker;
 pub mod config;
 pub mod field;
-pub mod full;
 pub mod metrics;
 pub mod mqtt_in;
 pub mod poll;
 pub mod probe;
 pub mod profile;
 pub mod queue;
+pub mod time;
 pub mod tls;
 pub mod transport;
 pub mod uplink;
@@ -32,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::poll::{DeviceStatus, StatusMap};
+use crate::profile::mqtt::{load_mqtt_dir, MqttProfile};
 use crate::profile::Profile;
-use crate::queue::Queue;
-use crate::uplink::{Common, SharedQueue, UplinkStatus};
+use crate::queue::{Queue, SharedQueue};
+use crate::uplink::{Common, UplinkStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -100,18 +103,18 @@ impl Handle {
 /// Loads profiles and validates the configuration against them; every problem at once.
 pub fn load_and_validate(cfg: &GatewayConfig) -> Result<BTreeMap<String, Profile>, GatewayError> {
     let profiles = profile::load_dir(&cfg.profiles_dir)?;
-    let mqtt = mqtt_in::load_mqtt_dir(&cfg.profiles_dir)?;
+    let mqtt = load_mqtt_dir(&cfg.profiles_dir)?;
     let field = field::profile::load_field_dir(&cfg.profiles_dir)?;
     cfg.validate_full(&profiles, &mqtt, &field)?;
     Ok(profiles)
 }
 
 /// The MQTT meter profiles a configuration needs (none when it has no MQTT meters).
-fn mqtt_profiles_for(cfg: &GatewayConfig) -> BTreeMap<String, mqtt_in::MqttProfile> {
+fn mqtt_profiles_for(cfg: &GatewayConfig) -> BTreeMap<String, MqttProfile> {
     if cfg.mqtt_devices.is_empty() {
         return BTreeMap::new();
     }
-    mqtt_in::load_mqtt_dir(&cfg.profiles_dir).unwrap_or_else(|e| {
+    load_mqtt_dir(&cfg.profiles_dir).unwrap_or_else(|e| {
         tracing::error!("MQTT profiles: {e}");
         BTreeMap::new()
     })
@@ -174,38 +177,7 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<(Handle, Vec<tokio::task::JoinHandle<()>>), GatewayError> {
     let metrics = Metrics::new();
-    let queue = Queue::open(&cfg.queue.dir, cfg.queue.segment_bytes, cfg.queue.max_bytes)?;
-    metrics.queue_max_bytes.set(i64::try_from(cfg.queue.max_bytes).unwrap_or(i64::MAX));
-    metrics.queue_depth.set(queue.depth() as i64);
-    metrics.queue_bytes.set(queue.bytes() as i64);
-    if queue.recovery.truncated_bytes > 0 {
-        metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
-    }
-    if queue.recovery.lost_samples > 0 {
-        metrics.queue_lost_samples.inc_by(queue.recovery.lost_samples);
-        let seqs: Vec<String> = queue.recovery.lost_ranges.iter().map(|&(a, z)| if a == z { a.to_string() } else { format!("{a}..={z}") }).collect();
-        tracing::error!(
-            lost_samples = queue.recovery.lost_samples,
-            lost_seqs = %seqs.join(", "),
-            removed_bytes = queue.recovery.truncated_bytes,
-            "corrupt records in the queue: these unsent samples are lost; every other record is kept"
-        );
-    }
-    if queue.recovery.created {
-        tracing::warn!(
-            dir = %cfg.queue.dir.display(),
-            epoch = queue.epoch().unwrap_or_default(),
-            "made a new queue (no queue in the directory): sequence numbers start at 1 under a new queue epoch"
-        );
-    }
-    tracing::info!(
-        gateway = %cfg.gateway_id,
-        queued = queue.depth(),
-        next_seq = queue.next_seq(),
-        epoch = queue.epoch().unwrap_or("none"),
-        truncated_bytes = queue.recovery.truncated_bytes,
-        "queue opened"
-    );
+    let queue = open_queue(&cfg, &metrics)?;
     let queue: SharedQueue = Arc::new(Mutex::new(queue));
     let notify = Arc::new(Notify::new());
     let devices: StatusMap = Arc::new(Mutex::new(BTreeMap::new()));
@@ -220,44 +192,16 @@ pub async fn start(
     };
 
     if let Some(addr) = &cfg.health.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen { addr: addr.clone(), source })?;
-        let app = health_app(handle.clone());
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await;
-        });
+        serve_health(addr, handle.clone(), cancel.clone()).await?;
     }
 
     // Pollers -> channel -> queue writer thread.
-    let (tx, mut rx) = mpsc::channel::<Sample>(4096);
+    let (tx, rx) = mpsc::channel::<Sample>(4096);
     let mut poll_cancel = CancellationToken::new();
     let first = Reload { profiles, mqtt_profiles: mqtt_profiles_for(&cfg), field_profiles: field_profiles_for(&cfg), cfg: cfg.clone() };
     let mut pollers = spawn_pollers(&first, &tx, &metrics, &devices, &poll_cancel);
     let (reload_tx, mut reload_rx) = mpsc::channel::<Reload>(4);
-    let wq = queue.clone();
-    let wn = notify.clone();
-    let wm = metrics.clone();
-    let (when_full, thin_period) = (cfg.queue.when_full, cfg.queue.thin_period_ms);
-    let writer = std::thread::Builder::new()
-        .name("queue-writer".into())
-        .spawn(move || {
-            let mut thinner = full::Thinner::new(thin_period);
-            while let Some(first) = rx.blocking_recv() {
-                let mut q = wq.lock().unwrap_or_else(|e| e.into_inner());
-                let mut next = Some(first);
-                while let Some(s) = next {
-                    write_sample(&mut q, &s, when_full, &mut thinner, &wm);
-                    next = rx.try_recv().ok();
-                }
-                if let Err(e) = q.sync() {
-                    tracing::error!("queue sync failed: {e}");
-                }
-                wm.queue_depth.set(q.depth() as i64);
-                wm.queue_bytes.set(q.bytes() as i64);
-                drop(q);
-                wn.notify_one();
-            }
-        })
+    let writer = queue::writer::spawn(rx, queue.clone(), notify.clone(), metrics.clone(), cfg.queue.when_full, cfg.queue.thin_period_ms)
         .map_err(|e| GatewayError::Queue(queue::QueueError::Io { path: cfg.queue.dir.clone(), source: e }))?;
 
     let common = Common::new(
@@ -309,12 +253,49 @@ pub async fn start(
     Ok((handle, vec![supervisor]))
 }
 
+/// Opens the queue, and reports in the log and the metrics what its recovery found.
+fn open_queue(cfg: &GatewayConfig, metrics: &Metrics) -> Result<Queue, GatewayError> {
+    let queue = Queue::open(&cfg.queue.dir, cfg.queue.segment_bytes, cfg.queue.max_bytes)?;
+    metrics.queue_max_bytes.set(i64::try_from(cfg.queue.max_bytes).unwrap_or(i64::MAX));
+    metrics.queue_depth.set(queue.depth() as i64);
+    metrics.queue_bytes.set(queue.bytes() as i64);
+    if queue.recovery.truncated_bytes > 0 {
+        metrics.queue_truncated_bytes.inc_by(queue.recovery.truncated_bytes);
+    }
+    if queue.recovery.lost_samples > 0 {
+        metrics.queue_lost_samples.inc_by(queue.recovery.lost_samples);
+        let seqs: Vec<String> = queue.recovery.lost_ranges.iter().map(|&(a, z)| if a == z { a.to_string() } else { format!("{a}..={z}") }).collect();
+        tracing::error!(
+            lost_samples = queue.recovery.lost_samples,
+            lost_seqs = %seqs.join(", "),
+            removed_bytes = queue.recovery.truncated_bytes,
+            "corrupt records in the queue: these unsent samples are lost; every other record is kept"
+        );
+    }
+    if queue.recovery.created {
+        tracing::warn!(
+            dir = %cfg.queue.dir.display(),
+            epoch = queue.epoch().unwrap_or_default(),
+            "made a new queue (no queue in the directory): sequence numbers start at 1 under a new queue epoch"
+        );
+    }
+    tracing::info!(
+        gateway = %cfg.gateway_id,
+        queued = queue.depth(),
+        next_seq = queue.next_seq(),
+        epoch = queue.epoch().unwrap_or("none"),
+        truncated_bytes = queue.recovery.truncated_bytes,
+        "queue opened"
+    );
+    Ok(queue)
+}
+
 /// A new device list for a running gateway: the configuration it comes from and its profiles.
 /// Only `device`, `mqtt_device`, `mqtt_input` and `modbus` take effect on a reload.
 pub struct Reload {
     pub cfg: GatewayConfig,
     pub profiles: BTreeMap<String, Profile>,
-    pub mqtt_profiles: BTreeMap<String, mqtt_in::MqttProfile>,
+    pub mqtt_profiles: BTreeMap<String, MqttProfile>,
     /// DL/T 645 and CJ/T 188 profiles.
     pub field_profiles: BTreeMap<String, field::profile::FieldProfile>,
 }
@@ -375,43 +356,6 @@ fn spawn_pollers(
     tasks
 }
 
-/// Appends one sample under the full-queue policy ([`full`]).
-fn write_sample(q: &mut Queue, s: &Sample, when_full: full::WhenFull, thinner: &mut full::Thinner, m: &Metrics) {
-    let body = serde_json::to_vec(s).unwrap_or_default();
-    match q.append(&body) {
-        Ok(_) => thinner.kept_in_full(s),
-        Err(queue::QueueError::Full { .. }) => {
-            let thinned = match when_full {
-                full::WhenFull::Thin => thinner.thin(s),
-                full::WhenFull::Refuse => None,
-            };
-            match thinned {
-                Some(t) => {
-                    let body = serde_json::to_vec(&t).unwrap_or_default();
-                    match q.append_within(&body, full::reserve_limit(q.max_bytes())) {
-                        Ok(_) => {
-                            m.queue_thinned.inc();
-                            m.queue_dropped.with_label_values(&["values"]).inc_by((s.v.len() - t.v.len()) as u64);
-                        }
-                        Err(e) => {
-                            m.queue_dropped.with_label_values(&["samples"]).inc();
-                            tracing::error!(meter = %s.meter, "sample not queued, the queue's reserve is full too: {e}");
-                        }
-                    }
-                }
-                None => {
-                    m.queue_dropped.with_label_values(&["samples"]).inc();
-                    tracing::debug!(meter = %s.meter, "queue full: sample dropped by the full-queue policy");
-                }
-            }
-        }
-        Err(e) => {
-            m.queue_dropped.with_label_values(&["samples"]).inc();
-            tracing::error!(meter = %s.meter, "sample not queued: {e}");
-        }
-    }
-}
-
 /// Waits for Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -432,6 +376,16 @@ pub async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Serves `/healthz`, `/metrics` and `/status` on `addr` until `cancel`.
+async fn serve_health(addr: &str, handle: Handle, cancel: CancellationToken) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Listen { addr: addr.to_string(), source })?;
+    let app = health_app(handle);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await;
+    });
+    Ok(())
 }
 
 fn health_app(handle: Handle) -> axum::Router {

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use energy_gateway::config::{DeviceConfig, GatewayConfig, ModbusConfig};
+use energy_gateway::config::GatewayConfig;
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::transport::{Parity, Transport};
 use energy_gateway::profile;
 
@@ -196,41 +197,13 @@ fn main() -> ExitCode {
 
 async fn real_main(cli: Cli) -> Result<(), ExitCode> {
     match cli.cmd {
-        Cmd::Run { config } => {
-            let (cfg, profiles) = load_config(&config)?;
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let c = cancel.clone();
-            tokio::spawn(async move {
-                energy_gateway::shutdown_signal().await;
-                tracing::info!("shutting down: stopping polls, syncing the queue, draining the uplink");
-                c.cancel();
-            });
-            energy_gateway::run_with_reload(cfg, profiles, cancel, Some(config)).await.map_err(|e| {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            })
-        }
+        Cmd::Run { config } => run(config).await,
         Cmd::CheckConfig { config } => {
             let (cfg, _) = load_config(&config)?;
             println!("{}: ok ({} devices)", config.display(), cfg.devices.len());
             Ok(())
         }
-        Cmd::Status { config } => {
-            let (cfg, _) = load_config(&config)?;
-            let Some(addr) = cfg.health.listen else {
-                eprintln!("{}: health.listen is not set, so there is no status to ask", config.display());
-                return Err(ExitCode::from(1));
-            };
-            let url = format!("http://{addr}/status");
-            let body = reqwest::get(&url).await.and_then(reqwest::Response::error_for_status).map_err(|e| {
-                eprintln!("cannot read {url}: {e} (is the gateway running?)");
-                ExitCode::from(1)
-            })?;
-            let text = body.text().await.unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            Ok(())
-        }
+        Cmd::Status { config } => status(&config).await,
         Cmd::Probe { profile, tcp, rtu_over_tcp, serial, baud, parity, data_bits, stop_bits, unit, address, scan, candidates, json, profiles_dir, timeout_ms } => {
             let dir = commands::profiles_dir(profiles_dir.as_deref())?;
             let field = commands::load_field(&dir)?;
@@ -286,24 +259,60 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
                 let dir = commands::profiles_dir(profiles_dir.as_deref())?;
                 commands::show_profile(&dir, &name)
             }
-            ProfilesCmd::Check { dir } => {
-                let dir = dir.unwrap_or_else(|| PathBuf::from("device-profiles"));
-                let modbus = profile::load_dir(&dir);
-                let mqtt = energy_gateway::mqtt_in::load_mqtt_dir(&dir);
-                let field = energy_gateway::field::profile::load_field_dir(&dir);
-                match (modbus, mqtt, field) {
-                    (Ok(p), Ok(m), Ok(f)) => println!("{}: {} Modbus, {} DL/T 645 / CJ/T 188 and {} MQTT profiles, all valid", dir.display(), p.len(), f.len(), m.len()),
-                    (a, b, c) => {
-                        for e in [a.err(), b.err(), c.err()].into_iter().flatten() {
-                            eprintln!("{e}");
-                        }
-                        return Err(ExitCode::from(1));
-                    }
-                }
-                Ok(())
-            }
+            ProfilesCmd::Check { dir } => check_profiles(&dir.unwrap_or_else(|| PathBuf::from("device-profiles"))),
         },
     }
+}
+
+/// `run`: the gateway until SIGTERM or Ctrl-C; SIGHUP reloads the device list.
+async fn run(config: PathBuf) -> Result<(), ExitCode> {
+    let (cfg, profiles) = load_config(&config)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        energy_gateway::shutdown_signal().await;
+        tracing::info!("shutting down: stopping polls, syncing the queue, draining the uplink");
+        c.cancel();
+    });
+    energy_gateway::run_with_reload(cfg, profiles, cancel, Some(config)).await.map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(1)
+    })
+}
+
+/// `status`: the running gateway's `/status`, pretty-printed.
+async fn status(config: &std::path::Path) -> Result<(), ExitCode> {
+    let (cfg, _) = load_config(config)?;
+    let Some(addr) = cfg.health.listen else {
+        eprintln!("{}: health.listen is not set, so there is no status to ask", config.display());
+        return Err(ExitCode::from(1));
+    };
+    let url = format!("http://{addr}/status");
+    let body = reqwest::get(&url).await.and_then(reqwest::Response::error_for_status).map_err(|e| {
+        eprintln!("cannot read {url}: {e} (is the gateway running?)");
+        ExitCode::from(1)
+    })?;
+    let text = body.text().await.unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
+}
+
+/// `profiles check`: every Modbus, DL/T 645 / CJ/T 188 and MQTT profile in `dir` loads.
+fn check_profiles(dir: &std::path::Path) -> Result<(), ExitCode> {
+    let modbus = profile::load_dir(dir);
+    let mqtt = energy_gateway::profile::mqtt::load_mqtt_dir(dir);
+    let field = energy_gateway::field::profile::load_field_dir(dir);
+    match (modbus, mqtt, field) {
+        (Ok(p), Ok(m), Ok(f)) => println!("{}: {} Modbus, {} DL/T 645 / CJ/T 188 and {} MQTT profiles, all valid", dir.display(), p.len(), f.len(), m.len()),
+        (a, b, c) => {
+            for e in [a.err(), b.err(), c.err()].into_iter().flatten() {
+                eprintln!("{e}");
+            }
+            return Err(ExitCode::from(1));
+        }
+    }
+    Ok(())
 }
 
 fn load_config(path: &std::path::Path) -> Result<(GatewayConfig, std::collections::BTreeMap<String, profile::Profile>), ExitCode> {

@@ -1,198 +1,63 @@
 //! MQTT meters: meters and sensors that publish JSON on a local broker (Tasmota, Shelly and
-//! similar), mapped to samples by profile files in `device-profiles/mqtt/<vendor>/<model>.toml`:
-//!
-//! ```toml
-//! vendor = "Tasmota"
-//! model = "..."
-//! source = "the documentation the mapping was checked against"
-//! [[message]]
-//! topic = "tele/{topic}/SENSOR"      # {name} is filled from the device's `vars`
-//! [[message.value]]
-//! quantity = "active_power"
-//! pointer = "/ENERGY/Power"          # JSON pointer (RFC 6901) into the payload
-//! scale = 0.001                      # value = raw * scale + offset, in `unit`
-//! unit = "kW"                        # must be the quantity's contract unit
-//! ```
+//! similar), mapped to samples by their profiles ([`crate::profile::mqtt`]).
 //!
 //! Each message that arrives becomes one sample of the device's meter, stamped with the time of
 //! arrival. A payload that is not JSON, or a pointer that finds no number, is counted
 //! (`energy_gateway_mqtt_input_errors_total`) and the other values of the message are kept.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use energy_wire::{Quantity, Sample};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use energy_wire::Sample;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MqttDeviceConfig, MqttInputConfig};
+use crate::backoff::pause_before_retry;
+use crate::broker::{self, SecretError, UrlError};
 use crate::metrics::Metrics;
-use crate::poll::now_ms;
-use crate::profile::{ProfileError, ProfileErrors};
+use crate::profile::mqtt::{extract, resolve_topic, MqttMessage, MqttProfile};
+use crate::time::now_ms;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttValue {
-    pub quantity: Quantity,
-    pub pointer: String,
-    #[serde(default = "one")]
-    pub scale: f64,
+pub struct MqttInputConfig {
+    /// `mqtt://host:1883` or `mqtts://host:8883`.
+    pub url: String,
     #[serde(default)]
-    pub offset: f64,
-    pub unit: String,
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
-fn one() -> f64 {
-    1.0
+impl MqttInputConfig {
+    /// (host, port, tls) of the broker: the same URL rules as the uplink's.
+    pub fn endpoint(&self) -> Result<(String, u16, bool), UrlError> {
+        broker::mqtt_endpoint(&self.url)
+    }
+
+    /// The password, from `password` or `password_file`.
+    pub fn password(&self) -> Result<Option<String>, SecretError> {
+        broker::password(self.password.as_deref(), self.password_file.as_deref())
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MqttMessage {
-    pub topic: String,
-    #[serde(rename = "value")]
-    pub values: Vec<MqttValue>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttProfile {
-    #[serde(default, skip_deserializing)]
-    pub name: String,
-    pub vendor: String,
-    pub model: String,
-    pub source: String,
-    #[serde(rename = "message")]
-    pub messages: Vec<MqttMessage>,
-}
-
-/// Variables `{name}` used in a topic pattern.
-pub fn topic_vars(pattern: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = pattern;
-    while let Some(i) = rest.find('{') {
-        match rest[i..].find('}') {
-            Some(j) => {
-                out.push(rest[i + 1..i + j].to_string());
-                rest = &rest[i + j + 1..];
-            }
-            None => break,
-        }
-    }
-    out
-}
-
-/// Fills a topic pattern's variables.
-pub fn resolve_topic(pattern: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut t = pattern.to_string();
-    for (k, v) in vars {
-        t = t.replace(&format!("{{{k}}}"), v);
-    }
-    t
-}
-
-pub fn parse_mqtt_profile(name: &str, file: &str, text: &str) -> Result<MqttProfile, Vec<ProfileError>> {
-    let err = |message: String| ProfileError { file: file.to_string(), message };
-    let mut p: MqttProfile = toml::from_str(text).map_err(|e| vec![err(e.to_string().trim_end().replace('\n', " "))])?;
-    p.name = name.to_string();
-    let mut errors = Vec::new();
-    if p.source.trim().is_empty() {
-        errors.push(err("`source` must name the documentation the mapping was checked against".into()));
-    }
-    if p.messages.is_empty() {
-        errors.push(err("the profile has no [[message]]".into()));
-    }
-    let mut seen = HashMap::new();
-    for (i, m) in p.messages.iter().enumerate() {
-        if m.topic.is_empty() || m.topic.contains(['+', '#']) {
-            errors.push(err(format!("message[{i}]: topic `{}` must be a topic without wildcards (use {{variables}})", m.topic)));
-        }
-        for (j, v) in m.values.iter().enumerate() {
-            let at = format!("message[{i}].value[{j}] ({})", v.quantity);
-            if v.unit != v.quantity.unit() {
-                errors.push(err(format!("{at}: unit `{}` does not match the quantity's unit `{}`", v.unit, v.quantity.unit())));
-            }
-            if !v.pointer.starts_with('/') {
-                errors.push(err(format!("{at}: pointer `{}` must start with `/` (a JSON pointer)", v.pointer)));
-            }
-            if !v.scale.is_finite() || v.scale == 0.0 || !v.offset.is_finite() {
-                errors.push(err(format!("{at}: scale must be finite and non-zero, offset finite")));
-            }
-            if let Some(prev) = seen.insert(v.quantity, at.clone()) {
-                errors.push(err(format!("{at}: quantity {} is already mapped by {prev}", v.quantity)));
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(p)
-    } else {
-        Err(errors)
-    }
-}
-
-/// Loads every profile below `<dir>/mqtt`, named `mqtt/<vendor>/<model>`.
-pub fn load_mqtt_dir(dir: &Path) -> Result<BTreeMap<String, MqttProfile>, ProfileErrors> {
-    let root = dir.join("mqtt");
-    let mut out = BTreeMap::new();
-    if !root.is_dir() {
-        return Ok(out);
-    }
-    let mut files = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|e| ProfileErrors(vec![ProfileError { file: d.display().to_string(), message: format!("cannot list: {e}") }]))?;
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "toml") {
-                files.push(p);
-            }
-        }
-    }
-    files.sort();
-    let mut errors = Vec::new();
-    for f in files {
-        let rel = f.strip_prefix(dir).unwrap_or(&f).with_extension("");
-        let name = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/");
-        let file = f.display().to_string();
-        match std::fs::read_to_string(&f) {
-            Ok(text) => match parse_mqtt_profile(&name, &file, &text) {
-                Ok(p) => {
-                    out.insert(name, p);
-                }
-                Err(e) => errors.extend(e),
-            },
-            Err(e) => errors.push(ProfileError { file, message: format!("cannot read: {e}") }),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(ProfileErrors(errors))
-    }
-}
-
-/// Extracts the values of one message; returns the values and the pointers that found nothing.
-pub fn extract(message: &MqttMessage, payload: &serde_json::Value) -> (BTreeMap<Quantity, f64>, Vec<String>) {
-    let mut v = BTreeMap::new();
-    let mut missing = Vec::new();
-    for m in &message.values {
-        let raw = payload.pointer(&m.pointer).and_then(|x| x.as_f64().or_else(|| x.as_str().and_then(|s| s.trim().parse::<f64>().ok())));
-        match raw {
-            Some(r) if r.is_finite() => {
-                let value = r * m.scale + m.offset;
-                if value.is_finite() {
-                    v.insert(m.quantity, value);
-                }
-            }
-            _ => missing.push(m.pointer.clone()),
-        }
-    }
-    (v, missing)
+pub struct MqttDeviceConfig {
+    /// The meter id its readings are stored under.
+    pub meter: String,
+    /// MQTT profile name, `mqtt/<vendor>/<model>`.
+    pub profile: String,
+    /// Values of the profile's topic variables, e.g. `{ topic = "plug1" }`.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// A subscribed topic and what to do with its messages.
@@ -211,42 +76,11 @@ pub async fn run(
     metrics: Metrics,
     cancel: CancellationToken,
 ) {
-    let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
-    for d in &devices {
-        if let Some(p) = profiles.get(&d.profile) {
-            for m in &p.messages {
-                routes.entry(resolve_topic(&m.topic, &d.vars)).or_default().push(Route { meter: d.meter.clone(), message: m.clone() });
-            }
-        }
-    }
+    let routes = routes(&devices, &profiles);
     if routes.is_empty() {
         return;
     }
-    let u = input.as_uplink();
-    let (host, port, tls) = match u.mqtt_endpoint() {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::error!("mqtt_input: {e}");
-            return;
-        }
-    };
-    let mut o = MqttOptions::new(format!("energy-gateway-{gateway_id}-meters"), host, port);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_max_packet_size(1 << 20, 1 << 16);
-    if let Some(user) = &input.username {
-        o.set_credentials(user.clone(), u.password().ok().flatten().unwrap_or_default());
-    }
-    if tls {
-        match crate::tls::client_config(input.ca_file.as_deref()) {
-            Ok(c) => {
-                o.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(c))));
-            }
-            Err(e) => {
-                tracing::error!("mqtt_input TLS: {e}");
-                return;
-            }
-        }
-    }
+    let Some(o) = options(&input, &gateway_id) else { return };
     let (client, mut el) = AsyncClient::new(o, 64);
     let topics: Vec<String> = routes.keys().cloned().collect();
     let mut backoff = Duration::from_millis(200);
@@ -264,35 +98,15 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let Some(rs) = routes.get(&p.topic) else { continue };
-                let payload: serde_json::Value = match serde_json::from_slice(&p.payload) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        metrics.mqtt_input_errors.with_label_values(&["not_json"]).inc();
-                        tracing::warn!(topic = %p.topic, "payload is not JSON: {e}");
-                        continue;
-                    }
-                };
-                for r in rs {
-                    let (v, missing) = extract(&r.message, &payload);
-                    if !missing.is_empty() {
-                        metrics.mqtt_input_errors.with_label_values(&["missing_value"]).inc_by(missing.len() as u64);
-                        tracing::debug!(topic = %p.topic, ?missing, "pointers found no number");
-                    }
-                    if v.is_empty() {
-                        continue;
-                    }
-                    metrics.samples.inc();
-                    if out.send(Sample { meter: r.meter.clone(), t: now_ms(), v }).await.is_err() {
-                        return;
-                    }
+                if !forward(&routes, &p, &out, &metrics).await {
+                    return;
                 }
             }
             Ok(_) => {}
             Err(e) => {
                 metrics.mqtt_input_errors.with_label_values(&["connection"]).inc();
                 tracing::warn!("MQTT meter input: {e}");
-                if !crate::uplink::pause_before_retry(&mut backoff, Duration::from_secs(30), &cancel).await {
+                if !pause_before_retry(&mut backoff, Duration::from_secs(30), &cancel).await {
                     break;
                 }
             }
@@ -301,63 +115,72 @@ pub async fn run(
     let _ = client.try_disconnect();
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_mqtt_profiles_load_and_map_real_payloads() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../device-profiles");
-        let profiles = load_mqtt_dir(&dir).unwrap();
-        let tas = &profiles["mqtt/tasmota/energy"];
-        let payload: serde_json::Value = serde_json::from_str(
-            r#"{"Time":"2018-01-17T18:59:50","ENERGY":{"Total":1.956,"Yesterday":0.054,"Today":0.049,"Period":0,"Power":9,"Factor":0.43,"Voltage":231,"Current":0.089}}"#,
-        )
-        .unwrap();
-        let (v, missing) = extract(&tas.messages[0], &payload);
-        assert_eq!(v[&Quantity::ActiveEnergyImport], 1.956);
-        assert!((v[&Quantity::ActivePower] - 0.009).abs() < 1e-15);
-        assert_eq!(v[&Quantity::VoltageL1], 231.0);
-        assert_eq!(missing, vec!["/ENERGY/ApparentPower".to_string(), "/ENERGY/ReactivePower".to_string()]);
-        let shelly = &profiles["mqtt/shelly/plus-pm-switch"];
-        let vars: BTreeMap<String, String> = [("prefix".to_string(), "shellyplus1pm-x".to_string()), ("channel".to_string(), "0".to_string())].into_iter().collect();
-        assert_eq!(resolve_topic(&shelly.messages[0].topic, &vars), "shellyplus1pm-x/status/switch:0");
-        let payload: serde_json::Value =
-            serde_json::from_str(r#"{"id":0,"output":true,"apower":120.5,"voltage":229.8,"current":0.55,"freq":50.01,"aenergy":{"total":12345.6}}"#).unwrap();
-        let (v, missing) = extract(&shelly.messages[0], &payload);
-        assert!(missing.is_empty());
-        assert!((v[&Quantity::ActiveEnergyImport] - 12.3456).abs() < 1e-12);
-        assert!((v[&Quantity::ActivePower] - 0.1205).abs() < 1e-12);
-    }
-
-    #[test]
-    fn bad_profiles_report_every_problem() {
-        let bad = r#"
-vendor = "X"
-model = "Y"
-source = ""
-[[message]]
-topic = "a/+/b"
-[[message.value]]
-quantity = "active_power"
-pointer = "apower"
-unit = "W"
-[[message.value]]
-quantity = "active_power"
-pointer = "/x"
-scale = 0
-unit = "kW"
-"#;
-        let e = parse_mqtt_profile("mqtt/x", "x.toml", bad).unwrap_err();
-        let text = e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-        for n in ["`source`", "without wildcards", "unit `W`", "must start with `/`", "scale must be", "already mapped"] {
-            assert!(text.contains(n), "missing {n} in {text}");
+/// Every topic the devices' profiles name (their variables filled), with who gets its messages.
+fn routes(devices: &[MqttDeviceConfig], profiles: &BTreeMap<String, MqttProfile>) -> HashMap<String, Vec<Route>> {
+    let mut routes: HashMap<String, Vec<Route>> = HashMap::new();
+    for d in devices {
+        if let Some(p) = profiles.get(&d.profile) {
+            for m in &p.messages {
+                routes.entry(resolve_topic(&m.topic, &d.vars)).or_default().push(Route { meter: d.meter.clone(), message: m.clone() });
+            }
         }
     }
+    routes
+}
 
-    #[test]
-    fn topic_variables() {
-        assert_eq!(topic_vars("{prefix}/status/switch:{channel}"), vec!["prefix", "channel"]);
-        assert!(topic_vars("tele/x/SENSOR").is_empty());
+/// The broker connection's options; `None` (and logged) when the URL or the TLS setup is bad.
+fn options(input: &MqttInputConfig, gateway_id: &str) -> Option<MqttOptions> {
+    let (host, port, tls) = match input.endpoint() {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!("mqtt_input: {e}");
+            return None;
+        }
+    };
+    let mut o = MqttOptions::new(format!("energy-gateway-{gateway_id}-meters"), host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 16);
+    if let Some(user) = &input.username {
+        o.set_credentials(user.clone(), input.password().ok().flatten().unwrap_or_default());
     }
+    if tls {
+        match crate::tls::client_config(input.ca_file.as_deref()) {
+            Ok(c) => {
+                o.set_transport(Transport::Tls(TlsConfiguration::Rustls(std::sync::Arc::new(c))));
+            }
+            Err(e) => {
+                tracing::error!("mqtt_input TLS: {e}");
+                return None;
+            }
+        }
+    }
+    Some(o)
+}
+
+/// Sends a sample per route of the message's topic. `false` when the queue writer is gone.
+async fn forward(routes: &HashMap<String, Vec<Route>>, p: &Publish, out: &mpsc::Sender<Sample>, metrics: &Metrics) -> bool {
+    let Some(rs) = routes.get(&p.topic) else { return true };
+    let payload: serde_json::Value = match serde_json::from_slice(&p.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            metrics.mqtt_input_errors.with_label_values(&["not_json"]).inc();
+            tracing::warn!(topic = %p.topic, "payload is not JSON: {e}");
+            return true;
+        }
+    };
+    for r in rs {
+        let (v, missing) = extract(&r.message, &payload);
+        if !missing.is_empty() {
+            metrics.mqtt_input_errors.with_label_values(&["missing_value"]).inc_by(missing.len() as u64);
+            tracing::debug!(topic = %p.topic, ?missing, "pointers found no number");
+        }
+        if v.is_empty() {
+            continue;
+        }
+        metrics.samples.inc();
+        if out.send(Sample { meter: r.meter.clone(), t: now_ms(), v }).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use energy_wire::Quantity;
 
-use crate::config::ModbusConfig;
-use crate::poll::{read_device, DeviceRead, Link, ReadError};
+use crate::poll::{read_device, DeviceRead, Link, ModbusConfig};
 use crate::profile::{decode, plan_reads, Order, Profile, Register};
-use crate::transport::Transport;
+use crate::transport::{ReadError, Transport};
 
 /// What one probe found.
 #[derive(Debug)]

@@ -5,6 +5,9 @@
 //! request in flight at a time. On RTU the frames on the wire must be separated by at least
 //! 3.5 characters of silence, which tokio-modbus does not enforce (its issue #180); the scheduler
 //! keeps it with [`rtu_silence`].
+//!
+//! How a request can fail ([`ReadError`]) is defined here, with the links it fails on: the
+//! Modbus and DL/T 645 / CJ/T 188 reads above use it, and the scheduler backs off by its kinds.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,8 +17,6 @@ use serde::{Deserialize, Serialize};
 use tokio_modbus::client::Context;
 use tokio_modbus::Slave;
 
-use crate::poll::ReadError;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Parity {
@@ -23,6 +24,42 @@ pub enum Parity {
     None,
     Even,
     Odd,
+}
+
+/// Why one request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("timeout after {0} ms")]
+    Timeout(u64),
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("device answered exception {0}")]
+    Exception(String),
+    #[error("short response: {got} of {want} registers")]
+    Short { got: usize, want: u16 },
+    /// Frames came back but none was a valid answer (wrong checksum: noise, or wrong baud rate
+    /// or parity; or the answer to another request).
+    #[error("{0}")]
+    Frame(String),
+}
+
+impl ReadError {
+    /// Label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReadError::Timeout(_) => "timeout",
+            ReadError::Transport(_) => "transport",
+            ReadError::Exception(_) => "exception",
+            ReadError::Short { .. } => "short_response",
+            ReadError::Frame(_) => "bad_frame",
+        }
+    }
+
+    /// An error after which the connection cannot be trusted (a read that timed out may still
+    /// be answered later; a transport error is a broken line).
+    pub fn breaks_connection(&self) -> bool {
+        matches!(self, ReadError::Timeout(_) | ReadError::Transport(_))
+    }
 }
 
 /// Line settings of a serial port.

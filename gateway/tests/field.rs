@@ -10,13 +10,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::field::link::connect;
 use energy_gateway::field::poll::{read_meter, run_field_bus, FieldMeter};
 use energy_gateway::field::profile::{load_field_dir, FieldProfile};
 use energy_gateway::field::sim::{SimBus, SimMeter};
 use energy_gateway::metrics::Metrics;
-use energy_gateway::poll::ReadError;
+use energy_gateway::transport::ReadError;
 use energy_gateway::transport::{Parity, SerialLine, Transport};
 use energy_wire::Quantity;
 use support::pty_pair;

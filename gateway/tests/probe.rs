@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::metrics::Metrics;
 use energy_gateway::profile::{load_dir, Order, Profile, Ratio};
 use energy_gateway::transport::Transport;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::metrics::Metrics;
 use energy_gateway::poll::run_bus;
 use energy_gateway::profile::{parse_profile, Profile};

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use energy_gateway::config::{DeviceConfig, ModbusConfig};
+use energy_gateway::poll::{DeviceConfig, ModbusConfig};
 use energy_gateway::metrics::Metrics;
 use energy_gateway::profile::load_dir;
 use energy_gateway::transport::{Parity, SerialLine, Transport};

@@ -78,7 +78,7 @@ async fn field_meters_reach_the_store_in_contract_units_exactly_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // 2. The gateway is killed and restarted on its queue.
     gw.signal("KILL");
-    let killed_at = energy_gateway::poll::now_ms();
+    let killed_at = energy_gateway::time::now_ms();
     gw.wait_exit(Duration::from_secs(10));
     let mut gw = Proc::spawn("energy-gateway", &["run", "--config", "gateway.toml"], d);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1,7 +1,7 @@
 //! Reading one DL/T 645 or CJ/T 188 meter once through a [`FieldLink`]: every identifier of its
 //! profile (following follow-up frames), with retries of timeouts and dropped frames; an
 //! abnormal reply is the meter's answer and is not retried. The scheduler
-//! ([`crate::poll::schedule`]) runs it per device like a Modbus read.
+//! ([`crate::poll::schedule()`]) runs it per device like a Modbus read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,10 +13,9 @@ use super::cjt188;
 use super::dlt645::{self, Answer, Edition};
 use super::frame::{format_address, hex};
 use super::link::FieldLink;
-use super::profile::{FieldProfile, Protocol};
-use crate::config::ModbusConfig;
-use crate::poll::{BusDriver, PollOutcome, ReadError};
-use crate::transport::Transport;
+use super::profile::{DltRead, FieldProfile, Protocol};
+use crate::poll::{schedule, BusDriver, DeviceConfig, ModbusConfig, PollOutcome, StatusMap};
+use crate::transport::{ReadError, Transport};
 
 /// One request of a field read, for the probe's report.
 #[derive(Debug, Clone)]
@@ -124,75 +123,93 @@ async fn read_dlt(link: &mut FieldLink, meter: &mut FieldMeter, ed: Edition, p: 
         None => dlt645::WILDCARD,
     };
     for r in &p.reads {
-        let di = r.di_bytes.clone();
-        let mut value: Vec<u8> = Vec::new();
-        let mut seq = 0u8;
-        let mut failed = None;
-        loop {
-            let follow_up = seq > 0;
-            let req = if follow_up { dlt645::follow_up_request(ed, &address, &di, seq) } else { dlt645::read_request(ed, &address, &di) };
-            let what = if follow_up { format!("{} follow-up {seq}", hex(&di)) } else { hex(&di) };
-            let mut from = None;
-            let res = with_retries(link, out, &what, &req, mcfg, dlt645::scan_frame, |bytes| {
-                let f = dlt645::decode(bytes)?;
-                let a = dlt645::answer(ed, &f, &address, &di, follow_up)?;
-                from = Some(f.address);
-                Ok(a)
-            })
-            .await;
-            if let Some(a) = from {
-                out.address = Some(format_address(&a));
-                if meter.address.is_none() && ed == Edition::V1997 {
-                    meter.address = Some(a.to_vec());
-                }
-            }
-            match res {
-                Ok(Answer::Data { value: v, more }) => {
-                    out.answered = true;
-                    value.extend(v);
-                    if more && seq < dlt645::MAX_FOLLOW_UPS {
-                        seq += 1;
-                        continue;
-                    }
-                    break;
-                }
-                Ok(Answer::Abnormal(e)) => {
-                    out.answered = true;
-                    failed = Some(ReadError::Exception(format!("{} {}: {}", ed.name(), hex(&di), dlt645::describe_error(ed, e))));
-                    break;
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
+        match read_identifier(link, meter, ed, &address, &r.di_bytes, mcfg, out).await {
+            Ok(value) => decode_values(r, &value, out),
+            Err(e) => {
+                let fatal = matches!(e, ReadError::Timeout(_) | ReadError::Transport(_));
+                out.errors.push(e);
+                out.unavailable.extend(r.values.iter().map(|v| v.quantity));
+                if fatal {
+                    // A meter that does not answer one identifier will not answer the next: spare
+                    // the bus the wait.
+                    return;
                 }
             }
         }
-        if let Some(e) = failed {
-            let fatal = matches!(e, ReadError::Timeout(_) | ReadError::Transport(_));
-            out.errors.push(e);
-            out.unavailable.extend(r.values.iter().map(|v| v.quantity));
-            if fatal {
-                // A meter that does not answer one identifier will not answer the next: spare
-                // the bus the wait.
-                return;
+    }
+}
+
+/// Reads one data identifier, following up while the meter says more follows; the data of every
+/// frame, in order. An abnormal reply is the meter's answer (an exception, not retried).
+async fn read_identifier(
+    link: &mut FieldLink,
+    meter: &mut FieldMeter,
+    ed: Edition,
+    address: &[u8; 6],
+    di: &[u8],
+    mcfg: &ModbusConfig,
+    out: &mut FieldRead,
+) -> Result<Vec<u8>, ReadError> {
+    let mut value: Vec<u8> = Vec::new();
+    let mut seq = 0u8;
+    loop {
+        let follow_up = seq > 0;
+        let req = if follow_up { dlt645::follow_up_request(ed, address, di, seq) } else { dlt645::read_request(ed, address, di) };
+        let what = if follow_up { format!("{} follow-up {seq}", hex(di)) } else { hex(di) };
+        let mut from = None;
+        let res = with_retries(link, out, &what, &req, mcfg, dlt645::scan_frame, |bytes| {
+            let f = dlt645::decode(bytes)?;
+            let a = dlt645::answer(ed, &f, address, di, follow_up)?;
+            from = Some(f.address);
+            Ok(a)
+        })
+        .await;
+        if let Some(a) = from {
+            out.address = Some(format_address(&a));
+            if meter.address.is_none() && ed == Edition::V1997 {
+                meter.address = Some(a.to_vec());
             }
-            continue;
         }
-        let mut at = 0;
-        for v in &r.values {
-            let Some(fmt) = v.fmt else { continue };
-            let n = fmt.bytes();
-            match value.get(at..at + n).and_then(|b| fmt.value(b, v.signed)) {
-                Some(x) if (x * v.scale).is_finite() => {
-                    out.values.insert(v.quantity, x * v.scale);
+        match res? {
+            Answer::Data { value: v, more } => {
+                out.answered = true;
+                value.extend(v);
+                if more && seq < dlt645::MAX_FOLLOW_UPS {
+                    seq += 1;
+                    continue;
                 }
-                _ => {
-                    out.problems.push(format!("{} ({}): {} is not a {} value", v.quantity, hex(&di), hex(value.get(at..(at + n).min(value.len())).unwrap_or(&[])), v.format));
-                    out.unavailable.push(v.quantity);
-                }
+                return Ok(value);
             }
-            at += n;
+            Answer::Abnormal(e) => {
+                out.answered = true;
+                return Err(ReadError::Exception(format!("{} {}: {}", ed.name(), hex(di), dlt645::describe_error(ed, e))));
+            }
         }
+    }
+}
+
+/// The values of one identifier's data, in the order the profile lists them.
+fn decode_values(r: &DltRead, value: &[u8], out: &mut FieldRead) {
+    let mut at = 0;
+    for v in &r.values {
+        let Some(fmt) = v.fmt else { continue };
+        let n = fmt.bytes();
+        match value.get(at..at + n).and_then(|b| fmt.value(b, v.signed)) {
+            Some(x) if (x * v.scale).is_finite() => {
+                out.values.insert(v.quantity, x * v.scale);
+            }
+            _ => {
+                out.problems.push(format!(
+                    "{} ({}): {} is not a {} value",
+                    v.quantity,
+                    hex(&r.di_bytes),
+                    hex(value.get(at..(at + n).min(value.len())).unwrap_or(&[])),
+                    v.format
+                ));
+                out.unavailable.push(v.quantity);
+            }
+        }
+        at += n;
     }
 }
 
@@ -289,15 +306,15 @@ pub fn meter_address(protocol: Protocol, address: Option<&str>) -> Result<Option
 }
 
 /// Polls every meter of one field bus until cancelled (the scheduling of
-/// [`crate::poll::schedule`]: one request in flight, per-device intervals and back-off).
+/// [`crate::poll::schedule()`]: one request in flight, per-device intervals and back-off).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_field_bus(
     transport: Transport,
-    devices: Vec<(crate::config::DeviceConfig, Arc<FieldProfile>)>,
+    devices: Vec<(DeviceConfig, Arc<FieldProfile>)>,
     mcfg: ModbusConfig,
     out: tokio::sync::mpsc::Sender<energy_wire::Sample>,
     metrics: crate::metrics::Metrics,
-    status: crate::poll::StatusMap,
+    status: StatusMap,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     // The line must be quiet between frames: 3.5 characters at the baud rate, as on Modbus RTU
@@ -315,5 +332,5 @@ pub async fn run_field_bus(
         .collect();
     let cfgs = devices.into_iter().map(|(d, _)| d).collect();
     let bus = transport.bus();
-    crate::poll::schedule(bus, FieldDriver { transport, gap, meters }, cfgs, mcfg, out, metrics, status, cancel).await;
+    schedule(bus, FieldDriver { transport, gap, meters }, cfgs, mcfg, out, metrics, status, cancel).await;
 }

@@ -12,9 +12,8 @@ use super::frame::{format_address, hex, parse_address};
 use super::link::{connect, FieldLink};
 use super::poll::{read_meter, FieldMeter, FieldRead};
 use super::profile::{FieldProfile, Protocol};
-use crate::config::ModbusConfig;
-use crate::poll::ReadError;
-use crate::transport::{Parity, Transport};
+use crate::poll::ModbusConfig;
+use crate::transport::{Parity, ReadError, Transport};
 
 #[derive(Debug)]
 pub struct FieldProbe {

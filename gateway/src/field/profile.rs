@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::cjt188::{Field, MeterType};
 use super::dlt645::{Edition, Format};
 use super::frame::parse_hex;
-use crate::profile::{ProfileError, ProfileErrors};
+use crate::profile::{is_field_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
 use crate::transport::Parity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,7 +31,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    pub const NAMES: [&'static str; 3] = ["dlt645-2007", "dlt645-1997", "cjt188"];
+    pub const NAMES: [&'static str; 3] = FIELD_PROTOCOLS;
 
     pub fn name(self) -> &'static str {
         match self {
@@ -146,15 +146,6 @@ impl FieldProfile {
     }
 }
 
-/// Whether a profile file's text declares a field-bus protocol (so that the Modbus loader
-/// leaves it to [`load_field_dir`]).
-pub fn is_field_profile(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("protocol").and_then(|p| p.as_str().map(|s| Protocol::NAMES.contains(&s))))
-        .unwrap_or(false)
-}
-
 /// Parses and validates one field profile; every problem at once.
 pub fn parse_field_profile(name: &str, file: &str, text: &str) -> Result<FieldProfile, Vec<ProfileError>> {
     let err = |message: String| ProfileError { file: file.to_string(), message };
@@ -178,93 +169,110 @@ fn validate(p: &mut FieldProfile) -> Vec<String> {
             errors.push(format!("baud {b} is not one of 1200, 2400, 4800, 9600"));
         }
     }
-    let mut seen: BTreeMap<Quantity, String> = BTreeMap::new();
-    let mut once = |q: Quantity, at: &str, errors: &mut Vec<String>| {
-        if let Some(first) = seen.insert(q, at.to_string()) {
-            errors.push(format!("{at}: quantity {q} is already read by {first}"));
-        }
-    };
-    let unit_ok = |q: Quantity, unit: &str, at: &str, errors: &mut Vec<String>| {
-        if unit != q.unit() {
-            errors.push(format!("{at}: unit `{unit}` does not match the quantity's unit `{}`", q.unit()));
-        }
-    };
+    let mut seen = Seen::default();
     match p.protocol.edition() {
-        Some(ed) => {
-            if p.reads.is_empty() {
-                errors.push("a DL/T 645 profile needs [[read]] entries".into());
-            }
-            if p.meter_type.is_some() || !p.values.is_empty() {
-                errors.push("meter_type and [[value]] are for CJ/T 188 profiles; DL/T 645 values go in [[read]]".into());
-            }
-            for (i, r) in p.reads.iter_mut().enumerate() {
-                let at = format!("read[{i}] ({})", r.di);
-                match parse_hex(&r.di) {
-                    Ok(b) if b.len() == ed.di_len() => r.di_bytes = b,
-                    Ok(b) => errors.push(format!("{at}: {} identifiers have {} bytes, this has {}", ed.name(), ed.di_len(), b.len())),
-                    Err(e) => errors.push(format!("{at}: {e}")),
-                }
-                if r.values.is_empty() {
-                    errors.push(format!("{at}: no [[read.value]]"));
-                }
-                let mut bytes = 0;
-                for (j, v) in r.values.iter_mut().enumerate() {
-                    let vat = format!("{at} value[{j}] ({})", v.quantity);
-                    match Format::parse(&v.format) {
-                        Ok(f) => {
-                            bytes += f.bytes();
-                            v.fmt = Some(f);
-                        }
-                        Err(e) => errors.push(format!("{vat}: {e}")),
-                    }
-                    if !v.scale.is_finite() || v.scale == 0.0 {
-                        errors.push(format!("{vat}: scale must be a finite, non-zero number"));
-                    }
-                    unit_ok(v.quantity, &v.unit, &vat, &mut errors);
-                    once(v.quantity, &vat, &mut errors);
-                }
-                if bytes > 200 {
-                    errors.push(format!("{at}: its values take {bytes} bytes, more than a frame holds"));
-                }
-            }
-        }
-        None => {
-            if !p.reads.is_empty() {
-                errors.push("[[read]] is for DL/T 645 profiles; CJ/T 188 fields go in [[value]]".into());
-            }
-            let ty = match p.meter_type.as_deref().map(parse_hex) {
-                None => {
-                    errors.push("a CJ/T 188 profile needs meter_type (10 cold water, 11 hot water, 20 heat, 21 cooling, 30 gas)".into());
-                    None
-                }
-                Some(Ok(b)) if b.len() == 1 && MeterType::from_code(b[0]).is_some() => MeterType::from_code(b[0]),
-                Some(_) => {
-                    errors.push(format!("meter_type `{}` is not a CJ/T 188 meter type (10, 11, 12, 13, 20, 21, 30, 40)", p.meter_type.clone().unwrap_or_default()));
-                    None
-                }
-            };
-            if let Some(t) = ty {
-                p.meter_type_code = t.code();
-            }
-            if p.values.is_empty() {
-                errors.push("a CJ/T 188 profile needs [[value]] entries".into());
-            }
-            for (i, v) in p.values.iter().enumerate() {
-                let at = format!("value[{i}] ({})", v.field.name());
-                if let Some(t) = ty {
-                    if !v.field.in_reply_of(t.is_heat()) {
-                        errors.push(format!("{at}: a {} meter's 901F reply has no {}", t.name(), v.field.name()));
-                    }
-                }
-                if v.field.unit() != v.quantity.unit() {
-                    errors.push(format!("{at}: the field is in {}, quantity {} is in {}", v.field.unit(), v.quantity, v.quantity.unit()));
-                }
-                unit_ok(v.quantity, &v.unit, &at, &mut errors);
-                once(v.quantity, &at, &mut errors);
-            }
-        }
+        Some(ed) => validate_dlt(p, ed, &mut seen, &mut errors),
+        None => validate_cjt(p, &mut seen, &mut errors),
     }
     errors
+}
+
+/// The quantities a profile reads, and where each is read first.
+#[derive(Default)]
+struct Seen(BTreeMap<Quantity, String>);
+
+impl Seen {
+    /// Each quantity is read once.
+    fn once(&mut self, q: Quantity, at: &str, errors: &mut Vec<String>) {
+        if let Some(first) = self.0.insert(q, at.to_string()) {
+            errors.push(format!("{at}: quantity {q} is already read by {first}"));
+        }
+    }
+}
+
+/// A value is given in its quantity's contract unit.
+fn unit_ok(q: Quantity, unit: &str, at: &str, errors: &mut Vec<String>) {
+    if unit != q.unit() {
+        errors.push(format!("{at}: unit `{unit}` does not match the quantity's unit `{}`", q.unit()));
+    }
+}
+
+/// A DL/T 645 profile's `[[read]]` entries: identifiers of the edition's length, formats, scales;
+/// fills in the parsed identifiers and formats.
+fn validate_dlt(p: &mut FieldProfile, ed: Edition, seen: &mut Seen, errors: &mut Vec<String>) {
+    if p.reads.is_empty() {
+        errors.push("a DL/T 645 profile needs [[read]] entries".into());
+    }
+    if p.meter_type.is_some() || !p.values.is_empty() {
+        errors.push("meter_type and [[value]] are for CJ/T 188 profiles; DL/T 645 values go in [[read]]".into());
+    }
+    for (i, r) in p.reads.iter_mut().enumerate() {
+        let at = format!("read[{i}] ({})", r.di);
+        match parse_hex(&r.di) {
+            Ok(b) if b.len() == ed.di_len() => r.di_bytes = b,
+            Ok(b) => errors.push(format!("{at}: {} identifiers have {} bytes, this has {}", ed.name(), ed.di_len(), b.len())),
+            Err(e) => errors.push(format!("{at}: {e}")),
+        }
+        if r.values.is_empty() {
+            errors.push(format!("{at}: no [[read.value]]"));
+        }
+        let mut bytes = 0;
+        for (j, v) in r.values.iter_mut().enumerate() {
+            let vat = format!("{at} value[{j}] ({})", v.quantity);
+            match Format::parse(&v.format) {
+                Ok(f) => {
+                    bytes += f.bytes();
+                    v.fmt = Some(f);
+                }
+                Err(e) => errors.push(format!("{vat}: {e}")),
+            }
+            if !v.scale.is_finite() || v.scale == 0.0 {
+                errors.push(format!("{vat}: scale must be a finite, non-zero number"));
+            }
+            unit_ok(v.quantity, &v.unit, &vat, errors);
+            seen.once(v.quantity, &vat, errors);
+        }
+        if bytes > 200 {
+            errors.push(format!("{at}: its values take {bytes} bytes, more than a frame holds"));
+        }
+    }
+}
+
+/// A CJ/T 188 profile's meter type and `[[value]]` entries; fills in the meter type's code.
+fn validate_cjt(p: &mut FieldProfile, seen: &mut Seen, errors: &mut Vec<String>) {
+    if !p.reads.is_empty() {
+        errors.push("[[read]] is for DL/T 645 profiles; CJ/T 188 fields go in [[value]]".into());
+    }
+    let ty = match p.meter_type.as_deref().map(parse_hex) {
+        None => {
+            errors.push("a CJ/T 188 profile needs meter_type (10 cold water, 11 hot water, 20 heat, 21 cooling, 30 gas)".into());
+            None
+        }
+        Some(Ok(b)) if b.len() == 1 && MeterType::from_code(b[0]).is_some() => MeterType::from_code(b[0]),
+        Some(_) => {
+            errors.push(format!("meter_type `{}` is not a CJ/T 188 meter type (10, 11, 12, 13, 20, 21, 30, 40)", p.meter_type.clone().unwrap_or_default()));
+            None
+        }
+    };
+    if let Some(t) = ty {
+        p.meter_type_code = t.code();
+    }
+    if p.values.is_empty() {
+        errors.push("a CJ/T 188 profile needs [[value]] entries".into());
+    }
+    for (i, v) in p.values.iter().enumerate() {
+        let at = format!("value[{i}] ({})", v.field.name());
+        if let Some(t) = ty {
+            if !v.field.in_reply_of(t.is_heat()) {
+                errors.push(format!("{at}: a {} meter's 901F reply has no {}", t.name(), v.field.name()));
+            }
+        }
+        if v.field.unit() != v.quantity.unit() {
+            errors.push(format!("{at}: the field is in {}, quantity {} is in {}", v.field.unit(), v.quantity, v.quantity.unit()));
+        }
+        unit_ok(v.quantity, &v.unit, &at, errors);
+        seen.once(v.quantity, &at, errors);
+    }
 }
 
 /// Loads every field-bus profile below `dir` (files whose `protocol` is a field protocol),
@@ -276,6 +284,17 @@ pub fn load_field_dir(dir: &Path) -> Result<BTreeMap<String, FieldProfile>, Prof
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_protocol_names_the_loader_knows_are_the_protocols() {
+        let all = [Protocol::Dlt645V2007, Protocol::Dlt645V1997, Protocol::Cjt188];
+        assert_eq!(all.map(Protocol::name), Protocol::NAMES);
+        for p in all {
+            let text = format!("protocol = \"{}\"", p.name());
+            assert!(is_field_profile(&text), "{text}");
+        }
+        assert!(!is_field_profile("protocol = \"modbus\""));
+    }
 
     const DLT: &str = r#"
 vendor = "Generic"

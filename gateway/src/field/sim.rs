@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::cjt188::{self, Field};
 use super::dlt645::{self, Edition};
 use super::frame::{format_address, Scan};
-use super::profile::{FieldProfile, Protocol};
+use super::profile::{DltRead, FieldProfile, Protocol};
 
 /// One simulated meter.
 #[derive(Debug, Clone)]
@@ -205,21 +205,7 @@ impl SimBus {
                 continue;
             }
             let read = m.profile.reads.iter().find(|r| r.di_bytes == di);
-            let value = match read {
-                Some(r) if !m.abnormal.contains(&di) => {
-                    let mut v = Vec::new();
-                    let mut ok = true;
-                    for val in &r.values {
-                        let x = m.values.get(&val.quantity).copied().unwrap_or(0.0) / val.scale;
-                        match val.fmt.and_then(|f| f.encode(x, val.signed)) {
-                            Some(b) => v.extend(b),
-                            None => ok = false,
-                        }
-                    }
-                    ok.then_some(v)
-                }
-                _ => None,
-            };
+            let value = read.filter(|_| !m.abnormal.contains(&di)).and_then(|r| encode_values(m, r));
             let Some(value) = value else {
                 out.push((dlt645::encode_abnormal(ed, &addr, func, 0x02), m.corrupt_every));
                 continue;
@@ -228,7 +214,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for val in &r.values {
                     if val.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
+                        served.push((format_address(&m.address), val.quantity, m.values.get(&val.quantity).copied().unwrap_or(0.0), crate::time::now_ms()));
                     }
                 }
             }
@@ -278,7 +264,7 @@ impl SimBus {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for v in &m.profile.values {
                     if v.quantity.kind() == energy_wire::Kind::Counter {
-                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0), crate::poll::now_ms()));
+                        served.push((format_address(&m.address), v.quantity, m.values.get(&v.quantity).copied().unwrap_or(0.0), crate::time::now_ms()));
                     }
                 }
             }
@@ -310,6 +296,21 @@ impl SimBus {
 
 /// Counters advance by the meter's step after each answer, rounded to what the wire carries
 /// (hundredths).
+/// The data of a DL/T 645 identifier: the meter's values in the read's formats; `None` when one
+/// does not fit its format.
+fn encode_values(m: &SimMeter, r: &DltRead) -> Option<Vec<u8>> {
+    let mut v = Vec::new();
+    let mut ok = true;
+    for val in &r.values {
+        let x = m.values.get(&val.quantity).copied().unwrap_or(0.0) / val.scale;
+        match val.fmt.and_then(|f| f.encode(x, val.signed)) {
+            Some(b) => v.extend(b),
+            None => ok = false,
+        }
+    }
+    ok.then_some(v)
+}
+
 fn advance(m: &mut SimMeter) {
     if m.step == 0.0 {
         return;

@@ -143,6 +143,18 @@ pub(crate) fn toml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<
     Ok(())
 }
 
+/// The `protocol` values of DL/T 645 and CJ/T 188 profiles ([`crate::field::profile`]), which
+/// share the profiles' folder with the Modbus profiles.
+pub const FIELD_PROTOCOLS: [&str; 3] = ["dlt645-2007", "dlt645-1997", "cjt188"];
+
+/// Whether a profile file is a DL/T 645 or CJ/T 188 profile (its `protocol` names one).
+pub fn is_field_profile(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("protocol").and_then(|p| p.as_str().map(|s| FIELD_PROTOCOLS.contains(&s))))
+        .unwrap_or(false)
+}
+
 /// Loads every `*.toml` Modbus profile below `dir` (the `mqtt/` folder holds MQTT mappings and
 /// files with a field-bus `protocol` are DL/T 645 or CJ/T 188 profiles; both are skipped), sorted
 /// by name. Either all load, or every error is returned.
@@ -150,7 +162,7 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Profile>, ProfileErrors> 
     load_each(
         dir,
         |rel, text| {
-            !(rel.components().next().is_some_and(|c| c.as_os_str() == "mqtt") || text.is_some_and(crate::field::profile::is_field_profile))
+            !(rel.components().next().is_some_and(|c| c.as_os_str() == "mqtt") || text.is_some_and(is_field_profile))
         },
         parse_profile,
     )

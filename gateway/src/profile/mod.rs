@@ -3,13 +3,18 @@
 //!
 //! A profile's name is its path below the profile directory without the extension
 //! (`eastron/sdm630`). The loader validates every file and reports every error at once.
+//!
+//! Beside the Modbus register maps: the MQTT meter profiles ([`mqtt`], below `mqtt/`), and the
+//! rule by which DL/T 645 and CJ/T 188 profiles in the same folder are told apart
+//! ([`is_field_profile`]; they are read by [`crate::field::profile`]).
 
 mod codec;
 mod load;
+pub mod mqtt;
 mod plan;
 
 pub use codec::{decode, encode, Order, Raw, ValueType};
-pub use load::{load_dir, load_file, parse_profile, ProfileError, ProfileErrors};
+pub use load::{is_field_profile, load_dir, load_file, parse_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
 pub(crate) use load::load_each;
 pub use plan::{plan_reads, Block};
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{jittered, Common, Lanes, Outgoing};
+use super::{sleep_until_opt, Common, Lanes, Outgoing, Pick};
+use crate::backoff::jittered;
 
 enum Outcome {
     Acked,
@@ -66,42 +67,14 @@ fn outcome(status: u16, body: String, wait: Option<Duration>) -> Outcome {
 
 /// Runs until cancelled; then keeps sending for at most `drain_on_shutdown_ms`.
 pub async fn run(c: Common, cancel: CancellationToken) {
-    crate::tls::install_crypto_provider();
-    let mut builder = reqwest::Client::builder();
-    if c.cfg.url.starts_with("https://") {
-        match crate::tls::client_config(c.cfg.ca_file.as_deref()) {
-            Ok(tls) => builder = builder.use_preconfigured_tls(tls),
-            Err(e) => {
-                tracing::error!("uplink TLS: {e}");
-                c.set_error(e);
-                return;
-            }
-        }
-    }
-    let token = match c.cfg.token() {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("uplink: {e}");
-            c.set_error(e);
-            return;
-        }
-    };
-    let client = match builder.build() {
-        Ok(cl) => cl,
-        Err(e) => {
-            tracing::error!("cannot build HTTP client: {e}");
-            return;
-        }
-    };
+    let Some((client, token)) = http_client(&c) else { return };
     {
         let mut st = c.status.lock().unwrap_or_else(|e| e.into_inner());
         st.transport = "http".into();
         st.acked_through = c.acked();
     }
-    let mut max_samples = c.cfg.batch_max_samples;
-    let mut backoff = Duration::from_millis(100);
+    let mut s = Sending { max_samples: c.cfg.batch_max_samples, backoff: Duration::from_millis(100), lanes: Lanes::new(c.acked(), c.cfg.backfill_samples_per_second) };
     let mut drain_deadline: Option<Instant> = None;
-    let mut lanes = Lanes::new(c.acked(), c.cfg.backfill_samples_per_second);
     loop {
         if cancel.is_cancelled() && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
@@ -111,7 +84,7 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         }
         let acked = c.acked();
         let last = c.last_queued();
-        let Some(pick) = lanes.pick(acked, last, max_samples) else {
+        let Some(pick) = s.lanes.pick(acked, last, s.max_samples) else {
             c.update_queue_metrics(None);
             if drain_deadline.is_some() && last <= acked {
                 break;
@@ -124,67 +97,115 @@ pub async fn run(c: Common, cancel: CancellationToken) {
             continue;
         };
         // Let a batch fill up when only a few samples wait and nothing is behind.
-        if drain_deadline.is_none() && !pick.live && last.saturating_sub(pick.after) < max_samples as u64 && c.cfg.batch_max_delay_ms > 0 {
+        if drain_deadline.is_none() && !pick.live && last.saturating_sub(pick.after) < s.max_samples as u64 && c.cfg.batch_max_delay_ms > 0 {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(c.cfg.batch_max_delay_ms)) => {}
                 () = cancel.cancelled() => {}
             }
         }
         let Some(out) = c.load(pick.after, pick.max).await else { continue };
-        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
         let started = Instant::now();
         let outcome = tokio::select! {
             o = post(&c, &client, token.as_deref(), &out) => o,
-            () = async { match drain_deadline { Some(d) => tokio::time::sleep_until(d.into()).await, None => std::future::pending().await } } => break,
+            () = sleep_until_opt(drain_deadline) => break,
         };
         c.metrics.uplink_latency.observe(started.elapsed().as_secs_f64());
+        s.take(&c, outcome, &out, pick, &cancel, drain_deadline.is_some()).await;
+    }
+    let depth = crate::queue::lock(&c.queue).depth();
+    if depth > 0 {
+        tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
+    }
+}
+
+/// The HTTP client (with the CA file for `https://`) and the bearer token; `None` (logged and
+/// shown in `/status`) when either cannot be had.
+fn http_client(c: &Common) -> Option<(reqwest::Client, Option<String>)> {
+    crate::tls::install_crypto_provider();
+    let mut builder = reqwest::Client::builder();
+    if c.cfg.url.starts_with("https://") {
+        match crate::tls::client_config(c.cfg.ca_file.as_deref()) {
+            Ok(tls) => builder = builder.use_preconfigured_tls(tls),
+            Err(e) => {
+                tracing::error!("uplink TLS: {e}");
+                c.set_error(e);
+                return None;
+            }
+        }
+    }
+    let token = match c.cfg.token() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("uplink: {e}");
+            c.set_error(e);
+            return None;
+        }
+    };
+    match builder.build() {
+        Ok(cl) => Some((cl, token)),
+        Err(e) => {
+            tracing::error!("cannot build HTTP client: {e}");
+            None
+        }
+    }
+}
+
+/// What the sender adapts from answer to answer: the batch size (halved when the daemon finds
+/// a batch too large), the back-off of retries, and the lanes.
+struct Sending {
+    max_samples: usize,
+    backoff: Duration,
+    lanes: Lanes,
+}
+
+impl Sending {
+    /// Acts on the daemon's answer to the batch `out`: settles it (stored, or set aside as a
+    /// dead letter), halves the batch size, or waits before the retry.
+    async fn take(&mut self, c: &Common, outcome: Outcome, out: &Outgoing, pick: Pick, cancel: &CancellationToken, draining: bool) {
+        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
         match outcome {
             Outcome::Acked => {
                 c.set_connected(true);
                 c.metrics.uplink_batches.with_label_values(&["acked"]).inc();
                 c.metrics.uplink_samples.inc_by(out.batch.samples.len() as u64);
-                lanes.sent(pick, first, last_seq);
+                self.lanes.sent(pick, first, last_seq);
                 c.settle(first, last_seq).await;
-                backoff = Duration::from_millis(100);
-                max_samples = c.cfg.batch_max_samples;
+                self.backoff = Duration::from_millis(100);
+                self.max_samples = c.cfg.batch_max_samples;
             }
             Outcome::Rejected(status, reason) => {
                 c.metrics.uplink_batches.with_label_values(&["rejected"]).inc();
                 c.dead_letter(&out.batch, status, &reason);
-                lanes.sent(pick, first, last_seq);
+                self.lanes.sent(pick, first, last_seq);
                 c.settle(first, last_seq).await;
             }
             Outcome::TooLarge if out.batch.samples.len() > 1 => {
                 c.metrics.uplink_batches.with_label_values(&["too_large"]).inc();
-                max_samples = (out.batch.samples.len() / 2).max(1);
-                tracing::warn!(max_samples, "daemon refused the batch as too large; halving the batch size");
+                self.max_samples = (out.batch.samples.len() / 2).max(1);
+                tracing::warn!(max_samples = self.max_samples, "daemon refused the batch as too large; halving the batch size");
             }
             Outcome::TooLarge => {
                 c.metrics.uplink_batches.with_label_values(&["rejected"]).inc();
                 c.dead_letter(&out.batch, 413, "a single sample is larger than the daemon's body limit");
-                lanes.sent(pick, first, last_seq);
+                self.lanes.sent(pick, first, last_seq);
                 c.settle(first, last_seq).await;
             }
             Outcome::Retry(reason, retry_after) => {
                 c.set_connected(false);
                 c.metrics.uplink_batches.with_label_values(&["retry"]).inc();
                 let wait = match retry_after {
-                    Some(d) => d.min(Duration::from_millis(c.cfg.retry_max_ms)).max(backoff),
-                    None => jittered(backoff),
+                    Some(d) => d.min(Duration::from_millis(c.cfg.retry_max_ms)).max(self.backoff),
+                    None => jittered(self.backoff),
                 };
                 tracing::warn!(seq = first, "uplink failed, will retry in {} ms: {reason}", wait.as_millis());
                 c.set_error(reason);
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = cancel.cancelled(), if drain_deadline.is_none() => {}
+                    () = cancel.cancelled(), if !draining => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_millis(c.cfg.retry_max_ms));
+                self.backoff = (self.backoff * 2).min(Duration::from_millis(c.cfg.retry_max_ms));
             }
         }
-    }
-    let depth = super::lock(&c.queue).depth();
-    if depth > 0 {
-        tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
     }
 }
 

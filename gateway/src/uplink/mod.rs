@@ -12,18 +12,22 @@
 
 pub mod http;
 pub mod mqtt;
+pub mod settings;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use energy_wire::{encode_batch, Batch, Sample};
 use tokio::sync::Notify;
 
-use crate::config::UplinkConfig;
 use crate::metrics::Metrics;
-use crate::poll::now_ms;
-use crate::queue::{Queue, Record};
+use crate::queue::{lock, Record, SharedQueue};
+use crate::time::now_ms;
+
+pub use settings::UplinkConfig;
+// The daemon's MQTT ingest retries its broker the way the uplink does, from this path.
+pub use crate::backoff::pause_before_retry;
 
 /// State shown by `/status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -33,12 +37,6 @@ pub struct UplinkStatus {
     pub last_ack_ms: Option<i64>,
     pub last_error: Option<String>,
     pub acked_through: u64,
-}
-
-pub type SharedQueue = Arc<Mutex<Queue>>;
-
-pub(crate) fn lock(q: &SharedQueue) -> std::sync::MutexGuard<'_, Queue> {
-    q.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What every uplink shares.
@@ -356,20 +354,12 @@ impl Lanes {
     }
 }
 
-/// Sleeps the jittered back-off, then doubles it up to `max`. `false` if cancelled meanwhile.
-pub async fn pause_before_retry(backoff: &mut Duration, max: Duration, cancel: &tokio_util::sync::CancellationToken) -> bool {
-    tokio::select! {
-        () = tokio::time::sleep(jittered(*backoff)) => {}
-        () = cancel.cancelled() => return false,
+/// Sleeps until `deadline`, or forever without one.
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
-    *backoff = (*backoff * 2).min(max);
-    true
-}
-
-/// Exponential back-off with jitter from the clock's low bits.
-pub fn jittered(backoff: Duration) -> Duration {
-    let jitter = 0.5 + f64::from(now_ms().rem_euclid(1000) as u32) / 2000.0;
-    backoff.mul_f64(jitter)
 }
 
 #[cfg(test)]

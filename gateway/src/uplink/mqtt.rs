@@ -15,11 +15,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Common, Lanes};
+use super::{sleep_until_opt, Common, Lanes};
+use crate::backoff::pause_before_retry;
+use crate::metrics::Metrics;
 
 /// Capacity of the client's request channel (rumqttc's event loop takes requests from it while
 /// fewer than its in-flight limit of publishes wait for a PUBACK).
@@ -29,14 +31,6 @@ const REQUESTS: usize = 256;
 const MAX_BATCHES_IN_FLIGHT: usize = 64;
 /// Longest wait for a subscription or a status message at connect and stop.
 const CONTROL_WAIT: Duration = Duration::from_secs(2);
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// What the event loop tells the sender.
 enum Note {
@@ -93,155 +87,46 @@ pub async fn run(c: Common, cancel: CancellationToken) {
         st.transport = "mqtt".into();
         st.acked_through = c.acked();
     }
-    let (client, mut eventloop) = AsyncClient::new(opts, REQUESTS);
+    let (client, eventloop) = AsyncClient::new(opts, REQUESTS);
     // The event loop never waits for the sender: notes go over an unbounded channel (a few per
     // batch at most, and the sender takes them whenever it is not publishing). The sender may
     // wait for the event loop (a full request channel), never the other way round, so no cycle
     // of waits can form; and the event loop keeps answering pings while the sender is busy.
     let (tx, mut rx) = mpsc::unbounded_channel::<Note>();
-    let ack_topic = topics.ack.clone();
-    let metrics = c.metrics.clone();
-    let url = c.cfg.url.clone();
-    let retry_max = Duration::from_millis(c.cfg.retry_max_ms);
     let el_cancel = CancellationToken::new();
-    let el_stop = el_cancel.clone();
-    let event_task = tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let ev = tokio::select! {
-                ev = eventloop.poll() => ev,
-                () = el_stop.cancelled() => break,
-            };
-            match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(200);
-                    let _ = tx.send(Note::Connected);
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
-                    match serde_json::from_slice::<serde_json::Value>(&p.payload) {
-                        Ok(v) => {
-                            let _ = tx.send(Note::Ack(v));
-                        }
-                        Err(e) => tracing::warn!("unreadable acknowledgement on {ack_topic}: {e}"),
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let kind = match &e {
-                        rumqttc::ConnectionError::ConnectionRefused(_) => "refused",
-                        rumqttc::ConnectionError::Tls(_) => "tls",
-                        _ => "connection",
-                    };
-                    metrics.uplink_batches.with_label_values(&[kind]).inc();
-                    let msg = format!("MQTT {url}: {e}");
-                    let _ = tx.send(Note::Disconnected(msg));
-                    if !super::pause_before_retry(&mut backoff, retry_max, &el_stop).await {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let retry_max = Duration::from_millis(c.cfg.retry_max_ms);
+    let event_task = tokio::spawn(event_loop(eventloop, tx, topics.ack.clone(), c.metrics.clone(), c.cfg.url.clone(), retry_max, el_cancel.clone()));
 
-    let mut connected = false;
-    let mut lanes = Lanes::new(c.acked(), c.cfg.backfill_samples_per_second);
-    let mut last_progress = Instant::now();
-    let mut last_acked = c.acked();
-    let mut drain_deadline: Option<Instant> = None;
-    let mut last_error_logged = Instant::now() - Duration::from_secs(60);
-    // Batches published and not yet acknowledged by the daemon (first, last sequence number).
-    let mut in_flight: Vec<(u64, u64)> = Vec::new();
+    let mut s = Sender::new(&c);
     loop {
-        if cancel.is_cancelled() && drain_deadline.is_none() {
-            drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
+        if cancel.is_cancelled() && s.drain_deadline.is_none() {
+            s.drain_deadline = Some(Instant::now() + Duration::from_millis(c.cfg.drain_on_shutdown_ms));
         }
         let acked = c.acked();
         let last = c.last_queued();
-        if drain_deadline.is_some_and(|d| Instant::now() >= d) || (drain_deadline.is_some() && acked >= last) {
+        if s.drain_deadline.is_some_and(|d| Instant::now() >= d) || (s.drain_deadline.is_some() && acked >= last) {
             break;
         }
-        if acked > last_acked {
-            last_acked = acked;
-            last_progress = Instant::now();
+        if acked > s.last_acked {
+            s.last_acked = acked;
+            s.last_progress = Instant::now();
         }
         // Send while connected and the window allows.
-        if connected {
-            let outstanding = lanes.history_through.saturating_sub(acked)
-                + lanes.live_from.map_or(0, |f| lanes.live_through.saturating_sub(f.saturating_sub(1)));
-            if outstanding > 0 && last_progress.elapsed() > Duration::from_millis(c.cfg.ack_timeout_ms) {
-                tracing::warn!(acked, outstanding, "no acknowledgement from the daemon in time; sending again what is unacknowledged");
-                lanes.reset(acked);
-                in_flight.clear();
-                last_progress = Instant::now();
-                continue;
-            }
-            in_flight.retain(|&(a, z)| !c.is_settled(a, z));
-            if outstanding + (c.cfg.batch_max_samples as u64) <= c.cfg.max_in_flight_samples as u64 && in_flight.len() < MAX_BATCHES_IN_FLIGHT {
-                if let Some(pick) = lanes.pick(acked, last, c.cfg.batch_max_samples) {
-                    if let Some(out) = c.load(pick.after, pick.max).await {
-                        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
-                        let n = out.batch.samples.len() as u64;
-                        // The request channel may be full (the event loop waits for the broker's
-                        // PUBACKs): wait, but never past a stop.
-                        let published = tokio::select! {
-                            r = client.publish(&topics.batch, QoS::AtLeastOnce, false, out.body) => Some(r),
-                            () = cancel.cancelled(), if drain_deadline.is_none() => None,
-                            () = sleep_until_opt(drain_deadline) => None,
-                        };
-                        match published {
-                            Some(Ok(())) => {
-                                c.metrics.uplink_batches.with_label_values(&["published"]).inc();
-                                if outstanding == 0 {
-                                    last_progress = Instant::now();
-                                }
-                                lanes.sent(pick, first, last_seq);
-                                in_flight.push((first, last_seq));
-                                tracing::trace!(first, last_seq, n, "batch published");
-                            }
-                            Some(Err(e)) => tracing::warn!("cannot publish: {e}"),
-                            None => {}
-                        }
-                        continue;
-                    }
-                }
-            }
+        if s.connected && s.send_next(&c, &client, &topics, &cancel, acked, last).await {
+            continue;
         }
-        let wait = if connected && last > lanes.history_through.max(lanes.live_through) { 20 } else { 200 };
+        let wait = if s.connected && last > s.lanes.history_through.max(s.lanes.live_through) { 20 } else { 200 };
         tokio::select! {
             note = rx.recv() => match note {
-                Some(Note::Connected) => {
-                    connected = true;
-                    c.set_connected(true);
-                    tracing::info!(url = %c.cfg.url, "MQTT uplink connected");
-                    match tokio::time::timeout(CONTROL_WAIT, client.subscribe(&topics.ack, QoS::AtLeastOnce)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::warn!("cannot subscribe to {}: {e}", topics.ack),
-                        Err(_) => tracing::warn!("cannot subscribe to {}: the client's request queue stayed full", topics.ack),
-                    }
-                    let _ = tokio::time::timeout(CONTROL_WAIT, client.publish(&topics.status, QoS::AtLeastOnce, true, "online")).await;
-                    // Whatever was in flight may be lost with the connection: send it again.
-                    lanes.reset(c.acked());
-                    in_flight.clear();
-                    last_progress = Instant::now();
-                }
-                Some(Note::Disconnected(msg)) => {
-                    if connected || last_error_logged.elapsed() > Duration::from_secs(30) {
-                        tracing::warn!("{msg}");
-                        last_error_logged = Instant::now();
-                    }
-                    connected = false;
-                    c.set_connected(false);
-                    c.set_error(msg);
-                }
-                Some(Note::Ack(v)) => apply_ack(&c, &v).await,
+                Some(note) => s.on_note(note, &c, &client, &topics).await,
                 None => break,
             },
             () = c.notify.notified() => {}
-            () = cancel.cancelled(), if drain_deadline.is_none() => {}
+            () = cancel.cancelled(), if s.drain_deadline.is_none() => {}
             () = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
     }
-    if connected {
+    if s.connected {
         let _ = tokio::time::timeout(CONTROL_WAIT, client.publish(&topics.status, QoS::AtLeastOnce, true, "offline")).await;
         let _ = tokio::time::timeout(CONTROL_WAIT, client.disconnect()).await;
         // Give the event loop a moment to send the last packets.
@@ -249,9 +134,157 @@ pub async fn run(c: Common, cancel: CancellationToken) {
     }
     el_cancel.cancel();
     let _ = event_task.await;
-    let depth = super::lock(&c.queue).depth();
+    let depth = crate::queue::lock(&c.queue).depth();
     if depth > 0 {
         tracing::info!(depth, "uplink stopped; unsent samples stay queued on disk");
+    }
+}
+
+/// Drives the client's event loop until `stop`: tells the sender of connections, lost
+/// connections and the daemon's acknowledgements, and reconnects with back-off.
+async fn event_loop(
+    mut eventloop: EventLoop,
+    tx: mpsc::UnboundedSender<Note>,
+    ack_topic: String,
+    metrics: Metrics,
+    url: String,
+    retry_max: Duration,
+    stop: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let ev = tokio::select! {
+            ev = eventloop.poll() => ev,
+            () = stop.cancelled() => break,
+        };
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(200);
+                let _ = tx.send(Note::Connected);
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => match serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                Ok(v) => {
+                    let _ = tx.send(Note::Ack(v));
+                }
+                Err(e) => tracing::warn!("unreadable acknowledgement on {ack_topic}: {e}"),
+            },
+            Ok(_) => {}
+            Err(e) => {
+                let kind = match &e {
+                    rumqttc::ConnectionError::ConnectionRefused(_) => "refused",
+                    rumqttc::ConnectionError::Tls(_) => "tls",
+                    _ => "connection",
+                };
+                metrics.uplink_batches.with_label_values(&[kind]).inc();
+                let msg = format!("MQTT {url}: {e}");
+                let _ = tx.send(Note::Disconnected(msg));
+                if !pause_before_retry(&mut backoff, retry_max, &stop).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The sending side's state: connected or not, what the lanes have sent, what is in flight,
+/// when the daemon last made progress, and the drain deadline once stopping.
+struct Sender {
+    connected: bool,
+    lanes: Lanes,
+    last_progress: Instant,
+    last_acked: u64,
+    drain_deadline: Option<Instant>,
+    last_error_logged: Instant,
+    /// Batches published and not yet acknowledged by the daemon (first, last sequence number).
+    in_flight: Vec<(u64, u64)>,
+}
+
+impl Sender {
+    fn new(c: &Common) -> Sender {
+        Sender {
+            connected: false,
+            lanes: Lanes::new(c.acked(), c.cfg.backfill_samples_per_second),
+            last_progress: Instant::now(),
+            last_acked: c.acked(),
+            drain_deadline: None,
+            last_error_logged: Instant::now() - Duration::from_secs(60),
+            in_flight: Vec::new(),
+        }
+    }
+
+    /// Publishes the next batch if the window allows, or starts over from the acknowledged
+    /// position when the daemon has not acknowledged in time. `true` when it did either (the
+    /// caller looks again at once), `false` when there is nothing to do now.
+    async fn send_next(&mut self, c: &Common, client: &AsyncClient, topics: &Topics, cancel: &CancellationToken, acked: u64, last: u64) -> bool {
+        let lanes = &mut self.lanes;
+        let outstanding = lanes.history_through.saturating_sub(acked) + lanes.live_from.map_or(0, |f| lanes.live_through.saturating_sub(f.saturating_sub(1)));
+        if outstanding > 0 && self.last_progress.elapsed() > Duration::from_millis(c.cfg.ack_timeout_ms) {
+            tracing::warn!(acked, outstanding, "no acknowledgement from the daemon in time; sending again what is unacknowledged");
+            lanes.reset(acked);
+            self.in_flight.clear();
+            self.last_progress = Instant::now();
+            return true;
+        }
+        self.in_flight.retain(|&(a, z)| !c.is_settled(a, z));
+        if outstanding + (c.cfg.batch_max_samples as u64) > c.cfg.max_in_flight_samples as u64 || self.in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
+            return false;
+        }
+        let Some(pick) = lanes.pick(acked, last, c.cfg.batch_max_samples) else { return false };
+        let Some(out) = c.load(pick.after, pick.max).await else { return false };
+        let (first, last_seq) = (out.batch.seq, out.batch.last_seq());
+        let n = out.batch.samples.len() as u64;
+        // The request channel may be full (the event loop waits for the broker's PUBACKs):
+        // wait, but never past a stop.
+        let published = tokio::select! {
+            r = client.publish(&topics.batch, QoS::AtLeastOnce, false, out.body) => Some(r),
+            () = cancel.cancelled(), if self.drain_deadline.is_none() => None,
+            () = sleep_until_opt(self.drain_deadline) => None,
+        };
+        match published {
+            Some(Ok(())) => {
+                c.metrics.uplink_batches.with_label_values(&["published"]).inc();
+                if outstanding == 0 {
+                    self.last_progress = Instant::now();
+                }
+                self.lanes.sent(pick, first, last_seq);
+                self.in_flight.push((first, last_seq));
+                tracing::trace!(first, last_seq, n, "batch published");
+            }
+            Some(Err(e)) => tracing::warn!("cannot publish: {e}"),
+            None => {}
+        }
+        true
+    }
+
+    /// Takes a note from the event loop.
+    async fn on_note(&mut self, note: Note, c: &Common, client: &AsyncClient, topics: &Topics) {
+        match note {
+            Note::Connected => {
+                self.connected = true;
+                c.set_connected(true);
+                tracing::info!(url = %c.cfg.url, "MQTT uplink connected");
+                match tokio::time::timeout(CONTROL_WAIT, client.subscribe(&topics.ack, QoS::AtLeastOnce)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("cannot subscribe to {}: {e}", topics.ack),
+                    Err(_) => tracing::warn!("cannot subscribe to {}: the client's request queue stayed full", topics.ack),
+                }
+                let _ = tokio::time::timeout(CONTROL_WAIT, client.publish(&topics.status, QoS::AtLeastOnce, true, "online")).await;
+                // Whatever was in flight may be lost with the connection: send it again.
+                self.lanes.reset(c.acked());
+                self.in_flight.clear();
+                self.last_progress = Instant::now();
+            }
+            Note::Disconnected(msg) => {
+                if self.connected || self.last_error_logged.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!("{msg}");
+                    self.last_error_logged = Instant::now();
+                }
+                self.connected = false;
+                c.set_connected(false);
+                c.set_error(msg);
+            }
+            Note::Ack(v) => apply_ack(c, &v).await,
+        }
     }
 }
 
@@ -308,7 +341,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::config::UplinkConfig;
+    use crate::uplink::UplinkConfig;
     use crate::metrics::Metrics;
     use crate::queue::Queue;
 
