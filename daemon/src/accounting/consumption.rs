@@ -261,13 +261,11 @@ mod tests {
         gaps.push((12 * H + 59 * m + MAX_GAP_MS, 2100.0)); // exactly the limit: no gap
         gaps.push((12 * H + 59 * m + 2 * MAX_GAP_MS + 1, 2150.0)); // one millisecond over: a gap
         gaps.extend(pairs(20, 30, 2300.0, 0.1)); // a gap across midnight of the window's end
-        let mut rollover = pairs(-1, 8, 99_950.0, 0.05);
-        for r in rollover.iter_mut().skip(4) {
-            r.1 = (r.1 + 0.37).rem_euclid(100_000.0); // wraps between hours 1 and 2
-        }
+        // 30 an hour from 99,950: the register (range 100,000.00) wraps at 00:40.
+        let rollover: Vec<(i64, f64)> = pairs(-1, 8, 99_950.0, 0.5).into_iter().map(|(t, v)| (t, v.rem_euclid(100_000.0))).collect();
         let mut replaced = pairs(-1, 6, 500.0, 1.0);
         replaced.extend(pairs(6, 20, 3.0, 0.5).into_iter().map(|(t, v)| (t + 7 * m, v)));
-        replaced.push((6 * H, 3.0)); // a reading at exactly the replacement time
+        replaced.push((6 * H, 3.0)); // a reading at exactly the replacement time (old meter's last: 919 at 05:59)
         replaced.sort_by_key(|r| r.0);
         let mut down = pairs(-1, 24, 800.0, 0.2);
         down[6].1 = 0.0; // a bad zero
@@ -286,7 +284,7 @@ mod tests {
             (
                 "replacement, new ratio",
                 replaced.clone(),
-                vec![Event::Replacement { at: 6 * H, old_final: 860.0, new_initial: 3.0, multiplier: Some(2.0) }],
+                vec![Event::Replacement { at: 6 * H, old_final: 925.0, new_initial: 3.0, multiplier: Some(2.0) }],
                 None,
             ),
             ("replacement not recorded (counter going down)", replaced, vec![], None),
@@ -298,11 +296,27 @@ mod tests {
                 None,
             ),
         ];
+        let mut seen = std::collections::BTreeSet::new();
         for (name, raw, events, rollover) in &tricky {
             let c = continuous(raw, events, *rollover, None, 1.0);
+            // The cases reach what they are named after.
+            seen.extend(c.flags.iter().map(|f| format!("{f:?}").split([' ', '{']).next().unwrap_or_default().to_string()));
+            if c.rejected > 0 {
+                seen.insert("rejected".into());
+            }
+            let periods = consumption(&c.readings, &day, MAX_GAP_MS).periods;
+            if periods.iter().any(|p| p.estimated && p.estimated_value > 0.0) {
+                seen.insert("estimated".into());
+            }
+            if periods.iter().any(|p| p.coverage > 0.0 && p.coverage < 1.0) {
+                seen.insert("partly covered".into());
+            }
             same_bits(name, &c.readings, &day, MAX_GAP_MS).unwrap();
             // The raw readings straight (consumption cleans them itself).
             same_bits(&format!("{name}, raw"), raw, &day, MAX_GAP_MS).unwrap();
+        }
+        for what in ["Rollover", "Replacement", "Spike", "UnexplainedDecrease", "rejected", "estimated", "partly covered"] {
+            assert!(seen.contains(what), "no case reaches {what}: {seen:?}");
         }
         // A whole local year, as the engine computes it.
         let cal = YearCalendar::new(chrono_tz::Asia::Shanghai, 2025).unwrap();
