@@ -964,12 +964,14 @@ fn print_detail(round: usize, d: &Detail, points: u64) {
     }
     shown.sort_unstable();
     shown.dedup();
-    let big: Vec<&String> = names.iter().filter(|n| d.samples.iter().any(|s| s.1.get(*n).copied().unwrap_or(0) >= 1 << 20)).collect();
-    println!("\nsizes over time (MiB; files that reached 1 MiB; ingest ended at {:.1} s)\n", d.ingest_end);
+    let peak = |n: &String| d.samples.iter().map(|s| s.1.get(n).copied().unwrap_or(0)).max().unwrap_or(0);
+    let largest = names.iter().map(peak).max().unwrap_or(0);
+    let big: Vec<&String> = names.iter().filter(|n| peak(n) * 20 >= largest).collect();
+    println!("\nsizes over time (MiB; files that reached a twentieth of the largest; ingest ended at {:.1} s)\n", d.ingest_end);
     println!("| s | {} |\n|---:|{}", big.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(" | "), "---:|".repeat(big.len()));
     for i in shown {
         let (t, sizes) = &d.samples[i];
-        let cells: Vec<String> = big.iter().map(|n| format!("{:.1}", sizes.get(*n).copied().unwrap_or(0) as f64 / (1 << 20) as f64)).collect();
+        let cells: Vec<String> = big.iter().map(|n| format!("{:.2}", sizes.get(*n).copied().unwrap_or(0) as f64 / (1 << 20) as f64)).collect();
         println!("| {t:.1} | {} |", cells.join(" | "));
     }
     println!("\n| thread | write_bytes per point |\n|---|---:|");
