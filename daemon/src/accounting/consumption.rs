@@ -68,6 +68,16 @@ fn interpolate(r: &[(i64, f64)], j: usize, t: i64) -> f64 {
     }
 }
 
+/// A period without readings.
+const EMPTY: PeriodConsumption = PeriodConsumption { value: 0.0, coverage: 0.0, estimated: false, estimated_value: 0.0 };
+
+/// The part `(lo, hi)` of the period `[a, b)` that the readings span, if any.
+fn covered(r: &[(i64, f64)], a: i64, b: i64) -> Option<(i64, i64)> {
+    let (&(first, _), &(last, _)) = (r.first()?, r.last()?);
+    let (lo, hi) = (a.max(first), b.min(last));
+    (hi > lo && b > a).then_some((lo, hi))
+}
+
 /// A position in readings sorted by time, moved to a time: for times that only go forward (the
 /// boundaries of consecutive periods) it steps over each reading once, so a year of hours is one
 /// pass over the readings, not a binary search per hour. Any order of times still gives the
@@ -133,17 +143,10 @@ pub fn consumption(readings: &[(i64, f64)], bounds: &[i64], max_gap_ms: i64) -> 
     let (mut at_lo, mut at_hi, mut before_hi) = (Cursor { n: 0 }, Cursor { n: 0 }, Cursor { n: 0 });
     for w in bounds.windows(2) {
         let (a, b) = (w[0], w[1]);
-        let empty = PeriodConsumption { value: 0.0, coverage: 0.0, estimated: false, estimated_value: 0.0 };
-        let (Some(&(first, _)), Some(&(last, _))) = (r.first(), r.last()) else {
-            periods.push(empty);
+        let Some((lo, hi)) = covered(&r, a, b) else {
+            periods.push(EMPTY);
             continue;
         };
-        let lo = a.max(first);
-        let hi = b.min(last);
-        if hi <= lo || b <= a {
-            periods.push(empty);
-            continue;
-        }
         let (j_lo, j_hi) = (at_lo.upto(&r, lo), at_hi.upto(&r, hi));
         let (c_lo, c_hi) = (interpolate(&r, j_lo, lo), interpolate(&r, j_hi, hi));
         let value = c_hi - c_lo;
@@ -167,22 +170,9 @@ mod tests {
     /// The previous algorithm, kept to check the one-pass one against: a binary search over the
     /// readings for every boundary (`at`, the pairs around `lo` and `hi`, `est_at`).
     fn by_search(readings: &[(i64, f64)], bounds: &[i64], max_gap_ms: i64) -> Consumption {
+        // The counter at `t`: the same interpolation, the readings before `t` found by a search.
         fn at(r: &[(i64, f64)], t: i64) -> f64 {
-            let j = r.partition_point(|&(rt, _)| rt <= t);
-            if j == 0 {
-                return r[0].1;
-            }
-            let (t0, v0) = r[j - 1];
-            match r.get(j) {
-                None => v0,
-                Some(&(t1, v1)) => {
-                    if t1 == t0 {
-                        v0
-                    } else {
-                        v0 + (v1 - v0) * ((t - t0) as f64 / (t1 - t0) as f64)
-                    }
-                }
-            }
+            interpolate(r, r.partition_point(|&(rt, _)| rt <= t), t)
         }
         let (r, rejected_readings) = clean(readings);
         let mut periods = Vec::new();
@@ -203,17 +193,10 @@ mod tests {
         };
         for w in bounds.windows(2) {
             let (a, b) = (w[0], w[1]);
-            let empty = PeriodConsumption { value: 0.0, coverage: 0.0, estimated: false, estimated_value: 0.0 };
-            let (Some(&(first, _)), Some(&(last, _))) = (r.first(), r.last()) else {
-                periods.push(empty);
+            let Some((lo, hi)) = covered(&r, a, b) else {
+                periods.push(EMPTY);
                 continue;
             };
-            let lo = a.max(first);
-            let hi = b.min(last);
-            if hi <= lo || b <= a {
-                periods.push(empty);
-                continue;
-            }
             let value = at(&r, hi) - at(&r, lo);
             let i0 = r.partition_point(|&(t, _)| t <= lo).saturating_sub(1);
             let i1 = r.partition_point(|&(t, _)| t < hi).min(r.len() - 1);
