@@ -838,7 +838,7 @@ async fn alt_energyd(dir: &Path, file: &Path, meters: i64, lines: usize, points:
     let live: u64 = by_name.values().sum();
     let mut threads: Vec<(String, u64)> = by_name.into_iter().filter(|t| t.1 > 0).collect();
     threads.push(("(threads that ended meanwhile)".into(), written_all.saturating_sub(live)));
-    threads.sort_by(|a, b| b.1.cmp(&a.1));
+    threads.sort_by_key(|t| std::cmp::Reverse(t.1));
     let metrics = get_text(&format!("{}/metrics", s.url))
         .await
         .lines()

@@ -256,7 +256,8 @@ mod tests {
         for r in down.iter_mut().skip(30) {
             r.1 -= 500.0; // an unexplained decrease, rising again
         }
-        let tricky: Vec<(&str, Vec<(i64, f64)>, Vec<Event>, Option<f64>)> = vec![
+        type Case = (&'static str, Vec<(i64, f64)>, Vec<Event>, Option<f64>);
+        let tricky: Vec<Case> = vec![
             ("no readings", vec![], vec![], None),
             ("one reading", vec![(3 * H + 5, 7.0)], vec![], None),
             ("readings only before and after the window", vec![(-5 * H, 1.0), (30 * H, 9.0)], vec![], None),
