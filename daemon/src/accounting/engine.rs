@@ -13,7 +13,10 @@
 //!   serialised (one at a time), so that a result read before a write is never stored after
 //!   that write's record was applied.
 //! * Missing years are computed 64 meters at a time, each batch read over the store's read
-//!   connections and computed on the blocking pool, two halves in parallel.
+//!   connections while the batch before is computed on the blocking pool, in as many parts as
+//!   the machine has cores ([`std::thread::available_parallelism`]). A meter's year is one pass
+//!   over its roll-ups: the readings in time order, then the hours' boundaries walked with them
+//!   ([`super::consumption::consumption`]), not a search per hour.
 //! * Meter events come from the registry's `[[event]]` lists and from the API; the API's are
 //!   appended to `<data_dir>/meter-events.jsonl` and fsynced before the API answers.
 
@@ -31,6 +34,7 @@ use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
 use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
 use crate::registry::{EventError, EventRecord, Indicator, Registry};
+use crate::store::HourRollup;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +97,58 @@ pub struct Engine {
     log: Mutex<()>,
     /// Meter-years computed since start (for the benchmark and metrics).
     pub computed: std::sync::atomic::AtomicU64,
+}
+
+/// Meters whose roll-ups are read and computed together.
+const BATCH: usize = 64;
+
+/// A meter's roll-ups over a year, with the reading before and the reading after it.
+type Window = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+
+/// Computes the years of a batch of meters from their roll-ups, in `threads` parts on the
+/// blocking pool; rows for the caches.
+async fn compute_batch(
+    batch: &[(crate::registry::Meter, String)],
+    windows: Vec<Window>,
+    cal: &Arc<YearCalendar>,
+    events: &Arc<HashMap<String, Vec<Event>>>,
+    year: i32,
+    threads: usize,
+) -> Result<Vec<(String, i32, String, Arc<MeterYear>)>, EngineError> {
+    let mut jobs = tokio::task::JoinSet::new();
+    let per = batch.len().div_ceil(threads.max(1)).max(1);
+    let mut windows = windows.into_iter();
+    for part in batch.chunks(per) {
+        let part: Vec<(crate::registry::Meter, String, Window)> = part.iter().map(|(m, k)| (m.clone(), k.clone(), windows.next().unwrap_or_default())).collect();
+        let (cal, events) = (cal.clone(), events.clone());
+        jobs.spawn_blocking(move || {
+            part.into_iter()
+                .map(|(m, key, window)| {
+                    let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
+                    let y = meter_year_from_rollups(&m, ev, window, &cal);
+                    (m.id, year, key, Arc::new(y))
+                })
+                .collect::<Vec<_>>()
+        });
+    }
+    let mut rows = Vec::with_capacity(batch.len());
+    while let Some(done) = jobs.join_next().await {
+        rows.extend(done.map_err(|e| EngineError::Invalid(e.to_string()))?);
+    }
+    Ok(rows)
+}
+
+/// A meter's year from its roll-ups over the year and the readings just around it: each
+/// hour's first and last reading, in one pass, then the continuous counter and the ledger.
+pub fn meter_year_from_rollups(
+    m: &crate::registry::Meter,
+    events: &[Event],
+    (before, hours, after): Window,
+    cal: &YearCalendar,
+) -> MeterYear {
+    let readings = super::rollup::window_readings(before, &hours, after);
+    let c = continuous(&readings, events, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
+    meter_year(&c.readings, cal, c.flags, c.rejected_readings)
 }
 
 /// A `reading` event of another quantity than the meter's counter corrects that quantity's
@@ -299,53 +355,52 @@ impl Engine {
         // Computed, a batch at a time, from the store as of one flush: it is later than the
         // change records applied above, and points acknowledged after it left change records
         // that the next call applies (one flush, not one per batch while ingest goes on).
+        // The next batch's roll-ups are read while one is computed, its meters spread over the
+        // machine's cores, and its rows written to the disk cache while the next is computed;
+        // every write is awaited before this returns (the lock held), also on an error.
         let events = Arc::new(events);
         store.flush().await?;
-        for batch in missing.chunks(64) {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let batches: Vec<&[(crate::registry::Meter, String)]> = missing.chunks(BATCH).collect();
+        let read = |batch: &[(crate::registry::Meter, String)]| {
             let series = batch.iter().map(|(m, _)| (m.id.clone(), m.counter())).collect();
-            let windows = store.counter_rollups_many_settled(series, cal.start(), cal.end()).await?;
-            let mut jobs = tokio::task::JoinSet::new();
-            let half = batch.len().div_ceil(2).max(1);
-            let mut windows = windows.into_iter();
-            for part in batch.chunks(half) {
-                let part: Vec<(crate::registry::Meter, String, _)> = part.iter().map(|(m, k)| (m.clone(), k.clone(), windows.next().unwrap_or_default())).collect();
-                let (cal, events) = (cal.clone(), events.clone());
-                jobs.spawn_blocking(move || {
-                    part.into_iter()
-                        .map(|(m, key, (before, hours, after))| {
-                            let mut readings: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
-                            readings.extend(before);
-                            for h in &hours {
-                                readings.push((h.first_ts, h.first_v));
-                                if h.last_ts != h.first_ts {
-                                    readings.push((h.last_ts, h.last_v));
-                                }
-                            }
-                            readings.extend(after);
-                            let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
-                            let c = continuous(&readings, ev, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
-                            (m.id, key, Arc::new(meter_year(&c.readings, &cal, c.flags, c.rejected_readings)))
-                        })
-                        .collect::<Vec<_>>()
-                });
-            }
-            let mut rows = Vec::with_capacity(batch.len());
-            while let Some(done) = jobs.join_next().await {
-                for (id, key, y) in done.map_err(|e| EngineError::Invalid(e.to_string()))? {
-                    rows.push((id, year, key, y));
+            let (store, from, to) = (store.clone(), cal.start(), cal.end());
+            tokio::spawn(async move { store.counter_rollups_many_settled(series, from, to).await })
+        };
+        let task = |e: tokio::task::JoinError| EngineError::Invalid(e.to_string());
+        let mut put: Option<tokio::task::JoinHandle<()>> = None;
+        let mut next = batches.first().map(|b| read(b));
+        let computed = async {
+            for (i, batch) in batches.iter().enumerate() {
+                let Some(reading) = next.take() else { break };
+                let windows = reading.await.map_err(task)??;
+                next = batches.get(i + 1).map(|b| read(b));
+                let rows = compute_batch(batch, windows, &cal, &events, year, threads).await?;
+                self.computed.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                {
+                    let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    for (id, _, _, y) in &rows {
+                        c.insert((id.clone(), year), y.clone());
+                        out.insert(id.clone(), y.clone());
+                    }
                 }
-            }
-            self.computed.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            {
-                let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                for (id, _, _, y) in &rows {
-                    c.insert((id.clone(), year), y.clone());
-                    out.insert(id.clone(), y.clone());
+                if let Some(p) = put.take() {
+                    p.await.map_err(task)?;
                 }
+                let disk = self.disk.clone();
+                put = Some(tokio::task::spawn_blocking(move || disk.put(&rows)));
             }
-            let disk = self.disk.clone();
-            tokio::task::spawn_blocking(move || disk.put(&rows)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
+            Ok::<(), EngineError>(())
         }
+        .await;
+        // A read started ahead and not needed (after an error) ends by itself; a write is awaited.
+        if let Some(r) = next {
+            r.abort();
+        }
+        if let Some(p) = put {
+            p.await.map_err(task)?;
+        }
+        computed?;
         Ok(out)
     }
 
