@@ -209,6 +209,18 @@ impl GatewayConfig {
         } else if d.address.is_some() && profiles.contains_key(&d.profile) {
             errors.push(format!("{at}: address is for DL/T 645 and CJ/T 188 meters; a Modbus device has a unit"));
         }
+        if let Some(o) = &d.di_order {
+            match field {
+                Some(fp) if fp.protocol == crate::field::profile::Protocol::Cjt188 => {
+                    if let Err(e) = crate::field::cjt188::DiOrder::parse(o) {
+                        errors.push(format!("{at}: {e}"));
+                    }
+                }
+                Some(_) => errors.push(format!("{at}: di_order is for CJ/T 188 meters")),
+                None if profiles.contains_key(&d.profile) => errors.push(format!("{at}: di_order is for CJ/T 188 meters")),
+                None => {}
+            }
+        }
         match transport {
             Ok(t) => buses.check_transport(&at, &d.meter, field.is_some(), &t, errors),
             Err(es) => errors.extend(es.into_iter().map(|e| format!("{at}: {e}"))),
@@ -490,5 +502,44 @@ address = "000000000001"
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
     }
-}
 
+    #[test]
+    fn a_cjt188_device_may_set_its_di_order() {
+        let water = crate::field::profile::parse_field_profile(
+            "generic/w",
+            "w.toml",
+            "vendor = \"G\"\nmodel = \"W\"\nsource = \"s\"\nprotocol = \"cjt188\"\nmeter_type = \"10\"\n[[value]]\nfield = \"volume\"\nquantity = \"water_volume\"\nunit = \"m³\"\n",
+        )
+        .unwrap();
+        let field = BTreeMap::from([("generic/w".to_string(), water)]);
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+tcp = "10.0.0.5:4001"
+address = "00000000000001"
+di_order = "high-first"
+"#,
+        );
+        assert!(cfg.validate_full(&profiles(), &BTreeMap::new(), &field).is_ok());
+        let cfg = config(
+            r#"
+[[device]]
+meter = "w1"
+profile = "generic/w"
+tcp = "10.0.0.5:4001"
+di_order = "90 1F"
+[[device]]
+meter = "m"
+profile = "t/t"
+tcp = "10.0.0.6:502"
+di_order = "low-first"
+"#,
+        );
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        for want in ["device[0] (w1): di_order `90 1F` is not one of \"low-first\", \"high-first\"", "device[1] (m): di_order is for CJ/T 188 meters"] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+    }
+}

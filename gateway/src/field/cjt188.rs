@@ -17,6 +17,16 @@
 //! 11 abnormal, D2 battery low) from amware meterkit `MsdFlowData.java`. The heat reply's flow
 //! rate format XXXX.XXXX follows the standard's data-format table as commonly implemented; no
 //! open implementation stating it was found, so it is marked for checking against a meter.
+//!
+//! Two variants found in the field, chosen per profile (and the first per device):
+//! - [`DiOrder`]: the standard's transmission rule ("所有多字节数据域均先传送低位字节", frame
+//!   `... 03H DI0 DI1 SER ...`, as summarised at cnblogs.com/cj94/p/18534595) gives `1F 90`; the
+//!   JY heat-meter exchange published at cnblogs.com/llguanli/p/8683992.html ("CJ/T-188 冷热量表
+//!   协议解析2") sends `FE FE FE FE 68 20 32 41 31 40 00 00 00 01 03 90 1F 01 20 16`, high byte
+//!   first, and such meters do not answer `1F 90`.
+//! - [`UnitPosition`]: the same JY reply (`81 2E 90 1F 01 08 02 00 00 00 ...`) puts each unit
+//!   code before its 4 value bytes (`08` MWh, then `02 00 00 00` = 0.02 MWh) where the standard
+//!   and the hftangyu.com water reply put it after.
 
 use super::frame::{bcd_le, checksum, scan, Layout, Scan};
 
@@ -25,8 +35,77 @@ pub const WILDCARD: [u8; 7] = [0xAA; 7];
 /// Wake-up bytes sent before every request.
 pub const PREAMBLE: [u8; 2] = [0xFE; 2];
 pub const READ_DATA: u8 = 0x01;
-/// DI 901F, "current metering data", in wire order.
+/// DI 901F, "current metering data", in wire order (low byte first, the standard's order).
 pub const DI_CURRENT: [u8; 2] = [0x1F, 0x90];
+
+/// The order a request carries the data identifier's two bytes in (profile key `di_order`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiOrder {
+    /// `1F 90` for 901F: DI0 (low byte) first, as the standard transmits multi-byte fields.
+    #[default]
+    LowFirst,
+    /// `90 1F` for 901F: as tables write it (some heat meters expect only this).
+    HighFirst,
+}
+
+impl DiOrder {
+    pub const NAMES: [&'static str; 2] = ["low-first", "high-first"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DiOrder::LowFirst => Self::NAMES[0],
+            DiOrder::HighFirst => Self::NAMES[1],
+        }
+    }
+    pub fn parse(s: &str) -> Result<DiOrder, String> {
+        match s {
+            "low-first" => Ok(DiOrder::LowFirst),
+            "high-first" => Ok(DiOrder::HighFirst),
+            _ => Err(format!("di_order `{s}` is not one of {}", Self::NAMES.map(|n| format!("\"{n}\"")).join(", "))),
+        }
+    }
+    pub fn other(self) -> DiOrder {
+        match self {
+            DiOrder::LowFirst => DiOrder::HighFirst,
+            DiOrder::HighFirst => DiOrder::LowFirst,
+        }
+    }
+    /// DI 901F in this order, as sent.
+    pub fn current(self) -> [u8; 2] {
+        match self {
+            DiOrder::LowFirst => DI_CURRENT,
+            DiOrder::HighFirst => [DI_CURRENT[1], DI_CURRENT[0]],
+        }
+    }
+}
+
+/// Where a reply puts each value's unit code (profile key `unit_position`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitPosition {
+    /// 4 BCD bytes, then the unit code (the standard; `00 77 66 55 2C`).
+    #[default]
+    After,
+    /// The unit code, then 4 BCD bytes (`2C 34 10 00 00`, as some heat meters send).
+    Before,
+}
+
+impl UnitPosition {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnitPosition::After => "after",
+            UnitPosition::Before => "before",
+        }
+    }
+    /// Offsets of the value and of the unit code in a 5-byte value/unit pair.
+    fn offsets(self) -> (usize, usize) {
+        match self {
+            UnitPosition::After => (0, 4),
+            UnitPosition::Before => (1, 0),
+        }
+    }
+}
 
 /// Meter types (the T byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +190,15 @@ pub fn encode(meter_type: u8, address: &[u8; 7], control: u8, data: &[u8]) -> Ve
     f
 }
 
-/// "Read current metering data" (DI 901F) with sequence byte `ser`.
+/// "Read current metering data" (DI 901F, `1F 90`) with sequence byte `ser`.
 pub fn read_request(meter_type: u8, address: &[u8; 7], ser: u8) -> Vec<u8> {
-    encode(meter_type, address, READ_DATA, &[DI_CURRENT[0], DI_CURRENT[1], ser])
+    read_request_in(DiOrder::LowFirst, meter_type, address, ser)
+}
+
+/// [`read_request`] with the identifier's bytes in `order`.
+pub fn read_request_in(order: DiOrder, meter_type: u8, address: &[u8; 7], ser: u8) -> Vec<u8> {
+    let di = order.current();
+    encode(meter_type, address, READ_DATA, &[di[0], di[1], ser])
 }
 
 pub fn scan_frame(buf: &[u8]) -> Scan {
@@ -259,9 +344,15 @@ pub fn status_text(st: u16) -> Vec<String> {
     out
 }
 
-/// Checks that `f` answers a 901F read with sequence `ser` and decodes it. `heat` selects the
-/// heat-meter layout (types 20 and 21); the meter type of the reply must be `meter_type`.
+/// Checks that `f` answers a 901F read with sequence `ser` and decodes it, unit codes after the
+/// values. Heat and cooling meters (types 20 and 21) have the heat-meter layout; the meter type
+/// of the reply must be `meter_type`.
 pub fn decode_current(f: &Frame, meter_type: u8, ser: u8) -> Result<Current, String> {
+    decode_current_as(f, meter_type, ser, UnitPosition::After)
+}
+
+/// [`decode_current`] with the unit codes where `units` says.
+pub fn decode_current_as(f: &Frame, meter_type: u8, ser: u8, units: UnitPosition) -> Result<Current, String> {
     if f.control & 0x80 == 0 {
         return Err(format!("control {:02X} is not a reply (an echo of the request on the line?)", f.control));
     }
@@ -289,13 +380,15 @@ pub fn decode_current(f: &Frame, meter_type: u8, ser: u8) -> Result<Current, Str
         return Err(format!("reply has {} data bytes, a {} meter's 901F reply has {need}", d.len(), if heat { "heat" } else { "water or gas" }));
     }
     let mut c = Current::default();
+    let (value_off, unit_off) = units.offsets();
+    // `at`: the first byte of a 5-byte value/unit pair.
     let measured = |c: &mut Current, field: Field, at: usize, decimals: i32, dim: Dimension| {
-        let raw = bcd_le(&d[at..at + 4], false);
-        match (raw, unit(d[at + 4])) {
+        let (v, u) = (&d[at + value_off..at + value_off + 4], d[at + unit_off]);
+        match (bcd_le(v, false), unit(u)) {
             (Some(r), Some((dm, factor, _))) if dm == dim => c.values.push((field, r as f64 / 10f64.powi(decimals) * factor)),
-            (None, _) => c.problems.push(format!("{}: {} is not BCD", field.name(), super::frame::hex(&d[at..at + 4]))),
-            (_, Some((_, _, sym))) => c.problems.push(format!("{}: unit code {:02X} ({sym}) is not a unit of this field", field.name(), d[at + 4])),
-            (_, None) => c.problems.push(format!("{}: unknown unit code {:02X}", field.name(), d[at + 4])),
+            (None, _) => c.problems.push(format!("{}: {} is not BCD", field.name(), super::frame::hex(v))),
+            (_, Some((_, _, sym))) => c.problems.push(format!("{}: unit code {u:02X} ({sym}) is not a unit of this field", field.name())),
+            (_, None) => c.problems.push(format!("{}: unknown unit code {u:02X}", field.name())),
         }
     };
     let plain = |c: &mut Current, field: Field, at: usize, decimals: i32| match bcd_le(&d[at..at + 3], false) {
@@ -329,15 +422,28 @@ pub fn decode_current(f: &Frame, meter_type: u8, ser: u8) -> Result<Current, Str
 /// What a simulated meter sends for a 901F read: each field's value in its contract unit, sent
 /// with the unit code given (the value is converted to that unit).
 pub fn encode_current(meter_type: u8, address: &[u8; 7], ser: u8, values: &[(Field, f64, u8)], time: [u8; 7], status: u16) -> Option<Vec<u8>> {
+    encode_current_as(DI_CURRENT, UnitPosition::After, meter_type, address, ser, values, time, status)
+}
+
+/// [`encode_current`] echoing the identifier bytes `di` as received, unit codes where `units`
+/// says.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_current_as(di: [u8; 2], units: UnitPosition, meter_type: u8, address: &[u8; 7], ser: u8, values: &[(Field, f64, u8)], time: [u8; 7], status: u16) -> Option<Vec<u8>> {
     let heat = MeterType::from_code(meter_type).is_some_and(MeterType::is_heat);
-    let mut d = vec![DI_CURRENT[0], DI_CURRENT[1], ser];
+    let mut d = vec![di[0], di[1], ser];
     let get = |f: Field| values.iter().find(|v| v.0 == f).copied().unwrap_or((f, 0.0, default_unit(f)));
     let measured = |d: &mut Vec<u8>, f: Field, decimals: i32| -> Option<()> {
         let (_, v, code) = get(f);
         let (_, factor, _) = unit(code)?;
         let raw = (v / factor * 10f64.powi(decimals)).round();
-        d.extend(super::frame::to_bcd_le(raw as i64, 4, false)?);
-        d.push(code);
+        let bcd = super::frame::to_bcd_le(raw as i64, 4, false)?;
+        if units == UnitPosition::Before {
+            d.push(code);
+        }
+        d.extend(bcd);
+        if units == UnitPosition::After {
+            d.push(code);
+        }
         Some(())
     };
     let plain = |d: &mut Vec<u8>, f: Field, decimals: i32| -> Option<()> {
@@ -481,5 +587,98 @@ mod tests {
         let wire = encode(0x10, &a, 0xC1, &[0x1F, 0x90, 0x00, 0x01]);
         let f = decode(&wire[2..]).unwrap();
         assert!(decode_current(&f, 0x10, 0).unwrap_err().starts_with("abnormal reply C1"));
+    }
+
+    #[test]
+    fn the_published_high_first_request_byte_for_byte() {
+        // cnblogs.com/llguanli/p/8683992.html (JY heat meter): meter 00000040314132, heat, SER 01:
+        // FE FE FE FE 68 20 32 41 31 40 00 00 00 01 03 90 1F 01 20 16; sum 68+20+32+41+31+40+01+
+        // 03+90+1F+01 = 0x220 -> CS 20. We send two FE.
+        let a = addr("00000040314132");
+        let r = read_request_in(DiOrder::HighFirst, 0x20, &a, 1);
+        assert_eq!(r, vec![0xFE, 0xFE, 0x68, 0x20, 0x32, 0x41, 0x31, 0x40, 0x00, 0x00, 0x00, 0x01, 0x03, 0x90, 0x1F, 0x01, 0x20, 0x16]);
+        // The default order is the standard's: the same request with 1F 90 (same sum, same CS).
+        assert_eq!(read_request_in(DiOrder::LowFirst, 0x20, &a, 1), read_request(0x20, &a, 1));
+        assert_eq!(&read_request(0x20, &a, 1)[13..15], &[0x1F, 0x90]);
+        assert_eq!(DiOrder::default(), DiOrder::LowFirst);
+        assert_eq!(DiOrder::parse("high-first"), Ok(DiOrder::HighFirst));
+        assert_eq!(DiOrder::parse("90 1F").unwrap_err(), "di_order `90 1F` is not one of \"low-first\", \"high-first\"");
+    }
+
+    /// The JY heat meter's published reply (same page), checksum 31 as printed.
+    fn jy_reply() -> Vec<u8> {
+        let mut w = vec![0xFE, 0xFE, 0xFE, 0xFE, 0x68, 0x20, 0x32, 0x41, 0x31, 0x40, 0x00, 0x00, 0x00, 0x81, 0x2E, 0x90, 0x1F, 0x01];
+        w.extend([0x08, 0x02, 0x00, 0x00, 0x00]); // settlement heat: unit 08 (MWh), 00000002 -> 0.02 MWh
+        w.extend([0x08, 0x02, 0x00, 0x00, 0x00]); // current heat: the same
+        w.extend([0x17, 0x00, 0x00, 0x00, 0x00]); // heat power: unit 17 (kW), 0
+        w.extend([0x35, 0x00, 0x00, 0x00, 0x00]); // flow rate: unit 35 (m³/h), 0
+        w.extend([0x2C, 0x34, 0x10, 0x00, 0x00]); // volume: unit 2C (m³), 00001034 -> 10.34 m³
+        w.extend([0x35, 0x25, 0x00, 0x66, 0x25, 0x00, 0x00, 0x00, 0x00]); // 25.35 °C, 25.66 °C, 0 h
+        w.extend([0x53, 0x00, 0x12, 0x10, 0x07, 0x15, 0x20, 0x00, 0x00, 0x31, 0x16]); // 2015-07-10 12:00:53, status 00 00
+        w
+    }
+
+    #[test]
+    fn units_before_values_decode_the_published_heat_reply() {
+        let wire = jy_reply();
+        let Scan::Frame { start, end } = scan_frame(&wire) else { panic!("the published checksum 31 holds") };
+        let f = decode(&wire[start..end]).unwrap();
+        assert_eq!(f.data.len(), 0x2E);
+        let c = decode_current_as(&f, 0x20, 1, UnitPosition::Before).unwrap();
+        // 0.02 MWh x 3.6 GJ/MWh = 0.072 GJ.
+        let close = |f: Field, v: f64| assert!((c.get(f).unwrap() - v).abs() < 1e-12, "{f:?}: {:?} vs {v}", c.get(f));
+        close(Field::SettlementHeat, 0.072);
+        close(Field::Heat, 0.072);
+        close(Field::HeatPower, 0.0);
+        close(Field::FlowRate, 0.0);
+        close(Field::Volume, 10.34);
+        close(Field::SupplyTemperature, 25.35);
+        close(Field::ReturnTemperature, 25.66);
+        close(Field::WorkingHours, 0.0);
+        assert_eq!(c.time.as_deref(), Some("2015-07-10 12:00:53"));
+        assert_eq!(c.status, 0);
+        assert!(c.problems.is_empty(), "{:?}", c.problems);
+        // Read as the standard's layout, the first pair is value 08 02 00 00 (BCD 00000208) with
+        // unit byte 00, an unknown code: a problem, never a wrong value.
+        let wrong = decode_current(&f, 0x20, 1).unwrap();
+        assert_eq!(wrong.get(Field::SettlementHeat), None);
+        assert!(wrong.problems.iter().any(|p| p == "settlement_heat: unknown unit code 00"), "{:?}", wrong.problems);
+    }
+
+    #[test]
+    fn both_unit_positions_table() {
+        // Cold water 00000000000001, SER 05, volume 12.34 m³ (2C), settlement 5.00 m³ (2C), time
+        // 2026-01-01 12:00:00, status 00 00. 12.34 with 2 decimals -> 1234 -> 34 12 00 00.
+        let a = addr("00000000000001");
+        let vals = [(Field::Volume, 12.34, 0x2C), (Field::SettlementVolume, 5.0, 0x2C)];
+        let time = [0x00, 0x00, 0x12, 0x01, 0x01, 0x26, 0x20];
+        // (layout, DI echoed, expected data bytes after DI and SER up to the time)
+        let table: [(UnitPosition, [u8; 2], [u8; 10]); 2] = [
+            (UnitPosition::After, [0x1F, 0x90], [0x34, 0x12, 0x00, 0x00, 0x2C, 0x00, 0x05, 0x00, 0x00, 0x2C]),
+            (UnitPosition::Before, [0x90, 0x1F], [0x2C, 0x34, 0x12, 0x00, 0x00, 0x2C, 0x00, 0x05, 0x00, 0x00]),
+        ];
+        for (units, di, pairs) in table {
+            let wire = encode_current_as(di, units, 0x10, &a, 5, &vals, time, 0).unwrap();
+            let f = decode(&wire[2..]).unwrap();
+            assert_eq!(&f.data[..3], &[di[0], di[1], 0x05], "{units:?}");
+            assert_eq!(&f.data[3..13], &pairs, "{units:?}");
+            let c = decode_current_as(&f, 0x10, 5, units).unwrap();
+            assert_eq!(c.get(Field::Volume), Some(12.34), "{units:?}");
+            assert_eq!(c.get(Field::SettlementVolume), Some(5.0), "{units:?}");
+            assert_eq!(c.time.as_deref(), Some("2026-01-01 12:00:00"));
+            // The other layout: After read as Before takes unit 34 (unknown); Before read as After
+            // takes 2C 34 12 00 as the value (2C is not BCD). Problems, no values.
+            let other = if units == UnitPosition::After { UnitPosition::Before } else { UnitPosition::After };
+            let c = decode_current_as(&f, 0x10, 5, other).unwrap();
+            assert_eq!(c.get(Field::Volume), None, "{units:?}");
+            assert!(!c.problems.is_empty());
+        }
+        // Unit before, wrong dimension: kWh (05) in front of a volume.
+        let mut wire = encode_current_as([0x1F, 0x90], UnitPosition::Before, 0x10, &a, 0, &vals, time, 0).unwrap();
+        wire[2 + 11 + 3] = 0x05;
+        let n = wire.len();
+        wire[n - 2] = checksum(&wire[2..n - 2]);
+        let c = decode_current_as(&decode(&wire[2..]).unwrap(), 0x10, 0, UnitPosition::Before).unwrap();
+        assert_eq!(c.problems, vec!["volume: unit code 05 (kWh) is not a unit of this field"]);
     }
 }

@@ -218,7 +218,7 @@ async fn read_cjt(link: &mut FieldLink, meter: &mut FieldMeter, p: &FieldProfile
     let ty = p.meter_type_code;
     let ser = meter.ser;
     meter.ser = meter.ser.wrapping_add(1);
-    let req = cjt188::read_request(ty, &address, ser);
+    let req = cjt188::read_request_in(p.di_order(), ty, &address, ser);
     let mut from = None;
     let res = with_retries(link, out, "90 1F", &req, mcfg, cjt188::scan_frame, |bytes| {
         let f = cjt188::decode(bytes)?;
@@ -233,7 +233,7 @@ async fn read_cjt(link: &mut FieldLink, meter: &mut FieldMeter, p: &FieldProfile
         if f.control & 0x40 != 0 {
             return Ok(Err(format!("CJ/T 188 90 1F: abnormal reply {:02X}", f.control)));
         }
-        cjt188::decode_current(&f, ty, ser).map(Ok)
+        cjt188::decode_current_as(&f, ty, ser, p.unit_position()).map(Ok)
     })
     .await;
     if let Some(a) = from {
@@ -305,6 +305,16 @@ pub fn meter_address(protocol: Protocol, address: Option<&str>) -> Result<Option
     address.map(|a| super::frame::parse_address(a, protocol.address_len())).transpose()
 }
 
+/// The profile as one device reads it: the device's `di_order`, when set, replaces the
+/// profile's (meters of one model that differ in the field).
+pub fn with_device_settings(d: &DeviceConfig, p: &Arc<FieldProfile>) -> Arc<FieldProfile> {
+    // Checked by the configuration's validation; a bad value keeps the profile's.
+    match d.di_order.as_deref().map(cjt188::DiOrder::parse) {
+        Some(Ok(o)) if p.protocol == Protocol::Cjt188 && p.di_order() != o => Arc::new(FieldProfile { di_order: Some(o), ..(**p).clone() }),
+        _ => p.clone(),
+    }
+}
+
 /// Polls every meter of one field bus until cancelled (the scheduling of
 /// [`crate::poll::schedule()`]: one request in flight, per-device intervals and back-off).
 #[allow(clippy::too_many_arguments)]
@@ -324,7 +334,7 @@ pub async fn run_field_bus(
     let meters = devices
         .iter()
         .map(|(d, p)| FieldMeter {
-            profile: p.clone(),
+            profile: with_device_settings(d, p),
             // Checked by the configuration's validation; a bad address reads as "find it".
             address: meter_address(p.protocol, d.address.as_deref()).ok().flatten(),
             ser: 0,

@@ -1,7 +1,8 @@
 //! `energy-gateway probe` for DL/T 645 and CJ/T 188 meters: reads one meter once (finding its
 //! address first when none is given) and says in plain words what looks wrong: no answer, frames
 //! that fail their checksum (wrong baud rate or parity), another DL/T 645 edition, another
-//! meter's address, identifiers the meter refuses. `--scan` lists the meters that answer.
+//! meter's address, identifiers the meter refuses, a CJ/T 188 meter that wants the data
+//! identifier in the other byte order (`di_order`). `--scan` lists the meters that answer.
 
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ fn first_request(profile: &FieldProfile, address: Option<&[u8]>) -> Option<(Vec<
         None => {
             let a: [u8; 7] = address.and_then(|a| a.try_into().ok()).unwrap_or(super::cjt188::WILDCARD);
             let ty = profile.meter_type_code;
-            let req = super::cjt188::read_request(ty, &a, 0);
+            let req = super::cjt188::read_request_in(profile.di_order(), ty, &a, 0);
             let check = move |b: &[u8]| {
                 let f = super::cjt188::decode(b)?;
                 if f.control & 0x80 == 0 {
@@ -133,6 +134,22 @@ async fn no_answer_hints(profile: &FieldProfile, transport: &Transport, address:
             "{bad_frames} frame(s) came back with a wrong checksum: the baud rate or parity is probably wrong ({proto} meters usually use 2400 baud, 8 data bits, even parity{}), or several meters answered the wildcard at once",
             if matches!(transport, Transport::Serial(_)) { "" } else { "; set the serial server's line accordingly" }
         ));
+    }
+    // A CJ/T 188 meter that only answers DI 901F in the other byte order? One try.
+    if profile.protocol == Protocol::Cjt188 {
+        let other = profile.di_order().other();
+        let flipped = FieldProfile { di_order: Some(other), ..profile.clone() };
+        if let (Some((req, check, scan)), Ok(mut link)) = (first_request(&flipped, address), open(transport, &short).await) {
+            if link.exchange(&req, Duration::from_millis(short.timeout_ms), Duration::ZERO, scan, |b| check(b)).await.is_ok() {
+                hints.push(format!(
+                    "the meter answers only when DI 901F is sent {} instead of {}: set di_order = \"{}\" in the profile (or on this [[device]] in the gateway configuration)",
+                    hex(&other.current()),
+                    hex(&profile.di_order().current()),
+                    other.name()
+                ));
+                return hints;
+            }
+        }
     }
     // The other DL/T 645 edition?
     if let Some(ed) = profile.protocol.edition() {

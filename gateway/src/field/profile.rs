@@ -6,7 +6,10 @@
 //! (`di = "00 01 00 00"`, or a block `"02 01 FF 00"`) and the values its reply holds one after
 //! the other, each with a quantity, a format (`XXXXXX.XX`), whether the top bit is a sign, and an
 //! optional scale. CJ/T 188: the meter type (`meter_type = "10"`) and `[[value]]` entries
-//! mapping fields of the 901F reply to quantities (the reply's unit codes are converted).
+//! mapping fields of the 901F reply to quantities (the reply's unit codes are converted), and
+//! two variants found in the field: `di_order = "low-first" | "high-first"` (DI 901F sent
+//! `1F 90`, the default, or `90 1F`) and `unit_position = "after" | "before"` (each value's
+//! unit code after the value, the default, or before it); see [`super::cjt188`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +17,7 @@ use std::path::Path;
 use energy_wire::Quantity;
 use serde::{Deserialize, Serialize};
 
-use super::cjt188::{Field, MeterType};
+use super::cjt188::{DiOrder, Field, MeterType, UnitPosition};
 use super::dlt645::{Edition, Format};
 use super::frame::parse_hex;
 use crate::profile::{is_field_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
@@ -125,6 +128,12 @@ pub struct FieldProfile {
     pub reads: Vec<DltRead>,
     #[serde(default, rename = "value")]
     pub values: Vec<CjtValue>,
+    /// CJ/T 188: the byte order of DI 901F in requests (default low-first, `1F 90`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub di_order: Option<DiOrder>,
+    /// CJ/T 188: where the reply puts each value's unit code (default after the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_position: Option<UnitPosition>,
     #[serde(skip)]
     pub meter_type_code: u8,
 }
@@ -137,6 +146,16 @@ impl FieldProfile {
         } else {
             self.reads.iter().flat_map(|r| r.values.iter().map(|v| v.quantity)).collect()
         }
+    }
+
+    /// CJ/T 188: the order requests carry the data identifier in.
+    pub fn di_order(&self) -> DiOrder {
+        self.di_order.unwrap_or_default()
+    }
+
+    /// CJ/T 188: where the reply's unit codes are.
+    pub fn unit_position(&self) -> UnitPosition {
+        self.unit_position.unwrap_or_default()
     }
 
     /// Default line settings: the profile's, else 2400 baud even parity (DL/T 645-2007 4.1 and
@@ -205,6 +224,9 @@ fn validate_dlt(p: &mut FieldProfile, ed: Edition, seen: &mut Seen, errors: &mut
     }
     if p.meter_type.is_some() || !p.values.is_empty() {
         errors.push("meter_type and [[value]] are for CJ/T 188 profiles; DL/T 645 values go in [[read]]".into());
+    }
+    if p.di_order.is_some() || p.unit_position.is_some() {
+        errors.push("di_order and unit_position are for CJ/T 188 profiles; a DL/T 645 identifier is written as tables write it".into());
     }
     for (i, r) in p.reads.iter_mut().enumerate() {
         let at = format!("read[{i}] ({})", r.di);
@@ -366,5 +388,14 @@ unit = "m³"
         assert!(errs[0].message.contains("meter_type `99` is not a CJ/T 188 meter type"), "{:?}", errs);
         let errs = parse_field_profile("t", "t.toml", &water.replace("water_volume", "heat_energy").replace("m³", "GJ")).unwrap_err();
         assert!(errs[0].message.contains("the field is in m³, quantity heat_energy is in GJ"), "{:?}", errs);
+        // The variants: defaults are the standard's; the keys set them; bad values are named.
+        assert_eq!((p.di_order(), p.unit_position()), (DiOrder::LowFirst, UnitPosition::After));
+        let jy = water.replace("meter_type = \"10\"", "meter_type = \"10\"\ndi_order = \"high-first\"\nunit_position = \"before\"");
+        let p = parse_field_profile("t", "t.toml", &jy).unwrap();
+        assert_eq!((p.di_order(), p.unit_position()), (DiOrder::HighFirst, UnitPosition::Before));
+        let errs = parse_field_profile("t", "t.toml", &jy.replace("high-first", "90 1F")).unwrap_err();
+        assert!(errs[0].message.contains("unknown variant `90 1F`, expected `low-first` or `high-first`"), "{:?}", errs);
+        let errs = parse_field_profile("t", "t.toml", &DLT.replacen("[[read]]", "di_order = \"high-first\"\n[[read]]", 1)).unwrap_err();
+        assert!(errs[0].message.contains("di_order and unit_position are for CJ/T 188 profiles"), "{:?}", errs);
     }
 }

@@ -2,7 +2,9 @@
 //! byte for byte as the standards say (preamble before replies, +0x33 scrambling, follow-up
 //! frames, abnormal replies, sequence byte echo, unit codes), after a realistic answer delay and
 //! the time the bytes take on a line of the given baud rate. They can be made to misbehave:
-//! stay silent, answer an identifier abnormally, or corrupt every n-th reply's checksum.
+//! stay silent, answer an identifier abnormally, or corrupt every n-th reply's checksum. A CJ/T
+//! 188 meter answers only the DI byte order it is told (by default its profile's: real meters of
+//! that kind ignore the other) and puts unit codes where it is told (default: its profile's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use energy_wire::Quantity;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::cjt188::{self, Field};
+use super::cjt188::{self, DiOrder, Field, UnitPosition};
 use super::dlt645::{self, Edition};
 use super::frame::{format_address, Scan};
 use super::profile::{DltRead, FieldProfile, Protocol};
@@ -38,13 +40,17 @@ pub struct SimMeter {
     pub corrupt_every: Option<u64>,
     /// Added to every counter after each answer to a read (simulated consumption).
     pub step: f64,
+    /// CJ/T 188: the DI byte order the meter answers (`None`: either); the reply echoes the
+    /// identifier as received.
+    pub di_order: Option<DiOrder>,
+    /// CJ/T 188: where the reply puts unit codes.
+    pub unit_position: UnitPosition,
 }
 
 impl SimMeter {
     pub fn new(profile: Arc<FieldProfile>, address: &str, values: BTreeMap<Quantity, f64>) -> Result<SimMeter, String> {
         let address = super::frame::parse_address(address, profile.protocol.address_len())?;
         Ok(SimMeter {
-            profile,
             address,
             values,
             units: BTreeMap::new(),
@@ -54,6 +60,9 @@ impl SimMeter {
             silent: false,
             corrupt_every: None,
             step: 0.0,
+            di_order: Some(profile.di_order()),
+            unit_position: profile.unit_position(),
+            profile,
         })
     }
 
@@ -238,14 +247,16 @@ impl SimBus {
 
     fn answer_cjt(&self, bytes: &[u8]) -> Vec<(Vec<u8>, Option<u64>)> {
         let Ok(f) = cjt188::decode(bytes) else { return vec![] };
-        if f.control & 0x80 != 0 || f.control != cjt188::READ_DATA || f.data.len() < 3 || f.data[..2] != cjt188::DI_CURRENT {
+        if f.control & 0x80 != 0 || f.control != cjt188::READ_DATA || f.data.len() < 3 {
             return vec![];
         }
+        let di = [f.data[0], f.data[1]];
+        let Some(order) = [DiOrder::LowFirst, DiOrder::HighFirst].into_iter().find(|o| o.current() == di) else { return vec![] };
         let ser = f.data[2];
         let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for m in meters.iter_mut() {
-            if m.profile.protocol != Protocol::Cjt188 || m.silent || m.profile.meter_type_code != f.meter_type {
+            if m.profile.protocol != Protocol::Cjt188 || m.silent || m.profile.meter_type_code != f.meter_type || m.di_order.is_some_and(|o| o != order) {
                 continue;
             }
             if !(f.address == cjt188::WILDCARD || f.address[..] == m.address[..]) {
@@ -259,7 +270,7 @@ impl SimBus {
                 .map(|v| (v.field, m.values.get(&v.quantity).copied().unwrap_or(0.0), m.units.get(&v.field).copied().unwrap_or(cjt188::default_unit(v.field))))
                 .collect();
             // 2026-01-01 12:00:00.
-            let Some(reply) = cjt188::encode_current(f.meter_type, &addr, ser, &fields, [0x00, 0x00, 0x12, 0x01, 0x01, 0x26, 0x20], m.status) else { continue };
+            let Some(reply) = cjt188::encode_current_as(di, m.unit_position, f.meter_type, &addr, ser, &fields, [0x00, 0x00, 0x12, 0x01, 0x01, 0x26, 0x20], m.status) else { continue };
             {
                 let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
                 for v in &m.profile.values {

@@ -84,6 +84,10 @@ pub struct DeviceConfig {
     /// it the only meter on the line is found (DL/T 645-2007 read address, or the wildcard).
     #[serde(default)]
     pub address: Option<String>,
+    /// CJ/T 188: the byte order of the data identifier in requests, `"low-first"` (`1F 90`) or
+    /// `"high-first"` (`90 1F`), when this meter differs from its profile's `di_order`.
+    #[serde(default)]
+    pub di_order: Option<String>,
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
     /// Current transformer ratio applied to registers marked `ratio = "ct"` or `"ct_pt"`.
@@ -118,6 +122,7 @@ impl DeviceConfig {
             stop_bits: default_stop_bits(),
             unit,
             address: None,
+            di_order: None,
             interval_ms: default_interval_ms(),
             ct_ratio: 1.0,
             pt_ratio: 1.0,
