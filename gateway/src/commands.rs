@@ -145,6 +145,13 @@ pub(crate) fn show_profile(dir: &Path, name: &str) -> Result<(), ExitCode> {
         out("")?;
         if p.protocol == Protocol::Cjt188 {
             out(&format!("meter type {:02X} ({}), read with DI 90 1F; units converted from the reply's unit codes", p.meter_type_code, cjt188::MeterType::from_code(p.meter_type_code).map_or("?", cjt188::MeterType::name)))?;
+            out(&format!(
+                "DI sent {} (di_order = \"{}\"); unit code {} each value (unit_position = \"{}\")",
+                hex(&p.di_order().current()),
+                p.di_order().name(),
+                p.unit_position().name(),
+                p.unit_position().name()
+            ))?;
             let rows: Vec<Vec<String>> = p.values.iter().map(|v| vec![v.field.name().to_string(), v.quantity.name().to_string(), v.unit.clone()]).collect();
             return table(&["FIELD", "QUANTITY", "UNIT"], &rows);
         }

@@ -398,3 +398,131 @@ async fn probe_on_a_serial_port_and_meter_state_in_the_status() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+/// The two CJ/T 188 variants found in the field (DI 901F sent `90 1F`; unit codes before the
+/// values), each combination over TCP: the simulated meter answers only its own DI order and
+/// sends its own layout; a reader set the same way reads every value, a reader with the other DI
+/// order gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
+    use energy_gateway::field::cjt188::{DiOrder, UnitPosition};
+    let all = profiles();
+    let cancel = CancellationToken::new();
+    for name in ["generic/cjt188-heat", "generic/cjt188-water"] {
+        for (order, units) in [
+            (DiOrder::LowFirst, UnitPosition::After),
+            (DiOrder::LowFirst, UnitPosition::Before),
+            (DiOrder::HighFirst, UnitPosition::After),
+            (DiOrder::HighFirst, UnitPosition::Before),
+        ] {
+            let p = Arc::new(FieldProfile { di_order: Some(order), unit_position: Some(units), ..all[name].clone() });
+            let want = SimMeter::typical(&p);
+            let m = SimMeter::new(p.clone(), "00000000000042", want.clone()).unwrap();
+            assert_eq!((m.di_order, m.unit_position), (Some(order), units), "the simulator follows its profile");
+            let bus = SimBus::new(vec![m], Duration::from_millis(10), Some(9600));
+            let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
+            let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
+            let mcfg = ModbusConfig { timeout_ms: 2000, retries: 0, ..ModbusConfig::default() };
+            let mut reader = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 3 };
+            let r = read_meter(&mut link, &mut reader, &mcfg).await;
+            assert!(r.errors.is_empty() && r.problems.is_empty(), "{name} {order:?} {units:?}: {:?} {:?}", r.errors, r.problems);
+            for q in p.quantities() {
+                let (got, w) = (r.values.get(&q).copied(), want[&q]);
+                assert!(got.is_some_and(|g| close(q, g, w)), "{name} {order:?} {units:?} {q}: {got:?} vs {w}");
+            }
+            // The other order: this meter stays silent, as the field's meters do.
+            let other = Arc::new(FieldProfile { di_order: Some(order.other()), ..(*p).clone() });
+            let mut reader = FieldMeter { profile: other, address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 4 };
+            let r = read_meter(&mut link, &mut reader, &ModbusConfig { timeout_ms: 300, ..mcfg.clone() }).await;
+            assert!(!r.answered && r.values.is_empty(), "{name} {order:?}: {:?}", r.values);
+            assert!(matches!(r.errors[..], [ReadError::Timeout(_)]), "{:?}", r.errors);
+            // Told to answer either order, it answers the other one too.
+            bus.meters.lock().unwrap()[0].di_order = None;
+            let r = read_meter(&mut link, &mut reader, &mcfg).await;
+            assert!(r.errors.is_empty(), "{:?}", r.errors);
+            assert_eq!(r.values.len(), p.quantities().len());
+        }
+    }
+    cancel.cancel();
+}
+
+/// A device whose meter wants `90 1F` while its profile says `1F 90`: `di_order` on the device
+/// makes the scheduler's reads answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_di_order_overrides_its_profile() {
+    use energy_gateway::field::cjt188::DiOrder;
+    let all = profiles();
+    let p = Arc::new(all["generic/cjt188-water"].clone());
+    let mut m = SimMeter::new(p.clone(), "00000000000007", SimMeter::typical(&p)).unwrap();
+    m.di_order = Some(DiOrder::HighFirst);
+    let mut n = SimMeter::new(p.clone(), "00000000000008", SimMeter::typical(&p)).unwrap();
+    n.di_order = Some(DiOrder::HighFirst);
+    let bus = SimBus::new(vec![m, n], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let dev = |meter: &str, address: &str, di_order: Option<&str>| {
+        let mut d = DeviceConfig::tcp(meter, &p.name, &addr, 1);
+        d.address = Some(address.to_string());
+        d.di_order = di_order.map(str::to_string);
+        d.interval_ms = 200;
+        (d, p.clone())
+    };
+    let devices = vec![dev("set", "00000000000007", Some("high-first")), dev("unset", "00000000000008", None)];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let status = Arc::new(Mutex::new(BTreeMap::new()));
+    let mcfg = ModbusConfig { timeout_ms: 200, retries: 0, ..ModbusConfig::default() };
+    let task = tokio::spawn(run_field_bus(Transport::Tcp(addr.clone()), devices, mcfg, tx, Metrics::new(), status.clone(), cancel.clone()));
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let end = Instant::now() + Duration::from_secs(20);
+    while seen.get("set").copied().unwrap_or(0) < 3 {
+        let Ok(Some(s)) = tokio::time::timeout_at(end.into(), rx.recv()).await else { break };
+        assert_eq!(s.v[&Quantity::WaterVolume], 1_234.56);
+        *seen.entry(s.meter.clone()).or_default() += 1;
+    }
+    cancel.cancel();
+    task.await.unwrap();
+    assert!(seen.get("set").is_some_and(|&n| n >= 3), "{seen:?}");
+    assert!(!seen.contains_key("unset"), "{seen:?}");
+    assert!(status.lock().unwrap().get("unset").is_none_or(|d| !d.up));
+}
+
+/// A meter that only answers `90 1F` probed with a profile that sends `1F 90`: the probe tries
+/// the other order once and says which key to set; `--json` prints the same records as ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_hints_the_other_di_order() {
+    use energy_gateway::field::cjt188::DiOrder;
+    let all = profiles();
+    let p = Arc::new(all["generic/cjt188-heat"].clone());
+    let mut m = SimMeter::new(p.clone(), "00000040314132", SimMeter::typical(&p)).unwrap();
+    m.di_order = Some(DiOrder::HighFirst);
+    let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    for json in [false, true] {
+        let mut a = vec!["probe", "--profile", "generic/cjt188-heat", "--tcp", &ep, "--timeout-ms", "300"];
+        if json {
+            a.push("--json");
+        }
+        let (code, out, err) = gateway(args(&a)).await;
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("hint: the meter answers only when DI 901F is sent 90 1F instead of 1F 90: set di_order = \"high-first\" in the profile (or on this [[device]] in the gateway configuration)"),
+            "{err}"
+        );
+        assert!(!err.contains("hint: no answer"), "{err}");
+        if json {
+            for l in out.lines() {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                let mut keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+                keys.sort_unstable();
+                assert_eq!(keys, ["quantity", "unit", "value"], "{l}");
+            }
+        }
+    }
+    // Answering both orders, the profile's order works and no hint is printed.
+    bus.meters.lock().unwrap()[0].di_order = None;
+    let (code, out, err) = gateway(args(&["probe", "--profile", "generic/cjt188-heat", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("di_order"), "{err}");
+    cancel.cancel();
+}
