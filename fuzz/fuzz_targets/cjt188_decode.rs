@@ -1,8 +1,9 @@
 //! Decoding CJ/T 188 replies from any bytes on the line: frames are scanned as the link does and
-//! each is decoded as the 901F answer of every meter type; every value is finite, never a panic.
+//! each is decoded as the 901F answer of every meter type, unit codes after and before the values;
+//! every value is finite, never a panic.
 #![no_main]
 
-use energy_gateway::field::cjt188::{decode, decode_current, scan_frame, status_text};
+use energy_gateway::field::cjt188::{decode, decode_current, decode_current_as, scan_frame, status_text, UnitPosition};
 use energy_gateway::field::frame::Scan;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
                         if let Ok(c) = decode_current(&f, ty, ser) {
                             assert!(c.values.iter().all(|(_, v)| v.is_finite()));
                             let _ = status_text(c.status);
+                        }
+                        if let Ok(c) = decode_current_as(&f, ty, ser, UnitPosition::Before) {
+                            assert!(c.values.iter().all(|(_, v)| v.is_finite()));
                         }
                     }
                 }

@@ -18,15 +18,20 @@
 //! rate format XXXX.XXXX follows the standard's data-format table as commonly implemented; no
 //! open implementation stating it was found, so it is marked for checking against a meter.
 //!
-//! Two variants found in the field, chosen per profile (and the first per device):
-//! - [`DiOrder`]: the standard's transmission rule ("所有多字节数据域均先传送低位字节", frame
-//!   `... 03H DI0 DI1 SER ...`, as summarised at cnblogs.com/cj94/p/18534595) gives `1F 90`; the
-//!   JY heat-meter exchange published at cnblogs.com/llguanli/p/8683992.html ("CJ/T-188 冷热量表
-//!   协议解析2") sends `FE FE FE FE 68 20 32 41 31 40 00 00 00 01 03 90 1F 01 20 16`, high byte
-//!   first, and such meters do not answer `1F 90`.
-//! - [`UnitPosition`]: the same JY reply (`81 2E 90 1F 01 08 02 00 00 00 ...`) puts each unit
-//!   code before its 4 value bytes (`08` MWh, then `02 00 00 00` = 0.02 MWh) where the standard
-//!   and the hftangyu.com water reply put it after.
+//! Two variants found in the field, chosen per profile (the first also per device):
+//! - [`DiOrder`]: the transmission rule as summarised at cnblogs.com/cj94/p/18534595
+//!   ("所有多字节数据域均先传送低位字节", request `... 03H DI0 DI1 SER ...`) and the hftangyu.com
+//!   exchange give `1F 90`; but the ng-gateway CJ/T 188 driver's documentation
+//!   (ng-gateway.com/en/southward/cjt188/address-di.html) says the 2004 edition sends 901F
+//!   big-endian, `90 1F`, and the 2018 edition `1F 90`, and two published 2004 exchanges send
+//!   `90 1F`: a water meter at cnblogs.com/cj94/p/18534598 ("CJ/T188-2004 报文举例", request
+//!   `68 10 18 02 12 20 20 00 00 01 03 90 1F 00 97 16`) and the JY heat meter at
+//!   cnblogs.com/llguanli/p/8683992.html ("CJ/T-188 冷热量表协议解析2", request
+//!   `68 20 32 41 31 40 00 00 00 01 03 90 1F 01 20 16`). A meter expecting one order does not
+//!   answer the other; replies are accepted in either order.
+//! - [`UnitPosition`]: that JY heat meter's reply (`81 2E 90 1F 01 08 02 00 00 00 ...`) puts
+//!   each unit code before its 4 value bytes (`08` MWh, then `02 00 00 00` = 0.02 MWh), where the
+//!   standard's layout and the other exchanges put it after.
 
 use super::frame::{bcd_le, checksum, scan, Layout, Scan};
 
@@ -639,7 +644,7 @@ mod tests {
         assert_eq!(c.status, 0);
         assert!(c.problems.is_empty(), "{:?}", c.problems);
         // Read as the standard's layout, the first pair is value 08 02 00 00 (BCD 00000208) with
-        // unit byte 00, an unknown code: a problem, never a wrong value.
+        // unit byte 00, an unknown code: here a problem, not a wrong value.
         let wrong = decode_current(&f, 0x20, 1).unwrap();
         assert_eq!(wrong.get(Field::SettlementHeat), None);
         assert!(wrong.problems.iter().any(|p| p == "settlement_heat: unknown unit code 00"), "{:?}", wrong.problems);
@@ -680,5 +685,24 @@ mod tests {
         wire[n - 2] = checksum(&wire[2..n - 2]);
         let c = decode_current_as(&decode(&wire[2..]).unwrap(), 0x10, 0, UnitPosition::Before).unwrap();
         assert_eq!(c.problems, vec!["volume: unit code 05 (kWh) is not a unit of this field"]);
+    }
+
+    #[test]
+    fn a_published_high_first_water_exchange() {
+        // cnblogs.com/cj94/p/18534598 ("CJ/T188-2004 报文举例"): cold water meter 00002020120218,
+        // SER 00: request FE FE FE FE 68 10 18 02 12 20 20 00 00 01 03 90 1F 00 97 16 (sum 0x397);
+        // reply 68 10 18 02 12 20 20 00 00 81 16 90 1F 00 | 00 02 00 00 2C | 00 02 00 00 2C |
+        // 00 x7 | 00 FF | 85 16: 00000200 -> 2.00 m³ current and at settlement, unit after the
+        // value, status 00 FF.
+        let a = addr("00002020120218");
+        assert_eq!(&read_request_in(DiOrder::HighFirst, 0x10, &a, 0)[2..], &[0x68, 0x10, 0x18, 0x02, 0x12, 0x20, 0x20, 0x00, 0x00, 0x01, 0x03, 0x90, 0x1F, 0x00, 0x97, 0x16]);
+        let mut wire = vec![0xFE, 0xFE, 0xFE, 0xFE, 0x68, 0x10, 0x18, 0x02, 0x12, 0x20, 0x20, 0x00, 0x00, 0x81, 0x16, 0x90, 0x1F, 0x00];
+        wire.extend([0x00, 0x02, 0x00, 0x00, 0x2C, 0x00, 0x02, 0x00, 0x00, 0x2C]);
+        wire.extend([0, 0, 0, 0, 0, 0, 0, 0x00, 0xFF, 0x85, 0x16]);
+        let Scan::Frame { start, end } = scan_frame(&wire) else { panic!("the published checksum 85 holds") };
+        let f = decode(&wire[start..end]).unwrap();
+        let c = decode_current_as(&f, 0x10, 0, UnitPosition::After).unwrap();
+        assert_eq!((c.get(Field::Volume), c.get(Field::SettlementVolume)), (Some(2.0), Some(2.0)));
+        assert_eq!(status_text(c.status), vec!["manufacturer status bits 00 FF"]);
     }
 }
