@@ -455,12 +455,7 @@ baud = 19200
 
     #[test]
     fn field_meters_default_to_2400_8e1_and_need_addresses_when_they_share_a_bus() {
-        let water = crate::field::profile::parse_field_profile(
-            "generic/w",
-            "w.toml",
-            "vendor = \"G\"\nmodel = \"W\"\nsource = \"s\"\nprotocol = \"cjt188\"\nmeter_type = \"10\"\n[[value]]\nfield = \"volume\"\nquantity = \"water_volume\"\nunit = \"m³\"\n",
-        )
-        .unwrap();
+        let water = water_profile();
         let field = BTreeMap::from([("generic/w".to_string(), water.clone())]);
         let cfg = config(
             r#"
@@ -503,40 +498,34 @@ address = "000000000001"
         }
     }
 
-    #[test]
-    fn a_cjt188_device_may_set_its_di_order() {
-        let water = crate::field::profile::parse_field_profile(
+    /// A CJ/T 188 cold-water profile `generic/w`.
+    fn water_profile() -> crate::field::profile::FieldProfile {
+        crate::field::profile::parse_field_profile(
             "generic/w",
             "w.toml",
             "vendor = \"G\"\nmodel = \"W\"\nsource = \"s\"\nprotocol = \"cjt188\"\nmeter_type = \"10\"\n[[value]]\nfield = \"volume\"\nquantity = \"water_volume\"\nunit = \"m³\"\n",
         )
-        .unwrap();
-        let field = BTreeMap::from([("generic/w".to_string(), water)]);
-        let cfg = config(
+        .unwrap()
+    }
+
+    #[test]
+    fn a_cjt188_device_may_set_its_di_order() {
+        let field = BTreeMap::from([("generic/w".to_string(), water_profile())]);
+        let mut cfg = config(
             r#"
 [[device]]
 meter = "w1"
 profile = "generic/w"
 tcp = "10.0.0.5:4001"
-address = "00000000000001"
 di_order = "high-first"
 "#,
         );
+        assert_eq!(cfg.devices[0].di_order.as_deref(), Some("high-first"));
         assert!(cfg.validate_full(&profiles(), &BTreeMap::new(), &field).is_ok());
-        let cfg = config(
-            r#"
-[[device]]
-meter = "w1"
-profile = "generic/w"
-tcp = "10.0.0.5:4001"
-di_order = "90 1F"
-[[device]]
-meter = "m"
-profile = "t/t"
-tcp = "10.0.0.6:502"
-di_order = "low-first"
-"#,
-        );
+        cfg.devices[0].di_order = Some("90 1F".into());
+        let mut modbus = DeviceConfig::tcp("m", "t/t", "10.0.0.6:502", 1);
+        modbus.di_order = Some("low-first".into());
+        cfg.devices.push(modbus);
         let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
         for want in ["device[0] (w1): di_order `90 1F` is not one of \"low-first\", \"high-first\"", "device[1] (m): di_order is for CJ/T 188 meters"] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");

@@ -446,17 +446,20 @@ async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
     cancel.cancel();
 }
 
+/// A simulated meter of a shipped profile that answers DI 901F only when sent `90 1F`.
+fn high_first_meter(profile: &str, address: &str) -> (Arc<FieldProfile>, SimMeter) {
+    let p = Arc::new(profiles()[profile].clone());
+    let mut m = SimMeter::new(p.clone(), address, SimMeter::typical(&p)).unwrap();
+    m.di_order = Some(energy_gateway::field::cjt188::DiOrder::HighFirst);
+    (p, m)
+}
+
 /// A device whose meter wants `90 1F` while its profile says `1F 90`: `di_order` on the device
 /// makes the scheduler's reads answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_di_order_overrides_its_profile() {
-    use energy_gateway::field::cjt188::DiOrder;
-    let all = profiles();
-    let p = Arc::new(all["generic/cjt188-water"].clone());
-    let mut m = SimMeter::new(p.clone(), "00000000000007", SimMeter::typical(&p)).unwrap();
-    m.di_order = Some(DiOrder::HighFirst);
-    let mut n = SimMeter::new(p.clone(), "00000000000008", SimMeter::typical(&p)).unwrap();
-    n.di_order = Some(DiOrder::HighFirst);
+    let (p, m) = high_first_meter("generic/cjt188-water", "00000000000007");
+    let (_, n) = high_first_meter("generic/cjt188-water", "00000000000008");
     let bus = SimBus::new(vec![m, n], Duration::from_millis(5), None);
     let cancel = CancellationToken::new();
     let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
@@ -490,11 +493,7 @@ async fn a_device_di_order_overrides_its_profile() {
 /// the other order once and says which key to set; `--json` prints the same records as ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_hints_the_other_di_order() {
-    use energy_gateway::field::cjt188::DiOrder;
-    let all = profiles();
-    let p = Arc::new(all["generic/cjt188-heat"].clone());
-    let mut m = SimMeter::new(p.clone(), "00000040314132", SimMeter::typical(&p)).unwrap();
-    m.di_order = Some(DiOrder::HighFirst);
+    let (_, m) = high_first_meter("generic/cjt188-heat", "00000040314132");
     let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
     let cancel = CancellationToken::new();
     let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
