@@ -490,9 +490,10 @@ async fn a_device_di_order_overrides_its_profile() {
 }
 
 /// A meter that only answers `90 1F` probed with a profile that sends `1F 90`: the probe tries
-/// the other order once and says which key to set; `--json` prints the same records as ever.
+/// the other order once and says which key to set; `--json` prints the same records as ever. A
+/// meter with unit codes before the values: the probe names `unit_position`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_hints_the_other_di_order() {
+async fn probe_hints_the_other_di_order_and_unit_position() {
     let (_, m) = high_first_meter("generic/cjt188-heat", "00000040314132");
     let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
     let cancel = CancellationToken::new();
@@ -522,6 +523,11 @@ async fn probe_hints_the_other_di_order() {
     bus.meters.lock().unwrap()[0].di_order = None;
     let (code, out, err) = gateway(args(&["probe", "--profile", "generic/cjt188-heat", "--tcp", &ep, "--timeout-ms", "300"])).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(!err.contains("di_order"), "{err}");
+    assert!(!err.contains("di_order") && !err.contains("unit_position"), "{err}");
+    // Unit codes before the values while the profile says after: value problems, and a hint.
+    bus.meters.lock().unwrap()[0].unit_position = energy_gateway::field::cjt188::UnitPosition::Before;
+    let (_, out, err) = gateway(args(&["probe", "--profile", "generic/cjt188-heat", "--tcp", &ep, "--timeout-ms", "300"])).await;
+    assert!(err.contains("value problem: "), "{out}{err}");
+    assert!(err.contains("hint: the reply's values decode only with each unit code before its value: set unit_position = \"before\" in the profile"), "{err}");
     cancel.cancel();
 }

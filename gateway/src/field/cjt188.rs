@@ -103,6 +103,12 @@ impl UnitPosition {
             UnitPosition::Before => "before",
         }
     }
+    pub fn other(self) -> UnitPosition {
+        match self {
+            UnitPosition::After => UnitPosition::Before,
+            UnitPosition::Before => UnitPosition::After,
+        }
+    }
     /// Offsets of the value and of the unit code in a 5-byte value/unit pair.
     fn offsets(self) -> (usize, usize) {
         match self {

@@ -41,6 +41,9 @@ pub struct FieldRead {
     pub problems: Vec<String>,
     /// The address that answered, as on the name plate.
     pub address: Option<String>,
+    /// CJ/T 188: the reply had value problems in the profile's layout but none with the unit
+    /// codes on this other side of the values (for the probe's hint).
+    pub other_unit_position: Option<cjt188::UnitPosition>,
 }
 
 /// A meter on a field bus: its profile and its address on the wire (LSB first), or `None` to
@@ -220,6 +223,8 @@ async fn read_cjt(link: &mut FieldLink, meter: &mut FieldMeter, p: &FieldProfile
     meter.ser = meter.ser.wrapping_add(1);
     let req = cjt188::read_request_in(p.di_order(), ty, &address, ser);
     let mut from = None;
+    let mut fits_other = None;
+    let units = p.unit_position();
     let res = with_retries(link, out, "90 1F", &req, mcfg, cjt188::scan_frame, |bytes| {
         let f = cjt188::decode(bytes)?;
         if address != cjt188::WILDCARD && f.address != address {
@@ -233,9 +238,15 @@ async fn read_cjt(link: &mut FieldLink, meter: &mut FieldMeter, p: &FieldProfile
         if f.control & 0x40 != 0 {
             return Ok(Err(format!("CJ/T 188 90 1F: abnormal reply {:02X}", f.control)));
         }
-        cjt188::decode_current_as(&f, ty, ser, p.unit_position()).map(Ok)
+        let c = cjt188::decode_current_as(&f, ty, ser, units)?;
+        if !c.problems.is_empty() {
+            let other = cjt188::decode_current_as(&f, ty, ser, units.other());
+            fits_other = other.is_ok_and(|o| o.problems.is_empty()).then_some(units.other());
+        }
+        Ok(Ok(c))
     })
     .await;
+    out.other_unit_position = fits_other;
     if let Some(a) = from {
         out.address = Some(format_address(&a));
     }

@@ -2,7 +2,8 @@
 //! address first when none is given) and says in plain words what looks wrong: no answer, frames
 //! that fail their checksum (wrong baud rate or parity), another DL/T 645 edition, another
 //! meter's address, identifiers the meter refuses, a CJ/T 188 meter that wants the data
-//! identifier in the other byte order (`di_order`). `--scan` lists the meters that answer.
+//! identifier in the other byte order (`di_order`) or puts unit codes on the other side of the
+//! values (`unit_position`). `--scan` lists the meters that answer.
 
 use std::time::Duration;
 
@@ -66,6 +67,13 @@ pub async fn probe(profile: &FieldProfile, transport: &Transport, address: Optio
                 break;
             }
         }
+    }
+    if let Some(u) = read.other_unit_position {
+        hints.push(format!(
+            "the reply's values decode only with each unit code {} its value: set unit_position = \"{}\" in the profile",
+            u.name(),
+            u.name()
+        ));
     }
     if !read.answered {
         hints.extend(no_answer_hints(profile, transport, meter.address.as_deref(), bad_frames, mcfg).await);
