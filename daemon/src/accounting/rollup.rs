@@ -3,11 +3,13 @@
 //! Consumption needs the counter at period boundaries, interpolated between the last reading
 //! before a boundary and the first at or after it. For hour-aligned boundaries those are the
 //! last reading of an earlier hour and the first of a later one, so the first and last reading
-//! of each hour are enough: [`counter_readings`] turns roll-ups into those readings, and
-//! [`super::consumption::consumption`] applied to them gives the answer it gives on the raw
-//! readings, as long as no reading of the window would be set aside as bad (each hour's first
-//! reading is its minimum, its last its maximum, and hour to hour the counter never goes down).
-//! When that does not hold, `counter_readings` says so and the caller reads the raw points.
+//! of each hour are enough: [`window_readings`] turns a window's roll-ups into those readings,
+//! and the accounting (the engine's meter-years, the consumption query) reads them so, leaving it
+//! to [`super::counter::continuous`] to set bad readings aside as it does raw ones.
+//! [`counter_readings`] is the stricter statement, kept as a property test: where no reading of
+//! the window would be set aside as bad (each hour's first reading is its minimum, its last its
+//! maximum, and hour to hour the counter never goes down), [`super::consumption::consumption`]
+//! on the roll-ups' readings gives exactly what it gives on the raw readings.
 
 pub use energy_wire::time::{hour_of, HOUR_MS};
 
