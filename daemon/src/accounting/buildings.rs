@@ -250,14 +250,23 @@ pub fn load_profile(cons: &BTreeMap<i64, f64>, tz: Tz, night: [u32; 2]) -> LoadP
     LoadProfile { hour_of_week, night_base }
 }
 
-/// The load profile of a building's top meters of `carrier` over the `weeks` weeks before the
-/// local date of `now` ([`profile_window`], [`load_profile`]).
-pub async fn profile(store: &Store, reg: &Registry, tz: Tz, building: &str, carrier: Carrier, weeks: i64, night: [u32; 2], now: DateTime<Utc>) -> Result<LoadProfile, BuildingError> {
-    let meters: Vec<&Meter> = top_meters(reg, building)?.into_iter().filter(|m| m.carrier == carrier).collect();
+/// What a load profile is of: a carrier, over how many weeks, with which night hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileOf {
+    pub carrier: Carrier,
+    pub weeks: i64,
+    /// Local hours `night[0]..night[1]`.
+    pub night: [u32; 2],
+}
+
+/// The load profile of a building's top meters of `of.carrier` over the `of.weeks` weeks
+/// before the local date of `now` ([`profile_window`], [`load_profile`]).
+pub async fn profile(store: &Store, reg: &Registry, tz: Tz, building: &str, of: ProfileOf, now: DateTime<Utc>) -> Result<LoadProfile, BuildingError> {
+    let meters: Vec<&Meter> = top_meters(reg, building)?.into_iter().filter(|m| m.carrier == of.carrier).collect();
     let today = now.with_timezone(&tz).date_naive();
-    let window = profile_window(tz, today, weeks).ok_or(BuildingError::NoMidnight)?;
+    let window = profile_window(tz, today, of.weeks).ok_or(BuildingError::NoMidnight)?;
     let cons = read_summed(store, &meters, window).await?;
-    Ok(load_profile(&cons, tz, night))
+    Ok(load_profile(&cons, tz, of.night))
 }
 
 #[cfg(test)]

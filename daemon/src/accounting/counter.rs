@@ -224,7 +224,7 @@ fn replacements_of(events: &[Event]) -> Vec<Replacement> {
         .iter()
         .filter_map(|e| if let Event::Replacement { at, old_final, new_initial, multiplier } = e { Some((*at, *old_final, *new_initial, *multiplier)) } else { None })
         .collect();
-    replacements.sort_by(|a, b| a.0.cmp(&b.0));
+    replacements.sort_by_key(|r| r.0);
     replacements
 }
 

@@ -102,6 +102,12 @@ pub struct Engine {
 /// Meters whose roll-ups are read and computed together.
 const BATCH: usize = 64;
 
+/// Meters' years by meter id.
+pub type MeterYears = HashMap<String, Arc<MeterYear>>;
+
+/// Meters whose year is not in a cache, each with its cache key.
+type Missing = Vec<(crate::registry::Meter, String)>;
+
 /// A meter's roll-ups over a year, with the reading before and the reading after it.
 type Window = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
 
@@ -303,7 +309,7 @@ impl Engine {
 
     /// Every physical meter's year, from the caches or computed: the memory cache, then the
     /// disk cache, then computed from the store (and put in both caches).
-    pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<HashMap<String, Arc<MeterYear>>, EngineError> {
+    pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<MeterYears, EngineError> {
         let cal = self.calendar(year)?;
         let mut checked = self.compute.lock().await;
         if !*checked {
@@ -312,11 +318,11 @@ impl Engine {
         }
         self.apply_dirty(store, reg).await?;
         let events = self.events_by_meter();
-        let (mut out, missing) = self.from_memory(reg, year, &events);
+        let (mut out, missing) = self.cached_in_memory(reg, year, &events);
         if missing.is_empty() {
             return Ok(out);
         }
-        let missing = self.from_disk(year, missing, &mut out).await?;
+        let missing = self.cached_on_disk(year, missing, &mut out).await?;
         self.compute_missing(store, &cal, events, year, &missing, &mut out).await?;
         Ok(out)
     }
@@ -330,10 +336,10 @@ impl Engine {
 
     /// The physical meters' years in the memory cache, and the meters not there (each with its
     /// cache key).
-    fn from_memory(&self, reg: &Registry, year: i32, events: &HashMap<String, Vec<Event>>) -> (HashMap<String, Arc<MeterYear>>, Vec<(crate::registry::Meter, String)>) {
+    fn cached_in_memory(&self, reg: &Registry, year: i32, events: &HashMap<String, Vec<Event>>) -> (MeterYears, Missing) {
         let no_events = Vec::new();
         let mut out = HashMap::new();
-        let mut missing: Vec<(crate::registry::Meter, String)> = Vec::new();
+        let mut missing: Missing = Vec::new();
         let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
             match c.get(&(m.id.clone(), year)) {
@@ -348,12 +354,7 @@ impl Engine {
 
     /// The years of `missing` found in the disk cache, into `out` and the memory cache; the
     /// meters still missing.
-    async fn from_disk(
-        &self,
-        year: i32,
-        missing: Vec<(crate::registry::Meter, String)>,
-        out: &mut HashMap<String, Arc<MeterYear>>,
-    ) -> Result<Vec<(crate::registry::Meter, String)>, EngineError> {
+    async fn cached_on_disk(&self, year: i32, missing: Missing, out: &mut MeterYears) -> Result<Missing, EngineError> {
         let disk = self.disk.clone();
         let (found, missing) = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
@@ -390,7 +391,7 @@ impl Engine {
         events: HashMap<String, Vec<Event>>,
         year: i32,
         missing: &[(crate::registry::Meter, String)],
-        out: &mut HashMap<String, Arc<MeterYear>>,
+        out: &mut MeterYears,
     ) -> Result<(), EngineError> {
         let events = Arc::new(events);
         store.flush().await?;

@@ -75,7 +75,7 @@ pub(super) async fn profile(State(s): State<Shared>, Path(id): Path<String>, Que
         Some(w) => w.parse::<i64>().ok().filter(|w| (1..=52).contains(w)).ok_or_else(|| ApiError::bad_request(format!("weeks `{w}` is not 1-52")))?,
     };
     let night = parse_night(p.get("night"))?;
-    let prof = buildings::profile(&s.store, &s.registry, s.tz, &id, carrier, weeks, night, chrono::Utc::now()).await.map_err(|e| building_error(e, "no local midnight"))?;
+    let prof = buildings::profile(&s.store, &s.registry, s.tz, &id, buildings::ProfileOf { carrier, weeks, night }, chrono::Utc::now()).await.map_err(|e| building_error(e, "no local midnight"))?;
     let unit = carrier.counter().unit();
     let hour_of_week: Vec<Value> = prof
         .hour_of_week
