@@ -153,14 +153,53 @@ pub fn rollover_range(max: f64) -> f64 {
     (x.round() + 1.0) / scale
 }
 
+/// A replacement event: when, the old meter's final reading, the new meter's initial reading
+/// (each in its meter's own units) and the new meter's multiplier, if it changed.
+type Replacement = (i64, f64, f64, Option<f64>);
+
 /// Builds the continuous counter from raw readings (sorted by time) and events. `rollover` is the
 /// largest value the register shows; `max_per_hour` is in counter units of the meter's
 /// registry `multiplier`, the unit of the continuous counter.
 pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, max_per_hour: Option<f64>, multiplier: f64) -> Continuous {
-    let range = rollover.filter(|r| r.is_finite() && *r > 0.0).map(rollover_range);
-    let base = if multiplier.is_finite() && multiplier > 0.0 { multiplier } else { 1.0 };
     let mut rej: Vec<Rejected> = Vec::new();
-    // Exclusions and manual readings.
+    let readings = readings_used(raw, events, &mut rej);
+    let replacements = replacements_of(events);
+    let mut walk = Walk {
+        out: Continuous { readings: Vec::with_capacity(readings.len() + replacements.len()), rejected: 0, rejected_readings: Vec::new(), flags: Vec::new() },
+        rej,
+        base: if multiplier.is_finite() && multiplier > 0.0 { multiplier } else { 1.0 },
+        range: rollover.filter(|r| r.is_finite() && *r > 0.0).map(rollover_range),
+        max_per_hour,
+        offset: 0.0,
+        scale: 1.0,
+        replaced_at: None,
+        last_raw: None,
+        run: Vec::new(),
+        flagged_run: false,
+    };
+    let mut next_rep = 0;
+    for (t, v) in readings {
+        while next_rep < replacements.len() && replacements[next_rep].0 <= t {
+            walk.replace_before_reading(replacements[next_rep]);
+            next_rep += 1;
+        }
+        walk.reading(t, v);
+    }
+    // Replacements after the last reading still mark the old meter's final reading.
+    for &r in &replacements[next_rep..] {
+        walk.replace(r);
+    }
+    let Walk { mut out, mut rej, .. } = walk;
+    rej.sort_by_key(|r| r.at);
+    out.rejected = rej.len();
+    out.rejected_readings = rej;
+    out
+}
+
+/// The readings the counter is built from: the raw ones outside the `exclude` events' stretches
+/// (those are set aside into `rej`), with the manual readings (`reading` events) in place of
+/// raw ones at the same time; sorted by time.
+fn readings_used(raw: &[(i64, f64)], events: &[Event], rej: &mut Vec<Rejected>) -> Vec<(i64, f64)> {
     let excluded = |t: i64| events.iter().any(|e| matches!(e, Event::Exclude { from, to } if *from <= t && t <= *to));
     let mut readings: Vec<(i64, f64)> = Vec::with_capacity(raw.len());
     for &(t, v) in raw {
@@ -176,135 +215,173 @@ pub fn continuous(raw: &[(i64, f64)], events: &[Event], rollover: Option<f64>, m
         readings.extend(manual);
         readings.sort_by_key(|r| r.0);
     }
-    let mut replacements: Vec<(i64, f64, f64, Option<f64>)> = events
+    readings
+}
+
+/// The replacement events, in time order.
+fn replacements_of(events: &[Event]) -> Vec<Replacement> {
+    let mut replacements: Vec<Replacement> = events
         .iter()
         .filter_map(|e| if let Event::Replacement { at, old_final, new_initial, multiplier } = e { Some((*at, *old_final, *new_initial, *multiplier)) } else { None })
         .collect();
-    replacements.sort_by(|a, b| a.0.cmp(&b.0));
+    replacements.sort_by_key(|r| r.0);
+    replacements
+}
 
-    let mut out = Continuous { readings: Vec::with_capacity(readings.len() + replacements.len()), rejected: 0, rejected_readings: Vec::new(), flags: Vec::new() };
-    // The continuous counter is `raw × scale + offset`, in units of the registry multiplier.
-    let mut offset = 0.0;
-    let mut scale = 1.0;
-    let mut next_rep = 0;
-    // Time of the last replacement applied: a reading at exactly that time is absorbed.
-    let mut replaced_at: Option<i64> = None;
-    // Raw value of the last kept reading on the current meter (for rollovers).
-    let mut last_raw: Option<f64> = None;
-    // Readings set aside in a row below the last good value.
-    let mut run: Vec<(i64, f64)> = Vec::new();
-    let mut flagged_run = false;
-    // Applies one replacement: the old meter's final reading at `at`, then the new meter's scale.
-    let replace = |out: &mut Continuous, (at, old_final, new_initial, k): (i64, f64, f64, Option<f64>), offset: &mut f64, scale: &mut f64, last_raw: &mut Option<f64>| {
+/// The walk over the readings in time order that builds the continuous counter.
+struct Walk {
+    out: Continuous,
+    /// Readings set aside so far, not yet in time order.
+    rej: Vec<Rejected>,
+    /// The registry multiplier (1 when not a positive number): a replacement's multiplier is
+    /// relative to it.
+    base: f64,
+    /// The register's range, when it rolls over.
+    range: Option<f64>,
+    max_per_hour: Option<f64>,
+    /// The continuous counter is `raw × scale + offset`, in units of the registry multiplier.
+    offset: f64,
+    scale: f64,
+    /// Time of the last replacement applied: a reading at exactly that time is absorbed.
+    replaced_at: Option<i64>,
+    /// Raw value of the last kept reading on the current meter (for rollovers).
+    last_raw: Option<f64>,
+    /// Readings set aside in a row below the last good value.
+    run: Vec<(i64, f64)>,
+    /// The current run was flagged as an unexplained decrease.
+    flagged_run: bool,
+}
+
+impl Walk {
+    /// Applies one replacement: the old meter's final reading at `at`, then the new meter's
+    /// scale and offset.
+    fn replace(&mut self, (at, old_final, new_initial, k): Replacement) {
         let mut final_raw = old_final;
-        if let Some(lr) = *last_raw {
+        if let Some(lr) = self.last_raw {
             if lr - old_final > NOISE * lr.abs().max(1.0) {
-                out.flags.push(Flag::OldFinalBelowLastReading { at, old_final, last_reading: lr });
+                self.out.flags.push(Flag::OldFinalBelowLastReading { at, old_final, last_reading: lr });
                 final_raw = lr;
             }
         }
-        let at_value = final_raw * *scale + *offset;
-        if out.readings.last().is_none_or(|&(lt, lv)| at > lt && at_value >= lv) {
-            out.readings.push((at, at_value));
+        let at_value = final_raw * self.scale + self.offset;
+        if self.out.readings.last().is_none_or(|&(lt, lv)| at > lt && at_value >= lv) {
+            self.out.readings.push((at, at_value));
         }
         if let Some(k) = k {
-            *scale = k / base;
+            self.scale = k / self.base;
         }
-        *offset = at_value - new_initial * *scale;
-        out.flags.push(Flag::Replacement { at });
-        *last_raw = Some(new_initial);
-    };
-    for (t, v) in readings {
-        while next_rep < replacements.len() && replacements[next_rep].0 <= t {
-            replace(&mut out, replacements[next_rep], &mut offset, &mut scale, &mut last_raw);
-            replaced_at = Some(replacements[next_rep].0);
-            run.clear();
-            flagged_run = false;
-            next_rep += 1;
-        }
-        if replaced_at == Some(t) {
+        self.offset = at_value - new_initial * self.scale;
+        self.out.flags.push(Flag::Replacement { at });
+        self.last_raw = Some(new_initial);
+    }
+
+    /// Applies a replacement that comes at or before the next reading: the readings after it
+    /// start a new meter, so no run of decreases goes on across it.
+    fn replace_before_reading(&mut self, r: Replacement) {
+        self.replace(r);
+        self.replaced_at = Some(r.0);
+        self.run.clear();
+        self.flagged_run = false;
+    }
+
+    /// Takes the next reading: kept on the counter, or set aside with why.
+    fn reading(&mut self, t: i64, v: f64) {
+        if self.replaced_at == Some(t) {
             // The old meter's final or the new meter's initial reading, both given by the event.
-            continue;
+            return;
         }
         if !v.is_finite() {
-            rej.push(Rejected { at: t, value: v, reason: RejectReason::NotFinite });
-            continue;
+            self.rej.push(Rejected { at: t, value: v, reason: RejectReason::NotFinite });
+            return;
         }
-        let Some(&(lt, lv)) = out.readings.last() else {
-            out.readings.push((t, v * scale + offset));
-            last_raw = Some(v);
-            continue;
+        let Some(&(lt, lv)) = self.out.readings.last() else {
+            self.out.readings.push((t, v * self.scale + self.offset));
+            self.last_raw = Some(v);
+            return;
         };
         if t <= lt {
             // The same reading twice (overlapping windows) is no bad reading.
-            if !(t == lt && last_raw == Some(v)) {
-                rej.push(Rejected { at: t, value: v, reason: RejectReason::DuplicateTime });
+            if !(t == lt && self.last_raw == Some(v)) {
+                self.rej.push(Rejected { at: t, value: v, reason: RejectReason::DuplicateTime });
             }
-            continue;
+            return;
         }
-        let mut adj = v * scale + offset;
-        // Rounding noise (a float register, a counter integrated in floating point) is no
-        // decrease: the reading counts as the last one.
+        let adj = self.on_counter(t, v, lv);
+        if adj < lv {
+            self.decrease(t, v, lv);
+            return;
+        }
+        if let Some(max) = self.max_per_hour {
+            let per_hour = (adj - lv) / ((t - lt) as f64 / HOUR_MS as f64);
+            if per_hour > max {
+                self.rej.push(Rejected { at: t, value: v, reason: RejectReason::ImplausibleJump });
+                self.out.flags.push(Flag::ImplausibleJump { at: t, per_hour });
+                return;
+            }
+        }
+        self.run.clear();
+        self.flagged_run = false;
+        self.out.readings.push((t, adj));
+        self.last_raw = Some(v);
+    }
+
+    /// The raw reading `v` on the continuous counter, whose last value is `lv`. Rounding noise
+    /// below `lv` (a float register, a counter integrated in floating point) is no decrease: the
+    /// reading counts as `lv`. A register that wrapped past its range (a rollover) moves the
+    /// offset up by the range.
+    fn on_counter(&mut self, t: i64, v: f64, lv: f64) -> f64 {
+        let mut adj = v * self.scale + self.offset;
         if adj < lv && lv - adj <= NOISE * lv.abs().max(1.0) {
             adj = lv;
         }
         if adj < lv {
-            if let (Some(r), Some(prev)) = (range, last_raw) {
+            if let (Some(r), Some(prev)) = (self.range, self.last_raw) {
                 let across = r - prev + v;
                 if v < prev && across >= 0.0 && across < r / 10.0 {
-                    offset += r * scale;
-                    adj = v * scale + offset;
-                    out.flags.push(Flag::Rollover { at: t });
+                    self.offset += r * self.scale;
+                    adj = v * self.scale + self.offset;
+                    self.out.flags.push(Flag::Rollover { at: t });
                 }
             }
         }
-        if adj < lv {
-            rej.push(Rejected { at: t, value: v, reason: RejectReason::Decrease });
-            if run.last().is_some_and(|&(_, rv)| v < rv) {
-                run.clear();
-            }
-            run.push((t, v));
-            if run.len() >= PERSISTENT && !flagged_run {
-                let n = out.readings.len();
-                if n >= 2 && run[0].1 * scale + offset >= out.readings[n - 2].1 {
-                    // The counter goes on from the reading before the last: the last one was a
-                    // spike. Set it aside and keep the run.
-                    if let Some((at, sv)) = out.readings.pop() {
-                        out.flags.push(Flag::Spike { at });
-                        rej.retain(|r| !(r.reason == RejectReason::Decrease && run.iter().any(|x| x.0 == r.at)));
-                        rej.push(Rejected { at, value: (sv - offset) / scale, reason: RejectReason::Spike });
-                    }
-                    out.readings.extend(run.iter().map(|&(rt, rv)| (rt, rv * scale + offset)));
-                    last_raw = run.last().map(|r| r.1);
-                    run.clear();
-                } else {
-                    out.flags.push(Flag::UnexplainedDecrease { at: run[0].0, from: (lv - offset) / scale, to: run[0].1 });
-                    flagged_run = true;
-                }
-            }
-            continue;
-        }
-        if let Some(max) = max_per_hour {
-            let per_hour = (adj - lv) / ((t - lt) as f64 / HOUR_MS as f64);
-            if per_hour > max {
-                rej.push(Rejected { at: t, value: v, reason: RejectReason::ImplausibleJump });
-                out.flags.push(Flag::ImplausibleJump { at: t, per_hour });
-                continue;
-            }
-        }
-        run.clear();
-        flagged_run = false;
-        out.readings.push((t, adj));
-        last_raw = Some(v);
+        adj
     }
-    // Replacements after the last reading still mark the old meter's final reading.
-    for &r in &replacements[next_rep..] {
-        replace(&mut out, r, &mut offset, &mut scale, &mut last_raw);
+
+    /// A reading below the last good value `lv`, set aside. [`PERSISTENT`] such readings in a
+    /// row, rising among themselves, are either the counter going on from the reading before
+    /// the last (the last was a spike) or an unexplained decrease.
+    fn decrease(&mut self, t: i64, v: f64, lv: f64) {
+        self.rej.push(Rejected { at: t, value: v, reason: RejectReason::Decrease });
+        if self.run.last().is_some_and(|&(_, rv)| v < rv) {
+            self.run.clear();
+        }
+        self.run.push((t, v));
+        if self.run.len() < PERSISTENT || self.flagged_run {
+            return;
+        }
+        let n = self.out.readings.len();
+        if n >= 2 && self.run[0].1 * self.scale + self.offset >= self.out.readings[n - 2].1 {
+            self.spike();
+        } else {
+            self.out.flags.push(Flag::UnexplainedDecrease { at: self.run[0].0, from: (lv - self.offset) / self.scale, to: self.run[0].1 });
+            self.flagged_run = true;
+        }
     }
-    rej.sort_by_key(|r| r.at);
-    out.rejected = rej.len();
-    out.rejected_readings = rej;
-    out
+
+    /// The counter goes on from the reading before the last: the last one was a spike. Sets it
+    /// aside and keeps the run.
+    fn spike(&mut self) {
+        if let Some((at, sv)) = self.out.readings.pop() {
+            self.out.flags.push(Flag::Spike { at });
+            let run = &self.run;
+            self.rej.retain(|r| !(r.reason == RejectReason::Decrease && run.iter().any(|x| x.0 == r.at)));
+            self.rej.push(Rejected { at, value: (sv - self.offset) / self.scale, reason: RejectReason::Spike });
+        }
+        let (scale, offset) = (self.scale, self.offset);
+        self.out.readings.extend(self.run.iter().map(|&(rt, rv)| (rt, rv * scale + offset)));
+        self.last_raw = self.run.last().map(|r| r.1);
+        self.run.clear();
+    }
 }
 
 #[cfg(test)]

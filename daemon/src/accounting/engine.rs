@@ -102,6 +102,12 @@ pub struct Engine {
 /// Meters whose roll-ups are read and computed together.
 const BATCH: usize = 64;
 
+/// Meters' years by meter id.
+pub type MeterYears = HashMap<String, Arc<MeterYear>>;
+
+/// Meters whose year is not in a cache, each with its cache key.
+type Missing = Vec<(crate::registry::Meter, String)>;
+
 /// A meter's roll-ups over a year, with the reading before and the reading after it.
 type Window = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
 
@@ -301,36 +307,54 @@ impl Engine {
         Ok(())
     }
 
-    /// Every physical meter's year, from the caches or computed.
-    pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<HashMap<String, Arc<MeterYear>>, EngineError> {
+    /// Every physical meter's year, from the caches or computed: the memory cache, then the
+    /// disk cache, then computed from the store (and put in both caches).
+    pub async fn meter_years(&self, store: &Store, reg: &Registry, year: i32) -> Result<MeterYears, EngineError> {
         let cal = self.calendar(year)?;
         let mut checked = self.compute.lock().await;
         if !*checked {
-            let epoch = store.change_epoch().await?;
-            let disk = self.disk.clone();
-            tokio::task::spawn_blocking(move || disk.check_epoch(&epoch)).await.map_err(|e| EngineError::Invalid(e.to_string()))?;
+            self.check_disk_epoch(store).await?;
             *checked = true;
         }
         self.apply_dirty(store, reg).await?;
         let events = self.events_by_meter();
-        let no_events = Vec::new();
-        let mut out = HashMap::new();
-        let mut missing: Vec<(crate::registry::Meter, String)> = Vec::new();
-        {
-            let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
-                match c.get(&(m.id.clone(), year)) {
-                    Some(y) => {
-                        out.insert(m.id.clone(), y.clone());
-                    }
-                    None => missing.push((m.clone(), self.key(m, events.get(&m.id).unwrap_or(&no_events)))),
-                }
-            }
-        }
+        let (mut out, missing) = self.cached_in_memory(reg, year, &events);
         if missing.is_empty() {
             return Ok(out);
         }
-        // From the disk cache.
+        let missing = self.cached_on_disk(year, missing, &mut out).await?;
+        self.compute_missing(store, &cal, events, year, &missing, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Drops the disk cache's rows if they are of another store (another change epoch).
+    async fn check_disk_epoch(&self, store: &Store) -> Result<(), EngineError> {
+        let epoch = store.change_epoch().await?;
+        let disk = self.disk.clone();
+        tokio::task::spawn_blocking(move || disk.check_epoch(&epoch)).await.map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// The physical meters' years in the memory cache, and the meters not there (each with its
+    /// cache key).
+    fn cached_in_memory(&self, reg: &Registry, year: i32, events: &HashMap<String, Vec<Event>>) -> (MeterYears, Missing) {
+        let no_events = Vec::new();
+        let mut out = HashMap::new();
+        let mut missing: Missing = Vec::new();
+        let c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for m in reg.file.meters.iter().filter(|m| !m.is_virtual()) {
+            match c.get(&(m.id.clone(), year)) {
+                Some(y) => {
+                    out.insert(m.id.clone(), y.clone());
+                }
+                None => missing.push((m.clone(), self.key(m, events.get(&m.id).unwrap_or(&no_events)))),
+            }
+        }
+        (out, missing)
+    }
+
+    /// The years of `missing` found in the disk cache, into `out` and the memory cache; the
+    /// meters still missing.
+    async fn cached_on_disk(&self, year: i32, missing: Missing, out: &mut MeterYears) -> Result<Missing, EngineError> {
         let disk = self.disk.clone();
         let (found, missing) = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
@@ -345,19 +369,30 @@ impl Engine {
         })
         .await
         .map_err(|e| EngineError::Invalid(e.to_string()))?;
-        {
-            let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, y) in found {
-                c.insert((id.clone(), year), y.clone());
-                out.insert(id, y);
-            }
+        let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, y) in found {
+            c.insert((id.clone(), year), y.clone());
+            out.insert(id, y);
         }
-        // Computed, a batch at a time, from the store as of one flush: it is later than the
-        // change records applied above, and points acknowledged after it left change records
-        // that the next call applies (one flush, not one per batch while ingest goes on).
-        // The next batch's roll-ups are read while one is computed, its meters spread over the
-        // machine's cores, and its rows written to the disk cache while the next is computed;
-        // every write is awaited before this returns (the lock held), also on an error.
+        Ok(missing)
+    }
+
+    /// Computes the years of `missing` into `out` and both caches, a batch at a time, from the
+    /// store as of one flush: it is later than the change records applied before, and points
+    /// acknowledged after it left change records that the next call applies (one flush, not one
+    /// per batch while ingest goes on). The next batch's roll-ups are read while one is
+    /// computed, its meters spread over the machine's cores, and its rows written to the disk
+    /// cache while the next is computed; every write is awaited before this returns (the
+    /// caller holds the lock), also on an error.
+    async fn compute_missing(
+        &self,
+        store: &Store,
+        cal: &Arc<YearCalendar>,
+        events: HashMap<String, Vec<Event>>,
+        year: i32,
+        missing: &[(crate::registry::Meter, String)],
+        out: &mut MeterYears,
+    ) -> Result<(), EngineError> {
         let events = Arc::new(events);
         store.flush().await?;
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -375,7 +410,7 @@ impl Engine {
                 let Some(reading) = next.take() else { break };
                 let windows = reading.await.map_err(task)??;
                 next = batches.get(i + 1).map(|b| read(b));
-                let rows = compute_batch(batch, windows, &cal, &events, year, threads).await?;
+                let rows = compute_batch(batch, windows, cal, &events, year, threads).await?;
                 self.computed.fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 {
                     let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -400,8 +435,7 @@ impl Engine {
         if let Some(p) = put {
             p.await.map_err(task)?;
         }
-        computed?;
-        Ok(out)
+        computed
     }
 
     /// The year's meters, allocated to agencies.

@@ -3,6 +3,7 @@
 //! reads the store and caches meters' years.
 
 pub mod allocate;
+pub mod buildings;
 pub mod cache;
 pub mod consumption;
 pub mod counter;
@@ -11,5 +12,6 @@ pub mod events;
 pub mod indicators;
 pub mod ledger;
 pub mod query;
+pub mod ranking;
 pub mod rollup;
 pub mod series;

@@ -13,6 +13,8 @@
 
 pub use energy_wire::time::{hour_of, HOUR_MS};
 
+use std::collections::BTreeMap;
+
 use crate::store::HourRollup;
 
 /// Counter readings equivalent, for consumption between hour-aligned boundaries, to the raw
@@ -64,6 +66,23 @@ pub fn window_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after: 
     }
     r.extend(after);
     r
+}
+
+/// Consumption per hour (start of the hour, ms) from a counter's hourly roll-ups: the first
+/// reading of the next hour minus the first reading of the hour (the readings nearest the hour's
+/// boundaries), when both hours are there and the difference is not negative; times
+/// `multiplier`. An hour is known once a reading of the next hour is.
+pub fn hourly_consumption(rollups: &[HourRollup], multiplier: f64) -> BTreeMap<i64, f64> {
+    let mut out = BTreeMap::new();
+    for w in rollups.windows(2) {
+        if w[1].hour - w[0].hour == HOUR_MS {
+            let d = w[1].first_v - w[0].first_v;
+            if d >= 0.0 {
+                out.insert(w[0].hour, d * multiplier);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -141,7 +141,7 @@ async fn consumption(a: &Alerts, s: &Sources, m: &Meter, days: i64, now: i64) ->
     }
     let from = (hour * HOUR_MS) - days * DAY_MS - HOUR_MS;
     let rollups = s.store.rollups_settled(&m.id, m.counter(), from, now + HOUR_MS).await.map_err(|source| RuleError::Rollups { meter: m.id.clone(), source })?;
-    let c = rules::hourly_consumption(&rollups, m.multiplier);
+    let c = crate::accounting::rollup::hourly_consumption(&rollups, m.multiplier);
     lock(&a.cache).insert((m.id.clone(), days), (hour, c.clone()));
     Ok(c)
 }

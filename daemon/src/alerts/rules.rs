@@ -212,23 +212,6 @@ pub fn counter_anomaly(meters: &[(String, BTreeMap<String, String>, Vec<Flag>)],
 // ---------------------------------------------------------------------------------------------
 // Hourly consumption, nights, base load
 
-/// Consumption per hour (start of the hour, ms) from a counter's hourly roll-ups: the first
-/// reading of the next hour minus the first reading of the hour (the readings nearest the hour's
-/// boundaries), when both hours are there and the difference is not negative; times
-/// `multiplier`. An hour is known once a reading of the next hour is.
-pub fn hourly_consumption(rollups: &[HourRollup], multiplier: f64) -> BTreeMap<i64, f64> {
-    let mut out = BTreeMap::new();
-    for w in rollups.windows(2) {
-        if w[1].hour - w[0].hour == HOUR_MS {
-            let d = w[1].first_v - w[0].first_v;
-            if d >= 0.0 {
-                out.insert(w[0].hour, d * multiplier);
-            }
-        }
-    }
-    out
-}
-
 /// The UTC start of each local hour of `date` in `[from, to)`; empty for a date the time zone
 /// skips.
 fn local_hours(date: NaiveDate, from: u32, to: u32, tz: Tz) -> Vec<i64> {
@@ -299,7 +282,7 @@ pub fn base_load(cons: &BTreeMap<i64, f64>, now: i64, tz: Tz, night: [u32; 2], w
     Some(BaseLoad { date, off_day: kind, base, learned })
 }
 
-/// A meter's hourly consumption ([`hourly_consumption`]), for the night, base-load and heating
+/// A meter's hourly consumption ([`crate::accounting::rollup::hourly_consumption`]), for the night, base-load and heating
 /// rules.
 #[derive(Debug, Clone)]
 pub struct MeterHours {

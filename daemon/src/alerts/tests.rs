@@ -109,7 +109,7 @@ fn hourly_consumption_is_the_difference_of_the_hours_first_readings() {
         hr(h0 + 4 * H, (h0 + 4 * H, 10.0), (h0 + 4 * H + 50 * M, 10.0), 2),
     ];
     // Hour 0: (101.5 - 100) x 2; hour 1 has no next hour, hour 3's next went down.
-    let c = rules::hourly_consumption(&r, 2.0);
+    let c = crate::accounting::rollup::hourly_consumption(&r, 2.0);
     assert_eq!(c, BTreeMap::from([(h0, 3.0)]));
 }
 

@@ -1,4 +1,5 @@
-//! Read-only building views for dashboards, from the hourly roll-ups:
+//! Read-only building views for dashboards, HTTP only: the rules are in
+//! [`crate::accounting::buildings`] and [`crate::accounting::ranking`].
 //!
 //! * `GET /api/v1/buildings/{id}/summary`: per carrier, consumption today and this month so far
 //!   against the same periods last year, and the live electric power;
@@ -7,101 +8,49 @@
 //!
 //! * `GET /api/v1/indicators/ranking?indicator=..[&year=..]`: every agency's value of one
 //!   indicator, year to date and projected, ranked lowest projected first.
-//!
-//! A building's consumption here is the sum of its top meters (physical meters without a
-//! parent meter), so sub-meters are not counted twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use chrono::{Datelike, NaiveDate, TimeZone, Timelike};
 use energy_wire::{Carrier, Quantity};
 use serde_json::{json, Value};
 
 use super::{ApiError, Shared};
-use crate::alerts::rules::hourly_consumption;
-use crate::registry::Meter;
+use crate::accounting::buildings::{self, BuildingError};
+use crate::accounting::ranking;
 
 use energy_wire::time::HOUR_MS;
 
-fn top_meters<'a>(s: &'a Shared, building: &str) -> Result<Vec<&'a Meter>, ApiError> {
-    s.registry.building(building).ok_or_else(|| ApiError::not_found(format!("building `{building}` is not in the registry")))?;
-    Ok(s.registry.meters_of_building(building).into_iter().filter(|m| !m.is_virtual() && m.parent.is_none() && m.accounted).collect())
-}
-
-/// Hourly consumption of `meters` summed, over `[from, to)`.
-async fn summed(s: &Shared, meters: &[&Meter], from: i64, to: i64) -> Result<BTreeMap<i64, f64>, ApiError> {
-    let mut out: BTreeMap<i64, f64> = BTreeMap::new();
-    for m in meters {
-        let r = s.store.rollups(&m.id, m.counter(), from, to + HOUR_MS).await?;
-        for (h, v) in hourly_consumption(&r, m.multiplier) {
-            if h >= from && h < to {
-                *out.entry(h).or_default() += v;
-            }
-        }
+/// The answer to a [`BuildingError`]; `no_midnight` is the message when a midnight is missing.
+fn building_error(e: BuildingError, no_midnight: &str) -> ApiError {
+    match e {
+        BuildingError::UnknownBuilding(_) => ApiError::not_found(e.to_string()),
+        BuildingError::NoMidnight => ApiError::bad_request(no_midnight.to_string()),
+        BuildingError::Store(e) => e.into(),
     }
-    Ok(out)
-}
-
-fn local_midnight(tz: chrono_tz::Tz, d: NaiveDate) -> Option<i64> {
-    d.and_hms_opt(0, 0, 0).and_then(|t| tz.from_local_datetime(&t).earliest()).map(|t| t.timestamp_millis())
-}
-
-fn same_day_last_year(d: NaiveDate) -> NaiveDate {
-    d.with_year(d.year() - 1).unwrap_or_else(|| d - chrono::Duration::days(365))
-}
-
-fn pct(now: f64, before: f64) -> Option<f64> {
-    (before > 0.0).then(|| (now / before - 1.0) * 100.0)
-}
-
-/// Newest active power (kW) of the electricity meters, from the last hour's roll-ups.
-async fn live_power(s: &Shared, meters: &[&Meter], now: i64) -> Result<Option<f64>, ApiError> {
-    let mut total: Option<f64> = None;
-    for m in meters.iter().filter(|m| m.carrier == Carrier::Electricity) {
-        let r = s.store.rollups(&m.id, Quantity::ActivePower, now - HOUR_MS, now + HOUR_MS).await?;
-        if let Some(last) = r.last() {
-            *total.get_or_insert(0.0) += last.last_v * m.multiplier;
-        }
-    }
-    Ok(total)
 }
 
 /// `GET /api/v1/buildings/{id}/summary`
 pub(super) async fn summary(State(s): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let meters = top_meters(&s, &id)?;
     let now_utc = chrono::Utc::now();
-    let now = now_utc.timestamp_millis();
+    let sum = buildings::summary(&s.store, &s.registry, s.tz, &id, now_utc)
+        .await
+        .map_err(|e| building_error(e, "the current date has no local midnight in the configured time zone"))?;
+    let items: Vec<Value> = sum
+        .items
+        .iter()
+        .map(|c| {
+            json!({
+                "carrier": c.carrier.as_str(),
+                "unit": c.carrier.counter().unit(),
+                "today": c.today, "today_last_year": c.today_last_year, "today_change_pct": c.today_change_pct(),
+                "month": c.month, "month_last_year": c.month_last_year, "month_change_pct": c.month_change_pct(),
+            })
+        })
+        .collect();
     let local = now_utc.with_timezone(&s.tz);
-    let today = local.date_naive();
-    let bad = || ApiError::bad_request("the current date has no local midnight in the configured time zone");
-    let day0 = local_midnight(s.tz, today).ok_or_else(bad)?;
-    let month0 = local_midnight(s.tz, today.with_day(1).unwrap_or(today)).ok_or_else(bad)?;
-    let ly_day0 = local_midnight(s.tz, same_day_last_year(today)).ok_or_else(bad)?;
-    let ly_month0 = local_midnight(s.tz, same_day_last_year(today.with_day(1).unwrap_or(today))).ok_or_else(bad)?;
-    let elapsed_day = now - day0;
-    let elapsed_month = now - month0;
-    let mut items = Vec::new();
-    let mut carriers: Vec<Carrier> = meters.iter().map(|m| m.carrier).collect();
-    carriers.sort();
-    carriers.dedup();
-    for c in carriers {
-        let ms: Vec<&Meter> = meters.iter().copied().filter(|m| m.carrier == c).collect();
-        let sum = |m: &BTreeMap<i64, f64>| m.values().sum::<f64>();
-        let t = sum(&summed(&s, &ms, day0, now + HOUR_MS).await?);
-        let tl = sum(&summed(&s, &ms, ly_day0, ly_day0 + elapsed_day).await?);
-        let mo = sum(&summed(&s, &ms, month0, now + HOUR_MS).await?);
-        let mol = sum(&summed(&s, &ms, ly_month0, ly_month0 + elapsed_month).await?);
-        items.push(json!({
-            "carrier": c.as_str(),
-            "unit": c.counter().unit(),
-            "today": t, "today_last_year": tl, "today_change_pct": pct(t, tl),
-            "month": mo, "month_last_year": mol, "month_change_pct": pct(mo, mol),
-        }));
-    }
-    let power = live_power(&s, &meters, now).await?;
-    Ok(Json(json!({ "building": id, "as_of": local.to_rfc3339(), "live_power_kw": power, "items": items })))
+    Ok(Json(json!({ "building": id, "as_of": local.to_rfc3339(), "live_power_kw": sum.live_power_kw, "items": items })))
 }
 
 fn parse_night(v: Option<&String>) -> Result<[u32; 2], ApiError> {
@@ -126,40 +75,17 @@ pub(super) async fn profile(State(s): State<Shared>, Path(id): Path<String>, Que
         Some(w) => w.parse::<i64>().ok().filter(|w| (1..=52).contains(w)).ok_or_else(|| ApiError::bad_request(format!("weeks `{w}` is not 1-52")))?,
     };
     let night = parse_night(p.get("night"))?;
-    let meters: Vec<&Meter> = top_meters(&s, &id)?.into_iter().filter(|m| m.carrier == carrier).collect();
-    let now_utc = chrono::Utc::now();
-    let today = now_utc.with_timezone(&s.tz).date_naive();
-    let start_day = today - chrono::Duration::days(weeks * 7);
-    let from = local_midnight(s.tz, start_day).ok_or_else(|| ApiError::bad_request("no local midnight"))?;
-    let to = local_midnight(s.tz, today).ok_or_else(|| ApiError::bad_request("no local midnight"))?;
-    let cons = summed(&s, &meters, from, to).await?;
-    // Mean per hour of the week (Monday 0 h = 0).
-    let mut how: [(f64, u32); 168] = [(0.0, 0); 168];
-    let mut nights: BTreeMap<NaiveDate, (f64, u32)> = BTreeMap::new();
-    for (h, v) in &cons {
-        let Some(t) = chrono::DateTime::from_timestamp_millis(*h).map(|t| t.with_timezone(&s.tz)) else { continue };
-        let i = t.weekday().num_days_from_monday() as usize * 24 + t.hour() as usize;
-        how[i].0 += v;
-        how[i].1 += 1;
-        if (night[0]..night[1]).contains(&t.hour()) {
-            let e = nights.entry(t.date_naive()).or_default();
-            e.0 += v;
-            e.1 += 1;
-        }
-    }
+    let prof = buildings::profile(&s.store, &s.registry, s.tz, &id, buildings::ProfileOf { carrier, weeks, night }, chrono::Utc::now()).await.map_err(|e| building_error(e, "no local midnight"))?;
     let unit = carrier.counter().unit();
-    let hour_of_week: Vec<Value> = how
+    let hour_of_week: Vec<Value> = prof
+        .hour_of_week
         .iter()
-        .enumerate()
-        .filter(|(_, (_, n))| *n > 0)
-        .map(|(i, (sum, n))| json!({ "how": i, "day": DAYS[i / 24], "hour": i % 24, "label": format!("{} {:02}h", DAYS[i / 24], i % 24), "mean": sum / f64::from(*n), "samples": n }))
+        .map(|h| {
+            let i = h.how;
+            json!({ "how": i, "day": DAYS[i / 24], "hour": i % 24, "label": format!("{} {:02}h", DAYS[i / 24], i % 24), "mean": h.mean, "samples": h.samples })
+        })
         .collect();
-    let full = night[1] - night[0];
-    let night_base: Vec<Value> = nights
-        .iter()
-        .filter(|(_, (_, n))| *n == full)
-        .map(|(d, (sum, n))| json!({ "date": d.to_string(), "time": local_midnight(s.tz, *d).and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.with_timezone(&s.tz).to_rfc3339()), "base": sum / f64::from(*n) }))
-        .collect();
+    let night_base: Vec<Value> = prof.night_base.iter().map(|n| json!({ "date": n.date.to_string(), "time": n.midnight.map(|t| t.to_rfc3339()), "base": n.base })).collect();
     Ok(Json(json!({
         "building": id, "carrier": carrier.as_str(), "unit": format!("{unit}/h"), "weeks": weeks, "night": night,
         "hour_of_week": hour_of_week, "night_base": night_base,
@@ -190,43 +116,24 @@ pub(super) async fn set_meter_gauges(s: &Shared) {
 
 /// `GET /api/v1/indicators/ranking?indicator=..[&year=..][&as_of=..]`
 pub(super) async fn ranking(State(s): State<Shared>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
-    use crate::registry::Indicator;
     let name = p.get("indicator").map_or("energy_per_person", String::as_str);
-    let ind = Indicator::ALL.into_iter().find(|i| i.name() == name).ok_or_else(|| {
-        ApiError::bad_request(format!("indicator `{name}` is not one of {}", Indicator::ALL.map(Indicator::name).join(", ")))
-    })?;
+    let ind = ranking::indicator_named(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let (year, now_ms) = super::accounting::year_and_now(&s, &p)?;
     let reg = s.registry.clone();
     let agencies: Vec<&crate::registry::Agency> = reg.file.agencies.iter().collect();
     let all = super::accounting::compute(&s, year, now_ms, &agencies, crate::registry::Scope::Agency).await?;
-    // Only complete figures are ranked; the others are listed apart with why.
-    let not_ranked: Vec<Value> = all
+    let r = ranking::rank(&all, ind);
+    let not_ranked: Vec<Value> = r.not_ranked.iter().map(|(a, v)| json!({ "agency": a.agency, "name": a.name, "data": v.data })).collect();
+    let items: Vec<Value> = r
+        .ranked
         .iter()
-        .filter_map(|a| a.get(ind).filter(|v| v.data != crate::accounting::indicators::DataStatus::Complete).map(|v| json!({ "agency": a.agency, "name": a.name, "data": v.data })))
-        .collect();
-    let mut rows: Vec<(f64, Value)> = all
-        .iter()
-        .filter_map(|a| {
-            let v = a.get(ind).filter(|v| v.data == crate::accounting::indicators::DataStatus::Complete)?;
-            let projected = v.projected.or(v.value)?;
-            Some((
-                projected,
-                json!({
-                    "agency": a.agency, "name": a.name, "kind": a.kind, "value": v.value, "projected": projected, "unit": v.unit,
-                    "band_class": v.band.as_ref().map(|b| b.class), "target": v.target.as_ref().map(|t| t.value),
-                }),
-            ))
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let items: Vec<Value> = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, (_, mut v))| {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("rank".into(), json!(i + 1));
-            }
-            v
+        .map(|x| {
+            let (a, v) = (x.agency, x.value);
+            json!({
+                "agency": a.agency, "name": a.name, "kind": a.kind, "value": v.value, "projected": x.projected, "unit": v.unit,
+                "band_class": v.band.as_ref().map(|b| b.class), "target": v.target.as_ref().map(|t| t.value),
+                "rank": x.rank,
+            })
         })
         .collect();
     Ok(Json(json!({ "year": year, "indicator": ind.name(), "unit": ind.unit(), "items": items, "not_ranked": not_ranked })))
