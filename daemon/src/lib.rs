@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod ingest;
