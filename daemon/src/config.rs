@@ -63,6 +63,10 @@ pub struct DaemonConfig {
     /// Where raw points go: the embedded store (default) or InfluxDB as well.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The national building-energy monitoring protocol: collectors report here (issue 21).
+    /// Off when absent.
+    #[serde(default)]
+    pub collector: Option<crate::collector::CollectorConfig>,
 }
 
 fn default_tz() -> String {
@@ -106,6 +110,9 @@ impl DaemonConfig {
                 *f = base.join(&*f);
             }
         }
+        if let Some(col) = c.collector.as_mut() {
+            col.resolve(base);
+        }
         Ok(c)
     }
 
@@ -134,6 +141,9 @@ impl DaemonConfig {
         errors.extend(self.retention.problems());
         errors.extend(self.alerts.problems());
         errors.extend(self.storage.problems());
+        if let Some(c) = &self.collector {
+            errors.extend(c.problems());
+        }
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),
             Err(e) => {

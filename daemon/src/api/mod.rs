@@ -1,5 +1,6 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
+mod collectors;
 pub mod accounting;
 mod auth;
 mod alerts;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// The alert engine's rules and alerts.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// The national-protocol collectors seen (issue 21).
+    pub collectors: Arc<crate::collector::Collectors>,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/buildings", get(registry::buildings))
         .route("/api/v1/meters", get(registry::meters))
         .route("/api/v1/gateways", get(registry::gateways))
+        .route("/api/v1/collectors", get(collectors::list))
         .route("/api/v1/quantities", get(registry::quantities))
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/consumption", get(query::consumption))

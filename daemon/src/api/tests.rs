@@ -68,7 +68,9 @@ pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<c
     // raw_days: the default retention.raw_days (three years and a day).
     let options = IngestOptions { config: IngestConfig { unknown_meter: unknown, ..Default::default() }, raw_days: 3 * 365 + 1, max_body_bytes: 64 * 1024 };
     let ingest = Ingest::with_limiter(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options, ingest_limiter);
+    let collectors = Arc::new(crate::collector::Collectors::new(&metrics.registry));
     let state = Arc::new(AppState {
+        collectors,
         store,
         engine: Arc::new(engine),
         registry,

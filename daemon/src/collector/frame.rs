@@ -10,10 +10,10 @@
 //! length, the payload, no check, no tail). Both are [`FrameSpec`] presets; a site with another
 //! layout writes its own in `[collector.frame]`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Byte order of the length, sequence and check fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ByteOrder {
     Big,
@@ -21,7 +21,7 @@ pub enum ByteOrder {
 }
 
 /// The check after the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     None,
@@ -31,7 +31,7 @@ pub enum Check {
 }
 
 /// What the length field counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LengthCounts {
     /// The payload only.
@@ -41,11 +41,11 @@ pub enum LengthCounts {
 }
 
 /// A frame layout.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrameSpec {
     /// Header bytes, as hex (`"68681616"`).
-    #[serde(deserialize_with = "hex_bytes")]
+    #[serde(deserialize_with = "hex_bytes", serialize_with = "to_hex")]
     pub header: Vec<u8>,
     /// One byte after the header naming the message type (echoed in the answers).
     #[serde(default)]
@@ -59,13 +59,17 @@ pub struct FrameSpec {
     pub sequence_bytes: u8,
     pub check: Check,
     /// Tail bytes, as hex; empty for none.
-    #[serde(default, deserialize_with = "hex_bytes")]
+    #[serde(default, deserialize_with = "hex_bytes", serialize_with = "to_hex")]
     pub tail: Vec<u8>,
 }
 
 fn hex_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let s = String::deserialize(d)?;
     parse_hex(&s).map_err(serde::de::Error::custom)
+}
+
+fn to_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&b.iter().map(|x| format!("{x:02X}")).collect::<String>())
 }
 
 /// Hex digits (spaces allowed between bytes) as bytes.

@@ -13,3 +13,10 @@ pub mod crypto;
 pub mod frame;
 pub mod session;
 pub mod xml;
+pub mod config;
+pub mod listener;
+pub mod mapping;
+pub mod status;
+
+pub use config::CollectorConfig;
+pub use status::Collectors;
