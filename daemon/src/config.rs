@@ -67,6 +67,9 @@ pub struct DaemonConfig {
     /// Off when absent.
     #[serde(default)]
     pub collector: Option<crate::collector::CollectorConfig>,
+    /// Data centres above this one, reported to in the national protocol (issue 21).
+    #[serde(default)]
+    pub upstream: Vec<crate::collector::upstream::UpstreamConfig>,
 }
 
 fn default_tz() -> String {
@@ -113,6 +116,9 @@ impl DaemonConfig {
         if let Some(col) = c.collector.as_mut() {
             col.resolve(base);
         }
+        for u in &mut c.upstream {
+            u.resolve(base);
+        }
         Ok(c)
     }
 
@@ -143,6 +149,9 @@ impl DaemonConfig {
         errors.extend(self.storage.problems());
         if let Some(c) = &self.collector {
             errors.extend(c.problems());
+        }
+        for u in &self.upstream {
+            errors.extend(u.problems());
         }
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),

@@ -64,6 +64,9 @@ pub struct Daemon {
     auth_cfg: Option<auth::AuthConfig>,
     /// The national-protocol collector port (`[collector]`), bound.
     collector: Option<collector::listener::Listener>,
+    /// `[[upstream]]`: the data centres above, reported to.
+    upstream: Vec<collector::upstream::UpstreamConfig>,
+    data_dir: std::path::PathBuf,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -184,6 +187,7 @@ impl Daemon {
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
         let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
         let (mqtt, limits, auth_cfg) = (loaded.config.mqtt.clone(), http.conn_limits(), loaded.config.auth.clone());
+        let (upstream, data_dir) = (loaded.config.upstream.clone(), loaded.config.data_dir.clone());
         let registry = Arc::new(loaded.registry);
         let options = ingest::IngestOptions { config: loaded.config.ingest.clone(), raw_days: loaded.config.retention.raw_days, max_body_bytes: loaded.config.http.max_body_bytes };
         let ingest = Arc::new(ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options));
@@ -203,7 +207,7 @@ impl Daemon {
             alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
             collectors,
         });
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -247,9 +251,20 @@ impl Daemon {
         let tasks = self.spawn_tasks();
         let collector_cancel = CancellationToken::new();
         let collector = self.collector.take().map(|l| tokio::spawn(l.run(collector_cancel.clone())));
+        let upstream: Vec<JoinHandle<()>> = std::mem::take(&mut self.upstream)
+            .into_iter()
+            .map(|u| {
+                let s = &self.state;
+                let parts = collector::upstream::UpParts { store: s.store.clone(), registry: s.registry.clone(), engine: s.engine.clone(), tz: s.tz, data_dir: self.data_dir.clone(), metrics: s.metrics.registry.clone() };
+                tokio::spawn(collector::upstream::run(u, parts, collector_cancel.clone()))
+            })
+            .collect();
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
         collector_cancel.cancel();
         if let Some(t) = collector {
+            let _ = t.await;
+        }
+        for t in upstream {
             let _ = t.await;
         }
         tasks.stop().await;

@@ -132,15 +132,60 @@ struct KeyEntry {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct CentreEntry {
+    id: String,
+    key: String,
+    #[serde(default)]
+    aes_key: Option<String>,
+    #[serde(default)]
+    aes_iv: Option<String>,
+    #[serde(default)]
+    padding: Padding,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
     collector: Vec<KeyEntry>,
+    /// Lower data centres (`[[upstream]]` of another energyd, or another vendor's centre): each
+    /// passes the identity check with its division code as building id and then reports every
+    /// building whose id starts with that code.
+    #[serde(default)]
+    centre: Vec<CentreEntry>,
+}
+
+/// A lower data centre's secrets.
+#[derive(Debug, Clone)]
+pub struct CentreKey {
+    /// Its administrative division code (2 to 6 digits).
+    pub id: String,
+    pub key: String,
+    pub aes: Option<Aes>,
+}
+
+fn aes_of(at: &str, k: Option<&String>, v: Option<&String>, padding: Padding, problems: &mut Vec<String>) -> Option<Aes> {
+    match (k, v) {
+        (None, None) => None,
+        (Some(k), Some(v)) => match (Aes::key_bytes("aes_key", k), Aes::key_bytes("aes_iv", v)) {
+            (Ok(key), Ok(iv)) => Some(Aes { key, iv, padding }),
+            (Err(x), _) | (_, Err(x)) => {
+                problems.push(format!("{at}: {x}"));
+                None
+            }
+        },
+        _ => {
+            problems.push(format!("{at}: aes_key and aes_iv go together"));
+            None
+        }
+    }
 }
 
 /// The keys of the collectors.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     pub entries: Vec<CollectorKey>,
+    pub centres: Vec<CentreKey>,
 }
 
 impl Keys {
@@ -169,30 +214,34 @@ impl Keys {
             if e.key.is_empty() {
                 problems.push(format!("{at}: an empty key"));
             }
-            let aes = match (&e.aes_key, &e.aes_iv) {
-                (None, None) => None,
-                (Some(k), Some(v)) => match (Aes::key_bytes("aes_key", k), Aes::key_bytes("aes_iv", v)) {
-                    (Ok(key), Ok(iv)) => Some(Aes { key, iv, padding: e.padding }),
-                    (Err(x), _) | (_, Err(x)) => {
-                        problems.push(format!("{at}: {x}"));
-                        None
-                    }
-                },
-                _ => {
-                    problems.push(format!("{at}: aes_key and aes_iv go together"));
-                    None
-                }
-            };
+            let aes = aes_of(&at, e.aes_key.as_ref(), e.aes_iv.as_ref(), e.padding, &mut problems);
             entries.push(CollectorKey { building: e.building, gateway: e.gateway, key: e.key, aes });
         }
+        let mut centres = Vec::new();
+        for (i, c) in f.centre.into_iter().enumerate() {
+            let at = format!("[[centre]] {} (`{}`)", i + 1, c.id);
+            if !(2..=6).contains(&c.id.len()) || !c.id.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(format!("{at}: id must be an administrative division code of 2 to 6 digits"));
+            }
+            if c.key.is_empty() {
+                problems.push(format!("{at}: an empty key"));
+            }
+            let aes = aes_of(&at, c.aes_key.as_ref(), c.aes_iv.as_ref(), c.padding, &mut problems);
+            centres.push(CentreKey { id: c.id, key: c.key, aes });
+        }
         if problems.is_empty() {
-            Ok(Keys { entries })
+            Ok(Keys { entries, centres })
         } else {
             Err(problems.join("; "))
         }
     }
 
     /// The entry for a collector: the one naming its gateway, else the building's.
+    /// The lower centre of this id.
+    pub fn centre(&self, id: &str) -> Option<&CentreKey> {
+        self.centres.iter().find(|c| c.id == id)
+    }
+
     pub fn find(&self, building: &str, gateway: &str) -> Option<&CollectorKey> {
         self.entries
             .iter()
@@ -203,7 +252,14 @@ impl Keys {
 
 impl super::session::Keys for Keys {
     fn key(&self, building: &str, gateway: &str) -> Option<String> {
-        self.find(building, gateway).map(|k| k.key.clone())
+        self.find(building, gateway).map(|k| k.key.clone()).or_else(|| self.centre(building).map(|c| c.key.clone()))
+    }
+
+    fn covers(&self, building: &str, gateway: &str, data_building: &str, data_gateway: &str) -> bool {
+        match self.centre(building) {
+            Some(c) => data_building.len() == 10 && data_building.starts_with(&c.id) && data_gateway == gateway,
+            None => building == data_building && gateway == data_gateway,
+        }
     }
 }
 
@@ -218,6 +274,12 @@ mod tests {
         assert_eq!(k.find("110101A001", "02").map(|c| c.key.as_str()), Some("k2"));
         assert!(k.find("110101A001", "02").and_then(|c| c.aes.as_ref()).is_some());
         assert!(k.find("110101A002", "01").is_none());
+        let c = Keys::parse("[[centre]]\nid = \"110101\"\nkey = \"kc\"\n").unwrap();
+        use crate::collector::session::Keys as _;
+        assert_eq!(c.key("110101", "centre").as_deref(), Some("kc"));
+        assert!(c.covers("110101", "centre", "110101A007", "centre"));
+        assert!(!c.covers("110101", "centre", "110102A007", "centre"));
+        assert!(Keys::parse("[[centre]]\nid = \"11a\"\nkey = \"k\"\n").unwrap_err().contains("division code"));
         let bad = Keys::parse("[[collector]]\nbuilding = \"b1\"\nkey = \"\"\naes_key = \"short\"\n").unwrap_err();
         for want in ["not a national building id", "an empty key", "aes_key and aes_iv go together"] {
             assert!(bad.contains(want), "{bad} should say {want}");

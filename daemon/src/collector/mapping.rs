@@ -108,6 +108,7 @@ mod tests {
 [[agency]]
 id = "a"
 name = "A"
+level = "county"
 [[building]]
 id = "b"
 name = "B"

@@ -17,6 +17,7 @@ pub mod config;
 pub mod listener;
 pub mod mapping;
 pub mod status;
+pub mod upstream;
 
 pub use config::CollectorConfig;
 pub use status::Collectors;

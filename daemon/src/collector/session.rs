@@ -69,6 +69,12 @@ pub struct Session {
 /// The key of a collector: by building id (and gateway id).
 pub trait Keys {
     fn key(&self, building: &str, gateway: &str) -> Option<String>;
+    /// Whether the collector that passed as (`building`, `gateway`) may send the data of
+    /// (`data_building`, `data_gateway`): itself only, unless it is a lower data centre, which
+    /// reports the buildings of its division.
+    fn covers(&self, building: &str, gateway: &str, data_building: &str, data_gateway: &str) -> bool {
+        building == data_building && gateway == data_gateway
+    }
 }
 
 impl Session {
@@ -121,7 +127,7 @@ impl Session {
             }
             (State::In { .. }, Body::HeartBeat(HeartBeat::Notify)) => Step::Reply(answer(&msg.common, "heart_beat", Body::HeartBeat(HeartBeat::Time(self.time_string(now_ms))))),
             (State::In { building, gateway }, Body::Data(d)) => {
-                if (building, gateway) != (&msg.common.building_id, &msg.common.gateway_id) {
+                if !keys.covers(building, gateway, &msg.common.building_id, &msg.common.gateway_id) {
                     return Step::Error(format!("data of {}/{} on the session of {building}/{gateway}", msg.common.building_id, msg.common.gateway_id));
                 }
                 self.data(&msg.common, d)

@@ -499,6 +499,7 @@ fn prepare_data(args: &DemoArgs) -> Result<Loaded, DemoError> {
         alerts: crate::alerts::AlertsConfig::default(),
         storage: crate::store::StorageConfig::default(),
         collector: None,
+        upstream: Vec::new(),
     };
     daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))
 }

@@ -82,6 +82,15 @@ pub fn sub_item(code: &str) -> Option<&'static ItemCode> {
     item(&format!("{s}00"))
 }
 
+/// Whether `code` is `parent` or under it in the table: a category (`01000`) holds every code of
+/// its two digits, a sub-item (`01B00`) every code of its three characters, a first-level
+/// sub-item (`01B10`) every code of its four.
+pub fn within(code: &str, parent: &str) -> bool {
+    let stem = parent.trim_end_matches('0');
+    let stem = if stem.len() < 2 { parent.get(..2).unwrap_or(parent) } else { stem };
+    code.starts_with(stem)
+}
+
 /// Whether a meter of `carrier` may carry a code of this category.
 pub fn carrier_fits(code: &str, carrier: Carrier) -> bool {
     match code.get(..2) {
@@ -212,5 +221,20 @@ mod tests {
         assert!(!carrier_fits("01C10", Carrier::Water));
         assert!(carrier_fits("02000", Carrier::Water));
         assert!(carrier_fits("04000", Carrier::DistrictHeat));
+        // Hierarchy: the category, the sub-item and the first-level sub-item hold their
+        // children; a code holds itself.
+        let cases: &[(&str, &str, bool)] = &[
+            ("01B1A", "01000", true),
+            ("01B1A", "01B00", true),
+            ("01B1A", "01B10", true),
+            ("01B1A", "01B20", false),
+            ("01A00", "01B00", false),
+            ("02000", "01000", false),
+            ("01D60", "01D60", true),
+            ("01000", "01000", true),
+        ];
+        for &(code, parent, want) in cases {
+            assert_eq!(within(code, parent), want, "{code} within {parent}");
+        }
     }
 }
