@@ -166,6 +166,9 @@ async fn city_sees_the_countys_consumption_per_building_and_item_code_across_a_b
         let got = items(&city_url, cb, &from, &to).await.unwrap();
         assert!(same(&got, want), "after the city's restart, {cb}: city {got:?} vs county {want:?}");
     }
+    // The bureau's page of the city shows 分项能耗 per building, with the county's buildings.
+    let page = http_client().get(format!("{city_url}/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("分项能耗") && page.contains("110101A001") && page.contains("01B00") && page.contains("空调用电"), "the page has no item section");
     // And the county's figures did not move.
     for ((kb, _, _), want) in BUILDINGS.iter().zip(&county_items) {
         assert!(same(&items(&curl, kb, &from, &to).await.unwrap(), want));

@@ -1,6 +1,7 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
 mod collectors;
+mod items;
 pub mod accounting;
 mod auth;
 mod alerts;
@@ -118,6 +119,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/reports/annual", get(reports::annual))
         .route("/api/v1/reports/assessment", get(reports::assessment))
         .route("/api/v1/reports/statistics", get(reports::statistics))
+        .route("/api/v1/reports/items", get(items::items))
         .route("/api/v1/plans/energy", get(reports::plan))
         .route("/api/v1/deadlines", get(reports::deadlines))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
