@@ -130,7 +130,7 @@ async fn city_sees_the_countys_consumption_per_building_and_item_code_across_a_b
     std::fs::write(
         county.join("energyd.toml"),
         format!(
-            "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"city\"\naddress = \"127.0.0.1:{city_port}\"\ncentre_id = \"110101\"\nkey_file = \"upstream-key.toml\"\nstart = \"{start_day}\"\nheartbeat_s = 2\n"
+            "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"city\"\naddress = \"127.0.0.1:{city_port}\"\ncentre_id = \"110101\"\nkey_file = \"upstream-key.toml\"\nstart = \"{start_day}\"\nheartbeat_s = 2\nfiles_dir = \"daily\"\n"
         ),
     )
     .unwrap();
@@ -169,6 +169,11 @@ async fn city_sees_the_countys_consumption_per_building_and_item_code_across_a_b
     // The bureau's page of the city shows 分项能耗 per building, with the county's buildings.
     let page = http_client().get(format!("{city_url}/")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("分项能耗") && page.contains("110101A001") && page.contains("01B00") && page.contains("空调用电"), "the page has no item section");
+    // The daily files of the data-centre guide for yesterday (a whole day reported).
+    let day = start_day.format("%Y%m%d");
+    let energy = std::fs::read_to_string(county.join("daily").join(format!("110101{day}Energy.xml"))).expect("the daily Energy.xml");
+    let build = std::fs::read_to_string(county.join("daily").join(format!("110101{day}Build.xml"))).expect("the daily Build.xml");
+    assert!(energy.contains("<building id=\"110101A001\">") && energy.contains("code=\"01B00\"") && build.contains("110101A002"), "{energy}\n{build}");
     // And the county's figures did not move.
     for ((kb, _, _), want) in BUILDINGS.iter().zip(&county_items) {
         assert!(same(&items(&curl, kb, &from, &to).await.unwrap(), want));

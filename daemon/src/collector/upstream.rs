@@ -257,6 +257,15 @@ impl Outbox {
         self.conn.query_row("SELECT min(hour_ms) FROM outbox", [], |r| r.get(0))
     }
 
+    /// The last local day whose daily files were written (as days since the epoch).
+    pub fn files_day(&self) -> rusqlite::Result<Option<i64>> {
+        self.conn.query_row("SELECT v FROM meta WHERE k = 'files_day'", [], |r| r.get(0)).optional()
+    }
+
+    pub fn set_files_day(&self, day: i64) -> rusqlite::Result<()> {
+        self.conn.execute("INSERT INTO meta (k, v) VALUES ('files_day', ?1) ON CONFLICT (k) DO UPDATE SET v = excluded.v", params![day]).map(|_| ())
+    }
+
     pub fn done(&self, seq: i64) -> rusqlite::Result<()> {
         self.conn.execute("DELETE FROM outbox WHERE seq = ?1", params![seq]).map(|_| ())
     }
@@ -292,6 +301,53 @@ pub fn message(centre: &str, p: &Pending, tz: Tz, continuous: bool) -> Message {
             ..Data::default()
         }),
     }
+}
+
+/// The daily files of the data-centre guide (2009 software guide, shared reference): `Build.xml`
+/// (the buildings reported) and `Energy.xml` (their hourly consumption by item code), UTF-8.
+pub fn daily_files(centre: &str, day: chrono::NaiveDate, reg: &Registry, hours: &[(String, Vec<(String, Vec<f64>)>)], tz: Tz) -> (String, String, String, String) {
+    let esc = |s: &str| quick_xml::escape::escape(s).into_owned();
+    let date = day.format("%Y%m%d").to_string();
+    let head = |kind: &str| format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root><common><centre_id>{}</centre_id><date>{date}</date><type>{kind}</type></common>", esc(centre));
+    let mut build = head("build");
+    for b in reg.file.buildings.iter().filter(|b| b.national_id.as_deref().is_some_and(|n| hours.iter().any(|(h, _)| h == n))) {
+        build.push_str(&format!(
+            "<building id=\"{}\" name=\"{}\" floor_area=\"{}\" type=\"{}\"/>",
+            esc(b.national_id.as_deref().unwrap_or("")),
+            esc(&b.name),
+            b.floor_area,
+            b.national_id.as_deref().and_then(|n| n.get(6..7)).unwrap_or("")
+        ));
+    }
+    build.push_str("</root>\n");
+    let start = crate::time::day_start(tz, day);
+    let mut energy = head("energy");
+    for (building, codes) in hours {
+        energy.push_str(&format!("<building id=\"{}\">", esc(building)));
+        for (code, periods) in codes {
+            energy.push_str(&format!("<energy_item code=\"{}\" total=\"{}\">", esc(code), periods.iter().sum::<f64>()));
+            for (h, v) in periods.iter().enumerate() {
+                let t = (start + chrono::Duration::hours(h as i64)).format(super::session::TIME_FORMAT);
+                energy.push_str(&format!("<hour time=\"{t}\">{v}</hour>"));
+            }
+            energy.push_str("</energy_item>");
+        }
+        energy.push_str("</building>");
+    }
+    energy.push_str("</root>\n");
+    (format!("{centre}{date}Build.xml"), build, format!("{centre}{date}Energy.xml"), energy)
+}
+
+/// Writes a file whole or not at all: a temporary file, synced, renamed, the directory synced.
+fn write_atomic(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// The handles an upstream link needs.
@@ -400,6 +456,33 @@ impl Link {
         Ok(out)
     }
 
+    /// Writes the daily files of every whole local day reported and not yet written.
+    async fn files(&self) -> Result<(), String> {
+        let Some(dir) = self.cfg.files_dir.clone() else { return Ok(()) };
+        let Some(until) = self.blocking(|o| o.reported_until()).await? else { return Ok(()) };
+        let tz = self.p.tz;
+        let Some(until_day) = tz.timestamp_millis_opt(until).single().map(|t| t.date_naive()) else { return Ok(()) };
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+        let first = match self.blocking(|o| o.files_day()).await? {
+            Some(d) => epoch + chrono::Duration::days(d + 1),
+            None => self.cfg.start.as_deref().and_then(crate::time::parse_date).unwrap_or(until_day),
+        };
+        let mut day = first;
+        // Days whose end is reported: the day before `until`'s day, and `until`'s own if
+        // `until` is its midnight.
+        while crate::time::day_start(tz, day + chrono::Duration::days(1)).timestamp_millis() <= until {
+            let (f, t) = (crate::time::day_start(tz, day), crate::time::day_start(tz, day + chrono::Duration::days(1)));
+            let hours = self.hours(f, t).await?;
+            let (bn, b, en, e) = daily_files(&self.cfg.centre_id, day, &self.p.registry, &hours, tz);
+            let d2 = dir.clone();
+            tokio::task::spawn_blocking(move || write_atomic(&d2, &bn, &b).and_then(|()| write_atomic(&d2, &en, &e))).await.map_err(|e| e.to_string())?.map_err(|e| format!("daily files in {}: {e}", dir.display()))?;
+            let n = (day - epoch).num_days();
+            self.blocking(move |o| o.set_files_day(n)).await?;
+            day += chrono::Duration::days(1);
+        }
+        Ok(())
+    }
+
     async fn run(self, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(500);
         loop {
@@ -408,6 +491,9 @@ impl Link {
             }
             if let Err(e) = self.produce().await {
                 tracing::warn!(upstream = %self.cfg.name, "upstream: the hours could not be queued: {e}");
+            }
+            if let Err(e) = self.files().await {
+                tracing::warn!(upstream = %self.cfg.name, "upstream: daily files: {e}");
             }
             self.update_gauges().await;
             match self.session(&cancel).await {
@@ -483,6 +569,9 @@ impl Link {
                 _ = tick.tick() => {}
             }
             self.produce().await?;
+            if let Err(e) = self.files().await {
+                tracing::warn!(upstream = %self.cfg.name, "upstream: daily files: {e}");
+            }
             self.update_gauges().await;
         }
     }
@@ -569,5 +658,20 @@ mod tests {
         let x = String::from_utf8(xml::write(&m)).unwrap();
         assert!(x.contains("<building_id>110101A001</building_id>") && x.contains("operation=\"continuous\"") && x.contains("<time>20260101110000</time>"), "{x}");
         assert!(x.contains("<meter id=\"01B00\"><function id=\"1\" coding=\"01B00\">5.25</function></meter>"), "{x}");
+    }
+
+    #[test]
+    fn daily_files_by_hand() {
+        let reg = Registry::parse("[[agency]]\nid = \"a\"\nname = \"A\"\nlevel = \"county\"\n[[building]]\nid = \"b\"\nname = \"一号楼\"\nnational_id = \"110101A001\"\nfloor_area = 100\noccupants = [{ agency = \"a\", share = 1.0 }]\n").unwrap();
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+        let mut periods = vec![0.0; 24];
+        periods[1] = 2.5;
+        periods[23] = 1.0;
+        let hours = vec![("110101A001".to_string(), vec![("01A00".to_string(), periods)])];
+        let (bn, b, en, e) = daily_files("110101", day, &reg, &hours, "Asia/Shanghai".parse().unwrap());
+        assert_eq!((bn.as_str(), en.as_str()), ("11010120261205Build.xml", "11010120261205Energy.xml"));
+        assert!(b.contains("<building id=\"110101A001\" name=\"一号楼\" floor_area=\"100\" type=\"A\"/>"), "{b}");
+        // The total 3.5 = 2.5 + 1.0; the second hour starts at 01:00 local.
+        assert!(e.contains("<energy_item code=\"01A00\" total=\"3.5\">") && e.contains("<hour time=\"20261205010000\">2.5</hour>") && e.contains("<hour time=\"20261205230000\">1</hour>"), "{e}");
     }
 }

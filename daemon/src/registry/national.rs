@@ -205,6 +205,61 @@ mod tests {
     }
 
     #[test]
+    fn check_config_names_every_national_problem() {
+        let reg = r#"
+[[agency]]
+id = "a"
+name = "A"
+level = "county"
+[[building]]
+id = "b"
+name = "B"
+national_id = "11010A001"
+floor_area = 100
+occupants = [{ agency = "a", share = 1.0 }]
+[[meter]]
+id = "m1"
+building = "b"
+carrier = "electricity"
+item_code = "01E00"
+[[meter]]
+id = "m2"
+building = "b"
+carrier = "water"
+item_code = "01A00"
+collector = "110101A001"
+collector_meter = "1"
+[[meter]]
+id = "m3"
+building = "b"
+carrier = "electricity"
+collector = "110101A001"
+collector_meter = "1"
+[[meter]]
+id = "m4"
+building = "b"
+carrier = "electricity"
+collector = "110101Z001"
+[[meter]]
+id = "m5"
+building = "b"
+carrier = "electricity"
+function = "2"
+"#;
+        let e = super::super::Registry::parse(reg).unwrap_err().0.join("\n");
+        for want in [
+            "building `b`: national_id `11010A001` is not a national building id",
+            "meter `m1`: item_code `01E00` is not an energy item code",
+            "meter `m2`: item_code `01A00` (electricity) does not fit carrier water",
+            "meter `m3`: collector 110101A001 meter 1 function `` is already meter `m2`",
+            "meter `m4`: `collector` needs `collector_meter`",
+            "meter `m5`: `function` needs `collector` and `collector_meter`",
+        ] {
+            assert!(e.contains(want), "{e}\nshould say: {want}");
+        }
+    }
+
+    #[test]
     fn codes_and_their_parents() {
         // Every code is 5 characters, unique, and its category is in the table.
         for (i, c) in ITEM_CODES.iter().enumerate() {
