@@ -39,6 +39,9 @@ use crate::time::Interval;
 
 const HOUR_MS: i64 = 3_600_000;
 
+/// A building's national id and, per energy item code, its consumption per hour.
+pub type BuildingHours = (String, Vec<(String, Vec<f64>)>);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
@@ -202,7 +205,7 @@ impl Outbox {
     /// counters move on and one message per building and hour end is queued, in one
     /// transaction. A building or code seen for the first time starts at 0 at `from` (queued
     /// too, so that the upper centre has the counter's start).
-    pub fn record(&mut self, from: i64, until: i64, hours: &[(String, Vec<(String, Vec<f64>)>)]) -> rusqlite::Result<usize> {
+    pub fn record(&mut self, from: i64, until: i64, hours: &[BuildingHours]) -> rusqlite::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut queued = 0;
         for (building, codes) in hours {
@@ -305,7 +308,7 @@ pub fn message(centre: &str, p: &Pending, tz: Tz, continuous: bool) -> Message {
 
 /// The daily files of the data-centre guide (2009 software guide, shared reference): `Build.xml`
 /// (the buildings reported) and `Energy.xml` (their hourly consumption by item code), UTF-8.
-pub fn daily_files(centre: &str, day: chrono::NaiveDate, reg: &Registry, hours: &[(String, Vec<(String, Vec<f64>)>)], tz: Tz) -> (String, String, String, String) {
+pub fn daily_files(centre: &str, day: chrono::NaiveDate, reg: &Registry, hours: &[BuildingHours], tz: Tz) -> (String, String, String, String) {
     let esc = |s: &str| quick_xml::escape::escape(s).into_owned();
     let date = day.format("%Y%m%d").to_string();
     let head = |kind: &str| format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<root><common><centre_id>{}</centre_id><date>{date}</date><type>{kind}</type></common>", esc(centre));
@@ -428,7 +431,7 @@ impl Link {
     }
 
     /// Per building with a national id: its item codes' consumption per hour in `[from, to)`.
-    async fn hours(&self, from: DateTime<Tz>, to: DateTime<Tz>) -> Result<Vec<(String, Vec<(String, Vec<f64>)>)>, String> {
+    async fn hours(&self, from: DateTime<Tz>, to: DateTime<Tz>) -> Result<Vec<BuildingHours>, String> {
         let reg = &self.p.registry;
         let events = self.p.engine.events_by_meter();
         let n = ((to.timestamp_millis() - from.timestamp_millis()) / HOUR_MS) as usize;
