@@ -115,13 +115,18 @@ pub struct CollectorKey {
     pub aes: Option<Aes>,
 }
 
+/// An entry of a keys file: a collector (`building`, optional `gateway`), a lower centre (`id`),
+/// or the one key of an upstream link (neither); with its key and optional AES.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyEntry {
-    building: String,
+pub(super) struct SecretEntry {
+    #[serde(default)]
+    building: Option<String>,
     #[serde(default)]
     gateway: Option<String>,
-    key: String,
+    #[serde(default)]
+    id: Option<String>,
+    pub(super) key: String,
     #[serde(default)]
     aes_key: Option<String>,
     #[serde(default)]
@@ -130,29 +135,23 @@ struct KeyEntry {
     padding: Padding,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CentreEntry {
-    id: String,
-    key: String,
-    #[serde(default)]
-    aes_key: Option<String>,
-    #[serde(default)]
-    aes_iv: Option<String>,
-    #[serde(default)]
-    padding: Padding,
+impl SecretEntry {
+    /// The AES of the entry, or why it is wrong.
+    pub(super) fn aes(&self, at: &str, problems: &mut Vec<String>) -> Option<Aes> {
+        aes_of(at, self.aes_key.as_ref(), self.aes_iv.as_ref(), self.padding, problems)
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
     #[serde(default)]
-    collector: Vec<KeyEntry>,
+    collector: Vec<SecretEntry>,
     /// Lower data centres (`[[upstream]]` of another energyd, or another vendor's centre): each
     /// passes the identity check with its division code as building id and then reports every
     /// building whose id starts with that code.
     #[serde(default)]
-    centre: Vec<CentreEntry>,
+    centre: Vec<SecretEntry>,
 }
 
 /// A lower data centre's secrets.
@@ -207,27 +206,35 @@ impl Keys {
         let mut entries = Vec::new();
         let mut problems = Vec::new();
         for (i, e) in f.collector.into_iter().enumerate() {
-            let at = format!("[[collector]] {} (`{}`)", i + 1, e.building);
-            if let Err(m) = crate::registry::national::check_building_id(&e.building) {
+            let building = e.building.clone().unwrap_or_default();
+            let at = format!("[[collector]] {} (`{building}`)", i + 1);
+            if let Err(m) = crate::registry::national::check_building_id(&building) {
                 problems.push(format!("{at}: building {m}"));
+            }
+            if e.id.is_some() {
+                problems.push(format!("{at}: `id` belongs to a [[centre]]"));
             }
             if e.key.is_empty() {
                 problems.push(format!("{at}: an empty key"));
             }
-            let aes = aes_of(&at, e.aes_key.as_ref(), e.aes_iv.as_ref(), e.padding, &mut problems);
-            entries.push(CollectorKey { building: e.building, gateway: e.gateway, key: e.key, aes });
+            let aes = e.aes(&at, &mut problems);
+            entries.push(CollectorKey { building, gateway: e.gateway, key: e.key, aes });
         }
         let mut centres = Vec::new();
         for (i, c) in f.centre.into_iter().enumerate() {
-            let at = format!("[[centre]] {} (`{}`)", i + 1, c.id);
-            if !(2..=6).contains(&c.id.len()) || !c.id.bytes().all(|b| b.is_ascii_digit()) {
+            let id = c.id.clone().unwrap_or_default();
+            let at = format!("[[centre]] {} (`{id}`)", i + 1);
+            if !(2..=6).contains(&id.len()) || !id.bytes().all(|b| b.is_ascii_digit()) {
                 problems.push(format!("{at}: id must be an administrative division code of 2 to 6 digits"));
+            }
+            if c.building.is_some() || c.gateway.is_some() {
+                problems.push(format!("{at}: `building` and `gateway` belong to a [[collector]]"));
             }
             if c.key.is_empty() {
                 problems.push(format!("{at}: an empty key"));
             }
-            let aes = aes_of(&at, c.aes_key.as_ref(), c.aes_iv.as_ref(), c.padding, &mut problems);
-            centres.push(CentreKey { id: c.id, key: c.key, aes });
+            let aes = c.aes(&at, &mut problems);
+            centres.push(CentreKey { id, key: c.key, aes });
         }
         if problems.is_empty() {
             Ok(Keys { entries, centres })

@@ -24,7 +24,7 @@ pub struct Mapping {
 }
 
 /// A value no registry meter takes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Unassigned {
     pub building: String,
     pub gateway: String,

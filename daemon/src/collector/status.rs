@@ -29,12 +29,8 @@ pub struct Seen {
 /// A value no registry meter takes, as last seen.
 #[derive(Debug, Clone, Serialize)]
 pub struct UnassignedSeen {
-    pub building: String,
-    pub gateway: String,
-    pub meter: String,
-    pub function: String,
-    pub coding: Option<String>,
-    pub stored_as: String,
+    #[serde(flatten)]
+    pub value: Unassigned,
     pub last_seen_ms: i64,
 }
 
@@ -90,10 +86,7 @@ impl Collectors {
         }
         let n = self.with(|i| {
             for u in list {
-                i.unassigned.insert(
-                    u.stored_as.clone(),
-                    UnassignedSeen { building: u.building.clone(), gateway: u.gateway.clone(), meter: u.meter.clone(), function: u.function.clone(), coding: u.coding.clone(), stored_as: u.stored_as.clone(), last_seen_ms: now_ms },
-                );
+                i.unassigned.insert(u.stored_as.clone(), UnassignedSeen { value: u.clone(), last_seen_ms: now_ms });
             }
             i.unassigned.len()
         });

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::crypto::{Aes, Padding};
+use super::crypto::Aes;
 use super::frame::{self, Frame, FrameSpec};
 use super::xml::{self, Body, Common, Data, DataOp, FunctionValue, HeartBeat, IdValidate, Message, MeterValues};
 use crate::accounting::engine::Engine;
@@ -86,18 +86,6 @@ fn thirty() -> u64 {
     30
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyFile {
-    key: String,
-    #[serde(default)]
-    aes_key: Option<String>,
-    #[serde(default)]
-    aes_iv: Option<String>,
-    #[serde(default)]
-    padding: Padding,
-}
-
 /// The secret of an upstream link.
 #[derive(Debug, Clone)]
 pub struct UpKey {
@@ -131,14 +119,14 @@ impl UpstreamConfig {
             return Err(format!("{at}: lets others read the key; chmod 600 it"));
         }
         let text = std::fs::read_to_string(&self.key_file).map_err(|e| format!("{at}: {e}"))?;
-        let f: KeyFile = toml::from_str(&text).map_err(|e| format!("{at}: {e}"))?;
-        let aes = match (f.aes_key, f.aes_iv) {
-            (None, None) => None,
-            (Some(k), Some(v)) => Some(Aes { key: Aes::key_bytes("aes_key", &k).map_err(|e| format!("{at}: {e}"))?, iv: Aes::key_bytes("aes_iv", &v).map_err(|e| format!("{at}: {e}"))?, padding: f.padding }),
-            _ => return Err(format!("{at}: aes_key and aes_iv go together")),
-        };
+        let f: super::config::SecretEntry = toml::from_str(&text).map_err(|e| format!("{at}: {e}"))?;
+        let mut problems = Vec::new();
+        let aes = f.aes(&at, &mut problems);
         if f.key.is_empty() {
-            return Err(format!("{at}: an empty key"));
+            problems.push(format!("{at}: an empty key"));
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
         }
         Ok(UpKey { key: f.key, aes })
     }
