@@ -348,6 +348,26 @@ mod tests {
         }
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        // The fuzz target's properties (fuzz/fuzz_targets/collector_frame.rs), on arbitrary
+        // bytes: a frame, more needed, or a refusal; a frame read encodes back to its bytes; any
+        // payload framed decodes back.
+        #[test]
+        fn any_bytes_decode_or_refuse_and_frames_round_trip(data in proptest::collection::vec(any::<u8>(), 0..300), seq in any::<u32>(), ty in any::<u8>()) {
+            for spec in [FrameSpec::guideline(), FrameSpec::node_8bae9b()] {
+                if let Ok(Some((f, used))) = decode(&spec, &data, 256) {
+                    prop_assert!(f.payload.len() <= 256);
+                    prop_assert_eq!(encode(&spec, &f), data[..used].to_vec());
+                }
+                let f = Frame { type_byte: if spec.type_byte { ty } else { 0 }, sequence: if spec.sequence_bytes > 0 { seq } else { 0 }, payload: data.clone() };
+                let b = encode(&spec, &f);
+                prop_assert_eq!(decode(&spec, &b, 1024).unwrap(), Some((f, b.len())));
+            }
+        }
+    }
+
     #[test]
     fn custom_layouts_from_toml() {
         let spec: FrameSpec = toml::from_str(
