@@ -10,6 +10,7 @@
 //! idle_timeout_s = 300           # a collector silent that long is disconnected
 //! max_frame_bytes = 1048576      # the largest payload accepted
 //! query_hours = 0                # > 0: after the identity check, ask for the last N hours
+//! max_connections = 1024         # more at once are closed at once
 //! ```
 //!
 //! The keys file:
@@ -55,6 +56,9 @@ pub struct CollectorConfig {
     pub max_frame_bytes: usize,
     #[serde(default)]
     pub query_hours: u32,
+    /// Connections open at once; more are closed at once (counted).
+    #[serde(default = "max_conn")]
+    pub max_connections: usize,
 }
 
 fn guideline() -> String {
@@ -62,6 +66,9 @@ fn guideline() -> String {
 }
 fn idle() -> u64 {
     300
+}
+fn max_conn() -> usize {
+    1024
 }
 fn max_frame() -> usize {
     1 << 20
@@ -95,6 +102,9 @@ impl CollectorConfig {
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             errors.push("collector: tls_cert_file and tls_key_file go together".into());
+        }
+        if self.max_connections == 0 {
+            errors.push("collector.max_connections must be at least 1".into());
         }
         if self.max_frame_bytes == 0 || self.max_frame_bytes > super::xml::MAX_MESSAGE_BYTES {
             errors.push(format!("collector.max_frame_bytes must be between 1 and {}", super::xml::MAX_MESSAGE_BYTES));

@@ -36,6 +36,7 @@ pub struct Listener {
     pub idle: Duration,
     pub max_frame: usize,
     pub query_hours: u32,
+    pub max_connections: usize,
 }
 
 impl Listener {
@@ -57,6 +58,7 @@ impl Listener {
             idle: Duration::from_secs(cfg.idle_timeout_s.max(1)),
             max_frame: cfg.max_frame_bytes,
             query_hours: cfg.query_hours,
+            max_connections: cfg.max_connections,
         })
     }
 
@@ -83,6 +85,12 @@ impl Listener {
                     continue;
                 }
             };
+            if tasks.len() >= shared.max_connections {
+                shared.status.refused.with_label_values(&["too_many_connections"]).inc();
+                tracing::warn!(%peer, limit = shared.max_connections, "collector port: connection closed, collector.max_connections reached");
+                drop(tcp);
+                continue;
+            }
             let _ = tcp.set_nodelay(true);
             let (s, c) = (shared.clone(), cancel.clone());
             tasks.spawn(async move {
