@@ -210,6 +210,16 @@ async fn run(framing_name: &str, framing: Framing) {
     assert!(metric_sum(&text, "energyd_collector_unassigned_meters") >= 1.0);
     let (_, audit) = get_json(&format!("{url}/api/v1/audit")).await;
     assert!(audit.to_string().contains("wrong MD5") && audit.to_string().contains("collector 110101A001/01"), "{audit}");
+    // Guessing keys: after 10 failed identity checks in a minute, the address is cut off, the
+    // right key included, until the minute is over.
+    for _ in 0..10 {
+        if let Ok(mut g) = Collector::connect(&addr, framing, None, "110101A001", "01").await {
+            assert!(!matches!(g.login("guess").await, Ok(true)));
+        }
+    }
+    let mut right = Collector::connect(&addr, framing, None, "110101A001", "01").await.unwrap();
+    assert!(right.login("key-one").await.is_err(), "a barred address is cut off even with the right key");
+    assert!(metric_sum(&energy_e2e::http_client().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap(), "energyd_collector_sessions_closed_total{reason=\"too_many_identity_failures\"}") >= 1.0);
     drop(one);
     drop(two);
     daemon.signal("TERM");

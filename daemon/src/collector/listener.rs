@@ -37,6 +37,31 @@ pub struct Listener {
     pub max_frame: usize,
     pub query_hours: u32,
     pub max_connections: usize,
+    /// Failed identity checks per client address in the current minute.
+    failures: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+/// Failed identity checks an address may have in a minute; more: its connections are closed at
+/// once until the minute is over (guessing a key online).
+pub const MAX_FAILURES_PER_MINUTE: u32 = 10;
+
+impl Listener {
+    /// Whether `ip` is barred for failed identity checks; `failed` records one more.
+    fn barred(&self, ip: std::net::IpAddr, failed: bool) -> bool {
+        let mut m = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if m.len() > 100_000 {
+            m.retain(|_, (t, _)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let e = m.entry(ip).or_insert((now, 0));
+        if now.duration_since(e.0) >= Duration::from_secs(60) {
+            *e = (now, 0);
+        }
+        if failed {
+            e.1 += 1;
+        }
+        e.1 >= MAX_FAILURES_PER_MINUTE
+    }
 }
 
 impl Listener {
@@ -59,6 +84,7 @@ impl Listener {
             max_frame: cfg.max_frame_bytes,
             query_hours: cfg.query_hours,
             max_connections: cfg.max_connections,
+            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -85,6 +111,11 @@ impl Listener {
                     continue;
                 }
             };
+            if shared.barred(peer.ip(), false) {
+                shared.status.refused.with_label_values(&["too_many_identity_failures"]).inc();
+                drop(tcp);
+                continue;
+            }
             if tasks.len() >= shared.max_connections {
                 shared.status.refused.with_label_values(&["too_many_connections"]).inc();
                 tracing::warn!(%peer, limit = shared.max_connections, "collector port: connection closed, collector.max_connections reached");
@@ -233,6 +264,11 @@ impl Listener {
             }
             Step::Refused { reply, reason } => {
                 self.status.identity_refused.inc();
+                if let Ok(a) = peer.parse::<std::net::SocketAddr>() {
+                    if self.barred(a.ip(), true) {
+                        tracing::warn!(%peer, "collector port: {MAX_FAILURES_PER_MINUTE} failed identity checks from this address within a minute; its connections are closed until the minute is over");
+                    }
+                }
                 self.status.update(&common.building_id, &common.gateway_id, now, |s| {
                     s.identity_refused += 1;
                     s.last_problem = Some(reason.clone());
