@@ -82,7 +82,7 @@ collector_meter = "1"
     std::fs::set_permissions(&kf, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(
         dir.join("energyd.toml"),
-        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[collector]\nlisten = \"127.0.0.1:{port}\"\nframing = \"{framing}\"\nkeys_file = \"collector-keys.toml\"\n"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[collector]\nlisten = \"127.0.0.1:{port}\"\nframing = \"{framing}\"\nkeys_file = \"collector-keys.toml\"\nquery_hours = 2\n"),
     )
     .unwrap();
 }
@@ -124,10 +124,17 @@ async fn stored(url: &str, meter: &str, quantity: &str) -> Vec<(i64, f64)> {
         .unwrap_or_default()
 }
 
+/// A collector past the identity check, and the centre's query that follows it
+/// (`query_hours = 2`: the last two hours, `YYYYMMDDHHmmss` in Shanghai time).
 async fn logged_in(addr: &str, framing: Framing, aes: bool, building: &str, key: &str) -> Collector {
     let a = aes.then_some((*AES_KEY, *AES_IV));
     let mut c = Collector::connect(addr, framing, a, building, "01").await.unwrap();
     assert!(c.login(key).await.unwrap(), "{building} should pass the identity check");
+    let query = c.recv().await.unwrap();
+    assert!(query.contains("operation=\"query\""), "{query}");
+    let (start, end) = (energy_e2e::national::tag(&query, "start_time").unwrap(), energy_e2e::national::tag(&query, "end_time").unwrap());
+    let parse = |t: &str| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d%H%M%S").unwrap_or_else(|e| panic!("`{t}` in the query: {e}"));
+    assert_eq!((parse(end) - parse(start)).num_minutes(), 120, "{query}");
     c
 }
 
@@ -149,7 +156,11 @@ async fn run(framing_name: &str, framing: Framing) {
     assert!((centre - ours).num_seconds().abs() < 300, "centre time {centre} vs {ours}");
     assert_eq!(two.heartbeat().await.unwrap().len(), 14);
 
-    // Quarters 0..6 reported and acknowledged, in two packets each.
+    // The centre's query answered with a reply (quarter 0's values): stored, acknowledged.
+    let acks = one.report("reply", 0, &qs[0].0, &values_one(0), 1).await.unwrap();
+    assert!(acks[0].contains("continuous_ack"), "{acks:?}");
+    // Quarters 0..6 reported (quarter 0 again: nothing stored twice) and acknowledged, in two
+    // packets each.
     for (i, (time, _)) in qs.iter().enumerate().take(6) {
         let acks = one.report("report", i as u32, time, &values_one(i), 2).await.unwrap();
         assert_eq!(acks.len(), 2);
