@@ -7,8 +7,12 @@ use std::time::Duration;
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use md5::{Digest, Md5};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// The two frame layouts of the field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +33,7 @@ pub struct Value {
 }
 
 pub struct Collector {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     framing: Framing,
     aes: Option<([u8; 16], [u8; 16])>,
     pub building: String,
@@ -69,7 +73,22 @@ pub fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 impl Collector {
     pub async fn connect(addr: &str, framing: Framing, aes: Option<([u8; 16], [u8; 16])>, building: &str, gateway: &str) -> std::io::Result<Collector> {
         let stream = TcpStream::connect(addr).await?;
-        Ok(Collector { stream, framing, aes, building: building.into(), gateway: gateway.into(), seq: 0, buf: Vec::new() })
+        Ok(Collector { stream: Box::new(stream), framing, aes, building: building.into(), gateway: gateway.into(), seq: 0, buf: Vec::new() })
+    }
+
+    /// Over TLS, trusting the certificate in PEM file `ca` (for the name `127.0.0.1`).
+    pub async fn connect_tls(addr: &str, ca: &std::path::Path, framing: Framing, building: &str, gateway: &str) -> std::io::Result<Collector> {
+        use rustls::pki_types::pem::PemObject as _;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(std::io::Error::other)? {
+            roots.add(c.map_err(std::io::Error::other)?).map_err(std::io::Error::other)?;
+        }
+        let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await?;
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await?;
+        Ok(Collector { stream: Box::new(tls), framing, aes: None, building: building.into(), gateway: gateway.into(), seq: 0, buf: Vec::new() })
     }
 
     fn frame(&mut self, payload: &[u8]) -> Vec<u8> {
@@ -106,7 +125,8 @@ impl Collector {
             None => xml.into_bytes(),
         };
         let f = self.frame(&payload);
-        self.stream.write_all(&f).await
+        self.stream.write_all(&f).await?;
+        self.stream.flush().await
     }
 
     /// The next message from the centre, as XML text; an error when the connection closes or

@@ -246,3 +246,41 @@ async fn guideline_framing_collectors_plain_and_aes_every_reading_once_across_a_
 async fn node_8bae9b_framing_collectors_plain_and_aes_every_reading_once_across_a_kill() {
     run("8bae9b", Framing::Node).await;
 }
+
+/// The collector port over TLS (`tls_cert_file` / `tls_key_file`, the HTTP server's loader): a
+/// collector that trusts the certificate passes the identity check and its report is stored; a
+/// plain TCP client gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_port_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    write_files(d, "guideline", port);
+    let st = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "tls.key", "-out", "tls.crt", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE"])
+        .current_dir(d)
+        .output()
+        .expect("openssl (Debian package `openssl`)");
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let cfg = std::fs::read_to_string(d.join("energyd.toml")).unwrap();
+    std::fs::write(d.join("energyd.toml"), format!("{cfg}tls_cert_file = \"tls.crt\"\ntls_key_file = \"tls.key\"\n")).unwrap();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("energyd listening on", Duration::from_secs(60)));
+    let line = daemon.wait_line("collector port listening", Duration::from_secs(30));
+    assert!(line.contains("tls://"), "{line}");
+    let addr = format!("127.0.0.1:{port}");
+    let mut c = Collector::connect_tls(&addr, &d.join("tls.crt"), Framing::Guideline, "110101A001", "01").await.unwrap();
+    assert!(c.login("key-one").await.unwrap());
+    assert!(c.recv().await.unwrap().contains("operation=\"query\""));
+    let qs = quarters(1);
+    let acks = c.report("report", 1, &qs[0].0, &values_one(0), 1).await.unwrap();
+    assert!(acks[0].contains("report_ack"), "{acks:?}");
+    let got = eventually(Duration::from_secs(30), "stored over TLS", || async { let g = stored(&url, "n-light", "active_energy_import").await; (!g.is_empty()).then_some(g) }).await;
+    assert_eq!(got, vec![(qs[0].1, values_one(0)[0].value)]);
+    // Plain TCP on the TLS port: the handshake fails, nothing is answered.
+    let mut plain = Collector::connect(&addr, Framing::Guideline, None, "110101A001", "01").await.unwrap();
+    assert!(plain.login("key-one").await.is_err());
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(60));
+}
