@@ -106,14 +106,14 @@ mod tests {
         let reg = Registry::parse(
             r#"
 [[agency]]
-id = "a"
-name = "A"
-level = "county"
+id = "ag"
+name = "机关"
+level = "city"
 [[building]]
 id = "b"
-name = "B"
-floor_area = 100
-occupants = [{ agency = "a", share = 1.0 }]
+name = "一号楼"
+floor_area = 2500
+occupants = [{ agency = "ag", share = 1.0 }]
 [[meter]]
 id = "main"
 building = "b"
