@@ -56,7 +56,7 @@ async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
         let cancel = CancellationToken::new();
         let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
         let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-        let mut m = FieldMeter { profile: p.clone(), address: None, ser: 0 };
+        let mut m = FieldMeter::new(p.clone(), None);
         let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
         let r = read_meter(&mut link, &mut m, &mcfg).await;
         assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
@@ -99,7 +99,7 @@ async fn acrel_acr10r_profile_reads_the_manuals_own_exchange() {
         got
     });
     let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-    let mut m = FieldMeter { profile: p.clone(), address: Some(vec![0x01, 0, 0, 0, 0, 0]), ser: 0 };
+    let mut m = FieldMeter::new(p.clone(), Some(vec![0x01, 0, 0, 0, 0, 0]));
     let mcfg = ModbusConfig { timeout_ms: 5000, retries: 0, ..ModbusConfig::default() };
     let r = read_meter(&mut link, &mut m, &mcfg).await;
     let sent = peer.await.unwrap();
@@ -125,7 +125,7 @@ async fn follow_up_frames_abnormal_replies_and_bad_checksums() {
     let cancel = CancellationToken::new();
     let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
     let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-    let mut m = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0]), ser: 0 };
+    let mut m = FieldMeter::new(p.clone(), Some(vec![0x42, 0, 0, 0, 0, 0]));
     let mcfg = ModbusConfig { timeout_ms: 300, retries: 3, ..ModbusConfig::default() };
     let r = read_meter(&mut link, &mut m, &mcfg).await;
     assert!(link.bad_frames >= 3, "bad frames counted: {}", link.bad_frames);
@@ -204,7 +204,7 @@ async fn heat_and_electricity_meters_on_a_serial_port_at_2400_baud() {
     let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
     let t = Transport::Serial(line);
     let mut link = connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO));
-    let mut m = FieldMeter { profile: heat.clone(), address: Some(vec![0x77, 0, 0, 0, 0, 0, 0]), ser: 9 };
+    let mut m = FieldMeter { ser: 9, ..FieldMeter::new(heat.clone(), Some(vec![0x77, 0, 0, 0, 0, 0, 0])) };
     let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
     let start = Instant::now();
     let r = read_meter(&mut link, &mut m, &mcfg).await;
@@ -423,7 +423,7 @@ async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
             let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
             let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
             let mcfg = ModbusConfig { timeout_ms: 2000, retries: 0, ..ModbusConfig::default() };
-            let mut reader = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 3 };
+            let mut reader = FieldMeter { ser: 3, ..FieldMeter::new(p.clone(), Some(vec![0x42, 0, 0, 0, 0, 0, 0])) };
             let r = read_meter(&mut link, &mut reader, &mcfg).await;
             assert!(r.errors.is_empty() && r.problems.is_empty(), "{name} {order:?} {units:?}: {:?} {:?}", r.errors, r.problems);
             for q in p.quantities() {
@@ -432,7 +432,7 @@ async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
             }
             // The other order: this meter stays silent, as the field's meters do.
             let other = Arc::new(FieldProfile { di_order: Some(order.other()), ..(*p).clone() });
-            let mut reader = FieldMeter { profile: other, address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 4 };
+            let mut reader = FieldMeter { ser: 4, ..FieldMeter::new(other, Some(vec![0x42, 0, 0, 0, 0, 0, 0])) };
             let r = read_meter(&mut link, &mut reader, &ModbusConfig { timeout_ms: 300, ..mcfg.clone() }).await;
             assert!(!r.answered && r.values.is_empty(), "{name} {order:?}: {:?}", r.values);
             assert!(matches!(r.errors[..], [ReadError::Timeout(_)]), "{:?}", r.errors);
