@@ -338,7 +338,11 @@ async fn profiles_list_and_show_print_tables_and_stop_quietly_on_a_closed_pipe()
     }
     let (code, out, _) = gateway(args(&["profiles", "show", "generic/dlt645-2007-three-phase"])).await;
     assert_eq!(code, 0);
-    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import")), "{out}");
+    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import\t\tct_pt\tkWh")), "{out}");
+    // Which transformer ratio scales each value: currents CT, voltages PT, nothing for cos phi.
+    assert!(out.lines().any(|l| l.starts_with("02 02 01 00\t+0\tXXX.XXX\t3\tyes\tcurrent_l1\t\tct\tA")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("02 01 01 00\t+0\tXXX.X\t2\t\tvoltage_l1\t\tpt\tV")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("02 06 00 00\t+0\tX.XXX\t2\tyes\tpower_factor\t\t\t")), "{out}");
     let (code, out, _) = gateway(args(&["profiles", "show", "chint/dtsu666"])).await;
     assert_eq!(code, 0);
     assert!(out.lines().any(|l| l.starts_with("0x2006\t8198\t03\t")), "{out}");
@@ -529,5 +533,47 @@ async fn probe_hints_the_other_di_order_and_unit_position() {
     let (_, out, err) = gateway(args(&["probe", "--profile", "generic/cjt188-heat", "--tcp", &ep, "--timeout-ms", "300"])).await;
     assert!(err.contains("value problem: "), "{out}{err}");
     assert!(err.contains("hint: the reply's values decode only with each unit code before its value: set unit_position = \"before\" in the profile"), "{err}");
+    cancel.cancel();
+}
+
+/// `read --protocol cjt188` takes the profiles' variant keys as flags: a heat meter that answers
+/// only `90 1F` and puts its unit codes before the values reads with `--di-order high-first
+/// --unit-position before`; without them the read fails and the hints name the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_cjt188_takes_di_order_and_unit_position_flags() {
+    let (_, mut m) = high_first_meter("generic/cjt188-heat", "00000040314132");
+    m.unit_position = energy_gateway::field::cjt188::UnitPosition::Before;
+    let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let read = |extra: &[&str]| {
+        let mut a: Vec<String> = ["read", "--protocol", "cjt188", "--meter-type", "20", "--tcp", &ep, "--address", "00000040314132", "--timeout-ms", "300"].map(String::from).to_vec();
+        a.extend(extra.iter().map(ToString::to_string));
+        gateway(a)
+    };
+    // The standard's defaults: 1F 90 gets no answer; the probe behind `read` finds 90 1F.
+    let (code, out, err) = read(&[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("set di_order = \"high-first\""), "{err}");
+    assert!(err.contains("hint: with `read`, di_order and unit_position are the flags --di-order and --unit-position"), "{err}");
+    // The right order, the wrong unit position: the values do not decode, the hint says so.
+    let (_, out, err) = read(&["--di-order", "high-first"]).await;
+    assert!(err.contains("set unit_position = \"before\""), "{out}{err}");
+    // Both: the heat meter's volume (typical 321.09 m³) and what was sent.
+    let (code, out, err) = read(&["--di-order", "high-first", "--unit-position", "before"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("meter 00000040314132 90 1F (sent 90 1F, unit codes before): heat_volume=321.09 m³"), "{out}");
+    assert!(!err.contains("hint"), "{err}");
+    // Bad values are refused with the allowed ones; the flags are for CJ/T 188 only.
+    let (code, _, err) = read(&["--di-order", "90 1F"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("low-first") && err.contains("high-first"), "{err}");
+    let (code, _, err) = read(&["--unit-position", "first"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("after") && err.contains("before"), "{err}");
+    let (code, _, err) =
+        gateway(["read", "--protocol", "dlt645-2007", "--tcp", &ep, "--di", "00 01 00 00", "--di-order", "high-first"].map(String::from).to_vec()).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--di-order and --unit-position are for --protocol cjt188"), "{err}");
     cancel.cancel();
 }
