@@ -123,7 +123,7 @@ async fn acrel_acr10r_profile_reads_the_manuals_own_exchange() {
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
         // Read until the request's end byte (0x16) after its frame start.
-        while !(got.iter().any(|&b| b == 0x68) && got.last() == Some(&0x16)) {
+        while !(got.contains(&0x68) && got.last() == Some(&0x16)) {
             let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
             assert!(n > 0, "gateway closed before sending a request");
             got.extend_from_slice(&buf[..n]);
