@@ -35,6 +35,31 @@ fn close(q: Quantity, got: f64, want: f64) -> bool {
     (got - want).abs() <= 1e-3_f64.max(want.abs() * 1e-5) || (q == Quantity::HeatEnergy && (got - want).abs() <= 4e-5)
 }
 
+/// The simulated bus served on one end of a socat pseudo-terminal pair, and the gateway's link on
+/// the other, both at 2400 baud 8E1 (the gateway keeps the 3.5-character gap between frames).
+async fn serial_link(pair: &support::PtyPair, bus: &SimBus, cancel: &CancellationToken) -> energy_gateway::field::link::FieldLink {
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
+    let (b, c) = (bus.clone(), cancel.clone());
+    tokio::spawn(async move { b.serve(port, c).await });
+    let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
+    let t = Transport::Serial(line);
+    connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO))
+}
+
+/// Reads the only meter on `link` without knowing its address (number `n` in the profile's
+/// address width) and checks that it answered with every value of its profile.
+async fn reads_whole_meter(name: &str, p: &Arc<FieldProfile>, mut link: energy_gateway::field::link::FieldLink, n: u64, want: &BTreeMap<Quantity, f64>) {
+    let mut m = FieldMeter::new(p.clone(), None);
+    let mcfg = ModbusConfig { timeout_ms: 3000, ..ModbusConfig::default() };
+    let r = read_meter(&mut link, &mut m, &mcfg).await;
+    assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+    assert_eq!(r.address.as_deref(), Some(address_for(p, n).as_str()), "{name}");
+    for q in p.quantities() {
+        let (got, w) = (r.values.get(&q).copied(), want[&q]);
+        assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
     let all = profiles();
@@ -55,16 +80,8 @@ async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
         let bus = SimBus::new(vec![meter], Duration::from_millis(30), Some(9600));
         let cancel = CancellationToken::new();
         let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
-        let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-        let mut m = FieldMeter::new(p.clone(), None);
-        let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
-        let r = read_meter(&mut link, &mut m, &mcfg).await;
-        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
-        assert_eq!(r.address.as_deref(), Some(address_for(&p, 12_345_678).as_str()), "{name}");
-        for q in p.quantities() {
-            let (got, w) = (r.values.get(&q).copied(), want[&q]);
-            assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
-        }
+        let link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
+        reads_whole_meter(name, &p, link, 12_345_678, &want).await;
         cancel.cancel();
     }
 }
@@ -83,21 +100,8 @@ async fn every_shipped_field_profile_reads_over_a_serial_port() {
         let meter = SimMeter::new(p.clone(), &address_for(&p, 87_654_321), want.clone()).unwrap();
         let bus = SimBus::new(vec![meter], Duration::from_millis(20), Some(2400));
         let cancel = CancellationToken::new();
-        let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
-        let (b, c) = (bus.clone(), cancel.clone());
-        tokio::spawn(async move { b.serve(port, c).await });
-        let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
-        let t = Transport::Serial(line);
-        let mut link = connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO));
-        let mut m = FieldMeter::new(p.clone(), None);
-        let mcfg = ModbusConfig { timeout_ms: 3000, ..ModbusConfig::default() };
-        let r = read_meter(&mut link, &mut m, &mcfg).await;
-        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
-        assert_eq!(r.address.as_deref(), Some(address_for(&p, 87_654_321).as_str()), "{name}");
-        for q in p.quantities() {
-            let (got, w) = (r.values.get(&q).copied(), want[&q]);
-            assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
-        }
+        let link = serial_link(&pair, &bus, &cancel).await;
+        reads_whole_meter(name, &p, link, 87_654_321, &want).await;
         cancel.cancel();
     }
 }
@@ -231,12 +235,7 @@ async fn heat_and_electricity_meters_on_a_serial_port_at_2400_baud() {
     h.units.insert(energy_gateway::field::cjt188::Field::Volume, 0x29); // litres
     let bus = SimBus::new(vec![h], Duration::from_millis(50), Some(2400));
     let cancel = CancellationToken::new();
-    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
-    let (b, c) = (bus.clone(), cancel.clone());
-    tokio::spawn(async move { b.serve(port, c).await });
-    let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
-    let t = Transport::Serial(line);
-    let mut link = connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO));
+    let mut link = serial_link(&pair, &bus, &cancel).await;
     let mut m = FieldMeter { ser: 9, ..FieldMeter::new(heat.clone(), Some(vec![0x77, 0, 0, 0, 0, 0, 0])) };
     let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
     let start = Instant::now();

@@ -375,37 +375,30 @@ mod tests {
     use super::*;
     use crate::field::profile::parse_field_profile;
 
-    /// One identifier whose data holds an energy, a current, a voltage and a power factor.
-    const BLOCK: &str = r#"
-vendor = "T"
-model = "T"
-source = "test"
-protocol = "dlt645-2007"
-[[read]]
-di = "00 01 00 00"
-[[read.value]]
-quantity = "active_energy_import"
-format = "XXXXXX.XX"
-unit = "kWh"
-[[read.value]]
-quantity = "current_l1"
-format = "XXX.XXX"
-signed = true
-unit = "A"
-[[read.value]]
-quantity = "voltage_l1"
-format = "XXX.X"
-unit = "V"
-[[read.value]]
-quantity = "power_factor"
-format = "X.XXX"
-signed = true
-unit = ""
-"#;
+    /// A profile with one identifier (00 01 00 00) whose data holds these values, in order:
+    /// (quantity, format, signed, unit, extra key line).
+    fn one_read(values: &[(&str, &str, bool, &str, &str)]) -> String {
+        let mut text = String::from("vendor = \"T\"\nmodel = \"T\"\nsource = \"test\"\nprotocol = \"dlt645-2007\"\n[[read]]\ndi = \"00 01 00 00\"\n");
+        for (q, f, signed, unit, extra) in values {
+            text.push_str(&format!("[[read.value]]\nquantity = \"{q}\"\nformat = \"{f}\"\nsigned = {signed}\nunit = \"{unit}\"\n{extra}\n"));
+        }
+        text
+    }
+
+    /// An energy, a current, a voltage and a power factor; the energy's ratio key as given.
+    fn block(energy_ratio: &str) -> crate::field::profile::FieldProfile {
+        let text = one_read(&[
+            ("active_energy_import", "XXXXXX.XX", false, "kWh", energy_ratio),
+            ("current_l1", "XXX.XXX", true, "A", ""),
+            ("voltage_l1", "XXX.X", false, "V", ""),
+            ("power_factor", "X.XXX", true, "", ""),
+        ]);
+        parse_field_profile("t", "t.toml", &text).unwrap()
+    }
 
     #[test]
     fn values_are_multiplied_by_the_devices_transformer_ratios() {
-        let p = parse_field_profile("t", "t.toml", BLOCK).unwrap();
+        let p = block("");
         // BCD, least significant byte first (the +0x33 is already removed):
         // 34 12 00 00 = 000012.34 kWh; 34 12 80 = -001.234 A (bit 7 of the top byte is the sign);
         // 00 10 = 100.0 V; 00 09 = 0.900.
@@ -428,8 +421,7 @@ unit = ""
             }
         }
         // A value the profile marks as primary is left alone.
-        let primary = BLOCK.replacen("unit = \"kWh\"", "unit = \"kWh\"\nratio = \"none\"", 1);
-        let p = parse_field_profile("t", "t.toml", &primary).unwrap();
+        let p = block("ratio = \"none\"");
         let mut out = FieldRead::default();
         decode_values(&p.reads[0], &data, (40.0, 100.0), &mut out);
         assert_eq!(out.values[&Quantity::ActiveEnergyImport], 12.34);

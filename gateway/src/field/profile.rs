@@ -4,8 +4,10 @@
 //!
 //! DL/T 645: `[[read]]` entries, each a data identifier written as tables write it
 //! (`di = "00 01 00 00"`, or a block `"02 01 FF 00"`) and the values its reply holds one after
-//! the other, each with a quantity, a format (`XXXXXX.XX`), whether the top bit is a sign, and an
-//! optional scale. CJ/T 188: the meter type (`meter_type = "10"`) and `[[value]]` entries
+//! the other, each with a quantity, a format (`XXXXXX.XX`), whether the top bit is a sign, an
+//! optional scale, and an optional `ratio` (`"none"` for a value the meter reports on the primary
+//! side; otherwise the device's `ct_ratio`/`pt_ratio` scale it by quantity, see
+//! [`transformer_ratio`]). CJ/T 188: the meter type (`meter_type = "10"`) and `[[value]]` entries
 //! mapping fields of the 901F reply to quantities (the reply's unit codes are converted), and
 //! two variants found in the field: `di_order = "low-first" | "high-first"` (DI 901F sent
 //! `1F 90`, the default, or `90 1F`) and `unit_position = "after" | "before"` (each value's
