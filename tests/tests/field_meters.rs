@@ -22,6 +22,7 @@ const METERS: &[(&str, &str, &str, &str, &str, usize)] = &[
     ("fm-heat", "generic/cjt188-heat", "00000000000202", "heat_energy", "district_heat", 1),
     ("fm-gas", "generic/cjt188-gas", "00000000000203", "gas_volume", "natural_gas", 1),
     ("fm-ct", "chint/dtsu666-dlt645", "000000000104", "active_energy_import", "electricity", 0),
+    ("fm-wasion", "wasion/dtsd341-dlt645", "000000000105", "active_energy_export", "electricity", 0),
 ];
 /// Meters behind instrument transformers: id, ct_ratio, pt_ratio. The meter serves secondary
 /// values; the store holds the primary circuit's (energy x CT x PT, current x CT, voltage x PT).
