@@ -106,23 +106,13 @@ pub struct Actions {
     pub history: BTreeMap<String, Vec<Event>>,
 }
 
-/// The band of a value: its sign and power of two (…, [0.5, 1), [1, 2), [2, 4), …); 0 for
-/// zero; `None` without a (finite) value. Worked: 3 -> 1 (2 <= 3 < 4) + 2048 = 2049;
-/// 0.75 -> -1 + 2048 = 2047; -3 -> -2049.
-pub fn value_band(v: Option<f64>) -> Option<i64> {
-    let v = v.filter(|x| x.is_finite())?;
-    if v == 0.0 {
-        return Some(0);
-    }
-    let exp = v.abs().log2().floor() as i64 + 2048;
-    Some(if v < 0.0 { -exp } else { exp })
-}
+pub use super::state::value_band;
 
 /// Whether `ack` still holds for `alert`: the same state and value band, or a firing
 /// acknowledgement of an alert that is pending again (after a restart).
 pub fn ack_in_effect(ack: &Ack, alert: &Alert) -> bool {
     let same_state = ack.state == alert.state || (ack.state == State::Firing && alert.state == State::Pending);
-    same_state && ack.band == value_band(alert.value)
+    same_state && ack.band == alert.band
 }
 
 impl Actions {
@@ -351,7 +341,7 @@ impl Alerts {
         if alert.state == State::Resolved {
             return Err(ActionError::Conflict(format!("alert `{id}` is resolved: there is nothing to acknowledge")));
         }
-        let ack = Ack { by: who.name.clone(), at: now, reason: reason.clone(), state: alert.state, band: value_band(alert.value) };
+        let ack = Ack { by: who.name.clone(), at: now, reason: reason.clone(), state: alert.state, band: alert.band };
         let detail = serde_json::json!({ "reason": reason, "state": alert.state, "value": alert.value });
         self.act(audit, who, "alert.acknowledge", &alert, detail, |d| {
             d.acks.insert(alert.id.clone(), ack);
@@ -386,6 +376,7 @@ impl Alerts {
             d.silences.remove(&alert.id);
             d.push(&alert.id, Event { what: Happened::Unsilenced, at: now, by: Some(who.name.clone()), reason: None, until: None });
         })?;
+        self.notify_soon.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.view(&alert, now))
     }
 
@@ -564,7 +555,7 @@ mod tests {
     /// Applies one evaluation of rule `R` (`for` 0) with `findings` at `t`, then reconciles.
     fn eval(a: &Alerts, findings: Vec<Finding>, t: i64) -> bool {
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
         lock(&a.book).apply(&meta, findings, t);
         a.reconcile(t)
     }
@@ -661,7 +652,7 @@ mod tests {
         // 1 h here), then firing; the alert has the same id and stays acknowledged.
         let a = engine(dir.path());
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra, banded: true };
         lock(&a.book).apply(&meta, vec![finding("ag1", 3.0)], T0 + 10_000);
         assert!(!a.reconcile(T0 + 10_000));
         assert_eq!(id_of(&a), id);
@@ -679,6 +670,26 @@ mod tests {
         assert_eq!(v[0].silenced, None);
         let last = v[0].history.iter().rfind(|e| e.state == Happened::Unsilenced).unwrap();
         assert_eq!(last.at.as_deref(), Some("2026-03-02T10:00:00+08:00"));
+    }
+
+    #[test]
+    fn a_silent_meter_stays_acknowledged_while_its_silence_grows() {
+        // meter_silent's value is how long the meter has been silent: not banded, so 600 s ->
+        // 5000 s (three doublings) is no change; the resolution is.
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(dir.path()).unwrap();
+        let a = engine(dir.path());
+        let extra = BTreeMap::new();
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: crate::alerts::config::RuleKind::MeterSilent.banded() };
+        lock(&a.book).apply(&meta, vec![finding("ag1", 600.0)], T0);
+        let id = id_of(&a);
+        a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "known", T0).unwrap();
+        lock(&a.book).apply(&meta, vec![finding("ag1", 5000.0)], T0 + 4_400_000);
+        assert!(!a.reconcile(T0 + 4_400_000));
+        assert!(a.notifiable(T0 + 4_400_000).is_empty());
+        lock(&a.book).apply(&meta, vec![], T0 + 5_000_000);
+        assert!(a.reconcile(T0 + 5_000_000));
+        assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Alerts {
     pub started: i64,
     /// The local time zone of the listed times.
     pub tz: chrono_tz::Tz,
+    /// An action made an alert notifiable again (a silence ended by hand): notify at the next
+    /// evaluation, not a minute later.
+    pub(crate) notify_soon: std::sync::atomic::AtomicBool,
 }
 
 impl Alerts {
@@ -83,6 +86,7 @@ impl Alerts {
             actions: Mutex::new(store),
             started: chrono::Utc::now().timestamp_millis(),
             tz,
+            notify_soon: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -345,7 +349,7 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
     for r in &a.config.rules {
         match findings(a, s, r, now, &mut pass).await {
             Ok(f) => {
-                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels };
+                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banded: r.kind.banded() };
                 let changes = lock(&a.book).apply(&meta, f, now);
                 for ((rule, key), c) in &changes {
                     tracing::info!(%rule, %key, change = ?c, "alert");
@@ -361,6 +365,7 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
         }
     }
     changed |= a.reconcile(now);
+    changed |= a.notify_soon.swap(false, std::sync::atomic::Ordering::SeqCst);
     let names: Vec<&str> = a.config.rules.iter().map(|r| r.name.as_str()).collect();
     let mut book = lock(&a.book);
     book.forget(now, a.config.keep_resolved.ms(), &names);

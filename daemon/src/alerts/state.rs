@@ -48,6 +48,8 @@ pub struct Alert {
     pub ends_at: Option<i64>,
     /// Its fingerprint ([`fingerprint`] of its labels): the id the API and the web page use.
     pub id: String,
+    /// The band of its value if the rule's values are banded ([`RuleMeta::banded`]).
+    pub band: Option<i64>,
     /// Its state changes (pending, firing, resolved) with their times, oldest first, carried
     /// over when a resolved alert comes back; at most [`HISTORY_MAX`].
     pub history: Vec<(State, i64)>,
@@ -93,6 +95,21 @@ pub struct RuleMeta<'a> {
     pub severity: Severity,
     pub for_ms: i64,
     pub labels: &'a BTreeMap<String, String>,
+    /// Whether the value's band ([`value_band`]) is a change for an acknowledgement: not for
+    /// rules whose value is the time a condition has lasted (it grows by itself).
+    pub banded: bool,
+}
+
+/// The band of a value: its sign and power of two (…, [0.5, 1), [1, 2), [2, 4), …); 0 for
+/// zero; `None` without a (finite) value. Worked: 3 -> 1 (2 <= 3 < 4) + 2048 = 2049;
+/// 0.75 -> -1 + 2048 = 2047; -3 -> -2049.
+pub fn value_band(v: Option<f64>) -> Option<i64> {
+    let v = v.filter(|x| x.is_finite())?;
+    if v == 0.0 {
+        return Some(0);
+    }
+    let exp = v.abs().log2().floor() as i64 + 2048;
+    Some(if v < 0.0 { -exp } else { exp })
 }
 
 /// A change worth notifying.
@@ -125,11 +142,13 @@ impl Book {
                 annotations.insert("unit".to_string(), u.clone());
             }
             let fp = fingerprint(&labels);
+            let band = if rule.banded { value_band(f.value) } else { None };
             let alert = match self.alerts.get_mut(&id) {
                 Some(a) if a.state != State::Resolved => {
                     a.labels = labels;
                     a.annotations = annotations;
                     a.value = f.value;
+                    a.band = band;
                     a.id = fp;
                     a
                 }
@@ -137,7 +156,7 @@ impl Book {
                     // A resolved alert that comes back is a new alert with the old one's history.
                     let mut history = old.map(|o| std::mem::take(&mut o.history)).unwrap_or_default();
                     push_history(&mut history, State::Pending, now);
-                    let a = Alert { rule: rule.name.to_string(), key: f.key.clone(), state: State::Pending, labels, annotations, value: f.value, active_at: now, starts_at: None, ends_at: None, id: fp, history };
+                    let a = Alert { rule: rule.name.to_string(), key: f.key.clone(), state: State::Pending, labels, annotations, value: f.value, active_at: now, starts_at: None, ends_at: None, id: fp, band, history };
                     self.alerts.insert(id.clone(), a);
                     match self.alerts.get_mut(&id) {
                         Some(a) => a,
