@@ -347,6 +347,8 @@ impl Alerts {
             d.acks.insert(alert.id.clone(), ack);
             d.push(&alert.id, Event { what: Happened::Acknowledged, at: now, by: Some(who.name.clone()), reason: Some(reason.clone()), until: None });
         })?;
+        // Alertmanager gets its silence at the next evaluation.
+        self.notify_soon.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.view(&alert, now))
     }
 
@@ -362,6 +364,7 @@ impl Alerts {
             d.silences.insert(alert.id.clone(), s);
             d.push(&alert.id, Event { what: Happened::Silenced, at: now, by: Some(who.name.clone()), reason: Some(reason.clone()), until: Some(until) });
         })?;
+        self.notify_soon.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.view(&alert, now))
     }
 
@@ -402,9 +405,30 @@ impl Alerts {
 
     /// The alerts to notify at `now`: not pending, not acknowledged, not silenced.
     pub fn notifiable(&self, now: i64) -> Vec<Alert> {
+        self.notify_sets(now).1
+    }
+
+    /// At `now`: every alert not pending (for Alertmanager), those neither acknowledged nor
+    /// silenced (for the webhook), and the Alertmanager silences the acknowledged and silenced
+    /// ones want.
+    pub fn notify_sets(&self, now: i64) -> (Vec<Alert>, Vec<Alert>, Vec<super::notify::WantedSilence>) {
         let book = lock(&self.book);
         let actions = lock(&self.actions);
-        book.alerts.values().filter(|x| x.state != State::Pending && !actions.data.suppresses(x, now)).cloned().collect()
+        let all: Vec<Alert> = book.alerts.values().filter(|x| x.state != State::Pending).cloned().collect();
+        let notifiable = all.iter().filter(|x| !actions.data.suppresses(x, now)).cloned().collect();
+        let wanted = book
+            .alerts
+            .values()
+            .filter_map(|a| {
+                let (by, comment, until) = match (actions.data.ack_of(a), actions.data.silence_of(a, now)) {
+                    (Some(k), _) => (k.by.clone(), format!("acknowledged in energyd: {}", k.reason), None),
+                    (None, Some(s)) => (s.by.clone(), format!("silenced in energyd: {}", s.reason), Some(s.until)),
+                    (None, None) => return None,
+                };
+                Some(super::notify::WantedSilence { id: a.id.clone(), labels: a.labels.clone(), until, created_by: by, comment })
+            })
+            .collect();
+        (all, notifiable, wanted)
     }
 }
 

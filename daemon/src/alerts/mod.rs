@@ -396,11 +396,11 @@ pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
         let now = chrono::Utc::now().timestamp_millis();
         let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
-            // Acknowledged and silenced alerts are not notified (actions).
-            let alerts = a.notifiable(now);
+            // Acknowledged and silenced alerts are not notified (actions, notify).
+            let (all, notifiable, wanted) = a.notify_sets(now);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = notifier.send(&s.metrics, &alerts, now, changed, cfg.interval.ms()) => {}
+                _ = notifier.send(&s.metrics, &all, &notifiable, &wanted, now, changed, cfg.interval.ms()) => {}
             }
         }
     }
