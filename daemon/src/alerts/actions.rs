@@ -405,13 +405,13 @@ impl Alerts {
 
     /// The alerts to notify at `now`: not pending, not acknowledged, not silenced.
     pub fn notifiable(&self, now: i64) -> Vec<Alert> {
-        self.notify_sets(now).1
+        self.notify_sets(now).notifiable
     }
 
     /// At `now`: every alert not pending (for Alertmanager), those neither acknowledged nor
     /// silenced (for the webhook), and the Alertmanager silences the acknowledged and silenced
     /// ones want.
-    pub fn notify_sets(&self, now: i64) -> (Vec<Alert>, Vec<Alert>, Vec<super::notify::WantedSilence>) {
+    pub fn notify_sets(&self, now: i64) -> super::notify::Outgoing {
         let book = lock(&self.book);
         let actions = lock(&self.actions);
         let all: Vec<Alert> = book.alerts.values().filter(|x| x.state != State::Pending).cloned().collect();
@@ -428,7 +428,7 @@ impl Alerts {
                 Some(super::notify::WantedSilence { id: a.id.clone(), labels: a.labels.clone(), until, created_by: by, comment })
             })
             .collect();
-        (all, notifiable, wanted)
+        super::notify::Outgoing { all, notifiable, wanted }
     }
 }
 

@@ -397,10 +397,10 @@ pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
         let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
             // Acknowledged and silenced alerts are not notified (actions, notify).
-            let (all, notifiable, wanted) = a.notify_sets(now);
+            let out = a.notify_sets(now);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = notifier.send(&s.metrics, &all, &notifiable, &wanted, now, changed, cfg.interval.ms()) => {}
+                _ = notifier.send(&s.metrics, &out, now, changed, cfg.interval.ms()) => {}
             }
         }
     }

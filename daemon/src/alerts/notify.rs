@@ -133,6 +133,15 @@ pub fn silence_plan<'a>(wanted: &'a [WantedSilence], existing: &[(String, String
     (make, expire)
 }
 
+/// What one notification round sends: every alert not pending (Alertmanager), those neither
+/// acknowledged nor silenced (the webhook), and the Alertmanager silences the others want.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub all: Vec<Alert>,
+    pub notifiable: Vec<Alert>,
+    pub wanted: Vec<WantedSilence>,
+}
+
 pub struct Notifier {
     client: reqwest::Client,
     alertmanager: Option<String>,
@@ -157,10 +166,11 @@ impl Notifier {
         self.alertmanager.is_some() || self.webhook.is_some()
     }
 
-    /// Sends when something changed, or a minute after the last successful send: `all` (every
-    /// alert not pending) to Alertmanager with the silences `wanted` kept in step, `notifiable`
+    /// Sends when something changed, or a minute after the last successful send: every alert
+    /// not pending to Alertmanager with the silences wanted kept in step, the notifiable ones
     /// (neither acknowledged nor silenced) to the webhook.
-    pub async fn send(&mut self, metrics: &Metrics, all: &[Alert], notifiable: &[Alert], wanted: &[WantedSilence], now: i64, changed: bool, interval_ms: i64) {
+    pub async fn send(&mut self, metrics: &Metrics, out: &Outgoing, now: i64, changed: bool, interval_ms: i64) {
+        let (all, notifiable, wanted) = (&out.all, &out.notifiable, &out.wanted);
         let due = changed || self.last_sent.is_none_or(|t| now - t >= 60_000);
         if !due || (all.is_empty() && !changed && self.last_sent.is_some()) {
             return;
