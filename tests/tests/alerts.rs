@@ -49,6 +49,18 @@ impl Alertmanager {
         Alertmanager { port, child }
     }
 
+    /// Starts one and waits until it answers `/-/ready`.
+    async fn start_ready(dir: &Path) -> Alertmanager {
+        let am = Alertmanager::start(dir);
+        let u = format!("{}/-/ready", am.url());
+        eventually(Duration::from_secs(30), "alertmanager ready", || {
+            let u = u.clone();
+            async move { reqwest::get(&u).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+        am
+    }
+
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -119,13 +131,8 @@ async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let client = http_client();
-    let am = Alertmanager::start(d);
+    let am = Alertmanager::start_ready(d).await;
     let am_url = am.url();
-    eventually(Duration::from_secs(30), "alertmanager ready", || {
-        let u = format!("{am_url}/-/ready");
-        async move { reqwest::get(&u).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
     let (hook, received) = webhook().await;
     std::fs::write(
         d.join("registry.toml"),
@@ -253,13 +260,8 @@ async fn acknowledged_and_silenced_alerts_are_not_notified_again_even_after_a_re
     let d = dir.path();
     let client = http_client();
     let (hook, received) = webhook().await;
-    let am = Alertmanager::start(d);
+    let am = Alertmanager::start_ready(d).await;
     let am_url = am.url();
-    eventually(Duration::from_secs(30), "alertmanager ready", || {
-        let u = format!("{am_url}/-/ready");
-        async move { reqwest::get(&u).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
-    })
-    .await;
     let mut registry = String::from("[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n");
     for m in ["m1", "m2", "m3", "m4"] {
         registry.push_str(&format!("\n[[meter]]\nid = \"{m}\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n"));
