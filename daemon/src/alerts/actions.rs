@@ -219,12 +219,22 @@ pub struct ActionStore {
 }
 
 impl ActionStore {
-    /// Reads `<dir>/alerts-actions.json` (none yet: empty); a file that cannot be read or
-    /// parsed is an error naming it (the daemon does not start and lose acknowledgements).
+    /// Reads `<dir>/alerts-actions.json` (none yet: empty). A file that does not parse (written
+    /// by hand, damaged) is kept aside as `alerts-actions.json.unreadable-<ms>`, said in the log,
+    /// and the daemon starts without acknowledgements and silences rather than not at all; a
+    /// file that cannot be read is an error naming it.
     pub fn open(dir: &Path) -> Result<ActionStore, ActionError> {
         let path = dir.join(FILE_NAME);
         let data = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ActionError::Storage(format!("{}: not a valid actions file: {e}", path.display())))?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    let aside = dir.join(format!("{FILE_NAME}.unreadable-{}", chrono::Utc::now().timestamp_millis()));
+                    std::fs::rename(&path, &aside).map_err(|r| ActionError::Storage(format!("{}: not a valid actions file ({e}), and it cannot be set aside: {r}", path.display())))?;
+                    tracing::error!("{}: not a valid actions file ({e}); kept as {}, starting without acknowledgements and silences", path.display(), aside.display());
+                    Actions::default()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Actions::default(),
             Err(e) => return Err(ActionError::Storage(format!("{}: {e}", path.display()))),
         };
@@ -772,10 +782,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_actions_file_is_an_error_naming_it() {
+    fn a_damaged_actions_file_is_kept_aside_and_the_engine_starts() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "{not json").unwrap();
-        let e = ActionStore::open(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(FILE_NAME) && e.contains("not a valid actions file"), "{e}");
+        let store = ActionStore::open(dir.path()).unwrap();
+        assert_eq!(store.data, Actions::default());
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let aside: Vec<&String> = names.iter().filter(|n| n.starts_with("alerts-actions.json.unreadable-")).collect();
+        assert_eq!(aside.len(), 1, "{names:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(aside[0])).unwrap(), "{not json", "kept as it was");
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 }
