@@ -313,11 +313,14 @@ impl Alerts {
     /// The alert `id` if `who` may act on it.
     fn alert_for(&self, who: &Principal, id: &str) -> Result<Alert, ActionError> {
         let book = lock(&self.book);
-        let a = book.by_id(id).ok_or_else(|| ActionError::NotFound(format!("no alert `{id}` (resolved alerts are kept for alerts.keep_resolved; see GET /api/v1/alerts)")))?;
-        if !may_see(who, a) {
-            return Err(ActionError::Forbidden(format!("`{}` (role {}) may not act on alert `{id}`: it is not an alert of the token's agency", who.name, who.role)));
+        let forbidden = || ActionError::Forbidden(format!("`{}` (role {}) may not act on alert `{id}`: it is not an alert of the token's agency", who.name, who.role));
+        match book.by_id(id) {
+            Some(a) if may_see(who, a) => Ok(a.clone()),
+            Some(_) => Err(forbidden()),
+            // Who sees only some alerts learns nothing from an id: 403 as for another agency's.
+            None if !who.reads_all() => Err(forbidden()),
+            None => Err(ActionError::NotFound(format!("no alert `{id}` (resolved alerts are kept for alerts.keep_resolved; see GET /api/v1/alerts)"))),
         }
-        Ok(a.clone())
     }
 
     /// Applies `change` to the actions, writes the file and the audit record; on any failure
@@ -751,6 +754,8 @@ mod tests {
             assert_eq!(a.list(&p, &AlertFilter::default(), T0).len(), usize::from(may), "{} lists", p.name);
         }
         assert!(matches!(a.acknowledge(&audit, &who("eng", Role::Engineer, None), "0000000000000000", "x", T0), Err(ActionError::NotFound(_))));
+        // An agency cannot probe ids: an unknown one is refused like another agency's.
+        assert!(matches!(a.acknowledge(&audit, &who("a1", Role::Agency, Some("ag1")), "0000000000000000", "x", T0), Err(ActionError::Forbidden(_))));
         // Unsilence: then there is no silence to end.
         let eng = who("eng", Role::Engineer, None);
         assert!(a.unsilence(&audit, &eng, &id, T0).is_ok());
