@@ -459,6 +459,12 @@ pub struct AlertFilter {
 }
 
 impl AlertFilter {
+    /// The filter with the rules' kinds, so that `kind` may name a rule kind too.
+    pub fn with_rules(mut self, config: &super::AlertsConfig) -> AlertFilter {
+        self.kinds = config.rules.iter().map(|r| (r.name.clone(), r.kind.as_str().to_string())).collect();
+        self
+    }
+
     pub fn passes(&self, a: &Alert) -> bool {
         let label_is = |k: &str, want: &Option<String>| match want.as_deref().filter(|v| !v.is_empty()) {
             None => true,
