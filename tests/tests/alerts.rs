@@ -376,3 +376,52 @@ async fn acknowledged_and_silenced_alerts_are_not_notified_again_even_after_a_re
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// The data-completeness rule says nothing during its grace after the start (the first readings
+/// may still be on their way), then fires for an agency without data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_completeness_alert_before_the_grace_after_start_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("registry.toml"),
+        "[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n\n[[meter]]\nid = \"m1\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("energyd.toml"),
+        "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [alerts]\ninterval = \"300ms\"\n\
+         [[alerts.rule]]\nname = \"DataIncomplete\"\nkind = \"data_completeness\"\ngrace = \"8s\"\nmin_coverage = 0.9\n",
+    )
+    .unwrap();
+    let spawned = Instant::now();
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
+    // Evaluated (several times) within the grace: no alert, and no rule error either.
+    let mut quiet_evaluations = 0;
+    while spawned.elapsed() < Duration::from_secs(6) {
+        let (_, v) = get_json(&format!("{url}/api/v1/alerts")).await;
+        if !v["evaluated_at"].is_null() {
+            assert_eq!(v["alerts"], serde_json::json!([]), "an alert within the grace: {v}");
+            assert_eq!(v["rule_errors"], serde_json::json!({}), "{v}");
+            quiet_evaluations += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(quiet_evaluations >= 2, "the daemon did not evaluate within the grace (machine too slow?)");
+    // After it: agency ag-1 has no data this year, coverage 0 %.
+    let a = eventually(Duration::from_secs(60), "DataIncomplete firing after the grace", || {
+        let url = url.clone();
+        async move {
+            let (_, v) = get_json(&format!("{url}/api/v1/alerts?kind=DataIncomplete&state=firing")).await;
+            v["alerts"].as_array().and_then(|a| a.first().cloned())
+        }
+    })
+    .await;
+    assert!(spawned.elapsed() >= Duration::from_secs(8), "fired {:?} after the start, within the grace", spawned.elapsed());
+    assert_eq!((a["agency"].as_str(), a["value"].as_f64(), a["unit"].as_str()), (Some("ag-1"), Some(0.0), Some("%")), "{a}");
+    assert!(a["summary_zh"].as_str().unwrap().contains("数据完整率 0.0%，低于 90%"), "{a}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+}
