@@ -73,6 +73,15 @@ impl Drop for Alertmanager {
     }
 }
 
+/// One agency in one building with these electricity meters.
+fn registry(meters: &[&str]) -> String {
+    let mut r = String::from("[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n");
+    for m in meters {
+        r.push_str(&format!("\n[[meter]]\nid = \"{m}\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n"));
+    }
+    r
+}
+
 /// A webhook receiver: answers 200 to every POST and keeps the bodies.
 async fn webhook() -> (String, Arc<Mutex<Vec<serde_json::Value>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -134,11 +143,7 @@ async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again
     let am = Alertmanager::start_ready(d).await;
     let am_url = am.url();
     let (hook, received) = webhook().await;
-    std::fs::write(
-        d.join("registry.toml"),
-        "[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n\n[[meter]]\nid = \"m1\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n",
-    )
-    .unwrap();
+    std::fs::write(d.join("registry.toml"), registry(&["m1"])).unwrap();
     std::fs::write(
         d.join("energyd.toml"),
         format!(
@@ -262,11 +267,7 @@ async fn acknowledged_and_silenced_alerts_are_not_notified_again_even_after_a_re
     let (hook, received) = webhook().await;
     let am = Alertmanager::start_ready(d).await;
     let am_url = am.url();
-    let mut registry = String::from("[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n");
-    for m in ["m1", "m2", "m3", "m4"] {
-        registry.push_str(&format!("\n[[meter]]\nid = \"{m}\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n"));
-    }
-    std::fs::write(d.join("registry.toml"), registry).unwrap();
+    std::fs::write(d.join("registry.toml"), registry(&["m1", "m2", "m3", "m4"])).unwrap();
     std::fs::write(
         d.join("energyd.toml"),
         format!(
@@ -383,11 +384,7 @@ async fn acknowledged_and_silenced_alerts_are_not_notified_again_even_after_a_re
 async fn no_completeness_alert_before_the_grace_after_start_is_over() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(
-        d.join("registry.toml"),
-        "[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n\n[[meter]]\nid = \"m1\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n",
-    )
-    .unwrap();
+    std::fs::write(d.join("registry.toml"), registry(&["m1"])).unwrap();
     std::fs::write(
         d.join("energyd.toml"),
         "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
