@@ -598,7 +598,7 @@ mod tests {
     /// Applies one evaluation of rule `R` (`for` 0) with `findings` at `t`, then reconciles.
     fn eval(a: &Alerts, findings: Vec<Finding>, t: i64) -> bool {
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
         lock(&a.book).apply(&meta, findings, t);
         a.reconcile(t)
     }
@@ -695,7 +695,7 @@ mod tests {
         // 1 h here), then firing; the alert has the same id and stays acknowledged.
         let a = engine(dir.path());
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra, banded: true };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra, banding: crate::alerts::state::Banding::Value };
         lock(&a.book).apply(&meta, vec![finding("ag1", 3.0)], T0 + 10_000);
         assert!(!a.reconcile(T0 + 10_000));
         assert_eq!(id_of(&a), id);
@@ -723,7 +723,7 @@ mod tests {
         let audit = AuditLog::open(dir.path()).unwrap();
         let a = engine(dir.path());
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: crate::alerts::config::RuleKind::MeterSilent.banded() };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::config::RuleKind::MeterSilent.banding() };
         lock(&a.book).apply(&meta, vec![finding("ag1", 600.0)], T0);
         let id = id_of(&a);
         a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "known", T0).unwrap();
@@ -733,6 +733,27 @@ mod tests {
         lock(&a.book).apply(&meta, vec![], T0 + 5_000_000);
         assert!(a.reconcile(T0 + 5_000_000));
         assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
+    }
+
+    #[test]
+    fn a_new_counter_anomaly_ends_the_acknowledgement_of_the_last() {
+        use crate::alerts::config::RuleKind;
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(dir.path()).unwrap();
+        let a = engine(dir.path());
+        let extra = BTreeMap::new();
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: RuleKind::CounterAnomaly.banding() };
+        let anomaly = |summary: &str| Finding { summary_en: summary.into(), ..finding("ag1", -1185.0) };
+        lock(&a.book).apply(&meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0);
+        let id = id_of(&a);
+        a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "checking", T0).unwrap();
+        // The same anomaly at the next evaluation: still acknowledged.
+        lock(&a.book).apply(&meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0 + 1000);
+        assert!(!a.reconcile(T0 + 1000));
+        // Another one, the same drop (same value band) at another time: a new event, notified.
+        lock(&a.book).apply(&meta, vec![anomaly("at 09:00: went down from 1300 kWh to 115 kWh")], T0 + 2000);
+        assert!(a.reconcile(T0 + 2000));
+        assert_eq!(a.notifiable(T0 + 2000).len(), 1);
     }
 
     #[test]

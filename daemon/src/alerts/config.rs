@@ -150,10 +150,16 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    /// Whether a change of the value's band ends an acknowledgement: not for the rules whose
-    /// value is how long the condition has lasted (a silent meter, an offline gateway).
-    pub fn banded(self) -> bool {
-        !matches!(self, RuleKind::MeterSilent | RuleKind::GatewayOffline)
+    /// What change of an alert ends its acknowledgement besides its state: for a silent meter
+    /// or an offline gateway none (the value is how long it has lasted), for a counter anomaly
+    /// a new anomaly, for the rest the value's band.
+    pub fn banding(self) -> super::state::Banding {
+        use super::state::Banding;
+        match self {
+            RuleKind::MeterSilent | RuleKind::GatewayOffline => Banding::Lasting,
+            RuleKind::CounterAnomaly => Banding::Event,
+            _ => Banding::Value,
+        }
     }
 
     pub fn as_str(self) -> &'static str {

@@ -34,7 +34,7 @@ fn labels() -> BTreeMap<String, String> {
 fn drive(times: &[i64], for_ms: i64, key: &str, mut findings: impl FnMut(i64) -> Vec<Finding>) -> Vec<(i64, State)> {
     let mut book = Book::default();
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let mut out: Vec<(i64, State)> = Vec::new();
     let mut last: Option<State> = None;
     for &t in times {
@@ -460,7 +460,7 @@ fn data_completeness_below_the_threshold_once_the_grace_after_start_is_over() {
 #[test]
 fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts() {
     let extra = BTreeMap::from([("team".to_string(), "ops".to_string())]);
-    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let f = Finding { key: "k".into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: Some(1.0), unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![f.clone()], 1000);
@@ -482,7 +482,7 @@ fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts
 #[test]
 fn alertmanager_body_holds_firing_alerts_and_resolutions() {
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let mk = |k: &str| Finding { key: k.into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: None, unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![mk("a"), mk("b")], at(0, 0, 0));
