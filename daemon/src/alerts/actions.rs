@@ -715,45 +715,46 @@ mod tests {
         assert_eq!(last.at.as_deref(), Some("2026-03-02T10:00:00+08:00"));
     }
 
+    /// An engine with one alert of a rule of `kind`, found as `first` at T0 and acknowledged;
+    /// `then` gets the engine and the rule.
+    fn acknowledged(kind: crate::alerts::config::RuleKind, first: Finding, then: impl FnOnce(&Alerts, &RuleMeta<'_>)) {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(dir.path()).unwrap();
+        let a = engine(dir.path());
+        let extra = BTreeMap::new();
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::of_kind(kind) };
+        lock(&a.book).apply(&meta, vec![first], T0);
+        let id = id_of(&a);
+        a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "known", T0).unwrap();
+        then(&a, &meta);
+    }
+
     #[test]
     fn a_silent_meter_stays_acknowledged_while_its_silence_grows() {
         // meter_silent's value is how long the meter has been silent: not banded, so 600 s ->
         // 5000 s (three doublings) is no change; the resolution is.
-        let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::open(dir.path()).unwrap();
-        let a = engine(dir.path());
-        let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::config::RuleKind::MeterSilent.banding() };
-        lock(&a.book).apply(&meta, vec![finding("ag1", 600.0)], T0);
-        let id = id_of(&a);
-        a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "known", T0).unwrap();
-        lock(&a.book).apply(&meta, vec![finding("ag1", 5000.0)], T0 + 4_400_000);
-        assert!(!a.reconcile(T0 + 4_400_000));
-        assert!(a.notifiable(T0 + 4_400_000).is_empty());
-        lock(&a.book).apply(&meta, vec![], T0 + 5_000_000);
-        assert!(a.reconcile(T0 + 5_000_000));
-        assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
+        acknowledged(crate::alerts::config::RuleKind::MeterSilent, finding("ag1", 600.0), |a, meta| {
+            lock(&a.book).apply(meta, vec![finding("ag1", 5000.0)], T0 + 4_400_000);
+            assert!(!a.reconcile(T0 + 4_400_000));
+            assert!(a.notifiable(T0 + 4_400_000).is_empty());
+            lock(&a.book).apply(meta, vec![], T0 + 5_000_000);
+            assert!(a.reconcile(T0 + 5_000_000));
+            assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
+        });
     }
 
     #[test]
     fn a_new_counter_anomaly_ends_the_acknowledgement_of_the_last() {
-        use crate::alerts::config::RuleKind;
-        let dir = tempfile::tempdir().unwrap();
-        let audit = AuditLog::open(dir.path()).unwrap();
-        let a = engine(dir.path());
-        let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: RuleKind::CounterAnomaly.banding() };
         let anomaly = |summary: &str| Finding { summary_en: summary.into(), ..finding("ag1", -1185.0) };
-        lock(&a.book).apply(&meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0);
-        let id = id_of(&a);
-        a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "checking", T0).unwrap();
-        // The same anomaly at the next evaluation: still acknowledged.
-        lock(&a.book).apply(&meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0 + 1000);
-        assert!(!a.reconcile(T0 + 1000));
-        // Another one, the same drop (same value band) at another time: a new event, notified.
-        lock(&a.book).apply(&meta, vec![anomaly("at 09:00: went down from 1300 kWh to 115 kWh")], T0 + 2000);
-        assert!(a.reconcile(T0 + 2000));
-        assert_eq!(a.notifiable(T0 + 2000).len(), 1);
+        acknowledged(crate::alerts::config::RuleKind::CounterAnomaly, anomaly("at 03:00: went down from 1200 kWh to 15 kWh"), |a, meta| {
+            // The same anomaly at the next evaluation: still acknowledged.
+            lock(&a.book).apply(meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0 + 1000);
+            assert!(!a.reconcile(T0 + 1000));
+            // Another one, the same drop (same value band) at another time: a new event, notified.
+            lock(&a.book).apply(meta, vec![anomaly("at 09:00: went down from 1300 kWh to 115 kWh")], T0 + 2000);
+            assert!(a.reconcile(T0 + 2000));
+            assert_eq!(a.notifiable(T0 + 2000).len(), 1);
+        });
     }
 
     #[test]

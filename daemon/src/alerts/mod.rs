@@ -349,7 +349,7 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
     for r in &a.config.rules {
         match findings(a, s, r, now, &mut pass).await {
             Ok(f) => {
-                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banding: r.kind.banding() };
+                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banding: state::Banding::of_kind(r.kind) };
                 let changes = lock(&a.book).apply(&meta, f, now);
                 for ((rule, key), c) in &changes {
                     tracing::info!(%rule, %key, change = ?c, "alert");

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Severity;
+use super::config::{RuleKind, Severity};
 use super::rules::Finding;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,17 @@ pub enum Banding {
 }
 
 impl Banding {
+    /// What change of an alert of a rule of `kind` ends its acknowledgement besides its state:
+    /// for a silent meter or an offline gateway none (the value is how long it has lasted), for
+    /// a counter anomaly a new anomaly, for the rest the value's band.
+    pub fn of_kind(kind: RuleKind) -> Banding {
+        match kind {
+            RuleKind::MeterSilent | RuleKind::GatewayOffline => Banding::Lasting,
+            RuleKind::CounterAnomaly => Banding::Event,
+            _ => Banding::Value,
+        }
+    }
+
     /// The band of `f`.
     pub fn of(self, f: &Finding) -> Option<i64> {
         match self {
