@@ -150,18 +150,6 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    /// What change of an alert ends its acknowledgement besides its state: for a silent meter
-    /// or an offline gateway none (the value is how long it has lasted), for a counter anomaly
-    /// a new anomaly, for the rest the value's band.
-    pub fn banding(self) -> super::state::Banding {
-        use super::state::Banding;
-        match self {
-            RuleKind::MeterSilent | RuleKind::GatewayOffline => Banding::Lasting,
-            RuleKind::CounterAnomaly => Banding::Event,
-            _ => Banding::Value,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             RuleKind::MeterSilent => "meter_silent",
