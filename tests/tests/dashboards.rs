@@ -12,6 +12,12 @@
 //!
 //! A query that answers nothing fails the test, naming the dashboard and the panel. The daemon's
 //! `/metrics` must also pass `promtool check metrics`.
+//!
+//! `dashboards_are_well_formed_against_the_real_metrics` checks the files as Grafana takes them
+//! (Grafana itself does not run here): a unit and thresholds on every panel, every data-source
+//! reference a data-source variable that `__inputs` makes an import ask for, every PromQL query
+//! parsed by `promtool` and reading metrics the running `energyd demo` (daemon and gateway)
+//! exposes or the sources register, and `deploy/prometheus/demo.yml` scraping the demo.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

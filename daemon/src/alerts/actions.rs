@@ -219,12 +219,22 @@ pub struct ActionStore {
 }
 
 impl ActionStore {
-    /// Reads `<dir>/alerts-actions.json` (none yet: empty); a file that cannot be read or
-    /// parsed is an error naming it (the daemon does not start and lose acknowledgements).
+    /// Reads `<dir>/alerts-actions.json` (none yet: empty). A file that does not parse (written
+    /// by hand, damaged) is kept aside as `alerts-actions.json.unreadable-<ms>`, said in the log,
+    /// and the daemon starts without acknowledgements and silences rather than not at all; a
+    /// file that cannot be read is an error naming it.
     pub fn open(dir: &Path) -> Result<ActionStore, ActionError> {
         let path = dir.join(FILE_NAME);
         let data = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ActionError::Storage(format!("{}: not a valid actions file: {e}", path.display())))?,
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(d) => d,
+                Err(e) => {
+                    let aside = dir.join(format!("{FILE_NAME}.unreadable-{}", chrono::Utc::now().timestamp_millis()));
+                    std::fs::rename(&path, &aside).map_err(|r| ActionError::Storage(format!("{}: not a valid actions file ({e}), and it cannot be set aside: {r}", path.display())))?;
+                    tracing::error!("{}: not a valid actions file ({e}); kept as {}, starting without acknowledgements and silences", path.display(), aside.display());
+                    Actions::default()
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Actions::default(),
             Err(e) => return Err(ActionError::Storage(format!("{}: {e}", path.display()))),
         };
@@ -303,11 +313,14 @@ impl Alerts {
     /// The alert `id` if `who` may act on it.
     fn alert_for(&self, who: &Principal, id: &str) -> Result<Alert, ActionError> {
         let book = lock(&self.book);
-        let a = book.by_id(id).ok_or_else(|| ActionError::NotFound(format!("no alert `{id}` (resolved alerts are kept for alerts.keep_resolved; see GET /api/v1/alerts)")))?;
-        if !may_see(who, a) {
-            return Err(ActionError::Forbidden(format!("`{}` (role {}) may not act on alert `{id}`: it is not an alert of the token's agency", who.name, who.role)));
+        let forbidden = || ActionError::Forbidden(format!("`{}` (role {}) may not act on alert `{id}`: it is not an alert of the token's agency", who.name, who.role));
+        match book.by_id(id) {
+            Some(a) if may_see(who, a) => Ok(a.clone()),
+            Some(_) => Err(forbidden()),
+            // Who sees only some alerts learns nothing from an id: 403 as for another agency's.
+            None if !who.reads_all() => Err(forbidden()),
+            None => Err(ActionError::NotFound(format!("no alert `{id}` (resolved alerts are kept for alerts.keep_resolved; see GET /api/v1/alerts)"))),
         }
-        Ok(a.clone())
     }
 
     /// Applies `change` to the actions, writes the file and the audit record; on any failure
@@ -347,6 +360,8 @@ impl Alerts {
             d.acks.insert(alert.id.clone(), ack);
             d.push(&alert.id, Event { what: Happened::Acknowledged, at: now, by: Some(who.name.clone()), reason: Some(reason.clone()), until: None });
         })?;
+        // Alertmanager gets its silence at the next evaluation.
+        self.notify_soon.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.view(&alert, now))
     }
 
@@ -362,6 +377,7 @@ impl Alerts {
             d.silences.insert(alert.id.clone(), s);
             d.push(&alert.id, Event { what: Happened::Silenced, at: now, by: Some(who.name.clone()), reason: Some(reason.clone()), until: Some(until) });
         })?;
+        self.notify_soon.store(true, std::sync::atomic::Ordering::SeqCst);
         Ok(self.view(&alert, now))
     }
 
@@ -402,9 +418,30 @@ impl Alerts {
 
     /// The alerts to notify at `now`: not pending, not acknowledged, not silenced.
     pub fn notifiable(&self, now: i64) -> Vec<Alert> {
+        self.notify_sets(now).notifiable
+    }
+
+    /// At `now`: every alert not pending (for Alertmanager), those neither acknowledged nor
+    /// silenced (for the webhook), and the Alertmanager silences the acknowledged and silenced
+    /// ones want.
+    pub fn notify_sets(&self, now: i64) -> super::notify::Outgoing {
         let book = lock(&self.book);
         let actions = lock(&self.actions);
-        book.alerts.values().filter(|x| x.state != State::Pending && !actions.data.suppresses(x, now)).cloned().collect()
+        let all: Vec<Alert> = book.alerts.values().filter(|x| x.state != State::Pending).cloned().collect();
+        let notifiable = all.iter().filter(|x| !actions.data.suppresses(x, now)).cloned().collect();
+        let wanted = book
+            .alerts
+            .values()
+            .filter_map(|a| {
+                let (by, comment, until) = match (actions.data.ack_of(a), actions.data.silence_of(a, now)) {
+                    (Some(k), _) => (k.by.clone(), format!("acknowledged in energyd: {}", k.reason), None),
+                    (None, Some(s)) => (s.by.clone(), format!("silenced in energyd: {}", s.reason), Some(s.until)),
+                    (None, None) => return None,
+                };
+                Some(super::notify::WantedSilence { id: a.id.clone(), labels: a.labels.clone(), until, created_by: by, comment })
+            })
+            .collect();
+        super::notify::Outgoing { all, notifiable, wanted }
     }
 }
 
@@ -422,6 +459,12 @@ pub struct AlertFilter {
 }
 
 impl AlertFilter {
+    /// The filter with the rules' kinds, so that `kind` may name a rule kind too.
+    pub fn with_rules(mut self, config: &super::AlertsConfig) -> AlertFilter {
+        self.kinds = config.rules.iter().map(|r| (r.name.clone(), r.kind.as_str().to_string())).collect();
+        self
+    }
+
     pub fn passes(&self, a: &Alert) -> bool {
         let label_is = |k: &str, want: &Option<String>| match want.as_deref().filter(|v| !v.is_empty()) {
             None => true,
@@ -555,7 +598,7 @@ mod tests {
     /// Applies one evaluation of rule `R` (`for` 0) with `findings` at `t`, then reconciles.
     fn eval(a: &Alerts, findings: Vec<Finding>, t: i64) -> bool {
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
         lock(&a.book).apply(&meta, findings, t);
         a.reconcile(t)
     }
@@ -652,7 +695,7 @@ mod tests {
         // 1 h here), then firing; the alert has the same id and stays acknowledged.
         let a = engine(dir.path());
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra, banded: true };
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: H, labels: &extra, banding: crate::alerts::state::Banding::Value };
         lock(&a.book).apply(&meta, vec![finding("ag1", 3.0)], T0 + 10_000);
         assert!(!a.reconcile(T0 + 10_000));
         assert_eq!(id_of(&a), id);
@@ -672,24 +715,46 @@ mod tests {
         assert_eq!(last.at.as_deref(), Some("2026-03-02T10:00:00+08:00"));
     }
 
-    #[test]
-    fn a_silent_meter_stays_acknowledged_while_its_silence_grows() {
-        // meter_silent's value is how long the meter has been silent: not banded, so 600 s ->
-        // 5000 s (three doublings) is no change; the resolution is.
+    /// An engine with one alert of a rule of `kind`, found as `first` at T0 and acknowledged;
+    /// `then` gets the engine and the rule.
+    fn acknowledged(kind: crate::alerts::config::RuleKind, first: Finding, then: impl FnOnce(&Alerts, &RuleMeta<'_>)) {
         let dir = tempfile::tempdir().unwrap();
         let audit = AuditLog::open(dir.path()).unwrap();
         let a = engine(dir.path());
         let extra = BTreeMap::new();
-        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: crate::alerts::config::RuleKind::MeterSilent.banded() };
-        lock(&a.book).apply(&meta, vec![finding("ag1", 600.0)], T0);
+        let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::of_kind(kind) };
+        lock(&a.book).apply(&meta, vec![first], T0);
         let id = id_of(&a);
         a.acknowledge(&audit, &who("eng", Role::Engineer, None), &id, "known", T0).unwrap();
-        lock(&a.book).apply(&meta, vec![finding("ag1", 5000.0)], T0 + 4_400_000);
-        assert!(!a.reconcile(T0 + 4_400_000));
-        assert!(a.notifiable(T0 + 4_400_000).is_empty());
-        lock(&a.book).apply(&meta, vec![], T0 + 5_000_000);
-        assert!(a.reconcile(T0 + 5_000_000));
-        assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
+        then(&a, &meta);
+    }
+
+    #[test]
+    fn a_silent_meter_stays_acknowledged_while_its_silence_grows() {
+        // meter_silent's value is how long the meter has been silent: not banded, so 600 s ->
+        // 5000 s (three doublings) is no change; the resolution is.
+        acknowledged(crate::alerts::config::RuleKind::MeterSilent, finding("ag1", 600.0), |a, meta| {
+            lock(&a.book).apply(meta, vec![finding("ag1", 5000.0)], T0 + 4_400_000);
+            assert!(!a.reconcile(T0 + 4_400_000));
+            assert!(a.notifiable(T0 + 4_400_000).is_empty());
+            lock(&a.book).apply(meta, vec![], T0 + 5_000_000);
+            assert!(a.reconcile(T0 + 5_000_000));
+            assert_eq!(a.notifiable(T0 + 5_000_000).len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_new_counter_anomaly_ends_the_acknowledgement_of_the_last() {
+        let anomaly = |summary: &str| Finding { summary_en: summary.into(), ..finding("ag1", -1185.0) };
+        acknowledged(crate::alerts::config::RuleKind::CounterAnomaly, anomaly("at 03:00: went down from 1200 kWh to 15 kWh"), |a, meta| {
+            // The same anomaly at the next evaluation: still acknowledged.
+            lock(&a.book).apply(meta, vec![anomaly("at 03:00: went down from 1200 kWh to 15 kWh")], T0 + 1000);
+            assert!(!a.reconcile(T0 + 1000));
+            // Another one, the same drop (same value band) at another time: a new event, notified.
+            lock(&a.book).apply(meta, vec![anomaly("at 09:00: went down from 1300 kWh to 115 kWh")], T0 + 2000);
+            assert!(a.reconcile(T0 + 2000));
+            assert_eq!(a.notifiable(T0 + 2000).len(), 1);
+        });
     }
 
     #[test]
@@ -717,6 +782,8 @@ mod tests {
             assert_eq!(a.list(&p, &AlertFilter::default(), T0).len(), usize::from(may), "{} lists", p.name);
         }
         assert!(matches!(a.acknowledge(&audit, &who("eng", Role::Engineer, None), "0000000000000000", "x", T0), Err(ActionError::NotFound(_))));
+        // An agency cannot probe ids: an unknown one is refused like another agency's.
+        assert!(matches!(a.acknowledge(&audit, &who("a1", Role::Agency, Some("ag1")), "0000000000000000", "x", T0), Err(ActionError::Forbidden(_))));
         // Unsilence: then there is no silence to end.
         let eng = who("eng", Role::Engineer, None);
         assert!(a.unsilence(&audit, &eng, &id, T0).is_ok());
@@ -748,10 +815,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_actions_file_is_an_error_naming_it() {
+    fn a_damaged_actions_file_is_kept_aside_and_the_engine_starts() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "{not json").unwrap();
-        let e = ActionStore::open(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(FILE_NAME) && e.contains("not a valid actions file"), "{e}");
+        let store = ActionStore::open(dir.path()).unwrap();
+        assert_eq!(store.data, Actions::default());
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let aside: Vec<&String> = names.iter().filter(|n| n.starts_with("alerts-actions.json.unreadable-")).collect();
+        assert_eq!(aside.len(), 1, "{names:?}");
+        assert_eq!(std::fs::read_to_string(dir.path().join(aside[0])).unwrap(), "{not json", "kept as it was");
+        assert!(!dir.path().join(FILE_NAME).exists());
     }
 }

@@ -150,12 +150,6 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    /// Whether a change of the value's band ends an acknowledgement: not for the rules whose
-    /// value is how long the condition has lasted (a silent meter, an offline gateway).
-    pub fn banded(self) -> bool {
-        !matches!(self, RuleKind::MeterSilent | RuleKind::GatewayOffline)
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             RuleKind::MeterSilent => "meter_silent",

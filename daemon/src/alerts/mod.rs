@@ -349,7 +349,7 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
     for r in &a.config.rules {
         match findings(a, s, r, now, &mut pass).await {
             Ok(f) => {
-                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banded: r.kind.banded() };
+                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banding: state::Banding::of_kind(r.kind) };
                 let changes = lock(&a.book).apply(&meta, f, now);
                 for ((rule, key), c) in &changes {
                     tracing::info!(%rule, %key, change = ?c, "alert");
@@ -396,11 +396,11 @@ pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
         let now = chrono::Utc::now().timestamp_millis();
         let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
-            // Acknowledged and silenced alerts are not notified (actions).
-            let alerts = a.notifiable(now);
+            // Acknowledged and silenced alerts are not notified (actions, notify).
+            let out = a.notify_sets(now);
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = notifier.send(&s.metrics, &alerts, now, changed, cfg.interval.ms()) => {}
+                _ = notifier.send(&s.metrics, &out, now, changed, cfg.interval.ms()) => {}
             }
         }
     }

@@ -364,7 +364,7 @@ pub fn night_flow(meters: &[MeterHours], now: i64, tz: Tz, night: [u32; 2], thre
             out.push(Finding {
                 key: id.clone(),
                 labels: labels.clone(),
-                summary_zh: format!("表计 {id} {date} 夜间 {}-{} 时每小时均有用量（最少 {min:.3} {unit}，共 {total:.3} {unit}），疑似漏水", night[0], night[1]),
+                summary_zh: format!("表计 {id} {date} 夜间 {}-{} 时每小时均有用量（每小时最少 {min:.3} {unit}，共 {total:.3} {unit}），疑似漏水", night[0], night[1]),
                 summary_en: format!("meter {id}: flow in every night hour {}-{} h on {date} (least {min:.3} {unit}/h, {total:.3} {unit} in all): possible leak", night[0], night[1]),
                 value: Some(min),
                 unit: Some(format!("{unit}/h")),

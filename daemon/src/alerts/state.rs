@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Severity;
+use super::config::{RuleKind, Severity};
 use super::rules::Finding;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub struct Alert {
     pub ends_at: Option<i64>,
     /// Its fingerprint ([`fingerprint`] of its labels): the id the API and the web page use.
     pub id: String,
-    /// The band of its value if the rule's values are banded ([`RuleMeta::banded`]).
+    /// Its band ([`Banding`]): a change of it ends an acknowledgement.
     pub band: Option<i64>,
     /// Its state changes (pending, firing, resolved) with their times, oldest first, carried
     /// over when a resolved alert comes back; at most [`HISTORY_MAX`].
@@ -62,22 +62,15 @@ pub const HISTORY_MAX: usize = 50;
 /// 64 over the labels sorted by name, each name and value followed by the byte 0xff; 16 hex
 /// digits. The same labels give the same id here, at Alertmanager and after a restart.
 pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let parts: Vec<&[u8]> = labels.iter().flat_map(|(k, v)| [k.as_bytes(), &[0xff], v.as_bytes(), &[0xff]]).collect();
+    format!("{:016x}", fnv1a(&parts))
+}
+
+/// FNV-1a 64 over the bytes of `parts`, in order.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
     const OFFSET: u64 = 14_695_981_039_346_656_037;
     const PRIME: u64 = 1_099_511_628_211;
-    let mut h = OFFSET;
-    let mut add = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(PRIME);
-        }
-    };
-    for (k, v) in labels {
-        add(k.as_bytes());
-        add(&[0xff]);
-        add(v.as_bytes());
-        add(&[0xff]);
-    }
-    format!("{h:016x}")
+    parts.iter().flat_map(|p| p.iter()).fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
 }
 
 fn push_history(h: &mut Vec<(State, i64)>, s: State, at: i64) {
@@ -95,9 +88,41 @@ pub struct RuleMeta<'a> {
     pub severity: Severity,
     pub for_ms: i64,
     pub labels: &'a BTreeMap<String, String>,
-    /// Whether the value's band ([`value_band`]) is a change for an acknowledgement: not for
-    /// rules whose value is the time a condition has lasted (it grows by itself).
-    pub banded: bool,
+    /// What counts as a change for an acknowledgement besides the state ([`Banding`]).
+    pub banding: Banding,
+}
+
+/// What makes an alert's band, the change (besides its state) that ends an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Banding {
+    /// The value's power of two ([`value_band`]).
+    Value,
+    /// Nothing: the value is how long the condition has lasted, and grows by itself.
+    Lasting,
+    /// The event the finding reports (its summary: a new counter anomaly is a new event).
+    Event,
+}
+
+impl Banding {
+    /// What change of an alert of a rule of `kind` ends its acknowledgement besides its state:
+    /// for a silent meter or an offline gateway none (the value is how long it has lasted), for
+    /// a counter anomaly a new anomaly, for the rest the value's band.
+    pub fn of_kind(kind: RuleKind) -> Banding {
+        match kind {
+            RuleKind::MeterSilent | RuleKind::GatewayOffline => Banding::Lasting,
+            RuleKind::CounterAnomaly => Banding::Event,
+            _ => Banding::Value,
+        }
+    }
+
+    /// The band of `f`.
+    pub fn of(self, f: &Finding) -> Option<i64> {
+        match self {
+            Banding::Value => value_band(f.value),
+            Banding::Lasting => None,
+            Banding::Event => Some(fnv1a(&[f.summary_en.as_bytes()]) as i64),
+        }
+    }
 }
 
 /// The band of a value: its sign and power of two (…, [0.5, 1), [1, 2), [2, 4), …); 0 for
@@ -142,7 +167,7 @@ impl Book {
                 annotations.insert("unit".to_string(), u.clone());
             }
             let fp = fingerprint(&labels);
-            let band = if rule.banded { value_band(f.value) } else { None };
+            let band = rule.banding.of(&f);
             let alert = match self.alerts.get_mut(&id) {
                 Some(a) if a.state != State::Resolved => {
                     a.labels = labels;

@@ -34,7 +34,7 @@ fn labels() -> BTreeMap<String, String> {
 fn drive(times: &[i64], for_ms: i64, key: &str, mut findings: impl FnMut(i64) -> Vec<Finding>) -> Vec<(i64, State)> {
     let mut book = Book::default();
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let mut out: Vec<(i64, State)> = Vec::new();
     let mut last: Option<State> = None;
     for &t in times {
@@ -77,7 +77,9 @@ fn a_meter_going_silent_pends_fires_and_resolves_at_exact_times() {
     let f = rules::meter_silent(&[meter(at(0, 10, 16))], at(0, 10, 16), 3.0, Some(5 * M), TZ);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].summary_en, "meter m1 silent for 16 min (last reading 2026-03-02 10:00, expected every 300 s)");
-    assert!(f[0].summary_zh.contains("已 16 分钟 无读数"), "{}", f[0].summary_zh);
+    // 10:00 to 10:16 is 16 min = 960 s.
+    assert_eq!(f[0].summary_zh, "表计 m1 已 16 分钟 无读数（最后读数 2026-03-02 10:00，预期间隔 300 秒）");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(960.0), Some("s")));
     // Never seen: not silent.
     let never = SeenMeter { last_seen: None, ..meter(0) };
     assert!(rules::meter_silent(&[never], at(5, 0, 0), 3.0, None, TZ).is_empty());
@@ -146,6 +148,8 @@ fn a_night_leak_fires_when_the_night_ends_and_resolves_after_a_dry_night() {
     assert_eq!(run(2 * H), vec![(at(1, 5, 0), State::Pending), (at(1, 7, 0), State::Firing), (at(2, 5, 0), State::Resolved)]);
     let f = rules::night_flow(&[mh("m1", "m³", known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.01);
     assert_eq!(f[0].summary_en, "meter m1: flow in every night hour 0-5 h on 2026-03-03 (least 0.050 m³/h, 0.250 m³ in all): possible leak");
+    assert_eq!(f[0].summary_zh, "表计 m1 2026-03-03 夜间 0-5 时每小时均有用量（每小时最少 0.050 m³，共 0.250 m³），疑似漏水");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(0.05), Some("m³/h")));
     assert_eq!(f[0].labels["agency"], "ag1");
     // Above a threshold of 0.1 the same night is not a leak.
     assert!(rules::night_flow(&[mh("m1", "m³", known(&water, at(1, 5, 0)))], at(1, 5, 0), TZ, [0, 5], 0.1).is_empty());
@@ -192,6 +196,13 @@ fn base_load_against_its_learned_level() {
         let f = rules::base_load_high(&[mh("m1", "kWh", s)], now, TZ, &p);
         assert_eq!(f.len(), usize::from(fires), "last {last}: {f:?}");
     }
+    // The message of the first case: the night of Monday 2026-04-06 at 3.50 kWh/h against 2.00.
+    let s = known(&build(3.5, 3.0), at(35, 5, 0));
+    let p = rules::BaseLoadRule { night: [0, 5], weeks: 4, holidays: &[], factor: 1.5, min_excess: 0.0 };
+    let f = rules::base_load_high(&[mh("m1", "kWh", s)], at(35, 5, 0), TZ, &p);
+    assert_eq!(f[0].summary_en, "meter m1: base load on 2026-04-06 (night) 3.50 kWh/h, above 1.5 x its level of the last 4 weeks (2.00)");
+    assert_eq!(f[0].summary_zh, "表计 m1 2026-04-06 夜间基础负荷 3.50 kWh/小时，高于近 4 周的常值 2.00 的 1.5 倍");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(3.5), Some("kWh/h")));
     // A holiday counts like a weekend day: Monday 2026-04-06 as a holiday is a whole day, not
     // over at 05:00; the last complete off period is Sunday.
     let hol = [chrono::NaiveDate::from_ymd_opt(2026, 4, 6).unwrap()];
@@ -227,6 +238,15 @@ fn gateways_offline_by_last_will_or_silence_and_backing_up_by_lag() {
     let f = rules::gateway_offline(&gws, now, 15 * M, TZ);
     assert_eq!(f[0].summary_en, "gateway will offline (MQTT last will, since 2026-03-02 11:00)");
     assert_eq!(f[0].labels, BTreeMap::from([("gateway".to_string(), "will".to_string())]));
+    // Offline since 11:00, at 12:00: 3600 s; "quiet": last batch at 11:44, 16 min = 960 s.
+    assert_eq!(f[0].summary_zh, "网关 will 离线（MQTT 遗嘱，自 2026-03-02 11:00）");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(3600.0), Some("s")));
+    assert_eq!(f[1].summary_en, "gateway quiet sent nothing for 16 min (last batch 2026-03-02 11:44)");
+    assert_eq!(f[1].summary_zh, "网关 quiet 已 16 分钟 未上送数据（最后一批 2026-03-02 11:44）");
+    assert_eq!((f[1].value, f[1].unit.as_deref()), (Some(960.0), Some("s")));
+    // "fresh": samples 20 min = 1200 s late.
+    let b = rules::gateway_backlog(&gws, now, 15 * M, 15 * M);
+    assert_eq!((b[0].summary_zh.as_str(), b[0].value, b[0].unit.as_deref()), ("网关 fresh 队列积压：到达的数据已滞后 20 分钟", Some(1200.0), Some("s")));
     let back: Vec<String> = rules::gateway_backlog(&gws, now, 15 * M, 15 * M).into_iter().map(|f| f.key).collect();
     assert_eq!(back, vec!["fresh"], "only a gateway still sending, with samples 20 min late");
 }
@@ -264,6 +284,8 @@ fn heat_outside_the_heating_season() {
     let f = rules::heating_off_season(&[mh("h1", "GJ", heat(apr))], &none, apr, TZ, &season, 0.1, None);
     assert_eq!(f.len(), 1);
     assert_eq!(f[0].summary_en, "meter h1: 0.24 GJ of heat in the last 24 h outside the heating season (11-01 to 03-31)");
+    assert_eq!(f[0].summary_zh, "表计 h1 在采暖季（11-01 至 03-31）外 24 小时内供热 0.24 GJ");
+    assert_eq!(f[0].unit.as_deref(), Some("GJ"));
     // 2026-03-31 is in the season.
     let mar = at(29, 12, 0);
     assert!(rules::heating_off_season(&[mh("h1", "GJ", heat(mar))], &none, mar, TZ, &season, 0.1, None).is_empty());
@@ -278,6 +300,8 @@ fn heat_outside_the_heating_season() {
     }
     let f = rules::heating_off_season(&[mh("h1", "GJ", BTreeMap::new())], &hot, apr, TZ, &season, 0.1, Some(40.0));
     assert_eq!(f[0].summary_en, "meter h1: supply temperature 55.0 °C on average over the last 24 h outside the heating season (11-01 to 03-31)");
+    assert_eq!(f[0].summary_zh, "表计 h1 在采暖季（11-01 至 03-31）外 24 小时平均供水温度 55.0 °C");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(55.0), Some("°C")));
 }
 
 /// An agency with an energy budget of 1000 kgce (1150 projected), an electricity budget of
@@ -436,7 +460,7 @@ fn data_completeness_below_the_threshold_once_the_grace_after_start_is_over() {
 #[test]
 fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts() {
     let extra = BTreeMap::from([("team".to_string(), "ops".to_string())]);
-    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let f = Finding { key: "k".into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: Some(1.0), unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![f.clone()], 1000);
@@ -458,7 +482,7 @@ fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts
 #[test]
 fn alertmanager_body_holds_firing_alerts_and_resolutions() {
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
     let mk = |k: &str| Finding { key: k.into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: None, unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![mk("a"), mk("b")], at(0, 0, 0));

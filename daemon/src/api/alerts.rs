@@ -49,8 +49,7 @@ pub(super) async fn list(State(s): State<Shared>, principal: Principal, Query(p)
         Some("resolved") => Some(AlertState::Resolved),
         Some(x) => return Err(ApiError::bad_request(format!("state `{x}` is not one of firing, pending, resolved"))),
     };
-    let kinds = s.alerts.config.rules.iter().map(|r| (r.name.clone(), r.kind.as_str().to_string())).collect();
-    let filter = AlertFilter { state, agency: p.get("agency").cloned(), building: p.get("building").cloned(), meter: p.get("meter").cloned(), kind: p.get("kind").cloned(), kinds };
+    let filter = AlertFilter { state, agency: p.get("agency").cloned(), building: p.get("building").cloned(), meter: p.get("meter").cloned(), kind: p.get("kind").cloned(), ..Default::default() }.with_rules(&s.alerts.config);
     let items = s.alerts.list(&principal, &filter, now_ms());
     let tz = s.tz;
     let evaluated = *s.alerts.evaluated_at.lock().unwrap_or_else(|e| e.into_inner());

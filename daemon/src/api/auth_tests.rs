@@ -502,7 +502,7 @@ async fn alerts_are_acknowledged_and_silenced_by_role_and_agency() {
     let now = chrono::Utc::now().timestamp_millis();
     {
         let extra = std::collections::BTreeMap::new();
-        let meta = crate::alerts::state::RuleMeta { name: "MeterSilent", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+        let meta = crate::alerts::state::RuleMeta { name: "MeterSilent", severity: Severity::Warning, for_ms: 0, labels: &extra, banding: crate::alerts::state::Banding::Value };
         let fnd = |m: &str, agency: &str| Finding { key: m.into(), labels: meter_labels(m, "b1", agency), summary_zh: "表计无读数".into(), summary_en: "silent".into(), value: Some(600.0), unit: Some("s".into()) };
         f.state.alerts.book.lock().unwrap().apply(&meta, vec![fnd("m1", "a,b"), fnd("w1", "b")], now);
     }
