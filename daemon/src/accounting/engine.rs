@@ -34,7 +34,7 @@ use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
 use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
 use crate::registry::{EventError, EventRecord, Indicator, Registry};
-use crate::store::HourRollup;
+use crate::store::CounterRollups;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +108,9 @@ pub type MeterYears = HashMap<String, Arc<MeterYear>>;
 /// Meters whose year is not in a cache, each with its cache key.
 type Missing = Vec<(crate::registry::Meter, String)>;
 
-/// A meter's roll-ups over a year, with the reading before and the reading after it.
-type Window = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+/// A meter's hours over a year (their first and last readings), with the reading before and
+/// the reading after it.
+type Window = CounterRollups;
 
 /// Computes the years of a batch of meters from their roll-ups, in `threads` parts on the
 /// blocking pool; rows for the caches.
@@ -131,7 +132,7 @@ async fn compute_batch(
             part.into_iter()
                 .map(|(m, key, window)| {
                     let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
-                    let y = meter_year_from_rollups(&m, ev, window, &cal);
+                    let y = meter_year_from_rollups(&m, ev, &window, &cal);
                     (m.id, year, key, Arc::new(y))
                 })
                 .collect::<Vec<_>>()
@@ -149,10 +150,10 @@ async fn compute_batch(
 pub fn meter_year_from_rollups(
     m: &crate::registry::Meter,
     events: &[Event],
-    (before, hours, after): Window,
+    window: &Window,
     cal: &YearCalendar,
 ) -> MeterYear {
-    let readings = super::rollup::window_readings(before, &hours, after);
+    let readings = super::rollup::window_readings(window);
     let c = continuous(&readings, events, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
     meter_year(&c.readings, cal, c.flags, c.rejected_readings)
 }
