@@ -481,6 +481,11 @@ impl Engine {
                 base_data.push(d);
             }
         }
+        // The meters whose counter went down without a recorded replacement, by id: found once,
+        // not sorted again for every agency.
+        let mut to_check: Vec<&String> =
+            this.meters.iter().filter(|(_, y)| y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))).map(|(id, _)| id).collect();
+        to_check.sort();
         let mut out = Vec::with_capacity(agencies.len());
         for (agency, scope) in agencies {
             let groups = this.groups(scope);
@@ -517,13 +522,8 @@ impl Engine {
                     ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
                 }
             }
-            let mut ids: Vec<&String> = this.meters.keys().collect();
-            ids.sort();
-            for id in ids {
-                let y = &this.meters[id];
-                if y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))
-                    && this.serves(id, scope)
-                {
+            for &id in &to_check {
+                if this.serves(id, scope) {
                     ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
                     ind.meters_to_check.push(id.clone());
                 }

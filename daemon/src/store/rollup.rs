@@ -103,6 +103,7 @@ impl HourColumns {
         }
     }
 
+    #[inline]
     pub fn push(&mut self, h: HourEnds) {
         self.hour.push(h.hour);
         self.first_ts.push(h.first_ts);
