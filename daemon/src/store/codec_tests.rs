@@ -274,13 +274,17 @@ proptest! {
     }
 }
 
+/// An hour's first and last reading, the values as bits: (hour, first time, first value, last
+/// time, last value).
+type EndsBits = (i64, i64, u64, i64, u64);
+
 /// The first and last readings as [`decode_rollups`] gives them, to the bit.
-fn ends_bits(hours: &[HourRollup]) -> Vec<(i64, i64, u64, i64, u64)> {
+fn ends_bits(hours: &[HourRollup]) -> Vec<EndsBits> {
     hours.iter().map(|h| (h.hour, h.first_ts, h.first_v.to_bits(), h.last_ts, h.last_v.to_bits())).collect()
 }
 
 /// What [`decode_ends`] hands over, to the bit.
-fn decoded_ends(day: i64, data: &[u8]) -> Result<Vec<(i64, i64, u64, i64, u64)>, CodecError> {
+fn decoded_ends(day: i64, data: &[u8]) -> Result<Vec<EndsBits>, CodecError> {
     let mut out = Vec::new();
     decode_ends(day, data, |h| out.push((h.hour, h.first_ts, h.first_v.to_bits(), h.last_ts, h.last_v.to_bits())))?;
     Ok(out)
