@@ -207,18 +207,31 @@ fn a_days_rollups_take_a_tenth_of_a_byte_per_reading() {
     }
 }
 
+/// Random hours of a day: (hour, (two offsets in it, three values, count, kind: 0 for values
+/// with two decimals, else any bits)).
+type AnyHours = std::collections::BTreeMap<i64, (i64, i64, [f64; 3], u64, u32)>;
+
+fn any_hours() -> impl Strategy<Value = AnyHours> {
+    proptest::collection::btree_map(0i64..24, (0i64..3_600_000, 0i64..3_600_000, any::<[f64; 3]>(), 1u64..10_000, 0u32..3), 0..24)
+}
+
+/// The roll-ups of the day starting at `day` from [`any_hours`].
+fn any_day(day: i64, hours: AnyHours) -> Vec<HourRollup> {
+    hours
+        .into_iter()
+        .map(|(h, (a, b, v, count, kind))| {
+            let hour = day + h * HOUR_MS;
+            let v = if kind == 0 { v.map(|x| (x.fract() * 1e4).round() / 100.0) } else { v };
+            HourRollup { hour, first_ts: hour + a.min(b), first_v: v[0], last_ts: hour + a.max(b), last_v: v[1], min: v[0].min(v[1]), max: v[2], sum: v[0] + v[2], count }
+        })
+        .collect()
+}
+
 proptest! {
     #[test]
-    fn any_rollups_round_trip(hours in proptest::collection::btree_map(0i64..24, (0i64..3_600_000, 0i64..3_600_000, any::<[f64; 3]>(), 1u64..10_000, 0u32..3), 0..24)) {
+    fn any_rollups_round_trip(hours in any_hours()) {
         let day = 1_764_288_000_000i64;
-        let rs: Vec<HourRollup> = hours
-            .into_iter()
-            .map(|(h, (a, b, v, count, kind))| {
-                let hour = day + h * HOUR_MS;
-                let v = if kind == 0 { v.map(|x| (x.fract() * 1e4).round() / 100.0) } else { v };
-                HourRollup { hour, first_ts: hour + a.min(b), first_v: v[0], last_ts: hour + a.max(b), last_v: v[1], min: v[0].min(v[1]), max: v[2], sum: v[0] + v[2], count }
-            })
-            .collect();
+        let rs = any_day(day, hours);
         let back = decode_rollups(day, &encode_rollups(day, &rs)).unwrap();
         let bits = |h: &[HourRollup]| h.iter().map(|h| (h.hour, h.first_ts, h.last_ts, h.count, [h.first_v, h.last_v, h.min, h.max, h.sum].map(f64::to_bits))).collect::<Vec<_>>();
         prop_assert_eq!(bits(&back), bits(&rs));
@@ -336,16 +349,9 @@ fn bit(b: &[u8], i: usize) -> u64 {
 
 proptest! {
     #[test]
-    fn any_rollups_ends_decode_as_the_whole_rollups_do(hours in proptest::collection::btree_map(0i64..24, (0i64..3_600_000, 0i64..3_600_000, any::<[f64; 3]>(), 1u64..10_000, 0u32..3), 0..24)) {
+    fn any_rollups_ends_decode_as_the_whole_rollups_do(hours in any_hours()) {
         let day = 1_764_288_000_000i64;
-        let rs: Vec<HourRollup> = hours
-            .into_iter()
-            .map(|(h, (a, b, v, count, kind))| {
-                let hour = day + h * HOUR_MS;
-                let v = if kind == 0 { v.map(|x| (x.fract() * 1e4).round() / 100.0) } else { v };
-                HourRollup { hour, first_ts: hour + a.min(b), first_v: v[0], last_ts: hour + a.max(b), last_v: v[1], min: v[0].min(v[1]), max: v[2], sum: v[0] + v[2], count }
-            })
-            .collect();
+        let rs = any_day(day, hours);
         for version in [1, 2] {
             let data = encode_rollups_version(day, &rs, version);
             prop_assert_eq!(decoded_ends(day, &data).unwrap(), ends_bits(&rs));
