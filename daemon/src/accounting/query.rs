@@ -261,8 +261,8 @@ async fn readings(store: &Store, meters: &[&Meter], bounds_ms: &[i64]) -> Result
     let mut windows: Vec<Option<Vec<(i64, f64)>>> = vec![None; meters.len()];
     if bounds_ms.iter().all(|&b| b == hour_of(b)) {
         let series = meters.iter().map(|m| (m.id.clone(), m.counter())).collect();
-        for (slot, (before, hours, after)) in windows.iter_mut().zip(store.counter_rollups_many(series, from_ms, to_ms).await?) {
-            *slot = Some(window_readings(before, &hours, after));
+        for (slot, w) in windows.iter_mut().zip(store.counter_rollups_many(series, from_ms, to_ms).await?) {
+            *slot = Some(window_readings(&w));
         }
     }
     let mut out = Vec::with_capacity(meters.len());
