@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod reports;
+pub mod savings;
 pub mod store;
 pub mod time;
 
