@@ -10,6 +10,7 @@ mod ingest;
 pub mod limits;
 mod query;
 mod registry;
+mod savings;
 pub mod reports;
 
 use std::sync::Arc;
@@ -116,6 +117,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/reports/statistics", get(reports::statistics))
         .route("/api/v1/plans/energy", get(reports::plan))
         .route("/api/v1/deadlines", get(reports::deadlines))
+        .route("/api/v1/savings", get(savings::savings))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .method_not_allowed_fallback(|| async {
             ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, message: "this endpoint does not take that method; see the README's contract section".into() }

@@ -11,6 +11,7 @@
 pub mod html;
 pub mod labels;
 pub mod model;
+pub mod mv;
 pub mod render;
 pub mod statistics;
 pub mod tables;

@@ -12,6 +12,7 @@ pub mod epc;
 pub mod model;
 pub mod stats;
 pub mod verify;
+pub mod weather;
 
 pub use model::{cdd, fit, hdd, FitError, Form, Model, Search};
 pub use verify::{avoided, avoided_by_month, baseline, coverage, fit_stats, normalised, typical_year, Avoided, Baseline, BaselineError, Coverage, Day, FitStats, Normalised};

@@ -1,0 +1,406 @@
+//! Measurement and verification (issue 23): the savings of a meter, a building, an agency or a
+//! registered project, from the accounting's daily consumption (counter handling, meter events,
+//! allocation shares: [`crate::accounting::query::consumption`]) and the weather meter's daily
+//! mean temperatures, by the pure rules of [`crate::savings`]. The answer of
+//! `GET /api/v1/savings` and the content of the M&V report.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, NaiveDate};
+use chrono_tz::Tz;
+use energy_wire::Carrier;
+use serde::Serialize;
+
+use crate::accounting::engine::Engine;
+use crate::accounting::query::{consumption, scope_meters, QueryError, Subject};
+use crate::registry::{Project, Registry};
+use crate::savings::epc::{settle, Settlement};
+use crate::savings::{self, weather::daily_means, Avoided, Day, Search};
+use crate::store::{Store, StoreError};
+use crate::time::{day_start, Interval};
+
+/// A day counts when readings cover at least this share of it.
+const DAY_COVERED: f64 = 0.9;
+
+/// What the savings are of.
+#[derive(Debug, Clone, Copy)]
+pub enum MvSubject<'a> {
+    Meter(&'a str),
+    Building(&'a str),
+    Agency(&'a str),
+    Project(&'a Project),
+}
+
+/// A savings question: the subject, the periods (local dates, both included), the carrier.
+#[derive(Debug, Clone)]
+pub struct MvRequest<'a> {
+    pub subject: MvSubject<'a>,
+    pub baseline: Option<(NaiveDate, NaiveDate)>,
+    pub reporting: Option<(NaiveDate, NaiveDate)>,
+    pub carrier: Option<Carrier>,
+}
+
+/// Why there is no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MvError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeriodOut {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: usize,
+    pub days_with_data: usize,
+    pub coverage: f64,
+    pub months_short: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Coefficients {
+    pub intercept: f64,
+    pub beta_hdd: Option<f64>,
+    pub beta_cdd: Option<f64>,
+    pub p_value_hdd: Option<f64>,
+    pub p_value_cdd: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelOut {
+    pub form: &'static str,
+    pub heating_balance_point_c: Option<f64>,
+    pub cooling_balance_point_c: Option<f64>,
+    pub coefficients: Coefficients,
+    pub selection: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FitOut {
+    pub n: usize,
+    pub p: usize,
+    pub r2: f64,
+    pub adj_r2: f64,
+    /// Fractions (0.12 = 12 %), with n − p.
+    pub cv_rmse: f64,
+    pub nmbe: f64,
+    pub autocorrelation: f64,
+    pub monthly_cv_rmse: Option<f64>,
+    pub monthly_nmbe: Option<f64>,
+    pub ashrae14_pass: bool,
+    pub ashrae14_criteria: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MonthOut {
+    pub month: String,
+    #[serde(flatten)]
+    pub avoided: Avoided,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportingOut {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub days: usize,
+    pub days_with_data: usize,
+    pub observed: f64,
+    pub predicted: f64,
+    /// Non-routine adjustments added to `predicted`.
+    pub adjustments: f64,
+    pub avoided: f64,
+    pub avoided_pct: Option<f64>,
+    /// At `confidence`, a percentage of `avoided`.
+    pub uncertainty_pct: Option<f64>,
+    pub confidence: f64,
+    pub avoided_low: Option<f64>,
+    pub avoided_high: Option<f64>,
+    pub avoided_kgce: Option<f64>,
+    pub avoided_co2_kg: Option<f64>,
+    pub avoided_money: Option<f64>,
+    pub price: Option<f64>,
+    pub months: Vec<MonthOut>,
+}
+
+/// The raw comparison, without weather: mean daily use in the reporting period against the
+/// baseline's.
+#[derive(Debug, Serialize)]
+pub struct RawOut {
+    pub baseline_mean_daily: f64,
+    pub reporting_mean_daily: f64,
+    pub change_pct: Option<f64>,
+    pub note: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProjectOut {
+    pub id: String,
+    pub name: String,
+    pub contract: crate::registry::ContractType,
+    pub contract_zh: &'static str,
+    pub esco: Option<String>,
+    pub installation: Option<String>,
+    pub share: Option<f64>,
+    pub adjustments: Vec<crate::registry::Adjustment>,
+    pub settlement: Option<Settlement>,
+}
+
+/// The answer.
+#[derive(Debug, Serialize)]
+pub struct SavingsOut {
+    pub scope: BTreeMap<&'static str, String>,
+    pub carrier: Option<Carrier>,
+    pub unit: &'static str,
+    pub weather: String,
+    pub timezone: &'static str,
+    pub baseline: PeriodOut,
+    pub model: ModelOut,
+    pub fit: FitOut,
+    pub reporting: ReportingOut,
+    pub normalised: Option<savings::Normalised>,
+    pub raw: RawOut,
+    pub project: Option<ProjectOut>,
+    pub warnings: Vec<String>,
+    pub method: &'static str,
+}
+
+const METHOD: &str = "CalTRACK 2.0 daily methods (intercept-only, HDD, CDD, HDD+CDD; balance points -1..32 °C by 1 °C), IPMVP Option C avoided energy, ASHRAE Guideline 14-2014 statistics and fractional savings uncertainty; docs/savings.md";
+const CRITERIA: &str = "ASHRAE Guideline 14: CV(RMSE) <= 15 % and |NMBE| <= 5 % (the monthly limits, applied to the daily model; hourly limits 30 % / 10 %)";
+const SELECTION: &str = "the qualified candidate with the highest adjusted R² (CalTRACK 3.4.3.3)";
+
+/// Daily use (None: not covered) of `subjects` from `from` to `to` (both included), in one
+/// carrier or in kgce when they have several and none was chosen.
+async fn daily_use(
+    store: &Store,
+    engine: &Engine,
+    reg: &Registry,
+    tz: Tz,
+    subjects: &[Subject<'_>],
+    carrier: Option<Carrier>,
+    (from, to): (NaiveDate, NaiveDate),
+) -> Result<(Option<Carrier>, &'static str, Vec<Option<f64>>), MvError> {
+    let days = ((to - from).num_days() + 1).max(0) as usize;
+    let range = (day_start(tz, from), day_start(tz, to + chrono::Days::new(1)));
+    let events = engine.events_by_meter();
+    let mut by_carrier: BTreeMap<Carrier, (&'static str, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut meter_unit = None;
+    for s in subjects {
+        let scope = scope_meters(reg, *s, carrier, None)?;
+        if let Subject::Meter(id) = s {
+            meter_unit = reg.meter(id).map(|m| m.counter().unit());
+        }
+        let out = consumption(store, reg, &events, *s, &scope, (carrier, None), range, Interval::Day).await?;
+        for (c, unit, periods) in out.carrier_periods() {
+            let e = by_carrier.entry(c).or_insert_with(|| (unit, vec![0.0; days], vec![1.0; days]));
+            for (i, (v, cov)) in periods.into_iter().enumerate().take(days) {
+                e.1[i] += v;
+                e.2[i] = e.2[i].min(cov);
+            }
+        }
+    }
+    let covered = |vals: &[f64], cov: &[f64]| -> Vec<Option<f64>> { vals.iter().zip(cov).map(|(v, c)| (*c >= DAY_COVERED && v.is_finite()).then_some(*v)).collect() };
+    match by_carrier.len() {
+        0 => Err(MvError::Invalid("no meter in scope measures the carrier asked; nothing to verify".into())),
+        1 => {
+            let (c, (unit, v, cov)) = by_carrier.into_iter().next().ok_or_else(|| MvError::Invalid("no carrier".into()))?;
+            let unit = if subjects.len() == 1 { meter_unit.unwrap_or(unit) } else { unit };
+            Ok((Some(c), unit, covered(&v, &cov)))
+        }
+        _ => {
+            let mut total = vec![0.0; days];
+            let mut cov_all = vec![1.0f64; days];
+            for (c, (unit, v, cov)) in &by_carrier {
+                let k = reg.kgce_per_unit(*c, *unit == "L");
+                for i in 0..days {
+                    total[i] += k * v[i];
+                    cov_all[i] = cov_all[i].min(cov[i]);
+                }
+            }
+            Ok((None, "kgce", covered(&total, &cov_all)))
+        }
+    }
+}
+
+/// The weather meter of the subject: the one most of its meters (or buildings) name.
+fn weather_of(reg: &Registry, subjects: &[Subject<'_>], carrier: Option<Carrier>, warnings: &mut Vec<String>) -> Result<String, MvError> {
+    let mut count: BTreeMap<String, usize> = BTreeMap::new();
+    for s in subjects {
+        if let Subject::Building(b) = s {
+            if let Some(w) = reg.building(b).and_then(|b| b.weather.clone()) {
+                *count.entry(w).or_default() += 1;
+                continue;
+            }
+        }
+        for x in scope_meters(reg, *s, carrier, None)? {
+            if let Some(w) = reg.weather_of_meter(x.meter) {
+                *count.entry(w.to_string()).or_default() += 1;
+            }
+        }
+    }
+    if count.len() > 1 {
+        warnings.push(format!("the scope's meters name several weather meters ({}); the most named is used", count.keys().cloned().collect::<Vec<_>>().join(", ")));
+    }
+    count.into_iter().max_by_key(|(_, n)| *n).map(|(w, _)| w).ok_or_else(|| {
+        MvError::Invalid("no weather series: set `weather = \"METER_ID\"` (a meter whose outdoor_temperature is read) on the building or the meter in the registry".into())
+    })
+}
+
+fn dates(from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
+    from.iter_days().take_while(|d| *d <= to).collect()
+}
+
+/// Computes the savings.
+pub async fn savings_of(store: &Store, engine: &Engine, reg: &Registry, tz: Tz, req: &MvRequest<'_>) -> Result<SavingsOut, MvError> {
+    let mut warnings = Vec::new();
+    let (subjects, scope_key, scope_id, project): (Vec<Subject<'_>>, &'static str, String, Option<&Project>) = match req.subject {
+        MvSubject::Meter(id) => (vec![Subject::Meter(id)], "meter", id.to_string(), None),
+        MvSubject::Building(id) => (vec![Subject::Building(id)], "building", id.to_string(), None),
+        MvSubject::Agency(id) => (vec![Subject::Agency(id)], "agency", id.to_string(), None),
+        MvSubject::Project(p) => (p.meters.iter().map(|m| Subject::Meter(m)).chain(p.buildings.iter().map(|b| Subject::Building(b))).collect(), "project", p.id.clone(), Some(p)),
+    };
+    let carrier = req.carrier.or(project.and_then(|p| p.carrier));
+    let reporting = req
+        .reporting
+        .or_else(|| project.and_then(Project::reporting_range))
+        .ok_or_else(|| MvError::Invalid("give `reporting=FROM/TO` (local dates, both included)".into()))?;
+    // Default baseline: the 365 days before the reporting period (before the installation).
+    let baseline = req.baseline.or_else(|| project.and_then(Project::baseline_range)).unwrap_or_else(|| (reporting.0 - chrono::Days::new(365), reporting.0 - chrono::Days::new(1)));
+    if reporting.0 <= baseline.1 {
+        return Err(MvError::Invalid(format!("the reporting period starts on {} but the baseline runs to {}; the periods cannot overlap", reporting.0, baseline.1)));
+    }
+    for (name, (a, b)) in [("baseline", baseline), ("reporting", reporting)] {
+        if (b - a).num_days() > 3 * 366 {
+            return Err(MvError::Invalid(format!("the {name} period is longer than three years")));
+        }
+    }
+    let weather = weather_of(reg, &subjects, carrier, &mut warnings)?;
+    let (carrier, unit, base_use) = daily_use(store, engine, reg, tz, &subjects, carrier, baseline).await?;
+    let (_, _, rep_use) = daily_use(store, engine, reg, tz, &subjects, carrier, reporting).await?;
+    let base_t = daily_means(store, &weather, tz, baseline.0, baseline.1).await?;
+    let rep_t = daily_means(store, &weather, tz, reporting.0, reporting.1).await?;
+    let base_days: Vec<Day> = dates(baseline.0, baseline.1).into_iter().zip(base_use.iter().zip(&base_t)).map(|(date, (u, t))| Day { date, usage: *u, temp: *t }).collect();
+    let rep_days: Vec<Day> = dates(reporting.0, reporting.1).into_iter().zip(rep_use.iter().zip(&rep_t)).map(|(date, (u, t))| Day { date, usage: *u, temp: *t }).collect();
+    let search = Search { cooling_forms: carrier != Some(Carrier::DistrictHeat) && carrier != Some(Carrier::NaturalGas), ..Search::caltrack() };
+    let base = savings::baseline(&base_days, &search).map_err(|e| MvError::Invalid(format!("baseline {}/{}: {e}", baseline.0, baseline.1)))?;
+    warnings.extend(base.warnings.iter().cloned());
+    let rep_cov = savings::coverage(&rep_days);
+    if rep_cov.fraction < savings::verify::MIN_COVERAGE {
+        warnings.push(format!("the reporting period has data on {} of its {} days; savings are counted on those days only", rep_cov.days_with_data, rep_cov.days));
+    }
+    let adjustment: f64 = project.map_or(0.0, |p| rep_days.iter().filter(|d| d.usage.is_some() && d.temp.is_some()).map(|d| p.adjustment_on(d.date)).sum());
+    let total = savings::avoided(&base, &rep_days, adjustment);
+    let months: Vec<MonthOut> = savings::avoided_by_month(&base, &rep_days).into_iter().map(|(month, avoided)| MonthOut { month, avoided }).collect();
+    // Value: kgce, CO2, money.
+    let year = reporting.1.year();
+    let litre = unit == "L";
+    let (kgce, co2) = match carrier {
+        Some(c) => (Some(total.avoided * reg.kgce_per_unit(c, litre)), Some(total.avoided * reg.co2_per_unit(c, litre, year))),
+        None => (Some(total.avoided), None),
+    };
+    let price = project.and_then(|p| p.price).or_else(|| carrier.and_then(|c| reg.tariff(c, year)).map(|t| t.price));
+    let u = total.uncertainty_pct.map(|u| u / 100.0 * total.avoided.abs());
+    // Typical year: the station's record, up to ten years before the baseline.
+    let record_from = baseline.0 - chrono::Days::new(3650);
+    let record = daily_means(store, &weather, tz, record_from, reporting.1).await?;
+    let record: Vec<(NaiveDate, f64)> = dates(record_from, reporting.1).into_iter().zip(record).filter_map(|(d, t)| Some((d, t?))).collect();
+    let typical = savings::typical_year(&record);
+    let normalised = savings::normalised(&base.model, &rep_days, &typical, &search);
+    let mean = |ds: &[Day]| {
+        let v: Vec<f64> = ds.iter().filter_map(|d| d.usage).collect();
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let (bm, rm) = (mean(&base_days), mean(&rep_days));
+    let project_out = project.map(|p| {
+        let settlement = p.price.map(|price| {
+            let guaranteed = p.guaranteed.unwrap_or(0.0) * rep_days.len() as f64 / 365.0;
+            settle(p.contract, total.avoided, total.predicted, price, p.share.unwrap_or(0.0), guaranteed)
+        });
+        ProjectOut {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            contract: p.contract,
+            contract_zh: p.contract.zh(),
+            esco: p.esco.clone(),
+            installation: p.installation.clone(),
+            share: p.share,
+            adjustments: p.adjustments.clone(),
+            settlement,
+        }
+    });
+    let m = &base.model;
+    Ok(SavingsOut {
+        scope: BTreeMap::from([(scope_key, scope_id)]),
+        carrier,
+        unit,
+        weather,
+        timezone: tz.name(),
+        baseline: PeriodOut {
+            from: baseline.0,
+            to: baseline.1,
+            days: base.coverage.days,
+            days_with_data: base.coverage.days_with_data,
+            coverage: base.coverage.fraction,
+            months_short: base.coverage.months_short.clone(),
+        },
+        model: ModelOut {
+            form: m.form.as_str(),
+            heating_balance_point_c: m.heating_bp,
+            cooling_balance_point_c: m.cooling_bp,
+            coefficients: Coefficients { intercept: m.intercept, beta_hdd: m.beta_hdd, beta_cdd: m.beta_cdd, p_value_hdd: m.p_hdd, p_value_cdd: m.p_cdd },
+            selection: SELECTION,
+        },
+        fit: FitOut {
+            n: base.stats.n,
+            p: base.stats.p,
+            r2: base.stats.r2,
+            adj_r2: base.stats.adj_r2,
+            cv_rmse: base.stats.cv_rmse,
+            nmbe: base.stats.nmbe,
+            autocorrelation: base.stats.autocorrelation,
+            monthly_cv_rmse: base.stats.monthly_cv_rmse,
+            monthly_nmbe: base.stats.monthly_nmbe,
+            ashrae14_pass: base.stats.ashrae14_pass,
+            ashrae14_criteria: CRITERIA,
+        },
+        reporting: ReportingOut {
+            from: reporting.0,
+            to: reporting.1,
+            days: rep_cov.days,
+            days_with_data: total.days,
+            observed: total.observed,
+            predicted: total.predicted,
+            adjustments: adjustment,
+            avoided: total.avoided,
+            avoided_pct: total.avoided_pct,
+            uncertainty_pct: total.uncertainty_pct,
+            confidence: savings::verify::CONFIDENCE,
+            avoided_low: u.map(|u| total.avoided - u),
+            avoided_high: u.map(|u| total.avoided + u),
+            avoided_kgce: kgce,
+            avoided_co2_kg: co2,
+            avoided_money: price.map(|p| p * total.avoided),
+            price,
+            months,
+        },
+        normalised,
+        raw: RawOut {
+            baseline_mean_daily: bm,
+            reporting_mean_daily: rm,
+            change_pct: (bm > 0.0).then(|| 100.0 * (rm - bm) / bm),
+            note: "raw: mean daily use, reporting against baseline, no weather adjustment",
+        },
+        project: project_out,
+        warnings,
+        method: METHOD,
+    })
+}
