@@ -181,6 +181,33 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
     assert!((s["due_to_esco"].as_f64().unwrap() - 0.7 * 45.0 * avoided).abs() < 1e-6, "{s}");
     assert!(p["reporting"]["avoided_kgce"].as_f64().unwrap() > 0.0);
 
+    // The M&V report: JSON, CSV, XLSX, printable HTML, Chinese by default.
+    for (format, ctype) in [
+        ("json", "application/json"),
+        ("csv", "text/csv; charset=utf-8"),
+        ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        ("html", "text/html; charset=utf-8"),
+    ] {
+        let r = client.get(format!("{url}/api/v1/reports/mv?project=ty-retrofit&format={format}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{format}");
+        assert_eq!(r.headers()["content-type"], ctype);
+        let body = r.bytes().await.unwrap();
+        match format {
+            "html" => {
+                let h = String::from_utf8_lossy(&body);
+                for want in ["办公楼供热系统节能改造 测量与验证报告", "基准模型", "采暖度日模型", "符合", "节能量", "应付节能服务公司", "原始同比变化"] {
+                    assert!(h.contains(want), "html lacks {want}");
+                }
+                std::fs::write(d.join("mv.html"), &body[..]).unwrap();
+            }
+            "xlsx" => assert!(body.starts_with(b"PK"), "not a zip"),
+            "csv" => assert!(String::from_utf8_lossy(&body).lines().count() == 14, "12 months, header and total"),
+            _ => assert!((serde_json::from_slice::<serde_json::Value>(&body).unwrap()["reporting"]["avoided"].as_f64().unwrap() - avoided).abs() < 1e-6),
+        }
+    }
+    let r = client.get(format!("{url}/api/v1/reports/mv?project=ty-retrofit&format=html&lang=en")).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("Baseline model"));
+
     // Bad requests are named.
     for (q, want) in [
         ("meter=ty-heat", "reporting=FROM/TO"),

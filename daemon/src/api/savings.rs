@@ -4,12 +4,16 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use energy_wire::Carrier;
 
 use super::{ApiError, Principal, Shared};
 use crate::registry::projects::parse_range;
 use crate::reports::mv::{savings_of, MvError, MvRequest, MvSubject, SavingsOut};
+use crate::reports::mv_report::render_mv;
+use crate::reports::{Format, Lang};
 
 impl From<MvError> for ApiError {
     fn from(e: MvError) -> ApiError {
@@ -64,4 +68,15 @@ pub(super) fn request<'a>(s: &'a Shared, principal: &Principal, p: &'a HashMap<S
 pub(super) async fn savings(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<SavingsOut>, ApiError> {
     let req = request(&s, &principal, &p)?;
     Ok(Json(savings_of(&s.store, &s.engine, &s.registry, s.tz, &req).await?))
+}
+
+/// `GET /api/v1/reports/mv?(project|meter|building|agency)=ID[&baseline=..][&reporting=..][&format=json|csv|xlsx|html][&lang=zh|en]`:
+/// the M&V report (Chinese by default).
+pub(super) async fn mv_report(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let format: Format = p.get("format").map_or(Ok(Format::Json), |f| f.parse().map_err(ApiError::bad_request))?;
+    let lang: Lang = p.get("lang").map_or(Ok(Lang::Zh), |l| l.parse().map_err(ApiError::bad_request))?;
+    let req = request(&s, &principal, &p)?;
+    let out = savings_of(&s.store, &s.engine, &s.registry, s.tz, &req).await?;
+    let doc = render_mv(&out, format, lang, crate::time::today(s.tz))?;
+    Ok(([(header::CONTENT_TYPE, doc.content_type.to_string()), (header::CONTENT_DISPOSITION, doc.disposition())], doc.bytes).into_response())
 }

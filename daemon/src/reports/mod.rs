@@ -12,6 +12,7 @@ pub mod html;
 pub mod labels;
 pub mod model;
 pub mod mv;
+pub mod mv_report;
 pub mod render;
 pub mod statistics;
 pub mod tables;
