@@ -208,6 +208,18 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
     let r = client.get(format!("{url}/api/v1/reports/mv?project=ty-retrofit&format=html&lang=en")).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("Baseline model"));
 
+    // The assessment shows raw and weather-normalised energy side by side: raw about −3 %, the
+    // normalised change about −10 % (the saving, with the cold year taken out).
+    let (status, a) = get_json(&format!("{url}/api/v1/reports/assessment?year=2025&as_of=2026-01-01")).await;
+    assert_eq!(status, 200, "{a}");
+    let n = &a["weather_normalised"][0];
+    assert_eq!(n["agency"], "ty-office", "{a}");
+    let (raw_c, norm_c) = (n["raw_change_pct"].as_f64().unwrap(), n["normalised_change_pct"].as_f64().unwrap());
+    println!("assessment 2025: raw change {raw_c:.2} %, weather-normalised change {norm_c:.2} %");
+    assert!((norm_c + 10.0).abs() < 2.0 && raw_c > -7.0, "{n}");
+    let r = client.get(format!("{url}/api/v1/reports/assessment?year=2025&as_of=2026-01-01&format=html")).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("天气归一化能耗"));
+
     // Bad requests are named.
     for (q, want) in [
         ("meter=ty-heat", "reporting=FROM/TO"),

@@ -404,3 +404,239 @@ pub async fn savings_of(store: &Store, engine: &Engine, reg: &Registry, tz: Tz, 
         method: METHOD,
     })
 }
+
+// ---------------------------------------------------------------- assessment and plan
+
+/// An agency's energy of a year, raw and weather-normalised (issue 23): the raw figure is the
+/// metered kgce of the days covered; the normalised one is a daily model fitted on that year
+/// (CalTRACK, as [`savings_of`]) predicting a typical year's weather. Both are stated; which one
+/// the assessment scores is `[assessment] score_on`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NormalisedFigure {
+    pub agency: String,
+    pub kind: String,
+    pub weather: String,
+    pub days: usize,
+    /// Metered, kgce, the days covered of the year.
+    pub raw_kgce: f64,
+    pub raw_last_year_kgce: Option<f64>,
+    /// Change of the mean daily raw use against last year's, percent.
+    pub raw_change_pct: Option<f64>,
+    /// Typical-year use, kgce per year, from this year's model and last year's.
+    pub normalised_kgce: Option<f64>,
+    pub normalised_last_year_kgce: Option<f64>,
+    pub normalised_change_pct: Option<f64>,
+    pub model_form: Option<&'static str>,
+    pub cv_rmse: Option<f64>,
+    /// Why a normalised figure is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl NormalisedFigure {
+    /// normalised ÷ raw on the same (annualised) basis, the factor the assessment applies to an
+    /// agency's energy indicators when it scores on normalised figures.
+    pub fn factor(&self) -> Option<f64> {
+        let annual_raw = self.raw_kgce * 365.0 / self.days.max(1) as f64;
+        self.normalised_kgce.filter(|_| annual_raw > 0.0).map(|n| n / annual_raw)
+    }
+}
+
+/// One year's daily kgce of an agency (the days before `now_ms`), from the engine's year.
+fn daily_kgce(y: &crate::accounting::engine::YearData, reg: &Registry, agency: &str, days: usize) -> Vec<Option<f64>> {
+    let mut v = vec![0.0; days];
+    let mut cov = vec![1.0f64; days];
+    let mut any = false;
+    for (key, s) in y.groups(&[agency]) {
+        let k = reg.kgce_per_unit(key.0, key.2);
+        if k == 0.0 {
+            continue;
+        }
+        any = true;
+        for d in 0..days.min(s.value.len()) {
+            v[d] += s.value[d] * k;
+            cov[d] = cov[d].min(s.coverage[d]);
+        }
+    }
+    v.into_iter().zip(cov).map(|(x, c)| (any && c >= DAY_COVERED).then_some(x)).collect()
+}
+
+/// The raw and normalised energy of every agency with a weather series, `year` to `now_ms`.
+pub async fn normalised_figures(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, year: i32, now_ms: i64) -> Result<Vec<NormalisedFigure>, MvError> {
+    let mut out = Vec::new();
+    let Some(jan1) = NaiveDate::from_ymd_opt(year, 1, 1) else { return Ok(out) };
+    let Some(last_jan1) = NaiveDate::from_ymd_opt(year - 1, 1, 1) else { return Ok(out) };
+    let with_weather: Vec<_> = reg.file.agencies.iter().filter_map(|a| weather_of(reg, &[Subject::Agency(&a.id)], None, &mut Vec::new()).ok().map(|w| (a, w))).collect();
+    if with_weather.is_empty() {
+        return Ok(out);
+    }
+    let this = engine.year(store, reg, year).await.map_err(|e| MvError::Invalid(e.to_string()))?;
+    let last = engine.year(store, reg, year - 1).await.map_err(|e| MvError::Invalid(e.to_string()))?;
+    let days = this.cal.days_before(now_ms);
+    let last_days = last.cal.days();
+    let search = Search::caltrack();
+    let mut typical_by_weather: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (a, w) in with_weather {
+        if !typical_by_weather.contains_key(&w) {
+            let from = jan1 - chrono::Days::new(3650);
+            let to = jan1 + chrono::Days::new(days.saturating_sub(1) as u64);
+            let rec = daily_means(store, &w, tz, from, to).await?;
+            let rec: Vec<(NaiveDate, f64)> = dates(from, to).into_iter().zip(rec).filter_map(|(d, t)| Some((d, t?))).collect();
+            typical_by_weather.insert(w.clone(), savings::typical_year(&rec));
+        }
+        let typical = &typical_by_weather[&w];
+        let fit_year = |use_: Vec<Option<f64>>, temps: Vec<Option<f64>>, start: NaiveDate| -> (Result<savings::Baseline, savings::BaselineError>, f64, usize) {
+            let ds: Vec<Day> = dates(start, start + chrono::Days::new(use_.len().saturating_sub(1) as u64)).into_iter().zip(use_.iter().zip(&temps)).map(|(date, (u, t))| Day { date, usage: *u, temp: *t }).collect();
+            let raw: f64 = use_.iter().flatten().sum();
+            let n = use_.iter().flatten().count();
+            (savings::baseline(&ds, &search), raw, n)
+        };
+        let u_this = daily_kgce(&this, reg, &a.id, days);
+        let t_this = daily_means(store, &w, tz, jan1, jan1 + chrono::Days::new(days.saturating_sub(1) as u64)).await?;
+        let u_last = daily_kgce(&last, reg, &a.id, last_days);
+        let t_last = daily_means(store, &w, tz, last_jan1, last_jan1 + chrono::Days::new(last_days.saturating_sub(1) as u64)).await?;
+        let (b_this, raw, n) = fit_year(u_this, t_this, jan1);
+        let (b_last, raw_last, n_last) = fit_year(u_last, t_last, last_jan1);
+        let predict = |b: &savings::Baseline| -> f64 { typical.iter().map(|&t| b.model.predict(t)).sum::<f64>() * 365.0 / typical.len().max(1) as f64 };
+        let norm = b_this.as_ref().ok().filter(|_| !typical.is_empty()).map(predict);
+        let norm_last = b_last.as_ref().ok().filter(|_| !typical.is_empty()).map(predict);
+        let mean = |x: f64, n: usize| (n > 0).then(|| x / n as f64);
+        let change = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(100.0 * (a - b) / b),
+            _ => None,
+        };
+        out.push(NormalisedFigure {
+            agency: a.id.clone(),
+            kind: a.kind.clone(),
+            weather: w,
+            days,
+            raw_kgce: raw,
+            raw_last_year_kgce: (n_last > 0).then_some(raw_last),
+            raw_change_pct: change(mean(raw, n), mean(raw_last, n_last)),
+            normalised_kgce: norm,
+            normalised_last_year_kgce: norm_last,
+            normalised_change_pct: change(norm, norm_last),
+            model_form: b_this.as_ref().ok().map(|b| b.model.form.as_str()),
+            cv_rmse: b_this.as_ref().ok().map(|b| b.stats.cv_rmse),
+            note: b_this.as_ref().err().map(|e| e.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+/// An agency's place in the plan's audit and retrofit list: its expected savings, kgce per
+/// year, are what it would save at its kind's median weather-normalised intensity (kgce/m²
+/// under the typical year): max(0, (its intensity − the median) × its floor area).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetrofitCandidate {
+    pub rank: usize,
+    pub agency: String,
+    pub kind: String,
+    pub normalised_kgce_per_m2: f64,
+    pub kind_median_kgce_per_m2: f64,
+    pub expected_savings_kgce: f64,
+    pub audit_required: bool,
+}
+
+/// Ranks the agencies by expected savings (largest first); `areas` are their floor areas and
+/// `audit` those the plan already requires an audit of.
+pub fn rank_retrofits(figures: &[NormalisedFigure], areas: &BTreeMap<String, f64>, audit: &[String]) -> Vec<RetrofitCandidate> {
+    let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let intensity = |f: &NormalisedFigure| -> Option<f64> { Some(f.normalised_kgce? / areas.get(&f.agency).copied().filter(|a| *a > 0.0)?) };
+    for f in figures {
+        if let Some(i) = intensity(f) {
+            by_kind.entry(f.kind.as_str()).or_default().push(i);
+        }
+    }
+    let median = |v: &mut Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    };
+    let medians: BTreeMap<&str, f64> = by_kind.iter_mut().map(|(k, v)| (*k, median(v))).collect();
+    let mut out: Vec<RetrofitCandidate> = figures
+        .iter()
+        .filter_map(|f| {
+            let i = intensity(f)?;
+            let m = *medians.get(f.kind.as_str())?;
+            let area = *areas.get(&f.agency)?;
+            Some(RetrofitCandidate {
+                rank: 0,
+                agency: f.agency.clone(),
+                kind: f.kind.clone(),
+                normalised_kgce_per_m2: i,
+                kind_median_kgce_per_m2: m,
+                expected_savings_kgce: ((i - m) * area).max(0.0),
+                audit_required: audit.contains(&f.agency),
+            })
+        })
+        .filter(|c| c.expected_savings_kgce > 0.0 || c.audit_required)
+        .collect();
+    out.sort_by(|a, b| b.expected_savings_kgce.total_cmp(&a.expected_savings_kgce).then(a.agency.cmp(&b.agency)));
+    for (i, c) in out.iter_mut().enumerate() {
+        c.rank = i + 1;
+    }
+    out
+}
+
+/// The figures scored when `[assessment] score_on = "weather_normalised"`: each agency's
+/// energy indicators (total, per area, per person) times its normalised ÷ raw factor; agencies
+/// without a normalised figure keep their raw ones.
+pub fn scored_normalised(mut figures: Vec<crate::accounting::indicators::AgencyIndicators>, normalised: &[NormalisedFigure]) -> Vec<crate::accounting::indicators::AgencyIndicators> {
+    use crate::registry::Indicator;
+    for f in &mut figures {
+        let Some(k) = normalised.iter().find(|n| n.agency == f.agency).and_then(NormalisedFigure::factor) else { continue };
+        for v in f.indicators.iter_mut().filter(|v| matches!(v.indicator, Indicator::TotalEnergy | Indicator::EnergyPerArea | Indicator::EnergyPerBuildingArea | Indicator::EnergyPerPerson)) {
+            v.value = v.value.map(|x| x * k);
+            v.projected = v.projected.map(|x| x * k);
+        }
+        f.notes.push(format!("energy indicators scored weather-normalised (factor {k:.4})"));
+    }
+    figures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fig(agency: &str, kind: &str, norm: f64) -> NormalisedFigure {
+        NormalisedFigure {
+            agency: agency.into(),
+            kind: kind.into(),
+            weather: "w".into(),
+            days: 365,
+            raw_kgce: norm,
+            raw_last_year_kgce: None,
+            raw_change_pct: None,
+            normalised_kgce: Some(norm),
+            normalised_last_year_kgce: None,
+            normalised_change_pct: None,
+            model_form: Some("hdd"),
+            cv_rmse: Some(0.05),
+            note: None,
+        }
+    }
+
+    /// Three offices of 1000 m² at 10, 20 and 40 kgce/m² (median 20): the 40 one could save
+    /// (40 − 20) × 1000 = 20 000 kgce, the others nothing; a school alone in its kind is its
+    /// own median and is listed only because an audit is required.
+    #[test]
+    fn retrofits_are_ranked_by_expected_savings() {
+        let figs = [fig("a", "office", 10_000.0), fig("b", "office", 20_000.0), fig("c", "office", 40_000.0), fig("s", "school", 50_000.0)];
+        let areas: BTreeMap<String, f64> = [("a", 1000.0), ("b", 1000.0), ("c", 1000.0), ("s", 2000.0)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let r = rank_retrofits(&figs, &areas, &["s".to_string()]);
+        assert_eq!(r.iter().map(|c| (c.agency.as_str(), c.rank, c.expected_savings_kgce)).collect::<Vec<_>>(), vec![("c", 1, 20_000.0), ("s", 2, 0.0)]);
+        assert!(r[1].audit_required);
+        // The factor: normalised 36 500 over a raw 100 per day for 365 days = 1.
+        let mut f = fig("a", "office", 36_500.0);
+        f.raw_kgce = 36_500.0;
+        assert_eq!(f.factor(), Some(1.0));
+        f.days = 182;
+        f.raw_kgce = 18_200.0;
+        assert_eq!(f.factor(), Some(1.0));
+    }
+}

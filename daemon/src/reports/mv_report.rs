@@ -9,7 +9,7 @@
 
 use super::html::{esc, money_text, page_start, table_with_heading};
 use super::labels::Lang;
-use super::mv::SavingsOut;
+use super::mv::{NormalisedFigure, RetrofitCandidate, SavingsOut};
 use super::render;
 use super::tables::{num, opt, Cell, Table};
 use super::{Format, Output, ReportError};
@@ -235,5 +235,78 @@ fn lang_sep(lang: Lang) -> &'static str {
     match lang {
         Lang::Zh => "、",
         Lang::En => ", ",
+    }
+}
+
+/// The assessment's and the plan's weather-normalised tables (none when no agency has a
+/// weather series): raw and normalised energy side by side, and the retrofit ranking.
+pub fn normalised_tables(figs: &[NormalisedFigure], ranking: &[RetrofitCandidate], lang: Lang) -> Vec<Table> {
+    let mut out = Vec::new();
+    if !figs.is_empty() {
+        let mut t = table(
+            lang,
+            "weather_normalised",
+            ("天气归一化能耗", "Weather-normalised energy"),
+            &[
+                ("agency", "单位", "Agency"),
+                ("raw_kgce", "实测综合能耗（kgce，未经天气修正）", "Metered energy (kgce, raw)"),
+                ("raw_change_pct", "实测同比（%）", "Raw change (%)"),
+                ("normalised_kgce", "典型年综合能耗（kgce/a，天气归一化）", "Typical-year energy (kgce/a, normalised)"),
+                ("normalised_change_pct", "归一化同比（%）", "Normalised change (%)"),
+                ("model", "模型", "Model"),
+                ("cv_rmse", "CV(RMSE)（%）", "CV(RMSE) (%)"),
+            ],
+        );
+        for f in figs {
+            t.rows.push(vec![
+                text(f.agency.clone()),
+                num(f.raw_kgce),
+                opt(f.raw_change_pct),
+                opt(f.normalised_kgce),
+                opt(f.normalised_change_pct),
+                text(f.model_form.map_or_else(|| f.note.clone().unwrap_or_default(), |m| form_name(lang, m))),
+                Cell::Num(f.cv_rmse.map(|x| 100.0 * x)),
+            ]);
+        }
+        out.push(t);
+    }
+    if !ranking.is_empty() {
+        let mut t = table(
+            lang,
+            "retrofit_ranking",
+            ("节能诊断与改造排序（按模型预期节能量）", "Audits and retrofits by expected savings"),
+            &[
+                ("rank", "序号", "Rank"),
+                ("agency", "单位", "Agency"),
+                ("intensity", "典型年单位面积能耗（kgce/m²）", "Typical-year intensity (kgce/m²)"),
+                ("median", "同类中位数（kgce/m²）", "Kind median (kgce/m²)"),
+                ("expected", "预期节能量（kgce/a）", "Expected savings (kgce/a)"),
+                ("audit", "须开展能源审计", "Audit required"),
+            ],
+        );
+        for c in ranking {
+            t.rows.push(vec![
+                Cell::Int(Some(c.rank as i64)),
+                text(c.agency.clone()),
+                num(c.normalised_kgce_per_m2),
+                num(c.kind_median_kgce_per_m2),
+                num(c.expected_savings_kgce),
+                text(if c.audit_required { w(lang, "是", "yes") } else { w(lang, "否", "no") }),
+            ]);
+        }
+        out.push(t);
+    }
+    out
+}
+
+/// `page` with `tables` added at its end (before `</body>`).
+pub fn with_tables(page: String, tables: &[Table]) -> String {
+    if tables.is_empty() {
+        return page;
+    }
+    let extra: String = tables.iter().map(|t| table_with_heading(t, &[], &t.title)).collect();
+    match page.rfind("</body>") {
+        Some(i) => format!("{}{extra}{}", &page[..i], &page[i..]),
+        None => page + &extra,
     }
 }
