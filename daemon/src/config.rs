@@ -63,6 +63,13 @@ pub struct DaemonConfig {
     /// Where raw points go: the embedded store (default) or InfluxDB as well.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Public disclosure (art. 40) at `/public`, without login: off unless `enabled = true`.
+    #[serde(default, skip_serializing_if = "crate::config::public_is_default")]
+    pub public: crate::reports::public::PublicConfig,
+}
+
+fn public_is_default(p: &crate::reports::public::PublicConfig) -> bool {
+    *p == crate::reports::public::PublicConfig::default()
 }
 
 fn default_tz() -> String {

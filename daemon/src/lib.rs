@@ -62,6 +62,8 @@ pub struct Daemon {
     influx: Option<Arc<store::influx::Influx>>,
     /// `[auth]`, for reloading its tokens file.
     auth_cfg: Option<auth::AuthConfig>,
+    /// `[public]`: the public disclosure pages, mounted when enabled.
+    public: reports::public::PublicConfig,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -198,7 +200,8 @@ impl Daemon {
             audit,
             alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
         });
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg })
+        let public = loaded.config.public.clone();
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, public })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -233,6 +236,8 @@ impl Daemon {
     /// the background tasks, and closes the store after its last commit.
     pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
         let app = api::app(self.state.clone());
+        // Public disclosure (art. 40): no login; absent unless `[public] enabled`.
+        let app = if self.public.enabled { app.merge(api::public::router(self.state.clone(), self.public.clone())) } else { app };
         self.announce();
         let tasks = self.spawn_tasks();
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use energy_e2e::{get_json, http_client, listening_url, run, Proc};
+use energy_e2e::{get_json, http_client, listening_url, new_token, run, Proc};
 use energy_wire::{encode_batch, Batch, Quantity, Sample};
 
 /// 2024-01-01T00:00:00+08:00
@@ -93,6 +93,83 @@ fn scenario() -> (Vec<(chrono::NaiveDate, f64, f64)>, f64) {
     (days, truth)
 }
 
+/// The heat meter's counter at each local midnight, over `/api/v1/ingest`.
+async fn ingest(url: &str, days: &[(chrono::NaiveDate, f64, f64)], token: Option<&str>) {
+    let mut counter = 1000.0;
+    let mut samples = vec![Sample { meter: "ty-heat".into(), t: START, v: [(Quantity::HeatEnergy, counter)].into_iter().collect() }];
+    for (i, (_, _, u)) in days.iter().enumerate() {
+        counter += u;
+        samples.push(Sample { meter: "ty-heat".into(), t: START + (i as i64 + 1) * DAY, v: [(Quantity::HeatEnergy, counter)].into_iter().collect() });
+    }
+    let body = encode_batch(&Batch::new("e2e-savings", 1, samples));
+    let mut req = http_client().post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+}
+
+/// The weather CSV of the scenario, imported by `energyd weather import`.
+fn import_weather(d: &std::path::Path, days: &[(chrono::NaiveDate, f64, f64)]) -> String {
+    let mut csv = String::from("station,date,temperature_c\n");
+    for (i, (date, t, _)) in days.iter().enumerate() {
+        let v = if i == 40 { "NA".to_string() } else { format!("{t}") };
+        csv.push_str(&format!("53772,{date},{v}\n"));
+    }
+    std::fs::write(d.join("taiyuan.csv"), csv).unwrap();
+    let (code, out, err) = run("energyd", &["weather", "import", "--config", "energyd.toml", "--meter", "ty-station", "taiyuan.csv"], d);
+    assert_eq!(code, 0, "{err}");
+    out
+}
+
+/// Public disclosure (art. 40) with authentication on: the page, the open data, no login, no
+/// meter-level or cost detail; the API still asks for a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_disclosure_needs_no_login_and_shows_verified_savings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("registry.toml"), REGISTRY).unwrap();
+    let (admin, entry) = new_token(d, &["--role", "admin", "--name", "ops"]);
+    std::fs::write(
+        d.join("energyd.toml"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[retention]\nraw_days = 5000\n[public]\nenabled = true\n[auth]\n{entry}"),
+    )
+    .unwrap();
+    let (days, _) = scenario();
+    import_weather(d, &days);
+    let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+    let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(60)));
+    ingest(&url, &days, Some(&admin)).await;
+    let client = http_client();
+    let r = client.get(format!("{url}/api/v1/savings?meter=ty-heat&reporting=2025-01-01/2025-12-31")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client.get(format!("{url}/public?year=2025")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let page = r.text().await.unwrap();
+    for want in ["2025 年度公共机构能源资源消费信息公开", "太原市某机关", "办公楼供热系统节能改造", "综合能耗（kgce）", "符合"] {
+        assert!(page.contains(want), "page lacks {want}");
+    }
+    std::fs::write(d.join("public.html"), &page).unwrap();
+    let (status, j) = get_json(&format!("{url}/public/data.json?year=2025")).await;
+    assert_eq!(status, 200, "{j}");
+    let a = &j["agencies"][0];
+    assert_eq!(a["id"], "ty-office");
+    assert!(a["total_energy_kgce"].as_f64().unwrap() > 0.0 && a["change_vs_last_year_pct"].is_number(), "{a}");
+    assert!(a.get("meters").is_none() && a.get("energy_cost_yuan").is_none(), "meter and cost detail stay out: {a}");
+    let p = &a["projects"][0];
+    assert_eq!(p["ashrae14_pass"], true, "{p}");
+    assert!((p["avoided_pct"].as_f64().unwrap() - 10.0).abs() < 2.0, "{p}");
+    assert!(p.get("avoided_money").is_none());
+    let r = client.get(format!("{url}/public/data.csv?year=2025")).send().await.unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(r.text().await.unwrap().contains("ty-office"));
+    let (status, _) = get_json(&format!("{url}/public?year=2025&agency=x")).await;
+    assert_eq!(status, 400);
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(60));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,30 +192,17 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
     assert!(err.contains("line 3, column `temperature_c`: `cold` is not a number"), "{err}");
 
     // The station's daily CSV (one day missing, as real records have).
-    let mut csv = String::from("station,date,temperature_c\n");
-    for (i, (date, t, _)) in days.iter().enumerate() {
-        let v = if i == 40 { "NA".to_string() } else { format!("{t}") };
-        csv.push_str(&format!("53772,{date},{v}\n"));
-    }
-    std::fs::write(d.join("taiyuan.csv"), csv).unwrap();
-    let (code, out, err) = run("energyd", &["weather", "import", "--config", "energyd.toml", "--meter", "ty-station", "taiyuan.csv"], d);
-    assert_eq!(code, 0, "{err}");
+    let out = import_weather(d, &days);
     assert!(out.contains("730 readings of outdoor_temperature") && out.contains("1 rows without a value skipped"), "{out}");
 
     let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
     let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(60)));
 
-    // The heat meter's counter at each local midnight.
     let client = http_client();
-    let mut counter = 1000.0;
-    let mut samples = vec![Sample { meter: "ty-heat".into(), t: START, v: [(Quantity::HeatEnergy, counter)].into_iter().collect() }];
-    for (i, (_, _, u)) in days.iter().enumerate() {
-        counter += u;
-        samples.push(Sample { meter: "ty-heat".into(), t: START + (i as i64 + 1) * DAY, v: [(Quantity::HeatEnergy, counter)].into_iter().collect() });
-    }
-    let body = encode_batch(&Batch::new("e2e-savings", 1, samples));
-    let r = client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(body).send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+    ingest(&url, &days, None).await;
+    // Public disclosure is off unless configured.
+    let (status, _) = get_json(&format!("{url}/public")).await;
+    assert_eq!(status, 404);
 
     let periods = "baseline=2024-01-01/2024-12-31&reporting=2025-01-01/2025-12-31";
     let (status, meter) = get_json(&format!("{url}/api/v1/savings?meter=ty-heat&{periods}")).await;

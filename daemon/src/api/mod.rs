@@ -11,6 +11,7 @@ pub mod limits;
 mod query;
 mod registry;
 mod savings;
+pub mod public;
 pub mod reports;
 
 use std::sync::Arc;

@@ -498,6 +498,7 @@ fn prepare_data(args: &DemoArgs) -> Result<Loaded, DemoError> {
         auth: None,
         alerts: crate::alerts::AlertsConfig::default(),
         storage: crate::store::StorageConfig::default(),
+        public: crate::reports::public::PublicConfig::default(),
     };
     daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))
 }

@@ -13,6 +13,7 @@ pub mod labels;
 pub mod model;
 pub mod mv;
 pub mod mv_report;
+pub mod public;
 pub mod render;
 pub mod statistics;
 pub mod tables;
