@@ -167,74 +167,45 @@ impl Sorted {
     }
 }
 
-/// Solves the symmetric system `a x = b` (up to 3x3) by Gaussian elimination with partial
-/// pivoting; also returns the inverse's diagonal (for the coefficients' variances). `None`
-/// when singular.
-fn solve(a: &[[f64; 3]; 3], b: &[f64; 3], p: usize) -> Option<([f64; 3], [f64; 3])> {
-    // Augmented [A | b | I].
-    let mut m = [[0.0f64; 7]; 3];
-    for i in 0..p {
-        for j in 0..p {
-            m[i][j] = a[i][j];
-        }
-        m[i][3] = b[i];
-        m[i][4 + i] = 1.0;
-    }
-    let scale = (0..p).map(|i| a[i][i].abs()).fold(0.0, f64::max).max(1e-300);
-    for col in 0..p {
-        let piv = (col..p).max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))?;
-        if m[piv][col].abs() <= scale * 1e-13 {
-            return None;
-        }
-        m.swap(col, piv);
-        let d = m[col][col];
-        for v in m[col].iter_mut() {
-            *v /= d;
-        }
-        for r in 0..p {
-            if r != col {
-                let f = m[r][col];
-                if f != 0.0 {
-                    let row = m[col];
-                    for (v, c) in m[r].iter_mut().zip(row) {
-                        *v -= f * c;
-                    }
-                }
-            }
-        }
-    }
-    let mut x = [0.0; 3];
-    let mut inv_diag = [0.0; 3];
-    for i in 0..p {
-        x[i] = m[i][3];
-        inv_diag[i] = m[i][4 + i];
-    }
-    Some((x, inv_diag))
-}
-
-/// One candidate's least-squares fit from its sums: (coefficients, SSE, inverse diagonal).
+/// One candidate's least-squares fit from its sums: the coefficients, SSE, and the diagonal of
+/// (XᵀX)⁻¹ (for the coefficients' variances).
 struct Ols {
     beta: [f64; 3],
     sse: f64,
     inv_diag: [f64; 3],
 }
 
+/// Ordinary least squares on the design [1, x₁(, x₂)] from the sums: `terms` are (Σx, Σx², Σx·y)
+/// of each degree-day term; heating and cooling degree days never fall on the same day (the
+/// cooling balance point is at least the heating one), so Σx₁·x₂ = 0 and XᵀX is
+/// [[n, a, b], [a, A, 0], [b, 0, B]], solved in closed form by its adjugate. `None` when
+/// singular (a term that is constant over the days).
 fn ols(n: f64, sy: f64, syy: f64, terms: &[(f64, f64, f64)]) -> Option<Ols> {
-    // Design [1, x1, x2]; the x's never overlap (Σx1·x2 = 0).
-    let p = 1 + terms.len();
-    let mut a = [[0.0; 3]; 3];
-    let mut b = [0.0; 3];
-    a[0][0] = n;
-    b[0] = sy;
-    for (k, &(s, ss, sxy)) in terms.iter().enumerate() {
-        a[0][k + 1] = s;
-        a[k + 1][0] = s;
-        a[k + 1][k + 1] = ss;
-        b[k + 1] = sxy;
+    let (a, aa, p) = terms.first().copied().unwrap_or((0.0, 0.0, 0.0));
+    let (b, bb, q) = terms.get(1).copied().unwrap_or((0.0, 0.0, 0.0));
+    match terms.len() {
+        1 => {
+            let det = n * aa - a * a;
+            if det <= 1e-12 * n * aa.max(1e-300) {
+                return None;
+            }
+            let b1 = (n * p - a * sy) / det;
+            let b0 = (sy - b1 * a) / n;
+            Some(Ols { beta: [b0, b1, 0.0], sse: (syy - b0 * sy - b1 * p).max(0.0), inv_diag: [aa / det, n / det, 0.0] })
+        }
+        2 => {
+            let det = n * aa * bb - a * a * bb - b * b * aa;
+            if det <= 1e-12 * n * aa * bb {
+                return None;
+            }
+            let (c00, c01, c02, c11, c12, c22) = (aa * bb, -a * bb, -aa * b, n * bb - b * b, a * b, n * aa - a * a);
+            let b0 = (c00 * sy + c01 * p + c02 * q) / det;
+            let b1 = (c01 * sy + c11 * p + c12 * q) / det;
+            let b2 = (c02 * sy + c12 * p + c22 * q) / det;
+            Some(Ols { beta: [b0, b1, b2], sse: (syy - b0 * sy - b1 * p - b2 * q).max(0.0), inv_diag: [c00 / det, c11 / det, c22 / det] })
+        }
+        _ => None,
     }
-    let (beta, inv_diag) = solve(&a, &b, p)?;
-    let fitted: f64 = (0..p).map(|i| beta[i] * b[i]).sum();
-    Some(Ols { beta, sse: (syy - fitted).max(0.0), inv_diag })
 }
 
 /// Fits every qualified candidate on the baseline days (`temps[i]`, `usage[i]` of the same day)
@@ -267,46 +238,57 @@ pub fn fit(temps: &[f64], usage: &[f64], search: &Search) -> Result<Model, FitEr
     let heat: Vec<(f64, (usize, f64, f64, f64))> = search.heating.iter().map(|&bp| (bp, s.heating(bp))).filter(|(_, h)| qualifies(h.0, h.1)).collect();
     let cool: Vec<(f64, (usize, f64, f64, f64))> =
         if search.cooling_forms { search.cooling.iter().map(|&bp| (bp, s.cooling(bp))).filter(|(_, c)| qualifies(c.0, c.1)).collect() } else { Vec::new() };
-    let mut consider = |m: Model| {
-        if m.adj_r2 > best.adj_r2 + 1e-12 {
-            best = m;
-        }
+    // Every candidate with positive degree-day coefficients, best adjusted R² first; the first
+    // whose coefficients are significant is the model (so the t distribution is evaluated for a
+    // few candidates, not hundreds).
+    let mut cands: Vec<(f64, Model, Ols)> = Vec::new();
+    let model = |form: Form, hbp: Option<f64>, cbp: Option<f64>, o: &Ols| {
+        let (bh, bc) = match form {
+            Form::Hdd => (Some(o.beta[1]), None),
+            Form::Cdd => (None, Some(o.beta[1])),
+            _ => (Some(o.beta[1]), Some(o.beta[2])),
+        };
+        Model { form, heating_bp: hbp, cooling_bp: cbp, intercept: o.beta[0], beta_hdd: bh, beta_cdd: bc, p_hdd: None, p_cdd: None, adj_r2: adj(o.sse, form.params()) }
     };
     for &(bp, (_, sh, shh, shy)) in &heat {
-        if let Some(o) = ols(nf, sy, s.syy, &[(sh, shh, shy)]) {
-            let p = p_value(o.beta[1], o.inv_diag[1], o.sse, 2);
-            if o.beta[1] > 0.0 && p <= search.max_p_value {
-                consider(Model { form: Form::Hdd, heating_bp: Some(bp), cooling_bp: None, intercept: o.beta[0], beta_hdd: Some(o.beta[1]), beta_cdd: None, p_hdd: Some(p), p_cdd: None, adj_r2: adj(o.sse, 2) });
-            }
+        if let Some(o) = ols(nf, sy, s.syy, &[(sh, shh, shy)]).filter(|o| o.beta[1] > 0.0) {
+            let m = model(Form::Hdd, Some(bp), None, &o);
+            cands.push((m.adj_r2, m, o));
         }
     }
     for &(bp, (_, sc, scc, scy)) in &cool {
-        if let Some(o) = ols(nf, sy, s.syy, &[(sc, scc, scy)]) {
-            let p = p_value(o.beta[1], o.inv_diag[1], o.sse, 2);
-            if o.beta[1] > 0.0 && p <= search.max_p_value {
-                consider(Model { form: Form::Cdd, heating_bp: None, cooling_bp: Some(bp), intercept: o.beta[0], beta_hdd: None, beta_cdd: Some(o.beta[1]), p_hdd: None, p_cdd: Some(p), adj_r2: adj(o.sse, 2) });
-            }
+        if let Some(o) = ols(nf, sy, s.syy, &[(sc, scc, scy)]).filter(|o| o.beta[1] > 0.0) {
+            let m = model(Form::Cdd, None, Some(bp), &o);
+            cands.push((m.adj_r2, m, o));
         }
     }
     for &(hbp, (_, sh, shh, shy)) in &heat {
         for &(cbp, (_, sc, scc, scy)) in cool.iter().filter(|(c, _)| *c >= hbp) {
-            if let Some(o) = ols(nf, sy, s.syy, &[(sh, shh, shy), (sc, scc, scy)]) {
-                let ph = p_value(o.beta[1], o.inv_diag[1], o.sse, 3);
-                let pc = p_value(o.beta[2], o.inv_diag[2], o.sse, 3);
-                if o.beta[1] > 0.0 && o.beta[2] > 0.0 && ph <= search.max_p_value && pc <= search.max_p_value {
-                    consider(Model {
-                        form: Form::HddCdd,
-                        heating_bp: Some(hbp),
-                        cooling_bp: Some(cbp),
-                        intercept: o.beta[0],
-                        beta_hdd: Some(o.beta[1]),
-                        beta_cdd: Some(o.beta[2]),
-                        p_hdd: Some(ph),
-                        p_cdd: Some(pc),
-                        adj_r2: adj(o.sse, 3),
-                    });
-                }
+            if let Some(o) = ols(nf, sy, s.syy, &[(sh, shh, shy), (sc, scc, scy)]).filter(|o| o.beta[1] > 0.0 && o.beta[2] > 0.0) {
+                let m = model(Form::HddCdd, Some(hbp), Some(cbp), &o);
+                cands.push((m.adj_r2, m, o));
             }
+        }
+    }
+    // Highest adjusted R² first; among equals, the order of the search (simpler forms, lower
+    // balance points first).
+    cands.sort_by(|x, y| y.0.total_cmp(&x.0));
+    for (a, mut m, o) in cands {
+        if a <= best.adj_r2 + 1e-12 {
+            break;
+        }
+        let p = m.form.params();
+        match m.form {
+            Form::Hdd => m.p_hdd = Some(p_value(o.beta[1], o.inv_diag[1], o.sse, p)),
+            Form::Cdd => m.p_cdd = Some(p_value(o.beta[1], o.inv_diag[1], o.sse, p)),
+            _ => {
+                m.p_hdd = Some(p_value(o.beta[1], o.inv_diag[1], o.sse, p));
+                m.p_cdd = Some(p_value(o.beta[2], o.inv_diag[2], o.sse, p));
+            }
+        }
+        if m.p_hdd.is_none_or(|x| x <= search.max_p_value) && m.p_cdd.is_none_or(|x| x <= search.max_p_value) {
+            best = m;
+            break;
         }
     }
     Ok(best)
