@@ -244,6 +244,10 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
     let s = &p["project"]["settlement"];
     assert!((s["due_to_esco"].as_f64().unwrap() - 0.7 * 45.0 * avoided).abs() < 1e-6, "{s}");
     assert!(p["reporting"]["avoided_kgce"].as_f64().unwrap() > 0.0);
+    // One contract year, the same as the whole.
+    let y = &p["reporting"]["contract_years"];
+    assert_eq!(y.as_array().unwrap().len(), 1, "{y}");
+    assert!((y[0]["settlement"]["due_to_esco"].as_f64().unwrap() - 0.7 * 45.0 * avoided).abs() < 1e-6, "{y}");
 
     // The M&V report: JSON, CSV, XLSX, printable HTML, Chinese by default.
     for (format, ctype) in [
@@ -292,6 +296,7 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
         ("meter=ty-heat&reporting=2025-01-01/2024-12-31", "ends before it starts"),
         ("meter=ty-heat&baseline=2023-01-01/2023-12-31&reporting=2025-01-01/2025-12-31", "at least 90 % is needed"),
         ("reporting=2025-01-01/2025-12-31", "give one of"),
+        ("meter=ty-station&reporting=2025-01-01/2025-12-31", "is a weather meter"),
     ] {
         let (status, v) = get_json(&format!("{url}/api/v1/savings?{q}")).await;
         assert!(status == 400 || status == 404, "{q}: {status} {v}");

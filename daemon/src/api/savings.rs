@@ -33,7 +33,10 @@ pub(super) fn request<'a>(s: &'a Shared, principal: &Principal, p: &'a HashMap<S
     let subject = match given.as_slice() {
         [("meter", id)] => {
             principal.require_meter(reg, id)?;
-            reg.meter(id).ok_or_else(|| ApiError::not_found(format!("meter `{id}` is not in the registry")))?;
+            let m = reg.meter(id).ok_or_else(|| ApiError::not_found(format!("meter `{id}` is not in the registry")))?;
+            if crate::registry::is_weather_meter(m) {
+                return Err(ApiError::bad_request(format!("meter `{id}` is a weather meter (outdoor_temperature); savings are of consumption meters")));
+            }
             MvSubject::Meter(id)
         }
         [("building", id)] => {

@@ -83,17 +83,9 @@ pub struct ModelOut {
 
 #[derive(Debug, Serialize)]
 pub struct FitOut {
-    pub n: usize,
-    pub p: usize,
-    pub r2: f64,
-    pub adj_r2: f64,
-    /// Fractions (0.12 = 12 %), with n − p.
-    pub cv_rmse: f64,
-    pub nmbe: f64,
-    pub autocorrelation: f64,
-    pub monthly_cv_rmse: Option<f64>,
-    pub monthly_nmbe: Option<f64>,
-    pub ashrae14_pass: bool,
+    /// `cv_rmse` and `nmbe` are fractions (0.12 = 12 %), with n − p.
+    #[serde(flatten)]
+    pub stats: savings::FitStats,
     pub ashrae14_criteria: &'static str,
 }
 
@@ -109,15 +101,12 @@ pub struct ReportingOut {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub days: usize,
-    pub days_with_data: usize,
-    pub observed: f64,
-    pub predicted: f64,
+    /// `avoided` = `predicted` (with the adjustments) − `observed`; `uncertainty_pct` at
+    /// `confidence`, a percentage of `avoided`.
+    #[serde(flatten)]
+    pub total: Avoided,
     /// Non-routine adjustments added to `predicted`.
     pub adjustments: f64,
-    pub avoided: f64,
-    pub avoided_pct: Option<f64>,
-    /// At `confidence`, a percentage of `avoided`.
-    pub uncertainty_pct: Option<f64>,
     pub confidence: f64,
     pub avoided_low: Option<f64>,
     pub avoided_high: Option<f64>,
@@ -126,6 +115,20 @@ pub struct ReportingOut {
     pub avoided_money: Option<f64>,
     pub price: Option<f64>,
     pub months: Vec<MonthOut>,
+    /// Per contract year (twelve months from the reporting period's start), with a project's
+    /// settlement of that year.
+    pub contract_years: Vec<ContractYearOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContractYearOut {
+    pub year: usize,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    #[serde(flatten)]
+    pub avoided: Avoided,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
 }
 
 /// The raw comparison, without weather: mean daily use in the reporting period against the
@@ -296,6 +299,22 @@ pub async fn savings_of(store: &Store, engine: &Engine, reg: &Registry, tz: Tz, 
     let adjustment: f64 = project.map_or(0.0, |p| rep_days.iter().filter(|d| d.usage.is_some() && d.temp.is_some()).map(|d| p.adjustment_on(d.date)).sum());
     let total = savings::avoided(&base, &rep_days, adjustment);
     let months: Vec<MonthOut> = savings::avoided_by_month(&base, &rep_days).into_iter().map(|(month, avoided)| MonthOut { month, avoided }).collect();
+    let mut contract_years = Vec::new();
+    let mut start = reporting.0;
+    while start <= reporting.1 {
+        let next = start.checked_add_months(chrono::Months::new(12)).unwrap_or(reporting.1 + chrono::Days::new(1));
+        let end = (next - chrono::Days::new(1)).min(reporting.1);
+        let ds: Vec<Day> = rep_days.iter().filter(|d| d.date >= start && d.date <= end).copied().collect();
+        let adj: f64 = project.map_or(0.0, |p| ds.iter().filter(|d| d.usage.is_some() && d.temp.is_some()).map(|d| p.adjustment_on(d.date)).sum());
+        let a = savings::avoided(&base, &ds, adj);
+        let settlement = project.and_then(|p| {
+            let price = p.price?;
+            let guaranteed = p.guaranteed.unwrap_or(0.0) * ds.len() as f64 / 365.0;
+            Some(settle(p.contract, a.avoided, a.predicted, price, p.share.unwrap_or(0.0), guaranteed))
+        });
+        contract_years.push(ContractYearOut { year: contract_years.len() + 1, from: start, to: end, avoided: a, settlement });
+        start = next;
+    }
     // Value: kgce, CO2, money.
     let year = reporting.1.year();
     let litre = unit == "L";
@@ -359,30 +378,13 @@ pub async fn savings_of(store: &Store, engine: &Engine, reg: &Registry, tz: Tz, 
             coefficients: Coefficients { intercept: m.intercept, beta_hdd: m.beta_hdd, beta_cdd: m.beta_cdd, p_value_hdd: m.p_hdd, p_value_cdd: m.p_cdd },
             selection: SELECTION,
         },
-        fit: FitOut {
-            n: base.stats.n,
-            p: base.stats.p,
-            r2: base.stats.r2,
-            adj_r2: base.stats.adj_r2,
-            cv_rmse: base.stats.cv_rmse,
-            nmbe: base.stats.nmbe,
-            autocorrelation: base.stats.autocorrelation,
-            monthly_cv_rmse: base.stats.monthly_cv_rmse,
-            monthly_nmbe: base.stats.monthly_nmbe,
-            ashrae14_pass: base.stats.ashrae14_pass,
-            ashrae14_criteria: CRITERIA,
-        },
+        fit: FitOut { stats: base.stats.clone(), ashrae14_criteria: CRITERIA },
         reporting: ReportingOut {
             from: reporting.0,
             to: reporting.1,
             days: rep_cov.days,
-            days_with_data: total.days,
-            observed: total.observed,
-            predicted: total.predicted,
             adjustments: adjustment,
-            avoided: total.avoided,
-            avoided_pct: total.avoided_pct,
-            uncertainty_pct: total.uncertainty_pct,
+            total: total.clone(),
             confidence: savings::verify::CONFIDENCE,
             avoided_low: u.map(|u| total.avoided - u),
             avoided_high: u.map(|u| total.avoided + u),
@@ -391,6 +393,7 @@ pub async fn savings_of(store: &Store, engine: &Engine, reg: &Registry, tz: Tz, 
             avoided_money: price.map(|p| p * total.avoided),
             price,
             months,
+            contract_years,
         },
         normalised,
         raw: RawOut {

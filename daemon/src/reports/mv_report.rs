@@ -82,15 +82,15 @@ pub fn tables(s: &SavingsOut, lang: Lang) -> Vec<Table> {
     m.rows.push(vec![text(format!("{}（{unit}/d）", w(lang, "截距", "Intercept"))), num(s.model.coefficients.intercept)]);
     m.rows.push(vec![text(format!("{}（{unit}/℃·d）", w(lang, "采暖度日系数", "β HDD"))), opt(s.model.coefficients.beta_hdd)]);
     m.rows.push(vec![text(format!("{}（{unit}/℃·d）", w(lang, "空调度日系数", "β CDD"))), opt(s.model.coefficients.beta_cdd)]);
-    m.rows.push(vec![text(w(lang, "样本天数 n", "Days n")), Cell::Int(Some(s.fit.n as i64))]);
-    m.rows.push(vec![text("R²"), num(s.fit.r2)]);
-    m.rows.push(vec![text(w(lang, "调整 R²", "Adjusted R²")), num(s.fit.adj_r2)]);
-    m.rows.push(vec![text("CV(RMSE) (%)"), pct(s.fit.cv_rmse)]);
-    m.rows.push(vec![text("NMBE (%)"), pct(s.fit.nmbe)]);
-    m.rows.push(vec![text(w(lang, "月度 CV(RMSE) (%)", "Monthly CV(RMSE) (%)")), Cell::Num(s.fit.monthly_cv_rmse.map(|x| 100.0 * x))]);
+    m.rows.push(vec![text(w(lang, "样本天数 n", "Days n")), Cell::Int(Some(s.fit.stats.n as i64))]);
+    m.rows.push(vec![text("R²"), num(s.fit.stats.r2)]);
+    m.rows.push(vec![text(w(lang, "调整 R²", "Adjusted R²")), num(s.fit.stats.adj_r2)]);
+    m.rows.push(vec![text("CV(RMSE) (%)"), pct(s.fit.stats.cv_rmse)]);
+    m.rows.push(vec![text("NMBE (%)"), pct(s.fit.stats.nmbe)]);
+    m.rows.push(vec![text(w(lang, "月度 CV(RMSE) (%)", "Monthly CV(RMSE) (%)")), Cell::Num(s.fit.stats.monthly_cv_rmse.map(|x| 100.0 * x))]);
     m.rows.push(vec![
         text(w(lang, "ASHRAE Guideline 14 判定（CV(RMSE) ≤ 15 %，|NMBE| ≤ 5 %）", "ASHRAE Guideline 14 (CV(RMSE) <= 15 %, |NMBE| <= 5 %)")),
-        text(if s.fit.ashrae14_pass { w(lang, "符合", "pass") } else { w(lang, "不符合", "fail") }),
+        text(if s.fit.stats.ashrae14_pass { w(lang, "符合", "pass") } else { w(lang, "不符合", "fail") }),
     ]);
     m.rows.push(vec![text(w(lang, "选择准则", "Selection")), text(w(lang, "合格候选模型中调整 R² 最高者（CalTRACK 3.4.3.3）", "highest adjusted R² among the qualified candidates (CalTRACK 3.4.3.3)"))]);
     out.push(m);
@@ -116,7 +116,7 @@ pub fn tables(s: &SavingsOut, lang: Lang) -> Vec<Table> {
         sv.rows.push(vec![text(mo.month.clone()), num(a.observed), num(a.predicted), num(a.avoided), opt(a.avoided_pct), opt(a.uncertainty_pct)]);
     }
     let r = &s.reporting;
-    sv.push_total(vec![text(w(lang, "报告期合计", "Reporting period")), num(r.observed), num(r.predicted), num(r.avoided), opt(r.avoided_pct), opt(r.uncertainty_pct)]);
+    sv.push_total(vec![text(w(lang, "报告期合计", "Reporting period")), num(r.total.observed), num(r.total.predicted), num(r.total.avoided), opt(r.total.avoided_pct), opt(r.total.uncertainty_pct)]);
     out.push(sv);
     // Adjustments.
     if let Some(p) = s.project.as_ref().filter(|p| !p.adjustments.is_empty()) {
@@ -174,21 +174,21 @@ fn html(s: &SavingsOut, title: &str, lang: Lang) -> String {
     let mut h = page_start(lang, title);
     h.push_str(&format!("<h1>{}</h1>\n", esc(title)));
     let r = &s.reporting;
-    let summary = match (r.avoided_pct, r.uncertainty_pct) {
+    let summary = match (r.total.avoided_pct, r.total.uncertainty_pct) {
         (Some(p), Some(u)) => match lang {
-            Lang::Zh => format!("报告期节能量 {:.1} {}（节能率 {:.1} %），90 % 置信度下不确定度 ±{:.1} %。", r.avoided, s.unit, p, u),
-            Lang::En => format!("Avoided energy in the reporting period: {:.1} {} ({:.1} % savings), ±{:.1} % at 90 % confidence.", r.avoided, s.unit, p, u),
+            Lang::Zh => format!("报告期节能量 {:.1} {}（节能率 {:.1} %），90 % 置信度下不确定度 ±{:.1} %。", r.total.avoided, s.unit, p, u),
+            Lang::En => format!("Avoided energy in the reporting period: {:.1} {} ({:.1} % savings), ±{:.1} % at 90 % confidence.", r.total.avoided, s.unit, p, u),
         },
         _ => match lang {
-            Lang::Zh => format!("报告期节能量 {:.1} {}。", r.avoided, s.unit),
-            Lang::En => format!("Avoided energy in the reporting period: {:.1} {}.", r.avoided, s.unit),
+            Lang::Zh => format!("报告期节能量 {:.1} {}。", r.total.avoided, s.unit),
+            Lang::En => format!("Avoided energy in the reporting period: {:.1} {}.", r.total.avoided, s.unit),
         },
     };
     h.push_str(&format!("<p class=\"meta\">{}</p>\n", esc(&summary)));
     if let Some(m) = r.avoided_money {
         h.push_str(&format!("<p class=\"meta\">{} {}</p>\n", esc(&w(lang, "节能效益（元）：", "Value (yuan):")), money_text(m)));
     }
-    if !s.fit.ashrae14_pass {
+    if !s.fit.stats.ashrae14_pass {
         h.push_str(&format!("<div class=\"warn\">{}</div>\n", esc(&w(lang, "基准模型不符合 ASHRAE Guideline 14 的精度要求，节能量仅供参考。", "The baseline model does not meet ASHRAE Guideline 14; the savings are indicative only."))));
     }
     for t in tables(s, lang) {
@@ -222,10 +222,10 @@ fn notes(s: &SavingsOut, lang: Lang) -> Vec<String> {
             Lang::En => format!("The baseline is {} days, less than the full year (365 days) CalTRACK and the IPMVP ask for.", s.baseline.days),
         });
     }
-    if s.reporting.days_with_data < s.reporting.days {
+    if s.reporting.total.days_with_data < s.reporting.days {
         out.push(match lang {
-            Lang::Zh => format!("报告期 {} 天中有 {} 天具备用量与气温数据，节能量仅按这些天计算。", s.reporting.days, s.reporting.days_with_data),
-            Lang::En => format!("{} of the reporting period's {} days have use and weather; savings count those days only.", s.reporting.days_with_data, s.reporting.days),
+            Lang::Zh => format!("报告期 {} 天中有 {} 天具备用量与气温数据，节能量仅按这些天计算。", s.reporting.days, s.reporting.total.days_with_data),
+            Lang::En => format!("{} of the reporting period's {} days have use and weather; savings count those days only.", s.reporting.total.days_with_data, s.reporting.days),
         });
     }
     out

@@ -135,11 +135,11 @@ async fn project_figures(engine: &Engine, store: &Store, reg: &Registry, tz: Tz,
     match savings_of(store, engine, reg, tz, &req).await {
         Ok(s) => {
             out.unit = Some(s.unit);
-            out.avoided = Some(s.reporting.avoided);
-            out.avoided_pct = s.reporting.avoided_pct;
-            out.uncertainty_pct = s.reporting.uncertainty_pct;
+            out.avoided = Some(s.reporting.total.avoided);
+            out.avoided_pct = s.reporting.total.avoided_pct;
+            out.uncertainty_pct = s.reporting.total.uncertainty_pct;
             out.avoided_kgce = s.reporting.avoided_kgce;
-            out.ashrae14_pass = Some(s.fit.ashrae14_pass);
+            out.ashrae14_pass = Some(s.fit.stats.ashrae14_pass);
             out.avoided_money = s.reporting.avoided_money.filter(|_| cfg.show_cost);
         }
         Err(e) => out.note = Some(e.to_string()),

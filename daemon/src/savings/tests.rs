@@ -176,7 +176,7 @@ fn avoided_energy_by_hand() {
     let base = super::Baseline { model, stats, coverage: coverage(&[]), warnings: vec![] };
     let days = [Day { date: date(2026, 1, 1), usage: Some(25.0), temp: Some(5.0) }, Day { date: date(2026, 1, 2), usage: Some(9.0), temp: Some(20.0) }, Day { date: date(2026, 1, 3), usage: None, temp: Some(0.0) }];
     let a = avoided(&base, &days, 0.0);
-    assert_eq!((a.days, a.observed, a.predicted, a.avoided), (2, 34.0, 40.0, 6.0));
+    assert_eq!((a.days_with_data, a.observed, a.predicted, a.avoided), (2, 34.0, 40.0, 6.0));
     assert!((a.avoided_pct.expect("pct") - 15.0).abs() < 1e-9);
     let a = avoided(&base, &days, 4.0);
     assert_eq!((a.predicted, a.avoided), (44.0, 10.0));

@@ -193,7 +193,7 @@ pub fn baseline(days: &[Day], search: &Search) -> Result<Baseline, BaselineError
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Avoided {
     /// Days with both use and weather (the only days counted).
-    pub days: usize,
+    pub days_with_data: usize,
     pub observed: f64,
     pub predicted: f64,
     /// predicted − observed (+ non-routine adjustments, when given).
@@ -231,7 +231,7 @@ pub fn avoided(base: &Baseline, days: &[Day], adjustment: f64) -> Avoided {
     let avoided = predicted - observed;
     let fraction = if predicted > 0.0 { avoided / predicted } else { 0.0 };
     Avoided {
-        days: n,
+        days_with_data: n,
         observed,
         predicted,
         avoided,
