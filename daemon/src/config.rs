@@ -70,6 +70,13 @@ pub struct DaemonConfig {
     /// Data centres above this one, reported to in the national protocol (issue 21).
     #[serde(default)]
     pub upstream: Vec<crate::collector::upstream::UpstreamConfig>,
+    /// Public disclosure (art. 40) at `/public`, without login: off unless `enabled = true`.
+    #[serde(default, skip_serializing_if = "crate::config::public_is_default")]
+    pub public: crate::reports::public::PublicConfig,
+}
+
+fn public_is_default(p: &crate::reports::public::PublicConfig) -> bool {
+    *p == crate::reports::public::PublicConfig::default()
 }
 
 fn default_tz() -> String {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod registry;
 pub mod serve;
 pub mod reports;
+pub mod savings;
 pub mod store;
 pub mod time;
 
@@ -69,6 +70,8 @@ pub struct Daemon {
     /// `[[upstream]]`: the data centres above, reported to.
     upstream: Vec<collector::upstream::UpstreamConfig>,
     data_dir: std::path::PathBuf,
+    /// `[public]`: the public disclosure pages, mounted when enabled.
+    public: reports::public::PublicConfig,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -209,7 +212,8 @@ impl Daemon {
             alerts: Arc::new(alerts::Alerts::open(loaded.config.alerts.clone(), &loaded.config.data_dir, loaded.tz)?),
             collectors,
         });
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir })
+        let public = loaded.config.public.clone();
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir, public })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -249,6 +253,8 @@ impl Daemon {
     /// the background tasks, and closes the store after its last commit.
     pub async fn serve(mut self, cancel: CancellationToken) -> Result<(), DaemonError> {
         let app = api::app(self.state.clone());
+        // Public disclosure (art. 40): no login; absent unless `[public] enabled`.
+        let app = if self.public.enabled { app.merge(api::public::router(self.state.clone(), self.public.clone())) } else { app };
         self.announce();
         let tasks = self.spawn_tasks();
         let collector_cancel = CancellationToken::new();

@@ -58,10 +58,30 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Weather: `weather import` reads a weather station's daily or hourly CSV into the store as
+    /// `outdoor_temperature` of a weather meter (docs/savings.md). Run while the daemon is
+    /// stopped.
+    #[command(subcommand)]
+    Weather(WeatherCmd),
     /// API tokens: `token new` prints a fresh token once and the entry (with its hash) to paste
     /// into the configuration.
     #[command(subcommand)]
     Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum WeatherCmd {
+    /// Import a CSV: a header row with `date` (daily) or `time` (hourly) and `temperature_c`
+    /// (or `t_min_c` and `t_max_c`), °C.
+    Import {
+        #[arg(long, env = "ENERGYD_CONFIG")]
+        config: PathBuf,
+        /// The weather meter (in the registry) the readings are stored under.
+        #[arg(long)]
+        meter: String,
+        /// The CSV file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +184,23 @@ fn main() -> ExitCode {
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),
             Cmd::Simulate { config } => energyd::demo::simulate_from_file(&config).await.map_err(|e| e.to_string()),
             Cmd::Token(t) => token(t),
+            Cmd::Weather(WeatherCmd::Import { config, meter, file }) => {
+                let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
+                let done = energyd::savings::weather::import(&loaded.config.data_dir, &loaded.registry, loaded.tz, &meter, &file).await.map_err(|e| e.to_string())?;
+                let day = |ms: i64| energyd::time::rfc3339(ms, loaded.tz).unwrap_or_default();
+                println!(
+                    "{}: {} readings of outdoor_temperature for meter `{meter}` from {} to {} ({} written, {} already stored, {} conflicting with stored values and kept aside; {} rows without a value skipped)",
+                    file.display(),
+                    done.readings,
+                    day(done.first),
+                    day(done.last),
+                    done.written,
+                    done.unchanged,
+                    done.conflicting,
+                    done.missing
+                );
+                Ok(())
+            }
             Cmd::Report { kind, config, year, format, lang, agency, as_of, out } => {
                 let req = energyd::reports::Request {
                     kind: kind.parse()?,

@@ -20,7 +20,7 @@ const DAEMON_FLOORS: &[&[&str]] = &[
     &["registry"],
     &["auth", "audit"],
     &["store"],
-    &["ingest", "accounting"],
+    &["ingest", "accounting", "savings"],
     &["reports", "alerts", "collector"],
     &["api"],
     &["serve"],

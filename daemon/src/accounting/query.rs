@@ -146,6 +146,15 @@ struct ItemOut {
     meters: usize,
 }
 
+impl ConsumptionOut {
+    /// Each carrier's unit and its (value, coverage) per period, in period order (the savings
+    /// read daily consumption through this query, so meter events, rollovers and bad readings
+    /// are handled once).
+    pub fn carrier_periods(&self) -> Vec<(Carrier, &'static str, Vec<(f64, f64)>)> {
+        self.carriers.iter().map(|c| (c.carrier, c.unit, c.periods.iter().map(|p| (p.value, p.coverage)).collect())).collect()
+    }
+}
+
 /// One carrier's totals and periods in [`ConsumptionOut`].
 #[derive(Debug, Serialize)]
 struct CarrierOut {

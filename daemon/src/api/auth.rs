@@ -63,6 +63,8 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
         // InfluxDB answers /ping and /health without credentials; /query (its start-up
         // statements only, see influx_api) takes the credentials and roles of /write.
         Some("/healthz" | "/ping" | "/health") => Access::Open,
+        // Public disclosure (art. 40): served only when `[public] enabled`, without login.
+        Some(r) if read && r.starts_with("/public") => Access::Open,
         Some("/metrics") => Access::Metrics,
         Some("/api/v1/ingest" | "/write" | "/api/v2/write" | "/query") => Access::Ingest,
         Some(
@@ -78,7 +80,9 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
             | "/api/v1/reports/statistics"
             | "/api/v1/plans/energy"
             | "/api/v1/deadlines"
-            | "/api/v1/alerts",
+            | "/api/v1/alerts"
+            | "/api/v1/savings"
+            | "/api/v1/reports/mv",
         ) if read => {
             Access::Scoped
         }

@@ -12,6 +12,8 @@ mod ingest;
 pub mod limits;
 mod query;
 mod registry;
+mod savings;
+pub mod public;
 pub mod reports;
 
 use std::sync::Arc;
@@ -124,6 +126,8 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/reports/items", get(items::items))
         .route("/api/v1/plans/energy", get(reports::plan))
         .route("/api/v1/deadlines", get(reports::deadlines))
+        .route("/api/v1/savings", get(savings::savings))
+        .route("/api/v1/reports/mv", get(savings::mv_report))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })
         .method_not_allowed_fallback(|| async {
             ApiError { status: axum::http::StatusCode::METHOD_NOT_ALLOWED, message: "this endpoint does not take that method; see the README's contract section".into() }

@@ -525,6 +525,7 @@ fn prepare_data(args: &DemoArgs) -> Result<Loaded, DemoError> {
         storage: crate::store::StorageConfig::default(),
         collector: None,
         upstream: Vec::new(),
+        public: crate::reports::public::PublicConfig::default(),
     };
     daemon_cfg.validate().map_err(|e| DemoError::Msg(format!("{}: {e}", registry_path.display())))
 }

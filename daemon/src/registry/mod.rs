@@ -74,6 +74,7 @@
 pub mod events;
 pub mod national;
 pub mod params;
+pub mod projects;
 pub mod scope;
 pub mod statistics;
 mod validate;
@@ -87,6 +88,7 @@ use serde::{Deserialize, Serialize};
 pub use events::{EventError, EventFields, EventKind, EventRecord};
 pub use params::*;
 pub use scope::{scope_members, Scope, UnknownScope};
+pub use projects::{is_weather_meter, Adjustment, ContractType, Project};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -203,6 +205,9 @@ pub struct Building {
     /// the building is reported upward (registry/national.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub national_id: Option<String>,
+    /// The meter whose `outdoor_temperature` is this building's weather (savings, issue 23).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weather: Option<String>,
 }
 
 /// The occupants of a building from a local date on.
@@ -354,6 +359,10 @@ pub struct Meter {
     /// or the one whose `coding` is this meter's `item_code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+    /// The meter whose `outdoor_temperature` is this meter's weather, when not its building's
+    /// (savings, issue 23).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weather: Option<String>,
 }
 
 fn one() -> f64 {
@@ -423,6 +432,9 @@ pub struct RegistryFile {
     /// Data-centre rooms of the statistics forms.
     #[serde(default, rename = "data_centre")]
     pub data_centres: Vec<statistics::DataCentreRoom>,
+    /// Retrofits and energy performance contracts whose savings are verified (issue 23).
+    #[serde(default, rename = "project")]
+    pub projects: Vec<Project>,
 }
 
 /// An included file holds lists only; they are appended to the main file's.
@@ -449,6 +461,8 @@ struct IncludedFile {
     events: Vec<EventFields>,
     #[serde(default, rename = "data_centre")]
     data_centres: Vec<statistics::DataCentreRoom>,
+    #[serde(default, rename = "project")]
+    projects: Vec<Project>,
 }
 
 /// A validated registry with indexes.
@@ -494,6 +508,7 @@ impl Registry {
                     file.meters.extend(i.meters);
                     file.events.extend(i.events);
                     file.data_centres.extend(i.data_centres);
+                    file.projects.extend(i.projects);
                 }
                 Err(e) => errors.push(e),
             }
@@ -527,6 +542,10 @@ impl Registry {
                 }
             }
         };
+        // A weather meter (quantity outdoor_temperature) has no consumption to account.
+        for m in file.meters.iter_mut().filter(|m| is_weather_meter(m)) {
+            m.accounted = false;
+        }
         for b in &mut file.buildings {
             by_area(&mut b.occupants);
             for c in &mut b.occupancy {
@@ -553,6 +572,13 @@ impl Registry {
     }
     pub fn building(&self, id: &str) -> Option<&Building> {
         self.buildings.get(id).map(|&i| &self.file.buildings[i])
+    }
+    pub fn project(&self, id: &str) -> Option<&Project> {
+        self.file.projects.iter().find(|p| p.id == id)
+    }
+    /// The weather meter of a meter: its own `weather`, else its building's.
+    pub fn weather_of_meter<'a>(&'a self, m: &'a Meter) -> Option<&'a str> {
+        m.weather.as_deref().or_else(|| self.building(&m.building).and_then(|b| b.weather.as_deref()))
     }
     pub fn meter(&self, id: &str) -> Option<&Meter> {
         self.meters.get(id).map(|&i| &self.file.meters[i])

@@ -574,6 +574,25 @@ pub struct AssessmentRules {
     pub binding_missed_grade: String,
     /// What an agency with incomplete data gets.
     pub incomplete: IncompleteRule,
+    /// Which energy figures are scored: `"raw"` (metered, the default) or
+    /// `"weather_normalised"` (under the typical year's weather, issue 23). Both are shown.
+    #[serde(skip_serializing_if = "ScoreBasis::is_raw")]
+    pub score_on: ScoreBasis,
+}
+
+/// The basis of the assessment's energy figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreBasis {
+    #[default]
+    Raw,
+    WeatherNormalised,
+}
+
+impl ScoreBasis {
+    pub fn is_raw(&self) -> bool {
+        *self == ScoreBasis::Raw
+    }
 }
 
 /// How an agency with an indicator whose data is missing or incomplete is scored.
@@ -650,6 +669,7 @@ impl Default for AssessmentRules {
             binding: vec![BindingKind::Reduction, BindingKind::QuotaBinding],
             binding_missed_grade: "未完成".into(),
             incomplete: IncompleteRule::NoScore,
+            score_on: ScoreBasis::Raw,
         }
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn validate(f: &RegistryFile) -> Vec<String> {
     check_parameters(f, &agencies, &mut errors);
     errors.extend(super::national::validate(f));
     errors.extend(f.assessment.problems());
+    super::projects::validate(f, &mut errors);
     errors.sort();
     errors.dedup();
     errors
@@ -181,7 +182,9 @@ fn check_meter_fields(at: &str, m: &Meter, agencies: &HashSet<String>, buildings
         }
     }
     if let Some(q) = m.quantity {
-        if !q.is_counter() {
+        if q == energy_wire::Quantity::OutdoorTemperature {
+            // A weather meter: read for the savings' degree days, never accounted.
+        } else if !q.is_counter() {
             errors.push(format!("{at}: quantity `{q}` is not a counter; consumption needs a cumulative counter"));
         } else if !m.carrier.counters().iter().any(|c| c.unit() == q.unit()) {
             errors.push(format!("{at}: quantity `{q}` is in {}, but {} is accounted in {}", q.unit(), m.carrier.as_str(), m.carrier.counter().unit()));

@@ -12,6 +12,9 @@ pub mod html;
 pub mod items;
 pub mod labels;
 pub mod model;
+pub mod mv;
+pub mod mv_report;
+pub mod public;
 pub mod render;
 pub mod statistics;
 pub mod tables;
@@ -327,7 +330,10 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
         Kind::Assessment => {
             let (day, ms) = year_cut(tz, year, as_of)?;
             let figures = own_figures(engine, store, reg, year, ms).await?;
+            let normalised = mv::normalised_figures(engine, store, reg, tz, year, ms).await.map_err(|e| ReportError::Render(e.to_string()))?;
+            let figures = if reg.file.assessment.score_on == crate::registry::ScoreBasis::WeatherNormalised { mv::scored_normalised(figures, &normalised) } else { figures };
             let mut a = model::assessment(&reg.file.assessment, year, &day.to_string(), tzname, &figures);
+            a.weather_normalised = normalised.into_iter().filter(|f| visible.allows(&f.agency)).collect();
             a.agencies.retain(|s| visible.allows(&s.agency));
             // A reader of some agencies sees an average only where it covers enough others.
             if let Visible::Only(own) = visible {
@@ -335,7 +341,16 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             }
             let title = html::doc_title(lang, "assessment", year);
             let sign = model::signature(reg, None);
-            render_any(fmt, lang, &a, || with_signature(lang, tables::assessment(&a, lang), &sign), || html::assessment(&a, lang, &sign), &title, day)?
+            let extra = || mv_report::normalised_tables(&a.weather_normalised, &[], lang);
+            render_any(
+                fmt,
+                lang,
+                &a,
+                || with_signature(lang, tables::assessment(&a, lang), &sign).into_iter().chain(extra()).collect(),
+                || mv_report::with_tables(html::assessment(&a, lang, &sign), &extra()),
+                &title,
+                day,
+            )?
         }
         Kind::Statistics => {
             let (day, ms) = year_cut(tz, year, as_of)?;
@@ -352,9 +367,16 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let (_, last_ms) = year_cut(tz, year - 2, as_of)?;
             let last_full = own_figures(engine, store, reg, year - 2, last_ms).await?;
             let current: Vec<AgencyIndicators> = current.into_iter().filter(|f| visible.allows(&f.agency)).collect();
-            let p = model::plan(reg, year, &day.to_string(), tzname, &current, &last_full);
+            let mut p = model::plan(reg, year, &day.to_string(), tzname, &current, &last_full);
+            let normalised: Vec<mv::NormalisedFigure> =
+                mv::normalised_figures(engine, store, reg, tz, year - 1, ms).await.map_err(|e| ReportError::Render(e.to_string()))?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
+            let areas = current.iter().map(|f| (f.agency.clone(), f.floor_area)).collect();
+            let audit: Vec<String> = p.agencies.iter().filter(|a| a.audit_required).map(|a| a.agency.clone()).collect();
+            p.retrofit_ranking = mv::rank_retrofits(&normalised, &areas, &audit);
+            p.weather_normalised = normalised;
             let title = html::doc_title(lang, "plan", year);
-            render_any(fmt, lang, &p, || tables::plan(&p, lang), || html::plan(&p, lang), &title, day)?
+            let extra = || mv_report::normalised_tables(&p.weather_normalised, &p.retrofit_ranking, lang);
+            render_any(fmt, lang, &p, || tables::plan(&p, lang).into_iter().chain(extra()).collect(), || mv_report::with_tables(html::plan(&p, lang), &extra()), &title, day)?
         }
     };
     Ok(Output { bytes, content_type: fmt.content_type(), filename: format!("{name}.{}", fmt.as_str()), format: fmt })

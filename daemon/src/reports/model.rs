@@ -215,6 +215,10 @@ pub struct Assessment {
     pub averages: Vec<KindAverage>,
     /// In ranking order.
     pub agencies: Vec<AgencyScore>,
+    /// Raw and weather-normalised energy beside each other (agencies with a weather series;
+    /// `rules.score_on` says which one was scored).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weather_normalised: Vec<super::mv::NormalisedFigure>,
 }
 
 fn round1(x: f64) -> f64 {
@@ -377,6 +381,7 @@ pub fn assessment(rules: &AssessmentRules, year: i32, as_of: &str, timezone: &st
         rules: rules.clone(),
         averages,
         agencies: scores,
+        weather_normalised: Vec::new(),
     }
 }
 
@@ -485,6 +490,12 @@ pub struct EnergyPlan {
     pub timezone: String,
     pub agencies: Vec<PlanAgency>,
     pub summary: PlanSummary,
+    /// Raw and weather-normalised energy of P-1 (agencies with a weather series).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weather_normalised: Vec<super::mv::NormalisedFigure>,
+    /// The audit and retrofit list, ranked by expected savings from the models.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retrofit_ranking: Vec<super::mv::RetrofitCandidate>,
 }
 
 /// The value of a reduction path in `year`.
@@ -629,6 +640,8 @@ pub fn plan(reg: &Registry, year: i32, as_of: &str, timezone: &str, current: &[A
         timezone: timezone.into(),
         agencies,
         summary,
+        weather_normalised: Vec::new(),
+        retrofit_ranking: Vec::new(),
     }
 }
 
