@@ -100,6 +100,7 @@ mod group_commit;
 mod head;
 mod hooks;
 pub mod influx;
+pub mod log;
 mod outbox;
 mod reads;
 mod requests;
