@@ -16,7 +16,7 @@
 //!   (varint), meter and quantity name (varint length, UTF-8);
 //! * the gateway states the group changed: a varint count, then per (gateway, queue epoch) its
 //!   name and epoch (varint length, UTF-8), when its first and latest batches were stored
-//!   (varint, 0 for unknown, else the zigzag of the time in ms plus 1), and its merged sequence
+//!   (a byte, 0 for unknown, else 1 and the zigzag varint of the time in ms), and its merged sequence
 //!   ranges after the group (varint count, then per range the start and the length less one);
 //! * the number of series (varint), then a bit stream ([`super::codec`]'s building blocks): four
 //!   columns packed by frame of reference (a column of equal numbers takes a few bits): per
@@ -117,12 +117,23 @@ fn get_str(b: &[u8], pos: &mut usize) -> Result<String, BodyError> {
 }
 
 fn put_opt(b: &mut Vec<u8>, v: Option<i64>) {
-    put_varint(b, v.map_or(0, |v| zigzag(v).wrapping_add(1)));
+    match v {
+        None => b.push(0),
+        Some(v) => {
+            b.push(1);
+            put_varint(b, zigzag(v));
+        }
+    }
 }
 
 fn get_opt(b: &[u8], pos: &mut usize) -> Result<Option<i64>, BodyError> {
-    let v = get_varint(b, pos).ok_or(BodyError::Truncated)?;
-    Ok((v != 0).then(|| unzigzag(v - 1)))
+    let flag = *b.get(*pos).ok_or(BodyError::Truncated)?;
+    *pos += 1;
+    match flag {
+        0 => Ok(None),
+        1 => Ok(Some(unzigzag(get_varint(b, pos).ok_or(BodyError::Truncated)?))),
+        _ => Err(BodyError::Truncated),
+    }
 }
 
 fn get_num(b: &[u8], pos: &mut usize) -> Result<u64, BodyError> {

@@ -39,7 +39,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
     // The writer touches one page per series per group: a cache that holds the head's pages
     // (64 MiB) keeps ingest from rereading them.
     conn.pragma_update(None, "cache_size", -65_536)?;
-    // Consecutive groups dirty the same pages (the head_log leaf, the roll-up rows): checkpointing
+    // Consecutive flushes dirty the same pages (the roll-up rows, the segments' index): checkpointing
     // every 64 MiB of WAL (4,096 pages of 16 KiB) instead of every 16 MiB copies each of them
     // once instead of many times; after a checkpoint the WAL file is cut back to 64 MiB.
     let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;

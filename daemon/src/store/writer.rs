@@ -327,6 +327,8 @@ impl<'c> Writer<'c> {
         l.append(&body).map_err(|e| log_io_error(&e, &format!("appending to the store's log {path}")))?;
         let len = (body.len() + log::HEADER) as u64;
         self.metrics.store_log_bytes.inc_by(len);
+        // A record of ranges only is flushed by age too.
+        self.head.since.get_or_insert(self.now);
         if self.point_hooks {
             // A hook keeps rows for these points in the group's transaction (the spool): the
             // record counts only if that transaction reached the disk (see `load_head`).
