@@ -140,6 +140,15 @@ fn get_num(b: &[u8], pos: &mut usize) -> Result<u64, BodyError> {
     get_varint(b, pos).ok_or(BodyError::Truncated)
 }
 
+/// A count of things that take at least `min_bytes` each: no more than the body could hold.
+fn get_count(b: &[u8], pos: &mut usize, min_bytes: u64) -> Result<usize, BodyError> {
+    let n = get_num(b, pos)?;
+    if n > b.len() as u64 / min_bytes {
+        return Err(BodyError::Truncated);
+    }
+    Ok(n as usize)
+}
+
 /// Encodes a group's body; `points` sorted by (series, time), each (series, time) once.
 pub fn encode_body(points: &[(i64, i64, f64)], gateways: &[GatewayState], new_series: &[(i64, String, String)]) -> Vec<u8> {
     let with_runs = encode_with(points, gateways, new_series, true);
@@ -291,35 +300,22 @@ pub fn decode_body(b: &[u8]) -> Result<Body, BodyError> {
         None => return Err(BodyError::Truncated),
     }
     let mut pos = 1;
-    let nn = get_num(b, &mut pos)?;
-    // Every new series takes at least 3 bytes.
-    if nn > b.len() as u64 / 3 {
-        return Err(BodyError::Truncated);
-    }
-    let mut new_series = Vec::with_capacity(nn as usize);
+    // Every new series takes at least 3 bytes, a gateway state 5, a range 2.
+    let nn = get_count(b, &mut pos, 3)?;
+    let mut new_series = Vec::with_capacity(nn);
     for _ in 0..nn {
         let id = get_num(b, &mut pos)? as i64;
         new_series.push((id, get_str(b, &mut pos)?, get_str(b, &mut pos)?));
     }
-    let ng = get_num(b, &mut pos)?;
-    // Every gateway state takes at least 5 bytes.
-    if ng > b.len() as u64 / 5 {
-        return Err(BodyError::Truncated);
-    }
-    let mut gateways = Vec::with_capacity(ng as usize);
+    let ng = get_count(b, &mut pos, 5)?;
+    let mut gateways = Vec::with_capacity(ng);
     for _ in 0..ng {
-        let gateway = get_str(b, &mut pos)?;
-        let epoch = get_str(b, &mut pos)?;
-        let first_ms = get_opt(b, &mut pos)?;
-        let last_ms = get_opt(b, &mut pos)?;
-        let nr = get_num(b, &mut pos)?;
-        if nr > b.len() as u64 / 2 {
-            return Err(BodyError::Truncated);
-        }
-        let mut ranges = Vec::with_capacity(nr as usize);
+        let (gateway, epoch) = (get_str(b, &mut pos)?, get_str(b, &mut pos)?);
+        let (first_ms, last_ms) = (get_opt(b, &mut pos)?, get_opt(b, &mut pos)?);
+        let nr = get_count(b, &mut pos, 2)?;
+        let mut ranges = Vec::with_capacity(nr);
         for _ in 0..nr {
-            let a = get_num(b, &mut pos)?;
-            let len = get_num(b, &mut pos)?;
+            let (a, len) = (get_num(b, &mut pos)?, get_num(b, &mut pos)?);
             ranges.push((a, a.checked_add(len).ok_or(BodyError::Truncated)?));
         }
         gateways.push(GatewayState { gateway, epoch, first_ms, last_ms, ranges });

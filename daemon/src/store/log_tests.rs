@@ -134,13 +134,17 @@ fn log_with(dir: &Path, n: u64) -> Log {
     log
 }
 
+/// A log of three records in `dir`, closed: its file and bytes.
+fn three_records(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let path = log_with(dir, 3).path().to_path_buf();
+    let data = std::fs::read(&path).unwrap();
+    (path, data)
+}
+
 #[test]
 fn a_torn_tail_is_cut_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let log = log_with(dir.path(), 3);
-    let path = log.path().to_path_buf();
-    drop(log);
-    let full = std::fs::read(&path).unwrap();
+    let (path, full) = three_records(dir.path());
     let third = scan(dir.path(), 0, false).unwrap();
     assert_eq!((third.records.len(), third.last_id), (3, 3));
     // The third record half written (a crash during its append).
@@ -167,10 +171,7 @@ fn a_torn_tail_is_cut_and_counted() {
 #[test]
 fn a_damaged_record_before_valid_ones_is_an_error_naming_the_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let log = log_with(dir.path(), 3);
-    let path = log.path().to_path_buf();
-    drop(log);
-    let mut data = std::fs::read(&path).unwrap();
+    let (path, mut data) = three_records(dir.path());
     let (_, _, n1) = read_record(&data).unwrap();
     data[n1 + HEADER + 2] ^= 0xff;
     std::fs::write(&path, &data).unwrap();
@@ -207,4 +208,19 @@ fn records_before_the_position_are_skipped_and_missing_ones_are_an_error() {
     log.undo_last((HEADER + body.len()) as u64).unwrap();
     assert_eq!(log.append(&body).unwrap(), 5);
     assert_eq!(scan(dir.path(), 3, false).unwrap().last_id, 5);
+}
+
+#[test]
+fn a_group_is_sorted_by_series_then_time() {
+    // (series, time, value) as a group collects them: line by line (time, then series), a
+    // late point of series 2, and a sparse id that takes the comparison sort.
+    let group = vec![(2, 60, 1.0), (1, 60, 2.0), (3, 60, 3.0), (2, 120, 4.0), (1, 120, 5.0), (2, 30, 6.0)];
+    let want = vec![(1, 60, 2.0), (1, 120, 5.0), (2, 30, 6.0), (2, 60, 1.0), (2, 120, 4.0), (3, 60, 3.0)];
+    assert_eq!(crate::store::writer::sort_by_series(group.clone()), want);
+    let mut sparse = group;
+    sparse.push((1 << 40, 0, 9.0));
+    let mut want_sparse = want;
+    want_sparse.push((1 << 40, 0, 9.0));
+    assert_eq!(crate::store::writer::sort_by_series(sparse), want_sparse);
+    assert_eq!(crate::store::writer::sort_by_series(Vec::new()), vec![]);
 }

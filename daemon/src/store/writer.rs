@@ -108,6 +108,39 @@ pub(super) enum Put {
     Conflict(f64),
 }
 
+/// A group's points sorted by series, then time. Series ids are small and dense: a counting
+/// sort by series (one pass to count, one to place; a group arrives in time order, line by
+/// line, so a comparison sort would reshuffle all of it), then each series' run sorted by time
+/// if a late point left it out of order.
+pub(super) fn sort_by_series(points: Vec<(i64, i64, f64)>) -> Vec<(i64, i64, f64)> {
+    let max = points.iter().map(|p| p.0).max().unwrap_or(0);
+    let dense = points.iter().all(|p| p.0 >= 0) && usize::try_from(max).is_ok_and(|m| m <= 4 * points.len() + (1 << 20));
+    if !dense {
+        let mut points = points;
+        points.sort_unstable_by_key(|p| (p.0, p.1));
+        return points;
+    }
+    let mut start = vec![0usize; max as usize + 2];
+    for p in &points {
+        start[p.0 as usize + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut out = vec![(0i64, 0i64, 0f64); points.len()];
+    for p in points {
+        let at = &mut start[p.0 as usize];
+        out[*at] = p;
+        *at += 1;
+    }
+    for run in out.chunk_by_mut(|a, b| a.0 == b.0) {
+        if !run.is_sorted_by_key(|p| p.1) {
+            run.sort_unstable_by_key(|p| p.1);
+        }
+    }
+    out
+}
+
 impl<'c> Writer<'c> {
     pub(super) fn new(conn: &'c Connection, options: StoreOptions, hooks: Vec<Box<dyn CommitHook>>, head_points: Arc<std::sync::atomic::AtomicU64>, metrics: Metrics) -> Writer<'c> {
         Writer {
@@ -317,11 +350,10 @@ impl<'c> Writer<'c> {
         if self.head.group.is_empty() && gateways.is_empty() && new_series.is_empty() {
             return Ok(None);
         }
-        let mut points = std::mem::take(&mut self.head.group);
-        points.sort_unstable_by_key(|p| (p.0, p.1));
+        let points = sort_by_series(std::mem::take(&mut self.head.group));
         let body = log::encode_body(&points, &gateways, &new_series);
-        points.clear();
         self.head.group = points;
+        self.head.group.clear();
         let Some(l) = self.log.as_mut() else { return Err(log_io_error(&std::io::Error::other("no log"), "the store's log")) };
         let path = l.path().display().to_string();
         l.append(&body).map_err(|e| log_io_error(&e, &format!("appending to the store's log {path}")))?;
