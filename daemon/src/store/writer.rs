@@ -79,6 +79,10 @@ pub(super) struct Writer<'c> {
     pub(super) replayed_changes: Option<FxMap<i64, i64>>,
     /// `meta` key `log_committed` was found: the flush deletes it once no hook needs it.
     pub(super) committed_marker: bool,
+    /// The next flush may write days before this one straight as chunks (sealing asked for).
+    pub(super) seal_on_flush: Option<i64>,
+    /// Points a flush wrote straight as chunks, for the sealing's count.
+    pub(super) sealed_on_flush: u64,
 }
 
 /// Maps an I/O error of the log to the SQLite error the writer handles (a full disk is
@@ -170,6 +174,8 @@ impl<'c> Writer<'c> {
             replayed_series: Vec::new(),
             replayed_changes: None,
             committed_marker: false,
+            seal_on_flush: None,
+            sealed_on_flush: 0,
         }
     }
 
@@ -423,17 +429,30 @@ impl<'c> Writer<'c> {
         let tx = self.conn.unchecked_transaction()?;
         let mut newest_rollups = Vec::with_capacity(self.head.touched.len());
         let mut put_segment = self.conn.prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut put_chunk = self.conn.prepare_cached("INSERT INTO chunks(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
         let mut put_rollup = self.conn.prepare_cached(PUT_ROLLUP)?;
+        // Sealing was asked for (`compact_pass` with `all`): a day before the cutoff that holds
+        // no stored reading is written straight as its chunk and roll-up blob, not as a
+        // segment and roll-up rows that the sealing would read, rewrite and delete.
+        let seal_before = self.seal_on_flush.take();
+        let (mut sealed, mut straight): (Vec<(i64, i64)>, u64) = (Vec::new(), 0);
         for &sid in &self.head.touched {
             let Some(slot) = self.head.get_slot(sid) else { continue };
             let pts = &slot.points;
-            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
-                put_segment.execute(params![sid, day_of(day[0].0), day.len() as i64, codec::encode(day)])?;
-            }
-            let mut newest: Option<HourRollup> = None;
             // No reading is stored after this time (when known): hours that start later have
             // no stored roll-up to merge with.
             let stored_until = slot.newest.map(|n| n.1);
+            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
+                let d = day_of(day[0].0);
+                if seal_before.is_some_and(|c| d < c) && stored_until.is_some_and(|t| t < d) {
+                    put_chunk.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
+                    sealed.push((sid, d));
+                    straight += day.len() as u64;
+                } else {
+                    put_segment.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
+                }
+            }
+            let mut newest: Option<HourRollup> = None;
             for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
                 let Some(r) = HourRollup::of_points(hour) else { continue };
                 let stored = match slot.last_rollup {
@@ -452,7 +471,12 @@ impl<'c> Writer<'c> {
             }
             newest_rollups.push((sid, newest));
         }
-        drop((put_segment, put_rollup));
+        drop((put_segment, put_chunk, put_rollup));
+        // The roll-up rows of the days written as chunks go into their blobs (merged with what
+        // a blob or rows held, as sealing does).
+        for (sid, d) in sealed {
+            seal_rollups(self.conn, sid, d)?;
+        }
         if self.legacy_rows {
             self.conn.execute("DELETE FROM head_log", [])?;
         }
@@ -467,6 +491,7 @@ impl<'c> Writer<'c> {
             self.conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES ('log_position', ?1)")?.execute([position.to_string()])?;
         }
         tx.commit()?;
+        self.sealed_on_flush += straight;
         self.legacy_rows = false;
         self.committed_marker &= self.point_hooks;
         self.replayed_series.clear();
@@ -608,20 +633,24 @@ impl<'c> Writer<'c> {
     /// With `all` (asked for), the head is flushed first and days being backfilled are sealed
     /// too; the background passes leave the head to its own flushes.
     pub(super) fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
-        if all {
-            self.flush_head()?;
-        }
         let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        if all {
+            self.seal_on_flush = Some(cutoff);
+            let flushed = self.flush_head();
+            self.seal_on_flush = None;
+            flushed?;
+        }
         self.seal_cutoff = cutoff;
         let head = &self.head;
         let busy = |sid: i64, day: i64| !all && head.get_slot(sid).and_then(|s| s.backfill).is_some_and(|(d, t)| d == day && t.elapsed() < BACKFILL_QUIET);
         let tx = self.conn.unchecked_transaction()?;
-        let done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
+        let mut done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         for &(sid, day) in &done.sealed {
             seal_rollups(self.conn, sid, day)?;
         }
         tx.commit()?;
         self.day_cache.clear();
+        done.points += std::mem::take(&mut self.sealed_on_flush);
         Ok(done)
     }
 }
