@@ -82,7 +82,9 @@ pub(super) fn run(parts: WriterParts) {
     w.log = Some(log);
     w.log_position = log_position;
     if disk.is_full() {
-        // Started on a full disk: what the log holds waits in the head for space.
+        // Started on a full disk: what the log holds waits in the head for space (and gets its
+        // change records when it is flushed, as at an ordinary start).
+        w.replayed_changes = Some(FxMap::default());
         if let Err(e) = w.load_head() {
             tracing::error!("loading the head failed: {e}");
         }
