@@ -107,7 +107,7 @@ impl Metrics {
                 HistogramOpts::new("energyd_store_head_flush_duration_seconds", "Time to flush the store's head into segments and roll-ups, one transaction").buckets(buckets.clone()),
             )),
             store_wal_sync_seconds: must(Histogram::with_opts(
-                HistogramOpts::new("energyd_store_wal_sync_duration_seconds", "Time of one fsync of the store's WAL, which the answers of the groups committed before it wait for").buckets(buckets.clone()),
+                HistogramOpts::new("energyd_store_wal_sync_duration_seconds", "Time of one sync of the store's log file (and WAL), which the answers of the groups committed before it wait for").buckets(buckets.clone()),
             )),
             store_log_bytes: must(IntCounter::new("energyd_store_log_bytes_total", "Bytes appended to the store's log (one record per group commit, synced before its answers)")),
             store_log_truncated_bytes: must(IntCounter::new("energyd_store_log_truncated_bytes_total", "Bytes of a torn record cut from the end of the store's log at open (a crash during an append, never acknowledged)")),
