@@ -28,6 +28,12 @@ use crate::metrics::Metrics;
 
 type EpochRanges = (Option<String>, Vec<(u64, u64)>);
 
+/// A store whose head is never flushed by age during a test, however slow the machine (only
+/// reads, compactions and the size bound flush it).
+fn open_unhurried(dir: &std::path::Path) -> Embedded {
+    open_with(dir, Metrics::new(), StoreOptions { head_max_age_ms: 3_600_000, ..Default::default() }).unwrap()
+}
+
 fn sample(meter: &str, t: i64, v: f64) -> Sample {
     Sample { meter: meter.into(), t, v: [(Quantity::ActiveEnergyImport, v)].into_iter().collect() }
 }

@@ -128,8 +128,7 @@ proptest::proptest! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compaction_writes_days_with_nothing_stored_straight_as_chunks() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions { head_max_age_ms: 3_600_000, ..Default::default() };
-    let store = open_with(dir.path(), Metrics::new(), options).unwrap();
+    let store = open_unhurried(dir.path());
     let q = Quantity::ActiveEnergyImport;
     let day0 = day_of(1_764_288_000_000);
     let pts: Vec<(i64, f64)> = (0..2 * 1440).map(|i| (day0 + i * 60_000, 50.0 + i as f64 / 100.0)).collect();

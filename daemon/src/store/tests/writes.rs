@@ -177,9 +177,7 @@ async fn retention_deletes_old_raw_points_and_keeps_their_rollups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_points_in_the_head_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    // No flush by age during the test, however slow the machine.
-    let options = StoreOptions { head_max_age_ms: 3_600_000, ..Default::default() };
-    let store = open_with(dir.path(), Metrics::new(), options).unwrap();
+    let store = open_unhurried(dir.path());
     let q = Quantity::ActiveEnergyImport;
     let t0 = 1_764_288_000_000;
     let pts: Vec<(i64, f64)> = (0..500).map(|i| (t0 + i * 60_000, 100.0 + i as f64 / 4.0)).collect();
