@@ -396,7 +396,10 @@ pub struct Scan {
 
 /// Scans the records of one file's bytes: the valid ones in order, and where the valid part
 /// ends. `Err` names the offset of a bad record that a valid one follows.
-fn scan_bytes(data: &[u8], after_id: Option<u64>, position: u64) -> Result<(Vec<(u64, usize, usize)>, usize), (u64, String)> {
+/// The valid records of a file's bytes, (id, body start, body end), and where they end.
+type Found = (Vec<(u64, usize, usize)>, usize);
+
+fn scan_bytes(data: &[u8], after_id: Option<u64>, position: u64) -> Result<Found, (u64, String)> {
     let mut out: Vec<(u64, usize, usize)> = Vec::new();
     let mut at = 0usize;
     let mut prev = after_id;
