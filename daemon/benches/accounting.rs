@@ -7,9 +7,12 @@
 //! ```
 //!
 //! * The store is filled directly with the hourly roll-ups that a year of one-minute readings
-//!   produces (60 readings an hour: first at :00, last at :59), for last year and this year so
-//!   far: ingesting 525 million raw points would take hours and is not what is measured here
-//!   (the accounting engine reads only roll-ups; the ingest benchmark measures ingest).
+//!   produces (60 readings an hour with two decimals: first at :00, last at :59), for last year
+//!   and this year so far: ingesting 525 million raw points would take hours and is not what is
+//!   measured here (the accounting engine reads only roll-ups; the ingest benchmark measures
+//!   ingest). As the daemon keeps them: the days older than `seal_after` (2 hours) sealed, one
+//!   `rollup_day` blob per series and day, the rest `rollup_hour` rows; `BENCH_SEALED=0` writes
+//!   every hour as a row (the store before sealing, or with sealing held back).
 //! * Registry: buildings of four meters (electricity, water, district heat, natural gas), each
 //!   shared by two agencies; one jurisdiction above them.
 //! * Figures: all agencies' indicators for last year (a closed year) and for this year (in
@@ -27,7 +30,9 @@ use chrono::{Datelike, TimeZone};
 use energyd::accounting::engine::Engine;
 use energyd::metrics::Metrics;
 use energyd::registry::{Agency, EventKind, EventRecord, Registry};
-use energyd::store::Point;
+use energy_wire::time::day_of;
+use energyd::store::rollup_codec::encode_rollups;
+use energyd::store::{HourRollup, Point};
 use energy_wire::Quantity;
 
 const H: i64 = 3_600_000;
@@ -77,6 +82,9 @@ async fn main() {
     let year = now.year();
     let start = tz.with_ymd_and_hms(year - 1, 1, 1, 0, 0, 0).earliest().map(|t| t.timestamp_millis()).unwrap_or(0);
     let end = now.timestamp_millis() / H * H;
+    // As the daemon keeps them: the days older than `seal_after` (2 hours) sealed.
+    let sealed = std::env::var("BENCH_SEALED").map_or(true, |v| v != "0");
+    let cutoff = day_of(now.timestamp_millis() - 2 * H);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let reg = Registry::parse(&registry(meters)).expect("the generated registry is valid");
 
@@ -94,31 +102,47 @@ async fn main() {
             let mut quantity = tx.prepare("INSERT OR IGNORE INTO quantities(name, code) SELECT ?1, coalesce(max(code), 0) + 1 FROM quantities").expect("prepare");
             let mut series = tx.prepare("INSERT INTO series(id, meter, quantity) VALUES (?1, ?2, (SELECT code FROM quantities WHERE name = ?3))").expect("prepare");
             let mut roll = tx
-                .prepare("INSERT INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 60)")
+                .prepare("INSERT INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
                 .expect("prepare");
+            let mut blob = tx.prepare("INSERT INTO rollup_day(series, day, data) VALUES (?1, ?2, ?3)").expect("prepare");
             for m in 0..meters {
                 let sid = m as i64 + 1;
                 quantity.execute([counter_of(m).name()]).expect("quantity");
                 series.execute(rusqlite::params![sid, format!("m{m}"), counter_of(m).name()]).expect("series");
-                // A rate per minute that varies by hour of day and meter.
+                // A rate per minute that varies by hour of day and meter; readings with two
+                // decimals, as meters give them.
                 let mut v = 1000.0 * (m % 13 + 1) as f64;
                 let mut h = start;
+                let mut day: Vec<HourRollup> = Vec::with_capacity(24);
                 while h < end {
                     let hod = (h / H + 8) % 24;
                     let per_min = (0.5 + (m % 5) as f64 * 0.1) * if (8..19).contains(&hod) { 3.0 } else { 1.0 };
-                    let first = v;
-                    let last = v + per_min * 59.0;
-                    let sum = 60.0 * first + per_min * (59.0 * 60.0 / 2.0);
-                    roll.execute(rusqlite::params![sid, h, h, first, h + 59 * 60_000, last, first, last, sum]).expect("rollup");
-                    v = last + per_min;
+                    let readings: Vec<(i64, f64)> = (0..60).map(|k| (h + k * 60_000, ((v + per_min * k as f64) * 100.0).round() / 100.0)).collect();
+                    let r = HourRollup::of_points(&readings).expect("60 readings");
+                    v += per_min * 60.0;
+                    if sealed && day_of(h) < cutoff {
+                        if day.last().is_some_and(|d| day_of(d.hour) != day_of(h)) {
+                            let d = day_of(day[0].hour);
+                            blob.execute(rusqlite::params![sid, d, encode_rollups(d, &day)]).expect("rollup_day");
+                            day.clear();
+                        }
+                        day.push(r);
+                    } else {
+                        roll.execute(rusqlite::params![sid, r.hour, r.first_ts, r.first_v, r.last_ts, r.last_v, r.min, r.max, r.sum, r.count as i64]).expect("rollup");
+                    }
                     h += H;
+                }
+                if let Some(first) = day.first() {
+                    let d = day_of(first.hour);
+                    blob.execute(rusqlite::params![sid, d, encode_rollups(d, &day)]).expect("rollup_day");
                 }
             }
         }
         tx.commit().expect("commit");
     }
     let rows = meters as i64 * ((end - start) / H);
-    println!("prepared {meters} meters, {rows} hourly roll-ups ({} one-minute readings' worth) in {:.1} s", rows * 60, t0.elapsed().as_secs_f64());
+    let how = if sealed { "the days before the last two hours sealed (one blob per series and day), the rest as rows" } else { "all as rows (BENCH_SEALED=0)" };
+    println!("prepared {meters} meters, {rows} hourly roll-ups ({} one-minute readings' worth), {how}, in {:.1} s", rows * 60, t0.elapsed().as_secs_f64());
 
     let store = energyd::store::open(dir.path(), Metrics::new()).expect("store");
     let mut engine = Engine::open(dir.path(), &reg, tz).expect("engine");

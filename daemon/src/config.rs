@@ -63,6 +63,13 @@ pub struct DaemonConfig {
     /// Where raw points go: the embedded store (default) or InfluxDB as well.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The national building-energy monitoring protocol: collectors report here (issue 21).
+    /// Off when absent.
+    #[serde(default)]
+    pub collector: Option<crate::collector::CollectorConfig>,
+    /// Data centres above this one, reported to in the national protocol (issue 21).
+    #[serde(default)]
+    pub upstream: Vec<crate::collector::upstream::UpstreamConfig>,
 }
 
 fn default_tz() -> String {
@@ -106,6 +113,12 @@ impl DaemonConfig {
                 *f = base.join(&*f);
             }
         }
+        if let Some(col) = c.collector.as_mut() {
+            col.resolve(base);
+        }
+        for u in &mut c.upstream {
+            u.resolve(base);
+        }
         Ok(c)
     }
 
@@ -134,6 +147,12 @@ impl DaemonConfig {
         errors.extend(self.retention.problems());
         errors.extend(self.alerts.problems());
         errors.extend(self.storage.problems());
+        if let Some(c) = &self.collector {
+            errors.extend(c.problems());
+        }
+        for u in &self.upstream {
+            errors.extend(u.problems());
+        }
         let registry = match Registry::load(&self.registry) {
             Ok(r) => Some(r),
             Err(e) => {

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod collector;
 pub mod config;
 pub mod demo;
 pub mod ingest;
@@ -47,6 +48,8 @@ pub enum DaemonError {
     Audit(#[from] audit::AuditError),
     #[error("storage.influxdb: {0}")]
     Influx(String),
+    #[error("alerts: {0}")]
+    Alerts(#[from] alerts::actions::ActionError),
 }
 
 /// A daemon whose store is open and whose listener is bound, ready to serve.
@@ -61,6 +64,11 @@ pub struct Daemon {
     influx: Option<Arc<store::influx::Influx>>,
     /// `[auth]`, for reloading its tokens file.
     auth_cfg: Option<auth::AuthConfig>,
+    /// The national-protocol collector port (`[collector]`), bound.
+    collector: Option<collector::listener::Listener>,
+    /// `[[upstream]]`: the data centres above, reported to.
+    upstream: Vec<collector::upstream::UpstreamConfig>,
+    data_dir: std::path::PathBuf,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -181,23 +189,27 @@ impl Daemon {
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
         let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
         let (mqtt, limits, auth_cfg) = (loaded.config.mqtt.clone(), http.conn_limits(), loaded.config.auth.clone());
+        let (upstream, data_dir) = (loaded.config.upstream.clone(), loaded.config.data_dir.clone());
         let registry = Arc::new(loaded.registry);
         let options = ingest::IngestOptions { config: loaded.config.ingest.clone(), raw_days: loaded.config.retention.raw_days, max_body_bytes: loaded.config.http.max_body_bytes };
-        let ingest = ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options);
+        let ingest = Arc::new(ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options));
+        let collectors = Arc::new(collector::Collectors::new(&metrics.registry));
+        let collector = bind_collector(&loaded.config, &registry, &ingest, &collectors, &audit, loaded.tz).await?;
         let state = Arc::new(AppState {
             engine: Arc::new(engine),
             store,
             registry,
             tz: loaded.tz,
             metrics,
-            ingest: Arc::new(ingest),
+            ingest,
             max_body_bytes: loaded.config.http.max_body_bytes,
             request_timeout: std::time::Duration::from_millis(loaded.config.http.request_timeout_ms),
             auth: loaded.tokens,
             audit,
-            alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
+            alerts: Arc::new(alerts::Alerts::open(loaded.config.alerts.clone(), &loaded.config.data_dir, loaded.tz)?),
+            collectors,
         });
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -209,6 +221,11 @@ impl Daemon {
         match &self.state.auth {
             None => println!("authentication is off: every request acts as admin (allowed on loopback, or with http.allow_insecure_open)"),
             Some(t) => println!("authentication is on: {} tokens", t.len()),
+        }
+        if let Some(a) = self.collector.as_ref().and_then(|c| c.local_addr()) {
+            let scheme = if self.collector.as_ref().is_some_and(|c| c.tls.is_some()) { "tls" } else { "tcp" };
+            tracing::info!(addr = %a, "energyd collector port listening");
+            println!("energyd collector port listening on {scheme}://{a}");
         }
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -230,17 +247,53 @@ impl Daemon {
 
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, stops
     /// the background tasks, and closes the store after its last commit.
-    pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
+    pub async fn serve(mut self, cancel: CancellationToken) -> Result<(), DaemonError> {
         let app = api::app(self.state.clone());
         self.announce();
         let tasks = self.spawn_tasks();
+        let collector_cancel = CancellationToken::new();
+        let collector = self.collector.take().map(|l| tokio::spawn(l.run(collector_cancel.clone())));
+        let upstream: Vec<JoinHandle<()>> = std::mem::take(&mut self.upstream)
+            .into_iter()
+            .map(|u| {
+                let s = &self.state;
+                let parts = collector::upstream::UpParts { store: s.store.clone(), registry: s.registry.clone(), engine: s.engine.clone(), tz: s.tz, data_dir: self.data_dir.clone(), metrics: s.metrics.registry.clone() };
+                tokio::spawn(collector::upstream::run(u, parts, collector_cancel.clone()))
+            })
+            .collect();
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;
+        collector_cancel.cancel();
+        if let Some(t) = collector {
+            let _ = t.await;
+        }
+        for t in upstream {
+            let _ = t.await;
+        }
         tasks.stop().await;
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");
         res.map_err(DaemonError::Serve)
     }
+}
+
+/// Binds the national-protocol collector port when `[collector]` is configured (TLS with its
+/// own certificate, built by the same function as the HTTP server's).
+async fn bind_collector(
+    cfg: &config::DaemonConfig,
+    registry: &Arc<registry::Registry>,
+    ingest: &Arc<ingest::Ingest>,
+    status: &Arc<collector::Collectors>,
+    audit: &Arc<audit::AuditLog>,
+    tz: chrono_tz::Tz,
+) -> Result<Option<collector::listener::Listener>, DaemonError> {
+    let Some(c) = &cfg.collector else { return Ok(None) };
+    let tls = match (&c.tls_cert_file, &c.tls_key_file) {
+        (Some(cert), Some(key)) => Some(serve::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let parts = collector::listener::Parts { registry: registry.clone(), ingest: ingest.clone(), status: status.clone(), audit: audit.clone(), tz };
+    collector::listener::Listener::bind(c, tls, parts).await.map(Some).map_err(|e| DaemonError::Config(config::ConfigErrors(vec![e])))
 }
 
 /// How often the tokens file is looked at for a change.

@@ -21,7 +21,7 @@ const DAEMON_FLOORS: &[&[&str]] = &[
     &["auth", "audit"],
     &["store"],
     &["ingest", "accounting"],
-    &["reports", "alerts"],
+    &["reports", "alerts", "collector"],
     &["api"],
     &["serve"],
     &["config"],

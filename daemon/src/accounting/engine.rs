@@ -34,7 +34,7 @@ use super::counter::{continuous, event_of, Event};
 use super::indicators::{indicators, AgencyIndicators, Input};
 use super::ledger::{meter_year, MeterYear, Series, YearCalendar};
 use crate::registry::{EventError, EventRecord, Indicator, Registry};
-use crate::store::HourRollup;
+use crate::store::CounterRollups;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +108,9 @@ pub type MeterYears = HashMap<String, Arc<MeterYear>>;
 /// Meters whose year is not in a cache, each with its cache key.
 type Missing = Vec<(crate::registry::Meter, String)>;
 
-/// A meter's roll-ups over a year, with the reading before and the reading after it.
-type Window = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+/// A meter's hours over a year (their first and last readings), with the reading before and
+/// the reading after it.
+type Window = CounterRollups;
 
 /// Computes the years of a batch of meters from their roll-ups, in `threads` parts on the
 /// blocking pool; rows for the caches.
@@ -131,7 +132,7 @@ async fn compute_batch(
             part.into_iter()
                 .map(|(m, key, window)| {
                     let ev = events.get(&m.id).map_or(&[][..], Vec::as_slice);
-                    let y = meter_year_from_rollups(&m, ev, window, &cal);
+                    let y = meter_year_from_rollups(&m, ev, &window, &cal);
                     (m.id, year, key, Arc::new(y))
                 })
                 .collect::<Vec<_>>()
@@ -149,10 +150,10 @@ async fn compute_batch(
 pub fn meter_year_from_rollups(
     m: &crate::registry::Meter,
     events: &[Event],
-    (before, hours, after): Window,
+    window: &Window,
     cal: &YearCalendar,
 ) -> MeterYear {
-    let readings = super::rollup::window_readings(before, &hours, after);
+    let readings = super::rollup::window_readings(window);
     let c = continuous(&readings, events, m.rollover, m.max_per_hour.map(|x| x / m.multiplier), m.multiplier);
     meter_year(&c.readings, cal, c.flags, c.rejected_readings)
 }
@@ -480,6 +481,11 @@ impl Engine {
                 base_data.push(d);
             }
         }
+        // The meters whose counter went down without a recorded replacement, by id: found once,
+        // not sorted again for every agency.
+        let mut to_check: Vec<&String> =
+            this.meters.iter().filter(|(_, y)| y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))).map(|(id, _)| id).collect();
+        to_check.sort();
         let mut out = Vec::with_capacity(agencies.len());
         for (agency, scope) in agencies {
             let groups = this.groups(scope);
@@ -516,13 +522,8 @@ impl Engine {
                     ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
                 }
             }
-            let mut ids: Vec<&String> = this.meters.keys().collect();
-            ids.sort();
-            for id in ids {
-                let y = &this.meters[id];
-                if y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))
-                    && this.serves(id, scope)
-                {
+            for &id in &to_check {
+                if this.serves(id, scope) {
                     ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
                     ind.meters_to_check.push(id.clone());
                 }
@@ -530,5 +531,64 @@ impl Engine {
             out.push(ind);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::store::Point;
+    use energy_wire::Quantity;
+
+    /// Each agency is told of the meters it is served by whose counter went down without a
+    /// recorded replacement, by id, and of no others: m0 (building b0: agencies a0, a1) and m1
+    /// (b1: a2, a3) go 500, 1, 2, 4, 6 (an unexplained decrease, `counter::tests::table`); m2
+    /// (b0) rises cleanly; the root agency occupies no building; a jurisdiction over a2 and a0
+    /// gets both, sorted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn meters_to_check_are_those_serving_the_agency_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
+        for a in 0..4 {
+            toml.push_str(&format!("[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = 80 }}\n"));
+        }
+        for b in 0..2 {
+            toml.push_str(&format!(
+                "[[building]]\nid = \"b{b}\"\nname = \"楼{b}\"\nfloor_area = 5000\noccupants = [ {{ agency = \"a{}\", share = 0.6 }}, {{ agency = \"a{}\", share = 0.4 }} ]\n",
+                2 * b,
+                2 * b + 1
+            ));
+        }
+        for (m, b, carrier) in [(0, 0, "electricity"), (1, 1, "electricity"), (2, 0, "water")] {
+            toml.push_str(&format!("[[meter]]\nid = \"m{m}\"\nbuilding = \"b{b}\"\ncarrier = \"{carrier}\"\n"));
+        }
+        let reg = Registry::parse(&toml).unwrap();
+        let store = crate::store::open(dir.path(), Metrics::new()).unwrap();
+        // 2026-03-01T00:00+08:00.
+        let t0 = 1_772_294_400_000i64;
+        let h = 3_600_000;
+        let mut points = Vec::new();
+        for (meter, quantity, values) in [
+            ("m0", Quantity::ActiveEnergyImport, [500.0, 1.0, 2.0, 4.0, 6.0]),
+            ("m1", Quantity::ActiveEnergyImport, [500.0, 1.0, 2.0, 4.0, 6.0]),
+            ("m2", Quantity::WaterVolume, [10.0, 11.0, 12.0, 13.0, 14.0]),
+        ] {
+            points.extend(values.iter().enumerate().map(|(i, &value)| Point { meter: meter.into(), quantity, ts: t0 + i as i64 * h, value }));
+        }
+        store.write_points(points).await.unwrap();
+        let engine = Engine::open(dir.path(), &reg, chrono_tz::Asia::Shanghai).unwrap();
+        let agency = |id: &str| reg.file.agencies.iter().find(|a| a.id == id).unwrap();
+        let mut agencies: Vec<(&crate::registry::Agency, Vec<&str>)> = ["root", "a0", "a1", "a2", "a3"].iter().map(|&id| (agency(id), vec![id])).collect();
+        agencies.push((agency("root"), vec!["a2", "a0"]));
+        let out = engine.indicators(&store, &reg, 2026, t0 + 30 * 24 * h, &agencies).await.unwrap();
+        let got: Vec<Vec<String>> = out.iter().map(|i| i.meters_to_check.clone()).collect();
+        let want: Vec<Vec<&str>> = vec![vec![], vec!["m0"], vec!["m0"], vec!["m1"], vec!["m1"], vec!["m0", "m1"]];
+        assert_eq!(got, want);
+        for (i, w) in out.iter().zip(&want) {
+            let notes: Vec<&String> = i.notes.iter().filter(|n| n.contains("went down without a recorded replacement")).collect();
+            assert_eq!(notes.len(), w.len(), "{:?}", i.notes);
+        }
+        store.close();
     }
 }

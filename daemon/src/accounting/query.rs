@@ -108,6 +108,12 @@ pub fn scope_meters<'a>(reg: &'a Registry, subject: Subject<'_>, carrier: Option
     Ok(scope.into_iter().filter(|x| carrier.is_none_or(|c| c == x.meter.carrier) && end_use.is_none_or(|e| e == x.meter.end_use())).collect())
 }
 
+/// The meters of `scope` whose item code is `code` or under it (`01B00` takes 01B00, 01B10,
+/// 01B1A ...; `01000` every electricity code), for `item_code=` of `GET /api/v1/consumption`.
+pub fn within_item_code<'a>(scope: Vec<InScope<'a>>, code: &str) -> Vec<InScope<'a>> {
+    scope.into_iter().filter(|x| x.meter.item_code.as_deref().is_some_and(|c| crate::registry::national::within(c, code))).collect()
+}
+
 /// The answer of `GET /api/v1/consumption` (serialized as it is built: no map per row).
 #[derive(Debug, Serialize)]
 pub struct ConsumptionOut {
@@ -119,7 +125,25 @@ pub struct ConsumptionOut {
     carrier: Option<Carrier>,
     end_use: Option<EndUse>,
     carriers: Vec<CarrierOut>,
+    /// The consumption by national energy item code (分项能耗) of the meters that carry one
+    /// (issue 21); absent when none does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    items: Vec<ItemOut>,
     meters: Vec<MeterRow>,
+}
+
+/// One energy item code's consumption in [`ConsumptionOut`]: the sum of the parts of the meters
+/// that carry the code (own parts in a building or agency, so that a sub-meter's consumption is
+/// under its own code only).
+#[derive(Debug, Serialize)]
+struct ItemOut {
+    code: String,
+    name: &'static str,
+    name_en: &'static str,
+    unit: &'static str,
+    total: f64,
+    periods: Vec<f64>,
+    meters: usize,
 }
 
 /// One carrier's totals and periods in [`ConsumptionOut`].
@@ -168,6 +192,11 @@ struct MeterRow {
     coverage: f64,
     rejected_readings: usize,
     flags: Vec<Flag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item_code: Option<String>,
+    /// Per period, after the share (for the item codes' sums).
+    #[serde(skip)]
+    per_period: Vec<f64>,
 }
 
 /// Consumption of one meter per period.
@@ -232,8 +261,8 @@ async fn readings(store: &Store, meters: &[&Meter], bounds_ms: &[i64]) -> Result
     let mut windows: Vec<Option<Vec<(i64, f64)>>> = vec![None; meters.len()];
     if bounds_ms.iter().all(|&b| b == hour_of(b)) {
         let series = meters.iter().map(|m| (m.id.clone(), m.counter())).collect();
-        for (slot, (before, hours, after)) in windows.iter_mut().zip(store.counter_rollups_many(series, from_ms, to_ms).await?) {
-            *slot = Some(window_readings(before, &hours, after));
+        for (slot, w) in windows.iter_mut().zip(store.counter_rollups_many(series, from_ms, to_ms).await?) {
+            *slot = Some(window_readings(&w));
         }
     }
     let mut out = Vec::with_capacity(meters.len());
@@ -316,8 +345,10 @@ fn add_meter(reg: &Registry, subject: Subject<'_>, x: &InScope<'_>, part: &Perio
         _ => vec![x.share; n],
     };
     let mut total = 0.0;
+    let mut per_period = Vec::with_capacity(n);
     for (i, &share) in shares.iter().enumerate() {
         let v = part.value[i] * share;
+        per_period.push(v);
         acc.values[i] += v;
         acc.estimated_values[i] += part.estimated_value[i] * share;
         acc.coverage[i] += part.coverage[i];
@@ -338,7 +369,40 @@ fn add_meter(reg: &Registry, subject: Subject<'_>, x: &InScope<'_>, part: &Perio
         coverage: if n == 0 { 0.0 } else { part.coverage.iter().sum::<f64>() / n as f64 },
         rejected_readings: part.rejected,
         flags: part.flags.clone(),
+        item_code: m.item_code.clone(),
+        per_period,
     }
+}
+
+impl ConsumptionOut {
+    /// Per energy item code: the consumption per period (the upward reports of issue 21).
+    pub fn item_periods(&self) -> Vec<(String, Vec<f64>)> {
+        self.items.iter().map(|i| (i.code.clone(), i.periods.clone())).collect()
+    }
+}
+
+/// The meters' consumption summed by item code, in the order of the code table.
+fn items_of(meters: &[MeterRow], n: usize) -> Vec<ItemOut> {
+    let mut by: BTreeMap<&str, ItemOut> = BTreeMap::new();
+    for r in meters {
+        let Some(code) = r.item_code.as_deref() else { continue };
+        let entry = crate::registry::national::item(code);
+        let it = by.entry(code).or_insert_with(|| ItemOut {
+            code: code.to_string(),
+            name: entry.map_or("", |e| e.zh),
+            name_en: entry.map_or("", |e| e.en),
+            unit: r.unit,
+            total: 0.0,
+            periods: vec![0.0; n],
+            meters: 0,
+        });
+        it.total += r.total;
+        it.meters += 1;
+        for (p, v) in it.periods.iter_mut().zip(&r.per_period) {
+            *p += v;
+        }
+    }
+    by.into_values().collect()
 }
 
 /// The figures of `subject` over `scope` (from [`scope_meters`]) between `from` and `to` per
@@ -383,6 +447,7 @@ pub async fn consumption(
         carrier,
         end_use,
         carriers: by_carrier.into_iter().map(|(c, acc)| acc.out(c, &bounds)).collect(),
+        items: items_of(&meters, n),
         meters,
     })
 }

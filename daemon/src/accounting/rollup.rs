@@ -15,7 +15,7 @@ pub use energy_wire::time::{hour_of, HOUR_MS};
 
 use std::collections::BTreeMap;
 
-use crate::store::HourRollup;
+use crate::store::{CounterRollups, HourRollup};
 
 /// Counter readings equivalent, for consumption between hour-aligned boundaries, to the raw
 /// readings of a window: `before` (the last reading before the window), each hour's first and
@@ -53,18 +53,20 @@ pub fn counter_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after:
 
 /// The counter readings of a window that the accounting reads from the roll-ups: `before` (the
 /// last reading before the window), each hour's first and last reading, and `after` (the first
-/// reading at or after the window's end). Readings a consumption would set aside stay in:
-/// [`super::counter::continuous`] sets them aside (and counts them), as it does the raw ones.
-pub fn window_readings(before: Option<(i64, f64)>, hours: &[HourRollup], after: Option<(i64, f64)>) -> Vec<(i64, f64)> {
-    let mut r: Vec<(i64, f64)> = Vec::with_capacity(hours.len() * 2 + 2);
-    r.extend(before);
-    for h in hours {
-        r.push((h.first_ts, h.first_v));
-        if h.last_ts != h.first_ts {
-            r.push((h.last_ts, h.last_v));
+/// reading at or after the window's end), from the store's columns in one pass. Readings a
+/// consumption would set aside stay in: [`super::counter::continuous`] sets them aside (and
+/// counts them), as it does the raw ones.
+pub fn window_readings(w: &CounterRollups) -> Vec<(i64, f64)> {
+    let h = &w.hours;
+    let mut r: Vec<(i64, f64)> = Vec::with_capacity(h.len() * 2 + 2);
+    r.extend(w.before);
+    for (((&first_ts, &first_v), &last_ts), &last_v) in h.first_ts.iter().zip(&h.first_v).zip(&h.last_ts).zip(&h.last_v) {
+        r.push((first_ts, first_v));
+        if last_ts != first_ts {
+            r.push((last_ts, last_v));
         }
     }
-    r.extend(after);
+    r.extend(w.after);
     r
 }
 

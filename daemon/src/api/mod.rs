@@ -1,5 +1,7 @@
 //! The HTTP API (axum). `app(state)` builds the router; tests drive it without a socket.
 
+mod collectors;
+mod items;
 pub mod accounting;
 mod auth;
 mod alerts;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// The alert engine's rules and alerts.
     pub alerts: Arc<crate::alerts::Alerts>,
+    /// The national-protocol collectors seen (issue 21).
+    pub collectors: Arc<crate::collector::Collectors>,
 }
 
 impl AppState {
@@ -97,6 +101,7 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/buildings", get(registry::buildings))
         .route("/api/v1/meters", get(registry::meters))
         .route("/api/v1/gateways", get(registry::gateways))
+        .route("/api/v1/collectors", get(collectors::list))
         .route("/api/v1/quantities", get(registry::quantities))
         .route("/api/v1/series", get(query::series))
         .route("/api/v1/consumption", get(query::consumption))
@@ -108,12 +113,15 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/store/compact", post(compact))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/alerts/{id}/silence", post(alerts::silence).delete(alerts::unsilence))
         .route("/api/v1/indicators/ranking", get(profile::ranking))
         .route("/api/v1/buildings/{id}/summary", get(profile::summary))
         .route("/api/v1/buildings/{id}/profile", get(profile::profile))
         .route("/api/v1/reports/annual", get(reports::annual))
         .route("/api/v1/reports/assessment", get(reports::assessment))
         .route("/api/v1/reports/statistics", get(reports::statistics))
+        .route("/api/v1/reports/items", get(items::items))
         .route("/api/v1/plans/energy", get(reports::plan))
         .route("/api/v1/deadlines", get(reports::deadlines))
         .fallback(|| async { ApiError::not_found("no such endpoint; see the README's contract section") })

@@ -77,7 +77,13 @@ pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Q
     }
     let carrier: Option<Carrier> = p.get("carrier").map(|c| c.parse::<Carrier>().map_err(ApiError::bad_request)).transpose()?;
     let end_use: Option<EndUse> = p.get("end_use").map(|c| c.parse::<EndUse>().map_err(|e| ApiError::bad_request(e.to_string()))).transpose()?;
-    let scope = query::scope_meters(&reg, subject, carrier, end_use)?;
+    let mut scope = query::scope_meters(&reg, subject, carrier, end_use)?;
+    if let Some(code) = p.get("item_code") {
+        if crate::registry::national::item(code).is_none() {
+            return Err(ApiError::bad_request(format!("item_code `{code}` is not an energy item code of the national table (e.g. 01000, 01A00, 01B10, 02000)")));
+        }
+        scope = query::within_item_code(scope, code);
+    }
     let range = time_range(&s, &p)?;
     let interval: Interval = param(&p, "interval")?.parse().map_err(|e: crate::time::TimeError| ApiError::bad_request(e.to_string()))?;
     let events = s.engine.events_by_meter();

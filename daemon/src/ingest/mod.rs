@@ -15,6 +15,7 @@ pub mod gateways;
 pub mod lineproto;
 pub mod lines;
 pub mod mqtt;
+pub mod national;
 pub mod rate;
 pub mod service;
 

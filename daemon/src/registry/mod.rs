@@ -72,6 +72,7 @@
 //! ```
 
 pub mod events;
+pub mod national;
 pub mod params;
 pub mod scope;
 pub mod statistics;
@@ -198,6 +199,10 @@ pub struct Building {
     /// shares `{ agency = share, ... }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub allocation: BTreeMap<Carrier, AllocationKey>,
+    /// The national 10-character building id (division code, type letter, serial), under which
+    /// the building is reported upward (registry/national.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub national_id: Option<String>,
 }
 
 /// The occupants of a building from a local date on.
@@ -336,6 +341,19 @@ pub struct Meter {
     /// topic) writes only the meters assigned to it (see `auth::gateway_refusal`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The national energy item code (分类分项, e.g. `01A00`; registry/national.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_code: Option<String>,
+    /// The national-protocol collector whose readings this meter takes: its building id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
+    /// The meter id the collector reports (`<meter id=..>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector_meter: Option<String>,
+    /// The function id of that meter (`<function id=..>`); absent: the meter's only function,
+    /// or the one whose `coding` is this meter's `item_code`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
 }
 
 fn one() -> f64 {

@@ -27,6 +27,7 @@ pub(super) fn validate(f: &RegistryFile) -> Vec<String> {
     check_meters(f, &agencies, &buildings, &mut errors);
     check_events(f, &mut errors);
     check_parameters(f, &agencies, &mut errors);
+    errors.extend(super::national::validate(f));
     errors.extend(f.assessment.problems());
     errors.sort();
     errors.dedup();

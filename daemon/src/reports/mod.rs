@@ -9,6 +9,7 @@
 //!   document embeds a time finer than that day.
 
 pub mod html;
+pub mod items;
 pub mod labels;
 pub mod model;
 pub mod render;
@@ -189,6 +190,12 @@ fn midnight_ms(tz: Tz, d: NaiveDate) -> Result<i64, ReportError> {
 
 /// For `year` seen from `as_of`: the day its figures run to (the year's end at the latest) and
 /// that instant. A year that has not started is refused.
+/// The local start of `year`, in milliseconds.
+pub fn year_start_ms(tz: Tz, year: i32) -> Result<i64, ReportError> {
+    let start = NaiveDate::from_ymd_opt(year, 1, 1).ok_or_else(|| ReportError::BadRequest(format!("year {year}")))?;
+    midnight_ms(tz, start)
+}
+
 pub fn year_cut(tz: Tz, year: i32, as_of: NaiveDate) -> Result<(NaiveDate, i64), ReportError> {
     if !(1971..=2199).contains(&year) {
         return Err(ReportError::BadRequest(format!("year {year} is outside 1971-2199")));
@@ -451,6 +458,12 @@ pub async fn index_page(
         if let Some(pos) = page.rfind("</body>") {
             page.insert_str(pos, &html::scoring_section(lang, &a));
         }
+    }
+    // 分项能耗 per building (issue 21): a section of its own.
+    let start = year_start_ms(tz, year)?;
+    let by_item = items::building_items(engine, store, reg, tz, (start, ms), visible).await?;
+    if let Some(pos) = page.rfind("</body>") {
+        page.insert_str(pos, &items::section(lang, year, &as_of.to_string(), &by_item));
     }
     Ok(page)
 }

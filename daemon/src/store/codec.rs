@@ -110,6 +110,17 @@ impl BitReader<'_> {
         if width > 64 || self.pos + width as usize > self.b.len() * 8 {
             return Err(CodecError::Truncated);
         }
+        if width == 0 {
+            return Ok(0);
+        }
+        // Most reads: the 8 bytes from the current one hold all the bits asked for.
+        let (byte, off) = (self.pos / 8, (self.pos % 8) as u32);
+        if off + width <= 64 {
+            if let Some(word) = self.b.get(byte..byte + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+                self.pos += width as usize;
+                return Ok((u64::from_be_bytes(word) << off) >> (64 - width));
+            }
+        }
         let mut v = 0u64;
         let mut need = width;
         while need > 0 {
@@ -278,11 +289,20 @@ pub(super) fn pack_for(w: &mut BitWriter, vals: &[i64]) {
 /// Reads `n` numbers written by [`pack_for`] (without the flag and radix groups when the
 /// reader's `radix` is off: codec version 2, roll-up version 1).
 pub(super) fn unpack_for(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {
+    let mut out = vec![0; n];
+    unpack_for_into(r, &mut out)?;
+    Ok(out)
+}
+
+/// [`unpack_for`] into `out`, as many numbers as it holds (without allocating).
+pub(super) fn unpack_for_into(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<(), CodecError> {
+    let n = out.len();
     if r.radix && n > 0 && r.get(1)? == 1 {
-        return Ok(vec![get_signed(r)?; n]);
+        out.fill(get_signed(r)?);
+        return Ok(());
     }
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    let mut at = 0;
+    while at < n {
         let zw = r.get(7)? as u32;
         if zw > 64 {
             return Err(CodecError::Truncated);
@@ -292,7 +312,7 @@ pub(super) fn unpack_for(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, Co
         if bw > 64 {
             return Err(CodecError::Truncated);
         }
-        let len = (n - out.len()).min(BLOCK);
+        let len = (n - at).min(BLOCK);
         if r.radix && Block::has_flag(bw) && r.get(1)? == 1 {
             let radix = (r.get(bw - 1)? | 1 << (bw - 1)) + 1;
             let k = radix_group(radix);
@@ -300,19 +320,21 @@ pub(super) fn unpack_for(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, Co
             while left > 0 {
                 let g = left.min(k);
                 let mut acc = r.get(radix_group_bits(radix, g))?;
-                for _ in 0..g {
-                    out.push(lo.wrapping_add((acc % radix) as i64));
+                for x in &mut out[at..at + g] {
+                    *x = lo.wrapping_add((acc % radix) as i64);
                     acc /= radix;
                 }
+                at += g;
                 left -= g;
             }
         } else {
-            for _ in 0..len {
-                out.push(lo.wrapping_add(r.get(bw)? as i64));
+            for x in &mut out[at..at + len] {
+                *x = lo.wrapping_add(r.get(bw)? as i64);
             }
+            at += len;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A signed number alone: 7 bits giving the bit length of its zigzag, then the zigzag.
@@ -342,6 +364,15 @@ pub(super) fn put_dod(w: &mut BitWriter, ds: &[i64]) {
         put_signed(w, *first);
         pack_for(w, rest);
     }
+}
+
+/// [`get_dod`] into `out`, as many numbers as it holds (without allocating).
+pub(super) fn get_dod_into(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<(), CodecError> {
+    if let Some((first, rest)) = out.split_first_mut() {
+        *first = get_signed(r)?;
+        unpack_for_into(r, rest)?;
+    }
+    Ok(())
 }
 
 pub(super) fn get_dod(r: &mut BitReader<'_>, n: usize) -> Result<Vec<i64>, CodecError> {

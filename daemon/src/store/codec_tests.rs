@@ -1,6 +1,6 @@
 use super::*;
 use crate::store::rollup::HourRollup;
-use crate::store::rollup_codec::{decode_rollups, encode_rollups, encode_rollups_version};
+use crate::store::rollup_codec::{decode_ends, decode_rollups, encode_rollups, encode_rollups_version};
 use energy_wire::time::HOUR_MS;
 use proptest::prelude::*;
 
@@ -207,18 +207,31 @@ fn a_days_rollups_take_a_tenth_of_a_byte_per_reading() {
     }
 }
 
+/// Random hours of a day: (hour, (two offsets in it, three values, count, kind: 0 for values
+/// with two decimals, else any bits)).
+type AnyHours = std::collections::BTreeMap<i64, (i64, i64, [f64; 3], u64, u32)>;
+
+fn any_hours() -> impl Strategy<Value = AnyHours> {
+    proptest::collection::btree_map(0i64..24, (0i64..3_600_000, 0i64..3_600_000, any::<[f64; 3]>(), 1u64..10_000, 0u32..3), 0..24)
+}
+
+/// The roll-ups of the day starting at `day` from [`any_hours`].
+fn any_day(day: i64, hours: AnyHours) -> Vec<HourRollup> {
+    hours
+        .into_iter()
+        .map(|(h, (a, b, v, count, kind))| {
+            let hour = day + h * HOUR_MS;
+            let v = if kind == 0 { v.map(|x| (x.fract() * 1e4).round() / 100.0) } else { v };
+            HourRollup { hour, first_ts: hour + a.min(b), first_v: v[0], last_ts: hour + a.max(b), last_v: v[1], min: v[0].min(v[1]), max: v[2], sum: v[0] + v[2], count }
+        })
+        .collect()
+}
+
 proptest! {
     #[test]
-    fn any_rollups_round_trip(hours in proptest::collection::btree_map(0i64..24, (0i64..3_600_000, 0i64..3_600_000, any::<[f64; 3]>(), 1u64..10_000, 0u32..3), 0..24)) {
+    fn any_rollups_round_trip(hours in any_hours()) {
         let day = 1_764_288_000_000i64;
-        let rs: Vec<HourRollup> = hours
-            .into_iter()
-            .map(|(h, (a, b, v, count, kind))| {
-                let hour = day + h * HOUR_MS;
-                let v = if kind == 0 { v.map(|x| (x.fract() * 1e4).round() / 100.0) } else { v };
-                HourRollup { hour, first_ts: hour + a.min(b), first_v: v[0], last_ts: hour + a.max(b), last_v: v[1], min: v[0].min(v[1]), max: v[2], sum: v[0] + v[2], count }
-            })
-            .collect();
+        let rs = any_day(day, hours);
         let back = decode_rollups(day, &encode_rollups(day, &rs)).unwrap();
         let bits = |h: &[HourRollup]| h.iter().map(|h| (h.hour, h.first_ts, h.last_ts, h.count, [h.first_v, h.last_v, h.min, h.max, h.sum].map(f64::to_bits))).collect::<Vec<_>>();
         prop_assert_eq!(bits(&back), bits(&rs));
@@ -271,5 +284,101 @@ proptest! {
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode(&data);
         let _ = decode_rollups(0, &data);
+    }
+}
+
+/// An hour's first and last reading, the values as bits: (hour, first time, first value, last
+/// time, last value).
+type EndsBits = (i64, i64, u64, i64, u64);
+
+/// The first and last readings as [`decode_rollups`] gives them, to the bit.
+fn ends_bits(hours: &[HourRollup]) -> Vec<EndsBits> {
+    hours.iter().map(|h| (h.hour, h.first_ts, h.first_v.to_bits(), h.last_ts, h.last_v.to_bits())).collect()
+}
+
+/// What [`decode_ends`] hands over, to the bit.
+fn decoded_ends(day: i64, data: &[u8]) -> Result<Vec<EndsBits>, CodecError> {
+    let mut out = Vec::new();
+    decode_ends(day, data, |h| out.push((h.hour, h.first_ts, h.first_v.to_bits(), h.last_ts, h.last_v.to_bits())))?;
+    Ok(out)
+}
+
+/// The first values of a day packed each way the encoder chooses among (as they are, deltas,
+/// deltas of deltas), decimals and binary fractions, version 1 and 2, hours missing: the
+/// ends-only decoder reads what the full one reads.
+#[test]
+fn the_hours_ends_decode_as_the_whole_rollups_do() {
+    let day = 1_764_288_000_000i64;
+    let counter = |per_hour: &dyn Fn(i64) -> f64, every: i64| -> Vec<HourRollup> {
+        (0..24)
+            .filter(|h| h % every == 0)
+            .map(|h| {
+                let pts: Vec<(i64, f64)> = (0..60).map(|m| (day + h * HOUR_MS + m * 60_000 + 7, ((per_hour(h) + m as f64 * 0.37) * 100.0).round() / 100.0)).collect();
+                HourRollup::of_points(&pts).unwrap()
+            })
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<HourRollup>)> = vec![
+        ("a gauge", gauge_day(day, 300)),
+        ("a steady counter (deltas of deltas)", counter(&|h| 1000.0 + h as f64 * 22.2, 1)),
+        ("a counter by the hour of day (deltas)", counter(&|h| 1000.0 + (h * h) as f64 * 3.1, 1)),
+        ("a counter with hours missing", counter(&|h| 50_000.0 + (h * 7919 % 97) as f64 * 40.0 + h as f64 * 4000.0, 5)),
+        ("one hour", counter(&|_| 12.34, 24)),
+        ("binary fractions", vec![HourRollup::of_points(&[(day + 5, 0.1 + 0.2), (day + 9, 1.0 / 3.0)]).unwrap(), HourRollup::of_point(day + 23 * HOUR_MS, f64::NAN)]),
+        ("nothing", vec![]),
+    ];
+    for (name, hours) in &cases {
+        for version in [1, 2] {
+            let data = encode_rollups_version(day, hours, version);
+            assert_eq!(decoded_ends(day, &data), Ok(ends_bits(&decode_rollups(day, &data).unwrap())), "{name}, version {version}");
+            assert_eq!(decoded_ends(day, &data).unwrap(), ends_bits(hours), "{name}, version {version}");
+            for cut in 0..data.len() {
+                let _ = decoded_ends(day, &data[..cut]);
+            }
+        }
+    }
+    assert_eq!(decoded_ends(0, &[3, 0, 0, 0]), Err(CodecError::RollupVersion(3)));
+    assert_eq!(decoded_ends(0, &[2, 0, 0]), Err(CodecError::Truncated));
+}
+
+/// Bit `i` of `b`, most significant first: the reference the reader's word-at-a-time reads are
+/// checked against.
+fn bit(b: &[u8], i: usize) -> u64 {
+    u64::from(b[i / 8] >> (7 - i % 8) & 1)
+}
+
+proptest! {
+    #[test]
+    fn any_rollups_ends_decode_as_the_whole_rollups_do(hours in any_hours()) {
+        let day = 1_764_288_000_000i64;
+        let rs = any_day(day, hours);
+        for version in [1, 2] {
+            let data = encode_rollups_version(day, &rs, version);
+            prop_assert_eq!(decoded_ends(day, &data).unwrap(), ends_bits(&rs));
+        }
+    }
+
+    /// Reads of any widths at any bit position give the bits there, near the end of the data
+    /// too, and a read past the end is an error.
+    #[test]
+    fn reads_of_any_width_give_the_bits_there(data in proptest::collection::vec(any::<u8>(), 0..40), widths in proptest::collection::vec(0u32..=64, 0..60)) {
+        let mut r = BitReader { b: &data, pos: 0, radix: true };
+        let mut pos = 0usize;
+        for w in widths {
+            if pos + w as usize > data.len() * 8 {
+                prop_assert_eq!(r.get(w), Err(CodecError::Truncated));
+                prop_assert_eq!(r.pos, pos);
+                continue;
+            }
+            let want = (pos..pos + w as usize).fold(0u64, |acc, i| acc << 1 | bit(&data, i));
+            prop_assert_eq!(r.get(w), Ok(want));
+            pos += w as usize;
+            prop_assert_eq!(r.pos, pos);
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_ends(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = decoded_ends(0, &data);
     }
 }

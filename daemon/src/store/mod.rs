@@ -138,7 +138,7 @@ pub use gateways::GatewayEpoch;
 pub use outbox::{Forwarding, Spool, SpoolRow};
 pub use reads::CounterRollups;
 pub use requests::{Point, WriteOutcome};
-pub use rollup::{rollups_of, HourRollup};
+pub use rollup::{rollups_of, HourColumns, HourEnds, HourRollup};
 
 /// Opens (creating if needed) the embedded store in `dir`, keeping everything forever.
 pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {

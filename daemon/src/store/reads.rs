@@ -15,8 +15,8 @@ use super::error::StoreError;
 use super::gateways::{read_gateways, GatewayEpoch};
 use super::outbox::{read_spool_rows, Spool, SpoolRow};
 use super::requests::WriteOp;
-use super::rollup::HourRollup;
-use super::rollup_rows::{read_rollups, rollup_before, rollup_from};
+use super::rollup::{HourColumns, HourRollup};
+use super::rollup_rows::{read_hour_ends, read_rollups, rollup_before, rollup_from};
 use super::schema::series_id;
 use energy_wire::time::hour_of;
 
@@ -64,8 +64,9 @@ impl Embedded {
     }
 
     /// What consumption over `[from, to)` needs, from the roll-ups (`from`, `to` hour-aligned):
-    /// the last reading before `from`, the roll-ups of the hours inside, and the first reading at
-    /// or after `to`; one entry per series, in order, the work split over the read connections.
+    /// the last reading before `from`, the first and last reading of each hour inside, and the
+    /// first reading at or after `to` ([`CounterRollups`]); one entry per series, in order, the
+    /// work split over the read connections.
     pub async fn counter_rollups_many(&self, series: Vec<(String, Quantity)>, from: i64, to: i64) -> Result<Vec<CounterRollups>, StoreError> {
         self.flush().await?;
         self.counter_rollups_many_settled(series, from, to).await
@@ -171,13 +172,20 @@ impl Embedded {
     }
 }
 
-/// The last reading before a window, the roll-ups inside, the first reading after it.
-pub type CounterRollups = (Option<(i64, f64)>, Vec<HourRollup>, Option<(i64, f64)>);
+/// What consumption over a window needs of a counter's roll-ups: the last reading before the
+/// window, the first and last reading of each hour inside (in columns), the first reading at or
+/// after its end.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CounterRollups {
+    pub before: Option<(i64, f64)>,
+    pub hours: HourColumns,
+    pub after: Option<(i64, f64)>,
+}
 
 pub(super) fn counter_rollups_of(c: &Connection, meter: &str, q: Quantity, from: i64, to: i64) -> rusqlite::Result<CounterRollups> {
-    let Some(sid) = series_id(c, meter, q)? else { return Ok((None, Vec::new(), None)) };
+    let Some(sid) = series_id(c, meter, q)? else { return Ok(CounterRollups::default()) };
     let before = rollup_before(c, sid, hour_of(from))?.map(|h| (h.last_ts, h.last_v));
-    let hours = read_rollups(c, sid, from, to)?;
+    let hours = read_hour_ends(c, sid, from, to)?;
     let after = rollup_from(c, sid, to)?.map(|h| (h.first_ts, h.first_v));
-    Ok((before, hours, after))
+    Ok(CounterRollups { before, hours, after })
 }

@@ -62,6 +62,75 @@ impl HourRollup {
     }
 }
 
+/// The first and last reading of an hour: what consumption between hour-aligned boundaries
+/// needs of its roll-up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourEnds {
+    /// Start of the hour, milliseconds since the epoch.
+    pub hour: i64,
+    pub first_ts: i64,
+    pub first_v: f64,
+    pub last_ts: i64,
+    pub last_v: f64,
+}
+
+impl From<&HourRollup> for HourEnds {
+    fn from(h: &HourRollup) -> HourEnds {
+        HourEnds { hour: h.hour, first_ts: h.first_ts, first_v: h.first_v, last_ts: h.last_ts, last_v: h.last_v }
+    }
+}
+
+/// The first and last readings of a series' hours, by hour, in columns (one array per field,
+/// not a struct per hour).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HourColumns {
+    pub hour: Vec<i64>,
+    pub first_ts: Vec<i64>,
+    pub first_v: Vec<f64>,
+    pub last_ts: Vec<i64>,
+    pub last_v: Vec<f64>,
+}
+
+impl HourColumns {
+    /// Room for `n` hours.
+    pub fn with_capacity(n: usize) -> HourColumns {
+        HourColumns {
+            hour: Vec::with_capacity(n),
+            first_ts: Vec::with_capacity(n),
+            first_v: Vec::with_capacity(n),
+            last_ts: Vec::with_capacity(n),
+            last_v: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    pub fn push(&mut self, h: HourEnds) {
+        self.hour.push(h.hour);
+        self.first_ts.push(h.first_ts);
+        self.first_v.push(h.first_v);
+        self.last_ts.push(h.last_ts);
+        self.last_v.push(h.last_v);
+    }
+
+    pub fn len(&self) -> usize {
+        self.hour.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hour.is_empty()
+    }
+}
+
+impl<'a> FromIterator<&'a HourRollup> for HourColumns {
+    fn from_iter<I: IntoIterator<Item = &'a HourRollup>>(it: I) -> HourColumns {
+        let mut c = HourColumns::default();
+        for h in it {
+            c.push(HourEnds::from(h));
+        }
+        c
+    }
+}
+
 fn earlier(a: (i64, f64), b: (i64, f64)) -> (i64, f64) {
     if b.0 < a.0 || (b.0 == a.0 && b.1 < a.1) {
         b

@@ -4,9 +4,10 @@
 //! it smallest, sums rounded with their difference in ulps kept (lossless).
 
 use super::codec::{
-    as_decimals, dod, dod_bits, for_bits, get_dod, get_values, pack_for, plain_deltas, put_dod, put_values, undo_dod, undo_plain_deltas, unpack_for, BitReader, BitWriter, CodecError, ROLLUP_CODEC_VERSION,
+    as_decimals, dod, dod_bits, for_bits, get_dod_into, get_values, pack_for, plain_deltas, put_dod, put_values, unpack_for, unpack_for_into, BitReader,
+    BitWriter, CodecError, ROLLUP_CODEC_VERSION,
 };
-use super::rollup::HourRollup;
+use super::rollup::{HourEnds, HourRollup};
 use energy_wire::time::HOUR_MS;
 
 /// Transforms tried for a roll-up column (2 bits): the column as it is, or less another column.
@@ -127,13 +128,7 @@ pub(super) fn encode_rollups_version(day: i64, hours: &[HourRollup], version: u8
 
 /// Decodes roll-ups made by [`encode_rollups`] for the day starting at `day`.
 pub fn decode_rollups(day: i64, data: &[u8]) -> Result<Vec<HourRollup>, CodecError> {
-    let mut r = BitReader { b: data, pos: 0, radix: false };
-    let version = r.get(8)? as u8;
-    if !(1..=ROLLUP_CODEC_VERSION).contains(&version) {
-        return Err(CodecError::RollupVersion(version));
-    }
-    r.radix = version == ROLLUP_CODEC_VERSION;
-    let mask = r.get(24)?;
+    let (mut r, mask) = open_blob(data)?;
     let hours: Vec<i64> = (0..24).filter(|i| mask >> i & 1 == 1).map(|i| day + i * HOUR_MS).collect();
     let n = hours.len();
     if n == 0 {
@@ -150,18 +145,8 @@ pub fn decode_rollups(day: i64, data: &[u8]) -> Result<Vec<HourRollup>, CodecErr
     } else {
         let e = r.get(5)? as i32;
         let p = 10f64.powi(e);
-        let first = match r.get(2)? {
-            0 => unpack_for(&mut r, n)?,
-            1 => {
-                let x0 = r.get(64)? as i64;
-                undo_plain_deltas(x0, &unpack_for(&mut r, n - 1)?)
-            }
-            2 => {
-                let x0 = r.get(64)? as i64;
-                undo_dod(x0, &get_dod(&mut r, n - 1)?)
-            }
-            m => return Err(CodecError::Mode(m)),
-        };
+        let mut first = vec![0i64; n];
+        get_first_values(&mut r, &mut first)?;
         let mut ints = vec![first.clone()];
         for _ in 0..4 {
             let base = r.get(2)?;
@@ -209,4 +194,95 @@ pub fn decode_rollups(day: i64, data: &[u8]) -> Result<Vec<HourRollup>, CodecErr
             count: counts[i] as u64,
         })
         .collect())
+}
+
+/// A blob's version checked and the mask of the hours it holds; the reader after them.
+fn open_blob(data: &[u8]) -> Result<(BitReader<'_>, u64), CodecError> {
+    let mut r = BitReader { b: data, pos: 0, radix: false };
+    let version = r.get(8)? as u8;
+    if !(1..=ROLLUP_CODEC_VERSION).contains(&version) {
+        return Err(CodecError::RollupVersion(version));
+    }
+    r.radix = version == ROLLUP_CODEC_VERSION;
+    let mask = r.get(24)?;
+    Ok((r, mask))
+}
+
+/// The decimal first values into `first` (one per hour, at least one): their 2 bits of mode,
+/// then as they are (0), the first and its deltas (1), or the first and its deltas of deltas (2).
+fn get_first_values(r: &mut BitReader<'_>, first: &mut [i64]) -> Result<(), CodecError> {
+    match r.get(2)? {
+        0 => unpack_for_into(r, first)?,
+        mode @ (1 | 2) => {
+            let Some((x0, rest)) = first.split_first_mut() else { return Ok(()) };
+            *x0 = r.get(64)? as i64;
+            let (mut x, mut d) = (*x0, 0i64);
+            if mode == 1 {
+                unpack_for_into(r, rest)?;
+                for v in rest.iter_mut() {
+                    x = x.wrapping_add(*v);
+                    *v = x;
+                }
+            } else {
+                get_dod_into(r, rest)?;
+                for v in rest.iter_mut() {
+                    d = d.wrapping_add(*v);
+                    x = x.wrapping_add(d);
+                    *v = x;
+                }
+            }
+        }
+        m => return Err(CodecError::Mode(m)),
+    }
+    Ok(())
+}
+
+/// The hours a day's blob holds: at most 24.
+const DAY_HOURS: usize = 24;
+
+/// Decodes only the first and last readings of the roll-ups made by [`encode_rollups`] for the
+/// day starting at `day`, hour by hour in order, each to `each`: the same numbers, bit for bit,
+/// as [`decode_rollups`] gives, without building the roll-ups (the columns after the last
+/// values are not read) and, for decimal readings, without allocating.
+pub fn decode_ends(day: i64, data: &[u8], mut each: impl FnMut(HourEnds)) -> Result<(), CodecError> {
+    let (mut r, mask) = open_blob(data)?;
+    let n = mask.count_ones() as usize;
+    if n == 0 {
+        return Ok(());
+    }
+    let [mut first_off, mut last_off, mut counts, mut first, mut last] = [[0i64; DAY_HOURS]; 5];
+    unpack_for_into(&mut r, &mut first_off[..n])?;
+    unpack_for_into(&mut r, &mut last_off[..n])?;
+    unpack_for_into(&mut r, &mut counts[..n])?;
+    let hours = (0..DAY_HOURS as i64).filter(|i| mask >> i & 1 == 1).map(|i| day + i * HOUR_MS);
+    let at = |i: usize, hour: i64, first_v: f64, last_v: f64| HourEnds {
+        hour,
+        first_ts: hour.wrapping_add(first_off[i]),
+        first_v,
+        last_ts: hour.wrapping_add(last_off[i]),
+        last_v,
+    };
+    if r.get(1)? == 0 {
+        // Values that are not decimals at one exponent: as decode_rollups reads them.
+        let (first_v, last_v) = (get_values(&mut r, n, false)?, get_values(&mut r, n, false)?);
+        for (i, hour) in hours.enumerate() {
+            each(at(i, hour, first_v[i], last_v[i]));
+        }
+        return Ok(());
+    }
+    let p = 10f64.powi(r.get(5)? as i32);
+    get_first_values(&mut r, &mut first[..n])?;
+    // The last values, less what their 2 bits name (as in decode_rollups, where no column is
+    // decoded yet for "the last values" to be subtracted: 0).
+    let base = r.get(2)?;
+    unpack_for_into(&mut r, &mut last[..n])?;
+    for (i, hour) in hours.enumerate() {
+        let b = match base {
+            1 => first[i],
+            3 => counts[i].wrapping_mul(first[i]),
+            _ => 0,
+        };
+        each(at(i, hour, first[i] as f64 / p, last[i].wrapping_add(b) as f64 / p));
+    }
+    Ok(())
 }

@@ -5,8 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::chunks;
 use super::rollup_codec;
-use super::rollup::HourRollup;
-use energy_wire::time::{day_of, hour_of, DAY_MS};
+use super::rollup::{HourColumns, HourEnds, HourRollup};
+use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS};
 
 pub(super) const PUT_ROLLUP: &str = "INSERT OR REPLACE INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
@@ -55,6 +55,51 @@ pub(super) fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusq
     }
     Ok(merge_rollups(sealed, rows))
 }
+
+/// The first and last reading of each hour of a series in `[from, to)`, in columns: what
+/// [`read_rollups`] gives of them, to the bit, with the sealed days' blobs decoded straight into
+/// the columns (no roll-up built per hour, no copy of a blob) and of the open hours' rows only
+/// the five columns needed.
+pub(super) fn read_hour_ends(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<HourColumns> {
+    let from = hour_of(from);
+    let mut st = c.prepare_cached("SELECT hour, first_ts, first_v, last_ts, last_v FROM rollup_hour WHERE series = ?1 AND hour >= ?2 AND hour < ?3 ORDER BY hour")?;
+    let mut rows: Vec<HourEnds> = Vec::new();
+    let mut q = st.query(params![sid, from, to])?;
+    while let Some(r) = q.next()? {
+        rows.push(HourEnds { hour: r.get(0)?, first_ts: r.get(1)?, first_v: r.get(2)?, last_ts: r.get(3)?, last_v: r.get(4)? });
+    }
+    let hours = usize::try_from(to.saturating_sub(from) / HOUR_MS).unwrap_or(0).min(MAX_PRESIZED_HOURS);
+    let mut out = HourColumns::with_capacity(hours.max(rows.len()));
+    let mut rows = rows.into_iter().peekable();
+    // The blob's hours and the rows merged by hour as they come; on the same hour the row wins.
+    let mut take = |h: HourEnds| {
+        while let Some(r) = rows.next_if(|r| r.hour <= h.hour) {
+            if r.hour == h.hour {
+                out.push(r);
+                return;
+            }
+            out.push(r);
+        }
+        out.push(h);
+    };
+    let mut st = c.prepare_cached("SELECT day, data FROM rollup_day WHERE series = ?1 AND day >= ?2 AND day < ?3 ORDER BY day")?;
+    let mut blobs = st.query(params![sid, day_of(from), to])?;
+    while let Some(b) = blobs.next()? {
+        let day: i64 = b.get(0)?;
+        let data = b.get_ref(1)?.as_blob().map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Blob, Box::new(e)))?;
+        rollup_codec::decode_ends(day, data, |h| {
+            if h.hour >= from && h.hour < to {
+                take(h);
+            }
+        })
+        .map_err(chunks::corrupt)?;
+    }
+    rows.for_each(|r| out.push(r));
+    Ok(out)
+}
+
+/// Hours presized for at most (a year and a day): a longer window grows as it is read.
+const MAX_PRESIZED_HOURS: usize = 367 * 24;
 
 /// Both sorted by hour into one; on the same hour the row wins.
 pub(super) fn merge_rollups(sealed: Vec<HourRollup>, rows: Vec<HourRollup>) -> Vec<HourRollup> {

@@ -69,6 +69,58 @@ async fn sealed_days_read_like_raw_points_and_take_late_data() {
     store.close();
 }
 
+/// The windows of a counter, as the accounting reads them ([`Embedded::counter_rollups_many`]),
+/// against what the readings give: the last reading before, each hour's first and last reading
+/// ([`crate::store::rollups_of`]), the first reading at or after; a meter without readings gets
+/// nothing.
+async fn check_windows(store: &Embedded, q: Quantity, pts: &[(i64, f64)], windows: &[(i64, i64)], when: &str) {
+    for &(from, to) in windows {
+        let got = store.counter_rollups_many(vec![("m".into(), q), ("none".into(), q)], from, to).await.unwrap();
+        let inside: Vec<(i64, f64)> = pts.iter().filter(|p| p.0 >= from && p.0 < to).copied().collect();
+        let want = crate::store::CounterRollups {
+            before: pts.iter().rev().find(|p| p.0 < from).copied(),
+            hours: crate::store::rollups_of(&inside).iter().collect(),
+            after: pts.iter().find(|p| p.0 >= to).copied(),
+        };
+        assert_eq!(got, vec![want, crate::store::CounterRollups::default()], "{when}, window [{from}, {to})");
+    }
+}
+
+/// Open hours, sealed days, late rows over sealed days and the days sealed again all read as
+/// the readings say, for windows over whole days, parts of days, and before and after the data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_windows_read_the_hours_ends_over_rows_and_sealed_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    let q = Quantity::ActiveEnergyImport;
+    let day0 = day_of(1_764_288_000_000);
+    // Two days of a counter read every 10 minutes from 00:05, two decimals.
+    let mut pts: Vec<(i64, f64)> = (0..2 * 144).map(|i| (day0 + 5 * 60_000 + i * 600_000, 500.0 + (i as f64 * 137.0).round() / 100.0)).collect();
+    let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+    store.write_points(write(&pts)).await.unwrap();
+    let windows = [
+        (day0, day0 + 2 * DAY_MS),
+        (day0 + 5 * HOUR_MS, day0 + DAY_MS + 3 * HOUR_MS),
+        (day0 - DAY_MS, day0 + HOUR_MS),
+        (day0 + 3 * HOUR_MS, day0 + 4 * HOUR_MS),
+        (day0 + 2 * DAY_MS, day0 + 3 * DAY_MS),
+        (0, i64::MAX),
+    ];
+    check_windows(&store, q, &pts, &windows, "open hours").await;
+    store.compact().await.unwrap();
+    check_windows(&store, q, &pts, &windows, "sealed days").await;
+    // Late readings for sealed hours: after the last of 00:00-01:00 and before the first of
+    // 03:00-04:00, so that the rows for those hours differ from their sealed entries.
+    let late = [(day0 + 58 * 60_000, 503.0), (day0 + 3 * HOUR_MS + 60_000, 520.0)];
+    store.write_points(write(&late)).await.unwrap();
+    pts.extend(late);
+    pts.sort_by_key(|p| p.0);
+    check_windows(&store, q, &pts, &windows, "late rows over sealed days").await;
+    store.compact().await.unwrap();
+    check_windows(&store, q, &pts, &windows, "sealed again").await;
+    store.close();
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16))]
     /// The stored roll-ups depend only on the distinct points stored, whatever the order,
