@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 secs="${FUZZ_SECONDS:-10}"
-targets=(wire_decode lineproto profile_load registry_load modbus_decode chunk_decode dlt645_decode cjt188_decode collector_frame collector_xml)
+targets=(wire_decode lineproto profile_load registry_load modbus_decode chunk_decode dlt645_decode cjt188_decode collector_frame collector_xml log_decode)
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

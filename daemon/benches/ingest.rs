@@ -13,8 +13,8 @@
 //! * Ingest: the file in requests of `BENCH_LINES` lines (default 5000), 4 at a time, each
 //!   answered 2xx before it counts. energyd and influxd answer after an fsync; VictoriaMetrics
 //!   answers from memory and flushes within about a second (its figure is not "durable").
-//! * Bytes per point: the data files after compaction (energyd: its point store, `energyd.sqlite`
-//!   and WAL, after `POST /api/v1/store/compact`; the whole directory, with the accounting cache
+//! * Bytes per point: the data files after compaction (energyd: its point store, `energyd.sqlite`,
+//!   its WAL and the log directory, after `POST /api/v1/store/compact`; the whole directory, with the accounting cache
 //!   of figures per meter and year, is printed too;
 //!   VictoriaMetrics: `/internal/force_flush` and `/internal/force_merge`; influxd: its cold
 //!   compaction, configured to start after 5-10 s, waited for until the size is stable).
@@ -130,6 +130,12 @@ async fn wait_up(url: &str, path: &str) {
         assert!(Instant::now() < deadline, "{url}{path} did not come up within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// energyd's point store on disk: `energyd.sqlite`, its WAL and the log (`log/`, store format 8).
+fn point_store_bytes(dir: &Path) -> u64 {
+    let db: u64 = ["energyd.sqlite", "energyd.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(dir.join(f)).ok()).map(|m| m.len()).sum();
+    db + dir_bytes(&dir.join("log"))
 }
 
 fn dir_bytes(p: &Path) -> u64 {
@@ -423,7 +429,7 @@ async fn run() {
             std::fs::copy(s.dir.join("energyd.sqlite"), Path::new(&keep).join("energyd.sqlite")).unwrap();
         }
         let all = dir_bytes(&s.dir);
-        let bytes: u64 = ["energyd.sqlite", "energyd.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(s.dir.join(f)).ok()).map(|m| m.len()).sum();
+        let bytes: u64 = point_store_bytes(&s.dir);
         println!("energyd: point store {:.2} bytes per point; whole data directory {:.2} ({} bytes of accounting cache, audit log and events)", bytes as f64 / points as f64, all as f64 / points as f64, all - bytes);
         let url = format!("{}/api/v1/consumption?agency=bench&from={}&to={}&interval=hour", s.url, pct(&rfc3339(month_from)), pct(&rfc3339(month_to)));
         let (q, n) = best_of_5(async || {
@@ -828,7 +834,7 @@ async fn alt_energyd(dir: &Path, file: &Path, meters: i64, lines: usize, points:
     let written_all = write_bytes(&io) - before;
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.await.unwrap();
-    let store_bytes: u64 = ["energyd.sqlite", "energyd.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(s.dir.join(f)).ok()).map(|m| m.len()).sum();
+    let store_bytes: u64 = point_store_bytes(&s.dir);
     let mut by_name: BTreeMap<String, u64> = BTreeMap::new();
     let after = thread_writes(pid);
     for (tid, (name, w)) in &after {

@@ -16,6 +16,10 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub store_flush_seconds: Histogram,
     pub store_wal_sync_seconds: Histogram,
+    /// Bytes appended to the store's log (issue 19).
+    pub store_log_bytes: IntCounter,
+    /// Bytes cut from a torn tail of the store's log at open.
+    pub store_log_truncated_bytes: IntCounter,
     pub head_points: IntGauge,
     pub query_seconds: Histogram,
     pub store_bytes: IntGauge,
@@ -103,9 +107,11 @@ impl Metrics {
                 HistogramOpts::new("energyd_store_head_flush_duration_seconds", "Time to flush the store's head into segments and roll-ups, one transaction").buckets(buckets.clone()),
             )),
             store_wal_sync_seconds: must(Histogram::with_opts(
-                HistogramOpts::new("energyd_store_wal_sync_duration_seconds", "Time of one fsync of the store's WAL, which the answers of the groups committed before it wait for").buckets(buckets.clone()),
+                HistogramOpts::new("energyd_store_wal_sync_duration_seconds", "Time of one sync of the store's log file (and WAL), which the answers of the groups committed before it wait for").buckets(buckets.clone()),
             )),
-            head_points: must(IntGauge::new("energyd_store_head_points", "Points acknowledged and held in the store's head (durable in head_log) until its next flush")),
+            store_log_bytes: must(IntCounter::new("energyd_store_log_bytes_total", "Bytes appended to the store's log (one record per group commit, synced before its answers)")),
+            store_log_truncated_bytes: must(IntCounter::new("energyd_store_log_truncated_bytes_total", "Bytes of a torn record cut from the end of the store's log at open (a crash during an append, never acknowledged)")),
+            head_points: must(IntGauge::new("energyd_store_head_points", "Points acknowledged and held in the store's head (durable in the store's log) until its next flush")),
             query_seconds: must(Histogram::with_opts(
                 HistogramOpts::new("energyd_query_duration_seconds", "Time to answer a series or consumption query").buckets(buckets),
             )),
@@ -188,6 +194,8 @@ impl Metrics {
         must(r.register(Box::new(m.store_commit_seconds.clone())));
         must(r.register(Box::new(m.store_flush_seconds.clone())));
         must(r.register(Box::new(m.store_wal_sync_seconds.clone())));
+        must(r.register(Box::new(m.store_log_bytes.clone())));
+        must(r.register(Box::new(m.store_log_truncated_bytes.clone())));
         must(r.register(Box::new(m.head_points.clone())));
         must(r.register(Box::new(m.query_seconds.clone())));
         must(r.register(Box::new(m.store_bytes.clone())));

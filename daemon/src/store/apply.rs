@@ -44,15 +44,16 @@ impl Writer<'_> {
     }
 
     /// A gateway batch: samples whose sequence number is stored already are dropped; the others'
-    /// points are stored, and the stored ranges of the batch's queue epoch grow.
+    /// points are stored, and the stored ranges of the batch's queue epoch grow (in the writer's
+    /// overlay, carried by the group's log record, written to the tables by the next flush).
     fn write_batch(&mut self, b: &Batch, out: &mut WriteOutcome, last: &mut FxMap<String, i64>) -> rusqlite::Result<()> {
         self.source.clear();
         self.source.push_str("gateway ");
         self.source.push_str(&b.gateway);
         let epoch = b.epoch.as_deref().unwrap_or("");
-        let mut ranges = gateways::ranges(self.conn, &b.gateway, epoch)?;
+        let mut ranges = self.gateways.ranges(self.conn, &b.gateway, epoch)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        if let Some(earlier) = gateways::note_epoch(self.conn, &b.gateway, epoch, now_ms)? {
+        if let Some(earlier) = self.gateways.note_epoch(self.conn, &b.gateway, epoch, now_ms)? {
             out.earlier_epochs = earlier;
             out.new_epoch = true;
         }
@@ -75,7 +76,7 @@ impl Writer<'_> {
         if !b.samples.is_empty() {
             ranges.push((b.seq, b.last_seq()));
             let merged = gateways::merge_ranges(ranges);
-            gateways::put_ranges(self.conn, &b.gateway, epoch, &merged)?;
+            self.gateways.put_ranges(self.conn, &b.gateway, epoch, merged.clone())?;
             ranges = merged;
         }
         out.acked_through = ranges.first().map_or(0, |r| r.1);

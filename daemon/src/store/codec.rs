@@ -338,13 +338,13 @@ pub(super) fn unpack_for_into(r: &mut BitReader<'_>, out: &mut [i64]) -> Result<
 }
 
 /// A signed number alone: 7 bits giving the bit length of its zigzag, then the zigzag.
-fn put_signed(w: &mut BitWriter, v: i64) {
+pub(super) fn put_signed(w: &mut BitWriter, v: i64) {
     let z = zigzag(v);
     w.put(u64::from(width(z)), 7);
     w.put(z, width(z));
 }
 
-fn get_signed(r: &mut BitReader<'_>) -> Result<i64, CodecError> {
+pub(super) fn get_signed(r: &mut BitReader<'_>) -> Result<i64, CodecError> {
     let zw = r.get(7)? as u32;
     Ok(unzigzag(r.get(zw)?))
 }
@@ -495,7 +495,7 @@ fn encode_with(points: &[(i64, f64)], version: u8, runs: bool) -> Vec<u8> {
 
 /// The most readings a chunk of `len` bytes may hold: every block of up to 128 numbers takes at
 /// least its 7-bit width, a bound that keeps corrupt input from allocating much.
-fn max_count(len: usize) -> usize {
+pub(super) fn max_count(len: usize) -> usize {
     (len * 8 / 7 + 1) * BLOCK + 1
 }
 

@@ -60,24 +60,40 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
     let conn = Connection::open(&path)?;
     let point_count = schema::prepare(&conn, &path, new_store)?;
     metrics.store_points.set(point_count);
+    // The log: a torn tail (a crash during an append, never acknowledged) is cut off; a damaged
+    // record before valid ones stops the open (an acknowledged group may be in it).
+    let log_dir = dir.join(super::log::LOG_DIR);
+    std::fs::create_dir_all(&log_dir).map_err(|source| StoreError::Dir { path: log_dir.clone(), source })?;
+    let position = schema::log_position(&conn)?;
+    let scan = super::log::scan(&log_dir, position, true)?;
+    if scan.truncated_bytes > 0 {
+        tracing::warn!(bytes = scan.truncated_bytes, "the store's log ended in a torn record, cut off");
+    }
+    metrics.store_log_truncated_bytes.inc_by(scan.truncated_bytes);
+    let log = super::log::Log::open(&log_dir, scan.last_id)?;
     // Points acknowledged but not flushed before the last stop (a crash): flushed now.
     let head_points = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    {
+    let (log, log_position) = {
         let mut w = Writer::new(&conn, options, Vec::new(), head_points.clone(), metrics.clone());
+        w.log = Some(log);
+        w.log_position = position;
+        w.replayed_changes = Some(Default::default());
         let n = w.load_head()?;
         let free = disk.look();
         if disk.low(free) {
             disk.set_full(&format!("{} bytes free at start", free.unwrap_or(0)));
-        } else if n > 0 {
+        } else if n > 0 || w.log_unflushed() || w.legacy_rows {
             tracing::info!(points = n, "flushing the points acknowledged and not yet flushed before the last stop");
             match w.flush_head() {
                 Ok(()) => {}
-                // They stay in `head_log` (durable); the writer flushes them when space returns.
+                // They stay in the log (durable); the writer flushes them when space returns.
                 Err(e) if super::disk::is_disk_full(&e, disk.look()) => disk.set_full(&e.to_string()),
                 Err(e) => return Err(e.into()),
             }
         }
-    }
+        let log = w.log.take().ok_or_else(|| StoreError::Task("the store's log was lost at open".into()))?;
+        (log, w.log_position)
+    };
     // Newest reading per meter (index probes and at most one chunk decoded per series).
     let mut last_seen: HashMap<String, i64> = HashMap::new();
     {
@@ -115,7 +131,7 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         .name("store-writer".into())
         .spawn({
             let (head_points, disk) = (head_points.clone(), disk.clone());
-            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, hooks, head_points, syncer, disk })
+            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, hooks, head_points, syncer, disk, log, log_position })
         })
         .map_err(|e| StoreError::Task(e.to_string()))?;
     Ok(Embedded {
@@ -230,9 +246,11 @@ impl Embedded {
         self.last_seen.read().unwrap_or_else(|e| e.into_inner()).get(meter).copied()
     }
 
-    /// Size of the database files on disk.
+    /// Size of the database files and the log on disk.
     pub fn bytes(&self) -> u64 {
-        ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", self.path.display())).ok()).map(|m| m.len()).sum()
+        let db: u64 = ["", "-wal"].iter().filter_map(|s| std::fs::metadata(format!("{}{s}", self.path.display())).ok()).map(|m| m.len()).sum();
+        let log = self.path.parent().map(|d| d.join(super::log::LOG_DIR)).and_then(|d| std::fs::read_dir(d).ok());
+        db + log.into_iter().flatten().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum::<u64>()
     }
 
     /// Stops the writer after it has committed every write already sent, and checkpoints the

@@ -18,8 +18,7 @@ use super::fxmap::FxMap;
 use super::hooks::CommitHook;
 use super::requests::{WriteOp, WriteOutcome, WriteReq};
 use super::retention::{prune, PRUNE_EVERY};
-use super::schema::add_point_count;
-use super::syncer::Syncer;
+use super::syncer::{Durable, Syncer};
 use super::writer::{Writer, CHUNKS_PER_PASS, COMPACT_EVERY};
 use crate::metrics::Metrics;
 
@@ -39,6 +38,10 @@ pub(super) struct WriterParts {
     pub(super) head_points: Arc<AtomicU64>,
     pub(super) syncer: Syncer,
     pub(super) disk: Arc<Disk>,
+    /// The store's log, opened (and read) at open.
+    pub(super) log: super::log::Log,
+    /// The id of the last log record the flushes cover.
+    pub(super) log_position: u64,
 }
 
 /// The writer thread's state between groups.
@@ -68,14 +71,20 @@ struct Applied {
     outs: Vec<WriteOutcome>,
     /// Newest reading time per meter written by the group.
     last: FxMap<String, i64>,
+    /// What the answers wait for: the log file, the WAL.
+    durable: Durable,
 }
 
 /// Runs the writer thread until the channel closes; then flushes the head and checkpoints the WAL.
 pub(super) fn run(parts: WriterParts) {
-    let WriterParts { conn, rx, last_seen, metrics, options, hooks, head_points, syncer, disk } = parts;
+    let WriterParts { conn, rx, last_seen, metrics, options, hooks, head_points, syncer, disk, log, log_position } = parts;
     let mut w = Writer::new(&conn, options, hooks, head_points, metrics.clone());
+    w.log = Some(log);
+    w.log_position = log_position;
     if disk.is_full() {
-        // Started on a full disk: what `head_log` holds waits in the head for space.
+        // Started on a full disk: what the log holds waits in the head for space (and gets its
+        // change records when it is flushed, as at an ordinary start).
+        w.replayed_changes = Some(FxMap::default());
         if let Err(e) = w.load_head() {
             tracing::error!("loading the head failed: {e}");
         }
@@ -269,10 +278,12 @@ impl WriterThread<'_> {
         }
     }
 
-    /// The group's transaction: every request applied, then the `head_log` record, the point
-    /// count, and what the per-commit hooks keep (change records, spool rows), handed the open
-    /// transaction. A failed statement fails the whole group's transaction; every request of the
-    /// group then gets the error and its sender retries (nothing is half-written).
+    /// The group's transaction: every request applied, then what the per-commit hooks keep
+    /// (change records, spool rows), handed the open transaction; the group's log record (its
+    /// new points, the gateway ranges it changed, the series it added) appended before the
+    /// commit. A failed statement or append fails the whole group (a record appended is taken
+    /// back when the commit fails); every request of the group then gets the error and its
+    /// sender retries (nothing is half-written).
     fn apply(&mut self, group: &[WriteReq]) -> rusqlite::Result<Applied> {
         let conn = self.conn;
         let w = &mut self.w;
@@ -281,6 +292,7 @@ impl WriterThread<'_> {
         if group.iter().any(|r| matches!(r.op, WriteOp::Correct(_))) {
             w.flush_head()?;
         }
+        let changes_before = conn.total_changes();
         let tx = conn.unchecked_transaction()?;
         let mut outs = Vec::with_capacity(group.len());
         let mut last: FxMap<String, i64> = FxMap::default();
@@ -290,19 +302,31 @@ impl WriterThread<'_> {
             outs.push(out);
         }
         w.finish_group()?;
-        add_point_count(conn, outs.iter().map(|o| o.points_written as i64).sum())?;
         for h in &mut w.hooks {
             h.before_commit(&tx, group)?;
         }
-        tx.commit()?;
+        let logged = w.log_group()?;
+        // Rows changed in the transaction (conflicts, change records, corrections, spool rows,
+        // new series): the answers wait for the WAL's sync too.
+        let wal = conn.total_changes() != changes_before;
+        if let Err(e) = tx.commit() {
+            if let Some(len) = logged {
+                w.unlog_group(len);
+            }
+            return Err(e);
+        }
         for h in &mut w.hooks {
             h.committed();
         }
-        Ok(Applied { outs, last })
+        let log = match (logged, &w.log) {
+            (Some(_), Some(l)) => Some((l.file(), l.path().to_path_buf())),
+            _ => None,
+        };
+        Ok(Applied { outs, last, durable: Durable { log, wal } })
     }
 
     /// A read waiting, or the head full or old: flush it before answering. On a full disk the
-    /// group stands (its commit is durable, its points stay in the head and `head_log`) and the
+    /// group stands (its commit is durable, its points stay in the head and the log) and the
     /// reads waiting answer from what is flushed.
     fn flush_if_asked(&mut self, group: &[WriteReq], applied: Applied) -> rusqlite::Result<Applied> {
         let wants_flush = group.iter().any(|r| matches!(r.op, WriteOp::Flush));
@@ -367,7 +391,7 @@ impl WriterThread<'_> {
         // Writes are answered once the WAL is on disk; the rest (reads waiting for a flush,
         // sealing, change records and spool rows forgotten) needs no promise.
         if durable {
-            self.syncer.answer_when_durable(replies);
+            self.syncer.answer_when_durable(replies, applied.durable);
         } else {
             for (reply, out) in replies {
                 let _ = reply.send(out);
@@ -414,7 +438,7 @@ impl WriterThread<'_> {
     /// complete on its own.
     fn shut_down(mut self) {
         if let Err(e) = self.w.flush_head() {
-            tracing::warn!("flushing the head at shutdown failed (it stays in head_log): {e}");
+            tracing::warn!("flushing the head at shutdown failed (it stays in the store's log): {e}");
         }
         if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
             tracing::warn!("WAL checkpoint at shutdown failed: {e}");
@@ -424,7 +448,7 @@ impl WriterThread<'_> {
 }
 
 /// On a full disk: when there is space again, flushes the head (what was acknowledged before
-/// the disk filled, or found in `head_log` at start) and resumes writing. A flush that fails
+/// the disk filled, or found in the log at start) and resumes writing. A flush that fails
 /// again is rolled back whole, and its WAL frames are written over by the next attempt.
 fn try_resume(w: &mut Writer<'_>, disk: &Disk) {
     if !disk.enough_to_resume(disk.look()) {

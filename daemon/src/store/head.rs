@@ -1,14 +1,16 @@
 //! The head: points acknowledged since the last flush, held in memory by the writer, made durable
-//! as one `head_log` row per group commit, and written as segments by a flush.
+//! as one record of the store's log ([`super::log`]) per group commit, and written as segments
+//! by a flush. (Stores before format 8 kept that record as a row of table `head_log`; such rows
+//! are still read, once, when a store is upgraded.)
 
 use std::time::Instant;
 
 use super::rollup::HourRollup;
 
 /// The head: points acknowledged since the last flush, per series sorted by time, held in memory
-/// and made durable by one `head_log` row per group commit. A flush writes them as one segment
-/// per series and day and merges their roll-ups, in one transaction that also empties
-/// `head_log`; reads flush first, so that they never need to look at the head.
+/// and made durable by one log record per group commit. A flush writes them as one segment
+/// per series and day and merges their roll-ups, in one transaction that also records the last
+/// log record it covers; reads flush first, so that they never need to look at the head.
 #[derive(Default)]
 pub(super) struct Head {
     /// Per series id (ids are dense, from 1): what the writer knows of it.
@@ -18,16 +20,13 @@ pub(super) struct Head {
     pub(super) points: u64,
     /// When the oldest point still in the head arrived.
     pub(super) since: Option<Instant>,
-    /// The `head_log` record of the open group: (series, time, value) per point.
-    pub(super) log: Vec<u8>,
-    /// The series and time of the record's previous point (the record stores differences).
-    pub(super) log_prev: (i64, i64),
+    /// The new points of the open group, (series, time, value), for its log record.
+    pub(super) group: Vec<(i64, i64, f64)>,
 }
 
-/// First byte of a `head_log` record whose series and times are differences from the previous
-/// point's (zigzag varints; a line's fields share a time and have consecutive series, so both
-/// take a byte): 10 bytes a point instead of 16. Records without it (written before) start
-/// with a series id, never 0, and hold plain varints.
+/// First byte of a `head_log` record (store formats 5 to 7) whose series and times are
+/// differences from the previous point's (zigzag varints), each value 8 bytes. Records without
+/// it (format 4) start with a series id, never 0, and hold plain varints.
 pub(super) const HEAD_LOG_DELTAS: u8 = 0;
 
 pub(super) fn zigzag(v: i64) -> u64 {
@@ -96,14 +95,7 @@ impl Head {
         }
         self.points += 1;
         self.since.get_or_insert_with(Instant::now);
-        if self.log.is_empty() {
-            self.log.push(HEAD_LOG_DELTAS);
-            self.log_prev = (0, 0);
-        }
-        put_varint(&mut self.log, zigzag(sid.wrapping_sub(self.log_prev.0)));
-        put_varint(&mut self.log, zigzag(ts.wrapping_sub(self.log_prev.1)));
-        self.log.extend_from_slice(&v.to_bits().to_le_bytes());
-        self.log_prev = (sid, ts);
+        self.group.push((sid, ts, v));
     }
 
     /// Where `ts` is (`Ok`) or would go (`Err`) among the series' points in the head, with the
@@ -189,6 +181,20 @@ pub(super) fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
         }
     }
     None
+}
+
+/// A `head_log` record as format 7 wrote it (tests make version 7 stores with it).
+#[cfg(test)]
+pub(super) fn encode_head_log(points: &[(i64, i64, f64)]) -> Vec<u8> {
+    let mut log = vec![HEAD_LOG_DELTAS];
+    let mut prev = (0i64, 0i64);
+    for &(sid, ts, v) in points {
+        put_varint(&mut log, zigzag(sid.wrapping_sub(prev.0)));
+        put_varint(&mut log, zigzag(ts.wrapping_sub(prev.1)));
+        log.extend_from_slice(&v.to_bits().to_le_bytes());
+        prev = (sid, ts);
+    }
+    log
 }
 
 /// Decodes one `head_log` record into (series, time, value).

@@ -3,15 +3,12 @@ use super::*;
 #[test]
 fn head_log_records_decode_in_both_layouts() {
     let points = [(3i64, 1_764_288_000_000i64, 1.5f64), (4, 1_764_288_000_000, -0.0), (2, 1_764_287_940_000, f64::MAX), (900, 0, 7.25), (1, i64::MAX, 1e-300)];
-    let mut head = Head::default();
-    for &(sid, ts, v) in &points {
-        head.insert(sid, ts, v);
-    }
-    assert_eq!(head.log[0], HEAD_LOG_DELTAS);
+    let log = encode_head_log(&points);
+    assert_eq!(log[0], HEAD_LOG_DELTAS);
     // A line's neighbours take a byte each for series and time, and 8 for the value.
     // (i64::MAX from 0 zigzags to 64 bits: a 10-byte varint.)
-    assert_eq!(head.log.len(), 1 + (1 + 6 + 8) + (1 + 1 + 8) + (1 + 3 + 8) + (2 + 6 + 8) + (2 + 10 + 8));
-    let decoded = decode_head_log(&head.log).unwrap();
+    assert_eq!(log.len(), 1 + (1 + 6 + 8) + (1 + 1 + 8) + (1 + 3 + 8) + (2 + 6 + 8) + (2 + 10 + 8));
+    let decoded = decode_head_log(&log).unwrap();
     assert_eq!(decoded.len(), points.len());
     for (d, p) in decoded.iter().zip(&points) {
         assert_eq!((d.0, d.1, d.2.to_bits()), (p.0, p.1, p.2.to_bits()));
@@ -28,7 +25,7 @@ fn head_log_records_decode_in_both_layouts() {
         assert_eq!((d.0, d.1, d.2.to_bits()), (p.0, p.1, p.2.to_bits()));
     }
     // A cut record is refused, not misread.
-    assert!(decode_head_log(&head.log[..head.log.len() - 3]).is_none());
+    assert!(decode_head_log(&log[..log.len() - 3]).is_none());
 }
 
 #[test]

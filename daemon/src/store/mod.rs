@@ -1,19 +1,25 @@
-//! The embedded store: SQLite (bundled) in WAL mode; a write is answered only after its
-//! transaction committed and the WAL file was fsynced, so an acknowledged write survives SIGKILL
-//! and power loss.
+//! The embedded store: a write-ahead log of compressed group records ([`log`], outside SQLite)
+//! and SQLite (bundled) in WAL mode; a write is answered only after its group's log record (and,
+//! when the group's transaction changed rows, the WAL) was fsynced, so an acknowledged write
+//! survives SIGKILL and power loss.
 //!
-//! # Layout (format version 7)
+//! # Layout (format version 8)
 //!
-//! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`. Versions 1 (no roll-ups),
+//! * `<data_dir>/log/<first id>.log` ([`log`]): one record per group commit: its new points
+//!   compressed per series, the gateway ranges it changed, the series it added; deleted once a
+//!   flush covers them.
+//! * `meta(key, value)`: `format_version`, `point_count`, `dirty_epoch`, `log_position` (the last
+//!   log record a flush covered), `log_committed` (with a spool only). Versions 1 (no roll-ups),
 //!   2 (no change records), 3 (no sealed roll-ups), 4 (`head_log` records without differences,
-//!   still read), 5 (a catalog of names, chunks in codec version 2, still read) and 6 (no
-//!   `conflicts`; sequence ranges per gateway, not per queue epoch) are upgraded in place at open;
-//!   any other version is refused with a message naming it.
+//!   still read), 5 (a catalog of names, chunks in codec version 2, still read), 6 (no
+//!   `conflicts`; sequence ranges per gateway, not per queue epoch) and 7 (`head_log` rows, no
+//!   log) are upgraded in place at open; any other version is refused with a message naming it.
 //! * `quantities(name, code)`, `WITHOUT ROWID`: a small code per quantity name.
 //! * `series(meter, quantity, id)`, `WITHOUT ROWID`, primary key (meter, quantity code): one row
 //!   per (meter, quantity) and its id, which every other table uses.
-//! * `head_log(id, data)`: the writer's head made durable: one row per group commit with the
-//!   (series, time, value) of every point the group added to the head. Emptied by each flush.
+//! * `head_log(id, data)`: up to format 7, the writer's head made durable: one row per group
+//!   commit with the (series, time, value) of every point the group added to the head. Rows a
+//!   version 7 store left are loaded and flushed at open; empty since.
 //! * `segments(id, series, day, count, data)`, indexed by (series, day, id): a flushed head, one
 //!   row per series and UTC day holding the readings compressed ([`codec`]); sealed into
 //!   `chunks` with their day.
@@ -50,16 +56,17 @@
 //!
 //! One writer thread owns the write connection. Writes arrive on a channel; the writer takes all
 //! that are waiting and commits them in one transaction (group commit): their new points go to
-//! the in-memory head and, as one `head_log` row, to disk; the gateway ranges, change records,
-//! replaced values and spool rows go to their tables. The commit writes the WAL without waiting
-//! for the disk (`synchronous = NORMAL`); a syncer thread fsyncs the WAL file and only then
-//! answers the requests of the groups committed before, while the writer goes on with the next
-//! group. That is one small row per group whatever the number of series, where a
-//! row per point touched a page per series per commit. The head is flushed (one transaction:
-//! segments, roll-ups merged, `head_log` emptied) when it holds two million points, when its oldest
-//! point is 5 s old, before sealing and retention, at shutdown, and whenever a read comes: every
-//! read first waits for the head to be flushed, so reads see every acknowledged point and never
-//! look at the head. After a crash the head is rebuilt from `head_log` and flushed at open.
+//! the in-memory head and, as one compressed record, to the log; the gateway ranges to the
+//! writer's memory and the same record; change records, conflicts, replaced values and spool
+//! rows to their tables. Neither the append nor the commit waits for the disk (`synchronous =
+//! NORMAL`); a syncer thread fdatasyncs the log file (and the WAL, when the transaction changed
+//! rows) and only then answers the requests of the groups before, while the writer goes on with
+//! the next group. The head is flushed (one transaction: segments, roll-ups merged, gateway rows,
+//! the log position; then the WAL synced and the log files deleted) when it holds two million
+//! points, when its oldest point is 5 s old, before sealing and retention, at shutdown, and
+//! whenever a read comes: every read first waits for the head to be flushed, so reads see every
+//! acknowledged point and never look at the head. After a crash the head is rebuilt from the
+//! log's records after the position and flushed at open.
 //! Reads use separate connections (WAL readers never block the writer).
 //!
 //! # Duplicates and conflicts
@@ -100,6 +107,7 @@ mod group_commit;
 mod head;
 mod hooks;
 pub mod influx;
+pub mod log;
 mod outbox;
 mod reads;
 mod requests;

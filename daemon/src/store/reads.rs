@@ -127,6 +127,10 @@ impl Embedded {
     /// Per gateway, its queue epochs, oldest batch first (the current one last), with their
     /// stored sequence ranges.
     pub async fn gateways(&self) -> Result<Vec<(String, Vec<GatewayEpoch>)>, StoreError> {
+        // The ranges of the groups since the last flush are in the writer's log and memory.
+        if !self.disk.is_full() {
+            self.write(super::requests::WriteOp::Flush).await?;
+        }
         self.read_committed(read_gateways).await
     }
 

@@ -39,7 +39,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
     // The writer touches one page per series per group: a cache that holds the head's pages
     // (64 MiB) keeps ingest from rereading them.
     conn.pragma_update(None, "cache_size", -65_536)?;
-    // Consecutive groups dirty the same pages (the head_log leaf, the roll-up rows): checkpointing
+    // Consecutive flushes dirty the same pages (the roll-up rows, the segments' index): checkpointing
     // every 64 MiB of WAL (4,096 pages of 16 KiB) instead of every 16 MiB copies each of them
     // once instead of many times; after a checkpoint the WAL file is cut back to 64 MiB.
     let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -48,7 +48,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6", "7"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path: path.to_path_buf(), found: found.clone() });
     }
     conn.execute_batch(
@@ -88,7 +88,12 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
         // replace stored readings, hence the new number.
         // Version 6 kept sequence ranges per gateway only: upgraded above to ranges per
         // (gateway, queue epoch), its ranges under the empty epoch of gateways without one.
-        Some("2" | "3" | "4" | "5" | "6") => {
+        // Version 7 kept each group's points as a row of `head_log` (still read: rows left by
+        // a crash are loaded and flushed at open, before anything else is written) and the
+        // gateway ranges in their tables at every group; version 8 keeps both in the log
+        // files (`<data_dir>/log/`), which a version 7 build would not read, hence the new
+        // number. Nothing else changes: `log_position` is 0 until the first flush.
+        Some("2" | "3" | "4" | "5" | "6" | "7") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -216,6 +221,12 @@ pub(super) fn series_id(c: &Connection, meter: &str, q: Quantity) -> rusqlite::R
     c.prepare_cached("SELECT id FROM series WHERE meter = ?1 AND quantity = (SELECT code FROM quantities WHERE name = ?2)")?
         .query_row(params![meter, q.name()], |r| r.get(0))
         .optional()
+}
+
+/// The id of the last log record a flush covered (0: none yet).
+pub(super) fn log_position(conn: &Connection) -> rusqlite::Result<u64> {
+    let v: Option<i64> = conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'log_position'", [], |r| r.get(0)).optional()?;
+    Ok(v.unwrap_or(0).max(0) as u64)
 }
 
 pub(super) fn add_point_count(conn: &Connection, delta: i64) -> rusqlite::Result<()> {

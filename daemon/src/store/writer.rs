@@ -6,14 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use energy_wire::Quantity;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::chunks;
 use super::codec;
 use super::config::StoreOptions;
 use super::fxmap::FxMap;
+use super::gateways::Overlay;
 use super::head::{decode_head_log, Head};
 use super::hooks::CommitHook;
+use super::log::{self, Log};
 use super::requests::WriteOutcome;
 use super::rollup::HourRollup;
 use super::rollup_rows::{put_rollup, put_rollup_with, seal_rollups, stored_rollup, PUT_ROLLUP};
@@ -60,6 +62,34 @@ pub(super) struct Writer<'c> {
     pub(super) now_ms: i64,
     /// The sequence number of the batch sample being applied.
     pub(super) seq: Option<u64>,
+    /// The store's log (`None` only while a store is upgraded in place).
+    pub(super) log: Option<Log>,
+    /// The id of the last log record a flush covered (`meta` key `log_position`).
+    pub(super) log_position: u64,
+    /// Gateway rows changed since the last flush.
+    pub(super) gateways: Overlay,
+    /// `head_log` rows (format 7 and before) were loaded into the head: the flush deletes them.
+    pub(super) legacy_rows: bool,
+    /// Series the open group added to the catalog, for its log record: (id, meter, quantity).
+    pub(super) group_series: Vec<(i64, String, String)>,
+    /// Series read back from the log, written into the catalog (if missing) by the next flush.
+    pub(super) replayed_series: Vec<(i64, String, String)>,
+    /// At open: per series read back from the log, its earliest time, for change records
+    /// written by the next flush (the group's own may not have reached the disk).
+    pub(super) replayed_changes: Option<FxMap<i64, i64>>,
+    /// `meta` key `log_committed` was found: the flush deletes it once no hook needs it.
+    pub(super) committed_marker: bool,
+    /// The next flush may write days before this one straight as chunks (sealing asked for).
+    pub(super) seal_on_flush: Option<i64>,
+    /// Points a flush wrote straight as chunks, for the sealing's count.
+    pub(super) sealed_on_flush: u64,
+}
+
+/// Maps an I/O error of the log to the SQLite error the writer handles (a full disk is
+/// `SQLITE_FULL`, like a failed write of the WAL).
+pub(super) fn log_io_error(e: &std::io::Error, what: &str) -> rusqlite::Error {
+    let code = if e.kind() == std::io::ErrorKind::StorageFull { rusqlite::ffi::SQLITE_FULL } else { rusqlite::ffi::SQLITE_IOERR };
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), Some(format!("{what}: {e}")))
 }
 
 /// How often the writer looks for days to seal, and how many chunks one pass writes at most
@@ -80,6 +110,39 @@ pub(super) enum Put {
     Unchanged,
     /// A different value is stored (this one): the offered value is kept aside.
     Conflict(f64),
+}
+
+/// A group's points sorted by series, then time. Series ids are small and dense: a counting
+/// sort by series (one pass to count, one to place; a group arrives in time order, line by
+/// line, so a comparison sort would reshuffle all of it), then each series' run sorted by time
+/// if a late point left it out of order.
+pub(super) fn sort_by_series(points: Vec<(i64, i64, f64)>) -> Vec<(i64, i64, f64)> {
+    let max = points.iter().map(|p| p.0).max().unwrap_or(0);
+    let dense = points.iter().all(|p| p.0 >= 0) && usize::try_from(max).is_ok_and(|m| m <= 4 * points.len() + (1 << 20));
+    if !dense {
+        let mut points = points;
+        points.sort_unstable_by_key(|p| (p.0, p.1));
+        return points;
+    }
+    let mut start = vec![0usize; max as usize + 2];
+    for p in &points {
+        start[p.0 as usize + 1] += 1;
+    }
+    for i in 1..start.len() {
+        start[i] += start[i - 1];
+    }
+    let mut out = vec![(0i64, 0i64, 0f64); points.len()];
+    for p in points {
+        let at = &mut start[p.0 as usize];
+        out[*at] = p;
+        *at += 1;
+    }
+    for run in out.chunk_by_mut(|a, b| a.0 == b.0) {
+        if !run.is_sorted_by_key(|p| p.1) {
+            run.sort_unstable_by_key(|p| p.1);
+        }
+    }
+    out
 }
 
 impl<'c> Writer<'c> {
@@ -103,6 +166,16 @@ impl<'c> Writer<'c> {
             source: String::new(),
             now_ms: 0,
             seq: None,
+            log: None,
+            log_position: 0,
+            gateways: Overlay::default(),
+            legacy_rows: false,
+            group_series: Vec::new(),
+            replayed_series: Vec::new(),
+            replayed_changes: None,
+            committed_marker: false,
+            seal_on_flush: None,
+            sealed_on_flush: 0,
         }
     }
 
@@ -137,6 +210,7 @@ impl<'c> Writer<'c> {
                 self.conn.prepare_cached(ADD_QUANTITY)?.execute([q.name()])?;
                 self.conn.prepare_cached(ADD_SERIES)?.execute(params![meter, q.name(), id])?;
                 self.next_series = Some(id + 1);
+                self.group_series.push((id, meter.to_string(), q.name().to_string()));
                 id
             }
         };
@@ -273,14 +347,53 @@ impl<'c> Writer<'c> {
         Ok(())
     }
 
-    /// Ends the open group inside its transaction: its `head_log` record, and the hours where a
-    /// stored value was replaced rolled up again from the stored points (the head's points are
-    /// merged in when it is flushed; they are distinct readings).
-    pub(super) fn finish_group(&mut self) -> rusqlite::Result<()> {
-        if !self.head.log.is_empty() {
-            self.conn.prepare_cached("INSERT INTO head_log(data) VALUES (?1)")?.execute([&self.head.log])?;
-            self.head.log.clear();
+    /// Appends the open group's log record (its new points and the gateway states it changed),
+    /// not yet synced; returns its length, `None` when the group has none of them. Called
+    /// before the group's transaction commits: a failed append fails the group.
+    pub(super) fn log_group(&mut self) -> rusqlite::Result<Option<u64>> {
+        let gateways = self.gateways.take_group();
+        let new_series = std::mem::take(&mut self.group_series);
+        if self.head.group.is_empty() && gateways.is_empty() && new_series.is_empty() {
+            return Ok(None);
         }
+        let points = sort_by_series(std::mem::take(&mut self.head.group));
+        let body = log::encode_body(&points, &gateways, &new_series);
+        self.head.group = points;
+        self.head.group.clear();
+        let Some(l) = self.log.as_mut() else { return Err(log_io_error(&std::io::Error::other("no log"), "the store's log")) };
+        let path = l.path().display().to_string();
+        l.append(&body).map_err(|e| log_io_error(&e, &format!("appending to the store's log {path}")))?;
+        let len = (body.len() + log::HEADER) as u64;
+        self.metrics.store_log_bytes.inc_by(len);
+        // A record of ranges only is flushed by age too.
+        self.head.since.get_or_insert(self.now);
+        if self.point_hooks {
+            // A hook keeps rows for these points in the group's transaction (the spool): the
+            // record counts only if that transaction reached the disk (see `load_head`).
+            let id = self.log.as_ref().map_or(0, Log::last_id);
+            let marked = self.conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES ('log_committed', ?1)").and_then(|mut st| st.execute([id.to_string()]));
+            if let Err(e) = marked {
+                self.unlog_group(len);
+                return Err(e);
+            }
+        }
+        Ok(Some(len))
+    }
+
+    /// Takes back the group's log record (its transaction failed to commit), so that the log
+    /// holds only committed groups.
+    pub(super) fn unlog_group(&mut self, record_len: u64) {
+        if let Some(l) = self.log.as_mut() {
+            if let Err(e) = l.undo_last(record_len) {
+                tracing::error!("taking back a failed group's log record failed: {e}");
+            }
+        }
+    }
+
+    /// Ends the open group inside its transaction: the hours where a stored value was replaced
+    /// rolled up again from the stored points (the head's points are merged in when it is
+    /// flushed; they are distinct readings).
+    pub(super) fn finish_group(&mut self) -> rusqlite::Result<()> {
         for (sid, hour) in std::mem::take(&mut self.stale_hours) {
             let pts = chunks::read_series(self.conn, sid, hour, hour + HOUR_MS)?;
             match HourRollup::of_points(&pts) {
@@ -298,10 +411,17 @@ impl<'c> Writer<'c> {
         self.head.points >= HEAD_MAX_POINTS || self.head.since.is_some_and(|t| t.elapsed() >= self.head_max_age)
     }
 
+    /// Whether log records are not yet covered by a flush.
+    pub(super) fn log_unflushed(&self) -> bool {
+        self.log.as_ref().is_some_and(|l| l.last_id() > self.log_position)
+    }
+
     /// Writes the head as segments (one per series and day) and merges its roll-ups into the
-    /// stored ones, emptying `head_log`, in one transaction. The head is kept if it fails.
+    /// stored ones, with the gateway rows changed, the point count and the last log record
+    /// covered (`log_position`), in one transaction; syncs the WAL, then deletes the log files.
+    /// The head is kept if it fails.
     pub(super) fn flush_head(&mut self) -> rusqlite::Result<()> {
-        if self.head.touched.is_empty() {
+        if self.head.touched.is_empty() && !self.log_unflushed() && !self.gateways.is_dirty() && !self.legacy_rows {
             self.head.since = None;
             return Ok(());
         }
@@ -309,17 +429,30 @@ impl<'c> Writer<'c> {
         let tx = self.conn.unchecked_transaction()?;
         let mut newest_rollups = Vec::with_capacity(self.head.touched.len());
         let mut put_segment = self.conn.prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut put_chunk = self.conn.prepare_cached("INSERT INTO chunks(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
         let mut put_rollup = self.conn.prepare_cached(PUT_ROLLUP)?;
+        // Sealing was asked for (`compact_pass` with `all`): a day before the cutoff that holds
+        // no stored reading is written straight as its chunk and roll-up blob, not as a
+        // segment and roll-up rows that the sealing would read, rewrite and delete.
+        let seal_before = self.seal_on_flush.take();
+        let (mut sealed, mut straight): (Vec<(i64, i64)>, u64) = (Vec::new(), 0);
         for &sid in &self.head.touched {
             let Some(slot) = self.head.get_slot(sid) else { continue };
             let pts = &slot.points;
-            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
-                put_segment.execute(params![sid, day_of(day[0].0), day.len() as i64, codec::encode(day)])?;
-            }
-            let mut newest: Option<HourRollup> = None;
             // No reading is stored after this time (when known): hours that start later have
             // no stored roll-up to merge with.
             let stored_until = slot.newest.map(|n| n.1);
+            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
+                let d = day_of(day[0].0);
+                if seal_before.is_some_and(|c| d < c) && stored_until.is_some_and(|t| t < d) {
+                    put_chunk.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
+                    sealed.push((sid, d));
+                    straight += day.len() as u64;
+                } else {
+                    put_segment.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
+                }
+            }
+            let mut newest: Option<HourRollup> = None;
             for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
                 let Some(r) = HourRollup::of_points(hour) else { continue };
                 let stored = match slot.last_rollup {
@@ -338,9 +471,47 @@ impl<'c> Writer<'c> {
             }
             newest_rollups.push((sid, newest));
         }
-        drop((put_segment, put_rollup));
-        self.conn.execute("DELETE FROM head_log", [])?;
+        drop((put_segment, put_chunk, put_rollup));
+        // The roll-up rows of the days written as chunks go into their blobs (merged with what
+        // a blob or rows held, as sealing does).
+        for (sid, d) in sealed {
+            seal_rollups(self.conn, sid, d)?;
+        }
+        if self.legacy_rows {
+            self.conn.execute("DELETE FROM head_log", [])?;
+        }
+        if self.committed_marker && !self.point_hooks {
+            self.conn.execute("DELETE FROM meta WHERE key = 'log_committed'", [])?;
+        }
+        self.write_replayed()?;
+        self.gateways.write(self.conn)?;
+        super::schema::add_point_count(self.conn, self.head.points as i64)?;
+        let position = self.log.as_ref().map_or(self.log_position, Log::last_id);
+        if position != self.log_position {
+            self.conn.prepare_cached("INSERT OR REPLACE INTO meta(key, value) VALUES ('log_position', ?1)")?.execute([position.to_string()])?;
+        }
         tx.commit()?;
+        self.sealed_on_flush += straight;
+        self.legacy_rows = false;
+        self.committed_marker &= self.point_hooks;
+        self.replayed_series.clear();
+        if self.replayed_changes.take().is_some() {
+            // Change records were written behind the hooks' back: they read them again.
+            for h in &mut self.hooks {
+                h.rolled_back(self.conn);
+            }
+        }
+        self.gateways.flushed();
+        if position != self.log_position {
+            // The log files may go once the flush is on disk.
+            self.sync_wal()?;
+            self.log_position = position;
+            if let Some(l) = self.log.as_mut() {
+                if let Err(e) = l.rotate() {
+                    tracing::warn!("starting a new log file after a flush failed ({e}); appending to the old one");
+                }
+            }
+        }
         for (sid, newest) in newest_rollups {
             let slot = self.head.slot(sid);
             if newest.is_some_and(|n| slot.last_rollup.is_none_or(|l| l.hour <= n.hour)) {
@@ -355,10 +526,50 @@ impl<'c> Writer<'c> {
         Ok(())
     }
 
-    /// Loads the head from `head_log` (at the start, or after a failed group): what was
-    /// acknowledged and not yet flushed.
+    /// What the log gave back at open, in the flush's transaction: the catalog rows of its
+    /// series, and change records of its points.
+    fn write_replayed(&self) -> rusqlite::Result<()> {
+        for (id, meter, q) in &self.replayed_series {
+            self.conn.prepare_cached(ADD_QUANTITY)?.execute([q])?;
+            self.conn.prepare_cached("INSERT OR IGNORE INTO series(meter, quantity, id) VALUES (?1, (SELECT code FROM quantities WHERE name = ?2), ?3)")?.execute(params![meter, q, id])?;
+        }
+        let Some(changes) = &self.replayed_changes else { return Ok(()) };
+        let mut earliest: FxMap<String, i64> = FxMap::default();
+        for (&sid, &t) in changes {
+            let meter: Option<String> = self.conn.prepare_cached("SELECT meter FROM series WHERE id = ?1")?.query_row([sid], |r| r.get(0)).optional()?;
+            if let Some(m) = meter {
+                let e = earliest.entry(m).or_insert(t);
+                *e = (*e).min(t);
+            }
+        }
+        for (m, t) in earliest {
+            self.conn
+                .prepare_cached("INSERT INTO dirty_meters(meter, min_ts, seq) VALUES (?1, ?2, 1) ON CONFLICT(meter) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts), seq = seq + 1")?
+                .execute(params![m, t])?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the WAL file (a flush's commit, before the log records it covers are deleted).
+    fn sync_wal(&self) -> rusqlite::Result<()> {
+        let Some(db) = self.conn.path() else { return Ok(()) };
+        let wal = format!("{db}-wal");
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => Ok(()),
+            // Checkpointed and removed meanwhile: the checkpoint synced the database file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(log_io_error(&e, &format!("syncing the store's WAL file {wal}"))),
+        }
+    }
+
+    /// Loads the head from the log records after the last flush's position, and from `head_log`
+    /// rows left by a store of format 7 or before (at the start, or after a failed group): what
+    /// was acknowledged and not yet flushed; the gateway rows changed since come with it.
     pub(super) fn load_head(&mut self) -> rusqlite::Result<u64> {
         self.head = Head::default();
+        self.gateways.clear();
+        self.replayed_series.clear();
+        self.group_series.clear();
         self.day_cache.clear();
         let mut st = self.conn.prepare("SELECT id, data FROM head_log ORDER BY id")?;
         let rows: Vec<(i64, Vec<u8>)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
@@ -369,9 +580,51 @@ impl<'c> Writer<'c> {
             };
             for (sid, ts, v) in points {
                 self.head.insert(sid, ts, v);
+                if let Some(c) = self.replayed_changes.as_mut() {
+                    let e = c.entry(sid).or_insert(ts);
+                    *e = (*e).min(ts);
+                }
+            }
+            self.legacy_rows = true;
+        }
+        // With a hook that keeps rows for the points in the group's transaction (the spool),
+        // a record counts only if that transaction is on disk too (it was not acknowledged
+        // otherwise; its sender sends it again).
+        let committed: Option<u64> = self.conn.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'log_committed'", [], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64);
+        self.committed_marker = committed.is_some();
+        if let Some(l) = &self.log {
+            let dir = l.path().parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let scan = log::scan(&dir, self.log_position, false).map_err(|e| log_io_error(&std::io::Error::other(e.to_string()), "reading the store's log"))?;
+            for (id, body) in scan.records {
+                if committed.is_some_and(|c| id > c) {
+                    tracing::warn!(record = id, "a log record whose transaction did not reach the disk (never acknowledged) is left out");
+                    continue;
+                }
+                let body = log::decode_body(&body).map_err(|e| log_io_error(&std::io::Error::other(e.to_string()), &format!("log record {id} in {}", dir.display())))?;
+                for (sid, ts, v) in body.points {
+                    self.head.insert(sid, ts, v);
+                    if let Some(c) = self.replayed_changes.as_mut() {
+                        let e = c.entry(sid).or_insert(ts);
+                        *e = (*e).min(ts);
+                    }
+                }
+                for g in body.gateways {
+                    self.gateways.replay(g);
+                }
+                for (id, meter, q) in body.new_series {
+                    // Known to the writer before the catalog has them (ids are not given twice).
+                    if let Some(&quantity) = Quantity::ALL.iter().find(|x| x.name() == q) {
+                        let ids = self.series.entry(meter.clone()).or_insert_with(|| vec![0; Quantity::ALL.len()]);
+                        if let Some(slot) = ids.get_mut(quantity as usize) {
+                            *slot = id;
+                        }
+                    }
+                    self.next_series = Some(self.next_series.unwrap_or(0).max(id + 1));
+                    self.replayed_series.push((id, meter, q));
+                }
             }
         }
-        self.head.log.clear();
+        self.head.group.clear();
         self.head_points.store(self.head.points, std::sync::atomic::Ordering::Release);
         Ok(self.head.points)
     }
@@ -380,20 +633,24 @@ impl<'c> Writer<'c> {
     /// With `all` (asked for), the head is flushed first and days being backfilled are sealed
     /// too; the background passes leave the head to its own flushes.
     pub(super) fn compact_pass(&mut self, seal_after_ms: i64, all: bool) -> rusqlite::Result<chunks::Compacted> {
-        if all {
-            self.flush_head()?;
-        }
         let cutoff = day_of(chrono::Utc::now().timestamp_millis() - seal_after_ms);
+        if all {
+            self.seal_on_flush = Some(cutoff);
+            let flushed = self.flush_head();
+            self.seal_on_flush = None;
+            flushed?;
+        }
         self.seal_cutoff = cutoff;
         let head = &self.head;
         let busy = |sid: i64, day: i64| !all && head.get_slot(sid).and_then(|s| s.backfill).is_some_and(|(d, t)| d == day && t.elapsed() < BACKFILL_QUIET);
         let tx = self.conn.unchecked_transaction()?;
-        let done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
+        let mut done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         for &(sid, day) in &done.sealed {
             seal_rollups(self.conn, sid, day)?;
         }
         tx.commit()?;
         self.day_cache.clear();
+        done.points += std::mem::take(&mut self.sealed_on_flush);
         Ok(done)
     }
 }

@@ -173,3 +173,41 @@ proptest::proptest! {
         proptest::prop_assert_eq!(got.3, Some(Corrected { previous: Some(pts[0].1 + 1000.0), conflicts_resolved: 1 }));
     }
 }
+
+/// A compaction whose head holds days with nothing stored yet (a backfill of old days) writes
+/// them straight as chunks and roll-up blobs: no segment, no roll-up row written and deleted.
+/// A day with stored readings takes the segment and is sealed as before; both read the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_writes_days_with_nothing_stored_straight_as_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unhurried(dir.path());
+    let q = Quantity::ActiveEnergyImport;
+    let day0 = day_of(1_764_288_000_000);
+    let pts: Vec<(i64, f64)> = (0..2 * 1440).map(|i| (day0 + i * 60_000, 50.0 + i as f64 / 100.0)).collect();
+    let write = |m: &str, v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: m.into(), quantity: q, ts, value }).collect::<Vec<_>>();
+    // Meter "s": two whole days only in the head. Meter "t": its first day's morning flushed
+    // (stored) before the rest arrives.
+    store.write_points(write("s", &pts)).await.unwrap();
+    store.write_points(write("t", &pts[..300])).await.unwrap();
+    store.flush().await.unwrap();
+    store.write_points(write("t", &pts[300..])).await.unwrap();
+    let o = store.compact().await.unwrap();
+    assert_eq!(o.points_sealed, 2 * pts.len() as u64);
+    for m in ["s", "t"] {
+        assert_eq!(store.points(m, q, 0, i64::MAX).await.unwrap(), pts, "{m}");
+        assert_eq!(store.rollups(m, q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts), "{m}");
+    }
+    let counts: (i64, i64, i64, i64) = store
+        .read(|c| c.query_row("SELECT (SELECT count(*) FROM segments), (SELECT count(*) FROM chunks), (SELECT count(*) FROM rollup_hour), (SELECT count(*) FROM rollup_day)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))))
+        .await
+        .unwrap();
+    assert_eq!(counts, (0, 4, 0, 4));
+    // A late reading for a sealed day still goes through a segment and is sealed again.
+    let late = (day0 + 30, 1.0);
+    store.write_points(write("s", &[late])).await.unwrap();
+    store.compact().await.unwrap();
+    let mut want = pts.clone();
+    want.insert(1, late);
+    assert_eq!(store.points("s", q, 0, i64::MAX).await.unwrap(), want);
+    store.close();
+}

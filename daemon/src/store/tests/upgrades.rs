@@ -71,7 +71,7 @@ async fn a_version_6_store_is_upgraded_in_place_with_an_empty_conflicts_table() 
     store.close();
     let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, "7");
+    assert_eq!(v, FORMAT_VERSION.to_string());
     let idx: i64 = c.query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('conflicts_meter', 'conflicts_open')", [], |r| r.get(0)).unwrap();
     assert_eq!(idx, 2);
 }
@@ -151,4 +151,58 @@ async fn a_version_1_store_is_upgraded_with_its_rollups() {
     let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
     assert_eq!(v, FORMAT_VERSION.to_string());
+}
+
+/// A version 7 store left by a crash: the acknowledged points of its last groups are rows of
+/// `head_log` (not flushed), its gateway ranges in their tables. Opened by this build: every
+/// point is kept (flushed at open, `head_log` emptied), the ranges still drop a resend, the
+/// version is 8, and later groups go to the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_7_store_with_rows_in_head_log_keeps_every_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quantity::ActiveEnergyImport;
+    let t = 1_764_288_000_000i64;
+    let flushed: Vec<Point> = (0..10).map(|i| Point { meter: "m".into(), quantity: q, ts: t + i * 60_000, value: 1.0 + i as f64 / 100.0 }).collect();
+    {
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(flushed.clone()).await.unwrap();
+        store.write_batch(Batch::new("gw", 1, vec![sample("g", t, 5.0), sample("g", t + 60_000, 6.0)])).await.unwrap();
+        store.close();
+    }
+    // As version 7 left it: two groups' records in head_log (series 1 is m's; a later time
+    // and one between two flushed readings), and the log directory absent.
+    let sid: i64;
+    {
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        sid = c.query_row("SELECT id FROM series WHERE meter = 'm'", [], |r| r.get(0)).unwrap();
+        c.execute("UPDATE meta SET value = '7' WHERE key = 'format_version'", []).unwrap();
+        c.execute("DELETE FROM meta WHERE key = 'log_position'", []).unwrap();
+        let rows = [encode_head_log(&[(sid, t + 600_000, 1.25), (sid, t + 660_000, 1.5)]), encode_head_log(&[(sid, t + 30_000, 1.005)])];
+        for r in rows {
+            c.execute("INSERT INTO head_log(data) VALUES (?1)", [r]).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    let mut want: Vec<(i64, f64)> = flushed.iter().map(|p| (p.ts, p.value)).collect();
+    want.extend([(t + 600_000, 1.25), (t + 660_000, 1.5), (t + 30_000, 1.005)]);
+    want.sort_by_key(|p| p.0);
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap(), want);
+    // The late reading is merged into the hour's sum after the others (a last bit may differ).
+    let (got, of) = (store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&want));
+    assert_eq!(got.iter().map(|r| (r.hour, r.first_ts, r.last_ts, r.count, r.min, r.max)).collect::<Vec<_>>(), of.iter().map(|r| (r.hour, r.first_ts, r.last_ts, r.count, r.min, r.max)).collect::<Vec<_>>());
+    assert!(got.iter().zip(&of).all(|(a, b)| (a.sum - b.sum).abs() < 1e-9));
+    let o = store.write_batch(Batch::new("gw", 1, vec![sample("g", t, 5.0), sample("g", t + 60_000, 6.0)])).await.unwrap();
+    assert_eq!((o.samples_duplicate, o.samples_stored), (2, 0));
+    let o = store.write_points(vec![Point { meter: "m".into(), quantity: q, ts: t + 720_000, value: 2.0 }]).await.unwrap();
+    assert_eq!(o.points_written, 1);
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, FORMAT_VERSION.to_string());
+    assert_eq!(FORMAT_VERSION, 8);
+    let left: i64 = c.query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0);
+    let count: i64 = c.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0)).unwrap();
+    assert_eq!(count, 13 + 2 + 1, "m's 13 and the new one, g's 2");
 }

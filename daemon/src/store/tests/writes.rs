@@ -172,13 +172,12 @@ async fn retention_deletes_old_raw_points_and_keeps_their_rollups() {
 }
 
 /// The head after a crash: the writer stopped without flushing (what a SIGKILL leaves)
-/// holds the acknowledged points in `head_log`; opening the store flushes them.
+/// holds the acknowledged points and gateway ranges in the store's log; opening the store
+/// replays and flushes them, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_points_in_the_head_survive_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    // No flush by age during the test, however slow the machine.
-    let options = StoreOptions { head_max_age_ms: 3_600_000, ..Default::default() };
-    let store = open_with(dir.path(), Metrics::new(), options).unwrap();
+    let store = open_unhurried(dir.path());
     let q = Quantity::ActiveEnergyImport;
     let t0 = 1_764_288_000_000;
     let pts: Vec<(i64, f64)> = (0..500).map(|i| (t0 + i * 60_000, 100.0 + i as f64 / 4.0)).collect();
@@ -191,14 +190,29 @@ async fn acknowledged_points_in_the_head_survive_a_crash() {
     assert_eq!(o.points_written, 200);
     let o = store.write_points(write(&[(pts[450].0, 7.0), (pts[10].0, 8.0), pts[11]])).await.unwrap();
     assert_eq!((o.points_conflicting, o.points_unchanged), (2, 1));
-    // The writer stops as in a crash: the head in memory is gone, head_log is on disk.
+    // A gateway's batches (a new meter, so a new series too), a resend of the first dropped.
+    let batch = |seq: u64, from: i64, n: i64| Batch::new("gw", seq, (from..from + n).map(|i| sample("g", t0 + i * 60_000, i as f64 / 100.0)).collect()).with_epoch(Some("e1".into()));
+    let o = store.write_batch(batch(1, 0, 5)).await.unwrap();
+    assert_eq!((o.samples_stored, o.acked_through), (5, 5));
+    assert_eq!(store.write_batch(batch(1, 0, 5)).await.unwrap().samples_duplicate, 5);
+    store.write_batch(batch(6, 5, 3)).await.unwrap();
+    // The writer stops as in a crash: the head in memory is gone, the log is on disk.
     store.write(WriteOp::Crash).await.unwrap();
     if let Some(h) = store.writer.lock().unwrap().take() {
         h.join().unwrap();
     }
     drop(store);
-    let logged: i64 = Connection::open(dir.path().join("energyd.sqlite")).unwrap().query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
-    assert_eq!(logged, 1, "the group of new points since the flush is in head_log");
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let position = schema::log_position(&c).unwrap();
+    let logged = crate::store::log::scan(&dir.path().join("log"), position, false).unwrap();
+    // Four groups since the flush: 200 points, 5 samples, the resend (its epoch's latest
+    // batch time changed), 3 samples; the conflicts are rows of the groups' transactions.
+    assert_eq!(logged.records.len(), 4, "the groups of new points and ranges since the flush are in the log");
+    // As if the groups' transactions had not reached the disk while the log had (the kernel
+    // writes files back in any order): the new series' catalog row and the change records
+    // are gone; the log brings both back.
+    c.execute_batch("DELETE FROM series WHERE meter = 'g'; DELETE FROM dirty_meters;").unwrap();
+    drop(c);
     let want = pts.clone();
     let crashed = open(dir.path(), Metrics::new()).unwrap();
     let kept: Vec<(i64, f64, f64)> = crashed.conflicts("m", 10).await.unwrap().iter().map(|c| (c.conflict.ts, c.conflict.stored, c.conflict.offered)).collect();
@@ -206,10 +220,25 @@ async fn acknowledged_points_in_the_head_survive_a_crash() {
     assert_eq!(crashed.points("m", q, 0, i64::MAX).await.unwrap(), want);
     assert_eq!(crashed.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&want));
     assert_eq!(crashed.last_seen("m"), Some(pts[499].0));
-    let left: i64 = crashed.read(|c| c.query_row("SELECT count(*) FROM head_log", [], |r| r.get(0))).await.unwrap();
-    assert_eq!(left, 0);
-    // Sending everything again after the restart changes nothing.
+    let g = crashed.points("g", q, 0, i64::MAX).await.unwrap();
+    assert_eq!(g, (0..8).map(|i| (t0 + i * 60_000, i as f64 / 100.0)).collect::<Vec<_>>());
+    let gws = crashed.gateways().await.unwrap();
+    assert_eq!((gws[0].1[0].epoch.as_deref(), gws[0].1[0].ranges.clone()), (Some("e1"), vec![(1, 8)]));
+    let mut changed: Vec<(String, i64)> = crashed.change_records().await.unwrap().into_iter().map(|r| (r.0, r.1)).collect();
+    changed.sort();
+    assert_eq!(changed, vec![("g".to_string(), t0), ("m".to_string(), pts[300].0)], "the points replayed are change records");
+    // The log was flushed at open and its files deleted.
+    let position = crashed.read(|c| schema::log_position(c)).await.unwrap();
+    assert!(crate::store::log::scan(&dir.path().join("log"), position, false).unwrap().records.is_empty());
+    // Sending everything again after the restart changes nothing: the ranges drop the
+    // batches, the points are there.
     let o = crashed.write_points(write(&want)).await.unwrap();
     assert_eq!((o.points_written, o.points_unchanged, o.points_conflicting), (0, 500, 0));
+    let o = crashed.write_batch(batch(1, 0, 8)).await.unwrap();
+    assert_eq!((o.samples_duplicate, o.samples_stored, o.acked_through), (8, 0, 8));
+    // A new series after the restart does not take the id of one known only from the log.
+    crashed.write_points(vec![Point { meter: "h".into(), quantity: q, ts: t0, value: 1.0 }]).await.unwrap();
+    let ids: Vec<i64> = crashed.read(|c| c.prepare("SELECT id FROM series ORDER BY id")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
+    assert_eq!(ids, vec![1, 2, 3]);
     crashed.close();
 }
