@@ -104,20 +104,27 @@ fn main() {
     let (t0, c0) = (Instant::now(), cpu_seconds());
     let (total, passed) = run(&all, &typical);
     let (cold, cold_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
-    let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..5 {
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let (mut wall, mut cpu) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for _ in 0..rounds {
         let (t, c) = (Instant::now(), cpu_seconds());
         let (again, _) = run(&all, &typical);
-        best = best.min(t.elapsed().as_secs_f64());
-        best_cpu = best_cpu.min(cpu_seconds() - c);
+        wall.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_seconds() - c);
         assert_eq!(again, total, "the same answer every run");
     }
-    println!(
-        "savings of {meters} meters x 2 years daily: first {cold:.3} s elapsed ({cold_cpu:.2} s CPU), warm (best of 5) {best:.3} s elapsed ({best_cpu:.2} s CPU, one thread); {passed} models pass ASHRAE 14; total avoided {total:.0}"
-    );
-    // One thread, so the CPU time is the time the computation takes on a core of its own.
-    if best_cpu >= 1.0 {
-        eprintln!("FAILED: warm run {best_cpu:.3} CPU s >= 1 s");
-        std::process::exit(1);
-    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let worst = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (wall_worst, cpu_worst) = (worst(&wall), worst(&cpu));
+    let (wall_median, cpu_median) = (median(&mut wall), median(&mut cpu));
+    println!("savings of {meters} meters x 2 years daily, one thread; {passed} models pass ASHRAE 14; total avoided {total:.0}");
+    println!("  first run      {cold:.3} s elapsed, {cold_cpu:.2} s CPU");
+    println!("  warm, {rounds} rounds: median {wall_median:.3} s elapsed ({cpu_median:.2} s CPU), worst {wall_worst:.3} s elapsed ({cpu_worst:.2} s CPU)");
+    // One thread, so the CPU time is the time the computation takes on a core of its own; the
+    // elapsed time on a shared machine says as much about the other work as about this one.
+    let verdict = if cpu_median < 1.0 { "met" } else { "NOT met" };
+    println!("  goal (issue 23): under 1 s warm for the jurisdiction: {verdict} (median CPU {cpu_median:.2} s)");
 }
