@@ -50,6 +50,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registry;
 
+pub mod sessions;
+pub mod users;
+
 /// What a token may do.
 ///
 /// - `admin`: everything;
@@ -153,6 +156,19 @@ pub struct AuthConfig {
     pub tokens_file: Option<PathBuf>,
     #[serde(default)]
     pub metrics: MetricsAccess,
+    /// The page's user accounts (`energyd user add`); default `<data_dir>/users.toml`.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// A page session ends after this many minutes without a request (default 30).
+    #[serde(default)]
+    pub session_idle_minutes: Option<u64>,
+}
+
+impl AuthConfig {
+    /// Inactivity after which a page session ends, ms.
+    pub fn session_idle_ms(&self) -> i64 {
+        i64::try_from(self.session_idle_minutes.unwrap_or(30).clamp(1, 24 * 60)).unwrap_or(30) * 60_000
+    }
 }
 
 #[derive(Deserialize)]
@@ -626,6 +642,7 @@ carrier = "electricity"
             ],
             tokens_file: Some("missing.toml".into()),
             metrics: MetricsAccess::Open,
+            ..Default::default()
         };
         let e = Tokens::load(&cfg, Path::new("/nonexistent"), Some(&reg)).unwrap_err().join("\n");
         for want in ["`ok`: the name is used by two", "`no-agency`: role agency needs", "agency `zz` is not in the registry", "gateway `bad id`", "`eng`: role engineer takes neither", "`h`: sha256 must be 64 hex", "missing.toml: cannot read"] {

@@ -19,6 +19,7 @@ pub mod serve;
 pub mod reports;
 pub mod store;
 pub mod time;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub struct Daemon {
     influx: Option<Arc<store::influx::Influx>>,
     /// `[auth]`, for reloading its tokens file.
     auth_cfg: Option<auth::AuthConfig>,
+    /// The page's settings (users file, session idle time, HTTPS).
+    web: web::WebSetup,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -181,6 +184,11 @@ impl Daemon {
         let addr = listener.local_addr().map_err(|source| DaemonError::Listen { addr: listen, source })?;
         let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
         let (mqtt, limits, auth_cfg) = (loaded.config.mqtt.clone(), http.conn_limits(), loaded.config.auth.clone());
+        let web = web::WebSetup {
+            users_file: loaded.config.users_file(),
+            session_idle_ms: auth_cfg.as_ref().map_or(30 * 60_000, auth::AuthConfig::session_idle_ms),
+            secure: tls.is_some(),
+        };
         let registry = Arc::new(loaded.registry);
         let options = ingest::IngestOptions { config: loaded.config.ingest.clone(), raw_days: loaded.config.retention.raw_days, max_body_bytes: loaded.config.http.max_body_bytes };
         let ingest = ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options);
@@ -197,7 +205,7 @@ impl Daemon {
             audit,
             alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
         });
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, web })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -231,7 +239,7 @@ impl Daemon {
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, stops
     /// the background tasks, and closes the store after its last commit.
     pub async fn serve(self, cancel: CancellationToken) -> Result<(), DaemonError> {
-        let app = api::app(self.state.clone());
+        let app = web::app(self.state.clone(), self.web.clone());
         self.announce();
         let tasks = self.spawn_tasks();
         let res = serve::serve(self.listener, app, self.tls, self.limits, self.state.metrics.clone(), cancel).await;

@@ -47,9 +47,9 @@ agency = "b"
 pub(super) const T0: i64 = 1_772_294_400_000;
 const H: i64 = 3_600_000;
 
-pub(super) struct Fixture {
-    pub(super) _dir: tempfile::TempDir,
-    pub(super) state: Arc<AppState>,
+pub(crate) struct Fixture {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) state: Arc<AppState>,
 }
 
 fn fixture(unknown: UnknownMeter) -> Fixture {
@@ -57,7 +57,7 @@ fn fixture(unknown: UnknownMeter) -> Fixture {
 }
 
 /// A fixture with tokens (`None`: authentication off) and an ingest rate limiter.
-pub(super) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: RateLimiter) -> Fixture {
+pub(crate) fn fixture_with(registry: &str, unknown: UnknownMeter, auth: Option<crate::auth::Tokens>, ingest_limiter: RateLimiter) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Metrics::new();
     let store = crate::store::open(dir.path(), metrics.clone()).unwrap();
