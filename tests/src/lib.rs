@@ -4,6 +4,8 @@
 //! The binaries are built by the test command (`cargo build --bins` before the tests); a test
 //! that cannot find one fails with a message that says so.
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

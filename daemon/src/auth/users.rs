@@ -124,6 +124,9 @@ pub fn load(path: &Path, registry: Option<&Registry>) -> Result<Vec<UserEntry>, 
 pub fn save(path: &Path, users: &[UserEntry]) -> Result<(), UsersError> {
     let err = |source| UsersError::Write { path: path.to_path_buf(), source };
     let text = to_toml(users);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
     let tmp = path.with_extension("toml.tmp");
     {
         use std::io::Write as _;

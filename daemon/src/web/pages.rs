@@ -389,7 +389,23 @@ async fn deadlines(w: &WebShared, c: &Ctx) -> Result<String, ApiError> {
             (false, false) => c.t("待补数据", "data missing"),
         };
         let class = if !a.complete && overdue { " class=\"overdue\"" } else { "" };
-        let _ = write!(h, "<tr{class}><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&a.name), state, esc(&a.missing.join("; ")));
+        let missing = match c.lang {
+            Lang::En => a.missing.join("; "),
+            Lang::Zh => {
+                let mut m = Vec::new();
+                if a.missing_headcount {
+                    m.push(format!("缺少{}年用能人数", d.year));
+                }
+                if !a.unexplained_decreases.is_empty() {
+                    m.push(format!("{}块表读数下降待核查", a.unexplained_decreases.len()));
+                }
+                if a.coverage < 1.0 && !a.complete {
+                    m.push(format!("数据覆盖率{:.1}%", a.coverage * 100.0));
+                }
+                m.join("；")
+            }
+        };
+        let _ = write!(h, "<tr{class}><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&a.name), state, esc(&missing));
     }
     h.push_str("</tbody></table></section>");
     Ok(h)
@@ -477,6 +493,7 @@ pub(super) async fn meter(State(w): State<WebShared>, viewer: Viewer, Path(id): 
         let _ = write!(body, "<p class=\"done\" role=\"status\">{}</p>", esc(msg));
     }
     body.push_str(&kpis(&c, &now, &yb, &before, None));
+    body.push_str(&breakdown(&c, &now));
     // The raw series of the counter over the period, with gaps and flags of the years in it.
     let (from, to) = c.period.bounds();
     let (from_ms, to_ms) = (crate::time::day_start(s.tz, from).timestamp_millis(), crate::time::day_start(s.tz, to).timestamp_millis());
