@@ -14,6 +14,7 @@ pub mod figures;
 mod login;
 mod pages;
 pub mod period;
+pub mod readings;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -239,6 +240,8 @@ pub fn app(state: Shared, setup: WebSetup) -> Router {
         .route("/buildings/{id}", get(pages::building))
         .route("/meters/{id}", get(pages::meter))
         .route("/meters/{id}/events", post(pages::post_event))
+        .route("/agencies/{id}/readings", get(readings::form).post(readings::save))
+        .route("/agencies/{id}/readings.xlsx", get(readings::template).post(readings::import))
         .route("/reports", get(pages::reports))
         .route("/alerts", get(pages::alerts))
         .route("/logout", post(login::logout))

@@ -415,6 +415,18 @@ fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{what} `{id}` is not in the registry"))
 }
 
+/// The page frame around `body` for a page under agency `agency` (readings).
+pub(super) fn frame(w: &WebShared, viewer: Viewer, p: &HashMap<String, String>, path: &str, title: &str, agency: &str, body: &str) -> Result<Html<String>, ApiError> {
+    let c = Ctx::new(w, viewer, p)?;
+    let name = w.app.registry.agency(agency).map_or(agency.to_string(), |a| a.name.clone());
+    let mut crumbs = Vec::new();
+    if c.viewer.principal.reads_all() {
+        crumbs.push((c.link("/"), c.t("全辖", "Jurisdiction").to_string()));
+    }
+    crumbs.push((c.link(&format!("/agencies/{}", fmt::url_encode(agency))), name));
+    Ok(layout(&c, path, title, &crumbs, body))
+}
+
 /// `GET /agencies/{id}`
 pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id): Path<String>, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let c = Ctx::new(&w, viewer, &p)?;
@@ -432,6 +444,13 @@ pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id):
     }
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    let _ = write!(
+        body,
+        "<p class=\"links\"><a href=\"/agencies/{}/readings{}\">{}</a></p>",
+        esc(&fmt::url_encode(&id)),
+        if c.lang == Lang::En { "?lang=en" } else { "" },
+        c.t("月度抄表（人工抄读的计量表）", "Monthly readings (meters read by hand)")
+    );
     let _ = write!(body, "<section><h2>{}</h2><ul class=\"buildings\">", c.t("建筑", "Buildings"));
     for b in reg.file.buildings.iter().filter(|b| b.occupants.iter().any(|o| o.agency == id)) {
         let _ = write!(body, "<li><a href=\"/buildings/{}?{}\">{}</a> ({} m²)</li>", esc(&fmt::url_encode(&b.id)), esc(&c.q(c.period)), esc(&b.name), fmt::num(c.lang, b.floor_area, 0));

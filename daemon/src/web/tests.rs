@@ -258,3 +258,60 @@ async fn static_files_are_embedded_and_cached() {
     let a = get(&s, "/static/../../etc/passwd", None).await;
     assert!(a.status.is_client_error() && !a.body.contains("root:"), "{}", a.status);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() {
+    let s = site(false, 60_000);
+    let cookie = session(&s, "eng").await;
+    let page = get(&s, "/agencies/a/readings?month=2026-02", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("name=\"reading.m1\"") && !page.body.contains("reading.e2"), "only agency a's meters");
+    let csrf = csrf_of(&page.body);
+    let a = post(&s, "/agencies/a/readings", Some(&cookie), "month=2026-02&reading.m1=100").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let a = post(&s, "/agencies/a/readings", Some(&cookie), &format!("csrf={csrf}&month=2026-02&reading.m1=100")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let ev = s.f.state.engine.event_records(Some("m1"));
+    let v = serde_json::to_value(&ev[0]).unwrap();
+    // February's reading is the counter at the start of 1 March.
+    assert_eq!((v["kind"].as_str(), v["time"].as_str(), v["value"].as_f64()), (Some("reading"), Some("2026-03-01"), Some(100.0)), "{v}");
+    // The template, filled in and imported (the March reading of m1).
+    let t = send(&s, Request::get("/agencies/a/readings.xlsx?month=2026-03").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+    assert_eq!(t.status, StatusCode::OK);
+    let meters: Vec<&crate::registry::Meter> = super::readings::hand_read(&s.f.state.registry, "a");
+    let mut cells = super::readings::cells_of(&super::readings::template_bytes(&meters, "2026-03").unwrap()).unwrap();
+    cells[1][5] = "250.5".into();
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    for (r, row) in cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32, c as u16, v).unwrap();
+        }
+    }
+    let filled = wb.save_to_buffer().unwrap();
+    let import = |csrf: &str, body: Vec<u8>| Request::post("/agencies/a/readings.xlsx").header(header::COOKIE, &cookie).header("x-csrf-token", csrf).body(Body::from(body)).unwrap();
+    assert_eq!(send(&s, import("wrong", filled.clone())).await.status, StatusCode::FORBIDDEN);
+    let a = send(&s, import(&csrf, filled)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(s.f.state.engine.event_records(Some("m1")).len(), 2);
+    // A sheet naming another agency's meter records nothing and says which row.
+    cells[1][0] = "e2".into();
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    for (r, row) in cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32, c as u16, v).unwrap();
+        }
+    }
+    let a = send(&s, import(&csrf, wb.save_to_buffer().unwrap())).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("row 2: meter `e2`"), "{}", a.body);
+    assert_eq!(send(&s, import(&csrf, b"not a workbook".to_vec())).await.status, StatusCode::BAD_REQUEST);
+    // An agency user sees its form but may not record (the API's role rule for meter events).
+    let officer = session(&s, "officer-a").await;
+    let page = get(&s, "/agencies/a/readings", Some(&officer)).await;
+    assert!(page.status == StatusCode::OK && page.body.contains("disabled"));
+    let a = post(&s, "/agencies/a/readings", Some(&officer), &format!("csrf={}&month=2026-02&reading.m1=1", csrf_of(&page.body))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&s, "/agencies/b/readings", Some(&officer)).await.status, StatusCode::FORBIDDEN);
+}

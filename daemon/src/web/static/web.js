@@ -54,5 +54,25 @@
     });
     document.body.setAttribute("data-charts-ready", "1");
   }
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw); else draw();
+  // XLSX import: the file is posted as it is, with the session's CSRF token in a header.
+  function imports() {
+    var csrf = document.querySelector("meta[name=csrf]");
+    document.querySelectorAll("form[data-import]").forEach(function (f) {
+      f.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var file = f.querySelector("input[type=file]").files[0];
+        var out = f.querySelector("output");
+        if (!file) return;
+        fetch(f.getAttribute("data-import") + (zh ? "" : "?lang=en"), {
+          method: "POST", credentials: "same-origin",
+          headers: { "X-CSRF-Token": csrf ? csrf.content : "", "Content-Type": "application/octet-stream" }, body: file
+        }).then(function (r) { return r.json().then(function (j) { return [r.ok, j]; }); }).then(function (a) {
+          if (a[0]) { out.textContent = (zh ? "已导入读数：" : "Readings imported: ") + a[1].recorded; setTimeout(function () { location.reload(); }, 800); }
+          else { out.textContent = a[1].error || JSON.stringify(a[1]); out.className = "error"; }
+        });
+      });
+    });
+  }
+  function start() { draw(); imports(); }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
 })();
