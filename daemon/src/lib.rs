@@ -48,6 +48,8 @@ pub enum DaemonError {
     Audit(#[from] audit::AuditError),
     #[error("storage.influxdb: {0}")]
     Influx(String),
+    #[error("alerts: {0}")]
+    Alerts(#[from] alerts::actions::ActionError),
 }
 
 /// A daemon whose store is open and whose listener is bound, ready to serve.
@@ -203,7 +205,7 @@ impl Daemon {
             request_timeout: std::time::Duration::from_millis(loaded.config.http.request_timeout_ms),
             auth: loaded.tokens,
             audit,
-            alerts: Arc::new(alerts::Alerts::new(loaded.config.alerts.clone())),
+            alerts: Arc::new(alerts::Alerts::open(loaded.config.alerts.clone(), &loaded.config.data_dir, loaded.tz)?),
         });
         Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, web })
     }

@@ -66,7 +66,7 @@ fn main() {
             let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.expect("listen");
             let t = Transport::Tcp(ep.to_string());
             let mut link = connect(&t, Duration::from_secs(2)).await.expect("connect").with_gap(energy_gateway::transport::rtu_silence(BAUD));
-            let mut m = FieldMeter { profile: p.clone(), address: Some(vec![1, 0, 0, 0, 0, 0]), ser: 0 };
+            let mut m = FieldMeter::new(p.clone(), Some(vec![1, 0, 0, 0, 0, 0]));
             let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
             let polls = env_u64("BENCH_POLLS", 3);
             let start = Instant::now();

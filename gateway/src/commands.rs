@@ -14,7 +14,7 @@ use energy_gateway::field::frame::{hex, parse_address, parse_hex};
 use energy_gateway::field::profile::{load_field_dir, FieldProfile, Protocol};
 use energy_gateway::field::{cjt188, probe as fprobe};
 use energy_gateway::poll::Link;
-use energy_gateway::profile::{self, Block, Function, Order, ValueType};
+use energy_gateway::profile::{self, Block, Function, Order, Ratio, ValueType};
 use energy_gateway::transport::{Parity, Transport};
 
 /// The installed profile directory (Debian-style layout; see deploy/README.md).
@@ -168,12 +168,14 @@ pub(crate) fn show_profile(dir: &Path, name: &str) -> Result<(), ExitCode> {
                     if v.signed { "yes" } else { "" }.to_string(),
                     v.quantity.name().to_string(),
                     if v.scale == 1.0 { String::new() } else { format!("x{}", v.scale) },
+                    if v.ratio() == Ratio::None { String::new() } else { v.ratio().name().to_string() },
                     v.unit.clone(),
                 ]);
                 offset += bytes;
             }
         }
-        table(&["DI", "BYTE", "FORMAT", "BYTES", "SIGNED", "QUANTITY", "SCALE", "UNIT"], &rows)?;
+        table(&["DI", "BYTE", "FORMAT", "BYTES", "SIGNED", "QUANTITY", "SCALE", "RATIO", "UNIT"], &rows)?;
+        out("RATIO: multiplied by the device's ct_ratio, pt_ratio or both (ct_pt) from the gateway configuration (default 1)")?;
         return out(&format!("read plan: {} requests for {} values (each identifier one request, follow-up frames as the meter sends them)", p.reads.len(), p.quantities().len()));
     }
     let modbus = profile::load_dir(dir).map_err(|e| {
@@ -310,6 +312,9 @@ pub(crate) struct ReadRequest {
     pub(crate) format: Option<String>,
     pub(crate) signed: bool,
     pub(crate) meter_type: String,
+    /// CJ/T 188 variant keys as profiles write them (`di_order`, `unit_position`).
+    pub(crate) di_order: Option<String>,
+    pub(crate) unit_position: Option<String>,
 }
 
 fn parse_register(s: &str) -> Result<u16, String> {
@@ -401,19 +406,43 @@ async fn read_dlt(ed: Edition, transport: &Transport, req: &ReadRequest, mcfg: &
 
 async fn read_cjt(transport: &Transport, req: &ReadRequest, mcfg: &ModbusConfig) -> Result<String, Fail> {
     let ty = parse_hex(&req.meter_type).ok().filter(|b| b.len() == 1 && cjt188::MeterType::from_code(b[0]).is_some()).ok_or_else(|| Fail::Usage(format!("--meter-type `{}` is not a CJ/T 188 meter type", req.meter_type)))?[0];
-    let text = format!(
-        "vendor = \"-\"\nmodel = \"-\"\nsource = \"command line\"\nprotocol = \"cjt188\"\nmeter_type = \"{:02X}\"\n[[value]]\nfield = \"volume\"\nquantity = \"{}\"\nunit = \"m³\"\n",
+    let mut text = format!(
+        "vendor = \"-\"\nmodel = \"-\"\nsource = \"command line\"\nprotocol = \"cjt188\"\nmeter_type = \"{:02X}\"\n",
         ty,
-        if cjt188::MeterType::from_code(ty).is_some_and(cjt188::MeterType::is_heat) { "heat_volume" } else { "water_volume" }
     );
+    // The variant keys go through the profile's own parser: one spelling, one error text (the
+    // command line allows only the keys' values, so they need no escaping).
+    for (key, v) in [("di_order", &req.di_order), ("unit_position", &req.unit_position)] {
+        if let Some(v) = v {
+            text.push_str(&format!("{key} = {v:?}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "[[value]]\nfield = \"volume\"\nquantity = \"{}\"\nunit = \"m³\"\n",
+        if cjt188::MeterType::from_code(ty).is_some_and(cjt188::MeterType::is_heat) { "heat_volume" } else { "water_volume" }
+    ));
     let p = energy_gateway::field::profile::parse_field_profile("read", "read", &text).map_err(|e| Fail::Usage(format!("{e:?}")))?;
     let addr = req.address.as_deref().map(|a| parse_address(a, 7)).transpose().map_err(Fail::Usage)?;
     let r = fprobe::probe(&p, transport, addr, mcfg).await.map_err(|e| Fail::Read(e.to_string()))?;
+    // The probe's hints name the flag to change (--di-order, --unit-position) as profile keys.
+    for h in &r.hints {
+        eprintln!("hint: {h}");
+    }
+    if r.hints.iter().any(|h| h.contains("di_order") || h.contains("unit_position")) {
+        eprintln!("hint: with `read`, di_order and unit_position are the flags --di-order and --unit-position");
+    }
     if let Some(e) = r.read.errors.first() {
         return Err(Fail::Read(e.to_string()));
     }
     let vals: Vec<String> = r.read.values.iter().map(|(q, v)| format!("{}={v} {}", q.name(), q.unit())).collect();
-    Ok(format!("meter {} 90 1F: {}; {}", r.read.address.clone().unwrap_or_default(), vals.join(", "), r.read.state.join("; ")))
+    Ok(format!(
+        "meter {} 90 1F (sent {}, unit codes {}): {}; {}",
+        r.read.address.clone().unwrap_or_default(),
+        hex(&p.di_order().current()),
+        p.unit_position().name(),
+        vals.join(", "),
+        r.read.state.join("; ")
+    ))
 }
 
 #[cfg(test)]

@@ -238,6 +238,8 @@ impl GatewayConfig {
         for (name, r) in [("ct_ratio", d.ct_ratio), ("pt_ratio", d.pt_ratio)] {
             if !(r.is_finite() && r > 0.0) {
                 errors.push(format!("{at}: {name} must be a positive number"));
+            } else if r != 1.0 && field.is_some_and(|fp| fp.protocol == crate::field::profile::Protocol::Cjt188) {
+                errors.push(format!("{at}: {name} is for electricity meters behind instrument transformers; a CJ/T 188 meter has none"));
             }
         }
     }
@@ -528,6 +530,44 @@ di_order = "high-first"
         cfg.devices.push(modbus);
         let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
         for want in ["device[0] (w1): di_order `90 1F` is not one of \"low-first\", \"high-first\"", "device[1] (m): di_order is for CJ/T 188 meters"] {
+            assert!(text.contains(want), "missing `{want}` in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn transformer_ratios_are_positive_and_only_for_electricity_meters() {
+        let dlt = crate::field::profile::parse_field_profile(
+            "generic/e",
+            "e.toml",
+            "vendor = \"G\"\nmodel = \"E\"\nsource = \"s\"\nprotocol = \"dlt645-2007\"\n[[read]]\ndi = \"00 01 00 00\"\n[[read.value]]\nquantity = \"active_energy_import\"\nformat = \"XXXXXX.XX\"\nunit = \"kWh\"\n",
+        )
+        .unwrap();
+        let field = BTreeMap::from([("generic/w".to_string(), water_profile()), ("generic/e".to_string(), dlt)]);
+        let mut cfg = config(
+            r#"
+[[device]]
+meter = "e1"
+profile = "generic/e"
+tcp = "10.0.0.5:4001"
+ct_ratio = 40.0
+pt_ratio = 100.0
+"#,
+        );
+        assert_eq!((cfg.devices[0].ct_ratio, cfg.devices[0].pt_ratio), (40.0, 100.0));
+        assert!(cfg.validate_full(&profiles(), &BTreeMap::new(), &field).is_ok());
+        cfg.devices[0].pt_ratio = f64::INFINITY;
+        let mut w = DeviceConfig::tcp("w1", "generic/w", "10.0.0.6:4001", 1);
+        w.ct_ratio = 40.0;
+        cfg.devices.push(w);
+        let mut e2 = DeviceConfig::tcp("e2", "generic/e", "10.0.0.7:4001", 1);
+        e2.ct_ratio = 0.0;
+        cfg.devices.push(e2);
+        let text = cfg.validate_full(&profiles(), &BTreeMap::new(), &field).unwrap_err().to_string();
+        for want in [
+            "device[0] (e1): pt_ratio must be a positive number",
+            "device[1] (w1): ct_ratio is for electricity meters behind instrument transformers; a CJ/T 188 meter has none",
+            "device[2] (e2): ct_ratio must be a positive number",
+        ] {
             assert!(text.contains(want), "missing `{want}` in:\n{text}");
         }
     }

@@ -131,6 +131,14 @@ enum Cmd {
         /// CJ/T 188 meter type (10 cold water, 11 hot water, 20 heat, 21 cooling, 30 gas).
         #[arg(long, default_value = "10")]
         meter_type: String,
+        /// CJ/T 188: byte order of DI 901F in the request, `low-first` (`1F 90`, the default) or
+        /// `high-first` (`90 1F`), as the profile key `di_order`.
+        #[arg(long, value_parser = ["low-first", "high-first"])]
+        di_order: Option<String>,
+        /// CJ/T 188: each value's unit code `after` the value (the default) or `before` it, as
+        /// the profile key `unit_position`.
+        #[arg(long, value_parser = ["after", "before"])]
+        unit_position: Option<String>,
         /// Read this many times (0: until interrupted).
         #[arg(long, default_value_t = 1)]
         repeat: u64,
@@ -234,7 +242,7 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
             })?;
             probe(&dir, &profile, &transport, unit, json, timeout_ms).await
         }
-        Cmd::Read { protocol, tcp, rtu_over_tcp, serial, baud, parity, unit, register, count, input, ty, order, address, di, format, signed, meter_type, repeat, interval_ms, timeout_ms } => {
+        Cmd::Read { protocol, tcp, rtu_over_tcp, serial, baud, parity, unit, register, count, input, ty, order, address, di, format, signed, meter_type, di_order, unit_position, repeat, interval_ms, timeout_ms } => {
             let mut dev = DeviceConfig::tcp("read", "", "", unit);
             dev.tcp = tcp;
             dev.rtu_over_tcp = rtu_over_tcp;
@@ -246,7 +254,11 @@ async fn real_main(cli: Cli) -> Result<(), ExitCode> {
                 eprintln!("{}", e.join("\n"));
                 ExitCode::from(2)
             })?;
-            let req = commands::ReadRequest { protocol, unit, register, count, input, ty, order, address, di, format, signed, meter_type };
+            if protocol != "cjt188" && (di_order.is_some() || unit_position.is_some()) {
+                eprintln!("--di-order and --unit-position are for --protocol cjt188");
+                return Err(ExitCode::from(2));
+            }
+            let req = commands::ReadRequest { protocol, unit, register, count, input, ty, order, address, di, format, signed, meter_type, di_order, unit_position };
             let mcfg = ModbusConfig { timeout_ms, retries: 0, ..ModbusConfig::default() };
             commands::read(&transport, &req, repeat, interval_ms, &mcfg).await
         }

@@ -35,6 +35,31 @@ fn close(q: Quantity, got: f64, want: f64) -> bool {
     (got - want).abs() <= 1e-3_f64.max(want.abs() * 1e-5) || (q == Quantity::HeatEnergy && (got - want).abs() <= 4e-5)
 }
 
+/// The simulated bus served on one end of a socat pseudo-terminal pair, and the gateway's link on
+/// the other, both at 2400 baud 8E1 (the gateway keeps the 3.5-character gap between frames).
+async fn serial_link(pair: &support::PtyPair, bus: &SimBus, cancel: &CancellationToken) -> energy_gateway::field::link::FieldLink {
+    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
+    let (b, c) = (bus.clone(), cancel.clone());
+    tokio::spawn(async move { b.serve(port, c).await });
+    let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
+    let t = Transport::Serial(line);
+    connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO))
+}
+
+/// Reads the only meter on `link` without knowing its address (number `n` in the profile's
+/// address width) and checks that it answered with every value of its profile.
+async fn reads_whole_meter(name: &str, p: &Arc<FieldProfile>, mut link: energy_gateway::field::link::FieldLink, n: u64, want: &BTreeMap<Quantity, f64>) {
+    let mut m = FieldMeter::new(p.clone(), None);
+    let mcfg = ModbusConfig { timeout_ms: 3000, ..ModbusConfig::default() };
+    let r = read_meter(&mut link, &mut m, &mcfg).await;
+    assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+    assert_eq!(r.address.as_deref(), Some(address_for(p, n).as_str()), "{name}");
+    for q in p.quantities() {
+        let (got, w) = (r.values.get(&q).copied(), want[&q]);
+        assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
     let all = profiles();
@@ -55,16 +80,28 @@ async fn every_shipped_field_profile_reads_over_tcp_with_address_discovery() {
         let bus = SimBus::new(vec![meter], Duration::from_millis(30), Some(9600));
         let cancel = CancellationToken::new();
         let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
-        let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-        let mut m = FieldMeter { profile: p.clone(), address: None, ser: 0 };
-        let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
-        let r = read_meter(&mut link, &mut m, &mcfg).await;
-        assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
-        assert_eq!(r.address.as_deref(), Some(address_for(&p, 12_345_678).as_str()), "{name}");
-        for q in p.quantities() {
-            let (got, w) = (r.values.get(&q).copied(), want[&q]);
-            assert!(got.is_some_and(|g| close(q, g, w)), "{name} {q}: {got:?} vs {w}");
-        }
+        let link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
+        reads_whole_meter(name, &p, link, 12_345_678, &want).await;
+        cancel.cancel();
+    }
+}
+
+/// Every shipped profile again, over RS-485 as a socat pseudo-terminal pair: the simulated
+/// meter holds each reply for its time on the line at 2400 baud (11 bits a byte) and answers
+/// 20 ms after a request; the gateway finds the address (DL/T 645-2007 read address, or the
+/// wildcard) and reads every identifier. One pair, one meter at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shipped_field_profile_reads_over_a_serial_port() {
+    let all = profiles();
+    for (name, p) in &all {
+        let pair = pty_pair();
+        let p = Arc::new(p.clone());
+        let want = SimMeter::typical(&p);
+        let meter = SimMeter::new(p.clone(), &address_for(&p, 87_654_321), want.clone()).unwrap();
+        let bus = SimBus::new(vec![meter], Duration::from_millis(20), Some(2400));
+        let cancel = CancellationToken::new();
+        let link = serial_link(&pair, &bus, &cancel).await;
+        reads_whole_meter(name, &p, link, 87_654_321, &want).await;
         cancel.cancel();
     }
 }
@@ -90,7 +127,7 @@ async fn acrel_acr10r_profile_reads_the_manuals_own_exchange() {
         let mut got = Vec::new();
         let mut buf = [0u8; 64];
         // Read until the request's end byte (0x16) after its frame start.
-        while !(got.iter().any(|&b| b == 0x68) && got.last() == Some(&0x16)) {
+        while !(got.contains(&0x68) && got.last() == Some(&0x16)) {
             let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
             assert!(n > 0, "gateway closed before sending a request");
             got.extend_from_slice(&buf[..n]);
@@ -99,7 +136,7 @@ async fn acrel_acr10r_profile_reads_the_manuals_own_exchange() {
         got
     });
     let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-    let mut m = FieldMeter { profile: p.clone(), address: Some(vec![0x01, 0, 0, 0, 0, 0]), ser: 0 };
+    let mut m = FieldMeter::new(p.clone(), Some(vec![0x01, 0, 0, 0, 0, 0]));
     let mcfg = ModbusConfig { timeout_ms: 5000, retries: 0, ..ModbusConfig::default() };
     let r = read_meter(&mut link, &mut m, &mcfg).await;
     let sent = peer.await.unwrap();
@@ -125,7 +162,7 @@ async fn follow_up_frames_abnormal_replies_and_bad_checksums() {
     let cancel = CancellationToken::new();
     let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
     let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
-    let mut m = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0]), ser: 0 };
+    let mut m = FieldMeter::new(p.clone(), Some(vec![0x42, 0, 0, 0, 0, 0]));
     let mcfg = ModbusConfig { timeout_ms: 300, retries: 3, ..ModbusConfig::default() };
     let r = read_meter(&mut link, &mut m, &mcfg).await;
     assert!(link.bad_frames >= 3, "bad frames counted: {}", link.bad_frames);
@@ -198,13 +235,8 @@ async fn heat_and_electricity_meters_on_a_serial_port_at_2400_baud() {
     h.units.insert(energy_gateway::field::cjt188::Field::Volume, 0x29); // litres
     let bus = SimBus::new(vec![h], Duration::from_millis(50), Some(2400));
     let cancel = CancellationToken::new();
-    let port = tokio_serial::SerialStream::open(&tokio_serial::new(pair.b.to_str().unwrap(), 2400)).unwrap();
-    let (b, c) = (bus.clone(), cancel.clone());
-    tokio::spawn(async move { b.serve(port, c).await });
-    let line = SerialLine { path: pair.a.display().to_string(), baud: 2400, parity: Parity::Even, data_bits: 8, stop_bits: 1 };
-    let t = Transport::Serial(line);
-    let mut link = connect(&t, Duration::from_secs(2)).await.unwrap().with_gap(t.silence(Duration::ZERO));
-    let mut m = FieldMeter { profile: heat.clone(), address: Some(vec![0x77, 0, 0, 0, 0, 0, 0]), ser: 9 };
+    let mut link = serial_link(&pair, &bus, &cancel).await;
+    let mut m = FieldMeter { ser: 9, ..FieldMeter::new(heat.clone(), Some(vec![0x77, 0, 0, 0, 0, 0, 0])) };
     let mcfg = ModbusConfig { timeout_ms: 2000, ..ModbusConfig::default() };
     let start = Instant::now();
     let r = read_meter(&mut link, &mut m, &mcfg).await;
@@ -338,7 +370,11 @@ async fn profiles_list_and_show_print_tables_and_stop_quietly_on_a_closed_pipe()
     }
     let (code, out, _) = gateway(args(&["profiles", "show", "generic/dlt645-2007-three-phase"])).await;
     assert_eq!(code, 0);
-    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import")), "{out}");
+    assert!(out.contains("protocol: dlt645-2007") && out.lines().any(|l| l.starts_with("00 01 00 00\t+0\tXXXXXX.XX\t4\t\tactive_energy_import\t\tct_pt\tkWh")), "{out}");
+    // Which transformer ratio scales each value: currents CT, voltages PT, nothing for cos phi.
+    assert!(out.lines().any(|l| l.starts_with("02 02 01 00\t+0\tXXX.XXX\t3\tyes\tcurrent_l1\t\tct\tA")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("02 01 01 00\t+0\tXXX.X\t2\t\tvoltage_l1\t\tpt\tV")), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("02 06 00 00\t+0\tX.XXX\t2\tyes\tpower_factor\t\t\t")), "{out}");
     let (code, out, _) = gateway(args(&["profiles", "show", "chint/dtsu666"])).await;
     assert_eq!(code, 0);
     assert!(out.lines().any(|l| l.starts_with("0x2006\t8198\t03\t")), "{out}");
@@ -423,7 +459,7 @@ async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
             let addr = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
             let mut link = connect(&Transport::Tcp(addr.to_string()), Duration::from_secs(2)).await.unwrap();
             let mcfg = ModbusConfig { timeout_ms: 2000, retries: 0, ..ModbusConfig::default() };
-            let mut reader = FieldMeter { profile: p.clone(), address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 3 };
+            let mut reader = FieldMeter { ser: 3, ..FieldMeter::new(p.clone(), Some(vec![0x42, 0, 0, 0, 0, 0, 0])) };
             let r = read_meter(&mut link, &mut reader, &mcfg).await;
             assert!(r.errors.is_empty() && r.problems.is_empty(), "{name} {order:?} {units:?}: {:?} {:?}", r.errors, r.problems);
             for q in p.quantities() {
@@ -432,7 +468,7 @@ async fn cjt188_di_order_and_unit_position_round_trip_over_tcp() {
             }
             // The other order: this meter stays silent, as the field's meters do.
             let other = Arc::new(FieldProfile { di_order: Some(order.other()), ..(*p).clone() });
-            let mut reader = FieldMeter { profile: other, address: Some(vec![0x42, 0, 0, 0, 0, 0, 0]), ser: 4 };
+            let mut reader = FieldMeter { ser: 4, ..FieldMeter::new(other, Some(vec![0x42, 0, 0, 0, 0, 0, 0])) };
             let r = read_meter(&mut link, &mut reader, &ModbusConfig { timeout_ms: 300, ..mcfg.clone() }).await;
             assert!(!r.answered && r.values.is_empty(), "{name} {order:?}: {:?}", r.values);
             assert!(matches!(r.errors[..], [ReadError::Timeout(_)]), "{:?}", r.errors);
@@ -530,4 +566,110 @@ async fn probe_hints_the_other_di_order_and_unit_position() {
     assert!(err.contains("value problem: "), "{out}{err}");
     assert!(err.contains("hint: the reply's values decode only with each unit code before its value: set unit_position = \"before\" in the profile"), "{err}");
     cancel.cancel();
+}
+
+/// `read --protocol cjt188` takes the profiles' variant keys as flags: a heat meter that answers
+/// only `90 1F` and puts its unit codes before the values reads with `--di-order high-first
+/// --unit-position before`; without them the read fails and the hints name the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_cjt188_takes_di_order_and_unit_position_flags() {
+    let (_, mut m) = high_first_meter("generic/cjt188-heat", "00000040314132");
+    m.unit_position = energy_gateway::field::cjt188::UnitPosition::Before;
+    let bus = SimBus::new(vec![m], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let ep = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap().to_string();
+    let read = |extra: &[&str]| {
+        let mut a: Vec<String> = ["read", "--protocol", "cjt188", "--meter-type", "20", "--tcp", &ep, "--address", "00000040314132", "--timeout-ms", "300"].map(String::from).to_vec();
+        a.extend(extra.iter().map(ToString::to_string));
+        gateway(a)
+    };
+    // The standard's defaults: 1F 90 gets no answer; the probe behind `read` finds 90 1F.
+    let (code, out, err) = read(&[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("set di_order = \"high-first\""), "{err}");
+    assert!(err.contains("hint: with `read`, di_order and unit_position are the flags --di-order and --unit-position"), "{err}");
+    // The right order, the wrong unit position: the values do not decode, the hint says so.
+    let (_, out, err) = read(&["--di-order", "high-first"]).await;
+    assert!(err.contains("set unit_position = \"before\""), "{out}{err}");
+    // Both: the heat meter's volume (typical 321.09 m³) and what was sent.
+    let (code, out, err) = read(&["--di-order", "high-first", "--unit-position", "before"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("meter 00000040314132 90 1F (sent 90 1F, unit codes before): heat_volume=321.09 m³"), "{out}");
+    assert!(!err.contains("hint"), "{err}");
+    // Bad values are refused with the allowed ones; the flags are for CJ/T 188 only.
+    let (code, _, err) = read(&["--di-order", "90 1F"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("low-first") && err.contains("high-first"), "{err}");
+    let (code, _, err) = read(&["--unit-position", "first"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("after") && err.contains("before"), "{err}");
+    let (code, _, err) =
+        gateway(["read", "--protocol", "dlt645-2007", "--tcp", &ep, "--di", "00 01 00 00", "--di-order", "high-first"].map(String::from).to_vec()).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--di-order and --unit-position are for --protocol cjt188"), "{err}");
+    cancel.cancel();
+}
+
+/// A real model's profile against the requests its manufacturer printed: the Acrel APM830
+/// manual's data identification table (device-profiles/acrel/apm830-dlt645.toml) prints, for
+/// meter address 1, the voltage block `68 01 00 00 00 00 00 68 11 04 33 32 34 35 B4 16` and total
+/// active power `... 33 33 36 35 B7 16`; the current block (`33 32 35 35`, identifier 02 02 FF 00)
+/// is printed without its checksum, worked here: 68+01+68+11+04+33+32+35+35 = 0x1B5 -> B5. A
+/// recording proxy between the gateway and a simulated meter checks every request byte for byte
+/// (after the wake-up FE bytes). The values are secondary: with ct_ratio 40 (200/5 A) and
+/// pt_ratio 1 the gateway reports 12.34 A x 40 = 493.6 A, 8.5293 kW x 40 = 341.172 kW and the
+/// voltage unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acrel_apm830_profile_sends_the_manuals_requests_and_scales_secondary_values() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = Arc::new(profiles()["acrel/apm830-dlt645"].clone());
+    assert_eq!(p.line(), (9600, Parity::Even), "the manual's initial speed and byte parity");
+    let want = SimMeter::typical(&p);
+    let bus = SimBus::new(vec![SimMeter::new(p.clone(), "000000000001", want.clone()).unwrap()], Duration::from_millis(5), None);
+    let cancel = CancellationToken::new();
+    let sim = bus.serve_tcp("127.0.0.1:0", cancel.clone()).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let sent = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let record = sent.clone();
+    let proxy = tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let upstream = tokio::net::TcpStream::connect(sim).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let back = tokio::spawn(async move { tokio::io::copy(&mut ur, &mut cw).await });
+        let mut buf = [0u8; 256];
+        while let Ok(n) = cr.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            record.lock().unwrap().extend_from_slice(&buf[..n]);
+            if uw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        back.abort();
+    });
+    let mut link = connect(&Transport::Tcp(proxy_addr.to_string()), Duration::from_secs(2)).await.unwrap();
+    let mut m = FieldMeter { ct_ratio: 40.0, pt_ratio: 1.0, ..FieldMeter::new(p.clone(), Some(vec![0x01, 0, 0, 0, 0, 0])) };
+    let mcfg = ModbusConfig { timeout_ms: 5000, retries: 0, ..ModbusConfig::default() };
+    let r = read_meter(&mut link, &mut m, &mcfg).await;
+    drop(link);
+    let _ = proxy.await;
+    cancel.cancel();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    // The requests, in profile order, each after its wake-up bytes.
+    let head = [0x68, 0x01, 0, 0, 0, 0, 0, 0x68, 0x11, 0x04];
+    let manual: Vec<Vec<u8>> = [[0x33, 0x32, 0x34, 0x35, 0xB4], [0x33, 0x32, 0x35, 0x35, 0xB5], [0x33, 0x33, 0x36, 0x35, 0xB7]]
+        .iter()
+        .map(|tail| [&head[..], &tail[..], &[0x16]].concat())
+        .collect();
+    let bytes = sent.lock().unwrap().clone();
+    let frames: Vec<Vec<u8>> = bytes.split(|&b| b == 0xFE).filter(|f| !f.is_empty()).map(<[u8]>::to_vec).collect();
+    assert_eq!(frames, manual, "requests differ from the manual's: {bytes:02X?}");
+    // Secondary values times the device's ratios.
+    let got = |q: Quantity| r.values.get(&q).copied().unwrap_or(f64::NAN);
+    assert!((got(Quantity::VoltageL2) - 231.0).abs() < 1e-9, "{:?}", r.values);
+    assert!((got(Quantity::CurrentL3) - 493.6).abs() < 1e-9, "{:?}", r.values);
+    assert!((got(Quantity::ActivePower) - 341.172).abs() < 1e-9, "{:?}", r.values);
 }

@@ -204,3 +204,136 @@ async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again
     daemon.signal("TERM");
     assert!(daemon.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// Posts one reading of `meter` at now.
+async fn post_meter(client: &reqwest::Client, url: &str, seq: u64, meter: &str, value: f64) {
+    let t = chrono::Utc::now().timestamp_millis();
+    let body = serde_json::json!({"schema":1,"gateway":"gw-1","seq":seq,"samples":[{"meter":meter,"t":t,"v":{"active_energy_import":value}}]});
+    let r = client.post(format!("{url}/api/v1/ingest")).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+/// The (meter, status) pairs of one webhook body.
+fn notified(body: &serde_json::Value) -> Vec<(String, String)> {
+    body["alerts"].as_array().cloned().unwrap_or_default().iter().map(|a| (a["labels"]["meter"].as_str().unwrap_or("").to_string(), a["status"].as_str().unwrap_or("").to_string())).collect()
+}
+
+/// The daemon's MeterSilent alert of `meter`, as listed.
+async fn listed(url: &str, meter: &str) -> Option<serde_json::Value> {
+    let (_, v) = get_json(&format!("{url}/api/v1/alerts?kind=MeterSilent&meter={meter}")).await;
+    v["alerts"].as_array().and_then(|a| a.first().cloned())
+}
+
+async fn act(client: &reqwest::Client, method: reqwest::Method, url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = client.request(method, url).header("content-type", "application/json").body(body.to_string()).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default())
+}
+
+/// Acknowledged and silenced alerts stay listed and marked, are not notified (webhook) while
+/// other alerts are, and stay so across a restart of the daemon; a silence ended by hand and a
+/// resolution are notified again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_and_silenced_alerts_are_not_notified_again_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let client = http_client();
+    let (hook, received) = webhook().await;
+    let mut registry = String::from("[[agency]]\nid = \"ag-1\"\nname = \"测试局\"\nlevel = \"county\"\n\n[[building]]\nid = \"b-1\"\nname = \"B\"\nfloor_area = 1000.0\noccupants = [ { agency = \"ag-1\", share = 1.0 } ]\n");
+    for m in ["m1", "m2", "m3", "m4"] {
+        registry.push_str(&format!("\n[[meter]]\nid = \"{m}\"\nbuilding = \"b-1\"\ncarrier = \"electricity\"\n"));
+    }
+    std::fs::write(d.join("registry.toml"), registry).unwrap();
+    std::fs::write(
+        d.join("energyd.toml"),
+        format!(
+            "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [alerts]\ninterval = \"500ms\"\nwebhook_url = \"{hook}\"\n\
+             [[alerts.rule]]\nname = \"MeterSilent\"\nkind = \"meter_silent\"\nexpected_interval = \"1s\"\nintervals = 3\n"
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let mut p = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
+        let url = listening_url(&p.wait_line("listening on", Duration::from_secs(30)));
+        (p, url)
+    };
+    let (mut daemon, url) = start();
+    post_meter(&client, &url, 1, "m1", 1.0).await;
+    post_meter(&client, &url, 2, "m2", 1.0).await;
+    // Both silent for more than 3 s: firing, and at the webhook.
+    let firing_at_hook = |meters: &'static [&'static str]| {
+        let received = received.clone();
+        move || {
+            let got = received.lock().unwrap().clone();
+            async move { got.iter().any(|b| meters.iter().all(|m| notified(b).contains(&(m.to_string(), "firing".to_string())))).then_some(()) }
+        }
+    };
+    eventually(Duration::from_secs(30), "m1 and m2 firing at the webhook", firing_at_hook(&["m1", "m2"])).await;
+    let id1 = listed(&url, "m1").await.unwrap()["id"].as_str().unwrap().to_string();
+    let id2 = listed(&url, "m2").await.unwrap()["id"].as_str().unwrap().to_string();
+
+    // Acknowledge m1, silence m2 for an hour; a reason is required.
+    let (s, v) = act(&client, reqwest::Method::POST, &format!("{url}/api/v1/alerts/{id1}/ack"), serde_json::json!({})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = act(&client, reqwest::Method::POST, &format!("{url}/api/v1/alerts/{id1}/ack"), serde_json::json!({"reason": "电表更换中"})).await;
+    assert_eq!((s, v["acknowledged"]["reason"].as_str()), (200, Some("电表更换中")), "{v}");
+    let (s, v) = act(&client, reqwest::Method::POST, &format!("{url}/api/v1/alerts/{id2}/silence"), serde_json::json!({"reason": "线路检修", "hours": 1})).await;
+    assert_eq!((s, v["silenced"]["reason"].as_str()), (200, Some("线路检修")), "{v}");
+    let after_actions = received.lock().unwrap().len();
+
+    // m3 goes silent: a change, so the webhook gets the notifiable alerts: m3, not m1 nor m2
+    // (without the actions, every body carries every firing alert).
+    post_meter(&client, &url, 3, "m3", 1.0).await;
+    eventually(Duration::from_secs(30), "m3 firing at the webhook", firing_at_hook(&["m3"])).await;
+    let later: Vec<Vec<(String, String)>> = received.lock().unwrap()[after_actions..].iter().map(notified).collect();
+    for b in &later {
+        assert!(b.iter().all(|(m, _)| m != "m1" && m != "m2"), "an acknowledged or silenced alert was notified: {later:?}");
+    }
+
+    // Restart: the acknowledgement and the silence are kept; the alerts come back (pending, then
+    // firing: `for` is 0), marked, and still not notified while m3 is again.
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+    let before_restart = received.lock().unwrap().len();
+    let (mut daemon, url) = start();
+    eventually(Duration::from_secs(30), "m3 firing at the webhook after the restart", || {
+        let got = received.lock().unwrap()[before_restart..].to_vec();
+        async move { got.iter().any(|b| notified(b).contains(&("m3".to_string(), "firing".to_string()))).then_some(()) }
+    })
+    .await;
+    let a1 = eventually(Duration::from_secs(30), "m1 firing again after the restart", || {
+        let url = url.clone();
+        async move { listed(&url, "m1").await.filter(|a| a["state"] == "firing") }
+    })
+    .await;
+    assert_eq!((a1["id"].as_str(), a1["acknowledged"]["reason"].as_str()), (Some(id1.as_str()), Some("电表更换中")), "{a1}");
+    let a2 = listed(&url, "m2").await.unwrap();
+    assert_eq!((a2["id"].as_str(), a2["silenced"]["reason"].as_str()), (Some(id2.as_str()), Some("线路检修")), "{a2}");
+    let kinds: Vec<&str> = a1["history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"acknowledged") && kinds.ends_with(&["firing"]), "{a1}");
+    let since_restart: Vec<Vec<(String, String)>> = received.lock().unwrap()[before_restart..].iter().map(notified).collect();
+    for b in &since_restart {
+        assert!(b.iter().all(|(m, _)| m != "m1" && m != "m2"), "notified after the restart: {since_restart:?}");
+    }
+
+    // The silence ended by hand: m2 is notified again (at the next evaluation).
+    let (s, v) = act(&client, reqwest::Method::DELETE, &format!("{url}/api/v1/alerts/{id2}/silence"), serde_json::Value::Null).await;
+    assert_eq!((s, v["silenced"].is_null()), (200, true), "{v}");
+    eventually(Duration::from_secs(30), "m2 notified once unsilenced", firing_at_hook(&["m2"])).await;
+    // m1 reports again: resolved, a change, notified although it had been acknowledged.
+    post_meter(&client, &url, 10, "m1", 2.0).await;
+    eventually(Duration::from_secs(30), "m1 resolved at the webhook", || {
+        let got = received.lock().unwrap().clone();
+        async move { got.iter().any(|b| notified(b).contains(&("m1".to_string(), "resolved".to_string()))).then_some(()) }
+    })
+    .await;
+    let a1 = listed(&url, "m1").await.unwrap();
+    assert_eq!((a1["state"].as_str(), a1["acknowledged"].is_null()), (Some("resolved"), true), "{a1}");
+    // The actions are in the audit log.
+    let (_, audit) = get_json(&format!("{url}/api/v1/audit?limit=1000")).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|r| r["action"].as_str()).filter(|a| a.starts_with("alert.")).collect();
+    assert_eq!(actions, ["alert.acknowledge", "alert.silence", "alert.unsilence"], "{audit}");
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+}

@@ -21,7 +21,9 @@ use energy_e2e::{eventually, free_port, get_json, http_client, listening_url, pr
 use serde_json::{json, Value};
 
 const INFINITY: &str = "yesoreyeram-infinity-datasource";
-const DATASOURCE_UIDS: &[&str] = &["energyd", "prometheus", "influxdb"];
+/// The data-source variables every reference goes through, with their plugin types and the
+/// `__inputs` a UI import asks for.
+const DATASOURCE_VARS: &[(&str, &str, &str)] = &[("ds_energyd", INFINITY, "DS_ENERGYD"), ("ds_prometheus", "prometheus", "DS_PROMETHEUS"), ("ds_influxdb", "influxdb", "DS_INFLUXDB")];
 
 struct Server {
     child: Child,
@@ -107,9 +109,25 @@ fn rows(v: &Value) -> Vec<Value> {
     }
 }
 
+/// `${__from:date:FMT}` / `${__to:date:FMT}` of an RFC 3339 time, for the formats the
+/// dashboards use: `iso`, `YYYY`, `YYYY-MM-DD`.
+fn date_macro(t: &str, fmt: &str) -> String {
+    match fmt {
+        "YYYY" => t[..4].to_string(),
+        "YYYY-MM-DD" => t[..10].to_string(),
+        _ => t.to_string(),
+    }
+}
+
 /// Substitutes template variables and Grafana's time macros.
 fn substitute(s: &str, vars: &[(String, String)], from: &str, to: &str) -> String {
-    let mut out = s.replace("${__from:date:iso}", from).replace("${__to:date:iso}", to).replace("$__rate_interval", "1m").replace("$__interval", "1h");
+    let mut out = s.to_string();
+    for (name, t) in [("__from", from), ("__to", to)] {
+        for fmt in ["iso", "YYYY-MM-DD", "YYYY"] {
+            out = out.replace(&format!("${{{name}:date:{fmt}}}"), &date_macro(t, fmt));
+        }
+    }
+    let mut out = out.replace("$__rate_interval", "1m").replace("$__interval", "1h");
     for (k, v) in vars {
         out = out.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
     }
@@ -154,7 +172,11 @@ async fn infinity(daemon: &str, q: &Value, vars: &[(String, String)], from: &str
         return Err(format!("GET {url}: {status} {v}"));
     }
     let root = q["root_selector"].as_str().unwrap_or("");
-    let rows = rows(select(&v, root).unwrap_or(&Value::Null));
+    let mut rows = rows(select(&v, root).unwrap_or(&Value::Null));
+    if let Some(f) = q["filterExpression"].as_str().filter(|f| !f.is_empty()) {
+        let f = substitute(f, vars, from, to);
+        rows.retain(|r| filter_passes(&f, r));
+    }
     if rows.is_empty() {
         return Err(format!("GET {url}: nothing at root_selector `{root}` in {v}"));
     }
@@ -165,6 +187,15 @@ async fn infinity(daemon: &str, q: &Value, vars: &[(String, String)], from: &str
         }
     }
     Ok(rows)
+}
+
+/// Infinity's `filterExpression` as the dashboards use it: `a == 'x' && b == 'y'`.
+fn filter_passes(expr: &str, row: &Value) -> bool {
+    expr.split("&&").all(|clause| {
+        let (k, v) = clause.split_once("==").unwrap_or_else(|| panic!("filterExpression clause `{clause}` is not `field == 'value'`"));
+        let want = v.trim().trim_matches('\'');
+        select(row, k.trim()).and_then(Value::as_str) == Some(want)
+    })
 }
 
 /// The registry of the scenario, for the current year `y`: two agencies sharing a building with
@@ -247,10 +278,15 @@ fn scenario(now: i64) -> Vec<Reading> {
             e += kw;
             w += if (8..18).contains(&hour) { 0.5 } else { 0.02 };
             h += 0.05;
-            out.push(("e1".to_string(), t, vec![("active_energy_import", e), ("active_power", kw)]));
+            let amps = kw * 1000.0 / (3.0 * 230.0);
+            out.push((
+                "e1".to_string(),
+                t,
+                vec![("active_energy_import", e), ("active_power", kw), ("voltage_l1", 229.0), ("voltage_l2", 231.0), ("voltage_l3", 230.0), ("current_l1", amps), ("current_l2", amps), ("current_l3", amps)],
+            ));
             out.push(("w1".to_string(), t, vec![("water_volume", w), ("flow_rate", 0.02)]));
             if t <= now - 5 * H {
-                out.push(("h1".to_string(), t, vec![("heat_energy", h), ("heat_power", 50.0)]));
+                out.push(("h1".to_string(), t, vec![("heat_energy", h), ("heat_power", 50.0), ("supply_temperature", 55.0), ("return_temperature", 42.0)]));
             }
             t += if now - t > 2 * H { H } else { 10 * 60_000 };
         }
@@ -277,8 +313,6 @@ async fn every_panel_query_returns_data() {
             let targets = p["targets"].as_array().unwrap_or_else(|| panic!("{name}: panel `{}` has no targets", p["title"]));
             assert!(!targets.is_empty(), "{name}: panel `{}` has no queries", p["title"]);
             for t in targets {
-                let uid = t["datasource"]["uid"].as_str().unwrap_or("");
-                assert!(DATASOURCE_UIDS.contains(&uid), "{name}: panel `{}`: datasource uid `{uid}` is not one of {DATASOURCE_UIDS:?}", p["title"]);
                 assert!(t["refId"].is_string(), "{name}: panel `{}`: a target without refId", p["title"]);
             }
         }
@@ -410,6 +444,9 @@ async fn every_panel_query_returns_data() {
         // Template variables from their own queries: the first value.
         let mut vars: Vec<(String, String)> = Vec::new();
         for v in b["templating"]["list"].as_array().cloned().unwrap_or_default() {
+            if v["type"] == "datasource" {
+                continue;
+            }
             let q = &v["query"]["infinityQuery"];
             let var = v["name"].as_str().unwrap().to_string();
             match infinity(&url, q, &vars, &from, &to).await {
@@ -487,5 +524,329 @@ trait FormLike {
 impl FormLike for reqwest::RequestBuilder {
     async fn form_like(self, body: &str) -> bool {
         self.header("content-type", "application/x-www-form-urlencoded").body(body.to_string()).send().await.is_ok_and(|r| r.status().is_success())
+    }
+}
+
+/// Every `datasource` object in `v`, with where it is.
+fn datasource_refs(v: &Value, at: &str, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                if k == "datasource" && x.is_object() {
+                    out.push((at.to_string(), x.clone()));
+                }
+                let here = o.get("title").and_then(Value::as_str).map_or_else(|| at.to_string(), |t| format!("{at} > {t}"));
+                datasource_refs(x, &here, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| datasource_refs(x, at, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a PromQL expression reads: identifiers that are not functions,
+/// aggregations, keywords or label names (label matchers, ranges, strings and the groupings of
+/// `by`, `without`, `on`, `ignoring`, `group_left`, `group_right` are skipped).
+fn promql_metrics(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "inf", "nan"];
+    // Aggregations may put `by (...)` between their name and their parenthesis.
+    const AGGREGATIONS: &[&str] = &["sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"];
+    let c: Vec<char> = expr.chars().collect();
+    let (mut i, mut out) = (0, Vec::new());
+    let skip_group = |i: &mut usize, open: char, close: char| {
+        let mut depth = 0;
+        while *i < c.len() {
+            if c[*i] == open {
+                depth += 1;
+            } else if c[*i] == close {
+                depth -= 1;
+                if depth == 0 {
+                    *i += 1;
+                    return;
+                }
+            }
+            *i += 1;
+        }
+    };
+    while i < c.len() {
+        let ch = c[i];
+        if ch == '"' || ch == '\'' {
+            i += 1;
+            while i < c.len() && c[i] != ch {
+                i += if c[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if ch == '{' {
+            skip_group(&mut i, '{', '}');
+        } else if ch == '[' {
+            skip_group(&mut i, '[', ']');
+        } else if ch.is_ascii_digit() || (ch == '.' && c.get(i + 1).is_some_and(char::is_ascii_digit)) {
+            while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '.') {
+                i += 1;
+            }
+        } else if ch.is_ascii_alphabetic() || ch == '_' || ch == ':' {
+            let start = i;
+            while i < c.len() && (c[i].is_ascii_alphanumeric() || c[i] == '_' || c[i] == ':') {
+                i += 1;
+            }
+            let word: String = c[start..i].iter().collect();
+            let mut j = i;
+            while j < c.len() && c[j].is_whitespace() {
+                j += 1;
+            }
+            if KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) {
+                if c.get(j) == Some(&'(') {
+                    i = j;
+                    skip_group(&mut i, '(', ')');
+                }
+            } else if c.get(j) != Some(&'(') && !AGGREGATIONS.contains(&word.as_str()) {
+                out.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The metric names of a Prometheus text exposition.
+fn exposed(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).filter_map(|l| l.split(['{', ' ']).next()).map(str::to_string).collect()
+}
+
+/// Every metric name the daemon's and the gateway's sources register (string literals
+/// `"energyd_..."` and `"energy_gateway_..."`), with the series a histogram exposes.
+fn metric_names_in_sources() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for part in text.split('"').skip(1).step_by(2) {
+                    if (part.starts_with("energyd_") || part.starts_with("energy_gateway_")) && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        for suffix in ["", "_bucket", "_sum", "_count"] {
+                            out.insert(format!("{part}{suffix}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(&repo_root().join("daemon/src"), &mut out);
+    walk(&repo_root().join("gateway/src"), &mut out);
+    out
+}
+
+/// The `[default: X]` of option `--name` in clap's help text.
+fn help_default(help: &str, name: &str) -> String {
+    let at = help.find(&format!("--{name} ")).unwrap_or_else(|| panic!("no --{name} in:\n{help}"));
+    let rest = &help[at..];
+    let end = rest[2..].find("\n  -").map_or(rest.len(), |e| e + 2);
+    let part = &rest[..end];
+    let d = part.find("[default: ").unwrap_or_else(|| panic!("no default for --{name} in:\n{part}"));
+    part[d + 10..].split(']').next().unwrap().to_string()
+}
+
+/// The dashboards as files, without Grafana: every panel has a unit and thresholds (steps
+/// ascending after a base); every data-source reference goes through a data-source variable
+/// that a UI import asks for (`__inputs`); every PromQL query parses (`promtool check rules`)
+/// and reads metrics the daemon or the gateway exposes (the running demo's daemon and gateway,
+/// and the names their sources register); the agency dashboard follows the time picker; the
+/// building dashboard has voltage, current, heat and daily water panels in V, A, GJ, °C and m³;
+/// the fleet dashboard reads the gateway metrics the demo's gateway serves, and
+/// `deploy/prometheus/demo.yml` scrapes the demo's daemon and gateway where the demo listens by
+/// default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboards_are_well_formed_against_the_real_metrics() {
+    let _ = http_client(); // installs the TLS provider reqwest needs
+    let boards = dashboards();
+    let mut problems = Vec::new();
+    let mut units = std::collections::BTreeSet::new();
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for (name, b) in &boards {
+        // Data sources: declared variables, asked for by `__inputs`, referenced everywhere.
+        let inputs: Vec<(String, String)> = b["__inputs"].as_array().cloned().unwrap_or_default().iter().map(|i| (i["name"].as_str().unwrap_or("").to_string(), i["pluginId"].as_str().unwrap_or("").to_string())).collect();
+        let mut declared = Vec::new();
+        for v in b["templating"]["list"].as_array().cloned().unwrap_or_default().iter().filter(|v| v["type"] == "datasource") {
+            let var = v["name"].as_str().unwrap_or("");
+            let Some(&(_, ty, input)) = DATASOURCE_VARS.iter().find(|(n, ..)| *n == var) else {
+                problems.push(format!("{name}: data-source variable `{var}` is not one of {DATASOURCE_VARS:?}"));
+                continue;
+            };
+            if v["query"] != ty {
+                problems.push(format!("{name}: variable `{var}` must list data sources of type {ty}, not {}", v["query"]));
+            }
+            if v["current"]["value"] != format!("${{{input}}}") || !inputs.contains(&(input.to_string(), ty.to_string())) {
+                problems.push(format!("{name}: variable `{var}` must default to ${{{input}}}, an __inputs entry of plugin {ty} (inputs: {inputs:?})"));
+            }
+            declared.push((var.to_string(), ty.to_string()));
+        }
+        if inputs.len() != declared.len() {
+            problems.push(format!("{name}: __inputs {inputs:?} do not match the data-source variables {declared:?}"));
+        }
+        let mut refs = Vec::new();
+        datasource_refs(b, name, &mut refs);
+        assert!(!refs.is_empty(), "{name}: no data-source references");
+        for (at, r) in refs {
+            let uid = r["uid"].as_str().unwrap_or("");
+            let ok = declared.iter().any(|(var, ty)| uid == format!("${{{var}}}") && r["type"] == ty.as_str());
+            if !ok {
+                problems.push(format!("{at}: data source {r} is not a declared data-source variable of its type ({declared:?})"));
+            }
+        }
+        // Units and thresholds on every panel.
+        for p in panels(b) {
+            let title = p["title"].as_str().unwrap_or("?");
+            let d = &p["fieldConfig"]["defaults"];
+            match d["unit"].as_str() {
+                Some(u) if !u.trim().is_empty() => {
+                    units.insert(u.to_string());
+                }
+                _ => problems.push(format!("{name}: panel `{title}` has no unit")),
+            }
+            let steps = d["thresholds"]["steps"].as_array().cloned().unwrap_or_default();
+            let values: Vec<Option<f64>> = steps.iter().map(|s| s["value"].as_f64()).collect();
+            let ascending = values.windows(2).skip(1).all(|w| w[0] < w[1]);
+            if steps.is_empty() || values[0].is_some() || values[1..].iter().any(Option::is_none) || !ascending || steps.iter().any(|s| !s["color"].is_string()) {
+                problems.push(format!("{name}: panel `{title}` needs thresholds: a base step (value null) then ascending values, each with a color: {steps:?}"));
+            }
+            for t in p["targets"].as_array().cloned().unwrap_or_default() {
+                if let Some(e) = t["expr"].as_str() {
+                    exprs.push((format!("{name}: panel `{title}`"), e.to_string()));
+                }
+            }
+        }
+    }
+    for u in ["kwatth", "kwatt", "volt", "amp", "m3", "suffix: GJ", "celsius"] {
+        if !units.contains(u) {
+            problems.push(format!("no panel in unit `{u}` (units used: {units:?})"));
+        }
+    }
+    let board = |n: &str| boards.iter().find(|(f, _)| f == n).map(|(_, b)| b.clone()).unwrap();
+    let queries = |b: &Value| -> Vec<(String, String, String)> {
+        panels(b).iter().flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default().into_iter().map(move |t| (p["title"].as_str().unwrap_or("").to_string(), p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("").to_string(), t["url"].as_str().or(t["expr"].as_str()).unwrap_or("").to_string()))).collect()
+    };
+    // The agency dashboard's figures follow the time picker (all but the live alert list).
+    for (title, _, url) in queries(&board("agency.json")) {
+        if !url.starts_with("/api/v1/alerts") && !url.contains("${__to:date:") {
+            problems.push(format!("agency.json: panel `{title}`: `{url}` does not follow the time picker"));
+        }
+    }
+    // The building dashboard: voltage and current per phase, heat, daily water, in their units.
+    let building = queries(&board("building.json"));
+    let has = |unit: &str, needle: &str| building.iter().any(|(_, u, q)| u == unit && q.contains(needle));
+    for (unit, needle) in [
+        ("volt", "quantity=voltage_l1"),
+        ("volt", "quantity=voltage_l3"),
+        ("amp", "quantity=current_l1"),
+        ("amp", "quantity=current_l3"),
+        ("suffix: GJ", "carrier=district_heat"),
+        ("kwatt", "quantity=heat_power"),
+        ("celsius", "quantity=supply_temperature"),
+        ("celsius", "quantity=return_temperature"),
+        ("m3", "carrier=water&from=${__from:date:iso}&to=${__to:date:iso}&interval=day"),
+    ] {
+        if !has(unit, needle) {
+            problems.push(format!("building.json: no panel in `{unit}` querying `{needle}`"));
+        }
+    }
+
+    // PromQL parses: every expression (variables given values) as a recording rule.
+    let dir = tempfile::tempdir().unwrap();
+    let vars = [("building".to_string(), "bldg-1".to_string()), ("agency".to_string(), "ag-a".to_string())];
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, (_, e)) in exprs.iter().enumerate() {
+        let e = substitute(e, &vars, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+        rules.push_str(&format!("      - record: dashboard:query_{i}\n        expr: {}\n", serde_json::to_string(&e).unwrap()));
+    }
+    std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+    let out = Command::new(which(&["promtool"], "prometheus")).args(["check", "rules"]).arg(dir.path().join("rules.yml")).output().unwrap();
+    assert!(out.status.success(), "promtool check rules: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(exprs.len() >= 15, "only {} PromQL queries", exprs.len());
+
+    // The metrics: the running demo's daemon and gateway, and the names the sources register.
+    let (daemon_port, gw_port) = (free_port(), free_port());
+    let pd = profiles_dir();
+    let data = dir.path().join("demo");
+    let args = [
+        "demo",
+        "--data",
+        data.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{daemon_port}"),
+        "--gateway-listen",
+        &format!("127.0.0.1:{gw_port}"),
+        "--interval-ms",
+        "300",
+        "--no-seed",
+        "--profiles",
+        pd.to_str().unwrap(),
+    ];
+    let mut demo = Proc::spawn("energyd", &args, dir.path());
+    let url = listening_url(&demo.wait_line("listening on", Duration::from_secs(60)));
+    let gw = format!("http://127.0.0.1:{gw_port}");
+    // The gateway has polled and delivered: its uplink counts acknowledged samples.
+    let gw_metrics = eventually(Duration::from_secs(60), "the demo gateway's /metrics with delivered samples", || {
+        let u = format!("{gw}/metrics");
+        async move {
+            let text = reqwest::get(&u).await.ok()?.text().await.ok()?;
+            text.lines().any(|l| l.starts_with("energy_gateway_uplink_samples_total ") && !l.ends_with(" 0")).then_some(text)
+        }
+    })
+    .await;
+    let (_, daemon_metrics) = get_json(&format!("{url}/metrics")).await;
+    let mut known = exposed(&gw_metrics);
+    known.extend(exposed(daemon_metrics.as_str().unwrap_or_default()));
+    let live = known.clone();
+    known.extend(metric_names_in_sources());
+    for (at, e) in &exprs {
+        for m in promql_metrics(e) {
+            if !known.contains(&m) {
+                problems.push(format!("{at}: `{m}` is not a metric of the daemon or the gateway (`{e}`)"));
+            }
+        }
+    }
+    // The fleet panels that show the gateway read metrics the demo's gateway serves.
+    let fleet_gateway: std::collections::BTreeSet<String> = queries(&board("fleet.json")).iter().flat_map(|(_, _, q)| promql_metrics(q)).filter(|m| m.starts_with("energy_gateway_")).collect();
+    for m in ["energy_gateway_uplink_samples_total", "energy_gateway_samples_total", "energy_gateway_queue_depth"] {
+        if !fleet_gateway.contains(m) || !live.contains(m) {
+            problems.push(format!("fleet.json: `{m}` must be on the fleet dashboard and served by the demo's gateway (fleet reads {fleet_gateway:?})"));
+        }
+    }
+    demo.signal("TERM");
+    let _ = demo.wait_exit(Duration::from_secs(60));
+
+    // deploy/prometheus/demo.yml scrapes the demo where it listens by default, and is valid.
+    let (code, help, _) = energy_e2e::run("energyd", &["demo", "--help"], dir.path());
+    assert_eq!(code, 0, "{help}");
+    let conf = std::fs::read_to_string(repo_root().join("deploy/prometheus/demo.yml")).unwrap();
+    for (job, opt) in [("energyd", "listen"), ("energy-gateway", "gateway-listen")] {
+        let target = help_default(&help, opt);
+        let block = conf.split("- job_name: ").find(|b| b.starts_with(job) && b[job.len()..].starts_with('\n')).unwrap_or_else(|| panic!("no job {job} in demo.yml"));
+        if !block.contains(&format!("\"{target}\"")) {
+            problems.push(format!("deploy/prometheus/demo.yml: job {job} does not scrape {target} (energyd demo --{opt}'s default)"));
+        }
+    }
+    let out = Command::new(which(&["promtool"], "prometheus")).args(["check", "config", "--syntax-only"]).arg(repo_root().join("deploy/prometheus/demo.yml")).output().unwrap();
+    assert!(out.status.success(), "promtool check config demo.yml: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn promql_metric_names_are_found() {
+    // (expression, the metrics it reads), worked by hand.
+    let cases: &[(&str, &[&str])] = &[
+        ("sum(energyd_gateway_up)", &["energyd_gateway_up"]),
+        ("sum by (meter) (energyd_meter_active_power_watts{building=\"b1\"}) / 1000", &["energyd_meter_active_power_watts"]),
+        ("histogram_quantile(0.99, sum by (le) (rate(energyd_store_commit_duration_seconds_bucket[5m])))", &["energyd_store_commit_duration_seconds_bucket"]),
+        ("topk(20, max by (meter) (energyd_meter_last_reading_age_seconds))", &["energyd_meter_last_reading_age_seconds"]),
+        ("a_total / on (instance) group_left (gateway) b_info > 1e3", &["a_total", "b_info"]),
+        ("rate(x{job=~\"a|b\", le=\"+Inf\"}[1m]) offset 5m", &["x"]),
+    ];
+    for (e, want) in cases {
+        assert_eq!(promql_metrics(e), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{e}");
     }
 }

@@ -3,7 +3,8 @@
 //! servers (raw frames over TCP) -> `energy-gateway run` -> `energyd run`. The values arrive in
 //! the store in the contract's units (the heat meter sends kWh, the store holds GJ); every counter
 //! reading served is stored exactly once, in order, across a daemon outage and a gateway killed
-//! with SIGKILL (only readings taken just before the kill may be missing, as for Modbus).
+//! with SIGKILL (only readings taken just before the kill may be missing, as for Modbus). A
+//! DL/T 645 meter behind current and voltage transformers is stored as its primary circuit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +21,16 @@ const METERS: &[(&str, &str, &str, &str, &str, usize)] = &[
     ("fm-water", "generic/cjt188-water", "00000000000201", "water_volume", "water", 1),
     ("fm-heat", "generic/cjt188-heat", "00000000000202", "heat_energy", "district_heat", 1),
     ("fm-gas", "generic/cjt188-gas", "00000000000203", "gas_volume", "natural_gas", 1),
+    ("fm-ct", "chint/dtsu666-dlt645", "000000000104", "active_energy_import", "electricity", 0),
+    ("fm-wasion", "wasion/dtsd341-dlt645", "000000000105", "active_energy_export", "electricity", 0),
 ];
+/// Meters behind instrument transformers: id, ct_ratio, pt_ratio. The meter serves secondary
+/// values; the store holds the primary circuit's (energy x CT x PT, current x CT, voltage x PT).
+const TRANSFORMERS: &[(&str, f64, f64)] = &[("fm-ct", 40.0, 100.0)];
+
+fn ratios(id: &str) -> (f64, f64) {
+    TRANSFORMERS.iter().find(|t| t.0 == id).map_or((1.0, 1.0), |t| (t.1, t.2))
+}
 /// Readings polled but not yet in the queue when the gateway is killed are lost (like a power
 /// cut); they were served at most this long before the kill.
 const KILL_WINDOW_MS: i64 = 10_000;
@@ -58,6 +68,8 @@ async fn field_meters_reach_the_store_in_contract_units_exactly_once() {
     for (id, profile, address, _, carrier, bus) in METERS {
         reg.push_str(&format!("[[meter]]\nid = \"{id}\"\nbuilding = \"b\"\ncarrier = \"{carrier}\"\n"));
         gw.push_str(&format!("[[device]]\nmeter = \"{id}\"\nprofile = \"{profile}\"\ntcp = \"{}\"\naddress = \"{address}\"\ninterval_ms = 300\n", buses[*bus].1));
+        let (ct, pt) = ratios(id);
+        gw.push_str(&format!("ct_ratio = {ct:?}\npt_ratio = {pt:?}\n"));
     }
     std::fs::write(d.join("registry.toml"), reg).unwrap();
     std::fs::write(d.join("gateway.toml"), gw).unwrap();
@@ -98,6 +110,9 @@ async fn field_meters_reach_the_store_in_contract_units_exactly_once() {
             .filter(|(a, q, ..)| a == address && q.name() == *quantity)
             .map(|&(_, _, v, t)| (v, t))
             .collect();
+        // An energy is multiplied by both ratios (1 and 1 for a meter without transformers).
+        let (ct, pt) = ratios(id);
+        let served: Vec<(f64, i64)> = served.into_iter().map(|(v, t)| (v * ct * pt, t)).collect();
         assert!(served.len() >= 10, "{id}: only {} reads served", served.len());
         let deadline = Instant::now() + Duration::from_secs(20);
         let (unit, stored) = loop {
@@ -125,6 +140,37 @@ async fn field_meters_reach_the_store_in_contract_units_exactly_once() {
         assert_eq!(i, stored.len(), "{id} ({profile}): a stored value that was not served, or out of order, or twice: {stored:?} vs {served:?}");
         for t in &missing {
             assert!(*t >= killed_at - KILL_WINDOW_MS && *t <= killed_at + AFTER_KILL_MS, "{id}: a reading served at {t} (kill at {killed_at}) is missing");
+        }
+    }
+    // Every quantity of every meter's profile is in the store, in its contract unit. The
+    // simulators serve gauges constant at their typical values; behind transformers (fm-ct:
+    // CT 40, PT 100) a current is stored x CT, a voltage x PT, a power x CT x PT, a power
+    // factor or frequency as served.
+    for (id, profile, ..) in METERS {
+        let (ct, pt) = ratios(id);
+        let typical = SimMeter::typical(&profiles[*profile]);
+        for qty in profiles[*profile].quantities() {
+            let (status, v) = get_json(&format!("{url}/api/v1/series?meter={id}&quantity={}&from={}&to={}", qty.name(), q(&from), q(&to))).await;
+            assert_eq!(status, 200, "{v}");
+            assert_eq!(v["unit"].as_str(), Some(qty.unit()), "{id} {qty}: {v}");
+            let stored: Vec<f64> = v["points"].as_array().unwrap().iter().map(|p| p["v"].as_f64().unwrap()).collect();
+            assert!(!stored.is_empty(), "{id} {qty}: nothing stored");
+            if qty.is_counter() {
+                continue; // checked reading by reading above
+            }
+            let name = qty.name();
+            let factor = if name.starts_with("current") {
+                ct
+            } else if name.starts_with("voltage") {
+                pt
+            } else if name.contains("power") && name != "power_factor" && name != "heat_power" {
+                ct * pt
+            } else {
+                1.0
+            };
+            let want = typical[&qty] * factor;
+            // The wire's resolution (heat power and flow in their BCD formats).
+            assert!(stored.iter().all(|x| (x - want).abs() <= 1e-3_f64.max(want.abs() * 1e-5)), "{id} {qty}: want {want} (served x {factor}), stored {stored:?}");
         }
     }
     daemon.signal("TERM");

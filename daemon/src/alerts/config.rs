@@ -135,9 +135,13 @@ pub enum RuleKind {
     /// Heat consumed in the last 24 h above `threshold`, or a mean supply temperature above
     /// `max_supply_temperature`, outside the registry's heating season.
     HeatingOffSeason,
-    /// An agency is projected to exceed its annual budget, or its projected indicator is above
-    /// the quota band's `band` value.
+    /// An agency is projected to exceed its annual energy budget or a carrier's budget (with
+    /// `band` set to `binding` or `benchmark`, kept for configurations written before
+    /// `quota_band`, also what `quota_band` finds).
     BudgetOverrun,
+    /// A projected indicator of an agency is above the quota band's `band` value (约束值 by
+    /// default).
+    QuotaBand,
     /// An agency's data coverage for the year is below `min_coverage`.
     DataCompleteness,
     /// The free space on the data directory's file system is under `threshold` bytes (default
@@ -146,6 +150,12 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
+    /// Whether a change of the value's band ends an acknowledgement: not for the rules whose
+    /// value is how long the condition has lasted (a silent meter, an offline gateway).
+    pub fn banded(self) -> bool {
+        !matches!(self, RuleKind::MeterSilent | RuleKind::GatewayOffline)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RuleKind::MeterSilent => "meter_silent",
@@ -156,6 +166,7 @@ impl RuleKind {
             RuleKind::NightFlow => "night_flow",
             RuleKind::HeatingOffSeason => "heating_off_season",
             RuleKind::BudgetOverrun => "budget_overrun",
+            RuleKind::QuotaBand => "quota_band",
             RuleKind::DataCompleteness => "data_completeness",
             RuleKind::DiskSpaceLow => "disk_space_low",
         }
@@ -227,17 +238,26 @@ pub struct RuleConfig {
     /// over the learned base per hour (default 0); disk_space_low: free bytes (default 1 GiB).
     #[serde(default)]
     pub threshold: Option<f64>,
-    /// budget_overrun: the band value a projection must not exceed (default binding).
+    /// quota_band: the band value a projection must not exceed (default binding);
+    /// budget_overrun: the same, for configurations written before quota_band (default none).
     #[serde(default)]
     pub band: Option<BandLevel>,
     /// data_completeness: least coverage of the year so far, 0..=1 (default 0.9).
     #[serde(default)]
     pub min_coverage: Option<f64>,
+    /// data_completeness: nothing is found until this long after the daemon started, so that
+    /// the first readings have time to arrive (default [`DEFAULT_GRACE`]).
+    #[serde(default)]
+    pub grace: Option<Dur>,
     /// heating_off_season: mean supply temperature (°C) over the last 24 h above which the heating
     /// is on (default: not checked).
     #[serde(default)]
     pub max_supply_temperature: Option<f64>,
 }
+
+/// data_completeness's `grace` by default: an hour after start, the gateways' queues have
+/// delivered what they held (they send at least every few minutes) and a seeding demo is done.
+pub const DEFAULT_GRACE: Dur = Dur::hours(1);
 
 fn default_severity() -> Severity {
     Severity::Warning
@@ -310,6 +330,7 @@ fn rule(name: &str, kind: RuleKind, severity: Severity, for_: Dur) -> RuleConfig
         threshold: None,
         band: None,
         min_coverage: None,
+        grace: None,
         max_supply_temperature: None,
     }
 }
@@ -325,6 +346,7 @@ pub fn default_rules() -> Vec<RuleConfig> {
         RuleConfig { carrier: Some(Carrier::Water), ..rule("NightWaterFlow", RuleKind::NightFlow, Severity::Warning, Dur(0)) },
         rule("HeatingOffSeason", RuleKind::HeatingOffSeason, Severity::Info, Dur(0)),
         rule("BudgetOverrun", RuleKind::BudgetOverrun, Severity::Warning, Dur(0)),
+        rule("QuotaBandExceeded", RuleKind::QuotaBand, Severity::Warning, Dur(0)),
         rule("DataIncomplete", RuleKind::DataCompleteness, Severity::Warning, Dur::hours(1)),
         rule("DiskSpaceLow", RuleKind::DiskSpaceLow, Severity::Critical, Dur::mins(5)),
     ]
@@ -385,11 +407,12 @@ impl RuleConfig {
             RuleKind::BaseLoad => &["weeks", "factor", "night", "holidays", "threshold", "meters", "carrier"],
             RuleKind::NightFlow => &["night", "threshold", "meters", "carrier"],
             RuleKind::HeatingOffSeason => &["threshold", "max_supply_temperature", "meters"],
-            RuleKind::BudgetOverrun => &["band"],
-            RuleKind::DataCompleteness => &["min_coverage"],
+            RuleKind::BudgetOverrun | RuleKind::QuotaBand => &["band"],
+            RuleKind::DataCompleteness => &["min_coverage", "grace"],
             RuleKind::DiskSpaceLow => &["threshold"],
         };
-        let set: [(&str, bool); 15] = [
+        let set: [(&str, bool); 16] = [
+            ("grace", r.grace.is_some()),
             ("max_supply_temperature", r.max_supply_temperature.is_some()),
             ("intervals", r.intervals.is_some()),
             ("expected_interval", r.expected_interval.is_some()),
@@ -436,6 +459,9 @@ impl RuleConfig {
         }
         if r.threshold.is_some_and(|x| x.is_nan() || x < 0.0) {
             out.push(format!("{at}: threshold must not be negative"));
+        }
+        if r.grace.is_some_and(|d| d.ms() < 0) {
+            out.push(format!("{at}: grace must not be negative"));
         }
         for d in [r.expected_interval, r.silence, r.max_lag, r.lookback].into_iter().flatten() {
             if d.ms() <= 0 {
@@ -491,8 +517,8 @@ mod tests {
     fn defaults_are_valid_and_cover_every_kind() {
         let c = AlertsConfig::default();
         assert!(c.problems().is_empty(), "{:?}", c.problems());
-        assert_eq!(c.rules.len(), 10);
+        assert_eq!(c.rules.len(), 11);
         let c: AlertsConfig = toml::from_str("enabled = true").unwrap();
-        assert_eq!(c.rules.len(), 10, "without [[alerts.rule]] the default rules run");
+        assert_eq!(c.rules.len(), 11, "without [[alerts.rule]] the default rules run");
     }
 }

@@ -12,6 +12,7 @@
 //!    └─ notify: Alertmanager / webhook, retried, resent every minute while firing
 //! ```
 
+pub mod actions;
 pub mod config;
 pub mod notify;
 pub mod rules;
@@ -51,10 +52,30 @@ pub struct Alerts {
     intervals: Mutex<HashMap<String, (i64, Option<i64>)>>,
     /// Rule errors of the last evaluation, by rule name.
     pub errors: Mutex<BTreeMap<String, String>>,
+    /// Acknowledgements and silences ([`actions`]), kept in `<data_dir>/alerts-actions.json`.
+    pub actions: Mutex<actions::ActionStore>,
+    /// When the engine was made (ms): the daemon's start, for grace periods.
+    pub started: i64,
+    /// The local time zone of the listed times.
+    pub tz: chrono_tz::Tz,
+    /// An action made an alert notifiable again (a silence ended by hand): notify at the next
+    /// evaluation, not a minute later.
+    pub(crate) notify_soon: std::sync::atomic::AtomicBool,
 }
 
 impl Alerts {
+    /// An engine whose acknowledgements and silences live in memory only, times in UTC.
     pub fn new(config: AlertsConfig) -> Alerts {
+        Alerts::with_actions(config, actions::ActionStore::default(), chrono_tz::UTC)
+    }
+
+    /// An engine whose acknowledgements and silences are kept in `<data_dir>/alerts-actions.json`
+    /// (read now: kept across restarts).
+    pub fn open(config: AlertsConfig, data_dir: &std::path::Path, tz: chrono_tz::Tz) -> Result<Alerts, actions::ActionError> {
+        Ok(Alerts::with_actions(config, actions::ActionStore::open(data_dir)?, tz))
+    }
+
+    fn with_actions(config: AlertsConfig, store: actions::ActionStore, tz: chrono_tz::Tz) -> Alerts {
         Alerts {
             config,
             book: Mutex::new(Book::default()),
@@ -62,7 +83,29 @@ impl Alerts {
             cache: Mutex::new(HashMap::new()),
             intervals: Mutex::new(HashMap::new()),
             errors: Mutex::new(BTreeMap::new()),
+            actions: Mutex::new(store),
+            started: chrono::Utc::now().timestamp_millis(),
+            tz,
+            notify_soon: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ends acknowledgements and silences that no longer hold ([`actions::Actions::reconcile`])
+    /// and writes the file if anything changed; returns whether an alert may now be notified
+    /// that was not. An acknowledged alert absent from the book is forgotten only once every
+    /// rule has had its `for` and two evaluations since the start.
+    fn reconcile(&self, now: i64) -> bool {
+        let longest_for = self.config.rules.iter().map(|r| r.for_.ms()).max().unwrap_or(0);
+        let absent_ok = now - self.started > longest_for + 2 * self.config.interval.ms();
+        let book = lock(&self.book);
+        let mut store = lock(&self.actions);
+        let (modified, notify) = store.data.reconcile(&book, now, absent_ok, self.config.keep_resolved.ms());
+        if modified {
+            if let Err(e) = store.save() {
+                tracing::error!("alert actions: {e}");
+            }
+        }
+        notify
     }
 }
 
@@ -176,7 +219,7 @@ async fn outlooks(s: &Sources, now: i64) -> Result<Vec<rules::Outlook>, RuleErro
     let reg = s.registry.clone();
     let list: Vec<(&crate::registry::Agency, Vec<&str>)> = reg.file.agencies.iter().map(|a| (a, vec![a.id.as_str()])).collect();
     let ind = s.engine.indicators(&s.store, &reg, year, now, &list).await.map_err(RuleError::Indicators)?;
-    Ok(ind.iter().map(rules::Outlook::from).collect())
+    Ok(ind.iter().map(|a| rules::Outlook::of(a, &reg)).collect())
 }
 
 async fn meter_series(a: &Alerts, s: &Sources, ms: &[&Meter], days: i64, now: i64) -> Result<Vec<rules::MeterHours>, RuleError> {
@@ -226,8 +269,22 @@ pub async fn findings(a: &Alerts, s: &Sources, r: &RuleConfig, now: i64, pass: &
             rules::night_flow(&series, now, tz, night, r.threshold.unwrap_or(0.01))
         }
         RuleKind::HeatingOffSeason => heating_off_season(a, s, r, now).await?,
-        RuleKind::BudgetOverrun => rules::budget_overrun(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
-        RuleKind::DataCompleteness => rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9)),
+        RuleKind::BudgetOverrun => {
+            let o = pass.outlooks(s, now).await?;
+            // `band` on budget_overrun: what quota_band finds, for configurations written before it.
+            let mut f = rules::budget_overrun(o);
+            f.extend(rules::quota_band(o, r.band.unwrap_or(config::BandLevel::None)));
+            f
+        }
+        RuleKind::QuotaBand => rules::quota_band(pass.outlooks(s, now).await?, r.band.unwrap_or_default()),
+        RuleKind::DataCompleteness => {
+            let grace = r.grace.unwrap_or(config::DEFAULT_GRACE).ms();
+            if now - a.started < grace {
+                Vec::new()
+            } else {
+                rules::data_completeness(pass.outlooks(s, now).await?, r.min_coverage.unwrap_or(0.9), now, a.started, grace)
+            }
+        }
         RuleKind::DiskSpaceLow => rules::disk_space_low(s.store.local().free_bytes(), r.threshold.unwrap_or(rules::DISK_SPACE_LOW_BYTES)),
     })
 }
@@ -257,7 +314,10 @@ async fn counter_anomaly(s: &Sources, r: &RuleConfig, now: i64) -> Result<Vec<Fi
             flags.entry(id).or_default().extend(y.flags.iter().cloned());
         }
     }
-    let list: Vec<_> = meters_for(reg, r, None).into_iter().filter_map(|m| flags.remove(&m.id).map(|f| (m.id.clone(), labels_of(reg, m), f))).collect();
+    let list: Vec<_> = meters_for(reg, r, None)
+        .into_iter()
+        .filter_map(|m| flags.remove(&m.id).map(|f| rules::CounterFlags { id: m.id.clone(), labels: labels_of(reg, m), unit: m.counter().unit().to_string(), flags: f }))
+        .collect();
     Ok(rules::counter_anomaly(&list, now, lookback, tz))
 }
 
@@ -289,7 +349,7 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
     for r in &a.config.rules {
         match findings(a, s, r, now, &mut pass).await {
             Ok(f) => {
-                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels };
+                let meta = RuleMeta { name: &r.name, severity: r.severity, for_ms: r.for_.ms(), labels: &r.labels, banded: r.kind.banded() };
                 let changes = lock(&a.book).apply(&meta, f, now);
                 for ((rule, key), c) in &changes {
                     tracing::info!(%rule, %key, change = ?c, "alert");
@@ -304,6 +364,8 @@ pub async fn evaluate(a: &Alerts, s: &Sources, now: i64) -> bool {
             }
         }
     }
+    changed |= a.reconcile(now);
+    changed |= a.notify_soon.swap(false, std::sync::atomic::Ordering::SeqCst);
     let names: Vec<&str> = a.config.rules.iter().map(|r| r.name.as_str()).collect();
     let mut book = lock(&a.book);
     book.forget(now, a.config.keep_resolved.ms(), &names);
@@ -334,7 +396,8 @@ pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
         let now = chrono::Utc::now().timestamp_millis();
         let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
-            let alerts: Vec<state::Alert> = lock(&a.book).alerts.values().filter(|x| x.state != state::State::Pending).cloned().collect();
+            // Acknowledged and silenced alerts are not notified (actions).
+            let alerts = a.notifiable(now);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = notifier.send(&s.metrics, &alerts, now, changed, cfg.interval.ms()) => {}

@@ -10,9 +10,11 @@ use chrono_tz::Tz;
 use crate::accounting::counter::Flag;
 use crate::accounting::indicators::{AgencyIndicators, BandClass};
 use crate::store::HourRollup;
-use crate::registry::HeatingSeason;
+use crate::registry::{HeatingSeason, Indicator, Registry};
+use energy_wire::Carrier;
 
 use super::config::BandLevel;
+
 
 use energy_wire::time::HOUR_MS;
 
@@ -25,8 +27,10 @@ pub struct Finding {
     pub labels: BTreeMap<String, String>,
     pub summary_zh: String,
     pub summary_en: String,
-    /// The value the rule compared, if one.
+    /// The value the rule compared, if one, in `unit`.
     pub value: Option<f64>,
+    /// The value's unit (`s`, `kWh`, `m³/h`, `°C`, `%`, `B`, ...).
+    pub unit: Option<String>,
 }
 
 /// Labels of a meter: its id, building and agency (the agency it serves, or the building's
@@ -107,6 +111,7 @@ pub fn meter_silent(meters: &[SeenMeter], now: i64, intervals: f64, expected: Op
                 summary_zh: format!("表计 {} 已 {zh} 无读数（最后读数 {}，预期间隔 {} 秒）", m.id, fmt_time(last, tz), interval / 1000),
                 summary_en: format!("meter {} silent for {en} (last reading {}, expected every {} s)", m.id, fmt_time(last, tz), interval / 1000),
                 value: Some(silent as f64 / 1000.0),
+                unit: Some("s".to_string()),
             });
         }
     }
@@ -154,7 +159,7 @@ pub fn gateway_offline(gws: &[SeenGateway], now: i64, silence: i64, tz: Tz) -> V
         } else {
             continue;
         };
-        out.push(Finding { key: g.id.clone(), labels: gw_labels(&g.id), summary_zh: zh, summary_en: en, value: Some(value) });
+        out.push(Finding { key: g.id.clone(), labels: gw_labels(&g.id), summary_zh: zh, summary_en: en, value: Some(value), unit: Some("s".to_string()) });
     }
     out
 }
@@ -173,6 +178,7 @@ pub fn gateway_backlog(gws: &[SeenGateway], now: i64, max_lag: i64, silence: i64
                 summary_zh: format!("网关 {} 队列积压：到达的数据已滞后 {zh}", g.id),
                 summary_en: format!("gateway {} is backing up: samples arrive {en} late", g.id),
                 value: Some(lag as f64 / 1000.0),
+                unit: Some("s".to_string()),
             });
         }
     }
@@ -182,27 +188,44 @@ pub fn gateway_backlog(gws: &[SeenGateway], now: i64, max_lag: i64, silence: i64
 // ---------------------------------------------------------------------------------------------
 // Counters
 
+/// A meter's counter flags from the accounting engine, with its counter unit.
+#[derive(Debug, Clone)]
+pub struct CounterFlags {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// The counter's unit (`kWh`, `m³`, `GJ`).
+    pub unit: String,
+    pub flags: Vec<Flag>,
+}
+
 /// Meters whose counter went down without a recorded replacement, or jumped faster than the
 /// meter's physical maximum, at or after `now - lookback` (flags from the accounting engine).
-pub fn counter_anomaly(meters: &[(String, BTreeMap<String, String>, Vec<Flag>)], now: i64, lookback: i64, tz: Tz) -> Vec<Finding> {
+/// The value is the drop (negative, in the counter's unit) or the jump's rate (unit per hour).
+pub fn counter_anomaly(meters: &[CounterFlags], now: i64, lookback: i64, tz: Tz) -> Vec<Finding> {
     let mut out = Vec::new();
-    for (id, labels, flags) in meters {
+    for CounterFlags { id, labels, unit: u, flags } in meters {
         let latest = flags
             .iter()
             .filter_map(|f| match f {
-                Flag::UnexplainedDecrease { at, from, to } => Some((*at, format!("计数器倒退 {from} → {to}"), format!("counter went down {from} -> {to}"), *to - *from)),
-                Flag::ImplausibleJump { at, per_hour } => Some((*at, format!("计数器跳变 {per_hour:.1}/小时，超过物理上限"), format!("counter jumped {per_hour:.1}/h, beyond the meter's maximum"), *per_hour)),
+                Flag::UnexplainedDecrease { at, from, to } => {
+                    let (f, t) = (num(*from, 3), num(*to, 3));
+                    Some((*at, format!("计数器从 {f} {u} 倒退至 {t} {u}"), format!("counter went down from {f} {u} to {t} {u}"), *to - *from, u.clone()))
+                }
+                Flag::ImplausibleJump { at, per_hour } => {
+                    Some((*at, format!("计数器跳变 {per_hour:.1} {u}/小时，超过表计物理上限"), format!("counter jumped {per_hour:.1} {u}/h, beyond the meter's maximum"), *per_hour, format!("{u}/h")))
+                }
                 _ => None,
             })
             .filter(|(at, ..)| *at >= now - lookback && *at <= now)
             .max_by_key(|(at, ..)| *at);
-        if let Some((at, zh, en, v)) = latest {
+        if let Some((at, zh, en, v, unit)) = latest {
             out.push(Finding {
                 key: id.clone(),
                 labels: labels.clone(),
-                summary_zh: format!("表计 {id} {} {zh}；请核查或登记换表", fmt_time(at, tz)),
+                summary_zh: format!("表计 {id} 于 {} {zh}；请核查或登记换表", fmt_time(at, tz)),
                 summary_en: format!("meter {id} at {}: {en}; check it or record a replacement", fmt_time(at, tz)),
                 value: Some(v),
+                unit: Some(unit),
             });
         }
     }
@@ -319,6 +342,7 @@ pub fn base_load_high(meters: &[MeterHours], now: i64, tz: Tz, p: &BaseLoadRule<
                 summary_zh: format!("表计 {id} {} {pz}基础负荷 {:.2} {unit}/小时，高于近 {weeks} 周的常值 {:.2} 的 {factor} 倍", b.date, b.base, b.learned),
                 summary_en: format!("meter {id}: base load on {} ({pe}) {:.2} {unit}/h, above {factor} x its level of the last {weeks} weeks ({:.2})", b.date, b.base, b.learned),
                 value: Some(b.base),
+                unit: Some(format!("{unit}/h")),
             });
         }
     }
@@ -343,6 +367,7 @@ pub fn night_flow(meters: &[MeterHours], now: i64, tz: Tz, night: [u32; 2], thre
                 summary_zh: format!("表计 {id} {date} 夜间 {}-{} 时每小时均有用量（最少 {min:.3} {unit}，共 {total:.3} {unit}），疑似漏水", night[0], night[1]),
                 summary_en: format!("meter {id}: flow in every night hour {}-{} h on {date} (least {min:.3} {unit}/h, {total:.3} {unit} in all): possible leak", night[0], night[1]),
                 value: Some(min),
+                unit: Some(format!("{unit}/h")),
             });
         }
     }
@@ -369,6 +394,7 @@ pub fn heating_off_season(meters: &[MeterHours], supply: &BTreeMap<String, f64>,
                 summary_zh: format!("表计 {id} 在{season_zh} 24 小时内供热 {day:.2} {unit}"),
                 summary_en: format!("meter {id}: {day:.2} {unit} of heat in the last 24 h {season_en}"),
                 value: Some(day),
+                unit: Some(unit.clone()),
             });
         } else if let Some(x) = temp {
             out.push(Finding {
@@ -377,6 +403,7 @@ pub fn heating_off_season(meters: &[MeterHours], supply: &BTreeMap<String, f64>,
                 summary_zh: format!("表计 {id} 在{season_zh} 24 小时平均供水温度 {x:.1} °C"),
                 summary_en: format!("meter {id}: supply temperature {x:.1} °C on average over the last 24 h {season_en}"),
                 value: Some(x),
+                unit: Some("°C".to_string()),
             });
         }
     }
@@ -386,6 +413,28 @@ pub fn heating_off_season(meters: &[MeterHours], supply: &BTreeMap<String, f64>,
 // ---------------------------------------------------------------------------------------------
 // Agencies
 
+/// One carrier's budget: the carrier, its counter unit, the budget, the projected year and the
+/// day (0-based in the year) the running sum crosses the budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarrierBudget {
+    pub carrier: Carrier,
+    pub unit: String,
+    pub budget: f64,
+    pub projected: f64,
+    pub crossed_day: Option<usize>,
+}
+
+/// One indicator's projected value against its quota band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BandOutlook {
+    pub indicator: Indicator,
+    pub unit: String,
+    pub projected: f64,
+    pub binding: f64,
+    pub benchmark: f64,
+    pub class: BandClass,
+}
+
 /// What the agency rules need of an agency's indicators.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outlook {
@@ -393,31 +442,38 @@ pub struct Outlook {
     pub name: String,
     pub year: i32,
     pub in_progress: bool,
+    /// Days of the year the figures cover: day indices below it are past.
     pub days_elapsed: usize,
-    pub energy_budget_crossed_day: Option<usize>,
-    /// Carrier, unit, budget, projected, crossing day.
-    pub carrier_budgets: Vec<(String, String, f64, f64, Option<usize>)>,
-    /// Indicator, unit, projected value, band (binding, benchmark), class.
-    pub bands: Vec<(String, String, f64, f64, f64, BandClass)>,
+    /// The energy budget (kgce), the projected year (kgce), and the crossing day (0-based).
+    pub energy_budget: Option<(f64, f64, Option<usize>)>,
+    pub carrier_budgets: Vec<CarrierBudget>,
+    pub bands: Vec<BandOutlook>,
     pub coverage: f64,
 }
 
-impl From<&AgencyIndicators> for Outlook {
-    fn from(a: &AgencyIndicators) -> Outlook {
+impl Outlook {
+    /// The outlook of an agency's indicators; its energy budget from the registry.
+    pub fn of(a: &AgencyIndicators, reg: &Registry) -> Outlook {
+        let energy = a.get(Indicator::TotalEnergy).and_then(|i| i.projected);
+        let energy_budget = reg.budget(&a.agency, a.year).and_then(|b| b.energy_kgce).map(|b| (b, energy.unwrap_or(0.0), a.energy_budget_crossed_day));
         Outlook {
             agency: a.agency.clone(),
             name: a.name.clone(),
             year: a.year,
             in_progress: a.in_progress,
             days_elapsed: a.days_elapsed,
-            energy_budget_crossed_day: a.energy_budget_crossed_day,
-            carrier_budgets: a.carriers.iter().filter_map(|c| c.budget.map(|b| (c.carrier.as_str().to_string(), c.unit.to_string(), b, c.projected, c.budget_crossed_day))).collect(),
+            energy_budget,
+            carrier_budgets: a
+                .carriers
+                .iter()
+                .filter_map(|c| c.budget.map(|b| CarrierBudget { carrier: c.carrier, unit: c.unit.to_string(), budget: b, projected: c.projected, crossed_day: c.budget_crossed_day }))
+                .collect(),
             bands: a
                 .indicators
                 .iter()
                 .filter_map(|i| {
                     let b = i.band.as_ref()?;
-                    Some((i.indicator.name().to_string(), i.unit.to_string(), i.projected?, b.binding, b.benchmark, b.class))
+                    Some(BandOutlook { indicator: i.indicator, unit: i.unit.to_string(), projected: i.projected?, binding: b.binding, benchmark: b.benchmark, class: b.class })
                 })
                 .collect(),
             coverage: a.quality.coverage,
@@ -425,83 +481,138 @@ impl From<&AgencyIndicators> for Outlook {
     }
 }
 
+/// The date of day `day` (0-based) of `year`.
 fn day_date(year: i32, day: usize) -> String {
     NaiveDate::from_ymd_opt(year, 1, 1).map_or_else(|| format!("{year} day {day}"), |d| (d + chrono::Duration::days(day as i64)).to_string())
 }
 
-/// Agencies of a year in progress projected to exceed their energy budget (or a carrier's
-/// budget), with the date they cross it, and projected indicators above the band's `band`
-/// value.
-pub fn budget_overrun(agencies: &[Outlook], band: BandLevel) -> Vec<Finding> {
+/// The Chinese name of a carrier (统计 forms' terms).
+fn carrier_zh(c: Carrier) -> &'static str {
+    match c {
+        Carrier::Electricity => "电力",
+        Carrier::Water => "水",
+        Carrier::NaturalGas => "天然气",
+        Carrier::DistrictHeat => "热力",
+        Carrier::Steam => "蒸汽",
+        Carrier::Diesel => "柴油",
+        Carrier::Gasoline => "汽油",
+        Carrier::FuelOil => "燃料油",
+        Carrier::Lpg => "液化石油气",
+        Carrier::Coal => "原煤",
+    }
+}
+
+/// A unit as written in Chinese forms: `person` is 人.
+fn unit_zh(u: &str) -> String {
+    u.replace("person", "人")
+}
+
+/// A number with at most `digits` decimals and no trailing zeros.
+fn num(x: f64, digits: usize) -> String {
+    let s = format!("{x:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// One budget crossing in both languages: `what` crossed it on the date (the day is within the
+/// days the figures cover, `day` < `days_elapsed`) or is projected to cross it on the date
+/// (after them); never both for one date.
+fn crossing(what_zh: &str, what_en: &str, year: i32, day: usize, days_elapsed: usize) -> (String, String) {
+    let date = day_date(year, day);
+    if day < days_elapsed {
+        (format!("已于 {date} 超出{what_zh}"), format!("crossed {what_en} on {date}"))
+    } else {
+        (format!("预计于 {date} 超出{what_zh}"), format!("projected to cross {what_en} on {date}"))
+    }
+}
+
+/// Agencies of a year in progress projected to exceed their energy budget (kgce) or a carrier's
+/// budget: one finding per agency, each crossing with its date, said as past when the day is
+/// within the days the figures cover and as projected when it is after them. The value is the
+/// projected year of the first budget crossed, in its unit.
+pub fn budget_overrun(agencies: &[Outlook]) -> Vec<Finding> {
     let mut out = Vec::new();
     for a in agencies.iter().filter(|a| a.in_progress) {
-        let labels = BTreeMap::from([("agency".to_string(), a.agency.clone())]);
-        let mut zh = Vec::new();
-        let mut en = Vec::new();
-        let mut first: Option<usize> = None;
-        if let Some(d) = a.energy_budget_crossed_day {
-            let date = day_date(a.year, d);
-            if d < a.days_elapsed {
-                zh.push(format!("已于 {date} 超出年度能耗预算"));
-                en.push(format!("crossed its annual energy budget on {date}"));
-            } else {
-                zh.push(format!("预计于 {date} 超出年度能耗预算"));
-                en.push(format!("projected to cross its annual energy budget on {date}"));
-            }
-            first = Some(d);
+        let mut parts: Vec<(usize, String, String, f64, String)> = Vec::new();
+        if let Some((budget, projected, Some(d))) = a.energy_budget {
+            let (zh, en) = crossing("年度能耗预算", "its annual energy budget", a.year, d, a.days_elapsed);
+            let (p, b) = (num(projected, 0), num(budget, 0));
+            parts.push((d, format!("{zh}（预计全年 {p} kgce，预算 {b} kgce）"), format!("{en} (projected {p} kgce for the year, budget {b} kgce)"), projected, "kgce".to_string()));
         }
-        for (carrier, unit, budget, projected, day) in &a.carrier_budgets {
-            if let Some(d) = day {
-                let date = day_date(a.year, *d);
-                zh.push(format!("{carrier} 预计全年 {projected:.0} {unit}，预算 {budget:.0} {unit}，{date} 越过"));
-                en.push(format!("{carrier} projected {projected:.0} {unit} against a budget of {budget:.0} {unit}, crossing on {date}"));
-                first = Some(first.map_or(*d, |f| f.min(*d)));
-            }
+        for c in &a.carrier_budgets {
+            let Some(d) = c.crossed_day else { continue };
+            let (zh, en) = crossing(&format!("{}预算", carrier_zh(c.carrier)), &format!("its {} budget", c.carrier.as_str().replace('_', " ")), a.year, d, a.days_elapsed);
+            let (p, b, u) = (num(c.projected, 0), num(c.budget, 0), &c.unit);
+            parts.push((d, format!("{zh}（预计全年 {p} {u}，预算 {b} {u}）"), format!("{en} (projected {p} {u} for the year, budget {b} {u})"), c.projected, u.clone()));
         }
-        if let Some(d) = first {
-            out.push(Finding {
-                key: a.agency.clone(),
-                labels: labels.clone(),
-                summary_zh: format!("{}（{}）{}", a.name, a.agency, zh.join("；")),
-                summary_en: format!("{} ({}): {}", a.name, a.agency, en.join("; ")),
-                value: Some(d as f64),
-            });
-        }
-        if band == BandLevel::None {
-            continue;
-        }
-        for (ind, unit, projected, binding, benchmark, class) in &a.bands {
+        let Some(first) = parts.iter().min_by_key(|p| p.0).map(|p| (p.3, p.4.clone())) else { continue };
+        let zh: Vec<&str> = parts.iter().map(|p| p.1.as_str()).collect();
+        let en: Vec<&str> = parts.iter().map(|p| p.2.as_str()).collect();
+        out.push(Finding {
+            key: a.agency.clone(),
+            labels: BTreeMap::from([("agency".to_string(), a.agency.clone())]),
+            summary_zh: format!("{}（{}）{}", a.name, a.agency, zh.join("；")),
+            summary_en: format!("{} ({}): {}", a.name, a.agency, en.join("; ")),
+            value: Some(first.0),
+            unit: Some(first.1),
+        });
+    }
+    out
+}
+
+/// Projected indicators of a year in progress above the quota band's `band` value (约束值, or
+/// 基准值): one finding per agency and indicator, keyed `agency:indicator`, labelled with the
+/// indicator; the value is the projected indicator in its unit.
+pub fn quota_band(agencies: &[Outlook], band: BandLevel) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if band == BandLevel::None {
+        return out;
+    }
+    for a in agencies.iter().filter(|a| a.in_progress) {
+        for b in &a.bands {
             let (over, limit, lz, le) = match band {
-                BandLevel::Binding => (*class == BandClass::AboveBinding, *binding, "约束值", "binding value"),
-                _ => (matches!(class, BandClass::AboveBinding | BandClass::AboveBenchmark), *benchmark, "基准值", "benchmark"),
+                BandLevel::Binding => (b.class == BandClass::AboveBinding, b.binding, "约束值", "binding value"),
+                _ => (matches!(b.class, BandClass::AboveBinding | BandClass::AboveBenchmark), b.benchmark, "基准值", "benchmark value"),
             };
-            if over {
-                let mut l = labels.clone();
-                l.insert("indicator".into(), ind.clone());
-                out.push(Finding {
-                    key: format!("{}:{ind}", a.agency),
-                    labels: l,
-                    summary_zh: format!("{}（{}）{ind} 预计全年 {projected:.2} {unit}，高于{lz} {limit}（{}）", a.name, a.agency, class.name_zh()),
-                    summary_en: format!("{} ({}): {ind} projected at {projected:.2} {unit}, above the {le} {limit} ({})", a.name, a.agency, class.name_en()),
-                    value: Some(*projected),
-                });
+            if !over {
+                continue;
             }
+            let ind = b.indicator;
+            let (p, l, u) = (num(b.projected, 2), num(limit, 2), &b.unit);
+            out.push(Finding {
+                key: format!("{}:{}", a.agency, ind.name()),
+                labels: BTreeMap::from([("agency".to_string(), a.agency.clone()), ("indicator".to_string(), ind.name().to_string())]),
+                summary_zh: format!("{}（{}）{} {} 年预计 {p} {}，高于定额{lz} {l} {}", a.name, a.agency, ind.name_zh(), a.year, unit_zh(u), unit_zh(u)),
+                summary_en: format!("{} ({}): {} projected at {p} {u} for {}, above the quota's {le} of {l} {u}", a.name, a.agency, ind.name_en().to_lowercase(), a.year),
+                value: Some(b.projected),
+                unit: Some(u.clone()),
+            });
         }
     }
     out
 }
 
-/// Agencies whose data coverage of the year so far is below `min`.
-pub fn data_completeness(agencies: &[Outlook], min: f64) -> Vec<Finding> {
+/// Agencies whose data coverage of the year so far is below `min`, unless the daemon started
+/// less than `grace` ago (`now - started < grace`): until then the first readings may still be
+/// on their way (gateways' queues, a seeding demo) and a low coverage says nothing. The value
+/// is the coverage in percent.
+pub fn data_completeness(agencies: &[Outlook], min: f64, now: i64, started: i64, grace: i64) -> Vec<Finding> {
+    if now - started < grace {
+        return Vec::new();
+    }
     agencies
         .iter()
         .filter(|a| a.days_elapsed > 0 && a.coverage < min)
         .map(|a| Finding {
             key: a.agency.clone(),
             labels: BTreeMap::from([("agency".to_string(), a.agency.clone())]),
-            summary_zh: format!("{}（{}）{} 年数据完整率 {:.1}%，低于 {:.0}%", a.name, a.agency, a.year, a.coverage * 100.0, min * 100.0),
-            summary_en: format!("{} ({}): data coverage of {} is {:.1}%, below {:.0}%", a.name, a.agency, a.year, a.coverage * 100.0, min * 100.0),
-            value: Some(a.coverage),
+            summary_zh: format!("{}（{}）{} 年数据完整率 {:.1}%，低于 {}%", a.name, a.agency, a.year, a.coverage * 100.0, num(min * 100.0, 1)),
+            summary_en: format!("{} ({}): data coverage of {} is {:.1}%, below {}%", a.name, a.agency, a.year, a.coverage * 100.0, num(min * 100.0, 1)),
+            value: Some((a.coverage * 1000.0).round() / 10.0),
+            unit: Some("%".to_string()),
         })
         .collect()
 }
@@ -526,6 +637,7 @@ pub fn disk_space_low(free: Option<u64>, threshold: f64) -> Vec<Finding> {
         summary_zh: format!("数据目录所在磁盘可用空间 {:.1} MiB，低于告警阈值 {:.1} MiB；可用空间低于 storage.min_free_bytes 时将拒绝写入", mib(free as f64), mib(threshold)),
         summary_en: format!("{:.1} MiB free on the data directory's disk, under the alert threshold of {:.1} MiB; under storage.min_free_bytes writes are refused", mib(free as f64), mib(threshold)),
         value: Some(free as f64),
+        unit: Some("B".to_string()),
     }]
 }
 

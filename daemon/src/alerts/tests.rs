@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono_tz::Asia::Shanghai as TZ;
 
 use super::config::{BandLevel, Severity};
+use crate::registry::Indicator;
+use energy_wire::Carrier;
 use super::rules::{self, Finding, Outlook, SeenGateway, SeenMeter};
 use super::state::{Book, RuleMeta, State};
 use crate::accounting::counter::Flag;
@@ -32,7 +34,7 @@ fn labels() -> BTreeMap<String, String> {
 fn drive(times: &[i64], for_ms: i64, key: &str, mut findings: impl FnMut(i64) -> Vec<Finding>) -> Vec<(i64, State)> {
     let mut book = Book::default();
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms, labels: &extra, banded: true };
     let mut out: Vec<(i64, State)> = Vec::new();
     let mut last: Option<State> = None;
     for &t in times {
@@ -232,16 +234,24 @@ fn gateways_offline_by_last_will_or_silence_and_backing_up_by_lag() {
 #[test]
 fn counter_anomalies_from_the_engine_flags_within_the_lookback() {
     let now = at(10, 0, 0);
+    let cf = |id: &str, flags: Vec<Flag>| rules::CounterFlags { id: id.into(), labels: labels(), unit: "kWh".into(), flags };
     let meters = vec![
-        ("down".to_string(), labels(), vec![Flag::UnexplainedDecrease { at: at(8, 3, 0), from: 1200.0, to: 15.0 }]),
-        ("old".to_string(), labels(), vec![Flag::ImplausibleJump { at: at(1, 0, 0), per_hour: 900.0 }]),
-        ("jump".to_string(), labels(), vec![Flag::Rollover { at: at(9, 0, 0) }, Flag::ImplausibleJump { at: at(9, 12, 0), per_hour: 900.0 }]),
-        ("roll".to_string(), labels(), vec![Flag::Rollover { at: at(9, 0, 0) }]),
+        cf("down", vec![Flag::UnexplainedDecrease { at: at(8, 3, 0), from: 1200.0, to: 15.0 }]),
+        cf("old", vec![Flag::ImplausibleJump { at: at(1, 0, 0), per_hour: 900.0 }]),
+        cf("jump", vec![Flag::Rollover { at: at(9, 0, 0) }, Flag::ImplausibleJump { at: at(9, 12, 0), per_hour: 900.0 }]),
+        cf("roll", vec![Flag::Rollover { at: at(9, 0, 0) }]),
     ];
     let f = rules::counter_anomaly(&meters, now, 7 * D, TZ);
     let keys: Vec<&str> = f.iter().map(|x| x.key.as_str()).collect();
     assert_eq!(keys, vec!["down", "jump"]);
-    assert_eq!(f[0].summary_en, "meter down at 2026-03-10 03:00: counter went down 1200 -> 15; check it or record a replacement");
+    // (summary_en, summary_zh, value, unit): the drop 15 - 1200 = -1185 kWh; the jump's rate.
+    let want: [(&str, &str, f64, &str); 2] = [
+        ("meter down at 2026-03-10 03:00: counter went down from 1200 kWh to 15 kWh; check it or record a replacement", "表计 down 于 2026-03-10 03:00 计数器从 1200 kWh 倒退至 15 kWh；请核查或登记换表", -1185.0, "kWh"),
+        ("meter jump at 2026-03-11 12:00: counter jumped 900.0 kWh/h, beyond the meter's maximum; check it or record a replacement", "表计 jump 于 2026-03-11 12:00 计数器跳变 900.0 kWh/小时，超过表计物理上限；请核查或登记换表", 900.0, "kWh/h"),
+    ];
+    for (f, (en, zh, v, u)) in f.iter().zip(want) {
+        assert_eq!((f.summary_en.as_str(), f.summary_zh.as_str(), f.value, f.unit.as_deref()), (en, zh, Some(v), Some(u)));
+    }
 }
 
 #[test]
@@ -270,22 +280,25 @@ fn heat_outside_the_heating_season() {
     assert_eq!(f[0].summary_en, "meter h1: supply temperature 55.0 °C on average over the last 24 h outside the heating season (11-01 to 03-31)");
 }
 
-fn outlook(crossed: Option<usize>, days_elapsed: usize) -> Outlook {
+/// An agency with an energy budget of 1000 kgce (1150 projected), an electricity budget of
+/// 100000 kWh (112000 projected), and 人均综合能耗 projected at 1300 kgce/(person·a) against
+/// a binding value of 1197.8 and a benchmark of 781.
+fn outlook(energy_crossed: Option<usize>, carrier_crossed: Option<usize>, days_elapsed: usize) -> Outlook {
     Outlook {
         agency: "ag1".into(),
         name: "测试局".into(),
         year: 2026,
         in_progress: true,
         days_elapsed,
-        energy_budget_crossed_day: crossed,
-        carrier_budgets: vec![("electricity".into(), "kWh".into(), 100_000.0, 112_000.0, crossed)],
-        bands: vec![("energy_per_person".into(), "kgce/(person·a)".into(), 1300.0, 1197.8, 781.0, BandClass::AboveBinding)],
+        energy_budget: Some((1000.0, 1150.0, energy_crossed)),
+        carrier_budgets: vec![rules::CarrierBudget { carrier: Carrier::Electricity, unit: "kWh".into(), budget: 100_000.0, projected: 112_000.0, crossed_day: carrier_crossed }],
+        bands: vec![rules::BandOutlook { indicator: Indicator::EnergyPerPerson, unit: "kgce/(person·a)".into(), projected: 1300.0, binding: 1197.8, benchmark: 781.0, class: BandClass::AboveBinding }],
         coverage: 0.97,
     }
 }
 
 #[test]
-fn a_projected_overrun_fires_with_its_crossing_date_and_resolves_when_the_projection_falls() {
+fn a_projected_overrun_fires_and_resolves_when_the_projection_falls() {
     // Evaluated daily at noon from day 95 to day 110. From day 100 the projection crosses the
     // budget on day 300 (2026-10-28); from day 105 it no longer does. `for` = 1 day.
     let day = |t: i64| ((t - 1_767_196_800_000) / D) as usize; // days since 2026-01-01 00:00+08
@@ -293,40 +306,138 @@ fn a_projected_overrun_fires_with_its_crossing_date_and_resolves_when_the_projec
     let got = drive(&times, D, "ag1", |t| {
         let d = day(t);
         let crossed = (100..105).contains(&d).then_some(300);
-        rules::budget_overrun(&[outlook(crossed, d)], BandLevel::None)
+        rules::budget_overrun(&[outlook(crossed, crossed, d)])
     });
     let t = |d: i64| 1_767_196_800_000 + d * D + 12 * H;
     assert_eq!(got, vec![(t(100), State::Pending), (t(101), State::Firing), (t(105), State::Resolved)]);
-
-    let f = rules::budget_overrun(&[outlook(Some(300), 120)], BandLevel::Binding);
-    assert_eq!(f.len(), 2, "{f:?}");
-    assert_eq!(f[0].summary_zh, "测试局（ag1）预计于 2026-10-28 超出年度能耗预算；electricity 预计全年 112000 kWh，预算 100000 kWh，2026-10-28 越过");
-    assert!(f[0].summary_en.contains("projected to cross its annual energy budget on 2026-10-28"), "{}", f[0].summary_en);
-    assert_eq!(f[1].key, "ag1:energy_per_person");
-    assert_eq!(f[1].labels["indicator"], "energy_per_person");
-    // Already crossed.
-    let f = rules::budget_overrun(&[outlook(Some(30), 120)], BandLevel::None);
-    assert!(f[0].summary_en.contains("crossed its annual energy budget on 2026-01-31"), "{}", f[0].summary_en);
     // A closed year is not alerted on.
-    assert!(rules::budget_overrun(&[Outlook { in_progress: false, ..outlook(Some(300), 365) }], BandLevel::Binding).is_empty());
+    assert!(rules::budget_overrun(&[Outlook { in_progress: false, ..outlook(Some(300), Some(300), 365) }]).is_empty());
 }
 
 #[test]
-fn data_completeness_below_the_threshold() {
-    let cases: &[(f64, f64, bool)] = &[(0.85, 0.9, true), (0.9, 0.9, false), (0.97, 0.9, false), (0.5, 0.4, false)];
-    for &(coverage, min, fires) in cases {
-        let f = rules::data_completeness(&[Outlook { coverage, ..outlook(None, 60) }], min);
-        assert_eq!(f.len(), usize::from(fires), "{coverage} vs {min}");
+fn budget_messages_say_past_crossings_as_past_and_the_rest_as_projected() {
+    // Days are 0-based in 2026 (not a leap year): day 30 = 01-31; day 100 = 04-11 (day 90 is
+    // 04-01); day 119 = 04-30; day 120 = 05-01; day 130 = 05-11; day 280 = 10-08 (day 273 is
+    // 10-01); day 300 = 10-28. The figures cover 120 days: days 0..=119 are past, day 120 on
+    // is projected. The value is the projected year of the budget crossed first, in its unit.
+    let (e, c) = ("（预计全年 1150 kgce，预算 1000 kgce）", "（预计全年 112000 kWh，预算 100000 kWh）");
+    let (ee, ce) = ("(projected 1150 kgce for the year, budget 1000 kgce)", "(projected 112000 kWh for the year, budget 100000 kWh)");
+    type Case = (Option<usize>, Option<usize>, String, String, f64, &'static str);
+    let cases: Vec<Case> = vec![
+        // Both ahead: projected; the electricity budget goes first (day 280).
+        (
+            Some(300),
+            Some(280),
+            format!("测试局（ag1）预计于 2026-10-28 超出年度能耗预算{e}；预计于 2026-10-08 超出电力预算{c}"),
+            format!("测试局 (ag1): projected to cross its annual energy budget on 2026-10-28 {ee}; projected to cross its electricity budget on 2026-10-08 {ce}"),
+            112_000.0,
+            "kWh",
+        ),
+        // Both past (day 119 is the last day covered).
+        (
+            Some(30),
+            Some(119),
+            format!("测试局（ag1）已于 2026-01-31 超出年度能耗预算{e}；已于 2026-04-30 超出电力预算{c}"),
+            format!("测试局 (ag1): crossed its annual energy budget on 2026-01-31 {ee}; crossed its electricity budget on 2026-04-30 {ce}"),
+            1150.0,
+            "kgce",
+        ),
+        // One of each; day 120 (the first day not covered) is projected.
+        (
+            Some(120),
+            Some(100),
+            format!("测试局（ag1）预计于 2026-05-01 超出年度能耗预算{e}；已于 2026-04-11 超出电力预算{c}"),
+            format!("测试局 (ag1): projected to cross its annual energy budget on 2026-05-01 {ee}; crossed its electricity budget on 2026-04-11 {ce}"),
+            112_000.0,
+            "kWh",
+        ),
+        // Only the carrier.
+        (None, Some(130), format!("测试局（ag1）预计于 2026-05-11 超出电力预算{c}"), format!("测试局 (ag1): projected to cross its electricity budget on 2026-05-11 {ce}"), 112_000.0, "kWh"),
+    ];
+    for (energy, carrier, zh, en, v, u) in cases {
+        let f = rules::budget_overrun(&[outlook(energy, carrier, 120)]);
+        assert_eq!(f.len(), 1, "{energy:?} {carrier:?}");
+        assert_eq!((f[0].summary_zh.as_str(), f[0].summary_en.as_str()), (zh.as_str(), en.as_str()));
+        assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(v), Some(u)));
+        assert_eq!(f[0].labels, BTreeMap::from([("agency".to_string(), "ag1".to_string())]));
     }
-    let f = rules::data_completeness(&[Outlook { coverage: 0.855, ..outlook(None, 60) }], 0.9);
+    assert!(rules::budget_overrun(&[outlook(None, None, 120)]).is_empty(), "no budget crossed");
+}
+
+#[test]
+fn quota_band_findings_name_the_indicator_and_the_band_in_units() {
+    let per_person = |projected: f64, class: BandClass| Outlook { bands: vec![rules::BandOutlook { projected, class, ..outlook(None, None, 120).bands[0].clone() }], ..outlook(None, None, 120) };
+    // (projected, its class, band level, expected zh and en, or none)
+    type Case = (f64, BandClass, BandLevel, Option<(&'static str, &'static str)>);
+    let cases: [Case; 5] = [
+        (
+            1300.0,
+            BandClass::AboveBinding,
+            BandLevel::Binding,
+            Some((
+                "测试局（ag1）人均综合能耗 2026 年预计 1300 kgce/(人·a)，高于定额约束值 1197.8 kgce/(人·a)",
+                "测试局 (ag1): energy per person projected at 1300 kgce/(person·a) for 2026, above the quota's binding value of 1197.8 kgce/(person·a)",
+            )),
+        ),
+        // Between benchmark and binding: not above the binding value...
+        (900.0, BandClass::AboveBenchmark, BandLevel::Binding, None),
+        // ...but above the benchmark.
+        (
+            900.5,
+            BandClass::AboveBenchmark,
+            BandLevel::Benchmark,
+            Some(("测试局（ag1）人均综合能耗 2026 年预计 900.5 kgce/(人·a)，高于定额基准值 781 kgce/(人·a)", "测试局 (ag1): energy per person projected at 900.5 kgce/(person·a) for 2026, above the quota's benchmark value of 781 kgce/(person·a)")),
+        ),
+        (700.0, BandClass::AboveGuide, BandLevel::Benchmark, None),
+        (1300.0, BandClass::AboveBinding, BandLevel::None, None),
+    ];
+    for (projected, class, level, want) in cases {
+        let f = rules::quota_band(&[per_person(projected, class)], level);
+        match want {
+            None => assert!(f.is_empty(), "{projected} {level:?}: {f:?}"),
+            Some((zh, en)) => {
+                assert_eq!(f.len(), 1);
+                assert_eq!((f[0].summary_zh.as_str(), f[0].summary_en.as_str()), (zh, en));
+                assert_eq!((f[0].key.as_str(), f[0].labels["indicator"].as_str()), ("ag1:energy_per_person", "energy_per_person"));
+                assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(projected), Some("kgce/(person·a)")));
+            }
+        }
+    }
+    // The budget rule says nothing of bands.
+    assert!(rules::budget_overrun(&[per_person(1300.0, BandClass::AboveBinding)]).is_empty());
+}
+
+#[test]
+fn data_completeness_below_the_threshold_once_the_grace_after_start_is_over() {
+    let started = at(0, 8, 0);
+    // (coverage, min, minutes since start, grace minutes, fires)
+    let cases: &[(f64, f64, i64, i64, bool)] = &[
+        (0.85, 0.9, 120, 60, true),
+        (0.9, 0.9, 120, 60, false),
+        (0.97, 0.9, 120, 60, false),
+        (0.5, 0.4, 120, 60, false),
+        // Within the grace: nothing, however low.
+        (0.0, 0.9, 59, 60, false),
+        // Exactly at its end: found.
+        (0.0, 0.9, 60, 60, true),
+        (0.1, 0.9, 0, 0, true),
+    ];
+    for &(coverage, min, since, grace, fires) in cases {
+        let f = rules::data_completeness(&[Outlook { coverage, ..outlook(None, None, 60) }], min, started + since * M, started, grace * M);
+        assert_eq!(f.len(), usize::from(fires), "{coverage} vs {min}, {since} min after start, grace {grace} min");
+    }
+    // 0.855 -> 85.5 %, in percent.
+    let f = rules::data_completeness(&[Outlook { coverage: 0.855, ..outlook(None, None, 60) }], 0.9, started + 2 * H, started, H);
     assert_eq!(f[0].summary_en, "测试局 (ag1): data coverage of 2026 is 85.5%, below 90%");
+    assert_eq!(f[0].summary_zh, "测试局（ag1）2026 年数据完整率 85.5%，低于 90%");
+    assert_eq!((f[0].value, f[0].unit.as_deref()), (Some(85.5), Some("%")));
 }
 
 #[test]
 fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts() {
     let extra = BTreeMap::from([("team".to_string(), "ops".to_string())]);
-    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra };
-    let f = Finding { key: "k".into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: Some(1.0) };
+    let meta = RuleMeta { name: "R", severity: Severity::Critical, for_ms: 0, labels: &extra, banded: true };
+    let f = Finding { key: "k".into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: Some(1.0), unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![f.clone()], 1000);
     let a = &book.alerts[&("R".to_string(), "k".to_string())];
@@ -347,8 +458,8 @@ fn resolved_alerts_are_forgotten_after_keep_resolved_and_come_back_as_new_alerts
 #[test]
 fn alertmanager_body_holds_firing_alerts_and_resolutions() {
     let extra = BTreeMap::new();
-    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra };
-    let mk = |k: &str| Finding { key: k.into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: None };
+    let meta = RuleMeta { name: "R", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+    let mk = |k: &str| Finding { key: k.into(), labels: labels(), summary_zh: "中".into(), summary_en: "en".into(), value: None, unit: None };
     let mut book = Book::default();
     book.apply(&meta, vec![mk("a"), mk("b")], at(0, 0, 0));
     book.apply(&meta, vec![mk("a")], at(0, 0, 1));

@@ -77,11 +77,14 @@ pub fn access(method: &Method, route: Option<&str>) -> Access {
             | "/api/v1/reports/assessment"
             | "/api/v1/reports/statistics"
             | "/api/v1/plans/energy"
-            | "/api/v1/deadlines",
+            | "/api/v1/deadlines"
+            | "/api/v1/alerts",
         ) if read => {
             Access::Scoped
         }
         Some("/api/v1/audit") if read => Access::Roles(&[Role::Bureau]),
+        // Acknowledging and silencing: any reader; the handler checks the alert's agency.
+        Some(r) if r.starts_with("/api/v1/alerts/{") => Access::Scoped,
         Some(r) if !read && r.starts_with("/api/v1/meters/{") && (r.ends_with("/events") || r.ends_with("/corrections")) => Access::Roles(&[Role::Engineer]),
         Some(r) if read && r.starts_with("/api/v1/agencies/{") => Access::InPath(PathScope::Agency),
         Some(r) if read && r.starts_with("/api/v1/buildings/{") => Access::InPath(PathScope::Building),
@@ -317,7 +320,9 @@ mod tests {
 
     #[test]
     fn unlisted_routes_fail_closed() {
-        assert_eq!(access(&Method::GET, Some("/api/v1/alerts")), Access::ReadAll);
+        assert_eq!(access(&Method::GET, Some("/api/v1/alerts")), Access::Scoped);
+        assert_eq!(access(&Method::POST, Some("/api/v1/alerts/{id}/ack")), Access::Scoped);
+        assert_eq!(access(&Method::DELETE, Some("/api/v1/alerts/{id}/silence")), Access::Scoped);
         assert_eq!(access(&Method::GET, Some("/api/v1/reports/annual")), Access::Scoped);
         assert_eq!(access(&Method::POST, Some("/api/v1/plans/energy")), Access::Admin);
         assert_eq!(access(&Method::POST, Some("/api/v1/meters/{id}/events")), Access::Roles(&[Role::Engineer]));

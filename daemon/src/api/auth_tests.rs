@@ -489,3 +489,78 @@ async fn metrics_show_agency_series_only_to_who_may_read_them() {
         }
     }
 }
+
+/// Acknowledging and silencing over HTTP: roles, agency scope, the answers' codes, the audit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_acknowledged_and_silenced_by_role_and_agency() {
+    use crate::alerts::config::Severity;
+    use crate::alerts::rules::{meter_labels, Finding};
+    let f = fx();
+    let now = chrono::Utc::now().timestamp_millis();
+    {
+        let extra = std::collections::BTreeMap::new();
+        let meta = crate::alerts::state::RuleMeta { name: "MeterSilent", severity: Severity::Warning, for_ms: 0, labels: &extra, banded: true };
+        let fnd = |m: &str, agency: &str| Finding { key: m.into(), labels: meter_labels(m, "b1", agency), summary_zh: "表计无读数".into(), summary_en: "silent".into(), value: Some(600.0), unit: Some("s".into()) };
+        f.state.alerts.book.lock().unwrap().apply(&meta, vec![fnd("m1", "a,b"), fnd("w1", "b")], now);
+    }
+    let (_, v) = as_role(&f, "bureau", "GET", "/api/v1/alerts?kind=MeterSilent", Vec::new()).await;
+    let id_of = |m: &str| v["alerts"].as_array().unwrap().iter().find(|a| a["meter"] == m).unwrap()["id"].as_str().unwrap().to_string();
+    let (shared, b_only) = (id_of("m1"), id_of("w1"));
+    assert_eq!(shared.len(), 16);
+    // The agency token lists the alert of the building it shares, not agency b's own meter.
+    let (_, v) = as_role(&f, "agency", "GET", "/api/v1/alerts", Vec::new()).await;
+    let seen: Vec<&str> = v["alerts"].as_array().unwrap().iter().map(|a| a["meter"].as_str().unwrap()).collect();
+    assert_eq!(seen, ["m1"], "{v}");
+    let ack = |reason: &str| serde_json::json!({ "reason": reason }).to_string().into_bytes();
+    let uri = |id: &str, what: &str| format!("/api/v1/alerts/{id}/{what}");
+    // (role, method, uri, body, status)
+    let cases: Vec<(&str, &str, String, Vec<u8>, u16)> = vec![
+        ("none", "POST", uri(&shared, "ack"), ack("x"), 401),
+        ("gateway", "POST", uri(&shared, "ack"), ack("x"), 403),
+        ("agency", "POST", uri(&b_only, "ack"), ack("not ours"), 403),
+        ("agency", "POST", uri(&shared, "ack"), b"{}".to_vec(), 400),
+        ("agency", "POST", uri(&shared, "ack"), ack("   "), 400),
+        ("agency", "POST", uri(&shared, "ack"), b"not json".to_vec(), 400),
+        ("agency", "POST", uri(&shared, "ack"), serde_json::json!({"reason": "x", "hours": 1}).to_string().into_bytes(), 400),
+        ("engineer", "POST", uri("0123456789abcdef", "ack"), ack("x"), 404),
+        ("agency", "POST", uri(&shared, "ack"), ack("电工已到场"), 200),
+        ("engineer", "POST", uri(&b_only, "silence"), serde_json::json!({"reason": "x", "hours": 2, "until": "2030-01-01T00:00:00Z"}).to_string().into_bytes(), 400),
+        ("engineer", "POST", uri(&b_only, "silence"), serde_json::json!({"reason": "x", "until": "tomorrow"}).to_string().into_bytes(), 400),
+        ("engineer", "POST", uri(&b_only, "silence"), serde_json::json!({"reason": "x", "hours": 0}).to_string().into_bytes(), 400),
+        ("engineer", "POST", uri(&b_only, "silence"), serde_json::json!({"reason": "检修", "hours": 4}).to_string().into_bytes(), 200),
+        ("agency", "DELETE", uri(&b_only, "silence"), Vec::new(), 403),
+        ("bureau", "DELETE", uri(&b_only, "silence"), Vec::new(), 200),
+        ("bureau", "DELETE", uri(&b_only, "silence"), Vec::new(), 409),
+        ("admin", "POST", uri(&b_only, "silence"), serde_json::json!({"reason": "until a date", "until": chrono::DateTime::from_timestamp_millis(now + 3_600_000).unwrap().to_rfc3339()}).to_string().into_bytes(), 200),
+    ];
+    for (role, method, u, body, want) in cases {
+        let mut b = Request::builder().method(method).uri(&u).header("content-type", "application/json");
+        if let Some(t) = token_of(role) {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let (s, _, v) = send(&f, b.body(Body::from(body)).unwrap()).await;
+        assert_eq!(s.as_u16(), want, "{method} {u} as {role}: {v}");
+        if s.is_client_error() {
+            assert!(v["error"].is_string(), "{v}");
+        }
+    }
+    let (_, v) = as_role(&f, "engineer", "GET", "/api/v1/alerts?kind=meter_silent", Vec::new()).await;
+    let find = |m: &str| v["alerts"].as_array().unwrap().iter().find(|a| a["meter"] == m).cloned().unwrap();
+    let a = find("m1");
+    assert_eq!((a["acknowledged"]["by"].as_str(), a["acknowledged"]["reason"].as_str(), a["silenced"].is_null()), (Some("agency-a"), Some("电工已到场"), true), "{a}");
+    let w = find("w1");
+    assert_eq!((w["silenced"]["by"].as_str(), w["silenced"]["reason"].as_str(), w["acknowledged"].is_null()), (Some("ops"), Some("until a date"), true), "{w}");
+    let kinds: Vec<&str> = w["history"].as_array().unwrap().iter().map(|h| h["state"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["pending", "firing", "silenced", "unsilenced", "silenced"], "{w}");
+    // Every action is in the audit log, with its actor and reason.
+    let (_, v) = as_role(&f, "bureau", "GET", "/api/v1/audit?limit=1000", Vec::new()).await;
+    let acts: Vec<(String, String)> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("alert.")))
+        .map(|r| (r["action"].as_str().unwrap().to_string(), r["who"].as_str().unwrap().to_string()))
+        .collect();
+    let want = [("alert.acknowledge", "agency-a"), ("alert.silence", "eng"), ("alert.unsilence", "bureau"), ("alert.silence", "ops")];
+    assert_eq!(acts, want.map(|(a, w)| (a.to_string(), w.to_string())), "{v}");
+}

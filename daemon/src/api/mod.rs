@@ -107,6 +107,8 @@ pub fn app(state: Shared) -> Router {
         .route("/api/v1/store/compact", post(compact))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/alerts", get(alerts::list))
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/alerts/{id}/silence", post(alerts::silence).delete(alerts::unsilence))
         .route("/api/v1/indicators/ranking", get(profile::ranking))
         .route("/api/v1/buildings/{id}/summary", get(profile::summary))
         .route("/api/v1/buildings/{id}/profile", get(profile::profile))

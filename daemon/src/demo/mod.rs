@@ -58,6 +58,31 @@ pub struct DemoArgs {
     /// Do not seed history.
     #[arg(long)]
     pub no_seed: bool,
+    /// Where the demo's gateway serves `/healthz`, `/metrics` and `/status` (loopback only;
+    /// `off`: nowhere). Prometheus scrapes it with `deploy/prometheus/demo.yml`.
+    #[arg(long, default_value = "127.0.0.1:9108", env = "ENERGYD_DEMO_GATEWAY_LISTEN")]
+    pub gateway_listen: String,
+}
+
+/// The demo gateway's health listener: `--gateway-listen` unless `off`; when that address is
+/// taken (another demo runs), none, said on stderr: the demo runs without it.
+fn gateway_health(listen: &str) -> Result<energy_gateway::config::HealthConfig, DemoError> {
+    if listen == "off" {
+        return Ok(energy_gateway::config::HealthConfig::default());
+    }
+    let addr = loopback_only(listen).map_err(|e| DemoError::Msg(format!("--gateway-listen: {e}")))?;
+    match std::net::TcpListener::bind(addr) {
+        Ok(l) => {
+            // The gateway binds it again once this one is closed.
+            let bound = l.local_addr().map_or_else(|_| listen.to_string(), |a| a.to_string());
+            drop(l);
+            Ok(energy_gateway::config::HealthConfig { listen: Some(bound) })
+        }
+        Err(e) => {
+            eprintln!("the demo gateway's /metrics is off: cannot listen on {listen} ({e}); give --gateway-listen another address");
+            Ok(energy_gateway::config::HealthConfig::default())
+        }
+    }
 }
 
 /// A simulator file (`energyd simulate --config FILE`).
@@ -503,7 +528,7 @@ fn prepare_data(args: &DemoArgs) -> Result<Loaded, DemoError> {
 }
 
 /// The demo gateway's configuration: every simulated meter, sent to the daemon at `base`.
-fn gateway_config(args: &DemoArgs, bound: &[(SocketAddr, Vec<SimMeterSpec>)], profiles_dir: &Path, base: &str) -> energy_gateway::config::GatewayConfig {
+fn gateway_config(args: &DemoArgs, bound: &[(SocketAddr, Vec<SimMeterSpec>)], profiles_dir: &Path, base: &str, health: energy_gateway::config::HealthConfig) -> energy_gateway::config::GatewayConfig {
     let devices = bound
         .iter()
         .flat_map(|(a, ms)| {
@@ -521,7 +546,7 @@ fn gateway_config(args: &DemoArgs, bound: &[(SocketAddr, Vec<SimMeterSpec>)], pr
             retry_max_ms: 10_000,
             ..energy_gateway::config::UplinkConfig::with_url(format!("{base}/api/v1/ingest"))
         },
-        health: energy_gateway::config::HealthConfig::default(),
+        health,
         modbus: energy_gateway::config::ModbusConfig::default(),
         devices,
         mqtt_input: None,
@@ -594,7 +619,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let daemon_task = tokio::spawn(daemon.serve(daemon_cancel.clone()));
 
     // Gateway.
-    let gw_cfg = gateway_config(&args, &bound, &profiles_dir, &base);
+    let health = gateway_health(&args.gateway_listen)?;
+    if let Some(h) = &health.listen {
+        println!("  gateway demo-gw serves http://{h}/metrics (Prometheus: deploy/prometheus/demo.yml)");
+    }
+    let gw_cfg = gateway_config(&args, &bound, &profiles_dir, &base, health);
     gw_cfg.validate(&profiles).map_err(|e| DemoError::Msg(e.to_string()))?;
     let gw_cancel = CancellationToken::new();
     let (gw, gw_tasks) = energy_gateway::start(gw_cfg, profiles, gw_cancel.clone()).await?;

@@ -54,6 +54,17 @@ pub struct FieldMeter {
     pub address: Option<Vec<u8>>,
     /// CJ/T 188 sequence byte of the next request.
     pub ser: u8,
+    /// The device's current and voltage transformer ratios (`ct_ratio`, `pt_ratio`): DL/T 645
+    /// values are multiplied by their [`DltValue::ratio`](super::profile::DltValue::ratio).
+    pub ct_ratio: f64,
+    pub pt_ratio: f64,
+}
+
+impl FieldMeter {
+    /// A meter read as its profile says, without transformers (ratios 1).
+    pub fn new(profile: Arc<FieldProfile>, address: Option<Vec<u8>>) -> FieldMeter {
+        FieldMeter { profile, address, ser: 0, ct_ratio: 1.0, pt_ratio: 1.0 }
+    }
 }
 
 async fn with_retries<T>(
@@ -127,7 +138,7 @@ async fn read_dlt(link: &mut FieldLink, meter: &mut FieldMeter, ed: Edition, p: 
     };
     for r in &p.reads {
         match read_identifier(link, meter, ed, &address, &r.di_bytes, mcfg, out).await {
-            Ok(value) => decode_values(r, &value, out),
+            Ok(value) => decode_values(r, &value, (meter.ct_ratio, meter.pt_ratio), out),
             Err(e) => {
                 let fatal = matches!(e, ReadError::Timeout(_) | ReadError::Transport(_));
                 out.errors.push(e);
@@ -191,15 +202,16 @@ async fn read_identifier(
     }
 }
 
-/// The values of one identifier's data, in the order the profile lists them.
-fn decode_values(r: &DltRead, value: &[u8], out: &mut FieldRead) {
+/// The values of one identifier's data, in the order the profile lists them, each times its
+/// scale and its transformer ratio (`(ct, pt)`: the device's).
+fn decode_values(r: &DltRead, value: &[u8], (ct, pt): (f64, f64), out: &mut FieldRead) {
     let mut at = 0;
     for v in &r.values {
         let Some(fmt) = v.fmt else { continue };
         let n = fmt.bytes();
-        match value.get(at..at + n).and_then(|b| fmt.value(b, v.signed)) {
-            Some(x) if (x * v.scale).is_finite() => {
-                out.values.insert(v.quantity, x * v.scale);
+        match value.get(at..at + n).and_then(|b| fmt.value(b, v.signed)).map(|x| x * v.scale * v.ratio().factor(ct, pt)) {
+            Some(x) if x.is_finite() => {
+                out.values.insert(v.quantity, x);
             }
             _ => {
                 out.problems.push(format!(
@@ -349,9 +361,70 @@ pub async fn run_field_bus(
             // Checked by the configuration's validation; a bad address reads as "find it".
             address: meter_address(p.protocol, d.address.as_deref()).ok().flatten(),
             ser: 0,
+            ct_ratio: d.ct_ratio,
+            pt_ratio: d.pt_ratio,
         })
         .collect();
     let cfgs = devices.into_iter().map(|(d, _)| d).collect();
     let bus = transport.bus();
     schedule(bus, FieldDriver { transport, gap, meters }, cfgs, mcfg, out, metrics, status, cancel).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::field::profile::parse_field_profile;
+
+    /// A profile with one identifier (00 01 00 00) whose data holds these values, in order:
+    /// (quantity, format, signed, unit, extra key line).
+    fn one_read(values: &[(&str, &str, bool, &str, &str)]) -> String {
+        let mut text = String::from("vendor = \"T\"\nmodel = \"T\"\nsource = \"test\"\nprotocol = \"dlt645-2007\"\n[[read]]\ndi = \"00 01 00 00\"\n");
+        for (q, f, signed, unit, extra) in values {
+            text.push_str(&format!("[[read.value]]\nquantity = \"{q}\"\nformat = \"{f}\"\nsigned = {signed}\nunit = \"{unit}\"\n{extra}\n"));
+        }
+        text
+    }
+
+    /// An energy, a current, a voltage and a power factor; the energy's ratio key as given.
+    fn block(energy_ratio: &str) -> crate::field::profile::FieldProfile {
+        let text = one_read(&[
+            ("active_energy_import", "XXXXXX.XX", false, "kWh", energy_ratio),
+            ("current_l1", "XXX.XXX", true, "A", ""),
+            ("voltage_l1", "XXX.X", false, "V", ""),
+            ("power_factor", "X.XXX", true, "", ""),
+        ]);
+        parse_field_profile("t", "t.toml", &text).unwrap()
+    }
+
+    #[test]
+    fn values_are_multiplied_by_the_devices_transformer_ratios() {
+        let p = block("");
+        // BCD, least significant byte first (the +0x33 is already removed):
+        // 34 12 00 00 = 000012.34 kWh; 34 12 80 = -001.234 A (bit 7 of the top byte is the sign);
+        // 00 10 = 100.0 V; 00 09 = 0.900.
+        let data = [0x34, 0x12, 0x00, 0x00, 0x34, 0x12, 0x80, 0x00, 0x10, 0x00, 0x09];
+        // (ct, pt) -> energy, current, voltage, power factor, worked by hand:
+        let table = [
+            // No transformers: the meter's own values.
+            ((1.0, 1.0), [12.34, -1.234, 100.0, 0.9]),
+            // 200/5 A CTs (40), direct voltage: energy 12.34 x 40 = 493.6, current -1.234 x 40 = -49.36.
+            ((40.0, 1.0), [493.6, -49.36, 100.0, 0.9]),
+            // And 10 kV/100 V VTs (100): energy 12.34 x 4000 = 49 360, voltage 100.0 x 100 = 10 000.
+            ((40.0, 100.0), [49_360.0, -49.36, 10_000.0, 0.9]),
+        ];
+        for ((ct, pt), want) in table {
+            let mut out = FieldRead::default();
+            decode_values(&p.reads[0], &data, (ct, pt), &mut out);
+            let got = [Quantity::ActiveEnergyImport, Quantity::CurrentL1, Quantity::VoltageL1, Quantity::PowerFactor].map(|q| out.values[&q]);
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-9 * w.abs().max(1.0), "ct {ct} pt {pt}: {got:?} vs {want:?}");
+            }
+        }
+        // A value the profile marks as primary is left alone.
+        let p = block("ratio = \"none\"");
+        let mut out = FieldRead::default();
+        decode_values(&p.reads[0], &data, (40.0, 100.0), &mut out);
+        assert_eq!(out.values[&Quantity::ActiveEnergyImport], 12.34);
+        assert_eq!(out.values[&Quantity::VoltageL1], 10_000.0);
+    }
 }

@@ -40,7 +40,7 @@ async fn open(transport: &Transport, mcfg: &ModbusConfig) -> Result<FieldLink, R
 /// Reads the meter at `address` (wire order; `None`: find it) once.
 pub async fn probe(profile: &FieldProfile, transport: &Transport, address: Option<Vec<u8>>, mcfg: &ModbusConfig) -> Result<FieldProbe, ReadError> {
     let mut link = open(transport, mcfg).await?;
-    let mut meter = FieldMeter { profile: std::sync::Arc::new(profile.clone()), address, ser: 0 };
+    let mut meter = FieldMeter::new(std::sync::Arc::new(profile.clone()), address);
     let read = read_meter(&mut link, &mut meter, mcfg).await;
     let bad_frames = link.bad_frames;
     drop(link);

@@ -4,8 +4,10 @@
 //!
 //! DL/T 645: `[[read]]` entries, each a data identifier written as tables write it
 //! (`di = "00 01 00 00"`, or a block `"02 01 FF 00"`) and the values its reply holds one after
-//! the other, each with a quantity, a format (`XXXXXX.XX`), whether the top bit is a sign, and an
-//! optional scale. CJ/T 188: the meter type (`meter_type = "10"`) and `[[value]]` entries
+//! the other, each with a quantity, a format (`XXXXXX.XX`), whether the top bit is a sign, an
+//! optional scale, and an optional `ratio` (`"none"` for a value the meter reports on the primary
+//! side; otherwise the device's `ct_ratio`/`pt_ratio` scale it by quantity, see
+//! [`transformer_ratio`]). CJ/T 188: the meter type (`meter_type = "10"`) and `[[value]]` entries
 //! mapping fields of the 901F reply to quantities (the reply's unit codes are converted), and
 //! two variants found in the field: `di_order = "low-first" | "high-first"` (DI 901F sent
 //! `1F 90`, the default, or `90 1F`) and `unit_position = "after" | "before"` (each value's
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::cjt188::{DiOrder, Field, MeterType, UnitPosition};
 use super::dlt645::{Edition, Format};
 use super::frame::parse_hex;
-use crate::profile::{is_field_profile, ProfileError, ProfileErrors, FIELD_PROTOCOLS};
+use crate::profile::{is_field_profile, ProfileError, ProfileErrors, Ratio, FIELD_PROTOCOLS};
 use crate::transport::Parity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,8 +76,44 @@ pub struct DltValue {
     #[serde(default = "one")]
     pub scale: f64,
     pub unit: String,
+    /// Which of the device's transformer ratios (`ct_ratio`, `pt_ratio` on its `[[device]]`)
+    /// multiplies the value; without it, the quantity's own ([`transformer_ratio`]). `"none"`
+    /// marks a value the meter already reports on the primary side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<Ratio>,
     #[serde(skip)]
     pub fmt: Option<Format>,
+}
+
+impl DltValue {
+    /// The ratio this value is multiplied by: the profile's, else the quantity's.
+    pub fn ratio(&self) -> Ratio {
+        self.ratio.unwrap_or_else(|| transformer_ratio(self.quantity))
+    }
+}
+
+/// How a meter's secondary value of a quantity becomes the primary circuit's, behind current
+/// transformers of ratio CT and voltage transformers of ratio PT: a current is CT times the
+/// secondary current, a voltage PT times the secondary voltage, and a power or an energy (a
+/// product of the two, summed over time) CT x PT times. Everything else (power factor,
+/// frequency, temperatures, volumes) is the same on both sides.
+pub fn transformer_ratio(q: Quantity) -> Ratio {
+    use Quantity as Q;
+    match q {
+        Q::CurrentL1 | Q::CurrentL2 | Q::CurrentL3 => Ratio::Ct,
+        Q::VoltageL1 | Q::VoltageL2 | Q::VoltageL3 => Ratio::Pt,
+        Q::ActiveEnergyImport
+        | Q::ActiveEnergyExport
+        | Q::ReactiveEnergyImport
+        | Q::ReactiveEnergyExport
+        | Q::ActivePower
+        | Q::ActivePowerL1
+        | Q::ActivePowerL2
+        | Q::ActivePowerL3
+        | Q::ReactivePower
+        | Q::ApparentPower => Ratio::CtPt,
+        _ => Ratio::None,
+    }
 }
 
 fn one() -> f64 {
@@ -251,6 +289,14 @@ fn validate_dlt(p: &mut FieldProfile, ed: Edition, seen: &mut Seen, errors: &mut
             if !v.scale.is_finite() || v.scale == 0.0 {
                 errors.push(format!("{vat}: scale must be a finite, non-zero number"));
             }
+            if let Some(r) = v.ratio.filter(|&r| r != Ratio::None && r != transformer_ratio(v.quantity)) {
+                errors.push(format!(
+                    "{vat}: ratio `{}` does not scale {}: leave ratio out (it is `{}` for this quantity) or write \"none\" for a value the meter reports on the primary side",
+                    r.name(),
+                    v.quantity,
+                    transformer_ratio(v.quantity).name()
+                ));
+            }
             unit_ok(v.quantity, &v.unit, &vat, errors);
             seen.once(v.quantity, &vat, errors);
         }
@@ -397,5 +443,52 @@ unit = "m³"
         assert!(errs[0].message.contains("unknown variant `90 1F`, expected `low-first` or `high-first`"), "{:?}", errs);
         let errs = parse_field_profile("t", "t.toml", &DLT.replacen("[[read]]", "di_order = \"high-first\"\n[[read]]", 1)).unwrap_err();
         assert!(errs[0].message.contains("di_order and unit_position are for CJ/T 188 profiles"), "{:?}", errs);
+    }
+
+    #[test]
+    fn transformer_ratios_follow_the_quantity() {
+        use Quantity as Q;
+        // Behind a CT of ratio k_I and a VT of ratio k_U the primary current is k_I x I2, the
+        // primary voltage k_U x U2, and P = U x I x cos(phi) is k_U x k_I x P2 (energy, its
+        // integral, likewise); cos(phi) and f are the same on both sides.
+        let table = [
+            (Q::CurrentL1, Ratio::Ct),
+            (Q::CurrentL3, Ratio::Ct),
+            (Q::VoltageL2, Ratio::Pt),
+            (Q::ActiveEnergyImport, Ratio::CtPt),
+            (Q::ActiveEnergyExport, Ratio::CtPt),
+            (Q::ReactiveEnergyImport, Ratio::CtPt),
+            (Q::ActivePower, Ratio::CtPt),
+            (Q::ActivePowerL2, Ratio::CtPt),
+            (Q::ReactivePower, Ratio::CtPt),
+            (Q::ApparentPower, Ratio::CtPt),
+            (Q::PowerFactor, Ratio::None),
+            (Q::Frequency, Ratio::None),
+            (Q::HeatPower, Ratio::None),
+            (Q::WaterVolume, Ratio::None),
+        ];
+        for (q, want) in table {
+            assert_eq!(transformer_ratio(q), want, "{q}");
+        }
+        // A 200/5 A CT (40) and a 10 kV/100 V VT (100): factors 40, 100, 4000, 1.
+        assert_eq!([Ratio::Ct, Ratio::Pt, Ratio::CtPt, Ratio::None].map(|r| r.factor(40.0, 100.0)), [40.0, 100.0, 4000.0, 1.0]);
+    }
+
+    #[test]
+    fn a_value_may_say_it_is_primary_but_not_scale_by_the_wrong_ratio() {
+        let p = parse_field_profile("t", "t.toml", DLT).unwrap();
+        assert_eq!(p.reads[0].values[0].ratio(), Ratio::CtPt);
+        assert_eq!(p.reads[1].values[0].ratio(), Ratio::Pt);
+        let primary = DLT.replacen("unit = \"kWh\"", "unit = \"kWh\"\nratio = \"none\"", 1);
+        let p = parse_field_profile("t", "t.toml", &primary).unwrap();
+        assert_eq!(p.reads[0].values[0].ratio(), Ratio::None);
+        let wrong = DLT.replacen("unit = \"V\"", "unit = \"V\"\nratio = \"ct\"", 1);
+        let errs = parse_field_profile("t", "t.toml", &wrong).unwrap_err();
+        assert!(
+            errs[0].message.contains("read[1] (02 01 FF 00) value[0] (voltage_l1): ratio `ct` does not scale voltage_l1: leave ratio out (it is `pt` for this quantity)"),
+            "{errs:?}"
+        );
+        let errs = parse_field_profile("t", "t.toml", &DLT.replacen("unit = \"V\"", "unit = \"V\"\nratio = \"vt\"", 1)).unwrap_err();
+        assert!(errs[0].message.contains("unknown variant `vt`"), "{errs:?}");
     }
 }

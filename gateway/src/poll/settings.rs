@@ -90,10 +90,13 @@ pub struct DeviceConfig {
     pub di_order: Option<String>,
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
-    /// Current transformer ratio applied to registers marked `ratio = "ct"` or `"ct_pt"`.
+    /// Current transformer ratio applied to registers marked `ratio = "ct"` or `"ct_pt"`; on a
+    /// DL/T 645 meter, to its currents, powers and energies (unless the profile says
+    /// `ratio = "none"`).
     #[serde(default = "one")]
     pub ct_ratio: f64,
-    /// Voltage transformer ratio applied to registers marked `ratio = "pt"` or `"ct_pt"`.
+    /// Voltage transformer ratio applied to registers marked `ratio = "pt"` or `"ct_pt"`; on a
+    /// DL/T 645 meter, to its voltages, powers and energies.
     #[serde(default = "one")]
     pub pt_ratio: f64,
     /// Per-device overrides of `[modbus]` (timeout, retries, delays).

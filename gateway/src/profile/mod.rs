@@ -54,6 +54,29 @@ pub enum Ratio {
     CtPt,
 }
 
+impl Ratio {
+    /// The factor a value marked with this ratio is multiplied by, given the device's current
+    /// (`ct`) and voltage (`pt`) transformer ratios.
+    pub fn factor(self, ct: f64, pt: f64) -> f64 {
+        match self {
+            Ratio::None => 1.0,
+            Ratio::Ct => ct,
+            Ratio::Pt => pt,
+            Ratio::CtPt => ct * pt,
+        }
+    }
+
+    /// As the profiles write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ratio::None => "none",
+            Ratio::Ct => "ct",
+            Ratio::Pt => "pt",
+            Ratio::CtPt => "ct_pt",
+        }
+    }
+}
+
 /// One value in a device's register map.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,13 +136,7 @@ impl Register {
             return None;
         }
         let r = r * 10f64.powi(power);
-        let ratio = match self.ratio {
-            Ratio::None => 1.0,
-            Ratio::Ct => ct,
-            Ratio::Pt => pt,
-            Ratio::CtPt => ct * pt,
-        };
-        let v = (r * self.scale + self.offset) * ratio;
+        let v = (r * self.scale + self.offset) * self.ratio.factor(ct, pt);
         v.is_finite().then_some(v)
     }
 
