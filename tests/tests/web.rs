@@ -49,6 +49,10 @@ building = "edu-main"
 carrier = "electricity"
 "#;
 
+/// Meters are silent after 3 s without a reading: every meter of the test (its readings stop at
+/// the last whole hour) fires.
+const ALERTS: &str = "[alerts]\ninterval = \"500ms\"\n[[alerts.rule]]\nname = \"MeterSilent\"\nkind = \"meter_silent\"\nexpected_interval = \"1s\"\nintervals = 3\n";
+
 const PASSWORD: &str = "a long enough secret";
 const H: i64 = 3_600_000;
 
@@ -127,7 +131,7 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     let d = dir.path();
     let (admin, entry) = new_token(d, &["--role", "admin", "--name", "ops"]);
     std::fs::write(d.join("registry.toml"), REGISTRY).unwrap();
-    std::fs::write(d.join("energyd.toml"), format!("data_dir = \"data\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[auth]\n{entry}")).unwrap();
+    std::fs::write(d.join("energyd.toml"), format!("data_dir = \"data\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[auth]\n{entry}\n{ALERTS}")).unwrap();
     add_user(d, "bureau", "bureau", None);
     add_user(d, "eng", "engineer", None);
     add_user(d, "fin-officer", "agency", Some("fin"));
@@ -201,6 +205,23 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     let events = api(&url, &admin, "/api/v1/meters/fin-elec/events").await;
     assert_eq!(events["items"][0]["by"], "eng", "{events}");
     b.screenshot(&art.join("meter-engineer.png"));
+
+    // The engineer acknowledges the firing alert of fin-elec with a reason: it stays listed,
+    // marked, and the API says so.
+    b.goto(&format!("{url}/alerts?state=firing"));
+    let mut tries = 0;
+    while !b.eval("!!document.querySelector('article.alert.firing[data-alert] h3 small')").as_bool().unwrap_or(false) || !b.text().contains("fin-elec") {
+        tries += 1;
+        assert!(tries < 120, "no firing alert of fin-elec: {}", b.text());
+        std::thread::sleep(Duration::from_millis(500));
+        b.goto(&format!("{url}/alerts?state=firing"));
+    }
+    b.act("var a = Array.from(document.querySelectorAll('article.alert')).find(function (x) { return x.textContent.indexOf('fin-elec') >= 0; }); var f = a.querySelector('form.ack'); f.reason.value = '已派人检查网关'; f.submit()");
+    assert!(b.text().contains("告警已确认") && b.text().contains("已派人检查网关"), "{}", b.text());
+    b.screenshot(&art.join("alerts.png"));
+    let listed = api(&url, &admin, "/api/v1/alerts?meter=fin-elec").await;
+    assert_eq!(listed["alerts"][0]["acknowledged"]["reason"], "已派人检查网关", "{listed}");
+    assert_eq!(listed["alerts"][0]["acknowledged"]["by"], "eng", "{listed}");
     log_out(&mut b);
 
     // The agency user: its own agency only, whatever the URL.
@@ -208,7 +229,11 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     assert!(b.location().contains("/agencies/fin"), "the agency's home is its page: {}", b.location());
     assert!(!b.text().contains("市教育局"));
     b.screenshot(&art.join("agency.png"));
-    for path in ["/agencies/edu", "/buildings/edu-main", "/meters/edu-elec", "/alerts", &format!("/reports?kind=annual&year={}&format=json&agency=edu", year - 1)] {
+    // Its alerts only.
+    b.goto(&format!("{url}/alerts"));
+    let t = b.text();
+    assert!(t.contains("fin-elec") && !t.contains("edu-elec"), "{t}");
+    for path in ["/agencies/edu", "/buildings/edu-main", "/meters/edu-elec", &format!("/reports?kind=annual&year={}&format=json&agency=edu", year - 1)] {
         b.goto(&format!("{url}{path}"));
         let t = b.text();
         assert!(t.contains("may not") || t.contains("not in the registry"), "{path}: {t}");

@@ -244,6 +244,7 @@ pub fn app(state: Shared, setup: WebSetup) -> Router {
         .route("/agencies/{id}/readings.xlsx", get(readings::template).post(readings::import))
         .route("/reports", get(pages::reports))
         .route("/alerts", get(pages::alerts))
+        .route("/alerts/{id}/{what}", post(pages::alert_action))
         .route("/logout", post(login::logout))
         .route_layer(axum::middleware::from_fn_with_state(w.clone(), require_viewer))
         .with_state(w.clone());

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{Datelike, NaiveDate};
 use energy_wire::Carrier;
@@ -103,9 +103,7 @@ fn layout(c: &Ctx, path: &str, title: &str, crumbs: &[(String, String)], body: &
         ov = c.t("总览", "Overview"),
         rp = c.t("报告", "Reports"),
     );
-    if c.viewer.principal.reads_all() {
-        let _ = write!(h, "<a href=\"{}\">{}</a>", c.link("/alerts"), c.t("告警", "Alerts"));
-    }
+    let _ = write!(h, "<a href=\"{}\">{}</a>", c.link("/alerts"), c.t("告警", "Alerts"));
     let _ = write!(
         h,
         "</nav><div class=\"who\"><span class=\"user\">{} ({})</span> <a href=\"{lang_zh}\">中文</a> · <a href=\"{lang_en}\">English</a>",
@@ -685,35 +683,138 @@ async fn document(w: &WebShared, viewer: &Viewer, kind: &str, p: &HashMap<String
     Ok(([(header::CONTENT_TYPE, out.content_type.to_string()), (header::CONTENT_DISPOSITION, out.disposition())], out.bytes).into_response())
 }
 
-/// `GET /alerts`: the alert engine's alerts (admin, bureau, engineer: as `GET /api/v1/alerts`).
+fn alert_state_name(lang: Lang, st: crate::alerts::state::State) -> &'static str {
+    use crate::alerts::state::State as S;
+    match st {
+        S::Firing => lang.t("告警中", "firing"),
+        S::Pending => lang.t("待定", "pending"),
+        S::Resolved => lang.t("已恢复", "resolved"),
+    }
+}
+
+/// `GET /alerts[?state=..][&agency=..][&kind=..]`: firing, pending and resolved alerts with their
+/// history, as `GET /api/v1/alerts` lists them for the viewer (the same service and scope), and
+/// the forms to acknowledge or silence one with a reason.
 pub(super) async fn alerts(State(w): State<WebShared>, viewer: Viewer, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
-    viewer.principal.require_read_all()?;
+    use crate::alerts::actions::AlertFilter;
+    use crate::alerts::state::State as S;
     let c = Ctx::new(&w, viewer, &p)?;
-    let mut list: Vec<crate::alerts::state::Alert> = w.app.alerts.book.lock().unwrap_or_else(|e| e.into_inner()).alerts.values().cloned().collect();
-    let filter = |k: &str, a: &crate::alerts::state::Alert| p.get(k).filter(|v| !v.is_empty()).is_none_or(|v| a.labels.get(k).is_some_and(|l| l.split(',').any(|x| x == v)));
-    list.retain(|a| filter("agency", a) && p.get("kind").filter(|v| !v.is_empty()).is_none_or(|k| &a.rule == k));
-    list.sort_by(|a, b| b.active_at.cmp(&a.active_at).then(a.key.cmp(&b.key)));
+    let s = &w.app;
+    let state = match p.get("state").map(String::as_str) {
+        None | Some("") => None,
+        Some("firing") => Some(S::Firing),
+        Some("pending") => Some(S::Pending),
+        Some("resolved") => Some(S::Resolved),
+        Some(x) => return Err(ApiError::bad_request(format!("state `{x}` is not one of firing, pending, resolved"))),
+    };
+    let kinds = s.alerts.config.rules.iter().map(|r| (r.name.clone(), r.kind.as_str().to_string())).collect();
+    let filter = AlertFilter { state, agency: p.get("agency").cloned(), building: None, meter: None, kind: p.get("kind").cloned(), kinds };
+    let list = s.alerts.list(&c.viewer.principal, &filter, super::now_ms());
+    let opt = |k: &str, v: &str, label: &str| format!("<option value=\"{v}\"{}>{label}</option>", if p.get(k).map(String::as_str) == Some(v) { " selected" } else { "" });
+    let mut kinds_opts = opt("kind", "", c.t("全部类型", "every kind"));
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &s.alerts.config.rules {
+        if seen.insert(r.kind.as_str()) {
+            kinds_opts.push_str(&opt("kind", r.kind.as_str(), r.kind.as_str()));
+        }
+    }
+    let mut agency_opts = opt("agency", "", c.t("全部单位", "every agency"));
+    for a in s.registry.file.agencies.iter().filter(|a| c.viewer.principal.sees_agency(&a.id)) {
+        agency_opts.push_str(&opt("agency", &a.id, &a.name));
+    }
     let mut body = format!(
-        "<form class=\"filter\" method=\"get\" action=\"/alerts\"><label>{}<input name=\"agency\" value=\"{}\"></label><label>{}<input name=\"kind\" value=\"{}\"></label><button type=\"submit\">{}</button></form><table class=\"alerts\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        c.t("单位", "Agency"),
-        esc(p.get("agency").map_or("", String::as_str)),
-        c.t("类型", "Kind"),
-        esc(p.get("kind").map_or("", String::as_str)),
+        "<form class=\"filter\" method=\"get\" action=\"/alerts\">{lang}<select name=\"state\">{}{}{}{}</select><select name=\"agency\">{agency_opts}</select><select name=\"kind\">{kinds_opts}</select><button type=\"submit\">{}</button></form>",
+        opt("state", "", c.t("全部状态", "every state")),
+        opt("state", "firing", alert_state_name(c.lang, S::Firing)),
+        opt("state", "pending", alert_state_name(c.lang, S::Pending)),
+        opt("state", "resolved", alert_state_name(c.lang, S::Resolved)),
         c.t("筛选", "Filter"),
-        c.t("状态", "State"),
-        c.t("类型", "Kind"),
-        c.t("摘要", "Summary"),
-        c.t("开始", "Since"),
+        lang = if c.lang == Lang::En { "<input type=\"hidden\" name=\"lang\" value=\"en\">" } else { "" },
     );
-    for a in &list {
-        let summary = a.annotations.get(c.t("summary_zh", "summary")).or_else(|| a.annotations.get("summary")).cloned().unwrap_or_default();
-        let state = serde_json::to_value(a.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let _ = write!(body, "<tr class=\"{state}\"><td>{state}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&a.rule), esc(&summary), esc(&crate::time::rfc3339(a.active_at, w.app.tz).unwrap_or_default()));
+    if let Some(done) = p.get("done") {
+        let _ = write!(body, "<p class=\"done\" role=\"status\">{}</p>", esc(done));
     }
     if list.is_empty() {
-        let _ = write!(body, "<tr><td colspan=\"4\">{}</td></tr>", c.t("暂无告警", "No alerts"));
+        let _ = write!(body, "<p>{}</p>", c.t("暂无告警。", "No alerts."));
     }
-    body.push_str("</tbody></table>");
+    let back = esc(&fmt::url_encode(&format!("{}{}", p.get("state").map(|x| format!("state={x}&")).unwrap_or_default(), if c.lang == Lang::En { "lang=en" } else { "" })));
+    for a in &list {
+        let summary = match c.lang {
+            Lang::Zh => a.summary_zh.clone().or_else(|| a.summary.clone()),
+            Lang::En => a.summary.clone(),
+        }
+        .unwrap_or_default();
+        let mut marks = String::new();
+        if let Some(k) = &a.acknowledged {
+            let _ = write!(marks, "<p class=\"ack\">{} {} · {}</p>", c.t("已确认：", "Acknowledged by"), esc(&k.by), esc(&k.reason));
+        }
+        if let Some(si) = &a.silenced {
+            let _ = write!(marks, "<p class=\"silenced\">{} {} {} {} · {}</p>", c.t("已静默：", "Silenced by"), esc(&si.by), c.t("至", "until"), esc(si.until.as_deref().unwrap_or("")), esc(&si.reason));
+        }
+        let history: Vec<String> = a
+            .history
+            .iter()
+            .map(|h| format!("<li>{} {:?}{}{}</li>", esc(h.at.as_deref().unwrap_or("")), h.state, h.by.as_deref().map(|b| format!(" · {}", esc(b))).unwrap_or_default(), h.reason.as_deref().map(|r| format!(" · {}", esc(r))).unwrap_or_default()))
+            .collect();
+        let state = a.state.as_str();
+        let _ = write!(
+            body,
+            "<article class=\"alert {state}{}\" data-alert=\"{id}\"><h3><span class=\"state\">{}</span> {} <small>{}</small></h3><p>{}</p>{marks}<details><summary>{}</summary><ul>{}</ul></details>",
+            if a.acknowledged.is_some() { " acknowledged" } else { "" },
+            alert_state_name(c.lang, a.state),
+            esc(&a.alertname),
+            esc(&[a.agency.as_str(), a.building.as_str(), a.meter.as_str()].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join(" · ")),
+            esc(&summary),
+            c.t("历史", "History"),
+            history.join(""),
+            id = esc(&a.id),
+        );
+        let action = |what: &str| format!("/alerts/{}/{what}?back={back}", fmt::url_encode(&a.id));
+        if a.state != S::Resolved && a.acknowledged.is_none() {
+            let _ = write!(
+                body,
+                "<form method=\"post\" action=\"{}\" class=\"ack\">{}<input name=\"reason\" required placeholder=\"{}\"><button type=\"submit\">{}</button></form>",
+                action("ack"),
+                c.csrf_input(),
+                c.t("原因", "reason"),
+                c.t("确认", "Acknowledge")
+            );
+        }
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"{}\" class=\"silence\">{}<input name=\"reason\" required placeholder=\"{}\"><input name=\"hours\" type=\"number\" min=\"0.1\" step=\"any\" value=\"24\" aria-label=\"{}\"><button type=\"submit\">{}</button></form></article>",
+            action("silence"),
+            c.csrf_input(),
+            c.t("原因", "reason"),
+            c.t("小时", "hours"),
+            c.t("静默", "Silence")
+        );
+    }
     let title = c.t("告警", "Alerts").to_string();
-    Ok((StatusCode::OK, layout(&c, "/alerts", &title, &[(c.link("/"), c.t("总览", "Overview").to_string())], &body)).into_response())
+    Ok(layout(&c, "/alerts", &title, &[(c.link("/"), c.t("总览", "Overview").to_string())], &body).into_response())
+}
+
+/// `POST /alerts/{id}/ack` and `/silence` (forms): the alert service's actions, as the API's.
+pub(super) async fn alert_action(State(w): State<WebShared>, viewer: Viewer, Path((id, what)): Path<(String, String)>, Query(p): Query<HashMap<String, String>>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    use crate::alerts::actions::SilenceFor;
+    let form: HashMap<String, String> = super::login::parse_form(&body)?;
+    viewer.check_csrf(form.get("csrf").map(String::as_str))?;
+    let reason = form.get("reason").cloned().unwrap_or_default();
+    let (alerts, audit, who, now) = (w.app.alerts.clone(), w.app.audit.clone(), viewer.principal.clone(), super::now_ms());
+    let back = p.get("back").cloned().unwrap_or_default();
+    let lang = if back.contains("lang=en") { Lang::En } else { Lang::Zh };
+    let done = match what.as_str() {
+        "ack" => {
+            tokio::task::spawn_blocking(move || alerts.acknowledge(&audit, &who, &id, &reason, now)).await.map_err(|e| ApiError::internal("alert action", e))??;
+            lang.t("告警已确认。", "Alert acknowledged.")
+        }
+        "silence" => {
+            let hours: f64 = form.get("hours").and_then(|h| h.trim().parse().ok()).ok_or_else(|| ApiError::bad_request("`hours` must be a number"))?;
+            tokio::task::spawn_blocking(move || alerts.silence(&audit, &who, &id, &reason, SilenceFor::Hours(hours), now)).await.map_err(|e| ApiError::internal("alert action", e))??;
+            lang.t("告警已静默。", "Alert silenced.")
+        }
+        other => return Err(ApiError::not_found(format!("no alert action `{other}`"))),
+    };
+    let back: String = back.chars().filter(|ch| ch.is_ascii_alphanumeric() || "=&-_".contains(*ch)).collect();
+    Ok(Redirect::to(&format!("/alerts?{back}&done={}", fmt::url_encode(done))).into_response())
 }
