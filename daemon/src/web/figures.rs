@@ -104,13 +104,38 @@ fn add_days(out: &mut Figures, reg: &Registry, year: i32, cal: &crate::accountin
     }
 }
 
+/// The engine's years one page uses, each computed once per request (a page compares a period
+/// with the one before and a year earlier: the same years again).
+pub struct Years<'a> {
+    engine: &'a Engine,
+    store: &'a Store,
+    reg: &'a Registry,
+    cache: std::collections::HashMap<i32, std::sync::Arc<crate::accounting::engine::YearData>>,
+}
+
+impl<'a> Years<'a> {
+    pub fn new(engine: &'a Engine, store: &'a Store, reg: &'a Registry) -> Years<'a> {
+        Years { engine, store, reg, cache: std::collections::HashMap::new() }
+    }
+
+    async fn get(&mut self, year: i32) -> Result<std::sync::Arc<crate::accounting::engine::YearData>, EngineError> {
+        if let Some(y) = self.cache.get(&year) {
+            return Ok(y.clone());
+        }
+        let y = std::sync::Arc::new(self.engine.year(self.store, self.reg, year).await?);
+        self.cache.insert(year, y.clone());
+        Ok(y)
+    }
+}
+
 /// The figures of `subject` over `period`, to the instant `cut_ms` at the latest (figures run
 /// to the start of today, as the API's).
-pub async fn figures(engine: &Engine, store: &Store, reg: &Registry, tz: chrono_tz::Tz, subject: &Subject, period: Period, cut_ms: i64) -> Result<Figures, EngineError> {
+pub async fn figures(years: &mut Years<'_>, tz: chrono_tz::Tz, subject: &Subject, period: Period, cut_ms: i64) -> Result<Figures, EngineError> {
     let (from, to) = period.bounds();
+    let reg = years.reg;
     let mut out = Figures::default();
     for year in from.year()..=to.pred_opt().unwrap_or(to).year() {
-        let y = engine.year(store, reg, year).await?;
+        let y = years.get(year).await?;
         let start_ms = crate::time::day_start(tz, from).timestamp_millis();
         let end_ms = crate::time::day_start(tz, to).timestamp_millis().min(cut_ms);
         let range = (y.cal.days_before(start_ms), y.cal.days_before(end_ms));

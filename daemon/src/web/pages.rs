@@ -13,7 +13,7 @@ use energy_wire::Carrier;
 use serde_json::json;
 
 use super::assets;
-use super::figures::{figures, year_before_cut, Figures, Subject};
+use super::figures::{figures, year_before_cut, Figures, Subject, Years};
 use super::fmt::{self, esc, Lang};
 use super::period::Period;
 use super::{Viewer, WebShared};
@@ -129,6 +129,34 @@ fn layout(c: &Ctx, path: &str, title: &str, crumbs: &[(String, String)], body: &
         c.t("数据截至今日零时", "Figures run to the start of today")
     );
     Html(h)
+}
+
+/// A batch this recent whose oldest sample is this old means history is being loaded (the demo
+/// seeding, a gateway emptying a long backlog): the figures are not complete yet.
+const BACKFILL_RECENT_MS: i64 = 60_000;
+const BACKFILL_LAG_MS: i64 = 6 * 3_600_000;
+
+/// The time history has been loaded up to, when some gateway is loading history now: the oldest
+/// sample of the most behind of the recent batches.
+pub(super) fn backfill(gateways: &std::collections::BTreeMap<String, crate::ingest::gateways::GatewayState>, now_ms: i64) -> Option<i64> {
+    gateways
+        .values()
+        .filter(|g| g.last_batch_ms.is_some_and(|t| now_ms - t <= BACKFILL_RECENT_MS))
+        .filter_map(|g| Some(g.last_batch_ms? - g.last_lag_ms?))
+        .filter(|oldest| now_ms - oldest > BACKFILL_LAG_MS)
+        .min()
+}
+
+/// The notice shown while history is loaded, with how far it has come.
+fn backfill_notice(w: &WebShared, c: &Ctx) -> String {
+    let Some(at) = backfill(&w.app.ingest.gateways().snapshot(), super::now_ms()) else { return String::new() };
+    let day = chrono::DateTime::from_timestamp_millis(at).map(|t| fmt::date(c.lang, t.with_timezone(&w.app.tz).date_naive())).unwrap_or_default();
+    format!(
+        "<p class=\"notice\" role=\"status\">{} {}{}</p>",
+        c.t("正在导入历史数据，已导入至", "History is being loaded; it has reached"),
+        esc(&day),
+        c.t("。导入完成前各项数字不完整，请稍后刷新。", ". Until it is done the figures are incomplete; reload in a while.")
+    )
 }
 
 /// The period picker: year, month or custom range, with previous and next.
@@ -274,9 +302,10 @@ fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> impl std::future::Fut
 
 async fn three(w: &WebShared, c: &Ctx, subject: &Subject) -> Result<(Figures, Figures, Figures), ApiError> {
     let s = &w.app;
-    let now = figures(&s.engine, &s.store, &s.registry, s.tz, subject, c.period, c.cut_ms).await?;
-    let yb = figures(&s.engine, &s.store, &s.registry, s.tz, subject, c.period.year_before(), year_before_cut(s.tz, c.cut_ms)).await?;
-    let before = figures(&s.engine, &s.store, &s.registry, s.tz, subject, c.period.prev(), c.cut_ms).await?;
+    let mut years = Years::new(&s.engine, &s.store, &s.registry);
+    let now = figures(&mut years, s.tz, subject, c.period, c.cut_ms).await?;
+    let yb = figures(&mut years, s.tz, subject, c.period.year_before(), year_before_cut(s.tz, c.cut_ms)).await?;
+    let before = figures(&mut years, s.tz, subject, c.period.prev(), c.cut_ms).await?;
     Ok((now, yb, before))
 }
 
@@ -308,7 +337,8 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     let (now, yb, before) = three(&w, &c, &subject).await?;
     let started = c.period.bounds().0 < c.today;
     let list = if started { indicators_for(&w, &c, &ids).await? } else { Vec::new() };
-    let mut body = kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(list.as_slice()));
+    let mut body = backfill_notice(&w, &c);
+    body += &kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(list.as_slice()));
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     // Agencies ranked by energy per area (the quota indicator), highest first.
     let mut ranked: Vec<&AgencyIndicators> = list.iter().collect();
@@ -435,7 +465,8 @@ pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id):
     let (now, yb, before) = three(&w, &c, &Subject::Agencies(vec![id.clone()])).await?;
     let started = c.period.bounds().0 < c.today;
     let ind = if started { indicators_for(&w, &c, &[id.as_str()]).await? } else { Vec::new() };
-    let mut body = kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(ind.as_slice()));
+    let mut body = backfill_notice(&w, &c);
+    body += &kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(ind.as_slice()));
     if let Some(a) = ind.first() {
         let (band, target) = band_text(c.lang, a);
         let _ = write!(body, "<p class=\"status\">{} {} · {} {}</p>", c.t("定额档位：", "Band:"), esc(&band), c.t("目标：", "Target:"), esc(&target));
@@ -465,7 +496,8 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
     c.viewer.principal.require_building(&reg, &id)?;
     let b = reg.building(&id).ok_or_else(|| not_found("building", &id))?;
     let (now, yb, before) = three(&w, &c, &Subject::Building(id.clone())).await?;
-    let mut body = kpis(&c, &now, &yb, &before, None);
+    let mut body = backfill_notice(&w, &c);
+    body += &kpis(&c, &now, &yb, &before, None);
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
     let _ = write!(body, "<section><h2>{}</h2><ul class=\"meters\">", c.t("计量表", "Meters"));
@@ -505,7 +537,7 @@ pub(super) async fn meter(State(w): State<WebShared>, viewer: Viewer, Path(id): 
     c.viewer.principal.require_meter(&reg, &id)?;
     let m = reg.meter(&id).ok_or_else(|| not_found("meter", &id))?;
     let (now, yb, before) = three(&w, &c, &Subject::Meter(id.clone())).await?;
-    let mut body = String::new();
+    let mut body = backfill_notice(&w, &c);
     if let Some(msg) = p.get("done") {
         let _ = write!(body, "<p class=\"done\" role=\"status\">{}</p>", esc(msg));
     }

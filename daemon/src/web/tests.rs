@@ -316,3 +316,20 @@ async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() 
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert_eq!(get(&s, "/agencies/b/readings", Some(&officer)).await.status, StatusCode::FORBIDDEN);
 }
+
+#[test]
+fn history_loading_is_noticed_from_the_gateways_batches() {
+    use crate::ingest::gateways::GatewayState;
+    let now = 100 * 3_600_000;
+    let g = |last: Option<i64>, lag: Option<i64>| GatewayState { site: String::new(), online: None, since_ms: 0, first_batch_ms: last, last_batch_ms: last, last_lag_ms: lag };
+    let map = |v: Vec<GatewayState>| v.into_iter().enumerate().map(|(i, x)| (format!("gw{i}"), x)).collect::<std::collections::BTreeMap<_, _>>();
+    // A batch 10 s ago whose oldest sample is 48 h old: history is loading, up to now - 48 h.
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 10_000), Some(48 * 3_600_000))]), now), Some(now - 10_000 - 48 * 3_600_000));
+    // Live batches (lag of seconds), an old backlog batch (2 minutes ago), nothing: no notice.
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 1_000), Some(5_000))]), now), None);
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 120_000), Some(48 * 3_600_000))]), now), None);
+    assert_eq!(super::pages::backfill(&map(vec![g(None, None)]), now), None);
+    // Two gateways loading: the one furthest behind says how far history has come.
+    let two = map(vec![g(Some(now - 1_000), Some(10 * 3_600_000)), g(Some(now - 2_000), Some(30 * 3_600_000))]);
+    assert_eq!(super::pages::backfill(&two, now), Some(now - 2_000 - 30 * 3_600_000));
+}
