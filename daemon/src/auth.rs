@@ -484,8 +484,9 @@ impl Tokens {
                 errors.push(format!("{at}: the same token hash appears twice"));
             }
         }
-        if entries.is_empty() && errors.is_empty() {
-            errors.push("[auth] is present but holds no tokens; add [[auth.token]] entries (`energyd token new`) or a tokens_file, or remove [auth] to run open on loopback".into());
+        // With a users file the page's users log in; API tokens may come later.
+        if entries.is_empty() && errors.is_empty() && cfg.users_file.is_none() {
+            errors.push("[auth] is present but holds no tokens; add [[auth.token]] entries (`energyd token new`), a tokens_file, or a users_file for the web application's users (`energyd user add`), or remove [auth] to run open on loopback".into());
         }
         if errors.is_empty() {
             Ok(Tokens { by_hash: Arc::new(RwLock::new(Arc::new(by_hash))), metrics: cfg.metrics })
@@ -651,6 +652,8 @@ carrier = "electricity"
         assert!(!e.contains("edt_plaintext"), "a secret-looking value is echoed: {e}");
         let empty = Tokens::load(&AuthConfig::default(), Path::new("."), None).unwrap_err().join("\n");
         assert!(empty.contains("holds no tokens"), "{empty}");
+        let users_only = AuthConfig { users_file: Some("users.toml".into()), ..Default::default() };
+        assert!(Tokens::load(&users_only, Path::new("."), None).is_ok_and(|t| t.is_empty()), "users and no tokens");
     }
 
     /// The rule of which meters a gateway writes, case by case.

@@ -260,6 +260,18 @@ async fn static_files_are_embedded_and_cached() {
     assert!(a.status.is_client_error() && !a.body.contains("root:"), "{}", a.status);
 }
 
+/// A workbook of one sheet holding `cells` as text, as a spreadsheet program saves it.
+fn workbook(cells: &[Vec<String>]) -> Vec<u8> {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    for (r, row) in cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32, c as u16, v).unwrap();
+        }
+    }
+    wb.save_to_buffer().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() {
     let s = site(false, 60_000);
@@ -282,14 +294,7 @@ async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() 
     let meters: Vec<&crate::registry::Meter> = super::readings::hand_read(&s.f.state.registry, "a");
     let mut cells = super::readings::cells_of(&super::readings::template_bytes(&meters, "2026-03").unwrap()).unwrap();
     cells[1][5] = "250.5".into();
-    let mut wb = rust_xlsxwriter::Workbook::new();
-    let ws = wb.add_worksheet();
-    for (r, row) in cells.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            ws.write_string(r as u32, c as u16, v).unwrap();
-        }
-    }
-    let filled = wb.save_to_buffer().unwrap();
+    let filled = workbook(&cells);
     let import = |csrf: &str, body: Vec<u8>| Request::post("/agencies/a/readings.xlsx").header(header::COOKIE, &cookie).header("x-csrf-token", csrf).body(Body::from(body)).unwrap();
     assert_eq!(send(&s, import("wrong", filled.clone())).await.status, StatusCode::FORBIDDEN);
     let a = send(&s, import(&csrf, filled)).await;
@@ -297,14 +302,7 @@ async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() 
     assert_eq!(s.f.state.engine.event_records(Some("m1")).len(), 2);
     // A sheet naming another agency's meter records nothing and says which row.
     cells[1][0] = "e2".into();
-    let mut wb = rust_xlsxwriter::Workbook::new();
-    let ws = wb.add_worksheet();
-    for (r, row) in cells.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            ws.write_string(r as u32, c as u16, v).unwrap();
-        }
-    }
-    let a = send(&s, import(&csrf, wb.save_to_buffer().unwrap())).await;
+    let a = send(&s, import(&csrf, workbook(&cells))).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.body.contains("row 2: meter `e2`"), "{}", a.body);
     assert_eq!(send(&s, import(&csrf, b"not a workbook".to_vec())).await.status, StatusCode::BAD_REQUEST);
