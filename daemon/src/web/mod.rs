@@ -12,6 +12,7 @@ pub mod assets;
 pub mod fmt;
 pub mod figures;
 mod login;
+mod memo;
 mod pages;
 pub mod period;
 pub mod readings;
@@ -48,6 +49,15 @@ pub struct Web {
     pub lockout: std::sync::Mutex<Lockout>,
     /// Cookies get `Secure` (the daemon serves HTTPS).
     pub secure: bool,
+    /// Figures, indicators and deadlines of the pages, kept while the data is unchanged.
+    memo: Memos,
+}
+
+#[derive(Default)]
+struct Memos {
+    figures: memo::Memo<(figures::Figures, figures::Figures, figures::Figures)>,
+    indicators: memo::Memo<Vec<crate::accounting::indicators::AgencyIndicators>>,
+    deadlines: memo::Memo<crate::reports::model::Deadlines>,
 }
 
 pub type WebShared = Arc<Web>;
@@ -67,6 +77,7 @@ impl Web {
             sessions: Sessions::new(setup.session_idle_ms, SESSION_MAX_MS),
             lockout: std::sync::Mutex::new(Lockout::default()),
             secure: setup.secure,
+            memo: Memos::default(),
             app,
         }
     }

@@ -290,23 +290,30 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
     h
 }
 
-fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> impl std::future::Future<Output = Result<Vec<AgencyIndicators>, ApiError>> + Send {
-    let (s, year) = (w.app.clone(), c.period.bounds().0.year());
-    let cut = c.cut_ms;
-    let ids: Vec<String> = ids.iter().map(|x| x.to_string()).collect();
-    async move {
-        let agencies: Vec<&crate::registry::Agency> = ids.iter().filter_map(|id| s.registry.agency(id)).collect();
-        crate::api::accounting::compute(&s, year, cut, &agencies, crate::registry::Scope::Agency).await
+async fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> Result<Vec<AgencyIndicators>, ApiError> {
+    let (s, year) = (&w.app, c.period.bounds().0.year());
+    let key = format!("{year}:{}", ids.join(","));
+    let version = super::memo::version(s, c.cut_ms);
+    if let Some(x) = w.memo.indicators.get(&key, &version) {
+        return Ok(x.as_ref().clone());
     }
+    let agencies: Vec<&crate::registry::Agency> = ids.iter().filter_map(|id| s.registry.agency(id)).collect();
+    let out = crate::api::accounting::compute(s, year, c.cut_ms, &agencies, crate::registry::Scope::Agency).await?;
+    Ok(w.memo.indicators.put(key, version, out).as_ref().clone())
 }
 
-async fn three(w: &WebShared, c: &Ctx, subject: &Subject) -> Result<(Figures, Figures, Figures), ApiError> {
+async fn three(w: &WebShared, c: &Ctx, subject: &Subject) -> Result<std::sync::Arc<(Figures, Figures, Figures)>, ApiError> {
     let s = &w.app;
+    let key = format!("{subject:?}:{:?}", c.period);
+    let version = super::memo::version(s, c.cut_ms);
+    if let Some(x) = w.memo.figures.get(&key, &version) {
+        return Ok(x);
+    }
     let mut years = Years::new(&s.engine, &s.store, &s.registry);
     let now = figures(&mut years, s.tz, subject, c.period, c.cut_ms).await?;
     let yb = figures(&mut years, s.tz, subject, c.period.year_before(), year_before_cut(s.tz, c.cut_ms)).await?;
     let before = figures(&mut years, s.tz, subject, c.period.prev(), c.cut_ms).await?;
-    Ok((now, yb, before))
+    Ok(w.memo.figures.put(key, version, (now, yb, before)))
 }
 
 fn band_text(lang: Lang, a: &AgencyIndicators) -> (String, String) {
@@ -334,7 +341,8 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     }
     let ids: Vec<&str> = reg.file.agencies.iter().filter(|a| c.viewer.principal.sees_agency(&a.id)).map(|a| a.id.as_str()).collect();
     let subject = Subject::Agencies(ids.iter().map(|x| x.to_string()).collect());
-    let (now, yb, before) = three(&w, &c, &subject).await?;
+    let f = three(&w, &c, &subject).await?;
+    let (now, yb, before) = (&f.0, &f.1, &f.2);
     let started = c.period.bounds().0 < c.today;
     let list = if started { indicators_for(&w, &c, &ids).await? } else { Vec::new() };
     let mut body = backfill_notice(&w, &c);
@@ -398,7 +406,15 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
 /// Art. 39 deadlines of last year's reports, with 已逾期 for those past due and not ready.
 async fn deadlines(w: &WebShared, c: &Ctx) -> Result<String, ApiError> {
     let s = &w.app;
-    let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(c.today.year() - 1), Some(&c.today.to_string()), c.today, &c.visible()).await?;
+    let visible = c.visible();
+    let (key, version) = (format!("{}:{visible:?}", c.today), super::memo::version(s, c.cut_ms));
+    let d = match w.memo.deadlines.get(&key, &version) {
+        Some(d) => d,
+        None => {
+            let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, Some(c.today.year() - 1), Some(&c.today.to_string()), c.today, &visible).await?;
+            w.memo.deadlines.put(key, version, d)
+        }
+    };
     let day = |t: &str| NaiveDate::parse_from_str(t, "%Y-%m-%d").map_or_else(|_| t.to_string(), |d| fmt::date(c.lang, d));
     let overdue = d.days_to_agencies_due < 0;
     let mut h = format!(
@@ -462,7 +478,8 @@ pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id):
     // The API's rule, before the existence check (no probing of other ids).
     c.viewer.principal.require_agency(&reg, &id)?;
     let a = reg.agency(&id).ok_or_else(|| not_found("agency", &id))?;
-    let (now, yb, before) = three(&w, &c, &Subject::Agencies(vec![id.clone()])).await?;
+    let f = three(&w, &c, &Subject::Agencies(vec![id.clone()])).await?;
+    let (now, yb, before) = (&f.0, &f.1, &f.2);
     let started = c.period.bounds().0 < c.today;
     let ind = if started { indicators_for(&w, &c, &[id.as_str()]).await? } else { Vec::new() };
     let mut body = backfill_notice(&w, &c);
@@ -495,7 +512,8 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
     let reg = w.app.registry.clone();
     c.viewer.principal.require_building(&reg, &id)?;
     let b = reg.building(&id).ok_or_else(|| not_found("building", &id))?;
-    let (now, yb, before) = three(&w, &c, &Subject::Building(id.clone())).await?;
+    let f = three(&w, &c, &Subject::Building(id.clone())).await?;
+    let (now, yb, before) = (&f.0, &f.1, &f.2);
     let mut body = backfill_notice(&w, &c);
     body += &kpis(&c, &now, &yb, &before, None);
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
@@ -536,7 +554,8 @@ pub(super) async fn meter(State(w): State<WebShared>, viewer: Viewer, Path(id): 
     let reg = s.registry.clone();
     c.viewer.principal.require_meter(&reg, &id)?;
     let m = reg.meter(&id).ok_or_else(|| not_found("meter", &id))?;
-    let (now, yb, before) = three(&w, &c, &Subject::Meter(id.clone())).await?;
+    let f = three(&w, &c, &Subject::Meter(id.clone())).await?;
+    let (now, yb, before) = (&f.0, &f.1, &f.2);
     let mut body = backfill_notice(&w, &c);
     if let Some(msg) = p.get("done") {
         let _ = write!(body, "<p class=\"done\" role=\"status\">{}</p>", esc(msg));
@@ -677,8 +696,8 @@ pub(super) async fn reports(State(w): State<WebShared>, viewer: Viewer, Query(p)
         return document(&w, &viewer, kind, &p).await;
     }
     let c = Ctx::new(&w, viewer, &p)?;
-    let reg = &w.app.registry;
-    let first = reg.file.agencies.iter().filter_map(|_| None::<i32>).min().unwrap_or(c.today.year() - 2);
+    // The years the store keeps raw data for by default (three years and a day) and this year.
+    let first = c.today.year() - 3;
     let kinds: &[(&str, &str, &str)] = if c.viewer.principal.reads_all() {
         &[("annual", "年度能源资源消费报告", "Annual report"), ("assessment", "考核评价", "Assessment"), ("statistics", "统计报表", "Statistics forms"), ("plan", "用能计划", "Energy plan")]
     } else {
