@@ -456,13 +456,7 @@ async fn page_and_api_share_as_of_and_show_missing_data() {
         let w = v["indicators"].as_array().unwrap().iter().find(|i| i["indicator"] == "water_total").unwrap().clone();
         assert_eq!((w["data"].as_str(), w["value"].is_null(), w["last_year"].is_null()), (Some("no_data"), true, true), "{w}");
     }
-    let (s, page) = get(&f, "/?as_of=2026-03-02").await;
-    assert_eq!(s, StatusCode::OK);
-    let page = page.as_str().unwrap().to_string();
-    assert!(page.contains("数据截至当日零时"), "the page states the as-of rule");
-    assert!(page.contains(">无数据<"), "missing data is said on the page");
-    // 2025 (the assessment due): no data at all: both agencies unscored, and why.
-    assert!(page.contains("id=\"scoring\"") && page.matches("无完整数据，不予评分").count() == 2, "{page}");
+    // The page at `/` is the web layer's now (web::tests, tests/tests/reports.rs: the same as_of).
 }
 
 /// Dated occupancy through the API (issue 16, finding 8): `b` moves into `b1` on 2026-03-02
