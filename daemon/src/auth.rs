@@ -50,6 +50,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::Registry;
 
+pub mod sessions;
+pub mod users;
+
 /// What a token may do.
 ///
 /// - `admin`: everything;
@@ -153,6 +156,19 @@ pub struct AuthConfig {
     pub tokens_file: Option<PathBuf>,
     #[serde(default)]
     pub metrics: MetricsAccess,
+    /// The page's user accounts (`energyd user add`); default `<data_dir>/users.toml`.
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
+    /// A page session ends after this many minutes without a request (default 30).
+    #[serde(default)]
+    pub session_idle_minutes: Option<u64>,
+}
+
+impl AuthConfig {
+    /// Inactivity after which a page session ends, ms.
+    pub fn session_idle_ms(&self) -> i64 {
+        i64::try_from(self.session_idle_minutes.unwrap_or(30).clamp(1, 24 * 60)).unwrap_or(30) * 60_000
+    }
 }
 
 #[derive(Deserialize)]
@@ -468,8 +484,9 @@ impl Tokens {
                 errors.push(format!("{at}: the same token hash appears twice"));
             }
         }
-        if entries.is_empty() && errors.is_empty() {
-            errors.push("[auth] is present but holds no tokens; add [[auth.token]] entries (`energyd token new`) or a tokens_file, or remove [auth] to run open on loopback".into());
+        // With a users file the page's users log in; API tokens may come later.
+        if entries.is_empty() && errors.is_empty() && cfg.users_file.is_none() {
+            errors.push("[auth] is present but holds no tokens; add [[auth.token]] entries (`energyd token new`), a tokens_file, or a users_file for the web application's users (`energyd user add`), or remove [auth] to run open on loopback".into());
         }
         if errors.is_empty() {
             Ok(Tokens { by_hash: Arc::new(RwLock::new(Arc::new(by_hash))), metrics: cfg.metrics })
@@ -626,6 +643,7 @@ carrier = "electricity"
             ],
             tokens_file: Some("missing.toml".into()),
             metrics: MetricsAccess::Open,
+            ..Default::default()
         };
         let e = Tokens::load(&cfg, Path::new("/nonexistent"), Some(&reg)).unwrap_err().join("\n");
         for want in ["`ok`: the name is used by two", "`no-agency`: role agency needs", "agency `zz` is not in the registry", "gateway `bad id`", "`eng`: role engineer takes neither", "`h`: sha256 must be 64 hex", "missing.toml: cannot read"] {
@@ -634,6 +652,8 @@ carrier = "electricity"
         assert!(!e.contains("edt_plaintext"), "a secret-looking value is echoed: {e}");
         let empty = Tokens::load(&AuthConfig::default(), Path::new("."), None).unwrap_err().join("\n");
         assert!(empty.contains("holds no tokens"), "{empty}");
+        let users_only = AuthConfig { users_file: Some("users.toml".into()), ..Default::default() };
+        assert!(Tokens::load(&users_only, Path::new("."), None).is_ok_and(|t| t.is_empty()), "users and no tokens");
     }
 
     /// The rule of which meters a gateway writes, case by case.

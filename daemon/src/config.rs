@@ -126,6 +126,11 @@ impl DaemonConfig {
         for u in &mut c.upstream {
             u.resolve(base);
         }
+        if let Some(f) = c.auth.as_mut().and_then(|a| a.users_file.as_mut()) {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         Ok(c)
     }
 
@@ -135,6 +140,11 @@ impl DaemonConfig {
         let mut loaded = config.validate()?;
         loaded.source = Some(path.to_path_buf());
         Ok(loaded)
+    }
+
+    /// The page's users file: `auth.users_file`, or `<data_dir>/users.toml`.
+    pub fn users_file(&self) -> PathBuf {
+        self.auth.as_ref().and_then(|a| a.users_file.clone()).unwrap_or_else(|| self.data_dir.join("users.toml"))
     }
 
     pub fn validate(self) -> Result<Loaded, ConfigErrors> {
@@ -177,6 +187,11 @@ impl DaemonConfig {
                 }
             },
         };
+        if self.auth.is_some() {
+            if let Err(e) = crate::auth::users::load(&self.users_file(), registry.as_ref()) {
+                errors.push(format!("auth.users_file: {e}"));
+            }
+        }
         match (tz, registry) {
             (Some(tz), Some(registry)) if errors.is_empty() => Ok(Loaded { config: self, registry, tz, tokens, source: None }),
             _ => Err(ConfigErrors(errors)),

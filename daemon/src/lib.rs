@@ -21,6 +21,7 @@ pub mod reports;
 pub mod savings;
 pub mod store;
 pub mod time;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct Daemon {
     data_dir: std::path::PathBuf,
     /// `[public]`: the public disclosure pages, mounted when enabled.
     public: reports::public::PublicConfig,
+    /// The page's settings (users file, session idle time, HTTPS).
+    web: web::WebSetup,
 }
 
 /// Per meter of the registry, its InfluxDB tags besides `meter`: `building`, `carrier`, and
@@ -193,6 +196,11 @@ impl Daemon {
         let engine = accounting::engine::Engine::open(&loaded.config.data_dir, &loaded.registry, loaded.tz)?;
         let (mqtt, limits, auth_cfg) = (loaded.config.mqtt.clone(), http.conn_limits(), loaded.config.auth.clone());
         let (upstream, data_dir) = (loaded.config.upstream.clone(), loaded.config.data_dir.clone());
+        let web = web::WebSetup {
+            users_file: loaded.config.users_file(),
+            session_idle_ms: auth_cfg.as_ref().map_or(30 * 60_000, auth::AuthConfig::session_idle_ms),
+            secure: tls.is_some(),
+        };
         let registry = Arc::new(loaded.registry);
         let options = ingest::IngestOptions { config: loaded.config.ingest.clone(), raw_days: loaded.config.retention.raw_days, max_body_bytes: loaded.config.http.max_body_bytes };
         let ingest = Arc::new(ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options));
@@ -213,7 +221,7 @@ impl Daemon {
             collectors,
         });
         let public = loaded.config.public.clone();
-        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir, public })
+        Ok(Daemon { addr, state, listener, mqtt, tls, limits, influx, auth_cfg, collector, upstream, data_dir, public, web })
     }
 
     /// Says where the daemon listens and whether authentication is on (on stdout too, for
@@ -252,7 +260,7 @@ impl Daemon {
     /// Serves until `cancel` fires; then stops accepting, finishes the requests in flight, stops
     /// the background tasks, and closes the store after its last commit.
     pub async fn serve(mut self, cancel: CancellationToken) -> Result<(), DaemonError> {
-        let app = api::app(self.state.clone());
+        let app = web::app(self.state.clone(), self.web.clone());
         // Public disclosure (art. 40): no login; absent unless `[public] enabled`.
         let app = if self.public.enabled { app.merge(api::public::router(self.state.clone(), self.public.clone())) } else { app };
         self.announce();

@@ -67,6 +67,39 @@ enum Cmd {
     /// into the configuration.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// The page's users (the users file, `auth.users_file`, default `<data_dir>/users.toml`).
+    /// Passwords are read from the terminal (not echoed) or standard input, never the command line.
+    #[command(subcommand)]
+    User(UserCmd),
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user; the password is asked for (twice on a terminal).
+    Add {
+        #[arg(long, env = "ENERGYD_CONFIG")]
+        config: PathBuf,
+        /// The login name.
+        name: String,
+        /// admin | bureau | agency | engineer
+        #[arg(long)]
+        role: energyd::auth::Role,
+        /// Role agency: the agency it may read.
+        #[arg(long)]
+        agency: Option<String>,
+    },
+    /// Set a user's password (and enable the account); its sessions end.
+    Passwd {
+        #[arg(long, env = "ENERGYD_CONFIG")]
+        config: PathBuf,
+        name: String,
+    },
+    /// Disable a user; its sessions end at its next request.
+    Disable {
+        #[arg(long, env = "ENERGYD_CONFIG")]
+        config: PathBuf,
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -142,6 +175,82 @@ fn token(cmd: TokenCmd) -> Result<(), String> {
     }
 }
 
+/// Reads a password: from the terminal without echo (asked twice), or one line of standard input.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    let line = |prompt: &str| -> Result<String, String> {
+        let tty = stdin.is_terminal();
+        let saved = if tty {
+            eprint!("{prompt}");
+            let _ = std::io::stderr().flush();
+            let t = rustix::termios::tcgetattr(&stdin).map_err(|e| format!("terminal: {e}"))?;
+            let mut quiet = t.clone();
+            quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet).map_err(|e| format!("terminal: {e}"))?;
+            Some(t)
+        } else {
+            None
+        };
+        let mut l = String::new();
+        let read = stdin.lock().read_line(&mut l);
+        if let Some(t) = saved {
+            let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t);
+            eprintln!();
+        }
+        read.map_err(|e| format!("cannot read the password: {e}"))?;
+        Ok(l.trim_end_matches(['\n', '\r']).to_string())
+    };
+    let first = line("password: ")?;
+    if stdin.is_terminal() && line("again: ")? != first {
+        return Err("the two passwords differ".into());
+    }
+    Ok(first)
+}
+
+fn user(cmd: UserCmd) -> Result<(), String> {
+    use energyd::auth::users::{hash_password, load, problems, save, UserEntry};
+    let config = match &cmd {
+        UserCmd::Add { config, .. } | UserCmd::Passwd { config, .. } | UserCmd::Disable { config, .. } => config.clone(),
+    };
+    let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
+    let file = loaded.config.users_file();
+    let mut users = load(&file, Some(&loaded.registry)).map_err(|e| e.to_string())?;
+    let find = |users: &mut Vec<UserEntry>, name: &str| -> Result<usize, String> {
+        users.iter().position(|u| u.name == name).ok_or_else(|| format!("no user `{name}` in {}", file.display()))
+    };
+    let done = match cmd {
+        UserCmd::Add { name, role, agency, .. } => {
+            if users.iter().any(|u| u.name == name) {
+                return Err(format!("user `{name}` exists already in {} (use `energyd user passwd`)", file.display()));
+            }
+            // Checked before the password is asked for.
+            let mut entry = UserEntry { name: name.clone(), role, agency, password: hash_password("placeholder-0123456789").map_err(|e| e.to_string())?, disabled: false };
+            let p = problems(&entry, Some(&loaded.registry));
+            if !p.is_empty() {
+                return Err(p.join("\n"));
+            }
+            entry.password = hash_password(&read_password()?).map_err(|e| e.to_string())?;
+            users.push(entry);
+            format!("user `{name}` added")
+        }
+        UserCmd::Passwd { name, .. } => {
+            let i = find(&mut users, &name)?;
+            users[i].password = hash_password(&read_password()?).map_err(|e| e.to_string())?;
+            users[i].disabled = false;
+            format!("password of `{name}` set")
+        }
+        UserCmd::Disable { name, .. } => {
+            let i = find(&mut users, &name)?;
+            users[i].disabled = true;
+            format!("user `{name}` disabled")
+        }
+    };
+    save(&file, &users).map_err(|e| e.to_string())?;
+    println!("{done} ({}; a running energyd reads it within a request)", file.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -201,6 +310,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Cmd::User(u) => user(u),
             Cmd::Report { kind, config, year, format, lang, agency, as_of, out } => {
                 let req = energyd::reports::Request {
                     kind: kind.parse()?,

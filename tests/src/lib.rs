@@ -5,6 +5,7 @@
 //! that cannot find one fails with a message that says so.
 
 pub mod national;
+pub mod browser;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

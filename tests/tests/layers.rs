@@ -23,6 +23,8 @@ const DAEMON_FLOORS: &[&[&str]] = &[
     &["ingest", "accounting", "savings"],
     &["reports", "alerts", "collector"],
     &["api"],
+    // The page: sessions and HTML over the API's state and scoping, calling the domain services.
+    &["web"],
     &["serve"],
     &["config"],
     &["lib"],

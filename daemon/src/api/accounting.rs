@@ -109,8 +109,16 @@ pub(super) async fn post_event(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
+    Ok((axum::http::StatusCode::CREATED, Json(record_event(&s, &principal, &id, v).await?)))
+}
+
+/// Records meter `id`'s event `v` (the JSON body of `POST /api/v1/meters/{id}/events`) for
+/// `principal`: checks, the store's correction for a reading, the event log, the audit log and
+/// the warnings; the answer of the endpoint. The page's forms call it too.
+pub async fn record_event(s: &Shared, principal: &Principal, id: &str, mut v: Value) -> Result<Value, ApiError> {
+    let id = id.to_string();
     principal.require_role(crate::auth::Role::Engineer)?;
-    let mut v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
     match v.as_object_mut() {
         Some(o) => {
             if let Some(m) = o.get("meter").and_then(Value::as_str) {
@@ -147,28 +155,28 @@ pub(super) async fn post_event(
     let engine = s.engine.clone();
     let recorded = tokio::task::spawn_blocking(move || engine.record_event(&reg, rec)).await.map_err(|e| ApiError::internal("recording the event", e));
     let (stored, correction) = match (recorded, correction, corrected) {
-        (Ok(Ok(stored)), Some(c), Some(done)) => (Ok(stored), Some(correction_json(&s, &c, &done))),
+        (Ok(Ok(stored)), Some(c), Some(done)) => (Ok(stored), Some(correction_json(s, &c, &done))),
         (Ok(Ok(stored)), _, _) => (Ok(stored), None),
         // The store was corrected but the event log failed: the audit log still says so.
-        (Ok(Err(e)), Some(c), Some(done)) => (Err(ApiError::from(e)), Some(correction_json(&s, &c, &done))),
+        (Ok(Err(e)), Some(c), Some(done)) => (Err(ApiError::from(e)), Some(correction_json(s, &c, &done))),
         (Ok(Err(e)), _, _) => (Err(ApiError::from(e)), None),
-        (Err(e), c, done) => (Err(e), c.zip(done).map(|(c, d)| correction_json(&s, &c, &d))),
+        (Err(e), c, done) => (Err(e), c.zip(done).map(|(c, d)| correction_json(s, &c, &d))),
     };
     if stored.is_err() && correction.is_some() {
-        s.record(&principal, "meter.correction", &id, json!({ "correction": correction, "event_log": "failed" })).await;
+        s.record(principal, "meter.correction", &id, json!({ "correction": correction, "event_log": "failed" })).await;
     }
     let stored = stored?;
     let mut detail = serde_json::to_value(&stored).unwrap_or_default();
     if let (Some(o), Some(c)) = (detail.as_object_mut(), &correction) {
         o.insert("correction".into(), c.clone());
     }
-    s.record(&principal, "meter.event", &id, detail).await;
+    s.record(principal, "meter.event", &id, detail).await;
     let warnings = crate::accounting::events::replacement_warnings(&s.engine, &s.store, &s.registry, &stored).await;
     let mut answer = json!({ "stored": stored, "warnings": warnings });
     if let Some(c) = correction {
         answer["correction"] = c;
     }
-    Ok((axum::http::StatusCode::CREATED, Json(answer)))
+    Ok(answer)
 }
 
 fn correction_json(s: &Shared, c: &crate::store::Correction, done: &crate::store::Corrected) -> Value {

@@ -90,7 +90,6 @@ pub type Shared = Arc<AppState>;
 pub fn app(state: Shared) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/", get(reports::index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/ingest", post(ingest::batch))
@@ -203,6 +202,6 @@ async fn audit(State(s): State<Shared>, Query(p): Query<std::collections::HashMa
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod auth_tests;

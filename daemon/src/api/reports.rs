@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Query, State};
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{ApiError, Shared};
@@ -102,13 +102,4 @@ pub(super) async fn deadlines(State(s): State<Shared>, parts: axum::http::reques
     let visible = visible_agencies(&parts);
     let d = reports::deadlines(&s.engine, &s.store, &s.registry, s.tz, parse_year(&p)?, p.get("as_of").map(String::as_str), reports::today(s.tz), &visible).await?;
     Ok(Json(d))
-}
-
-/// `GET /[?lang=en]`: the bureau's page.
-pub(super) async fn index(State(s): State<Shared>, parts: axum::http::request::Parts, Query(p): Query<HashMap<String, String>>) -> Result<Html<String>, ApiError> {
-    check_keys(&p, &["lang", "as_of"])?;
-    let lang = parse_lang(&p)?;
-    let visible = visible_agencies(&parts);
-    let page = reports::index_page(&s.engine, &s.store, &s.registry, s.tz, lang, p.get("as_of").map(String::as_str), reports::today(s.tz), &visible).await?;
-    Ok(Html(page))
 }

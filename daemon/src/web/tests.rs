@@ -1,0 +1,333 @@
+//! The page through the router (no socket): login, sessions, CSRF, lockout, expiry, scoping,
+//! and a form recording the same meter event as the API.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use tower::ServiceExt;
+
+use super::{app, WebSetup};
+use crate::api::tests::{fixture_with, Fixture};
+use crate::auth::users::{hash_password, save, UserEntry};
+use crate::auth::{Role, TokenEntry, Tokens};
+use crate::ingest::config::UnknownMeter;
+use crate::ingest::rate::RateLimiter;
+
+/// Agencies a and b; a occupies b1 (meter m1), b occupies b2 (meter e2).
+const REGISTRY: &str = r#"
+[[agency]]
+id = "a"
+name = "Agency A"
+level = "province"
+[[agency]]
+id = "b"
+name = "Agency B"
+level = "city"
+[[building]]
+id = "b1"
+name = "Building 1"
+floor_area = 1000.0
+occupants = [ { agency = "a", share = 1.0 } ]
+[[building]]
+id = "b2"
+name = "Building 2"
+floor_area = 500.0
+occupants = [ { agency = "b", share = 1.0 } ]
+[[meter]]
+id = "m1"
+building = "b1"
+carrier = "electricity"
+[[meter]]
+id = "e2"
+building = "b2"
+carrier = "electricity"
+"#;
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Site {
+    f: Fixture,
+    router: axum::Router,
+    users: std::path::PathBuf,
+}
+
+fn user(name: &str, role: Role, agency: Option<&str>) -> UserEntry {
+    UserEntry { name: name.into(), role, agency: agency.map(Into::into), password: hash_password(PASSWORD).unwrap(), disabled: false }
+}
+
+fn site(secure: bool, idle_ms: i64) -> Site {
+    let tokens = Tokens::from_plain(&[(
+        "tok-agency",
+        TokenEntry { name: "agency-a-token".into(), role: Role::Agency, agency: Some("a".into()), gateway: None, meters: Vec::new(), sha256: String::new() },
+    )]);
+    let f = fixture_with(REGISTRY, UnknownMeter::Reject, Some(tokens), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer-a", Role::Agency, Some("a")), user("eng", Role::Engineer, None)]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: idle_ms, secure });
+    Site { f, router, users }
+}
+
+struct Answer {
+    status: StatusCode,
+    location: String,
+    cookies: Vec<String>,
+    body: String,
+}
+
+async fn send(s: &Site, req: Request<Body>) -> Answer {
+    let resp = s.router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let cookies = resp.headers().get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).map(str::to_string).collect();
+    let body = String::from_utf8_lossy(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).into_owned();
+    Answer { status, location, cookies, body }
+}
+
+async fn get(s: &Site, path: &str, cookie: Option<&str>) -> Answer {
+    let mut b = Request::get(path).header(header::ACCEPT, "text/html");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    send(s, b.body(Body::empty()).unwrap()).await
+}
+
+async fn post(s: &Site, path: &str, cookie: Option<&str>, form: &str) -> Answer {
+    let mut b = Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    send(s, b.body(Body::from(form.to_string())).unwrap()).await
+}
+
+fn cookie_value(a: &Answer, name: &str) -> Option<String> {
+    a.cookies.iter().find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or("").to_string()))
+}
+
+/// The value of the hidden `csrf` input (or the `csrf` meta tag) of a page.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").map(|i| i + 19).or_else(|| page.find("name=\"csrf\" content=\"").map(|i| i + 21)).expect("a csrf field");
+    page[at..].split('"').next().unwrap().to_string()
+}
+
+/// Logs in; returns the session cookie header value.
+async fn login(s: &Site, name: &str, password: &str) -> Answer {
+    let form = get(s, "/login", None).await;
+    let pre = cookie_value(&form, super::LOGIN_COOKIE).expect("login cookie");
+    let body = format!("name={}&password={}&csrf={}&next=%2F", name, super::fmt::url_encode(password), csrf_of(&form.body));
+    post(s, "/login", Some(&format!("{}={pre}", super::LOGIN_COOKIE)), &body).await
+}
+
+async fn session(s: &Site, name: &str) -> String {
+    let a = login(s, name, PASSWORD).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    format!("{}={}", super::SESSION_COOKIE, cookie_value(&a, super::SESSION_COOKIE).expect("session cookie"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_sets_a_strict_http_only_cookie_and_logout_ends_it() {
+    let s = site(false, 60_000);
+    // Nothing: a browser goes to the login page, another client gets 401.
+    let a = get(&s, "/agencies/a?period=year", None).await;
+    assert_eq!((a.status, a.location.as_str()), (StatusCode::SEE_OTHER, "/login?next=%2Fagencies%2Fa%3Fperiod%3Dyear"));
+    let a = send(&s, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    // The login form's cookie and the session cookie: HttpOnly, SameSite=Strict, no Secure on HTTP.
+    let form = get(&s, "/login", None).await;
+    assert!(form.cookies.iter().any(|c| c.starts_with("energyd_login=") && c.contains("HttpOnly") && c.contains("SameSite=Strict")), "{:?}", form.cookies);
+    let a = login(&s, "bureau", PASSWORD).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    let c = a.cookies.iter().find(|c| c.starts_with("energyd_session=")).expect("session cookie");
+    assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && !c.contains("Secure"), "{c}");
+    let cookie = session(&s, "bureau").await;
+    let page = get(&s, "/", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Agency A") && page.body.contains("Agency B"), "the bureau sees every agency");
+    // Logout needs the session's CSRF token.
+    let a = post(&s, "/logout", Some(&cookie), "csrf=wrong").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = post(&s, "/logout", Some(&cookie), &format!("csrf={}", csrf_of(&page.body))).await;
+    assert_eq!((a.status, a.location.as_str()), (StatusCode::SEE_OTHER, "/login"));
+    assert_eq!(get(&s, "/", Some(&cookie)).await.status, StatusCode::SEE_OTHER, "the session is gone");
+    // A login form posted without its cookie (another site's form) is refused.
+    let a = post(&s, "/login", None, &format!("name=bureau&password={}&csrf=x", super::fmt::url_encode(PASSWORD))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_https_cookies_are_secure() {
+    let s = site(true, 60_000);
+    let a = login(&s, "bureau", PASSWORD).await;
+    let c = a.cookies.iter().find(|c| c.starts_with("energyd_session=")).expect("session cookie");
+    assert!(c.contains("Secure"), "{c}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_lock_the_user_out() {
+    let s = site(false, 60_000);
+    for i in 0..5 {
+        let a = login(&s, "bureau", "wrong password!").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "failure {i}");
+    }
+    // The fifth failure locks for 30 s: the right password is refused now, saying for how long.
+    let a = login(&s, "bureau", PASSWORD).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(a.body.contains("秒后再试"), "{}", a.body);
+    // Another user from the same (unknown) address is locked too: the address key failed 5 times.
+    assert_eq!(login(&s, "eng", PASSWORD).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let audit = std::fs::read_to_string(s.f._dir.path().join("audit.log")).unwrap();
+    assert!(audit.contains("web login as \\\"bureau\\\": wrong password"), "{audit}");
+    assert!(!audit.contains("wrong password!"), "the password tried is never written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_after_inactivity_and_when_the_user_is_disabled() {
+    let s = site(false, 300);
+    let cookie = session(&s, "bureau").await;
+    assert_eq!(get(&s, "/reports", Some(&cookie)).await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(get(&s, "/reports", Some(&cookie)).await.status, StatusCode::SEE_OTHER, "idle longer than 300 ms");
+    let s = site(false, 60_000);
+    let cookie = session(&s, "eng").await;
+    assert_eq!(get(&s, "/reports", Some(&cookie)).await.status, StatusCode::OK);
+    let mut list = crate::auth::users::load(&s.users, None).unwrap();
+    list.iter_mut().filter(|u| u.name == "eng").for_each(|u| u.disabled = true);
+    // A different size or time stamp: the table reloads.
+    save(&s.users, &list).unwrap();
+    assert_eq!(get(&s, "/reports", Some(&cookie)).await.status, StatusCode::SEE_OTHER, "disabled");
+    assert_eq!(login(&s, "eng", PASSWORD).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_user_reaches_only_its_own_pages() {
+    let s = site(false, 60_000);
+    let cookie = session(&s, "officer-a").await;
+    let a = get(&s, "/", Some(&cookie)).await;
+    assert!(a.status == StatusCode::SEE_OTHER && a.location.starts_with("/agencies/a?"), "{}", a.location);
+    let own = get(&s, "/agencies/a", Some(&cookie)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert!(own.body.contains("Building 1") && !own.body.contains("Building 2"));
+    assert_eq!(get(&s, "/alerts", Some(&cookie)).await.status, StatusCode::OK, "its own alerts, as the API lists them");
+    for p in ["/agencies/b", "/buildings/b2", "/meters/e2", "/reports?kind=assessment&year=2025&format=json", "/agencies/nope"] {
+        assert_eq!(get(&s, p, Some(&cookie)).await.status, StatusCode::FORBIDDEN, "{p}");
+    }
+    assert_eq!(get(&s, "/meters/m1", Some(&cookie)).await.status, StatusCode::OK);
+    // An API token of the agency role works on the page as on the API.
+    let a = send(&s, Request::get("/agencies/b").header(header::AUTHORIZATION, "Bearer tok-agency").body(Body::empty()).unwrap()).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = send(&s, Request::get("/agencies/a").header(header::AUTHORIZATION, "Bearer tok-agency").body(Body::empty()).unwrap()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    // No event forms for an agency user, and posting one is refused.
+    let page = get(&s, "/meters/m1", Some(&cookie)).await;
+    assert!(!page.body.contains("data-kind=\"replacement\""));
+    let a = post(&s, "/meters/m1/events", Some(&cookie), &format!("csrf={}&kind=replacement&time=2026-03-01&old_final=1&new_initial=0&reason=x", csrf_of(&page.body))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engineer_records_a_replacement_in_a_form_as_the_api_would() {
+    let s = site(false, 60_000);
+    let cookie = session(&s, "eng").await;
+    let page = get(&s, "/meters/m1?period=year&year=2026", Some(&cookie)).await;
+    assert!(page.body.contains("data-kind=\"replacement\""), "the engineer gets the forms");
+    let form = "kind=replacement&time=2026-03-01T10%3A00%3A00%2B08%3A00&old_final=1200&new_initial=0&reason=dead+display&back=period%3Dyear%26year%3D2026";
+    let a = post(&s, "/meters/m1/events", Some(&cookie), form).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "no CSRF token");
+    assert!(s.f.state.engine.event_records(Some("m1")).is_empty());
+    let a = post(&s, "/meters/m1/events", Some(&cookie), &format!("csrf={}&{form}", csrf_of(&page.body))).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert!(a.location.starts_with("/meters/m1?period=year&year=2026&done="), "{}", a.location);
+    let ev = s.f.state.engine.event_records(Some("m1"));
+    assert_eq!(ev.len(), 1);
+    let v = serde_json::to_value(&ev[0]).unwrap();
+    assert_eq!((v["by"].as_str(), v["reason"].as_str()), (Some("eng"), Some("dead display")));
+    let audit = std::fs::read_to_string(s.f._dir.path().join("audit.log")).unwrap();
+    assert!(audit.lines().any(|l| l.contains("\"meter.event\"") && l.contains("\"who\":\"eng\"")), "{audit}");
+    // A bad event gets the API's message.
+    let a = post(&s, "/meters/m1/events", Some(&cookie), &format!("csrf={}&kind=replacement&time=2026-03-01&reason=x", csrf_of(&page.body))).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("old_final"), "{}", a.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files_are_embedded_and_cached() {
+    let s = site(false, 60_000);
+    let a = get(&s, super::assets::ECHARTS_PATH, None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body.len() > 500_000 && a.body.contains("echarts"));
+    let resp = s.router.clone().oneshot(Request::get(super::assets::CSS_PATH).body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "public, max-age=31536000, immutable");
+    assert_eq!(get(&s, "/static/passwd", None).await.status, StatusCode::NOT_FOUND, "only the embedded files");
+    let a = get(&s, "/static/../../etc/passwd", None).await;
+    assert!(a.status.is_client_error() && !a.body.contains("root:"), "{}", a.status);
+}
+
+/// A workbook of one sheet holding `cells` as text, as a spreadsheet program saves it.
+fn workbook(cells: &[Vec<String>]) -> Vec<u8> {
+    let mut wb = rust_xlsxwriter::Workbook::new();
+    let ws = wb.add_worksheet();
+    for (r, row) in cells.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            ws.write_string(r as u32, c as u16, v).unwrap();
+        }
+    }
+    wb.save_to_buffer().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monthly_readings_are_entered_in_a_form_or_imported_from_the_template() {
+    let s = site(false, 60_000);
+    let cookie = session(&s, "eng").await;
+    let page = get(&s, "/agencies/a/readings?month=2026-02", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("name=\"reading.m1\"") && !page.body.contains("reading.e2"), "only agency a's meters");
+    let csrf = csrf_of(&page.body);
+    let a = post(&s, "/agencies/a/readings", Some(&cookie), "month=2026-02&reading.m1=100").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let a = post(&s, "/agencies/a/readings", Some(&cookie), &format!("csrf={csrf}&month=2026-02&reading.m1=100")).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let ev = s.f.state.engine.event_records(Some("m1"));
+    let v = serde_json::to_value(&ev[0]).unwrap();
+    // February's reading is the counter at the start of 1 March.
+    assert_eq!((v["kind"].as_str(), v["time"].as_str(), v["value"].as_f64()), (Some("reading"), Some("2026-03-01"), Some(100.0)), "{v}");
+    // The template, filled in and imported (the March reading of m1).
+    let t = send(&s, Request::get("/agencies/a/readings.xlsx?month=2026-03").header(header::COOKIE, &cookie).body(Body::empty()).unwrap()).await;
+    assert_eq!(t.status, StatusCode::OK);
+    let meters: Vec<&crate::registry::Meter> = super::readings::hand_read(&s.f.state.registry, "a");
+    let mut cells = super::readings::cells_of(&super::readings::template_bytes(&meters, "2026-03").unwrap()).unwrap();
+    cells[1][5] = "250.5".into();
+    let filled = workbook(&cells);
+    let import = |csrf: &str, body: Vec<u8>| Request::post("/agencies/a/readings.xlsx").header(header::COOKIE, &cookie).header("x-csrf-token", csrf).body(Body::from(body)).unwrap();
+    assert_eq!(send(&s, import("wrong", filled.clone())).await.status, StatusCode::FORBIDDEN);
+    let a = send(&s, import(&csrf, filled)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(s.f.state.engine.event_records(Some("m1")).len(), 2);
+    // A sheet naming another agency's meter records nothing and says which row.
+    cells[1][0] = "e2".into();
+    let a = send(&s, import(&csrf, workbook(&cells))).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body.contains("row 2: meter `e2`"), "{}", a.body);
+    assert_eq!(send(&s, import(&csrf, b"not a workbook".to_vec())).await.status, StatusCode::BAD_REQUEST);
+    // An agency user sees its form but may not record (the API's role rule for meter events).
+    let officer = session(&s, "officer-a").await;
+    let page = get(&s, "/agencies/a/readings", Some(&officer)).await;
+    assert!(page.status == StatusCode::OK && page.body.contains("disabled"));
+    let a = post(&s, "/agencies/a/readings", Some(&officer), &format!("csrf={}&month=2026-02&reading.m1=1", csrf_of(&page.body))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&s, "/agencies/b/readings", Some(&officer)).await.status, StatusCode::FORBIDDEN);
+}
+
+#[test]
+fn history_loading_is_noticed_from_the_gateways_batches() {
+    use crate::ingest::gateways::GatewayState;
+    let now = 100 * 3_600_000;
+    let g = |last: Option<i64>, lag: Option<i64>| GatewayState { site: String::new(), online: None, since_ms: 0, first_batch_ms: last, last_batch_ms: last, last_lag_ms: lag };
+    let map = |v: Vec<GatewayState>| v.into_iter().enumerate().map(|(i, x)| (format!("gw{i}"), x)).collect::<std::collections::BTreeMap<_, _>>();
+    // A batch 10 s ago whose oldest sample is 48 h old: history is loading, up to now - 48 h.
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 10_000), Some(48 * 3_600_000))]), now), Some(now - 10_000 - 48 * 3_600_000));
+    // Live batches (lag of seconds), an old backlog batch (2 minutes ago), nothing: no notice.
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 1_000), Some(5_000))]), now), None);
+    assert_eq!(super::pages::backfill(&map(vec![g(Some(now - 120_000), Some(48 * 3_600_000))]), now), None);
+    assert_eq!(super::pages::backfill(&map(vec![g(None, None)]), now), None);
+    // Two gateways loading: the one furthest behind says how far history has come.
+    let two = map(vec![g(Some(now - 1_000), Some(10 * 3_600_000)), g(Some(now - 2_000), Some(30 * 3_600_000))]);
+    assert_eq!(super::pages::backfill(&two, now), Some(now - 2_000 - 30 * 3_600_000));
+}
