@@ -155,8 +155,10 @@ async fn a_silent_meter_fires_at_alertmanager_and_resolves_when_it_reports_again
     .unwrap();
     let mut daemon = Proc::spawn("energyd", &["run", "--config", "energyd.toml"], d);
     let url = listening_url(&daemon.wait_line("listening on", Duration::from_secs(30)));
-    post_sample(&client, &url, 1, 100.0).await;
+    // The silence is counted from the sample's time, taken when it is sent: start the clock
+    // before sending (taken after the answer, a slow answer made the 3 s look shorter).
     let started = Instant::now();
+    post_sample(&client, &url, 1, 100.0).await;
 
     // Silent for more than 3 s: firing at the daemon, then at Alertmanager with our labels.
     let alert = eventually(Duration::from_secs(30), "the MeterSilent alert at Alertmanager", || {

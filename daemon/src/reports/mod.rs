@@ -505,11 +505,12 @@ pub enum OfflineError {
     Write { path: std::path::PathBuf, source: std::io::Error },
 }
 
-/// `energyd report`: opens the store of `data_dir` (beside a running daemon: SQLite's WAL lets
-/// readers in), produces the report as the API would today, writes it to `out` (`-`: standard
+/// `energyd report`: opens the store of `data_dir` (beside a running daemon for reading only:
+/// the report then holds what the daemon has flushed, which the API's reads make current),
+/// produces the report as the API would today, writes it to `out` (`-`: standard
 /// output).
 pub async fn write_offline(data_dir: &std::path::Path, reg: &Registry, tz: Tz, req: &Request, out: &std::path::Path) -> Result<(), OfflineError> {
-    let store = crate::store::open(data_dir, crate::metrics::Metrics::new())?;
+    let store = crate::store::open_or_read(data_dir, crate::metrics::Metrics::new())?;
     let engine = Engine::open(data_dir, reg, tz)?;
     let result = produce(&engine, &store, reg, tz, req, today(tz), &Visible::All).await;
     let s = store.clone();

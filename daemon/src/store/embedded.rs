@@ -33,11 +33,39 @@ pub struct Embedded {
     /// Newest reading time per meter, kept in memory.
     pub(super) last_seen: Arc<RwLock<HashMap<String, i64>>>,
     pub(super) path: PathBuf,
-    pub(super) writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Set when forwarding to InfluxDB.
     pub(super) spool: Option<Arc<Spool>>,
     /// Free space, and whether writes are refused for a full disk.
     pub(super) disk: Arc<super::disk::Disk>,
+    /// Closes the store when the last handle is dropped without [`Embedded::close`], so that
+    /// the writer (and the store's lock) is gone when the drop returns.
+    pub(super) closer: Arc<Closer>,
+}
+
+/// Stops the writer thread and waits for it: on [`Embedded::close`], or when the last handle
+/// goes.
+pub(super) struct Closer {
+    tx: Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>,
+    pub(super) writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Closer {
+    fn new(tx: &Arc<Mutex<Option<std::sync::mpsc::SyncSender<WriteReq>>>>, writer: &Arc<Mutex<Option<std::thread::JoinHandle<()>>>>) -> Arc<Closer> {
+        Arc::new(Closer { tx: tx.clone(), writer: writer.clone() })
+    }
+
+    fn close(&self) {
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Opens (creating if needed) the store in `dir`, keeping everything forever.
@@ -54,6 +82,8 @@ pub(super) fn open_with(dir: &Path, metrics: Metrics, options: StoreOptions) -> 
 /// spooled for InfluxDB.
 pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forwarding: Option<Forwarding>) -> Result<Embedded, StoreError> {
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { path: dir.to_path_buf(), source })?;
+    // One writer per store: the lock is held by the writer thread and released when it ends.
+    let lock = lock_store(dir)?;
     let disk = Arc::new(super::disk::Disk::new(dir, options.min_free_bytes, metrics.clone()));
     let path = dir.join("energyd.sqlite");
     let new_store = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
@@ -131,18 +161,94 @@ pub fn open_forwarding(dir: &Path, metrics: Metrics, options: StoreOptions, forw
         .name("store-writer".into())
         .spawn({
             let (head_points, disk) = (head_points.clone(), disk.clone());
-            move || group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, hooks, head_points, syncer, disk, log, log_position })
+            move || {
+                group_commit::run(WriterParts { conn, rx, last_seen: ls, metrics, options, hooks, head_points, syncer, disk, log, log_position });
+                drop(lock);
+            }
         })
         .map_err(|e| StoreError::Task(e.to_string()))?;
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let writer = Arc::new(Mutex::new(Some(handle)));
     Ok(Embedded {
         head_points,
-        tx: Arc::new(Mutex::new(Some(tx))),
+        closer: Closer::new(&tx, &writer),
+        tx,
         readers: Arc::new(readers),
         next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         last_seen,
         path,
-        writer: Arc::new(Mutex::new(Some(handle))),
         spool,
+        disk,
+    })
+}
+
+/// The name of the lock file in a data directory: locked (`flock`, exclusive) by the process
+/// whose writer owns the store and its log.
+pub(super) const LOCK_FILE: &str = "energyd.lock";
+
+/// Takes the store's write lock, or says that another process holds it.
+fn lock_store(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|source| StoreError::Lock { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { dir: dir.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock { path, source }),
+    }
+}
+
+/// Opens the store of `dir` for reading beside the process that writes it (a running daemon):
+/// no log replay, no writer; a read's head flush is answered at once (the points still in the
+/// writer's head, at most its flush bound, are not seen), and writes are refused.
+pub(super) fn open_reader(dir: &Path, metrics: Metrics) -> Result<Embedded, StoreError> {
+    let path = dir.join("energyd.sqlite");
+    if !path.is_file() {
+        return Err(StoreError::Task(format!("no store at {}", path.display())));
+    }
+    let disk = Arc::new(super::disk::Disk::new(dir, 0, metrics));
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let r = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        r.busy_timeout(std::time::Duration::from_secs(30))?;
+        readers.push(Mutex::new(r));
+    }
+    let mut last_seen: HashMap<String, i64> = HashMap::new();
+    {
+        let conn = readers[0].lock().unwrap_or_else(|e| e.into_inner());
+        let mut series = conn.prepare("SELECT id, meter FROM series")?;
+        let rows: Vec<(i64, String)> = series.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (id, meter) in rows {
+            if let Some(ts) = chunks::newest(&conn, id)? {
+                let e = last_seen.entry(meter).or_insert(ts);
+                *e = (*e).max(ts);
+            }
+        }
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel::<WriteReq>(64);
+    let handle = std::thread::Builder::new()
+        .name("store-reader".into())
+        .spawn(move || {
+            for req in rx {
+                let answer = match req.op {
+                    // Nothing to flush here; change records stay for the writer's process.
+                    WriteOp::Flush | WriteOp::ChangesRead | WriteOp::ForgetChanges(_) => Ok(WriteOutcome::default()),
+                    _ => Err(super::error::WriteError::Commit("the store is open for reading only, beside the process that writes it".into())),
+                };
+                let _ = req.reply.send(answer);
+            }
+        })
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let writer = Arc::new(Mutex::new(Some(handle)));
+    Ok(Embedded {
+        head_points: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        closer: Closer::new(&tx, &writer),
+        tx,
+        readers: Arc::new(readers),
+        next_reader: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        last_seen: Arc::new(RwLock::new(last_seen)),
+        path,
+        spool: None,
         disk,
     })
 }
@@ -256,9 +362,6 @@ impl Embedded {
     /// Stops the writer after it has committed every write already sent, and checkpoints the
     /// WAL. Later writes fail with [`StoreError::Closed`].
     pub fn close(&self) {
-        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(h) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = h.join();
-        }
+        self.closer.close();
     }
 }

@@ -14,6 +14,13 @@ pub enum StoreError {
     Log(#[from] super::log::LogError),
     #[error("cannot create data directory {path}: {source}")]
     Dir { path: PathBuf, source: std::io::Error },
+    /// Another process (a running energyd, or a command such as `energyd weather import`) has
+    /// the store open for writing: two writers would replay and delete each other's log.
+    #[error("the store in {} is open in another process (a running `energyd run` or `energyd demo`, or an import): stop it first, or send the data to the running daemon's API", dir.display())]
+    InUse { dir: PathBuf },
+    /// The lock file of the store could not be made or locked.
+    #[error("cannot lock the store in {}: {source}", path.display())]
+    Lock { path: PathBuf, source: std::io::Error },
     #[error("the store's writer has stopped")]
     Closed,
     #[error("storage task failed: {0}")]

@@ -145,6 +145,20 @@ pub fn open(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError
     Ok(Store::embedded(embedded::open(dir, metrics)?))
 }
 
+/// Opens the embedded store in `dir` to read it: for writing when no other process has it,
+/// otherwise beside that process (a running daemon) for reading only, seeing what it has flushed
+/// (`energyd report`).
+pub fn open_or_read(dir: &std::path::Path, metrics: Metrics) -> Result<Store, StoreError> {
+    match embedded::open(dir, metrics.clone()) {
+        Ok(e) => Ok(Store::embedded(e)),
+        Err(StoreError::InUse { .. }) => {
+            tracing::info!(dir = %dir.display(), "the store is open in another process (the daemon): reading what it has flushed");
+            Ok(Store::embedded(embedded::open_reader(dir, metrics)?))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens (creating if needed) the embedded store in `dir`.
 pub fn open_with(dir: &std::path::Path, metrics: Metrics, options: StoreOptions) -> Result<Store, StoreError> {
     Ok(Store::embedded(embedded::open_with(dir, metrics, options)?))

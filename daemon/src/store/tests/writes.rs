@@ -198,7 +198,7 @@ async fn acknowledged_points_in_the_head_survive_a_crash() {
     store.write_batch(batch(6, 5, 3)).await.unwrap();
     // The writer stops as in a crash: the head in memory is gone, the log is on disk.
     store.write(WriteOp::Crash).await.unwrap();
-    if let Some(h) = store.writer.lock().unwrap().take() {
+    if let Some(h) = store.closer.writer.lock().unwrap().take() {
         h.join().unwrap();
     }
     drop(store);
@@ -241,4 +241,35 @@ async fn acknowledged_points_in_the_head_survive_a_crash() {
     let ids: Vec<i64> = crashed.read(|c| c.prepare("SELECT id FROM series ORDER BY id")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
     assert_eq!(ids, vec![1, 2, 3]);
     crashed.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_writes_a_store_and_others_read_it_beside() {
+    // A second writer would replay the first one's log and delete it: it is refused, naming the
+    // directory; a reader beside the writer sees what the writer flushed and cannot write.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_unhurried(dir.path());
+    let q = Quantity::ActiveEnergyImport;
+    let t0 = 1_764_288_000_000;
+    let p = |ts: i64, value: f64| Point { meter: "m".into(), quantity: q, ts, value };
+    store.write_points(vec![p(t0, 1.0), p(t0 + 60_000, 2.0)]).await.unwrap();
+    let err = open(dir.path(), Metrics::new()).err().expect("a second writer is refused");
+    assert!(matches!(err, StoreError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+    // Flushed by the writer's own read; the reader sees both points.
+    assert_eq!(store.points("m", q, 0, i64::MAX).await.unwrap().len(), 2);
+    let reader = super::super::embedded::open_reader(dir.path(), Metrics::new()).unwrap();
+    assert_eq!(reader.points("m", q, 0, i64::MAX).await.unwrap(), vec![(t0, 1.0), (t0 + 60_000, 2.0)]);
+    // Points still in the writer's head are not seen by the reader (it cannot flush them), and
+    // the reader refuses writes.
+    store.write_points(vec![p(t0 + 120_000, 3.0)]).await.unwrap();
+    assert_eq!(reader.points("m", q, 0, i64::MAX).await.unwrap().len(), 2);
+    let refused = reader.write_points(vec![p(t0 + 180_000, 4.0)]).await.err().expect("the reader refuses writes");
+    assert!(refused.to_string().contains("reading only"), "{refused}");
+    reader.close();
+    // Once the writer is closed, the store opens for writing again, with every point.
+    store.close();
+    let again = open(dir.path(), Metrics::new()).unwrap();
+    assert_eq!(again.points("m", q, 0, i64::MAX).await.unwrap().len(), 3);
+    again.close();
 }
