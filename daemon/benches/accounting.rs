@@ -22,7 +22,6 @@
 //!   recomputed.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -31,48 +30,11 @@ use energyd::accounting::engine::Engine;
 use energyd::metrics::Metrics;
 use energyd::registry::{Agency, EventKind, EventRecord, Registry};
 use energy_wire::time::day_of;
-use energyd::store::rollup_codec::encode_rollups;
-use energyd::store::{HourRollup, Point};
-use energy_wire::Quantity;
+use energyd::store::Point;
 
-const H: i64 = 3_600_000;
-
-fn registry(meters: usize) -> String {
-    let buildings = meters.div_ceil(4);
-    let mut s = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
-    for a in 0..buildings * 2 {
-        let _ = write!(s, "[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = {} }}\n", 80 + a % 50);
-    }
-    for b in 0..buildings {
-        let _ = write!(
-            s,
-            "[[building]]\nid = \"b{b}\"\nname = \"楼{b}\"\nfloor_area = {}\noccupants = [ {{ agency = \"a{}\", share = 0.6 }}, {{ agency = \"a{}\", share = 0.4 }} ]\n",
-            5000 + b % 7 * 1000,
-            2 * b,
-            2 * b + 1
-        );
-    }
-    let carriers = ["electricity", "water", "district_heat", "natural_gas"];
-    for m in 0..meters {
-        let _ = write!(s, "[[meter]]\nid = \"m{m}\"\nbuilding = \"b{}\"\ncarrier = \"{}\"\n", m / 4, carriers[m % 4]);
-    }
-    s
-}
-
-/// CPU seconds this process has used (all threads, user and system), from `/proc/self/stat`:
-/// on a machine shared with other work, elapsed time says more about the others than about us.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which ends with the last ')'): utime and stime are the
-    // 12th and 13th, in clock ticks of 1/100 s.
-    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
-    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
-}
-
-fn counter_of(m: usize) -> Quantity {
-    [Quantity::ActiveEnergyImport, Quantity::WaterVolume, Quantity::HeatEnergy, Quantity::GasVolume][m % 4]
-}
+#[path = "fixture/mod.rs"]
+mod fixture;
+use fixture::{counter_of, cpu_seconds, fill_rollups, registry, H};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -90,56 +52,7 @@ async fn main() {
 
     // Roll-ups as a year of one-minute readings gives them, written straight into the store.
     let t0 = Instant::now();
-    {
-        let store = energyd::store::open(dir.path(), Metrics::new()).expect("store");
-        store.close();
-        let mut c = rusqlite::Connection::open(dir.path().join("energyd.sqlite")).expect("sqlite");
-        c.pragma_update(None, "synchronous", "OFF").expect("pragma");
-        let tx = c.transaction().expect("tx");
-        {
-            // The catalog as the store's writer fills it (store format 6): a code per quantity name,
-            // a row per (meter, quantity code) with the series id.
-            let mut quantity = tx.prepare("INSERT OR IGNORE INTO quantities(name, code) SELECT ?1, coalesce(max(code), 0) + 1 FROM quantities").expect("prepare");
-            let mut series = tx.prepare("INSERT INTO series(id, meter, quantity) VALUES (?1, ?2, (SELECT code FROM quantities WHERE name = ?3))").expect("prepare");
-            let mut roll = tx
-                .prepare("INSERT INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
-                .expect("prepare");
-            let mut blob = tx.prepare("INSERT INTO rollup_day(series, day, data) VALUES (?1, ?2, ?3)").expect("prepare");
-            for m in 0..meters {
-                let sid = m as i64 + 1;
-                quantity.execute([counter_of(m).name()]).expect("quantity");
-                series.execute(rusqlite::params![sid, format!("m{m}"), counter_of(m).name()]).expect("series");
-                // A rate per minute that varies by hour of day and meter; readings with two
-                // decimals, as meters give them.
-                let mut v = 1000.0 * (m % 13 + 1) as f64;
-                let mut h = start;
-                let mut day: Vec<HourRollup> = Vec::with_capacity(24);
-                while h < end {
-                    let hod = (h / H + 8) % 24;
-                    let per_min = (0.5 + (m % 5) as f64 * 0.1) * if (8..19).contains(&hod) { 3.0 } else { 1.0 };
-                    let readings: Vec<(i64, f64)> = (0..60).map(|k| (h + k * 60_000, ((v + per_min * k as f64) * 100.0).round() / 100.0)).collect();
-                    let r = HourRollup::of_points(&readings).expect("60 readings");
-                    v += per_min * 60.0;
-                    if sealed && day_of(h) < cutoff {
-                        if day.last().is_some_and(|d| day_of(d.hour) != day_of(h)) {
-                            let d = day_of(day[0].hour);
-                            blob.execute(rusqlite::params![sid, d, encode_rollups(d, &day)]).expect("rollup_day");
-                            day.clear();
-                        }
-                        day.push(r);
-                    } else {
-                        roll.execute(rusqlite::params![sid, r.hour, r.first_ts, r.first_v, r.last_ts, r.last_v, r.min, r.max, r.sum, r.count as i64]).expect("rollup");
-                    }
-                    h += H;
-                }
-                if let Some(first) = day.first() {
-                    let d = day_of(first.hour);
-                    blob.execute(rusqlite::params![sid, d, encode_rollups(d, &day)]).expect("rollup_day");
-                }
-            }
-        }
-        tx.commit().expect("commit");
-    }
+    fill_rollups(dir.path(), meters, start, end, sealed, cutoff);
     let rows = meters as i64 * ((end - start) / H);
     let how = if sealed { "the days before the last two hours sealed (one blob per series and day), the rest as rows" } else { "all as rows (BENCH_SEALED=0)" };
     println!("prepared {meters} meters, {rows} hourly roll-ups ({} one-minute readings' worth), {how}, in {:.1} s", rows * 60, t0.elapsed().as_secs_f64());

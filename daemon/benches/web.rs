@@ -31,7 +31,8 @@ async fn main() {
     let end = now.timestamp_millis() / H * H;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let t0 = Instant::now();
-    fill_rollups(dir.path(), meters, start, end);
+    // As the daemon keeps them: the days older than `seal_after` (2 hours) sealed.
+    fill_rollups(dir.path(), meters, start, end, true, energy_wire::time::day_of(now.timestamp_millis() - 2 * H));
     println!("prepared {meters} meters in {:.1} s", t0.elapsed().as_secs_f64());
     let reg = Registry::parse(&registry(meters)).expect("the generated registry is valid");
     let agencies = reg.file.agencies.len();
@@ -42,7 +43,9 @@ async fn main() {
     let audit = Arc::new(energyd::audit::AuditLog::open(dir.path()).expect("audit"));
     let options = energyd::ingest::IngestOptions { config: Default::default(), raw_days: 3 * 365 + 1, max_body_bytes: 1 << 20 };
     let ingest = energyd::ingest::Ingest::new(store.clone(), registry.clone(), metrics.clone(), audit.clone(), options);
+    let collectors = Arc::new(energyd::collector::Collectors::new(&metrics.registry));
     let state = Arc::new(AppState {
+        collectors,
         store: store.clone(),
         engine: Arc::new(engine),
         registry,
