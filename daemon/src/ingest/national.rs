@@ -38,4 +38,18 @@ impl Ingest {
         let outcome = if keep.is_empty() { WriteOutcome::default() } else { self.store.write_points_from(keep, source).await? };
         Ok(CollectorWritten { outcome, refused })
     }
+
+    /// A lower data centre's restated periods (issue 21): the values it reported again for a
+    /// time already stored (kept aside as conflicts by the write) replace the stored ones, as
+    /// an engineer's correction would, so that the figures above follow the level below.
+    /// Returns how many values were replaced.
+    pub async fn centre_restated(&self, conflicts: &[crate::store::Conflict], by: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for c in conflicts {
+            let fix = crate::store::Correction { meter: c.meter.clone(), quantity: c.quantity, ts: c.ts, value: c.offered, by: by.to_string() };
+            self.store.correct(fix).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
 }
