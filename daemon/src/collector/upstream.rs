@@ -474,7 +474,14 @@ struct Link {
     pending: prometheus::IntGauge,
     lag: prometheus::Gauge,
     sent: prometheus::IntCounter,
+    restated: prometheus::IntCounter,
+    /// When the restating window was last computed (at most every [`RESTATE_EVERY`]).
+    last_restate: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the restating window is computed again (it reads `restate_hours` of every
+/// building's consumption).
+const RESTATE_EVERY: Duration = Duration::from_secs(30);
 
 impl Link {
     fn new(cfg: UpstreamConfig, p: UpParts) -> Result<Link, String> {
@@ -488,8 +495,10 @@ impl Link {
         let sent = prometheus::IntCounter::with_opts(label("energyd_upstream_sent_total", "Upstream messages acknowledged by the upper centre")).map_err(|e| e.to_string())?;
         let _ = p.metrics.register(Box::new(pending.clone()));
         let _ = p.metrics.register(Box::new(lag.clone()));
+        let restated = prometheus::IntCounter::with_opts(label("energyd_upstream_restated_total", "Periods queued again because their consumption changed after they were reported")).map_err(|e| e.to_string())?;
         let _ = p.metrics.register(Box::new(sent.clone()));
-        Ok(Link { cfg, spec, key, p, outbox: Arc::new(std::sync::Mutex::new(outbox)), pending, lag, sent })
+        let _ = p.metrics.register(Box::new(restated.clone()));
+        Ok(Link { cfg, spec, key, p, outbox: Arc::new(std::sync::Mutex::new(outbox)), pending, lag, sent, restated, last_restate: std::sync::Mutex::new(None) })
     }
 
     async fn blocking<R: Send + 'static>(&self, f: impl FnOnce(&mut Outbox) -> rusqlite::Result<R> + Send + 'static) -> Result<R, String> {
@@ -531,6 +540,13 @@ impl Link {
     /// they were sent (late readings, a collector's backlog): the window is computed again
     /// each pass and compared with what was sent.
     async fn restate(&self) -> Result<usize, String> {
+        {
+            let mut last = self.last_restate.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESTATE_EVERY) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let period = self.cfg.period_ms();
         let Some(until) = self.blocking(|o| o.reported_until()).await? else { return Ok(0) };
         let window = i64::from(self.cfg.restate_hours) * HOUR_MS;
@@ -542,6 +558,7 @@ impl Link {
         let periods = self.hours(self.at(from)?, self.at(until)?, self.cfg.interval()).await?;
         let n = self.blocking(move |o| o.restate(from, period, &periods)).await?;
         if n > 0 {
+            self.restated.inc_by(n as u64);
             tracing::info!(upstream = %self.cfg.name, restated = n, "upstream: periods whose consumption changed are reported again");
         }
         Ok(n)
