@@ -1,21 +1,24 @@
 //! `[[upstream]]`: energyd reports its buildings' item-coded consumption to the data centre
 //! above it, in the same national protocol, as a collector would (issue 21): identity check
 //! (as a lower centre: its division code as building id), heartbeats, reports of each settled
-//! hour, and a durable outbox resent after an outage (as `continuous`).
+//! period (`interval_minutes`: 60, hourly statistics, or 15, raw quarter hours), and a durable
+//! outbox resent after an outage (as `continuous`).
 //!
 //! What is sent: per building with a `national_id` and per energy item code of its meters, a
-//! cumulative counter: 0 at the first hour reported, then the previous value plus the hour's
-//! consumption (the same computation as `GET /api/v1/consumption?building=..&interval=hour`,
-//! items). The upper centre stores it like any collector's counter (its `[[meter]]` with
-//! `collector` = the building's national id, `collector_meter` = the item code), so its
-//! consumption per building and item code equals this centre's.
+//! cumulative counter: 0 at the first period reported, then the previous value plus the
+//! period's consumption (the same computation as `GET /api/v1/consumption?building=..&
+//! interval=hour` or `interval=15min`, items). The upper centre stores it like any collector's
+//! counter (its `[[meter]]` with `collector` = the building's national id, `collector_meter` =
+//! the item code), so its consumption per building and item code equals this centre's.
 //!
-//! The outbox (`<data_dir>/upstream-<name>.sqlite`): the counters reached and one row per
-//! message, written in one transaction (SQLite, synchronous FULL) before anything is sent; a row
-//! is deleted when the upper centre acknowledged it. A restart or a broken link resends what is
-//! left, in order. Late data: an hour is reported `settle_minutes` after its end; readings that
-//! arrive later for an hour already reported are not sent again (the counter of a later hour
-//! does not include them either): see docs/national-protocol.md.
+//! The outbox (`<data_dir>/upstream-<name>.sqlite`): the counters reached, the counters sent
+//! per period end of the restating window, and one row per message, written in one transaction
+//! (SQLite, synchronous FULL) before anything is sent; a row is deleted when the upper centre
+//! acknowledged it. A restart or a broken link resends what is left, in order. Late data: a
+//! period is reported `settle_minutes` after its end; a period of the last `restate_hours`
+//! whose consumption changed later is queued again with its new counters (and the later ones
+//! with them), which the upper centre stores in place of the old values: see
+//! docs/national-protocol.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! as every other ingest (one group commit, durable before the answer, a stored value never
 //! replaced, a different one kept aside as a conflict), with the same time checks, counting and
 //! list of meters not in the registry.
+//! The one exception: a lower data centre's restated period replaces its stored value
+//! ([`Ingest::centre_restated`]).
 
 use super::check_time;
 use super::service::Ingest;
