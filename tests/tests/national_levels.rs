@@ -61,6 +61,26 @@ fn start(dir: &Path, collector: bool) -> (Proc, String) {
     (d, url)
 }
 
+/// A root directory with `county` and `city` in it, and the city's collector port.
+fn levels() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf, u16) {
+    let root = tempfile::tempdir().unwrap();
+    let (county, city) = (root.path().join("county"), root.path().join("city"));
+    std::fs::create_dir_all(&county).unwrap();
+    std::fs::create_dir_all(&city).unwrap();
+    (root, county, city, free_port())
+}
+
+/// The city: its registry, the county's `[[centre]]` key, its collector port.
+fn city_config(city: &Path, port: u16) {
+    std::fs::write(city.join("registry.toml"), registry(false)).unwrap();
+    secret(&city.join("collector-keys.toml"), "[[centre]]\nid = \"110101\"\nkey = \"county-secret\"\n");
+    std::fs::write(
+        city.join("energyd.toml"),
+        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[collector]\nlisten = \"127.0.0.1:{port}\"\nkeys_file = \"collector-keys.toml\"\n"),
+    )
+    .unwrap();
+}
+
 async fn items(url: &str, building: &str, from: &str, to: &str) -> Option<Vec<(String, f64)>> {
     let (status, v) = get_json(&format!("{url}/api/v1/consumption?building={building}&from={}&to={}&interval=day", q(from), q(to))).await;
     if status != 200 {
@@ -80,11 +100,7 @@ fn same(a: &[(String, f64)], b: &[(String, f64)]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn city_sees_the_countys_consumption_per_building_and_item_code_across_a_broken_link_and_restarts() {
-    let root = tempfile::tempdir().unwrap();
-    let (county, city) = (root.path().join("county"), root.path().join("city"));
-    std::fs::create_dir_all(&county).unwrap();
-    std::fs::create_dir_all(&city).unwrap();
-    let city_port = free_port();
+    let (_root, county, city, city_port) = levels();
 
     // The county's readings: every quarter hour from yesterday 00:00 (Shanghai) to now.
     let tz = chrono::FixedOffset::east_opt(8 * 3600).unwrap();
@@ -144,13 +160,7 @@ async fn city_sees_the_countys_consumption_per_building_and_item_code_across_a_b
     assert!(again >= queued, "the outbox lost messages over the kill: {queued} then {again}");
 
     // The city starts: the link works, the outbox drains.
-    std::fs::write(city.join("registry.toml"), registry(false)).unwrap();
-    secret(&city.join("collector-keys.toml"), "[[centre]]\nid = \"110101\"\nkey = \"county-secret\"\n");
-    std::fs::write(
-        city.join("energyd.toml"),
-        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[collector]\nlisten = \"127.0.0.1:{city_port}\"\nkeys_file = \"collector-keys.toml\"\n"),
-    )
-    .unwrap();
+    city_config(&city, city_port);
     let (mut city_d, city_url) = start(&city, true);
     eventually(Duration::from_secs(120), "the county's outbox drains", || async { (metric(&curl, "energyd_upstream_pending").await == 0.0).then_some(()) }).await;
     for ((_, cb, _), want) in BUILDINGS.iter().zip(&county_items) {
@@ -202,11 +212,7 @@ fn same_quarters(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> bool {
 /// doubled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_quarter_hours_and_late_readings_reach_the_city() {
-    let root = tempfile::tempdir().unwrap();
-    let (county, city) = (root.path().join("county"), root.path().join("city"));
-    std::fs::create_dir_all(&county).unwrap();
-    std::fs::create_dir_all(&city).unwrap();
-    let city_port = free_port();
+    let (_root, county, city, city_port) = levels();
 
     // Readings every quarter hour for the last 6 hours (Shanghai); k-light misses the two
     // readings of a gap 3 hours ago (45 minutes between its readings there: interpolated).
@@ -249,13 +255,7 @@ async fn upstream_quarter_hours_and_late_readings_reach_the_city() {
         ),
     )
     .unwrap();
-    std::fs::write(city.join("registry.toml"), registry(false)).unwrap();
-    secret(&city.join("collector-keys.toml"), "[[centre]]\nid = \"110101\"\nkey = \"county-secret\"\n");
-    std::fs::write(
-        city.join("energyd.toml"),
-        format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n[collector]\nlisten = \"127.0.0.1:{city_port}\"\nkeys_file = \"collector-keys.toml\"\n"),
-    )
-    .unwrap();
+    city_config(&city, city_port);
     // The readings are stored before the county's link starts (its first quarters are computed
     // from them), the city is up before.
     let (mut city_d, city_url) = start(&city, true);
