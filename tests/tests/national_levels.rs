@@ -250,7 +250,7 @@ async fn upstream_quarter_hours_and_late_readings_reach_the_city() {
     std::fs::write(
         county.join("energyd.toml"),
         format!(
-            "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"city\"\naddress = \"127.0.0.1:{city_port}\"\ncentre_id = \"110101\"\nkey_file = \"upstream-key.toml\"\ninterval_minutes = 15\nstart = \"{}\"\nheartbeat_s = 2\n",
+            "data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n[[upstream]]\nname = \"city\"\naddress = \"127.0.0.1:{city_port}\"\ncentre_id = \"110101\"\nkey_file = \"upstream-key.toml\"\ninterval_minutes = 15\nrestate_every_s = 5\nstart = \"{}\"\nheartbeat_s = 2\n",
             t0.date_naive()
         ),
     )

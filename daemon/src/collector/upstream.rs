@@ -72,6 +72,10 @@ pub struct UpstreamConfig {
     /// later is reported again with its new value; 0: never.
     #[serde(default = "forty_eight")]
     pub restate_hours: u32,
+    /// How often (seconds) that window is computed again: it reads `restate_hours` of every
+    /// building's consumption, so not at every tick.
+    #[serde(default = "three_hundred")]
+    pub restate_every_s: u64,
     /// The first day reported (`YYYY-MM-DD`, local); default: the day the outbox is made.
     #[serde(default)]
     pub start: Option<String>,
@@ -88,6 +92,9 @@ fn guideline() -> String {
 }
 fn sixty() -> u32 {
     60
+}
+fn three_hundred() -> u64 {
+    300
 }
 fn forty_eight() -> u32 {
     48
@@ -170,6 +177,9 @@ impl UpstreamConfig {
         }
         if !ALLOWED_INTERVALS.contains(&self.interval_minutes) {
             e.push(format!("upstream `{}`: interval_minutes = {} is not allowed; it must be 15 (raw quarter hours) or 60 (hourly statistics)", self.name, self.interval_minutes));
+        }
+        if self.restate_every_s == 0 {
+            e.push(format!("upstream `{}`: restate_every_s must be at least 1", self.name));
         }
         if self.restate_hours > MAX_RESTATE_HOURS {
             e.push(format!("upstream `{}`: restate_hours = {} is more than {MAX_RESTATE_HOURS}", self.name, self.restate_hours));
@@ -478,13 +488,9 @@ struct Link {
     lag: prometheus::Gauge,
     sent: prometheus::IntCounter,
     restated: prometheus::IntCounter,
-    /// When the restating window was last computed (at most every [`RESTATE_EVERY`]).
+    /// When the restating window was last computed (at most every `restate_every_s`).
     last_restate: std::sync::Mutex<Option<std::time::Instant>>,
 }
-
-/// How often the restating window is computed again (it reads `restate_hours` of every
-/// building's consumption).
-const RESTATE_EVERY: Duration = Duration::from_secs(30);
 
 impl Link {
     fn new(cfg: UpstreamConfig, p: UpParts) -> Result<Link, String> {
@@ -545,7 +551,7 @@ impl Link {
     async fn restate(&self) -> Result<usize, String> {
         {
             let mut last = self.last_restate.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < RESTATE_EVERY) {
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(self.cfg.restate_every_s)) {
                 return Ok(0);
             }
             *last = Some(std::time::Instant::now());
@@ -838,7 +844,7 @@ mod tests {
         let key = dir.path().join("k.toml");
         std::fs::write(&key, "key = \"s\"\n").unwrap();
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let cfg = |m: u32| UpstreamConfig { name: "city".into(), address: "127.0.0.1:1".into(), framing: guideline(), frame: None, centre_id: "110101".into(), key_file: key.clone(), interval_minutes: m, settle_minutes: 0, restate_hours: 48, start: None, heartbeat_s: 30, files_dir: None };
+        let cfg = |m: u32| UpstreamConfig { name: "city".into(), address: "127.0.0.1:1".into(), framing: guideline(), frame: None, centre_id: "110101".into(), key_file: key.clone(), interval_minutes: m, settle_minutes: 0, restate_hours: 48, restate_every_s: 300, start: None, heartbeat_s: 30, files_dir: None };
         assert!(cfg(15).problems().is_empty(), "{:?}", cfg(15).problems());
         assert!(cfg(60).problems().is_empty());
         let p = cfg(30).problems();
