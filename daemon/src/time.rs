@@ -12,7 +12,7 @@ pub use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS, MINUTE_MS};
 pub enum TimeError {
     #[error("`{0}` is neither an RFC 3339 time (2026-03-01T00:00:00+08:00) nor a date (2026-03-01)")]
     Time(String),
-    #[error("interval `{0}` is not one of hour, day, month, year")]
+    #[error("interval `{0}` is not one of 15min, hour, day, month, year")]
     Interval(String),
     #[error("step `{0}` is not a positive duration such as 15m, 1h or 1d")]
     Step(String),
@@ -23,6 +23,9 @@ pub enum TimeError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interval {
+    /// Quarter hours (`15min`: the national protocol's raw reporting period, issue 21).
+    #[serde(rename = "15min")]
+    Quarter,
     Hour,
     Day,
     Month,
@@ -33,6 +36,7 @@ impl std::str::FromStr for Interval {
     type Err = TimeError;
     fn from_str(s: &str) -> Result<Self, TimeError> {
         match s {
+            "15min" => Ok(Interval::Quarter),
             "hour" => Ok(Interval::Hour),
             "day" => Ok(Interval::Day),
             "month" => Ok(Interval::Month),
@@ -133,6 +137,7 @@ pub fn next_boundary(t: DateTime<Tz>, interval: Interval) -> DateTime<Tz> {
     let tz = t.timezone();
     let n = t.naive_local();
     let next = match interval {
+        Interval::Quarter => n.date().and_hms_opt(n.hour(), n.minute() / 15 * 15, 0).unwrap_or(n) + Duration::minutes(15),
         Interval::Hour => n.date().and_hms_opt(n.hour(), 0, 0).unwrap_or(n) + Duration::hours(1),
         Interval::Day => (n.date() + Duration::days(1)).and_hms_opt(0, 0, 0).unwrap_or(n),
         Interval::Month => {
@@ -192,6 +197,11 @@ mod tests {
         let s: Vec<String> = b.iter().map(DateTime::to_rfc3339).collect();
         assert_eq!(s, vec!["2025-06-01T00:00:00+08:00", "2026-01-01T00:00:00+08:00", "2027-01-01T00:00:00+08:00", "2027-02-01T00:00:00+08:00"]);
         assert_eq!(boundaries(t("2026-01-01"), t("2026-01-03"), Interval::Day, 100).unwrap().len(), 3);
+        // Quarter hours from 10:07: 10:15 (the next quarter), 10:30, then the end 10:40.
+        let b = boundaries(t("2026-01-01T10:07:00+08:00"), t("2026-01-01T10:40:00+08:00"), Interval::Quarter, 100).unwrap();
+        let s: Vec<String> = b.iter().map(DateTime::to_rfc3339).collect();
+        assert_eq!(s, vec!["2026-01-01T10:07:00+08:00", "2026-01-01T10:15:00+08:00", "2026-01-01T10:30:00+08:00", "2026-01-01T10:40:00+08:00"]);
+        assert_eq!("15min".parse::<Interval>().unwrap(), Interval::Quarter);
         assert!(boundaries(t("2026-01-01"), t("2027-01-01"), Interval::Hour, 100).is_none());
         assert_eq!(boundaries(t("2026-01-01"), t("2026-01-01"), Interval::Day, 100).unwrap().len(), 1);
     }

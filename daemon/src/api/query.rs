@@ -55,7 +55,7 @@ fn series_json(meter: &str, q: Quantity, from: &DateTime<chrono_tz::Tz>, to: &Da
     }))
 }
 
-/// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=hour|day|month|year[&carrier=..][&end_use=..]`
+/// `GET /api/v1/consumption?(agency|building|meter)=..&from=..&to=..&interval=15min|hour|day|month|year[&carrier=..][&end_use=..]`
 /// ([`crate::accounting::query`]).
 pub(super) async fn consumption(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Json<ConsumptionOut>, ApiError> {
     let started = Instant::now();

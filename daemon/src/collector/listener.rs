@@ -238,6 +238,14 @@ impl Listener {
                 let ids: Vec<String> = unassigned.iter().map(|u| u.stored_as.clone()).collect();
                 let source = format!("collector {b}/{g}");
                 let written = self.ingest.collector_points(points, &ids, source, now).await.map_err(|e| ("store", format!("the readings could not be stored ({e}); not acknowledged, the collector resends them"), None))?;
+                // A lower centre (it passed the identity check with a `[[centre]]` key, as
+                // energyd's `[[upstream]]` does) restates a period by sending it again with its
+                // new value: that value replaces the stored one (docs/national-protocol.md).
+                let centre = conn.session.collector().filter(|(ib, ig)| self.keys.centre(ib).is_some() && self.keys.find(ib, ig).is_none() && b.starts_with(*ib)).map(|(ib, _)| ib.to_string());
+                if let Some(centre) = centre.filter(|_| !written.outcome.conflicts.is_empty()) {
+                    let n = self.ingest.centre_restated(&written.outcome.conflicts, &format!("centre {centre} (restated)")).await.map_err(|e| ("store", format!("the restated values could not be stored ({e}); not acknowledged, the centre resends them"), None))?;
+                    tracing::info!(building = %b, centre = %centre, replaced = n, "a lower centre restated values");
+                }
                 let o = &written.outcome;
                 let v = &self.status.values;
                 v.with_label_values(&["stored"]).inc_by(o.points_written);

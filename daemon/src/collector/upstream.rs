@@ -1,21 +1,24 @@
 //! `[[upstream]]`: energyd reports its buildings' item-coded consumption to the data centre
 //! above it, in the same national protocol, as a collector would (issue 21): identity check
 //! (as a lower centre: its division code as building id), heartbeats, reports of each settled
-//! hour, and a durable outbox resent after an outage (as `continuous`).
+//! period (`interval_minutes`: 60, hourly statistics, or 15, raw quarter hours), and a durable
+//! outbox resent after an outage (as `continuous`).
 //!
 //! What is sent: per building with a `national_id` and per energy item code of its meters, a
-//! cumulative counter: 0 at the first hour reported, then the previous value plus the hour's
-//! consumption (the same computation as `GET /api/v1/consumption?building=..&interval=hour`,
-//! items). The upper centre stores it like any collector's counter (its `[[meter]]` with
-//! `collector` = the building's national id, `collector_meter` = the item code), so its
-//! consumption per building and item code equals this centre's.
+//! cumulative counter: 0 at the first period reported, then the previous value plus the
+//! period's consumption (the same computation as `GET /api/v1/consumption?building=..&
+//! interval=hour` or `interval=15min`, items). The upper centre stores it like any collector's
+//! counter (its `[[meter]]` with `collector` = the building's national id, `collector_meter` =
+//! the item code), so its consumption per building and item code equals this centre's.
 //!
-//! The outbox (`<data_dir>/upstream-<name>.sqlite`): the counters reached and one row per
-//! message, written in one transaction (SQLite, synchronous FULL) before anything is sent; a row
-//! is deleted when the upper centre acknowledged it. A restart or a broken link resends what is
-//! left, in order. Late data: an hour is reported `settle_minutes` after its end; readings that
-//! arrive later for an hour already reported are not sent again (the counter of a later hour
-//! does not include them either): see docs/national-protocol.md.
+//! The outbox (`<data_dir>/upstream-<name>.sqlite`): the counters reached, the counters sent
+//! per period end of the restating window, and one row per message, written in one transaction
+//! (SQLite, synchronous FULL) before anything is sent; a row is deleted when the upper centre
+//! acknowledged it. A restart or a broken link resends what is left, in order. Late data: a
+//! period is reported `settle_minutes` after its end; a period of the last `restate_hours`
+//! whose consumption changed later is queued again with its new counters (and the later ones
+//! with them), which the upper centre stores in place of the old values: see
+//! docs/national-protocol.md.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,12 +62,20 @@ pub struct UpstreamConfig {
     /// The key the upper centre gave this one (TOML: `key`, optional `aes_key`, `aes_iv`,
     /// `padding`), mode 0600.
     pub key_file: PathBuf,
-    /// Minutes per report: 60 (hourly statistics; the only interval for now).
+    /// Minutes per report: 60 (hourly statistics, the default) or 15 (raw quarter hours).
     #[serde(default = "sixty")]
     pub interval_minutes: u32,
-    /// An hour is reported this long after its end (late readings).
+    /// A period is reported this long after its end (late readings).
     #[serde(default)]
     pub settle_minutes: u32,
+    /// How far back (hours before the last period reported) a period whose consumption changed
+    /// later is reported again with its new value; 0: never.
+    #[serde(default = "forty_eight")]
+    pub restate_hours: u32,
+    /// How often (seconds) that window is computed again: it reads `restate_hours` of every
+    /// building's consumption, so not at every tick.
+    #[serde(default = "three_hundred")]
+    pub restate_every_s: u64,
     /// The first day reported (`YYYY-MM-DD`, local); default: the day the outbox is made.
     #[serde(default)]
     pub start: Option<String>,
@@ -82,6 +93,12 @@ fn guideline() -> String {
 fn sixty() -> u32 {
     60
 }
+fn three_hundred() -> u64 {
+    300
+}
+fn forty_eight() -> u32 {
+    48
+}
 fn thirty() -> u64 {
     30
 }
@@ -93,7 +110,26 @@ pub struct UpKey {
     pub aes: Option<Aes>,
 }
 
+/// The report intervals a link may use, in minutes.
+pub const ALLOWED_INTERVALS: [u32; 2] = [15, 60];
+/// The longest look-back for restated periods (31 days).
+pub const MAX_RESTATE_HOURS: u32 = 744;
+
 impl UpstreamConfig {
+    /// Milliseconds per reported period.
+    pub fn period_ms(&self) -> i64 {
+        i64::from(self.interval_minutes) * 60_000
+    }
+
+    /// The consumption query's interval for the reported periods.
+    pub fn interval(&self) -> Interval {
+        if self.interval_minutes == 15 {
+            Interval::Quarter
+        } else {
+            Interval::Hour
+        }
+    }
+
     pub fn resolve(&mut self, base: &Path) {
         for f in [Some(&mut self.key_file), self.files_dir.as_mut()].into_iter().flatten() {
             if f.is_relative() {
@@ -139,8 +175,14 @@ impl UpstreamConfig {
         if !(2..=6).contains(&self.centre_id.len()) || !self.centre_id.bytes().all(|b| b.is_ascii_digit()) {
             e.push(format!("upstream `{}`: centre_id must be an administrative division code of 2 to 6 digits", self.name));
         }
-        if self.interval_minutes != 60 {
-            e.push(format!("upstream `{}`: interval_minutes must be 60 (hourly statistics)", self.name));
+        if !ALLOWED_INTERVALS.contains(&self.interval_minutes) {
+            e.push(format!("upstream `{}`: interval_minutes = {} is not allowed; it must be 15 (raw quarter hours) or 60 (hourly statistics)", self.name, self.interval_minutes));
+        }
+        if self.restate_every_s == 0 {
+            e.push(format!("upstream `{}`: restate_every_s must be at least 1", self.name));
+        }
+        if self.restate_hours > MAX_RESTATE_HOURS {
+            e.push(format!("upstream `{}`: restate_hours = {} is more than {MAX_RESTATE_HOURS}", self.name, self.restate_hours));
         }
         if let Some(s) = &self.start {
             if crate::time::parse_date(s).is_none() {
@@ -179,7 +221,8 @@ impl Outbox {
             "PRAGMA journal_mode = DELETE; PRAGMA synchronous = FULL;
              CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
              CREATE TABLE IF NOT EXISTS counters (building TEXT NOT NULL, code TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (building, code));
-             CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, building TEXT NOT NULL, hour_ms INTEGER NOT NULL, body TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, building TEXT NOT NULL, hour_ms INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS sent (building TEXT NOT NULL, period_ms INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (building, period_ms));",
         )?;
         Ok(Outbox { conn })
     }
@@ -189,11 +232,12 @@ impl Outbox {
         self.conn.query_row("SELECT v FROM meta WHERE k = 'until'", [], |r| r.get(0)).optional()
     }
 
-    /// Records the hours `[from, until)`: `hours[b][code]` the consumption per hour; the
-    /// counters move on and one message per building and hour end is queued, in one
-    /// transaction. A building or code seen for the first time starts at 0 at `from` (queued
-    /// too, so that the upper centre has the counter's start).
-    pub fn record(&mut self, from: i64, until: i64, hours: &[BuildingHours]) -> rusqlite::Result<usize> {
+    /// Records the periods `[from, until)` of `period_ms` each: `hours[b][code]` the
+    /// consumption per period; the counters move on and one message per building and period
+    /// end is queued, in one transaction (each also kept in `sent`, for restating). A building
+    /// or code seen for the first time starts at 0 at `from` (queued too, so that the upper
+    /// centre has the counter's start).
+    pub fn record(&mut self, from: i64, until: i64, period_ms: i64, hours: &[BuildingHours]) -> rusqlite::Result<usize> {
         let tx = self.conn.transaction()?;
         let mut queued = 0;
         for (building, codes) in hours {
@@ -208,6 +252,9 @@ impl Outbox {
             }
             if !origin.is_empty() {
                 tx.execute("INSERT INTO outbox (building, hour_ms, body) VALUES (?1, ?2, ?3)", params![building, from, encode_values(&origin)])?;
+                if origin.len() == counters.len() {
+                    tx.execute("INSERT OR REPLACE INTO sent (building, period_ms, body) VALUES (?1, ?2, ?3)", params![building, from, encode_values(&origin)])?;
+                }
                 queued += 1;
             }
             let n = codes.first().map_or(0, |(_, p)| p.len());
@@ -215,7 +262,10 @@ impl Outbox {
                 for (i, (_, periods)) in codes.iter().enumerate() {
                     counters[i].1 += periods.get(h).copied().unwrap_or(0.0);
                 }
-                tx.execute("INSERT INTO outbox (building, hour_ms, body) VALUES (?1, ?2, ?3)", params![building, from + (h as i64 + 1) * HOUR_MS, encode_values(&counters)])?;
+                let at = from + (h as i64 + 1) * period_ms;
+                let body = encode_values(&counters);
+                tx.execute("INSERT INTO outbox (building, hour_ms, body) VALUES (?1, ?2, ?3)", params![building, at, body])?;
+                tx.execute("INSERT OR REPLACE INTO sent (building, period_ms, body) VALUES (?1, ?2, ?3)", params![building, at, body])?;
                 queued += 1;
             }
             for (code, v) in &counters {
@@ -225,6 +275,65 @@ impl Outbox {
         tx.execute("INSERT INTO meta (k, v) VALUES ('until', ?1) ON CONFLICT (k) DO UPDATE SET v = excluded.v", params![until])?;
         tx.commit()?;
         Ok(queued)
+    }
+
+    /// Restates the periods `[from, from + n * period_ms)` already recorded: `periods[b][code]`
+    /// their consumption as computed now. From the counters sent at `from` or the first period
+    /// end sent after it (the baseline),
+    /// each period end's counters are computed again; where they differ from what was sent,
+    /// the period is queued again with its new counters (the same building and time: the
+    /// upper centre replaces its value). A building without a baseline, or whose codes are not
+    /// the baseline's, is left alone (it is reported on from its next period as usual). The
+    /// counters go on from the new last value. Returns the messages queued.
+    pub fn restate(&mut self, from: i64, period_ms: i64, periods: &[BuildingHours]) -> rusqlite::Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut queued = 0;
+        for (building, codes) in periods {
+            let sent_at = |at: i64| -> rusqlite::Result<Option<Vec<(String, f64)>>> {
+                Ok(tx.query_row("SELECT body FROM sent WHERE building = ?1 AND period_ms = ?2", params![building, at], |r| r.get::<_, String>(0)).optional()?.map(|b| decode_values(&b)))
+            };
+            // The baseline: the first period end sent in the window (a link younger than the
+            // window has none at `from`).
+            let first: Option<i64> = tx.query_row("SELECT min(period_ms) FROM sent WHERE building = ?1 AND period_ms >= ?2", params![building, from], |r| r.get(0))?;
+            let Some(first) = first else { continue };
+            let skip = usize::try_from((first - from) / period_ms).unwrap_or(usize::MAX);
+            let Some(mut counters) = sent_at(first)? else { continue };
+            if counters.len() != codes.len() || counters.iter().zip(codes).any(|((a, _), (b, _))| a != b) {
+                continue;
+            }
+            let n = codes.first().map_or(0, |(_, p)| p.len());
+            let (mut changed, mut whole) = (false, true);
+            for h in skip..n {
+                for (i, (_, p)) in codes.iter().enumerate() {
+                    counters[i].1 += p.get(h).copied().unwrap_or(0.0);
+                }
+                let at = from + (h as i64 + 1) * period_ms;
+                let Some(before) = sent_at(at)? else {
+                    whole = false;
+                    break;
+                };
+                if before.len() == counters.len() && before.iter().zip(&counters).all(|((c1, a), (c2, b))| c1 == c2 && same(*a, *b)) {
+                    continue;
+                }
+                let body = encode_values(&counters);
+                tx.execute("INSERT INTO outbox (building, hour_ms, body) VALUES (?1, ?2, ?3)", params![building, at, body])?;
+                tx.execute("UPDATE sent SET body = ?3 WHERE building = ?1 AND period_ms = ?2", params![building, at, body])?;
+                queued += 1;
+                changed = true;
+            }
+            if changed && whole {
+                for (code, v) in &counters {
+                    tx.execute("UPDATE counters SET value = ?3 WHERE building = ?1 AND code = ?2", params![building, code, v])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// Forgets the counters sent for periods before `before` (beyond the restating window).
+    pub fn forget_sent(&self, before: i64) -> rusqlite::Result<()> {
+        self.conn.execute("DELETE FROM sent WHERE period_ms < ?1", params![before]).map(|_| ())
     }
 
     /// The first `limit` messages waiting, oldest first.
@@ -265,6 +374,12 @@ impl Outbox {
 /// `code=value;code=value` (values as Rust prints f64: shortest text that reads back exactly).
 fn encode_values(v: &[(String, f64)]) -> String {
     v.iter().map(|(c, x)| format!("{c}={x}")).collect::<Vec<_>>().join(";")
+}
+
+/// Two counter values equal but for rounding (a recomputation adds in another order): within
+/// a millionth of a unit or a billionth of the value.
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6_f64.max(a.abs().max(b.abs()) * 1e-9)
 }
 
 fn decode_values(s: &str) -> Vec<(String, f64)> {
@@ -372,6 +487,9 @@ struct Link {
     pending: prometheus::IntGauge,
     lag: prometheus::Gauge,
     sent: prometheus::IntCounter,
+    restated: prometheus::IntCounter,
+    /// When the restating window was last computed (at most every `restate_every_s`).
+    last_restate: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Link {
@@ -386,8 +504,10 @@ impl Link {
         let sent = prometheus::IntCounter::with_opts(label("energyd_upstream_sent_total", "Upstream messages acknowledged by the upper centre")).map_err(|e| e.to_string())?;
         let _ = p.metrics.register(Box::new(pending.clone()));
         let _ = p.metrics.register(Box::new(lag.clone()));
+        let restated = prometheus::IntCounter::with_opts(label("energyd_upstream_restated_total", "Periods queued again because their consumption changed after they were reported")).map_err(|e| e.to_string())?;
         let _ = p.metrics.register(Box::new(sent.clone()));
-        Ok(Link { cfg, spec, key, p, outbox: Arc::new(std::sync::Mutex::new(outbox)), pending, lag, sent })
+        let _ = p.metrics.register(Box::new(restated.clone()));
+        Ok(Link { cfg, spec, key, p, outbox: Arc::new(std::sync::Mutex::new(outbox)), pending, lag, sent, restated, last_restate: std::sync::Mutex::new(None) })
     }
 
     async fn blocking<R: Send + 'static>(&self, f: impl FnOnce(&mut Outbox) -> rusqlite::Result<R> + Send + 'static) -> Result<R, String> {
@@ -395,34 +515,70 @@ impl Link {
         tokio::task::spawn_blocking(move || f(&mut o.lock().unwrap_or_else(|e| e.into_inner())).map_err(|e| e.to_string())).await.map_err(|e| e.to_string())?
     }
 
-    /// Queues the settled hours not yet recorded.
+    /// Queues the settled periods not yet recorded, then the restated ones.
     async fn produce(&self) -> Result<usize, String> {
+        let period = self.cfg.period_ms();
         let now = chrono::Utc::now().timestamp_millis();
         let settled = now - i64::from(self.cfg.settle_minutes) * 60_000;
-        let last_hour_end = settled.div_euclid(HOUR_MS) * HOUR_MS;
+        let last_end = settled.div_euclid(period) * period;
         let from = match self.blocking(|o| o.reported_until()).await? {
             Some(u) => u,
             None => {
                 let day = self.cfg.start.as_deref().and_then(crate::time::parse_date).unwrap_or_else(|| crate::time::today(self.p.tz));
-                crate::time::day_start(self.p.tz, day).timestamp_millis().div_euclid(HOUR_MS) * HOUR_MS
+                crate::time::day_start(self.p.tz, day).timestamp_millis().div_euclid(period) * period
             }
         };
-        if last_hour_end <= from {
-            return Ok(0);
+        let mut queued = 0;
+        if last_end > from {
+            // At most a month (hours) or two days (quarter hours) per pass, so that a long
+            // outage catches up in steps.
+            let span = if period < HOUR_MS { 2 * 24 * HOUR_MS } else { 31 * 24 * HOUR_MS };
+            let until = last_end.min(from + span);
+            let periods = self.hours(self.at(from)?, self.at(until)?, self.cfg.interval()).await?;
+            queued += self.blocking(move |o| o.record(from, until, period, &periods)).await?;
         }
-        // At most a month per pass, so that a long outage catches up in steps.
-        let until = last_hour_end.min(from + 31 * 24 * HOUR_MS);
-        let (f, u) = (self.p.tz.timestamp_millis_opt(from).single(), self.p.tz.timestamp_millis_opt(until).single());
-        let (Some(f), Some(u)) = (f, u) else { return Err("hour out of range".into()) };
-        let hours = self.hours(f, u).await?;
-        self.blocking(move |o| o.record(from, until, &hours)).await
+        queued += self.restate().await?;
+        Ok(queued)
     }
 
-    /// Per building with a national id: its item codes' consumption per hour in `[from, to)`.
-    async fn hours(&self, from: DateTime<Tz>, to: DateTime<Tz>) -> Result<Vec<BuildingHours>, String> {
+    fn at(&self, ms: i64) -> Result<DateTime<Tz>, String> {
+        self.p.tz.timestamp_millis_opt(ms).single().ok_or_else(|| format!("time {ms} out of range"))
+    }
+
+    /// Reports again the periods of the last `restate_hours` whose consumption changed since
+    /// they were sent (late readings, a collector's backlog): the window is computed again
+    /// each pass and compared with what was sent.
+    async fn restate(&self) -> Result<usize, String> {
+        {
+            let mut last = self.last_restate.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(self.cfg.restate_every_s)) {
+                return Ok(0);
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let period = self.cfg.period_ms();
+        let Some(until) = self.blocking(|o| o.reported_until()).await? else { return Ok(0) };
+        let window = i64::from(self.cfg.restate_hours) * HOUR_MS;
+        let from = (until - window).div_euclid(period) * period;
+        self.blocking(move |o| o.forget_sent(from)).await?;
+        if window == 0 || from >= until {
+            return Ok(0);
+        }
+        let periods = self.hours(self.at(from)?, self.at(until)?, self.cfg.interval()).await?;
+        let n = self.blocking(move |o| o.restate(from, period, &periods)).await?;
+        if n > 0 {
+            self.restated.inc_by(n as u64);
+            tracing::info!(upstream = %self.cfg.name, restated = n, "upstream: periods whose consumption changed are reported again");
+        }
+        Ok(n)
+    }
+
+    /// Per building with a national id: its item codes' consumption per period of `interval`
+    /// in `[from, to)`.
+    async fn hours(&self, from: DateTime<Tz>, to: DateTime<Tz>, interval: Interval) -> Result<Vec<BuildingHours>, String> {
         let reg = &self.p.registry;
         let events = self.p.engine.events_by_meter();
-        let n = ((to.timestamp_millis() - from.timestamp_millis()) / HOUR_MS) as usize;
+        let n = crate::time::boundaries(from, to, interval, aq::MAX_PERIODS).map_or(0, |b| b.len().saturating_sub(1));
         let mut out = Vec::new();
         for b in &reg.file.buildings {
             let Some(nid) = &b.national_id else { continue };
@@ -436,7 +592,7 @@ impl Link {
             if codes.is_empty() {
                 continue;
             }
-            let c = aq::consumption(&self.p.store, reg, &events, Subject::Building(&b.id), &scope, (None, None), (from, to), Interval::Hour).await.map_err(|e| e.to_string())?;
+            let c = aq::consumption(&self.p.store, reg, &events, Subject::Building(&b.id), &scope, (None, None), (from, to), interval).await.map_err(|e| e.to_string())?;
             let items = c.item_periods();
             let per_code: Vec<(String, Vec<f64>)> = codes.into_iter().map(|code| {
                 let periods = items.iter().find(|(c, _)| *c == code).map(|(_, p)| p.clone()).unwrap_or_else(|| vec![0.0; n]);
@@ -463,7 +619,7 @@ impl Link {
         // `until` is its midnight.
         while crate::time::day_start(tz, day + chrono::Duration::days(1)).timestamp_millis() <= until {
             let (f, t) = (crate::time::day_start(tz, day), crate::time::day_start(tz, day + chrono::Duration::days(1)));
-            let hours = self.hours(f, t).await?;
+            let hours = self.hours(f, t, Interval::Hour).await?;
             let (bn, b, en, e) = daily_files(&self.cfg.centre_id, day, &self.p.registry, &hours, tz);
             let d2 = dir.clone();
             tokio::task::spawn_blocking(move || write_atomic(&d2, &bn, &b).and_then(|()| write_atomic(&d2, &en, &e))).await.map_err(|e| e.to_string())?.map_err(|e| format!("daily files in {}: {e}", dir.display()))?;
@@ -533,7 +689,7 @@ impl Link {
             let batch = self.blocking(|o| o.pending(256)).await?;
             let now = chrono::Utc::now().timestamp_millis();
             for p in &batch {
-                let m = message(&self.cfg.centre_id, p, self.p.tz, p.hour_ms < now - 2 * HOUR_MS);
+                let m = message(&self.cfg.centre_id, p, self.p.tz, p.hour_ms < now - 2 * self.cfg.period_ms().max(HOUR_MS));
                 c.send(&m).await?;
                 match c.recv().await?.body {
                     Body::Data(Data { operation: Some(DataOp::ReportAck | DataOp::ContinuousAck), sequence, ack, .. }) if sequence.as_deref() == Some(&p.seq.to_string()) && ack.as_deref() != Some("fail") => {}
@@ -621,7 +777,7 @@ mod tests {
         // Building X, two hours from t0: lighting 1.5 then 2.0, HVAC 0 then 4.25.
         let t0 = 1_767_225_600_000;
         let hours = vec![("110101A001".to_string(), vec![("01A00".to_string(), vec![1.5, 2.0]), ("01B00".to_string(), vec![0.0, 4.25])])];
-        assert_eq!(o.record(t0, t0 + 2 * HOUR_MS, &hours).unwrap(), 3);
+        assert_eq!(o.record(t0, t0 + 2 * HOUR_MS, HOUR_MS, &hours).unwrap(), 3);
         let p1 = o.pending(10).unwrap();
         // The origin at 0, then the counters: 1.5 / 0, then 3.5 / 4.25.
         let vals: Vec<(i64, Vec<(String, f64)>)> = p1.iter().map(|p| (p.hour_ms - t0, p.values.clone())).collect();
@@ -640,7 +796,7 @@ mod tests {
         assert_eq!(o.reported_until().unwrap(), Some(t0 + 2 * HOUR_MS));
         assert_eq!(o.count().unwrap(), 2);
         let next = vec![("110101A001".to_string(), vec![("01A00".to_string(), vec![0.5]), ("01B00".to_string(), vec![1.0])])];
-        assert_eq!(o.record(t0 + 2 * HOUR_MS, t0 + 3 * HOUR_MS, &next).unwrap(), 1);
+        assert_eq!(o.record(t0 + 2 * HOUR_MS, t0 + 3 * HOUR_MS, HOUR_MS, &next).unwrap(), 1);
         let last = o.pending(10).unwrap().pop().unwrap();
         assert_eq!(last.values, vec![("01A00".to_string(), 4.0), ("01B00".to_string(), 5.25)]);
         assert_eq!(o.oldest().unwrap(), Some(t0 + HOUR_MS));
@@ -649,6 +805,51 @@ mod tests {
         let x = String::from_utf8(xml::write(&m)).unwrap();
         assert!(x.contains("<building_id>110101A001</building_id>") && x.contains("operation=\"continuous\"") && x.contains("<time>20260101110000</time>"), "{x}");
         assert!(x.contains("<meter id=\"01B00\"><function id=\"1\" coding=\"01B00\">5.25</function></meter>"), "{x}");
+    }
+
+    #[test]
+    fn upstream_quarter_hours_and_restated_periods_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("o.sqlite")).unwrap();
+        let q = 15 * 60_000;
+        let t0 = 1_767_225_600_000;
+        // Three quarter hours of lighting: 1, 2, 3 -> counters 0 (origin), 1, 3, 6.
+        let b = |v: Vec<f64>| vec![("110101A001".to_string(), vec![("01A00".to_string(), v)])];
+        assert_eq!(o.record(t0, t0 + 3 * q, q, &b(vec![1.0, 2.0, 3.0])).unwrap(), 4);
+        let times: Vec<i64> = o.pending(10).unwrap().iter().map(|p| (p.hour_ms - t0) / q).collect();
+        assert_eq!(times, vec![0, 1, 2, 3]);
+        for p in o.pending(10).unwrap() {
+            o.done(p.seq).unwrap();
+        }
+        // Nothing changed: nothing restated.
+        assert_eq!(o.restate(t0, q, &b(vec![1.0, 2.0, 3.0])).unwrap(), 0);
+        // A late reading adds 0.5 to the second quarter: the counters at its end and after
+        // move, 3 -> 3.5 and 6 -> 6.5; the first (1) stays.
+        assert_eq!(o.restate(t0, q, &b(vec![1.0, 2.5, 3.0])).unwrap(), 2);
+        let again: Vec<(i64, f64)> = o.pending(10).unwrap().iter().map(|p| ((p.hour_ms - t0) / q, p.values[0].1)).collect();
+        assert_eq!(again, vec![(2, 3.5), (3, 6.5)]);
+        // The next quarter goes on from 6.5 (+1 = 7.5); a restating window that starts before
+        // the first period sent (t0 - 2q) takes the first one sent as its baseline.
+        o.record(t0 + 3 * q, t0 + 4 * q, q, &b(vec![1.0])).unwrap();
+        assert_eq!(o.pending(10).unwrap().last().unwrap().values[0].1, 7.5);
+        assert_eq!(o.restate(t0 - 2 * q, q, &b(vec![0.0, 0.0, 1.0, 2.5, 3.0, 1.0])).unwrap(), 0);
+        // Forgotten beyond the window: no baseline, nothing restated.
+        o.forget_sent(t0 + 10 * q).unwrap();
+        assert_eq!(o.restate(t0, q, &b(vec![9.0, 9.0, 9.0, 9.0])).unwrap(), 0);
+    }
+
+    #[test]
+    fn upstream_interval_must_be_15_or_60() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.toml");
+        std::fs::write(&key, "key = \"s\"\n").unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let cfg = |m: u32| UpstreamConfig { name: "city".into(), address: "127.0.0.1:1".into(), framing: guideline(), frame: None, centre_id: "110101".into(), key_file: key.clone(), interval_minutes: m, settle_minutes: 0, restate_hours: 48, restate_every_s: 300, start: None, heartbeat_s: 30, files_dir: None };
+        assert!(cfg(15).problems().is_empty(), "{:?}", cfg(15).problems());
+        assert!(cfg(60).problems().is_empty());
+        let p = cfg(30).problems();
+        assert!(p.len() == 1 && p[0].contains("interval_minutes = 30") && p[0].contains("15") && p[0].contains("60"), "{p:?}");
+        assert_eq!((cfg(15).period_ms(), cfg(15).interval()), (900_000, Interval::Quarter));
     }
 
     #[test]

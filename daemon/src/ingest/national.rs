@@ -2,6 +2,8 @@
 //! as every other ingest (one group commit, durable before the answer, a stored value never
 //! replaced, a different one kept aside as a conflict), with the same time checks, counting and
 //! list of meters not in the registry.
+//! The one exception: a lower data centre's restated period replaces its stored value
+//! ([`Ingest::centre_restated`]).
 
 use super::check_time;
 use super::service::Ingest;
@@ -37,5 +39,19 @@ impl Ingest {
         }
         let outcome = if keep.is_empty() { WriteOutcome::default() } else { self.store.write_points_from(keep, source).await? };
         Ok(CollectorWritten { outcome, refused })
+    }
+
+    /// A lower data centre's restated periods (issue 21): the values it reported again for a
+    /// time already stored (kept aside as conflicts by the write) replace the stored ones, as
+    /// an engineer's correction would, so that the figures above follow the level below.
+    /// Returns how many values were replaced.
+    pub async fn centre_restated(&self, conflicts: &[crate::store::Conflict], by: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for c in conflicts {
+            let fix = crate::store::Correction { meter: c.meter.clone(), quantity: c.quantity, ts: c.ts, value: c.offered, by: by.to_string() };
+            self.store.correct(fix).await?;
+            n += 1;
+        }
+        Ok(n)
     }
 }
