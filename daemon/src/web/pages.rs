@@ -253,8 +253,8 @@ fn monthly_chart(c: &Ctx, id: &str, now: &Figures, year_before: &Figures) -> Str
     format!("<section class=\"chart\"><h2>{}</h2><div class=\"plot\" id=\"{id}\"></div><script type=\"application/json\" data-chart=\"{id}\">{}</script></section>", c.t("逐月综合能耗（吨标准煤）", "Energy by month (tce)"), fmt::script_json(&spec))
 }
 
-/// Consumption, energy, CO₂ and cost per carrier; energy per end use; and the place for the
-/// 分项 (item code) breakdown, shown once the registry has item codes.
+/// Consumption, energy, CO₂ and cost per carrier; energy per end use (the 分项 breakdown by
+/// national item code is [`items`]).
 fn breakdown(c: &Ctx, f: &Figures) -> String {
     let mut h = format!(
         "<section><h2>{}</h2><table class=\"carriers\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>tce</th><th>tCO₂</th><th>{}</th></tr></thead><tbody>",
@@ -286,8 +286,35 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
         let _ = write!(h, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(e.as_str()), fmt::num(c.lang, kgce / 1000.0, 3));
     }
     h.push_str("</tbody></table></section>");
-    // 分项: item codes are not in the registry yet; the section appears when they are.
     h
+}
+
+/// 分项能耗: consumption by national energy item code of the buildings the viewer sees (one
+/// building with `only`), over the period up to the page's instant; empty when no meter of
+/// them carries an item code.
+async fn items(w: &WebShared, c: &Ctx, only: Option<&str>) -> Result<String, ApiError> {
+    let s = &w.app;
+    let (from, to) = c.period.bounds();
+    let start_ms = crate::time::day_start(s.tz, from).timestamp_millis();
+    let end_ms = crate::time::day_start(s.tz, to).timestamp_millis().min(c.cut_ms);
+    if end_ms <= start_ms {
+        return Ok(String::new());
+    }
+    let mut buildings = crate::reports::items::building_items(&s.engine, &s.store, &s.registry, s.tz, (start_ms, end_ms), &c.visible())
+        .await
+        .map_err(|e| ApiError::internal("consumption by item code", e))?;
+    if let Some(b) = only {
+        buildings.retain(|x| x.building == b);
+    }
+    if buildings.is_empty() {
+        return Ok(String::new());
+    }
+    let as_of = chrono::DateTime::from_timestamp_millis(end_ms).map(|t| t.with_timezone(&s.tz).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
+    let lang = match c.lang {
+        Lang::Zh => crate::reports::labels::Lang::Zh,
+        Lang::En => crate::reports::labels::Lang::En,
+    };
+    Ok(crate::reports::items::section(lang, from.year(), &as_of, &buildings))
 }
 
 async fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> Result<Vec<AgencyIndicators>, ApiError> {
@@ -398,6 +425,7 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
         body.push_str("</ul>");
     }
     body.push_str("</section>");
+    body.push_str(&items(&w, &c, None).await?);
     body.push_str(&deadlines(&w, &c).await?);
     let title = c.t("总览", "Overview").to_string();
     Ok(layout(&c, "/", &title, &[], &body).into_response())
@@ -518,6 +546,7 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
     body += &kpis(&c, &now, &yb, &before, None);
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&items(&w, &c, Some(&id)).await?);
     let _ = write!(body, "<section><h2>{}</h2><ul class=\"meters\">", c.t("计量表", "Meters"));
     for m in reg.meters_of_building(&id).into_iter().filter(|m| c.viewer.principal.sees_meter(&reg, &m.id)) {
         let _ = write!(
