@@ -107,7 +107,8 @@ fn layout(c: &Ctx, path: &str, title: &str, crumbs: &[(String, String)], body: &
     let _ = write!(
         h,
         "</nav><div class=\"who\"><span class=\"user\">{} ({})</span> <a href=\"{lang_zh}\">中文</a> · <a href=\"{lang_en}\">English</a>",
-        esc(&c.viewer.principal.name),
+        // Without `[auth]` (loopback only) nobody is logged in: said in the page's language.
+        esc(if c.viewer.principal.name == "anonymous (auth not configured)" { c.t("未启用登录（仅本机访问）", "anonymous (auth not configured)") } else { &c.viewer.principal.name }),
         role_name(c.lang, c.viewer.principal.role)
     );
     if c.viewer.session {
@@ -191,6 +192,24 @@ fn picker(c: &Ctx, path: &str) -> String {
         go = c.t("查看", "Show"),
         label = esc(&c.period.label(c.lang)),
     )
+}
+
+/// An end use as officials name it (English: the registry's name).
+fn end_use_name(lang: Lang, e: crate::registry::EndUse) -> &'static str {
+    use crate::registry::EndUse;
+    if lang == Lang::En {
+        return e.as_str();
+    }
+    match e {
+        EndUse::General => "综合用能",
+        EndUse::Heating => "供暖",
+        EndUse::Cooling => "制冷",
+        EndUse::DataCentre => "数据中心",
+        EndUse::Kitchen => "食堂",
+        EndUse::Transport => "公务用车",
+        EndUse::EvCharging => "电动汽车充电",
+        EndUse::Other => "其他",
+    }
 }
 
 fn carrier_name(lang: Lang, c: Carrier) -> String {
@@ -283,7 +302,7 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
     }
     let _ = write!(h, "</tbody></table></section><section><h2>{}</h2><table class=\"end-uses\"><tbody>", c.t("分用途（吨标准煤）", "By end use (tce)"));
     for (e, kgce) in &f.end_uses {
-        let _ = write!(h, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(e.as_str()), fmt::num(c.lang, kgce / 1000.0, 3));
+        let _ = write!(h, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(end_use_name(c.lang, *e)), fmt::num(c.lang, kgce / 1000.0, 3));
     }
     h.push_str("</tbody></table></section>");
     h
@@ -556,7 +575,7 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
             esc(&c.q(c.period)),
             esc(m.name.as_deref().unwrap_or(&m.id)),
             esc(&carrier_name(c.lang, m.carrier)),
-            esc(m.end_use().as_str())
+            esc(end_use_name(c.lang, m.end_use()))
         );
     }
     body.push_str("</ul></section>");
