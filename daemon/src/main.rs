@@ -112,6 +112,13 @@ enum WeatherCmd {
         /// The weather meter (in the registry) the readings are stored under.
         #[arg(long)]
         meter: String,
+        /// Send the readings through the daemon running at this address (http://HOST:PORT)
+        /// instead of writing its store (which it holds while it runs).
+        #[arg(long)]
+        url: Option<String>,
+        /// A token (engineer, bureau or admin) for `--url` when the daemon has `[auth]`.
+        #[arg(long, env = "ENERGYD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// The CSV file.
         file: PathBuf,
     },
@@ -293,9 +300,17 @@ fn main() -> ExitCode {
             Cmd::Demo(args) => energyd::demo::run(args).await.map_err(|e| e.to_string()),
             Cmd::Simulate { config } => energyd::demo::simulate_from_file(&config).await.map_err(|e| e.to_string()),
             Cmd::Token(t) => token(t),
-            Cmd::Weather(WeatherCmd::Import { config, meter, file }) => {
+            Cmd::Weather(WeatherCmd::Import { config, meter, url, token, file }) => {
                 let loaded = DaemonConfig::load(&config).map_err(|e| e.to_string())?;
-                let done = energyd::savings::weather::import(&loaded.config.data_dir, &loaded.registry, loaded.tz, &meter, &file).await.map_err(|e| e.to_string())?;
+                let done = match &url {
+                    Some(u) => energyd::savings::weather::import_through(u, token.as_deref(), &loaded.registry, loaded.tz, &meter, &file).await,
+                    None => energyd::savings::weather::import(&loaded.config.data_dir, &loaded.registry, loaded.tz, &meter, &file).await,
+                }
+                .map_err(|e| e.to_string())?;
+                if let Some(u) = &url {
+                    println!("{}: {} readings of outdoor_temperature for meter `{meter}` sent through the daemon at {u} and accepted ({} rows without a value skipped)", file.display(), done.written, done.missing);
+                    return Ok(());
+                }
                 let day = |ms: i64| energyd::time::rfc3339(ms, loaded.tz).unwrap_or_default();
                 println!(
                     "{}: {} readings of outdoor_temperature for meter `{meter}` from {} to {} ({} written, {} already stored, {} conflicting with stored values and kept aside; {} rows without a value skipped)",

@@ -200,6 +200,14 @@ async fn taiyuan_retrofit_savings_are_within_their_uncertainty_of_the_truth() {
 
     let client = http_client();
     ingest(&url, &days, None).await;
+    // The running daemon holds the store: a direct import is refused (it would replay and delete
+    // the daemon's log), naming the way through the daemon; through it, the readings are taken.
+    let (code, _, err) = run("energyd", &["weather", "import", "--config", "energyd.toml", "--meter", "ty-station", "taiyuan.csv"], d);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the daemon is running") && err.contains("--url"), "{err}");
+    let (code, out, err) = run("energyd", &["weather", "import", "--config", "energyd.toml", "--meter", "ty-station", "--url", &url, "taiyuan.csv"], d);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("730 readings of outdoor_temperature") && out.contains("sent through the daemon"), "{out}");
     // Public disclosure is off unless configured.
     let (status, _) = get_json(&format!("{url}/public")).await;
     assert_eq!(status, 404);
