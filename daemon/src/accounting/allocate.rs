@@ -87,7 +87,7 @@ fn scaled_by_day(own: &Series, k: &[f64], start: chrono::NaiveDate) -> Series {
 }
 
 /// What one meter's own consumption gives one agency.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
     pub agency: String,
     pub building: String,

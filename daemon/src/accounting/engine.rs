@@ -17,6 +17,10 @@
 //!   the machine has cores ([`std::thread::available_parallelism`]). A meter's year is one pass
 //!   over its roll-ups: the readings in time order, then the hours' boundaries walked with them
 //!   ([`super::consumption::consumption`]), not a search per hour.
+//! * Each year's allocation to agencies ([`YearData`]) is kept while none of its meter-years was
+//!   recomputed, and each agency's indicators while the parts of the years they come from are
+//!   unchanged ([`Engine::year`], [`Engine::indicators`]): a new reading of one meter recomputes
+//!   the allocation once and the indicators of the agencies that meter serves, not of all.
 //! * Meter events come from the registry's `[[event]]` lists and from the API; the API's are
 //!   appended to `<data_dir>/meter-events.jsonl` and fsynced before the API answers.
 
@@ -65,9 +69,30 @@ pub struct YearData {
     pub negative: Vec<NegativeRemainder>,
     /// Contributions by agency.
     by_agency: HashMap<String, Vec<usize>>,
+    /// The meters whose counter went down without a recorded replacement, sorted.
+    to_check: Vec<String>,
+    /// The registry it was computed with ([`Registry::stamp`]).
+    reg_stamp: u64,
+    /// Per agency, the generation in which its part of the year (its contributions, and the
+    /// notes of the meters serving it) last changed; an agency absent has had none.
+    stamps: HashMap<String, u64>,
 }
 
 impl YearData {
+    /// An agency's part of the year: what its indicators are computed from.
+    fn part(&self, agency: &str) -> (Vec<&Contribution>, Vec<&NegativeRemainder>, Vec<&String>) {
+        let own: Vec<&Contribution> = self.by_agency.get(agency).into_iter().flatten().map(|&i| &self.contributions[i]).collect();
+        let serves = |m: &str| own.iter().any(|c| c.meter == m);
+        let negative = self.negative.iter().filter(|n| serves(&n.meter)).collect();
+        let to_check = self.to_check.iter().filter(|m| serves(m)).collect();
+        (own, negative, to_check)
+    }
+
+    /// The generation of an agency's part (0: it never had one).
+    fn stamp(&self, agency: &str) -> u64 {
+        self.stamps.get(agency).copied().unwrap_or(0)
+    }
+
     /// Consumption groups of the agencies together.
     pub fn groups(&self, agencies: &[&str]) -> BTreeMap<GroupKey, Series> {
         let idx = agencies.iter().flat_map(|a| self.by_agency.get(*a).into_iter().flatten());
@@ -97,6 +122,25 @@ pub struct Engine {
     log: Mutex<()>,
     /// Meter-years computed since start (for the benchmark and metrics).
     pub computed: std::sync::atomic::AtomicU64,
+    /// Each year's allocation as last computed: given again while no meter-year of it changed.
+    years: Mutex<HashMap<i32, Arc<YearData>>>,
+    /// The last generation given to an agency's changed part of a year.
+    generation: std::sync::atomic::AtomicU64,
+    /// Agencies' indicators by (agency, scope, year, days to), each with the stamps of the
+    /// parts it was computed from ([`Engine::indicators`]).
+    results: Mutex<HashMap<String, (Vec<u64>, Arc<AgencyIndicators>)>>,
+}
+
+/// Years' allocations kept at most.
+const MAX_YEARS: usize = 8;
+
+/// Agencies' indicators kept at most; past that the table starts again.
+const MAX_RESULTS: usize = 50_000;
+
+/// Whether two sets of meter-years are the same computations (the engine's cache gives the same
+/// `Arc` until a meter's year is recomputed).
+fn same_meters(a: &MeterYears, b: &MeterYears) -> bool {
+    a.len() == b.len() && a.iter().all(|(id, y)| b.get(id).is_some_and(|z| Arc::ptr_eq(y, z)))
 }
 
 /// Meters whose roll-ups are read and computed together.
@@ -214,6 +258,9 @@ impl Engine {
             records: RwLock::new(records),
             log: Mutex::new(()),
             computed: std::sync::atomic::AtomicU64::new(0),
+            years: Mutex::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            results: Mutex::new(HashMap::new()),
         })
     }
 
@@ -439,10 +486,16 @@ impl Engine {
         computed
     }
 
-    /// The year's meters, allocated to agencies.
-    pub async fn year(&self, store: &Store, reg: &Registry, year: i32) -> Result<YearData, EngineError> {
+    /// The year's meters, allocated to agencies: the allocation computed last, while none of
+    /// the year's meter-years changed and the registry is the same; else computed again, each
+    /// agency's part keeping its generation when it is equal to the one before.
+    pub async fn year(&self, store: &Store, reg: &Registry, year: i32) -> Result<Arc<YearData>, EngineError> {
         let cal = self.calendar(year)?;
         let meters = self.meter_years(store, reg, year).await?;
+        let before = self.years.lock().unwrap_or_else(|e| e.into_inner()).get(&year).cloned().filter(|b| b.reg_stamp == reg.stamp());
+        if let Some(b) = before.as_ref().filter(|b| same_meters(&b.meters, &meters)) {
+            return Ok(b.clone());
+        }
         let full = full_series(reg, &meters, cal.days());
         let start = chrono::NaiveDate::from_ymd_opt(year, 1, 1).ok_or(EngineError::Year(year))?;
         let (contributions, negative) = contributions(reg, &full, start, cal.days());
@@ -450,7 +503,38 @@ impl Engine {
         for (i, c) in contributions.iter().enumerate() {
             by_agency.entry(c.agency.clone()).or_default().push(i);
         }
-        Ok(YearData { cal, meters, contributions, negative, by_agency })
+        let mut to_check: Vec<String> =
+            meters.iter().filter(|(_, y)| y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))).map(|(id, _)| id.clone()).collect();
+        to_check.sort();
+        let mut data = YearData { cal, meters, contributions, negative, by_agency, to_check, reg_stamp: reg.stamp(), stamps: HashMap::new() };
+        data.stamps = self.restamp(before.as_deref(), &data);
+        let data = Arc::new(data);
+        let mut years = self.years.lock().unwrap_or_else(|e| e.into_inner());
+        // The years pages and reports ask for are few; a walk through many keeps the last ones.
+        if years.len() >= MAX_YEARS {
+            years.retain(|&y, _| y >= year - 1);
+        }
+        years.insert(year, data.clone());
+        Ok(data)
+    }
+
+    /// The agencies' generations in `now`: those of `before` for the parts equal in both, a new
+    /// one for the others (every part, without `before`).
+    fn restamp(&self, before: Option<&YearData>, now: &YearData) -> HashMap<String, u64> {
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut agencies: Vec<&String> = now.by_agency.keys().collect();
+        if let Some(b) = before {
+            agencies.extend(b.stamps.keys());
+        }
+        agencies.sort();
+        agencies.dedup();
+        agencies
+            .into_iter()
+            .map(|a| {
+                let kept = before.filter(|b| b.part(a) == now.part(a)).map(|b| b.stamp(a));
+                (a.clone(), kept.unwrap_or(generation))
+            })
+            .collect()
     }
 
     /// Indicators of every agency for `year` (a year in progress up to `now_ms`), each over
@@ -481,17 +565,55 @@ impl Engine {
                 base_data.push(d);
             }
         }
-        // The meters whose counter went down without a recorded replacement, by id: found once,
-        // not sorted again for every agency.
-        let mut to_check: Vec<&String> =
-            this.meters.iter().filter(|(_, y)| y.flags.iter().any(|f| matches!(f, super::counter::Flag::UnexplainedDecrease { .. }))).map(|(id, _)| id).collect();
-        to_check.sort();
         let mut out = Vec::with_capacity(agencies.len());
         for (agency, scope) in agencies {
+            // What the result is computed from: the registry, and each year's parts of the
+            // agencies in scope (a year not there: a marker of its own).
+            let key = format!("{}\u{1f}{}\u{1f}{year}\u{1f}{as_of}", agency.id, scope.join("\u{1f}"));
+            let mut stamps = vec![reg.stamp()];
+            for d in std::iter::once(Some(&this)).chain([last.as_ref()]).chain(base_data.iter().map(Some)) {
+                match d {
+                    Some(d) => {
+                        stamps.push(d.cal.year as u64);
+                        stamps.extend(scope.iter().map(|m| d.stamp(m)));
+                    }
+                    None => stamps.push(u64::MAX),
+                }
+            }
+            let kept = self.results.lock().unwrap_or_else(|e| e.into_inner()).get(&key).filter(|(s, _)| *s == stamps).map(|(_, r)| r.clone());
+            if let Some(r) = kept {
+                out.push(r.as_ref().clone());
+                continue;
+            }
+            let ind = self.agency_indicators(reg, &this, last.as_deref(), &base_data, last_is_baseline, as_of, agency, scope);
+            let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
+            if results.len() >= MAX_RESULTS {
+                results.clear();
+            }
+            results.insert(key, (stamps, Arc::new(ind.clone())));
+            out.push(ind);
+        }
+        Ok(out)
+    }
+
+    /// One agency's indicators over `scope` from the years' data.
+    #[allow(clippy::too_many_arguments)]
+    fn agency_indicators(
+        &self,
+        reg: &Registry,
+        this: &YearData,
+        last: Option<&YearData>,
+        base_data: &[Arc<YearData>],
+        last_is_baseline: bool,
+        as_of: usize,
+        agency: &crate::registry::Agency,
+        scope: &[&str],
+    ) -> AgencyIndicators {
+        {
             let groups = this.groups(scope);
             let last_groups = last.as_ref().map(|l| (l.cal.clone(), l.groups(scope)));
             let mut baselines: BTreeMap<(Indicator, i32), f64> = BTreeMap::new();
-            for d in base_data.iter().chain(last.as_ref().filter(|_| last_is_baseline)) {
+            for d in base_data.iter().map(|d| d.as_ref()).chain(last.filter(|_| last_is_baseline)) {
                 let g = d.groups(scope);
                 if g.values().all(|s| s.total() == 0.0) {
                     continue;
@@ -522,15 +644,14 @@ impl Engine {
                     ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
                 }
             }
-            for &id in &to_check {
+            for id in &this.to_check {
                 if this.serves(id, scope) {
                     ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
                     ind.meters_to_check.push(id.clone());
                 }
             }
-            out.push(ind);
+            ind
         }
-        Ok(out)
     }
 }
 
@@ -540,6 +661,84 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::store::Point;
     use energy_wire::Quantity;
+
+    /// After a meter's new reading, only the agencies it serves are computed again, and every
+    /// agency's figures equal those of an engine that computes everything afresh. m0 (building
+    /// b0: a0 60 %, a1 40 %) and m1 (b1: a2, a3) read 0, 10, 20 kWh an hour apart; then m0 reads
+    /// 50 an hour later: a0's electricity goes from 0.6 x 20 = 12 to 0.6 x 50 = 30 kWh, a1's from
+    /// 8 to 20, a2's and a3's stay 12 and 8. A `reading` event on m1 (its second reading
+    /// corrected to 15) moves m1's consumption between its hours (15 and 5 instead of 10 and
+    /// 10): a2 and a3 are computed again, a0 and a1 are not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_reading_recomputes_the_agencies_it_serves_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
+        for a in 0..4 {
+            toml.push_str(&format!("[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = 80 }}\n"));
+        }
+        for b in 0..2 {
+            toml.push_str(&format!(
+                "[[building]]\nid = \"b{b}\"\nname = \"楼{b}\"\nfloor_area = 5000\noccupants = [ {{ agency = \"a{}\", share = 0.6 }}, {{ agency = \"a{}\", share = 0.4 }} ]\n",
+                2 * b,
+                2 * b + 1
+            ));
+        }
+        for m in 0..2 {
+            toml.push_str(&format!("[[meter]]\nid = \"m{m}\"\nbuilding = \"b{m}\"\ncarrier = \"electricity\"\n"));
+        }
+        let reg = Registry::parse(&toml).unwrap();
+        let store = crate::store::open(dir.path(), Metrics::new()).unwrap();
+        // 2026-03-01T00:00+08:00.
+        let t0 = 1_772_294_400_000i64;
+        let h = 3_600_000;
+        let point = |meter: &str, i: i64, value: f64| Point { meter: meter.into(), quantity: Quantity::ActiveEnergyImport, ts: t0 + i * h, value };
+        store.write_points(["m0", "m1"].iter().flat_map(|m| [point(m, 0, 0.0), point(m, 1, 10.0), point(m, 2, 20.0)]).collect()).await.unwrap();
+        let engine = Engine::open(dir.path(), &reg, chrono_tz::Asia::Shanghai).unwrap();
+        let ids = ["a0", "a1", "a2", "a3"];
+        let agencies: Vec<(&crate::registry::Agency, Vec<&str>)> = ids.iter().map(|&id| (reg.agency(id).unwrap(), vec![id])).collect();
+        let now = t0 + 30 * 24 * h;
+        let total = |x: &[AgencyIndicators]| -> Vec<f64> { x.iter().map(|a| a.get(Indicator::TotalEnergy).and_then(|v| v.value).unwrap_or(f64::NAN)).collect() };
+        let kwh = |y: &YearData, a: &str| -> f64 { y.groups(&[a]).values().map(Series::total).sum() };
+
+        let first = engine.indicators(&store, &reg, 2026, now, &agencies).await.unwrap();
+        let y1 = engine.year(&store, &reg, 2026).await.unwrap();
+        assert!(Arc::ptr_eq(&y1, &engine.year(&store, &reg, 2026).await.unwrap()), "nothing changed: the same allocation");
+        assert_eq!(ids.map(|a| (kwh(&y1, a) * 1e6).round() / 1e6), [12.0, 8.0, 12.0, 8.0]);
+
+        store.write_points(vec![point("m0", 3, 50.0)]).await.unwrap();
+        let second = engine.indicators(&store, &reg, 2026, now, &agencies).await.unwrap();
+        let y2 = engine.year(&store, &reg, 2026).await.unwrap();
+        assert!(!Arc::ptr_eq(&y1, &y2));
+        assert_eq!(ids.map(|a| (kwh(&y2, a) * 1e6).round() / 1e6), [30.0, 20.0, 12.0, 8.0]);
+        assert_ne!(y2.stamp("a0"), y1.stamp("a0"));
+        assert_ne!(y2.stamp("a1"), y1.stamp("a1"));
+        assert_eq!(y2.stamp("a2"), y1.stamp("a2"), "m0 does not serve a2");
+        assert_eq!(y2.stamp("a3"), y1.stamp("a3"));
+        assert_ne!(total(&second)[..2], total(&first)[..2]);
+        assert_eq!(total(&second)[2..], total(&first)[2..]);
+        let fresh = Engine::open(dir.path(), &reg, chrono_tz::Asia::Shanghai).unwrap();
+        assert_eq!(second, fresh.indicators(&store, &reg, 2026, now, &agencies).await.unwrap(), "the kept results are those computed afresh");
+
+        let ev = EventRecord {
+            meter: "m1".into(),
+            kind: crate::registry::EventKind::Reading { value: 15.0, quantity: None },
+            time: "2026-03-01T01:00:00+08:00".into(),
+            by: "工程师".into(),
+            reason: "复核读数".into(),
+            recorded_at: None,
+        };
+        engine.record_event(&reg, ev).unwrap();
+        let y3 = engine.year(&store, &reg, 2026).await.unwrap();
+        assert_ne!(y3.stamp("a2"), y2.stamp("a2"), "m1's hours changed");
+        assert_eq!(y3.stamp("a0"), y2.stamp("a0"));
+        let third = engine.indicators(&store, &reg, 2026, now, &agencies).await.unwrap();
+        let fresh = Engine::open(dir.path(), &reg, chrono_tz::Asia::Shanghai).unwrap();
+        assert_eq!(third, fresh.indicators(&store, &reg, 2026, now, &agencies).await.unwrap());
+        // Another registry (the same text) is another registry: nothing of the first is reused.
+        let reg2 = Registry::parse(&toml).unwrap();
+        assert!(!Arc::ptr_eq(&engine.year(&store, &reg, 2026).await.unwrap(), &engine.year(&store, &reg2, 2026).await.unwrap()));
+        store.close();
+    }
 
     /// Each agency is told of the meters it is served by whose counter went down without a
     /// recorded replacement, by id, and of no others: m0 (building b0: agencies a0, a1) and m1

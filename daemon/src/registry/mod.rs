@@ -477,7 +477,14 @@ pub struct Registry {
     events: Vec<EventRecord>,
     /// The grid factors in force: built-in, with the registry's added or overriding.
     grid: Vec<GridFactor>,
+    /// Which registry this is: a number given to each one built (its clones share it), so that
+    /// results computed from it can be told from those of another (the accounting engine's
+    /// caches). The default registry's is 0.
+    stamp: u64,
 }
+
+/// The stamp of the next registry built.
+static NEXT_STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Every problem found, one per line.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -564,7 +571,13 @@ impl Registry {
         let grid = merged_grid_factors(&file.grid_factors);
         // Checked by `validate`.
         let events = file.events.iter().filter_map(|e| EventRecord::try_from(e.clone()).ok()).collect();
-        Ok(Registry { file, agencies, buildings, meters, children, events, grid })
+        let stamp = NEXT_STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Registry { file, agencies, buildings, meters, children, events, grid, stamp })
+    }
+
+    /// Which registry this is (see the field): equal for a registry and its clones only.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
     }
 
     pub fn agency(&self, id: &str) -> Option<&Agency> {

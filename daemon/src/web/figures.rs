@@ -122,7 +122,7 @@ impl<'a> Years<'a> {
         if let Some(y) = self.cache.get(&year) {
             return Ok(y.clone());
         }
-        let y = std::sync::Arc::new(self.engine.year(self.store, self.reg, year).await?);
+        let y = self.engine.year(self.store, self.reg, year).await?;
         self.cache.insert(year, y.clone());
         Ok(y)
     }
