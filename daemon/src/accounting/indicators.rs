@@ -227,6 +227,8 @@ pub struct CarrierFigure {
     pub budget: Option<f64>,
     /// The day (0-based in the year) the budget is or will be crossed.
     pub budget_crossed_day: Option<usize>,
+    /// `cost_yuan` by time-of-use band ([`super::tariff`]); empty without a tariff.
+    pub cost_bands: Vec<super::tariff::BandCost>,
 }
 
 /// Quality of the data behind the figures.
@@ -563,6 +565,7 @@ fn carrier_figures(i: &Input<'_>, projected_groups: &BTreeMap<GroupKey, Series>,
             estimated: 0.0,
             budget: budget.and_then(|b| b.carriers.get(&carrier).copied()),
             budget_crossed_day: None,
+            cost_bands: Vec::new(),
         });
         let v = actual.sum(0, as_of);
         e.value += v;
@@ -579,6 +582,7 @@ fn carrier_figures(i: &Input<'_>, projected_groups: &BTreeMap<GroupKey, Series>,
         let prices = monthly_prices(reg, key.0, year, s);
         if let Some(e) = carriers.get_mut(&key.0) {
             e.cost_yuan += (0..as_of).map(|d| s.value[d] * prices[usize::from(i.cal.day_month[d])]).sum::<f64>();
+            super::tariff::merge(&mut e.cost_bands, super::tariff::group_bands(reg, key.0, year, i.cal, s, (0, as_of)));
         }
     }
     for (carrier, e) in carriers.iter_mut() {

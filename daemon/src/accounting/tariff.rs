@@ -18,8 +18,6 @@
 //!   consumption is priced flat. This is the rule the cost of the indicators and the pages uses
 //!   (each day at its month's hour-weighted price), so the slots' yuan add up to that cost.
 
-use std::collections::BTreeMap;
-
 use energy_wire::Carrier;
 use serde::Serialize;
 
@@ -163,20 +161,10 @@ pub fn merge(into: &mut Vec<BandCost>, more: Vec<BandCost>) {
     sort(into);
 }
 
-/// The splits of several groups, per carrier.
-pub fn by_carrier<'a>(reg: &Registry, year: i32, cal: &YearCalendar, groups: impl Iterator<Item = (Carrier, &'a Series)>, days: (usize, usize)) -> BTreeMap<Carrier, Vec<BandCost>> {
-    let mut out: BTreeMap<Carrier, Vec<BandCost>> = BTreeMap::new();
-    for (carrier, s) in groups {
-        let bands = group_bands(reg, carrier, year, cal, s, days);
-        if !bands.is_empty() {
-            merge(out.entry(carrier).or_default(), bands);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::registry::TouBand;
 

@@ -308,6 +308,67 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
     h
 }
 
+/// 费用（按能源品种和电价时段）: each carrier's cost split by tariff band (尖峰/高峰/平段/低谷,
+/// and the hours no band covers at the flat price), with consumption, price and yuan; the
+/// carriers' subtotals and the total equal the cost figures above (accounting::tariff).
+fn cost_bands(c: &Ctx, f: &Figures) -> String {
+    let mut h = format!(
+        "<section><h2>{}</h2><table class=\"cost-bands\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        c.t("费用（按能源品种和电价时段）", "Cost by carrier and tariff band"),
+        c.t("品种", "Carrier"),
+        c.t("时段", "Band"),
+        c.t("时间", "Hours"),
+        c.t("用量", "Consumption"),
+        c.t("单位", "Unit"),
+        c.t("单价（元）", "Price (yuan)"),
+        c.t("费用（元）", "Cost (yuan)"),
+    );
+    let mut total = 0.0;
+    for (carrier, bands) in &f.cost_bands {
+        let unit = carrier.counter().unit();
+        let name = esc(&carrier_name(c.lang, *carrier));
+        for b in bands {
+            let hours = match (b.from, b.to) {
+                (Some(from), Some(to)) => format!("{from:02}:00–{to:02}:00"),
+                _ if b.hours == 24 => c.t("全天", "all day").to_string(),
+                _ => c.t("其余时段", "other hours").to_string(),
+            };
+            let _ = write!(
+                h,
+                "<tr data-carrier=\"{}\" data-band=\"{}\" data-from=\"{}\"><td>{name}</td><td>{}</td><td>{}</td><td class=\"n value\" data-value=\"{}\">{}</td><td>{unit}</td><td class=\"n price\" data-value=\"{}\">{}</td><td class=\"n yuan\" data-value=\"{}\">{}</td></tr>",
+                carrier.as_str(),
+                b.band.as_str(),
+                b.from.map_or_else(|| "other".to_string(), |x| x.to_string()),
+                c.t(b.band.name_zh(), b.band.name_en()),
+                esc(&hours),
+                b.value,
+                fmt::num(c.lang, b.value, 1),
+                b.price,
+                fmt::num(c.lang, b.price, 4),
+                b.yuan,
+                fmt::num(c.lang, b.yuan, 2),
+            );
+        }
+        let (value, yuan) = (bands.iter().map(|b| b.value).sum::<f64>(), bands.iter().map(|b| b.yuan).sum::<f64>());
+        total += yuan;
+        let _ = write!(
+            h,
+            "<tr class=\"subtotal\" data-carrier=\"{}\" data-band=\"all\"><td>{name}</td><td>{}</td><td></td><td class=\"n value\" data-value=\"{value}\">{}</td><td>{unit}</td><td></td><td class=\"n yuan\" data-value=\"{yuan}\">{}</td></tr>",
+            carrier.as_str(),
+            c.t("小计", "Subtotal"),
+            fmt::num(c.lang, value, 1),
+            fmt::num(c.lang, yuan, 2),
+        );
+    }
+    if f.cost_bands.is_empty() {
+        let _ = write!(h, "<tr><td colspan=\"7\">{}</td></tr>", c.t("本期无计费用量（或注册表无 [[tariff]] 电价）", "Nothing priced in this period (or no [[tariff]] in the registry)"));
+    } else {
+        let _ = write!(h, "<tr class=\"total\" data-band=\"total\"><td colspan=\"6\">{}</td><td class=\"n yuan\" data-value=\"{total}\">{}</td></tr>", c.t("合计", "Total"), fmt::num(c.lang, total, 2));
+    }
+    h.push_str("</tbody></table></section>");
+    h
+}
+
 /// 分项能耗: consumption by national energy item code of the buildings the viewer sees (one
 /// building with `only`), over the period up to the page's instant; empty when no meter of
 /// them carries an item code.
@@ -394,6 +455,7 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     let mut body = backfill_notice(&w, &c);
     body += &kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(list.as_slice()));
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
+    body.push_str(&cost_bands(&c, &now));
     // Agencies ranked by energy per area (the quota indicator), highest first.
     let mut ranked: Vec<&AgencyIndicators> = list.iter().collect();
     let per_area = |a: &AgencyIndicators| a.get(Indicator::EnergyPerArea).and_then(|i| i.value).unwrap_or(f64::NEG_INFINITY);
@@ -537,6 +599,7 @@ pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id):
     }
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     let _ = write!(
         body,
         "<p class=\"links\"><a href=\"/agencies/{}/readings{}\">{}</a></p>",
@@ -565,6 +628,7 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
     body += &kpis(&c, &now, &yb, &before, None);
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     body.push_str(&items(&w, &c, Some(&id)).await?);
     let _ = write!(body, "<section><h2>{}</h2><ul class=\"meters\">", c.t("计量表", "Meters"));
     for m in reg.meters_of_building(&id).into_iter().filter(|m| c.viewer.principal.sees_meter(&reg, &m.id)) {
@@ -610,6 +674,7 @@ pub(super) async fn meter(State(w): State<WebShared>, viewer: Viewer, Path(id): 
     }
     body.push_str(&kpis(&c, &now, &yb, &before, None));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     // The raw series of the counter over the period, with gaps and flags of the years in it.
     let (from, to) = c.period.bounds();
     let (from_ms, to_ms) = (crate::time::day_start(s.tz, from).timestamp_millis(), crate::time::day_start(s.tz, to).timestamp_millis());
