@@ -827,8 +827,76 @@ pub(super) async fn reports(State(w): State<WebShared>, viewer: Viewer, Query(p)
         }
     }
     body.push_str("</tbody></table></section>");
+    body.push_str(&signature_block(&c, &w.app.registry));
     let title = c.t("报告", "Reports").to_string();
     Ok(layout(&c, "/reports", &title, &[(c.link("/"), c.t("总览", "Overview").to_string())], &body).into_response())
+}
+
+/// The signature block the viewer's documents carry (填报单位, 负责人, 填报人, 联系电话, 填报日期),
+/// as `reports::model::signature` fills it from the registry: an agency user's is its agency's
+/// (its annual report and statistics forms), anyone else's the bureau's (the documents about
+/// every agency), with, for the bureau, each agency's own (its annual report). A field the
+/// registry lacks says which key of which `[[agency]]` fills it.
+fn signature_block(c: &Ctx, reg: &crate::registry::Registry) -> String {
+    let own = if c.viewer.principal.reads_all() { None } else { c.viewer.principal.agency.as_deref() };
+    let mut h = format!("<section class=\"signature\"><h2>{}</h2>", c.t("签章栏（打印在报告上）", "Signature block (printed on the documents)"));
+    let Some(a) = reports::model::signer(reg, own) else {
+        let _ = write!(h, "<p class=\"missing\">{}</p></section>", c.t("注册表中没有单位：在注册表中添加 [[agency]]（id、name、level）。", "The registry has no agency: add an [[agency]] (id, name, level) to the registry."));
+        return h;
+    };
+    let _ = write!(
+        h,
+        "<p>{}</p>",
+        esc(&if own.is_some() {
+            c.t("本单位的年度报告和统计报表由本单位签章：", "Your agency's annual report and statistics forms are signed by it:").to_string()
+        } else {
+            format!("{}{}{}", c.t("考核评价、统计报表和全辖年度报告由", "The assessment, the statistics forms and the jurisdiction's annual report are signed by "), a.name, c.t("签章：", ":"))
+        })
+    );
+    let sign = reports::model::signature(reg, Some(&a.id));
+    let missing = |key: &str| {
+        let (agency, set) = (format!("<code>[[agency]] id = \"{}\"</code>", esc(&a.id)), format!("<code>{key} = \"…\"</code>"));
+        let text = match c.lang {
+            Lang::Zh => format!("未填写：在注册表的 {agency} 中设置 {set}"),
+            Lang::En => format!("not set: put {set} in {agency} of the registry"),
+        };
+        format!("<span class=\"missing\" data-key=\"{key}\">{text}</span>")
+    };
+    let field = |v: &Option<String>, key: &str| v.as_deref().map_or_else(|| missing(key), |x| format!("<span class=\"value\">{}</span>", esc(x)));
+    let rows = [
+        ("unit", c.t("填报单位（盖章）", "Reporting unit (seal)"), field(&sign.unit, "name"), "<code>[[agency]] name</code>".to_string()),
+        ("responsible", c.t("负责人", "Responsible person"), field(&sign.responsible, "responsible"), "<code>responsible</code>".to_string()),
+        ("filler", c.t("填报人", "Prepared by"), field(&sign.filler, "filler"), "<code>filler</code>".to_string()),
+        ("phone", c.t("联系电话", "Telephone"), field(&sign.phone, "phone"), "<code>phone</code>".to_string()),
+        ("date", c.t("填报日期", "Date"), c.t("签署时手写", "written by hand when signed").to_string(), String::new()),
+    ];
+    let _ = write!(h, "<table class=\"sign\" data-agency=\"{}\"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>", esc(&a.id), c.t("栏目", "Field"), c.t("打印内容", "Printed"), c.t("注册表键", "Registry key"));
+    for (id, label, value, key) in rows {
+        let _ = write!(h, "<tr data-field=\"{id}\"><th>{label}</th><td>{value}</td><td>{key}</td></tr>");
+    }
+    h.push_str("</tbody></table>");
+    // The bureau: each agency's own block (its annual report with `agency=`), incomplete ones named.
+    if own.is_none() {
+        let incomplete: Vec<&crate::registry::Agency> = reg.file.agencies.iter().filter(|x| x.responsible.is_none() || x.filler.is_none() || x.phone.is_none()).collect();
+        let _ = write!(
+            h,
+            "<details class=\"agencies-sign\"><summary>{} {} {}</summary><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            c.t("各单位年度报告的签章栏：", "Each agency's annual report is signed by the agency:"),
+            incomplete.len(),
+            c.t("个单位未填全（responsible、filler、phone）", "agencies miss a field (responsible, filler, phone)"),
+            c.t("单位", "Agency"),
+            c.t("负责人", "Responsible person"),
+            c.t("填报人", "Prepared by"),
+            c.t("联系电话", "Telephone"),
+        );
+        let cell = |v: &Option<String>| v.as_deref().map_or_else(|| format!("<span class=\"missing\">{}</span>", c.t("未填", "not set")), esc);
+        for x in &reg.file.agencies {
+            let _ = write!(h, "<tr data-agency=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.id), esc(&x.name), cell(&x.responsible), cell(&x.filler), cell(&x.phone));
+        }
+        h.push_str("</tbody></table></details>");
+    }
+    h.push_str("</section>");
+    h
 }
 
 /// One document, as the API's report endpoints give it (the signature block filled from the

@@ -424,3 +424,76 @@ async fn cost_by_tariff_band_is_shown_as_worked_out_and_as_the_api_gives_it() {
     assert!(close(elec["cost_yuan"].as_f64().unwrap(), 492.8), "{elec}");
     assert_eq!((bands[0]["from"].as_u64(), bands[0]["to"].as_u64(), bands[0]["hours"].as_u64(), bands[0]["price"].as_f64()), (Some(8), Some(12), Some(4), Some(1.0)));
 }
+
+/// The bureau (prov, with agencies under it) has its whole signature block in the registry;
+/// city has its 负责人 only.
+const SIGN_REGISTRY: &str = r#"
+[[agency]]
+id = "prov"
+name = "省机关事务管理局"
+level = "province"
+responsible = "王局长"
+filler = "李科员"
+phone = "0531-12345678"
+[[agency]]
+id = "city"
+name = "市财政局"
+level = "city"
+parent = "prov"
+responsible = "张主任"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_page_shows_the_signature_block_each_viewer_prints() {
+    let f = fixture_with(SIGN_REGISTRY, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    let s = Site { f, router, users };
+    let section = |page: &str| page[page.find("<section class=\"signature\">").expect("the signature section")..].split("</section>").next().unwrap().to_string();
+    let field = |sec: &str, id: &str| sec[sec.find(&format!("<tr data-field=\"{id}\">")).unwrap_or_else(|| panic!("no {id}: {sec}"))..].split("</tr>").next().unwrap().to_string();
+
+    // The bureau prints its own block: every field from the registry.
+    let bureau = session(&s, "bureau").await;
+    let page = get(&s, "/reports", Some(&bureau)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let sec = section(&page.body);
+    assert!(sec.contains("签章栏（打印在报告上）") && sec.contains("data-agency=\"prov\""), "{sec}");
+    for (id, want) in [("unit", "省机关事务管理局"), ("responsible", "王局长"), ("filler", "李科员"), ("phone", "0531-12345678")] {
+        let row = field(&sec, id);
+        assert!(row.contains(&format!("<span class=\"value\">{want}</span>")), "{id}: {row}");
+    }
+    assert!(field(&sec, "date").contains("签署时手写"));
+    // And each agency's own block for its annual report: city misses two fields.
+    let city = sec[sec.find("<tr data-agency=\"city\">").expect("city's row")..].split("</tr>").next().unwrap().to_string();
+    assert!(city.contains("张主任") && city.matches("未填").count() == 2, "{city}");
+    assert!(sec.contains("1 个单位未填全"), "{sec}");
+
+    // The agency user sees its own agency's block only, the missing fields with the key that
+    // fills them.
+    let officer = session(&s, "officer").await;
+    let page = get(&s, "/reports", Some(&officer)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let sec = section(&page.body);
+    assert!(sec.contains("data-agency=\"city\"") && !sec.contains("data-agency=\"prov\""), "{sec}");
+    assert!(!sec.contains("王局长") && !sec.contains("李科员") && !sec.contains("省机关事务管理局"), "no other agency's block: {sec}");
+    assert!(field(&sec, "unit").contains("市财政局") && field(&sec, "responsible").contains("<span class=\"value\">张主任</span>"));
+    for key in ["filler", "phone"] {
+        let row = field(&sec, key);
+        assert!(row.contains(&format!("data-key=\"{key}\"")) && row.contains("未填写：在注册表的 <code>[[agency]] id = \"city\"</code> 中设置"), "{key}: {row}");
+        assert!(row.contains(&format!("<code>{key} = \"…\"</code>")), "{key}: {row}");
+    }
+    // The documents it downloads carry that block (its annual report and statistics forms), not
+    // the bureau's.
+    for kind in ["annual", "statistics"] {
+        let doc = get(&s, &format!("/reports?kind={kind}&year=2025&format=html"), Some(&officer)).await;
+        assert_eq!(doc.status, StatusCode::OK, "{kind}: {}", doc.body);
+        assert!(doc.body.contains("张主任") && !doc.body.contains("王局长"), "{kind}");
+    }
+    let doc = get(&s, "/reports?kind=statistics&year=2025&format=html", Some(&bureau)).await;
+    assert!(doc.body.contains("王局长"), "the bureau's forms are the bureau's");
+    // English.
+    let page = get(&s, "/reports?lang=en", Some(&officer)).await;
+    let sec = section(&page.body);
+    assert!(sec.contains("Signature block (printed on the documents)") && field(&sec, "filler").contains("not set: put <code>filler = \"…\"</code> in"), "{sec}");
+}
