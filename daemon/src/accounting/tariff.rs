@@ -333,6 +333,17 @@ tou = [ { from = 8, to = 12, price = 1.0, name = "peak" }, { from = 23, to = 7, 
         assert!(group_bands(&reg, Carrier::Water, 2025, &cal, &s, (0, 59)).is_empty(), "no tariff, no split");
     }
 
+    /// The example of docs/registry.md names its bands as the text under it says.
+    #[test]
+    fn the_documented_example_is_named_as_documented() {
+        let doc = include_str!("../../../docs/registry.md");
+        let at = doc.find("```toml\n  [[tariff]]").expect("the tariff example");
+        let toml: String = doc[at + 8..].split("```").next().unwrap().lines().map(str::trim_start).collect::<Vec<_>>().join("\n");
+        let reg = Registry::parse(&toml).unwrap();
+        use BandName::*;
+        assert_eq!(band_names(&reg.file.tariffs[0]), (vec![Sharp, Peak, Peak, Valley], Flat));
+    }
+
     #[test]
     fn a_band_name_must_be_one_of_the_four() {
         let err = Registry::parse("[[tariff]]\ncarrier = \"electricity\"\nprice = 0.6\ntou = [ { from = 8, to = 12, price = 1.0, name = \"high\" } ]\n").unwrap_err().to_string();

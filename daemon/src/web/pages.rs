@@ -320,7 +320,7 @@ fn cost_bands(c: &Ctx, f: &Figures) -> String {
         c.t("时间", "Hours"),
         c.t("用量", "Consumption"),
         c.t("单位", "Unit"),
-        c.t("单价（元）", "Price (yuan)"),
+        c.t("单价（元/单位）", "Price (yuan per unit)"),
         c.t("费用（元）", "Cost (yuan)"),
     );
     let mut total = 0.0;
