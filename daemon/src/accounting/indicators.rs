@@ -292,19 +292,9 @@ impl AgencyIndicators {
 /// Price per counter unit of a group in each month (time-of-use weighted by the month's hours).
 fn monthly_prices(reg: &Registry, carrier: Carrier, year: i32, s: &Series) -> [f64; 12] {
     let Some(t) = reg.tariff(carrier, year) else { return [0.0; 12] };
-    let price_at = |h: usize| -> f64 {
-        t.tou
-            .iter()
-            .find(|b| {
-                let (f, to, h) = (usize::from(b.from), usize::from(b.to), h);
-                if f < to {
-                    (f..to).contains(&h)
-                } else {
-                    h >= f || h < to
-                }
-            })
-            .map_or(t.price, |b| b.price)
-    };
+    // The hours of each band as the cost split by band reads them (super::tariff).
+    let slots = super::tariff::hour_slots(t);
+    let price_at = |h: usize| -> f64 { slots[h].map_or(t.price, |i| t.tou[i].price) };
     let mut out = [t.price; 12];
     if !t.tou.is_empty() {
         for (m, hod) in s.hod.iter().enumerate() {

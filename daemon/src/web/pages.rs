@@ -308,21 +308,26 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
     h
 }
 
+/// A table's `<thead>` of these columns, in the page's language.
+fn head_row(c: &Ctx, columns: &[(&str, &str)]) -> String {
+    let cells: String = columns.iter().map(|(zh, en)| format!("<th>{}</th>", c.t(zh, en))).collect();
+    format!("<thead><tr>{cells}</tr></thead>")
+}
+
 /// 费用（按能源品种和电价时段）: each carrier's cost split by tariff band (尖峰/高峰/平段/低谷,
 /// and the hours no band covers at the flat price), with consumption, price and yuan; the
 /// carriers' subtotals and the total equal the cost figures above (accounting::tariff).
 fn cost_bands(c: &Ctx, f: &Figures) -> String {
-    let mut h = format!(
-        "<section><h2>{}</h2><table class=\"cost-bands\"><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
-        c.t("费用（按能源品种和电价时段）", "Cost by carrier and tariff band"),
-        c.t("品种", "Carrier"),
-        c.t("时段", "Band"),
-        c.t("时间", "Hours"),
-        c.t("用量", "Consumption"),
-        c.t("单位", "Unit"),
-        c.t("单价（元/单位）", "Price (yuan per unit)"),
-        c.t("费用（元）", "Cost (yuan)"),
-    );
+    let columns = [
+        ("品种", "Carrier"),
+        ("时段", "Band"),
+        ("时间", "Hours"),
+        ("用量", "Consumption"),
+        ("单位", "Unit"),
+        ("单价（元/单位）", "Price (yuan per unit)"),
+        ("费用（元）", "Cost (yuan)"),
+    ];
+    let mut h = format!("<section><h2>{}</h2><table class=\"cost-bands\">{}<tbody>", c.t("费用（按能源品种和电价时段）", "Cost by carrier and tariff band"), head_row(c, &columns));
     let mut total = 0.0;
     for (carrier, bands) in &f.cost_bands {
         let unit = carrier.counter().unit();
@@ -870,7 +875,7 @@ fn signature_block(c: &Ctx, reg: &crate::registry::Registry) -> String {
         ("phone", c.t("联系电话", "Telephone"), field(&sign.phone, "phone"), "<code>phone</code>".to_string()),
         ("date", c.t("填报日期", "Date"), c.t("签署时手写", "written by hand when signed").to_string(), String::new()),
     ];
-    let _ = write!(h, "<table class=\"sign\" data-agency=\"{}\"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>", esc(&a.id), c.t("栏目", "Field"), c.t("打印内容", "Printed"), c.t("注册表键", "Registry key"));
+    let _ = write!(h, "<table class=\"sign\" data-agency=\"{}\">{}<tbody>", esc(&a.id), head_row(c, &[("栏目", "Field"), ("打印内容", "Printed"), ("注册表键", "Registry key")]));
     for (id, label, value, key) in rows {
         let _ = write!(h, "<tr data-field=\"{id}\"><th>{label}</th><td>{value}</td><td>{key}</td></tr>");
     }
@@ -880,14 +885,11 @@ fn signature_block(c: &Ctx, reg: &crate::registry::Registry) -> String {
         let incomplete: Vec<&crate::registry::Agency> = reg.file.agencies.iter().filter(|x| x.responsible.is_none() || x.filler.is_none() || x.phone.is_none()).collect();
         let _ = write!(
             h,
-            "<details class=\"agencies-sign\"><summary>{} {} {}</summary><table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+            "<details class=\"agencies-sign\"><summary>{} {} {}</summary><table>{}<tbody>",
             c.t("各单位年度报告的签章栏：", "Each agency's annual report is signed by the agency:"),
             incomplete.len(),
             c.t("个单位未填全（responsible、filler、phone）", "agencies miss a field (responsible, filler, phone)"),
-            c.t("单位", "Agency"),
-            c.t("负责人", "Responsible person"),
-            c.t("填报人", "Prepared by"),
-            c.t("联系电话", "Telephone"),
+            head_row(c, &[("单位", "Agency"), ("负责人", "Responsible person"), ("填报人", "Prepared by"), ("联系电话", "Telephone")]),
         );
         let cell = |v: &Option<String>| v.as_deref().map_or_else(|| format!("<span class=\"missing\">{}</span>", c.t("未填", "not set")), esc);
         for x in &reg.file.agencies {
