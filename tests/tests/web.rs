@@ -190,6 +190,9 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     // 4 = 16 kWh a day at 1.0 = 16 元; 低谷 23-07 8 h × 4 = 32 kWh at 0.3 = 9.6 元; 平段 the
     // other 12 h, 48 kWh at 0.6 = 28.8 元; 54.4 元 a day. On the page as on the API.
     let fin_page = b.location();
+    // fin's water has no tariff: listed as not priced, naming the registry entry it lacks.
+    let t = b.eval("(function () { var r = document.querySelector('table.cost-bands tr[data-carrier=water][data-band=none]'); return r ? r.textContent : ''; })()");
+    assert!(t.as_str().is_some_and(|t| t.contains("未计价") && t.contains("[[tariff]] carrier = \"water\"")), "{t}");
     b.goto(&format!("{url}/agencies/edu?period=year&year={}", year - 1));
     assert!(b.text().contains("费用（按能源品种和电价时段）") && b.text().contains("高峰") && b.text().contains("低谷"), "{}", b.text());
     let n = (tz.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap() - tz.with_ymd_and_hms(year - 1, 1, 1, 0, 0, 0).unwrap()).num_days() as f64;

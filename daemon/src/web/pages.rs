@@ -365,8 +365,19 @@ fn cost_bands(c: &Ctx, f: &Figures) -> String {
             fmt::num(c.lang, yuan, 2),
         );
     }
+    // Carriers consumed but not priced: no [[tariff]] of theirs (their cost counts as 0).
+    for carrier in f.carriers.keys().filter(|k| !f.cost_bands.contains_key(k)) {
+        let _ = write!(
+            h,
+            "<tr data-carrier=\"{}\" data-band=\"none\"><td>{}</td><td colspan=\"6\">{} <code>[[tariff]] carrier = \"{}\"</code></td></tr>",
+            carrier.as_str(),
+            esc(&carrier_name(c.lang, *carrier)),
+            c.t("未计价：注册表中没有", "not priced: the registry has no"),
+            carrier.as_str()
+        );
+    }
     if f.cost_bands.is_empty() {
-        let _ = write!(h, "<tr><td colspan=\"7\">{}</td></tr>", c.t("本期无计费用量（或注册表无 [[tariff]] 电价）", "Nothing priced in this period (or no [[tariff]] in the registry)"));
+        let _ = write!(h, "<tr><td colspan=\"7\">{}</td></tr>", c.t("本期无计价的用量。", "Nothing priced in this period."));
     } else {
         let _ = write!(h, "<tr class=\"total\" data-band=\"total\"><td colspan=\"6\">{}</td><td class=\"n yuan\" data-value=\"{total}\">{}</td></tr>", c.t("合计", "Total"), fmt::num(c.lang, total, 2));
     }
