@@ -19,10 +19,18 @@ const REGISTRY: &str = r#"
 id = "fin"
 name = "市财政局"
 level = "city"
+responsible = "赵处长"
+phone = "0531-8888 6666"
 [[agency]]
 id = "edu"
 name = "市教育局"
 level = "city"
+responsible = "钱主任"
+filler = "孙科员"
+[[tariff]]
+carrier = "electricity"
+price = 0.6
+tou = [ { from = 8, to = 12, price = 1.0 }, { from = 23, to = 7, price = 0.3, name = "valley" } ]
 [[building]]
 id = "fin-main"
 name = "财政大楼"
@@ -178,6 +186,28 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     let cons = api(&url, &admin, &format!("/api/v1/consumption?agency=fin&from={}-01-01&to={year}-01-01&interval=year&carrier=electricity", year - 1)).await;
     let api_elec = cons["carriers"][0]["total"].as_f64().unwrap();
     assert!(close(page_elec, api_elec), "page {page_elec} kWh, API {api_elec} kWh");
+    // Cost by tariff band: edu-elec, 4 kWh every hour of last year (N days): 高峰 08-12 4 h ×
+    // 4 = 16 kWh a day at 1.0 = 16 元; 低谷 23-07 8 h × 4 = 32 kWh at 0.3 = 9.6 元; 平段 the
+    // other 12 h, 48 kWh at 0.6 = 28.8 元; 54.4 元 a day. On the page as on the API.
+    let fin_page = b.location();
+    // fin's water has no tariff: listed as not priced, naming the registry entry it lacks.
+    let t = b.eval("(function () { var r = document.querySelector('table.cost-bands tr[data-carrier=water][data-band=none]'); return r ? r.textContent : ''; })()");
+    assert!(t.as_str().is_some_and(|t| t.contains("未计价") && t.contains("[[tariff]] carrier = \"water\"")), "{t}");
+    b.goto(&format!("{url}/agencies/edu?period=year&year={}", year - 1));
+    assert!(b.text().contains("费用（按能源品种和电价时段）") && b.text().contains("高峰") && b.text().contains("低谷"), "{}", b.text());
+    let n = (tz.with_ymd_and_hms(year, 1, 1, 0, 0, 0).unwrap() - tz.with_ymd_and_hms(year - 1, 1, 1, 0, 0, 0).unwrap()).num_days() as f64;
+    let edu = api(&url, &admin, &format!("/api/v1/agencies/edu/indicators?year={}", year - 1)).await;
+    let bands = edu["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").unwrap()["cost_bands"].as_array().unwrap().clone();
+    for (band, kwh, yuan) in [("peak", 16.0 * n, 16.0 * n), ("flat", 48.0 * n, 28.8 * n), ("valley", 32.0 * n, 9.6 * n)] {
+        let row = format!("tr[data-carrier=electricity][data-band={band}]");
+        let (v, y) = (value(&mut b, &format!("{row} td.value")), value(&mut b, &format!("{row} td.yuan")));
+        assert!(close(v, kwh) && close(y, yuan), "{band}: page {v} kWh {y} 元, by hand {kwh} kWh {yuan} 元");
+        let a = bands.iter().find(|x| x["band"] == band).unwrap_or_else(|| panic!("no {band} in the API: {bands:?}"));
+        assert!(close(a["value"].as_f64().unwrap(), v) && close(a["yuan"].as_f64().unwrap(), y), "{band}: API {a}, page {v} kWh {y} 元");
+    }
+    assert!(close(value(&mut b, "tr.total td.yuan"), 54.4 * n));
+    b.screenshot(&art.join("cost-bands.png"));
+    b.goto(&fin_page);
     b.act("document.querySelector('ul.buildings a').click()");
     assert!(b.location().contains("/buildings/fin-main"), "{}", b.location());
     b.act("document.querySelector('ul.meters a').click()");
@@ -239,10 +269,17 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
         assert!(t.contains("may not") || t.contains("not in the registry"), "{path}: {t}");
         assert!(!t.contains("教育大楼") && !t.contains("教育总表"), "{path}: {t}");
     }
+    // The reports page: the signature block its documents carry, its own agency's only: 负责人
+    // from the registry, 填报人 missing with the key that fills it.
+    b.goto(&format!("{url}/reports"));
+    let t = b.text();
+    assert!(t.contains("签章栏") && t.contains("赵处长") && t.contains("0531-8888 6666") && t.contains("filler = \"…\"") && !t.contains("钱主任") && !t.contains("孙科员"), "{t}");
+    b.screenshot(&art.join("reports-agency.png"));
     // Its own annual report works, and holds only its agency.
     b.goto(&format!("{url}/reports?kind=annual&year={}&format=html", year - 1));
     let t = b.text();
     assert!(t.contains("市财政局") && !t.contains("市教育局"), "{t}");
+    assert!(t.contains("赵处长") && !t.contains("钱主任"), "signed by its agency: {t}");
     b.goto(&format!("{url}/"));
     log_out(&mut b);
     // Logged out: the pages send the browser back to the login page.

@@ -227,6 +227,8 @@ pub struct CarrierFigure {
     pub budget: Option<f64>,
     /// The day (0-based in the year) the budget is or will be crossed.
     pub budget_crossed_day: Option<usize>,
+    /// `cost_yuan` by time-of-use band ([`super::tariff`]); empty without a tariff.
+    pub cost_bands: Vec<super::tariff::BandCost>,
 }
 
 /// Quality of the data behind the figures.
@@ -290,19 +292,9 @@ impl AgencyIndicators {
 /// Price per counter unit of a group in each month (time-of-use weighted by the month's hours).
 fn monthly_prices(reg: &Registry, carrier: Carrier, year: i32, s: &Series) -> [f64; 12] {
     let Some(t) = reg.tariff(carrier, year) else { return [0.0; 12] };
-    let price_at = |h: usize| -> f64 {
-        t.tou
-            .iter()
-            .find(|b| {
-                let (f, to, h) = (usize::from(b.from), usize::from(b.to), h);
-                if f < to {
-                    (f..to).contains(&h)
-                } else {
-                    h >= f || h < to
-                }
-            })
-            .map_or(t.price, |b| b.price)
-    };
+    // The hours of each band as the cost split by band reads them (super::tariff).
+    let slots = super::tariff::hour_slots(t);
+    let price_at = |h: usize| -> f64 { slots[h].map_or(t.price, |i| t.tou[i].price) };
     let mut out = [t.price; 12];
     if !t.tou.is_empty() {
         for (m, hod) in s.hod.iter().enumerate() {
@@ -563,6 +555,7 @@ fn carrier_figures(i: &Input<'_>, projected_groups: &BTreeMap<GroupKey, Series>,
             estimated: 0.0,
             budget: budget.and_then(|b| b.carriers.get(&carrier).copied()),
             budget_crossed_day: None,
+            cost_bands: Vec::new(),
         });
         let v = actual.sum(0, as_of);
         e.value += v;
@@ -579,6 +572,7 @@ fn carrier_figures(i: &Input<'_>, projected_groups: &BTreeMap<GroupKey, Series>,
         let prices = monthly_prices(reg, key.0, year, s);
         if let Some(e) = carriers.get_mut(&key.0) {
             e.cost_yuan += (0..as_of).map(|d| s.value[d] * prices[usize::from(i.cal.day_month[d])]).sum::<f64>();
+            super::tariff::merge(&mut e.cost_bands, super::tariff::group_bands(reg, key.0, year, i.cal, s, (0, as_of)));
         }
     }
     for (carrier, e) in carriers.iter_mut() {

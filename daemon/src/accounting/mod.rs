@@ -15,3 +15,4 @@ pub mod query;
 pub mod ranking;
 pub mod rollup;
 pub mod series;
+pub mod tariff;

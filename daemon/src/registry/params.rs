@@ -168,6 +168,64 @@ pub struct TouBand {
     pub from: u8,
     pub to: u8,
     pub price: f64,
+    /// 尖峰/高峰/平段/低谷 as the tariff names the band; absent: derived from the band's price
+    /// rank (the accounting's `tariff` module; docs/registry.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<BandName>,
+}
+
+/// The names officials give time-of-use periods (尖峰, 高峰, 平段, 低谷), highest price first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BandName {
+    Sharp,
+    Peak,
+    Flat,
+    Valley,
+}
+
+impl BandName {
+    pub const ALL: [BandName; 4] = [BandName::Sharp, BandName::Peak, BandName::Flat, BandName::Valley];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BandName::Sharp => "sharp",
+            BandName::Peak => "peak",
+            BandName::Flat => "flat",
+            BandName::Valley => "valley",
+        }
+    }
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            BandName::Sharp => "尖峰",
+            BandName::Peak => "高峰",
+            BandName::Flat => "平段",
+            BandName::Valley => "低谷",
+        }
+    }
+    pub fn name_en(self) -> &'static str {
+        match self {
+            BandName::Sharp => "sharp peak",
+            BandName::Peak => "peak",
+            BandName::Flat => "flat",
+            BandName::Valley => "valley",
+        }
+    }
+}
+
+impl std::str::FromStr for BandName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<BandName, String> {
+        BandName::ALL.into_iter().find(|b| b.as_str() == s).ok_or_else(|| {
+            format!("time-of-use band name `{s}` is not one of sharp (尖峰), peak (高峰), flat (平段), valley (低谷)")
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for BandName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BandName, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Price of a carrier, yuan per counter unit (per kg for liquid fuels), for one year or all.

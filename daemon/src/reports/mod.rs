@@ -139,6 +139,13 @@ impl Visible {
     pub fn agencies(ids: Vec<String>) -> Visible {
         Visible::Only(ids)
     }
+    /// The one agency a caller may see (an agency user), if so.
+    pub fn single(&self) -> Option<&str> {
+        match self {
+            Visible::Only(ids) if ids.len() == 1 => Some(ids[0].as_str()),
+            _ => None,
+        }
+    }
     pub fn allows(&self, agency: &str) -> bool {
         match self {
             Visible::All => true,
@@ -324,7 +331,8 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let inputs = annual_inputs(engine, store, reg, year, ms, req.agency.as_deref(), visible).await?;
             let r = model::annual(reg, year, &day.to_string(), tzname, inputs);
             let title = html::doc_title(lang, "annual", year);
-            let sign = model::signature(reg, req.agency.as_deref());
+            // A caller who sees one agency (an agency user) gets its report, signed by it.
+            let sign = model::signature(reg, req.agency.as_deref().or(visible.single()));
             render_any(fmt, lang, &r, || with_signature(lang, tables::annual(&r, lang), &sign), || html::annual(&r, lang, &sign), &title, day)?
         }
         Kind::Assessment => {
@@ -358,7 +366,8 @@ pub async fn produce(engine: &Engine, store: &Store, reg: &Registry, tz: Tz, req
             let rooms = room_inputs(engine, store, reg, year, ms).await?;
             let r = statistics::statistics(reg, year, &day.to_string(), tzname, &figures, &rooms);
             let title = html::doc_title(lang, "statistics", year);
-            let sign = model::signature(reg, None);
+            // An agency's own forms (a caller who sees one agency) carry its signature block.
+            let sign = model::signature(reg, visible.single());
             render_any(fmt, lang, &r, || with_signature(lang, statistics::tables(&r, lang), &sign), || html::statistics(&r, lang, &sign), &title, day)?
         }
         Kind::Plan => {

@@ -730,15 +730,20 @@ pub struct Signature {
     pub phone: Option<String>,
 }
 
-/// The signature of a document about `agency`, or about every agency (the bureau signs: the
-/// first agency without a parent that has agencies under it, else the first without a parent).
-pub fn signature(reg: &Registry, agency: Option<&str>) -> Signature {
-    let a = match agency {
+/// The agency whose signature block a document about `agency` (or about every agency) carries
+/// (see [`signature`]).
+pub fn signer<'a>(reg: &'a Registry, agency: Option<&str>) -> Option<&'a crate::registry::Agency> {
+    match agency {
         Some(id) => reg.agency(id),
         None => {
             let roots = || reg.file.agencies.iter().filter(|a| a.parent.is_none());
             roots().find(|a| is_bureau(reg, &a.id)).or_else(|| roots().next())
         }
-    };
-    a.map_or_else(Signature::default, |a| Signature { unit: Some(a.name.clone()), responsible: a.responsible.clone(), filler: a.filler.clone(), phone: a.phone.clone() })
+    }
+}
+
+/// The signature of a document about `agency`, or about every agency (the bureau signs: the
+/// first agency without a parent that has agencies under it, else the first without a parent).
+pub fn signature(reg: &Registry, agency: Option<&str>) -> Signature {
+    signer(reg, agency).map_or_else(Signature::default, |a| Signature { unit: Some(a.name.clone()), responsible: a.responsible.clone(), filler: a.filler.clone(), phone: a.phone.clone() })
 }

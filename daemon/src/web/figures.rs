@@ -50,6 +50,8 @@ pub struct Figures {
     /// Days summed, and the mean share of their hours covered by readings (0..=1).
     pub days: usize,
     pub coverage: f64,
+    /// Cost per carrier by time-of-use band (accounting::tariff).
+    pub cost_bands: BTreeMap<Carrier, Vec<crate::accounting::tariff::BandCost>>,
 }
 
 impl Figures {
@@ -84,6 +86,7 @@ fn add_days(out: &mut Figures, reg: &Registry, year: i32, cal: &crate::accountin
         row.kgce += x.kgce;
         row.co2_kg += x.co2_kg;
         row.cost_yuan += x.cost_yuan;
+        add_cost_bands(out, reg, year, cal, key.0, s, (from, to));
         *out.end_uses.entry(key.1).or_default() += x.kgce;
         out.kgce += x.kgce;
         out.co2_kg += x.co2_kg;
@@ -101,6 +104,15 @@ fn add_days(out: &mut Figures, reg: &Registry, year: i32, cal: &crate::accountin
     out.days += to - from;
     if out.days > 0 {
         out.coverage = (out.coverage * days_before as f64 + covered) / out.days as f64;
+    }
+}
+
+/// Adds the cost by tariff band of one group's days `[from, to)` (the split adds up to the
+/// group's `cost_yuan`: the same monthly hour-of-day pricing).
+fn add_cost_bands(out: &mut Figures, reg: &Registry, year: i32, cal: &crate::accounting::ledger::YearCalendar, carrier: Carrier, s: &Series, days: (usize, usize)) {
+    let bands = crate::accounting::tariff::group_bands(reg, carrier, year, cal, s, days);
+    if !bands.is_empty() {
+        crate::accounting::tariff::merge(out.cost_bands.entry(carrier).or_default(), bands);
     }
 }
 

@@ -308,6 +308,83 @@ fn breakdown(c: &Ctx, f: &Figures) -> String {
     h
 }
 
+/// A table's `<thead>` of these columns, in the page's language.
+fn head_row(c: &Ctx, columns: &[(&str, &str)]) -> String {
+    let cells: String = columns.iter().map(|(zh, en)| format!("<th>{}</th>", c.t(zh, en))).collect();
+    format!("<thead><tr>{cells}</tr></thead>")
+}
+
+/// 费用（按能源品种和电价时段）: each carrier's cost split by tariff band (尖峰/高峰/平段/低谷,
+/// and the hours no band covers at the flat price), with consumption, price and yuan; the
+/// carriers' subtotals and the total equal the cost figures above (accounting::tariff).
+fn cost_bands(c: &Ctx, f: &Figures) -> String {
+    let columns = [
+        ("品种", "Carrier"),
+        ("时段", "Band"),
+        ("时间", "Hours"),
+        ("用量", "Consumption"),
+        ("单位", "Unit"),
+        ("单价（元/单位）", "Price (yuan per unit)"),
+        ("费用（元）", "Cost (yuan)"),
+    ];
+    let mut h = format!("<section><h2>{}</h2><table class=\"cost-bands\">{}<tbody>", c.t("费用（按能源品种和电价时段）", "Cost by carrier and tariff band"), head_row(c, &columns));
+    let mut total = 0.0;
+    for (carrier, bands) in &f.cost_bands {
+        let unit = carrier.counter().unit();
+        let name = esc(&carrier_name(c.lang, *carrier));
+        for b in bands {
+            let hours = match (b.from, b.to) {
+                (Some(from), Some(to)) => format!("{from:02}:00–{to:02}:00"),
+                _ if b.hours == 24 => c.t("全天", "all day").to_string(),
+                _ => c.t("其余时段", "other hours").to_string(),
+            };
+            let _ = write!(
+                h,
+                "<tr data-carrier=\"{}\" data-band=\"{}\" data-from=\"{}\"><td>{name}</td><td>{}</td><td>{}</td><td class=\"n value\" data-value=\"{}\">{}</td><td>{unit}</td><td class=\"n price\" data-value=\"{}\">{}</td><td class=\"n yuan\" data-value=\"{}\">{}</td></tr>",
+                carrier.as_str(),
+                b.band.as_str(),
+                b.from.map_or_else(|| "other".to_string(), |x| x.to_string()),
+                c.t(b.band.name_zh(), b.band.name_en()),
+                esc(&hours),
+                b.value,
+                fmt::num(c.lang, b.value, 1),
+                b.price,
+                fmt::num(c.lang, b.price, 4),
+                b.yuan,
+                fmt::num(c.lang, b.yuan, 2),
+            );
+        }
+        let (value, yuan) = (bands.iter().map(|b| b.value).sum::<f64>(), bands.iter().map(|b| b.yuan).sum::<f64>());
+        total += yuan;
+        let _ = write!(
+            h,
+            "<tr class=\"subtotal\" data-carrier=\"{}\" data-band=\"all\"><td>{name}</td><td>{}</td><td></td><td class=\"n value\" data-value=\"{value}\">{}</td><td>{unit}</td><td></td><td class=\"n yuan\" data-value=\"{yuan}\">{}</td></tr>",
+            carrier.as_str(),
+            c.t("小计", "Subtotal"),
+            fmt::num(c.lang, value, 1),
+            fmt::num(c.lang, yuan, 2),
+        );
+    }
+    // Carriers consumed but not priced: no [[tariff]] of theirs (their cost counts as 0).
+    for carrier in f.carriers.keys().filter(|k| !f.cost_bands.contains_key(k)) {
+        let _ = write!(
+            h,
+            "<tr data-carrier=\"{}\" data-band=\"none\"><td>{}</td><td colspan=\"6\">{} <code>[[tariff]] carrier = \"{}\"</code></td></tr>",
+            carrier.as_str(),
+            esc(&carrier_name(c.lang, *carrier)),
+            c.t("未计价：注册表中没有", "not priced: the registry has no"),
+            carrier.as_str()
+        );
+    }
+    if f.cost_bands.is_empty() {
+        let _ = write!(h, "<tr><td colspan=\"7\">{}</td></tr>", c.t("本期无计价的用量。", "Nothing priced in this period."));
+    } else {
+        let _ = write!(h, "<tr class=\"total\" data-band=\"total\"><td colspan=\"6\">{}</td><td class=\"n yuan\" data-value=\"{total}\">{}</td></tr>", c.t("合计", "Total"), fmt::num(c.lang, total, 2));
+    }
+    h.push_str("</tbody></table></section>");
+    h
+}
+
 /// 分项能耗: consumption by national energy item code of the buildings the viewer sees (one
 /// building with `only`), over the period up to the page's instant; empty when no meter of
 /// them carries an item code.
@@ -394,6 +471,7 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     let mut body = backfill_notice(&w, &c);
     body += &kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(list.as_slice()));
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
+    body.push_str(&cost_bands(&c, &now));
     // Agencies ranked by energy per area (the quota indicator), highest first.
     let mut ranked: Vec<&AgencyIndicators> = list.iter().collect();
     let per_area = |a: &AgencyIndicators| a.get(Indicator::EnergyPerArea).and_then(|i| i.value).unwrap_or(f64::NEG_INFINITY);
@@ -537,6 +615,7 @@ pub(super) async fn agency(State(w): State<WebShared>, viewer: Viewer, Path(id):
     }
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     let _ = write!(
         body,
         "<p class=\"links\"><a href=\"/agencies/{}/readings{}\">{}</a></p>",
@@ -565,6 +644,7 @@ pub(super) async fn building(State(w): State<WebShared>, viewer: Viewer, Path(id
     body += &kpis(&c, &now, &yb, &before, None);
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     body.push_str(&items(&w, &c, Some(&id)).await?);
     let _ = write!(body, "<section><h2>{}</h2><ul class=\"meters\">", c.t("计量表", "Meters"));
     for m in reg.meters_of_building(&id).into_iter().filter(|m| c.viewer.principal.sees_meter(&reg, &m.id)) {
@@ -610,6 +690,7 @@ pub(super) async fn meter(State(w): State<WebShared>, viewer: Viewer, Path(id): 
     }
     body.push_str(&kpis(&c, &now, &yb, &before, None));
     body.push_str(&breakdown(&c, &now));
+    body.push_str(&cost_bands(&c, &now));
     // The raw series of the counter over the period, with gaps and flags of the years in it.
     let (from, to) = c.period.bounds();
     let (from_ms, to_ms) = (crate::time::day_start(s.tz, from).timestamp_millis(), crate::time::day_start(s.tz, to).timestamp_millis());
@@ -762,8 +843,73 @@ pub(super) async fn reports(State(w): State<WebShared>, viewer: Viewer, Query(p)
         }
     }
     body.push_str("</tbody></table></section>");
+    body.push_str(&signature_block(&c, &w.app.registry));
     let title = c.t("报告", "Reports").to_string();
     Ok(layout(&c, "/reports", &title, &[(c.link("/"), c.t("总览", "Overview").to_string())], &body).into_response())
+}
+
+/// The signature block the viewer's documents carry (填报单位, 负责人, 填报人, 联系电话, 填报日期),
+/// as `reports::model::signature` fills it from the registry: an agency user's is its agency's
+/// (its annual report and statistics forms), anyone else's the bureau's (the documents about
+/// every agency), with, for the bureau, each agency's own (its annual report). A field the
+/// registry lacks says which key of which `[[agency]]` fills it.
+fn signature_block(c: &Ctx, reg: &crate::registry::Registry) -> String {
+    let own = if c.viewer.principal.reads_all() { None } else { c.viewer.principal.agency.as_deref() };
+    let mut h = format!("<section class=\"signature\"><h2>{}</h2>", c.t("签章栏（打印在报告上）", "Signature block (printed on the documents)"));
+    let Some(a) = reports::model::signer(reg, own) else {
+        let _ = write!(h, "<p class=\"missing\">{}</p></section>", c.t("注册表中没有单位：在注册表中添加 [[agency]]（id、name、level）。", "The registry has no agency: add an [[agency]] (id, name, level) to the registry."));
+        return h;
+    };
+    let _ = write!(
+        h,
+        "<p>{}</p>",
+        esc(&if own.is_some() {
+            c.t("本单位的年度报告和统计报表由本单位签章：", "Your agency's annual report and statistics forms are signed by it:").to_string()
+        } else {
+            format!("{}{}{}", c.t("考核评价、统计报表和全辖年度报告由", "The assessment, the statistics forms and the jurisdiction's annual report are signed by "), a.name, c.t("签章：", ":"))
+        })
+    );
+    let sign = reports::model::signature(reg, Some(&a.id));
+    let missing = |key: &str| {
+        let (agency, set) = (format!("<code>[[agency]] id = \"{}\"</code>", esc(&a.id)), format!("<code>{key} = \"…\"</code>"));
+        let text = match c.lang {
+            Lang::Zh => format!("未填写：在注册表的 {agency} 中设置 {set}"),
+            Lang::En => format!("not set: put {set} in {agency} of the registry"),
+        };
+        format!("<span class=\"missing\" data-key=\"{key}\">{text}</span>")
+    };
+    let field = |v: &Option<String>, key: &str| v.as_deref().map_or_else(|| missing(key), |x| format!("<span class=\"value\">{}</span>", esc(x)));
+    let rows = [
+        ("unit", c.t("填报单位（盖章）", "Reporting unit (seal)"), field(&sign.unit, "name"), "<code>[[agency]] name</code>".to_string()),
+        ("responsible", c.t("负责人", "Responsible person"), field(&sign.responsible, "responsible"), "<code>responsible</code>".to_string()),
+        ("filler", c.t("填报人", "Prepared by"), field(&sign.filler, "filler"), "<code>filler</code>".to_string()),
+        ("phone", c.t("联系电话", "Telephone"), field(&sign.phone, "phone"), "<code>phone</code>".to_string()),
+        ("date", c.t("填报日期", "Date"), c.t("签署时手写", "written by hand when signed").to_string(), String::new()),
+    ];
+    let _ = write!(h, "<table class=\"sign\" data-agency=\"{}\">{}<tbody>", esc(&a.id), head_row(c, &[("栏目", "Field"), ("打印内容", "Printed"), ("注册表键", "Registry key")]));
+    for (id, label, value, key) in rows {
+        let _ = write!(h, "<tr data-field=\"{id}\"><th>{label}</th><td>{value}</td><td>{key}</td></tr>");
+    }
+    h.push_str("</tbody></table>");
+    // The bureau: each agency's own block (its annual report with `agency=`), incomplete ones named.
+    if own.is_none() {
+        let incomplete: Vec<&crate::registry::Agency> = reg.file.agencies.iter().filter(|x| x.responsible.is_none() || x.filler.is_none() || x.phone.is_none()).collect();
+        let _ = write!(
+            h,
+            "<details class=\"agencies-sign\"><summary>{} {} {}</summary><table>{}<tbody>",
+            c.t("各单位年度报告的签章栏：", "Each agency's annual report is signed by the agency:"),
+            incomplete.len(),
+            c.t("个单位未填全（responsible、filler、phone）", "agencies miss a field (responsible, filler, phone)"),
+            head_row(c, &[("单位", "Agency"), ("负责人", "Responsible person"), ("填报人", "Prepared by"), ("联系电话", "Telephone")]),
+        );
+        let cell = |v: &Option<String>| v.as_deref().map_or_else(|| format!("<span class=\"missing\">{}</span>", c.t("未填", "not set")), esc);
+        for x in &reg.file.agencies {
+            let _ = write!(h, "<tr data-agency=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.id), esc(&x.name), cell(&x.responsible), cell(&x.filler), cell(&x.phone));
+        }
+        h.push_str("</tbody></table></details>");
+    }
+    h.push_str("</section>");
+    h
 }
 
 /// One document, as the API's report endpoints give it (the signature block filled from the

@@ -331,3 +331,169 @@ fn history_loading_is_noticed_from_the_gateways_batches() {
     let two = map(vec![g(Some(now - 1_000), Some(10 * 3_600_000)), g(Some(now - 2_000), Some(30 * 3_600_000))]);
     assert_eq!(super::pages::backfill(&two, now), Some(now - 2_000 - 30 * 3_600_000));
 }
+
+/// Agency a's meter m1 under a time-of-use tariff: 0.6 元/kWh flat, 08-12 at 1.0 (unnamed: the
+/// highest price, 高峰), 23-07 at 0.3 named `valley` (低谷); the other 12 hours (07-08, 12-23)
+/// at the flat price, 平段.
+const TOU_REGISTRY: &str = r#"
+[[tariff]]
+carrier = "electricity"
+price = 0.6
+tou = [ { from = 8, to = 12, price = 1.0 }, { from = 23, to = 7, price = 0.3, name = "valley" } ]
+"#;
+
+/// One `<tr>` of the page's cost table, and the `data-value` of its cells of `class`.
+fn band_cell(page: &str, carrier: &str, band: &str, class: &str) -> f64 {
+    let at = page.find(&format!("data-carrier=\"{carrier}\" data-band=\"{band}\"")).unwrap_or_else(|| panic!("no {carrier} {band} row: {page}"));
+    let row = &page[at..at + page[at..].find("</tr>").unwrap()];
+    let pat = format!("class=\"n {class}\" data-value=\"");
+    let v = row.find(&pat).map(|i| i + pat.len()).unwrap_or_else(|| panic!("no {class} in {row}"));
+    row[v..].split('"').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_by_tariff_band_is_shown_as_worked_out_and_as_the_api_gives_it() {
+    let tokens = Tokens::from_plain(&[("tok-admin", TokenEntry { name: "ops".into(), role: Role::Admin, agency: None, gateway: None, meters: Vec::new(), sha256: String::new() })]);
+    let f = fixture_with(&format!("{REGISTRY}{TOU_REGISTRY}"), UnknownMeter::Reject, Some(tokens), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer-a", Role::Agency, Some("a"))]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    let s = Site { f, router, users };
+    // m1, February 2026 (local hours from 2026-02-01T00:00+08:00 = 1 769 875 200 000 ms): 2 kWh
+    // in each hour 08-12, 1 kWh in every other hour; a day is 4 × 2 + 20 × 1 = 28 kWh.
+    let t0: i64 = 1_769_875_200_000;
+    let h = 3_600_000;
+    let mut counter = 0.0;
+    let mut samples = vec![(t0, 0.0)];
+    for i in 0..28 * 24 {
+        counter += if (8..12).contains(&(i % 24)) { 2.0 } else { 1.0 };
+        samples.push((t0 + (i + 1) * h, counter));
+    }
+    let batch = energy_wire::Batch::new("gw1", 1, samples.iter().map(|&(t, v)| energy_wire::Sample { meter: "m1".into(), t, v: [(energy_wire::Quantity::ActiveEnergyImport, v)].into_iter().collect() }).collect());
+    let req = Request::post("/api/v1/ingest").header(header::AUTHORIZATION, "Bearer tok-admin").header(header::CONTENT_TYPE, "application/json").body(Body::from(energy_wire::encode_batch(&batch))).unwrap();
+    let a = send(&s, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let cookie = session(&s, "bureau").await;
+    // February, per day: 高峰 4 h × 2 = 8 kWh; 低谷 8 h (23, 0-6) × 1 = 8 kWh; 平段 12 h × 1 =
+    // 12 kWh. 28 days: 高峰 224 kWh × 1.0 = 224 元; 平段 336 kWh × 0.6 = 201.6 元; 低谷 224 kWh
+    // × 0.3 = 67.2 元; 784 kWh, 492.8 元.
+    let feb = [("peak", 224.0, 224.0), ("flat", 336.0, 201.6), ("valley", 224.0, 67.2), ("all", 784.0, 492.8)];
+    // The 1st to the 10th: 10 days of the same profile: 80 kWh 80 元, 120 kWh 72 元, 80 kWh 24 元.
+    let ten = [("peak", 80.0, 80.0), ("flat", 120.0, 72.0), ("valley", 80.0, 24.0), ("all", 280.0, 176.0)];
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    for (path, want) in [
+        ("/agencies/a?period=month&year=2026&month=2", &feb),
+        ("/?period=month&year=2026&month=2", &feb),
+        ("/buildings/b1?period=year&year=2026", &feb),
+        ("/meters/m1?period=year&year=2026", &feb),
+        ("/agencies/a?period=range&from=2026-02-01&to=2026-02-10", &ten),
+    ] {
+        let page = get(&s, path, Some(&cookie)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(page.body.contains("费用（按能源品种和电价时段）") && page.body.contains("08:00–12:00") && page.body.contains("其余时段"), "{path}");
+        for (band, kwh, yuan) in want {
+            let (v, y) = (band_cell(&page.body, "electricity", band, "value"), band_cell(&page.body, "electricity", band, "yuan"));
+            assert!(close(v, *kwh) && close(y, *yuan), "{path} {band}: {v} kWh {y} 元, want {kwh} kWh {yuan} 元");
+        }
+        // The subtotal is the carrier's cost in the carrier table (and the 费用 figure).
+        assert!(page.body.contains(&format!("<td class=\"n\">{}</td></tr>", super::fmt::num(super::fmt::Lang::Zh, want[3].2, 0))) || path.starts_with("/?"), "{path}");
+    }
+    // Chinese names of the bands, and English with lang=en.
+    let page = get(&s, "/agencies/a?period=month&year=2026&month=2", Some(&cookie)).await;
+    for name in ["高峰", "平段", "低谷", "492.80"] {
+        assert!(page.body.contains(name), "{name}");
+    }
+    let page = get(&s, "/agencies/a?period=month&year=2026&month=2&lang=en", Some(&cookie)).await;
+    assert!(page.body.contains("Cost by carrier and tariff band") && page.body.contains(">valley<") && page.body.contains("other hours"));
+    // The API's indicators of 2026 (only February has data) give the same split, band by band,
+    // as the page of the year.
+    let page = get(&s, "/agencies/a?period=year&year=2026", Some(&cookie)).await;
+    let api = send(&s, Request::get("/api/v1/agencies/a/indicators?year=2026").header(header::AUTHORIZATION, "Bearer tok-admin").body(Body::empty()).unwrap()).await;
+    assert_eq!(api.status, StatusCode::OK, "{}", api.body);
+    let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+    let elec = v["carriers"].as_array().unwrap().iter().find(|c| c["carrier"] == "electricity").unwrap();
+    let bands = elec["cost_bands"].as_array().unwrap();
+    assert_eq!(bands.len(), 3, "{elec}");
+    for b in bands {
+        let band = b["band"].as_str().unwrap();
+        let (kwh, yuan) = (b["value"].as_f64().unwrap(), b["yuan"].as_f64().unwrap());
+        assert!(close(band_cell(&page.body, "electricity", band, "value"), kwh) && close(band_cell(&page.body, "electricity", band, "yuan"), yuan), "{band}: {b}");
+        let want = feb.iter().find(|w| w.0 == band).unwrap();
+        assert!(close(kwh, want.1) && close(yuan, want.2), "{band}: {b}");
+    }
+    assert!(close(elec["cost_yuan"].as_f64().unwrap(), 492.8), "{elec}");
+    assert_eq!((bands[0]["from"].as_u64(), bands[0]["to"].as_u64(), bands[0]["hours"].as_u64(), bands[0]["price"].as_f64()), (Some(8), Some(12), Some(4), Some(1.0)));
+}
+
+/// The bureau (prov, with agencies under it) has its whole signature block in the registry;
+/// city has its 负责人 only.
+const SIGN_REGISTRY: &str = r#"
+[[agency]]
+id = "prov"
+name = "省机关事务管理局"
+level = "province"
+responsible = "王局长"
+filler = "李科员"
+phone = "0531-12345678"
+[[agency]]
+id = "city"
+name = "市财政局"
+level = "city"
+parent = "prov"
+responsible = "张主任"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_page_shows_the_signature_block_each_viewer_prints() {
+    let f = fixture_with(SIGN_REGISTRY, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    let s = Site { f, router, users };
+    let section = |page: &str| page[page.find("<section class=\"signature\">").expect("the signature section")..].split("</section>").next().unwrap().to_string();
+    let field = |sec: &str, id: &str| sec[sec.find(&format!("<tr data-field=\"{id}\">")).unwrap_or_else(|| panic!("no {id}: {sec}"))..].split("</tr>").next().unwrap().to_string();
+
+    // The bureau prints its own block: every field from the registry.
+    let bureau = session(&s, "bureau").await;
+    let page = get(&s, "/reports", Some(&bureau)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let sec = section(&page.body);
+    assert!(sec.contains("签章栏（打印在报告上）") && sec.contains("data-agency=\"prov\""), "{sec}");
+    for (id, want) in [("unit", "省机关事务管理局"), ("responsible", "王局长"), ("filler", "李科员"), ("phone", "0531-12345678")] {
+        let row = field(&sec, id);
+        assert!(row.contains(&format!("<span class=\"value\">{want}</span>")), "{id}: {row}");
+    }
+    assert!(field(&sec, "date").contains("签署时手写"));
+    // And each agency's own block for its annual report: city misses two fields.
+    let city = sec[sec.find("<tr data-agency=\"city\">").expect("city's row")..].split("</tr>").next().unwrap().to_string();
+    assert!(city.contains("张主任") && city.matches("未填").count() == 2, "{city}");
+    assert!(sec.contains("1 个单位未填全"), "{sec}");
+
+    // The agency user sees its own agency's block only, the missing fields with the key that
+    // fills them.
+    let officer = session(&s, "officer").await;
+    let page = get(&s, "/reports", Some(&officer)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let sec = section(&page.body);
+    assert!(sec.contains("data-agency=\"city\"") && !sec.contains("data-agency=\"prov\""), "{sec}");
+    assert!(!sec.contains("王局长") && !sec.contains("李科员") && !sec.contains("省机关事务管理局"), "no other agency's block: {sec}");
+    assert!(field(&sec, "unit").contains("市财政局") && field(&sec, "responsible").contains("<span class=\"value\">张主任</span>"));
+    for key in ["filler", "phone"] {
+        let row = field(&sec, key);
+        assert!(row.contains(&format!("data-key=\"{key}\"")) && row.contains("未填写：在注册表的 <code>[[agency]] id = \"city\"</code> 中设置"), "{key}: {row}");
+        assert!(row.contains(&format!("<code>{key} = \"…\"</code>")), "{key}: {row}");
+    }
+    // The documents it downloads carry that block (its annual report and statistics forms), not
+    // the bureau's.
+    for kind in ["annual", "statistics"] {
+        let doc = get(&s, &format!("/reports?kind={kind}&year=2025&format=html"), Some(&officer)).await;
+        assert_eq!(doc.status, StatusCode::OK, "{kind}: {}", doc.body);
+        assert!(doc.body.contains("张主任") && !doc.body.contains("王局长"), "{kind}");
+    }
+    let doc = get(&s, "/reports?kind=statistics&year=2025&format=html", Some(&bureau)).await;
+    assert!(doc.body.contains("王局长"), "the bureau's forms are the bureau's");
+    // English.
+    let page = get(&s, "/reports?lang=en", Some(&officer)).await;
+    let sec = section(&page.body);
+    assert!(sec.contains("Signature block (printed on the documents)") && field(&sec, "filler").contains("not set: put <code>filler = \"…\"</code> in"), "{sec}");
+}
