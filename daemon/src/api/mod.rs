@@ -12,7 +12,7 @@ mod ingest;
 pub mod limits;
 mod query;
 mod registry;
-mod savings;
+pub(crate) mod savings;
 pub mod public;
 pub mod reports;
 

@@ -75,7 +75,7 @@ pub(super) async fn savings(State(s): State<Shared>, principal: Principal, Query
 
 /// `GET /api/v1/reports/mv?(project|meter|building|agency)=ID[&baseline=..][&reporting=..][&format=json|csv|xlsx|html][&lang=zh|en]`:
 /// the M&V report (Chinese by default).
-pub(super) async fn mv_report(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+pub(crate) async fn mv_report(State(s): State<Shared>, principal: Principal, Query(p): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let format: Format = p.get("format").map_or(Ok(Format::Json), |f| f.parse().map_err(ApiError::bad_request))?;
     let lang: Lang = p.get("lang").map_or(Ok(Lang::Zh), |l| l.parse().map_err(ApiError::bad_request))?;
     let req = request(&s, &principal, &p)?;

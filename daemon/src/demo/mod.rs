@@ -212,6 +212,9 @@ name = "省发展和改革委员会"
 level = "province"
 kind = "government"
 headcount = { 2025 = 420, 2026 = 425 }
+responsible = "王建国"
+filler = "李华"
+phone = "0351-4040101"
 
 [[agency]]
 id = "prov-finance"
@@ -219,6 +222,9 @@ name = "省财政厅"
 level = "province"
 kind = "government"
 headcount = { 2025 = 360, 2026 = 365 }
+responsible = "赵志强"
+filler = "陈静"
+phone = "0351-4040202"
 
 [[agency]]
 id = "prov-ecology"
@@ -226,6 +232,9 @@ name = "省生态环境厅"
 level = "province"
 kind = "government"
 headcount = { 2025 = 280, 2026 = 285 }
+responsible = "孙立新"
+filler = "周敏"
+phone = "0351-4040303"
 
 [[agency]]
 id = "ty-finance"
@@ -233,6 +242,9 @@ name = "太原市财政局"
 level = "city"
 kind = "government"
 headcount = { 2025 = 190, 2026 = 195 }
+responsible = "钱伟"
+filler = "吴芳"
+phone = "0351-4040404"
 
 [[agency]]
 id = "ty-affairs"
@@ -240,6 +252,9 @@ name = "太原市机关事务管理局"
 level = "city"
 kind = "government"
 headcount = { 2025 = 240, 2026 = 245 }
+responsible = "郑海"
+filler = "冯丽"
+phone = "0351-4040505"
 
 [[building]]
 id = "bldg-a"

@@ -832,6 +832,8 @@ pub(super) async fn reports(State(w): State<WebShared>, viewer: Viewer, Query(p)
     } else {
         &[("annual", "年度能源资源消费报告", "Annual report"), ("statistics", "统计报表", "Statistics forms")]
     };
+    let lang_q = if c.lang == Lang::En { "&amp;lang=en" } else { "" };
+    let has_items = w.app.registry.file.meters.iter().any(|m| m.item_code.is_some());
     let mut body = format!("<section class=\"reports\"><table><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>", c.t("年份", "Year"), c.t("文件", "Document"), c.t("格式", "Formats"));
     for year in (first..=c.today.year()).rev() {
         for (kind, zh, en) in kinds {
@@ -841,8 +843,36 @@ pub(super) async fn reports(State(w): State<WebShared>, viewer: Viewer, Query(p)
                 .collect();
             let _ = write!(body, "<tr><td>{year}</td><td>{}</td><td>{}</td></tr>", c.t(zh, en), links.join(" · "));
         }
+        // 分项能耗 (national item codes), in the formats its endpoint gives.
+        if has_items {
+            let links: Vec<String> = ["html", "json"].iter().map(|f| format!("<a href=\"/reports?kind=items&amp;year={year}&amp;format={f}{lang_q}\">{}</a>", f.to_uppercase())).collect();
+            let _ = write!(body, "<tr data-kind=\"items\"><td>{year}</td><td>{}</td><td>{}</td></tr>", c.t("分项能耗", "Consumption by item code"), links.join(" · "));
+        }
     }
     body.push_str("</tbody></table></section>");
+    // M&V reports of the energy-saving projects the viewer sees (every meter and building of
+    // the project its own), each over the project's own periods.
+    let reg = &w.app.registry;
+    let projects: Vec<&crate::registry::Project> = reg
+        .file
+        .projects
+        .iter()
+        .filter(|p| p.meters.iter().all(|m| c.viewer.principal.sees_meter(reg, m)) && p.buildings.iter().all(|b| c.viewer.principal.sees_building(reg, b)))
+        .collect();
+    if !projects.is_empty() {
+        let _ = write!(
+            body,
+            "<section class=\"reports mv\"><h2>{}</h2><table>{}<tbody>",
+            c.t("节能项目测量与验证报告", "Measurement and verification reports of the projects"),
+            head_row(&c, &[("项目", "Project"), ("报告期", "Reporting period"), ("格式", "Formats")])
+        );
+        for p in projects {
+            let id = esc(&fmt::url_encode(&p.id));
+            let links: Vec<String> = ["html", "xlsx", "csv", "json"].iter().map(|f| format!("<a href=\"/reports?kind=mv&amp;project={id}&amp;format={f}{lang_q}\">{}</a>", f.to_uppercase())).collect();
+            let _ = write!(body, "<tr data-project=\"{}\"><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&p.id), esc(&p.name), esc(&p.reporting), links.join(" · "));
+        }
+        body.push_str("</tbody></table></section>");
+    }
     body.push_str(&signature_block(&c, &w.app.registry));
     let title = c.t("报告", "Reports").to_string();
     Ok(layout(&c, "/reports", &title, &[(c.link("/"), c.t("总览", "Overview").to_string())], &body).into_response())
@@ -915,9 +945,15 @@ fn signature_block(c: &Ctx, reg: &crate::registry::Registry) -> String {
 /// One document, as the API's report endpoints give it (the signature block filled from the
 /// registry by the reports module), for the viewer's scope.
 async fn document(w: &WebShared, viewer: &Viewer, kind: &str, p: &HashMap<String, String>) -> Result<Response, ApiError> {
-    let kind: reports::Kind = kind.parse().map_err(ApiError::bad_request)?;
     let mut q = p.clone();
     q.remove("kind");
+    match kind {
+        "items" => return items_document(w, viewer, &q).await,
+        // The M&V report of a project, as `GET /api/v1/reports/mv` gives it to the viewer.
+        "mv" => return crate::api::savings::mv_report(State(w.app.clone()), viewer.principal.clone(), Query(q)).await,
+        _ => {}
+    }
+    let kind: reports::Kind = kind.parse().map_err(|e: String| ApiError::bad_request(format!("{e}, items, mv")))?;
     let req = crate::api::reports::request_of(kind, &q)?;
     let visible = if viewer.principal.reads_all() { Visible::All } else { Visible::agencies(viewer.principal.agency.iter().cloned().collect()) };
     if !viewer.principal.reads_all() && matches!(kind, reports::Kind::Assessment | reports::Kind::Plan) {
@@ -926,6 +962,46 @@ async fn document(w: &WebShared, viewer: &Viewer, kind: &str, p: &HashMap<String
     let s = &w.app;
     let out = reports::produce(&s.engine, &s.store, &s.registry, s.tz, &req, reports::today(s.tz), &visible).await?;
     Ok(([(header::CONTENT_TYPE, out.content_type.to_string()), (header::CONTENT_DISPOSITION, out.disposition())], out.bytes).into_response())
+}
+
+/// The 分项能耗 document of a year (`kind=items&year=Y&format=html|json`): each building the
+/// viewer sees with its consumption by national item code, as `GET /api/v1/reports/items`
+/// gives it; in HTML a printable page.
+async fn items_document(w: &WebShared, viewer: &Viewer, q: &HashMap<String, String>) -> Result<Response, ApiError> {
+    if let Some(k) = q.keys().find(|k| !["year", "as_of", "format", "lang"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown parameter `{k}` (year, as_of, format, lang)")));
+    }
+    let s = &w.app;
+    let as_of = reports::as_of_day(s.tz, q.get("as_of").map(String::as_str), reports::today(s.tz))?;
+    let year = match q.get("year") {
+        Some(y) => y.parse::<i32>().map_err(|_| ApiError::bad_request(format!("year `{y}` is not a year")))?,
+        None => as_of.year(),
+    };
+    let (day, to_ms) = reports::year_cut(s.tz, year, as_of)?;
+    let from_ms = reports::year_start_ms(s.tz, year)?;
+    let visible = if viewer.principal.reads_all() { Visible::All } else { Visible::agencies(viewer.principal.agency.iter().cloned().collect()) };
+    let by = reports::items::building_items(&s.engine, &s.store, &s.registry, s.tz, (from_ms, to_ms), &visible).await?;
+    let lang = match q.get("lang").map(String::as_str) {
+        Some("en") => crate::reports::labels::Lang::En,
+        _ => crate::reports::labels::Lang::Zh,
+    };
+    match q.get("format").map_or("html", String::as_str) {
+        "json" => Ok(axum::Json(json!({ "year": year, "as_of": day.to_string(), "timezone": s.tz.name(), "buildings": by })).into_response()),
+        "html" => {
+            let (title, html_lang) = match lang {
+                crate::reports::labels::Lang::Zh => (format!("{year}年分项能耗"), "zh-CN"),
+                crate::reports::labels::Lang::En => (format!("Consumption by item code, {year}"), "en"),
+            };
+            let section = reports::items::section(lang, year, &day.to_string(), &by);
+            Ok(Html(format!(
+                "<!DOCTYPE html><html lang=\"{html_lang}\"><head><meta charset=\"utf-8\"><title>{}</title><link rel=\"stylesheet\" href=\"{}\"></head><body><main>{section}</main></body></html>",
+                esc(&title),
+                assets::CSS_PATH
+            ))
+            .into_response())
+        }
+        f => Err(ApiError::bad_request(format!("format `{f}`: json or html"))),
+    }
 }
 
 fn alert_state_name(lang: Lang, st: crate::alerts::state::State) -> &'static str {

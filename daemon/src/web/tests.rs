@@ -497,3 +497,111 @@ async fn the_reports_page_shows_the_signature_block_each_viewer_prints() {
     let sec = section(&page.body);
     assert!(sec.contains("Signature block (printed on the documents)") && field(&sec, "filler").contains("not set: put <code>filler = \"…\"</code> in"), "{sec}");
 }
+
+const DOCS_REGISTRY: &str = r#"
+[[agency]]
+id = "prov"
+name = "省机关事务管理局"
+level = "province"
+[[agency]]
+id = "city"
+name = "市财政局"
+level = "city"
+parent = "prov"
+[[agency]]
+id = "water"
+name = "市水务局"
+level = "city"
+parent = "prov"
+[[building]]
+id = "b1"
+name = "财政大楼"
+floor_area = 5000
+weather = "wx"
+occupants = [ { agency = "city", share = 1.0 } ]
+[[building]]
+id = "b2"
+name = "水务大楼"
+floor_area = 3000
+weather = "wx"
+occupants = [ { agency = "water", share = 1.0 } ]
+[[meter]]
+id = "wx"
+building = "b1"
+carrier = "electricity"
+quantity = "outdoor_temperature"
+[[meter]]
+id = "m1"
+building = "b1"
+carrier = "electricity"
+item_code = "01A00"
+[[meter]]
+id = "m2"
+building = "b2"
+carrier = "electricity"
+item_code = "01A00"
+[[project]]
+id = "p1"
+name = "财政大楼照明改造"
+contract = "retrofit"
+baseline = "2024-01-01/2024-12-31"
+reporting = "2025-02-01/2025-12-31"
+buildings = ["b1"]
+[[project]]
+id = "p2"
+name = "水务大楼空调改造"
+contract = "retrofit"
+baseline = "2024-01-01/2024-12-31"
+reporting = "2025-02-01/2025-12-31"
+meters = ["m2"]
+"#;
+
+/// The reports page lists every document the viewer may have: the four documents a year, the
+/// 分项能耗 of each year (the registry has item codes), and the M&V report of each project the
+/// viewer sees, each link answering as its endpoint does. The agency user (city) sees project
+/// p1 (its building) and not p2 (the water bureau's meter), and only its own building in the
+/// 分项能耗; a link to p2 typed by hand is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_page_lists_item_and_project_documents_the_viewer_sees() {
+    let f = fixture_with(DOCS_REGISTRY, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    let s = Site { f, router, users };
+    let year = chrono::Datelike::year(&chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai));
+
+    let bureau = session(&s, "bureau").await;
+    let page = get(&s, "/reports", Some(&bureau)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body.matches("<tr data-kind=\"items\">").count(), 4, "four years of 分项能耗");
+    assert!(page.body.contains(&format!("/reports?kind=items&amp;year={year}&amp;format=html")), "{}", page.body);
+    for p in ["p1", "p2"] {
+        assert!(page.body.contains(&format!("<tr data-project=\"{p}\">")), "{p}");
+        assert!(page.body.contains(&format!("/reports?kind=mv&amp;project={p}&amp;format=xlsx")), "{p}");
+    }
+    let items = get(&s, &format!("/reports?kind=items&year={year}&format=json"), Some(&bureau)).await;
+    assert_eq!(items.status, StatusCode::OK, "{}", items.body);
+    let v: serde_json::Value = serde_json::from_str(&items.body).unwrap();
+    let buildings: Vec<&str> = v["buildings"].as_array().unwrap().iter().filter_map(|b| b["building"].as_str()).collect();
+    assert_eq!(buildings, ["b1", "b2"], "{v}");
+    let html = get(&s, &format!("/reports?kind=items&year={year}&format=html"), Some(&bureau)).await;
+    assert_eq!(html.status, StatusCode::OK);
+    assert!(html.body.starts_with("<!DOCTYPE html>") && html.body.contains(&format!("{year}年分项能耗")) && html.body.contains("财政大楼"), "{}", html.body);
+
+    let officer = session(&s, "officer").await;
+    let page = get(&s, "/reports", Some(&officer)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<tr data-project=\"p1\">") && !page.body.contains("<tr data-project=\"p2\">"), "{}", page.body);
+    let items = get(&s, &format!("/reports?kind=items&year={year}&format=json"), Some(&officer)).await;
+    let v: serde_json::Value = serde_json::from_str(&items.body).unwrap();
+    let buildings: Vec<&str> = v["buildings"].as_array().unwrap().iter().filter_map(|b| b["building"].as_str()).collect();
+    assert_eq!(buildings, ["b1"], "only its own building: {v}");
+    let refused = get(&s, "/reports?kind=mv&project=p2&format=json", Some(&officer)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let own = get(&s, "/reports?kind=mv&project=p1&format=json", Some(&officer)).await;
+    assert_ne!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    assert_ne!(own.status, StatusCode::NOT_FOUND, "{}", own.body);
+    let unknown = get(&s, "/reports?kind=minutes&year=2025", Some(&bureau)).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert!(unknown.body.contains("items, mv"), "{}", unknown.body);
+}
