@@ -249,11 +249,61 @@ fn kpis(c: &Ctx, now: &Figures, year_before: &Figures, before: &Figures, project
             if p.is_finite() {
                 let _ = write!(h, "<p>{} {}</p>", c.t("全年预计", "projected year"), fmt::num(c.lang, p, *d));
             }
+            if let Some(t) = targets_of(list, i) {
+                let _ = write!(
+                    h,
+                    "<p class=\"target\" data-target=\"{}\">{} {}{} · {} {}/{}</p>",
+                    t.sum,
+                    c.t("目标合计", "targets, summed"),
+                    fmt::num(c.lang, t.sum, *d),
+                    match c.lang {
+                        Lang::Zh => format!("（{} 个单位）", t.count),
+                        Lang::En => format!(" ({} agencies)", t.count),
+                    },
+                    c.t("预计达标", "projected to meet"),
+                    t.met,
+                    t.count,
+                );
+            }
         }
         h.push_str("</div>");
     }
     h.push_str("</section>");
     h
+}
+
+/// The targets of the agencies that have one for a card's figure.
+struct Targets {
+    /// Sum of the values not to exceed, in the card's unit.
+    sum: f64,
+    count: usize,
+    /// Of those, met by the year (in progress: by the projection).
+    met: usize,
+}
+
+/// The targets behind card `i` of [`kpis`] (综合能耗, 用电, 用水, 碳排放, 费用): each agency's
+/// target of the indicator (a reduction target, else its budget), for electricity its budget
+/// of the carrier; `None` when no agency has one.
+fn targets_of(list: &[AgencyIndicators], i: usize) -> Option<Targets> {
+    let each: Vec<(f64, bool)> = match i {
+        0 | 2 | 3 | 4 => {
+            let (ind, scale) = match i {
+                0 => (Indicator::TotalEnergy, 1e-3),
+                2 => (Indicator::WaterTotal, 1.0),
+                3 => (Indicator::CarbonTotal, 1.0),
+                _ => (Indicator::EnergyCost, 1.0),
+            };
+            list.iter().filter_map(|a| a.get(ind).and_then(|x| x.target.as_ref())).map(|t| (t.value * scale, t.met)).collect()
+        }
+        1 => list
+            .iter()
+            .flat_map(|a| &a.carriers)
+            .filter(|x| x.carrier == Carrier::Electricity)
+            .filter_map(|x| x.budget.map(|b| (b, x.projected <= b + 1e-9)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    (!each.is_empty()).then(|| Targets { sum: each.iter().map(|e| e.0).sum(), count: each.len(), met: each.iter().filter(|e| e.1).count() })
 }
 
 /// A chart's data: months of the period this year beside the same months a year earlier.

@@ -605,3 +605,42 @@ async fn the_reports_page_lists_item_and_project_documents_the_viewer_sees() {
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     assert!(unknown.body.contains("items, mv"), "{}", unknown.body);
 }
+
+/// The overview's cards set the year against the agencies' targets: city has a budget of
+/// 2,000 kgce (2 tce) and 5,000 kWh of electricity this year, water a budget of 1,000 kgce;
+/// each uses 0.01 kWh an hour (under 11 kgce a year), so both are projected to meet theirs:
+/// 综合能耗 "目标合计 3.00（2 个单位） · 预计达标 2/2", 用电 5,000 over one agency; 用水, 碳排放 and
+/// 费用 have no target and say none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_sets_the_year_against_the_agencies_targets() {
+    let year = chrono::Datelike::year(&chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai));
+    let reg = format!(
+        "{}\n[[budget]]\nagency = \"city\"\nyear = {year}\nenergy_kgce = 2000\ncarriers = {{ electricity = 5000 }}\n[[budget]]\nagency = \"water\"\nyear = {year}\nenergy_kgce = 1000\n",
+        DOCS_REGISTRY
+    );
+    let f = fixture_with(&reg, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None)]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    // A reading every hour of the year so far on each meter, 0.01 kWh an hour (targets are set
+    // only against complete data).
+    let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono_tz::Asia::Shanghai, year, 1, 1, 0, 0, 0).unwrap().timestamp_millis();
+    let hours = (chrono::Utc::now().timestamp_millis() - t0) / 3_600_000;
+    let points = ["m1", "m2"]
+        .iter()
+        .flat_map(|m| (0..=hours).map(move |i| crate::store::Point { meter: (*m).into(), quantity: energy_wire::Quantity::ActiveEnergyImport, ts: t0 + i * 3_600_000, value: i as f64 * 0.01 }))
+        .collect();
+    f.state.store.write_points(points).await.unwrap();
+    let s = Site { f, router, users };
+    let bureau = session(&s, "bureau").await;
+    let page = get(&s, &format!("/?period=year&year={year}"), Some(&bureau)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let card = |i: usize| page.body[page.body.find(&format!("data-kpi=\"{i}\"")).unwrap()..].split("</div>").next().unwrap().to_string();
+    let energy = card(0);
+    assert!(energy.contains("data-target=\"3\"") && energy.contains("目标合计 3.00（2 个单位） · 预计达标 2/2"), "{energy}");
+    let power = card(1);
+    assert!(power.contains("data-target=\"5000\"") && power.contains("（1 个单位）") && power.contains("1/1"), "{power}");
+    for i in 2..5 {
+        assert!(!card(i).contains("data-target"), "{}", card(i));
+    }
+}
