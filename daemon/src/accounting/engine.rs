@@ -686,16 +686,8 @@ mod tests {
     use crate::store::Point;
     use energy_wire::Quantity;
 
-    /// After a meter's new reading, only the agencies it serves are computed again, and every
-    /// agency's figures equal those of an engine that computes everything afresh. m0 (building
-    /// b0: a0 60 %, a1 40 %) and m1 (b1: a2, a3) read 0, 10, 20 kWh an hour apart; then m0 reads
-    /// 50 an hour later: a0's electricity goes from 0.6 x 20 = 12 to 0.6 x 50 = 30 kWh, a1's from
-    /// 8 to 20, a2's and a3's stay 12 and 8. A `reading` event on m1 (its second reading
-    /// corrected to 15) moves m1's consumption between its hours (15 and 5 instead of 10 and
-    /// 10): a2 and a3 are computed again, a0 and a1 are not.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_new_reading_recomputes_the_agencies_it_serves_and_no_others() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A root agency over a0-a3; buildings b0 (a0 60 %, a1 40 %) and b1 (a2 60 %, a3 40 %).
+    fn four_agencies_in_two_buildings() -> String {
         let mut toml = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
         for a in 0..4 {
             toml.push_str(&format!("[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = 80 }}\n"));
@@ -707,6 +699,20 @@ mod tests {
                 2 * b + 1
             ));
         }
+        toml
+    }
+
+    /// After a meter's new reading, only the agencies it serves are computed again, and every
+    /// agency's figures equal those of an engine that computes everything afresh. m0 (building
+    /// b0: a0 60 %, a1 40 %) and m1 (b1: a2, a3) read 0, 10, 20 kWh an hour apart; then m0 reads
+    /// 50 an hour later: a0's electricity goes from 0.6 x 20 = 12 to 0.6 x 50 = 30 kWh, a1's from
+    /// 8 to 20, a2's and a3's stay 12 and 8. A `reading` event on m1 (its second reading
+    /// corrected to 15) moves m1's consumption between its hours (15 and 5 instead of 10 and
+    /// 10): a2 and a3 are computed again, a0 and a1 are not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_reading_recomputes_the_agencies_it_serves_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut toml = four_agencies_in_two_buildings();
         for m in 0..2 {
             toml.push_str(&format!("[[meter]]\nid = \"m{m}\"\nbuilding = \"b{m}\"\ncarrier = \"electricity\"\n"));
         }
@@ -813,17 +819,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn meters_to_check_are_those_serving_the_agency_by_id() {
         let dir = tempfile::tempdir().unwrap();
-        let mut toml = String::from("[[agency]]\nid = \"root\"\nname = \"机关事务管理局\"\nlevel = \"city\"\nheadcount = { 2020 = 50 }\n");
-        for a in 0..4 {
-            toml.push_str(&format!("[[agency]]\nid = \"a{a}\"\nname = \"单位{a}\"\nlevel = \"city\"\nparent = \"root\"\nheadcount = {{ 2020 = 80 }}\n"));
-        }
-        for b in 0..2 {
-            toml.push_str(&format!(
-                "[[building]]\nid = \"b{b}\"\nname = \"楼{b}\"\nfloor_area = 5000\noccupants = [ {{ agency = \"a{}\", share = 0.6 }}, {{ agency = \"a{}\", share = 0.4 }} ]\n",
-                2 * b,
-                2 * b + 1
-            ));
-        }
+        let mut toml = four_agencies_in_two_buildings();
         for (m, b, carrier) in [(0, 0, "electricity"), (1, 1, "electricity"), (2, 0, "water")] {
             toml.push_str(&format!("[[meter]]\nid = \"m{m}\"\nbuilding = \"b{b}\"\ncarrier = \"{carrier}\"\n"));
         }

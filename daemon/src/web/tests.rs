@@ -66,6 +66,15 @@ fn site(secure: bool, idle_ms: i64) -> Site {
     Site { f, router, users }
 }
 
+/// A site on `registry` with no tokens and two users: `bureau`, and `officer` of agency `city`.
+fn site_with(registry: &str) -> Site {
+    let f = fixture_with(registry, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
+    let users = f._dir.path().join("users.toml");
+    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
+    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    Site { f, router, users }
+}
+
 struct Answer {
     status: StatusCode,
     location: String,
@@ -445,11 +454,7 @@ responsible = "张主任"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reports_page_shows_the_signature_block_each_viewer_prints() {
-    let f = fixture_with(SIGN_REGISTRY, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
-    let users = f._dir.path().join("users.toml");
-    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
-    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
-    let s = Site { f, router, users };
+    let s = site_with(SIGN_REGISTRY);
     let section = |page: &str| page[page.find("<section class=\"signature\">").expect("the signature section")..].split("</section>").next().unwrap().to_string();
     let field = |sec: &str, id: &str| sec[sec.find(&format!("<tr data-field=\"{id}\">")).unwrap_or_else(|| panic!("no {id}: {sec}"))..].split("</tr>").next().unwrap().to_string();
 
@@ -563,11 +568,7 @@ meters = ["m2"]
 /// 分项能耗; a link to p2 typed by hand is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reports_page_lists_item_and_project_documents_the_viewer_sees() {
-    let f = fixture_with(DOCS_REGISTRY, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
-    let users = f._dir.path().join("users.toml");
-    save(&users, &[user("bureau", Role::Bureau, None), user("officer", Role::Agency, Some("city"))]).unwrap();
-    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
-    let s = Site { f, router, users };
+    let s = site_with(DOCS_REGISTRY);
     let year = chrono::Datelike::year(&chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai));
 
     let bureau = session(&s, "bureau").await;
@@ -618,10 +619,7 @@ async fn the_overview_sets_the_year_against_the_agencies_targets() {
         "{}\n[[budget]]\nagency = \"city\"\nyear = {year}\nenergy_kgce = 2000\ncarriers = {{ electricity = 5000 }}\n[[budget]]\nagency = \"water\"\nyear = {year}\nenergy_kgce = 1000\n",
         DOCS_REGISTRY
     );
-    let f = fixture_with(&reg, UnknownMeter::Reject, Some(Tokens::from_plain(&[])), RateLimiter::unlimited());
-    let users = f._dir.path().join("users.toml");
-    save(&users, &[user("bureau", Role::Bureau, None)]).unwrap();
-    let router = app(f.state.clone(), WebSetup { users_file: users.clone(), session_idle_ms: 60_000, secure: false });
+    let s = site_with(&reg);
     // A reading every hour of the year so far on each meter, 0.01 kWh an hour (targets are set
     // only against complete data).
     let t0 = chrono::TimeZone::with_ymd_and_hms(&chrono_tz::Asia::Shanghai, year, 1, 1, 0, 0, 0).unwrap().timestamp_millis();
@@ -630,8 +628,7 @@ async fn the_overview_sets_the_year_against_the_agencies_targets() {
         .iter()
         .flat_map(|m| (0..=hours).map(move |i| crate::store::Point { meter: (*m).into(), quantity: energy_wire::Quantity::ActiveEnergyImport, ts: t0 + i * 3_600_000, value: i as f64 * 0.01 }))
         .collect();
-    f.state.store.write_points(points).await.unwrap();
-    let s = Site { f, router, users };
+    s.f.state.store.write_points(points).await.unwrap();
     let bureau = session(&s, "bureau").await;
     let page = get(&s, &format!("/?period=year&year={year}"), Some(&bureau)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
