@@ -459,45 +459,6 @@ pub async fn deadlines(
     Ok(model::deadlines(reg, year, as_of, &figures))
 }
 
-/// The bureau's page as of `as_of` (default `today`): the visible agencies' figures of the year
-/// (on 1 January, when nothing of the year has elapsed, of last year), this calendar year's
-/// deadlines (the reports of last year), and whether each agency can be scored in last year's
-/// assessment, and why not.
-#[allow(clippy::too_many_arguments)] // the sources of `produce`, plus the page's parameters
-pub async fn index_page(
-    engine: &Engine,
-    store: &Store,
-    reg: &Registry,
-    tz: Tz,
-    lang: Lang,
-    as_of: Option<&str>,
-    today: NaiveDate,
-    visible: &Visible,
-) -> Result<String, ReportError> {
-    let as_of = as_of_day(tz, as_of, today)?;
-    let year = as_of.year();
-    let year = if year_cut(tz, year, as_of).is_ok() { year } else { year - 1 };
-    let (_, ms) = year_cut(tz, year, as_of)?;
-    let figures: Vec<_> = own_figures(engine, store, reg, year, ms).await?.into_iter().filter(|f| visible.allows(&f.agency)).collect();
-    let d = deadlines(engine, store, reg, tz, Some(as_of.year() - 1), Some(&as_of.to_string()), today, visible).await?;
-    let quota = crate::registry::QuotaTable::of(&reg.file.quotas);
-    let mut page = html::index(lang, year, &as_of.to_string(), &figures, &d, quota);
-    if let Ok((day, ms)) = year_cut(tz, d.year, as_of) {
-        let all = own_figures(engine, store, reg, d.year, ms).await?;
-        let mut a = model::assessment(&reg.file.assessment, d.year, &day.to_string(), tz.name(), &all);
-        a.agencies.retain(|x| visible.allows(&x.agency));
-        if let Some(pos) = page.rfind("</body>") {
-            page.insert_str(pos, &html::scoring_section(lang, &a));
-        }
-    }
-    // 分项能耗 per building (issue 21): a section of its own.
-    let start = year_start_ms(tz, year)?;
-    let by_item = items::building_items(engine, store, reg, tz, (start, ms), visible).await?;
-    if let Some(pos) = page.rfind("</body>") {
-        page.insert_str(pos, &items::section(lang, year, &as_of.to_string(), &by_item));
-    }
-    Ok(page)
-}
 
 /// Why `energyd report` wrote nothing.
 #[derive(Debug, thiserror::Error)]

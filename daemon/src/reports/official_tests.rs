@@ -315,18 +315,3 @@ fn the_quota_table_of_a_registry_is_classified() {
     assert_eq!(row("DB37/T 2672-2019 (山东, 示例)").edition_year(), Some(2019));
     assert_eq!(row("测试用定额表").edition_year(), None);
 }
-
-#[test]
-fn the_bureau_page_warns_when_the_registry_has_no_quota_table_of_its_own() {
-    use crate::registry::QuotaTable;
-    let d = model::deadlines(&Registry::default(), 2025, chrono::NaiveDate::from_ymd_opt(2026, 4, 2).unwrap(), &[]);
-    let page = |q: QuotaTable, lang: Lang| html::index(lang, 2026, "2026-04-02", &[], &d, q);
-    let missing = page(QuotaTable::Missing, Lang::Zh);
-    assert!(missing.contains("id=\"quota-warning\"") && missing.contains("注册表中没有定额表"), "{missing}");
-    let example = page(QuotaTable::ExampleOnly, Lang::Zh);
-    assert!(example.contains("id=\"quota-warning\"") && example.contains("示例定额表"), "{example}");
-    assert!(page(QuotaTable::ExampleOnly, Lang::En).contains("shipped example table"));
-    assert!(!page(QuotaTable::Explicit, Lang::Zh).contains("quota-warning"));
-    // 2 April 2026: the agencies' reports of 2025 were due on 31 March, two days ago.
-    assert!(missing.contains("2026年3月31日") && missing.contains("已逾期（2）"), "{missing}");
-}

@@ -456,11 +456,7 @@ async fn items(w: &WebShared, c: &Ctx, only: Option<&str>) -> Result<String, Api
         return Ok(String::new());
     }
     let as_of = chrono::DateTime::from_timestamp_millis(end_ms).map(|t| t.with_timezone(&s.tz).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
-    let lang = match c.lang {
-        Lang::Zh => crate::reports::labels::Lang::Zh,
-        Lang::En => crate::reports::labels::Lang::En,
-    };
-    Ok(crate::reports::items::section(lang, from.year(), &as_of, &buildings))
+    Ok(crate::reports::items::section(report_lang(c.lang), from.year(), &as_of, &buildings))
 }
 
 async fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> Result<Vec<AgencyIndicators>, ApiError> {
@@ -519,6 +515,7 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     let started = c.period.bounds().0 < c.today;
     let list = if started { indicators_for(&w, &c, &ids).await? } else { Vec::new() };
     let mut body = backfill_notice(&w, &c);
+    body += &quota_warning(&c, &reg);
     body += &kpis(&c, &now, &yb, &before, matches!(c.period, Period::Year(_)).then_some(list.as_slice()));
     body.push_str(&monthly_chart(&c, "monthly", &now, &yb));
     body.push_str(&cost_bands(&c, &now));
@@ -574,8 +571,41 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     body.push_str("</section>");
     body.push_str(&items(&w, &c, None).await?);
     body.push_str(&deadlines(&w, &c).await?);
+    body.push_str(&scoring(&w, &c).await?);
     let title = c.t("总览", "Overview").to_string();
     Ok(layout(&c, "/", &title, &[], &body).into_response())
+}
+
+fn report_lang(lang: Lang) -> crate::reports::labels::Lang {
+    match lang {
+        Lang::Zh => crate::reports::labels::Lang::Zh,
+        Lang::En => crate::reports::labels::Lang::En,
+    }
+}
+
+/// The warning the bureau must see when the quota bands that grade its agencies are not its
+/// province's: the registry has no quota table, or only the shipped example.
+fn quota_warning(c: &Ctx, reg: &crate::registry::Registry) -> String {
+    let key = match crate::registry::QuotaTable::of(&reg.file.quotas) {
+        crate::registry::QuotaTable::Missing => "quota_missing_warning",
+        crate::registry::QuotaTable::ExampleOnly => "quota_example_warning",
+        crate::registry::QuotaTable::Explicit => return String::new(),
+    };
+    format!("<p class=\"warn\" id=\"quota-warning\" role=\"alert\">{}</p>", esc(&crate::reports::labels::t(report_lang(c.lang), key)))
+}
+
+/// Last year's assessment as it stands (the year of the art. 39 deadlines): each visible
+/// agency's score and grade, or why it cannot be scored yet (incomplete data, a binding target
+/// missed), as the assessment document gives them.
+async fn scoring(w: &WebShared, c: &Ctx) -> Result<String, ApiError> {
+    let s = &w.app;
+    let year = c.today.year() - 1;
+    let Ok((day, ms)) = reports::year_cut(s.tz, year, c.today) else { return Ok(String::new()) };
+    let all = reports::own_figures(&s.engine, &s.store, &s.registry, year, ms).await?;
+    let mut a = reports::model::assessment(&s.registry.file.assessment, year, &day.to_string(), s.tz.name(), &all);
+    let visible = c.visible();
+    a.agencies.retain(|x| visible.allows(&x.agency));
+    Ok(crate::reports::html::scoring_section(report_lang(c.lang), &a))
 }
 
 /// Art. 39 deadlines of last year's reports, with 已逾期 for those past due and not ready.

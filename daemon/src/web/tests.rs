@@ -641,3 +641,33 @@ async fn the_overview_sets_the_year_against_the_agencies_targets() {
         assert!(!card(i).contains("data-target"), "{}", card(i));
     }
 }
+
+/// The bureau is warned on its overview when the bands that grade its agencies are not its
+/// province's: no quota table (DOCS_REGISTRY has none), or only the shipped example (Shandong's);
+/// a table of its own gives no warning. Below the deadlines, last year's assessment says of
+/// each agency its score and grade or why it cannot be scored (here: no data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_warns_of_quota_tables_not_the_provinces_own_and_says_who_can_be_scored() {
+    let example = include_str!("../../../deploy/quotas/shandong-db37-2672-2019.toml");
+    let own = example.replace("DB37/T 2672-2019 (山东, 示例)", "DB14/T 9999-2025");
+    for (extra, warning) in [("", Some(("注册表中没有定额表", "The registry has no quota table"))), (example, Some(("示例定额表", "shipped example table"))), (own.as_str(), None)] {
+        let s = site_with(&format!("{DOCS_REGISTRY}\n{extra}"));
+        let bureau = session(&s, "bureau").await;
+        for (lang, q) in [(0, "/"), (1, "/?lang=en")] {
+            let page = get(&s, q, Some(&bureau)).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            match warning {
+                Some(w) => {
+                    let text = if lang == 0 { w.0 } else { w.1 };
+                    assert!(page.body.contains("id=\"quota-warning\"") && page.body.contains(text), "{text}: {}", page.body);
+                }
+                None => assert!(!page.body.contains("quota-warning"), "a table of its own: no warning"),
+            }
+            let scoring = &page.body[page.body.find("<section id=\"scoring\">").expect("last year's assessment")..];
+            let scoring = &scoring[..scoring.find("</section>").unwrap()];
+            let not_scored = if lang == 0 { "无完整数据，不予评分" } else { "not scored: no complete data" };
+            assert_eq!(scoring.matches(not_scored).count(), 3, "each of the three agencies: {scoring}");
+            assert!(scoring.contains("市财政局") && scoring.contains("市水务局"), "{scoring}");
+        }
+    }
+}
