@@ -485,9 +485,30 @@ async fn three(w: &WebShared, c: &Ctx, subject: &Subject) -> Result<std::sync::A
     Ok(w.memo.figures.put(key, version, (now, yb, before)))
 }
 
+/// An agency's quota band for the ranking: that of energy per floor area (the quota basis)
+/// when the quota table classes it, else the worst band of the indicators it does class, named
+/// with its indicator (a province's table may class other indicators only: Shandong's classes
+/// non-heating energy per area, energy and water per person, electricity per area).
+fn band_of(lang: Lang, a: &AgencyIndicators) -> String {
+    use crate::accounting::indicators::BandClass;
+    let severity = |c: BandClass| match c {
+        BandClass::AboveBinding => 3,
+        BandClass::AboveBenchmark => 2,
+        BandClass::AboveGuide => 1,
+        BandClass::AtOrBelowGuide => 0,
+    };
+    if let Some(b) = a.get(Indicator::EnergyPerArea).and_then(|i| i.band.as_ref()) {
+        return lang.t(b.class.name_zh(), b.class.name_en()).to_string();
+    }
+    let worst = a.indicators.iter().filter_map(|i| i.band.as_ref().map(|b| (i.indicator, b.class))).max_by_key(|(_, c)| severity(*c));
+    match worst {
+        Some((ind, class)) => format!("{}（{}）", lang.t(class.name_zh(), class.name_en()), crate::reports::labels::indicator(report_lang(lang), ind)),
+        None => "—".to_string(),
+    }
+}
+
 fn band_text(lang: Lang, a: &AgencyIndicators) -> (String, String) {
-    let ind = a.get(Indicator::EnergyPerArea);
-    let band = ind.and_then(|i| i.band.as_ref()).map_or_else(|| "—".to_string(), |b| lang.t(b.class.name_zh(), b.class.name_en()).to_string());
+    let band = band_of(lang, a);
     let target = a.indicators.iter().filter_map(|i| i.target.as_ref()).map(|t| t.met).fold(None, |acc: Option<bool>, m| Some(acc.unwrap_or(true) && m));
     let target = match target {
         Some(true) => lang.t("达标", "met").to_string(),

@@ -611,13 +611,13 @@ async fn the_reports_page_lists_item_and_project_documents_the_viewer_sees() {
 /// 2,000 kgce (2 tce) and 5,000 kWh of electricity this year, water a budget of 1,000 kgce;
 /// each uses 0.01 kWh an hour (under 11 kgce a year), so both are projected to meet theirs:
 /// 综合能耗 "目标合计 3.00（2 个单位） · 预计达标 2/2", 用电 5,000 over one agency; 用水, 碳排放 and
-/// 费用 have no target and say none.
+/// 费用 have no target and say none. Each agency has 100 people.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_sets_the_year_against_the_agencies_targets() {
     let year = chrono::Datelike::year(&chrono::Utc::now().with_timezone(&chrono_tz::Asia::Shanghai));
     let reg = format!(
-        "{}\n[[budget]]\nagency = \"city\"\nyear = {year}\nenergy_kgce = 2000\ncarriers = {{ electricity = 5000 }}\n[[budget]]\nagency = \"water\"\nyear = {year}\nenergy_kgce = 1000\n",
-        DOCS_REGISTRY
+        "{}\n[[budget]]\nagency = \"city\"\nyear = {year}\nenergy_kgce = 2000\ncarriers = {{ electricity = 5000 }}\n[[budget]]\nagency = \"water\"\nyear = {year}\nenergy_kgce = 1000\n{QUOTA_PER_PERSON}",
+        DOCS_REGISTRY.replace("level = \"city\"\n", "level = \"city\"\nheadcount = { 2020 = 100 }\n")
     );
     let s = site_with(&reg);
     // A reading every hour of the year so far on each meter, 0.01 kWh an hour (targets are set
@@ -640,7 +640,16 @@ async fn the_overview_sets_the_year_against_the_agencies_targets() {
     for i in 2..5 {
         assert!(!card(i).contains("data-target"), "{}", card(i));
     }
+    // The table classes energy per person only (about 0.1 kgce a person so far, above a
+    // binding value of 0.001): the ranking names that band with its indicator.
+    for a in ["city", "water"] {
+        let row = page.body[page.body.find(&format!("<tr data-agency=\"{a}\">")).unwrap()..].split("</tr>").next().unwrap().to_string();
+        assert!(row.contains("高于约束值（人均综合能耗）"), "{row}");
+    }
 }
+
+/// A quota table of its own that classes energy per person only, for city-level agencies.
+const QUOTA_PER_PERSON: &str = "[[quota]]\nsource = \"DB14/T 9999-2025\"\nindicator = \"energy_per_person\"\nlevels = [\"city\"]\nbinding = 0.001\nbenchmark = 0.0005\nguide = 0.0001\n";
 
 /// The bureau is warned on its overview when the bands that grade its agencies are not its
 /// province's: no quota table (DOCS_REGISTRY has none), or only the shipped example (Shandong's);
