@@ -171,6 +171,21 @@ pub struct Imported {
     pub last: i64,
 }
 
+impl Imported {
+    /// What an import of `parsed` starts from: its readings and gaps, nothing written yet.
+    fn of(parsed: &Parsed) -> Imported {
+        Imported {
+            readings: parsed.readings.len(),
+            missing: parsed.missing,
+            written: 0,
+            unchanged: 0,
+            conflicting: 0,
+            first: parsed.readings.iter().map(|r| r.0).min().unwrap_or(0),
+            last: parsed.readings.iter().map(|r| r.0).max().unwrap_or(0),
+        }
+    }
+}
+
 /// Imports `path` into the store of `data_dir` as `outdoor_temperature` of `meter` (a meter of
 /// the registry), while the daemon is stopped (it holds the store while it runs: then
 /// [`import_through`] it).
@@ -204,15 +219,7 @@ pub async fn import_through(url: &str, token: Option<&str>, reg: &Registry, tz: 
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().map_err(|e| http(e.to_string()))?;
     // Tag values escape commas, spaces and equals signs (line protocol).
     let tag: String = meter.chars().flat_map(|c| if matches!(c, ',' | ' ' | '=') { vec!['\\', c] } else { vec![c] }).collect();
-    let mut out = Imported {
-        readings: parsed.readings.len(),
-        missing: parsed.missing,
-        written: 0,
-        unchanged: 0,
-        conflicting: 0,
-        first: parsed.readings.iter().map(|r| r.0).min().unwrap_or(0),
-        last: parsed.readings.iter().map(|r| r.0).max().unwrap_or(0),
-    };
+    let mut out = Imported::of(&parsed);
     for chunk in parsed.readings.chunks(5_000) {
         let mut body = String::with_capacity(chunk.len() * 48);
         for &(ts, value) in chunk {
@@ -235,15 +242,7 @@ pub async fn import_through(url: &str, token: Option<&str>, reg: &Registry, tz: 
 
 async fn write(store: &Store, meter: &str, parsed: &Parsed) -> Result<Imported, WeatherError> {
     let id: Arc<str> = Arc::from(meter);
-    let mut out = Imported {
-        readings: parsed.readings.len(),
-        missing: parsed.missing,
-        written: 0,
-        unchanged: 0,
-        conflicting: 0,
-        first: parsed.readings.iter().map(|r| r.0).min().unwrap_or(0),
-        last: parsed.readings.iter().map(|r| r.0).max().unwrap_or(0),
-    };
+    let mut out = Imported::of(parsed);
     for chunk in parsed.readings.chunks(10_000) {
         let points = chunk.iter().map(|&(ts, value)| Point { meter: id.clone(), quantity: Quantity::OutdoorTemperature, ts, value }).collect();
         let o = store.write_points_from(points, "energyd weather import".into()).await?;
