@@ -23,9 +23,21 @@ impl std::str::FromStr for Lang {
 
 impl Lang {
     pub fn code(self) -> &'static str {
+        self.t("zh-CN", "en")
+    }
+    /// The language a query asks for: English with `lang=en`, else Chinese.
+    pub fn of(p: &std::collections::HashMap<String, String>) -> Lang {
+        if p.get("lang").is_some_and(|l| l == "en") {
+            Lang::En
+        } else {
+            Lang::Zh
+        }
+    }
+    /// The text in this language.
+    pub fn t<'a>(self, zh: &'a str, en: &'a str) -> &'a str {
         match self {
-            Lang::Zh => "zh-CN",
-            Lang::En => "en",
+            Lang::Zh => zh,
+            Lang::En => en,
         }
     }
 }

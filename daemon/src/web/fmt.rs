@@ -2,32 +2,8 @@
 
 use chrono::{Datelike, NaiveDate};
 
-/// The page's language.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    Zh,
-    En,
-}
-
-impl Lang {
-    pub fn of(p: &std::collections::HashMap<String, String>) -> Lang {
-        if p.get("lang").is_some_and(|l| l == "en") {
-            Lang::En
-        } else {
-            Lang::Zh
-        }
-    }
-    /// The text in this language.
-    pub fn t<'a>(self, zh: &'a str, en: &'a str) -> &'a str {
-        match self {
-            Lang::Zh => zh,
-            Lang::En => en,
-        }
-    }
-    pub fn code(self) -> &'static str {
-        self.t("zh-CN", "en")
-    }
-}
+/// The page's language: the documents' (`?lang=en` for English).
+pub use crate::reports::labels::Lang;
 
 /// Digits with a thousands separator: `1234567.891` with 1 decimal is `1,234,567.9`.
 fn grouped(v: f64, decimals: usize) -> String {

@@ -456,7 +456,7 @@ async fn items(w: &WebShared, c: &Ctx, only: Option<&str>) -> Result<String, Api
         return Ok(String::new());
     }
     let as_of = chrono::DateTime::from_timestamp_millis(end_ms).map(|t| t.with_timezone(&s.tz).format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default();
-    Ok(crate::reports::items::section(report_lang(c.lang), from.year(), &as_of, &buildings))
+    Ok(crate::reports::items::section(c.lang, from.year(), &as_of, &buildings))
 }
 
 async fn indicators_for(w: &WebShared, c: &Ctx, ids: &[&str]) -> Result<Vec<AgencyIndicators>, ApiError> {
@@ -502,7 +502,7 @@ fn band_of(lang: Lang, a: &AgencyIndicators) -> String {
     }
     let worst = a.indicators.iter().filter_map(|i| i.band.as_ref().map(|b| (i.indicator, b.class))).max_by_key(|(_, c)| severity(*c));
     match worst {
-        Some((ind, class)) => format!("{}（{}）", lang.t(class.name_zh(), class.name_en()), crate::reports::labels::indicator(report_lang(lang), ind)),
+        Some((ind, class)) => format!("{}（{}）", lang.t(class.name_zh(), class.name_en()), crate::reports::labels::indicator(lang, ind)),
         None => "—".to_string(),
     }
 }
@@ -597,13 +597,6 @@ pub(super) async fn overview(State(w): State<WebShared>, viewer: Viewer, Query(p
     Ok(layout(&c, "/", &title, &[], &body).into_response())
 }
 
-fn report_lang(lang: Lang) -> crate::reports::labels::Lang {
-    match lang {
-        Lang::Zh => crate::reports::labels::Lang::Zh,
-        Lang::En => crate::reports::labels::Lang::En,
-    }
-}
-
 /// The warning the bureau must see when the quota bands that grade its agencies are not its
 /// province's: the registry has no quota table, or only the shipped example.
 fn quota_warning(c: &Ctx, reg: &crate::registry::Registry) -> String {
@@ -612,7 +605,7 @@ fn quota_warning(c: &Ctx, reg: &crate::registry::Registry) -> String {
         crate::registry::QuotaTable::ExampleOnly => "quota_example_warning",
         crate::registry::QuotaTable::Explicit => return String::new(),
     };
-    format!("<p class=\"warn\" id=\"quota-warning\" role=\"alert\">{}</p>", esc(&crate::reports::labels::t(report_lang(c.lang), key)))
+    format!("<p class=\"warn\" id=\"quota-warning\" role=\"alert\">{}</p>", esc(&crate::reports::labels::t(c.lang, key)))
 }
 
 /// Last year's assessment as it stands (the year of the art. 39 deadlines): each visible
@@ -626,7 +619,7 @@ async fn scoring(w: &WebShared, c: &Ctx) -> Result<String, ApiError> {
     let mut a = reports::model::assessment(&s.registry.file.assessment, year, &day.to_string(), s.tz.name(), &all);
     let visible = c.visible();
     a.agencies.retain(|x| visible.allows(&x.agency));
-    Ok(crate::reports::html::scoring_section(report_lang(c.lang), &a))
+    Ok(crate::reports::html::scoring_section(c.lang, &a))
 }
 
 /// Art. 39 deadlines of last year's reports, with 已逾期 for those past due and not ready.
@@ -1082,17 +1075,11 @@ async fn items_document(w: &WebShared, viewer: &Viewer, q: &HashMap<String, Stri
     let from_ms = reports::year_start_ms(s.tz, year)?;
     let visible = if viewer.principal.reads_all() { Visible::All } else { Visible::agencies(viewer.principal.agency.iter().cloned().collect()) };
     let by = reports::items::building_items(&s.engine, &s.store, &s.registry, s.tz, (from_ms, to_ms), &visible).await?;
-    let lang = match q.get("lang").map(String::as_str) {
-        Some("en") => crate::reports::labels::Lang::En,
-        _ => crate::reports::labels::Lang::Zh,
-    };
+    let lang = Lang::of(q);
     match q.get("format").map_or("html", String::as_str) {
         "json" => Ok(axum::Json(json!({ "year": year, "as_of": day.to_string(), "timezone": s.tz.name(), "buildings": by })).into_response()),
         "html" => {
-            let (title, html_lang) = match lang {
-                crate::reports::labels::Lang::Zh => (format!("{year}年分项能耗"), "zh-CN"),
-                crate::reports::labels::Lang::En => (format!("Consumption by item code, {year}"), "en"),
-            };
+            let (title, html_lang) = (lang.t(&format!("{year}年分项能耗"), &format!("Consumption by item code, {year}")).to_string(), lang.code());
             let section = reports::items::section(lang, year, &day.to_string(), &by);
             Ok(Html(format!(
                 "<!DOCTYPE html><html lang=\"{html_lang}\"><head><meta charset=\"utf-8\"><title>{}</title><link rel=\"stylesheet\" href=\"{}\"></head><body><main>{section}</main></body></html>",
