@@ -248,6 +248,11 @@ async fn bureau_engineer_and_agency_work_in_the_page() {
     }
     b.act("var a = Array.from(document.querySelectorAll('article.alert')).find(function (x) { return x.textContent.indexOf('fin-elec') >= 0; }); var f = a.querySelector('form.ack'); f.reason.value = '已派人检查网关'; f.submit()");
     assert!(b.text().contains("告警已确认") && b.text().contains("已派人检查网关"), "{}", b.text());
+    // In Chinese throughout: the rule's kind named, its history's states too.
+    assert!(b.text().contains("计量表无数据"), "{}", b.text());
+    let history = b.eval("Array.from(document.querySelectorAll('article.alert details li')).map(function (x) { return x.textContent; }).join('|')");
+    let history = history.as_str().unwrap_or_default();
+    assert!(history.contains("告警中") && history.contains("已确认") && !history.contains("Firing"), "{history}");
     b.screenshot(&art.join("alerts.png"));
     let listed = api(&url, &admin, "/api/v1/alerts?meter=fin-elec").await;
     assert_eq!(listed["alerts"][0]["acknowledged"]["reason"], "已派人检查网关", "{listed}");

@@ -165,6 +165,39 @@ impl RuleKind {
             RuleKind::DiskSpaceLow => "disk_space_low",
         }
     }
+
+    /// What the rule watches, as the alerts page names it.
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            RuleKind::MeterSilent => "计量表无数据",
+            RuleKind::GatewayOffline => "网关离线",
+            RuleKind::GatewayBacklog => "网关数据积压",
+            RuleKind::CounterAnomaly => "读数异常",
+            RuleKind::BaseLoad => "基础负荷偏高",
+            RuleKind::NightFlow => "夜间持续用量（疑似泄漏）",
+            RuleKind::HeatingOffSeason => "非供暖季用热",
+            RuleKind::BudgetOverrun => "预计超出预算",
+            RuleKind::QuotaBand => "预计超出定额",
+            RuleKind::DataCompleteness => "数据不完整",
+            RuleKind::DiskSpaceLow => "磁盘空间不足",
+        }
+    }
+
+    pub fn name_en(self) -> &'static str {
+        match self {
+            RuleKind::MeterSilent => "Meter silent",
+            RuleKind::GatewayOffline => "Gateway offline",
+            RuleKind::GatewayBacklog => "Gateway backlog",
+            RuleKind::CounterAnomaly => "Counter anomaly",
+            RuleKind::BaseLoad => "High base load",
+            RuleKind::NightFlow => "Night flow (a leak?)",
+            RuleKind::HeatingOffSeason => "Heating out of season",
+            RuleKind::BudgetOverrun => "Budget overrun projected",
+            RuleKind::QuotaBand => "Quota band exceeded (projected)",
+            RuleKind::DataCompleteness => "Data incomplete",
+            RuleKind::DiskSpaceLow => "Disk space low",
+        }
+    }
 }
 
 /// Which quota-band value a projection must not exceed.

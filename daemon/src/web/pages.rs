@@ -1092,6 +1092,18 @@ async fn items_document(w: &WebShared, viewer: &Viewer, q: &HashMap<String, Stri
     }
 }
 
+fn happened_name(lang: Lang, h: crate::alerts::actions::Happened) -> &'static str {
+    use crate::alerts::actions::Happened as H;
+    match h {
+        H::Pending => lang.t("待定", "pending"),
+        H::Firing => lang.t("告警中", "firing"),
+        H::Resolved => lang.t("已恢复", "resolved"),
+        H::Acknowledged => lang.t("已确认", "acknowledged"),
+        H::Silenced => lang.t("已静默", "silenced"),
+        H::Unsilenced => lang.t("解除静默", "silence ended"),
+    }
+}
+
 fn alert_state_name(lang: Lang, st: crate::alerts::state::State) -> &'static str {
     use crate::alerts::state::State as S;
     match st {
@@ -1124,7 +1136,7 @@ pub(super) async fn alerts(State(w): State<WebShared>, viewer: Viewer, Query(p):
     let mut seen = std::collections::BTreeSet::new();
     for r in &s.alerts.config.rules {
         if seen.insert(r.kind.as_str()) {
-            kinds_opts.push_str(&opt("kind", r.kind.as_str(), r.kind.as_str()));
+            kinds_opts.push_str(&opt("kind", r.kind.as_str(), c.t(r.kind.name_zh(), r.kind.name_en())));
         }
     }
     let mut agency_opts = opt("agency", "", c.t("全部单位", "every agency"));
@@ -1163,14 +1175,17 @@ pub(super) async fn alerts(State(w): State<WebShared>, viewer: Viewer, Query(p):
         let history: Vec<String> = a
             .history
             .iter()
-            .map(|h| format!("<li>{} {:?}{}{}</li>", esc(h.at.as_deref().unwrap_or("")), h.state, h.by.as_deref().map(|b| format!(" · {}", esc(b))).unwrap_or_default(), h.reason.as_deref().map(|r| format!(" · {}", esc(r))).unwrap_or_default()))
+            .map(|h| format!("<li>{} {}{}{}</li>", esc(h.at.as_deref().unwrap_or("")), happened_name(c.lang, h.state), h.by.as_deref().map(|b| format!(" · {}", esc(b))).unwrap_or_default(), h.reason.as_deref().map(|r| format!(" · {}", esc(r))).unwrap_or_default()))
             .collect();
         let state = a.state.as_str();
+        // The rule's kind in the page's language, then the rule's own name (as Alertmanager has it).
+        let kind = s.alerts.config.rules.iter().find(|r| r.name == a.alertname).map(|r| c.t(r.kind.name_zh(), r.kind.name_en()));
         let _ = write!(
             body,
-            "<article class=\"alert {state}{}\" data-alert=\"{id}\"><h3><span class=\"state\">{}</span> {} <small>{}</small></h3><p>{}</p>{marks}<details><summary>{}</summary><ul>{}</ul></details>",
+            "<article class=\"alert {state}{}\" data-alert=\"{id}\"><h3><span class=\"state\">{}</span> {} <code class=\"rule\">{}</code> <small>{}</small></h3><p>{}</p>{marks}<details><summary>{}</summary><ul>{}</ul></details>",
             if a.acknowledged.is_some() { " acknowledged" } else { "" },
             alert_state_name(c.lang, a.state),
+            esc(kind.unwrap_or("")),
             esc(&a.alertname),
             esc(&[a.agency.as_str(), a.building.as_str(), a.meter.as_str()].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join(" · ")),
             esc(&summary),
