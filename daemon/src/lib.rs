@@ -164,10 +164,14 @@ impl Tasks {
 }
 
 /// Warms the accounting cache (this year and last) in the background, so that the first
-/// indicators asked for do not wait for every meter's year to be computed.
+/// indicators asked for do not wait for every meter's year to be computed; then writes the disk
+/// cache's rows as they fall due (`accounting::cache`). The warming waits while an ingest
+/// streams (see [`wait_for_quiet_writer`]): its computation flushes the store's head, and the
+/// years it would compute are changed by every group that arrives.
 fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         use chrono::Datelike;
+        wait_for_quiet_writer(&st.metrics, WARM_QUIET, WARM_WAIT_MAX).await;
         let year = chrono::Utc::now().with_timezone(&st.tz).year();
         for y in [year, year - 1] {
             let started = std::time::Instant::now();
@@ -176,7 +180,37 @@ fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
                 Err(e) => tracing::warn!(year = y, "warming the accounting cache failed: {e}"),
             }
         }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            let engine = st.engine.clone();
+            let _ = tokio::task::spawn_blocking(move || engine.write_cache(false)).await;
+        }
     })
+}
+
+/// How long the writer must have taken no new point before the warming starts.
+const WARM_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+/// The warming starts after this much waiting even if points keep streaming in (a flush then
+/// costs little against what the stream itself flushes).
+const WARM_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Returns when no ingest is streaming into the store: its head holds no point (a flush is
+/// then free), or no new point was written for `quiet`; or after `max` whatever the ingest does.
+async fn wait_for_quiet_writer(m: &metrics::Metrics, quiet: std::time::Duration, max: std::time::Duration) {
+    let started = tokio::time::Instant::now();
+    let mut written = m.points_written.get();
+    let mut since = started;
+    loop {
+        if m.head_points.get() == 0 || since.elapsed() >= quiet || started.elapsed() >= max {
+            return;
+        }
+        tokio::time::sleep(quiet / 4).await;
+        let now = m.points_written.get();
+        if now != written {
+            written = now;
+            since = tokio::time::Instant::now();
+        }
+    }
 }
 
 impl Daemon {
@@ -284,6 +318,9 @@ impl Daemon {
             let _ = t.await;
         }
         tasks.stop().await;
+        // The accounting cache's rows still waiting, before the store closes.
+        let engine = self.state.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.write_cache(true)).await;
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");

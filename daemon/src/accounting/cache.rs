@@ -7,10 +7,21 @@
 //! (`dirty_meters`) drop the rows they touch before the engine reads any. If the file cannot be
 //! opened or is damaged it is deleted and built again; if that fails too, the engine runs without
 //! it (and says so in the log).
+//!
+//! Rows are written when they have stayed valid for a while, not at every computation
+//! ([`DiskCache::put`]): a meter-year that keeps changing (points streaming in) would have its
+//! row dropped by the next change record anyway, and a restart applies the records left before
+//! it reads a row, so such a row would be written only to be deleted unread. A closed year's row
+//! is written at once (at most once per [`HOLD`]), the year in progress's after [`HOLD`] without
+//! a change, and every row still waiting when the daemon stops.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use chrono::Datelike;
+use chrono_tz::Tz;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::counter::{Flag, Rejected};
@@ -30,9 +41,33 @@ struct Found {
 /// gaps are kept with their times.
 pub const ENGINE_VERSION: u32 = 4;
 
+/// How long a computed meter-year must stay valid before its row is written (see
+/// [`DiskCache::put`]); also the shortest time between two writes of one meter-year.
+pub const HOLD: Duration = Duration::from_secs(10 * 60);
+
+/// A row computed and not yet written: its key, the year, and when it may be written.
+struct Pending {
+    key: String,
+    year: Arc<MeterYear>,
+    due: Instant,
+}
+
+/// The connection and the rows waiting to be written, behind one lock: a row is dropped from
+/// the waiting ones and from the file in one step ([`DiskCache::invalidate`]), so a row a
+/// change record dropped is never written after it.
+struct State {
+    conn: Option<Connection>,
+    pending: HashMap<(String, i32), Pending>,
+    /// When each meter-year was last written (for the rate limit; entries older than the hold
+    /// are pruned).
+    written: HashMap<(String, i32), Instant>,
+}
+
 pub struct DiskCache {
     path: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    tz: Tz,
+    hold: Duration,
+    state: Mutex<State>,
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -51,7 +86,13 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 impl DiskCache {
-    pub fn open(path: PathBuf) -> DiskCache {
+    /// Opens the cache file; `tz` says which years are closed (ended in the engine's time zone).
+    pub fn open(path: PathBuf, tz: Tz) -> DiskCache {
+        DiskCache::open_with_hold(path, tz, HOLD)
+    }
+
+    /// [`DiskCache::open`] with another hold time (tests).
+    pub fn open_with_hold(path: PathBuf, tz: Tz, hold: Duration) -> DiskCache {
         let conn = match open_conn(&path) {
             Ok(c) => Some(c),
             Err(e) if path.parent().is_some_and(|d| crate::store::disk::is_disk_full(&e, crate::store::disk::free_bytes(d))) => {
@@ -73,12 +114,20 @@ impl DiskCache {
                 }
             }
         };
-        DiskCache { path, conn: Mutex::new(conn) }
+        DiskCache { path, tz, hold, state: Mutex::new(State { conn, pending: HashMap::new(), written: HashMap::new() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
-        let g = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let c = g.as_ref()?;
+        let g = self.lock();
+        self.run(&g, f)
+    }
+
+    fn run<T>(&self, state: &State, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let c = state.conn.as_ref()?;
         match f(c) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -90,7 +139,9 @@ impl DiskCache {
 
     /// Empties the cache unless it was built for `epoch` of the store.
     pub fn check_epoch(&self, epoch: &str) {
-        self.with(|c| {
+        let mut g = self.lock();
+        g.pending.clear();
+        self.run(&g, |c| {
             let found: Option<String> = c.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0)).optional()?;
             if found.as_deref() != Some(epoch) {
                 c.execute("DELETE FROM meter_year", [])?;
@@ -111,27 +162,85 @@ impl DiskCache {
         decode(&data)
     }
 
-    pub fn put(&self, rows: &[(String, i32, String, std::sync::Arc<MeterYear>)]) {
-        self.with(|c| {
+    /// Takes rows computed from the store. A row is written when it has stayed valid for a
+    /// while, not on every computation: at once for a closed year (one that ended in the
+    /// engine's time zone), after the hold for the year in progress, and a meter-year at most
+    /// once per hold. Until then it waits in memory; a change record that drops the meter-year
+    /// ([`DiskCache::invalidate`]) drops the waiting row with it, and [`DiskCache::write_due`]
+    /// writes those that are due (all of them at shutdown).
+    pub fn put(&self, rows: &[(String, i32, String, Arc<MeterYear>)]) {
+        self.put_at(rows, Instant::now(), chrono::Utc::now().with_timezone(&self.tz).year());
+    }
+
+    /// [`DiskCache::put`] at `now`, with `open_year` the first year not yet ended.
+    fn put_at(&self, rows: &[(String, i32, String, Arc<MeterYear>)], now: Instant, open_year: i32) {
+        let mut g = self.lock();
+        if g.conn.is_none() {
+            return;
+        }
+        for (m, y, k, my) in rows {
+            let id = (m.clone(), *y);
+            let since_written = g.written.get(&id).map(|w| *w + self.hold);
+            let due = if *y < open_year { since_written.map_or(now, |t| t.max(now)) } else { now + self.hold };
+            g.pending.insert(id, Pending { key: k.clone(), year: my.clone(), due });
+        }
+        self.write_locked(&mut g, now, false);
+    }
+
+    /// Writes the waiting rows that are due at `now` (every one when `all`): called now and
+    /// then by the daemon, and with `all` when it stops.
+    pub fn write_due(&self, all: bool) {
+        let mut g = self.lock();
+        self.write_locked(&mut g, Instant::now(), all);
+    }
+
+    /// Rows waiting to be written (tests, metrics).
+    pub fn pending(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    fn write_locked(&self, g: &mut State, now: Instant, all: bool) {
+        let due: Vec<(String, i32)> = g.pending.iter().filter(|(_, p)| all || p.due <= now).map(|(id, _)| id.clone()).collect();
+        if due.is_empty() {
+            return;
+        }
+        let rows: Vec<((String, i32), Pending)> = due.into_iter().filter_map(|id| g.pending.remove(&id).map(|p| (id, p))).collect();
+        let wrote = self.run(g, |c| {
             let tx = c.unchecked_transaction()?;
             {
                 let mut st = tx.prepare_cached("INSERT OR REPLACE INTO meter_year(meter, year, key, data) VALUES (?1, ?2, ?3, ?4)")?;
-                for (m, y, k, my) in rows {
-                    st.execute(params![m, y, k, encode(my)])?;
+                for ((m, y), p) in &rows {
+                    st.execute(params![m, y, p.key, encode(&p.year)])?;
                 }
             }
             tx.commit()?;
-            // A warm-up writes thousands of rows at once: fold the WAL back now.
+            // Many rows at once (a warm-up, a shutdown): fold the WAL back now.
             if rows.len() >= 256 {
                 c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             }
             Ok(())
         });
+        if wrote.is_some() {
+            g.written.retain(|_, t| now.saturating_duration_since(*t) < self.hold);
+            for (id, _) in rows {
+                g.written.insert(id, now);
+            }
+        }
     }
 
-    /// Drops a meter's years from `from_year` on.
+    /// Drops a meter's years from `from_year` on, written or waiting.
     pub fn invalidate(&self, meter: &str, from_year: i32) {
-        self.with(|c| c.prepare_cached("DELETE FROM meter_year WHERE meter = ?1 AND year >= ?2")?.execute(params![meter, from_year]));
+        let mut g = self.lock();
+        g.pending.retain(|(m, y), _| m != meter || *y < from_year);
+        self.run(&g, |c| c.prepare_cached("DELETE FROM meter_year WHERE meter = ?1 AND year >= ?2")?.execute(params![meter, from_year]));
+    }
+}
+
+impl Drop for DiskCache {
+    /// The rows still waiting are written when the cache is closed (the daemon stopping,
+    /// `energyd report` ending).
+    fn drop(&mut self) {
+        self.write_due(true);
     }
 }
 
