@@ -482,4 +482,39 @@ mod tests {
         assert!(files.values().all(|h| h.as_str().is_some_and(|h| h.len() == 64)), "{files:?}");
         assert_ne!(items[2]["detail"]["before"], items[2]["detail"]["after"]);
     }
+
+    /// The warming's wait: at once when the head is empty; while points keep arriving (every
+    /// 20 ms for 2.5 s) it waits until they stop and then `quiet` (1 s) more; when they never
+    /// stop, until `max` (2 s). Only lower bounds are asserted (a loaded machine only sleeps longer).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_warming_waits_while_points_stream_in() {
+        use std::time::{Duration, Instant};
+        let (quiet, max) = (Duration::from_secs(1), Duration::from_secs(2));
+        let m = metrics::Metrics::new();
+        let started = Instant::now();
+        wait_for_quiet_writer(&m, quiet, Duration::from_secs(600)).await;
+        assert!(started.elapsed() < Duration::from_secs(60), "an empty head: no wait");
+
+        m.head_points.set(5_000);
+        let stream = |m: metrics::Metrics, for_ms: u64| {
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_millis(for_ms);
+                while Instant::now() < until {
+                    m.points_written.inc_by(5_000);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let streaming = stream(m.clone(), 2_500);
+        let started = Instant::now();
+        wait_for_quiet_writer(&m, quiet, Duration::from_secs(600)).await;
+        assert!(started.elapsed() >= Duration::from_millis(2_500), "returned while points arrived: {:?}", started.elapsed());
+        streaming.await.unwrap();
+
+        let streaming = stream(m.clone(), 60_000);
+        let started = Instant::now();
+        wait_for_quiet_writer(&m, quiet, max).await;
+        assert!(started.elapsed() >= max && started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+        streaming.abort();
+    }
 }

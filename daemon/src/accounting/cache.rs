@@ -190,8 +190,12 @@ impl DiskCache {
     /// Writes the waiting rows that are due at `now` (every one when `all`): called now and
     /// then by the daemon, and with `all` when it stops.
     pub fn write_due(&self, all: bool) {
+        self.write_at(Instant::now(), all);
+    }
+
+    fn write_at(&self, now: Instant, all: bool) {
         let mut g = self.lock();
-        self.write_locked(&mut g, Instant::now(), all);
+        self.write_locked(&mut g, now, all);
     }
 
     /// Rows waiting to be written (tests, metrics).
@@ -329,16 +333,116 @@ mod tests {
         assert_eq!(decode(&[0xff; 64]), None);
     }
 
+    /// Rows on disk, read beside the cache (its own connection sees only what was written).
+    fn on_disk(p: &Path) -> Vec<(String, i32, String)> {
+        let c = Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT meter, year, key FROM meter_year ORDER BY meter, year").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// The write policy, with a hold of 60 s and 2026 the year in progress: a closed year's row
+    /// is written at once, the open year's only once it stayed 60 s without a change record
+    /// dropping it; a meter-year is written at most once per hold; a row a change record drops
+    /// while it waits is never written; what waits is written when the cache closes.
+    #[test]
+    fn rows_are_written_once_they_stay_valid_and_never_after_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.sqlite");
+        let year = |v: f64| {
+            let mut s = Series::zero(2);
+            s.value[0] = v;
+            Arc::new(MeterYear { series: s, flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] })
+        };
+        let hold = Duration::from_secs(60);
+        let c = DiskCache::open_with_hold(p.clone(), chrono_tz::Asia::Shanghai, hold);
+        c.check_epoch("e1");
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        c.put_at(&[("m".into(), 2025, "k1".into(), year(1.0)), ("m".into(), 2026, "k1".into(), year(2.0))], t0, 2026);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k1".into())], "the closed year at once, the open one waits");
+        assert_eq!(c.pending(), 1);
+        // 2025 computed again 10 s after its write (a backfill): it waits until 60 s after that
+        // write, not written twice within the hold.
+        c.put_at(&[("m".into(), 2025, "k2".into(), year(3.0))], t0 + s(10), 2026);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k1".into())]);
+        c.write_at(t0 + s(59), false);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k1".into())], "59 s: not yet");
+        c.write_at(t0 + s(60), false);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k2".into()), ("m".into(), 2026, "k1".into())], "60 s: both");
+        assert_eq!(c.pending(), 0);
+        // The open year computed again, then a change record drops 2026 on while it waits: the
+        // waiting row goes with the written one, and nothing brings it back.
+        c.put_at(&[("m".into(), 2026, "k3".into(), year(4.0))], t0 + s(70), 2026);
+        c.invalidate("m", 2026);
+        assert_eq!(c.pending(), 0);
+        c.write_at(t0 + s(1000), true);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k2".into())]);
+        // Closing the cache writes what waits, due or not.
+        c.put_at(&[("n".into(), 2026, "k".into(), year(5.0))], t0 + s(80), 2026);
+        drop(c);
+        assert_eq!(on_disk(&p), vec![("m".into(), 2025, "k2".into()), ("n".into(), 2026, "k".into())]);
+        let c = DiskCache::open_with_hold(p.clone(), chrono_tz::Asia::Shanghai, hold);
+        assert_eq!(c.get("n", 2026, "k").map(|y| y.series.value[0]), Some(5.0));
+        // Another epoch (a store restored from a backup): nothing waiting survives it either.
+        c.put_at(&[("o".into(), 2026, "k".into(), year(6.0))], t0, 2026);
+        c.check_epoch("e2");
+        drop(c);
+        assert_eq!(on_disk(&p), vec![]);
+    }
+
+    /// Through the engine and a real store (Asia/Shanghai): m0's year in progress reads 100 at
+    /// 01:00 and 110 at 02:00 on 1 January (10 kWh); its row waits in memory, is written when
+    /// the engine closes, and after a late reading (125 at 03:00: 25 kWh) a restarted engine
+    /// does not serve the written row: the change record stored with the reading drops it. A
+    /// closed year (m1 in 2024: 5 then 7, 2 kWh; m0 empty) is on disk as soon as it is computed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restarted_engine_never_serves_a_row_written_before_later_points() {
+        use crate::store::Point;
+        use energy_wire::Quantity;
+        let dir = tempfile::tempdir().unwrap();
+        let reg = crate::registry::Registry::parse(
+            "[[agency]]\nid = \"a\"\nname = \"单位\"\nlevel = \"city\"\nheadcount = { 2020 = 10 }\n\
+             [[building]]\nid = \"b\"\nname = \"楼\"\nfloor_area = 100\noccupants = [ { agency = \"a\", share = 1.0 } ]\n\
+             [[meter]]\nid = \"m0\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n\
+             [[meter]]\nid = \"m1\"\nbuilding = \"b\"\ncarrier = \"electricity\"\n",
+        )
+        .unwrap();
+        let tz = chrono_tz::Asia::Shanghai;
+        let year = chrono::Utc::now().with_timezone(&tz).year();
+        let at = |y: i32, h: u32| chrono::TimeZone::with_ymd_and_hms(&tz, y, 1, 1, h, 0, 0).unwrap().timestamp_millis();
+        let pt = |m: &str, ts: i64, value: f64| Point { meter: m.into(), quantity: Quantity::ActiveEnergyImport, ts, value };
+        let store = crate::store::open(dir.path(), crate::metrics::Metrics::new()).unwrap();
+        store.write_points(vec![pt("m0", at(year, 1), 100.0), pt("m0", at(year, 2), 110.0), pt("m1", at(2024, 1), 5.0), pt("m1", at(2024, 2), 7.0)]).await.unwrap();
+        let file = dir.path().join("accounting-cache.sqlite");
+        let total = |y: &super::super::engine::MeterYears, m: &str| y[m].series.total();
+        let rows = || on_disk(&file).into_iter().map(|r| (r.0, r.1)).collect::<Vec<_>>();
+
+        let engine = super::super::engine::Engine::open(dir.path(), &reg, tz).unwrap();
+        assert!((total(&engine.meter_years(&store, &reg, year).await.unwrap(), "m0") - 10.0).abs() < 1e-9);
+        assert!(rows().is_empty(), "the year in progress waits");
+        assert!((total(&engine.meter_years(&store, &reg, 2024).await.unwrap(), "m1") - 2.0).abs() < 1e-9);
+        assert_eq!(rows(), vec![("m0".into(), 2024), ("m1".into(), 2024)], "a closed year at once");
+        drop(engine);
+        assert_eq!(rows(), vec![("m0".into(), 2024), ("m0".into(), year), ("m1".into(), 2024), ("m1".into(), year)], "written when the engine closes");
+
+        store.write_points(vec![pt("m0", at(year, 3), 125.0)]).await.unwrap();
+        let again = super::super::engine::Engine::open(dir.path(), &reg, tz).unwrap();
+        assert!((total(&again.meter_years(&store, &reg, year).await.unwrap(), "m0") - 25.0).abs() < 1e-9, "not the row written before 03:00");
+        assert!((total(&again.meter_years(&store, &reg, 2024).await.unwrap(), "m1") - 2.0).abs() < 1e-9);
+        drop(again);
+        store.close();
+    }
+
     #[test]
     fn rows_survive_a_reopen_and_the_epoch_guards_them() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.sqlite");
         let y = std::sync::Arc::new(MeterYear { series: Series::zero(2), flags: vec![], rejected: 0, rejected_readings: vec![], gaps: vec![] });
-        let c = DiskCache::open(p.clone());
+        let c = DiskCache::open(p.clone(), chrono_tz::Asia::Shanghai);
         c.check_epoch("e1");
         c.put(&[("m".into(), 2025, "k".into(), y.clone()), ("m".into(), 2026, "k".into(), y.clone())]);
         drop(c);
-        let c = DiskCache::open(p.clone());
+        let c = DiskCache::open(p.clone(), chrono_tz::Asia::Shanghai);
         c.check_epoch("e1");
         assert!(c.get("m", 2025, "k").is_some());
         assert!(c.get("m", 2025, "other key").is_none());
@@ -351,7 +455,7 @@ mod tests {
         drop(c);
         std::fs::write(&p, b"not a database at all, not at all").unwrap();
         let _ = std::fs::remove_file(format!("{}-wal", p.display()));
-        let c = DiskCache::open(p);
+        let c = DiskCache::open(p, chrono_tz::Asia::Shanghai);
         c.put(&[("m".into(), 2025, "k".into(), y)]);
         assert!(c.get("m", 2025, "k").is_some());
     }
