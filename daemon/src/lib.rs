@@ -165,13 +165,13 @@ impl Tasks {
 
 /// Warms the accounting cache (this year and last) in the background, so that the first
 /// indicators asked for do not wait for every meter's year to be computed; then writes the disk
-/// cache's rows as they fall due (`accounting::cache`). The warming waits while an ingest
-/// streams (see [`wait_for_quiet_writer`]): its computation flushes the store's head, and the
-/// years it would compute are changed by every group that arrives.
+/// cache's rows as they fall due (`accounting::cache`). The warming waits while a bulk ingest
+/// streams in ([`metrics::Metrics::wait_for_quiet_writer`]): its computation flushes the
+/// store's head, and the years it would compute are changed by every group that arrives.
 fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         use chrono::Datelike;
-        wait_for_quiet_writer(&st.metrics, WARM_QUIET, WARM_WAIT_MAX).await;
+        st.metrics.wait_for_quiet_writer(WARM_QUIET, metrics::BULK_POINTS_PER_SECOND, WARM_WAIT_MAX).await;
         let year = chrono::Utc::now().with_timezone(&st.tz).year();
         for y in [year, year - 1] {
             let started = std::time::Instant::now();
@@ -188,30 +188,11 @@ fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
     })
 }
 
-/// How long the writer must have taken no new point before the warming starts.
+/// Over how long the ingest rate is measured before the warming starts.
 const WARM_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
-/// The warming starts after this much waiting even if points keep streaming in (a flush then
-/// costs little against what the stream itself flushes).
+/// The warming starts after this much waiting even if a bulk ingest goes on (one flush then
+/// costs little against what the ingest itself flushes).
 const WARM_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10 * 60);
-
-/// Returns when no ingest is streaming into the store: its head holds no point (a flush is
-/// then free), or no new point was written for `quiet`; or after `max` whatever the ingest does.
-async fn wait_for_quiet_writer(m: &metrics::Metrics, quiet: std::time::Duration, max: std::time::Duration) {
-    let started = tokio::time::Instant::now();
-    let mut written = m.points_written.get();
-    let mut since = started;
-    loop {
-        if m.head_points.get() == 0 || since.elapsed() >= quiet || started.elapsed() >= max {
-            return;
-        }
-        tokio::time::sleep(quiet / 4).await;
-        let now = m.points_written.get();
-        if now != written {
-            written = now;
-            since = tokio::time::Instant::now();
-        }
-    }
-}
 
 impl Daemon {
     /// Opens the store and binds the HTTP listener.
@@ -481,40 +462,5 @@ mod tests {
         let files = items[0]["detail"]["files"].as_object().unwrap();
         assert!(files.values().all(|h| h.as_str().is_some_and(|h| h.len() == 64)), "{files:?}");
         assert_ne!(items[2]["detail"]["before"], items[2]["detail"]["after"]);
-    }
-
-    /// The warming's wait: at once when the head is empty; while points keep arriving (every
-    /// 20 ms for 2.5 s) it waits until they stop and then `quiet` (1 s) more; when they never
-    /// stop, until `max` (2 s). Only lower bounds are asserted (a loaded machine only sleeps longer).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_warming_waits_while_points_stream_in() {
-        use std::time::{Duration, Instant};
-        let (quiet, max) = (Duration::from_secs(1), Duration::from_secs(2));
-        let m = metrics::Metrics::new();
-        let started = Instant::now();
-        wait_for_quiet_writer(&m, quiet, Duration::from_secs(600)).await;
-        assert!(started.elapsed() < Duration::from_secs(60), "an empty head: no wait");
-
-        m.head_points.set(5_000);
-        let stream = |m: metrics::Metrics, for_ms: u64| {
-            tokio::spawn(async move {
-                let until = Instant::now() + Duration::from_millis(for_ms);
-                while Instant::now() < until {
-                    m.points_written.inc_by(5_000);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        let streaming = stream(m.clone(), 2_500);
-        let started = Instant::now();
-        wait_for_quiet_writer(&m, quiet, Duration::from_secs(600)).await;
-        assert!(started.elapsed() >= Duration::from_millis(2_500), "returned while points arrived: {:?}", started.elapsed());
-        streaming.await.unwrap();
-
-        let streaming = stream(m.clone(), 60_000);
-        let started = Instant::now();
-        wait_for_quiet_writer(&m, quiet, max).await;
-        assert!(started.elapsed() >= max && started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
-        streaming.abort();
     }
 }
