@@ -198,7 +198,7 @@ impl DiskCache {
         self.write_locked(&mut g, now, all);
     }
 
-    /// Rows waiting to be written (tests, metrics).
+    /// Rows waiting to be written.
     pub fn pending(&self) -> usize {
         self.lock().pending.len()
     }
