@@ -46,6 +46,8 @@
 //!   included), where energyd's bytes went (by file of its data directory, by thread, and its
 //!   `/metrics` lines that report bytes), the store size per point after sealing, and the peak
 //!   memory (`VmHWM`). See [`alternate`].
+//! * `BENCH_ENERGYD=PATH`: the energyd binary to run instead of this build's (another build
+//!   kept aside, for a before and after on the same machine in one sitting).
 //!
 //! ```sh
 //! cargo bench -p energyd --bench ingest -- --generator realistic --alternate 5
@@ -302,7 +304,9 @@ fn start_energyd_with(root: &Path, sub: &str, meters: i64, extra: &str, name: &'
         format!("data_dir = \"store\"\nregistry = \"registry.toml\"\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 268435456\n{extra}"),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_energyd"))
+    // BENCH_ENERGYD=PATH runs another build of energyd (a "before" beside this "after").
+    let bin = std::env::var_os("BENCH_ENERGYD").map_or_else(|| std::path::PathBuf::from(env!("CARGO_BIN_EXE_energyd")), std::path::PathBuf::from);
+    let child = Command::new(bin)
         .args(["run", "--config", "energyd.toml"])
         .current_dir(&dir)
         .env("RUST_LOG", "warn")

@@ -164,10 +164,14 @@ impl Tasks {
 }
 
 /// Warms the accounting cache (this year and last) in the background, so that the first
-/// indicators asked for do not wait for every meter's year to be computed.
+/// indicators asked for do not wait for every meter's year to be computed; then writes the disk
+/// cache's rows as they fall due (`accounting::cache`). The warming waits while a bulk ingest
+/// streams in ([`metrics::Metrics::wait_for_quiet_writer`]): its computation flushes the
+/// store's head, and the years it would compute are changed by every group that arrives.
 fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
     tokio::spawn(async move {
         use chrono::Datelike;
+        st.metrics.wait_for_quiet_writer(WARM_QUIET, metrics::BULK_POINTS_PER_SECOND, WARM_WAIT_MAX).await;
         let year = chrono::Utc::now().with_timezone(&st.tz).year();
         for y in [year, year - 1] {
             let started = std::time::Instant::now();
@@ -176,8 +180,19 @@ fn warm_accounting(st: Arc<AppState>) -> JoinHandle<()> {
                 Err(e) => tracing::warn!(year = y, "warming the accounting cache failed: {e}"),
             }
         }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            let engine = st.engine.clone();
+            let _ = tokio::task::spawn_blocking(move || engine.write_cache(false)).await;
+        }
     })
 }
+
+/// Over how long the ingest rate is measured before the warming starts.
+const WARM_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+/// The warming starts after this much waiting even if a bulk ingest goes on (one flush then
+/// costs little against what the ingest itself flushes).
+const WARM_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 impl Daemon {
     /// Opens the store and binds the HTTP listener.
@@ -284,6 +299,9 @@ impl Daemon {
             let _ = t.await;
         }
         tasks.stop().await;
+        // The accounting cache's rows still waiting, before the store closes.
+        let engine = self.state.engine.clone();
+        let _ = tokio::task::spawn_blocking(move || engine.write_cache(true)).await;
         let store = self.state.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
         tracing::info!("store closed");

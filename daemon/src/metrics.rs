@@ -257,8 +257,88 @@ impl Metrics {
     }
 }
 
+/// Points written per second above which the store is taken to be taking a bulk ingest (a
+/// backlog resent, an import, a benchmark) rather than meters reporting: ten times what a
+/// province's 100,000 meters of ten quantities send once a minute (17,000 points/s).
+pub const BULK_POINTS_PER_SECOND: u64 = 100_000;
+
+impl Metrics {
+    /// Returns when the store is not taking a bulk ingest: fewer than `rate` points per second
+    /// written (`energyd_points_written_total`) over the last `window`, measured over at least
+    /// `window`; or after `max` whatever the ingest does. For background work that reads the
+    /// store (its reads flush the head, which in the middle of a bulk ingest writes segments and
+    /// roll-up rows that the ingest's own flush then rewrites) and whose results the ingest
+    /// changes anyway.
+    pub async fn wait_for_quiet_writer(&self, window: std::time::Duration, rate: u64, max: std::time::Duration) {
+        let started = tokio::time::Instant::now();
+        let mut samples = std::collections::VecDeque::from([(started, self.points_written.get())]);
+        let step = (window / 4).max(std::time::Duration::from_millis(10));
+        while started.elapsed() < max {
+            tokio::time::sleep(step).await;
+            let (now, n) = (tokio::time::Instant::now(), self.points_written.get());
+            samples.push_back((now, n));
+            // The newest sample at least `window` old is the start of the measure.
+            while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
+                samples.pop_front();
+            }
+            let (t0, n0) = samples[0];
+            let span = now.duration_since(t0);
+            if span >= window && (n.saturating_sub(n0) as f64) < rate as f64 * span.as_secs_f64() {
+                return;
+            }
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The wait of background work: with nothing written it returns after one window (1 s);
+    /// while points arrive at about 1,000,000 a second (20,000 every 20 ms) for 2.5 s it waits
+    /// until they stop and a window without them has passed; when they never stop, until `max`
+    /// (2 s). A rate under the threshold (about 500 a second) does not hold it. Only lower bounds
+    /// and generous upper ones are asserted: a loaded machine only sleeps longer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn background_work_waits_while_a_bulk_ingest_streams_in() {
+        let (window, max) = (Duration::from_secs(1), Duration::from_secs(2));
+        let m = Metrics::new();
+        let stream = |m: Metrics, per_step: u64, for_ms: u64| {
+            tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_millis(for_ms);
+                while Instant::now() < until {
+                    m.points_written.inc_by(per_step);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        m.wait_for_quiet_writer(window, BULK_POINTS_PER_SECOND, Duration::from_secs(600)).await;
+        assert!(started.elapsed() >= window && started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+
+        let slow = stream(m.clone(), 10, 60_000);
+        let started = Instant::now();
+        m.wait_for_quiet_writer(window, BULK_POINTS_PER_SECOND, Duration::from_secs(600)).await;
+        assert!(started.elapsed() < Duration::from_secs(60), "meters reporting are not a bulk ingest: {:?}", started.elapsed());
+        slow.abort();
+
+        let bulk = stream(m.clone(), 20_000, 2_500);
+        let started = Instant::now();
+        m.wait_for_quiet_writer(window, BULK_POINTS_PER_SECOND, Duration::from_secs(600)).await;
+        assert!(started.elapsed() >= Duration::from_millis(2_500), "returned while points arrived: {:?}", started.elapsed());
+        bulk.await.unwrap();
+
+        let bulk = stream(m.clone(), 20_000, 60_000);
+        let started = Instant::now();
+        m.wait_for_quiet_writer(window, BULK_POINTS_PER_SECOND, max).await;
+        assert!(started.elapsed() >= max && started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+        bulk.abort();
     }
 }

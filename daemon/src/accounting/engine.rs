@@ -254,7 +254,7 @@ impl Engine {
             tz,
             log_path,
             cache: Mutex::new(HashMap::new()),
-            disk: Arc::new(DiskCache::open(data_dir.join("accounting-cache.sqlite"))),
+            disk: Arc::new(DiskCache::open(data_dir.join("accounting-cache.sqlite"), tz)),
             compute: tokio::sync::Mutex::new(false),
             calendars: Mutex::new(HashMap::new()),
             events: RwLock::new(events),
@@ -265,6 +265,12 @@ impl Engine {
             generation: std::sync::atomic::AtomicU64::new(0),
             results: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Writes the disk cache's rows that are due (every one waiting when `all`: the daemon
+    /// stopping); blocking.
+    pub fn write_cache(&self, all: bool) {
+        self.disk.write_due(all);
     }
 
     pub fn tz(&self) -> Tz {

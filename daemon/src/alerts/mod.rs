@@ -393,6 +393,12 @@ pub async fn run(a: Arc<Alerts>, s: Sources, cancel: CancellationToken) {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
+        // While a bulk ingest streams in, the evaluation waits for it (at most one interval): its
+        // accounting reads flush the store's head, and it would judge a half-loaded backlog.
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = s.metrics.wait_for_quiet_writer((every / 2).min(Duration::from_secs(1)), crate::metrics::BULK_POINTS_PER_SECOND, every) => {}
+        }
         let now = chrono::Utc::now().timestamp_millis();
         let changed = evaluate(&a, &s, now).await;
         if notifier.enabled() {
