@@ -128,8 +128,11 @@ pub struct Engine {
     generation: std::sync::atomic::AtomicU64,
     /// Agencies' indicators by (agency, scope, year, days to), each with the stamps of the
     /// parts it was computed from ([`Engine::indicators`]).
-    results: Mutex<HashMap<String, (Vec<u64>, Arc<AgencyIndicators>)>>,
+    results: Mutex<HashMap<String, KeptResult>>,
 }
+
+/// An agency's indicators with the stamps of the parts they were computed from.
+type KeptResult = (Vec<u64>, Arc<AgencyIndicators>);
 
 /// Agencies' indicators computed on one thread at least, before more threads are used.
 const PER_THREAD: usize = 32;
