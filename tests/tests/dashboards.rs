@@ -59,6 +59,50 @@ fn spawn(bin: &Path, args: &[String]) -> Server {
     Server { child }
 }
 
+/// The end of a log file, for a failure message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// Prometheus on a free port with `<d>/prometheus.yml`, once it says it is ready (`/-/ready`);
+/// its log in `<d>/prometheus.log`. A port taken between choosing it and binding it (other
+/// tests start servers at the same time) makes Prometheus exit: it is started again on another
+/// port, three times at most.
+async fn start_prometheus(d: &Path) -> (Server, u16) {
+    for attempt in 1..=3 {
+        let port = free_port();
+        let log = std::fs::File::create(d.join("prometheus.log")).unwrap();
+        let child = Command::new(which(&["prometheus"], "prometheus"))
+            .args([
+                format!("--config.file={}", d.join("prometheus.yml").display()),
+                format!("--storage.tsdb.path={}", d.join("prom-data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}"));
+        let mut server = Server { child };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(st)) = server.child.try_wait() {
+                eprintln!("prometheus exited ({st}) at start, attempt {attempt}: {}", tail(&d.join("prometheus.log")));
+                break;
+            }
+            let ready = reqwest::get(format!("http://127.0.0.1:{port}/-/ready")).await.ok().is_some_and(|r| r.status().is_success());
+            if ready {
+                return (server, port);
+            }
+            assert!(std::time::Instant::now() < deadline, "prometheus not ready in 60 s: {}", tail(&d.join("prometheus.log")));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    panic!("prometheus did not start in three attempts: {}", tail(&d.join("prometheus.log")));
+}
+
 /// The dashboards, by file name.
 fn dashboards() -> Vec<(String, Value)> {
     let dir = repo_root().join("dashboards");
@@ -357,7 +401,6 @@ async fn every_panel_query_returns_data() {
     .unwrap();
     let _gw = Proc::spawn("energy-gateway", &["run", "--config", "gateway.toml"], d);
 
-    let prom_port = free_port();
     std::fs::write(
         d.join("prometheus.yml"),
         format!(
@@ -365,14 +408,7 @@ async fn every_panel_query_returns_data() {
         ),
     )
     .unwrap();
-    let _prom = spawn(
-        &which(&["prometheus"], "prometheus"),
-        &[
-            format!("--config.file={}", d.join("prometheus.yml").display()),
-            format!("--storage.tsdb.path={}", d.join("prom-data").display()),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-    );
+    let (mut prom_server, prom_port) = start_prometheus(d).await;
     let influx_port = free_port();
     let influx_rpc = free_port();
     std::fs::write(
@@ -477,6 +513,11 @@ async fn every_panel_query_returns_data() {
                         // Scrapes come every second: wait for the series to be there.
                         let deadline = std::time::Instant::now() + Duration::from_secs(60);
                         loop {
+                            // A Prometheus that has stopped answers nothing: say so at once, not
+                            // after every panel's minute.
+                            if let Ok(Some(st)) = prom_server.child.try_wait() {
+                                panic!("prometheus exited ({st}) during the test: {}", tail(&d.join("prometheus.log")));
+                            }
                             let (status, v) = get_json(&format!("{prom}/api/v1/query?query={}", enc(&expr))).await;
                             if status == 200 && v["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
                                 break Ok(());
