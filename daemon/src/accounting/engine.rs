@@ -523,10 +523,12 @@ impl Engine {
         let data = Arc::new(data);
         let mut years = self.years.lock().unwrap_or_else(|e| e.into_inner());
         // The years pages and reports ask for are few; a walk through many keeps the last ones.
-        if years.len() >= MAX_YEARS {
-            years.retain(|&y, _| y >= year - 1);
-        }
         years.insert(year, data.clone());
+        // The years farthest from the one asked go first.
+        while years.len() > MAX_YEARS {
+            let Some(far) = years.keys().copied().max_by_key(|y| (y - year).abs()) else { break };
+            years.remove(&far);
+        }
         Ok(data)
     }
 
@@ -604,7 +606,7 @@ impl Engine {
         // joined before this goes on), when there are enough to share.
         let one = |i: usize| {
             let (agency, scope) = &agencies[i];
-            self.agency_indicators(reg, &this, last.as_deref(), &base_data, last_is_baseline, as_of, agency, scope)
+            Self::agency_indicators(reg, &this, last.as_deref(), &base_data, last_is_baseline, as_of, agency, scope)
         };
         let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(todo.len() / PER_THREAD).max(1);
         let computed: Vec<AgencyIndicators> = if threads > 1 {
@@ -632,7 +634,6 @@ impl Engine {
     /// One agency's indicators over `scope` from the years' data.
     #[allow(clippy::too_many_arguments)]
     fn agency_indicators(
-        &self,
         reg: &Registry,
         this: &YearData,
         last: Option<&YearData>,
@@ -642,49 +643,47 @@ impl Engine {
         agency: &crate::registry::Agency,
         scope: &[&str],
     ) -> AgencyIndicators {
-        {
-            let groups = this.groups(scope);
-            let last_groups = last.as_ref().map(|l| (l.cal.clone(), l.groups(scope)));
-            let mut baselines: BTreeMap<(Indicator, i32), f64> = BTreeMap::new();
-            for d in base_data.iter().map(|d| d.as_ref()).chain(last.filter(|_| last_is_baseline)) {
-                let g = d.groups(scope);
-                if g.values().all(|s| s.total() == 0.0) {
-                    continue;
-                }
-                let ind = indicators(&Input { reg, agency, cal: &d.cal, groups: &g, last: None, as_of: d.cal.days(), baselines: &BTreeMap::new() });
-                for v in ind.indicators {
-                    if let Some(x) = v.value.filter(|_| v.data == super::indicators::DataStatus::Complete) {
-                        baselines.insert((v.indicator, d.cal.year), x);
-                    }
+        let groups = this.groups(scope);
+        let last_groups = last.as_ref().map(|l| (l.cal.clone(), l.groups(scope)));
+        let mut baselines: BTreeMap<(Indicator, i32), f64> = BTreeMap::new();
+        for d in base_data.iter().map(|d| d.as_ref()).chain(last.filter(|_| last_is_baseline)) {
+            let g = d.groups(scope);
+            if g.values().all(|s| s.total() == 0.0) {
+                continue;
+            }
+            let ind = indicators(&Input { reg, agency, cal: &d.cal, groups: &g, last: None, as_of: d.cal.days(), baselines: &BTreeMap::new() });
+            for v in ind.indicators {
+                if let Some(x) = v.value.filter(|_| v.data == super::indicators::DataStatus::Complete) {
+                    baselines.insert((v.indicator, d.cal.year), x);
                 }
             }
-            let input = Input {
-                reg,
-                agency,
-                cal: &this.cal,
-                groups: &groups,
-                last: last_groups.as_ref().filter(|(_, g)| g.values().any(|s| s.total() != 0.0)).map(|(c, g)| (c.as_ref(), g)),
-                as_of,
-                baselines: &baselines,
-            };
-            let mut ind = indicators(&input);
-            if scope.len() != 1 || scope[0] != agency.id {
-                let members: Vec<String> = scope.iter().map(|m| m.to_string()).collect();
-                super::indicators::aggregate_over(reg, &mut ind, &members);
-            }
-            for n in &this.negative {
-                if this.serves(&n.meter, scope) {
-                    ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
-                }
-            }
-            for id in &this.to_check {
-                if this.serves(id, scope) {
-                    ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
-                    ind.meters_to_check.push(id.clone());
-                }
-            }
-            ind
         }
+        let input = Input {
+            reg,
+            agency,
+            cal: &this.cal,
+            groups: &groups,
+            last: last_groups.as_ref().filter(|(_, g)| g.values().any(|s| s.total() != 0.0)).map(|(c, g)| (c.as_ref(), g)),
+            as_of,
+            baselines: &baselines,
+        };
+        let mut ind = indicators(&input);
+        if scope.len() != 1 || scope[0] != agency.id {
+            let members: Vec<String> = scope.iter().map(|m| m.to_string()).collect();
+            super::indicators::aggregate_over(reg, &mut ind, &members);
+        }
+        for n in &this.negative {
+            if this.serves(&n.meter, scope) {
+                ind.notes.push(format!("meter `{}`: its sub-meters measured {:.1} more than it did", n.meter, -n.remainder));
+            }
+        }
+        for id in &this.to_check {
+            if this.serves(id, scope) {
+                ind.notes.push(format!("meter `{id}`: the counter went down without a recorded replacement; an engineer must check it"));
+                ind.meters_to_check.push(id.clone());
+            }
+        }
+        ind
     }
 }
 
@@ -776,6 +775,13 @@ mod tests {
         // Another registry (the same text) is another registry: nothing of the first is reused.
         let reg2 = Registry::parse(&toml).unwrap();
         assert!(!Arc::ptr_eq(&engine.year(&store, &reg, 2026).await.unwrap(), &engine.year(&store, &reg2, 2026).await.unwrap()));
+        // A walk back through the years keeps eight at most, those nearest the last asked.
+        for y in (2010..=2026).rev() {
+            engine.year(&store, &reg, y).await.unwrap();
+        }
+        let mut kept: Vec<i32> = engine.years.lock().unwrap().keys().copied().collect();
+        kept.sort();
+        assert_eq!(kept, (2010..=2017).collect::<Vec<_>>());
         store.close();
     }
 
