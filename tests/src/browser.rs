@@ -98,6 +98,11 @@ impl Browser {
 
     /// Sends a command and returns its `result`; panics on a protocol error.
     pub fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.try_call(method, params).unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Sends a command: its `result`, or the protocol's `error`.
+    fn try_call(&mut self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
         let id = self.next_id;
         self.next_id += 1;
         ws_send(&mut self.ws, &serde_json::json!({ "id": id, "method": method, "params": params }).to_string());
@@ -105,8 +110,10 @@ impl Browser {
             let text = ws_recv(&mut self.ws);
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if v["id"].as_u64() == Some(id) {
-                assert!(v.get("error").is_none(), "{method}: {}", v["error"]);
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
@@ -147,7 +154,13 @@ impl Browser {
     /// Runs `js` that navigates (submits a form, clicks a link) and waits for the new page.
     pub fn act(&mut self, js: &str) {
         self.eval("window.__energyMark = 1");
-        self.eval(js);
+        // The navigation may commit before the evaluation answers: Chromium then answers with
+        // "Inspected target navigated or closed", which is the navigation asked for.
+        match self.try_call("Runtime.evaluate", serde_json::json!({ "expression": js, "returnByValue": true })) {
+            Ok(r) => assert!(r.get("exceptionDetails").is_none(), "{js}: {}", r["exceptionDetails"]),
+            Err(e) if e["message"].as_str().is_some_and(|m| m.contains("navigated or closed")) => {}
+            Err(e) => panic!("Runtime.evaluate {js}: {e}"),
+        }
         self.wait_loaded();
     }
 
