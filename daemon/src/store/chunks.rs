@@ -189,19 +189,27 @@ pub(super) fn newest(c: &Connection, sid: i64) -> rusqlite::Result<Option<i64>> 
     Ok(last_before(c, sid, i64::MAX)?.map(|p| p.0))
 }
 
+/// Deletes the segments of a series and day, sealed into its chunk (after its roll-ups, which
+/// read the segments' partials, were sealed into the day's blob).
+pub(super) fn drop_segments(c: &Connection, sid: i64, day: i64) -> rusqlite::Result<()> {
+    c.prepare_cached("DELETE FROM segments WHERE series = ?1 AND day = ?2")?.execute(params![sid, day])?;
+    Ok(())
+}
+
 /// What one compaction pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Compacted {
     pub(super) chunks: u64,
     pub(super) points: u64,
     /// The (series, day) sealed, in order: their roll-ups are sealed next, in the same
-    /// transaction ([`super::rollup_rows::seal_rollups`]).
+    /// transaction ([`super::rollup_rows::seal_rollups`]), then their segments deleted.
     pub(super) sealed: Vec<(i64, i64)>,
 }
 
 /// Seals up to `max_chunks` (series, day) pairs, except those `busy` says are being written, with raw points before `cutoff` (a day
 /// boundary; the oldest day of each series first) into chunks, merging any chunk already there. Runs inside the caller's
-/// transaction. Returns what it did; the caller seals the roll-ups of the days sealed.
+/// transaction. Returns what it did; the caller seals the roll-ups of the days sealed and then
+/// deletes their segments ([`drop_segments`]).
 pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn Fn(i64, i64) -> bool) -> rusqlite::Result<Compacted> {
     // One index probe per series for its oldest raw point (the raw table is mostly the head, so
     // scanning it would cost far more).
@@ -230,7 +238,6 @@ pub(super) fn compact(c: &Connection, cutoff: i64, max_chunks: usize, busy: &dyn
         c.prepare_cached("INSERT OR REPLACE INTO chunks(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![sid, day, pts.len() as i64, codec::encode(&pts)])?;
         c.prepare_cached("DELETE FROM points WHERE series = ?1 AND ts >= ?2 AND ts < ?3")?.execute(params![sid, day, day + DAY_MS])?;
-        c.prepare_cached("DELETE FROM segments WHERE series = ?1 AND day = ?2")?.execute(params![sid, day])?;
         done.sealed.push((sid, day));
         done.chunks += 1;
         done.points += n_raw;

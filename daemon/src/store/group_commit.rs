@@ -155,9 +155,6 @@ impl WriterThread<'_> {
         let w = &mut self.w;
         let pruned = w.flush_head().and_then(|()| {
             w.day_cache.clear();
-            for slot in &mut w.head.series {
-                slot.last_rollup = None;
-            }
             prune(conn, options, chrono::Utc::now().timestamp_millis())
         });
         match pruned {

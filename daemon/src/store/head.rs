@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use super::rollup::HourRollup;
 
 /// The head: points acknowledged since the last flush, per series sorted by time, held in memory
 /// and made durable by one log record per group commit. A flush writes them as one segment
@@ -50,9 +49,6 @@ pub(super) struct SeriesHead {
     /// is checked without reading the store.
     pub(super) tail: Vec<(i64, f64)>,
     pub(super) tail_from: Option<i64>,
-    /// The stored roll-up of the newest hour flushed, so that the next flush merges into it
-    /// without reading it back (dropped when a replaced value recomputes that hour).
-    pub(super) last_rollup: Option<HourRollup>,
 }
 
 /// Readings kept per series after a flush for checking late points.

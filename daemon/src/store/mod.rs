@@ -13,16 +13,18 @@
 //!   2 (no change records), 3 (no sealed roll-ups), 4 (`head_log` records without differences,
 //!   still read), 5 (a catalog of names, chunks in codec version 2, still read), 6 (no
 //!   `conflicts`; sequence ranges per gateway, not per queue epoch) and 7 (`head_log` rows, no
-//!   log) are upgraded in place at open; any other version is refused with a message naming it.
+//!   log) and 8 (each flush's roll-ups merged into `rollup_hour` rows) are upgraded in place at open; any other version is refused with a message naming it.
 //! * `quantities(name, code)`, `WITHOUT ROWID`: a small code per quantity name.
 //! * `series(meter, quantity, id)`, `WITHOUT ROWID`, primary key (meter, quantity code): one row
 //!   per (meter, quantity) and its id, which every other table uses.
 //! * `head_log(id, data)`: up to format 7, the writer's head made durable: one row per group
 //!   commit with the (series, time, value) of every point the group added to the head. Rows a
 //!   version 7 store left are loaded and flushed at open; empty since.
-//! * `segments(id, series, day, count, data)`, indexed by (series, day, id): a flushed head, one
-//!   row per series and UTC day holding the readings compressed ([`codec`]); sealed into
-//!   `chunks` with their day.
+//! * `segments(id, series, day, count, data, rollups)`, indexed by (series, day, id): a flushed
+//!   head, one row per series and UTC day holding the readings compressed ([`codec`]) and, since
+//!   format 9, their roll-ups per hour (encoded as a sealed day's, [`rollup_codec`]): partial
+//!   roll-ups, merged into the hour's stored roll-up when read (`rollup_rows.rs`); sealed into
+//!   `chunks` and `rollup_day` with their day.
 //! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a corrected reading
 //!   (it wins over segments and chunks), and readings of stores written before format 4; `ts` in milliseconds since the Unix epoch.
 //! * `gateway_seq(gateway, epoch, start, end)`, `WITHOUT ROWID`: the ranges of sample sequence
@@ -31,17 +33,20 @@
 //!   when each epoch's first and latest batch were stored (a new epoch is a new queue at the
 //!   gateway: logged and counted). Version 6 kept ranges per gateway only (upgraded in place).
 //! * `rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)`,
-//!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up of each series
-//!   ([`HourRollup`]): the head's points are merged in when it is
-//!   flushed (they are distinct readings), a duplicate changes nothing, a replaced value makes
-//!   the writer recompute that hour from the stored points in the replacing transaction.
-//!   Reports read these, never the raw points.
+//!   `WITHOUT ROWID`, primary key (series, hour): the hourly roll-up ([`HourRollup`]) of an hour
+//!   a replaced value made the writer recompute from the stored points (in the replacing
+//!   transaction, taking the hour out of the segments' partials), of the days a compaction's
+//!   flush writes straight as chunks, of segments deleted by the retention, and of every open
+//!   hour in stores written before format 9. An hour's roll-up is its row (else its sealed
+//!   day's entry) merged with the partials of its segments; a duplicate changes nothing.
+//!   Reports read roll-ups, never the raw points.
 //! * `chunks(series, day, count, data)`: the readings of one series and sealed UTC day, compressed
 //!   ([`codec`]); see `chunks.rs`. Days older than `seal_after` are sealed by the writer.
 //! * `rollup_day(series, day, data)`, `WITHOUT ROWID`: when a day is sealed, its hourly roll-ups
 //!   leave `rollup_hour` for one compressed blob ([`rollup_codec::encode_rollups`], about 0.1 byte per
-//!   one-minute reading instead of 1.4). A late reading for a sealed day writes a row for its
-//!   hour again; a row wins over the blob's entry for the same hour until the day is resealed.
+//!   one-minute reading instead of 1.4). A late reading for a sealed day is a segment of that
+//!   day with its partial; a row wins over the blob's entry for the same hour until the day is
+//!   resealed.
 //! * `conflicts(id, meter, quantity, ts, stored, offered, source, received_ms, resolved_ms,
 //!   resolved_value, resolved_by)`: values offered by ingest that differ from the stored reading
 //!   (see below); unique while open per (meter, quantity, ts, offered).
@@ -61,7 +66,7 @@
 //! rows to their tables. Neither the append nor the commit waits for the disk (`synchronous =
 //! NORMAL`); a syncer thread fdatasyncs the log file (and the WAL, when the transaction changed
 //! rows) and only then answers the requests of the groups before, while the writer goes on with
-//! the next group. The head is flushed (one transaction: segments, roll-ups merged, gateway rows,
+//! the next group. The head is flushed (one transaction: segments with their roll-ups, gateway rows,
 //! the log position; then the WAL synced and the log files deleted) when it holds two million
 //! points, when its oldest point is 5 s old, before sealing and retention, at shutdown, and
 //! whenever a read comes: every read first waits for the head to be flushed, so reads see every

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection};
 
 use super::config::StoreOptions;
+use super::rollup_rows::settle_partials;
 use super::schema::add_point_count;
 use energy_wire::time::{hour_of, DAY_MS};
 
@@ -30,6 +31,9 @@ pub(super) fn prune(conn: &Connection, options: StoreOptions, now_ms: i64) -> ru
                 .query_row(params![id, before], |r| r.get(0))?;
             tx.prepare_cached("DELETE FROM chunks WHERE series = ?1 AND day < ?2")?.execute(params![id, before])?;
             deleted += n as u64;
+            // The roll-ups written beside those segments outlive them as rows (the roll-ups'
+            // retention may be longer).
+            settle_partials(&tx, id, before)?;
             let n: i64 = tx
                 .prepare_cached("SELECT coalesce(sum(count), 0) FROM segments WHERE series = ?1 AND day < ?2")?
                 .query_row(params![id, before], |r| r.get(0))?;

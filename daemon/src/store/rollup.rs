@@ -74,6 +74,15 @@ pub struct HourEnds {
     pub last_v: f64,
 }
 
+impl HourEnds {
+    /// Both ends together, as [`HourRollup::merge`] takes them (the same hour, distinct readings).
+    pub fn merge(&self, o: &HourEnds) -> HourEnds {
+        let (first_ts, first_v) = earlier((self.first_ts, self.first_v), (o.first_ts, o.first_v));
+        let (last_ts, last_v) = later((self.last_ts, self.last_v), (o.last_ts, o.last_v));
+        HourEnds { hour: self.hour.min(o.hour), first_ts, first_v, last_ts, last_v }
+    }
+}
+
 impl From<&HourRollup> for HourEnds {
     fn from(h: &HourRollup) -> HourEnds {
         HourEnds { hour: h.hour, first_ts: h.first_ts, first_v: h.first_v, last_ts: h.last_ts, last_v: h.last_v }

@@ -1,11 +1,29 @@
-//! The roll-up tables: `rollup_hour` (one row per series and open hour) and `rollup_day` (the
-//! hours of a sealed day in one compressed blob); a row wins over a blob's entry for its hour.
+//! The roll-ups: `rollup_day` (the hours of a sealed day in one compressed blob), `rollup_hour`
+//! (one row per series and hour: an hour an engineer's correction rolled up again, a day sealed
+//! by a compaction's flush before its blob, and the open hours of stores written before format
+//! 9), and the partial roll-ups of the segments (format 9): per hour, the roll-up of a
+//! segment's own readings, computed from them when read, or written out in `segments.rollups`
+//! (encoded as a sealed day's blob) once a correction took an hour out of them; a segment of a
+//! version 8 store has an empty blob there (its hours are rows).
+//!
+//! An hour's roll-up is its base, the row if there is one (it was written after the sealing and
+//! holds what was stored then), else the sealed day's entry, merged with the partials of the
+//! segments written after it, in the order they were written. The readings of the segments are
+//! distinct from each other and from what was stored before them (the writer flushes only
+//! points that were new), so the merge adds them up; a correction rolls its hour up again from
+//! every stored reading into a row and takes that hour out of the segments' partials
+//! ([`strip_partials`]). Why partials and not rows merged at each flush: a flush of a time slice
+//! of every series rewrote most leaf pages of `rollup_hour` (keyed by series and hour), several
+//! bytes per point ingested, into the WAL and again at the checkpoint (issue 19); a partial
+//! costs no write at all (the segment holds its readings), only the decoding of an open day's
+//! segments when its roll-ups are read.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::chunks;
+use super::codec;
 use super::rollup_codec;
-use super::rollup::{HourColumns, HourEnds, HourRollup};
+use super::rollup::{rollups_of, HourColumns, HourEnds, HourRollup};
 use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS};
 
 pub(super) const PUT_ROLLUP: &str = "INSERT OR REPLACE INTO rollup_hour(series, hour, first_ts, first_v, last_ts, last_v, min, max, sum, count)
@@ -50,10 +68,100 @@ pub(super) fn read_rollups(c: &Connection, sid: i64, from: i64, to: i64) -> rusq
         let (day, data): (i64, Vec<u8>) = (b.get(0)?, b.get(1)?);
         sealed.extend(rollup_codec::decode_rollups(day, &data).map_err(chunks::corrupt)?.into_iter().filter(|h| h.hour >= from && h.hour < to));
     }
-    if sealed.is_empty() {
-        return Ok(rows);
+    let base = if sealed.is_empty() { rows } else { merge_rollups(sealed, rows) };
+    Ok(apply_partials(base, partials(c, sid, from, to)?))
+}
+
+/// The partial roll-ups of one segment row (`day`, `rollups`, `data` at columns `at`..): its
+/// `rollups` blob when it has one (hours a correction took out, or none for a segment of a
+/// version 8 store, whose hours are rows), else the roll-ups of its own readings.
+fn segment_partials(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Vec<HourRollup>> {
+    let day: i64 = r.get(at)?;
+    let blob = |i: usize| r.get_ref(i)?.as_blob().map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, Box::new(e)));
+    if r.get_ref(at + 1)? != rusqlite::types::ValueRef::Null {
+        return rollup_codec::decode_rollups(day, blob(at + 1)?).map_err(chunks::corrupt);
     }
-    Ok(merge_rollups(sealed, rows))
+    Ok(rollups_of(&codec::decode(blob(at + 2)?).map_err(chunks::corrupt)?))
+}
+
+/// The `rollups` blob that says "no partial": a segment of a version 8 store (its hours are
+/// rows), or one whose every hour a correction took out.
+pub(super) fn no_partials() -> Vec<u8> {
+    rollup_codec::encode_rollups(0, &[])
+}
+
+/// The partial roll-ups of the segments of a series (days from `day_of(from)`,
+/// hours in `[from, to)`), sorted by hour, those of one hour in the order they were written.
+pub(super) fn partials(c: &Connection, sid: i64, from: i64, to: i64) -> rusqlite::Result<Vec<HourRollup>> {
+    let mut st = c.prepare_cached("SELECT day, rollups, data FROM segments WHERE series = ?1 AND day >= ?2 AND day < ?3 ORDER BY day, id")?;
+    let mut q = st.query(params![sid, day_of(from), to])?;
+    let mut out: Vec<HourRollup> = Vec::new();
+    let mut sorted = true;
+    while let Some(r) = q.next()? {
+        for h in segment_partials(r, 0)?.into_iter().filter(|h| h.hour >= from && h.hour < to) {
+            sorted &= out.last().is_none_or(|l| l.hour <= h.hour);
+            out.push(h);
+        }
+    }
+    if !sorted {
+        // Stable: the partials of one hour stay in the order they were written.
+        out.sort_by_key(|h| h.hour);
+    }
+    Ok(out)
+}
+
+/// `base` (by hour, one per hour) with `partials` (by hour) merged in: an hour's base first,
+/// then its partials in order, as the rows were merged at each flush before format 9.
+pub(super) fn apply_partials(base: Vec<HourRollup>, partials: Vec<HourRollup>) -> Vec<HourRollup> {
+    if partials.is_empty() {
+        return base;
+    }
+    let mut out: Vec<HourRollup> = Vec::with_capacity(base.len() + partials.len());
+    let mut b = base.into_iter().peekable();
+    for p in partials {
+        while let Some(x) = b.next_if(|x| x.hour < p.hour) {
+            out.push(x);
+        }
+        match out.last_mut() {
+            Some(l) if l.hour == p.hour => *l = l.merge(&p),
+            _ => match b.next_if(|x| x.hour == p.hour) {
+                Some(x) => out.push(x.merge(&p)),
+                None => out.push(p),
+            },
+        }
+    }
+    out.extend(b);
+    out
+}
+
+/// [`apply_partials`] for the first and last readings in columns.
+fn apply_partial_ends(base: HourColumns, partials: &[HourRollup]) -> HourColumns {
+    fn at(c: &HourColumns, i: usize) -> HourEnds {
+        HourEnds { hour: c.hour[i], first_ts: c.first_ts[i], first_v: c.first_v[i], last_ts: c.last_ts[i], last_v: c.last_v[i] }
+    }
+    let mut out = HourColumns::with_capacity(base.len() + partials.len());
+    let mut i = 0;
+    for p in partials.iter().map(HourEnds::from) {
+        while i < base.len() && base.hour[i] < p.hour {
+            out.push(at(&base, i));
+            i += 1;
+        }
+        let n = out.len();
+        if n > 0 && out.hour[n - 1] == p.hour {
+            let m = at(&out, n - 1).merge(&p);
+            (out.first_ts[n - 1], out.first_v[n - 1], out.last_ts[n - 1], out.last_v[n - 1]) = (m.first_ts, m.first_v, m.last_ts, m.last_v);
+        } else if i < base.len() && base.hour[i] == p.hour {
+            out.push(at(&base, i).merge(&p));
+            i += 1;
+        } else {
+            out.push(p);
+        }
+    }
+    while i < base.len() {
+        out.push(at(&base, i));
+        i += 1;
+    }
+    out
 }
 
 /// The first and last reading of each hour of a series in `[from, to)`, in columns: what
@@ -95,7 +203,11 @@ pub(super) fn read_hour_ends(c: &Connection, sid: i64, from: i64, to: i64) -> ru
         .map_err(chunks::corrupt)?;
     }
     rows.for_each(|r| out.push(r));
-    Ok(out)
+    let partials = partials(c, sid, from, to)?;
+    if partials.is_empty() {
+        return Ok(out);
+    }
+    Ok(apply_partial_ends(out, &partials))
 }
 
 /// Hours presized for at most (a year and a day): a longer window grows as it is read.
@@ -119,7 +231,7 @@ pub(super) fn merge_rollups(sealed: Vec<HourRollup>, rows: Vec<HourRollup>) -> V
     }
 }
 
-/// The roll-up of the newest hour before `t` (hour-aligned), rows and sealed days.
+/// The roll-up of the newest hour before `t` (hour-aligned): rows, sealed days and partials.
 pub(super) fn rollup_before(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<HourRollup>> {
     let row = c
         .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour < ?2 ORDER BY hour DESC LIMIT 1"))?
@@ -136,13 +248,31 @@ pub(super) fn rollup_before(c: &Connection, sid: i64, t: i64) -> rusqlite::Resul
             break;
         }
     }
-    Ok(match (sealed, row) {
+    let base = match (sealed, row) {
         (Some(s), Some(r)) => Some(if s.hour > r.hour { s } else { r }),
         (s, r) => r.or(s),
-    })
+    };
+    // The newest hour with a partial: if it is not older than the base's, that hour is read
+    // whole (its base and partials); if older, the base's hour has no partial.
+    let mut newest: Option<i64> = None;
+    let mut st = c.prepare_cached("SELECT day, rollups, data FROM segments WHERE series = ?1 AND day < ?2 ORDER BY day DESC, id DESC")?;
+    let mut q = st.query(params![sid, t])?;
+    while let Some(r) = q.next()? {
+        let day: i64 = r.get(0)?;
+        if newest.is_some_and(|h| day_of(h) > day) {
+            break;
+        }
+        if let Some(h) = segment_partials(r, 0)?.into_iter().rev().find(|h| h.hour < t) {
+            newest = Some(newest.map_or(h.hour, |n| n.max(h.hour)));
+        }
+    }
+    match newest {
+        Some(h) if base.is_none_or(|b| b.hour <= h) => Ok(read_rollups(c, sid, h, h + HOUR_MS)?.pop()),
+        _ => Ok(base),
+    }
 }
 
-/// The roll-up of the oldest hour at or after `t` (hour-aligned), rows and sealed days.
+/// The roll-up of the oldest hour at or after `t` (hour-aligned): rows, sealed days and partials.
 pub(super) fn rollup_from(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<Option<HourRollup>> {
     let row = c
         .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour >= ?2 ORDER BY hour LIMIT 1"))?
@@ -158,27 +288,60 @@ pub(super) fn rollup_from(c: &Connection, sid: i64, t: i64) -> rusqlite::Result<
             break;
         }
     }
-    Ok(match (sealed, row) {
+    let base = match (sealed, row) {
         (Some(s), Some(r)) => Some(if s.hour < r.hour { s } else { r }),
         (s, r) => r.or(s),
-    })
+    };
+    let mut oldest: Option<i64> = None;
+    let mut st = c.prepare_cached("SELECT day, rollups, data FROM segments WHERE series = ?1 AND day >= ?2 ORDER BY day, id")?;
+    let mut q = st.query(params![sid, day_of(t)])?;
+    while let Some(r) = q.next()? {
+        let day: i64 = r.get(0)?;
+        if oldest.is_some_and(|h| day_of(h) < day) {
+            break;
+        }
+        if let Some(h) = segment_partials(r, 0)?.into_iter().find(|h| h.hour >= t) {
+            oldest = Some(oldest.map_or(h.hour, |n| n.min(h.hour)));
+        }
+    }
+    match oldest {
+        Some(h) if base.is_none_or(|b| b.hour >= h) => Ok(read_rollups(c, sid, h, h + HOUR_MS)?.into_iter().next()),
+        _ => Ok(base),
+    }
 }
 
-/// The stored roll-up of one hour: its row, else its sealed day's entry.
-pub(super) fn stored_rollup(c: &Connection, sid: i64, hour: i64) -> rusqlite::Result<Option<HourRollup>> {
-    let row = c
-        .prepare_cached(&format!("SELECT {ROLLUP_COLUMNS} FROM rollup_hour WHERE series = ?1 AND hour = ?2"))?
-        .query_row(params![sid, hour], rollup_row)
-        .optional()?;
-    if row.is_some() {
-        return Ok(row);
-    }
+/// Takes the hour out of the partials of its day's segments: a correction has just rolled it
+/// up again, from every stored reading, into its row.
+pub(super) fn strip_partials(c: &Connection, sid: i64, hour: i64) -> rusqlite::Result<()> {
     let day = day_of(hour);
-    let data: Option<Vec<u8>> = c.prepare_cached("SELECT data FROM rollup_day WHERE series = ?1 AND day = ?2")?.query_row(params![sid, day], |r| r.get(0)).optional()?;
-    match data {
-        Some(d) => Ok(rollup_codec::decode_rollups(day, &d).map_err(chunks::corrupt)?.into_iter().find(|h| h.hour == hour)),
-        None => Ok(None),
+    let mut st = c.prepare_cached("SELECT id, day, rollups, data FROM segments WHERE series = ?1 AND day = ?2")?;
+    let found: Vec<(i64, Vec<HourRollup>)> = st.query_map(params![sid, day], |r| Ok((r.get(0)?, segment_partials(r, 1)?)))?.collect::<Result<_, _>>()?;
+    for (id, hours) in found {
+        if hours.iter().all(|h| h.hour != hour) {
+            continue;
+        }
+        // From now on the segment's partials are written out: its readings less that hour.
+        let rest: Vec<HourRollup> = hours.into_iter().filter(|h| h.hour != hour).collect();
+        c.prepare_cached("UPDATE segments SET rollups = ?1 WHERE id = ?2")?.execute(params![rollup_codec::encode_rollups(day, &rest), id])?;
     }
+    Ok(())
+}
+
+/// Turns the partials of a series' segments of days before `before` into rows (whole hours,
+/// base and partials merged), so that deleting those segments (past the raw points' retention)
+/// keeps their roll-ups, which may be kept longer.
+pub(super) fn settle_partials(c: &Connection, sid: i64, before: i64) -> rusqlite::Result<()> {
+    let days: Vec<i64> = c
+        .prepare_cached("SELECT DISTINCT day FROM segments WHERE series = ?1 AND day < ?2")?
+        .query_map(params![sid, before], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for day in days {
+        for r in read_rollups(c, sid, day, day + DAY_MS)? {
+            put_rollup(c, sid, &r)?;
+        }
+        c.prepare_cached("UPDATE segments SET rollups = ?3 WHERE series = ?1 AND day = ?2")?.execute(params![sid, day, no_partials()])?;
+    }
+    Ok(())
 }
 
 /// Seals the roll-up rows of a series and day into the day's blob (merged with the blob already

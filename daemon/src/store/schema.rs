@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::error::StoreError;
 use super::rollup::HourRollup;
-use super::rollup_rows::put_rollup;
+use super::rollup_rows::{no_partials, put_rollup};
 use super::format::FORMAT_VERSION;
 
 /// The writer's connection. `synchronous = NORMAL`: a commit writes its WAL frames without
@@ -48,7 +48,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
     conn.execute_batch("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);")?;
     let version: Option<String> = conn.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).optional()?;
     // Refuse an unknown version before touching anything.
-    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6", "7"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
+    if let Some(found) = version.as_ref().filter(|v| !["1", "2", "3", "4", "5", "6", "7", "8"].contains(&v.as_str()) && **v != FORMAT_VERSION.to_string()) {
         return Err(StoreError::Version { path: path.to_path_buf(), found: found.clone() });
     }
     conn.execute_batch(
@@ -59,7 +59,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
              PRIMARY KEY(series, hour)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS chunks(series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL,
              PRIMARY KEY(series, day));
-         CREATE TABLE IF NOT EXISTS segments(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL);
+         CREATE TABLE IF NOT EXISTS segments(id INTEGER PRIMARY KEY, series INTEGER NOT NULL, day INTEGER NOT NULL, count INTEGER NOT NULL, data BLOB NOT NULL, rollups BLOB);
          CREATE INDEX IF NOT EXISTS segments_series ON segments(series, day, id);
          CREATE TABLE IF NOT EXISTS head_log(id INTEGER PRIMARY KEY, data BLOB NOT NULL);
          CREATE TABLE IF NOT EXISTS rollup_day(series INTEGER NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY(series, day)) WITHOUT ROWID;
@@ -70,6 +70,7 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
     upgrade_catalog(conn)?;
     upgrade_conflicts(conn)?;
     upgrade_gateway_epochs(conn)?;
+    upgrade_segment_rollups(conn)?;
     match version.as_deref() {
         None => {
             conn.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?1)", params![FORMAT_VERSION.to_string()])?;
@@ -93,7 +94,11 @@ pub(super) fn prepare(conn: &Connection, path: &Path, new_store: bool) -> Result
         // gateway ranges in their tables at every group; version 8 keeps both in the log
         // files (`<data_dir>/log/`), which a version 7 build would not read, hence the new
         // number. Nothing else changes: `log_position` is 0 until the first flush.
-        Some("2" | "3" | "4" | "5" | "6" | "7") => {
+        // Version 8 merged each flush's roll-ups into `rollup_hour` rows; version 9 rolls up a
+        // segment's readings when read (`upgrade_segment_rollups`), which a version 8 build
+        // would not do (it would miss those hours), hence the new number. Its rows and segments
+        // (without partials) read as before.
+        Some("2" | "3" | "4" | "5" | "6" | "7" | "8") => {
             conn.execute("UPDATE meta SET value = ?1 WHERE key = 'format_version'", [FORMAT_VERSION.to_string()])?;
         }
         Some(_) => {}
@@ -174,6 +179,22 @@ pub(super) fn upgrade_gateway_epochs(conn: &Connection) -> rusqlite::Result<()> 
     conn.execute_batch(&upgrade).inspect_err(|_| {
         let _ = conn.execute_batch("ROLLBACK");
     })
+}
+
+/// Format 9: column `rollups` of `segments`. NULL: the segment's hours are rolled up from its
+/// readings when read (what a flush writes); a blob: its partial roll-ups written out (hours a
+/// correction took out of them). The segments of a version 8 store get the empty blob (their
+/// hours are rows of `rollup_hour` already), with the column, in one transaction (an
+/// interrupted upgrade is done again: the column is missing). Run at every open.
+pub(super) fn upgrade_segment_rollups(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('segments') WHERE name = 'rollups'", [], |r| r.get(0))?;
+    if has {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch("ALTER TABLE segments ADD COLUMN rollups BLOB")?;
+    tx.execute("UPDATE segments SET rollups = ?1", [no_partials()])?;
+    tx.commit()
 }
 
 /// Version 1 had no roll-ups: builds them from the raw points, in one transaction with the

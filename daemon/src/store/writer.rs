@@ -18,14 +18,14 @@ use super::hooks::CommitHook;
 use super::log::{self, Log};
 use super::requests::WriteOutcome;
 use super::rollup::HourRollup;
-use super::rollup_rows::{put_rollup, put_rollup_with, seal_rollups, stored_rollup, PUT_ROLLUP};
+use super::rollup_rows::{put_rollup, put_rollup_with, seal_rollups, strip_partials, PUT_ROLLUP};
 use super::schema::{series_id, ADD_QUANTITY, ADD_SERIES};
 use crate::metrics::Metrics;
 use energy_wire::time::{day_of, hour_of, DAY_MS, HOUR_MS};
 
 /// The head is flushed when it holds this many points, or its oldest point is
 /// [`StoreOptions::head_max_age_ms`] old, or a read asks for it.
-pub(super) const HEAD_MAX_POINTS: u64 = 2_000_000;
+pub(super) const HEAD_MAX_POINTS: u64 = 2_500_000;
 
 pub(super) struct Writer<'c> {
     pub(super) conn: &'c Connection,
@@ -336,10 +336,6 @@ impl<'c> Writer<'c> {
         self.day_cache.remove(&(sid, day_of(ts)));
         self.stale_hours.insert((sid, hour_of(ts)));
         if let Some(slot) = self.head.series.get_mut(usize::try_from(sid).unwrap_or(0)) {
-            // That hour is rolled up again from the store: its remembered roll-up is stale.
-            if slot.last_rollup.is_some_and(|r| r.hour == hour_of(ts)) {
-                slot.last_rollup = None;
-            }
             if let Ok(i) = slot.tail.binary_search_by_key(&ts, |p| p.0) {
                 slot.tail[i].1 = value;
             }
@@ -402,6 +398,8 @@ impl<'c> Writer<'c> {
                     self.conn.prepare_cached("DELETE FROM rollup_hour WHERE series = ?1 AND hour = ?2")?.execute(params![sid, hour])?;
                 }
             }
+            // The row now holds every stored reading of the hour, those of the segments too.
+            strip_partials(self.conn, sid, hour)?;
         }
         Ok(())
     }
@@ -416,8 +414,8 @@ impl<'c> Writer<'c> {
         self.log.as_ref().is_some_and(|l| l.last_id() > self.log_position)
     }
 
-    /// Writes the head as segments (one per series and day) and merges its roll-ups into the
-    /// stored ones, with the gateway rows changed, the point count and the last log record
+    /// Writes the head as segments (one per series and day; their roll-ups are merged into the
+    /// stored ones when read, see `rollup_rows.rs`), with the gateway rows changed, the point count and the last log record
     /// covered (`log_position`), in one transaction; syncs the WAL, then deletes the log files.
     /// The head is kept if it fails.
     pub(super) fn flush_head(&mut self) -> rusqlite::Result<()> {
@@ -427,49 +425,37 @@ impl<'c> Writer<'c> {
         }
         let started = Instant::now();
         let tx = self.conn.unchecked_transaction()?;
-        let mut newest_rollups = Vec::with_capacity(self.head.touched.len());
         let mut put_segment = self.conn.prepare_cached("INSERT INTO segments(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
         let mut put_chunk = self.conn.prepare_cached("INSERT INTO chunks(series, day, count, data) VALUES (?1, ?2, ?3, ?4)")?;
         let mut put_rollup = self.conn.prepare_cached(PUT_ROLLUP)?;
         // Sealing was asked for (`compact_pass` with `all`): a day before the cutoff that holds
         // no stored reading is written straight as its chunk and roll-up blob, not as a
-        // segment and roll-up rows that the sealing would read, rewrite and delete.
+        // segment that the sealing would read, rewrite and delete.
         let seal_before = self.seal_on_flush.take();
         let (mut sealed, mut straight): (Vec<(i64, i64)>, u64) = (Vec::new(), 0);
+        let mut hours: Vec<HourRollup> = Vec::new();
         for &sid in &self.head.touched {
             let Some(slot) = self.head.get_slot(sid) else { continue };
-            let pts = &slot.points;
-            // No reading is stored after this time (when known): hours that start later have
-            // no stored roll-up to merge with.
+            // No reading is stored after this time (when known).
             let stored_until = slot.newest.map(|n| n.1);
-            for day in pts.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
+            for day in slot.points.chunk_by(|a, b| day_of(a.0) == day_of(b.0)) {
                 let d = day_of(day[0].0);
                 if seal_before.is_some_and(|c| d < c) && stored_until.is_some_and(|t| t < d) {
+                    // Nothing stored on that day or after: these are its hours' whole roll-ups.
                     put_chunk.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
+                    hours.clear();
+                    hours.extend(day.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)).filter_map(HourRollup::of_points));
+                    for r in &hours {
+                        put_rollup_with(&mut put_rollup, sid, r)?;
+                    }
                     sealed.push((sid, d));
                     straight += day.len() as u64;
                 } else {
+                    // The roll-ups of the segment's readings are merged into the stored ones
+                    // when read (format 9, `rollup_rows.rs`), not rewritten into rows here.
                     put_segment.execute(params![sid, d, day.len() as i64, codec::encode(day)])?;
                 }
             }
-            let mut newest: Option<HourRollup> = None;
-            for hour in pts.chunk_by(|a, b| hour_of(a.0) == hour_of(b.0)) {
-                let Some(r) = HourRollup::of_points(hour) else { continue };
-                let stored = match slot.last_rollup {
-                    Some(last) if last.hour == r.hour => Some(last),
-                    _ if stored_until.is_some_and(|t| r.hour > t) => None,
-                    _ => stored_rollup(self.conn, sid, r.hour)?,
-                };
-                let merged = match stored {
-                    Some(s) => s.merge(&r),
-                    None => r,
-                };
-                put_rollup_with(&mut put_rollup, sid, &merged)?;
-                if newest.is_none_or(|n| n.hour < merged.hour) {
-                    newest = Some(merged);
-                }
-            }
-            newest_rollups.push((sid, newest));
         }
         drop((put_segment, put_chunk, put_rollup));
         // The roll-up rows of the days written as chunks go into their blobs (merged with what
@@ -510,12 +496,6 @@ impl<'c> Writer<'c> {
                 if let Err(e) = l.rotate() {
                     tracing::warn!("starting a new log file after a flush failed ({e}); appending to the old one");
                 }
-            }
-        }
-        for (sid, newest) in newest_rollups {
-            let slot = self.head.slot(sid);
-            if newest.is_some_and(|n| slot.last_rollup.is_none_or(|l| l.hour <= n.hour)) {
-                slot.last_rollup = newest;
             }
         }
         self.head.clear_points();
@@ -646,7 +626,10 @@ impl<'c> Writer<'c> {
         let tx = self.conn.unchecked_transaction()?;
         let mut done = chunks::compact(self.conn, cutoff, CHUNKS_PER_PASS, &busy)?;
         for &(sid, day) in &done.sealed {
+            // The day's roll-ups (with its segments' partials) into its blob, then its
+            // segments go.
             seal_rollups(self.conn, sid, day)?;
+            chunks::drop_segments(self.conn, sid, day)?;
         }
         tx.commit()?;
         self.day_cache.clear();

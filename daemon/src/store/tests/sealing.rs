@@ -211,3 +211,71 @@ async fn a_compaction_writes_days_with_nothing_stored_straight_as_chunks() {
     assert_eq!(store.points("s", q, 0, i64::MAX).await.unwrap(), want);
     store.close();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+    /// The roll-ups of readings over three days, written in any order and grouping, flushed
+    /// between groups (each flush writes its roll-ups beside its segments), with a compaction
+    /// in the middle or not (days sealed, later readings of sealed days merged over their blob),
+    /// a correction (its hour rolled up again into a row, taken out of the partials), a restart
+    /// and a last compaction: every read of roll-ups (all hours, and the windows the accounting
+    /// reads: the reading before, each hour's ends, the reading after) gives what the readings
+    /// give, and the flushes themselves write no roll-up row.
+    #[test]
+    fn rollups_read_the_same_from_partials_rows_and_sealed_days(
+        minutes in proptest::collection::btree_map(0i64..3 * 1440, -400i32..400, 1..150),
+        cut in 1usize..40, seed in proptest::prelude::any::<u64>(), mid_compaction in proptest::prelude::any::<bool>(),
+        hours in proptest::collection::vec((0i64..72, 1i64..30), 3),
+    ) {
+        let q = Quantity::ActivePower;
+        let day0 = day_of(1_764_288_000_000);
+        let mut pts: Vec<(i64, f64)> = minutes.into_iter().map(|(m, v)| (day0 + m * 60_000 + 7_000, f64::from(v) / 4.0)).collect();
+        let mut sent = pts.clone();
+        let mut s = seed | 1;
+        for i in (1..sent.len()).rev() {
+            s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+            sent.swap(i, (s % (i as u64 + 1)) as usize);
+        }
+        let mut windows: Vec<(i64, i64)> = hours.iter().map(|&(h, n)| (day0 + h * HOUR_MS, day0 + (h + n) * HOUR_MS)).collect();
+        windows.push((0, i64::MAX));
+        let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let fixed = pts[pts.len() / 2];
+        rt.block_on(async {
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            let groups: Vec<&[(i64, f64)]> = sent.chunks(cut).collect();
+            for (i, g) in groups.iter().enumerate() {
+                store.write_points(write(g)).await.unwrap();
+                if (seed >> (i % 64)) & 1 == 1 {
+                    store.flush().await.unwrap();
+                }
+                if mid_compaction && i == groups.len() / 2 {
+                    store.compact().await.unwrap();
+                }
+            }
+            store.flush().await.unwrap();
+            let rows: i64 = store.read(|c| c.query_row("SELECT count(*) FROM rollup_hour", [], |r| r.get(0))).await.unwrap();
+            assert_eq!(rows, 0, "a flush writes its roll-ups beside its segments, not as rows");
+            assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts));
+            check_windows(&store, q, &pts, &windows, "written").await;
+            // A correction: its hour is a row holding every stored reading of the hour.
+            store.correct(Correction { meter: "m".into(), quantity: q, ts: fixed.0, value: fixed.1 + 0.5, by: "eng".into() }).await.unwrap();
+            for p in pts.iter_mut().filter(|p| p.0 == fixed.0) {
+                p.1 += 0.5;
+            }
+            assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts));
+            check_windows(&store, q, &pts, &windows, "corrected").await;
+            store.close();
+            let store = open(dir.path(), Metrics::new()).unwrap();
+            assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts));
+            check_windows(&store, q, &pts, &windows, "restarted").await;
+            store.compact().await.unwrap();
+            assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts));
+            check_windows(&store, q, &pts, &windows, "sealed").await;
+            let left: (i64, i64) = store.read(|c| c.query_row("SELECT (SELECT count(*) FROM rollup_hour), (SELECT count(*) FROM segments)", [], |r| Ok((r.get(0)?, r.get(1)?)))).await.unwrap();
+            assert_eq!(left, (0, 0));
+            store.close();
+        });
+    }
+}

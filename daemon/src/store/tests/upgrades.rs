@@ -200,9 +200,65 @@ async fn a_version_7_store_with_rows_in_head_log_keeps_every_point() {
     let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
     let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
     assert_eq!(v, FORMAT_VERSION.to_string());
-    assert_eq!(FORMAT_VERSION, 8);
     let left: i64 = c.query_row("SELECT count(*) FROM head_log", [], |r| r.get(0)).unwrap();
     assert_eq!(left, 0);
     let count: i64 = c.query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'point_count'", [], |r| r.get(0)).unwrap();
     assert_eq!(count, 13 + 2 + 1, "m's 13 and the new one, g's 2");
+}
+
+/// A version 8 store: each flush had merged its roll-ups into `rollup_hour` rows and its
+/// segments have no `rollups` column. Opened by this build, it gets the column (its segments
+/// marked as having no partial: their readings are in the rows already), reads as before, and later readings of an hour it holds a row for are
+/// merged over that row; sealing ends with the same roll-ups as the readings give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_8_store_keeps_its_rollup_rows_and_takes_partials_over_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quantity::ActiveEnergyImport;
+    let day0 = day_of(1_764_288_000_000);
+    // A counter read every minute from 00:00 to 02:29, then to 04:00.
+    let pts: Vec<(i64, f64)> = (0..240).map(|i| (day0 + i * 60_000, 100.0 + i as f64 * 0.25)).collect();
+    let write = |v: &[(i64, f64)]| v.iter().map(|&(ts, value)| Point { meter: "m".into(), quantity: q, ts, value }).collect::<Vec<_>>();
+    {
+        let store = open(dir.path(), Metrics::new()).unwrap();
+        store.write_points(write(&pts[..150])).await.unwrap();
+        store.close();
+        // What a version 8 build left: the hours as rows, segments without the column.
+        let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+        let sid: i64 = c.query_row("SELECT id FROM series", [], |r| r.get(0)).unwrap();
+        for r in crate::store::rollups_of(&pts[..150]) {
+            c.execute(
+                "INSERT INTO rollup_hour VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![sid, r.hour, r.first_ts, r.first_v, r.last_ts, r.last_v, r.min, r.max, r.sum, r.count as i64],
+            )
+            .unwrap();
+        }
+        c.execute_batch("ALTER TABLE segments DROP COLUMN rollups; UPDATE meta SET value = '8' WHERE key = 'format_version';").unwrap();
+    }
+    // Not sealed in the background meanwhile (the rows must stay rows until `compact`).
+    let unsealed = StoreOptions { seal_after_ms: i64::MAX / 4, head_max_age_ms: 3_600_000, ..Default::default() };
+    let store = open_with(dir.path(), Metrics::new(), unsealed).unwrap();
+    assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts[..150]));
+    // 02:30 to 04:00: the rest of the hour held as a row, and new hours.
+    store.write_points(write(&pts[150..])).await.unwrap();
+    store.flush().await.unwrap();
+    let r = store.rollups("m", q, 0, i64::MAX).await.unwrap();
+    assert_eq!(r, crate::store::rollups_of(&pts));
+    assert_eq!((r[2].count, r[2].first_v, r[2].last_v), (60, pts[120].1, pts[179].1), "row 02:00 and the partial of 02:30-02:59 merged");
+    let w = store.counter_rollups_many(vec![("m".into(), q)], day0 + HOUR_MS, day0 + 3 * HOUR_MS).await.unwrap();
+    assert_eq!((w[0].before, w[0].after), (Some(pts[59]), Some(pts[180])));
+    let counts: (i64, i64, i64) = store
+        .read(|c| c.query_row("SELECT (SELECT count(*) FROM rollup_hour), (SELECT count(*) FROM segments WHERE rollups IS NOT NULL), (SELECT count(*) FROM segments WHERE rollups IS NULL)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))
+        .await
+        .unwrap();
+    assert_eq!(counts, (3, 1, 1), "the old rows stay, the old segment is marked as having no partial, the new one is rolled up when read");
+    store.close();
+    let store = open(dir.path(), Metrics::new()).unwrap();
+    store.compact().await.unwrap();
+    let (rows, segments): (i64, i64) = store.read(|c| c.query_row("SELECT (SELECT count(*) FROM rollup_hour), (SELECT count(*) FROM segments)", [], |r| Ok((r.get(0)?, r.get(1)?)))).await.unwrap();
+    assert_eq!((rows, segments), (0, 0), "sealed");
+    assert_eq!(store.rollups("m", q, 0, i64::MAX).await.unwrap(), crate::store::rollups_of(&pts));
+    store.close();
+    let c = Connection::open(dir.path().join("energyd.sqlite")).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'format_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, FORMAT_VERSION.to_string());
 }
