@@ -3,7 +3,7 @@
 //! when the group's transaction changed rows, the WAL) was fsynced, so an acknowledged write
 //! survives SIGKILL and power loss.
 //!
-//! # Layout (format version 8)
+//! # Layout (format version 9)
 //!
 //! * `<data_dir>/log/<first id>.log` ([`log`]): one record per group commit: its new points
 //!   compressed per series, the gateway ranges it changed, the series it added; deleted once a
@@ -21,10 +21,11 @@
 //!   commit with the (series, time, value) of every point the group added to the head. Rows a
 //!   version 7 store left are loaded and flushed at open; empty since.
 //! * `segments(id, series, day, count, data, rollups)`, indexed by (series, day, id): a flushed
-//!   head, one row per series and UTC day holding the readings compressed ([`codec`]) and, since
-//!   format 9, their roll-ups per hour (encoded as a sealed day's, [`rollup_codec`]): partial
-//!   roll-ups, merged into the hour's stored roll-up when read (`rollup_rows.rs`); sealed into
-//!   `chunks` and `rollup_day` with their day.
+//!   head, one row per series and UTC day holding the readings compressed ([`codec`]); since
+//!   format 9 their roll-ups per hour (partial roll-ups) are computed from them when read and
+//!   merged into the hour's stored roll-up (`rollup_rows.rs`; `rollups` holds them written out
+//!   once a correction took an hour out of them); sealed into `chunks` and `rollup_day` with
+//!   their day.
 //! * `points(series, ts, value)`, `WITHOUT ROWID`, primary key (series, ts): a corrected reading
 //!   (it wins over segments and chunks), and readings of stores written before format 4; `ts` in milliseconds since the Unix epoch.
 //! * `gateway_seq(gateway, epoch, start, end)`, `WITHOUT ROWID`: the ranges of sample sequence
@@ -66,8 +67,8 @@
 //! rows to their tables. Neither the append nor the commit waits for the disk (`synchronous =
 //! NORMAL`); a syncer thread fdatasyncs the log file (and the WAL, when the transaction changed
 //! rows) and only then answers the requests of the groups before, while the writer goes on with
-//! the next group. The head is flushed (one transaction: segments with their roll-ups, gateway rows,
-//! the log position; then the WAL synced and the log files deleted) when it holds two million
+//! the next group. The head is flushed (one transaction: segments, gateway rows,
+//! the log position; then the WAL synced and the log files deleted) when it holds 2.5 million
 //! points, when its oldest point is 5 s old, before sealing and retention, at shutdown, and
 //! whenever a read comes: every read first waits for the head to be flushed, so reads see every
 //! acknowledged point and never look at the head. After a crash the head is rebuilt from the
